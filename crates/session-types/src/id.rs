@@ -1,0 +1,268 @@
+//! Identifiers: [`SessionId`] (one per call leg, compact and `Copy`), [`GroupId`], the SIP
+//! [`CallId`] and the RFC 3261 §12 [`DialogId`] triple.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Identifies one session (one call leg) for its whole life, across every layer and event.
+///
+/// A random 128-bit value: unique across processes, so ids from several hosts can be merged in
+/// one trace. It displays as 32 lowercase hex digits, and parses back from that form.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u128);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        // Zero is reserved so that a default or uninitialised value never collides with a real id.
+        loop {
+            let raw = fastrand::u128(..);
+            if raw != 0 {
+                return Self(raw);
+            }
+        }
+    }
+
+    /// Rebuilds an id from its raw value (e.g. read back from storage).
+    pub const fn from_u128(raw: u128) -> Self {
+        Self(raw)
+    }
+
+    /// The raw 128-bit value.
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseIdError { input_len: s.len() });
+        }
+        u128::from_str_radix(s, 16)
+            .map(Self)
+            .map_err(|_| ParseIdError { input_len: s.len() })
+    }
+}
+
+/// A string could not be parsed as a [`SessionId`] (it must be exactly 32 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a session id: expected 32 hex digits, got {input_len} characters")]
+pub struct ParseIdError {
+    input_len: usize,
+}
+
+/// Identifies a group of sessions (a conference, a tenant, a call engine's queue).
+///
+/// Groups are small process-local numbers; [`GroupId::next`] hands out fresh ones and
+/// [`GroupId::from_raw`] lets an application use numbers of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct GroupId(u64);
+
+impl GroupId {
+    /// A process-unique group id, counting up from 1.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A group id chosen by the application.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "group-{}", self.0)
+    }
+}
+
+/// The SIP `Call-ID` of a call (RFC 3261 §8.1.1.4). Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(Arc<str>);
+
+impl CallId {
+    /// Wraps an existing Call-ID value.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// A fresh, globally unique Call-ID: 128 random bits in hex, `@host` appended when given.
+    pub fn random(host: Option<&str>) -> Self {
+        let raw = fastrand::u128(..);
+        match host {
+            Some(host) => Self(format!("{raw:032x}@{host}").into()),
+            None => Self(format!("{raw:032x}").into()),
+        }
+    }
+
+    /// The Call-ID text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CallId({})", self.0)
+    }
+}
+
+impl From<&str> for CallId {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+/// A SIP dialog as RFC 3261 §12 identifies it: Call-ID, local tag and remote tag.
+///
+/// The tags are seen from this side of the dialog, so the two ends of one dialog hold ids with
+/// the tags swapped (see [`DialogId::peer_view`]).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct DialogId {
+    /// The dialog's Call-ID.
+    pub call_id: CallId,
+    /// Our tag (From tag for the UAC, To tag for the UAS).
+    pub local_tag: Arc<str>,
+    /// The peer's tag.
+    pub remote_tag: Arc<str>,
+}
+
+impl DialogId {
+    /// Builds a dialog id from its three parts.
+    pub fn new(
+        call_id: CallId,
+        local_tag: impl Into<Arc<str>>,
+        remote_tag: impl Into<Arc<str>>,
+    ) -> Self {
+        Self {
+            call_id,
+            local_tag: local_tag.into(),
+            remote_tag: remote_tag.into(),
+        }
+    }
+
+    /// The same dialog as the peer identifies it (tags swapped).
+    pub fn peer_view(&self) -> Self {
+        Self {
+            call_id: self.call_id.clone(),
+            local_tag: self.remote_tag.clone(),
+            remote_tag: self.local_tag.clone(),
+        }
+    }
+}
+
+impl fmt::Display for DialogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{};local-tag={};remote-tag={}",
+            self.call_id, self.local_tag, self.remote_tag
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn session_id_round_trips_through_its_text() {
+        for _ in 0..1000 {
+            let id = SessionId::new();
+            let text = id.to_string();
+            assert_eq!(text.len(), 32);
+            assert_eq!(text.parse::<SessionId>(), Ok(id));
+        }
+    }
+
+    #[test]
+    fn session_id_display_is_stable() {
+        let id = SessionId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert_eq!(id.to_string(), "0123456789abcdef0011223344556677");
+        assert_eq!(
+            format!("{id:?}"),
+            "SessionId(0123456789abcdef0011223344556677)"
+        );
+    }
+
+    #[test]
+    fn session_id_rejects_bad_text() {
+        for bad in [
+            "",
+            "xyz",
+            "0123456789abcdef0011223344556677ff",
+            "+123456789abcdef0011223344556677",
+            "0123456789abcdef001122334455667g",
+        ] {
+            assert!(bad.parse::<SessionId>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn session_ids_are_unique_and_compact() {
+        let ids: HashSet<_> = (0..10_000).map(|_| SessionId::new()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert_eq!(std::mem::size_of::<SessionId>(), 16);
+    }
+
+    #[test]
+    fn group_ids_count_up() {
+        let a = GroupId::next();
+        let b = GroupId::next();
+        assert!(b.as_u64() > a.as_u64());
+    }
+
+    #[test]
+    fn dialog_peer_view_swaps_tags() {
+        let id = DialogId::new(CallId::from("abc@host"), "l", "r");
+        let peer = id.peer_view();
+        assert_eq!(&*peer.local_tag, "r");
+        assert_eq!(&*peer.remote_tag, "l");
+        assert_eq!(peer.peer_view(), id);
+        assert_eq!(id.to_string(), "abc@host;local-tag=l;remote-tag=r");
+    }
+
+    #[test]
+    fn random_call_ids_differ() {
+        let a = CallId::random(Some("example.com"));
+        let b = CallId::random(Some("example.com"));
+        assert_ne!(a, b);
+        assert!(a.as_str().ends_with("@example.com"));
+    }
+}
