@@ -1,0 +1,1 @@
+//! Admission limits with RAII permits, an RTP port pool, and counters, gauges and histograms for session-core.
