@@ -1,1 +1,47 @@
-fn main() {}
+//! Repository automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! Commands:
+//! - `examples [FILTER...] [--timeout SECS] [--release] [--verbose]`: builds the examples of
+//!   `examples2/` once, runs each in name order with a timeout, prints a table and
+//!   `N passed, M failed`, and exits non-zero if any failed.
+//! - `conformance [--dir PATH]`: runs the RFC 4475 torture tests through session-sip.
+//!
+//! This crate has no dependencies on purpose: it is built on every `cargo xtask` call.
+
+mod conformance;
+mod examples;
+#[cfg(test)]
+mod tidy;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  examples [FILTER...] [--timeout SECS] [--release] [--verbose]
+                      build and run the numbered examples in examples2/, print a table
+  conformance [--dir PATH]
+                      run the RFC 4475 torture-test corpus through session-sip
+                      (default: ../shared/conformance/rfc4475)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let code = match command.as_str() {
+        "examples" => examples::run(rest),
+        "conformance" => conformance::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            0
+        }
+        other => {
+            eprintln!("unknown command {other:?}\n\n{USAGE}");
+            2
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
