@@ -18,12 +18,14 @@ mod client_invite;
 mod client_non_invite;
 mod server_invite;
 mod server_non_invite;
+mod table;
 mod timers;
 
 pub use client_invite::{ClientInvite, ClientInviteState};
 pub use client_non_invite::{ClientNonInvite, ClientNonInviteState};
 pub use server_invite::{ServerInvite, ServerInviteState};
 pub use server_non_invite::{ServerNonInvite, ServerNonInviteState};
+pub use table::{Transaction, TransactionId, TransactionTable};
 pub use timers::{TimerConfig, Transport};
 
 use bytes::Bytes;

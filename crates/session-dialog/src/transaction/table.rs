@@ -1,0 +1,332 @@
+//! All live transactions of an endpoint, indexed by the key a message is matched on, with one
+//! timer structure for all of them (a min-heap with lazy deletion: re-arming pushes the new
+//! deadline, stale entries are skipped when they surface).
+
+use super::{Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite};
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::Hash;
+use std::time::Instant;
+
+/// A handle to one transaction in a [`TransactionTable`]; never reused within a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransactionId(u64);
+
+/// One of the four transaction machines.
+#[derive(Debug)]
+pub enum Transaction {
+    /// INVITE client transaction.
+    ClientInvite(ClientInvite),
+    /// Non-INVITE client transaction.
+    ClientNonInvite(ClientNonInvite),
+    /// INVITE server transaction.
+    ServerInvite(ServerInvite),
+    /// Non-INVITE server transaction.
+    ServerNonInvite(ServerNonInvite),
+}
+
+impl Transaction {
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Self::ClientInvite(tx) => tx.deadline(),
+            Self::ClientNonInvite(tx) => tx.deadline(),
+            Self::ServerInvite(tx) => tx.deadline(),
+            Self::ServerNonInvite(tx) => tx.deadline(),
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        match self {
+            Self::ClientInvite(tx) => tx.poll_action(),
+            Self::ClientNonInvite(tx) => tx.poll_action(),
+            Self::ServerInvite(tx) => tx.poll_action(),
+            Self::ServerNonInvite(tx) => tx.poll_action(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Self::ClientInvite(tx) => tx.handle_timeout(now),
+            Self::ClientNonInvite(tx) => tx.handle_timeout(now),
+            Self::ServerInvite(tx) => tx.handle_timeout(now),
+            Self::ServerNonInvite(tx) => tx.handle_timeout(now),
+        }
+    }
+}
+
+struct Slot<K, C> {
+    key: K,
+    transaction: Transaction,
+    /// The deadline currently in the heap for this transaction.
+    armed: Option<Instant>,
+    /// What the owner keeps with the transaction (peer address, the request, the dialog …).
+    context: C,
+}
+
+/// Live transactions keyed by `K`, each carrying owner context `C`.
+///
+/// After every change through [`TransactionTable::with`] the table collects the transaction's
+/// actions into one queue (drained by [`TransactionTable::poll_action`]), re-arms its timer,
+/// and removes it once it reports [`Action::Terminated`].
+pub struct TransactionTable<K, C> {
+    slots: HashMap<TransactionId, Slot<K, C>>,
+    index: HashMap<K, TransactionId>,
+    timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
+    actions: VecDeque<(TransactionId, Action)>,
+    next_id: u64,
+}
+
+impl<K: Hash + Eq + Clone, C> Default for TransactionTable<K, C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self {
+            slots: HashMap::new(),
+            index: HashMap::new(),
+            timers: BinaryHeap::new(),
+            actions: VecDeque::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Adds a transaction under `key`; `None` if a transaction with that key is already live
+    /// (the caller then has a retransmission or a key collision, not a new transaction).
+    pub fn insert(
+        &mut self,
+        key: K,
+        transaction: Transaction,
+        context: C,
+    ) -> Option<TransactionId> {
+        let id = TransactionId(self.next_id);
+        match self.index.entry(key.clone()) {
+            Entry::Occupied(_) => return None,
+            Entry::Vacant(vacant) => {
+                vacant.insert(id);
+            }
+        }
+        self.next_id += 1;
+        self.slots.insert(
+            id,
+            Slot {
+                key,
+                transaction,
+                armed: None,
+                context,
+            },
+        );
+        self.settle(id);
+        Some(id)
+    }
+
+    /// The transaction matching `key`, if live.
+    pub fn find(&self, key: &K) -> Option<TransactionId> {
+        self.index.get(key).copied()
+    }
+
+    /// The owner context of a live transaction.
+    pub fn context(&self, id: TransactionId) -> Option<&C> {
+        self.slots.get(&id).map(|slot| &slot.context)
+    }
+
+    /// The owner context of a live transaction, mutably.
+    pub fn context_mut(&mut self, id: TransactionId) -> Option<&mut C> {
+        self.slots.get_mut(&id).map(|slot| &mut slot.context)
+    }
+
+    /// Runs `f` on a live transaction, then collects its actions and re-arms its timer.
+    pub fn with<R>(
+        &mut self,
+        id: TransactionId,
+        f: impl FnOnce(&mut Transaction, &mut C) -> R,
+    ) -> Option<R> {
+        let slot = self.slots.get_mut(&id)?;
+        let result = f(&mut slot.transaction, &mut slot.context);
+        self.settle(id);
+        Some(result)
+    }
+
+    fn settle(&mut self, id: TransactionId) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let mut terminated = false;
+        while let Some(action) = slot.transaction.poll_action() {
+            terminated |= action == Action::Terminated;
+            self.actions.push_back((id, action));
+        }
+        if terminated {
+            if let Some(slot) = self.slots.remove(&id) {
+                self.index.remove(&slot.key);
+            }
+            return;
+        }
+        let deadline = slot.transaction.deadline();
+        if deadline != slot.armed {
+            slot.armed = deadline;
+            if let Some(at) = deadline {
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+    }
+
+    /// When [`TransactionTable::handle_timeout`] must next be called.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        // Drop stale heap entries so the answer is exact.
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if self
+                .slots
+                .get(&id)
+                .is_some_and(|slot| slot.armed == Some(at))
+            {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            if slot.armed != Some(at) {
+                continue; // re-armed since; a newer entry is in the heap
+            }
+            slot.armed = None;
+            slot.transaction.handle_timeout(now);
+            self.settle(id);
+        }
+    }
+
+    /// The next action of any transaction, with the transaction it came from. A
+    /// [`Action::Terminated`] comes after the transaction was removed from the table.
+    pub fn poll_action(&mut self) -> Option<(TransactionId, Action)> {
+        self.actions.pop_front()
+    }
+
+    /// Live transactions.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no transaction is live.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Timer entries held (live and stale); bounded by the number of re-arms still pending.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::{TimerConfig, Transport, Verdict};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn client(now: Instant, transport: Transport) -> Transaction {
+        Transaction::ClientNonInvite(ClientNonInvite::new(
+            now,
+            Bytes::from_static(b"OPTIONS"),
+            transport,
+            TimerConfig::default(),
+        ))
+    }
+
+    #[test]
+    fn keys_are_unique_while_live() {
+        let t0 = Instant::now();
+        let mut table: TransactionTable<&str, ()> = TransactionTable::new();
+        let a = table
+            .insert("z9hG4bK1", client(t0, Transport::Unreliable), ())
+            .unwrap();
+        assert!(
+            table
+                .insert("z9hG4bK1", client(t0, Transport::Unreliable), ())
+                .is_none()
+        );
+        assert_eq!(table.find(&"z9hG4bK1"), Some(a));
+        assert_eq!(
+            table.poll_action(),
+            Some((a, Action::Transmit(Bytes::from_static(b"OPTIONS"))))
+        );
+    }
+
+    #[test]
+    fn timers_fire_in_order_and_terminated_transactions_leave_the_table() {
+        let t0 = Instant::now();
+        let mut table: TransactionTable<u32, &str> = TransactionTable::new();
+        for key in 0..100 {
+            table.insert(
+                key,
+                client(
+                    t0 + Duration::from_millis(u64::from(key)),
+                    Transport::Unreliable,
+                ),
+                "ctx",
+            );
+        }
+        while table.poll_action().is_some() {}
+        // Answer half of them at once; the rest time out by Timer F.
+        for key in (0..100).step_by(2) {
+            let id = table.find(&key).unwrap();
+            let verdict = table.with(id, |tx, _| match tx {
+                Transaction::ClientNonInvite(tx) => tx.handle_response(t0, 200),
+                _ => unreachable!(),
+            });
+            assert_eq!(verdict, Some(Verdict::PassUp));
+        }
+        let mut now = t0;
+        let mut timed_out = 0;
+        let mut terminated = 0;
+        while let Some(at) = table.next_deadline() {
+            assert!(at >= now, "deadlines never go backwards");
+            now = at;
+            table.handle_timeout(now);
+            while let Some((_, action)) = table.poll_action() {
+                timed_out += usize::from(action == Action::TimedOut);
+                terminated += usize::from(action == Action::Terminated);
+            }
+        }
+        assert_eq!((timed_out, terminated), (50, 100));
+        assert!(table.is_empty());
+        assert_eq!(table.timer_entries(), 0);
+        assert!(now <= t0 + Duration::from_millis(99) + Duration::from_secs(32));
+    }
+
+    #[test]
+    fn reliable_final_removes_the_transaction_at_once() {
+        let t0 = Instant::now();
+        let mut table: TransactionTable<u8, ()> = TransactionTable::new();
+        let id = table
+            .insert(1, client(t0, Transport::Reliable), ())
+            .unwrap();
+        table.with(id, |tx, _| {
+            if let Transaction::ClientNonInvite(tx) = tx {
+                tx.handle_response(t0, 200);
+            }
+        });
+        assert!(table.is_empty());
+        assert_eq!(table.find(&1), None);
+        assert!(table.with(id, |_, _| ()).is_none());
+        let actions: Vec<_> = std::iter::from_fn(|| table.poll_action())
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(actions.last(), Some(&Action::Terminated));
+    }
+}
