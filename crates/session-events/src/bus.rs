@@ -1,0 +1,863 @@
+//! [`EventBus`]: the publish side, the subscription index and group membership.
+//!
+//! # The index
+//!
+//! Subscriptions are filed where a publish will look for them, so that a publish costs one hash
+//! lookup plus the subscriptions that can match — never a scan of all subscriptions:
+//!
+//! - **by session**: a sharded map `SessionId → entry`; an entry holds the subscriptions scoped
+//!   to that session and the groups the session belongs to. Shards are `parking_lot` mutexes,
+//!   picked by the session id's bits.
+//! - **by group**: a sharded map `GroupId → subscriptions` (read-write locks; publishes only
+//!   read).
+//! - **unscoped**: one list of the subscriptions on all sessions (all events, kind-only,
+//!   predicate-only), checked on every publish, skipped without a lock while it is empty.
+//!
+//! Publishing an event of session S locks S's shard, delivers to S's own subscriptions, then to
+//! the subscriptions of each group S is in, then to the unscoped ones, and releases the shard.
+//! Holding S's shard for the whole delivery makes every subscriber see S's events in one and
+//! the same order. Wakers are woken after the locks are released. Lock order (outer first):
+//! session shard → group shard → unscoped list → a subscription's queue; the other operations
+//! take one of these at a time.
+
+use crate::error::{Error, Result};
+use crate::event::SessionEvent;
+use crate::filter::{Filter, Scope};
+use crate::subscription::{Pushed, Slot, Subscription, count_out};
+use parking_lot::{Mutex, RwLock};
+use session_types::{GroupId, SessionId};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Waker;
+
+/// The event bus: publish [`SessionEvent`]s, [`subscribe`](Self::subscribe) with a [`Filter`].
+///
+/// Cheap to clone; clones share one bus. When the last clone is dropped every subscription is
+/// closed: subscribers receive what was queued, then [`crate::RecvError::Closed`].
+///
+/// ```
+/// use session_events::{EventBus, EventKind, Filter, SessionEvent};
+/// use session_types::{CallId, CallState, SessionId};
+///
+/// let bus = EventBus::new();
+/// let call = SessionId::new();
+/// let mut mine = bus.subscribe(Filter::session(call).with_kind(EventKind::StateChanged));
+///
+/// let delivered = bus.publish(SessionEvent::StateChanged {
+///     session_id: call,
+///     call_id: CallId::from("a84b4c76e66710@pc33.example.com"),
+///     old: CallState::Ringing,
+///     new: CallState::Active,
+/// });
+/// assert_eq!(delivered, 1);
+/// let event = mine.try_recv().unwrap();
+/// assert!(matches!(*event, SessionEvent::StateChanged { new: CallState::Active, .. }));
+///
+/// // An event of another session does not even look at `mine`.
+/// assert_eq!(bus.publish(SessionEvent::MediaStopped { session_id: SessionId::new() }), 0);
+/// drop(mine);
+/// assert_eq!(bus.subscriber_count(), 0);
+/// ```
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+/// Builds an [`EventBus`] with non-default settings.
+#[derive(Clone, Debug)]
+pub struct EventBusBuilder {
+    capacity: usize,
+    shards: usize,
+}
+
+/// A snapshot of the bus's counters, e.g. for metrics or to prove in a test that everything
+/// was released.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Live subscriptions the bus delivers to (as [`EventBus::subscriber_count`]).
+    pub subscribers: usize,
+    /// Of those, the ones not scoped to sessions or groups (checked on every publish).
+    pub unscoped_subscribers: usize,
+    /// Sessions with an index entry (subscriptions scoped to them, or group memberships).
+    pub indexed_sessions: usize,
+    /// Groups with subscriptions scoped to them.
+    pub indexed_groups: usize,
+    /// Events published.
+    pub published: u64,
+    /// Events queued for a subscriber, counted once per subscriber.
+    pub delivered: u64,
+    /// Subscriptions a publish looked at (whether or not their kinds and predicate accepted the
+    /// event). Grows only by the subscriptions indexed under the event's session and its groups,
+    /// plus the unscoped ones.
+    pub examined: u64,
+    /// Events dropped from full subscriber queues (reported to them as lag).
+    pub lagged: u64,
+}
+
+/// The state shared by an [`EventBus`]'s clones and its subscriptions.
+pub(crate) struct Inner {
+    shard_mask: usize,
+    sessions: Box<[Padded<Mutex<SessionShard>>]>,
+    groups: Box<[Padded<RwLock<GroupShard>>]>,
+    unscoped: RwLock<Vec<Arc<Slot>>>,
+    /// `unscoped.len()`, readable without the lock so a publish skips the empty list for free.
+    unscoped_len: AtomicUsize,
+    /// Serialises the publishes of events without a session, and counts them.
+    sessionless: Mutex<Counters>,
+    subscribers: AtomicUsize,
+    /// Live [`EventBus`] handles; the last one to go closes every subscription.
+    handles: AtomicUsize,
+    next_id: AtomicU64,
+    default_capacity: usize,
+}
+
+/// Keeps each shard's lock on a cache line of its own.
+#[repr(align(64))]
+struct Padded<T>(T);
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+type GroupShard = IdMap<GroupId, Vec<Arc<Slot>>>;
+
+#[derive(Default)]
+struct SessionShard {
+    entries: IdMap<SessionId, SessionEntry>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct SessionEntry {
+    subscribers: Vec<Arc<Slot>>,
+    groups: Vec<GroupId>,
+}
+
+impl SessionEntry {
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty() && self.groups.is_empty()
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counters {
+    published: u64,
+    delivered: u64,
+    examined: u64,
+    lagged: u64,
+}
+
+impl EventBus {
+    /// A bus with the default settings (see [`EventBusBuilder`]).
+    pub fn new() -> Self {
+        Self::from_settings(
+            EventBusBuilder::DEFAULT_CAPACITY,
+            EventBusBuilder::DEFAULT_SHARDS,
+        )
+    }
+
+    /// Starts building a bus with other settings.
+    pub fn builder() -> EventBusBuilder {
+        EventBusBuilder {
+            capacity: EventBusBuilder::DEFAULT_CAPACITY,
+            shards: EventBusBuilder::DEFAULT_SHARDS,
+        }
+    }
+
+    fn from_settings(capacity: usize, shards: usize) -> Self {
+        let inner = Inner {
+            shard_mask: shards - 1,
+            sessions: (0..shards).map(|_| Padded(Mutex::default())).collect(),
+            groups: (0..shards).map(|_| Padded(RwLock::default())).collect(),
+            unscoped: RwLock::default(),
+            unscoped_len: AtomicUsize::new(0),
+            sessionless: Mutex::default(),
+            subscribers: AtomicUsize::new(0),
+            handles: AtomicUsize::new(1),
+            next_id: AtomicU64::new(1),
+            default_capacity: capacity,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Publishes `event` to every subscription whose filter accepts it, and returns how many
+    /// that was.
+    ///
+    /// Never waits for a subscriber: a full queue drops its oldest event and the subscriber is
+    /// told (see [`crate::RecvError::Lagged`]). Costs one hash lookup on the event's session plus
+    /// the subscriptions filed under it and under its groups, plus the unscoped subscriptions;
+    /// subscriptions on other sessions are not looked at.
+    ///
+    /// Pass a `SessionEvent` (it is put in an `Arc` once) or an `Arc<SessionEvent>` you keep.
+    pub fn publish(&self, event: impl Into<Arc<SessionEvent>>) -> usize {
+        let event = event.into();
+        let inner = &*self.inner;
+        let mut delivery = Delivery::new(&event);
+        match event.session_id() {
+            Some(session) => {
+                let mut shard = inner.session_shard(session).lock();
+                if let Some(entry) = shard.entries.get(&session) {
+                    delivery.offer_all(&entry.subscribers);
+                    for group in &entry.groups {
+                        // One group shard at a time: two groups may share a shard.
+                        let groups = inner.group_shard(*group).read();
+                        if let Some(slots) = groups.get(group) {
+                            delivery.offer_all(slots);
+                        }
+                    }
+                }
+                inner.offer_unscoped(&mut delivery);
+                delivery.count(&mut shard.counters);
+            }
+            None => {
+                let mut counters = inner.sessionless.lock();
+                inner.offer_unscoped(&mut delivery);
+                delivery.count(&mut counters);
+            }
+        }
+        delivery.finish()
+    }
+
+    /// Subscribes with `filter` and the bus's default queue capacity.
+    pub fn subscribe(&self, filter: Filter) -> Subscription {
+        self.register(filter, self.inner.default_capacity)
+    }
+
+    /// Subscribes with `filter` and a queue of `capacity` events.
+    ///
+    /// # Errors
+    /// [`Error::ZeroCapacity`] when `capacity` is 0.
+    pub fn subscribe_with_capacity(&self, filter: Filter, capacity: usize) -> Result<Subscription> {
+        if capacity == 0 {
+            return Err(Error::ZeroCapacity);
+        }
+        Ok(self.register(filter, capacity))
+    }
+
+    /// Makes `session` a member of `group`: from now on its events also reach the subscriptions
+    /// on `group`. Returns `false` if it already was a member.
+    pub fn join_group(&self, session: SessionId, group: GroupId) -> bool {
+        let mut shard = self.inner.session_shard(session).lock();
+        let entry = shard.entries.entry(session).or_default();
+        if entry.groups.contains(&group) {
+            false
+        } else {
+            entry.groups.push(group);
+            true
+        }
+    }
+
+    /// Removes `session` from `group`. Returns `false` if it was not a member.
+    pub fn leave_group(&self, session: SessionId, group: GroupId) -> bool {
+        let mut shard = self.inner.session_shard(session).lock();
+        let Entry::Occupied(mut entry) = shard.entries.entry(session) else {
+            return false;
+        };
+        let Some(at) = entry.get().groups.iter().position(|g| *g == group) else {
+            return false;
+        };
+        entry.get_mut().groups.swap_remove(at);
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+        true
+    }
+
+    /// The groups `session` belongs to.
+    pub fn groups_of(&self, session: SessionId) -> Vec<GroupId> {
+        let shard = self.inner.session_shard(session).lock();
+        shard
+            .entries
+            .get(&session)
+            .map(|entry| entry.groups.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets `session` once it is over: drops its group memberships and its index entry, and
+    /// closes the subscriptions that were scoped to it alone (they receive what is queued, then
+    /// [`crate::RecvError::Closed`]). A subscription scoped to other sessions or groups as well
+    /// keeps receiving those; one scoped to several sessions only is closed when the last of them
+    /// is forgotten. Returns how many subscriptions were closed.
+    ///
+    /// Publish the session's last event ([`SessionEvent::SessionTerminated`]) first.
+    pub fn forget_session(&self, session: SessionId) -> usize {
+        let removed = self
+            .inner
+            .session_shard(session)
+            .lock()
+            .entries
+            .remove(&session);
+        let Some(entry) = removed else {
+            return 0;
+        };
+        let mut closed = 0;
+        for slot in &entry.subscribers {
+            if slot.entries.fetch_sub(1, Ordering::AcqRel) == 1 {
+                slot.close();
+                count_out(slot, &self.inner.subscribers);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// How many subscriptions the bus currently delivers to. Dropping a [`Subscription`] (or
+    /// forgetting the only session it was scoped to) counts it out at once.
+    pub fn subscriber_count(&self) -> usize {
+        self.inner.subscribers.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the bus's counters. Takes each shard's lock briefly, so it is for metrics
+    /// and tests, not for every event.
+    pub fn stats(&self) -> BusStats {
+        let inner = &*self.inner;
+        let mut stats = BusStats {
+            subscribers: self.subscriber_count(),
+            unscoped_subscribers: inner.unscoped.read().len(),
+            ..BusStats::default()
+        };
+        let mut add = |counters: &Counters| {
+            stats.published += counters.published;
+            stats.delivered += counters.delivered;
+            stats.examined += counters.examined;
+            stats.lagged += counters.lagged;
+        };
+        add(&inner.sessionless.lock());
+        let mut indexed_sessions = 0;
+        for shard in inner.sessions.iter() {
+            let shard = shard.0.lock();
+            indexed_sessions += shard.entries.len();
+            add(&shard.counters);
+        }
+        stats.indexed_sessions = indexed_sessions;
+        stats.indexed_groups = inner.groups.iter().map(|shard| shard.0.read().len()).sum();
+        stats
+    }
+
+    fn register(&self, filter: Filter, capacity: usize) -> Subscription {
+        let inner = &*self.inner;
+        let entries = match &filter.scope {
+            Scope::All => 1,
+            Scope::Scoped { sessions, groups } => sessions.len() + groups.len(),
+        };
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::new(id, filter, capacity, entries));
+        inner.subscribers.fetch_add(1, Ordering::AcqRel);
+        match &slot.filter.scope {
+            Scope::All => {
+                let mut list = inner.unscoped.write();
+                list.push(Arc::clone(&slot));
+                inner.unscoped_len.store(list.len(), Ordering::Release);
+            }
+            Scope::Scoped { sessions, groups } => {
+                for session in sessions {
+                    let mut shard = inner.session_shard(*session).lock();
+                    let entry = shard.entries.entry(*session).or_default();
+                    entry.subscribers.push(Arc::clone(&slot));
+                }
+                for group in groups {
+                    let mut shard = inner.group_shard(*group).write();
+                    shard.entry(*group).or_default().push(Arc::clone(&slot));
+                }
+            }
+        }
+        Subscription::new(slot, Arc::clone(&self.inner))
+    }
+}
+
+impl Inner {
+    fn session_shard(&self, session: SessionId) -> &Mutex<SessionShard> {
+        let raw = session.as_u128();
+        let index = shard_bits((raw as u64) ^ ((raw >> 64) as u64)) & self.shard_mask;
+        &self.sessions[index].0
+    }
+
+    fn group_shard(&self, group: GroupId) -> &RwLock<GroupShard> {
+        &self.groups[shard_bits(group.as_u64()) & self.shard_mask].0
+    }
+
+    fn offer_unscoped(&self, delivery: &mut Delivery<'_>) {
+        if self.unscoped_len.load(Ordering::Acquire) != 0 {
+            delivery.offer_all(&self.unscoped.read());
+        }
+    }
+
+    /// Removes `slot` from every index entry that still holds it and counts it out. Idempotent.
+    pub(crate) fn unregister(&self, slot: &Slot) {
+        match &slot.filter.scope {
+            Scope::All => {
+                let mut list = self.unscoped.write();
+                remove_slot(&mut list, slot);
+                self.unscoped_len.store(list.len(), Ordering::Release);
+            }
+            Scope::Scoped { sessions, groups } => {
+                for session in sessions {
+                    let mut shard = self.session_shard(*session).lock();
+                    if let Entry::Occupied(mut entry) = shard.entries.entry(*session) {
+                        remove_slot(&mut entry.get_mut().subscribers, slot);
+                        if entry.get().is_empty() {
+                            entry.remove();
+                        }
+                    }
+                }
+                for group in groups {
+                    let mut shard = self.group_shard(*group).write();
+                    if let Entry::Occupied(mut entry) = shard.entry(*group) {
+                        remove_slot(entry.get_mut(), slot);
+                        if entry.get().is_empty() {
+                            entry.remove();
+                        }
+                    }
+                }
+            }
+        }
+        count_out(slot, &self.subscribers);
+    }
+
+    /// Closes every subscription (the last [`EventBus`] handle is gone).
+    fn close_all(&self) {
+        for shard in self.sessions.iter() {
+            for entry in shard.0.lock().entries.values() {
+                entry.subscribers.iter().for_each(|slot| slot.close());
+            }
+        }
+        for shard in self.groups.iter() {
+            for slots in shard.0.read().values() {
+                slots.iter().for_each(|slot| slot.close());
+            }
+        }
+        self.unscoped.read().iter().for_each(|slot| slot.close());
+    }
+}
+
+fn remove_slot(slots: &mut Vec<Arc<Slot>>, slot: &Slot) {
+    if let Some(at) = slots
+        .iter()
+        .position(|s| std::ptr::eq(Arc::as_ptr(s), slot))
+    {
+        // Order among the subscribers of one entry does not matter.
+        slots.swap_remove(at);
+    }
+}
+
+/// One publish in progress: offers the event to subscriptions and counts what happened.
+struct Delivery<'a> {
+    event: &'a Arc<SessionEvent>,
+    delivered: u64,
+    examined: u64,
+    lagged: u64,
+    /// Ids of multi-path subscriptions already offered this event (allocated only if one is
+    /// met).
+    seen: Vec<u64>,
+    /// Wakers to wake once the locks are released: the first inline (the usual case, a
+    /// per-session subscriber waiting in `recv`), the others in a vector allocated only if met.
+    first_waker: Option<Waker>,
+    more_wakers: Vec<Waker>,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(event: &'a Arc<SessionEvent>) -> Self {
+        Self {
+            event,
+            delivered: 0,
+            examined: 0,
+            lagged: 0,
+            seen: Vec::new(),
+            first_waker: None,
+            more_wakers: Vec::new(),
+        }
+    }
+
+    fn offer_all(&mut self, slots: &[Arc<Slot>]) {
+        for slot in slots {
+            self.offer(slot);
+        }
+    }
+
+    fn offer(&mut self, slot: &Slot) {
+        self.examined += 1;
+        if slot.multi_path {
+            if self.seen.contains(&slot.id) {
+                return;
+            }
+            self.seen.push(slot.id);
+        }
+        if !slot.filter.accepts(self.event) {
+            return;
+        }
+        if let Pushed::Queued { dropped, wake } = slot.push(self.event) {
+            self.delivered += 1;
+            self.lagged += u64::from(dropped);
+            if let Some(waker) = wake {
+                if self.first_waker.is_none() {
+                    self.first_waker = Some(waker);
+                } else {
+                    self.more_wakers.push(waker);
+                }
+            }
+        }
+    }
+
+    fn count(&self, counters: &mut Counters) {
+        counters.published += 1;
+        counters.delivered += self.delivered;
+        counters.examined += self.examined;
+        counters.lagged += self.lagged;
+    }
+
+    /// Ends the publish (call with no lock held): wakes the waiting subscribers, on drop, and
+    /// returns the delivered count.
+    fn finish(self) -> usize {
+        // At most the number of subscriptions, which fit in memory, so in usize.
+        usize::try_from(self.delivered).unwrap_or(usize::MAX)
+    }
+}
+
+impl Drop for Delivery<'_> {
+    /// Wakes the subscribers queued for so far. Also runs if a predicate panics mid-publish,
+    /// after the shard guard (declared later) has been released, so that no subscriber holding
+    /// a queued event is left asleep.
+    fn drop(&mut self) {
+        if let Some(waker) = self.first_waker.take() {
+            waker.wake();
+        }
+        for waker in self.more_wakers.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clone for EventBus {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Drop for EventBus {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.close_all();
+        }
+    }
+}
+
+impl fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscribers", &self.subscriber_count())
+            .field("shards", &(self.inner.shard_mask + 1))
+            .field("default_capacity", &self.inner.default_capacity)
+            .finish()
+    }
+}
+
+impl EventBusBuilder {
+    /// The default queue capacity of a subscription: 256 events.
+    pub const DEFAULT_CAPACITY: usize = 256;
+    /// The default number of shards of each index map: 64.
+    pub const DEFAULT_SHARDS: usize = 64;
+    /// The largest shard count accepted.
+    pub const MAX_SHARDS: usize = 4096;
+
+    /// The queue capacity of subscriptions made with [`EventBus::subscribe`]. A subscriber that
+    /// falls further behind than this loses its oldest events (and is told how many).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// How many shards each index map is split into: a power of two. More shards, less
+    /// contention between publishers of different sessions.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Builds the bus.
+    ///
+    /// # Errors
+    /// [`Error::ZeroCapacity`] or [`Error::InvalidShardCount`].
+    pub fn build(self) -> Result<EventBus> {
+        if self.capacity == 0 {
+            return Err(Error::ZeroCapacity);
+        }
+        if !self.shards.is_power_of_two() || self.shards > Self::MAX_SHARDS {
+            return Err(Error::InvalidShardCount(self.shards));
+        }
+        Ok(EventBus::from_settings(self.capacity, self.shards))
+    }
+}
+
+/// Picks a shard from an id: multiplicative hashing, high bits (the map inside the shard uses
+/// [`IdHasher`], whose low bits differ).
+fn shard_bits(raw: u64) -> usize {
+    (raw.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize
+}
+
+/// A fast hasher for our ids. Session ids are random and group ids are small local numbers,
+/// none chosen by the network, so SipHash's flooding protection is not needed here.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, Payload};
+    use crate::{RecvError, TryRecvError};
+    use session_types::{CallId, CallState};
+
+    fn stopped(session: SessionId) -> SessionEvent {
+        SessionEvent::MediaStopped {
+            session_id: session,
+        }
+    }
+
+    fn state(session: SessionId, new: CallState) -> SessionEvent {
+        SessionEvent::StateChanged {
+            session_id: session,
+            call_id: CallId::from("c@h"),
+            old: CallState::Initiating,
+            new,
+        }
+    }
+
+    #[test]
+    fn builder_validates_settings() {
+        assert_eq!(
+            EventBus::builder().capacity(0).build().unwrap_err(),
+            Error::ZeroCapacity
+        );
+        assert_eq!(
+            EventBus::builder().shards(3).build().unwrap_err(),
+            Error::InvalidShardCount(3)
+        );
+        assert_eq!(
+            EventBus::builder().shards(8192).build().unwrap_err(),
+            Error::InvalidShardCount(8192)
+        );
+        let bus = EventBus::builder().shards(1).capacity(2).build().unwrap();
+        let sub = bus.subscribe(Filter::all());
+        assert_eq!(sub.capacity(), 2);
+        assert_eq!(
+            bus.subscribe_with_capacity(Filter::all(), 0).unwrap_err(),
+            Error::ZeroCapacity
+        );
+    }
+
+    #[test]
+    fn one_shard_still_keeps_sessions_apart() {
+        let bus = EventBus::builder().shards(1).build().unwrap();
+        let a = SessionId::new();
+        let b = SessionId::new();
+        let mut sub_a = bus.subscribe(Filter::session(a));
+        let mut sub_b = bus.subscribe(Filter::session(b));
+        assert_eq!(bus.publish(stopped(a)), 1);
+        assert_eq!(sub_a.try_recv().unwrap().session_id(), Some(a));
+        assert_eq!(sub_b.try_recv().unwrap_err(), TryRecvError::Empty);
+    }
+
+    #[test]
+    fn a_session_and_its_group_deliver_once() {
+        let bus = EventBus::new();
+        let a = SessionId::new();
+        let g1 = GroupId::from_raw(1);
+        let g2 = GroupId::from_raw(2);
+        assert!(bus.join_group(a, g1));
+        assert!(bus.join_group(a, g2));
+        assert!(!bus.join_group(a, g2));
+        let mut sub = bus.subscribe(Filter::session(a).or_group(g1).or_group(g2));
+        assert_eq!(bus.publish(stopped(a)), 1);
+        assert!(sub.try_recv().is_ok());
+        assert_eq!(sub.try_recv().unwrap_err(), TryRecvError::Empty);
+        // Looked at three times (session, g1, g2), delivered once.
+        let stats = bus.stats();
+        assert_eq!((stats.examined, stats.delivered), (3, 1));
+    }
+
+    #[test]
+    fn forgetting_a_session_closes_its_own_subscriptions_only() {
+        let bus = EventBus::new();
+        let a = SessionId::new();
+        let b = SessionId::new();
+        let g = GroupId::next();
+        bus.join_group(a, g);
+        let mut only_a = bus.subscribe(Filter::session(a));
+        let mut a_and_b = bus.subscribe(Filter::sessions([a, b]));
+        let mut group = bus.subscribe(Filter::group(g));
+        bus.publish(state(a, CallState::Terminated));
+        assert_eq!(bus.forget_session(a), 1);
+        assert_eq!(bus.groups_of(a), Vec::<GroupId>::new());
+        assert_eq!(bus.subscriber_count(), 2);
+
+        // The closed one still gets what was queued, then Closed.
+        assert!(only_a.try_recv().is_ok());
+        assert_eq!(only_a.try_recv().unwrap_err(), TryRecvError::Closed);
+        assert!(a_and_b.try_recv().is_ok());
+        assert!(group.try_recv().is_ok());
+        // `a` left the group with its entry: later events of `a` reach nobody.
+        assert_eq!(bus.publish(stopped(a)), 0);
+        assert_eq!(bus.publish(stopped(b)), 1);
+        assert!(!a_and_b.is_closed());
+
+        drop(only_a);
+        assert_eq!(bus.subscriber_count(), 2);
+        // Forgetting the last of its sessions closes a multi-session subscription.
+        assert_eq!(bus.forget_session(b), 1);
+        assert!(a_and_b.is_closed());
+        assert!(a_and_b.try_recv().is_ok());
+        assert_eq!(a_and_b.try_recv().unwrap_err(), TryRecvError::Closed);
+        assert_eq!(bus.subscriber_count(), 1);
+        drop(a_and_b);
+        assert_eq!(bus.subscriber_count(), 1);
+        drop(group);
+        assert_eq!(bus.subscriber_count(), 0);
+        let stats = bus.stats();
+        assert_eq!(
+            (
+                stats.indexed_sessions,
+                stats.indexed_groups,
+                stats.unscoped_subscribers
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn leaving_a_group_stops_its_events() {
+        let bus = EventBus::new();
+        let a = SessionId::new();
+        let g = GroupId::next();
+        let mut sub = bus.subscribe(Filter::group(g));
+        bus.join_group(a, g);
+        assert_eq!(bus.publish(stopped(a)), 1);
+        assert!(bus.leave_group(a, g));
+        assert!(!bus.leave_group(a, g));
+        assert_eq!(bus.publish(stopped(a)), 0);
+        assert!(sub.try_recv().is_ok());
+        assert_eq!(sub.try_recv().unwrap_err(), TryRecvError::Empty);
+        drop(sub);
+        assert_eq!(bus.stats().indexed_sessions, 0);
+    }
+
+    #[test]
+    fn dropping_the_last_handle_closes_subscriptions_after_their_queue() {
+        let bus = EventBus::new();
+        let clone = bus.clone();
+        let a = SessionId::new();
+        let mut sub = bus.subscribe(Filter::session(a));
+        let mut all = bus.subscribe(Filter::all());
+        bus.publish(stopped(a));
+        drop(bus);
+        assert!(!sub.is_closed());
+        drop(clone);
+        assert!(sub.is_closed());
+        assert!(sub.try_recv().is_ok());
+        assert_eq!(sub.blocking_recv().unwrap_err(), RecvError::Closed);
+        assert!(all.try_recv().is_ok());
+        assert_eq!(all.try_recv().unwrap_err(), TryRecvError::Closed);
+    }
+
+    #[test]
+    fn sessionless_events_reach_unscoped_subscribers_only() {
+        let bus = EventBus::new();
+        let mut all = bus.subscribe(Filter::all());
+        let mut custom = bus.subscribe(Filter::kind(EventKind::Custom));
+        let _scoped = bus.subscribe(Filter::session(SessionId::new()));
+        let tick = SessionEvent::custom(None, "tick", Payload::new(7u8));
+        assert_eq!(bus.publish(tick), 2);
+        assert!(all.try_recv().is_ok());
+        let event = custom.try_recv().unwrap();
+        let SessionEvent::Custom { payload, .. } = &*event else {
+            panic!("not custom: {event:?}");
+        };
+        assert_eq!(payload.downcast_ref::<u8>(), Some(&7));
+        assert_eq!(bus.stats().published, 1);
+    }
+
+    #[test]
+    fn a_panicking_predicate_leaves_the_bus_usable_and_wakes_who_was_served() {
+        use std::sync::atomic::AtomicBool;
+        use std::task::{Context, Poll, Wake};
+
+        struct Flag(AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+
+        let bus = EventBus::new();
+        let a = SessionId::new();
+        let mut served = bus.subscribe(Filter::session(a));
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&flag));
+        assert!(
+            served
+                .poll_recv(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let _bomb = bus.subscribe(Filter::predicate(|e| {
+            assert!(e.kind() != EventKind::MediaStopped, "predicate bug");
+            true
+        }));
+
+        let publish = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bus.publish(stopped(a));
+        }));
+        assert!(publish.is_err());
+        // Served before the panic, and woken although the publish never finished.
+        assert!(flag.0.load(Ordering::SeqCst));
+        assert!(matches!(
+            served.poll_recv(&mut Context::from_waker(&waker)),
+            Poll::Ready(Ok(_))
+        ));
+        // The shard lock was released: the bus goes on.
+        assert_eq!(bus.publish(state(a, CallState::Ringing)), 2);
+    }
+
+    #[test]
+    fn id_hasher_spreads_sequential_ids() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let build = BuildHasherDefault::<IdHasher>::default();
+        let buckets: std::collections::HashSet<u64> = (0..64u64)
+            .map(|n| build.hash_one(GroupId::from_raw(n)) & 63)
+            .collect();
+        assert!(buckets.len() > 32, "only {} of 64 buckets", buckets.len());
+        let shards: std::collections::HashSet<usize> =
+            (0..64u64).map(|n| shard_bits(n) & 63).collect();
+        assert!(shards.len() > 32, "only {} of 64 shards", shards.len());
+    }
+}

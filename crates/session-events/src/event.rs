@@ -1,0 +1,358 @@
+//! The events themselves: [`SessionEvent`], its fieldless [`EventKind`] for filters, why a
+//! session ended ([`TerminationReason`]) and the application payload of custom events
+//! ([`Payload`]).
+//!
+//! An event is built once by its publisher and shared as `Arc<SessionEvent>`: every subscriber
+//! that receives it holds the same allocation, so fan-out copies a pointer, never the event.
+
+use session_types::{CallId, CallState, Direction, FailureReason, SessionId};
+use std::any::Any;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Something that happened to a session (or, for [`SessionEvent::Custom`], to the application).
+///
+/// New variants will be added as the library grows, so matches need a wildcard arm. Strings are
+/// `Arc<str>` so that building an event from parsed SIP data shares the text instead of copying
+/// it.
+#[derive(Clone, PartialEq, Debug)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// A session was created: an INVITE arrived (inbound) or is about to be sent (outbound).
+    SessionCreated {
+        /// The new session.
+        session_id: SessionId,
+        /// Who started the call.
+        direction: Direction,
+        /// The SIP Call-ID of the initial INVITE.
+        call_id: CallId,
+        /// The `From` URI (the caller).
+        from: Arc<str>,
+        /// The `To` URI (the callee).
+        to: Arc<str>,
+    },
+    /// The session's call state changed (see `session_types::CallState` for the legal changes).
+    StateChanged {
+        /// The session.
+        session_id: SessionId,
+        /// The session's SIP Call-ID.
+        call_id: CallId,
+        /// The state before the change.
+        old: CallState,
+        /// The state after the change.
+        new: CallState,
+    },
+    /// Media began to flow: offer/answer completed and the RTP endpoint is open.
+    MediaStarted {
+        /// The session.
+        session_id: SessionId,
+        /// The negotiated codec, as named in the SDP `a=rtpmap` line (e.g. `PCMU`).
+        codec: Arc<str>,
+        /// Our RTP address.
+        local: SocketAddr,
+        /// The peer's RTP address.
+        remote: SocketAddr,
+    },
+    /// Media stopped: the call was put on hold, ended, or the RTP endpoint closed.
+    MediaStopped {
+        /// The session.
+        session_id: SessionId,
+    },
+    /// The peer sent a DTMF digit (RFC 4733 telephone-event or SIP INFO).
+    DtmfReceived {
+        /// The session.
+        session_id: SessionId,
+        /// The digit: `0`–`9`, `*`, `#` or `A`–`D`.
+        digit: char,
+        /// How long the key was held.
+        duration: Duration,
+    },
+    /// The session is over and everything it held has been released. The last event of a
+    /// session.
+    SessionTerminated {
+        /// The session.
+        session_id: SessionId,
+        /// Why it ended.
+        reason: TerminationReason,
+    },
+    /// An event of the application's own, e.g. to coordinate sessions ("the agent leg is up,
+    /// bridge the customer leg"). The bus routes it like any other: by its session when it has
+    /// one, and to unscoped subscribers either way.
+    Custom {
+        /// The session the event is about, if any. Without one, only subscribers that are not
+        /// scoped to sessions or groups see it.
+        session_id: Option<SessionId>,
+        /// What happened, named by the application (filter on it with a predicate).
+        name: Arc<str>,
+        /// Application data; see [`Payload::downcast_ref`].
+        payload: Payload,
+    },
+}
+
+impl SessionEvent {
+    /// The session this event is about; `None` only for a [`SessionEvent::Custom`] event
+    /// without one.
+    pub fn session_id(&self) -> Option<SessionId> {
+        match self {
+            Self::SessionCreated { session_id, .. }
+            | Self::StateChanged { session_id, .. }
+            | Self::MediaStarted { session_id, .. }
+            | Self::MediaStopped { session_id }
+            | Self::DtmfReceived { session_id, .. }
+            | Self::SessionTerminated { session_id, .. } => Some(*session_id),
+            Self::Custom { session_id, .. } => *session_id,
+        }
+    }
+
+    /// Which kind of event this is, for filters and logs.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::SessionCreated { .. } => EventKind::SessionCreated,
+            Self::StateChanged { .. } => EventKind::StateChanged,
+            Self::MediaStarted { .. } => EventKind::MediaStarted,
+            Self::MediaStopped { .. } => EventKind::MediaStopped,
+            Self::DtmfReceived { .. } => EventKind::DtmfReceived,
+            Self::SessionTerminated { .. } => EventKind::SessionTerminated,
+            Self::Custom { .. } => EventKind::Custom,
+        }
+    }
+
+    /// The SIP Call-ID, for the events that carry one.
+    pub fn call_id(&self) -> Option<&CallId> {
+        match self {
+            Self::SessionCreated { call_id, .. } | Self::StateChanged { call_id, .. } => {
+                Some(call_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// A custom event about `session` (or about no session), with an application payload.
+    pub fn custom(session: Option<SessionId>, name: impl Into<Arc<str>>, payload: Payload) -> Self {
+        Self::Custom {
+            session_id: session,
+            name: name.into(),
+            payload,
+        }
+    }
+}
+
+/// The kind of a [`SessionEvent`], without its data: what a [`crate::Filter`] selects on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// [`SessionEvent::SessionCreated`].
+    SessionCreated,
+    /// [`SessionEvent::StateChanged`].
+    StateChanged,
+    /// [`SessionEvent::MediaStarted`].
+    MediaStarted,
+    /// [`SessionEvent::MediaStopped`].
+    MediaStopped,
+    /// [`SessionEvent::DtmfReceived`].
+    DtmfReceived,
+    /// [`SessionEvent::SessionTerminated`].
+    SessionTerminated,
+    /// [`SessionEvent::Custom`].
+    Custom,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 7] = [
+        Self::SessionCreated,
+        Self::StateChanged,
+        Self::MediaStarted,
+        Self::MediaStopped,
+        Self::DtmfReceived,
+        Self::SessionTerminated,
+        Self::Custom,
+    ];
+
+    /// A short stable name, e.g. `state-changed`, for logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SessionCreated => "session-created",
+            Self::StateChanged => "state-changed",
+            Self::MediaStarted => "media-started",
+            Self::MediaStopped => "media-stopped",
+            Self::DtmfReceived => "dtmf-received",
+            Self::SessionTerminated => "session-terminated",
+            Self::Custom => "custom",
+        }
+    }
+
+    /// This kind's bit in a filter's kind mask.
+    pub(crate) const fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum TerminationReason {
+    /// We hung up (sent BYE).
+    LocalHangup,
+    /// The peer hung up (sent BYE).
+    RemoteHangup,
+    /// The call was cancelled before it was answered (CANCEL, either side).
+    Cancelled,
+    /// The call failed.
+    Failed(FailureReason),
+    /// The library shut down while the session was live.
+    Shutdown,
+}
+
+impl TerminationReason {
+    /// The final call state this reason leads to.
+    pub const fn final_state(self) -> CallState {
+        match self {
+            Self::LocalHangup | Self::RemoteHangup | Self::Shutdown => CallState::Terminated,
+            Self::Cancelled => CallState::Cancelled,
+            Self::Failed(reason) => CallState::Failed(reason),
+        }
+    }
+}
+
+impl fmt::Display for TerminationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LocalHangup => f.write_str("local hangup"),
+            Self::RemoteHangup => f.write_str("remote hangup"),
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Failed(reason) => write!(f, "failed: {reason}"),
+            Self::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
+/// The data of a [`SessionEvent::Custom`] event: any `Send + Sync` value, shared.
+///
+/// Two payloads compare equal when they are the same allocation (clones of one payload), since
+/// arbitrary values cannot be compared.
+#[derive(Clone)]
+pub struct Payload(Option<Arc<dyn Any + Send + Sync>>);
+
+impl Payload {
+    /// Wraps a value.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Self(Some(Arc::new(value)))
+    }
+
+    /// No data: the event's name says it all.
+    pub const fn empty() -> Self {
+        Self(None)
+    }
+
+    /// Whether there is no data.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The value, if there is one and it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.0.as_deref().and_then(|value| value.downcast_ref())
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("Payload(empty)"),
+            Some(_) => f.write_str("Payload(..)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_types::StatusCode;
+
+    #[test]
+    fn kinds_have_distinct_bits_and_names() {
+        let mut bits = 0u32;
+        for kind in EventKind::ALL {
+            assert_eq!(bits & kind.bit(), 0, "{kind} shares a bit");
+            bits |= kind.bit();
+        }
+        let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), EventKind::ALL.len());
+    }
+
+    #[test]
+    fn events_know_their_session_and_kind() {
+        let id = SessionId::new();
+        let event = SessionEvent::DtmfReceived {
+            session_id: id,
+            digit: '5',
+            duration: Duration::from_millis(100),
+        };
+        assert_eq!(event.session_id(), Some(id));
+        assert_eq!(event.kind(), EventKind::DtmfReceived);
+        assert_eq!(event.call_id(), None);
+
+        let custom = SessionEvent::custom(None, "tick", Payload::empty());
+        assert_eq!(custom.session_id(), None);
+        assert_eq!(custom.kind(), EventKind::Custom);
+
+        let created = SessionEvent::SessionCreated {
+            session_id: id,
+            direction: Direction::Inbound,
+            call_id: CallId::from("abc@host"),
+            from: "sip:alice@example.com".into(),
+            to: "sip:bob@example.com".into(),
+        };
+        assert_eq!(created.call_id().map(CallId::as_str), Some("abc@host"));
+    }
+
+    #[test]
+    fn payloads_downcast_and_compare_by_identity() {
+        let payload = Payload::new(42u32);
+        assert_eq!(payload.downcast_ref::<u32>(), Some(&42));
+        assert_eq!(payload.downcast_ref::<u64>(), None);
+        assert_eq!(payload.clone(), payload);
+        assert_ne!(Payload::new(42u32), payload);
+        assert_eq!(Payload::empty(), Payload::default());
+        assert!(Payload::empty().is_empty());
+    }
+
+    #[test]
+    fn termination_reasons_map_to_final_states() {
+        let busy = TerminationReason::Failed(FailureReason::Rejected(StatusCode::BUSY_HERE));
+        assert!(busy.final_state().is_final());
+        assert_eq!(
+            TerminationReason::Cancelled.final_state(),
+            CallState::Cancelled
+        );
+        assert_eq!(
+            TerminationReason::RemoteHangup.final_state(),
+            CallState::Terminated
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! # 08 — basic events
+//!
+//! The event bus every layer of session-core publishes to, on its own:
+//!
+//! 1. publish and subscribe — events are shared (`Arc`), not copied per subscriber;
+//! 2. filters — by session, by group, by kind, by predicate;
+//! 3. lag — a slow subscriber is told exactly how many events it missed, and the publisher was
+//!    never held up;
+//! 4. cross-session coordination — a task waits for session A to become active, then acts for
+//!    session B;
+//! 5. cleanup — every subscription is released and counted back to zero.
+//!
+//! Run: `cargo run -p examples2 --example 08_basic_events`. Exits non-zero if a check fails.
+
+use examples2::{check, section};
+use session_events::{
+    EventBus, EventKind, Filter, Payload, RecvError, SessionEvent, Subscription, TerminationReason,
+    TryRecvError,
+};
+use session_types::{CallId, CallState, Direction, GroupId, SessionId};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound for any wait: nothing here should take more than a few milliseconds.
+const WAIT: Duration = Duration::from_secs(5);
+
+fn created(session: SessionId, from: &str, to: &str) -> SessionEvent {
+    SessionEvent::SessionCreated {
+        session_id: session,
+        direction: Direction::Outbound,
+        call_id: CallId::random(Some("example.com")),
+        from: from.into(),
+        to: to.into(),
+    }
+}
+
+fn changed(session: SessionId, old: CallState, new: CallState) -> SessionEvent {
+    SessionEvent::StateChanged {
+        session_id: session,
+        call_id: CallId::from("demo@example.com"),
+        old,
+        new,
+    }
+}
+
+fn dtmf(session: SessionId, digit: char) -> SessionEvent {
+    SessionEvent::DtmfReceived {
+        session_id: session,
+        digit,
+        duration: Duration::from_millis(120),
+    }
+}
+
+/// Receives the next event, or `None` on lag, close or timeout.
+async fn next(sub: &mut Subscription) -> Option<Arc<SessionEvent>> {
+    tokio::time::timeout(WAIT, sub.recv()).await.ok()?.ok()
+}
+
+/// Everything queued right now (lags and close end the list).
+fn drain(sub: &mut Subscription) -> Vec<Arc<SessionEvent>> {
+    std::iter::from_fn(|| sub.try_recv().ok()).collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let bus = EventBus::new();
+    let alice = SessionId::new();
+    let bob = SessionId::new();
+    let carol = SessionId::new();
+
+    section("1. publish and subscribe");
+    let mut alice_events = bus.subscribe(Filter::session(alice));
+    let mut everything = bus.subscribe(Filter::all());
+    let delivered = bus.publish(created(
+        alice,
+        "sip:alice@example.com",
+        "sip:bob@example.com",
+    ));
+    check(
+        delivered == 2,
+        format!("SessionCreated delivered to {delivered} subscribers (2 expected)"),
+    );
+    bus.publish(changed(alice, CallState::Initiating, CallState::Ringing));
+    let first = next(&mut alice_events).await;
+    let second = next(&mut alice_events).await;
+    check(
+        first.as_ref().map(|e| e.kind()) == Some(EventKind::SessionCreated)
+            && second.as_ref().map(|e| e.kind()) == Some(EventKind::StateChanged),
+        "alice's subscriber gets SessionCreated then StateChanged, in order",
+    );
+    let seen_by_all = next(&mut everything).await;
+    check(
+        matches!((&first, &seen_by_all), (Some(a), Some(b)) if Arc::ptr_eq(a, b)),
+        "both subscribers hold the same allocation (one Arc per event, no copies)",
+    );
+    drain(&mut everything);
+
+    section("2. filters: session, group, kind, predicate");
+    let conference = GroupId::next();
+    bus.join_group(alice, conference);
+    bus.join_group(bob, conference);
+    let mut bob_only = bus.subscribe(Filter::session(bob));
+    let mut room = bus.subscribe(Filter::group(conference));
+    let mut digits = bus.subscribe(Filter::kind(EventKind::DtmfReceived));
+    let mut pound_key = bus.subscribe(Filter::predicate(|e| {
+        matches!(e, SessionEvent::DtmfReceived { digit: '#', .. })
+    }));
+    let mut bob_states = bus.subscribe(Filter::session(bob).with_kind(EventKind::StateChanged));
+
+    bus.publish(created(bob, "sip:bob@example.com", "sip:carol@example.com"));
+    bus.publish(changed(bob, CallState::Initiating, CallState::Ringing));
+    bus.publish(created(
+        carol,
+        "sip:carol@example.com",
+        "sip:alice@example.com",
+    ));
+    bus.publish(dtmf(alice, '1'));
+    bus.publish(dtmf(carol, '#'));
+    bus.publish(dtmf(bob, '#'));
+
+    let bob_got = drain(&mut bob_only);
+    check(
+        bob_got.len() == 3 && bob_got.iter().all(|e| e.session_id() == Some(bob)),
+        format!(
+            "session filter: bob's subscriber got bob's 3 events only ({})",
+            bob_got.len()
+        ),
+    );
+    let room_got = drain(&mut room);
+    check(
+        room_got.len() == 4 && room_got.iter().all(|e| e.session_id() != Some(carol)),
+        format!(
+            "group filter: the conference got its members' (alice, bob) 4 events, none of carol's ({})",
+            room_got.len()
+        ),
+    );
+    let digits_got = drain(&mut digits);
+    check(
+        digits_got.len() == 3
+            && digits_got
+                .iter()
+                .all(|e| e.kind() == EventKind::DtmfReceived),
+        format!(
+            "kind filter: 3 DTMF events from all sessions ({})",
+            digits_got.len()
+        ),
+    );
+    let pound_got = drain(&mut pound_key);
+    check(
+        pound_got.len() == 2,
+        format!("predicate filter: the 2 '#' keys ({})", pound_got.len()),
+    );
+    let bob_states_got = drain(&mut bob_states);
+    check(
+        bob_states_got.len() == 1,
+        format!(
+            "session + kind filter: bob's one state change ({})",
+            bob_states_got.len()
+        ),
+    );
+    let stats = bus.stats();
+    println!(
+        "       bus: {} published, {} delivered, {} subscriptions examined",
+        stats.published, stats.delivered, stats.examined
+    );
+    drop((bob_only, room, digits, pound_key, bob_states));
+    drain(&mut alice_events);
+    drain(&mut everything);
+
+    section("3. lag: a slow subscriber is told exactly what it missed");
+    let slow =
+        bus.subscribe_with_capacity(Filter::session(carol).with_kind(EventKind::DtmfReceived), 8);
+    check(slow.is_ok(), "a subscription with a queue of 8");
+    let Ok(mut slow) = slow else { return };
+    for digit in "0123456789*#0123456789".chars() {
+        // Never blocks, however far behind `slow` is.
+        bus.publish(dtmf(carol, digit));
+    }
+    let gap = tokio::time::timeout(WAIT, slow.recv()).await;
+    check(
+        matches!(gap, Ok(Err(RecvError::Lagged(14)))),
+        format!("22 published, queue of 8: told it missed 14 ({gap:?})"),
+    );
+    let rest: String = drain(&mut slow)
+        .iter()
+        .filter_map(|e| match **e {
+            SessionEvent::DtmfReceived { digit, .. } => Some(digit),
+            _ => None,
+        })
+        .collect();
+    check(
+        rest == "23456789",
+        format!("then the 8 newest, in order: {rest}"),
+    );
+    check(
+        slow.try_recv() == Err(TryRecvError::Empty),
+        "and nothing more",
+    );
+    drop(slow);
+    drain(&mut everything);
+
+    section("4. cross-session coordination: when A is active, act for B");
+    // A call engine bridges bob's leg as soon as alice's leg is answered. Subscribing before the
+    // task starts means no event can slip past it.
+    let mut alice_answered = bus.subscribe(Filter::session(alice).with_predicate(|e| {
+        matches!(
+            e,
+            SessionEvent::StateChanged {
+                new: CallState::Active,
+                ..
+            }
+        )
+    }));
+    let mut bob_custom = bus.subscribe(Filter::session(bob).with_kind(EventKind::Custom));
+    let engine = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let event = alice_answered.recv().await.ok()?;
+            let answered = event.session_id()?;
+            bus.publish(SessionEvent::custom(
+                Some(bob),
+                "bridge-to",
+                Payload::new(answered),
+            ));
+            Some(answered)
+        })
+    };
+    bus.publish(changed(alice, CallState::Ringing, CallState::Active));
+    let bridge = next(&mut bob_custom).await;
+    let target = bridge.as_deref().and_then(|e| match e {
+        SessionEvent::Custom { name, payload, .. } if &**name == "bridge-to" => {
+            payload.downcast_ref::<SessionId>().copied()
+        }
+        _ => None,
+    });
+    check(
+        target == Some(alice),
+        "bob's subscriber got 'bridge-to' carrying alice's session id",
+    );
+    let engine_result = tokio::time::timeout(WAIT, engine).await;
+    check(
+        matches!(engine_result, Ok(Ok(Some(id))) if id == alice),
+        "the engine task saw alice become active and finished",
+    );
+    drop(bob_custom);
+
+    section("5. cleanup: everything counts back to zero");
+    for session in [alice, bob, carol] {
+        bus.publish(SessionEvent::SessionTerminated {
+            session_id: session,
+            reason: TerminationReason::LocalHangup,
+        });
+    }
+    // Forgetting alice ends her subscription: it drains what is queued, then sees Closed.
+    let closed = bus.forget_session(alice);
+    check(
+        closed == 1,
+        format!("forgetting alice closed her 1 subscription ({closed})"),
+    );
+    let mut tail = Vec::new();
+    let end = loop {
+        match tokio::time::timeout(WAIT, alice_events.recv()).await {
+            Ok(Ok(event)) => tail.push(event.kind()),
+            other => break other,
+        }
+    };
+    check(
+        tail.last() == Some(&EventKind::SessionTerminated)
+            && matches!(end, Ok(Err(RecvError::Closed))),
+        format!("alice's subscriber ends with SessionTerminated, then Closed ({tail:?})"),
+    );
+    bus.forget_session(bob);
+    bus.forget_session(carol);
+    drop(alice_events);
+    drop(everything);
+    let stats = bus.stats();
+    check(bus.subscriber_count() == 0, "subscriber count is back to 0");
+    check(
+        stats.indexed_sessions == 0 && stats.indexed_groups == 0 && stats.unscoped_subscribers == 0,
+        "no index entry is left",
+    );
+    println!(
+        "       bus: {} published, {} delivered, {} dropped for lagging subscribers",
+        stats.published, stats.delivered, stats.lagged
+    );
+}
