@@ -8,14 +8,17 @@
 //!    never held up;
 //! 4. cross-session coordination — a task waits for session A to become active, then acts for
 //!    session B;
-//! 5. cleanup — every subscription is released and counted back to zero.
+//! 5. a channel receiver — a media thread waits on session events and packets with one
+//!    `crossbeam_channel::select!`; a full channel drops new events and counts them exactly;
+//! 6. cleanup — every subscription is released and counted back to zero.
 //!
 //! Run: `cargo run -p examples2 --example 08_basic_events`. Exits non-zero if a check fails.
 
 use examples2::{check, section};
+use session_events::crossbeam_channel::{self, select};
 use session_events::{
-    EventBus, EventKind, Filter, Payload, RecvError, SessionEvent, Subscription, TerminationReason,
-    TryRecvError,
+    EventBus, EventKind, Filter, Payload, RecvError, RecvTimeoutError, SessionEvent, Subscription,
+    TerminationReason, TryRecvError,
 };
 use session_types::{CallId, CallState, Direction, GroupId, SessionId};
 use std::sync::Arc;
@@ -244,7 +247,100 @@ async fn main() {
     );
     drop(bob_custom);
 
-    section("5. cleanup: everything counts back to zero");
+    section("5. a crossbeam channel receiver for a media thread");
+    // The thread sleeps in one `select!` on its packets and on bob's DTMF, until bob's packets
+    // stop.
+    let bob_digits =
+        bus.subscribe_channel(Filter::session(bob).with_kind(EventKind::DtmfReceived), 16);
+    check(bob_digits.is_ok(), "a channel subscription of 16 events");
+    let Ok(bob_digits) = bob_digits else { return };
+    let (packet_tx, packets) = crossbeam_channel::bounded::<u16>(16);
+    let media = std::thread::spawn(move || {
+        let (mut received, mut digits) = (0, String::new());
+        loop {
+            select! {
+                recv(packets) -> packet => match packet {
+                    Ok(_) => received += 1,
+                    Err(_) => break,
+                },
+                recv(bob_digits.receiver()) -> item => match item {
+                    Ok(item) => {
+                        if let SessionEvent::DtmfReceived { digit, .. } = *item.event {
+                            digits.push(digit);
+                        }
+                    }
+                    Err(_) => break,
+                },
+                default(WAIT) => break,
+            }
+        }
+        // `select!` picks among ready channels at random, so the hang-up may have come before
+        // the last digits: take what is still in the channel.
+        digits.extend(
+            bob_digits
+                .receiver()
+                .try_iter()
+                .filter_map(|item| match *item.event {
+                    SessionEvent::DtmfReceived { digit, .. } => Some(digit),
+                    _ => None,
+                }),
+        );
+        (received, digits, bob_digits)
+    });
+    for (seq, digit) in (0u16..).zip("42#".chars()) {
+        let _ = packet_tx.send(seq);
+        bus.publish(dtmf(bob, digit));
+        bus.publish(dtmf(carol, '9'));
+    }
+    drop(packet_tx);
+    let media_result = media.join();
+    check(
+        matches!(&media_result, Ok((3, digits, _)) if digits == "42#"),
+        "the media thread got its 3 packets and bob's digits \"42#\" (none of carol's) in one select!",
+    );
+    let Ok((_, _, bob_digits)) = media_result else {
+        return;
+    };
+
+    // Lag on a channel: the newest events are dropped, and counted where they were dropped.
+    let small = bus.subscribe_channel(Filter::session(carol).with_kind(EventKind::DtmfReceived), 4);
+    let Ok(mut small) = small else { return };
+    for digit in "123456".chars() {
+        bus.publish(dtmf(carol, digit));
+    }
+    check(
+        small.len() == 4,
+        "6 published into a channel of 4: 4 kept, the 2 newest dropped",
+    );
+    // Make room, and the next event that gets in carries the count of the drops before it.
+    let one = small.recv_timeout(WAIT).ok();
+    bus.publish(dtmf(carol, '7'));
+    let mut got = String::new();
+    let mut gaps = Vec::new();
+    for _ in 0..5 {
+        match small.recv_timeout(WAIT) {
+            Ok(event) => {
+                if let SessionEvent::DtmfReceived { digit, .. } = *event {
+                    got.push(digit);
+                }
+            }
+            Err(err) => gaps.push(err),
+        }
+    }
+    check(
+        one.is_some() && got == "2347" && gaps == [RecvTimeoutError::Lagged(2)],
+        format!(
+            "then \"234\", Lagged(2) exactly where 5 and 6 were dropped, then \"7\" ({got}, {gaps:?})"
+        ),
+    );
+    check(
+        small.take_missed() == 0,
+        "nothing was dropped after the last event",
+    );
+    drop((small, bob_digits));
+    drain(&mut everything);
+
+    section("6. cleanup: everything counts back to zero");
     for session in [alice, bob, carol] {
         bus.publish(SessionEvent::SessionTerminated {
             session_id: session,

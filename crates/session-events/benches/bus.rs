@@ -1,6 +1,7 @@
 //! The bus against `tokio::sync::broadcast`, the usual alternative.
 //!
-//! - `one_subscriber`: publish one event and receive it, one subscriber.
+//! - `one_subscriber`: publish one event and receive it, one subscriber (also through a
+//!   `ChannelSubscription`, the crossbeam-channel receiver).
 //! - `per_session_1000`: 1,000 subscribers each on its own session; publish one event (for one
 //!   session, rotating) and receive it at its one matching subscriber. With broadcast every
 //!   receiver receives every event and filters on its session, as a broadcast-based bus has to.
@@ -46,6 +47,18 @@ fn one_subscriber(c: &mut Criterion) {
             b.iter(|| {
                 bus.publish(Arc::clone(&ev));
                 black_box(sub.try_recv().unwrap());
+            });
+        });
+    }
+    {
+        let bus = EventBus::new();
+        let sub = bus
+            .subscribe_channel(Filter::session(session), 256)
+            .unwrap();
+        group.bench_function("session-events (channel)", |b| {
+            b.iter(|| {
+                bus.publish(Arc::clone(&ev));
+                black_box(sub.receiver().try_recv().unwrap());
             });
         });
     }

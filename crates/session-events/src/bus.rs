@@ -13,17 +13,23 @@
 //! - **unscoped**: one list of the subscriptions on all sessions (all events, kind-only,
 //!   predicate-only), checked on every publish, skipped without a lock while it is empty.
 //!
+//! Both kinds of subscription — [`Subscription`] (a queue of its own) and [`ChannelSubscription`]
+//! (a bounded crossbeam channel) — are filed the same way; an index entry says which kind it
+//! holds.
+//!
 //! Publishing an event of session S locks S's shard, delivers to S's own subscriptions, then to
 //! the subscriptions of each group S is in, then to the unscoped ones, and releases the shard.
 //! Holding S's shard for the whole delivery makes every subscriber see S's events in one and
-//! the same order. Wakers are woken after the locks are released. Lock order (outer first):
-//! session shard → group shard → unscoped list → a subscription's queue; the other operations
-//! take one of these at a time.
+//! the same order. Wakers are woken after the locks are released (a thread blocked on a
+//! [`ChannelSubscription`]'s channel is woken by crossbeam inside `try_send`). Lock order (outer
+//! first): session shard → group shard → unscoped list → a subscription's queue or channel
+//! sender; the other operations take one of these at a time.
 
+use crate::channel::{ChannelSink, ChannelSubscription};
 use crate::error::{Error, Result};
 use crate::event::SessionEvent;
 use crate::filter::{Filter, Scope};
-use crate::subscription::{Pushed, Slot, Subscription, count_out};
+use crate::subscription::{Pushed, QueueSink, Sink, Slot, SlotRef, Subscription, count_out};
 use parking_lot::{Mutex, RwLock};
 use session_types::{GroupId, SessionId};
 use std::collections::HashMap;
@@ -88,13 +94,16 @@ pub struct BusStats {
     pub indexed_groups: usize,
     /// Events published.
     pub published: u64,
-    /// Events queued for a subscriber, counted once per subscriber.
+    /// Events queued for a subscriber (or sent into a [`ChannelSubscription`]'s channel),
+    /// counted once per subscriber.
     pub delivered: u64,
     /// Subscriptions a publish looked at (whether or not their kinds and predicate accepted the
     /// event). Grows only by the subscriptions indexed under the event's session and its groups,
     /// plus the unscoped ones.
     pub examined: u64,
-    /// Events dropped from full subscriber queues (reported to them as lag).
+    /// Events dropped for subscribers that fell behind (reported to them as lag): the oldest of
+    /// a full [`Subscription`] queue, or the new event refused by a full
+    /// [`ChannelSubscription`] channel.
     pub lagged: u64,
 }
 
@@ -103,7 +112,7 @@ pub(crate) struct Inner {
     shard_mask: usize,
     sessions: Box<[Padded<Mutex<SessionShard>>]>,
     groups: Box<[Padded<RwLock<GroupShard>>]>,
-    unscoped: RwLock<Vec<Arc<Slot>>>,
+    unscoped: RwLock<Vec<SlotRef>>,
     /// `unscoped.len()`, readable without the lock so a publish skips the empty list for free.
     unscoped_len: AtomicUsize,
     /// Serialises the publishes of events without a session, and counts them.
@@ -120,7 +129,7 @@ pub(crate) struct Inner {
 struct Padded<T>(T);
 
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
-type GroupShard = IdMap<GroupId, Vec<Arc<Slot>>>;
+type GroupShard = IdMap<GroupId, Vec<SlotRef>>;
 
 #[derive(Default)]
 struct SessionShard {
@@ -130,7 +139,7 @@ struct SessionShard {
 
 #[derive(Default)]
 struct SessionEntry {
-    subscribers: Vec<Arc<Slot>>,
+    subscribers: Vec<SlotRef>,
     groups: Vec<GroupId>,
 }
 
@@ -183,11 +192,13 @@ impl EventBus {
         }
     }
 
-    /// Publishes `event` to every subscription whose filter accepts it, and returns how many
-    /// that was.
+    /// Publishes `event` to every subscription whose filter accepts it, and returns to how many
+    /// it was delivered.
     ///
     /// Never waits for a subscriber: a full queue drops its oldest event and the subscriber is
-    /// told (see [`crate::RecvError::Lagged`]). Costs one hash lookup on the event's session plus
+    /// told (see [`crate::RecvError::Lagged`]); a full [`ChannelSubscription`] channel refuses
+    /// this event, which is counted for that subscriber (see [`crate::Delivery`]) and not
+    /// included in the returned count. Costs one hash lookup on the event's session plus
     /// the subscriptions filed under it and under its groups, plus the unscoped subscriptions;
     /// subscriptions on other sessions are not looked at.
     ///
@@ -195,7 +206,7 @@ impl EventBus {
     pub fn publish(&self, event: impl Into<Arc<SessionEvent>>) -> usize {
         let event = event.into();
         let inner = &*self.inner;
-        let mut delivery = Delivery::new(&event);
+        let mut delivery = Publication::new(&event);
         match event.session_id() {
             Some(session) => {
                 let mut shard = inner.session_shard(session).lock();
@@ -223,7 +234,8 @@ impl EventBus {
 
     /// Subscribes with `filter` and the bus's default queue capacity.
     pub fn subscribe(&self, filter: Filter) -> Subscription {
-        self.register(filter, self.inner.default_capacity)
+        let slot = self.register(filter, QueueSink::new(self.inner.default_capacity));
+        Subscription::new(slot, Arc::clone(&self.inner))
     }
 
     /// Subscribes with `filter` and a queue of `capacity` events.
@@ -234,7 +246,38 @@ impl EventBus {
         if capacity == 0 {
             return Err(Error::ZeroCapacity);
         }
-        Ok(self.register(filter, capacity))
+        let slot = self.register(filter, QueueSink::new(capacity));
+        Ok(Subscription::new(slot, Arc::clone(&self.inner)))
+    }
+
+    /// Subscribes with `filter`, delivering into a bounded `crossbeam_channel` of `capacity`
+    /// events, for a thread that waits on several channels at once with
+    /// [`crossbeam_channel::select!`] (a real-time media thread, say).
+    ///
+    /// Same filters, index, per-session order, unsubscribe-on-drop and closing as
+    /// [`subscribe`](Self::subscribe); what differs is what happens when the subscriber falls
+    /// behind. The bus never blocks on the channel (`try_send`): when it is full the **newest**
+    /// event is dropped for this subscriber and counted, and the next item that does get through
+    /// carries the count ([`crate::Delivery::missed_before`]). See [`ChannelSubscription`].
+    ///
+    /// # Errors
+    /// [`Error::ZeroCapacity`] when `capacity` is 0 (a zero-capacity crossbeam channel is a
+    /// rendezvous channel, into which a publisher that never waits could deliver nothing).
+    pub fn subscribe_channel(
+        &self,
+        filter: Filter,
+        capacity: usize,
+    ) -> Result<ChannelSubscription> {
+        if capacity == 0 {
+            return Err(Error::ZeroCapacity);
+        }
+        let (sink, receiver) = ChannelSink::new(capacity);
+        let slot = self.register(filter, sink);
+        Ok(ChannelSubscription::new(
+            slot,
+            Arc::clone(&self.inner),
+            receiver,
+        ))
     }
 
     /// Makes `session` a member of `group`: from now on its events also reach the subscriptions
@@ -293,15 +336,11 @@ impl EventBus {
         let Some(entry) = removed else {
             return 0;
         };
-        let mut closed = 0;
-        for slot in &entry.subscribers {
-            if slot.entries.fetch_sub(1, Ordering::AcqRel) == 1 {
-                slot.close();
-                count_out(slot, &self.inner.subscribers);
-                closed += 1;
-            }
-        }
-        closed
+        entry
+            .subscribers
+            .iter()
+            .filter(|slot| slot.release_entry(&self.inner.subscribers))
+            .count()
     }
 
     /// How many subscriptions the bus currently delivers to. Dropping a [`Subscription`] (or
@@ -337,34 +376,41 @@ impl EventBus {
         stats
     }
 
-    fn register(&self, filter: Filter, capacity: usize) -> Subscription {
+    /// Files a new slot with `sink` in the index and counts it in.
+    fn register<S: Sink>(&self, filter: Filter, sink: S) -> Arc<Slot<S>>
+    where
+        SlotRef: From<Arc<Slot<S>>>,
+    {
         let inner = &*self.inner;
         let entries = match &filter.scope {
             Scope::All => 1,
             Scope::Scoped { sessions, groups } => sessions.len() + groups.len(),
         };
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot::new(id, filter, capacity, entries));
+        let slot = Arc::new(Slot::new(id, filter, entries, sink));
         inner.subscribers.fetch_add(1, Ordering::AcqRel);
         match &slot.filter.scope {
             Scope::All => {
                 let mut list = inner.unscoped.write();
-                list.push(Arc::clone(&slot));
+                list.push(SlotRef::from(Arc::clone(&slot)));
                 inner.unscoped_len.store(list.len(), Ordering::Release);
             }
             Scope::Scoped { sessions, groups } => {
                 for session in sessions {
                     let mut shard = inner.session_shard(*session).lock();
                     let entry = shard.entries.entry(*session).or_default();
-                    entry.subscribers.push(Arc::clone(&slot));
+                    entry.subscribers.push(SlotRef::from(Arc::clone(&slot)));
                 }
                 for group in groups {
                     let mut shard = inner.group_shard(*group).write();
-                    shard.entry(*group).or_default().push(Arc::clone(&slot));
+                    shard
+                        .entry(*group)
+                        .or_default()
+                        .push(SlotRef::from(Arc::clone(&slot)));
                 }
             }
         }
-        Subscription::new(slot, Arc::clone(&self.inner))
+        slot
     }
 }
 
@@ -379,25 +425,25 @@ impl Inner {
         &self.groups[shard_bits(group.as_u64()) & self.shard_mask].0
     }
 
-    fn offer_unscoped(&self, delivery: &mut Delivery<'_>) {
+    fn offer_unscoped(&self, delivery: &mut Publication<'_>) {
         if self.unscoped_len.load(Ordering::Acquire) != 0 {
             delivery.offer_all(&self.unscoped.read());
         }
     }
 
     /// Removes `slot` from every index entry that still holds it and counts it out. Idempotent.
-    pub(crate) fn unregister(&self, slot: &Slot) {
+    pub(crate) fn unregister<S>(&self, slot: &Slot<S>) {
         match &slot.filter.scope {
             Scope::All => {
                 let mut list = self.unscoped.write();
-                remove_slot(&mut list, slot);
+                remove_slot(&mut list, slot.id);
                 self.unscoped_len.store(list.len(), Ordering::Release);
             }
             Scope::Scoped { sessions, groups } => {
                 for session in sessions {
                     let mut shard = self.session_shard(*session).lock();
                     if let Entry::Occupied(mut entry) = shard.entries.entry(*session) {
-                        remove_slot(&mut entry.get_mut().subscribers, slot);
+                        remove_slot(&mut entry.get_mut().subscribers, slot.id);
                         if entry.get().is_empty() {
                             entry.remove();
                         }
@@ -406,7 +452,7 @@ impl Inner {
                 for group in groups {
                     let mut shard = self.group_shard(*group).write();
                     if let Entry::Occupied(mut entry) = shard.entry(*group) {
-                        remove_slot(entry.get_mut(), slot);
+                        remove_slot(entry.get_mut(), slot.id);
                         if entry.get().is_empty() {
                             entry.remove();
                         }
@@ -433,18 +479,15 @@ impl Inner {
     }
 }
 
-fn remove_slot(slots: &mut Vec<Arc<Slot>>, slot: &Slot) {
-    if let Some(at) = slots
-        .iter()
-        .position(|s| std::ptr::eq(Arc::as_ptr(s), slot))
-    {
+fn remove_slot(slots: &mut Vec<SlotRef>, id: u64) {
+    if let Some(at) = slots.iter().position(|s| s.id() == id) {
         // Order among the subscribers of one entry does not matter.
         slots.swap_remove(at);
     }
 }
 
 /// One publish in progress: offers the event to subscriptions and counts what happened.
-struct Delivery<'a> {
+struct Publication<'a> {
     event: &'a Arc<SessionEvent>,
     delivered: u64,
     examined: u64,
@@ -458,7 +501,7 @@ struct Delivery<'a> {
     more_wakers: Vec<Waker>,
 }
 
-impl<'a> Delivery<'a> {
+impl<'a> Publication<'a> {
     fn new(event: &'a Arc<SessionEvent>) -> Self {
         Self {
             event,
@@ -471,33 +514,55 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    fn offer_all(&mut self, slots: &[Arc<Slot>]) {
+    fn offer_all(&mut self, slots: &[SlotRef]) {
         for slot in slots {
-            self.offer(slot);
+            match slot {
+                SlotRef::Queue(slot) => {
+                    if self.admits(slot) {
+                        let pushed = slot.sink.push(self.event);
+                        self.record(pushed);
+                    }
+                }
+                SlotRef::Channel(slot) => {
+                    if self.admits(slot) {
+                        let pushed = slot.sink.push(self.event);
+                        self.record(pushed);
+                    }
+                }
+            }
         }
     }
 
-    fn offer(&mut self, slot: &Slot) {
+    /// Counts `slot` as examined and decides whether the event goes to it: not already offered
+    /// through another index entry, and accepted by its kinds and predicate.
+    #[inline]
+    fn admits<S>(&mut self, slot: &Slot<S>) -> bool {
         self.examined += 1;
         if slot.multi_path {
             if self.seen.contains(&slot.id) {
-                return;
+                return false;
             }
             self.seen.push(slot.id);
         }
-        if !slot.filter.accepts(self.event) {
-            return;
-        }
-        if let Pushed::Queued { dropped, wake } = slot.push(self.event) {
-            self.delivered += 1;
-            self.lagged += u64::from(dropped);
-            if let Some(waker) = wake {
-                if self.first_waker.is_none() {
-                    self.first_waker = Some(waker);
-                } else {
-                    self.more_wakers.push(waker);
+        slot.filter.accepts(self.event)
+    }
+
+    #[inline]
+    fn record(&mut self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued { dropped, wake } => {
+                self.delivered += 1;
+                self.lagged += u64::from(dropped);
+                if let Some(waker) = wake {
+                    if self.first_waker.is_none() {
+                        self.first_waker = Some(waker);
+                    } else {
+                        self.more_wakers.push(waker);
+                    }
                 }
             }
+            Pushed::Refused => self.lagged += 1,
+            Pushed::Closed => {}
         }
     }
 
@@ -516,7 +581,7 @@ impl<'a> Delivery<'a> {
     }
 }
 
-impl Drop for Delivery<'_> {
+impl Drop for Publication<'_> {
     /// Wakes the subscribers queued for so far. Also runs if a predicate panics mid-publish,
     /// after the shard guard (declared later) has been released, so that no subscriber holding
     /// a queued event is left asleep.

@@ -1,6 +1,7 @@
 //! Errors of this crate: [`Error`] (what the bus's fallible calls return) and the receive errors
-//! of a [`crate::Subscription`] ([`RecvError`], [`TryRecvError`], [`RecvTimeoutError`]), all
-//! classified by cause through [`session_types::Classify`].
+//! of a [`crate::Subscription`] and a [`crate::ChannelSubscription`] ([`RecvError`],
+//! [`TryRecvError`], [`RecvTimeoutError`]), all classified by cause through
+//! [`session_types::Classify`].
 
 use session_types::{Classify, ErrorKind};
 
@@ -32,18 +33,20 @@ impl Classify for Error {
     }
 }
 
-/// Why [`crate::Subscription::recv`] (or [`crate::Subscription::blocking_recv`]) returned no
-/// event.
+/// Why [`crate::Subscription::recv`] (or [`crate::Subscription::blocking_recv`], or
+/// [`crate::ChannelSubscription::recv`]) returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
     /// The subscriber fell behind: its queue was full, so this many of the oldest queued events
-    /// were dropped for it. Returned at the position of the gap; the next call returns the
-    /// oldest event still queued. Not fatal: keep receiving.
+    /// were dropped for it (for a [`crate::ChannelSubscription`]: this many new events were
+    /// refused by its full channel). Returned at the position of the gap; the next call returns
+    /// the event after it. Not fatal: keep receiving.
     #[error("subscriber lagged behind: {0} events were dropped")]
     Lagged(u64),
     /// No more events will come: every [`crate::EventBus`] handle was dropped, or every session
     /// this subscription was scoped to (it had no group) was forgotten (see
     /// [`crate::EventBus::forget_session`]). Events queued before that were all received.
+    /// For a [`crate::ChannelSubscription`]: its channel is disconnected and empty.
     #[error("the subscription is closed")]
     Closed,
 }
@@ -58,7 +61,8 @@ impl Classify for RecvError {
     }
 }
 
-/// Why [`crate::Subscription::try_recv`] returned no event.
+/// Why [`crate::Subscription::try_recv`] (or [`crate::ChannelSubscription::try_recv`]) returned
+/// no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TryRecvError {
     /// Nothing is queued right now.
@@ -72,7 +76,8 @@ pub enum TryRecvError {
     Closed,
 }
 
-/// Why [`crate::Subscription::recv_timeout`] returned no event.
+/// Why [`crate::Subscription::recv_timeout`] (or [`crate::ChannelSubscription::recv_timeout`])
+/// returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecvTimeoutError {
     /// Nothing arrived in time.

@@ -10,8 +10,15 @@
 //! The one queue serves both ways of receiving: `recv().await` registers the task's waker, and
 //! the blocking calls register a waker that unparks the calling thread. Wakers are woken after the
 //! bus has released its locks.
+//!
+//! The bus's index holds each subscriber as a [`Slot`] (its filter, its index bookkeeping and
+//! its sink) behind a [`SlotRef`], which says which kind of sink it has: this module's queue, or
+//! the crossbeam channel of a [`crate::ChannelSubscription`] (see the `channel` module). A publish
+//! dispatches on that with one branch and then works on the concrete sink, so the queue's path
+//! is what it was before channels existed.
 
 use crate::bus::Inner;
+use crate::channel::ChannelSink;
 use crate::error::{RecvError, RecvTimeoutError, TryRecvError};
 use crate::event::SessionEvent;
 use crate::filter::Filter;
@@ -25,21 +32,82 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread, ThreadId};
 use std::time::{Duration, Instant};
 
-/// One subscriber as the bus's index holds it: its filter and its queue.
-pub(crate) struct Slot {
-    /// Unique per bus; used to recognise a subscription reached twice in one publish.
+/// One subscriber as the bus's index holds it: its filter and its sink — the queue of a
+/// [`Subscription`] ([`QueueSink`]) or the channel of a [`crate::ChannelSubscription`]
+/// ([`crate::channel::ChannelSink`]).
+pub(crate) struct Slot<S> {
+    /// Unique per bus; used to recognise a subscription reached twice in one publish, and to find
+    /// it in the index.
     pub(crate) id: u64,
     pub(crate) filter: Filter,
     /// Whether one event can reach this slot through more than one index entry (it is scoped to
     /// groups and to more than one place), so a publish must deliver it once only.
     pub(crate) multi_path: bool,
-    capacity: usize,
-    queue: Mutex<Queue>,
     /// How many index entries still hold this slot (see [`Inner::forget_session`]).
     pub(crate) entries: AtomicUsize,
     /// Whether this slot still counts in [`crate::EventBus::subscriber_count`]; cleared exactly
     /// once, by whoever unregisters it first.
     pub(crate) registered: AtomicBool,
+    pub(crate) sink: S,
+}
+
+/// A slot as the index holds it: one pointer per kind of sink, so that a publish dispatches with
+/// one branch and then works on the concrete sink (no dynamic call), and each receiver type
+/// holds its own kind of slot.
+pub(crate) enum SlotRef {
+    /// A [`Subscription`]'s queue.
+    Queue(Arc<Slot<QueueSink>>),
+    /// A [`crate::ChannelSubscription`]'s channel.
+    Channel(Arc<Slot<ChannelSink>>),
+}
+
+impl SlotRef {
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            Self::Queue(slot) => slot.id,
+            Self::Channel(slot) => slot.id,
+        }
+    }
+
+    /// Closes the sink: the subscriber receives what is queued, then learns it is closed.
+    pub(crate) fn close(&self) {
+        match self {
+            Self::Queue(slot) => slot.sink.close(),
+            Self::Channel(slot) => slot.sink.close(),
+        }
+    }
+
+    /// Removes one index entry from the slot's count; when that was the last, closes the slot,
+    /// counts it out of `subscribers` and returns `true`.
+    pub(crate) fn release_entry(&self, subscribers: &AtomicUsize) -> bool {
+        match self {
+            Self::Queue(slot) => slot.release_entry(subscribers),
+            Self::Channel(slot) => slot.release_entry(subscribers),
+        }
+    }
+}
+
+impl From<Arc<Slot<QueueSink>>> for SlotRef {
+    fn from(slot: Arc<Slot<QueueSink>>) -> Self {
+        Self::Queue(slot)
+    }
+}
+
+impl From<Arc<Slot<ChannelSink>>> for SlotRef {
+    fn from(slot: Arc<Slot<ChannelSink>>) -> Self {
+        Self::Channel(slot)
+    }
+}
+
+/// A sink the bus can close (see [`SlotRef::close`]).
+pub(crate) trait Sink {
+    fn close(&self);
+}
+
+/// The sink of a [`Subscription`]: a bounded queue that drops its oldest event when full.
+pub(crate) struct QueueSink {
+    capacity: usize,
+    queue: Mutex<Queue>,
 }
 
 struct Queue {
@@ -55,12 +123,14 @@ struct Queue {
 pub(crate) enum Pushed {
     /// Queued; `true` when the oldest queued event was dropped to make room.
     Queued { dropped: bool, wake: Option<Waker> },
+    /// The sink was full and refused this (newest) event; it is counted as missed.
+    Refused,
     /// The subscription is closed; nothing was queued.
     Closed,
 }
 
-impl Slot {
-    pub(crate) fn new(id: u64, filter: Filter, capacity: usize, entries: usize) -> Self {
+impl<S: Sink> Slot<S> {
+    pub(crate) fn new(id: u64, filter: Filter, entries: usize, sink: S) -> Self {
         let multi_path = match &filter.scope {
             crate::filter::Scope::All => false,
             crate::filter::Scope::Scoped { sessions, groups } => {
@@ -71,6 +141,26 @@ impl Slot {
             id,
             filter,
             multi_path,
+            entries: AtomicUsize::new(entries),
+            registered: AtomicBool::new(true),
+            sink,
+        }
+    }
+
+    fn release_entry(&self, subscribers: &AtomicUsize) -> bool {
+        if self.entries.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.sink.close();
+            count_out(self, subscribers);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl QueueSink {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
             capacity,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
@@ -78,14 +168,13 @@ impl Slot {
                 closed: false,
                 waker: None,
             }),
-            entries: AtomicUsize::new(entries),
-            registered: AtomicBool::new(true),
         }
     }
 
     /// Queues `event`, dropping the oldest queued one if the queue is full. Never waits beyond
     /// the queue's own short lock. The waker it returns must be woken by the caller once it has
     /// released its own locks.
+    #[inline]
     pub(crate) fn push(&self, event: &Arc<SessionEvent>) -> Pushed {
         let mut queue = self.queue.lock();
         if queue.closed {
@@ -105,9 +194,11 @@ impl Slot {
         drop(evicted);
         Pushed::Queued { dropped, wake }
     }
+}
 
+impl Sink for QueueSink {
     /// Closes the queue: the subscriber receives what is queued, then [`RecvError::Closed`].
-    pub(crate) fn close(&self) {
+    fn close(&self) {
         let mut queue = self.queue.lock();
         queue.closed = true;
         let wake = queue.waker.take();
@@ -152,7 +243,7 @@ impl Wake for ThreadWaker {
 /// Dropping the subscription unsubscribes it: the bus forgets it at once (also when the task
 /// holding it is aborted), and [`crate::EventBus::subscriber_count`] goes down by one.
 pub struct Subscription {
-    pub(crate) slot: Arc<Slot>,
+    pub(crate) slot: Arc<Slot<QueueSink>>,
     pub(crate) bus: Arc<Inner>,
     /// The waker of the last thread that blocked on this subscription, reused while the same
     /// thread keeps blocking.
@@ -160,7 +251,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn new(slot: Arc<Slot>, bus: Arc<Inner>) -> Self {
+    pub(crate) fn new(slot: Arc<Slot<QueueSink>>, bus: Arc<Inner>) -> Self {
         Self {
             slot,
             bus,
@@ -185,7 +276,7 @@ impl Subscription {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Arc<SessionEvent>, RecvError>> {
-        let mut queue = self.slot.queue.lock();
+        let mut queue = self.slot.sink.queue.lock();
         if let Some(result) = queue.take() {
             return Poll::Ready(result);
         }
@@ -201,7 +292,7 @@ impl Subscription {
 
     /// Returns the next event if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Arc<SessionEvent>, TryRecvError> {
-        let mut queue = self.slot.queue.lock();
+        let mut queue = self.slot.sink.queue.lock();
         match queue.take() {
             Some(result) => result.map_err(TryRecvError::from),
             None if queue.closed => Err(TryRecvError::Closed),
@@ -232,7 +323,7 @@ impl Subscription {
 
     /// How many events are queued.
     pub fn len(&self) -> usize {
-        self.slot.queue.lock().items.len()
+        self.slot.sink.queue.lock().items.len()
     }
 
     /// Whether no event is queued.
@@ -242,12 +333,12 @@ impl Subscription {
 
     /// How many events the queue holds before the oldest are dropped.
     pub fn capacity(&self) -> usize {
-        self.slot.capacity
+        self.slot.sink.capacity
     }
 
     /// Whether the subscription is closed (events still queued can be received).
     pub fn is_closed(&self) -> bool {
-        self.slot.queue.lock().closed
+        self.slot.sink.queue.lock().closed
     }
 
     /// The filter this subscription was made with.
@@ -270,7 +361,7 @@ impl Subscription {
         };
         loop {
             {
-                let mut queue = self.slot.queue.lock();
+                let mut queue = self.slot.sink.queue.lock();
                 if let Some(result) = queue.take() {
                     return result.map_err(RecvTimeoutError::from);
                 }
@@ -285,7 +376,7 @@ impl Subscription {
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        let mut queue = self.slot.queue.lock();
+                        let mut queue = self.slot.sink.queue.lock();
                         if queue.waker.as_ref().is_some_and(|w| w.will_wake(&waker)) {
                             queue.waker = None;
                         }
@@ -308,14 +399,14 @@ impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("filter", &self.slot.filter)
-            .field("capacity", &self.slot.capacity)
+            .field("capacity", &self.slot.sink.capacity)
             .field("queued", &self.len())
             .finish()
     }
 }
 
 /// Counts a slot out of the bus's subscriber count, once.
-pub(crate) fn count_out(slot: &Slot, subscribers: &AtomicUsize) {
+pub(crate) fn count_out<S>(slot: &Slot<S>, subscribers: &AtomicUsize) {
     if slot.registered.swap(false, Ordering::AcqRel) {
         subscribers.fetch_sub(1, Ordering::AcqRel);
     }
