@@ -1,0 +1,550 @@
+//! The RTP endpoint of one audio stream on tokio UDP sockets: G.711 frames and RFC 4733
+//! digits out, decoded frames, digits and RTCP in; symmetric RTP (latching to where the peer
+//! really sends from), an inactivity event, RTCP reports and statistics.
+//!
+//! Sockets: one for RTP and one for RTCP on the next port, or a single one with `rtcp-mux`.
+//! [`RtpEndpoint::bind_from_pool`] leases the pair from `session-resources`' [`PortPool`] and
+//! keeps the lease inside the endpoint, so dropping the endpoint gives the ports back on every
+//! path a session can end by. [`RtpEndpoint::bind`] (an explicit address) and
+//! [`RtpEndpoint::from_sockets`] (sockets bound elsewhere) are there for tests and special
+//! cases.
+//!
+//! ```no_run
+//! # async fn demo(media: &session_media::sdp::negotiate::NegotiatedMedia) -> session_media::Result<()> {
+//! use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+//! use session_media::audio::{AudioSource, ToneSource};
+//!
+//! let mut ep = RtpEndpoint::bind("127.0.0.1:0".parse().unwrap(), false, EndpointConfig::default()).await?;
+//! ep.configure(media)?;
+//! let mut tone = ToneSource::new(440.0, 8000);
+//! if let Some(frame) = tone.next_frame() {
+//!     ep.send_frame(&frame).await?;
+//! }
+//! match ep.recv().await? {
+//!     Received::Audio { frame, .. } => { let _ = frame.energy(); }
+//!     Received::Dtmf(d) => { let _ = d.digit; }
+//!     Received::Inactive(for_how_long) => { let _ = for_how_long; }
+//!     _ => {}
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use session_resources::{PortPair, PortPool};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use crate::dtmf::{DetectedDigit, DtmfDetector, DtmfEncoder};
+use crate::error::{Error, Result};
+use crate::frame::{AudioFrame, FRAME_SAMPLES};
+use crate::g711::G711Law;
+use crate::rtcp::{self, NtpClock, ReceptionStats, RtcpPacket, StreamStats};
+use crate::rtp::{self, MAX_PACKET, RtpSender};
+use crate::sdp::negotiate::NegotiatedMedia;
+
+/// Endpoint settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// No RTP for this long → [`Received::Inactive`] (repeated each period).
+    pub inactivity_timeout: Duration,
+    /// Latch the remote address to the source of the first received packet (symmetric RTP,
+    /// RFC 4961), which gets media through NATs whose SDP address is wrong.
+    pub symmetric_rtp: bool,
+    /// SDES CNAME.
+    pub cname: String,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            inactivity_timeout: Duration::from_secs(30),
+            symmetric_rtp: true,
+            cname: format!("session-media-{:08x}", fastrand::u32(..)),
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// Sets the inactivity timeout.
+    pub fn inactivity_timeout(mut self, timeout: Duration) -> Self {
+        self.inactivity_timeout = timeout;
+        self
+    }
+
+    /// Enables or disables latching.
+    pub fn symmetric_rtp(mut self, on: bool) -> Self {
+        self.symmetric_rtp = on;
+        self
+    }
+}
+
+/// Something the endpoint received.
+// The audio variant carries its 320-byte frame inline on purpose: boxing it would allocate
+// once per received packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Received {
+    /// A decoded audio frame.
+    Audio {
+        /// The audio.
+        frame: AudioFrame,
+        /// RTP sequence number.
+        sequence: u16,
+        /// RTP timestamp.
+        timestamp: u32,
+        /// Marker bit (talk-spurt start).
+        marker: bool,
+    },
+    /// A completed DTMF digit.
+    Dtmf(DetectedDigit),
+    /// RTCP packets (reports are already folded into the statistics).
+    Rtcp(Vec<RtcpPacket>),
+    /// No RTP for the given time.
+    Inactive(Duration),
+}
+
+/// Counters of an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    /// Datagrams that were neither valid RTP nor valid RTCP.
+    pub malformed: u64,
+    /// Packets from an address other than the latched one (dropped).
+    pub foreign: u64,
+    /// RTP packets with a payload type we did not negotiate (dropped).
+    pub unknown_payload_type: u64,
+}
+
+/// The RTP endpoint of one audio stream.
+#[derive(Debug)]
+pub struct RtpEndpoint {
+    rtp: UdpSocket,
+    rtcp: Option<UdpSocket>,
+    config: EndpointConfig,
+    remote_rtp: Option<SocketAddr>,
+    remote_rtcp: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    law: G711Law,
+    audio_pt: u8,
+    event_pt: Option<u8>,
+    receive_event_pt: Option<u8>,
+    sender: RtpSender,
+    reception: ReceptionStats,
+    dtmf: DtmfDetector,
+    buf: Box<[u8; MAX_PACKET]>,
+    rtcp_in: Box<[u8; MAX_PACKET]>,
+    rtcp_out: Vec<u8>,
+    last_rx: Instant,
+    clock: NtpClock,
+    rtt: Option<Duration>,
+    last_fraction: f64,
+    counters: EndpointCounters,
+    /// The leased port pair, released when the endpoint is dropped.
+    lease: Option<PortPair>,
+}
+
+impl RtpEndpoint {
+    /// Binds RTP at `addr` and, unless `rtcp_mux`, RTCP at the next port. With port 0 an even
+    /// port whose successor is free is chosen by the OS and checked.
+    pub async fn bind(addr: SocketAddr, rtcp_mux: bool, config: EndpointConfig) -> Result<Self> {
+        if rtcp_mux {
+            let rtp = std::net::UdpSocket::bind(addr)?;
+            return Self::from_sockets(rtp, None, config);
+        }
+        let mut last_err = None;
+        for _ in 0..16 {
+            let rtp = std::net::UdpSocket::bind(addr)?;
+            let local = rtp.local_addr()?;
+            let Some(next) = local.port().checked_add(1) else {
+                continue;
+            };
+            match std::net::UdpSocket::bind(SocketAddr::new(local.ip(), next)) {
+                Ok(rtcp) => return Self::from_sockets(rtp, Some(rtcp), config),
+                Err(e) if addr.port() == 0 => last_err = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_err.map_or(
+            Error::InvalidConfig("no free RTP/RTCP port pair"),
+            Error::Io,
+        ))
+    }
+
+    /// Leases an RTP/RTCP port pair from `pool` and binds it on `ip` (only the RTP port with
+    /// `rtcp_mux`). A pair that cannot be bound (another program holds a port) is kept leased
+    /// while the next is tried, then given back, as the pool asks; after eight
+    /// pairs the last bind error is returned. Pool exhaustion is [`Error::Resources`] (503).
+    pub async fn bind_from_pool(
+        pool: &PortPool,
+        ip: std::net::IpAddr,
+        rtcp_mux: bool,
+        config: EndpointConfig,
+    ) -> Result<Self> {
+        const MAX_BIND_TRIES: usize = 8;
+        let mut refused = Vec::new();
+        let mut last_err = None;
+        for _ in 0..MAX_BIND_TRIES {
+            let pair = pool.acquire()?;
+            let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, pair.rtp()));
+            let rtcp = if rtcp_mux {
+                Ok(None)
+            } else {
+                std::net::UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).map(Some)
+            };
+            match (rtp, rtcp) {
+                (Ok(rtp), Ok(rtcp)) => {
+                    let mut endpoint = Self::from_sockets(rtp, rtcp, config)?;
+                    endpoint.lease = Some(pair);
+                    return Ok(endpoint);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::debug!(rtp = pair.rtp(), error = %e, "leased RTP port pair is busy");
+                    last_err = Some(e);
+                    refused.push(pair);
+                }
+            }
+        }
+        drop(refused);
+        Err(last_err.map_or(Error::InvalidConfig("no bindable RTP port pair"), Error::Io))
+    }
+
+    /// The leased port pair, when the endpoint came from [`RtpEndpoint::bind_from_pool`].
+    pub fn lease(&self) -> Option<&PortPair> {
+        self.lease.as_ref()
+    }
+
+    /// An endpoint on sockets bound elsewhere (e.g. on ports leased from a port pool). `rtcp`
+    /// `None` means RTCP is multiplexed on the RTP socket. Must be called inside a tokio
+    /// runtime.
+    pub fn from_sockets(
+        rtp: std::net::UdpSocket,
+        rtcp: Option<std::net::UdpSocket>,
+        config: EndpointConfig,
+    ) -> Result<Self> {
+        rtp.set_nonblocking(true)?;
+        let rtp = UdpSocket::from_std(rtp)?;
+        let rtcp = match rtcp {
+            Some(s) => {
+                s.set_nonblocking(true)?;
+                Some(UdpSocket::from_std(s)?)
+            }
+            None => None,
+        };
+        let now = Instant::now();
+        Ok(Self {
+            rtp,
+            rtcp,
+            config,
+            remote_rtp: None,
+            remote_rtcp: None,
+            latched: None,
+            law: G711Law::Ulaw,
+            audio_pt: 0,
+            event_pt: None,
+            receive_event_pt: None,
+            sender: RtpSender::random(),
+            reception: ReceptionStats::new(8_000),
+            dtmf: DtmfDetector::new(),
+            buf: Box::new([0; MAX_PACKET]),
+            rtcp_in: Box::new([0; MAX_PACKET]),
+            rtcp_out: Vec::with_capacity(256),
+            last_rx: now,
+            clock: NtpClock::new(SystemTime::now(), now.into_std()),
+            rtt: None,
+            last_fraction: 0.0,
+            counters: EndpointCounters::default(),
+            lease: None,
+        })
+    }
+
+    /// Local RTP address (for the SDP `m=` port).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.rtp.local_addr()?)
+    }
+
+    /// Local RTCP address (the RTP one with rtcp-mux).
+    pub fn local_rtcp_addr(&self) -> Result<SocketAddr> {
+        match &self.rtcp {
+            Some(s) => Ok(s.local_addr()?),
+            None => self.local_addr(),
+        }
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.sender.ssrc()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> EndpointCounters {
+        self.counters
+    }
+
+    /// Where RTP goes now (after latching, the peer's real source address).
+    pub fn remote_rtp(&self) -> Option<SocketAddr> {
+        self.remote_rtp
+    }
+
+    /// Applies the result of an offer/answer: codec, payload types and the peer's addresses.
+    /// A peer address given as a host name is not resolved here; set it with
+    /// [`RtpEndpoint::set_remote`] (or let latching find it).
+    pub fn configure(&mut self, media: &NegotiatedMedia) -> Result<()> {
+        self.law = G711Law::from_encoding_name(&media.codec.name)
+            .ok_or(Error::InvalidConfig("negotiated codec is not G.711"))?;
+        self.audio_pt = media.codec.payload_type;
+        self.event_pt = media.telephone_event;
+        self.receive_event_pt = media.local_telephone_event;
+        if let (Some(rtp), Some(rtcp)) = (media.remote_rtp(), media.remote_rtcp()) {
+            if self.latched.is_none() {
+                self.set_remote(rtp, rtcp);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the peer's RTP and RTCP addresses.
+    pub fn set_remote(&mut self, rtp: SocketAddr, rtcp: SocketAddr) {
+        self.remote_rtp = Some(rtp);
+        self.remote_rtcp = Some(if self.rtcp.is_none() { rtp } else { rtcp });
+    }
+
+    async fn send_rtp_bytes(
+        socket: &UdpSocket,
+        to: Option<SocketAddr>,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let to = to.ok_or(Error::InvalidConfig("no remote RTP address"))?;
+        socket.send_to(bytes, to).await?;
+        Ok(())
+    }
+
+    /// Encodes and sends one 20 ms frame.
+    pub async fn send_frame(&mut self, frame: &AudioFrame) -> Result<()> {
+        let mut payload = [0u8; FRAME_SAMPLES];
+        self.law.encode_frame(frame, &mut payload);
+        let packet = self
+            .sender
+            .audio(self.audio_pt, &payload, FRAME_SAMPLES as u32)?;
+        Self::send_rtp_bytes(&self.rtp, self.remote_rtp, packet).await
+    }
+
+    /// Marks the next frame as a talk-spurt start (after a pause in sending).
+    pub fn start_talkspurt(&mut self) {
+        self.sender.start_talkspurt();
+    }
+
+    /// Sends one digit as RFC 4733 events, one packet every 20 ms (paced with a tokio
+    /// interval), and moves the audio timestamp past the event.
+    pub async fn send_dtmf(&mut self, digit: char, duration: Duration) -> Result<()> {
+        let pt = self
+            .event_pt
+            .ok_or(Error::InvalidConfig("telephone-event was not negotiated"))?;
+        let samples = u32::try_from(duration.as_millis() * 8).unwrap_or(u32::MAX);
+        let encoder = DtmfEncoder::new(digit, samples, FRAME_SAMPLES as u16)
+            .ok_or(Error::InvalidConfig("not a DTMF digit"))?;
+        let start_ts = self.sender.timestamp();
+        let mut ticker = tokio::time::interval(crate::frame::FRAME_DURATION);
+        let mut updates = 0u32;
+        for packet in encoder {
+            ticker.tick().await;
+            if !packet.end {
+                updates += 1;
+            }
+            let bytes = self
+                .sender
+                .event(pt, &packet.payload, packet.marker, start_ts)?;
+            Self::send_rtp_bytes(&self.rtp, self.remote_rtp, bytes).await?;
+        }
+        self.sender.skip((updates + 1) * FRAME_SAMPLES as u32);
+        Ok(())
+    }
+
+    /// Waits for the next thing received: audio, a digit, RTCP, or the inactivity timeout.
+    /// Malformed, foreign and unknown packets are counted and skipped. Cancel-safe: dropping
+    /// the future loses at most the datagram being read.
+    pub async fn recv(&mut self) -> Result<Received> {
+        loop {
+            let deadline = self.last_rx + self.config.inactivity_timeout;
+            let rtcp_socket = self.rtcp.as_ref();
+            let rtcp_recv = async {
+                match rtcp_socket {
+                    Some(s) => s.recv_from(&mut self.rtcp_in[..]).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let event = tokio::select! {
+                biased;
+                r = self.rtp.recv_from(&mut self.buf[..]) => Some((r?, true)),
+                r = rtcp_recv => Some((r?, false)),
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            let now = Instant::now();
+            let Some(((len, src), on_rtp_socket)) = event else {
+                let silent = now.saturating_duration_since(self.last_rx);
+                self.last_rx = now;
+                if let Some(d) = self.dtmf.take_unfinished() {
+                    return Ok(Received::Dtmf(d));
+                }
+                return Ok(Received::Inactive(silent));
+            };
+            if let Some(received) = self.handle_datagram(now, src, len, on_rtp_socket) {
+                return Ok(received);
+            }
+        }
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        len: usize,
+        on_rtp_socket: bool,
+    ) -> Option<Received> {
+        let data = if on_rtp_socket {
+            self.buf.get(..len)?
+        } else {
+            self.rtcp_in.get(..len)?
+        };
+        if !on_rtp_socket || rtcp::is_rtcp(data) {
+            let Ok(packets) = rtcp::parse_compound(data) else {
+                self.counters.malformed += 1;
+                return None;
+            };
+            if self.config.symmetric_rtp && self.rtcp.is_some() && !on_rtp_socket {
+                self.remote_rtcp = Some(src);
+            }
+            let arrival = self.clock.at(now.into_std());
+            for p in &packets {
+                let (reports, sr) = match p {
+                    RtcpPacket::SenderReport { info, reports, .. } => (reports, Some(info.ntp)),
+                    RtcpPacket::ReceiverReport { reports, .. } => (reports, None),
+                    _ => continue,
+                };
+                if let Some(ntp) = sr {
+                    self.reception.on_sender_report(now.into_std(), ntp);
+                }
+                if let Some(b) = reports.iter().find(|b| b.ssrc == self.sender.ssrc()) {
+                    self.last_fraction = f64::from(b.fraction_lost) / 256.0;
+                    if let Some(rtt) = b.round_trip(arrival) {
+                        self.rtt = Some(rtt);
+                    }
+                }
+            }
+            return Some(Received::Rtcp(packets));
+        }
+        let Ok((header, payload)) = rtp::parse(data) else {
+            self.counters.malformed += 1;
+            return None;
+        };
+        match self.latched {
+            Some(addr) if addr != src => {
+                self.counters.foreign += 1;
+                return None;
+            }
+            Some(_) => {}
+            None if self.config.symmetric_rtp => {
+                self.latched = Some(src);
+                self.remote_rtp = Some(src);
+                if self.rtcp.is_none() {
+                    self.remote_rtcp = Some(src);
+                }
+                tracing::debug!(%src, "RTP latched to the peer's source address");
+            }
+            None => {}
+        }
+        self.last_rx = now;
+        self.reception.on_rtp(
+            now.into_std(),
+            header.ssrc,
+            header.sequence,
+            header.timestamp,
+        );
+        let pt = Some(header.payload_type);
+        if pt == self.receive_event_pt || pt == self.event_pt {
+            return self
+                .dtmf
+                .on_packet(header.timestamp, payload)
+                .map(Received::Dtmf);
+        }
+        // The peer may switch between the codecs both sides listed: G.711 has static numbers.
+        let law = match header.payload_type {
+            0 => Some(G711Law::Ulaw),
+            8 => Some(G711Law::Alaw),
+            p if p == self.audio_pt => Some(self.law),
+            _ => None,
+        };
+        if let Some(law) = law {
+            return Some(Received::Audio {
+                frame: law.decode_frame(payload),
+                sequence: header.sequence,
+                timestamp: header.timestamp,
+                marker: header.marker,
+            });
+        }
+        self.counters.unknown_payload_type += 1;
+        None
+    }
+
+    /// Sends an RTCP report: SR when we have sent media, RR otherwise, with SDES CNAME.
+    pub async fn send_report(&mut self) -> Result<()> {
+        let now = Instant::now();
+        self.rtcp_out.clear();
+        let blocks: Vec<_> = self
+            .reception
+            .report_block(now.into_std())
+            .into_iter()
+            .collect();
+        if self.sender.packets() > 0 {
+            let info = self.sender.sender_info(self.clock.at(now.into_std()));
+            rtcp::write_sr(&mut self.rtcp_out, self.sender.ssrc(), &info, &blocks);
+        } else {
+            rtcp::write_rr(&mut self.rtcp_out, self.sender.ssrc(), &blocks);
+        }
+        rtcp::write_sdes_cname(&mut self.rtcp_out, self.sender.ssrc(), &self.config.cname);
+        self.send_rtcp_out().await
+    }
+
+    /// Sends an RTCP BYE (with a report first, as RFC 3550 §6.1 wants compound packets).
+    pub async fn send_bye(&mut self, reason: Option<&str>) -> Result<()> {
+        self.rtcp_out.clear();
+        rtcp::write_rr(&mut self.rtcp_out, self.sender.ssrc(), &[]);
+        rtcp::write_bye(&mut self.rtcp_out, &[self.sender.ssrc()], reason);
+        self.send_rtcp_out().await
+    }
+
+    async fn send_rtcp_out(&mut self) -> Result<()> {
+        let to = self
+            .remote_rtcp
+            .ok_or(Error::InvalidConfig("no remote RTCP address"))?;
+        let socket = self.rtcp.as_ref().unwrap_or(&self.rtp);
+        socket.send_to(&self.rtcp_out, to).await?;
+        Ok(())
+    }
+
+    /// Statistics of the stream so far.
+    pub fn stats(&self) -> StreamStats {
+        let received = self.reception.received();
+        let lost = self.reception.cumulative_lost().max(0);
+        let expected = received as i64 + lost;
+        let fraction = if expected > 0 {
+            lost as f64 / expected as f64
+        } else {
+            0.0
+        };
+        let fraction = fraction.max(self.last_fraction);
+        let jitter_ms = self.reception.jitter_ms();
+        StreamStats {
+            packets_sent: self.sender.packets(),
+            octets_sent: self.sender.octets(),
+            packets_received: received,
+            packets_lost: self.reception.cumulative_lost(),
+            fraction_lost: fraction,
+            jitter_ms,
+            rtt: self.rtt,
+            mos: rtcp::mos_estimate(fraction, jitter_ms, self.rtt),
+        }
+    }
+}

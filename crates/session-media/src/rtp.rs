@@ -1,0 +1,231 @@
+//! RTP packets (RFC 3550 §5) through the `rtp-rs` crate: zero-copy parsing with `RtpReader`
+//! and building into one reused buffer with `RtpPacketBuilder::build_into`, plus the sender
+//! state of a stream — SSRC, sequence number and timestamp (both wrap around), and the
+//! marker bit on the first packet of a talk-spurt.
+//!
+//! ```
+//! use session_media::rtp::{parse, RtpSender};
+//!
+//! let mut sender = RtpSender::new(0x1234, 65_535, u32::MAX - 100);
+//! let first = sender.audio(0, &[0xFF; 160], 160).unwrap().to_vec();
+//! let (header, payload) = parse(&first).unwrap();
+//! assert!(header.marker); // talk-spurt start
+//! assert_eq!((header.sequence, payload.len()), (65_535, 160));
+//! let (second, _) = parse(sender.audio(0, &[0xFF; 160], 160).unwrap()).unwrap();
+//! assert_eq!((second.sequence, second.timestamp, second.marker), (0, 59, false));
+//! ```
+
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+
+use crate::error::{Error, Result};
+use crate::rtcp::{NtpTime, SenderInfo};
+
+/// Largest RTP packet we build or receive (fits an Ethernet MTU).
+pub const MAX_PACKET: usize = 1500;
+
+/// The fixed header fields of a received packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeader {
+    /// Payload type.
+    pub payload_type: u8,
+    /// Marker bit.
+    pub marker: bool,
+    /// Sequence number.
+    pub sequence: u16,
+    /// Timestamp.
+    pub timestamp: u32,
+    /// Synchronisation source.
+    pub ssrc: u32,
+}
+
+/// Parses a datagram as RTP: the header and the payload (borrowed, padding removed).
+pub fn parse(datagram: &[u8]) -> Result<(RtpHeader, &[u8])> {
+    let reader = RtpReader::new(datagram).map_err(|e| {
+        Error::MalformedRtp(match e {
+            rtp_rs::RtpReaderError::BufferTooShort(_) => "shorter than the 12-byte header",
+            rtp_rs::RtpReaderError::UnsupportedVersion(_) => "version is not 2",
+            rtp_rs::RtpReaderError::HeadersTruncated { .. } => "headers truncated",
+            rtp_rs::RtpReaderError::PaddingLengthInvalid(_) => "invalid padding",
+        })
+    })?;
+    let header = RtpHeader {
+        payload_type: reader.payload_type(),
+        marker: reader.mark(),
+        sequence: u16::from(reader.sequence_number()),
+        timestamp: reader.timestamp(),
+        ssrc: reader.ssrc(),
+    };
+    Ok((header, reader.payload()))
+}
+
+/// Sender state of one RTP stream; builds packets into a buffer it reuses.
+#[derive(Debug, Clone)]
+pub struct RtpSender {
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    talkspurt: bool,
+    packets: u64,
+    octets: u64,
+    buf: Box<[u8; MAX_PACKET]>,
+}
+
+impl RtpSender {
+    /// A sender with the given SSRC, first sequence number and first timestamp.
+    pub fn new(ssrc: u32, sequence: u16, timestamp: u32) -> Self {
+        Self {
+            ssrc,
+            sequence,
+            timestamp,
+            talkspurt: true,
+            packets: 0,
+            octets: 0,
+            buf: Box::new([0; MAX_PACKET]),
+        }
+    }
+
+    /// A sender with random SSRC, sequence number and timestamp (RFC 3550 §5.1 asks for
+    /// random initial values).
+    pub fn random() -> Self {
+        Self::new(fastrand::u32(..), fastrand::u16(..), fastrand::u32(..))
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Sequence number of the next packet.
+    pub fn next_sequence(&self) -> u16 {
+        self.sequence
+    }
+
+    /// Timestamp of the next audio packet.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
+    /// Packets sent.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Payload octets sent.
+    pub fn octets(&self) -> u64 {
+        self.octets
+    }
+
+    /// Marks the next audio packet as the start of a talk-spurt (after silence or DTMF).
+    pub fn start_talkspurt(&mut self) {
+        self.talkspurt = true;
+    }
+
+    /// Moves the timestamp on by `samples` without sending (silence suppression, or time
+    /// covered by an RFC 4733 event); the next audio packet starts a talk-spurt.
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        self.talkspurt = true;
+    }
+
+    fn build(&mut self, pt: u8, payload: &[u8], marker: bool, timestamp: u32) -> Result<usize> {
+        let len = RtpPacketBuilder::new()
+            .payload_type(pt)
+            .ssrc(self.ssrc)
+            .sequence(Seq::from(self.sequence))
+            .timestamp(timestamp)
+            .marked(marker)
+            .payload(payload)
+            .build_into(&mut self.buf[..])
+            .map_err(|_| Error::InvalidConfig("RTP packet too large or payload type above 127"))?;
+        self.sequence = self.sequence.wrapping_add(1);
+        self.packets += 1;
+        self.octets += payload.len() as u64;
+        Ok(len)
+    }
+
+    /// Builds the next audio packet covering `samples` timestamp units; returns its bytes.
+    pub fn audio(&mut self, pt: u8, payload: &[u8], samples: u32) -> Result<&[u8]> {
+        let marker = self.talkspurt;
+        let len = self.build(pt, payload, marker, self.timestamp)?;
+        self.talkspurt = false;
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        Ok(self.buf.get(..len).unwrap_or_default())
+    }
+
+    /// Builds an RFC 4733 event packet stamped with the event's start `timestamp`.
+    pub fn event(&mut self, pt: u8, payload: &[u8], marker: bool, timestamp: u32) -> Result<&[u8]> {
+        let len = self.build(pt, payload, marker, timestamp)?;
+        Ok(self.buf.get(..len).unwrap_or_default())
+    }
+
+    /// Sender info for an SR at wall-clock `ntp`, the current RTP timestamp being `now_ts`.
+    pub fn sender_info(&self, ntp: NtpTime) -> SenderInfo {
+        SenderInfo {
+            ntp,
+            rtp_timestamp: self.timestamp,
+            packet_count: self.packets as u32,
+            octet_count: self.octets as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_timestamp_and_marker() {
+        let mut s = RtpSender::new(7, 65_534, u32::MAX - 159);
+        let mut headers = Vec::new();
+        for _ in 0..3 {
+            headers.push(parse(s.audio(8, &[0xD5; 160], 160).unwrap()).unwrap().0);
+        }
+        s.skip(320);
+        headers.push(parse(s.audio(8, &[0xD5; 160], 160).unwrap()).unwrap().0);
+        let seqs: Vec<_> = headers.iter().map(|h| h.sequence).collect();
+        assert_eq!(seqs, vec![65_534, 65_535, 0, 1]);
+        let ts: Vec<_> = headers.iter().map(|h| h.timestamp).collect();
+        assert_eq!(ts, vec![u32::MAX - 159, 0, 160, 640]);
+        let markers: Vec<_> = headers.iter().map(|h| h.marker).collect();
+        assert_eq!(markers, vec![true, false, false, true]);
+        assert!(headers.iter().all(|h| h.ssrc == 7 && h.payload_type == 8));
+        assert_eq!((s.packets(), s.octets()), (4, 640));
+    }
+
+    #[test]
+    fn event_packets_keep_the_event_timestamp() {
+        let mut s = RtpSender::new(1, 0, 1000);
+        let a = parse(s.event(101, &[1, 0, 0, 160], true, 1000).unwrap())
+            .unwrap()
+            .0;
+        let b = parse(s.event(101, &[1, 0, 1, 64], false, 1000).unwrap())
+            .unwrap()
+            .0;
+        assert_eq!((a.timestamp, b.timestamp), (1000, 1000));
+        assert_eq!((a.sequence, b.sequence), (0, 1));
+        assert!(s.event(128, &[], false, 0).is_err());
+        assert!(s.audio(0, &[0; 2000], 160).is_err());
+    }
+
+    #[test]
+    fn parse_rejects_garbage_without_panicking() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&[0x80; 11]).is_err());
+        assert!(parse(&[0x40; 12]).is_err(), "version 1");
+        // Extension header announced but missing.
+        assert!(parse(&[0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        // Padding longer than the packet.
+        assert!(parse(&[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200]).is_err());
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..50_000 {
+            let n = rng.usize(0..64);
+            let mut data: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
+            if let Some(b) = data.first_mut() {
+                *b = 0x80 | (*b & 0x3F);
+            }
+            if let Ok((_, payload)) = parse(&data) {
+                assert!(payload.len() <= data.len());
+            }
+        }
+    }
+}

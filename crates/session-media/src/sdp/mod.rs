@@ -1,0 +1,659 @@
+//! SDP (RFC 8866): a small, lenient parser and a strict writer, plus offer/answer
+//! (RFC 3264) in [`negotiate`].
+//!
+//! We parse what real peers send — LF or CRLF line ends, a missing final line end, host names
+//! in `o=` and `c=`, unknown lines and attributes — and keep every attribute we do not model,
+//! so nothing is lost. We write only CRLF-terminated, valid SDP: `rtpmap` always as
+//! `<pt> <name>/<rate>[/<channels>]`. Why this is our own code rather than the `sdp-rs` crate is
+//! written in `crates/session-media/DECISIONS.md`.
+//!
+//! Parsing never panics; a body that breaks the grammar gives [`Error::MalformedSdp`] with the
+//! line number.
+//!
+//! ```
+//! use session_media::sdp::SessionDescription;
+//!
+//! let body = "v=0\r\no=- 1 1 IN IP4 pbx.example.com\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+//!             m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000";
+//! let sdp: SessionDescription = body.parse().unwrap();
+//! assert_eq!(sdp.media[0].port, 4000);
+//! assert_eq!(sdp.media[0].rtpmap(101).unwrap().encoding_name, "telephone-event");
+//! assert!(sdp.to_string().ends_with("\r\n"));
+//! ```
+
+pub mod negotiate;
+
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// Largest SDP body we accept (a SIP body over UDP is far smaller).
+const MAX_SDP_LEN: usize = 64 * 1024;
+
+/// Address type of an `o=` or `c=` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AddrType {
+    /// `IP4`.
+    Ip4,
+    /// `IP6`.
+    Ip6,
+}
+
+impl AddrType {
+    /// The address type of an IP address.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::Ip4,
+            IpAddr::V6(_) => Self::Ip6,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip4 => "IP4",
+            Self::Ip6 => "IP6",
+        }
+    }
+}
+
+/// The `o=` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// User name (`-` when there is none).
+    pub username: String,
+    /// Session id (digits, up to 64 bits in practice; kept as text to accept any peer's).
+    pub session_id: String,
+    /// Session version; RFC 3264 §8 requires it to grow with each changed offer or answer.
+    pub session_version: u64,
+    /// Address type.
+    pub addr_type: AddrType,
+    /// Address: an IP literal or a host name.
+    pub address: String,
+}
+
+/// A `c=` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// Address type.
+    pub addr_type: AddrType,
+    /// Address: an IP literal or a host name (a multicast `/ttl` suffix is kept as written).
+    pub address: String,
+}
+
+impl Connection {
+    /// A connection line for an IP address.
+    pub fn ip(ip: IpAddr) -> Self {
+        Self {
+            addr_type: AddrType::of(ip),
+            address: ip.to_string(),
+        }
+    }
+
+    /// The address as an IP, when it is a literal (without a multicast suffix).
+    pub fn ip_addr(&self) -> Option<IpAddr> {
+        let host = self.address.split('/').next().unwrap_or_default();
+        host.parse().ok()
+    }
+
+    /// True for the RFC 2543 hold address `0.0.0.0` (or `::`).
+    pub fn is_unspecified(&self) -> bool {
+        self.ip_addr().is_some_and(|ip| ip.is_unspecified())
+    }
+}
+
+/// An `a=` line: name and optional value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    /// Attribute name (before `:`).
+    pub name: String,
+    /// Value (after the first `:`), if any.
+    pub value: Option<String>,
+}
+
+impl Attribute {
+    /// A property attribute (`a=name`).
+    pub fn flag(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: None,
+        }
+    }
+
+    /// A value attribute (`a=name:value`).
+    pub fn value(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: Some(value.into()),
+        }
+    }
+}
+
+/// Media direction attribute (RFC 3264 §5.1, §8.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MediaDirection {
+    /// Send and receive (the default when no attribute is present).
+    #[default]
+    SendRecv,
+    /// Send only (the sender puts the other side on hold).
+    SendOnly,
+    /// Receive only.
+    RecvOnly,
+    /// Neither.
+    Inactive,
+}
+
+impl MediaDirection {
+    /// The attribute name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    fn from_attr(name: &str) -> Option<Self> {
+        match name {
+            "sendrecv" => Some(Self::SendRecv),
+            "sendonly" => Some(Self::SendOnly),
+            "recvonly" => Some(Self::RecvOnly),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+
+    /// Whether this side sends media.
+    pub fn sends(self) -> bool {
+        matches!(self, Self::SendRecv | Self::SendOnly)
+    }
+
+    /// Whether this side receives media.
+    pub fn receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+
+    /// Builds a direction from send/receive flags.
+    pub fn from_flags(sends: bool, receives: bool) -> Self {
+        match (sends, receives) {
+            (true, true) => Self::SendRecv,
+            (true, false) => Self::SendOnly,
+            (false, true) => Self::RecvOnly,
+            (false, false) => Self::Inactive,
+        }
+    }
+
+    /// The direction seen from the other side (sendonly ↔ recvonly).
+    pub fn reversed(self) -> Self {
+        Self::from_flags(self.receives(), self.sends())
+    }
+
+    /// The answer to an offer with direction `self`, given what we want locally
+    /// (RFC 3264 §6.1): we may send only if the offerer receives, and receive only if it sends.
+    pub fn answer(self, local: Self) -> Self {
+        let offer_for_us = self.reversed();
+        Self::from_flags(
+            offer_for_us.sends() && local.sends(),
+            offer_for_us.receives() && local.receives(),
+        )
+    }
+}
+
+/// A parsed `a=rtpmap` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    /// Payload type.
+    pub payload_type: u8,
+    /// Encoding name as written (`PCMU`, `opus`, `telephone-event`).
+    pub encoding_name: String,
+    /// Clock rate in Hz.
+    pub clock_rate: u32,
+    /// Channels (audio), 1 when not written.
+    pub channels: u8,
+}
+
+impl RtpMap {
+    /// Parses `"<pt> <name>/<rate>[/<channels>]"`; tolerates `"<name>/<rate> <channels>"`
+    /// (the broken form some libraries write).
+    pub fn parse(value: &str) -> Option<Self> {
+        let (pt, rest) = value.trim().split_once(' ')?;
+        let payload_type = pt.parse().ok()?;
+        let rest = rest.trim();
+        let (encoding, broken_channels) = match rest.split_once(' ') {
+            Some((e, c)) => (e, Some(c.trim())),
+            None => (rest, None),
+        };
+        let mut parts = encoding.split('/');
+        let encoding_name = parts.next().filter(|n| !n.is_empty())?.to_owned();
+        let clock_rate = parts.next()?.parse().ok()?;
+        let channels = match (parts.next(), broken_channels) {
+            (Some(c), _) | (None, Some(c)) => c.parse().ok()?,
+            (None, None) => 1,
+        };
+        Some(Self {
+            payload_type,
+            encoding_name,
+            clock_rate,
+            channels,
+        })
+    }
+}
+
+impl fmt::Display for RtpMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}/{}",
+            self.payload_type, self.encoding_name, self.clock_rate
+        )?;
+        if self.channels > 1 {
+            write!(f, "/{}", self.channels)?;
+        }
+        Ok(())
+    }
+}
+
+/// One `m=` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    /// Media type: `audio`, `video`, `application`, …
+    pub media: String,
+    /// Transport port; 0 means the stream is rejected or disabled.
+    pub port: u16,
+    /// Number of ports (`m=audio 4000/2 …`), when written.
+    pub port_count: Option<u16>,
+    /// Transport protocol: `RTP/AVP`, `RTP/SAVP`, `UDP/TLS/RTP/SAVPF`, …
+    pub protocol: String,
+    /// Format list (payload type numbers for RTP), in the sender's order of preference.
+    pub formats: Vec<String>,
+    /// Media-level `c=`.
+    pub connection: Option<Connection>,
+    /// `b=` lines, kept as written (`AS:64`).
+    pub bandwidths: Vec<String>,
+    /// Media-level attributes in order.
+    pub attributes: Vec<Attribute>,
+}
+
+impl MediaDescription {
+    /// The values of all attributes named `name`.
+    pub fn attribute_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.attributes.iter().filter_map(move |a| {
+            if a.name == name {
+                a.value.as_deref()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Whether a property attribute is present.
+    pub fn has_attribute(&self, name: &str) -> bool {
+        self.attributes.iter().any(|a| a.name == name)
+    }
+
+    /// The formats that are RTP payload type numbers.
+    pub fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
+        self.formats.iter().filter_map(|f| f.parse().ok())
+    }
+
+    /// The `rtpmap` of a payload type, if present.
+    pub fn rtpmap(&self, payload_type: u8) -> Option<RtpMap> {
+        self.attribute_values("rtpmap")
+            .filter_map(RtpMap::parse)
+            .find(|m| m.payload_type == payload_type)
+    }
+
+    /// The `fmtp` parameters of a payload type, if present.
+    pub fn fmtp(&self, payload_type: u8) -> Option<&str> {
+        self.attribute_values("fmtp").find_map(|v| {
+            let (pt, params) = v.split_once(' ')?;
+            (pt.trim().parse::<u8>().ok()? == payload_type).then_some(params.trim())
+        })
+    }
+
+    /// The `ptime` in milliseconds, if present.
+    pub fn ptime(&self) -> Option<u32> {
+        self.attribute_values("ptime")
+            .find_map(|v| v.trim().parse::<f32>().ok())
+            .filter(|p| p.is_finite() && *p > 0.0 && *p < 10_000.0)
+            .map(|p| p as u32)
+    }
+
+    /// The media-level direction attribute, if present.
+    pub fn direction_attr(&self) -> Option<MediaDirection> {
+        self.attributes
+            .iter()
+            .find_map(|a| MediaDirection::from_attr(&a.name))
+    }
+
+    /// Whether `a=rtcp-mux` (RFC 5761) is present.
+    pub fn rtcp_mux(&self) -> bool {
+        self.has_attribute("rtcp-mux")
+    }
+
+    /// The `a=mid` value (RFC 5888), if present.
+    pub fn mid(&self) -> Option<&str> {
+        self.attribute_values("mid").next()
+    }
+
+    /// The `a=rtcp` port (RFC 3605), if present.
+    pub fn rtcp_port(&self) -> Option<u16> {
+        self.attribute_values("rtcp")
+            .find_map(|v| v.split_whitespace().next()?.parse().ok())
+    }
+}
+
+/// A whole SDP body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// `o=`.
+    pub origin: Origin,
+    /// `s=` (a single space or `-` when the sender had nothing to say).
+    pub session_name: String,
+    /// Session-level `c=`.
+    pub connection: Option<Connection>,
+    /// Session-level `b=` lines, as written.
+    pub bandwidths: Vec<String>,
+    /// `t=` start and stop (0 0 for an unbounded session).
+    pub timing: (u64, u64),
+    /// Session-level attributes.
+    pub attributes: Vec<Attribute>,
+    /// The media sections in order.
+    pub media: Vec<MediaDescription>,
+}
+
+impl SessionDescription {
+    /// The effective connection of a media section: its own `c=` or the session's.
+    pub fn connection_for<'a>(&'a self, media: &'a MediaDescription) -> Option<&'a Connection> {
+        media.connection.as_ref().or(self.connection.as_ref())
+    }
+
+    /// The effective direction of a media section: media-level, then session-level, then
+    /// sendrecv (RFC 3264 §5.1).
+    pub fn direction_for(&self, media: &MediaDescription) -> MediaDirection {
+        media
+            .direction_attr()
+            .or_else(|| {
+                self.attributes
+                    .iter()
+                    .find_map(|a| MediaDirection::from_attr(&a.name))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Parses a body (same as `str::parse`); accepts bytes that are not UTF-8 only where the
+    /// grammar allows free text, which we then replace lossily.
+    pub fn parse_bytes(body: &[u8]) -> Result<Self> {
+        String::from_utf8_lossy(body).parse()
+    }
+}
+
+fn malformed(line: usize, reason: &'static str) -> Error {
+    Error::MalformedSdp { line, reason }
+}
+
+fn parse_addr_type(s: &str, line: usize) -> Result<AddrType> {
+    match s {
+        "IP4" => Ok(AddrType::Ip4),
+        "IP6" => Ok(AddrType::Ip6),
+        _ => Err(malformed(line, "unknown address type")),
+    }
+}
+
+fn parse_connection(value: &str, line: usize) -> Result<Connection> {
+    let mut it = value.split_whitespace();
+    let (Some("IN"), Some(at), Some(address), None) = (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(malformed(line, "c= must be `IN <addrtype> <address>`"));
+    };
+    Ok(Connection {
+        addr_type: parse_addr_type(at, line)?,
+        address: address.to_owned(),
+    })
+}
+
+fn parse_attribute(value: &str) -> Attribute {
+    match value.split_once(':') {
+        Some((name, v)) => Attribute {
+            name: name.trim().to_owned(),
+            value: Some(v.trim().to_owned()),
+        },
+        None => Attribute {
+            name: value.trim().to_owned(),
+            value: None,
+        },
+    }
+}
+
+impl FromStr for SessionDescription {
+    type Err = Error;
+
+    fn from_str(body: &str) -> Result<Self> {
+        if body.len() > MAX_SDP_LEN {
+            return Err(malformed(0, "body too large"));
+        }
+        let mut origin = None;
+        let mut session_name = None;
+        let mut connection = None;
+        let mut bandwidths = Vec::new();
+        let mut timing = None;
+        let mut attributes = Vec::new();
+        let mut media: Vec<MediaDescription> = Vec::new();
+        let mut saw_version = false;
+
+        for (index, raw) in body.split('\n').enumerate() {
+            let number = index + 1;
+            let line = raw.strip_suffix('\r').unwrap_or(raw).trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            let (kind, value) = match line.split_at_checked(2) {
+                Some((k, v)) if k.len() == 2 && k.as_bytes().get(1) == Some(&b'=') => (k, v),
+                _ => return Err(malformed(number, "line is not `<type>=<value>`")),
+            };
+            if !saw_version {
+                if kind != "v=" || value.trim() != "0" {
+                    return Err(malformed(number, "the first line must be v=0"));
+                }
+                saw_version = true;
+                continue;
+            }
+            match (kind, media.last_mut()) {
+                ("m=", _) => {
+                    let mut it = value.split_whitespace();
+                    let (Some(kind), Some(port), Some(proto)) = (it.next(), it.next(), it.next())
+                    else {
+                        return Err(malformed(number, "m= needs media, port, proto and formats"));
+                    };
+                    let (port, port_count) = match port.split_once('/') {
+                        Some((p, n)) => (p, Some(n)),
+                        None => (port, None),
+                    };
+                    let port = port.parse().map_err(|_| malformed(number, "bad m= port"))?;
+                    let port_count = port_count
+                        .map(|n| {
+                            n.parse()
+                                .map_err(|_| malformed(number, "bad m= port count"))
+                        })
+                        .transpose()?;
+                    let formats: Vec<String> = it.map(str::to_owned).collect();
+                    if formats.is_empty() {
+                        return Err(malformed(number, "m= without formats"));
+                    }
+                    media.push(MediaDescription {
+                        media: kind.to_owned(),
+                        port,
+                        port_count,
+                        protocol: proto.to_owned(),
+                        formats,
+                        connection: None,
+                        bandwidths: Vec::new(),
+                        attributes: Vec::new(),
+                    });
+                }
+                ("o=", None) => {
+                    let mut it = value.split_whitespace();
+                    let (Some(user), Some(id), Some(version), Some("IN"), Some(at), Some(addr)) = (
+                        it.next(),
+                        it.next(),
+                        it.next(),
+                        it.next(),
+                        it.next(),
+                        it.next(),
+                    ) else {
+                        return Err(malformed(number, "o= needs six fields"));
+                    };
+                    origin = Some(Origin {
+                        username: user.to_owned(),
+                        session_id: id.to_owned(),
+                        session_version: version
+                            .parse()
+                            .map_err(|_| malformed(number, "bad o= session version"))?,
+                        addr_type: parse_addr_type(at, number)?,
+                        address: addr.to_owned(),
+                    });
+                }
+                ("s=", None) => session_name = Some(value.to_owned()),
+                ("c=", None) => connection = Some(parse_connection(value, number)?),
+                ("c=", Some(m)) => m.connection = Some(parse_connection(value, number)?),
+                ("b=", None) => bandwidths.push(value.to_owned()),
+                ("b=", Some(m)) => m.bandwidths.push(value.to_owned()),
+                ("t=", None) => {
+                    let mut it = value.split_whitespace().map(str::parse::<u64>);
+                    let (Some(Ok(start)), Some(Ok(stop))) = (it.next(), it.next()) else {
+                        return Err(malformed(number, "t= needs two numbers"));
+                    };
+                    // Only the first t= matters to us; repeated ones are legal.
+                    timing.get_or_insert((start, stop));
+                }
+                ("a=", None) => attributes.push(parse_attribute(value)),
+                ("a=", Some(m)) => m.attributes.push(parse_attribute(value)),
+                // i=, u=, e=, p=, r=, z=, k= and unknown types: ignored (RFC 8866 §5 tells
+                // parsers to ignore unknown types).
+                _ => {}
+            }
+        }
+        if !saw_version {
+            return Err(malformed(0, "empty body"));
+        }
+        let origin = origin.ok_or(malformed(0, "missing o="))?;
+        // Some peers omit s= or t=; they are mandatory, but harmless to default.
+        let session_name = session_name.unwrap_or_else(|| "-".to_owned());
+        let timing = timing.unwrap_or((0, 0));
+        Ok(Self {
+            origin,
+            session_name,
+            connection,
+            bandwidths,
+            timing,
+            attributes,
+            media,
+        })
+    }
+}
+
+/// Replaces anything that could break a line (CR, LF, other controls) with a space.
+fn clean(text: &str) -> impl fmt::Display + '_ {
+    struct Clean<'a>(&'a str);
+    impl fmt::Display for Clean<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for c in self.0.chars() {
+                f.write_char(if c.is_control() { ' ' } else { c })?;
+            }
+            Ok(())
+        }
+    }
+    Clean(text)
+}
+
+/// A token field (no spaces allowed): controls and spaces become `-`, empty becomes `-`.
+fn token(text: &str) -> impl fmt::Display + '_ {
+    struct Token<'a>(&'a str);
+    impl fmt::Display for Token<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            if self.0.is_empty() {
+                return f.write_char('-');
+            }
+            for c in self.0.chars() {
+                f.write_char(if c.is_control() || c == ' ' { '-' } else { c })?;
+            }
+            Ok(())
+        }
+    }
+    Token(text)
+}
+
+fn write_attribute(f: &mut fmt::Formatter<'_>, a: &Attribute) -> fmt::Result {
+    // rtpmap is re-serialised from its parsed form so it is always valid on the wire.
+    if a.name == "rtpmap" {
+        if let Some(map) = a.value.as_deref().and_then(RtpMap::parse) {
+            return write!(f, "a=rtpmap:{map}\r\n");
+        }
+    }
+    match &a.value {
+        Some(v) => write!(f, "a={}:{}\r\n", token(&a.name), clean(v)),
+        None => write!(f, "a={}\r\n", token(&a.name)),
+    }
+}
+
+impl fmt::Display for SessionDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.origin;
+        write!(
+            f,
+            "v=0\r\no={} {} {} IN {} {}\r\n",
+            token(&o.username),
+            token(&o.session_id),
+            o.session_version,
+            o.addr_type.as_str(),
+            token(&o.address)
+        )?;
+        let name = if self.session_name.trim().is_empty() {
+            "-"
+        } else {
+            &self.session_name
+        };
+        write!(f, "s={}\r\n", clean(name))?;
+        if let Some(c) = &self.connection {
+            write!(f, "c=IN {} {}\r\n", c.addr_type.as_str(), token(&c.address))?;
+        }
+        for b in &self.bandwidths {
+            write!(f, "b={}\r\n", token(b))?;
+        }
+        write!(f, "t={} {}\r\n", self.timing.0, self.timing.1)?;
+        for a in &self.attributes {
+            write_attribute(f, a)?;
+        }
+        for m in &self.media {
+            write!(f, "m={} {}", token(&m.media), m.port)?;
+            if let Some(n) = m.port_count {
+                write!(f, "/{n}")?;
+            }
+            write!(f, " {}", token(&m.protocol))?;
+            if m.formats.is_empty() {
+                // A format list is mandatory; 0 is the conventional filler for a rejected line.
+                f.write_str(" 0")?;
+            }
+            for fmt_ in &m.formats {
+                write!(f, " {}", token(fmt_))?;
+            }
+            f.write_str("\r\n")?;
+            if let Some(c) = &m.connection {
+                write!(f, "c=IN {} {}\r\n", c.addr_type.as_str(), token(&c.address))?;
+            }
+            for b in &m.bandwidths {
+                write!(f, "b={}\r\n", token(b))?;
+            }
+            for a in &m.attributes {
+                write_attribute(f, a)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
