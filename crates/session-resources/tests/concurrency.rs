@@ -188,3 +188,45 @@ fn port_pairs_are_never_handed_out_twice() {
     assert!(usage.peak <= 16);
     assert!(usage.refused_total >= 1);
 }
+
+#[test]
+fn a_users_last_release_racing_new_admissions_loses_nothing() {
+    // Two threads admit and release the same user over and over with a quota of one, so its
+    // entry is removed at zero and made again all the time, each racing the other: the quota
+    // holds, no count is lost, and no entry is left behind.
+    const PER_THREAD: usize = 50_000;
+    let admission = AdmissionController::new(Limits::default().max_per_user(1));
+    let holding = AtomicUsize::new(0);
+    let admitted = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..PER_THREAD {
+                    if let Ok(permit) = admission.try_admit(&AdmissionRequest::for_user("dora")) {
+                        assert_eq!(holding.fetch_add(1, Ordering::SeqCst), 0, "quota of one");
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        drop(permit);
+                    }
+                }
+            });
+        }
+    });
+    let usage = admission.snapshot();
+    assert_eq!(usage.active, 0);
+    assert!(usage.users.is_empty(), "{:?}", usage.users);
+    assert_eq!(admission.active_users(), 0);
+    assert_eq!(usage.admitted_total, admitted.into_inner() as u64);
+    assert_eq!(
+        usage.admitted_total + usage.refused_user,
+        2 * PER_THREAD as u64
+    );
+    assert_eq!(usage.refused_total, usage.refused_user);
+    // The user can still be admitted: nothing stale blocks the quota.
+    let again = admission
+        .try_admit(&AdmissionRequest::for_user("dora"))
+        .unwrap();
+    assert_eq!(admission.user_active("dora"), 1);
+    drop(again);
+    assert_eq!(admission.active_users(), 0);
+}
