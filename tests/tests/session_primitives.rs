@@ -27,7 +27,7 @@ async fn call_leg(
     bus: EventBus,
     admission: AdmissionController,
     ports: PortPool,
-    hold: Arc<Barrier>,
+    barriers: Arc<(Barrier, Barrier)>,
     park: bool,
 ) {
     let user = if id.as_u128() % 2 == 0 {
@@ -55,8 +55,9 @@ async fn call_leg(
             new: state,
         });
         if step == 1 {
-            // Everyone is up at once: the limits are really in use together.
-            hold.wait().await;
+            // Everyone is up at once, and stays up until the test has checked the limits.
+            barriers.0.wait().await;
+            barriers.1.wait().await;
             if park {
                 // Parked legs wait forever; the test aborts them (a cancelled task).
                 std::future::pending::<()>().await;
@@ -79,7 +80,8 @@ async fn resources_and_subscriptions_return_to_zero_on_every_ending() {
     let admission =
         AdmissionController::new(Limits::default().max_sessions(LEGS).max_per_user(LEGS));
     let ports = PortPool::new(30_000..30_000 + 2 * LEGS as u16).unwrap();
-    let hold = Arc::new(Barrier::new(LEGS + 1));
+    // (all legs up, limits checked): each leg and the test itself wait on both.
+    let barriers = Arc::new((Barrier::new(LEGS + 1), Barrier::new(LEGS + 1)));
     let ids: Vec<SessionId> = (0..LEGS).map(|_| SessionId::new()).collect();
     let mut followers = Vec::new();
     let mut legs = Vec::new();
@@ -111,11 +113,11 @@ async fn resources_and_subscriptions_return_to_zero_on_every_ending() {
             bus.clone(),
             admission.clone(),
             ports.clone(),
-            hold.clone(),
+            barriers.clone(),
             park,
         )));
     }
-    hold.wait().await;
+    barriers.0.wait().await;
     // All legs are up: the next admission is refused with a 503-class error.
     let refused = admission.try_admit(&AdmissionRequest::new()).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::ResourceExhausted);
@@ -124,6 +126,7 @@ async fn resources_and_subscriptions_return_to_zero_on_every_ending() {
         Some(StatusCode::SERVICE_UNAVAILABLE)
     );
     assert_eq!(ports.in_use(), LEGS);
+    barriers.1.wait().await;
 
     for (n, leg) in legs.into_iter().enumerate() {
         if n % 4 == 0 {

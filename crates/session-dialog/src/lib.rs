@@ -8,4 +8,8 @@
 //! moves bytes and instants, which makes loss and retransmission tests deterministic and fast
 //! (see `session-testkit`).
 
+pub mod dialog;
+pub mod driver;
+pub mod endpoint;
 pub mod transaction;
+pub mod ua;

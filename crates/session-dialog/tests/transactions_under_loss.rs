@@ -67,7 +67,7 @@ impl Endpoint<Bytes> for NonInviteClient {
     fn poll_transmit(&mut self) -> Option<Transmit<Bytes>> {
         self.out.pop()
     }
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&mut self) -> Option<Instant> {
         self.tx.as_ref()?.deadline()
     }
 }
@@ -111,7 +111,7 @@ impl Endpoint<Bytes> for NonInviteServer {
     fn poll_transmit(&mut self) -> Option<Transmit<Bytes>> {
         self.out.pop()
     }
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&mut self) -> Option<Instant> {
         self.tx.as_ref().filter(|_| !self.terminated)?.deadline()
     }
 }
@@ -202,7 +202,7 @@ impl Endpoint<Bytes> for InviteClient {
     fn poll_transmit(&mut self) -> Option<Transmit<Bytes>> {
         self.out.pop()
     }
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&mut self) -> Option<Instant> {
         self.tx.as_ref()?.deadline()
     }
 }
@@ -253,7 +253,7 @@ impl Endpoint<Bytes> for InviteServer {
     fn poll_transmit(&mut self) -> Option<Transmit<Bytes>> {
         self.out.pop()
     }
-    fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&mut self) -> Option<Instant> {
         self.tx.as_ref().filter(|_| !self.terminated)?.deadline()
     }
 }

@@ -107,6 +107,17 @@ pub enum Received {
     Inactive(Duration),
 }
 
+impl From<crate::reframe::ReframedAudio> for Received {
+    fn from(audio: crate::reframe::ReframedAudio) -> Self {
+        Received::Audio {
+            frame: audio.frame,
+            sequence: audio.sequence,
+            timestamp: audio.timestamp,
+            marker: audio.marker,
+        }
+    }
+}
+
 /// Counters of an endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointCounters {
@@ -134,6 +145,8 @@ pub struct RtpEndpoint {
     sender: RtpSender,
     reception: ReceptionStats,
     dtmf: DtmfDetector,
+    /// Packets of any ptime become 20 ms frames here.
+    reframer: crate::reframe::Reframer,
     buf: Box<[u8; MAX_PACKET]>,
     rtcp_in: Box<[u8; MAX_PACKET]>,
     rtcp_out: Vec<u8>,
@@ -248,6 +261,7 @@ impl RtpEndpoint {
             sender: RtpSender::random(),
             reception: ReceptionStats::new(8_000),
             dtmf: DtmfDetector::new(),
+            reframer: crate::reframe::Reframer::new(),
             buf: Box::new([0; MAX_PACKET]),
             rtcp_in: Box::new([0; MAX_PACKET]),
             rtcp_out: Vec::with_capacity(256),
@@ -367,6 +381,9 @@ impl RtpEndpoint {
     /// the future loses at most the datagram being read.
     pub async fn recv(&mut self) -> Result<Received> {
         loop {
+            if let Some(audio) = self.reframer.pop() {
+                return Ok(audio.into());
+            }
             let deadline = self.last_rx + self.config.inactivity_timeout;
             let rtcp_socket = self.rtcp.as_ref();
             let rtcp_recv = async {
@@ -383,6 +400,11 @@ impl RtpEndpoint {
             };
             let now = Instant::now();
             let Some(((len, src), on_rtp_socket)) = event else {
+                // The stream went quiet: hand out the samples still waiting, then report.
+                self.reframer.flush();
+                if let Some(audio) = self.reframer.pop() {
+                    return Ok(audio.into());
+                }
                 let silent = now.saturating_duration_since(self.last_rx);
                 self.last_rx = now;
                 if let Some(d) = self.dtmf.take_unfinished() {
@@ -477,12 +499,15 @@ impl RtpEndpoint {
             _ => None,
         };
         if let Some(law) = law {
-            return Some(Received::Audio {
-                frame: law.decode_frame(payload),
-                sequence: header.sequence,
-                timestamp: header.timestamp,
-                marker: header.marker,
-            });
+            // 10, 20 or 30 ms packets all become 20 ms frames; none of their samples is lost.
+            self.reframer.push(
+                law,
+                header.sequence,
+                header.timestamp,
+                header.marker,
+                payload,
+            );
+            return self.reframer.pop().map(Received::from);
         }
         self.counters.unknown_payload_type += 1;
         None

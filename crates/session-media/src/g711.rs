@@ -223,8 +223,9 @@ impl G711Law {
         out
     }
 
-    /// Decodes a payload into a frame; a short payload is padded with silence, bytes beyond
-    /// 160 are ignored.
+    /// Decodes one 20 ms payload into a frame; a short payload is padded with silence, bytes
+    /// beyond 160 are ignored. For packets of other durations use [`crate::reframe::Reframer`],
+    /// which loses no sample.
     pub fn decode_frame(self, payload: &[u8]) -> AudioFrame {
         let mut frame = AudioFrame::silence();
         let table = match self {

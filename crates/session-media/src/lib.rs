@@ -11,6 +11,7 @@
 //! | [`dtmf`] | RFC 4733 telephone-event encoder and detector | none |
 //! | [`jitter`] | adaptive jitter buffer with concealment (`push(now, ..)`, `pop(now)`) | none |
 //! | [`mixer`] | mix-minus conference mixer driven by the caller's 20 ms tick | none |
+//! | [`reframe`] | G.711 payloads of any packet time (10/20/30 ms) into 20 ms frames | none |
 //! | [`rtp`] | RTP parse/build over `rtp-rs`, sender state (SSRC, sequence, timestamp, marker) | none |
 //! | [`rtcp`] | SR/RR/SDES/BYE, reception statistics, RTT, MOS estimate | none |
 //! | [`audio`] | tone, silence, WAV source/recorder (`hound`), null and channel sinks, Goertzel | files |
@@ -93,6 +94,7 @@ pub mod frame;
 pub mod g711;
 pub mod jitter;
 pub mod mixer;
+pub mod reframe;
 pub mod relay;
 pub mod rtcp;
 pub mod rtp;

@@ -23,7 +23,7 @@
 //!         }
 //!     }
 //!     fn poll_transmit(&mut self) -> Option<Transmit<&'static str>> { self.out.pop() }
-//!     fn poll_timeout(&self) -> Option<Instant> { if self.done { None } else { self.next_try } }
+//!     fn poll_timeout(&mut self) -> Option<Instant> { if self.done { None } else { self.next_try } }
 //! }
 //! #[derive(Default)]
 //! struct Ponger { out: Vec<Transmit<&'static str>> }
@@ -33,7 +33,7 @@
 //!     }
 //!     fn handle_timeout(&mut self, _now: Instant) {}
 //!     fn poll_transmit(&mut self) -> Option<Transmit<&'static str>> { self.out.pop() }
-//!     fn poll_timeout(&self) -> Option<Instant> { None }
+//!     fn poll_timeout(&mut self) -> Option<Instant> { None }
 //! }
 //!
 //! let mut sim = Simulation::new(7, Impairments::lossy(0.3));

@@ -25,8 +25,9 @@ pub trait Endpoint<P>: Any {
     fn handle_timeout(&mut self, now: Instant);
     /// The next datagram to send, if any.
     fn poll_transmit(&mut self) -> Option<Transmit<P>>;
-    /// When the endpoint next wants [`Endpoint::handle_timeout`] called.
-    fn poll_timeout(&self) -> Option<Instant>;
+    /// When the endpoint next wants [`Endpoint::handle_timeout`] called (`&mut` so an
+    /// endpoint may prune stale timers while answering).
+    fn poll_timeout(&mut self) -> Option<Instant>;
 }
 
 trait AnyEndpoint<P>: Endpoint<P> {
@@ -122,15 +123,15 @@ impl<P: Clone + 'static> Simulation<P> {
     }
 
     /// Whether nothing more can happen: no datagram in flight, no timer, no wake-up pending.
-    pub fn is_idle(&self) -> bool {
+    pub fn is_idle(&mut self) -> bool {
         self.next_event().is_none()
     }
 
-    fn next_event(&self) -> Option<Instant> {
+    fn next_event(&mut self) -> Option<Instant> {
         if self.woken.iter().any(|&w| w) {
             return Some(self.now);
         }
-        let timers = self.endpoints.iter().filter_map(|e| e.poll_timeout());
+        let timers = self.endpoints.iter_mut().filter_map(|e| e.poll_timeout());
         timers.chain(self.network.next_delivery_at()).min()
     }
 
@@ -225,7 +226,7 @@ mod tests {
         fn poll_transmit(&mut self) -> Option<Transmit<u32>> {
             self.out.pop()
         }
-        fn poll_timeout(&self) -> Option<Instant> {
+        fn poll_timeout(&mut self) -> Option<Instant> {
             self.next_at
         }
     }
@@ -242,7 +243,7 @@ mod tests {
         fn poll_transmit(&mut self) -> Option<Transmit<u32>> {
             self.out.pop()
         }
-        fn poll_timeout(&self) -> Option<Instant> {
+        fn poll_timeout(&mut self) -> Option<Instant> {
             None
         }
     }

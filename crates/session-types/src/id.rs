@@ -152,7 +152,7 @@ impl From<&str> for CallId {
 ///
 /// The tags are seen from this side of the dialog, so the two ends of one dialog hold ids with
 /// the tags swapped (see [`DialogId::peer_view`]).
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct DialogId {
     /// The dialog's Call-ID.
     pub call_id: CallId,

@@ -63,11 +63,7 @@ impl ClientNonInvite {
 
     /// When [`ClientNonInvite::handle_timeout`] must next be called.
     pub fn deadline(&self) -> Option<Instant> {
-        let retransmit = self.retransmit.map(|(at, _)| at);
-        match (retransmit, self.state_timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        super::earliest([self.retransmit.map(|(at, _)| at), self.state_timer])
     }
 
     /// The next thing to do, if any.

@@ -46,6 +46,11 @@ pub enum Action {
     Terminated,
 }
 
+/// The earliest of a machine's armed timers.
+fn earliest<const N: usize>(timers: [Option<std::time::Instant>; N]) -> Option<std::time::Instant> {
+    timers.into_iter().flatten().min()
+}
+
 /// What to do with a message a transaction was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -66,14 +66,11 @@ impl ServerInvite {
 
     /// When [`ServerInvite::handle_timeout`] must next be called.
     pub fn deadline(&self) -> Option<Instant> {
-        [
+        super::earliest([
             self.trying_at,
             self.retransmit.map(|(at, _)| at),
             self.state_timer,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        ])
     }
 
     /// The next thing to do, if any.

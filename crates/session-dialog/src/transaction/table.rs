@@ -62,6 +62,9 @@ struct Slot<K, C> {
     armed: Option<Instant>,
     /// What the owner keeps with the transaction (peer address, the request, the dialog …).
     context: C,
+    /// Terminated: out of the index, kept only until its queued actions are polled so the
+    /// owner can still read the context (e.g. where to send a last response).
+    dead: bool,
 }
 
 /// Live transactions keyed by `K`, each carrying owner context `C`.
@@ -118,6 +121,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
                 transaction,
                 armed: None,
                 context,
+                dead: false,
             },
         );
         self.settle(id);
@@ -129,14 +133,17 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         self.index.get(key).copied()
     }
 
-    /// The owner context of a live transaction.
+    /// The owner context of a transaction, live or with actions still queued.
     pub fn context(&self, id: TransactionId) -> Option<&C> {
         self.slots.get(&id).map(|slot| &slot.context)
     }
 
     /// The owner context of a live transaction, mutably.
     pub fn context_mut(&mut self, id: TransactionId) -> Option<&mut C> {
-        self.slots.get_mut(&id).map(|slot| &mut slot.context)
+        self.slots
+            .get_mut(&id)
+            .filter(|slot| !slot.dead)
+            .map(|slot| &mut slot.context)
     }
 
     /// Runs `f` on a live transaction, then collects its actions and re-arms its timer.
@@ -145,14 +152,14 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         id: TransactionId,
         f: impl FnOnce(&mut Transaction, &mut C) -> R,
     ) -> Option<R> {
-        let slot = self.slots.get_mut(&id)?;
+        let slot = self.slots.get_mut(&id).filter(|slot| !slot.dead)?;
         let result = f(&mut slot.transaction, &mut slot.context);
         self.settle(id);
         Some(result)
     }
 
     fn settle(&mut self, id: TransactionId) {
-        let Some(slot) = self.slots.get_mut(&id) else {
+        let Some(slot) = self.slots.get_mut(&id).filter(|slot| !slot.dead) else {
             return;
         };
         let mut terminated = false;
@@ -161,9 +168,9 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
             self.actions.push_back((id, action));
         }
         if terminated {
-            if let Some(slot) = self.slots.remove(&id) {
-                self.index.remove(&slot.key);
-            }
+            slot.dead = true;
+            slot.armed = None;
+            self.index.remove(&slot.key);
             return;
         }
         let deadline = slot.transaction.deadline();
@@ -210,13 +217,17 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         }
     }
 
-    /// The next action of any transaction, with the transaction it came from. A
-    /// [`Action::Terminated`] comes after the transaction was removed from the table.
+    /// The next action of any transaction, with the transaction it came from. Polling a
+    /// transaction's [`Action::Terminated`] removes it from the table for good.
     pub fn poll_action(&mut self) -> Option<(TransactionId, Action)> {
-        self.actions.pop_front()
+        let (id, action) = self.actions.pop_front()?;
+        if action == Action::Terminated {
+            self.slots.remove(&id);
+        }
+        Some((id, action))
     }
 
-    /// Live transactions.
+    /// Transactions held: live ones, and terminated ones whose actions are not yet polled.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -321,12 +332,17 @@ mod tests {
                 tx.handle_response(t0, 200);
             }
         });
-        assert!(table.is_empty());
-        assert_eq!(table.find(&1), None);
+        assert_eq!(table.find(&1), None, "out of the index at once");
         assert!(table.with(id, |_, _| ()).is_none());
+        assert!(
+            table.context(id).is_some(),
+            "context readable until actions are polled"
+        );
         let actions: Vec<_> = std::iter::from_fn(|| table.poll_action())
             .map(|(_, a)| a)
             .collect();
         assert_eq!(actions.last(), Some(&Action::Terminated));
+        assert!(table.is_empty());
+        assert!(table.context(id).is_none());
     }
 }

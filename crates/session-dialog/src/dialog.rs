@@ -1,0 +1,392 @@
+//! One SIP dialog (RFC 3261 §12): its id, sequence numbers, route set and remote target, and
+//! how in-dialog requests are built from them (§12.2.1.1, loose and strict routing).
+
+use crate::endpoint::Protocol;
+use session_sip::{Header, HeaderName, Method, NameAddr, Request, Response, Uri};
+use session_types::{CallId, DialogId};
+use std::net::{IpAddr, SocketAddr};
+
+/// Early (after a 1xx with a To tag) or confirmed (after a 2xx).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialogState {
+    /// Created by a provisional response.
+    Early,
+    /// Created or confirmed by a 2xx.
+    Confirmed,
+}
+
+/// A dialog, seen from our side.
+#[derive(Clone, Debug)]
+pub struct Dialog {
+    /// Call-ID, local tag, remote tag.
+    pub id: DialogId,
+    /// Early or confirmed.
+    pub state: DialogState,
+    /// Whether we sent the INVITE that created it (we own the Call-ID, §14.1).
+    pub we_are_uac: bool,
+    /// The CSeq of our last request in the dialog.
+    pub local_seq: u32,
+    /// The CSeq of the peer's last request, once it sent one.
+    pub remote_seq: Option<u32>,
+    /// Our From (UAC) or To (UAS) value, with our tag: written as From in our requests.
+    pub local_party: String,
+    /// The peer's value with its tag: written as To in our requests.
+    pub remote_party: String,
+    /// Where requests go: the peer's Contact URI.
+    pub remote_target: Uri,
+    /// Route values (`<sip:proxy;lr>`) in the order our requests list them.
+    pub route_set: Vec<String>,
+    /// The address we last exchanged messages with, used when the next hop is not an IP literal.
+    pub peer: SocketAddr,
+    /// The transport in use.
+    pub protocol: Protocol,
+}
+
+fn contact_uri(headers_contact: Option<&str>) -> Option<Uri> {
+    let value = headers_contact?;
+    match session_sip::Contact::parse(value).ok()? {
+        session_sip::Contact::Addr(addr) => Some(addr.uri()),
+        session_sip::Contact::Star => None,
+    }
+}
+
+fn tag_of(value: &str) -> Option<String> {
+    NameAddr::parse(value).ok()?.tag().map(str::to_owned)
+}
+
+impl Dialog {
+    /// The dialog a UAC gets from a 1xx (with a To tag) or 2xx answer to its INVITE (§12.1.2).
+    pub fn from_uac(
+        invite: &Request,
+        response: &Response,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
+        let local_party = invite.headers.get_str(HeaderName::From)?.to_owned();
+        let remote_party = response.headers.get_str(HeaderName::To)?.to_owned();
+        let id = DialogId::new(
+            CallId::new(invite.call_id().ok()?),
+            tag_of(&local_party)?,
+            tag_of(&remote_party)?,
+        );
+        let remote_target = contact_uri(response.headers.values(HeaderName::Contact).next())
+            .unwrap_or_else(|| invite.uri.clone());
+        // §12.1.2: the route set is the Record-Route of the response, reversed.
+        let mut route_set: Vec<String> = response
+            .headers
+            .values(HeaderName::RecordRoute)
+            .map(str::to_owned)
+            .collect();
+        route_set.reverse();
+        Some(Self {
+            id,
+            state: if response.status.is_success() {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
+            we_are_uac: true,
+            local_seq: invite.cseq().ok()?.seq,
+            remote_seq: None,
+            local_party,
+            remote_party,
+            remote_target,
+            route_set,
+            peer,
+            protocol,
+        })
+    }
+
+    /// The dialog a UAS gets when it answers `invite` with `response` (§12.1.1); the response
+    /// carries our To tag.
+    pub fn from_uas(
+        invite: &Request,
+        response: &Response,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
+        let local_party = response.headers.get_str(HeaderName::To)?.to_owned();
+        let remote_party = invite.headers.get_str(HeaderName::From)?.to_owned();
+        let id = DialogId::new(
+            CallId::new(invite.call_id().ok()?),
+            tag_of(&local_party)?,
+            tag_of(&remote_party)?,
+        );
+        let remote_target = contact_uri(invite.headers.values(HeaderName::Contact).next())?;
+        let route_set = invite
+            .headers
+            .values(HeaderName::RecordRoute)
+            .map(str::to_owned)
+            .collect();
+        Some(Self {
+            id,
+            state: if response.status.is_success() {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            },
+            we_are_uac: false,
+            local_seq: 0,
+            remote_seq: Some(invite.cseq().ok()?.seq),
+            local_party,
+            remote_party,
+            remote_target,
+            route_set,
+            peer,
+            protocol,
+        })
+    }
+
+    /// The dialog id a request received in this dialog carries (To tag is ours).
+    pub fn id_of_request(request: &Request) -> Option<DialogId> {
+        let local = request.to().ok()?.tag()?.to_owned();
+        let remote = request.from().ok()?.tag().unwrap_or_default().to_owned();
+        Some(DialogId::new(
+            CallId::new(request.call_id().ok()?),
+            local,
+            remote,
+        ))
+    }
+
+    /// The dialog id a response to our request carries (From tag is ours).
+    pub fn id_of_response(response: &Response) -> Option<DialogId> {
+        let local = response.from().ok()?.tag()?.to_owned();
+        let remote = response.to().ok()?.tag()?.to_owned();
+        Some(DialogId::new(
+            CallId::new(response.call_id().ok()?),
+            local,
+            remote,
+        ))
+    }
+
+    /// Whether the first route does loose routing (`;lr`), RFC 3261 §16.12.
+    fn first_route_is_loose(&self) -> bool {
+        self.route_set
+            .first()
+            .and_then(|r| NameAddr::parse(r).ok())
+            .is_some_and(|r| r.uri().param("lr").is_some())
+    }
+
+    /// Request-URI and Route values for the next request (§12.2.1.1).
+    fn target_and_routes(&self) -> (Uri, Vec<String>) {
+        match self.route_set.first() {
+            None => (self.remote_target.clone(), Vec::new()),
+            Some(_) if self.first_route_is_loose() => {
+                (self.remote_target.clone(), self.route_set.clone())
+            }
+            Some(first) => {
+                // Strict routing: the first route becomes the Request-URI and the remote target
+                // goes last in the Route list.
+                let uri = NameAddr::parse(first)
+                    .map(|n| n.uri())
+                    .unwrap_or_else(|_| self.remote_target.clone());
+                let mut routes: Vec<String> = self.route_set.iter().skip(1).cloned().collect();
+                routes.push(format!("<{}>", self.remote_target));
+                (uri, routes)
+            }
+        }
+    }
+
+    /// Where the next request goes: the first route, or the remote target, when its host is an
+    /// IP address; otherwise the address we last talked to.
+    pub fn next_hop(&self) -> SocketAddr {
+        let uri = match self.route_set.first().and_then(|r| NameAddr::parse(r).ok()) {
+            Some(route) => route.uri(),
+            None => self.remote_target.clone(),
+        };
+        let host = uri.host().trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, uri.port().unwrap_or(5060)),
+            Err(_) => self.peer,
+        }
+    }
+
+    /// Builds an in-dialog request with `method` and a top Via of `via` (the caller makes the
+    /// branch). CSeq: one more than the last, except ACK (and CANCEL), which reuse `seq_for_ack`.
+    pub fn request(
+        &mut self,
+        method: Method,
+        via: String,
+        contact: Option<&Uri>,
+        seq_for_ack: Option<u32>,
+    ) -> Request {
+        let seq = match (method.clone(), seq_for_ack) {
+            (Method::Ack | Method::Cancel, Some(seq)) => seq,
+            _ => {
+                self.local_seq = self.local_seq.wrapping_add(1).max(1);
+                self.local_seq
+            }
+        };
+        let (uri, routes) = self.target_and_routes();
+        let mut request = Request::builder(method.clone(), uri).build();
+        let headers = &mut request.headers;
+        *headers = session_sip::Headers::new();
+        headers.push(Header::new(HeaderName::Via, via));
+        headers.push(Header::new(HeaderName::MaxForwards, "70"));
+        for route in routes {
+            headers.push(Header::new(HeaderName::Route, route));
+        }
+        headers.push(Header::new(HeaderName::From, self.local_party.clone()));
+        headers.push(Header::new(HeaderName::To, self.remote_party.clone()));
+        headers.push(Header::new(HeaderName::CallId, self.id.call_id.as_str()));
+        headers.push(Header::new(
+            HeaderName::CSeq,
+            format!("{seq} {}", method.as_str()),
+        ));
+        if let Some(contact) = contact
+            && matches!(
+                method,
+                Method::Invite
+                    | Method::Update
+                    | Method::Refer
+                    | Method::Subscribe
+                    | Method::Notify
+            )
+        {
+            headers.push(Header::new(HeaderName::Contact, format!("<{contact}>")));
+        }
+        headers.push(Header::new(HeaderName::ContentLength, "0"));
+        request
+    }
+
+    /// Checks and records the CSeq of a request the peer sent in this dialog (§12.2.2): a lower
+    /// number than the last one is out of order (answer 500).
+    pub fn accept_remote_seq(&mut self, seq: u32) -> bool {
+        match self.remote_seq {
+            Some(last) if seq <= last => false,
+            _ => {
+                self.remote_seq = Some(seq);
+                true
+            }
+        }
+    }
+
+    /// A target refresh (re-INVITE, UPDATE, or their 2xx) brought a new Contact (§12.2).
+    pub fn refresh_target(&mut self, contact: Option<&str>) {
+        if let Some(uri) = contact_uri(contact) {
+            self.remote_target = uri;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_sip::Message;
+    use session_types::StatusCode;
+
+    fn parse_request(text: &str) -> Request {
+        match Message::parse(text.to_owned()).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(_) => unreachable!(),
+        }
+    }
+
+    fn invite() -> Request {
+        parse_request(
+            "INVITE sip:bob@192.0.2.4 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+             Record-Route: <sip:p2.example.com;lr>\r\nRecord-Route: <sip:p1.example.com;lr>\r\n\
+             From: \"Alice\" <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n\
+             Call-ID: c@x\r\nCSeq: 4711 INVITE\r\nContact: <sip:alice@192.0.2.1:5062>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        )
+    }
+
+    fn peer() -> SocketAddr {
+        "192.0.2.1:5060".parse().unwrap()
+    }
+
+    #[test]
+    fn uas_dialog_routes_through_the_record_route_in_order() {
+        let req = invite();
+        let ok = Response::from_request_with_tag(&req, StatusCode::OK, Some("b"));
+        let mut dialog = Dialog::from_uas(&req, &ok, peer(), Protocol::Udp).unwrap();
+        assert_eq!(dialog.id, DialogId::new(CallId::from("c@x"), "b", "a"));
+        assert_eq!(dialog.remote_seq, Some(4711));
+        let bye = dialog.request(
+            Method::Bye,
+            "SIP/2.0/UDP me;branch=z9hG4bK2".into(),
+            None,
+            None,
+        );
+        assert_eq!(
+            bye.uri.as_str(),
+            "sip:alice@192.0.2.1:5062",
+            "loose routing keeps the remote target"
+        );
+        let routes: Vec<&str> = bye.headers.values(HeaderName::Route).collect();
+        assert_eq!(
+            routes,
+            ["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]
+        );
+        assert_eq!(bye.from().unwrap().tag(), Some("b"));
+        assert_eq!(bye.to().unwrap().tag(), Some("a"));
+        assert_eq!(bye.cseq().unwrap().seq, 1);
+        // The proxies are host names: the next hop falls back to the peer address.
+        assert_eq!(dialog.next_hop(), peer());
+    }
+
+    #[test]
+    fn uac_dialog_reverses_the_route_set_and_counts_cseq() {
+        let req = invite();
+        let mut ok = Response::from_request_with_tag(&req, StatusCode::OK, Some("b"));
+        ok.headers
+            .push(Header::new(HeaderName::Contact, "<sip:bob@192.0.2.4:5080>"));
+        for rr in req.headers.get_all(HeaderName::RecordRoute) {
+            ok.headers.push(rr.clone());
+        }
+        let mut dialog = Dialog::from_uac(&req, &ok, peer(), Protocol::Udp).unwrap();
+        assert_eq!(dialog.id, DialogId::new(CallId::from("c@x"), "a", "b"));
+        assert_eq!(
+            dialog.route_set,
+            ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+        );
+        let info = dialog.request(
+            Method::Info,
+            "SIP/2.0/UDP me;branch=z9hG4bK3".into(),
+            None,
+            None,
+        );
+        assert_eq!(info.cseq().unwrap().seq, 4712);
+        let ack = dialog.request(
+            Method::Ack,
+            "SIP/2.0/UDP me;branch=z9hG4bK4".into(),
+            None,
+            Some(4711),
+        );
+        assert_eq!(ack.cseq().unwrap().seq, 4711);
+        assert_eq!(ack.uri.as_str(), "sip:bob@192.0.2.4:5080");
+    }
+
+    #[test]
+    fn strict_route_becomes_the_request_uri() {
+        let req = parse_request(
+            "INVITE sip:bob@192.0.2.4 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+             Record-Route: <sip:192.0.2.9:5070>\r\nFrom: <sip:a@x>;tag=a\r\nTo: <sip:b@y>\r\n\
+             Call-ID: c2\r\nCSeq: 1 INVITE\r\nContact: <sip:a@192.0.2.1>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        );
+        let ok = Response::from_request_with_tag(&req, StatusCode::OK, Some("b"));
+        let mut dialog = Dialog::from_uas(&req, &ok, peer(), Protocol::Udp).unwrap();
+        let bye = dialog.request(
+            Method::Bye,
+            "SIP/2.0/UDP me;branch=z9hG4bK2".into(),
+            None,
+            None,
+        );
+        assert_eq!(bye.uri.as_str(), "sip:192.0.2.9:5070");
+        assert_eq!(
+            bye.headers.values(HeaderName::Route).collect::<Vec<_>>(),
+            ["<sip:a@192.0.2.1>"]
+        );
+        assert_eq!(dialog.next_hop(), "192.0.2.9:5070".parse().unwrap());
+    }
+
+    #[test]
+    fn remote_cseq_must_grow() {
+        let req = invite();
+        let ok = Response::from_request_with_tag(&req, StatusCode::OK, Some("b"));
+        let mut dialog = Dialog::from_uas(&req, &ok, peer(), Protocol::Udp).unwrap();
+        assert!(!dialog.accept_remote_seq(4711));
+        assert!(dialog.accept_remote_seq(4712));
+        assert!(!dialog.accept_remote_seq(4700));
+    }
+}

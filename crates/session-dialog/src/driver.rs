@@ -1,0 +1,405 @@
+//! The tokio driver: owns the sockets and one timer, feeds the sans-IO [`UserAgent`], and
+//! sends what it returns. It is the only part of the crate that does I/O or reads the clock.
+//!
+//! One task runs the user agent. UDP datagrams are read by that task directly; each TCP
+//! connection has a small task of its own that frames the stream with session-sip's
+//! `StreamDecoder` and hands whole messages to the driver. There is one `sleep_until` for all
+//! transactions and dialogs — the next deadline the user agent reports — never a timer per
+//! transaction. Callers talk to the driver through a cloneable [`SipHandle`], which runs a
+//! closure on the user agent inside the driver task, so no lock is ever shared.
+
+use crate::endpoint::{EndpointConfig, Protocol};
+use crate::ua::{UaConfig, UaEvent, UserAgent};
+use bytes::Bytes;
+use session_sip::{ParseLimits, StreamDecoder, Uri};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+/// Settings of a [`SipDriver`].
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Where to listen. UDP and TCP share the address; port 0 picks a free port (TCP then
+    /// takes the same port as UDP).
+    pub bind: SocketAddr,
+    /// Listen on UDP.
+    pub udp: bool,
+    /// Listen on TCP (and accept outgoing TCP requests).
+    pub tcp: bool,
+    /// The user part of our Contact URI.
+    pub contact_user: String,
+    /// The transaction endpoint's settings.
+    pub endpoint: EndpointConfig,
+    /// UDP socket send and receive buffer sizes, when set.
+    pub socket_buffer: Option<usize>,
+    /// A TCP connection with no traffic for this long is closed.
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            udp: true,
+            tcp: true,
+            contact_user: "session-core".into(),
+            endpoint: EndpointConfig::default(),
+            socket_buffer: None,
+            tcp_idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Errors of the driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// Binding or configuring a socket failed.
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The driver task has stopped.
+    #[error("the SIP driver has stopped")]
+    Stopped,
+    /// The configuration asks for nothing to listen on, or is otherwise unusable.
+    #[error("invalid driver configuration: {0}")]
+    Config(&'static str),
+}
+
+impl session_types::Classify for DriverError {
+    fn kind(&self) -> session_types::ErrorKind {
+        match self {
+            Self::Bind { .. } | Self::Stopped => session_types::ErrorKind::Unavailable,
+            Self::Config(_) => session_types::ErrorKind::ApiMisuse,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut UserAgent, Instant) + Send>;
+
+/// A cloneable handle to a running driver.
+#[derive(Clone)]
+pub struct SipHandle {
+    jobs: mpsc::UnboundedSender<Job>,
+    local_addr: SocketAddr,
+    contact: Uri,
+}
+
+impl SipHandle {
+    /// The address we listen on (UDP, and TCP when enabled).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Our Contact URI.
+    pub fn contact(&self) -> &Uri {
+        &self.contact
+    }
+
+    /// Runs `f` on the user agent inside the driver task and returns its result. Whatever it
+    /// queues (requests, responses) is sent right after.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut UserAgent, Instant) -> R + Send + 'static,
+    ) -> Result<R, DriverError> {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |ua, now| {
+            // The caller may have gone away; then nobody wants the result.
+            let _ = reply.send(f(ua, now));
+        });
+        self.jobs.send(job).map_err(|_| DriverError::Stopped)?;
+        result.await.map_err(|_| DriverError::Stopped)
+    }
+}
+
+/// What TCP connection tasks tell the driver.
+enum TcpInbound {
+    Message(SocketAddr, session_sip::Message),
+    Closed(SocketAddr),
+}
+
+/// Starts SIP over UDP/TCP as configured.
+pub struct SipDriver;
+
+impl SipDriver {
+    /// Binds the sockets, spawns the driver task, and returns a handle and the event stream.
+    /// The driver stops when every handle is dropped.
+    pub async fn start(
+        config: DriverConfig,
+    ) -> Result<(SipHandle, mpsc::UnboundedReceiver<UaEvent>), DriverError> {
+        if !config.udp && !config.tcp {
+            return Err(DriverError::Config("neither UDP nor TCP enabled"));
+        }
+        let bind_error = |address, source| DriverError::Bind { address, source };
+        let udp = if config.udp {
+            Some(
+                bind_udp(config.bind, config.socket_buffer)
+                    .map_err(|e| bind_error(config.bind, e))?,
+            )
+        } else {
+            None
+        };
+        let mut local_addr = match &udp {
+            Some(socket) => socket
+                .local_addr()
+                .map_err(|e| bind_error(config.bind, e))?,
+            None => config.bind,
+        };
+        let listener = if config.tcp {
+            let listener = TcpListener::bind(local_addr)
+                .await
+                .map_err(|e| bind_error(local_addr, e))?;
+            local_addr = listener
+                .local_addr()
+                .map_err(|e| bind_error(local_addr, e))?;
+            Some(listener)
+        } else {
+            None
+        };
+        let host = match local_addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+        };
+        let contact = Uri::parse(&format!(
+            "sip:{}@{host}:{}",
+            config.contact_user,
+            local_addr.port()
+        ))
+        .map_err(|_| DriverError::Config("contact user is not a valid URI user part"))?;
+        let ua = UserAgent::new(UaConfig {
+            endpoint: config.endpoint.clone(),
+            via_host: host,
+            via_port: local_addr.port(),
+            contact: contact.clone(),
+            large_requests_over_tcp: config.tcp,
+        });
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (tcp_tx, tcp_rx) = mpsc::unbounded_channel();
+        let task = DriverTask {
+            ua,
+            udp,
+            listener,
+            jobs: jobs_rx,
+            events: events_tx,
+            tcp_inbound: tcp_rx,
+            tcp_inbound_tx: tcp_tx,
+            connections: HashMap::new(),
+            limits: config.endpoint.limits.clone(),
+            idle_timeout: config.tcp_idle_timeout,
+        };
+        tokio::spawn(task.run());
+        Ok((
+            SipHandle {
+                jobs: jobs_tx,
+                local_addr,
+                contact,
+            },
+            events_rx,
+        ))
+    }
+}
+
+fn bind_udp(address: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(address);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Some(size) = buffer {
+        socket.set_recv_buffer_size(size)?;
+        socket.set_send_buffer_size(size)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+struct DriverTask {
+    ua: UserAgent,
+    udp: Option<UdpSocket>,
+    listener: Option<TcpListener>,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    events: mpsc::UnboundedSender<UaEvent>,
+    tcp_inbound: mpsc::UnboundedReceiver<TcpInbound>,
+    tcp_inbound_tx: mpsc::UnboundedSender<TcpInbound>,
+    /// Writers of open TCP connections, by peer address (RFC 3261 §18: reuse connections).
+    connections: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
+    limits: ParseLimits,
+    idle_timeout: Duration,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn recv_udp(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_tcp(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl DriverTask {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let deadline = self.ua.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                job = self.jobs.recv() => match job {
+                    Some(job) => job(&mut self.ua, now()),
+                    None => break, // every handle is gone
+                },
+                received = recv_udp(self.udp.as_ref(), &mut buf) => match received {
+                    Ok((len, source)) => {
+                        let bytes = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
+                        self.ua.handle_datagram(now(), Protocol::Udp, source, &bytes);
+                    }
+                    // ICMP errors surface here on some systems; the socket stays usable.
+                    Err(error) => tracing::debug!(%error, "UDP receive error"),
+                },
+                inbound = self.tcp_inbound.recv() => match inbound {
+                    Some(TcpInbound::Message(source, message)) => self.ua.handle_message(now(), Protocol::Tcp, source, message),
+                    Some(TcpInbound::Closed(peer)) => { self.connections.remove(&peer); }
+                    None => {}
+                },
+                accepted = accept_tcp(self.listener.as_ref()) => match accepted {
+                    Ok((stream, peer)) => self.adopt(stream, peer),
+                    Err(error) => tracing::debug!(%error, "TCP accept error"),
+                },
+                () = sleep => self.ua.handle_timeout(now()),
+            }
+            self.flush().await;
+        }
+        tracing::debug!("SIP driver stopped");
+    }
+
+    /// Sends what the user agent queued and forwards its events.
+    async fn flush(&mut self) {
+        while let Some(transmit) = self.ua.poll_transmit() {
+            match transmit.protocol {
+                Protocol::Udp => {
+                    if let Some(udp) = &self.udp
+                        && let Err(error) = udp.send_to(&transmit.bytes, transmit.destination).await
+                    {
+                        tracing::debug!(%error, destination = %transmit.destination, "UDP send failed");
+                    }
+                }
+                Protocol::Tcp => self.send_tcp(transmit.destination, transmit.bytes),
+            }
+        }
+        while let Some(event) = self.ua.poll_event() {
+            // A closed receiver means nobody listens; the calls still run to their end.
+            let _ = self.events.send(event);
+        }
+    }
+
+    fn send_tcp(&mut self, destination: SocketAddr, bytes: Bytes) {
+        if let Some(writer) = self.connections.get(&destination)
+            && writer.send(bytes.clone()).is_ok()
+        {
+            return;
+        }
+        let (writer, queue) = mpsc::unbounded_channel();
+        // Queued until the connection is up.
+        let _ = writer.send(bytes);
+        self.connections.insert(destination, writer);
+        let inbound = self.tcp_inbound_tx.clone();
+        let (limits, idle) = (self.limits.clone(), self.idle_timeout);
+        tokio::spawn(async move {
+            match TcpStream::connect(destination).await {
+                Ok(stream) => {
+                    serve_connection(stream, destination, queue, inbound, limits, idle).await
+                }
+                Err(error) => {
+                    tracing::debug!(%error, %destination, "TCP connect failed");
+                    let _ = inbound.send(TcpInbound::Closed(destination));
+                }
+            }
+        });
+    }
+
+    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let (writer, queue) = mpsc::unbounded_channel();
+        self.connections.insert(peer, writer);
+        let inbound = self.tcp_inbound_tx.clone();
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            queue,
+            inbound,
+            self.limits.clone(),
+            self.idle_timeout,
+        ));
+    }
+}
+
+/// Reads and frames one TCP connection, and writes what the driver queues for it. Ends on
+/// EOF, an error, a framing error (RFC 3261 §18.3: the stream cannot be resynchronised), or
+/// the idle timeout.
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut queue: mpsc::UnboundedReceiver<Bytes>,
+    inbound: mpsc::UnboundedSender<TcpInbound>,
+    limits: ParseLimits,
+    idle_timeout: Duration,
+) {
+    let mut decoder = StreamDecoder::new(limits);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = tokio::time::timeout(idle_timeout, stream.read(&mut buf)) => {
+                let Ok(Ok(len)) = read else { break };
+                if len == 0 {
+                    break;
+                }
+                decoder.push(buf.get(..len).unwrap_or_default());
+                let mut failed = false;
+                loop {
+                    match decoder.decode() {
+                        Ok(Some(message)) => {
+                            let _ = inbound.send(TcpInbound::Message(peer, message));
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            tracing::debug!(%error, %peer, "TCP framing error: closing");
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    break;
+                }
+            }
+            bytes = queue.recv() => match bytes {
+                Some(bytes) => {
+                    if stream.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = inbound.send(TcpInbound::Closed(peer));
+}

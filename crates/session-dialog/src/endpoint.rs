@@ -1,0 +1,845 @@
+//! The sans-IO transaction endpoint: datagrams and API calls in, datagrams and events out.
+//!
+//! It parses each message once, validates requests (answering malformed ones statelessly with
+//! the status session-sip names), matches messages to transactions (RFC 3261 §17.1.3 and
+//! §17.2.3, with the RFC 2543 fallback), runs the four transaction machines, answers CANCEL
+//! (§9.2) and out-of-dialog OPTIONS itself, and routes responses back per §18.2.2 and RFC 3581.
+//! Dialogs and call logic live above it and talk to it through [`EndpointEvent`]s and
+//! [`TransactionId`]s.
+
+use crate::transaction::{
+    Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
+    TimerConfig, Transaction, TransactionId, TransactionTable, Transport, Verdict,
+};
+use bytes::Bytes;
+use session_sip::{Header, HeaderName, Message, Method, ParseLimits, Request, Response, UasPolicy};
+use session_types::StatusCode;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// The transport a message travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// UDP (unreliable: transactions retransmit).
+    Udp,
+    /// TCP (reliable).
+    Tcp,
+}
+
+impl Protocol {
+    /// The Via transport token.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        }
+    }
+
+    /// Whether the transport is reliable (no retransmissions by transactions).
+    pub fn is_reliable(self) -> bool {
+        self == Self::Tcp
+    }
+
+    fn reliability(self) -> Transport {
+        match self {
+            Self::Udp => Transport::Unreliable,
+            Self::Tcp => Transport::Reliable,
+        }
+    }
+}
+
+/// Bytes to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Which transport.
+    pub protocol: Protocol,
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The serialized message.
+    pub bytes: Bytes,
+}
+
+/// What the endpoint tells the layer above.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EndpointEvent {
+    /// A new request opened a server transaction; answer it with [`Endpoint::respond`].
+    Request {
+        /// The server transaction.
+        id: TransactionId,
+        /// The request (top Via already carries `received`/`rport`).
+        request: Request,
+        /// Where it came from.
+        source: SocketAddr,
+        /// On which transport.
+        protocol: Protocol,
+    },
+    /// An ACK that belongs to a 2xx (it is not part of any transaction, RFC 3261 §17.1.1.3).
+    Ack {
+        /// The ACK.
+        request: Request,
+        /// Where it came from.
+        source: SocketAddr,
+    },
+    /// A CANCEL matched a pending INVITE: the endpoint answered the CANCEL with 200 and the
+    /// INVITE with 487 (§9.2).
+    Cancelled {
+        /// The INVITE's server transaction.
+        id: TransactionId,
+    },
+    /// A response for a client transaction.
+    Response {
+        /// The client transaction.
+        id: TransactionId,
+        /// The response.
+        response: Response,
+    },
+    /// A 2xx to an INVITE whose client transaction is gone: the dialog layer ACKs it again.
+    StrayInvite2xx {
+        /// The response.
+        response: Response,
+        /// Where it came from.
+        source: SocketAddr,
+    },
+    /// A transaction timed out: Timer B/F (client: treat as 408) or Timer H (server: no ACK).
+    TimedOut {
+        /// The transaction.
+        id: TransactionId,
+    },
+    /// A transaction ended and was removed.
+    Terminated {
+        /// The transaction.
+        id: TransactionId,
+    },
+}
+
+/// Errors of the endpoint API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The request cannot start a transaction (no Via branch, no CSeq, or it is an ACK).
+    #[error("cannot send request: {0}")]
+    BadRequest(&'static str),
+    /// A transaction with the same key is already live (a reused branch).
+    #[error("a transaction with this branch and method is already live")]
+    DuplicateTransaction,
+    /// No live transaction has this id.
+    #[error("no such transaction")]
+    NoSuchTransaction,
+    /// The transaction refused the response (e.g. a second final response).
+    #[error("the transaction cannot send this response in its state")]
+    ResponseRefused,
+}
+
+impl session_types::Classify for EndpointError {
+    fn kind(&self) -> session_types::ErrorKind {
+        session_types::ErrorKind::ApiMisuse
+    }
+}
+
+/// Settings of an [`Endpoint`].
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Parser limits.
+    pub limits: ParseLimits,
+    /// What this UAS accepts (methods, extensions, URI schemes, body types).
+    pub policy: UasPolicy,
+    /// Answer out-of-dialog OPTIONS statelessly with 200, Allow and Supported.
+    pub answer_options: bool,
+    /// `Server`/`User-Agent` value added to what the endpoint builds itself.
+    pub user_agent: Option<String>,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            timers: TimerConfig::default(),
+            limits: ParseLimits::default(),
+            policy: UasPolicy::default(),
+            answer_options: true,
+            user_agent: Some(concat!("session-core/", env!("CARGO_PKG_VERSION")).to_owned()),
+        }
+    }
+}
+
+/// How a message is matched to a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// §17.1.3: the branch we put in the top Via, and the CSeq method.
+    Client { branch: Box<str>, method: Method },
+    /// §17.2.3: branch, sent-by and method (ACK matches as INVITE).
+    Server {
+        branch: Box<str>,
+        sent_by: Box<str>,
+        method: Method,
+    },
+    /// §17.2.3 fallback for RFC 2543 peers without the magic cookie.
+    Server2543 {
+        uri: Box<str>,
+        from_tag: Box<str>,
+        call_id: Box<str>,
+        cseq: u32,
+        top_via: Box<str>,
+        method: Method,
+    },
+}
+
+/// What the endpoint keeps with each transaction.
+#[derive(Debug)]
+struct Context {
+    /// The request that created the transaction.
+    request: Request,
+    /// Client: where requests go. Server: where responses go (§18.2.2).
+    peer: SocketAddr,
+    protocol: Protocol,
+    /// Server: the To tag of the responses sent, reused for the 487 after a CANCEL.
+    to_tag: Option<String>,
+}
+
+/// The sans-IO transaction endpoint. See the module docs.
+pub struct Endpoint {
+    config: EndpointConfig,
+    table: TransactionTable<Key, Context>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<EndpointEvent>,
+}
+
+fn server_key(request: &Request) -> Option<Key> {
+    let via = request.top_via().ok()?;
+    let method = match request.method {
+        Method::Ack => Method::Invite,
+        ref other => other.clone(),
+    };
+    match via.branch() {
+        Some(branch) if via.is_rfc3261_branch() => {
+            let sent_by = match via.port {
+                Some(port) => format!("{}:{port}", via.host),
+                None => via.host.to_owned(),
+            };
+            Some(Key::Server {
+                branch: branch.into(),
+                sent_by: sent_by.into(),
+                method,
+            })
+        }
+        _ => {
+            let top_via = request.headers.values(HeaderName::Via).next()?;
+            Some(Key::Server2543 {
+                uri: request.uri.as_str().into(),
+                from_tag: request.from().ok()?.tag().unwrap_or_default().into(),
+                call_id: request.call_id().ok()?.into(),
+                cseq: request.cseq().ok()?.seq,
+                top_via: top_via.into(),
+                method,
+            })
+        }
+    }
+}
+
+fn client_key_of_response(response: &Response) -> Option<Key> {
+    let branch = response.top_via().ok()?.branch()?.into();
+    Some(Key::Client {
+        branch,
+        method: response.cseq().ok()?.method,
+    })
+}
+
+/// Where responses to `request`, received from `source`, go (RFC 3261 §18.2.2, RFC 3581 §4),
+/// and the request's top Via rewritten with `received` and `rport` (§18.2.1).
+fn response_route(request: &mut Request, source: SocketAddr, protocol: Protocol) -> SocketAddr {
+    let Ok(via) = request.top_via() else {
+        return source;
+    };
+    let wants_rport = via.rport().is_some();
+    let host_is_source = via
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        == Some(source.ip());
+    let destination = if wants_rport || protocol == Protocol::Tcp {
+        source
+    } else {
+        SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
+    };
+    if host_is_source && !wants_rport {
+        return destination;
+    }
+    // Rebuild the first Via value with the parameters the RFCs ask for.
+    let Some(first) = request.headers.values(HeaderName::Via).next() else {
+        return destination;
+    };
+    let mut top = String::with_capacity(first.len() + 40);
+    for (i, part) in first.split(';').enumerate() {
+        let name = part.split('=').next().unwrap_or_default().trim();
+        if i > 0 && (name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport")) {
+            continue;
+        }
+        if i > 0 {
+            top.push(';');
+        }
+        top.push_str(part.trim());
+    }
+    top.push_str(&format!(";received={}", source.ip()));
+    if wants_rport {
+        top.push_str(&format!(";rport={}", source.port()));
+    }
+    let mut rebuilt = session_sip::Headers::new();
+    let mut replaced = false;
+    for header in request.headers.iter() {
+        if !replaced && header.name() == HeaderName::Via {
+            replaced = true;
+            rebuilt.push(Header::new(HeaderName::Via, top.clone()));
+            // Keep any further values that shared the first Via line.
+            let whole = header.value();
+            let offset = (first.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+            let rest = whole
+                .get(offset.saturating_add(first.len())..)
+                .unwrap_or_default();
+            let rest = rest.trim_start_matches([',', ' ', '\t']);
+            if !rest.is_empty() {
+                rebuilt.push(Header::new(HeaderName::Via, rest.to_owned()));
+            }
+        } else {
+            rebuilt.push(header.clone());
+        }
+    }
+    request.headers = rebuilt;
+    destination
+}
+
+impl Endpoint {
+    /// A new endpoint.
+    pub fn new(config: EndpointConfig) -> Self {
+        Self {
+            config,
+            table: TransactionTable::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Live transactions (for tests and metrics: it drains to zero when idle).
+    pub fn transaction_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the layer above.
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.table.next_deadline()
+    }
+
+    /// Time has reached `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.table.handle_timeout(now);
+        self.collect_actions(now);
+    }
+
+    fn transmit(&mut self, protocol: Protocol, destination: SocketAddr, bytes: Bytes) {
+        self.transmits.push_back(Transmit {
+            protocol,
+            destination,
+            bytes,
+        });
+    }
+
+    /// Moves the table's actions into transmits and events.
+    fn collect_actions(&mut self, now: Instant) {
+        while let Some((id, action)) = self.table.poll_action() {
+            match action {
+                Action::Transmit(bytes) => {
+                    // The context outlives the transaction until its Terminated is polled.
+                    if let Some(ctx) = self.table.context(id) {
+                        let (protocol, peer) = (ctx.protocol, ctx.peer);
+                        self.transmit(protocol, peer, bytes);
+                    }
+                }
+                Action::SendTrying => self.send_trying(now, id),
+                Action::TimedOut => self.events.push_back(EndpointEvent::TimedOut { id }),
+                Action::Terminated => self.events.push_back(EndpointEvent::Terminated { id }),
+            }
+        }
+    }
+
+    fn send_trying(&mut self, now: Instant, id: TransactionId) {
+        let Some(ctx) = self.table.context(id) else {
+            return;
+        };
+        // 100 Trying carries no To tag (§8.2.6.1).
+        let trying =
+            Response::from_request_with_tag(&ctx.request, StatusCode::TRYING, None).to_bytes();
+        self.table.with(id, |tx, _| {
+            if let Transaction::ServerInvite(tx) = tx {
+                tx.send_response(now, 100, trying);
+            }
+        });
+        self.collect_actions(now);
+    }
+
+    /// A datagram (or a message framed from a stream) arrived from `source`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        source: SocketAddr,
+        bytes: &Bytes,
+    ) {
+        let verdict = session_sip::triage_datagram(bytes, &self.config.limits, &self.config.policy);
+        match verdict.action {
+            session_sip::Action::Accept => {}
+            session_sip::Action::Answer(response) => {
+                // Stateless rejection (§8.2): to the source, or by Via when we can read it.
+                tracing::debug!(%source, status = response.status.as_u16(), reason = %verdict.reason, "rejecting request");
+                let mut destination = source;
+                if let Some(Message::Request(mut request)) = verdict.message {
+                    destination = response_route(&mut request, source, protocol);
+                }
+                self.transmit(protocol, destination, response.to_bytes());
+                return;
+            }
+            _ => {
+                tracing::debug!(%source, reason = %verdict.reason, "dropping message");
+                return;
+            }
+        }
+        match verdict.message {
+            Some(Message::Request(request)) => self.handle_request(now, protocol, source, request),
+            Some(Message::Response(response)) => self.handle_response(now, source, response),
+            None => {}
+        }
+    }
+
+    /// A message already parsed (e.g. framed from a TCP stream by `StreamDecoder`) arrived:
+    /// validated like a datagram, without parsing it again.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        source: SocketAddr,
+        message: Message,
+    ) {
+        match message {
+            Message::Request(mut request) => {
+                match session_sip::validate_request(&request, &self.config.policy) {
+                    Ok(()) => self.handle_request(now, protocol, source, request),
+                    Err(rejection) => {
+                        tracing::debug!(%source, status = rejection.status.as_u16(), reason = %rejection.reason, "rejecting request");
+                        let response = rejection.to_response(&request);
+                        let destination = response_route(&mut request, source, protocol);
+                        self.transmit(protocol, destination, response.to_bytes());
+                    }
+                }
+            }
+            Message::Response(response) => match session_sip::validate_response(&response) {
+                Ok(()) => self.handle_response(now, source, response),
+                Err(discard) => {
+                    tracing::debug!(%source, reason = %discard.reason, "dropping response")
+                }
+            },
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        source: SocketAddr,
+        mut request: Request,
+    ) {
+        let Some(key) = server_key(&request) else {
+            return;
+        };
+        if let Some(id) = self.table.find(&key) {
+            let is_ack = request.method == Method::Ack;
+            let verdict = self.table.with(id, |tx, _| match tx {
+                Transaction::ServerInvite(tx) if is_ack => tx.handle_ack(now),
+                Transaction::ServerInvite(tx) => tx.handle_invite_retransmission(),
+                Transaction::ServerNonInvite(tx) => tx.handle_request(),
+                _ => Verdict::Absorbed,
+            });
+            self.collect_actions(now);
+            if verdict == Some(Verdict::PassUp) {
+                self.events
+                    .push_back(EndpointEvent::Ack { request, source });
+            }
+            return;
+        }
+        match request.method {
+            // An ACK for a 2xx has a branch of its own (§17.1.1.3): it goes to the dialog.
+            Method::Ack => self
+                .events
+                .push_back(EndpointEvent::Ack { request, source }),
+            Method::Cancel => self.handle_cancel(now, protocol, source, request, key),
+            Method::Options
+                if self.config.answer_options
+                    && request.to().is_ok_and(|to| to.tag().is_none()) =>
+            {
+                let destination = response_route(&mut request, source, protocol);
+                let response = self.options_answer(&request);
+                self.transmit(protocol, destination, response.to_bytes());
+            }
+            _ => {
+                let peer = response_route(&mut request, source, protocol);
+                let reliability = protocol.reliability();
+                let transaction = match request.method {
+                    Method::Invite => Transaction::ServerInvite(ServerInvite::new(
+                        now,
+                        reliability,
+                        self.config.timers,
+                    )),
+                    _ => Transaction::ServerNonInvite(ServerNonInvite::new(
+                        reliability,
+                        self.config.timers,
+                    )),
+                };
+                let context = Context {
+                    request: request.clone(),
+                    peer,
+                    protocol,
+                    to_tag: None,
+                };
+                if let Some(id) = self.table.insert(key, transaction, context) {
+                    self.events.push_back(EndpointEvent::Request {
+                        id,
+                        request,
+                        source,
+                        protocol,
+                    });
+                }
+                self.collect_actions(now);
+            }
+        }
+    }
+
+    fn options_answer(&self, request: &Request) -> Response {
+        let mut builder = Response::builder(StatusCode::OK);
+        builder = builder.header(HeaderName::Allow, self.config.policy.allow_header());
+        if !self.config.policy.supported.is_empty() {
+            builder = builder.header(
+                HeaderName::Supported,
+                self.config.policy.supported.join(", "),
+            );
+        }
+        let mut response =
+            Response::from_request_with_tag(request, StatusCode::OK, Some(&session_sip::new_tag()));
+        for header in builder.build().headers.iter() {
+            if matches!(header.name(), HeaderName::Allow | HeaderName::Supported) {
+                response.headers.push(header.clone());
+            }
+        }
+        if let Some(agent) = &self.config.user_agent {
+            response
+                .headers
+                .push(Header::new(HeaderName::Server, agent.clone()));
+        }
+        response
+    }
+
+    /// CANCEL (§9.2): answer it, and end the INVITE with 487 if it is still pending.
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        source: SocketAddr,
+        mut cancel: Request,
+        key: Key,
+    ) {
+        let invite_key = match &key {
+            Key::Server {
+                branch, sent_by, ..
+            } => Key::Server {
+                branch: branch.clone(),
+                sent_by: sent_by.clone(),
+                method: Method::Invite,
+            },
+            Key::Server2543 {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                ..
+            } => Key::Server2543 {
+                uri: uri.clone(),
+                from_tag: from_tag.clone(),
+                call_id: call_id.clone(),
+                cseq: *cseq,
+                top_via: top_via.clone(),
+                method: Method::Invite,
+            },
+            Key::Client { .. } => return,
+        };
+        let peer = response_route(&mut cancel, source, protocol);
+        let invite_id = self.table.find(&invite_key);
+        let pending = invite_id.and_then(|id| match self.table.with(id, |tx, _| matches!(tx, Transaction::ServerInvite(tx) if tx.state() == ServerInviteState::Proceeding)) {
+            Some(true) => Some(id),
+            _ => None,
+        });
+        let status = if invite_id.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
+        };
+        let to_tag = invite_id
+            .and_then(|id| self.table.context(id))
+            .and_then(|ctx| ctx.to_tag.clone())
+            .unwrap_or_else(session_sip::new_tag);
+        let answer = Response::from_request_with_tag(&cancel, status, Some(&to_tag)).to_bytes();
+        let mut tx = ServerNonInvite::new(protocol.reliability(), self.config.timers);
+        tx.send_response(now, status.as_u16(), answer);
+        let context = Context {
+            request: cancel,
+            peer,
+            protocol,
+            to_tag: Some(to_tag.clone()),
+        };
+        self.table
+            .insert(key, Transaction::ServerNonInvite(tx), context);
+        if let Some(id) = pending {
+            let terminated = self.table.context(id).map(|ctx| {
+                Response::from_request_with_tag(
+                    &ctx.request,
+                    StatusCode::REQUEST_TERMINATED,
+                    Some(&to_tag),
+                )
+                .to_bytes()
+            });
+            if let Some(bytes) = terminated {
+                self.table.with(id, |tx, ctx| {
+                    ctx.to_tag = Some(to_tag);
+                    if let Transaction::ServerInvite(tx) = tx {
+                        tx.send_response(now, 487, bytes);
+                    }
+                });
+                self.events.push_back(EndpointEvent::Cancelled { id });
+            }
+        }
+        self.collect_actions(now);
+    }
+
+    fn handle_response(&mut self, now: Instant, source: SocketAddr, response: Response) {
+        // §8.1.3.3: a response with more than one Via was not meant for us.
+        if response.headers.values(HeaderName::Via).nth(1).is_some() {
+            tracing::debug!(%source, "dropping response with several Vias");
+            return;
+        }
+        let Some(key) = client_key_of_response(&response) else {
+            return;
+        };
+        let status = response.status.as_u16();
+        let Some(id) = self.table.find(&key) else {
+            if response.status.is_success()
+                && response.cseq().is_ok_and(|c| c.method == Method::Invite)
+            {
+                self.events
+                    .push_back(EndpointEvent::StrayInvite2xx { response, source });
+            }
+            return;
+        };
+        let verdict = self.table.with(id, |tx, ctx| match tx {
+            Transaction::ClientInvite(tx) => {
+                tx.handle_response(now, status, || ack_for_failure(&ctx.request, &response))
+            }
+            Transaction::ClientNonInvite(tx) => tx.handle_response(now, status),
+            _ => Verdict::Absorbed,
+        });
+        self.collect_actions(now);
+        if verdict == Some(Verdict::PassUp) {
+            self.events
+                .push_back(EndpointEvent::Response { id, response });
+        }
+    }
+
+    /// Starts a client transaction for `request` (not ACK) towards `destination`. The request
+    /// must carry its top Via with an RFC 3261 branch and a CSeq.
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        request: Request,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<TransactionId, EndpointError> {
+        if request.method == Method::Ack {
+            return Err(EndpointError::BadRequest(
+                "ACK is not a transaction: use send_stateless",
+            ));
+        }
+        let via = request
+            .top_via()
+            .map_err(|_| EndpointError::BadRequest("no Via"))?;
+        let branch: Box<str> = via
+            .branch()
+            .filter(|_| via.is_rfc3261_branch())
+            .ok_or(EndpointError::BadRequest("no RFC 3261 branch"))?
+            .into();
+        let method = request
+            .cseq()
+            .map_err(|_| EndpointError::BadRequest("no CSeq"))?
+            .method;
+        let key = Key::Client { branch, method };
+        let bytes = request.to_bytes();
+        let reliability = protocol.reliability();
+        let transaction = match request.method {
+            Method::Invite => Transaction::ClientInvite(ClientInvite::new(
+                now,
+                bytes,
+                reliability,
+                self.config.timers,
+            )),
+            _ => Transaction::ClientNonInvite(ClientNonInvite::new(
+                now,
+                bytes,
+                reliability,
+                self.config.timers,
+            )),
+        };
+        let context = Context {
+            request,
+            peer: destination,
+            protocol,
+            to_tag: None,
+        };
+        let id = self
+            .table
+            .insert(key, transaction, context)
+            .ok_or(EndpointError::DuplicateTransaction)?;
+        self.collect_actions(now);
+        Ok(id)
+    }
+
+    /// Sends a message outside any transaction (an ACK for a 2xx, a 2xx retransmission after
+    /// the transaction ended, a stateless response).
+    pub fn send_stateless(&mut self, bytes: Bytes, destination: SocketAddr, protocol: Protocol) {
+        self.transmit(protocol, destination, bytes);
+    }
+
+    /// Answers the request of server transaction `id`; returns the bytes sent (the user agent
+    /// keeps a 2xx to retransmit it).
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        mut response: Response,
+    ) -> Result<Bytes, EndpointError> {
+        if let Some(agent) = &self.config.user_agent
+            && response.headers.get(HeaderName::Server).is_none()
+        {
+            response
+                .headers
+                .push(Header::new(HeaderName::Server, agent.clone()));
+        }
+        let tag = response
+            .to()
+            .ok()
+            .and_then(|to| to.tag().map(str::to_owned));
+        let status = response.status.as_u16();
+        let bytes = response.to_bytes();
+        let sent = bytes.clone();
+        let accepted = self
+            .table
+            .with(id, |tx, ctx| {
+                if tag.is_some() {
+                    ctx.to_tag = tag;
+                }
+                match tx {
+                    Transaction::ServerInvite(tx) => tx.send_response(now, status, bytes),
+                    Transaction::ServerNonInvite(tx) => tx.send_response(now, status, bytes),
+                    _ => false,
+                }
+            })
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        self.collect_actions(now);
+        if accepted {
+            Ok(sent)
+        } else {
+            Err(EndpointError::ResponseRefused)
+        }
+    }
+
+    /// The request that created transaction `id`.
+    pub fn request_of(&self, id: TransactionId) -> Option<&Request> {
+        self.table.context(id).map(|ctx| &ctx.request)
+    }
+
+    /// Where responses of server transaction `id` go, or where client transaction `id` sends.
+    pub fn peer_of(&self, id: TransactionId) -> Option<(SocketAddr, Protocol)> {
+        self.table.context(id).map(|ctx| (ctx.peer, ctx.protocol))
+    }
+
+    /// Builds the CANCEL for the pending INVITE of client transaction `id` (§9.1).
+    pub fn cancel_for(&self, id: TransactionId) -> Option<Request> {
+        let invite = &self.table.context(id)?.request;
+        let mut cancel = Request::builder(Method::Cancel, invite.uri.clone()).build();
+        cancel.headers = session_sip::Headers::new();
+        let top_via = invite.headers.values(HeaderName::Via).next()?;
+        cancel
+            .headers
+            .push(Header::new(HeaderName::Via, top_via.to_owned()));
+        for header in invite.headers.iter() {
+            if matches!(
+                header.name(),
+                HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::Route
+                    | HeaderName::MaxForwards
+            ) {
+                cancel.headers.push(header.clone());
+            }
+        }
+        let seq = invite.cseq().ok()?.seq;
+        cancel
+            .headers
+            .push(Header::new(HeaderName::CSeq, format!("{seq} CANCEL")));
+        cancel
+            .headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        Some(cancel)
+    }
+}
+
+/// The ACK for a failure response, built by the INVITE client transaction (§17.1.1.3).
+fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
+    let mut ack = Request::builder(Method::Ack, invite.uri.clone()).build();
+    ack.headers = session_sip::Headers::new();
+    if let Some(top_via) = invite.headers.values(HeaderName::Via).next() {
+        ack.headers
+            .push(Header::new(HeaderName::Via, top_via.to_owned()));
+    }
+    for header in invite.headers.iter() {
+        if matches!(
+            header.name(),
+            HeaderName::From | HeaderName::CallId | HeaderName::Route | HeaderName::MaxForwards
+        ) {
+            ack.headers.push(header.clone());
+        }
+    }
+    if let Some(to) = response.headers.get(HeaderName::To) {
+        ack.headers.push(to.clone());
+    }
+    let seq = invite.cseq().map(|c| c.seq).unwrap_or_default();
+    ack.headers
+        .push(Header::new(HeaderName::CSeq, format!("{seq} ACK")));
+    ack.headers
+        .push(Header::new(HeaderName::ContentLength, "0"));
+    ack.to_bytes()
+}

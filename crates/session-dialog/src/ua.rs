@@ -1,0 +1,915 @@
+//! The sans-IO user agent core: the transaction [`Endpoint`] plus dialogs.
+//!
+//! On top of transactions it adds what RFC 3261 gives the UA core rather than the transaction
+//! layer: a UAS retransmits its 2xx until the ACK arrives (§13.3.1.4) and ends the dialog with
+//! BYE if it never does; a UAC ACKs every 2xx, re-ACKs retransmissions, and ACKs then BYEs a
+//! second dialog created by a forked answer (§13.2.2.4); requests for no dialog get 481
+//! (§12.2.2); a re-INVITE that crosses ours gets 491, and a 491 for ours gives the randomized
+//! retry delay of §14.1; BYE is answered and ends the dialog.
+
+use crate::dialog::{Dialog, DialogState};
+use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
+use crate::transaction::TransactionId;
+use bytes::Bytes;
+use session_sip::{Header, HeaderName, Method, Request, Response, Uri, new_branch, new_tag};
+use session_types::{CallId, DialogId, StatusCode};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Settings of a [`UserAgent`].
+#[derive(Clone, Debug)]
+pub struct UaConfig {
+    /// The transaction endpoint's settings.
+    pub endpoint: EndpointConfig,
+    /// Host (or IP) written in our Via sent-by.
+    pub via_host: String,
+    /// Port written in our Via sent-by.
+    pub via_port: u16,
+    /// Our Contact URI.
+    pub contact: Uri,
+    /// Send a request that would exceed [`UDP_SIZE_LIMIT`] over TCP instead (RFC 3261
+    /// §18.1.1); set when the transport layer has TCP.
+    pub large_requests_over_tcp: bool,
+}
+
+/// The largest request sent over UDP when TCP is available: 200 bytes under a 1500-byte MTU
+/// (RFC 3261 §18.1.1).
+pub const UDP_SIZE_LIMIT: usize = 1300;
+
+/// Why a dialog ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DialogEnd {
+    /// The peer sent BYE.
+    PeerBye,
+    /// We sent BYE.
+    LocalBye,
+    /// Our 2xx was never ACKed (§13.3.1.4); we sent BYE.
+    AckTimeout,
+    /// A forked 2xx created a second dialog, which we ACKed and ended (§13.2.2.4).
+    ForkRejected,
+}
+
+/// What the user agent tells the session layer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UaEvent {
+    /// A dialog-creating INVITE arrived; answer with [`UserAgent::answer`].
+    IncomingInvite {
+        /// Its server transaction.
+        tx: TransactionId,
+        /// The INVITE.
+        request: Request,
+        /// Where it came from.
+        source: SocketAddr,
+    },
+    /// Any other request: out of dialog (`dialog: None`) or inside one.
+    IncomingRequest {
+        /// Its server transaction.
+        tx: TransactionId,
+        /// The request.
+        request: Request,
+        /// The dialog it belongs to.
+        dialog: Option<DialogId>,
+        /// Where it came from.
+        source: SocketAddr,
+    },
+    /// A response to one of our requests (for INVITE 2xx: the ACK was already sent).
+    Response {
+        /// Our client transaction.
+        tx: TransactionId,
+        /// The response.
+        response: Response,
+        /// The dialog it created or belongs to.
+        dialog: Option<DialogId>,
+    },
+    /// The ACK for our 2xx arrived: the dialog is confirmed on both sides.
+    Ack {
+        /// The dialog.
+        dialog: DialogId,
+        /// The ACK (it may carry the SDP answer of a late offer).
+        request: Request,
+    },
+    /// The peer cancelled the INVITE of server transaction `tx` (487 already sent).
+    Cancelled {
+        /// The INVITE's server transaction.
+        tx: TransactionId,
+    },
+    /// Our request got no final response in time (Timer B or F): treat as 408.
+    TransactionTimeout {
+        /// The client transaction.
+        tx: TransactionId,
+    },
+    /// A dialog ended.
+    DialogTerminated {
+        /// The dialog.
+        dialog: DialogId,
+        /// Why.
+        reason: DialogEnd,
+    },
+    /// Our re-INVITE met the peer's (491): try again after `retry_after` (§14.1).
+    ReInviteGlare {
+        /// The dialog.
+        dialog: DialogId,
+        /// The randomized delay.
+        retry_after: Duration,
+    },
+}
+
+/// A UAS 2xx being retransmitted until its ACK (§13.3.1.4).
+struct Pending2xx {
+    bytes: Bytes,
+    destination: SocketAddr,
+    protocol: Protocol,
+    interval: Duration,
+    next: Instant,
+    give_up: Instant,
+}
+
+/// What we remember of an INVITE we sent.
+struct ClientInvite {
+    request: Request,
+    destination: SocketAddr,
+    protocol: Protocol,
+    /// The dialog its first 2xx made, with the ACK we sent for it.
+    answered: Option<(DialogId, Bytes)>,
+    /// Re-INVITE inside this dialog.
+    within: Option<DialogId>,
+}
+
+/// What we remember of an INVITE we received.
+struct ServerInvite {
+    source: SocketAddr,
+    protocol: Protocol,
+    /// The To tag of every response we send for it (§8.2.6.2); for a re-INVITE, the dialog's.
+    to_tag: String,
+    within: Option<DialogId>,
+}
+
+/// The sans-IO user agent. See the module docs.
+pub struct UserAgent {
+    config: UaConfig,
+    endpoint: Endpoint,
+    dialogs: HashMap<DialogId, Dialog>,
+    client_invites: HashMap<TransactionId, ClientInvite>,
+    server_invites: HashMap<TransactionId, ServerInvite>,
+    /// Our re-INVITE in progress per dialog, and the peer's.
+    local_reinvite: HashMap<DialogId, TransactionId>,
+    remote_reinvite: HashMap<DialogId, TransactionId>,
+    pending_2xx: HashMap<DialogId, Pending2xx>,
+    /// 2xx retransmission deadlines (lazy deletion: checked against `pending_2xx`).
+    timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
+    events: VecDeque<UaEvent>,
+}
+
+impl UserAgent {
+    /// A user agent.
+    pub fn new(config: UaConfig) -> Self {
+        let endpoint = Endpoint::new(config.endpoint.clone());
+        Self {
+            config,
+            endpoint,
+            dialogs: HashMap::new(),
+            client_invites: HashMap::new(),
+            server_invites: HashMap::new(),
+            local_reinvite: HashMap::new(),
+            remote_reinvite: HashMap::new(),
+            pending_2xx: HashMap::new(),
+            timers: BinaryHeap::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Live dialogs.
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Live transactions.
+    pub fn transaction_count(&self) -> usize {
+        self.endpoint.transaction_count()
+    }
+
+    /// Everything the user agent holds per call: dialogs, transactions, INVITE records and
+    /// pending 2xx. Zero when idle, which tests check after every run.
+    pub fn state_count(&self) -> usize {
+        self.dialogs.len()
+            + self.endpoint.transaction_count()
+            + self.client_invites.len()
+            + self.server_invites.len()
+            + self.local_reinvite.len()
+            + self.remote_reinvite.len()
+            + self.pending_2xx.len()
+    }
+
+    /// A dialog.
+    pub fn dialog(&self, id: &DialogId) -> Option<&Dialog> {
+        self.dialogs.get(id)
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.endpoint.poll_transmit()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<UaEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`UserAgent::handle_timeout`] must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, ref id))) = self.timers.peek() {
+            if self
+                .pending_2xx
+                .get(id)
+                .is_some_and(|p| p.next.min(p.give_up) == at)
+            {
+                break;
+            }
+            self.timers.pop();
+        }
+        let ours = self.timers.peek().map(|Reverse((at, _))| *at);
+        [ours, self.endpoint.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn via(&self, protocol: Protocol) -> String {
+        format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            protocol.via_token(),
+            self.config.via_host,
+            self.config.via_port,
+            new_branch()
+        )
+    }
+
+    /// Time has reached `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((at, _))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            let Some(Reverse((at, id))) = self.timers.pop() else {
+                break;
+            };
+            let Some(pending) = self.pending_2xx.get_mut(&id) else {
+                continue;
+            };
+            if pending.next.min(pending.give_up) != at {
+                continue;
+            }
+            if pending.give_up <= now {
+                // §13.3.1.4: no ACK in 64·T1: confirm and end the session with BYE.
+                self.pending_2xx.remove(&id);
+                self.events.push_back(UaEvent::DialogTerminated {
+                    dialog: id.clone(),
+                    reason: DialogEnd::AckTimeout,
+                });
+                self.send_bye(now, &id);
+                continue;
+            }
+            self.endpoint.send_stateless(
+                pending.bytes.clone(),
+                pending.destination,
+                pending.protocol,
+            );
+            pending.interval = (pending.interval * 2).min(self.config.endpoint.timers.t2);
+            pending.next = now + pending.interval;
+            let due = pending.next.min(pending.give_up);
+            self.timers.push(Reverse((due, id)));
+        }
+        self.endpoint.handle_timeout(now);
+        self.pump(now);
+    }
+
+    /// A datagram arrived.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        source: SocketAddr,
+        bytes: &Bytes,
+    ) {
+        self.endpoint.handle_datagram(now, protocol, source, bytes);
+        self.pump(now);
+    }
+
+    /// A message already framed and parsed (from a TCP stream) arrived.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        source: SocketAddr,
+        message: session_sip::Message,
+    ) {
+        self.endpoint.handle_message(now, protocol, source, message);
+        self.pump(now);
+    }
+
+    /// Turns endpoint events into user agent behaviour and events.
+    fn pump(&mut self, now: Instant) {
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                EndpointEvent::Request {
+                    id,
+                    request,
+                    source,
+                    protocol,
+                } => self.on_request(now, id, request, source, protocol),
+                EndpointEvent::Ack { request, .. } => self.on_ack(request),
+                EndpointEvent::Cancelled { id } => {
+                    self.server_invites.remove(&id);
+                    self.events.push_back(UaEvent::Cancelled { tx: id });
+                }
+                EndpointEvent::Response { id, response } => self.on_response(now, id, response),
+                EndpointEvent::StrayInvite2xx { response, source } => {
+                    // The transaction is gone but the 2xx came again: re-ACK from the dialog.
+                    if let Some(dialog) =
+                        Dialog::id_of_response(&response).and_then(|id| self.dialogs.get(&id))
+                    {
+                        let ack = dialog.clone().request(
+                            Method::Ack,
+                            self.via(dialog.protocol),
+                            None,
+                            response.cseq().ok().map(|c| c.seq),
+                        );
+                        self.endpoint
+                            .send_stateless(ack.to_bytes(), source, dialog.protocol);
+                    }
+                }
+                EndpointEvent::TimedOut { id } => {
+                    if self.server_invites.contains_key(&id) {
+                        continue; // Timer H: our failure was never ACKed; nothing to tell.
+                    }
+                    if let Some(invite) = self.client_invites.get(&id)
+                        && let Some(dialog) = &invite.within
+                    {
+                        self.local_reinvite.remove(dialog);
+                    }
+                    self.events
+                        .push_back(UaEvent::TransactionTimeout { tx: id });
+                }
+                EndpointEvent::Terminated { id } => {
+                    self.client_invites.remove(&id);
+                    if let Some(invite) = self.server_invites.remove(&id)
+                        && let Some(dialog) = invite.within
+                    {
+                        self.remote_reinvite.remove(&dialog);
+                    }
+                    self.local_reinvite.retain(|_, tx| *tx != id);
+                    self.remote_reinvite.retain(|_, tx| *tx != id);
+                }
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        request: &Request,
+        status: StatusCode,
+        extra: Option<Header>,
+    ) {
+        let mut response = Response::from_request(request, status);
+        if let Some(header) = extra {
+            response.headers.push(header);
+        }
+        // A response the transaction refuses is a bug of ours, not of the peer: log and go on.
+        if let Err(error) = self.endpoint.respond(now, tx, response) {
+            tracing::warn!(%error, "could not reject request");
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        request: Request,
+        source: SocketAddr,
+        protocol: Protocol,
+    ) {
+        let has_to_tag = request.to().is_ok_and(|to| to.tag().is_some());
+        if !has_to_tag {
+            if request.method == Method::Invite {
+                let to_tag = new_tag();
+                self.server_invites.insert(
+                    tx,
+                    ServerInvite {
+                        source,
+                        protocol,
+                        to_tag,
+                        within: None,
+                    },
+                );
+                self.events.push_back(UaEvent::IncomingInvite {
+                    tx,
+                    request,
+                    source,
+                });
+            } else {
+                self.events.push_back(UaEvent::IncomingRequest {
+                    tx,
+                    request,
+                    dialog: None,
+                    source,
+                });
+            }
+            return;
+        }
+        let Some(id) = Dialog::id_of_request(&request).filter(|id| self.dialogs.contains_key(id))
+        else {
+            // §12.2.2: a request for a dialog we do not have.
+            self.reject(
+                now,
+                tx,
+                &request,
+                StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST,
+                None,
+            );
+            return;
+        };
+        let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
+        let in_order = self
+            .dialogs
+            .get_mut(&id)
+            .is_some_and(|d| d.accept_remote_seq(seq));
+        if !in_order {
+            self.reject(now, tx, &request, StatusCode::SERVER_INTERNAL_ERROR, None);
+            return;
+        }
+        match request.method {
+            Method::Bye => {
+                let ok = Response::from_request(&request, StatusCode::OK);
+                if let Err(error) = self.endpoint.respond(now, tx, ok) {
+                    tracing::warn!(%error, "could not answer BYE");
+                }
+                self.end_dialog(&id);
+                self.events.push_back(UaEvent::DialogTerminated {
+                    dialog: id,
+                    reason: DialogEnd::PeerBye,
+                });
+            }
+            Method::Invite if self.local_reinvite.contains_key(&id) => {
+                // §14.2: our re-INVITE is pending: glare.
+                self.reject(now, tx, &request, StatusCode::REQUEST_PENDING, None);
+            }
+            Method::Invite if self.remote_reinvite.contains_key(&id) => {
+                // §14.2: a second re-INVITE before the first was answered.
+                let retry = Header::new(HeaderName::RetryAfter, fastrand::u32(0..=10).to_string());
+                self.reject(
+                    now,
+                    tx,
+                    &request,
+                    StatusCode::SERVER_INTERNAL_ERROR,
+                    Some(retry),
+                );
+            }
+            Method::Invite => {
+                if let Some(dialog) = self.dialogs.get_mut(&id) {
+                    dialog.refresh_target(request.headers.values(HeaderName::Contact).next());
+                }
+                self.remote_reinvite.insert(id.clone(), tx);
+                let to_tag = id.local_tag.to_string();
+                self.server_invites.insert(
+                    tx,
+                    ServerInvite {
+                        source,
+                        protocol,
+                        to_tag,
+                        within: Some(id.clone()),
+                    },
+                );
+                self.events.push_back(UaEvent::IncomingRequest {
+                    tx,
+                    request,
+                    dialog: Some(id),
+                    source,
+                });
+            }
+            _ => {
+                if request.method == Method::Update
+                    && let Some(dialog) = self.dialogs.get_mut(&id)
+                {
+                    dialog.refresh_target(request.headers.values(HeaderName::Contact).next());
+                }
+                self.events.push_back(UaEvent::IncomingRequest {
+                    tx,
+                    request,
+                    dialog: Some(id),
+                    source,
+                });
+            }
+        }
+    }
+
+    fn on_ack(&mut self, request: Request) {
+        let Some(id) = Dialog::id_of_request(&request) else {
+            return;
+        };
+        if self.pending_2xx.remove(&id).is_some() {
+            self.events.push_back(UaEvent::Ack {
+                dialog: id,
+                request,
+            });
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, tx: TransactionId, response: Response) {
+        let is_invite = response.cseq().is_ok_and(|c| c.method == Method::Invite);
+        if !is_invite || !self.client_invites.contains_key(&tx) {
+            let dialog =
+                Dialog::id_of_response(&response).filter(|id| self.dialogs.contains_key(id));
+            self.events.push_back(UaEvent::Response {
+                tx,
+                response,
+                dialog,
+            });
+            return;
+        }
+        let status = response.status;
+        if status.is_provisional() {
+            let dialog = Dialog::id_of_response(&response);
+            self.events.push_back(UaEvent::Response {
+                tx,
+                response,
+                dialog,
+            });
+            return;
+        }
+        let within = self.client_invites.get(&tx).and_then(|i| i.within.clone());
+        if !status.is_success() {
+            if let Some(dialog) = within {
+                self.local_reinvite.remove(&dialog);
+                if status == StatusCode::REQUEST_PENDING {
+                    let retry_after = self.glare_delay(&dialog);
+                    self.events.push_back(UaEvent::ReInviteGlare {
+                        dialog: dialog.clone(),
+                        retry_after,
+                    });
+                }
+                self.events.push_back(UaEvent::Response {
+                    tx,
+                    response,
+                    dialog: Some(dialog),
+                });
+            } else {
+                self.events.push_back(UaEvent::Response {
+                    tx,
+                    response,
+                    dialog: None,
+                });
+            }
+            return;
+        }
+        self.on_invite_2xx(now, tx, response, within);
+    }
+
+    /// §14.1: the owner of the Call-ID waits 2.1–4 s, the other side 0–2 s, in 10 ms steps.
+    fn glare_delay(&self, dialog: &DialogId) -> Duration {
+        let owner = self.dialogs.get(dialog).is_some_and(|d| d.we_are_uac);
+        let steps = if owner {
+            fastrand::u64(210..=400)
+        } else {
+            fastrand::u64(0..=200)
+        };
+        Duration::from_millis(steps * 10)
+    }
+
+    fn on_invite_2xx(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        response: Response,
+        within: Option<DialogId>,
+    ) {
+        let Some(invite) = self.client_invites.get(&tx) else {
+            return;
+        };
+        let Some(id) = Dialog::id_of_response(&response) else {
+            return;
+        };
+        // A retransmission of the 2xx we already ACKed: ACK again, nothing new to report.
+        if let Some((answered, ack)) = &invite.answered
+            && *answered == id
+        {
+            self.endpoint
+                .send_stateless(ack.clone(), invite.destination, invite.protocol);
+            return;
+        }
+        let forked = invite.answered.is_some();
+        let (request, destination, protocol) =
+            (invite.request.clone(), invite.destination, invite.protocol);
+        let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
+        let mut dialog = match within.as_ref().and_then(|d| self.dialogs.get(d)) {
+            Some(existing) => existing.clone(),
+            None => match Dialog::from_uac(&request, &response, destination, protocol) {
+                Some(dialog) => dialog,
+                None => return,
+            },
+        };
+        dialog.state = DialogState::Confirmed;
+        dialog.refresh_target(response.headers.values(HeaderName::Contact).next());
+        let ack = dialog
+            .request(Method::Ack, self.via(protocol), None, Some(seq))
+            .to_bytes();
+        let hop = dialog.next_hop();
+        self.endpoint.send_stateless(ack.clone(), hop, protocol);
+        if let Some(invite) = self.client_invites.get_mut(&tx)
+            && invite.answered.is_none()
+        {
+            invite.answered = Some((id.clone(), ack));
+        }
+        if let Some(reinvite_of) = within {
+            self.local_reinvite.remove(&reinvite_of);
+            self.dialogs.insert(reinvite_of.clone(), dialog);
+            self.events.push_back(UaEvent::Response {
+                tx,
+                response,
+                dialog: Some(reinvite_of),
+            });
+            return;
+        }
+        self.dialogs.insert(id.clone(), dialog);
+        if forked {
+            // §13.2.2.4: a second 2xx from another branch: ACK it, then end that dialog.
+            self.send_bye(now, &id);
+            self.events.push_back(UaEvent::DialogTerminated {
+                dialog: id,
+                reason: DialogEnd::ForkRejected,
+            });
+            return;
+        }
+        self.events.push_back(UaEvent::Response {
+            tx,
+            response,
+            dialog: Some(id),
+        });
+    }
+
+    fn end_dialog(&mut self, id: &DialogId) {
+        self.dialogs.remove(id);
+        self.pending_2xx.remove(id);
+        self.local_reinvite.remove(id);
+        self.remote_reinvite.remove(id);
+    }
+
+    fn send_bye(&mut self, now: Instant, id: &DialogId) {
+        let Some(mut dialog) = self.dialogs.get(id).cloned() else {
+            return;
+        };
+        let bye = dialog.request(Method::Bye, self.via(dialog.protocol), None, None);
+        let hop = dialog.next_hop();
+        self.end_dialog(id);
+        if let Err(error) = self.endpoint.send_request(now, bye, hop, dialog.protocol) {
+            tracing::warn!(%error, "could not send BYE");
+        }
+        self.pump(now);
+    }
+
+    /// RFC 3261 §18.1.1: a request larger than [`UDP_SIZE_LIMIT`] goes over TCP when we have
+    /// it; its top Via then names TCP.
+    fn fit_transport(&self, request: &mut Request, protocol: Protocol) -> Protocol {
+        if protocol != Protocol::Udp || !self.config.large_requests_over_tcp {
+            return protocol;
+        }
+        let size = request.to_bytes().len();
+        if size <= UDP_SIZE_LIMIT {
+            return protocol;
+        }
+        if let Some(via) = request.headers.get_mut(HeaderName::Via) {
+            let value = via.value().replacen("SIP/2.0/UDP ", "SIP/2.0/TCP ", 1);
+            via.set_value(value);
+        }
+        Protocol::Tcp
+    }
+
+    /// Sends an INVITE out of dialog and returns its client transaction. `body` is
+    /// `(content type, bytes)`.
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        from: &Uri,
+        to: &Uri,
+        destination: SocketAddr,
+        protocol: Protocol,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<TransactionId, EndpointError> {
+        let call_id = CallId::random(Some(&self.config.via_host));
+        let mut builder = Request::builder(Method::Invite, to.clone())
+            .header(HeaderName::Via, self.via(protocol))
+            .max_forwards(70)
+            .from(None, from, &new_tag())
+            .to(None, to, None)
+            .call_id(call_id.as_str())
+            .cseq(1)
+            .contact(&self.config.contact);
+        if let Some((content_type, bytes)) = body {
+            builder = builder.body(content_type, bytes);
+        }
+        let mut request = builder.build();
+        let protocol = self.fit_transport(&mut request, protocol);
+        let tx = self
+            .endpoint
+            .send_request(now, request.clone(), destination, protocol)?;
+        self.client_invites.insert(
+            tx,
+            ClientInvite {
+                request,
+                destination,
+                protocol,
+                answered: None,
+                within: None,
+            },
+        );
+        Ok(tx)
+    }
+
+    /// Sends a request inside a dialog (BYE, re-INVITE, UPDATE, INFO, REFER, NOTIFY …).
+    pub fn request_in_dialog(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+        method: Method,
+        headers: Vec<Header>,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<TransactionId, EndpointError> {
+        let via = self.via(self.dialogs.get(id).map_or(Protocol::Udp, |d| d.protocol));
+        let contact = self.config.contact.clone();
+        let dialog = self
+            .dialogs
+            .get_mut(id)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let mut request = dialog.request(method.clone(), via, Some(&contact), None);
+        for header in headers {
+            request.headers.push(header);
+        }
+        if let Some((content_type, bytes)) = body {
+            request.headers.remove_all(HeaderName::ContentLength);
+            request
+                .headers
+                .push(Header::new(HeaderName::ContentType, content_type));
+            request.headers.push(Header::new(
+                HeaderName::ContentLength,
+                bytes.len().to_string(),
+            ));
+            request.body = bytes;
+        }
+        let (hop, protocol) = (dialog.next_hop(), dialog.protocol);
+        if method == Method::Invite && self.local_reinvite.contains_key(id) {
+            return Err(EndpointError::ResponseRefused);
+        }
+        let protocol = self.fit_transport(&mut request, protocol);
+        let tx = self
+            .endpoint
+            .send_request(now, request.clone(), hop, protocol)?;
+        match method {
+            Method::Invite => {
+                self.local_reinvite.insert(id.clone(), tx);
+                self.client_invites.insert(
+                    tx,
+                    ClientInvite {
+                        request,
+                        destination: hop,
+                        protocol,
+                        answered: None,
+                        within: Some(id.clone()),
+                    },
+                );
+            }
+            Method::Bye => {
+                self.end_dialog(id);
+                self.events.push_back(UaEvent::DialogTerminated {
+                    dialog: id.clone(),
+                    reason: DialogEnd::LocalBye,
+                });
+            }
+            _ => {}
+        }
+        self.pump(now);
+        Ok(tx)
+    }
+
+    /// Ends a confirmed dialog with BYE.
+    pub fn hangup(&mut self, now: Instant, id: &DialogId) -> Result<TransactionId, EndpointError> {
+        self.request_in_dialog(now, id, Method::Bye, Vec::new(), None)
+    }
+
+    /// Cancels our pending INVITE `tx` (§9.1). Only after a provisional response arrived may
+    /// the CANCEL be sent; before that the caller should wait for one.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+    ) -> Result<TransactionId, EndpointError> {
+        let cancel = self
+            .endpoint
+            .cancel_for(tx)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let (destination, protocol) = self
+            .endpoint
+            .peer_of(tx)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let id = self
+            .endpoint
+            .send_request(now, cancel, destination, protocol)?;
+        self.pump(now);
+        Ok(id)
+    }
+
+    /// Answers a request received in server transaction `tx`. For an INVITE, a 2xx creates (or
+    /// refreshes) the dialog and is retransmitted until its ACK; the returned id is the dialog's.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        status: StatusCode,
+        headers: Vec<Header>,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<Option<DialogId>, EndpointError> {
+        let invite = self.server_invites.get(&tx);
+        let within = invite.and_then(|i| i.within.clone());
+        let request = self
+            .endpoint
+            .request_of(tx)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let mut response =
+            Response::from_request_with_tag(request, status, invite.map(|i| i.to_tag.as_str()));
+        let is_invite = request.method == Method::Invite;
+        if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
+            response.headers.push(Header::new(
+                HeaderName::Contact,
+                format!("<{}>", self.config.contact),
+            ));
+        }
+        for header in headers {
+            response.headers.push(header);
+        }
+        if let Some((content_type, bytes)) = body {
+            response.headers.remove_all(HeaderName::ContentLength);
+            response
+                .headers
+                .push(Header::new(HeaderName::ContentType, content_type));
+            response.headers.push(Header::new(
+                HeaderName::ContentLength,
+                bytes.len().to_string(),
+            ));
+            response.body = bytes;
+        }
+        // The dialog (if this 2xx makes one) is read off the request and response before the
+        // response goes to the transaction, so neither is copied.
+        let new_dialog = match invite {
+            Some(invite) if status.is_success() && within.is_none() => {
+                Dialog::from_uas(request, &response, invite.source, invite.protocol)
+            }
+            _ => None,
+        };
+        let bytes = self.endpoint.respond(now, tx, response)?;
+        let mut dialog_id = None;
+        if let Some(invite) = self.server_invites.get(&tx)
+            && status.is_success()
+        {
+            let (source, protocol) = (invite.source, invite.protocol);
+            let id = match (within, new_dialog) {
+                (Some(id), _) => Some(id),
+                (None, Some(dialog)) => {
+                    let id = dialog.id.clone();
+                    self.dialogs.insert(id.clone(), dialog);
+                    Some(id)
+                }
+                (None, None) => None,
+            };
+            if let Some(id) = id {
+                let (destination, protocol) =
+                    self.endpoint.peer_of(tx).unwrap_or((source, protocol));
+                let t1 = self.config.endpoint.timers.t1;
+                let give_up = now + t1 * 64;
+                // On a reliable transport the 2xx is sent once; only the ACK wait remains.
+                let next = if protocol.is_reliable() {
+                    give_up
+                } else {
+                    now + t1
+                };
+                let pending = Pending2xx {
+                    bytes,
+                    destination,
+                    protocol,
+                    interval: t1,
+                    next,
+                    give_up,
+                };
+                self.timers.push(Reverse((next.min(give_up), id.clone())));
+                self.pending_2xx.insert(id.clone(), pending);
+                self.remote_reinvite.remove(&id);
+                dialog_id = Some(id);
+            }
+        }
+        self.pump(now);
+        Ok(dialog_id)
+    }
+}

@@ -1,0 +1,160 @@
+//! The tokio driver on real loopback sockets: two user agents call each other over UDP, TCP
+//! and IPv6, and a TCP peer that breaks the framing is disconnected.
+
+// Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
+use session_dialog::endpoint::Protocol;
+use session_dialog::ua::{DialogEnd, UaEvent};
+use session_types::StatusCode;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn next_event(events: &mut UnboundedReceiver<UaEvent>) -> UaEvent {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("driver running")
+}
+
+async fn start(bind: SocketAddr) -> (SipHandle, UnboundedReceiver<UaEvent>) {
+    SipDriver::start(DriverConfig {
+        bind,
+        ..DriverConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Alice calls Bob over `protocol`; Bob answers; Alice hangs up. Both end with no state.
+async fn call(bind: SocketAddr, protocol: Protocol) {
+    let (alice, mut alice_events) = start(bind).await;
+    let (bob, mut bob_events) = start(bind).await;
+    let bob_addr = bob.local_addr();
+    let from = alice.contact().clone();
+    let to = bob.contact().clone();
+    let tx = alice
+        .with(move |ua, now| ua.invite(now, &from, &to, bob_addr, protocol, None))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let UaEvent::IncomingInvite { tx: incoming, .. } = next_event(&mut bob_events).await else {
+        panic!("no INVITE")
+    };
+    bob.with(move |ua, now| ua.answer(now, incoming, StatusCode::OK, Vec::new(), None))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let dialog = loop {
+        match next_event(&mut alice_events).await {
+            UaEvent::Response {
+                tx: t,
+                response,
+                dialog: Some(dialog),
+            } if t == tx && response.status == StatusCode::OK => break dialog,
+            UaEvent::Response { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(matches!(
+        next_event(&mut bob_events).await,
+        UaEvent::Ack { .. }
+    ));
+    alice
+        .with(move |ua, now| ua.hangup(now, &dialog))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut bob_events).await,
+        UaEvent::DialogTerminated {
+            reason: DialogEnd::PeerBye,
+            ..
+        }
+    ));
+    // Alice's BYE gets its 200.
+    loop {
+        match next_event(&mut alice_events).await {
+            UaEvent::Response { response, .. } if response.status == StatusCode::OK => break,
+            _ => {}
+        }
+    }
+    let dialogs = alice.with(|ua, _| ua.dialog_count()).await.unwrap()
+        + bob.with(|ua, _| ua.dialog_count()).await.unwrap();
+    assert_eq!(dialogs, 0);
+}
+
+#[tokio::test]
+async fn a_call_over_udp() {
+    call("127.0.0.1:0".parse().unwrap(), Protocol::Udp).await;
+}
+
+#[tokio::test]
+async fn a_call_over_tcp() {
+    call("127.0.0.1:0".parse().unwrap(), Protocol::Tcp).await;
+}
+
+#[tokio::test]
+async fn a_call_over_ipv6() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        // No IPv6 loopback in this sandbox: nothing to test against.
+        assert!(
+            std::env::var_os("CI").is_none() || std::net::TcpListener::bind("[::1]:0").is_err()
+        );
+        return;
+    }
+    call("[::1]:0".parse().unwrap(), Protocol::Udp).await;
+}
+
+#[tokio::test]
+async fn a_tcp_framing_error_closes_the_connection() {
+    let (handle, _events) = start("127.0.0.1:0".parse().unwrap()).await;
+    let mut stream = tokio::net::TcpStream::connect(handle.local_addr())
+        .await
+        .unwrap();
+    // A negative Content-Length cannot be framed (RFC 3261 §18.3): the stream is unusable.
+    stream
+        .write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\nContent-Length: -5\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(WAIT, stream.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "the connection is closed");
+}
+
+#[tokio::test]
+async fn keepalives_and_options_over_tcp_get_answers() {
+    let (handle, _events) = start("127.0.0.1:0".parse().unwrap()).await;
+    let mut stream = tokio::net::TcpStream::connect(handle.local_addr())
+        .await
+        .unwrap();
+    // A CRLF keep-alive (RFC 5626 §4.4.1) first, then an OPTIONS split across two writes.
+    let options = b"\r\n\r\nOPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKtcp\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: tcp1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let (first, second) = options.split_at(60);
+    stream.write_all(first).await.unwrap();
+    stream.write_all(second).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        received.starts_with(b"SIP/2.0 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+}

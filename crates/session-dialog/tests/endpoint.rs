@@ -1,0 +1,362 @@
+//! The transaction endpoint fed real SIP bytes: matching, stateless answers, CANCEL, ACK for
+//! failures, response routing, and draining to zero.
+
+// Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use session_dialog::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Protocol, Transmit};
+use session_sip::{Message, Method, Request, Response};
+use session_types::StatusCode;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const PEER: &str = "127.0.0.1:5070";
+
+fn peer() -> SocketAddr {
+    PEER.parse().unwrap()
+}
+
+fn invite(branch: &str) -> Bytes {
+    Bytes::from(format!(
+        "INVITE sip:bob@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n\
+         From: <sip:alice@127.0.0.1:5070>;tag=a1\r\n\
+         To: <sip:bob@127.0.0.1:5060>\r\n\
+         Call-ID: call-1@127.0.0.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@127.0.0.1:5070>\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+fn request(method: &str, branch: &str, to_tag: Option<&str>, cseq: &str) -> Bytes {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    Bytes::from(format!(
+        "{method} sip:bob@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+         From: <sip:alice@127.0.0.1:5070>;tag=a1\r\n\
+         To: <sip:bob@127.0.0.1:5060>{to_tag}\r\n\
+         Call-ID: call-1@127.0.0.1\r\n\
+         CSeq: {cseq}\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Length: 0\r\n\r\n"
+    ))
+}
+
+fn transmits(ep: &mut Endpoint) -> Vec<Transmit> {
+    std::iter::from_fn(|| ep.poll_transmit()).collect()
+}
+
+fn events(ep: &mut Endpoint) -> Vec<EndpointEvent> {
+    std::iter::from_fn(|| ep.poll_event()).collect()
+}
+
+fn response_of(t: &Transmit) -> Response {
+    match Message::parse(t.bytes.clone()).unwrap() {
+        Message::Response(r) => r,
+        Message::Request(r) => panic!("expected a response, got {}", r.method.as_str()),
+    }
+}
+
+fn request_of(t: &Transmit) -> Request {
+    match Message::parse(t.bytes.clone()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(r) => panic!("expected a request, got {}", r.status),
+    }
+}
+
+/// Runs every timer until the endpoint has nothing left, returning the virtual end time.
+fn drain_timers(ep: &mut Endpoint, mut now: Instant) -> Instant {
+    while let Some(at) = ep.poll_timeout() {
+        now = now.max(at);
+        ep.handle_timeout(now);
+        transmits(ep);
+        events(ep);
+    }
+    now
+}
+
+fn new_request_event(ep: &mut Endpoint) -> (session_dialog::transaction::TransactionId, Request) {
+    let mut found = None;
+    for event in events(ep) {
+        if let EndpointEvent::Request { id, request, .. } = event {
+            found = Some((id, request));
+        }
+    }
+    found.expect("a Request event")
+}
+
+#[test]
+fn invite_server_flow_with_retransmission_trying_and_ack() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &invite("z9hG4bK-inv1"));
+    let (id, req) = new_request_event(&mut ep);
+    assert_eq!(req.method, Method::Invite);
+    // The TU is slow: 100 Trying after 200 ms, without a To tag.
+    ep.handle_timeout(t0 + Duration::from_millis(200));
+    let sent = transmits(&mut ep);
+    assert_eq!(sent.len(), 1);
+    let trying = response_of(&sent[0]);
+    assert_eq!(trying.status, StatusCode::TRYING);
+    assert_eq!(trying.to().unwrap().tag(), None);
+    // RFC 3581: the response goes to the source and the Via says where it came from.
+    assert_eq!(sent[0].destination, peer());
+    let via = trying.top_via().unwrap();
+    assert_eq!(via.received(), Some("127.0.0.1"));
+    assert_eq!(via.rport(), Some(Some(5070)));
+    // A retransmitted INVITE is absorbed and gets the last response again.
+    ep.handle_datagram(
+        t0 + Duration::from_millis(500),
+        Protocol::Udp,
+        peer(),
+        &invite("z9hG4bK-inv1"),
+    );
+    assert!(events(&mut ep).is_empty());
+    assert_eq!(
+        response_of(&transmits(&mut ep)[0]).status,
+        StatusCode::TRYING
+    );
+    // The TU answers 200; the ACK for it has a new branch and goes up as an Ack.
+    let ok = Response::from_request_with_tag(&req, StatusCode::OK, Some("b1"));
+    ep.respond(t0 + Duration::from_millis(600), id, ok).unwrap();
+    assert_eq!(response_of(&transmits(&mut ep)[0]).status, StatusCode::OK);
+    ep.handle_datagram(
+        t0 + Duration::from_millis(610),
+        Protocol::Udp,
+        peer(),
+        &request("ACK", "z9hG4bK-ack1", Some("b1"), "1 ACK"),
+    );
+    assert!(matches!(
+        events(&mut ep).as_slice(),
+        [EndpointEvent::Ack { .. }]
+    ));
+    drain_timers(&mut ep, t0);
+    assert_eq!(ep.transaction_count(), 0);
+}
+
+#[test]
+fn malformed_and_unknown_requests_are_answered_statelessly() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    // No Call-ID: 400.
+    let no_call_id = "OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-x\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &Bytes::from_static(no_call_id.as_bytes()),
+    );
+    let sent = transmits(&mut ep);
+    assert_eq!(response_of(&sent[0]).status, StatusCode::BAD_REQUEST);
+    // An unknown method: 501 with Allow.
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &request("FOOBAR", "z9hG4bK-f", None, "1 FOOBAR"),
+    );
+    let answer = response_of(&transmits(&mut ep)[0]);
+    assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(answer.headers.get(session_sip::HeaderName::Allow).is_some());
+    // Garbage and a malformed response: dropped silently.
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &Bytes::from_static(b"\x00\x01garbage"),
+    );
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &Bytes::from_static(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    );
+    assert!(transmits(&mut ep).is_empty());
+    assert!(events(&mut ep).is_empty());
+    assert_eq!(ep.transaction_count(), 0);
+}
+
+#[test]
+fn out_of_dialog_options_get_a_stateless_200_with_allow() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &request("OPTIONS", "z9hG4bK-o", None, "7 OPTIONS"),
+    );
+    let sent = transmits(&mut ep);
+    let ok = response_of(&sent[0]);
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(
+        ok.headers
+            .get(session_sip::HeaderName::Allow)
+            .unwrap()
+            .value()
+            .contains("INVITE")
+    );
+    assert!(ok.to().unwrap().tag().is_some());
+    assert_eq!(
+        sent[0].destination,
+        peer(),
+        "no rport: the source IP and the Via port"
+    );
+    assert_eq!(ep.transaction_count(), 0, "stateless");
+    assert!(events(&mut ep).is_empty());
+}
+
+#[test]
+fn cancel_ends_a_pending_invite_with_487_and_no_invite_gets_481() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &invite("z9hG4bK-c1"));
+    let (id, req) = new_request_event(&mut ep);
+    ep.respond(
+        t0,
+        id,
+        Response::from_request_with_tag(&req, StatusCode::RINGING, Some("ring")),
+    )
+    .unwrap();
+    transmits(&mut ep);
+    let mut cancel = String::from_utf8(invite("z9hG4bK-c1").to_vec()).unwrap();
+    cancel = cancel
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    ep.handle_datagram(
+        t0 + Duration::from_millis(100),
+        Protocol::Udp,
+        peer(),
+        &Bytes::from(cancel),
+    );
+    let sent: Vec<Response> = transmits(&mut ep).iter().map(response_of).collect();
+    let statuses: Vec<u16> = sent.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 487]);
+    assert_eq!(
+        sent[1].to().unwrap().tag(),
+        Some("ring"),
+        "the 487 keeps the To tag of the 180"
+    );
+    assert_eq!(sent[1].cseq().unwrap().method, Method::Invite);
+    assert!(
+        events(&mut ep)
+            .iter()
+            .any(|e| matches!(e, EndpointEvent::Cancelled { id: c } if *c == id))
+    );
+    // The ACK for the 487 has the INVITE's branch and stays in the transaction.
+    ep.handle_datagram(
+        t0 + Duration::from_millis(150),
+        Protocol::Udp,
+        peer(),
+        &request("ACK", "z9hG4bK-c1", Some("ring"), "1 ACK"),
+    );
+    assert!(events(&mut ep).is_empty());
+    // A CANCEL for nothing: 481.
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &request("CANCEL", "z9hG4bK-none", None, "1 CANCEL"),
+    );
+    assert_eq!(
+        response_of(&transmits(&mut ep)[0]).status,
+        StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
+    );
+    drain_timers(&mut ep, t0);
+    assert_eq!(ep.transaction_count(), 0);
+}
+
+fn outgoing_invite() -> Request {
+    let Message::Request(req) = Message::parse(invite("z9hG4bK-out1")).unwrap() else {
+        unreachable!()
+    };
+    req
+}
+
+fn answer_to(req: &Request, status: StatusCode) -> Bytes {
+    let mut response = Response::from_request_with_tag(req, status, Some("far"));
+    // Responses come back with one Via (ours).
+    response.headers.remove_all(session_sip::HeaderName::Via);
+    response.headers.push_front(session_sip::Header::new(
+        session_sip::HeaderName::Via,
+        req.headers
+            .values(session_sip::HeaderName::Via)
+            .next()
+            .unwrap()
+            .to_owned(),
+    ));
+    response.to_bytes()
+}
+
+#[test]
+fn client_invite_failure_is_acked_by_the_transaction() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let req = outgoing_invite();
+    let id = ep
+        .send_request(t0, req.clone(), peer(), Protocol::Udp)
+        .unwrap();
+    assert_eq!(request_of(&transmits(&mut ep)[0]).method, Method::Invite);
+    ep.handle_datagram(
+        t0 + Duration::from_millis(30),
+        Protocol::Udp,
+        peer(),
+        &answer_to(&req, StatusCode::BUSY_HERE),
+    );
+    let ack = request_of(&transmits(&mut ep)[0]);
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(
+        ack.top_via().unwrap().branch(),
+        Some("z9hG4bK-out1"),
+        "same branch as the INVITE (§17.1.1.3)"
+    );
+    assert_eq!(ack.to().unwrap().tag(), Some("far"));
+    assert_eq!(ack.cseq().unwrap().seq, 1);
+    assert_eq!(ack.cseq().unwrap().method, Method::Ack);
+    assert!(
+        matches!(events(&mut ep).as_slice(), [EndpointEvent::Response { id: r, response }] if *r == id && response.status == StatusCode::BUSY_HERE)
+    );
+    // The 486 again: ACK again, nothing up.
+    ep.handle_datagram(
+        t0 + Duration::from_millis(530),
+        Protocol::Udp,
+        peer(),
+        &answer_to(&req, StatusCode::BUSY_HERE),
+    );
+    assert_eq!(request_of(&transmits(&mut ep)[0]).method, Method::Ack);
+    assert!(events(&mut ep).is_empty());
+    drain_timers(&mut ep, t0);
+    assert_eq!(ep.transaction_count(), 0);
+}
+
+#[test]
+fn client_transactions_time_out_and_drain() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let req = outgoing_invite();
+    let id = ep
+        .send_request(t0, req.clone(), peer(), Protocol::Udp)
+        .unwrap();
+    assert!(matches!(
+        ep.send_request(t0, req, peer(), Protocol::Udp),
+        Err(session_dialog::endpoint::EndpointError::DuplicateTransaction)
+    ));
+    let mut sent = 0;
+    let mut timed_out = false;
+    let mut now = t0;
+    while let Some(at) = ep.poll_timeout() {
+        now = at;
+        ep.handle_timeout(now);
+        sent += transmits(&mut ep).len();
+        timed_out |= events(&mut ep)
+            .iter()
+            .any(|e| matches!(e, EndpointEvent::TimedOut { id: t } if *t == id));
+    }
+    assert!(timed_out);
+    assert_eq!(sent, 1 + 6, "the INVITE plus six retransmissions");
+    assert_eq!(now - t0, Duration::from_secs(32));
+    assert_eq!(ep.transaction_count(), 0);
+}

@@ -1,0 +1,346 @@
+//! Builders for requests and responses, and the response to a request (RFC 3261 §8.2.6).
+
+use bytes::Bytes;
+use session_types::StatusCode;
+
+use crate::header::{Header, HeaderName, Headers};
+use crate::headers::{NameAddr, Via};
+use crate::message::{Request, Response, Version};
+use crate::method::Method;
+use crate::uri::Uri;
+
+/// Builds a [`Request`]; [`RequestBuilder::build`] adds Content-Length.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RequestBuilder {
+    req: Request,
+}
+
+impl Request {
+    /// Starts a request. Add at least Via, From, To, Call-ID, CSeq and Max-Forwards
+    /// (RFC 3261 §8.1.1).
+    pub fn builder(method: Method, uri: Uri) -> RequestBuilder {
+        RequestBuilder {
+            req: Request {
+                method,
+                uri,
+                version: Version::SIP_2_0,
+                headers: Headers::with_capacity(12),
+                body: Bytes::new(),
+            },
+        }
+    }
+}
+
+impl RequestBuilder {
+    /// Appends a header line.
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.req.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// Appends a prepared header (e.g. one with a name this crate does not know).
+    pub fn header_line(mut self, header: Header) -> Self {
+        self.req.headers.push(header);
+        self
+    }
+
+    /// Appends `Via: SIP/2.0/{transport} {host}[:{port}];branch={branch}`.
+    pub fn via(self, transport: &str, host: &str, port: Option<u16>, branch: &str) -> Self {
+        self.header(HeaderName::Via, Via::format(transport, host, port, branch))
+    }
+
+    /// Appends From with a tag (RFC 3261 §8.1.1.3: always tagged).
+    pub fn from(self, display: Option<&str>, uri: &Uri, tag: &str) -> Self {
+        self.header(HeaderName::From, NameAddr::format(display, uri, Some(tag)))
+    }
+
+    /// Appends To (tagged only inside a dialog).
+    pub fn to(self, display: Option<&str>, uri: &Uri, tag: Option<&str>) -> Self {
+        self.header(HeaderName::To, NameAddr::format(display, uri, tag))
+    }
+
+    /// Appends Call-ID.
+    pub fn call_id(self, call_id: &str) -> Self {
+        self.header(HeaderName::CallId, call_id)
+    }
+
+    /// Appends CSeq with the request's method.
+    pub fn cseq(self, seq: u32) -> Self {
+        let v = format!("{seq} {}", self.req.method);
+        self.header(HeaderName::CSeq, v)
+    }
+
+    /// Appends Max-Forwards.
+    pub fn max_forwards(self, hops: u8) -> Self {
+        self.header(HeaderName::MaxForwards, hops.to_string())
+    }
+
+    /// Appends `Contact: <uri>`.
+    pub fn contact(self, uri: &Uri) -> Self {
+        self.header(HeaderName::Contact, NameAddr::format(None, uri, None))
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(mut self, content_type: &str, body: impl Into<Bytes>) -> Self {
+        self.req
+            .headers
+            .set(Header::new(HeaderName::ContentType, content_type));
+        self.req.body = body.into();
+        self
+    }
+
+    /// Finishes the request, setting Content-Length to the body length.
+    pub fn build(mut self) -> Request {
+        self.req.headers.set(Header::new(
+            HeaderName::ContentLength,
+            self.req.body.len().to_string(),
+        ));
+        self.req
+    }
+}
+
+/// Builds a [`Response`]; [`ResponseBuilder::build`] adds Content-Length.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ResponseBuilder {
+    resp: Response,
+}
+
+impl Response {
+    /// Starts a response with the standard reason phrase and no headers.
+    pub fn builder(status: StatusCode) -> ResponseBuilder {
+        ResponseBuilder {
+            resp: Response {
+                version: Version::SIP_2_0,
+                status,
+                reason: status.reason_phrase().to_owned(),
+                headers: Headers::with_capacity(8),
+                body: Bytes::new(),
+            },
+        }
+    }
+
+    /// The response a UAS sends to `req` (RFC 3261 §8.2.6): Via lines, From, To, Call-ID and
+    /// CSeq copied, a random To tag added when the To has none and the status is not 100,
+    /// Content-Length 0.
+    pub fn from_request(req: &Request, status: StatusCode) -> Response {
+        Self::from_request_with_tag(req, status, None)
+    }
+
+    /// Like [`Response::from_request`], with the To tag to add (all responses of one
+    /// transaction must use the same tag, RFC 3261 §8.2.6.2).
+    pub fn from_request_with_tag(req: &Request, status: StatusCode, tag: Option<&str>) -> Response {
+        let mut b = Response::builder(status);
+        for h in req.headers.iter().filter(|h| {
+            matches!(
+                h.name(),
+                HeaderName::Via
+                    | HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::CSeq
+            )
+        }) {
+            b.resp.headers.push(h.clone());
+        }
+        // §8.2.6.1: a 100 Trying copies Timestamp.
+        if status == StatusCode::TRYING {
+            if let Some(t) = req.headers.get(HeaderName::Timestamp) {
+                b.resp.headers.push(t.clone());
+            }
+        }
+        add_to_tag(&mut b.resp, tag);
+        b.build()
+    }
+}
+
+/// Adds a tag to the To of a response unless it has one or the status is 100.
+pub(crate) fn add_to_tag(resp: &mut Response, tag: Option<&str>) {
+    if resp.status == StatusCode::TRYING {
+        return;
+    }
+    let Some(to) = resp.headers.get_mut(HeaderName::To) else {
+        return;
+    };
+    if NameAddr::parse(to.value()).is_ok_and(|a| a.tag().is_some()) {
+        return;
+    }
+    let tag = tag.map_or_else(new_tag, str::to_owned);
+    let value = format!("{};tag={tag}", to.value());
+    to.set_value(value);
+}
+
+/// A fresh random tag or branch suffix: 16 lowercase alphanumerics (RFC 3261 §19.3 asks
+/// for at least 32 bits of randomness).
+pub fn new_tag() -> String {
+    (0..16)
+        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+        .collect()
+}
+
+/// A fresh RFC 3261 branch: the magic cookie `z9hG4bK` and a random suffix (§8.1.1.7).
+pub fn new_branch() -> String {
+    format!("z9hG4bK{}", new_tag())
+}
+
+impl ResponseBuilder {
+    /// Replaces the reason phrase (CR and LF are removed).
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.resp.reason = reason.replace(['\r', '\n'], " ");
+        self
+    }
+
+    /// Appends a header line.
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.resp.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// Appends a prepared header.
+    pub fn header_line(mut self, header: Header) -> Self {
+        self.resp.headers.push(header);
+        self
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn body(mut self, content_type: &str, body: impl Into<Bytes>) -> Self {
+        self.resp
+            .headers
+            .set(Header::new(HeaderName::ContentType, content_type));
+        self.resp.body = body.into();
+        self
+    }
+
+    /// Finishes the response, setting Content-Length to the body length.
+    pub fn build(mut self) -> Response {
+        self.resp.headers.set(Header::new(
+            HeaderName::ContentLength,
+            self.resp.body.len().to_string(),
+        ));
+        self.resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    fn invite() -> Request {
+        let bob = Uri::parse("sip:bob@biloxi.example.com").unwrap();
+        let alice = Uri::parse("sip:alice@atlanta.example.com").unwrap();
+        Request::builder(Method::Invite, bob.clone())
+            .via("UDP", "pc33.atlanta.example.com", Some(5060), &new_branch())
+            .max_forwards(70)
+            .to(Some("Bob"), &bob, None)
+            .from(Some("Alice"), &alice, "1928301774")
+            .call_id("a84b4c76e66710@pc33.atlanta.example.com")
+            .cseq(314159)
+            .contact(&alice)
+            .body("application/sdp", &b"v=0\r\n"[..])
+            .build()
+    }
+
+    #[test]
+    fn built_request_round_trips() {
+        let req = invite();
+        let bytes = req.to_bytes();
+        let back = Message::parse(bytes).unwrap();
+        assert_eq!(back, Message::Request(req.clone()));
+        assert_eq!(req.content_length().unwrap().unwrap(), 5);
+        assert!(req.top_via().unwrap().is_rfc3261_branch());
+    }
+
+    #[test]
+    fn response_from_request_copies_and_tags() {
+        let req = invite();
+        let ok = Response::from_request(&req, StatusCode::OK);
+        assert_eq!(ok.call_id().unwrap(), req.call_id().unwrap());
+        assert_eq!(ok.cseq().unwrap(), req.cseq().unwrap());
+        assert_eq!(ok.top_via().unwrap(), req.top_via().unwrap());
+        assert_eq!(ok.to().unwrap().tag().unwrap().len(), 16);
+        let trying = Response::from_request(&req, StatusCode::TRYING);
+        assert_eq!(trying.to().unwrap().tag(), None);
+        let ringing = Response::from_request_with_tag(&req, StatusCode::RINGING, Some("abc"));
+        assert_eq!(ringing.to().unwrap().tag(), Some("abc"));
+        let back = Message::parse(ringing.to_bytes()).unwrap();
+        assert_eq!(back, Message::Response(ringing));
+    }
+
+    #[test]
+    fn typed_accessors_for_the_headers_the_stack_uses() {
+        let uri = Uri::parse("sip:bob@example.com").unwrap();
+        let req = Request::builder(Method::Refer, uri)
+            .header(
+                HeaderName::Route,
+                "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>",
+            )
+            .header(HeaderName::RecordRoute, "<sip:rr.example.com;lr>")
+            .header(HeaderName::Supported, "replaces, timer")
+            .header(HeaderName::Require, "100rel")
+            .header(HeaderName::Allow, "INVITE, ACK, BYE")
+            .header(HeaderName::Expires, "3600")
+            .header(HeaderName::Event, "refer;id=7")
+            .header(
+                HeaderName::ReferTo,
+                "<sip:carol@example.com?Replaces=abc%40h%3Bto-tag%3D1>",
+            )
+            .header(HeaderName::ReferredBy, "<sip:alice@example.com>")
+            .header(HeaderName::Replaces, "abc@h;to-tag=1;from-tag=2;early-only")
+            .header(HeaderName::SessionExpires, "1800;refresher=uac")
+            .header(HeaderName::MinSe, "90")
+            .header(HeaderName::RSeq, "988789")
+            .header(HeaderName::RAck, "988789 1 INVITE")
+            .header(
+                HeaderName::Reason,
+                "SIP;cause=200;text=\"Call completed elsewhere\"",
+            )
+            .header(
+                HeaderName::Authorization,
+                "Digest username=\"bob\", realm=\"example.com\"",
+            )
+            .header(HeaderName::UserAgent, "session-core/0.1")
+            .header(
+                HeaderName::RetryAfter,
+                "120 (I'm in a meeting);duration=3600",
+            )
+            .build();
+        assert_eq!(req.routes().count(), 2);
+        assert_eq!(
+            req.routes().next().unwrap().unwrap().uri().param("lr"),
+            Some(None)
+        );
+        assert_eq!(req.record_routes().count(), 1);
+        let sup: Vec<_> = req
+            .option_tags(HeaderName::Supported)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(sup, ["replaces", "timer"]);
+        assert_eq!(req.option_tags(HeaderName::Require).count(), 1);
+        assert_eq!(req.allow().count(), 3);
+        assert_eq!(req.expires().unwrap().unwrap(), 3600);
+        assert_eq!(
+            req.event().unwrap().unwrap().params.get("id"),
+            Some(Some("7"))
+        );
+        assert!(req.refer_to().unwrap().unwrap().uri().headers().is_some());
+        assert!(req.referred_by().unwrap().is_ok());
+        assert_eq!(req.replaces().unwrap().unwrap().value, "abc@h");
+        let (se, p) = req.session_expires().unwrap().unwrap();
+        assert_eq!((se, p.get("refresher")), (1800, Some(Some("uac"))));
+        assert_eq!(req.min_se().unwrap().unwrap(), 90);
+        assert_eq!(req.rseq().unwrap().unwrap(), 988789);
+        assert_eq!(req.rack().unwrap().unwrap().cseq.method, Method::Invite);
+        assert_eq!(
+            req.reasons().next().unwrap().unwrap().params.get("cause"),
+            Some(Some("200"))
+        );
+        let auth = req.auth(HeaderName::Authorization).next().unwrap().unwrap();
+        assert_eq!(auth.param("realm").unwrap(), "example.com");
+        assert_eq!(req.user_agent(), Some("session-core/0.1"));
+        assert_eq!(req.retry_after().unwrap().unwrap(), 120);
+        let back = Message::parse(req.to_bytes()).unwrap();
+        assert_eq!(back, Message::Request(req));
+    }
+}

@@ -1,0 +1,545 @@
+//! Header fields: names (with compact forms), raw values kept as received, and the ordered
+//! collection a message carries.
+//!
+//! Every header is stored raw — its name as written and its value unfolded (RFC 3261 §7.3.1)
+//! — in arrival order. Typed views ([`crate::headers`]) parse the raw values on demand.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::headers::Hot;
+use crate::text::split_top_level;
+
+macro_rules! header_names {
+    ($( $(#[$doc:meta])* $variant:ident = $canon:literal $(, $compact:literal)? ; list = $list:literal )*) => {
+        /// A header field name. Known names are matched case-insensitively, compact forms
+        /// included (`v` is Via, RFC 3261 §7.3.3); anything else is [`HeaderName::Other`].
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+        #[non_exhaustive]
+        pub enum HeaderName {
+            $( $(#[$doc])* $variant, )*
+            /// A header this crate does not name; the raw name is in [`Header::name_str`].
+            Other,
+        }
+
+        impl HeaderName {
+            /// The canonical (long) name; `""` for [`HeaderName::Other`].
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $canon, )*
+                    Self::Other => "",
+                }
+            }
+
+            /// The compact form, if the header has one.
+            pub const fn compact(self) -> Option<char> {
+                match self {
+                    $( $( Self::$variant => Some($compact), )? )*
+                    _ => None,
+                }
+            }
+
+            /// Whether values may be combined into one line separated by commas
+            /// (RFC 3261 §7.3.1), so that [`Headers::values`] splits them.
+            pub const fn is_list(self) -> bool {
+                match self {
+                    $( Self::$variant => $list, )*
+                    Self::Other => false,
+                }
+            }
+
+            /// Recognizes a name as written (any case, long or compact).
+            pub fn from_bytes(name: &[u8]) -> Self {
+                if let Some(hot) = Self::hot(name) {
+                    return hot;
+                }
+                if let [c] = name {
+                    return match char::from(c.to_ascii_lowercase()) {
+                        $( $( $compact => Self::$variant, )? )*
+                        _ => Self::Other,
+                    };
+                }
+                $( if name.eq_ignore_ascii_case($canon.as_bytes()) { return Self::$variant; } )*
+                Self::Other
+            }
+        }
+    };
+}
+
+header_names! {
+    /// Accept.
+    Accept = "Accept"; list = true
+    /// Accept-Encoding.
+    AcceptEncoding = "Accept-Encoding"; list = true
+    /// Accept-Language.
+    AcceptLanguage = "Accept-Language"; list = true
+    /// Alert-Info.
+    AlertInfo = "Alert-Info"; list = true
+    /// Allow.
+    Allow = "Allow"; list = true
+    /// Allow-Events (RFC 6665), compact `u`.
+    AllowEvents = "Allow-Events", 'u'; list = true
+    /// Authorization.
+    Authorization = "Authorization"; list = false
+    /// Call-ID, compact `i`.
+    CallId = "Call-ID", 'i'; list = false
+    /// Call-Info.
+    CallInfo = "Call-Info"; list = true
+    /// Contact, compact `m`.
+    Contact = "Contact", 'm'; list = true
+    /// Content-Disposition.
+    ContentDisposition = "Content-Disposition"; list = false
+    /// Content-Encoding, compact `e`.
+    ContentEncoding = "Content-Encoding", 'e'; list = true
+    /// Content-Language.
+    ContentLanguage = "Content-Language"; list = true
+    /// Content-Length, compact `l`.
+    ContentLength = "Content-Length", 'l'; list = false
+    /// Content-Type, compact `c`.
+    ContentType = "Content-Type", 'c'; list = false
+    /// CSeq.
+    CSeq = "CSeq"; list = false
+    /// Date.
+    Date = "Date"; list = false
+    /// Error-Info.
+    ErrorInfo = "Error-Info"; list = true
+    /// Event (RFC 6665), compact `o`.
+    Event = "Event", 'o'; list = false
+    /// Expires.
+    Expires = "Expires"; list = false
+    /// From, compact `f`.
+    From = "From", 'f'; list = false
+    /// Identity (RFC 8224), compact `y`.
+    Identity = "Identity", 'y'; list = false
+    /// In-Reply-To.
+    InReplyTo = "In-Reply-To"; list = true
+    /// Max-Forwards.
+    MaxForwards = "Max-Forwards"; list = false
+    /// Min-Expires.
+    MinExpires = "Min-Expires"; list = false
+    /// Min-SE (RFC 4028).
+    MinSe = "Min-SE"; list = false
+    /// Organization.
+    Organization = "Organization"; list = false
+    /// Priority.
+    Priority = "Priority"; list = false
+    /// Proxy-Authenticate.
+    ProxyAuthenticate = "Proxy-Authenticate"; list = false
+    /// Proxy-Authorization.
+    ProxyAuthorization = "Proxy-Authorization"; list = false
+    /// Proxy-Require.
+    ProxyRequire = "Proxy-Require"; list = true
+    /// RAck (RFC 3262).
+    RAck = "RAck"; list = false
+    /// Reason (RFC 3326).
+    Reason = "Reason"; list = true
+    /// Record-Route.
+    RecordRoute = "Record-Route"; list = true
+    /// Refer-To (RFC 3515), compact `r`.
+    ReferTo = "Refer-To", 'r'; list = false
+    /// Referred-By (RFC 3892), compact `b`.
+    ReferredBy = "Referred-By", 'b'; list = false
+    /// Replaces (RFC 3891).
+    Replaces = "Replaces"; list = false
+    /// Reply-To.
+    ReplyTo = "Reply-To"; list = false
+    /// Require.
+    Require = "Require"; list = true
+    /// Retry-After.
+    RetryAfter = "Retry-After"; list = false
+    /// Route.
+    Route = "Route"; list = true
+    /// RSeq (RFC 3262).
+    RSeq = "RSeq"; list = false
+    /// Server.
+    Server = "Server"; list = false
+    /// Session-Expires (RFC 4028), compact `x`.
+    SessionExpires = "Session-Expires", 'x'; list = false
+    /// Subject, compact `s`.
+    Subject = "Subject", 's'; list = false
+    /// Subscription-State (RFC 6665).
+    SubscriptionState = "Subscription-State"; list = false
+    /// Supported, compact `k`.
+    Supported = "Supported", 'k'; list = true
+    /// Timestamp.
+    Timestamp = "Timestamp"; list = false
+    /// To, compact `t`.
+    To = "To", 't'; list = false
+    /// Unsupported.
+    Unsupported = "Unsupported"; list = true
+    /// User-Agent.
+    UserAgent = "User-Agent"; list = false
+    /// Via, compact `v`.
+    Via = "Via", 'v'; list = true
+    /// Warning.
+    Warning = "Warning"; list = true
+    /// WWW-Authenticate.
+    WwwAuthenticate = "WWW-Authenticate"; list = false
+}
+
+impl HeaderName {
+    /// The headers of nearly every message, recognized without walking the whole list.
+    #[inline]
+    fn hot(name: &[u8]) -> Option<Self> {
+        let first = name.first()? | 0x20;
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        Some(match (name.len(), first) {
+            (3, b'v') if is(b"via") => Self::Via,
+            (4, b'f') if is(b"from") => Self::From,
+            (2, b't') if is(b"to") => Self::To,
+            (7, b'c') if is(b"call-id") => Self::CallId,
+            (7, b'c') if is(b"contact") => Self::Contact,
+            (4, b'c') if is(b"cseq") => Self::CSeq,
+            (14, b'c') if is(b"content-length") => Self::ContentLength,
+            (12, b'c') if is(b"content-type") => Self::ContentType,
+            (12, b'm') if is(b"max-forwards") => Self::MaxForwards,
+            (5, b'r') if is(b"route") => Self::Route,
+            (12, b'r') if is(b"record-route") => Self::RecordRoute,
+            (5, b'a') if is(b"allow") => Self::Allow,
+            (9, b's') if is(b"supported") => Self::Supported,
+            (10, b'u') if is(b"user-agent") => Self::UserAgent,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One header field: its name as written and its unfolded value.
+///
+/// Values are UTF-8 (RFC 3261 §7.3.1 TEXT-UTF8); the parser rejects anything else and the
+/// constructors take `&str`. A parsed header is one slice of the received buffer (the line
+/// from the name to the end of the value) plus offsets, so it costs one reference count.
+#[derive(Clone)]
+pub struct Header {
+    kind: HeaderName,
+    /// `name`, then anything (the colon and LWS), then the value from `value_start`.
+    line: Bytes,
+    name_len: u32,
+    value_start: u32,
+    /// What the parser already parsed out of the value (never out of date: the value only
+    /// changes through `set_value`, which clears it).
+    hot: Hot,
+}
+
+/// Equality and hashing look at the name as written and the value, not the cache.
+impl PartialEq for Header {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.name_bytes() == other.name_bytes()
+            && self.value_bytes() == other.value_bytes()
+    }
+}
+
+impl Eq for Header {}
+
+impl std::hash::Hash for Header {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name_bytes().hash(state);
+        self.value_bytes().hash(state);
+    }
+}
+
+impl Header {
+    /// A header with a known name, written in its canonical long form. For other names use
+    /// [`Header::other`] (a `HeaderName::Other` header made here has no name and is not
+    /// serialized).
+    pub fn new(name: HeaderName, value: impl Into<String>) -> Self {
+        Self::build(name, name.as_str(), &sanitize(value.into()))
+    }
+
+    /// A header with any name (`name` must be a token; a known name is recognized).
+    /// Returns `None` when the name is not a token.
+    pub fn other(name: &str, value: impl Into<String>) -> Option<Self> {
+        if !crate::text::is_token(name) {
+            return None;
+        }
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        Some(Self::build(kind, name, &sanitize(value.into())))
+    }
+
+    fn build(kind: HeaderName, name: &str, value: &str) -> Self {
+        let mut line = String::with_capacity(name.len() + 2 + value.len());
+        line.push_str(name);
+        line.push_str(": ");
+        line.push_str(value);
+        let n = u32::try_from(name.len()).unwrap_or(u32::MAX);
+        Self {
+            kind,
+            line: Bytes::from(line),
+            name_len: n,
+            value_start: n.saturating_add(2),
+            hot: Hot::None,
+        }
+    }
+
+    /// Built by the parser from already-checked offsets within `line`.
+    #[inline(always)]
+    pub(crate) fn from_parts(
+        kind: HeaderName,
+        line: Bytes,
+        name_len: usize,
+        value_start: usize,
+        hot: Hot,
+    ) -> Self {
+        Self {
+            kind,
+            line,
+            name_len: u32::try_from(name_len).unwrap_or(u32::MAX),
+            value_start: u32::try_from(value_start).unwrap_or(u32::MAX),
+            hot,
+        }
+    }
+
+    pub(crate) fn hot(&self) -> Hot {
+        self.hot
+    }
+
+    /// The recognized name.
+    pub fn name(&self) -> HeaderName {
+        self.kind
+    }
+
+    /// The name as written, as bytes.
+    pub(crate) fn name_bytes(&self) -> &[u8] {
+        self.line.get(..self.name_len as usize).unwrap_or_default()
+    }
+
+    /// The name as written (e.g. `v`, `VIA`, `X-Custom`).
+    pub fn name_str(&self) -> &str {
+        std::str::from_utf8(self.name_bytes()).unwrap_or_default()
+    }
+
+    /// The value (unfolded, trimmed).
+    pub fn value(&self) -> &str {
+        // The invariant (UTF-8) is checked by the parser and the constructors.
+        std::str::from_utf8(self.value_bytes()).unwrap_or_default()
+    }
+
+    /// Replaces the value, keeping the name as written.
+    pub fn set_value(&mut self, value: impl Into<String>) {
+        let name = self.name_str().to_owned();
+        *self = Self::build(self.kind, &name, &sanitize(value.into()));
+    }
+
+    /// The value as bytes (a part of the received buffer for a parsed header).
+    pub fn value_bytes(&self) -> &[u8] {
+        self.line
+            .get(self.value_start as usize..)
+            .unwrap_or_default()
+    }
+}
+
+/// Header values cannot hold CR or LF (they would end the line); they become spaces.
+fn sanitize(mut s: String) -> String {
+    if s.contains(['\r', '\n']) {
+        s = s.replace(['\r', '\n'], " ");
+    }
+    let t = crate::text::trim(&s);
+    if t.len() != s.len() {
+        s = t.to_owned();
+    }
+    s
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name_str(), self.value())
+    }
+}
+
+/// The header fields of a message, in order.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Headers {
+    list: Vec<Header>,
+}
+
+impl Headers {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            list: Vec::with_capacity(n),
+        }
+    }
+
+    /// Number of header lines.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// All header lines in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Header> {
+        self.list.iter()
+    }
+
+    /// The first line with this name.
+    pub fn get(&self, name: HeaderName) -> Option<&Header> {
+        self.list.iter().find(|h| h.kind == name)
+    }
+
+    /// The first line with this name, to change it in place.
+    pub fn get_mut(&mut self, name: HeaderName) -> Option<&mut Header> {
+        self.list.iter_mut().find(|h| h.kind == name)
+    }
+
+    /// The value of the first line with this name.
+    pub fn get_str(&self, name: HeaderName) -> Option<&str> {
+        self.get(name).map(Header::value)
+    }
+
+    /// The first line whose name equals `name` case-insensitively (for unknown headers).
+    pub fn get_by_name(&self, name: &str) -> Option<&Header> {
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        if kind == HeaderName::Other {
+            self.list.iter().find(|h| {
+                h.kind == HeaderName::Other && h.name_bytes().eq_ignore_ascii_case(name.as_bytes())
+            })
+        } else {
+            self.get(kind)
+        }
+    }
+
+    /// Every line with this name.
+    pub fn get_all(&self, name: HeaderName) -> impl Iterator<Item = &Header> {
+        self.list.iter().filter(move |h| h.kind == name)
+    }
+
+    /// How many lines have this name.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.get_all(name).count()
+    }
+
+    /// Every value of this header: lines in order, and for list headers
+    /// ([`HeaderName::is_list`]) each line split on top-level commas (not inside quotes or
+    /// `<>`). Empty elements are yielded so that typed parsers can reject them.
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &str> {
+        let list = name.is_list();
+        self.get_all(name).flat_map(move |h| {
+            let v = h.value();
+            let (whole, split) = if list {
+                (None, Some(split_top_level(v, b',')))
+            } else {
+                (Some(v), None)
+            };
+            whole.into_iter().chain(split.into_iter().flatten())
+        })
+    }
+
+    /// Appends a header line.
+    #[inline]
+    pub fn push(&mut self, header: Header) {
+        self.list.push(header);
+    }
+
+    /// Inserts a header line at the front (e.g. a new top Via).
+    pub fn push_front(&mut self, header: Header) {
+        self.list.insert(0, header);
+    }
+
+    /// Removes every line with this name; returns how many were removed.
+    pub fn remove_all(&mut self, name: HeaderName) -> usize {
+        let before = self.list.len();
+        self.list.retain(|h| h.kind != name);
+        before - self.list.len()
+    }
+
+    /// Replaces every line with this name by one line (placed where the first one was, or at
+    /// the end).
+    pub fn set(&mut self, header: Header) {
+        let name = header.kind;
+        match self.list.iter().position(|h| h.kind == name) {
+            Some(i) => {
+                self.list.retain(|h| h.kind != name);
+                let i = i.min(self.list.len());
+                self.list.insert(i, header);
+            }
+            None => self.list.push(header),
+        }
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.list).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Header;
+    type IntoIter = std::slice::Iter<'a, Header>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_forms_map_to_the_same_header() {
+        let pairs = [
+            ("v", HeaderName::Via),
+            ("i", HeaderName::CallId),
+            ("f", HeaderName::From),
+            ("t", HeaderName::To),
+            ("m", HeaderName::Contact),
+            ("l", HeaderName::ContentLength),
+            ("c", HeaderName::ContentType),
+            ("k", HeaderName::Supported),
+            ("s", HeaderName::Subject),
+            ("e", HeaderName::ContentEncoding),
+            ("o", HeaderName::Event),
+            ("u", HeaderName::AllowEvents),
+            ("r", HeaderName::ReferTo),
+            ("b", HeaderName::ReferredBy),
+            ("x", HeaderName::SessionExpires),
+            ("y", HeaderName::Identity),
+        ];
+        for (c, name) in pairs {
+            assert_eq!(HeaderName::from_bytes(c.as_bytes()), name);
+            assert_eq!(HeaderName::from_bytes(c.to_uppercase().as_bytes()), name);
+            assert_eq!(HeaderName::from_bytes(name.as_str().as_bytes()), name);
+            assert_eq!(name.compact(), c.chars().next());
+        }
+        assert_eq!(HeaderName::from_bytes(b"cAlL-iD"), HeaderName::CallId);
+        assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"z"), HeaderName::Other);
+    }
+
+    #[test]
+    fn values_split_list_headers_only() {
+        let mut h = Headers::new();
+        h.push(Header::new(
+            HeaderName::Contact,
+            r#""a, b" <sip:x@y;p=1,2>, <sip:z@w>"#,
+        ));
+        h.push(Header::new(
+            HeaderName::Date,
+            "Sat, 13 Nov 2010 23:29:00 GMT",
+        ));
+        let c: Vec<_> = h.values(HeaderName::Contact).collect();
+        assert_eq!(c, [r#""a, b" <sip:x@y;p=1,2>"#, "<sip:z@w>"]);
+        assert_eq!(h.values(HeaderName::Date).count(), 1);
+        h.set(Header::new(HeaderName::Contact, "*"));
+        assert_eq!(h.get_str(HeaderName::Contact), Some("*"));
+        assert_eq!(h.len(), 2);
+        assert!(Header::other("bad name", "x").is_none());
+        assert_eq!(Header::new(HeaderName::Subject, " a\r\nb ").value(), "a  b");
+    }
+}

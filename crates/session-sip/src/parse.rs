@@ -1,0 +1,610 @@
+//! The parser: datagram framing (RFC 3261 §18.3), the start line, header lines with folding,
+//! limits, and the cheap typed check of the headers every message needs (Via, From, To,
+//! Call-ID, CSeq, Content-Length).
+//!
+//! Header values are slices of the received buffer ([`bytes::Bytes`]), copied only when a
+//! value was folded over several lines.
+
+use bytes::Bytes;
+use session_types::StatusCode;
+
+use crate::error::{Error, Result};
+use crate::header::{Header, HeaderName, Headers};
+use crate::headers::{CSeq, Hot, NameAddr, Via, check_call_id};
+use crate::message::{Message, Request, Response, Version};
+use crate::method::Method;
+use crate::text::{is_token_byte, is_ws, parse_u64, split_top_level};
+use crate::uri::Uri;
+
+/// Hard limits applied while parsing. The defaults suit UDP and TCP signalling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParseLimits {
+    /// Largest message (start line + headers + body), in bytes. Default 65,535.
+    pub max_message_size: usize,
+    /// Most header lines (after unfolding). Default 256.
+    pub max_headers: usize,
+    /// Longest physical line, in bytes. Default 8,192.
+    pub max_line_length: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 65_535,
+            max_headers: 256,
+            max_line_length: 8_192,
+        }
+    }
+}
+
+impl ParseLimits {
+    /// Sets [`ParseLimits::max_message_size`].
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.max_message_size = n;
+        self
+    }
+
+    /// Sets [`ParseLimits::max_headers`].
+    pub fn max_headers(mut self, n: usize) -> Self {
+        self.max_headers = n;
+        self
+    }
+
+    /// Sets [`ParseLimits::max_line_length`].
+    pub fn max_line_length(mut self, n: usize) -> Self {
+        self.max_line_length = n;
+        self
+    }
+}
+
+/// Parses one message received as a datagram (UDP).
+///
+/// The body is exactly Content-Length bytes and anything after it is ignored; without
+/// Content-Length the body is the rest of the datagram (RFC 3261 §18.3). CRLFs before the
+/// start line are skipped (§7.5). Never panics, whatever the input.
+pub fn parse_datagram(buf: &Bytes, limits: &ParseLimits) -> Result<Message> {
+    if buf.len() > limits.max_message_size {
+        return Err(Error::TooLarge {
+            limit: limits.max_message_size,
+        });
+    }
+    let head = parse_head(buf, limits, false)?;
+    let available = buf.len() - head.body_start;
+    let body = match head.content_length {
+        Some(n) if n > available => {
+            return Err(Error::BodyTruncated {
+                declared: n,
+                available,
+            });
+        }
+        Some(n) => buf.slice(head.body_start..head.body_start + n),
+        None => buf.slice(head.body_start..),
+    };
+    build(buf, head, body)
+}
+
+/// Parses a message framed by a stream transport: `buf` holds exactly one message whose body
+/// is Content-Length bytes.
+pub(crate) fn parse_framed(buf: &Bytes, limits: &ParseLimits) -> Result<Message> {
+    let head = parse_head(buf, limits, false)?;
+    let body = buf.slice(head.body_start..);
+    if head.content_length != Some(body.len()) {
+        return Err(Error::ContentLength("does not match the framed body"));
+    }
+    build(buf, head, body)
+}
+
+pub(crate) struct Head {
+    start: (usize, usize),
+    headers: Headers,
+    body_start: usize,
+    content_length: Option<usize>,
+}
+
+/// Finds the end of the line starting at `pos`: (end of content, start of next line).
+fn line_end(b: &[u8], pos: usize, limits: &ParseLimits) -> Result<(usize, usize)> {
+    let rest = b.get(pos..).unwrap_or_default();
+    match memchr::memchr2(b'\r', b'\n', rest) {
+        Some(i) if i > limits.max_line_length => Err(Error::LineTooLong {
+            limit: limits.max_line_length,
+        }),
+        Some(i) => match (rest.get(i), rest.get(i + 1)) {
+            (Some(b'\r'), Some(b'\n')) => Ok((pos + i, pos + i + 2)),
+            (Some(b'\r'), None) => Err(Error::Incomplete),
+            _ => Err(Error::NotText),
+        },
+        None if rest.len() > limits.max_line_length => Err(Error::LineTooLong {
+            limit: limits.max_line_length,
+        }),
+        None => Err(Error::Incomplete),
+    }
+}
+
+/// A header line being collected (it may continue on folded lines).
+#[derive(Clone, Copy)]
+struct Pending {
+    kind: HeaderName,
+    name: (usize, usize),
+    value: (usize, usize),
+    folded: bool,
+}
+
+/// Parses the start line position and the header section. With `lenient`, it only splits
+/// (for answering a malformed request): no typed checks, Content-Length errors ignored, and
+/// a missing end of headers tolerated.
+pub(crate) fn parse_head(buf: &Bytes, limits: &ParseLimits, lenient: bool) -> Result<Head> {
+    let b: &[u8] = buf;
+    let mut pos = 0;
+    // RFC 3261 §7.5: ignore CRLFs before the start line.
+    while b.get(pos..pos + 2) == Some(b"\r\n") {
+        pos += 2;
+    }
+    // Check the header section is UTF-8 once, rather than value by value.
+    let head_text = crate::text::find_blank_line(b.get(pos..).unwrap_or_default())
+        .and_then(|i| std::str::from_utf8(b.get(..pos + i + 4)?).ok());
+    let (end, next) = line_end(b, pos, limits)?;
+    let start = (pos, end);
+    if start.0 == start.1 {
+        return Err(Error::Incomplete);
+    }
+    pos = next;
+    let mut headers = Headers::with_capacity(16);
+    let mut content_length: Option<usize> = None;
+    let mut pending: Option<Pending> = None;
+    let body_start = loop {
+        let (end, next) = match line_end(b, pos, limits) {
+            Ok(x) => x,
+            Err(Error::Incomplete) if lenient => (b.len(), b.len()),
+            Err(e) => return Err(e),
+        };
+        if end == pos {
+            if let Some(p) = pending.take() {
+                finish(
+                    buf,
+                    head_text,
+                    p,
+                    &mut headers,
+                    &mut content_length,
+                    limits,
+                    lenient,
+                )?;
+            }
+            break next;
+        }
+        let first = b.get(pos).copied().unwrap_or_default();
+        if is_ws(first) {
+            // Folded continuation (RFC 3261 §7.3.1).
+            match pending.as_mut() {
+                Some(p) => {
+                    p.value.1 = end;
+                    p.folded = true;
+                }
+                None => return Err(Error::header("(first)", "starts with whitespace")),
+            }
+        } else {
+            if let Some(p) = pending.take() {
+                finish(
+                    buf,
+                    head_text,
+                    p,
+                    &mut headers,
+                    &mut content_length,
+                    limits,
+                    lenient,
+                )?;
+            }
+            let line = b.get(pos..end).unwrap_or_default();
+            let colon = line
+                .iter()
+                .position(|&c| c == b':')
+                .ok_or(Error::header("(unknown)", "line without a colon"))?;
+            let mut name_end = colon;
+            while name_end > 0 && line.get(name_end - 1).copied().is_some_and(is_ws) {
+                name_end -= 1;
+            }
+            let name = line.get(..name_end).unwrap_or_default();
+            if name.is_empty() || !name.iter().copied().all(is_token_byte) {
+                return Err(Error::header("(unknown)", "name is not a token"));
+            }
+            let mut vstart = colon + 1;
+            while line.get(vstart).copied().is_some_and(is_ws) {
+                vstart += 1;
+            }
+            pending = Some(Pending {
+                kind: HeaderName::from_bytes(name),
+                name: (pos, pos + name_end),
+                value: (pos + vstart, end),
+                folded: false,
+            });
+        }
+        if next >= b.len() && lenient {
+            if let Some(p) = pending.take() {
+                finish(
+                    buf,
+                    head_text,
+                    p,
+                    &mut headers,
+                    &mut content_length,
+                    limits,
+                    lenient,
+                )?;
+            }
+            break b.len();
+        }
+        pos = next;
+    };
+    Ok(Head {
+        start,
+        headers,
+        body_start,
+        content_length,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    buf: &Bytes,
+    head_text: Option<&str>,
+    p: Pending,
+    headers: &mut Headers,
+    content_length: &mut Option<usize>,
+    limits: &ParseLimits,
+    lenient: bool,
+) -> Result<()> {
+    if headers.len() >= limits.max_headers {
+        return Err(Error::TooManyHeaders {
+            limit: limits.max_headers,
+        });
+    }
+    let name_len = p.name.1 - p.name.0;
+    // The header keeps one slice: from its name to the end of its value.
+    let (line, value_start) = if p.folded {
+        let mut v = Vec::with_capacity(name_len + 2 + (p.value.1 - p.value.0));
+        v.extend_from_slice(buf.get(p.name.0..p.name.1).unwrap_or_default());
+        v.extend_from_slice(b": ");
+        v.extend_from_slice(&unfold(buf.get(p.value.0..p.value.1).unwrap_or_default()));
+        (Bytes::from(v), name_len + 2)
+    } else {
+        let mut end = p.value.1;
+        while end > p.value.0 && buf.get(end - 1).copied().is_some_and(is_ws) {
+            end -= 1;
+        }
+        (buf.slice(p.name.0..end), p.value.0 - p.name.0)
+    };
+    let value = line.get(value_start..).unwrap_or_default();
+    let text = if p.folded {
+        std::str::from_utf8(value).ok()
+    } else {
+        // Both ends sit next to ASCII bytes, so slicing the checked text cannot fail.
+        let (a, b) = (p.value.0, p.value.0 + value.len());
+        head_text
+            .and_then(|t| t.get(a..b))
+            .or_else(|| std::str::from_utf8(value).ok())
+    };
+    let Some(text) = text else {
+        if lenient {
+            return Ok(());
+        }
+        return Err(Error::NotText);
+    };
+    let hot = if lenient {
+        Hot::None
+    } else {
+        check_hot(p.kind, text, content_length, limits)?
+    };
+    headers.push(Header::from_parts(p.kind, line, name_len, value_start, hot));
+    Ok(())
+}
+
+/// Joins folded lines: each CRLF and the whitespace after it become one SP; ends trimmed.
+fn unfold(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&c) = raw.get(i) {
+        if c == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+            // LWS = [*WSP CRLF] 1*WSP becomes one SP.
+            while out.last().copied().is_some_and(is_ws) {
+                out.pop();
+            }
+            i += 2;
+            while raw.get(i).copied().is_some_and(is_ws) {
+                i += 1;
+            }
+            if !out.is_empty() {
+                out.push(b' ');
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    while out.last().copied().is_some_and(is_ws) {
+        out.pop();
+    }
+    out
+}
+
+/// The typed parse of the headers every layer reads, done once: the result is kept in the
+/// header so the accessors need not parse again.
+fn check_hot(
+    kind: HeaderName,
+    v: &str,
+    content_length: &mut Option<usize>,
+    limits: &ParseLimits,
+) -> Result<Hot> {
+    Ok(match kind {
+        HeaderName::Via => {
+            let mut hot = Hot::None;
+            for (i, one) in split_top_level(v, b',').enumerate() {
+                let via = Via::parse(one)?;
+                if i == 0 {
+                    hot = Hot::Via(via.spans(v));
+                }
+            }
+            hot
+        }
+        HeaderName::From => Hot::Addr(NameAddr::parse_for("From", v)?.spans(v)),
+        HeaderName::To => Hot::Addr(NameAddr::parse_for("To", v)?.spans(v)),
+        HeaderName::CallId if !check_call_id(v) => {
+            return Err(Error::header("Call-ID", "not a word[@word]"));
+        }
+        HeaderName::CSeq => Hot::CSeq(CSeq::parse(v)?.seq),
+        HeaderName::ContentLength => {
+            let n = content_length_value(v, limits)?;
+            match *content_length {
+                Some(old) if old != n => {
+                    return Err(Error::ContentLength("given twice with different values"));
+                }
+                _ => *content_length = Some(n),
+            }
+            Hot::Length(n)
+        }
+        _ => Hot::None,
+    })
+}
+
+/// Parses a Content-Length value; negative, non-numeric and over-limit values are framing
+/// errors (RFC 4475 §3.1.2.3: never use a negative conversion as a length).
+pub(crate) fn content_length_value(v: &str, limits: &ParseLimits) -> Result<usize> {
+    let v = crate::text::trim(v);
+    if v.starts_with('-') {
+        return Err(Error::ContentLength("negative"));
+    }
+    let n = parse_u64(v).ok_or(Error::ContentLength("not a number"))?;
+    match usize::try_from(n) {
+        Ok(n) if n <= limits.max_message_size => Ok(n),
+        _ => Err(Error::ContentLength("larger than the message size limit")),
+    }
+}
+
+fn build(buf: &Bytes, head: Head, body: Bytes) -> Result<Message> {
+    let line = buf.get(head.start.0..head.start.1).unwrap_or_default();
+    let line = std::str::from_utf8(line).map_err(|_| Error::NotText)?;
+    if line.len() >= 4
+        && line
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
+        let (version, status, reason) = parse_status_line(line)?;
+        Ok(Message::Response(Response {
+            version,
+            status,
+            reason: reason.to_owned(),
+            headers: head.headers,
+            body,
+        }))
+    } else {
+        let (method, uri, version) = parse_request_line(line)?;
+        Ok(Message::Request(Request {
+            method,
+            uri,
+            version,
+            headers: head.headers,
+            body,
+        }))
+    }
+}
+
+/// Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP between elements
+/// (RFC 4475 §3.1.2.9, §3.1.2.10), no LWS or brackets in the URI (§3.1.2.7, §3.1.2.8).
+fn parse_request_line(line: &str) -> Result<(Method, Uri, Version)> {
+    let mut it = line.split(' ');
+    let (Some(m), Some(u), Some(v), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(Error::StartLine(
+            "not exactly Method SP Request-URI SP SIP-Version",
+        ));
+    };
+    let method = Method::parse(m)?;
+    let uri = Uri::parse(u)?;
+    // RFC 3261 §19.1.1 (table): headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
+    if uri.headers().is_some() {
+        return Err(Error::StartLine("the Request-URI carries ?headers"));
+    }
+    Ok((method, uri, Version::parse(v)?))
+}
+
+/// Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (the phrase may be empty).
+fn parse_status_line(line: &str) -> Result<(Version, StatusCode, &str)> {
+    let (v, rest) = line
+        .split_once(' ')
+        .ok_or(Error::StartLine("no status code"))?;
+    let version = Version::parse(v)?;
+    let (code, reason) = match rest.split_once(' ') {
+        Some((c, r)) => (c, r),
+        None => (rest, ""),
+    };
+    if code.len() != 3 {
+        return Err(Error::StartLine("status code is not three digits"));
+    }
+    let status = parse_u64(code)
+        .and_then(|n| u16::try_from(n).ok())
+        .and_then(StatusCode::new)
+        .ok_or(Error::StartLine("status code out of range"))?;
+    if reason.bytes().any(|c| c < 0x20 && c != b'\t' || c == 0x7F) {
+        return Err(Error::StartLine("control character in reason phrase"));
+    }
+    Ok((version, status, reason))
+}
+
+/// For a request the parser rejected: the 400 response to send back, when the bytes are
+/// enough to build one (the Via, From, To, Call-ID and CSeq lines are present). Responses,
+/// ACKs and hopeless input give `None`: drop them silently (RFC 3261 §16.3 / §18.1.2).
+pub fn bad_request_for(buf: &[u8], error: &Error, limits: &ParseLimits) -> Option<Response> {
+    let buf = Bytes::copy_from_slice(buf.get(..limits.max_message_size.min(buf.len()))?);
+    let head = parse_head(&buf, limits, true).ok()?;
+    let line = buf.get(head.start.0..head.start.1)?;
+    // Responses are dropped, and so is an ACK (it is never answered, RFC 3261 §17.2.1).
+    if line.len() < 4 || line.get(..4)?.eq_ignore_ascii_case(b"SIP/") || line.starts_with(b"ACK ") {
+        return None;
+    }
+    let h = &head.headers;
+    let needed = [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ];
+    if needed.iter().any(|&n| h.get(n).is_none()) {
+        return None;
+    }
+    let mut headers = Headers::new();
+    for hd in h.iter().filter(|hd| needed.contains(&hd.name())) {
+        headers.push(hd.clone());
+    }
+    let mut resp = Response {
+        version: Version::SIP_2_0,
+        status: StatusCode::BAD_REQUEST,
+        // RFC 3261 §21.4.1: the phrase should name the problem.
+        reason: format!("Bad Request ({error})"),
+        headers,
+        body: Bytes::new(),
+    };
+    crate::build::add_to_tag(&mut resp, None);
+    resp.headers
+        .push(Header::new(HeaderName::ContentLength, "0"));
+    Some(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@example.com>\r\n\
+From: Alice <sip:alice@example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\r\nextra";
+
+    #[test]
+    fn datagram_body_is_content_length_bytes() {
+        let m = parse_datagram(&Bytes::from_static(INVITE), &ParseLimits::default()).unwrap();
+        let Message::Request(r) = m else { panic!() };
+        assert_eq!(r.method, Method::Invite);
+        assert_eq!(&r.body[..], b"v=0\r");
+        assert_eq!(r.cseq().unwrap().seq, 314159);
+        assert_eq!(r.from().unwrap().tag(), Some("1928301774"));
+        assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bK776asdhds"));
+        assert_eq!(r.call_id().unwrap(), "a84b4c76e66710@pc33.example.com");
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let b = Bytes::from_static(INVITE);
+        let small = ParseLimits::default().max_message_size(100);
+        assert!(matches!(
+            parse_datagram(&b, &small),
+            Err(Error::TooLarge { .. })
+        ));
+        let few = ParseLimits::default().max_headers(3);
+        assert!(matches!(
+            parse_datagram(&b, &few),
+            Err(Error::TooManyHeaders { .. })
+        ));
+        let short = ParseLimits::default().max_line_length(40);
+        assert!(matches!(
+            parse_datagram(&b, &short),
+            Err(Error::LineTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn framing_errors() {
+        let l = ParseLimits::default();
+        let with = |cl: &str| {
+            let s = format!(
+                "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: {cl}\r\n\r\nabc"
+            );
+            parse_datagram(&Bytes::from(s), &l)
+        };
+        assert!(matches!(with("-1"), Err(Error::ContentLength("negative"))));
+        assert!(matches!(with("five"), Err(Error::ContentLength(_))));
+        assert!(matches!(
+            with("99999999999999999999999"),
+            Err(Error::ContentLength(_))
+        ));
+        assert!(matches!(with("4"), Err(Error::BodyTruncated { .. })));
+        assert!(with("3").is_ok());
+        let bare_lf = Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\nVia: x\n\n");
+        assert!(parse_datagram(&bare_lf, &l).is_err());
+        assert!(matches!(
+            parse_datagram(
+                &Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nX: y\r\n"),
+                &l
+            ),
+            Err(Error::Incomplete)
+        ));
+        for junk in [
+            &b""[..],
+            b"\r\n\r\n",
+            b"\r",
+            b":",
+            b"SIP/2.0 200",
+            b"\xff\xfe\r\n\r\n",
+        ] {
+            assert!(parse_datagram(&Bytes::copy_from_slice(junk), &l).is_err());
+        }
+    }
+
+    #[test]
+    fn folding_and_status_lines() {
+        let m = parse_datagram(
+            &Bytes::from_static(b"SIP/2.0 100 \r\nSubject: a\r\n  b \r\n\tc\r\nX:\r\n\r\n"),
+            &ParseLimits::default(),
+        )
+        .unwrap();
+        let Message::Response(r) = m else { panic!() };
+        assert_eq!(r.status, StatusCode::TRYING);
+        assert_eq!(r.reason, "");
+        assert_eq!(r.headers.get_str(HeaderName::Subject), Some("a b c"));
+        assert_eq!(r.headers.get_by_name("x").unwrap().value(), "");
+        for bad in [
+            &b"SIP/2.0 4294967301 big\r\n\r\n"[..],
+            b"SIP/2.0 99 low\r\n\r\n",
+            b"SIP/2.0 20 x\r\n\r\n",
+            b"SIP/2.0 200 a\x01b\r\n\r\n",
+        ] {
+            assert!(parse_datagram(&Bytes::copy_from_slice(bad), &ParseLimits::default()).is_err());
+        }
+    }
+
+    #[test]
+    fn malformed_requests_get_a_400_when_possible() {
+        let raw = b"INVITE  sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n";
+        let err = parse_datagram(&Bytes::from_static(raw), &ParseLimits::default()).unwrap_err();
+        let r = bad_request_for(raw, &err, &ParseLimits::default()).unwrap();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.to().unwrap().tag().is_some());
+        assert!(
+            bad_request_for(b"SIP/2.0 200 OK\r\n\r\n", &err, &ParseLimits::default()).is_none()
+        );
+        assert!(bad_request_for(b"INVITE x\r\n\r\n", &err, &ParseLimits::default()).is_none());
+    }
+}

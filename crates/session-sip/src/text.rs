@@ -1,0 +1,480 @@
+//! Character classes and small scanners shared by the grammar code (RFC 3261 §25.1).
+
+use std::borrow::Cow;
+
+const fn token_class(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = token_class(i as u8);
+        i += 1;
+    }
+    t
+};
+
+/// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
+#[inline]
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    TOKEN[usize::from(b)]
+}
+
+/// Where the first empty line (`CRLF CRLF`) starts in `b`; the searcher is built once.
+pub(crate) fn find_blank_line(b: &[u8]) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    FINDER.find(b)
+}
+
+/// A byte range within some text, kept small so parsed views can be cached in headers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// Offsets above `u32::MAX` never occur: inputs are bounded by the parse limits and
+    /// `uri::scan` refuses longer text.
+    pub(crate) fn new(start: usize, end: usize) -> Self {
+        let c = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        Self {
+            start: c(start),
+            end: c(end),
+        }
+    }
+
+    /// The span of `part`, a slice of `base`.
+    pub(crate) fn of(base: &str, part: &str) -> Self {
+        let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+        Self::new(start, start + part.len())
+    }
+
+    /// The text of this span within `base` (empty if it does not fit).
+    pub(crate) fn get(self, base: &str) -> &str {
+        base.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn end(self) -> usize {
+        self.end as usize
+    }
+}
+
+/// SP or HTAB.
+pub(crate) const fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// A non-empty run of token characters.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_byte)
+}
+
+/// Trims SP and HTAB at both ends (header values are already unfolded).
+#[inline]
+pub(crate) fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_ws(c)).map_or(start, |i| i + 1);
+    // Both ends sit next to ASCII bytes, so they are char boundaries.
+    s.get(start..end.max(start)).unwrap_or_default()
+}
+
+/// Index just past the quoted-string starting at `start` (which must be `"`), or `None` when it
+/// is unterminated or holds an illegal quoted-pair (RFC 3261 §25.1: `"\"` then %x00-09 /
+/// %x0B-0C / %x0E-7F).
+pub(crate) fn quoted_end(s: &[u8], start: usize) -> Option<usize> {
+    let mut i = start.checked_add(1)?;
+    loop {
+        match *s.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let next = *s.get(i + 1)?;
+                if next > 0x7F || next == b'\r' || next == b'\n' {
+                    return None;
+                }
+                i += 2;
+            }
+            b'\r' | b'\n' => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+/// Splits `s` on `sep` where it is outside quoted strings and angle brackets, trimming each
+/// piece. Empty pieces are yielded, so callers can reject `a,,b`. Unbalanced quotes make the
+/// last piece run to the end (the element parser then rejects it).
+pub(crate) fn split_top_level(s: &str, sep: u8) -> SplitTop<'_> {
+    SplitTop {
+        s,
+        pos: 0,
+        done: false,
+        sep,
+    }
+}
+
+/// Iterator returned by [`split_top_level`].
+pub(crate) struct SplitTop<'a> {
+    s: &'a str,
+    pos: usize,
+    done: bool,
+    sep: u8,
+}
+
+impl<'a> Iterator for SplitTop<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let bytes = self.s.as_bytes();
+        let start = self.pos;
+        let mut i = start;
+        // Jump between the only bytes that matter: the separator, `"` and `<`.
+        while let Some(off) = bytes
+            .get(i..)
+            .and_then(|rest| memchr::memchr3(self.sep, b'"', b'<', rest))
+        {
+            let at = i + off;
+            match bytes.get(at) {
+                Some(b'"') => match quoted_end(bytes, at) {
+                    Some(end) => i = end,
+                    None => break,
+                },
+                Some(b'<') => match bytes.get(at..).and_then(|r| memchr::memchr(b'>', r)) {
+                    Some(gt) => i = at + gt + 1,
+                    None => break,
+                },
+                _ => {
+                    self.pos = at + 1;
+                    return self.s.get(start..at).map(trim);
+                }
+            }
+        }
+        self.done = true;
+        self.s.get(start..).map(trim)
+    }
+}
+
+/// The content of a quoted string with its quoted-pairs resolved; text that is not quoted is
+/// returned as it is.
+pub(crate) fn unquote(s: &str) -> Cow<'_, str> {
+    let inner = match s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if s.len() >= 2 => inner,
+        _ => return Cow::Borrowed(s),
+    };
+    if !inner.contains('\\') {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(n) = chars.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Wraps `s` in double quotes, escaping `"` and `\` (RFC 3261 §25.1 quoted-pair). CR and LF
+/// cannot be represented and are dropped.
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\r' | '\n' => {}
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Decodes `%HH` escapes. Invalid escapes are kept as written.
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, [u8]> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s.as_bytes());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            if let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&x| hex_val(x)),
+                b.get(i + 2).and_then(|&x| hex_val(x)),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// Escapes every byte of `s` that `allowed` rejects as `%HH`.
+pub(crate) fn percent_encode(s: &str, allowed: fn(u8) -> bool) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if allowed(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+    out
+}
+
+pub(crate) const fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Whether `%` in `s` is always followed by two hex digits.
+pub(crate) fn escapes_ok(s: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        if c == b'%' {
+            match (s.get(i + 1), s.get(i + 2)) {
+                (Some(&h), Some(&l)) if hex_val(h).is_some() && hex_val(l).is_some() => i += 3,
+                _ => return false,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// Parses a decimal number made only of digits, rejecting overflow and empty input.
+pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 40 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Generic parameters (`;name[=value]`), as they stand after a header value or a URI.
+///
+/// The text is kept as written; iteration yields `(name, value)` with the LWS around `;` and
+/// `=` removed and quoted values left quoted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Params<'a> {
+    raw: &'a str,
+}
+
+impl<'a> Params<'a> {
+    pub(crate) fn new(raw: &'a str) -> Self {
+        Self { raw }
+    }
+
+    /// The parameters as written, starting with `;` (empty when there are none).
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The parameter `name` (compared case-insensitively): `None` when absent, `Some(None)`
+    /// when present without a value.
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        // One pass over the bytes; the hot path of the dialog layer (tag, branch).
+        let raw = self.raw;
+        let b = raw.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b.get(i) == Some(&b';') {
+                i += 1;
+            }
+            let name_start = skip_ws(b, i);
+            let name_end = skip_class(b, name_start, is_token_byte);
+            let mut j = skip_ws(b, name_end);
+            let mut value = None;
+            if b.get(j) == Some(&b'=') {
+                let start = skip_ws(b, j + 1);
+                let end = if b.get(start) == Some(&b'"') {
+                    quoted_end(b, start).unwrap_or(b.len())
+                } else {
+                    b.get(start..)
+                        .and_then(|r| r.iter().position(|&c| c == b';'))
+                        .map_or(b.len(), |k| start + k)
+                };
+                value = raw.get(start..end).map(trim);
+                j = end;
+            }
+            if raw
+                .get(name_start..name_end)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            {
+                return Some(value);
+            }
+            // On to the next `;` (a malformed name or value is skipped).
+            i = match b.get(j..).and_then(|r| r.iter().position(|&c| c == b';')) {
+                Some(k) if j + k > i => j + k,
+                Some(k) => j + k + 1,
+                None => b.len(),
+            };
+        }
+        None
+    }
+
+    /// Iterates over `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
+        let raw = self.raw.strip_prefix(';').unwrap_or(self.raw);
+        split_top_level(raw, b';')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((n, v)) => (trim(n), Some(trim(v))),
+                None => (p, None),
+            })
+    }
+}
+
+/// Index of the first byte at or after `i` that is not SP or HTAB.
+#[inline]
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).copied().is_some_and(is_ws) {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first byte at or after `i` that `class` rejects.
+#[inline]
+pub(crate) fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> usize {
+    while b.get(i).copied().is_some_and(&class) {
+        i += 1;
+    }
+    i
+}
+
+/// Checks header parameters (`*( SEMI generic-param )`, RFC 3261 §25.1) in one pass: each is
+/// a token, optionally `=` and a token, host or quoted-string, with LWS allowed around `;`
+/// and `=`. `s` must start with `;` or be empty.
+pub(crate) fn check_header_params(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b.get(i) != Some(&b';') {
+            return false;
+        }
+        i = skip_ws(b, i + 1);
+        let name_end = skip_class(b, i, is_token_byte);
+        if name_end == i {
+            return false;
+        }
+        i = skip_ws(b, name_end);
+        if b.get(i) == Some(&b'=') {
+            i = skip_ws(b, i + 1);
+            if b.get(i) == Some(&b'"') {
+                match quoted_end(b, i) {
+                    Some(end) => i = end,
+                    None => return false,
+                }
+            } else {
+                let end = skip_class(b, i, |c| {
+                    is_token_byte(c) || c == b'[' || c == b']' || c == b':'
+                });
+                if end == i {
+                    return false;
+                }
+                i = end;
+            }
+            i = skip_ws(b, i);
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_outside_quotes_and_brackets() {
+        let v: Vec<_> = split_top_level(r#""a,b" <sip:x;y,z>, c , ,d"#, b',').collect();
+        assert_eq!(v, [r#""a,b" <sip:x;y,z>"#, "c", "", "d"]);
+    }
+
+    #[test]
+    fn quoted_strings() {
+        assert_eq!(quoted_end(br#""a\"b" x"#, 0), Some(6));
+        assert_eq!(quoted_end(br#""abc"#, 0), None);
+        assert_eq!(quoted_end(b"\"\\\x00\"", 0), Some(4));
+        assert_eq!(unquote(r#""J Rosenberg \\\"""#), r#"J Rosenberg \""#);
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(unquote(&quote("x\"\\y")), "x\"\\y");
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(&*percent_decode("%75se%72"), b"user");
+        assert_eq!(&*percent_decode("null-%00-"), b"null-\0-");
+        assert_eq!(&*percent_decode("%zz"), b"%zz");
+        assert!(escapes_ok(b"a%20b"));
+        assert!(!escapes_ok(b"a%2"));
+        assert!(!escapes_ok(b"%Z%45"));
+        assert_eq!(
+            percent_encode("a b", |c| c.is_ascii_alphanumeric()),
+            "a%20b"
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u64("0068"), Some(68));
+        assert_eq!(parse_u64("-1"), None);
+        assert_eq!(parse_u64("36893488147419103232"), None);
+        assert_eq!(parse_u64(""), None);
+    }
+
+    #[test]
+    fn params() {
+        let p = Params::new(";   tag    = 1918181833n ; lr; q=\"a;b\"");
+        assert_eq!(p.get("TAG"), Some(Some("1918181833n")));
+        assert_eq!(p.get("lr"), Some(None));
+        assert_eq!(p.get("q"), Some(Some("\"a;b\"")));
+        assert!(check_header_params(";a=b;c;d=\"x y\";e=[::1]"));
+        assert!(!check_header_params(";;"));
+        assert!(!check_header_params(";a=b;"));
+        assert!(!check_header_params("a"));
+    }
+}

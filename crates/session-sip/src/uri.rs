@@ -1,0 +1,586 @@
+//! URIs (RFC 3261 §19.1, §25.1): `sip:`/`sips:` parsed into parts, `tel:` (RFC 3966) into
+//! number and parameters, and every other scheme kept as an absolute URI.
+//!
+//! A [`Uri`] keeps its text exactly as written (escapes included), so serializing it gives back
+//! the same bytes; accessors return slices of that text, and [`Uri::user_decoded`] undoes the
+//! `%HH` escapes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::text::{Params, Span, escapes_ok, parse_u64, percent_decode, percent_encode};
+
+/// The scheme of a [`Uri`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// `sip:`.
+    #[default]
+    Sip,
+    /// `sips:` (TLS all the way, RFC 3261 §19.1).
+    Sips,
+    /// `tel:` (RFC 3966).
+    Tel,
+    /// Any other scheme; the URI is kept as an opaque absolute URI.
+    Other,
+}
+
+/// Offsets of the parts of a URI within its text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub(crate) struct Parts {
+    scheme: Scheme,
+    scheme_end: u32,
+    user: Option<Span>,
+    password: Option<Span>,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+    headers: Option<Span>,
+}
+
+/// A URI, kept as written plus the offsets of its parts.
+///
+/// Equality is textual (exact bytes); RFC 3261 §19.1.4 equivalence, which ignores case in
+/// some parts and unescapes others, is [`Uri::equivalent`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Uri {
+    raw: Box<str>,
+    parts: Parts,
+}
+
+const fn is_unreserved_class(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
+
+const fn is_user_byte_class(b: u8) -> bool {
+    is_unreserved_class(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+}
+
+const fn is_password_byte_class(b: u8) -> bool {
+    is_unreserved_class(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+const fn is_param_byte_class(b: u8) -> bool {
+    is_unreserved_class(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+}
+
+const fn is_header_byte_class(b: u8) -> bool {
+    is_unreserved_class(b) || matches!(b, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+}
+
+const fn is_uric_class(b: u8) -> bool {
+    is_unreserved_class(b)
+        || matches!(
+            b,
+            b';' | b'/'
+                | b'?'
+                | b':'
+                | b'@'
+                | b'&'
+                | b'='
+                | b'+'
+                | b'$'
+                | b','
+                | b'#'
+                | b'['
+                | b']'
+        )
+}
+
+macro_rules! byte_class {
+    ($table:ident, $name:ident, $class:ident) => {
+        static $table: [bool; 256] = {
+            let mut t = [false; 256];
+            let mut i = 0;
+            while i < 256 {
+                t[i] = $class(i as u8);
+                i += 1;
+            }
+            t
+        };
+
+        #[inline]
+        fn $name(b: u8) -> bool {
+            $table[usize::from(b)]
+        }
+    };
+}
+
+byte_class!(USER, is_user_byte, is_user_byte_class);
+byte_class!(PASSWORD, is_password_byte, is_password_byte_class);
+byte_class!(PARAM, is_param_byte, is_param_byte_class);
+byte_class!(HEADER, is_header_byte, is_header_byte_class);
+byte_class!(URIC, is_uric, is_uric_class);
+byte_class!(HOST, is_host_byte, is_host_byte_class);
+
+const fn is_host_byte_class(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+}
+
+/// Every byte is allowed by `allowed` or starts a `%HH` escape.
+fn all_escaped<F: Fn(u8) -> bool>(s: &[u8], allowed: F) -> bool {
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        if allowed(b) {
+            i += 1;
+        } else if b == b'%' && escapes_ok(s.get(i..i + 3).unwrap_or_default()) && i + 3 <= s.len() {
+            i += 3;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Scans `s` as a URI; no allocation.
+pub(crate) fn scan(s: &str) -> Result<Parts> {
+    if u32::try_from(s.len()).is_err() {
+        return Err(Error::Uri("too long"));
+    }
+    let b = s.as_bytes();
+    let colon = b
+        .iter()
+        .position(|&c| c == b':')
+        .ok_or(Error::Uri("no scheme"))?;
+    let scheme = b.get(..colon).unwrap_or_default();
+    let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
+    if !first_ok
+        || !scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    {
+        return Err(Error::Uri("bad scheme"));
+    }
+    let kind = if scheme.eq_ignore_ascii_case(b"sip") {
+        Scheme::Sip
+    } else if scheme.eq_ignore_ascii_case(b"sips") {
+        Scheme::Sips
+    } else if scheme.eq_ignore_ascii_case(b"tel") {
+        Scheme::Tel
+    } else {
+        Scheme::Other
+    };
+    let mut parts = Parts {
+        scheme: kind,
+        scheme_end: u32::try_from(colon).unwrap_or(u32::MAX),
+        ..Parts::default()
+    };
+    let start = colon + 1;
+    let rest = b.get(start..).unwrap_or_default();
+    match kind {
+        Scheme::Sip | Scheme::Sips => scan_sip(b, start, &mut parts)?,
+        Scheme::Tel => {
+            let end = memchr::memchr(b';', rest).map_or(b.len(), |i| start + i);
+            let number = b.get(start..end).unwrap_or_default();
+            if number.is_empty()
+                || !number.iter().all(|&c| {
+                    c.is_ascii_hexdigit()
+                        || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
+                })
+            {
+                return Err(Error::Uri("bad tel number"));
+            }
+            parts.user = Some(Span::new(start, end));
+            parts.host = Span::new(end, end);
+            parts.params = Span::new(end, b.len());
+            check_params(b.get(end..).unwrap_or_default())?;
+        }
+        Scheme::Other => {
+            if rest.is_empty() || !all_escaped(rest, is_uric) {
+                return Err(Error::Uri("bad absolute URI"));
+            }
+            parts.host = Span::new(start, start);
+            parts.params = Span::new(b.len(), b.len());
+        }
+    }
+    Ok(parts)
+}
+
+fn scan_sip(b: &[u8], start: usize, parts: &mut Parts) -> Result<()> {
+    let rest = b.get(start..).unwrap_or_default();
+    // '@' is legal nowhere but as the userinfo delimiter, so the first one ends the userinfo.
+    let host_start = match rest.iter().position(|&c| c == b'@') {
+        Some(at) => {
+            let userinfo = rest.get(..at).unwrap_or_default();
+            let (user, password) = match userinfo.iter().position(|&c| c == b':') {
+                Some(c) => (
+                    userinfo.get(..c).unwrap_or_default(),
+                    Some(userinfo.get(c + 1..).unwrap_or_default()),
+                ),
+                None => (userinfo, None),
+            };
+            if user.is_empty() || !all_escaped(user, is_user_byte) {
+                return Err(Error::Uri("bad user part"));
+            }
+            parts.user = Some(Span::new(start, start + user.len()));
+            if let Some(pw) = password {
+                if !all_escaped(pw, is_password_byte) {
+                    return Err(Error::Uri("bad password"));
+                }
+                let pw_start = start + user.len() + 1;
+                parts.password = Some(Span::new(pw_start, pw_start + pw.len()));
+            }
+            start + at + 1
+        }
+        None => start,
+    };
+    let hp = b.get(host_start..).unwrap_or_default();
+    let hp_end = hp
+        .iter()
+        .position(|&c| c == b';' || c == b'?')
+        .map_or(b.len(), |i| host_start + i);
+    let hostport = b.get(host_start..hp_end).unwrap_or_default();
+    let host_len = if hostport.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', hostport).ok_or(Error::Uri("unclosed IPv6 reference"))?;
+        let inner = hostport.get(1..close).unwrap_or_default();
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+        {
+            return Err(Error::Uri("bad IPv6 reference"));
+        }
+        close + 1
+    } else {
+        let len = hostport
+            .iter()
+            .position(|&c| c == b':')
+            .unwrap_or(hostport.len());
+        let host = hostport.get(..len).unwrap_or_default();
+        if host.is_empty() || !host.iter().all(|&c| is_host_byte(c)) {
+            return Err(Error::Uri("bad host"));
+        }
+        len
+    };
+    parts.host = Span::new(host_start, host_start + host_len);
+    match hostport.get(host_len..) {
+        Some([]) | None => {}
+        Some([b':', digits @ ..]) => {
+            let port = std::str::from_utf8(digits)
+                .ok()
+                .and_then(parse_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(Error::Uri("bad port"))?;
+            parts.port = Some(port);
+        }
+        Some(_) => return Err(Error::Uri("junk after host")),
+    }
+    let q = b
+        .get(hp_end..)
+        .and_then(|r| memchr::memchr(b'?', r))
+        .map_or(b.len(), |i| hp_end + i);
+    parts.params = Span::new(hp_end, q);
+    check_params(b.get(hp_end..q).unwrap_or_default())?;
+    if q < b.len() {
+        let hs = b.get(q + 1..).unwrap_or_default();
+        let ok = !hs.is_empty()
+            && hs.split(|&c| c == b'&').all(|h| {
+                let mut it = h.splitn(2, |&c| c == b'=');
+                let name = it.next().unwrap_or_default();
+                let value = it.next();
+                !name.is_empty()
+                    && all_escaped(name, is_header_byte)
+                    && value.is_some_and(|v| all_escaped(v, is_header_byte))
+            });
+        if !ok {
+            return Err(Error::Uri("bad headers"));
+        }
+        parts.headers = Some(Span::new(q + 1, b.len()));
+    }
+    Ok(())
+}
+
+/// `*( ";" pname [ "=" pvalue ] )` with non-empty names and values.
+fn check_params(p: &[u8]) -> Result<()> {
+    if p.is_empty() {
+        return Ok(());
+    }
+    let Some(rest) = p.strip_prefix(b";") else {
+        return Err(Error::Uri("bad parameters"));
+    };
+    let ok = rest.split(|&c| c == b';').all(|param| {
+        let mut it = param.splitn(2, |&c| c == b'=');
+        let name = it.next().unwrap_or_default();
+        !name.is_empty()
+            && all_escaped(name, is_param_byte)
+            && it
+                .next()
+                .is_none_or(|v| !v.is_empty() && all_escaped(v, is_param_byte))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Uri("bad parameter"))
+    }
+}
+
+impl Uri {
+    /// Parses a URI. Whitespace and angle brackets are not part of a URI.
+    pub fn parse(s: &str) -> Result<Self> {
+        let parts = scan(s)?;
+        Ok(Self {
+            raw: s.into(),
+            parts,
+        })
+    }
+
+    pub(crate) fn from_scanned(s: &str, parts: Parts) -> Self {
+        Self {
+            raw: s.into(),
+            parts,
+        }
+    }
+
+    /// Builds `sip:[user@]host[:port]`, escaping the user part where the grammar requires.
+    pub fn sip(user: Option<&str>, host: &str, port: Option<u16>) -> Result<Self> {
+        let mut s = String::from("sip:");
+        if let Some(u) = user {
+            s.push_str(&percent_encode(u, is_user_byte));
+            s.push('@');
+        }
+        s.push_str(host);
+        if let Some(p) = port {
+            s.push(':');
+            s.push_str(&p.to_string());
+        }
+        Self::parse(&s)
+    }
+
+    /// This URI with `;name[=value]` appended to its parameters (before any `?headers`).
+    /// Characters the grammar does not allow are escaped.
+    pub fn with_param(&self, name: &str, value: Option<&str>) -> Result<Self> {
+        let at = match self.parts.scheme {
+            Scheme::Other => return Err(Error::Uri("absolute URIs have no parameters")),
+            _ => self.parts.params.end(),
+        };
+        let mut s = String::with_capacity(self.raw.len() + name.len() + 8);
+        s.push_str(self.raw.get(..at).unwrap_or_default());
+        s.push(';');
+        s.push_str(&percent_encode(name, is_param_byte));
+        if let Some(v) = value {
+            s.push('=');
+            s.push_str(&percent_encode(v, is_param_byte));
+        }
+        s.push_str(self.raw.get(at..).unwrap_or_default());
+        Self::parse(&s)
+    }
+
+    fn span(&self, span: Span) -> &str {
+        span.get(&self.raw)
+    }
+
+    /// The whole URI as written.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.parts.scheme
+    }
+
+    /// The scheme as written (e.g. `sip`, `SIP`, `soap.beep`).
+    pub fn scheme_str(&self) -> &str {
+        self.raw
+            .get(..self.parts.scheme_end as usize)
+            .unwrap_or_default()
+    }
+
+    /// Whether this is a `sip:` or `sips:` URI.
+    pub fn is_sip(&self) -> bool {
+        matches!(self.parts.scheme, Scheme::Sip | Scheme::Sips)
+    }
+
+    /// The user part as written (escapes kept); for `tel:` the number.
+    pub fn user(&self) -> Option<&str> {
+        self.parts.user.map(|s| self.span(s))
+    }
+
+    /// The user part with `%HH` escapes decoded (invalid UTF-8 replaced).
+    pub fn user_decoded(&self) -> Option<Cow<'_, str>> {
+        self.user().map(|u| match percent_decode(u) {
+            Cow::Borrowed(b) => String::from_utf8_lossy(b),
+            Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
+        })
+    }
+
+    /// The password, if the userinfo has one.
+    pub fn password(&self) -> Option<&str> {
+        self.parts.password.map(|s| self.span(s))
+    }
+
+    /// The host (empty for `tel:` and absolute URIs); IPv6 references keep their brackets.
+    pub fn host(&self) -> &str {
+        self.span(self.parts.host)
+    }
+
+    /// The port, if written.
+    pub fn port(&self) -> Option<u16> {
+        self.parts.port
+    }
+
+    /// The URI parameters (`;lr;transport=tcp`).
+    pub fn params(&self) -> Params<'_> {
+        Params::new(self.span(self.parts.params))
+    }
+
+    /// The value of one URI parameter; see [`Params::get`].
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        self.params().get(name)
+    }
+
+    /// The `?headers` part without the `?`, as written.
+    pub fn headers(&self) -> Option<&str> {
+        self.parts.headers.map(|s| self.span(s))
+    }
+
+    /// Everything after `scheme:`.
+    pub fn opaque(&self) -> &str {
+        self.raw
+            .get(self.parts.scheme_end as usize + 1..)
+            .unwrap_or_default()
+    }
+
+    /// RFC 3261 §19.1.4 comparison, simplified: scheme and host case-insensitive, user and
+    /// password case-sensitive after unescaping, ports and the `user`, `ttl`, `method`,
+    /// `maddr` and `transport` parameters must match. Other schemes compare by text.
+    pub fn equivalent(&self, other: &Uri) -> bool {
+        if self.parts.scheme != other.parts.scheme {
+            return false;
+        }
+        if !self.is_sip() {
+            return self.raw.eq_ignore_ascii_case(&other.raw);
+        }
+        let dec = |u: Option<&str>| u.map(|u| percent_decode(u).into_owned());
+        if dec(self.user()) != dec(other.user()) || dec(self.password()) != dec(other.password()) {
+            return false;
+        }
+        if !self.host().eq_ignore_ascii_case(other.host()) || self.port() != other.port() {
+            return false;
+        }
+        ["user", "ttl", "method", "maddr", "transport"]
+            .iter()
+            .all(|p| match (self.param(p), other.param(p)) {
+                (None, None) => true,
+                (Some(Some(a)), Some(Some(b))) => a.eq_ignore_ascii_case(b),
+                (Some(None), Some(None)) => true,
+                _ => false,
+            })
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl fmt::Debug for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uri({:?})", &*self.raw)
+    }
+}
+
+impl std::str::FromStr for Uri {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip_parts() {
+        let u = Uri::parse("sips:alice:pw@[2001:db8::1]:5061;transport=tcp;lr?h=v&x=y").unwrap();
+        assert_eq!(u.scheme(), Scheme::Sips);
+        assert_eq!(u.user(), Some("alice"));
+        assert_eq!(u.password(), Some("pw"));
+        assert_eq!(u.host(), "[2001:db8::1]");
+        assert_eq!(u.port(), Some(5061));
+        assert_eq!(u.param("transport"), Some(Some("tcp")));
+        assert_eq!(u.param("lr"), Some(None));
+        assert_eq!(u.headers(), Some("h=v&x=y"));
+    }
+
+    #[test]
+    fn rfc4475_user_parts() {
+        // §3.1.1.2: user-unreserved characters, including `;` and `?`, belong to the user.
+        let u = Uri::parse("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com").unwrap();
+        assert_eq!(
+            u.user(),
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+        );
+        assert_eq!(
+            u.password(),
+            Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+        );
+        assert_eq!(u.host(), "example.com");
+        // §3.1.1.9: the `;` is inside the user part.
+        let u = Uri::parse("sip:user;par=u%40example.net@example.com").unwrap();
+        assert_eq!(u.user(), Some("user;par=u%40example.net"));
+        assert!(u.params().is_empty());
+        // §3.1.1.3: escapes decode, and an escaped `@` does not end the user part.
+        let u = Uri::parse("sip:sips%3Auser%40example.com@example.net").unwrap();
+        assert_eq!(u.user_decoded().unwrap(), "sips:user@example.com");
+        assert_eq!(u.host(), "example.net");
+        let u = Uri::parse("sip:null-%00-null@example.com").unwrap();
+        assert_eq!(u.user_decoded().unwrap(), "null-\0-null");
+    }
+
+    #[test]
+    fn other_schemes_and_errors() {
+        for s in [
+            "nobodyKnowsThisScheme:totallyopaquecontent",
+            "soap.beep://192.0.2.103:3002",
+            "isbn:2983792873",
+            "http://www.example.com",
+        ] {
+            let u = Uri::parse(s).unwrap();
+            assert_eq!(u.scheme(), Scheme::Other);
+            assert_eq!(u.as_str(), s);
+        }
+        let t = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(t.scheme(), Scheme::Tel);
+        assert_eq!(t.user(), Some("+1-201-555-0123"));
+        for bad in [
+            "<sip:user@example.com>",
+            "sip:user@example.com; lr",
+            "sip:",
+            "sip:@host",
+            "sip:host:99999",
+            "sip:host;;",
+            "sip:ho st",
+            "sip:a%2@host",
+            "sip:host?",
+            "1sip:host",
+            "other:",
+            "other:a b",
+        ] {
+            assert!(Uri::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn building_escapes_the_user() {
+        let u = Uri::sip(Some("I have spaces"), "example.net", Some(5070)).unwrap();
+        assert_eq!(u.as_str(), "sip:I%20have%20spaces@example.net:5070");
+        assert_eq!(u.user_decoded().unwrap(), "I have spaces");
+        let u = u.with_param("transport", Some("tcp")).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "sip:I%20have%20spaces@example.net:5070;transport=tcp"
+        );
+        assert!(u.equivalent(
+            &Uri::parse("SIP:I%20have%20spaces@EXAMPLE.net:5070;transport=TCP;foo").unwrap()
+        ));
+    }
+}

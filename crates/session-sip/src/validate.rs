@@ -1,0 +1,554 @@
+//! What a UAS must answer when a well-framed request is wrong (RFC 3261 §8.2, RFC 4475), and
+//! which responses a UAC must drop (§8.1.3.3, §18.1.2).
+//!
+//! [`validate_request`] returns a [`Rejection`] (status, reason, extra headers) as a value;
+//! [`Rejection::to_response`] builds the message. Malformed responses are never answered.
+
+use bytes::Bytes;
+use session_types::StatusCode;
+
+use crate::error::Error;
+use crate::header::{Header, HeaderName};
+use crate::headers::{
+    Auth, Contact, MediaType, NameAddr, Parameterized, RAck, check_date, parse_delta,
+    parse_max_forwards, parse_token,
+};
+use crate::message::{Message, Request, Response, Version};
+use crate::method::Method;
+use crate::parse::ParseLimits;
+use crate::uri::Scheme;
+
+/// Whether the element answering is an endpoint (UAS) or forwards requests (proxy).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub enum Role {
+    /// A user agent server: it processes the request itself.
+    #[default]
+    Endpoint,
+    /// A proxy: it forwards the request (Max-Forwards 0 draws 483, Proxy-Require is checked).
+    Proxy,
+}
+
+/// What the element supports; the default is a session endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UasPolicy {
+    /// Endpoint or proxy.
+    pub role: Role,
+    /// Methods answered; others known to this crate get 405, extension methods 501.
+    pub allowed_methods: Vec<Method>,
+    /// Option tags understood (Require / Proxy-Require, RFC 3261 §8.2.2.3).
+    pub supported: Vec<String>,
+    /// Request-URI schemes accepted; others get 416 (§8.2.2.1).
+    pub uri_schemes: Vec<Scheme>,
+    /// Body types accepted for INVITE, ACK, UPDATE and PRACK (the session description);
+    /// others get 415 (§8.2.3). Other methods take any body.
+    pub session_body_types: Vec<(String, String)>,
+}
+
+impl Default for UasPolicy {
+    fn default() -> Self {
+        use Method::*;
+        Self {
+            role: Role::Endpoint,
+            allowed_methods: vec![
+                Invite, Ack, Bye, Cancel, Options, Info, Update, Refer, Notify, Subscribe, Message,
+                Prack,
+            ],
+            supported: ["100rel", "timer", "replaces", "norefersub"]
+                .map(String::from)
+                .to_vec(),
+            uri_schemes: vec![Scheme::Sip, Scheme::Sips, Scheme::Tel],
+            session_body_types: vec![("application".into(), "sdp".into())],
+        }
+    }
+}
+
+impl UasPolicy {
+    /// The `Allow` value for this policy.
+    pub fn allow_header(&self) -> String {
+        let names: Vec<&str> = self.allowed_methods.iter().map(Method::as_str).collect();
+        names.join(", ")
+    }
+}
+
+/// Why a request is refused and what to answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rejection {
+    /// The status to answer with.
+    pub status: StatusCode,
+    /// The reason phrase to send (for 400 it names the problem, RFC 3261 §21.4.1).
+    pub reason: String,
+    /// Headers the response must carry (Allow, Unsupported, Accept, ...).
+    pub headers: Vec<Header>,
+    /// Whether the request breaks the grammar or a MUST on a value's form (RFC 4475 §3.1.2
+    /// calls these invalid), as opposed to being well-formed but unacceptable.
+    pub malformed: bool,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, malformed: bool) -> Self {
+        Self {
+            status,
+            reason: status.reason_phrase().to_owned(),
+            headers: Vec::new(),
+            malformed,
+        }
+    }
+
+    fn bad(detail: impl std::fmt::Display, malformed: bool) -> Self {
+        let mut r = Self::new(StatusCode::BAD_REQUEST, malformed);
+        r.reason = format!("Bad Request ({detail})");
+        r
+    }
+
+    fn with(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// The response to send (RFC 3261 §8.2.6), with a fresh To tag.
+    pub fn to_response(&self, req: &Request) -> Response {
+        let mut resp = Response::from_request(req, self.status);
+        resp.reason.clone_from(&self.reason);
+        for h in &self.headers {
+            resp.headers.push(h.clone());
+        }
+        resp
+    }
+}
+
+fn malformed(e: &Error) -> Rejection {
+    Rejection::bad(e, true)
+}
+
+/// Checks a parsed request the way a UAS does before processing it (RFC 3261 §8.2, in that
+/// order: version, mandatory headers, header syntax, Request-URI scheme, method, extensions,
+/// body). `Ok` means "process it".
+pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejection> {
+    let h = &req.headers;
+    if req.version != Version::SIP_2_0 {
+        // RFC 4475 §3.1.2.16 counts an unknown version as invalid.
+        return Err(Rejection::new(StatusCode::VERSION_NOT_SUPPORTED, true));
+    }
+    // §8.1.1: the mandatory header fields; RFC 4475 §3.3.1 / §3.3.8 treat missing or repeated
+    // single-value headers as well-formed messages the application rejects.
+    for (name, label) in [
+        (HeaderName::Via, "Via"),
+        (HeaderName::From, "From"),
+        (HeaderName::To, "To"),
+        (HeaderName::CallId, "Call-ID"),
+        (HeaderName::CSeq, "CSeq"),
+    ] {
+        if h.get(name).is_none() {
+            return Err(Rejection::bad(
+                format_args!("missing {label} header"),
+                false,
+            ));
+        }
+    }
+    for name in [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::MaxForwards,
+        HeaderName::ContentType,
+        HeaderName::Expires,
+    ] {
+        if h.count(name) > 1 {
+            return Err(Rejection::bad(
+                format_args!("more than one {name} header"),
+                false,
+            ));
+        }
+    }
+    let cseq = req.cseq().map_err(|e| malformed(&e))?;
+    if cseq.method != req.method {
+        // §8.1.1.5 / RFC 4475 §3.1.2.17; for an unknown method 501 is preferred (§3.1.2.18).
+        if !req.method.is_known() {
+            let mut r = Rejection::new(StatusCode::NOT_IMPLEMENTED, true);
+            r = r.with(HeaderName::Allow, policy.allow_header());
+            return Err(r);
+        }
+        return Err(Rejection::bad(
+            "CSeq method does not match the request",
+            true,
+        ));
+    }
+    check_syntax(req).map_err(|e| malformed(&e))?;
+
+    if !policy.uri_schemes.contains(&req.uri.scheme()) {
+        return Err(Rejection::new(StatusCode::UNSUPPORTED_URI_SCHEME, false));
+    }
+    if policy.role == Role::Proxy && matches!(req.max_forwards(), Some(Ok(0))) {
+        return Err(Rejection::new(StatusCode::TOO_MANY_HOPS, false));
+    }
+    if !policy.allowed_methods.contains(&req.method) {
+        let status = if req.method.is_known() {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            StatusCode::NOT_IMPLEMENTED
+        };
+        return Err(Rejection::new(status, false).with(HeaderName::Allow, policy.allow_header()));
+    }
+    let require = match policy.role {
+        Role::Endpoint => HeaderName::Require,
+        Role::Proxy => HeaderName::ProxyRequire,
+    };
+    // §8.2.2.3: not for CANCEL, nor ACK to a non-2xx.
+    if !matches!(req.method, Method::Ack | Method::Cancel) {
+        let unknown: Vec<&str> = h
+            .values(require)
+            .filter(|t| {
+                !t.is_empty() && !policy.supported.iter().any(|s| s.eq_ignore_ascii_case(t))
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Rejection::new(StatusCode::BAD_EXTENSION, false)
+                .with(HeaderName::Unsupported, unknown.join(", ")));
+        }
+    }
+    if policy.role == Role::Endpoint {
+        check_body(req, policy)?;
+    }
+    Ok(())
+}
+
+/// §8.2.3 and §21.4.7: body type and encoding; the Accept of an INVITE (RFC 4475 §3.3.15).
+fn check_body(req: &Request, policy: &UasPolicy) -> Result<(), Rejection> {
+    let session = matches!(
+        req.method,
+        Method::Invite | Method::Ack | Method::Update | Method::Prack
+    );
+    let accept_value = || {
+        let v: Vec<String> = policy
+            .session_body_types
+            .iter()
+            .map(|(a, b)| format!("{a}/{b}"))
+            .collect();
+        v.join(", ")
+    };
+    if !req.body.is_empty() {
+        let Some(ct) = req.content_type() else {
+            return Err(Rejection::bad("body without Content-Type", false));
+        };
+        let ct = ct.map_err(|e| malformed(&e))?;
+        if session && !policy.session_body_types.iter().any(|(a, b)| ct.is(a, b)) {
+            return Err(Rejection::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, false)
+                .with(HeaderName::Accept, accept_value()));
+        }
+        if req
+            .headers
+            .values(HeaderName::ContentEncoding)
+            .any(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+        {
+            return Err(Rejection::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, false)
+                .with(HeaderName::AcceptEncoding, "identity"));
+        }
+    }
+    if req.method == Method::Invite && req.headers.get(HeaderName::Accept).is_some() {
+        let ok = req.headers.values(HeaderName::Accept).any(|v| {
+            MediaType::parse(v).is_ok_and(|m| {
+                policy
+                    .session_body_types
+                    .iter()
+                    .any(|(a, b)| m.covers(a, b))
+            })
+        });
+        if !ok {
+            return Err(Rejection::new(StatusCode::NOT_ACCEPTABLE, false)
+                .with(HeaderName::Accept, accept_value()));
+        }
+    }
+    Ok(())
+}
+
+/// Syntax of the typed headers beyond the ones the parser checks.
+fn check_syntax(req: &Request) -> Result<(), Error> {
+    let h = &req.headers;
+    for header in h {
+        let v = header.value();
+        let name = header.name();
+        match name {
+            HeaderName::MaxForwards => {
+                parse_max_forwards(v)?;
+            }
+            HeaderName::Expires | HeaderName::MinExpires | HeaderName::MinSe | HeaderName::RSeq => {
+                parse_delta(header_label(name), v)?;
+            }
+            HeaderName::Date => check_date(v)?,
+            HeaderName::ContentType => {
+                MediaType::parse(v)?;
+            }
+            HeaderName::RAck => {
+                RAck::parse(v)?;
+            }
+            HeaderName::Replaces => {
+                Parameterized::parse_replaces(v)?;
+            }
+            HeaderName::Event | HeaderName::SessionExpires | HeaderName::SubscriptionState => {
+                Parameterized::parse(header_label(name), v)?;
+            }
+            HeaderName::ReferTo | HeaderName::ReferredBy | HeaderName::ReplyTo => {
+                NameAddr::parse_for(header_label(name), v)?;
+            }
+            HeaderName::Authorization | HeaderName::ProxyAuthorization => {
+                Auth::parse(v)?;
+            }
+            _ => {}
+        }
+    }
+    let list_headers = [
+        HeaderName::Contact,
+        HeaderName::Route,
+        HeaderName::RecordRoute,
+        HeaderName::Require,
+        HeaderName::ProxyRequire,
+        HeaderName::Supported,
+        HeaderName::Unsupported,
+        HeaderName::Allow,
+        HeaderName::Accept,
+    ];
+    for name in list_headers {
+        let values = h.values(name);
+        // An empty Accept/Allow/Supported is legal (it lists nothing).
+        let single_empty = h.count(name) == 1 && h.get_str(name) == Some("");
+        if single_empty
+            && !matches!(
+                name,
+                HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute
+            )
+        {
+            continue;
+        }
+        let mut stars = 0;
+        let mut total = 0;
+        for v in values {
+            total += 1;
+            let label = header_label(name);
+            match name {
+                HeaderName::Contact => {
+                    if Contact::parse(v)? == Contact::Star {
+                        stars += 1;
+                    }
+                }
+                HeaderName::Route | HeaderName::RecordRoute => {
+                    let a = NameAddr::parse_for(label, v)?;
+                    if !a.has_angle_brackets() {
+                        return Err(Error::header(label, "must be <URI>"));
+                    }
+                }
+                HeaderName::Accept => {
+                    MediaType::parse(v)?;
+                }
+                HeaderName::Allow => {
+                    Method::parse(crate::text::trim(v))
+                        .map_err(|_| Error::header(label, "not a method"))?;
+                }
+                _ => {
+                    parse_token(label, v)?;
+                }
+            }
+        }
+        // §20.10: `*` stands alone.
+        if stars > 0 && total > 1 {
+            return Err(Error::header("Contact", "* mixed with addresses"));
+        }
+    }
+    Ok(())
+}
+
+fn header_label(name: HeaderName) -> &'static str {
+    name.as_str()
+}
+
+/// Why a response must be dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Discard {
+    /// What is wrong, in words.
+    pub reason: String,
+    /// Whether the response breaks the grammar (as opposed to being unusable here).
+    pub malformed: bool,
+}
+
+/// Checks a parsed response the way a UAC does (RFC 3261 §8.1.3.3, §18.1.2): it must be
+/// SIP/2.0, carry Via, From, To, Call-ID and CSeq once each, and exactly one Via. `Err` means
+/// "drop it silently"; responses are never answered.
+pub fn validate_response(resp: &Response) -> Result<(), Discard> {
+    let drop = |reason: String, malformed| Err(Discard { reason, malformed });
+    if resp.version != Version::SIP_2_0 {
+        return drop("not SIP/2.0".into(), true);
+    }
+    for name in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        if resp.headers.get(name).is_none() {
+            return drop(format!("missing {name} header"), false);
+        }
+    }
+    for name in [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        if resp.headers.count(name) > 1 {
+            return drop(format!("more than one {name} header"), false);
+        }
+    }
+    // §8.1.3.3: more than one Via means the response was misrouted (RFC 4475 §3.3.10).
+    if resp.headers.values(HeaderName::Via).count() != 1 {
+        return drop("more than one Via: not for this UAC".into(), false);
+    }
+    Ok(())
+}
+
+/// What to do with a received datagram, as a UAS endpoint or a UAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Process it (hand it to the transaction layer).
+    Accept,
+    /// Answer with this response and do not process it.
+    Answer(Box<Response>),
+    /// Discard it silently.
+    Drop,
+}
+
+/// The outcome of [`triage_datagram`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Verdict {
+    /// The parsed message, when the parser accepted it.
+    pub message: Option<Message>,
+    /// Whether the message is well formed: parsed, and not rejected for its form (see
+    /// [`Rejection::malformed`]).
+    pub well_formed: bool,
+    /// What to do with it.
+    pub action: Action,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Parses a datagram and decides what to do with it: the parser, then [`validate_request`]
+/// or [`validate_response`]; a request the parser rejects is answered with 400 when
+/// [`bad_request_for`](crate::bad_request_for) can build one.
+pub fn triage_datagram(buf: &Bytes, limits: &ParseLimits, policy: &UasPolicy) -> Verdict {
+    let message = match crate::parse::parse_datagram(buf, limits) {
+        Ok(m) => m,
+        Err(e) => {
+            let action = match crate::parse::bad_request_for(buf, &e, limits) {
+                Some(r) => Action::Answer(Box::new(r)),
+                None => Action::Drop,
+            };
+            return Verdict {
+                message: None,
+                well_formed: false,
+                action,
+                reason: e.to_string(),
+            };
+        }
+    };
+    let (well_formed, action, reason) = match &message {
+        Message::Request(req) => match validate_request(req, policy) {
+            Ok(()) => (true, Action::Accept, "well-formed request".to_owned()),
+            // An ACK is never answered (RFC 3261 §17.2.1): drop it instead.
+            Err(r) if req.method == Method::Ack => (!r.malformed, Action::Drop, r.reason),
+            Err(r) => {
+                let resp = r.to_response(req);
+                (!r.malformed, Action::Answer(Box::new(resp)), r.reason)
+            }
+        },
+        Message::Response(resp) => match validate_response(resp) {
+            Ok(()) => (true, Action::Accept, "well-formed response".to_owned()),
+            Err(d) => (!d.malformed, Action::Drop, d.reason),
+        },
+    };
+    Verdict {
+        message: Some(message),
+        well_formed,
+        action,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(extra: &str, method: &str, cseq_method: &str) -> Request {
+        let s = format!(
+            "{method} sip:u@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:u@example.com>\r\nCall-ID: c1\r\nCSeq: 1 {cseq_method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        match Message::parse(s).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(_) => unreachable!(),
+        }
+    }
+
+    fn status(r: &Request) -> Option<u16> {
+        validate_request(r, &UasPolicy::default())
+            .err()
+            .map(|r| r.status.as_u16())
+    }
+
+    #[test]
+    fn answers() {
+        assert_eq!(status(&req("", "OPTIONS", "OPTIONS")), None);
+        assert_eq!(status(&req("", "OPTIONS", "INVITE")), Some(400));
+        assert_eq!(status(&req("", "FOO", "FOO")), Some(501));
+        assert_eq!(status(&req("", "REGISTER", "REGISTER")), Some(405));
+        assert_eq!(
+            status(&req("Require: foo, 100rel\r\n", "OPTIONS", "OPTIONS")),
+            Some(420)
+        );
+        assert_eq!(
+            status(&req("Require: 100rel\r\n", "OPTIONS", "OPTIONS")),
+            None
+        );
+        assert_eq!(
+            status(&req("Expires: 4294967296\r\n", "OPTIONS", "OPTIONS")),
+            Some(400)
+        );
+        assert_eq!(
+            status(&req("Contact: *, <sip:a@b>\r\n", "OPTIONS", "OPTIONS")),
+            Some(400)
+        );
+        assert_eq!(
+            status(&req("Accept: text/plain\r\n", "INVITE", "INVITE")),
+            Some(406)
+        );
+        assert_eq!(
+            status(&req("Accept: application/*\r\n", "INVITE", "INVITE")),
+            None
+        );
+        assert_eq!(status(&req("Accept:\r\n", "OPTIONS", "OPTIONS")), None);
+        assert_eq!(
+            status(&req("Route: sip:p@x\r\n", "OPTIONS", "OPTIONS")),
+            Some(400)
+        );
+        let r = req("Require: foo\r\n", "OPTIONS", "OPTIONS");
+        let rej = validate_request(&r, &UasPolicy::default()).unwrap_err();
+        let resp = rej.to_response(&r);
+        assert_eq!(resp.headers.get_str(HeaderName::Unsupported), Some("foo"));
+        assert!(resp.to().unwrap().tag().is_some());
+        let proxy = UasPolicy {
+            role: Role::Proxy,
+            ..UasPolicy::default()
+        };
+        let mut zero = req("", "OPTIONS", "OPTIONS");
+        zero.headers.set(Header::new(HeaderName::MaxForwards, "0"));
+        assert_eq!(validate_request(&zero, &UasPolicy::default()), Ok(()));
+        assert_eq!(
+            validate_request(&zero, &proxy).unwrap_err().status,
+            StatusCode::TOO_MANY_HOPS
+        );
+    }
+}
