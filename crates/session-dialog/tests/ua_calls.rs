@@ -476,3 +476,62 @@ fn a_request_too_large_for_udp_goes_over_tcp() {
     };
     assert_eq!(invite.top_via().unwrap().transport, "TCP");
 }
+
+#[test]
+fn cancelling_a_ringing_call_ends_it_with_487_on_both_sides() {
+    let t0 = Instant::now();
+    let mut caller = ua(0);
+    let mut callee = ua(1);
+    let from = Uri::parse("sip:alice@127.0.0.1:5060").unwrap();
+    let to = Uri::parse("sip:bob@127.0.0.1:5061").unwrap();
+    let deliver = |from: &mut UserAgent, to: &mut UserAgent, source: SocketAddr| {
+        while let Some(t) = from.poll_transmit() {
+            to.handle_datagram(t0, Protocol::Udp, source, &t.bytes);
+        }
+    };
+    let invite = caller
+        .invite(t0, &from, &to, addr(NodeId(1)), Protocol::Udp, None)
+        .unwrap();
+    deliver(&mut caller, &mut callee, addr(NodeId(0)));
+    let Some(UaEvent::IncomingInvite { tx, .. }) = callee.poll_event() else {
+        panic!("no INVITE")
+    };
+    callee
+        .answer(t0, tx, StatusCode::RINGING, Vec::new(), None)
+        .unwrap();
+    deliver(&mut callee, &mut caller, addr(NodeId(1)));
+    // §9.1: CANCEL only after a provisional response.
+    caller.cancel(t0, invite).unwrap();
+    deliver(&mut caller, &mut callee, addr(NodeId(0)));
+    assert!(
+        std::iter::from_fn(|| callee.poll_event())
+            .any(|e| matches!(e, UaEvent::Cancelled { tx: t } if t == tx)),
+        "the callee learns of the CANCEL"
+    );
+    // The 200 for the CANCEL and the 487 for the INVITE reach the caller, who ACKs the 487.
+    deliver(&mut callee, &mut caller, addr(NodeId(1)));
+    let statuses: Vec<(u16, String)> = std::iter::from_fn(|| caller.poll_event())
+        .filter_map(|e| match e {
+            UaEvent::Response { response, .. } => Some((
+                response.status.as_u16(),
+                response.cseq().unwrap().method.as_str().to_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        statuses.contains(&(200, "CANCEL".to_owned())),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&(487, "INVITE".to_owned())),
+        "{statuses:?}"
+    );
+    deliver(&mut caller, &mut callee, addr(NodeId(0)));
+    assert_eq!(caller.dialog_count() + callee.dialog_count(), 0);
+    // Both sides drain once their timers run out.
+    let end = t0 + Duration::from_secs(64);
+    caller.handle_timeout(end);
+    callee.handle_timeout(end);
+    assert_eq!((caller.state_count(), callee.state_count()), (0, 0));
+}
