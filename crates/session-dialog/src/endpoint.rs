@@ -127,6 +127,9 @@ pub enum EndpointError {
     /// No live transaction has this id.
     #[error("no such transaction")]
     NoSuchTransaction,
+    /// A re-INVITE is already in progress in this dialog (RFC 3261 §14.1).
+    #[error("a re-INVITE is already in progress in this dialog")]
+    RequestPending,
     /// The transaction refused the response (e.g. a second final response).
     #[error("the transaction cannot send this response in its state")]
     ResponseRefused,

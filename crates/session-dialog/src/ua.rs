@@ -118,6 +118,17 @@ pub enum UaEvent {
     },
 }
 
+/// Writes Content-Type and Content-Length for `body` into `headers`; returns the body bytes.
+fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, Bytes)) -> Bytes {
+    headers.remove_all(HeaderName::ContentLength);
+    headers.push(Header::new(HeaderName::ContentType, content_type));
+    headers.push(Header::new(
+        HeaderName::ContentLength,
+        bytes.len().to_string(),
+    ));
+    bytes
+}
+
 /// A UAS 2xx being retransmitted until its ACK (§13.3.1.4).
 struct Pending2xx {
     bytes: Bytes,
@@ -739,6 +750,10 @@ impl UserAgent {
         headers: Vec<Header>,
         body: Option<(&str, Bytes)>,
     ) -> Result<TransactionId, EndpointError> {
+        // §14.1: one re-INVITE at a time per dialog (checked before a CSeq is spent).
+        if method == Method::Invite && self.local_reinvite.contains_key(id) {
+            return Err(EndpointError::RequestPending);
+        }
         let via = self.via(self.dialogs.get(id).map_or(Protocol::Udp, |d| d.protocol));
         let contact = self.config.contact.clone();
         let dialog = self
@@ -749,21 +764,10 @@ impl UserAgent {
         for header in headers {
             request.headers.push(header);
         }
-        if let Some((content_type, bytes)) = body {
-            request.headers.remove_all(HeaderName::ContentLength);
-            request
-                .headers
-                .push(Header::new(HeaderName::ContentType, content_type));
-            request.headers.push(Header::new(
-                HeaderName::ContentLength,
-                bytes.len().to_string(),
-            ));
-            request.body = bytes;
+        if let Some(body) = body {
+            request.body = set_body(&mut request.headers, body);
         }
         let (hop, protocol) = (dialog.next_hop(), dialog.protocol);
-        if method == Method::Invite && self.local_reinvite.contains_key(id) {
-            return Err(EndpointError::ResponseRefused);
-        }
         let protocol = self.fit_transport(&mut request, protocol);
         let tx = self
             .endpoint
@@ -850,16 +854,8 @@ impl UserAgent {
         for header in headers {
             response.headers.push(header);
         }
-        if let Some((content_type, bytes)) = body {
-            response.headers.remove_all(HeaderName::ContentLength);
-            response
-                .headers
-                .push(Header::new(HeaderName::ContentType, content_type));
-            response.headers.push(Header::new(
-                HeaderName::ContentLength,
-                bytes.len().to_string(),
-            ));
-            response.body = bytes;
+        if let Some(body) = body {
+            response.body = set_body(&mut response.headers, body);
         }
         // The dialog (if this 2xx makes one) is read off the request and response before the
         // response goes to the transaction, so neither is copied.
