@@ -791,58 +791,49 @@ impl Endpoint {
     /// Builds the CANCEL for the pending INVITE of client transaction `id` (§9.1).
     pub fn cancel_for(&self, id: TransactionId) -> Option<Request> {
         let invite = &self.table.context(id)?.request;
-        let mut cancel = Request::builder(Method::Cancel, invite.uri.clone()).build();
-        cancel.headers = session_sip::Headers::new();
-        let top_via = invite.headers.values(HeaderName::Via).next()?;
-        cancel
-            .headers
-            .push(Header::new(HeaderName::Via, top_via.to_owned()));
-        for header in invite.headers.iter() {
-            if matches!(
-                header.name(),
-                HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::Route
-                    | HeaderName::MaxForwards
-            ) {
-                cancel.headers.push(header.clone());
-            }
-        }
-        let seq = invite.cseq().ok()?.seq;
-        cancel
-            .headers
-            .push(Header::new(HeaderName::CSeq, format!("{seq} CANCEL")));
-        cancel
-            .headers
-            .push(Header::new(HeaderName::ContentLength, "0"));
-        Some(cancel)
+        mirror_invite(invite, Method::Cancel, invite.headers.get(HeaderName::To)?)
     }
 }
 
-/// The ACK for a failure response, built by the INVITE client transaction (§17.1.1.3).
-fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
-    let mut ack = Request::builder(Method::Ack, invite.uri.clone()).build();
-    ack.headers = session_sip::Headers::new();
-    if let Some(top_via) = invite.headers.values(HeaderName::Via).next() {
-        ack.headers
-            .push(Header::new(HeaderName::Via, top_via.to_owned()));
-    }
+/// A request that mirrors `invite` the way CANCEL (§9.1) and the ACK for a failure
+/// (§17.1.1.3) must: same Request-URI, the INVITE's top Via only, its From, Call-ID, Route and
+/// Max-Forwards, the CSeq number with `method`, and the given To.
+fn mirror_invite(invite: &Request, method: Method, to: &Header) -> Option<Request> {
+    let mut request = Request::builder(method.clone(), invite.uri.clone()).build();
+    request.headers = session_sip::Headers::new();
+    let top_via = invite.headers.values(HeaderName::Via).next()?;
+    request
+        .headers
+        .push(Header::new(HeaderName::Via, top_via.to_owned()));
     for header in invite.headers.iter() {
         if matches!(
             header.name(),
             HeaderName::From | HeaderName::CallId | HeaderName::Route | HeaderName::MaxForwards
         ) {
-            ack.headers.push(header.clone());
+            request.headers.push(header.clone());
         }
     }
-    if let Some(to) = response.headers.get(HeaderName::To) {
-        ack.headers.push(to.clone());
-    }
-    let seq = invite.cseq().map(|c| c.seq).unwrap_or_default();
-    ack.headers
-        .push(Header::new(HeaderName::CSeq, format!("{seq} ACK")));
-    ack.headers
+    request.headers.push(to.clone());
+    let seq = invite.cseq().ok()?.seq;
+    request.headers.push(Header::new(
+        HeaderName::CSeq,
+        format!("{seq} {}", method.as_str()),
+    ));
+    request
+        .headers
         .push(Header::new(HeaderName::ContentLength, "0"));
-    ack.to_bytes()
+    Some(request)
+}
+
+/// The ACK for a failure response, built by the INVITE client transaction (§17.1.1.3).
+fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
+    // The response's To carries the peer's tag; a response without To was already dropped by
+    // validation, so the fallback (the INVITE's To) never goes on the wire in practice.
+    let to = response
+        .headers
+        .get(HeaderName::To)
+        .or_else(|| invite.headers.get(HeaderName::To));
+    to.and_then(|to| mirror_invite(invite, Method::Ack, to))
+        .map(|ack| ack.to_bytes())
+        .unwrap_or_default()
 }
