@@ -139,6 +139,30 @@ struct Pending2xx {
     give_up: Instant,
 }
 
+/// An INVITE to send out of dialog, for [`UserAgent::invite_with`].
+#[derive(Debug)]
+pub struct OutgoingInvite<'a> {
+    /// Our address of record (From).
+    pub from: &'a Uri,
+    /// The display name written in From.
+    pub from_display: Option<&'a str>,
+    /// Whom we call (To and Request-URI).
+    pub to: &'a Uri,
+    /// Where the INVITE goes.
+    pub destination: SocketAddr,
+    /// Over which transport.
+    pub protocol: Protocol,
+    /// Extra header fields (Supported, Session-Expires, the application's own …).
+    pub headers: Vec<Header>,
+    /// `(content type, bytes)`.
+    pub body: Option<(&'a str, Bytes)>,
+    /// The Call-ID to use (a retry of a refused INVITE keeps it, §8.1.3.5); a new one when
+    /// `None`.
+    pub call_id: Option<CallId>,
+    /// The CSeq number (one more than the refused INVITE's for a retry); 1 when `None`.
+    pub cseq: Option<u32>,
+}
+
 /// What we remember of an INVITE we sent.
 struct ClientInvite {
     request: Request,
@@ -711,15 +735,50 @@ impl UserAgent {
         protocol: Protocol,
         body: Option<(&str, Bytes)>,
     ) -> Result<TransactionId, EndpointError> {
-        let call_id = CallId::random(Some(&self.config.via_host));
+        let invite = OutgoingInvite {
+            from,
+            from_display: None,
+            to,
+            destination,
+            protocol,
+            headers: Vec::new(),
+            body,
+            call_id: None,
+            cseq: None,
+        };
+        self.invite_with(now, invite).map(|(tx, _)| tx)
+    }
+
+    /// Sends an INVITE out of dialog with a display name and extra headers; returns its
+    /// client transaction and the new Call-ID.
+    pub fn invite_with(
+        &mut self,
+        now: Instant,
+        invite: OutgoingInvite<'_>,
+    ) -> Result<(TransactionId, CallId), EndpointError> {
+        let OutgoingInvite {
+            from,
+            from_display,
+            to,
+            destination,
+            protocol,
+            headers,
+            body,
+            call_id,
+            cseq,
+        } = invite;
+        let call_id = call_id.unwrap_or_else(|| CallId::random(Some(&self.config.via_host)));
         let mut builder = Request::builder(Method::Invite, to.clone())
             .header(HeaderName::Via, self.via(protocol))
             .max_forwards(70)
-            .from(None, from, &new_tag())
+            .from(from_display, from, &new_tag())
             .to(None, to, None)
             .call_id(call_id.as_str())
-            .cseq(1)
+            .cseq(cseq.unwrap_or(1))
             .contact(&self.config.contact);
+        for header in headers {
+            builder = builder.header_line(header);
+        }
         if let Some((content_type, bytes)) = body {
             builder = builder.body(content_type, bytes);
         }
@@ -738,7 +797,7 @@ impl UserAgent {
                 within: None,
             },
         );
-        Ok(tx)
+        Ok((tx, call_id))
     }
 
     /// Sends a request inside a dialog (BYE, re-INVITE, UPDATE, INFO, REFER, NOTIFY …).

@@ -1,0 +1,103 @@
+//! Small bodies carried by in-dialog requests: `application/dtmf-relay` (DTMF by SIP INFO, the
+//! de-facto format of Cisco and most PBXes) and `message/sipfrag` (transfer progress in NOTIFY,
+//! RFC 3515 §2.4.5 and RFC 3420).
+
+use session_types::StatusCode;
+
+/// The content type of DTMF by INFO.
+pub(crate) const DTMF_RELAY: &str = "application/dtmf-relay";
+/// The content type of transfer progress.
+pub(crate) const SIPFRAG: &str = "message/sipfrag;version=2.0";
+
+/// Builds a `dtmf-relay` body for `digit` held `duration_ms`.
+pub(crate) fn dtmf_relay(digit: char, duration_ms: u32) -> String {
+    format!("Signal={digit}\r\nDuration={duration_ms}\r\n")
+}
+
+/// Reads the digit and duration (ms, default 160) of a `dtmf-relay` body. `None` when it names
+/// no valid digit. `Signal=10`/`11` are the common spellings of `*` and `#`.
+pub(crate) fn parse_dtmf_relay(body: &[u8]) -> Option<(char, u32)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut digit = None;
+    let mut duration = 160;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim().to_ascii_lowercase().as_str() {
+            "signal" => {
+                digit = match value {
+                    "10" => Some('*'),
+                    "11" => Some('#'),
+                    v if v.len() == 1 => v
+                        .chars()
+                        .next()
+                        .map(|c| c.to_ascii_uppercase())
+                        .filter(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')),
+                    _ => None,
+                }
+            }
+            "duration" => duration = value.parse().unwrap_or(duration),
+            _ => {}
+        }
+    }
+    digit.map(|d| (d, duration))
+}
+
+/// A `message/sipfrag` body holding just a status line.
+pub(crate) fn sipfrag(status: StatusCode) -> String {
+    format!("SIP/2.0 {} {}\r\n", status.as_u16(), status.reason_phrase())
+}
+
+/// The status code of a `message/sipfrag` body's status line.
+pub(crate) fn parse_sipfrag(body: &[u8]) -> Option<StatusCode> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().next()?;
+    let mut parts = line.split_whitespace();
+    if parts.next()? != "SIP/2.0" {
+        return None;
+    }
+    StatusCode::new(parts.next()?.parse().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtmf_relay_round_trips_and_reads_common_spellings() {
+        assert_eq!(
+            parse_dtmf_relay(dtmf_relay('5', 250).as_bytes()),
+            Some(('5', 250))
+        );
+        assert_eq!(parse_dtmf_relay(b"Signal=10\r\n"), Some(('*', 160)));
+        assert_eq!(
+            parse_dtmf_relay(b"signal = #\nduration= 100"),
+            Some(('#', 100))
+        );
+        assert_eq!(parse_dtmf_relay(b"Signal=d\r\n"), Some(('D', 160)));
+        assert_eq!(parse_dtmf_relay(b"Signal=X\r\n"), None);
+        assert_eq!(parse_dtmf_relay(b"Duration=100\r\n"), None);
+        assert_eq!(parse_dtmf_relay(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn sipfrag_round_trips_and_refuses_other_text() {
+        assert_eq!(
+            parse_sipfrag(sipfrag(StatusCode::OK).as_bytes()),
+            Some(StatusCode::OK)
+        );
+        assert_eq!(
+            parse_sipfrag(b"SIP/2.0 486 Busy Here\r\nContent-Length: 0\r\n"),
+            Some(StatusCode::BUSY_HERE)
+        );
+        assert_eq!(
+            parse_sipfrag(b"SIP/2.0 100 Trying"),
+            Some(StatusCode::TRYING)
+        );
+        assert_eq!(parse_sipfrag(b"HTTP/1.1 200 OK"), None);
+        assert_eq!(parse_sipfrag(b"SIP/2.0 abc"), None);
+        assert_eq!(parse_sipfrag(b""), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! [`CallSession`]: the application's handle on one call, in either direction.
+//!
+//! A handle is cheap to clone and never blocks: reads (`state`, `call_id`) come from state the
+//! manager shares with it, and operations (`hangup`, `hold`, `transfer` …) are messages to the
+//! manager's task, awaited for their outcome. Handles outlive their call safely: an operation on
+//! an ended call fails with [`SessionError::NoSuchSession`] or
+//! [`SessionError::InvalidState`].
+
+use crate::core::{Command, CommandSender, Operation};
+use crate::error::{Result, SessionError};
+use crate::handler::{AcceptOptions, DtmfMethod};
+use crate::media::{BoxedSink, BoxedSource};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use session_media::rtcp::StreamStats;
+use session_sip::Uri;
+use session_types::{CallId, CallState, Direction, SessionId, StatusCode};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// What a call's handles and the manager share.
+pub(crate) struct CallShared {
+    pub(crate) id: SessionId,
+    pub(crate) call_id: CallId,
+    pub(crate) direction: Direction,
+    pub(crate) local_uri: Arc<str>,
+    pub(crate) remote_uri: Arc<str>,
+    pub(crate) state: watch::Sender<CallState>,
+    pub(crate) status: Mutex<CallStatus>,
+}
+
+/// The parts of a call's progress the handle can read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallStatus {
+    /// The last response to our INVITE (status, reason phrase).
+    pub(crate) last_response: Option<(StatusCode, String)>,
+    /// The peer holds the call.
+    pub(crate) remote_hold: bool,
+    /// We hold the call.
+    pub(crate) local_hold: bool,
+    /// The negotiated codec, once known.
+    pub(crate) codec: Option<Arc<str>>,
+    /// When the session was created and when it was answered.
+    pub(crate) created: Option<Instant>,
+    pub(crate) answered: Option<Instant>,
+    /// When the transfer (if any) created a new call: its session.
+    pub(crate) transferred_to: Option<SessionId>,
+}
+
+/// A handle on one call.
+#[derive(Clone)]
+pub struct CallSession {
+    pub(crate) shared: Arc<CallShared>,
+    pub(crate) commands: CommandSender,
+}
+
+impl fmt::Debug for CallSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallSession")
+            .field("id", &self.shared.id)
+            .field("call_id", &self.shared.call_id)
+            .field("direction", &self.shared.direction)
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+/// Media statistics and timings of a call.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CallStats {
+    /// From session creation to the answer.
+    pub setup_time: Option<Duration>,
+    /// From the answer until now (or the end).
+    pub talk_time: Option<Duration>,
+    /// The negotiated codec.
+    pub codec: Option<Arc<str>>,
+    /// RTP/RTCP statistics of the audio stream (none for a call without our media).
+    pub rtp: Option<StreamStats>,
+}
+
+impl CallSession {
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.shared.id
+    }
+
+    /// The SIP Call-ID.
+    pub fn call_id(&self) -> &CallId {
+        &self.shared.call_id
+    }
+
+    /// Who started the call.
+    pub fn direction(&self) -> Direction {
+        self.shared.direction
+    }
+
+    /// Our URI (From for outbound calls, To for inbound).
+    pub fn local_uri(&self) -> &str {
+        &self.shared.local_uri
+    }
+
+    /// The peer's URI.
+    pub fn remote_uri(&self) -> &str {
+        &self.shared.remote_uri
+    }
+
+    /// The current state.
+    pub fn state(&self) -> CallState {
+        *self.shared.state.borrow()
+    }
+
+    /// The last response to our INVITE: 100/180/183 while it rings, the final one after.
+    pub fn last_response(&self) -> Option<(StatusCode, String)> {
+        self.shared.status.lock().last_response.clone()
+    }
+
+    /// Whether the peer has put the call on hold.
+    pub fn is_remote_hold(&self) -> bool {
+        self.shared.status.lock().remote_hold
+    }
+
+    /// The session a transfer of this call created, once the transfer started.
+    pub fn transferred_to(&self) -> Option<SessionId> {
+        self.shared.status.lock().transferred_to
+    }
+
+    /// A receiver of this call's states, for `select!` loops.
+    pub fn watch_state(&self) -> watch::Receiver<CallState> {
+        self.shared.state.subscribe()
+    }
+
+    /// Waits until `done` holds for the state (checked at once, then at every change) and
+    /// returns that state; a final state also ends the wait.
+    pub async fn wait_for(&self, done: impl Fn(CallState) -> bool) -> CallState {
+        let mut states = self.shared.state.subscribe();
+        let result = states
+            .wait_for(|state| done(*state) || state.is_final())
+            .await
+            .map(|state| *state);
+        // The sender lives in `shared`, which `self` keeps alive: the wait cannot fail.
+        result.unwrap_or(CallState::Terminated)
+    }
+
+    /// Waits for the answer: `Ok` once the call is established, or the reason it never was
+    /// (with the SIP status of a rejection).
+    pub async fn answered(&self) -> Result<()> {
+        let state = self.wait_for(CallState::is_established).await;
+        if state.is_established() {
+            return Ok(());
+        }
+        let last = self.last_response();
+        Err(SessionError::from_final_state(
+            state,
+            last.as_ref().map(|(s, r)| (*s, r.as_str())),
+        ))
+    }
+
+    /// Waits until the call is over and returns its final state.
+    pub async fn ended(&self) -> CallState {
+        self.wait_for(CallState::is_final).await
+    }
+
+    async fn run(&self, operation: Operation) -> Result<()> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command::Operate {
+                session: self.shared.id,
+                operation,
+                reply,
+            })
+            .map_err(|_| SessionError::Shutdown)?;
+        outcome.await.map_err(|_| SessionError::Shutdown)?
+    }
+
+    /// Answers a deferred incoming call with the manager's media.
+    pub async fn accept(&self) -> Result<()> {
+        self.accept_with(AcceptOptions::default()).await
+    }
+
+    /// Answers a deferred incoming call.
+    pub async fn accept_with(&self, options: AcceptOptions) -> Result<()> {
+        self.run(Operation::Accept(options)).await
+    }
+
+    /// Refuses a deferred incoming call with `status` (4xx–6xx).
+    pub async fn reject(&self, status: StatusCode) -> Result<()> {
+        self.run(Operation::Reject(status)).await
+    }
+
+    /// Cancels our unanswered call (CANCEL, §9.1). If the answer wins the race the call is
+    /// ended with BYE; either way it ends.
+    pub async fn cancel(&self) -> Result<()> {
+        self.run(Operation::Cancel).await
+    }
+
+    /// Ends the call: BYE once answered, CANCEL for our unanswered call, 480 for a deferred
+    /// incoming call.
+    pub async fn hangup(&self) -> Result<()> {
+        self.run(Operation::Hangup).await
+    }
+
+    /// Puts the call on hold by re-INVITE with `a=sendonly` (RFC 3264 §8.4).
+    pub async fn hold(&self) -> Result<()> {
+        self.run(Operation::Hold(true)).await
+    }
+
+    /// Takes the call off hold by re-INVITE with `a=sendrecv`.
+    pub async fn resume(&self) -> Result<()> {
+        self.run(Operation::Hold(false)).await
+    }
+
+    /// Sends a new offer by re-INVITE (e.g. to refresh media after a change).
+    pub async fn reinvite(&self) -> Result<()> {
+        self.run(Operation::Reoffer { update: false }).await
+    }
+
+    /// Sends a new offer by UPDATE (RFC 3311).
+    pub async fn update(&self) -> Result<()> {
+        self.run(Operation::Reoffer { update: true }).await
+    }
+
+    /// Sends DTMF digits, one after the other.
+    pub async fn send_dtmf(&self, digits: &str, method: DtmfMethod) -> Result<()> {
+        for digit in digits.chars() {
+            if !matches!(digit, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d') {
+                return Err(SessionError::InvalidInput {
+                    what: "DTMF digit",
+                    value: digit.to_string(),
+                });
+            }
+            self.run(Operation::Dtmf {
+                digit: digit.to_ascii_uppercase(),
+                method,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends INFO with this body inside the call; `Ok` on a 2xx.
+    pub async fn send_info(&self, content_type: &str, body: impl Into<Bytes>) -> Result<()> {
+        self.run(Operation::Request {
+            method: session_sip::Method::Info,
+            content_type: content_type.to_owned(),
+            body: body.into(),
+        })
+        .await
+    }
+
+    /// Sends a MESSAGE (`text/plain`) inside the call; `Ok` on a 2xx.
+    pub async fn send_message(&self, text: &str) -> Result<()> {
+        self.run(Operation::Request {
+            method: session_sip::Method::Message,
+            content_type: "text/plain".to_owned(),
+            body: Bytes::copy_from_slice(text.as_bytes()),
+        })
+        .await
+    }
+
+    /// Blind transfer (RFC 3515): REFER to `target`, then follow the peer's NOTIFY reports.
+    /// `Ok` once the peer reached the target; the call is then ended with BYE. On failure the
+    /// call stays up and the error carries the target's status.
+    pub async fn transfer(&self, target: &str) -> Result<()> {
+        let target = Uri::parse(target).map_err(|_| SessionError::InvalidInput {
+            what: "transfer target",
+            value: target.to_owned(),
+        })?;
+        self.run(Operation::Transfer(target)).await
+    }
+
+    /// Plays audio from `source` into the call (20 ms frames, paced by the media task).
+    pub async fn attach_source(&self, source: BoxedSource) -> Result<()> {
+        self.run(Operation::AttachSource(source)).await
+    }
+
+    /// Hands every received audio frame to `sink`.
+    pub async fn attach_sink(&self, sink: BoxedSink) -> Result<()> {
+        self.run(Operation::AttachSink(sink)).await
+    }
+
+    /// Setup time, talk time, codec and RTP statistics.
+    pub async fn stats(&self) -> Result<CallStats> {
+        let (reply, stats) = oneshot::channel();
+        self.run(Operation::Stats(reply)).await?;
+        stats.await.map_err(|_| SessionError::NoSuchSession)
+    }
+}

@@ -1,0 +1,770 @@
+//! Inside an established call: re-INVITE and UPDATE (hold, resume, new offers, RFC 4028
+//! refreshes) both ways, DTMF by INFO, INFO and MESSAGE, and blind transfer by REFER with
+//! NOTIFY `message/sipfrag` progress (RFC 3515) as transferor and transferee.
+
+use super::inbound::{ALLOW, SDP};
+use super::{Core, OutgoingCall, Reply, TimerKind, TxOwner, TxPurpose};
+use crate::body;
+use crate::error::{Result, SessionError};
+use crate::handler::{DtmfMethod, TransferDecision, TransferRequest};
+use crate::media::MediaCommand;
+use crate::session_timer::{self, UasDecision};
+use bytes::Bytes;
+use session_dialog::transaction::TransactionId;
+use session_events::{SessionEvent, TerminationReason};
+use session_media::sdp::{MediaDirection, SessionDescription};
+use session_sip::{Header, HeaderName, Method, Request, Response};
+use session_types::{CallState, DialogId, FailureReason, SessionId, StatusCode};
+use std::time::{Duration, Instant};
+
+/// How long a digit sent by RFC 4733 or INFO lasts.
+const DTMF_DURATION: Duration = Duration::from_millis(160);
+
+impl Core {
+    pub(super) async fn on_in_dialog_request(
+        &mut self,
+        session: SessionId,
+        dialog: DialogId,
+        tx: TransactionId,
+        request: Request,
+    ) {
+        let _ = dialog;
+        match request.method {
+            Method::Invite | Method::Update => self.on_reoffer(session, tx, request).await,
+            Method::Info => {
+                let is_dtmf = request
+                    .content_type()
+                    .and_then(Result::ok)
+                    .is_some_and(|t| t.is("application", "dtmf-relay"));
+                self.respond(tx, StatusCode::OK, Vec::new(), None).await;
+                let Some(call) = self.calls.get(&session) else {
+                    return;
+                };
+                let handle = self.handle(call);
+                match is_dtmf
+                    .then(|| body::parse_dtmf_relay(&request.body))
+                    .flatten()
+                {
+                    Some((digit, duration_ms)) => {
+                        self.bus.publish(SessionEvent::DtmfReceived {
+                            session_id: session,
+                            digit,
+                            duration: Duration::from_millis(u64::from(duration_ms)),
+                        });
+                        self.handler.on_dtmf(&handle, digit, DtmfMethod::Info);
+                    }
+                    None => self.handler.on_message(&handle, &request),
+                }
+            }
+            Method::Message => {
+                self.respond(tx, StatusCode::OK, Vec::new(), None).await;
+                if let Some(call) = self.calls.get(&session) {
+                    let handle = self.handle(call);
+                    self.handler.on_message(&handle, &request);
+                }
+            }
+            Method::Refer => self.on_refer(session, tx, request).await,
+            Method::Notify => self.on_notify(session, tx, request).await,
+            Method::Options => {
+                let allow = vec![Header::new(HeaderName::Allow, ALLOW)];
+                self.respond(tx, StatusCode::OK, allow, None).await;
+            }
+            _ => {
+                let allow = vec![Header::new(HeaderName::Allow, ALLOW)];
+                self.respond(tx, StatusCode::METHOD_NOT_ALLOWED, allow, None)
+                    .await;
+            }
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the peer: a new offer (hold, resume, changed media), a
+    /// session refresh, or both.
+    async fn on_reoffer(&mut self, session: SessionId, tx: TransactionId, request: Request) {
+        let mut headers = Vec::new();
+        match session_timer::uas_decide(&request, self.config.session_timer.as_ref()) {
+            UasDecision::TooSmall(min_se) => {
+                let min_se = Header::new(HeaderName::MinSe, min_se.to_string());
+                self.respond(
+                    tx,
+                    StatusCode::SESSION_INTERVAL_TOO_SMALL,
+                    vec![min_se],
+                    None,
+                )
+                .await;
+                return;
+            }
+            UasDecision::Timer { timer, require } => {
+                // A refresh: answer with the interval and restart our side (§9, §10).
+                let we_are_uac = self
+                    .calls
+                    .get(&session)
+                    .is_some_and(|c| c.shared.direction == session_types::Direction::Outbound);
+                let refreshed = session_timer::SessionTimer {
+                    we_are_uac,
+                    ..timer
+                };
+                headers.push(refreshed.header());
+                if require {
+                    headers.push(Header::new(HeaderName::Require, "timer"));
+                }
+                self.start_session_timer(session, refreshed);
+            }
+            UasDecision::None => {}
+        }
+        if request.body.is_empty() {
+            if request.method == Method::Update {
+                self.respond(tx, StatusCode::OK, headers, None).await;
+                return;
+            }
+            // A re-INVITE without an offer: we offer in the 200, the answer comes in the ACK.
+            let offer = self.calls.get_mut(&session).and_then(|call| {
+                let port = call.media_port;
+                call.offer_answer.as_mut().map(|oa| oa.create_offer(port))
+            });
+            let body = offer.map(|sdp| (SDP, Bytes::from(sdp.to_string())));
+            self.respond(tx, StatusCode::OK, headers, body).await;
+            return;
+        }
+        let answered = self.calls.get_mut(&session).and_then(|call| {
+            let port = call.media_port;
+            let offer_answer = call.offer_answer.as_mut()?;
+            Some(
+                SessionDescription::parse_bytes(&request.body)
+                    .and_then(|offer| offer_answer.answer_offer(&offer, port)),
+            )
+        });
+        let answered = match answered {
+            Some(Ok(answered)) => answered,
+            Some(Err(error)) => {
+                // RFC 3261 §14.2: the old session stays; the offer is refused.
+                tracing::debug!(session_id = %session, %error, "re-offer refused");
+                self.respond(tx, StatusCode::NOT_ACCEPTABLE_HERE, Vec::new(), None)
+                    .await;
+                return;
+            }
+            None => {
+                // The application owns this call's SDP; we cannot answer a new offer for it.
+                self.respond(tx, StatusCode::NOT_ACCEPTABLE_HERE, Vec::new(), None)
+                    .await;
+                return;
+            }
+        };
+        let held = answered.media.is_held_by_remote();
+        let body = Bytes::from(answered.answer.to_string());
+        self.respond(tx, StatusCode::OK, headers, Some((SDP, body)))
+            .await;
+        self.apply_media(session);
+        self.remote_hold_changed(session, held);
+    }
+
+    fn remote_hold_changed(&mut self, session: SessionId, held: bool) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let was = {
+            let mut status = call.shared.status.lock();
+            std::mem::replace(&mut status.remote_hold, held)
+        };
+        if let Some(media) = &call.media {
+            media.send(MediaCommand::SetSending(!held));
+        }
+        if was == held {
+            return;
+        }
+        let local_hold = call.shared.status.lock().local_hold;
+        let handle = self.handle(call);
+        let target = if held || local_hold {
+            CallState::OnHold
+        } else {
+            CallState::Active
+        };
+        self.set_state(session, target);
+        self.handler.on_remote_hold(&handle, held);
+    }
+
+    /// Our re-INVITE (or UPDATE) with a new offer: hold, resume, or a plain re-offer.
+    pub(super) async fn reoffer(
+        &mut self,
+        session: SessionId,
+        hold: Option<bool>,
+        update: bool,
+        reply: Option<Reply>,
+    ) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(SessionError::NoSuchSession));
+            }
+            return;
+        };
+        let operation = match hold {
+            Some(true) => "hold",
+            Some(false) => "resume",
+            None => "re-offer",
+        };
+        let (Some(dialog), true) = (call.dialog.clone(), call.state.is_established()) else {
+            let state = call.state;
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(SessionError::InvalidState { operation, state }));
+            }
+            return;
+        };
+        let port = call.media_port;
+        let Some(offer_answer) = call.offer_answer.as_mut() else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(SessionError::InvalidState {
+                    operation: "re-offer (the application owns the SDP)",
+                    state: call.state,
+                }));
+            }
+            return;
+        };
+        if let Some(hold) = hold {
+            offer_answer.set_local_direction(if hold {
+                MediaDirection::SendOnly
+            } else {
+                MediaDirection::SendRecv
+            });
+        }
+        let offer = Bytes::from(offer_answer.create_offer(port).to_string());
+        let mut headers = Vec::new();
+        if let Some(timer) = call.session_timer {
+            headers.push(timer.header());
+        }
+        let method = if update {
+            Method::Update
+        } else {
+            Method::Invite
+        };
+        let sent = self
+            .ua(move |ua, now| {
+                ua.request_in_dialog(now, &dialog, method, headers, Some((SDP, offer)))
+            })
+            .await;
+        match sent {
+            Some(Ok(tx)) => {
+                self.by_tx.insert(
+                    tx,
+                    TxOwner {
+                        session,
+                        purpose: TxPurpose::Reoffer { hold, reply },
+                    },
+                );
+            }
+            Some(Err(session_dialog::endpoint::EndpointError::RequestPending)) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(SessionError::Pending("re-INVITE")));
+                }
+            }
+            _ => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(SessionError::Transport));
+                }
+            }
+        }
+    }
+
+    pub(super) async fn on_in_dialog_response(
+        &mut self,
+        session: SessionId,
+        purpose: TxPurpose,
+        response: Response,
+    ) {
+        let status = response.status;
+        match purpose {
+            TxPurpose::Reoffer { hold, reply } => {
+                if status.is_success() {
+                    if !response.body.is_empty() {
+                        self.take_answer(session, &response.body);
+                    }
+                    if let Some(hold) = hold {
+                        self.local_hold_changed(session, hold);
+                    }
+                    if let Some(timer) = session_timer::uac_from_response(&response)
+                        .map(|t| self.our_view(session, t))
+                    {
+                        self.start_session_timer(session, timer);
+                    }
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                } else if status == StatusCode::REQUEST_PENDING {
+                    // Glare (§14.1): the user agent reported the retry delay; try again then.
+                    if let Some(call) = self.calls.get_mut(&session) {
+                        call.glare_retry = Some((hold, reply));
+                    }
+                } else if status == StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
+                    || status == StatusCode::REQUEST_TIMEOUT
+                {
+                    // §12.2.1.2: the dialog is gone on the peer's side.
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(rejected(&response)));
+                    }
+                    let _ = self.hangup(session).await;
+                } else if let Some(reply) = reply {
+                    let _ = reply.send(Err(rejected(&response)));
+                }
+            }
+            TxPurpose::Refresh => {
+                if status.is_success() {
+                    if let Some(timer) = session_timer::uac_from_response(&response)
+                        .map(|t| self.our_view(session, t))
+                    {
+                        self.start_session_timer(session, timer);
+                    } else if let Some(timer) =
+                        self.calls.get(&session).and_then(|c| c.session_timer)
+                    {
+                        self.start_session_timer(session, timer);
+                    }
+                } else if status == StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
+                    || status == StatusCode::REQUEST_TIMEOUT
+                {
+                    let _ = self.hangup(session).await;
+                }
+            }
+            TxPurpose::Request(reply) => {
+                if let Some(reply) = reply {
+                    let result = if status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(rejected(&response))
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            TxPurpose::Refer(reply) => {
+                if status.is_success() {
+                    // 202: the peer will report progress by NOTIFY.
+                    if let Some(call) = self.calls.get_mut(&session) {
+                        call.transfer_reply = Some(reply);
+                    }
+                    self.set_state(session, CallState::Transferring);
+                    let at = Instant::now() + self.config.transfer_timeout;
+                    self.schedule(session, at, TimerKind::TransferTimeout);
+                } else {
+                    let _ = reply.send(Err(rejected(&response)));
+                }
+            }
+            TxPurpose::Notify | TxPurpose::Invite => {}
+        }
+    }
+
+    /// A timer read from a response, seen from our side of the dialog.
+    fn our_view(
+        &self,
+        session: SessionId,
+        timer: session_timer::SessionTimer,
+    ) -> session_timer::SessionTimer {
+        let we_are_uac = self
+            .calls
+            .get(&session)
+            .is_some_and(|c| c.shared.direction == session_types::Direction::Outbound);
+        session_timer::SessionTimer {
+            we_are_uac,
+            ..timer
+        }
+    }
+
+    fn local_hold_changed(&mut self, session: SessionId, hold: bool) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let remote_hold = {
+            let mut status = call.shared.status.lock();
+            status.local_hold = hold;
+            status.remote_hold
+        };
+        let target = if hold || remote_hold {
+            CallState::OnHold
+        } else {
+            CallState::Active
+        };
+        self.set_state(session, target);
+    }
+
+    pub(super) async fn retry_after_glare(&mut self, session: SessionId) {
+        let retry = self
+            .calls
+            .get_mut(&session)
+            .and_then(|call| call.glare_retry.take());
+        if let Some((hold, reply)) = retry {
+            self.reoffer(session, hold, false, reply).await;
+        }
+    }
+
+    /// RFC 4028: we are the refresher and half the interval has passed.
+    pub(super) async fn refresh_session(&mut self, session: SessionId) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        if !call.state.is_established() {
+            return;
+        }
+        if call.peer_allows_update
+            && let (Some(dialog), Some(timer)) = (call.dialog.clone(), call.session_timer)
+        {
+            // UPDATE without a body refreshes without touching media (§7.4 prefers it).
+            let headers = vec![timer.header()];
+            let sent = self
+                .ua(move |ua, now| {
+                    ua.request_in_dialog(now, &dialog, Method::Update, headers, None)
+                })
+                .await;
+            if let Some(Ok(tx)) = sent {
+                self.by_tx.insert(
+                    tx,
+                    TxOwner {
+                        session,
+                        purpose: TxPurpose::Refresh,
+                    },
+                );
+            }
+            return;
+        }
+        self.reoffer(session, None, false, None).await;
+    }
+
+    /// RFC 4028 §10: no refresh arrived; BYE and end the session as timed out.
+    pub(super) async fn session_expired(&mut self, session: SessionId) {
+        tracing::debug!(session_id = %session, "session timer expired");
+        let dialog = self.calls.get(&session).and_then(|c| c.dialog.clone());
+        if let Some(dialog) = dialog {
+            let _ = self.ua(move |ua, now| ua.hangup(now, &dialog)).await;
+        }
+        self.end_call(session, TerminationReason::Failed(FailureReason::Timeout));
+    }
+
+    // ---- DTMF, INFO, MESSAGE ----
+
+    pub(super) async fn send_dtmf(
+        &mut self,
+        session: SessionId,
+        digit: char,
+        method: DtmfMethod,
+        reply: Reply,
+    ) {
+        match method {
+            DtmfMethod::Rfc4733 => {
+                let Some(call) = self.calls.get(&session) else {
+                    let _ = reply.send(Err(SessionError::NoSuchSession));
+                    return;
+                };
+                let Some(media) = &call.media else {
+                    let _ = reply.send(Err(SessionError::InvalidState {
+                        operation: "send RFC 4733 DTMF (no media of ours)",
+                        state: call.state,
+                    }));
+                    return;
+                };
+                let (done, result) = tokio::sync::oneshot::channel();
+                media.send(MediaCommand::SendDtmf {
+                    digit,
+                    duration: DTMF_DURATION,
+                    reply: done,
+                });
+                // The digit takes its duration to send; the manager does not wait for it.
+                tokio::spawn(async move {
+                    let outcome = match result.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(error)) => Err(SessionError::Media(error)),
+                        Err(_) => Err(SessionError::NoSuchSession),
+                    };
+                    let _ = reply.send(outcome);
+                });
+            }
+            DtmfMethod::Info => {
+                let body = body::dtmf_relay(digit, DTMF_DURATION.as_millis() as u32);
+                self.send_request(
+                    session,
+                    Method::Info,
+                    body::DTMF_RELAY.to_owned(),
+                    Bytes::from(body),
+                    reply,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// INFO, MESSAGE (and NOTIFY) inside the call; `reply` gets the outcome of the final
+    /// response.
+    pub(super) async fn send_request(
+        &mut self,
+        session: SessionId,
+        method: Method,
+        content_type: String,
+        body: Bytes,
+        reply: Reply,
+    ) {
+        let Some(call) = self.calls.get(&session) else {
+            let _ = reply.send(Err(SessionError::NoSuchSession));
+            return;
+        };
+        let Some(dialog) = call.dialog.clone().filter(|_| call.state.is_established()) else {
+            let _ = reply.send(Err(SessionError::InvalidState {
+                operation: "send a request in the call",
+                state: call.state,
+            }));
+            return;
+        };
+        let sent = self
+            .ua(move |ua, now| {
+                ua.request_in_dialog(
+                    now,
+                    &dialog,
+                    method,
+                    Vec::new(),
+                    Some((&content_type, body)),
+                )
+            })
+            .await;
+        match sent {
+            Some(Ok(tx)) => {
+                self.by_tx.insert(
+                    tx,
+                    TxOwner {
+                        session,
+                        purpose: TxPurpose::Request(Some(reply)),
+                    },
+                );
+            }
+            _ => {
+                let _ = reply.send(Err(SessionError::Transport));
+            }
+        }
+    }
+
+    // ---- transfer: transferor ----
+
+    pub(super) async fn transfer(
+        &mut self,
+        session: SessionId,
+        target: session_sip::Uri,
+        reply: Reply,
+    ) {
+        let Some(call) = self.calls.get(&session) else {
+            let _ = reply.send(Err(SessionError::NoSuchSession));
+            return;
+        };
+        let Some(dialog) = call.dialog.clone().filter(|_| call.state.is_established()) else {
+            let _ = reply.send(Err(SessionError::InvalidState {
+                operation: "transfer",
+                state: call.state,
+            }));
+            return;
+        };
+        if call.transfer_reply.is_some() {
+            let _ = reply.send(Err(SessionError::Pending("transfer")));
+            return;
+        }
+        let headers = vec![
+            Header::new(HeaderName::ReferTo, format!("<{target}>")),
+            Header::new(HeaderName::ReferredBy, format!("<{}>", self.our_uri)),
+        ];
+        let sent = self
+            .ua(move |ua, now| ua.request_in_dialog(now, &dialog, Method::Refer, headers, None))
+            .await;
+        match sent {
+            Some(Ok(tx)) => {
+                self.by_tx.insert(
+                    tx,
+                    TxOwner {
+                        session,
+                        purpose: TxPurpose::Refer(reply),
+                    },
+                );
+            }
+            _ => {
+                let _ = reply.send(Err(SessionError::Transport));
+            }
+        }
+    }
+
+    /// A NOTIFY of the implicit `refer` subscription (RFC 3515 §2.4.4).
+    async fn on_notify(&mut self, session: SessionId, tx: TransactionId, request: Request) {
+        let is_refer = request
+            .event()
+            .and_then(Result::ok)
+            .is_some_and(|event| event.value.eq_ignore_ascii_case("refer"));
+        if !is_refer {
+            // RFC 6665 §4.1.3: an event package we did not subscribe to.
+            self.respond(tx, StatusCode::BAD_EVENT, Vec::new(), None)
+                .await;
+            return;
+        }
+        self.respond(tx, StatusCode::OK, Vec::new(), None).await;
+        let status = body::parse_sipfrag(&request.body);
+        let terminated = request
+            .headers
+            .get_str(HeaderName::SubscriptionState)
+            .is_some_and(|state| {
+                state
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("terminated")
+            });
+        let outcome = match status {
+            Some(status) if status.is_success() => Some(Ok(())),
+            Some(status) if status.is_final() => Some(Err(status)),
+            _ if terminated => Some(Err(StatusCode::SERVICE_UNAVAILABLE)),
+            _ => None,
+        };
+        let Some(outcome) = outcome else {
+            return;
+        };
+        let Some(reply) = self
+            .calls
+            .get_mut(&session)
+            .and_then(|call| call.transfer_reply.take())
+        else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                // The transferee reached the target: our part of the call is over (RFC 5589).
+                let _ = reply.send(Ok(()));
+                let _ = self.hangup(session).await;
+            }
+            Err(status) => {
+                let _ = reply.send(Err(SessionError::TransferFailed { status }));
+                self.back_from_transfer(session);
+            }
+        }
+    }
+
+    pub(super) fn back_from_transfer(&mut self, session: SessionId) {
+        let hold = self.calls.get(&session).is_some_and(|call| {
+            let status = call.shared.status.lock();
+            status.local_hold || status.remote_hold
+        });
+        let state = if hold {
+            CallState::OnHold
+        } else {
+            CallState::Active
+        };
+        self.set_state(session, state);
+    }
+
+    pub(super) fn transfer_timed_out(&mut self, session: SessionId) {
+        let reply = self
+            .calls
+            .get_mut(&session)
+            .and_then(|call| call.transfer_reply.take());
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(SessionError::TransferFailed {
+                status: StatusCode::REQUEST_TIMEOUT,
+            }));
+            self.back_from_transfer(session);
+        }
+    }
+
+    // ---- transfer: transferee ----
+
+    async fn on_refer(&mut self, session: SessionId, tx: TransactionId, request: Request) {
+        let target = request
+            .refer_to()
+            .and_then(Result::ok)
+            .map(|refer_to| refer_to.uri());
+        let Some(target) = target else {
+            // RFC 3515 §2.4.1: exactly one Refer-To, or 400.
+            self.respond(tx, StatusCode::BAD_REQUEST, Vec::new(), None)
+                .await;
+            return;
+        };
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let transfer = TransferRequest {
+            target: target.clone(),
+            referred_by: request
+                .headers
+                .get_str(HeaderName::ReferredBy)
+                .map(str::to_owned),
+        };
+        let handle = self.handle(call);
+        let decision = self.handler.on_transfer_request(&handle, &transfer);
+        let refuse = match decision {
+            TransferDecision::Accept => None,
+            TransferDecision::Refuse(status) if status.is_failure() => Some(status),
+            _ => Some(StatusCode::DECLINE),
+        };
+        if let Some(status) = refuse {
+            self.respond(tx, status, Vec::new(), None).await;
+            return;
+        }
+        self.respond(tx, StatusCode::ACCEPTED, Vec::new(), None)
+            .await;
+        self.set_state(session, CallState::Transferring);
+        self.notify_progress(session, StatusCode::TRYING).await;
+        let Some(destination) = crate::manager::destination_of(&target) else {
+            self.notify_progress(session, StatusCode::NOT_FOUND).await;
+            self.back_from_transfer(session);
+            return;
+        };
+        let outgoing = OutgoingCall {
+            from: self.our_uri.clone(),
+            from_display: self.config.identity.display_name.clone(),
+            to: target.clone(),
+            destination: destination.0,
+            protocol: destination.1,
+            headers: Vec::new(),
+            sdp: None,
+            transfer_of: Some(session),
+        };
+        match self.start_outbound(outgoing).await {
+            Ok(new_call) => {
+                if let Some(call) = self.calls.get(&session) {
+                    call.shared.status.lock().transferred_to = Some(new_call.id());
+                }
+            }
+            Err(error) => {
+                let status = error.status().unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                self.notify_progress(session, status).await;
+                self.back_from_transfer(session);
+            }
+        }
+    }
+
+    /// As transferee: report the new call's progress to the transferor in a NOTIFY.
+    pub(super) async fn notify_progress(&mut self, session: SessionId, status: StatusCode) {
+        let Some(dialog) = self.calls.get(&session).and_then(|c| c.dialog.clone()) else {
+            return;
+        };
+        let subscription = if status.is_final() {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        };
+        let headers = vec![
+            Header::new(HeaderName::Event, "refer"),
+            Header::new(HeaderName::SubscriptionState, subscription),
+        ];
+        let body = Bytes::from(body::sipfrag(status));
+        let sent = self
+            .ua(move |ua, now| {
+                ua.request_in_dialog(
+                    now,
+                    &dialog,
+                    Method::Notify,
+                    headers,
+                    Some((body::SIPFRAG, body)),
+                )
+            })
+            .await;
+        if let Some(Ok(tx)) = sent {
+            self.by_tx.insert(
+                tx,
+                TxOwner {
+                    session,
+                    purpose: TxPurpose::Notify,
+                },
+            );
+        }
+    }
+}
+
+fn rejected(response: &Response) -> SessionError {
+    SessionError::Rejected {
+        status: response.status,
+        reason: response.reason.clone(),
+    }
+}

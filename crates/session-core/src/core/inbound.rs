@@ -1,0 +1,339 @@
+//! INVITEs we answer: admission, the handler's decision, the SDP answer, 180/200/3xx-6xx,
+//! the ACK that makes the call Active, and CANCEL before the answer.
+
+use super::Core;
+use crate::error::{Result, SessionError};
+use crate::handler::{AcceptOptions, CallDecision, IncomingCall};
+use crate::session_timer::{self, UasDecision};
+use bytes::Bytes;
+use session_dialog::transaction::TransactionId;
+use session_events::TerminationReason;
+use session_media::sdp::SessionDescription;
+use session_resources::AdmissionRequest;
+use session_sip::{Header, HeaderName, Request};
+use session_types::{
+    CallId, CallState, Classify, DialogId, Direction, ErrorKind, FailureReason, SessionId,
+    StatusCode,
+};
+use std::net::SocketAddr;
+
+/// The SDP content type.
+pub(crate) const SDP: &str = "application/sdp";
+
+impl Core {
+    pub(super) async fn on_incoming_invite(
+        &mut self,
+        tx: TransactionId,
+        request: Request,
+        source: SocketAddr,
+    ) {
+        let callee = request.uri.user().unwrap_or_default().to_owned();
+        let permit = match self
+            .admission
+            .try_admit(&AdmissionRequest::for_user(&callee))
+        {
+            Ok(permit) => permit,
+            Err(error) => {
+                // 503 with Retry-After (RFC 3261 §21.5.4): the caller may try again later.
+                let retry = error.retry_after().map_or(5, |d| d.as_secs().max(1));
+                tracing::debug!(%error, "INVITE refused by admission");
+                self.respond(
+                    tx,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    vec![Header::new(HeaderName::RetryAfter, retry.to_string())],
+                    None,
+                )
+                .await;
+                return;
+            }
+        };
+        if let UasDecision::TooSmall(min_se) =
+            session_timer::uas_decide(&request, self.config.session_timer.as_ref())
+        {
+            // RFC 4028 §9: the interval asked for is below our minimum.
+            self.respond(
+                tx,
+                StatusCode::SESSION_INTERVAL_TOO_SMALL,
+                vec![Header::new(HeaderName::MinSe, min_se.to_string())],
+                None,
+            )
+            .await;
+            return;
+        }
+        let call_id = CallId::new(request.call_id().unwrap_or_default());
+        let caller = request
+            .from()
+            .map(|from| from.uri_str().to_owned())
+            .unwrap_or_default();
+        let session = self.new_session(
+            call_id,
+            Direction::Inbound,
+            request.uri.as_str(),
+            &caller,
+            Some(permit),
+        );
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        call.invite_tx = Some(tx);
+        call.peer_allows_update = allows_update(&request);
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let incoming = IncomingCall {
+            session: self.handle(call),
+            request,
+            source,
+        };
+        let decision = self.handler.on_incoming_call(&incoming);
+        if let Some(call) = self.calls.get_mut(&session) {
+            call.invite = Some(incoming.request);
+        }
+        let result = match decision {
+            CallDecision::Accept(options) => self.accept(session, options).await,
+            CallDecision::Reject(status) => self.reject_incoming(session, status).await,
+            CallDecision::Defer => self.ring(session).await,
+            CallDecision::Redirect(targets) => self.redirect(session, targets).await,
+        };
+        if let Err(error) = result {
+            tracing::debug!(session_id = %session, %error, "incoming call not answered as decided");
+        }
+    }
+
+    /// Sends 180 Ringing.
+    async fn ring(&mut self, session: SessionId) -> Result<()> {
+        let tx = self.pending_invite(session, "ring")?;
+        self.respond(tx, StatusCode::RINGING, Vec::new(), None)
+            .await;
+        self.set_state(session, CallState::Ringing);
+        Ok(())
+    }
+
+    /// The server transaction of an inbound call not answered yet.
+    fn pending_invite(&self, session: SessionId, operation: &'static str) -> Result<TransactionId> {
+        let call = self
+            .calls
+            .get(&session)
+            .ok_or(SessionError::NoSuchSession)?;
+        match (call.shared.direction, call.invite_tx, call.dialog.is_some()) {
+            (Direction::Inbound, Some(tx), false) => Ok(tx),
+            _ => Err(SessionError::InvalidState {
+                operation,
+                state: call.state,
+            }),
+        }
+    }
+
+    /// Answers 200 with our SDP (or the application's).
+    pub(super) async fn accept(
+        &mut self,
+        session: SessionId,
+        options: AcceptOptions,
+    ) -> Result<()> {
+        let tx = self.pending_invite(session, "accept")?;
+        let offer = self
+            .calls
+            .get(&session)
+            .and_then(|call| call.invite.as_ref())
+            .map(|invite| invite.body.clone())
+            .filter(|body| !body.is_empty());
+        let body = match options.sdp {
+            Some(sdp) => sdp,
+            None => match self.answer_sdp(session, offer.as_ref()).await {
+                Ok(body) => body,
+                Err(error) => {
+                    let status = match &error {
+                        SessionError::Media(e) if e.kind() == ErrorKind::MalformedInput => {
+                            StatusCode::BAD_REQUEST
+                        }
+                        SessionError::Media(_) => StatusCode::NOT_ACCEPTABLE_HERE,
+                        _ => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    self.respond(tx, status, Vec::new(), None).await;
+                    let reason = if status == StatusCode::SERVICE_UNAVAILABLE {
+                        FailureReason::ResourceExhausted
+                    } else {
+                        FailureReason::MediaNegotiation
+                    };
+                    self.end_call(session, TerminationReason::Failed(reason));
+                    return Err(error);
+                }
+            },
+        };
+        let mut headers = Vec::new();
+        let invite = self.calls.get(&session).and_then(|c| c.invite.as_ref());
+        let timer = match invite
+            .map(|invite| session_timer::uas_decide(invite, self.config.session_timer.as_ref()))
+        {
+            Some(UasDecision::Timer { timer, require }) => {
+                headers.push(timer.header());
+                if require {
+                    headers.push(Header::new(HeaderName::Require, "timer"));
+                }
+                Some(timer)
+            }
+            _ => None,
+        };
+        headers.push(Header::new(HeaderName::Allow, ALLOW));
+        headers.push(Header::new(HeaderName::Supported, "timer"));
+        let dialog = self
+            .respond(tx, StatusCode::OK, headers, Some((SDP, body)))
+            .await;
+        let Some(dialog) = dialog else {
+            return Err(SessionError::Ended(self.state_of(session)));
+        };
+        self.by_dialog.insert(dialog.clone(), session);
+        if let Some(call) = self.calls.get_mut(&session) {
+            call.dialog = Some(dialog);
+            call.invite = None;
+        }
+        self.apply_media(session);
+        if let Some(timer) = timer {
+            self.start_session_timer(session, timer);
+        }
+        Ok(())
+    }
+
+    /// Our SDP for the 200: the answer to the INVITE's offer, or our offer when it had none
+    /// (the answer then comes in the ACK).
+    async fn answer_sdp(&mut self, session: SessionId, offer: Option<&Bytes>) -> Result<Bytes> {
+        let offer = offer
+            .map(|body| SessionDescription::parse_bytes(body))
+            .transpose()?;
+        self.open_media(session).await?;
+        let call = self
+            .calls
+            .get_mut(&session)
+            .ok_or(SessionError::NoSuchSession)?;
+        let port = call.media_port;
+        let offer_answer = call
+            .offer_answer
+            .as_mut()
+            .ok_or(SessionError::NoSuchSession)?;
+        let sdp = match offer {
+            Some(offer) => offer_answer.answer_offer(&offer, port)?.answer,
+            None => offer_answer.create_offer(port),
+        };
+        Ok(Bytes::from(sdp.to_string()))
+    }
+
+    /// Refuses an inbound call not answered yet.
+    pub(super) async fn reject_incoming(
+        &mut self,
+        session: SessionId,
+        status: StatusCode,
+    ) -> Result<()> {
+        if !status.is_failure() {
+            return Err(SessionError::InvalidInput {
+                what: "rejection status",
+                value: status.to_string(),
+            });
+        }
+        let tx = self.pending_invite(session, "reject")?;
+        self.respond(tx, status, Vec::new(), None).await;
+        self.end_call(
+            session,
+            TerminationReason::Failed(FailureReason::Rejected(status)),
+        );
+        Ok(())
+    }
+
+    async fn redirect(&mut self, session: SessionId, targets: Vec<session_sip::Uri>) -> Result<()> {
+        let tx = self.pending_invite(session, "redirect")?;
+        let headers = targets
+            .iter()
+            .map(|uri| Header::new(HeaderName::Contact, format!("<{uri}>")))
+            .collect();
+        self.respond(tx, StatusCode::MOVED_TEMPORARILY, headers, None)
+            .await;
+        self.end_call(
+            session,
+            TerminationReason::Failed(FailureReason::Rejected(StatusCode::MOVED_TEMPORARILY)),
+        );
+        Ok(())
+    }
+
+    pub(super) fn on_ack(&mut self, dialog: DialogId, ack: Request) {
+        let Some(&session) = self.by_dialog.get(&dialog) else {
+            return;
+        };
+        // A late offer (INVITE without SDP) is answered in the ACK (RFC 3264 §4).
+        if !ack.body.is_empty() {
+            let answer = SessionDescription::parse_bytes(&ack.body);
+            if let Some(offer_answer) = self
+                .calls
+                .get_mut(&session)
+                .and_then(|call| call.offer_answer.as_mut())
+                && offer_answer.pending_offer().is_some()
+            {
+                match answer.map(|answer| offer_answer.process_answer(&answer)) {
+                    Ok(Ok(_)) => self.apply_media(session),
+                    Ok(Err(error)) | Err(error) => {
+                        tracing::debug!(session_id = %session, %error, "unusable SDP in ACK");
+                    }
+                }
+            }
+        }
+        if matches!(
+            self.state_of(session),
+            CallState::Initiating | CallState::Ringing
+        ) {
+            self.established(session);
+        }
+    }
+
+    pub(super) fn on_cancelled(&mut self, tx: TransactionId) {
+        let session = self
+            .calls
+            .iter()
+            .find(|(_, call)| call.invite_tx == Some(tx) && call.dialog.is_none())
+            .map(|(id, _)| *id);
+        if let Some(session) = session {
+            self.end_call(session, TerminationReason::Cancelled);
+        }
+    }
+
+    /// Requests outside any dialog of ours other than INVITE (OPTIONS is answered by the
+    /// endpoint itself).
+    pub(super) async fn on_out_of_dialog_request(
+        &mut self,
+        tx: TransactionId,
+        request: Request,
+        _source: SocketAddr,
+    ) {
+        use session_sip::Method;
+        let status = match request.method {
+            // Requests that only make sense inside a dialog (§12.2.2).
+            Method::Bye | Method::Info | Method::Update | Method::Notify | Method::Prack => {
+                StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
+            }
+            Method::Options => StatusCode::OK,
+            _ => StatusCode::METHOD_NOT_ALLOWED,
+        };
+        let headers = if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::OK {
+            vec![Header::new(HeaderName::Allow, ALLOW)]
+        } else {
+            Vec::new()
+        };
+        self.respond(tx, status, headers, None).await;
+    }
+
+    pub(super) fn state_of(&self, session: SessionId) -> CallState {
+        self.calls
+            .get(&session)
+            .map_or(CallState::Terminated, |call| call.state)
+    }
+}
+
+/// The methods we answer inside a call.
+pub(crate) const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE";
+
+/// Whether the peer's Allow lists UPDATE.
+pub(crate) fn allows_update(message_headers: &Request) -> bool {
+    message_headers
+        .headers
+        .values(HeaderName::Allow)
+        .flat_map(|value| value.split(','))
+        .any(|method| method.trim().eq_ignore_ascii_case("UPDATE"))
+}

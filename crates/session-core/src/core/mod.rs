@@ -1,0 +1,940 @@
+//! The manager's task: the one place that owns every call's state.
+//!
+//! It reads three inputs — events of the SIP user agent (session-dialog's driver), commands
+//! from [`crate::SessionManager`] and [`crate::CallSession`] handles, and events of the media
+//! tasks — plus one timer heap for all session timers, and acts on the user agent through the
+//! driver's handle. Everything a call holds (admission permit, RTP ports, dialog, timers) is
+//! released in one function, [`Core::end_call`], which every ending path goes through.
+//!
+//! The submodules split the work by direction: `inbound` (INVITEs we answer), `outbound`
+//! (INVITEs we send), `in_dialog` (requests and operations inside an established call).
+
+mod in_dialog;
+mod inbound;
+mod outbound;
+
+use crate::call::{CallSession, CallShared, CallStats, CallStatus};
+use crate::config::{ManagerConfig, MediaMode};
+use crate::error::{Result, SessionError};
+use crate::handler::{AcceptOptions, CallHandler, DtmfMethod};
+use crate::media::{BoxedSink, BoxedSource, MediaEvent, MediaHandle};
+use crate::session_timer::SessionTimer;
+use bytes::Bytes;
+use session_dialog::driver::SipHandle;
+use session_dialog::endpoint::Protocol;
+use session_dialog::transaction::TransactionId;
+use session_dialog::ua::{DialogEnd, UaEvent, UserAgent};
+use session_events::{EventBus, SessionEvent, TerminationReason};
+use session_media::endpoint::{EndpointConfig, RtpEndpoint};
+use session_media::sdp::negotiate::OfferAnswer;
+use session_resources::{AdmissionController, AdmissionPermit, PortPool};
+use session_sip::{Method, Uri};
+use session_types::{CallId, CallState, DialogId, Direction, SessionId, StatusCode};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where commands to the manager's task go.
+pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
+
+/// A reply to an operation.
+pub(crate) type Reply = oneshot::Sender<Result<()>>;
+
+/// What handles ask of the manager's task.
+pub(crate) enum Command {
+    /// Start an outbound call.
+    Call {
+        call: Box<OutgoingCall>,
+        reply: oneshot::Sender<Result<CallSession>>,
+    },
+    /// Act on one call.
+    Operate {
+        session: SessionId,
+        operation: Operation,
+        reply: Reply,
+    },
+    /// End every call, release everything and stop.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// An outbound call, resolved and ready to send.
+pub(crate) struct OutgoingCall {
+    pub(crate) from: Uri,
+    pub(crate) from_display: Option<String>,
+    pub(crate) to: Uri,
+    pub(crate) destination: SocketAddr,
+    pub(crate) protocol: Protocol,
+    pub(crate) headers: Vec<session_sip::Header>,
+    pub(crate) sdp: Option<Bytes>,
+    /// The call this one continues (a transfer), for correlation.
+    pub(crate) transfer_of: Option<SessionId>,
+}
+
+/// Operations on one call.
+pub(crate) enum Operation {
+    Accept(AcceptOptions),
+    Reject(StatusCode),
+    Cancel,
+    Hangup,
+    Hold(bool),
+    Reoffer {
+        update: bool,
+    },
+    Dtmf {
+        digit: char,
+        method: DtmfMethod,
+    },
+    Request {
+        method: Method,
+        content_type: String,
+        body: Bytes,
+    },
+    Transfer(Uri),
+    AttachSource(BoxedSource),
+    AttachSink(BoxedSink),
+    Stats(oneshot::Sender<CallStats>),
+}
+
+/// Why we sent a request, so that its response finds its way back.
+pub(crate) enum TxPurpose {
+    /// The call's initial INVITE.
+    Invite,
+    /// A re-INVITE or UPDATE carrying a new offer (hold, resume, re-offer, session refresh).
+    Reoffer {
+        hold: Option<bool>,
+        reply: Option<Reply>,
+    },
+    /// A session refresh without a new offer (UPDATE).
+    Refresh,
+    /// INFO, MESSAGE: the reply waits for the final response.
+    Request(Option<Reply>),
+    /// Our REFER.
+    Refer(Reply),
+    /// A NOTIFY we sent as transferee.
+    Notify,
+}
+
+/// A request of ours in flight.
+pub(crate) struct TxOwner {
+    pub(crate) session: SessionId,
+    pub(crate) purpose: TxPurpose,
+}
+
+/// Timers of the manager's heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKind {
+    /// RFC 4028: we are the refresher; refresh now.
+    SessionRefresh,
+    /// RFC 4028: no refresh came; end the session.
+    SessionExpiry,
+    /// Our REFER got no final NOTIFY in time.
+    TransferTimeout,
+    /// §14.1: retry our re-INVITE after a 491.
+    GlareRetry,
+}
+
+/// The manager's view of one call.
+pub(crate) struct Call {
+    pub(crate) shared: Arc<CallShared>,
+    pub(crate) state: CallState,
+    pub(crate) dialog: Option<DialogId>,
+    /// Inbound: the INVITE's server transaction until answered. Outbound: the INVITE's client
+    /// transaction until its final response.
+    pub(crate) invite_tx: Option<TransactionId>,
+    /// Inbound: the INVITE, kept until it is answered (its offer, its session timer).
+    pub(crate) invite: Option<session_sip::Request>,
+    /// Outbound: what the INVITE was, for a retry after 422.
+    pub(crate) outgoing: Option<OutgoingCall>,
+    pub(crate) cseq: u32,
+    pub(crate) permit: Option<AdmissionPermit>,
+    pub(crate) media: Option<MediaHandle>,
+    /// SDP state; `None` when the application brought its own SDP.
+    pub(crate) offer_answer: Option<OfferAnswer>,
+    /// Our RTP port as written in SDP (9, the discard port, for signaling-only calls).
+    pub(crate) media_port: u16,
+    /// We asked to cancel (or hang up) before the answer.
+    pub(crate) cancelling: bool,
+    /// The manager is shutting down: the ending reason is `Shutdown`.
+    pub(crate) shutting_down: bool,
+    pub(crate) session_timer: Option<SessionTimer>,
+    /// Bumped whenever the session timer is rescheduled; older heap entries are stale.
+    pub(crate) timer_generation: u32,
+    /// Our REFER's outcome waits here for the final NOTIFY.
+    pub(crate) transfer_reply: Option<Reply>,
+    /// As transferee: the subscription's NOTIFYs go into this call for the new one's progress.
+    pub(crate) notify_to: Option<SessionId>,
+    /// A re-INVITE to retry after 491.
+    pub(crate) glare_retry: Option<(Option<bool>, Option<Reply>)>,
+    /// The peer allows UPDATE (for session refreshes).
+    pub(crate) peer_allows_update: bool,
+}
+
+impl Call {
+    fn new(shared: Arc<CallShared>, permit: Option<AdmissionPermit>) -> Self {
+        Self {
+            state: CallState::Initiating,
+            shared,
+            dialog: None,
+            invite_tx: None,
+            invite: None,
+            outgoing: None,
+            cseq: 1,
+            permit,
+            media: None,
+            offer_answer: None,
+            media_port: 9,
+            cancelling: false,
+            shutting_down: false,
+            session_timer: None,
+            timer_generation: 0,
+            transfer_reply: None,
+            notify_to: None,
+            glare_retry: None,
+            peer_allows_update: false,
+        }
+    }
+}
+
+/// Counters the manager reads without asking the task.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    pub(crate) calls: AtomicUsize,
+}
+
+/// What the core task is built from.
+pub(crate) struct CoreParts {
+    pub(crate) config: ManagerConfig,
+    pub(crate) sip: SipHandle,
+    pub(crate) ua_events: mpsc::UnboundedReceiver<UaEvent>,
+    pub(crate) handler: Arc<dyn CallHandler>,
+    pub(crate) bus: EventBus,
+    pub(crate) admission: AdmissionController,
+    pub(crate) ports: PortPool,
+    pub(crate) commands: CommandSender,
+    pub(crate) inbox: mpsc::UnboundedReceiver<Command>,
+    pub(crate) gauges: Arc<Gauges>,
+    pub(crate) local_ip: IpAddr,
+    pub(crate) our_uri: Uri,
+}
+
+/// The manager's task state.
+pub(crate) struct Core {
+    pub(crate) config: ManagerConfig,
+    pub(crate) sip: SipHandle,
+    pub(crate) handler: Arc<dyn CallHandler>,
+    pub(crate) bus: EventBus,
+    pub(crate) admission: AdmissionController,
+    pub(crate) ports: PortPool,
+    pub(crate) commands: CommandSender,
+    pub(crate) gauges: Arc<Gauges>,
+    pub(crate) local_ip: IpAddr,
+    pub(crate) our_uri: Uri,
+    pub(crate) calls: HashMap<SessionId, Call>,
+    pub(crate) by_tx: HashMap<TransactionId, TxOwner>,
+    pub(crate) by_dialog: HashMap<DialogId, SessionId>,
+    pub(crate) timers: BinaryHeap<Reverse<(Instant, SessionId, TimerKind, u32)>>,
+    pub(crate) media_events: mpsc::UnboundedSender<(SessionId, MediaEvent)>,
+    /// Transfer progress to report by NOTIFY (transferee), sent after the current event.
+    pub(crate) pending_notifies: Vec<(SessionId, StatusCode)>,
+    /// Calls ended while handling the last event, their last events still to publish.
+    pub(crate) endings: Vec<(Call, TerminationReason)>,
+}
+
+impl Core {
+    /// Runs the task until shutdown.
+    pub(crate) async fn run(parts: CoreParts) {
+        let CoreParts {
+            config,
+            sip,
+            mut ua_events,
+            handler,
+            bus,
+            admission,
+            ports,
+            commands,
+            mut inbox,
+            gauges,
+            local_ip,
+            our_uri,
+        } = parts;
+        let (media_events, mut media_inbox) = mpsc::unbounded_channel();
+        let mut core = Core {
+            config,
+            sip,
+            handler,
+            bus,
+            admission,
+            ports,
+            commands,
+            gauges,
+            local_ip,
+            our_uri,
+            calls: HashMap::new(),
+            by_tx: HashMap::new(),
+            by_dialog: HashMap::new(),
+            timers: BinaryHeap::new(),
+            media_events,
+            pending_notifies: Vec::new(),
+            endings: Vec::new(),
+        };
+        loop {
+            let deadline = core.timers.peek().map(|Reverse((at, ..))| *at);
+            tokio::select! {
+                biased;
+                event = ua_events.recv() => match event {
+                    Some(event) => core.on_ua_event(event).await,
+                    // The driver stopped (it cannot without our handle): nothing more to do.
+                    None => break,
+                },
+                command = inbox.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        core.shutdown(&mut ua_events).await;
+                        core.finish_endings().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => core.on_command(command).await,
+                    None => break,
+                },
+                Some((session, event)) = media_inbox.recv() => core.on_media_event(session, event),
+                () = sleep_until_or_forever(deadline) => core.on_timers().await,
+            }
+            core.flush_notifies().await;
+            core.finish_endings().await;
+        }
+    }
+
+    /// Sends the transfer progress queued while handling the last event.
+    async fn flush_notifies(&mut self) {
+        while let Some((original, status)) = self.pending_notifies.pop() {
+            self.notify_progress(original, status).await;
+            if !status.is_success() {
+                self.back_from_transfer(original);
+            }
+        }
+    }
+
+    // ---- the user agent ----
+
+    /// Runs `f` on the user agent; `None` when the driver is gone.
+    pub(crate) async fn ua<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut UserAgent, Instant) -> R + Send + 'static,
+    ) -> Option<R> {
+        self.sip.with(f).await.ok()
+    }
+
+    /// Answers a request statelessly-in-effect: one response, errors logged.
+    pub(crate) async fn respond(
+        &self,
+        tx: TransactionId,
+        status: StatusCode,
+        headers: Vec<session_sip::Header>,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Option<DialogId> {
+        let result = self
+            .ua(move |ua, now| ua.answer(now, tx, status, headers, body))
+            .await;
+        match result {
+            Some(Ok(dialog)) => dialog,
+            Some(Err(error)) => {
+                tracing::debug!(%error, status = status.as_u16(), "response not sent");
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn on_ua_event(&mut self, event: UaEvent) {
+        match event {
+            UaEvent::IncomingInvite {
+                tx,
+                request,
+                source,
+            } => self.on_incoming_invite(tx, request, source).await,
+            UaEvent::IncomingRequest {
+                tx,
+                request,
+                dialog,
+                source,
+            } => match dialog.and_then(|d| self.by_dialog.get(&d).copied().map(|s| (d, s))) {
+                Some((dialog, session)) => {
+                    self.on_in_dialog_request(session, dialog, tx, request)
+                        .await;
+                }
+                None => self.on_out_of_dialog_request(tx, request, source).await,
+            },
+            UaEvent::Response {
+                tx,
+                response,
+                dialog,
+            } => self.on_response(tx, response, dialog).await,
+            UaEvent::Ack { dialog, request } => self.on_ack(dialog, request),
+            UaEvent::Cancelled { tx } => self.on_cancelled(tx),
+            UaEvent::TransactionTimeout { tx } => self.on_transaction_failed(tx, false).await,
+            UaEvent::DialogTerminated { dialog, reason } => self.on_dialog_end(dialog, reason),
+            UaEvent::ReInviteGlare {
+                dialog,
+                retry_after,
+            } => {
+                if let Some(&session) = self.by_dialog.get(&dialog) {
+                    self.schedule(session, Instant::now() + retry_after, TimerKind::GlareRetry);
+                }
+            }
+            other => tracing::debug!(?other, "user agent event not handled"),
+        }
+    }
+
+    async fn on_response(
+        &mut self,
+        tx: TransactionId,
+        response: session_sip::Response,
+        dialog: Option<DialogId>,
+    ) {
+        let is_final = response.status.is_final();
+        let Some(owner) = self.by_tx.get(&tx) else {
+            return;
+        };
+        let session = owner.session;
+        if matches!(owner.purpose, TxPurpose::Invite) {
+            if is_final {
+                self.by_tx.remove(&tx);
+            }
+            self.on_invite_response(session, tx, response, dialog).await;
+            return;
+        }
+        if !is_final {
+            return;
+        }
+        if let Some(owner) = self.by_tx.remove(&tx) {
+            self.on_in_dialog_response(session, owner.purpose, response)
+                .await;
+        }
+    }
+
+    /// Timer B/F fired (`transport == false`) or the transport failed for request `tx`.
+    async fn on_transaction_failed(&mut self, tx: TransactionId, transport: bool) {
+        let Some(owner) = self.by_tx.remove(&tx) else {
+            return;
+        };
+        let (error, reason) = if transport {
+            (
+                SessionError::Transport,
+                session_types::FailureReason::Transport,
+            )
+        } else {
+            (SessionError::Timeout, session_types::FailureReason::Timeout)
+        };
+        match owner.purpose {
+            TxPurpose::Invite => {
+                self.end_call(owner.session, TerminationReason::Failed(reason));
+            }
+            TxPurpose::Reoffer { reply, .. } | TxPurpose::Request(reply) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            TxPurpose::Refer(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            TxPurpose::Refresh | TxPurpose::Notify => {}
+        }
+    }
+
+    fn on_dialog_end(&mut self, dialog: DialogId, reason: DialogEnd) {
+        let Some(session) = self.by_dialog.get(&dialog).copied() else {
+            return;
+        };
+        let reason = match reason {
+            DialogEnd::PeerBye => TerminationReason::RemoteHangup,
+            DialogEnd::LocalBye => TerminationReason::LocalHangup,
+            DialogEnd::AckTimeout => {
+                TerminationReason::Failed(session_types::FailureReason::Timeout)
+            }
+            // A second dialog of a forked call: the call itself goes on in the first one.
+            DialogEnd::ForkRejected => return,
+            _ => TerminationReason::LocalHangup,
+        };
+        self.end_call(session, reason);
+    }
+
+    fn on_media_event(&mut self, session: SessionId, event: MediaEvent) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        match event {
+            MediaEvent::Dtmf { digit, duration } => {
+                let handle = self.handle(call);
+                self.bus.publish(SessionEvent::DtmfReceived {
+                    session_id: session,
+                    digit,
+                    duration,
+                });
+                self.handler.on_dtmf(&handle, digit, DtmfMethod::Rfc4733);
+            }
+            MediaEvent::Inactive(silent) => {
+                tracing::debug!(session_id = %session, ?silent, "no RTP");
+            }
+        }
+    }
+
+    // ---- commands ----
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Call { call, reply } => {
+                let result = self.start_outbound(*call).await;
+                let _ = reply.send(result);
+            }
+            Command::Operate {
+                session,
+                operation,
+                reply,
+            } => {
+                if !self.calls.contains_key(&session) {
+                    let _ = reply.send(Err(SessionError::NoSuchSession));
+                    return;
+                }
+                self.operate(session, operation, reply).await;
+            }
+            // Handled by the loop.
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn operate(&mut self, session: SessionId, operation: Operation, reply: Reply) {
+        match operation {
+            Operation::Accept(options) => {
+                let result = self.accept(session, options).await;
+                let _ = reply.send(result);
+            }
+            Operation::Reject(status) => {
+                let result = self.reject_incoming(session, status).await;
+                let _ = reply.send(result);
+            }
+            Operation::Cancel => {
+                let result = self.cancel(session).await;
+                let _ = reply.send(result);
+            }
+            Operation::Hangup => {
+                let result = self.hangup(session).await;
+                let _ = reply.send(result);
+            }
+            Operation::Hold(hold) => self.reoffer(session, Some(hold), false, Some(reply)).await,
+            Operation::Reoffer { update } => {
+                self.reoffer(session, None, update, Some(reply)).await;
+            }
+            Operation::Dtmf { digit, method } => {
+                self.send_dtmf(session, digit, method, reply).await
+            }
+            Operation::Request {
+                method,
+                content_type,
+                body,
+            } => {
+                self.send_request(session, method, content_type, body, reply)
+                    .await;
+            }
+            Operation::Transfer(target) => self.transfer(session, target, reply).await,
+            Operation::AttachSource(source) => {
+                let result = self.with_media(session, |media| {
+                    media.send(crate::media::MediaCommand::AttachSource(source));
+                });
+                let _ = reply.send(result);
+            }
+            Operation::AttachSink(sink) => {
+                let result = self.with_media(session, |media| {
+                    media.send(crate::media::MediaCommand::AttachSink(sink));
+                });
+                let _ = reply.send(result);
+            }
+            Operation::Stats(stats_reply) => {
+                self.stats(session, stats_reply);
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn with_media(&self, session: SessionId, f: impl FnOnce(&MediaHandle)) -> Result<()> {
+        let call = self
+            .calls
+            .get(&session)
+            .ok_or(SessionError::NoSuchSession)?;
+        match &call.media {
+            Some(media) => {
+                f(media);
+                Ok(())
+            }
+            None => Err(SessionError::InvalidState {
+                operation: "attach audio (no media of ours)",
+                state: call.state,
+            }),
+        }
+    }
+
+    fn stats(&self, session: SessionId, reply: oneshot::Sender<CallStats>) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let status = call.shared.status.lock().clone();
+        let mut stats = CallStats {
+            setup_time: status
+                .created
+                .zip(status.answered)
+                .map(|(created, answered)| answered.saturating_duration_since(created)),
+            talk_time: status.answered.map(|answered| answered.elapsed()),
+            codec: status.codec,
+            rtp: None,
+        };
+        let Some(media) = &call.media else {
+            let _ = reply.send(stats);
+            return;
+        };
+        // The media task answers in its own time; the manager does not wait for it.
+        let (rtp_reply, rtp) = oneshot::channel();
+        media.send(crate::media::MediaCommand::Stats(rtp_reply));
+        tokio::spawn(async move {
+            stats.rtp = rtp.await.ok();
+            let _ = reply.send(stats);
+        });
+    }
+
+    // ---- sessions ----
+
+    /// A new session's shared part and handle.
+    pub(crate) fn new_session(
+        &mut self,
+        call_id: CallId,
+        direction: Direction,
+        local_uri: &str,
+        remote_uri: &str,
+        permit: Option<AdmissionPermit>,
+    ) -> SessionId {
+        let id = SessionId::new();
+        let (state, _) = tokio::sync::watch::channel(CallState::Initiating);
+        let shared = Arc::new(CallShared {
+            id,
+            call_id: call_id.clone(),
+            direction,
+            local_uri: Arc::from(local_uri),
+            remote_uri: Arc::from(remote_uri),
+            state,
+            status: parking_lot::Mutex::new(CallStatus {
+                created: Some(Instant::now()),
+                ..CallStatus::default()
+            }),
+        });
+        let (from, to) = match direction {
+            Direction::Outbound => (shared.local_uri.clone(), shared.remote_uri.clone()),
+            Direction::Inbound => (shared.remote_uri.clone(), shared.local_uri.clone()),
+        };
+        self.calls.insert(id, Call::new(shared, permit));
+        self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
+        tracing::debug!(session_id = %id, call_id = %call_id, ?direction, "session created");
+        self.bus.publish(SessionEvent::SessionCreated {
+            session_id: id,
+            direction,
+            call_id,
+            from,
+            to,
+        });
+        id
+    }
+
+    /// A handle on `call`.
+    pub(crate) fn handle(&self, call: &Call) -> CallSession {
+        CallSession {
+            shared: call.shared.clone(),
+            commands: self.commands.clone(),
+        }
+    }
+
+    /// Moves `session` to `new` if legal; publishes the change. Returns whether it moved.
+    pub(crate) fn set_state(&mut self, session: SessionId, new: CallState) -> bool {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return false;
+        };
+        let old = call.state;
+        if old == new {
+            return false;
+        }
+        if let Err(error) = old.transition(new) {
+            tracing::debug!(session_id = %session, %error, "state change refused");
+            return false;
+        }
+        call.state = new;
+        call.shared.state.send_replace(new);
+        tracing::debug!(session_id = %session, call_id = %call.shared.call_id, %old, %new, "state");
+        self.bus.publish(SessionEvent::StateChanged {
+            session_id: session,
+            call_id: call.shared.call_id.clone(),
+            old,
+            new,
+        });
+        true
+    }
+
+    /// The call is answered and confirmed: Active, media started, handler told.
+    pub(crate) fn established(&mut self, session: SessionId) {
+        if !self.set_state(session, CallState::Active) {
+            return;
+        }
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        call.shared.status.lock().answered = Some(Instant::now());
+        if let (Some(media), Some(negotiated)) = (
+            &call.media,
+            call.offer_answer.as_ref().and_then(OfferAnswer::current),
+        ) && let Some(remote) = negotiated.remote_rtp()
+        {
+            self.bus.publish(SessionEvent::MediaStarted {
+                session_id: session,
+                codec: Arc::from(negotiated.codec.name.as_str()),
+                local: media.local_addr(),
+                remote,
+            });
+        }
+        let handle = self.handle(call);
+        if let Some(original) = call.notify_to {
+            self.pending_notifies.push((original, StatusCode::OK));
+        }
+        self.handler.on_call_established(&handle);
+    }
+
+    /// Ends `session` for `reason`: final state, resources released, maps cleaned, events
+    /// published, handler told. Every ending path comes here.
+    pub(crate) fn end_call(&mut self, session: SessionId, reason: TerminationReason) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let reason = if call.shutting_down {
+            TerminationReason::Shutdown
+        } else {
+            reason
+        };
+        let target = reason.final_state();
+        if target == CallState::Terminated && call.state != CallState::Terminating {
+            self.set_state(session, CallState::Terminating);
+        }
+        if !self.set_state(session, target) {
+            // E.g. Cancelled asked for an answered call: it still ends, as Terminated.
+            self.set_state(session, CallState::Terminating);
+            self.set_state(session, CallState::Terminated);
+        }
+        let Some(mut call) = self.calls.remove(&session) else {
+            return;
+        };
+        self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
+        if let Some(dialog) = call.dialog.take() {
+            self.by_dialog.remove(&dialog);
+        }
+        self.by_tx.retain(|_, owner| owner.session != session);
+        drop(call.permit.take());
+        if let Some(reply) = call.transfer_reply.take() {
+            let _ = reply.send(Err(SessionError::Ended(call.state)));
+        }
+        if let Some((_, Some(reply))) = call.glare_retry.take() {
+            let _ = reply.send(Err(SessionError::Ended(call.state)));
+        }
+        if let Some(original) = call.notify_to
+            && call.shared.status.lock().answered.is_none()
+        {
+            let status = match reason {
+                TerminationReason::Failed(failure) => {
+                    failure.status().unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+                }
+                TerminationReason::Cancelled => StatusCode::REQUEST_TERMINATED,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            self.pending_notifies.push((original, status));
+        }
+        tracing::debug!(session_id = %session, call_id = %call.shared.call_id, %reason, "session ended");
+        // The media task still has to stop; the last events wait for it (`finish_endings`).
+        self.endings.push((call, reason));
+    }
+
+    /// Completes the endings of the last event: waits for each media task to give its ports
+    /// back, then publishes `MediaStopped` and `SessionTerminated` (the session's last event,
+    /// promising that everything is released) and tells the handler.
+    async fn finish_endings(&mut self) {
+        for (mut call, reason) in std::mem::take(&mut self.endings) {
+            let session = call.shared.id;
+            if let Some(media) = call.media.take() {
+                media.stop().await;
+                self.bus.publish(SessionEvent::MediaStopped {
+                    session_id: session,
+                });
+            }
+            self.bus.publish(SessionEvent::SessionTerminated {
+                session_id: session,
+                reason,
+            });
+            let handle = self.handle(&call);
+            self.handler.on_call_ended(&handle, reason);
+            self.bus.forget_session(session);
+        }
+    }
+
+    // ---- media ----
+
+    /// Opens the call's media: an RTP endpoint from the pool (or none when signaling only)
+    /// and a fresh offer/answer state.
+    pub(crate) async fn open_media(&mut self, session: SessionId) -> Result<()> {
+        let mut offer_answer = OfferAnswer::new(self.config.media.clone(), self.local_ip);
+        offer_answer.set_local_ip(self.local_ip);
+        let (media, port) = match self.config.media_mode {
+            MediaMode::Rtp { echo } => {
+                let endpoint = RtpEndpoint::bind_from_pool(
+                    &self.ports,
+                    self.local_ip,
+                    self.config.media.rtcp_mux,
+                    EndpointConfig::default(),
+                )
+                .await?;
+                let media = MediaHandle::spawn(session, endpoint, echo, self.media_events.clone())?;
+                let port = media.local_addr().port();
+                (Some(media), port)
+            }
+            MediaMode::SignalingOnly => (None, 9),
+        };
+        let Some(call) = self.calls.get_mut(&session) else {
+            if let Some(media) = media {
+                media.stop().await;
+            }
+            return Err(SessionError::NoSuchSession);
+        };
+        call.media = media;
+        call.media_port = port;
+        call.offer_answer = Some(offer_answer);
+        Ok(())
+    }
+
+    /// Tells the media task about the current agreement.
+    pub(crate) fn apply_media(&self, session: SessionId) {
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let Some(current) = call.offer_answer.as_ref().and_then(OfferAnswer::current) else {
+            return;
+        };
+        call.shared.status.lock().codec = Some(Arc::from(current.codec.name.as_str()));
+        if let Some(media) = &call.media {
+            media.send(crate::media::MediaCommand::Configure(current.clone()));
+        }
+    }
+
+    // ---- timers ----
+
+    pub(crate) fn schedule(&mut self, session: SessionId, at: Instant, kind: TimerKind) {
+        let generation = self
+            .calls
+            .get(&session)
+            .map_or(0, |call| call.timer_generation);
+        self.timers.push(Reverse((at, session, kind, generation)));
+    }
+
+    async fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, session, kind, generation))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(call) = self.calls.get(&session) else {
+                continue;
+            };
+            if call.timer_generation != generation {
+                continue;
+            }
+            match kind {
+                TimerKind::SessionRefresh => self.refresh_session(session).await,
+                TimerKind::SessionExpiry => self.session_expired(session).await,
+                TimerKind::TransferTimeout => self.transfer_timed_out(session),
+                TimerKind::GlareRetry => self.retry_after_glare(session).await,
+            }
+        }
+    }
+
+    /// (Re)starts the session timer of `session` from now.
+    pub(crate) fn start_session_timer(&mut self, session: SessionId, timer: SessionTimer) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        call.session_timer = Some(timer);
+        call.timer_generation = call.timer_generation.wrapping_add(1);
+        let now = Instant::now();
+        if timer.we_refresh() {
+            self.schedule(
+                session,
+                now + timer.refresh_after(),
+                TimerKind::SessionRefresh,
+            );
+        } else {
+            self.schedule(
+                session,
+                now + timer.expire_after(),
+                TimerKind::SessionExpiry,
+            );
+        }
+    }
+
+    // ---- shutdown ----
+
+    async fn shutdown(&mut self, ua_events: &mut mpsc::UnboundedReceiver<UaEvent>) {
+        let sessions: Vec<SessionId> = self.calls.keys().copied().collect();
+        for session in sessions {
+            if let Some(call) = self.calls.get_mut(&session) {
+                call.shutting_down = true;
+            }
+            let Some(call) = self.calls.get(&session) else {
+                continue;
+            };
+            let unanswered_inbound =
+                call.shared.direction == Direction::Inbound && call.dialog.is_none();
+            if unanswered_inbound {
+                let _ = self
+                    .reject_incoming(session, StatusCode::SERVICE_UNAVAILABLE)
+                    .await;
+            } else {
+                let _ = self.hangup(session).await;
+            }
+        }
+        // Let BYE/CANCEL transactions finish (bounded), answering what still arrives.
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        loop {
+            let busy = self.ua(|ua, _| ua.state_count()).await.unwrap_or(0);
+            if busy == 0 && self.calls.is_empty() {
+                break;
+            }
+            tokio::select! {
+                event = ua_events.recv() => match event {
+                    Some(event) => {
+                        self.on_ua_event(event).await;
+                        self.finish_endings().await;
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+        }
+        let left: Vec<SessionId> = self.calls.keys().copied().collect();
+        for session in left {
+            self.end_call(session, TerminationReason::Shutdown);
+        }
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

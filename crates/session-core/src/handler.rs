@@ -1,0 +1,161 @@
+//! [`CallHandler`]: the call engine's hook into the manager — what to do with an incoming
+//! call, a transfer request, a digit — and the values it decides with.
+//!
+//! The handler's methods run on the manager's task, one event at a time, so they must return
+//! quickly: a decision that needs I/O (a database, a queue) returns [`CallDecision::Defer`]
+//! and answers later through the [`CallSession`] handle, while 180 Ringing goes out.
+
+use crate::call::CallSession;
+use bytes::Bytes;
+use session_events::TerminationReason;
+use session_sip::{Request, Uri};
+use session_types::StatusCode;
+use std::net::SocketAddr;
+
+/// An INVITE that arrived for a new call, with everything a router needs to look at.
+#[derive(Debug)]
+pub struct IncomingCall {
+    /// The session the manager created for it.
+    pub session: CallSession,
+    /// The INVITE as received: Request-URI, From/To and every header.
+    pub request: Request,
+    /// Where it came from.
+    pub source: SocketAddr,
+}
+
+impl IncomingCall {
+    /// The Request-URI (whom the caller wants).
+    pub fn request_uri(&self) -> &Uri {
+        &self.request.uri
+    }
+
+    /// The first value of header `name` (any header, by name, case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.request.headers.get_by_name(name).map(|h| h.value())
+    }
+
+    /// The SDP offer, when the INVITE carried one.
+    pub fn offer(&self) -> Option<&Bytes> {
+        (!self.request.body.is_empty()).then_some(&self.request.body)
+    }
+}
+
+/// How to answer an incoming call.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CallDecision {
+    /// Answer 200 now.
+    Accept(AcceptOptions),
+    /// Refuse with this final status (486 Busy Here, 603 Decline, 480 …), sent exactly.
+    Reject(StatusCode),
+    /// Send 180 Ringing now and decide later with [`CallSession::accept`] or
+    /// [`CallSession::reject`].
+    Defer,
+    /// Answer 302 Moved Temporarily with these Contacts.
+    Redirect(Vec<Uri>),
+}
+
+impl CallDecision {
+    /// Accept with the manager's media.
+    pub fn accept() -> Self {
+        Self::Accept(AcceptOptions::default())
+    }
+}
+
+/// Options of an accepted call.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AcceptOptions {
+    /// Answer with this SDP instead of negotiating media ourselves (the application then owns
+    /// the media, e.g. a media server elsewhere).
+    pub sdp: Option<Bytes>,
+}
+
+impl AcceptOptions {
+    /// Answer with the application's own SDP.
+    pub fn with_sdp(sdp: impl Into<Bytes>) -> Self {
+        Self {
+            sdp: Some(sdp.into()),
+        }
+    }
+}
+
+/// A REFER asking us (the transferee) to call someone else (RFC 3515).
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    /// The `Refer-To` URI.
+    pub target: Uri,
+    /// The `Referred-By` value, when present.
+    pub referred_by: Option<String>,
+}
+
+/// Whether to follow a transfer request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferDecision {
+    /// 202 Accepted: call the target and report progress with NOTIFY.
+    Accept,
+    /// Refuse with this status (603 Decline by default).
+    Refuse(StatusCode),
+}
+
+/// How a DTMF digit travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DtmfMethod {
+    /// RFC 4733 telephone-event packets in the RTP stream.
+    Rfc4733,
+    /// SIP INFO with an `application/dtmf-relay` body.
+    Info,
+}
+
+/// The call engine's hook. Every method has a default, so a handler implements only what it
+/// cares about; the default answers every call.
+pub trait CallHandler: Send + Sync + 'static {
+    /// A new call arrived. Runs on the manager's task: decide quickly or [`CallDecision::Defer`].
+    fn on_incoming_call(&self, call: &IncomingCall) -> CallDecision {
+        let _ = call;
+        CallDecision::accept()
+    }
+
+    /// A call (either direction) was answered and confirmed.
+    fn on_call_established(&self, call: &CallSession) {
+        let _ = call;
+    }
+
+    /// A call ended; every resource it held is already released.
+    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason) {
+        let _ = (call, reason);
+    }
+
+    /// The peer sent a digit.
+    fn on_dtmf(&self, call: &CallSession, digit: char, method: DtmfMethod) {
+        let _ = (call, digit, method);
+    }
+
+    /// The peer asks us to transfer the call (REFER).
+    fn on_transfer_request(
+        &self,
+        call: &CallSession,
+        request: &TransferRequest,
+    ) -> TransferDecision {
+        let _ = (call, request);
+        TransferDecision::Accept
+    }
+
+    /// The peer put the call on hold (`true`) or took it off hold (`false`).
+    fn on_remote_hold(&self, call: &CallSession, held: bool) {
+        let _ = (call, held);
+    }
+
+    /// An INFO (other than DTMF) or MESSAGE arrived inside the call; it was answered 200.
+    fn on_message(&self, call: &CallSession, request: &Request) {
+        let _ = (call, request);
+    }
+}
+
+/// A handler that accepts every call and every transfer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+impl CallHandler for AcceptAll {}

@@ -1,0 +1,439 @@
+//! [`SessionManager`] and its builder: the entry point. The builder takes every dependency
+//! (limits, event bus, port pool, handler, identity, timers) so that tests and applications
+//! inject their own; `start` binds the SIP transport and spawns the manager's task.
+
+use crate::call::CallSession;
+use crate::config::{Identity, ManagerConfig, MediaMode, SessionTimerConfig};
+use crate::core::{Command, CommandSender, Core, CoreParts, Gauges, OutgoingCall};
+use crate::error::{Result, SessionError};
+use crate::handler::{AcceptAll, CallHandler};
+use bytes::Bytes;
+use session_dialog::driver::{DriverConfig, SipDriver};
+use session_dialog::endpoint::{EndpointConfig, Protocol};
+use session_dialog::transaction::TimerConfig;
+use session_events::EventBus;
+use session_media::sdp::negotiate::MediaConfig;
+use session_resources::{AdmissionController, Limits, PortPool};
+use session_sip::{Header, Uri};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
+
+/// Builds a [`SessionManager`]. Every setting has a default suitable for loopback.
+pub struct SessionManagerBuilder {
+    config: ManagerConfig,
+    handler: Arc<dyn CallHandler>,
+    bus: Option<EventBus>,
+    admission: Option<AdmissionController>,
+    ports: Option<PortPool>,
+}
+
+impl SessionManagerBuilder {
+    fn new() -> Self {
+        Self {
+            config: ManagerConfig::default(),
+            handler: Arc::new(AcceptAll),
+            bus: None,
+            admission: None,
+            ports: None,
+        }
+    }
+
+    /// Where SIP listens (UDP and TCP on the same port; port 0 picks one).
+    pub fn bind(mut self, address: SocketAddr) -> Self {
+        self.config.bind = address;
+        self
+    }
+
+    /// Which transports to listen on (both by default).
+    pub fn transports(mut self, udp: bool, tcp: bool) -> Self {
+        self.config.udp = udp;
+        self.config.tcp = tcp;
+        self
+    }
+
+    /// UDP socket buffer sizes (for load).
+    pub fn socket_buffer(mut self, bytes: usize) -> Self {
+        self.config.socket_buffer = Some(bytes);
+        self
+    }
+
+    /// Who we are: user, display name, domain.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.config.identity = identity;
+        self
+    }
+
+    /// The call engine's hook.
+    pub fn handler(mut self, handler: impl CallHandler) -> Self {
+        self.handler = Arc::new(handler);
+        self
+    }
+
+    /// The call engine's hook, shared.
+    pub fn shared_handler(mut self, handler: Arc<dyn CallHandler>) -> Self {
+        self.handler = handler;
+        self
+    }
+
+    /// The bus session events are published on (a new one by default).
+    pub fn event_bus(mut self, bus: EventBus) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Admission limits; an INVITE beyond them gets 503 with Retry-After.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.admission = Some(AdmissionController::new(limits));
+        self
+    }
+
+    /// A shared admission controller (e.g. one for several managers).
+    pub fn admission(mut self, admission: AdmissionController) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// The RTP port range (even RTP ports, RTCP on the next).
+    pub fn media_ports(mut self, range: RangeInclusive<u16>) -> Self {
+        self.config.media_ports = range;
+        self
+    }
+
+    /// A shared RTP port pool.
+    pub fn port_pool(mut self, pool: PortPool) -> Self {
+        self.ports = Some(pool);
+        self
+    }
+
+    /// The address written in SDP and bound for RTP (the SIP bind address by default).
+    pub fn media_ip(mut self, ip: IpAddr) -> Self {
+        self.config.media_ip = Some(ip);
+        self
+    }
+
+    /// RTP media per call (default), or signaling only.
+    pub fn media_mode(mut self, mode: MediaMode) -> Self {
+        self.config.media_mode = mode;
+        self
+    }
+
+    /// Codecs, telephone-event, ptime.
+    pub fn media(mut self, media: MediaConfig) -> Self {
+        self.config.media = media;
+        self
+    }
+
+    /// SIP transaction timers (T1, T2, T4).
+    pub fn timers(mut self, timers: TimerConfig) -> Self {
+        self.config.timers = timers;
+        self
+    }
+
+    /// RFC 4028 session timers for every call.
+    pub fn session_timer(mut self, timer: SessionTimerConfig) -> Self {
+        self.config.session_timer = Some(timer);
+        self
+    }
+
+    /// How long `shutdown` waits for BYE/CANCEL transactions (2 s by default).
+    pub fn shutdown_grace(mut self, grace: std::time::Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// How long a transfer waits for the peer's final NOTIFY (32 s by default).
+    pub fn transfer_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.transfer_timeout = timeout;
+        self
+    }
+
+    /// Binds the transport and starts the manager. Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<SessionManager> {
+        let Self {
+            mut config,
+            handler,
+            bus,
+            admission,
+            ports,
+        } = self;
+        let ports = match ports {
+            Some(ports) => ports,
+            None => PortPool::new(config.media_ports.clone())?,
+        };
+        let mut endpoint = EndpointConfig {
+            timers: config.timers,
+            ..EndpointConfig::default()
+        };
+        // We answer what we implement: no reliable provisionals (100rel), no SUBSCRIBE.
+        endpoint.policy.supported = vec!["timer".to_owned()];
+        endpoint.policy.allowed_methods.retain(|m| {
+            !matches!(
+                m,
+                session_sip::Method::Subscribe | session_sip::Method::Prack
+            )
+        });
+        let (sip, ua_events) = SipDriver::start(DriverConfig {
+            bind: config.bind,
+            udp: config.udp,
+            tcp: config.tcp,
+            contact_user: config.identity.user.clone(),
+            endpoint,
+            socket_buffer: config.socket_buffer,
+            ..DriverConfig::default()
+        })
+        .await?;
+        let local_addr = sip.local_addr();
+        let local_ip = match (config.media_ip, local_addr.ip()) {
+            (Some(ip), _) => ip,
+            (None, ip) if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+            (None, ip) => ip,
+        };
+        config.media_ip = Some(local_ip);
+        let domain = config
+            .identity
+            .domain
+            .clone()
+            .unwrap_or_else(|| match local_ip {
+                IpAddr::V4(ip) => format!("{ip}:{}", local_addr.port()),
+                IpAddr::V6(ip) => format!("[{ip}]:{}", local_addr.port()),
+            });
+        let our_uri =
+            Uri::parse(&format!("sip:{}@{domain}", config.identity.user)).map_err(|_| {
+                SessionError::InvalidInput {
+                    what: "identity",
+                    value: format!("{}@{domain}", config.identity.user),
+                }
+            })?;
+        let bus = bus.unwrap_or_default();
+        let admission = admission.unwrap_or_else(|| AdmissionController::new(Limits::default()));
+        let (commands, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let gauges = Arc::new(Gauges::default());
+        let parts = CoreParts {
+            config: config.clone(),
+            sip,
+            ua_events,
+            handler,
+            bus: bus.clone(),
+            admission: admission.clone(),
+            ports: ports.clone(),
+            commands: commands.clone(),
+            inbox,
+            gauges: gauges.clone(),
+            local_ip,
+            our_uri: our_uri.clone(),
+        };
+        let task = tokio::spawn(Core::run(parts));
+        Ok(SessionManager {
+            inner: Arc::new(Inner {
+                commands,
+                local_addr,
+                our_uri,
+                display_name: config.identity.display_name.clone(),
+                bus,
+                admission,
+                ports,
+                gauges,
+                task: parking_lot::Mutex::new(Some(task)),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    commands: CommandSender,
+    local_addr: SocketAddr,
+    our_uri: Uri,
+    display_name: Option<String>,
+    bus: EventBus,
+    admission: AdmissionController,
+    ports: PortPool,
+    gauges: Arc<Gauges>,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone without `shutdown`: stop the task (calls end as Shutdown).
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Shutdown { reply });
+    }
+}
+
+/// Options of an outbound call beyond its target.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// Our address of record for this call (the manager's identity by default).
+    pub from: Option<String>,
+    /// Extra headers, as (name, value).
+    pub headers: Vec<(String, String)>,
+    /// Offer this SDP instead of negotiating media ourselves.
+    pub sdp: Option<Bytes>,
+    /// UDP (default) or TCP; a `;transport=tcp` URI parameter also selects TCP.
+    pub tcp: bool,
+}
+
+impl CallOptions {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Uses TCP.
+    pub fn tcp(mut self) -> Self {
+        self.tcp = true;
+        self
+    }
+}
+
+/// The session manager: makes calls, receives them (through the [`CallHandler`]), and owns
+/// every session's resources. Cloning shares it.
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("local_addr", &self.inner.local_addr)
+            .field("calls", &self.active_calls())
+            .finish()
+    }
+}
+
+impl SessionManager {
+    /// A builder with defaults.
+    pub fn builder() -> SessionManagerBuilder {
+        SessionManagerBuilder::new()
+    }
+
+    /// The SIP address we listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Our address of record (`sip:user@host:port`).
+    pub fn uri(&self) -> &Uri {
+        &self.inner.our_uri
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    /// The admission controller (live counts).
+    pub fn admission(&self) -> &AdmissionController {
+        &self.inner.admission
+    }
+
+    /// The RTP port pool (ports in use).
+    pub fn ports(&self) -> &PortPool {
+        &self.inner.ports
+    }
+
+    /// Sessions alive now.
+    pub fn active_calls(&self) -> usize {
+        self.inner.gauges.calls.load(Ordering::Relaxed)
+    }
+
+    /// Calls `target` (`sip:user@host:port`) with our identity.
+    pub async fn call(&self, target: &str) -> Result<CallSession> {
+        self.call_with(target, CallOptions::default()).await
+    }
+
+    /// Calls `target` with options.
+    pub async fn call_with(&self, target: &str, options: CallOptions) -> Result<CallSession> {
+        let invalid = |what, value: &str| SessionError::InvalidInput {
+            what,
+            value: value.to_owned(),
+        };
+        let to = Uri::parse(target).map_err(|_| invalid("target URI", target))?;
+        let from = match &options.from {
+            Some(from) => Uri::parse(from).map_err(|_| invalid("from URI", from))?,
+            None => self.inner.our_uri.clone(),
+        };
+        let (destination, mut protocol) = resolve(&to)
+            .await
+            .ok_or_else(|| invalid("target host", target))?;
+        if options.tcp {
+            protocol = Protocol::Tcp;
+        }
+        let mut headers = Vec::with_capacity(options.headers.len());
+        for (name, value) in &options.headers {
+            headers
+                .push(Header::other(name, value.clone()).ok_or_else(|| invalid("header", name))?);
+        }
+        let call = OutgoingCall {
+            from,
+            from_display: self.inner.display_name.clone(),
+            to,
+            destination,
+            protocol,
+            headers,
+            sdp: options.sdp,
+            transfer_of: None,
+        };
+        let (reply, result) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Call {
+                call: Box::new(call),
+                reply,
+            })
+            .map_err(|_| SessionError::Shutdown)?;
+        result.await.map_err(|_| SessionError::Shutdown)?
+    }
+
+    /// Ends every call (BYE, CANCEL, or 503 for calls not answered yet), waits for those
+    /// transactions (bounded by the shutdown grace), releases everything and stops the
+    /// transport. Idempotent.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Shutdown { reply })
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        let task = self.inner.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Where a SIP URI's requests go: its host and port (5060 by default) and its transport
+/// parameter, without DNS (IP literals only).
+pub(crate) fn destination_of(uri: &Uri) -> Option<(SocketAddr, Protocol)> {
+    let host = uri.host().trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().ok()?;
+    Some((
+        SocketAddr::new(ip, uri.port().unwrap_or(5060)),
+        protocol_of(uri),
+    ))
+}
+
+fn protocol_of(uri: &Uri) -> Protocol {
+    match uri.param("transport").flatten() {
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
+        _ => Protocol::Udp,
+    }
+}
+
+/// As [`destination_of`], looking host names up (A/AAAA; no SRV/NAPTR).
+async fn resolve(uri: &Uri) -> Option<(SocketAddr, Protocol)> {
+    if let Some(found) = destination_of(uri) {
+        return Some(found);
+    }
+    let port = uri.port().unwrap_or(5060);
+    let mut addresses = tokio::net::lookup_host((uri.host(), port)).await.ok()?;
+    addresses.next().map(|address| (address, protocol_of(uri)))
+}

@@ -1,0 +1,435 @@
+//! Real calls between two (or three) session managers on loopback: every call flow of the
+//! public API, each checked on both sides, with every resource counted back to zero.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use session_core::crates::media::audio::{ChannelSink, ToneSource, goertzel_power};
+use session_core::{
+    AcceptOptions, CallDecision, CallState, DtmfMethod, FailureReason, Limits, SessionError,
+    SessionTimerConfig, StatusCode, TerminationReason, TransferDecision,
+};
+use std::time::Duration;
+use support::{Seen, assert_released, builder, peer, peer_with, signaling_only, within};
+
+fn accept(_: &session_core::IncomingCall) -> CallDecision {
+    CallDecision::accept()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_call_is_active_on_both_sides_and_hangup_releases_everything() {
+    let mut alice = peer(builder(41_000..=41_099), accept).await;
+    let mut bob = peer(builder(41_100..=41_199), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let (incoming, request) = bob
+        .expect(|seen| match seen {
+            Seen::Incoming(call, request) => Some((call, request)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        request.uri.user(),
+        Some("bob"),
+        "the Request-URI reaches the handler"
+    );
+    assert_eq!(incoming.call_id(), call.call_id());
+    within(incoming.wait_for(|s| s == CallState::Active)).await;
+    assert_eq!(call.state(), CallState::Active);
+    assert_eq!(alice.manager.ports().in_use(), 1);
+    assert_eq!(bob.manager.ports().in_use(), 1);
+
+    call.hangup().await.unwrap();
+    assert_eq!(within(call.ended()).await, CallState::Terminated);
+    assert_eq!(within(incoming.ended()).await, CallState::Terminated);
+    let reason = bob
+        .expect(|seen| match seen {
+            Seen::Ended(_, reason) => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, TerminationReason::RemoteHangup);
+    let reason = alice
+        .expect(|seen| match seen {
+            Seen::Ended(_, reason) => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, TerminationReason::LocalHangup);
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_reach_the_caller_with_their_exact_status() {
+    for status in [
+        StatusCode::BUSY_HERE,
+        StatusCode::DECLINE,
+        StatusCode::TEMPORARILY_UNAVAILABLE,
+    ] {
+        let alice = peer(signaling_only(), accept).await;
+        let bob = peer(signaling_only(), move |_| CallDecision::Reject(status)).await;
+        let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+        let error = within(call.answered()).await.unwrap_err();
+        assert_eq!(error.status(), Some(status), "{error}");
+        assert!(matches!(error, SessionError::Rejected { .. }), "{error:?}");
+        assert_eq!(
+            call.state(),
+            CallState::Failed(FailureReason::Rejected(status))
+        );
+        assert_released(&alice).await;
+        assert_released(&bob).await;
+        alice.manager.shutdown().await;
+        bob.manager.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_call_rings_then_is_accepted_later() {
+    let alice = peer(builder(41_200..=41_299), accept).await;
+    let mut bob = peer(builder(41_300..=41_399), |_| CallDecision::Defer).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    let incoming = bob.incoming().await;
+    within(call.wait_for(|s| s == CallState::Ringing)).await;
+    assert_eq!(call.last_response().unwrap().0, StatusCode::RINGING);
+    assert_eq!(incoming.state(), CallState::Ringing);
+    incoming.accept().await.unwrap();
+    within(call.answered()).await.unwrap();
+    within(incoming.wait_for(CallState::is_established)).await;
+    incoming.hangup().await.unwrap();
+    assert_eq!(within(call.ended()).await, CallState::Terminated);
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_ringing_ends_both_sides_as_cancelled() {
+    let alice = peer(builder(41_400..=41_499), accept).await;
+    let mut bob = peer(builder(41_500..=41_599), |_| CallDecision::Defer).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    let incoming = bob.incoming().await;
+    within(call.wait_for(|s| s == CallState::Ringing)).await;
+    call.cancel().await.unwrap();
+    assert_eq!(within(call.ended()).await, CallState::Cancelled);
+    assert_eq!(within(incoming.ended()).await, CallState::Cancelled);
+    assert!(matches!(
+        call.answered().await,
+        Err(SessionError::Cancelled)
+    ));
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_and_admission_refusal_are_on_the_wire() {
+    let alice = peer(signaling_only(), accept).await;
+    let target = "sip:carol@127.0.0.1:5999".to_owned();
+    let redirecting = peer(signaling_only(), move |_| {
+        CallDecision::Redirect(vec![
+            session_core::crates::sip::Uri::parse(&target).unwrap(),
+        ])
+    })
+    .await;
+    let call = alice.manager.call(&redirecting.uri("bob")).await.unwrap();
+    let error = within(call.answered()).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::MOVED_TEMPORARILY));
+
+    let full = peer(
+        signaling_only().limits(Limits::default().max_sessions(1)),
+        |_| CallDecision::Defer,
+    )
+    .await;
+    let first = alice.manager.call(&full.uri("bob")).await.unwrap();
+    within(first.wait_for(|s| s == CallState::Ringing)).await;
+    let second = alice.manager.call(&full.uri("bob")).await.unwrap();
+    let error = within(second.answered()).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    first.cancel().await.unwrap();
+    within(first.ended()).await;
+    assert_released(&full).await;
+    assert_released(&alice).await;
+    for manager in [&alice.manager, &redirecting.manager, &full.manager] {
+        manager.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_resume_by_reinvite_are_seen_by_the_peer() {
+    let alice = peer(builder(41_600..=41_699), accept).await;
+    let mut bob = peer(builder(41_700..=41_799), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let incoming = bob.incoming().await;
+    within(incoming.wait_for(CallState::is_established)).await;
+
+    within(call.hold()).await.unwrap();
+    assert_eq!(call.state(), CallState::OnHold);
+    let held = bob
+        .expect(|seen| match seen {
+            Seen::RemoteHold(held) => Some(held),
+            _ => None,
+        })
+        .await;
+    assert!(held);
+    assert!(incoming.is_remote_hold());
+    assert_eq!(incoming.state(), CallState::OnHold);
+
+    within(call.resume()).await.unwrap();
+    assert_eq!(call.state(), CallState::Active);
+    let held = bob
+        .expect(|seen| match seen {
+            Seen::RemoteHold(held) => Some(held),
+            _ => None,
+        })
+        .await;
+    assert!(!held);
+    assert_eq!(incoming.state(), CallState::Active);
+    within(call.update()).await.unwrap();
+    assert_eq!(call.state(), CallState::Active);
+    call.hangup().await.unwrap();
+    within(incoming.ended()).await;
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_by_rfc4733_and_by_info_and_messages_arrive() {
+    let alice = peer(builder(41_800..=41_899), accept).await;
+    let mut bob = peer(builder(41_900..=41_999), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let incoming = bob.incoming().await;
+    within(incoming.wait_for(CallState::is_established)).await;
+
+    within(call.send_dtmf("7#", DtmfMethod::Info))
+        .await
+        .unwrap();
+    for expected in ['7', '#'] {
+        let digit = bob
+            .expect(|seen| match seen {
+                Seen::Dtmf(digit, DtmfMethod::Info) => Some(digit),
+                _ => None,
+            })
+            .await;
+        assert_eq!(digit, expected);
+    }
+    within(call.send_dtmf("5", DtmfMethod::Rfc4733))
+        .await
+        .unwrap();
+    let digit = bob
+        .expect(|seen| match seen {
+            Seen::Dtmf(digit, DtmfMethod::Rfc4733) => Some(digit),
+            _ => None,
+        })
+        .await;
+    assert_eq!(digit, '5');
+    assert!(matches!(
+        call.send_dtmf("x", DtmfMethod::Info).await,
+        Err(SessionError::InvalidInput { .. })
+    ));
+    within(call.send_message("hello bob")).await.unwrap();
+    let text = bob
+        .expect(|seen| match seen {
+            Seen::Message(text) => Some(text),
+            _ => None,
+        })
+        .await;
+    assert_eq!(text, "hello bob");
+    call.hangup().await.unwrap();
+    within(incoming.ended()).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_flows_both_ways() {
+    let alice = peer(builder(42_000..=42_099), accept).await;
+    let mut bob = peer(builder(42_100..=42_199), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let incoming = bob.incoming().await;
+    within(incoming.wait_for(CallState::is_established)).await;
+
+    let (alice_sink, mut alice_heard) = ChannelSink::new(64);
+    let (bob_sink, mut bob_heard) = ChannelSink::new(64);
+    call.attach_sink(Box::new(alice_sink)).await.unwrap();
+    incoming.attach_sink(Box::new(bob_sink)).await.unwrap();
+    call.attach_source(Box::new(ToneSource::new(440.0, 8000)))
+        .await
+        .unwrap();
+    incoming
+        .attach_source(Box::new(ToneSource::new(1000.0, 8000)))
+        .await
+        .unwrap();
+    // Skip the first frames (talk-spurt start), then check each side hears the other's tone.
+    for _ in 0..5 {
+        within(bob_heard.recv()).await.unwrap();
+        within(alice_heard.recv()).await.unwrap();
+    }
+    let at_bob = within(bob_heard.recv()).await.unwrap();
+    let at_alice = within(alice_heard.recv()).await.unwrap();
+    assert!(
+        goertzel_power(at_bob.samples(), 440.0) > 10.0 * goertzel_power(at_bob.samples(), 1000.0)
+    );
+    assert!(
+        goertzel_power(at_alice.samples(), 1000.0)
+            > 10.0 * goertzel_power(at_alice.samples(), 440.0)
+    );
+    let stats = call.stats().await.unwrap();
+    let rtp = stats.rtp.expect("our media has RTP statistics");
+    assert!(rtp.packets_sent > 5 && rtp.packets_received > 5, "{rtp:?}");
+    assert!(stats.setup_time.is_some());
+    call.hangup().await.unwrap();
+    within(incoming.ended()).await;
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_transfer_moves_the_caller_to_the_target() {
+    let mut alice = peer(signaling_only(), accept).await;
+    let mut bob = peer(signaling_only(), accept).await;
+    let mut carol = peer(signaling_only(), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let at_bob = bob.incoming().await;
+    within(at_bob.wait_for(CallState::is_established)).await;
+
+    // Bob (transferor) sends Alice (transferee) to Carol.
+    within(at_bob.transfer(&carol.uri("carol"))).await.unwrap();
+    let target = alice
+        .expect(|seen| match seen {
+            Seen::Transfer(target) => Some(target),
+            _ => None,
+        })
+        .await;
+    assert_eq!(target, carol.uri("carol"));
+    let at_carol = carol.incoming().await;
+    within(at_carol.wait_for(CallState::is_established)).await;
+    assert_eq!(within(at_bob.ended()).await, CallState::Terminated);
+    assert_eq!(within(call.ended()).await, CallState::Terminated);
+    let new_leg = call.transferred_to().expect("the transfer's call is known");
+    let new_call = alice
+        .expect(|seen| match seen {
+            Seen::Established(call) if call.id() == new_leg => Some(call),
+            _ => None,
+        })
+        .await;
+    assert_eq!(new_call.state(), CallState::Active);
+    new_call.hangup().await.unwrap();
+    within(at_carol.ended()).await;
+    for peer in [&alice, &bob, &carol] {
+        assert_released(peer).await;
+        peer.manager.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transfer_keeps_the_call_up() {
+    let alice = peer_with(
+        signaling_only(),
+        accept,
+        TransferDecision::Refuse(StatusCode::DECLINE),
+    )
+    .await;
+    let mut bob = peer(signaling_only(), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let at_bob = bob.incoming().await;
+    within(at_bob.wait_for(CallState::is_established)).await;
+    let error = within(at_bob.transfer("sip:carol@127.0.0.1:5999"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::DECLINE));
+    assert_eq!(at_bob.state(), CallState::Active);
+    assert_eq!(call.state(), CallState::Active);
+    call.hangup().await.unwrap();
+    within(at_bob.ended()).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_interval_too_small_is_retried_with_the_peers_min_se() {
+    let short = SessionTimerConfig {
+        expires: Duration::from_secs(90),
+        min_se: Duration::from_secs(90),
+    };
+    let strict = SessionTimerConfig {
+        expires: Duration::from_secs(1800),
+        min_se: Duration::from_secs(600),
+    };
+    let alice = peer(signaling_only().session_timer(short), accept).await;
+    let mut bob = peer(signaling_only().session_timer(strict), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let request = bob
+        .expect(|seen| match seen {
+            Seen::Incoming(_, request) => Some(request),
+            _ => None,
+        })
+        .await;
+    let (interval, _) = request.session_expires().unwrap().unwrap();
+    assert_eq!(interval, 600, "the retry asks for the peer's Min-SE");
+    assert_eq!(request.cseq().unwrap().seq, 2);
+    call.hangup().await.unwrap();
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_every_call_and_the_peer_sees_bye() {
+    let alice = peer(signaling_only(), accept).await;
+    let mut bob = peer(signaling_only(), accept).await;
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+        within(call.answered()).await.unwrap();
+        calls.push(call);
+    }
+    let mut at_bob = Vec::new();
+    for _ in 0..3 {
+        at_bob.push(bob.incoming().await);
+    }
+    within(alice.manager.shutdown()).await;
+    assert_eq!(alice.manager.active_calls(), 0);
+    for call in &calls {
+        assert_eq!(call.state(), CallState::Terminated);
+    }
+    for call in &at_bob {
+        assert_eq!(within(call.ended()).await, CallState::Terminated);
+    }
+    assert!(matches!(
+        alice.manager.call(&bob.uri("bob")).await,
+        Err(SessionError::Shutdown)
+    ));
+    assert_released(&bob).await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_sdp_is_answered_verbatim() {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let alice = peer(signaling_only(), accept).await;
+    let bob = peer(signaling_only(), move |_| {
+        CallDecision::Accept(AcceptOptions::with_sdp(sdp))
+    })
+    .await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    assert_eq!(call.stats().await.unwrap().codec.as_deref(), Some("PCMU"));
+    call.hangup().await.unwrap();
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
