@@ -33,7 +33,10 @@ mod tests {
 
     #[test]
     fn errors_are_caller_mistakes() {
-        assert_eq!(Error::ZeroLimit("max_sessions").kind(), ErrorKind::ApiMisuse);
+        assert_eq!(
+            Error::ZeroLimit("max_sessions").kind(),
+            ErrorKind::ApiMisuse
+        );
         let id = SessionId::from_u128(7);
         assert_eq!(Error::UnknownSession(id).kind(), ErrorKind::ApiMisuse);
         assert_eq!(

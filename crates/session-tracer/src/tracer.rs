@@ -445,6 +445,9 @@ impl SessionTracer {
     /// session is not traced.
     pub fn correlate(&self, a: SessionId, b: SessionId) -> Result<CorrelationId> {
         let _serialized = self.inner.correlating.lock();
+        if !self.shard(b).lock().contains_key(&b) {
+            return Err(Error::UnknownSession(b));
+        }
         let a_correlation = {
             let mut shard = self.shard(a).lock();
             let trace = shard.get_mut(&a).ok_or(Error::UnknownSession(a))?;
