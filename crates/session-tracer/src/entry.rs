@@ -71,7 +71,7 @@ impl fmt::Display for DtmfMethod {
 }
 
 /// One thing that happened to a session, as recorded with [`crate::SessionTracer::record`].
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum TraceEntry {
     /// We sent a SIP message.

@@ -16,7 +16,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 /// One entry of a [`Timeline`] with its time.
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub struct TimedEntry {
     /// Time since the session's first recorded entry (zero for an entry recorded with an
@@ -38,7 +38,7 @@ pub struct Gap {
 }
 
 /// A copy of one session's trace, taken by [`crate::SessionTracer::timeline`].
-#[derive(Clone, PartialEq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Timeline {
     pub(crate) session: SessionId,
     pub(crate) correlation: Option<CorrelationId>,

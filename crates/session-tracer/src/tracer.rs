@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! Sessions live in [`SHARDS`] shards, each a mutex over a hash map; a session's shard comes
+//! Sessions live in 32 shards, each a mutex over a hash map; a session's shard comes
 //! from its id, so recording an entry for an existing session takes one uncontended lock and one
 //! hash lookup. A separate *order* mutex keeps the age of every session — live ones by creation,
 //! finished ones by finish — and is taken only when a session is created, finishes or is
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How many shards the session map is split into (a power of two).
-pub const SHARDS: usize = 32;
+const SHARDS: usize = 32;
 
 /// Ties sessions together: every leg of a bridged, transferred or forked call shares one, so
 /// [`SessionTracer::related`] can list them. Handed out by [`SessionTracer::correlate`].
