@@ -11,7 +11,9 @@ pub type Result<T, E = SessionError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum SessionError {
     /// The peer (or a proxy) answered with a final non-2xx status.
-    #[error("the peer answered {status} {reason}")]
+    // The status code alone: `StatusCode`'s Display adds the standard phrase, and the phrase
+    // that matters is the one received.
+    #[error("the peer answered {} {reason}", status.as_u16())]
     Rejected {
         /// The status on the wire.
         status: StatusCode,
