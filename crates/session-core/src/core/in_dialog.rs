@@ -320,11 +320,7 @@ impl Core {
                     if let Some(hold) = hold {
                         self.local_hold_changed(session, hold);
                     }
-                    if let Some(timer) = session_timer::uac_from_response(&response)
-                        .map(|t| self.our_view(session, t))
-                    {
-                        self.start_session_timer(session, timer);
-                    }
+                    self.session_refreshed(session, &response);
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(()));
                     }
@@ -347,15 +343,7 @@ impl Core {
             }
             TxPurpose::Refresh => {
                 if status.is_success() {
-                    if let Some(timer) = session_timer::uac_from_response(&response)
-                        .map(|t| self.our_view(session, t))
-                    {
-                        self.start_session_timer(session, timer);
-                    } else if let Some(timer) =
-                        self.calls.get(&session).and_then(|c| c.session_timer)
-                    {
-                        self.start_session_timer(session, timer);
-                    }
+                    self.session_refreshed(session, &response);
                 } else if status == StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
                     || status == StatusCode::REQUEST_TIMEOUT
                 {
@@ -386,6 +374,17 @@ impl Core {
                 }
             }
             TxPurpose::Notify | TxPurpose::Invite => {}
+        }
+    }
+
+    /// A 2xx to our re-INVITE or UPDATE refreshed the session (RFC 4028 §7.4): restart the
+    /// session timer with what the 2xx says, or as it was when the 2xx says nothing.
+    fn session_refreshed(&mut self, session: SessionId, response: &Response) {
+        let timer = session_timer::uac_from_response(response)
+            .map(|t| self.our_view(session, t))
+            .or_else(|| self.calls.get(&session).and_then(|c| c.session_timer));
+        if let Some(timer) = timer {
+            self.start_session_timer(session, timer);
         }
     }
 
