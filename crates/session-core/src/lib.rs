@@ -68,6 +68,7 @@ pub use media::{BoxedSink, BoxedSource};
 
 pub use session_events::{EventBus, Filter, SessionEvent, Subscription, TerminationReason};
 pub use session_resources::{AdmissionController, Limits, PortPool};
+pub use session_tracer::{HealthIssue, HealthKind, SessionTracer, Timeline, TracerConfig};
 pub use session_types::{CallId, CallState, Direction, FailureReason, SessionId, StatusCode};
 
 /// The crates session-core is built from, for what the umbrella does not re-export.
@@ -77,5 +78,6 @@ pub mod crates {
     pub use session_media as media;
     pub use session_resources as resources;
     pub use session_sip as sip;
+    pub use session_tracer as tracer;
     pub use session_types as types;
 }

@@ -15,6 +15,7 @@ use session_events::EventBus;
 use session_media::sdp::negotiate::MediaConfig;
 use session_resources::{AdmissionController, Limits, PortPool};
 use session_sip::{Header, Uri};
+use session_tracer::SessionTracer;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub struct SessionManagerBuilder {
     bus: Option<EventBus>,
     admission: Option<AdmissionController>,
     ports: Option<PortPool>,
+    tracer: Option<SessionTracer>,
 }
 
 impl SessionManagerBuilder {
@@ -38,7 +40,14 @@ impl SessionManagerBuilder {
             bus: None,
             admission: None,
             ports: None,
+            tracer: None,
         }
+    }
+
+    /// Records every session's timeline (SIP in and out, states, media, DTMF) in `tracer`.
+    pub fn tracer(mut self, tracer: SessionTracer) -> Self {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// Where SIP listens (UDP and TCP on the same port; port 0 picks one).
@@ -158,6 +167,7 @@ impl SessionManagerBuilder {
             bus,
             admission,
             ports,
+            tracer,
         } = self;
         let ports = match ports {
             Some(ports) => ports,
@@ -224,6 +234,7 @@ impl SessionManagerBuilder {
             gauges: gauges.clone(),
             local_ip,
             our_uri: our_uri.clone(),
+            tracer,
         };
         let task = tokio::spawn(Core::run(parts));
         Ok(SessionManager {

@@ -433,3 +433,72 @@ async fn application_sdp_is_answered_verbatim() {
     alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracer_keeps_each_sides_timeline_and_flags_an_unanswered_call() {
+    use session_core::{HealthKind, SessionTracer};
+    let alice_trace = SessionTracer::default();
+    let bob_trace = SessionTracer::default();
+    let mut alice = peer(signaling_only().tracer(alice_trace.clone()), accept).await;
+    let mut bob = peer(signaling_only().tracer(bob_trace.clone()), accept).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(call.answered()).await.unwrap();
+    let incoming = bob.incoming().await;
+    within(incoming.wait_for(CallState::is_established)).await;
+    call.hangup().await.unwrap();
+    // The handler hears of the end after the last event was published (and traced).
+    for side in [&mut alice, &mut bob] {
+        side.expect(|seen| matches!(seen, Seen::Ended(..)).then_some(()))
+            .await;
+    }
+
+    let ours = alice_trace
+        .timeline(call.id())
+        .expect("alice traced her call")
+        .render();
+    let theirs = bob_trace
+        .timeline(incoming.id())
+        .expect("bob traced his")
+        .render();
+    for (text, lines) in [
+        (
+            &ours,
+            ["→ INVITE", "← 200 OK", "→ ACK", "→ BYE", "terminated"],
+        ),
+        (
+            &theirs,
+            ["← INVITE", "→ 200 OK", "← ACK", "← BYE", "terminated"],
+        ),
+    ] {
+        let mut from = 0;
+        for line in lines {
+            let at = text[from..]
+                .find(line)
+                .unwrap_or_else(|| panic!("{line:?} missing, in order, from:\n{text}"));
+            from += at + line.len();
+        }
+    }
+    assert!(
+        alice_trace
+            .health(std::time::Instant::now() + Duration::from_secs(3600))
+            .is_empty()
+    );
+
+    // A call nobody answers is flagged once the answer timeout has passed.
+    let ringing = peer(signaling_only(), |_| CallDecision::Defer).await;
+    let stuck = alice.manager.call(&ringing.uri("carol")).await.unwrap();
+    within(stuck.wait_for(|s| s == CallState::Ringing)).await;
+    let later = std::time::Instant::now() + Duration::from_secs(120);
+    let issues = alice_trace.health(later);
+    assert!(
+        issues.iter().any(
+            |i| i.session == stuck.id() && matches!(i.kind, HealthKind::NoFinalResponse { .. })
+        ),
+        "{issues:?}"
+    );
+    stuck.cancel().await.unwrap();
+    within(stuck.ended()).await;
+    for manager in [&alice.manager, &bob.manager, &ringing.manager] {
+        manager.shutdown().await;
+    }
+}

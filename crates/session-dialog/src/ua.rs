@@ -217,6 +217,11 @@ impl UserAgent {
         }
     }
 
+    /// The request of server transaction `tx`, while the transaction lives.
+    pub fn request_of(&self, tx: TransactionId) -> Option<&Request> {
+        self.endpoint.request_of(tx)
+    }
+
     /// Live dialogs.
     pub fn dialog_count(&self) -> usize {
         self.dialogs.len()

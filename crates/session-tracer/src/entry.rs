@@ -248,6 +248,39 @@ impl SipSummary {
         }
     }
 
+    /// A summary of a request known by its parts (a message built elsewhere, e.g. inside the
+    /// SIP stack, that the recorder did not see whole).
+    pub fn request(method: Method, uri: &str, cseq: u32, call_id: &str, has_sdp: bool) -> Self {
+        Self {
+            cseq: Some(CSeq {
+                seq: cseq,
+                method: method.clone(),
+            }),
+            start: StartLine::Request {
+                method,
+                uri: capped(uri),
+            },
+            call_id: Some(capped(call_id)),
+            has_sdp,
+            note: None,
+        }
+    }
+
+    /// A summary of a response known by its parts: its status (with the standard reason
+    /// phrase) and the CSeq of the request it answers.
+    pub fn response(status: StatusCode, cseq: CSeq, call_id: &str, has_sdp: bool) -> Self {
+        Self {
+            start: StartLine::Response {
+                status,
+                reason: status.reason_phrase().into(),
+            },
+            cseq: Some(cseq),
+            call_id: Some(capped(call_id)),
+            has_sdp,
+            note: None,
+        }
+    }
+
     /// The same summary with a note attached.
     pub fn with_note(mut self, note: impl Into<Cow<'static, str>>) -> Self {
         self.note = Some(note.into());

@@ -14,6 +14,7 @@ use session_dialog::transaction::TransactionId;
 use session_events::{SessionEvent, TerminationReason};
 use session_media::sdp::{MediaDirection, SessionDescription};
 use session_sip::{Header, HeaderName, Method, Request, Response};
+use session_tracer::{SipSummary, TraceEntry};
 use session_types::{CallState, DialogId, FailureReason, SessionId, StatusCode};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ impl Core {
         request: Request,
     ) {
         let _ = dialog;
+        self.trace_with(session, || {
+            TraceEntry::SipIn(SipSummary::of_request(&request))
+        });
         match request.method {
             Method::Invite | Method::Update => self.on_reoffer(session, tx, request).await,
             Method::Info => {
@@ -36,7 +40,8 @@ impl Core {
                     .content_type()
                     .and_then(Result::ok)
                     .is_some_and(|t| t.is("application", "dtmf-relay"));
-                self.respond(tx, StatusCode::OK, Vec::new(), None).await;
+                self.respond(Some(session), tx, StatusCode::OK, Vec::new(), None)
+                    .await;
                 let Some(call) = self.calls.get(&session) else {
                     return;
                 };
@@ -46,7 +51,7 @@ impl Core {
                     .flatten()
                 {
                     Some((digit, duration_ms)) => {
-                        self.bus.publish(SessionEvent::DtmfReceived {
+                        self.publish(SessionEvent::DtmfReceived {
                             session_id: session,
                             digit,
                             duration: Duration::from_millis(u64::from(duration_ms)),
@@ -57,7 +62,8 @@ impl Core {
                 }
             }
             Method::Message => {
-                self.respond(tx, StatusCode::OK, Vec::new(), None).await;
+                self.respond(Some(session), tx, StatusCode::OK, Vec::new(), None)
+                    .await;
                 if let Some(call) = self.calls.get(&session) {
                     let handle = self.handle(call);
                     self.handler.on_message(&handle, &request);
@@ -67,12 +73,19 @@ impl Core {
             Method::Notify => self.on_notify(session, tx, request).await,
             Method::Options => {
                 let allow = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond(tx, StatusCode::OK, allow, None).await;
+                self.respond(Some(session), tx, StatusCode::OK, allow, None)
+                    .await;
             }
             _ => {
                 let allow = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond(tx, StatusCode::METHOD_NOT_ALLOWED, allow, None)
-                    .await;
+                self.respond(
+                    Some(session),
+                    tx,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    allow,
+                    None,
+                )
+                .await;
             }
         }
     }
@@ -85,6 +98,7 @@ impl Core {
             UasDecision::TooSmall(min_se) => {
                 let min_se = Header::new(HeaderName::MinSe, min_se.to_string());
                 self.respond(
+                    Some(session),
                     tx,
                     StatusCode::SESSION_INTERVAL_TOO_SMALL,
                     vec![min_se],
@@ -113,7 +127,8 @@ impl Core {
         }
         if request.body.is_empty() {
             if request.method == Method::Update {
-                self.respond(tx, StatusCode::OK, headers, None).await;
+                self.respond(Some(session), tx, StatusCode::OK, headers, None)
+                    .await;
                 return;
             }
             // A re-INVITE without an offer: we offer in the 200, the answer comes in the ACK.
@@ -122,7 +137,8 @@ impl Core {
                 call.offer_answer.as_mut().map(|oa| oa.create_offer(port))
             });
             let body = offer.map(|sdp| (SDP, Bytes::from(sdp.to_string())));
-            self.respond(tx, StatusCode::OK, headers, body).await;
+            self.respond(Some(session), tx, StatusCode::OK, headers, body)
+                .await;
             return;
         }
         let answered = self.calls.get_mut(&session).and_then(|call| {
@@ -138,21 +154,39 @@ impl Core {
             Some(Err(error)) => {
                 // RFC 3261 §14.2: the old session stays; the offer is refused.
                 tracing::debug!(session_id = %session, %error, "re-offer refused");
-                self.respond(tx, StatusCode::NOT_ACCEPTABLE_HERE, Vec::new(), None)
-                    .await;
+                self.respond(
+                    Some(session),
+                    tx,
+                    StatusCode::NOT_ACCEPTABLE_HERE,
+                    Vec::new(),
+                    None,
+                )
+                .await;
                 return;
             }
             None => {
                 // The application owns this call's SDP; we cannot answer a new offer for it.
-                self.respond(tx, StatusCode::NOT_ACCEPTABLE_HERE, Vec::new(), None)
-                    .await;
+                self.respond(
+                    Some(session),
+                    tx,
+                    StatusCode::NOT_ACCEPTABLE_HERE,
+                    Vec::new(),
+                    None,
+                )
+                .await;
                 return;
             }
         };
         let held = answered.media.is_held_by_remote();
         let body = Bytes::from(answered.answer.to_string());
-        self.respond(tx, StatusCode::OK, headers, Some((SDP, body)))
-            .await;
+        self.respond(
+            Some(session),
+            tx,
+            StatusCode::OK,
+            headers,
+            Some((SDP, body)),
+        )
+        .await;
         self.apply_media(session);
         self.remote_hold_changed(session, held);
     }
@@ -236,9 +270,13 @@ impl Core {
             Method::Invite
         };
         let sent = self
-            .ua(move |ua, now| {
-                ua.request_in_dialog(now, &dialog, method, headers, Some((SDP, offer)))
-            })
+            .send_in_dialog(
+                session,
+                dialog,
+                method,
+                headers,
+                Some((SDP.to_owned(), offer)),
+            )
             .await;
         match sent {
             Some(Ok(tx)) => {
@@ -273,17 +311,16 @@ impl Core {
         match purpose {
             TxPurpose::Reoffer { hold, reply } => {
                 if status.is_success() {
+                    if response.cseq().is_ok_and(|c| c.method == Method::Invite) {
+                        self.trace_acked(session, &response);
+                    }
                     if !response.body.is_empty() {
                         self.take_answer(session, &response.body);
                     }
                     if let Some(hold) = hold {
                         self.local_hold_changed(session, hold);
                     }
-                    if let Some(timer) = session_timer::uac_from_response(&response)
-                        .map(|t| self.our_view(session, t))
-                    {
-                        self.start_session_timer(session, timer);
-                    }
+                    self.session_refreshed(session, &response);
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(()));
                     }
@@ -306,15 +343,7 @@ impl Core {
             }
             TxPurpose::Refresh => {
                 if status.is_success() {
-                    if let Some(timer) = session_timer::uac_from_response(&response)
-                        .map(|t| self.our_view(session, t))
-                    {
-                        self.start_session_timer(session, timer);
-                    } else if let Some(timer) =
-                        self.calls.get(&session).and_then(|c| c.session_timer)
-                    {
-                        self.start_session_timer(session, timer);
-                    }
+                    self.session_refreshed(session, &response);
                 } else if status == StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
                     || status == StatusCode::REQUEST_TIMEOUT
                 {
@@ -345,6 +374,17 @@ impl Core {
                 }
             }
             TxPurpose::Notify | TxPurpose::Invite => {}
+        }
+    }
+
+    /// A 2xx to our re-INVITE or UPDATE refreshed the session (RFC 4028 §7.4): restart the
+    /// session timer with what the 2xx says, or as it was when the 2xx says nothing.
+    fn session_refreshed(&mut self, session: SessionId, response: &Response) {
+        let timer = session_timer::uac_from_response(response)
+            .map(|t| self.our_view(session, t))
+            .or_else(|| self.calls.get(&session).and_then(|c| c.session_timer));
+        if let Some(timer) = timer {
+            self.start_session_timer(session, timer);
         }
     }
 
@@ -405,9 +445,7 @@ impl Core {
             // UPDATE without a body refreshes without touching media (§7.4 prefers it).
             let headers = vec![timer.header()];
             let sent = self
-                .ua(move |ua, now| {
-                    ua.request_in_dialog(now, &dialog, Method::Update, headers, None)
-                })
+                .send_in_dialog(session, dialog, Method::Update, headers, None)
                 .await;
             if let Some(Ok(tx)) = sent {
                 self.by_tx.insert(
@@ -428,7 +466,9 @@ impl Core {
         tracing::debug!(session_id = %session, "session timer expired");
         let dialog = self.calls.get(&session).and_then(|c| c.dialog.clone());
         if let Some(dialog) = dialog {
-            let _ = self.ua(move |ua, now| ua.hangup(now, &dialog)).await;
+            let _ = self
+                .send_in_dialog(session, dialog, Method::Bye, Vec::new(), None)
+                .await;
         }
         self.end_call(session, TerminationReason::Failed(FailureReason::Timeout));
     }
@@ -507,15 +547,13 @@ impl Core {
             return;
         };
         let sent = self
-            .ua(move |ua, now| {
-                ua.request_in_dialog(
-                    now,
-                    &dialog,
-                    method,
-                    Vec::new(),
-                    Some((&content_type, body)),
-                )
-            })
+            .send_in_dialog(
+                session,
+                dialog,
+                method,
+                Vec::new(),
+                Some((content_type, body)),
+            )
             .await;
         match sent {
             Some(Ok(tx)) => {
@@ -561,7 +599,7 @@ impl Core {
             Header::new(HeaderName::ReferredBy, format!("<{}>", self.our_uri)),
         ];
         let sent = self
-            .ua(move |ua, now| ua.request_in_dialog(now, &dialog, Method::Refer, headers, None))
+            .send_in_dialog(session, dialog, Method::Refer, headers, None)
             .await;
         match sent {
             Some(Ok(tx)) => {
@@ -587,11 +625,12 @@ impl Core {
             .is_some_and(|event| event.value.eq_ignore_ascii_case("refer"));
         if !is_refer {
             // RFC 6665 §4.1.3: an event package we did not subscribe to.
-            self.respond(tx, StatusCode::BAD_EVENT, Vec::new(), None)
+            self.respond(Some(session), tx, StatusCode::BAD_EVENT, Vec::new(), None)
                 .await;
             return;
         }
-        self.respond(tx, StatusCode::OK, Vec::new(), None).await;
+        self.respond(Some(session), tx, StatusCode::OK, Vec::new(), None)
+            .await;
         let status = body::parse_sipfrag(&request.body);
         let terminated = request
             .headers
@@ -666,7 +705,7 @@ impl Core {
             .map(|refer_to| refer_to.uri());
         let Some(target) = target else {
             // RFC 3515 §2.4.1: exactly one Refer-To, or 400.
-            self.respond(tx, StatusCode::BAD_REQUEST, Vec::new(), None)
+            self.respond(Some(session), tx, StatusCode::BAD_REQUEST, Vec::new(), None)
                 .await;
             return;
         };
@@ -688,10 +727,11 @@ impl Core {
             _ => Some(StatusCode::DECLINE),
         };
         if let Some(status) = refuse {
-            self.respond(tx, status, Vec::new(), None).await;
+            self.respond(Some(session), tx, status, Vec::new(), None)
+                .await;
             return;
         }
-        self.respond(tx, StatusCode::ACCEPTED, Vec::new(), None)
+        self.respond(Some(session), tx, StatusCode::ACCEPTED, Vec::new(), None)
             .await;
         self.set_state(session, CallState::Transferring);
         self.notify_progress(session, StatusCode::TRYING).await;
@@ -740,15 +780,13 @@ impl Core {
         ];
         let body = Bytes::from(body::sipfrag(status));
         let sent = self
-            .ua(move |ua, now| {
-                ua.request_in_dialog(
-                    now,
-                    &dialog,
-                    Method::Notify,
-                    headers,
-                    Some((body::SIPFRAG, body)),
-                )
-            })
+            .send_in_dialog(
+                session,
+                dialog,
+                Method::Notify,
+                headers,
+                Some((body::SIPFRAG.to_owned(), body)),
+            )
             .await;
         if let Some(Ok(tx)) = sent {
             self.by_tx.insert(

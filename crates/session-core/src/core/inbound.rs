@@ -11,6 +11,7 @@ use session_events::TerminationReason;
 use session_media::sdp::SessionDescription;
 use session_resources::AdmissionRequest;
 use session_sip::{Header, HeaderName, Request};
+use session_tracer::{SipSummary, TraceEntry};
 use session_types::{
     CallId, CallState, Classify, DialogId, Direction, ErrorKind, FailureReason, SessionId,
     StatusCode,
@@ -38,6 +39,7 @@ impl Core {
                 let retry = error.retry_after().map_or(5, |d| d.as_secs().max(1));
                 tracing::debug!(%error, "INVITE refused by admission");
                 self.respond(
+                    None,
                     tx,
                     StatusCode::SERVICE_UNAVAILABLE,
                     vec![Header::new(HeaderName::RetryAfter, retry.to_string())],
@@ -52,6 +54,7 @@ impl Core {
         {
             // RFC 4028 §9: the interval asked for is below our minimum.
             self.respond(
+                None,
                 tx,
                 StatusCode::SESSION_INTERVAL_TOO_SMALL,
                 vec![Header::new(HeaderName::MinSe, min_se.to_string())],
@@ -72,6 +75,9 @@ impl Core {
             &caller,
             Some(permit),
         );
+        self.trace_with(session, || {
+            TraceEntry::SipIn(SipSummary::of_request(&request))
+        });
         let Some(call) = self.calls.get_mut(&session) else {
             return;
         };
@@ -103,9 +109,10 @@ impl Core {
     /// Sends 180 Ringing.
     async fn ring(&mut self, session: SessionId) -> Result<()> {
         let tx = self.pending_invite(session, "ring")?;
-        self.respond(tx, StatusCode::RINGING, Vec::new(), None)
-            .await;
+        // The state changes first, so that whoever sees the 180 finds this side ringing.
         self.set_state(session, CallState::Ringing);
+        self.respond(Some(session), tx, StatusCode::RINGING, Vec::new(), None)
+            .await;
         Ok(())
     }
 
@@ -149,7 +156,8 @@ impl Core {
                         SessionError::Media(_) => StatusCode::NOT_ACCEPTABLE_HERE,
                         _ => StatusCode::SERVICE_UNAVAILABLE,
                     };
-                    self.respond(tx, status, Vec::new(), None).await;
+                    self.respond(Some(session), tx, status, Vec::new(), None)
+                        .await;
                     let reason = if status == StatusCode::SERVICE_UNAVAILABLE {
                         FailureReason::ResourceExhausted
                     } else {
@@ -177,7 +185,13 @@ impl Core {
         headers.push(Header::new(HeaderName::Allow, ALLOW));
         headers.push(Header::new(HeaderName::Supported, "timer"));
         let dialog = self
-            .respond(tx, StatusCode::OK, headers, Some((SDP, body)))
+            .respond(
+                Some(session),
+                tx,
+                StatusCode::OK,
+                headers,
+                Some((SDP, body)),
+            )
             .await;
         let Some(dialog) = dialog else {
             return Err(SessionError::Ended(self.state_of(session)));
@@ -230,7 +244,8 @@ impl Core {
             });
         }
         let tx = self.pending_invite(session, "reject")?;
-        self.respond(tx, status, Vec::new(), None).await;
+        self.respond(Some(session), tx, status, Vec::new(), None)
+            .await;
         self.end_call(
             session,
             TerminationReason::Failed(FailureReason::Rejected(status)),
@@ -244,8 +259,14 @@ impl Core {
             .iter()
             .map(|uri| Header::new(HeaderName::Contact, format!("<{uri}>")))
             .collect();
-        self.respond(tx, StatusCode::MOVED_TEMPORARILY, headers, None)
-            .await;
+        self.respond(
+            Some(session),
+            tx,
+            StatusCode::MOVED_TEMPORARILY,
+            headers,
+            None,
+        )
+        .await;
         self.end_call(
             session,
             TerminationReason::Failed(FailureReason::Rejected(StatusCode::MOVED_TEMPORARILY)),
@@ -257,6 +278,7 @@ impl Core {
         let Some(&session) = self.by_dialog.get(&dialog) else {
             return;
         };
+        self.trace_with(session, || TraceEntry::SipIn(SipSummary::of_request(&ack)));
         // A late offer (INVITE without SDP) is answered in the ACK (RFC 3264 §4).
         if !ack.body.is_empty() {
             let answer = SessionDescription::parse_bytes(&ack.body);
@@ -289,6 +311,10 @@ impl Core {
             .find(|(_, call)| call.invite_tx == Some(tx) && call.dialog.is_none())
             .map(|(id, _)| *id);
         if let Some(session) = session {
+            self.trace(
+                session,
+                TraceEntry::note("← CANCEL (200, and 487 for the INVITE)"),
+            );
             self.end_call(session, TerminationReason::Cancelled);
         }
     }
@@ -315,7 +341,7 @@ impl Core {
         } else {
             Vec::new()
         };
-        self.respond(tx, status, headers, None).await;
+        self.respond(None, tx, status, headers, None).await;
     }
 
     pub(super) fn state_of(&self, session: SessionId) -> CallState {

@@ -21,7 +21,7 @@ use crate::media::{BoxedSink, BoxedSource, MediaEvent, MediaHandle};
 use crate::session_timer::SessionTimer;
 use bytes::Bytes;
 use session_dialog::driver::SipHandle;
-use session_dialog::endpoint::Protocol;
+use session_dialog::endpoint::{EndpointError, Protocol};
 use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaEvent, UserAgent};
 use session_events::{EventBus, SessionEvent, TerminationReason};
@@ -29,6 +29,7 @@ use session_media::endpoint::{EndpointConfig, RtpEndpoint};
 use session_media::sdp::negotiate::OfferAnswer;
 use session_resources::{AdmissionController, AdmissionPermit, PortPool};
 use session_sip::{Method, Uri};
+use session_tracer::{SessionTracer, SipSummary, TraceEntry};
 use session_types::{CallId, CallState, DialogId, Direction, SessionId, StatusCode};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -219,6 +220,7 @@ pub(crate) struct CoreParts {
     pub(crate) gauges: Arc<Gauges>,
     pub(crate) local_ip: IpAddr,
     pub(crate) our_uri: Uri,
+    pub(crate) tracer: Option<SessionTracer>,
 }
 
 /// The manager's task state.
@@ -242,6 +244,7 @@ pub(crate) struct Core {
     pub(crate) pending_notifies: Vec<(SessionId, StatusCode)>,
     /// Calls ended while handling the last event, their last events still to publish.
     pub(crate) endings: Vec<(Call, TerminationReason)>,
+    pub(crate) tracer: Option<SessionTracer>,
 }
 
 impl Core {
@@ -260,6 +263,7 @@ impl Core {
             gauges,
             local_ip,
             our_uri,
+            tracer,
         } = parts;
         let (media_events, mut media_inbox) = mpsc::unbounded_channel();
         let mut core = Core {
@@ -280,6 +284,7 @@ impl Core {
             media_events,
             pending_notifies: Vec::new(),
             endings: Vec::new(),
+            tracer,
         };
         loop {
             let deadline = core.timers.peek().map(|Reverse((at, ..))| *at);
@@ -328,24 +333,95 @@ impl Core {
         self.sip.with(f).await.ok()
     }
 
-    /// Answers a request statelessly-in-effect: one response, errors logged.
+    /// Answers server transaction `tx`; the response is traced under `session`. Errors are
+    /// logged: a response the transaction refuses leaves nothing to do.
     pub(crate) async fn respond(
         &self,
+        session: Option<SessionId>,
         tx: TransactionId,
         status: StatusCode,
         headers: Vec<session_sip::Header>,
         body: Option<(&'static str, Bytes)>,
     ) -> Option<DialogId> {
+        let has_sdp = body.as_ref().is_some_and(|(t, _)| *t == inbound::SDP);
+        let traced = session.is_some() && self.tracer.is_some();
         let result = self
-            .ua(move |ua, now| ua.answer(now, tx, status, headers, body))
+            .ua(move |ua, now| {
+                let answered = ua.request_of(tx).filter(|_| traced).and_then(|request| {
+                    Some((request.cseq().ok()?, request.call_id().ok()?.to_owned()))
+                });
+                (ua.answer(now, tx, status, headers, body), answered)
+            })
             .await;
+        let (result, answered) = result?;
+        if let (Some(session), Some((cseq, call_id))) = (session, answered) {
+            let summary = SipSummary::response(status, cseq, &call_id, has_sdp);
+            self.trace(session, TraceEntry::SipOut(summary));
+        }
         match result {
-            Some(Ok(dialog)) => dialog,
-            Some(Err(error)) => {
+            Ok(dialog) => dialog,
+            Err(error) => {
                 tracing::debug!(%error, status = status.as_u16(), "response not sent");
                 None
             }
-            None => None,
+        }
+    }
+
+    /// Sends a request inside `dialog` for `session` and traces it.
+    pub(crate) async fn send_in_dialog(
+        &self,
+        session: SessionId,
+        dialog: DialogId,
+        method: Method,
+        headers: Vec<session_sip::Header>,
+        body: Option<(String, Bytes)>,
+    ) -> Option<Result<TransactionId, EndpointError>> {
+        let has_sdp = body.as_ref().is_some_and(|(t, _)| t == inbound::SDP);
+        let traced_method = method.clone();
+        let (sent, seq, target) = self
+            .ua(move |ua, now| {
+                // The dialog numbers the request one past its local CSeq (§12.2.1.1).
+                let known = ua
+                    .dialog(&dialog)
+                    .map(|d| (d.local_seq + 1, d.remote_target.to_string()));
+                let body = body.as_ref().map(|(t, b)| (t.as_str(), b.clone()));
+                let sent = ua.request_in_dialog(now, &dialog, method, headers, body);
+                let (seq, target) = known.unzip();
+                (sent, seq, target)
+            })
+            .await?;
+        if let (Ok(_), Some(seq), Some(target), Some(call)) =
+            (&sent, seq, target, self.calls.get(&session))
+        {
+            let summary = SipSummary::request(
+                traced_method,
+                &target,
+                seq,
+                call.shared.call_id.as_str(),
+                has_sdp,
+            );
+            self.trace(session, TraceEntry::SipOut(summary));
+        }
+        Some(sent)
+    }
+
+    /// Publishes `event` on the bus and records it in the tracer.
+    pub(crate) fn publish(&self, event: SessionEvent) {
+        if let Some(tracer) = &self.tracer {
+            tracer.record_event(Instant::now(), &event);
+        }
+        self.bus.publish(event);
+    }
+
+    /// Records `entry` for `session` when a tracer is configured.
+    pub(crate) fn trace(&self, session: SessionId, entry: TraceEntry) {
+        self.trace_with(session, || entry);
+    }
+
+    /// Records the entry `make` builds, building it only when a tracer is configured.
+    pub(crate) fn trace_with(&self, session: SessionId, make: impl FnOnce() -> TraceEntry) {
+        if let Some(tracer) = &self.tracer {
+            tracer.record(session, Instant::now(), make());
         }
     }
 
@@ -400,6 +476,9 @@ impl Core {
             return;
         };
         let session = owner.session;
+        self.trace_with(session, || {
+            TraceEntry::SipIn(SipSummary::of_response(&response))
+        });
         if matches!(owner.purpose, TxPurpose::Invite) {
             if is_final {
                 self.by_tx.remove(&tx);
@@ -449,6 +528,14 @@ impl Core {
         let Some(session) = self.by_dialog.get(&dialog).copied() else {
             return;
         };
+        let note = match reason {
+            DialogEnd::PeerBye => "← BYE (answered 200 by the dialog layer)",
+            DialogEnd::AckTimeout => "no ACK for our 2xx: BYE sent (§13.3.1.4)",
+            _ => "",
+        };
+        if !note.is_empty() {
+            self.trace(session, TraceEntry::note(note));
+        }
         let reason = match reason {
             DialogEnd::PeerBye => TerminationReason::RemoteHangup,
             DialogEnd::LocalBye => TerminationReason::LocalHangup,
@@ -469,7 +556,7 @@ impl Core {
         match event {
             MediaEvent::Dtmf { digit, duration } => {
                 let handle = self.handle(call);
-                self.bus.publish(SessionEvent::DtmfReceived {
+                self.publish(SessionEvent::DtmfReceived {
                     session_id: session,
                     digit,
                     duration,
@@ -637,7 +724,7 @@ impl Core {
         self.calls.insert(id, Call::new(shared, permit));
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         tracing::debug!(session_id = %id, call_id = %call_id, ?direction, "session created");
-        self.bus.publish(SessionEvent::SessionCreated {
+        self.publish(SessionEvent::SessionCreated {
             session_id: id,
             direction,
             call_id,
@@ -671,9 +758,10 @@ impl Core {
         call.state = new;
         call.shared.state.send_replace(new);
         tracing::debug!(session_id = %session, call_id = %call.shared.call_id, %old, %new, "state");
-        self.bus.publish(SessionEvent::StateChanged {
+        let call_id = call.shared.call_id.clone();
+        self.publish(SessionEvent::StateChanged {
             session_id: session,
-            call_id: call.shared.call_id.clone(),
+            call_id,
             old,
             new,
         });
@@ -694,7 +782,7 @@ impl Core {
             call.offer_answer.as_ref().and_then(OfferAnswer::current),
         ) && let Some(remote) = negotiated.remote_rtp()
         {
-            self.bus.publish(SessionEvent::MediaStarted {
+            self.publish(SessionEvent::MediaStarted {
                 session_id: session,
                 codec: Arc::from(negotiated.codec.name.as_str()),
                 local: media.local_addr(),
@@ -768,11 +856,11 @@ impl Core {
             let session = call.shared.id;
             if let Some(media) = call.media.take() {
                 media.stop().await;
-                self.bus.publish(SessionEvent::MediaStopped {
+                self.publish(SessionEvent::MediaStopped {
                     session_id: session,
                 });
             }
-            self.bus.publish(SessionEvent::SessionTerminated {
+            self.publish(SessionEvent::SessionTerminated {
                 session_id: session,
                 reason,
             });

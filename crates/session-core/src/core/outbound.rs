@@ -12,7 +12,8 @@ use session_dialog::ua::OutgoingInvite;
 use session_events::TerminationReason;
 use session_media::sdp::SessionDescription;
 use session_resources::AdmissionRequest;
-use session_sip::{Header, HeaderName, Response};
+use session_sip::{Header, HeaderName, Method, Response};
+use session_tracer::{SipSummary, TraceEntry};
 use session_types::{CallState, DialogId, Direction, FailureReason, SessionId, StatusCode};
 
 impl Core {
@@ -91,6 +92,7 @@ impl Core {
                 .ok_or(SessionError::NoSuchSession)?;
             (c.shared.call_id.clone(), c.cseq)
         };
+        let call_id_text = call_id.to_string();
         let (from, to, display) = (
             call.from.clone(),
             call.to.clone(),
@@ -127,6 +129,15 @@ impl Core {
                 purpose: TxPurpose::Invite,
             },
         );
+        self.trace_with(session, || {
+            TraceEntry::SipOut(SipSummary::request(
+                Method::Invite,
+                call.to.as_str(),
+                cseq,
+                call_id_text.as_str(),
+                true,
+            ))
+        });
         let c = self
             .calls
             .get_mut(&session)
@@ -230,6 +241,7 @@ impl Core {
             .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"));
         call.outgoing = None;
         let cancelling = call.cancelling;
+        self.trace_acked(session, &response);
         self.by_dialog.insert(dialog, session);
         if !response.body.is_empty() {
             self.take_answer(session, &response.body);
@@ -243,6 +255,25 @@ impl Core {
         if let Some(timer) = session_timer::uac_from_response(&response) {
             self.start_session_timer(session, timer);
         }
+    }
+
+    /// The user agent ACKed this 2xx (§13.2.2.4); the timeline shows it.
+    pub(super) fn trace_acked(&self, session: SessionId, response: &Response) {
+        self.trace_with(session, || {
+            let seq = response.cseq().map_or(0, |c| c.seq);
+            let call_id = response.call_id().unwrap_or_default();
+            let target = self
+                .calls
+                .get(&session)
+                .map_or_else(String::new, |c| c.shared.remote_uri.to_string());
+            TraceEntry::SipOut(SipSummary::request(
+                Method::Ack,
+                &target,
+                seq,
+                call_id,
+                false,
+            ))
+        });
     }
 
     /// Processes an SDP answer (in a 18x or 2xx) to our pending offer.
@@ -284,6 +315,17 @@ impl Core {
             return Ok(());
         }
         call.cancelling = true;
+        let (cseq, call_id) = (call.cseq, call.shared.call_id.to_string());
+        let target = call.shared.remote_uri.clone();
+        self.trace_with(session, || {
+            TraceEntry::SipOut(SipSummary::request(
+                Method::Cancel,
+                &target,
+                cseq,
+                &call_id,
+                false,
+            ))
+        });
         let sent = self
             .ua(move |ua, now| ua.cancel(now, tx))
             .await
@@ -307,7 +349,9 @@ impl Core {
         match (call.shared.direction, call.dialog.clone()) {
             (_, Some(dialog)) => {
                 self.set_state(session, CallState::Terminating);
-                let sent = self.ua(move |ua, now| ua.hangup(now, &dialog)).await;
+                let sent = self
+                    .send_in_dialog(session, dialog, Method::Bye, Vec::new(), None)
+                    .await;
                 if !matches!(sent, Some(Ok(_))) {
                     // The dialog is already gone on the user agent's side.
                     self.end_call(session, TerminationReason::LocalHangup);
