@@ -262,10 +262,17 @@ impl Core {
         self.trace_with(session, || {
             let seq = response.cseq().map_or(0, |c| c.seq);
             let call_id = response.call_id().unwrap_or_default();
-            let target = self
-                .calls
-                .get(&session)
-                .map_or_else(String::new, |c| c.shared.remote_uri.to_string());
+            // The ACK goes to the remote target, which the 2xx's Contact sets (§12.1.2,
+            // §13.2.2.4); the peer's address of record only when there is none.
+            let contact = response.contacts().find_map(|contact| match contact {
+                Ok(session_sip::Contact::Addr(address)) => Some(address.uri_str().to_owned()),
+                _ => None,
+            });
+            let target = contact.unwrap_or_else(|| {
+                self.calls
+                    .get(&session)
+                    .map_or_else(String::new, |c| c.shared.remote_uri.to_string())
+            });
             TraceEntry::SipOut(SipSummary::request(
                 Method::Ack,
                 &target,
