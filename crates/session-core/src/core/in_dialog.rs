@@ -664,8 +664,9 @@ impl Core {
                 let _ = self.hangup(session).await;
             }
             Err(status) => {
-                let _ = reply.send(Err(SessionError::TransferFailed { status }));
+                // Back to active first, so whoever sees the error sees the call as it is.
                 self.back_from_transfer(session);
+                let _ = reply.send(Err(SessionError::TransferFailed { status }));
             }
         }
     }
@@ -689,10 +690,10 @@ impl Core {
             .get_mut(&session)
             .and_then(|call| call.transfer_reply.take());
         if let Some(reply) = reply {
+            self.back_from_transfer(session);
             let _ = reply.send(Err(SessionError::TransferFailed {
                 status: StatusCode::REQUEST_TIMEOUT,
             }));
-            self.back_from_transfer(session);
         }
     }
 

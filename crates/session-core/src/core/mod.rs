@@ -316,10 +316,12 @@ impl Core {
     /// Sends the transfer progress queued while handling the last event.
     async fn flush_notifies(&mut self) {
         while let Some((original, status)) = self.pending_notifies.pop() {
-            self.notify_progress(original, status).await;
+            // A failed transfer leaves the call as it was before the NOTIFY tells the
+            // transferor, so the transferor never sees this side still transferring.
             if !status.is_success() {
                 self.back_from_transfer(original);
             }
+            self.notify_progress(original, status).await;
         }
     }
 
