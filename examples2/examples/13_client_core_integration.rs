@@ -212,8 +212,8 @@ async fn main() -> Result<(), BoxError> {
     within("hang-up", call.hangup()).await?;
     screen(format!("call ended after {} ms", talk.as_millis()));
     check(
-        call.state() == CallState::Terminated,
-        "the softphone's call is terminated",
+        within("the BYE's answer", call.ended()).await == CallState::Terminated,
+        "the softphone's call is terminated once the BYE is answered",
     );
     check(
         matches!(
