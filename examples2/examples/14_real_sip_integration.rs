@@ -9,8 +9,9 @@
 //! 3. hold and resume — Alice holds (`sendonly`): Bob is told, stops sending (Alice hears
 //!    silence) and still hears Alice; after resume both directions flow again;
 //! 4. DTMF — RFC 4733 digits from Alice reach Bob's handler and Bob's event bus;
-//! 5. transfer — Bob sends Alice to his colleague Carol (REFER): Alice's handler agrees, her
-//!    phone calls Carol, Bob's leg ends, and Carol's 2 kHz tone reaches Alice on the new call;
+//! 5. transfer — Bob sends Alice to his colleague Carol, another user of Bob's manager
+//!    (REFER): Alice's handler agrees, her phone calls Carol, Bob's leg ends, and Carol's 2 kHz
+//!    tone reaches Alice on the new call;
 //! 6. hang-up — Carol hangs up; RTP statistics, then nothing held on either side.
 //!
 //! Run: `cargo run -p examples2 --example 14_real_sip_integration`. Exits non-zero if a check
