@@ -14,7 +14,8 @@
 //! --hangup-after-ms N            we send BYE N ms after a call is established (also for
 //!                                calls we place as transferee)
 //! --rtp-echo                     real RTP per call, every received frame sent back; without
-//!                                it calls are signaling-only (SDP answered, no RTP sockets)
+//!                                it calls are signaling-only (SDP answered, no RTP sockets).
+//!                                The summary counts frames received and RTP packets sent
 //! --max-sessions N               admission limit; beyond it INVITEs get 503
 //! ```
 //!
@@ -68,6 +69,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Upper bound for a call's answer and for its end after BYE: longer than SIP's own 32 s
 /// transaction timeout, so a hung peer shows as a failure rather than a hang.
 const CALL_LIMIT: Duration = Duration::from_secs(40);
+
+/// How often a call's RTP statistics are sampled with `--rtp-echo`.
+const STATS_EVERY: Duration = Duration::from_millis(200);
 
 /// How long the self-check's shutdowns wait for lingering transactions.
 const SELF_CHECK_GRACE: Duration = Duration::from_millis(200);
@@ -289,6 +293,7 @@ struct Tally {
     transfers_answered: AtomicU64,
     messages: AtomicU64,
     rtp_frames: Arc<AtomicU64>,
+    rtp_sent: AtomicU64,
     digits: Mutex<String>,
 }
 
@@ -307,7 +312,7 @@ impl Tally {
         format!(
             "summary: incoming={} answered={} rejected={} cancelled={} failed={} \
              hangups_ours={} hangups_peer={} shutdown={} holds={} resumes={} transfers={} \
-             transfers_answered={} messages={} rtp_frames={} digits={}",
+             transfers_answered={} messages={} rtp_frames={} rtp_sent={} digits={}",
             Self::get(&self.incoming),
             Self::get(&self.answered),
             Self::get(&self.rejected),
@@ -322,6 +327,7 @@ impl Tally {
             Self::get(&self.transfers_answered),
             Self::get(&self.messages),
             Self::get(&self.rtp_frames),
+            Self::get(&self.rtp_sent),
             if digits.is_empty() { "-" } else { &digits },
         )
     }
@@ -374,9 +380,24 @@ impl CallHandler for Uas {
         }
         if self.config.rtp_echo {
             let call = call.clone();
-            let frames = self.tally.rtp_frames.clone();
+            let tally = self.tally.clone();
             tokio::spawn(async move {
-                let _ = call.attach_sink(Box::new(FrameCounter(frames))).await;
+                let frames = FrameCounter(tally.rtp_frames.clone());
+                let _ = call.attach_sink(Box::new(frames)).await;
+                // The RTP statistics go with the call: sample them while it lasts (for the
+                // summary only; an echo ends with the peer's stream, before its BYE).
+                let mut sent = 0;
+                loop {
+                    tokio::select! {
+                        _ = call.ended() => break,
+                        () = tokio::time::sleep(STATS_EVERY) => {
+                            if let Ok(stats) = call.stats().await {
+                                sent = stats.rtp.map_or(sent, |rtp| rtp.packets_sent);
+                            }
+                        }
+                    }
+                }
+                tally.rtp_sent.fetch_add(sent, Ordering::Relaxed);
             });
         }
         if let Some(after) = self.config.hangup_after {
@@ -743,7 +764,7 @@ async fn self_check() -> Result<ExitCode, BoxError> {
     section("2. busy: 486 Busy Here is a failure, unless it is the status expected");
     let (report, uas) = exchange(
         UasConfig::loopback(Mode::Reject(StatusCode::BUSY_HERE)),
-        |target| UacConfig::to(target),
+        UacConfig::to,
     )
     .await?;
     check(!report.all_ok(), "a refused call is not a success");
