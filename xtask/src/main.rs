@@ -5,11 +5,14 @@
 //!   `examples2/` once, runs each in name order with a timeout, prints a table and
 //!   `N passed, M failed`, and exits non-zero if any failed.
 //! - `conformance [--dir PATH]`: runs the RFC 4475 torture tests through session-sip.
+//! - `sipp [FILTER...] [--verbose] [--keep]`: runs SIPp scenarios against example 20 and example 20's
+//!   UAC against SIPp (needs `sipp`; prints the install command when it is missing).
 //!
 //! This crate has no dependencies on purpose: it is built on every `cargo xtask` call.
 
 mod conformance;
 mod examples;
+mod sipp;
 #[cfg(test)]
 mod tidy;
 mod util;
@@ -23,7 +26,10 @@ commands:
                       build and run the numbered examples in examples2/, print a table
   conformance [--dir PATH]
                       run the RFC 4475 torture-test corpus through session-sip
-                      (default: ../shared/conformance/rfc4475)";
+                      (default: ../shared/conformance/rfc4475)
+  sipp [FILTER...] [--verbose] [--keep]
+                      run SIPp scenarios against example 20_sipp_compatibility on loopback
+                      and its UAC against SIPp's UAS; PASS/FAIL per scenario (needs sipp)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +40,7 @@ fn main() -> ExitCode {
     let code = match command.as_str() {
         "examples" => examples::run(rest),
         "conformance" => conformance::run(rest),
+        "sipp" => sipp::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             0

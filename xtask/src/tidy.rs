@@ -99,3 +99,18 @@ fn ci_runs_the_readme_test_command_and_the_examples() {
     assert!(ci.contains("cargo test --workspace"));
     assert!(ci.contains("cargo xtask examples"));
 }
+
+#[test]
+fn ci_runs_the_sipp_scenarios_after_the_examples() {
+    let ci = fs::read_to_string(workspace_root().join(".ci/run")).unwrap();
+    let examples = ci
+        .find("cargo xtask examples")
+        .expect("CI runs the examples");
+    let sipp = ci
+        .find("cargo xtask sipp")
+        .expect("CI runs `cargo xtask sipp`");
+    assert!(
+        sipp > examples,
+        "the SIPp step comes after the examples step"
+    );
+}

@@ -1,0 +1,910 @@
+//! # 20 — SIPp compatibility
+//!
+//! A SIP server (UAS) and client (UAC) built on `session-core` that other tools — SIPp first
+//! of all — drive from the command line. `cargo xtask sipp` runs SIPp's scenarios against it.
+//!
+//! **UAS mode** (the default when `--call` is absent and any flag is given):
+//!
+//! ```text
+//! --bind 127.0.0.1:5060          where SIP listens (UDP and TCP; port 0 picks one)
+//! --mode auto|ring|busy|reject=CODE
+//!                                auto: answer 200 at once; ring: 180, then 200 after
+//!                                --ring-ms; busy: 486; reject=CODE: that final status
+//! --ring-ms N                    how long `ring` rings (default 500)
+//! --hangup-after-ms N            we send BYE N ms after a call is established (also for
+//!                                calls we place as transferee)
+//! --rtp-echo                     real RTP per call, every received frame sent back; without
+//!                                it calls are signaling-only (SDP answered, no RTP sockets).
+//!                                The summary counts frames received and RTP packets sent
+//! --max-sessions N               admission limit; beyond it INVITEs get 503
+//! ```
+//!
+//! It prints `listening on ADDR` once bound, runs until Ctrl-C or SIGTERM, shuts down cleanly
+//! (ending live calls) and exits 0 after printing a `summary:` line of `key=value` counts.
+//!
+//! **UAC mode** (`--call` given):
+//!
+//! ```text
+//! --bind ADDR                    our SIP address (default 127.0.0.1:0)
+//! --call sip:user@host:port      whom to call
+//! --calls N                      how many calls (default 1)
+//! --rate R                       calls started per second (default 10)
+//! --duration-ms D                how long an answered call lasts before our BYE (default 0)
+//! --transport udp|tcp            default udp
+//! --expect-status CODE           the final status counted as success (default 200): e.g.
+//!                                486 to check that a busy peer is reported as busy
+//! --rtp-echo                     real RTP media (echoing) instead of signaling only
+//! ```
+//!
+//! It exits 0 only if every call succeeded: answered (or refused with `--expect-status`) and,
+//! once answered, ended cleanly by either side. It prints each failure and a `summary:` line.
+//!
+//! **Without flags** (as `cargo xtask examples` runs it) it checks itself: its UAS and its UAC
+//! call each other in every mode — auto, ring, busy, reject, hangup from the UAS, admission
+//! limit, TCP — and it exits non-zero if an outcome is not the expected one. Every wait is
+//! bounded; nothing sleeps to wait for an event (the only timers are the ring and call
+//! durations the flags ask for).
+//!
+//! Run: `cargo run -p examples2 --example 20_sipp_compatibility -- --bind 127.0.0.1:5060
+//! --mode auto`, then for instance `sipp -sn uac 127.0.0.1:5060 -m 10`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use examples2::{check, section};
+use session_core::crates::media::AudioFrame;
+use session_core::crates::media::audio::AudioSink;
+use session_core::{
+    CallDecision, CallHandler, CallOptions, CallSession, CallState, DtmfMethod, FailureReason,
+    IncomingCall, Limits, MediaMode, SessionManager, StatusCode, TerminationReason,
+    TransferDecision, TransferRequest,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Upper bound for a call's answer and for its end after BYE: longer than SIP's own 32 s
+/// transaction timeout, so a hung peer shows as a failure rather than a hang.
+const CALL_LIMIT: Duration = Duration::from_secs(40);
+
+/// How often a call's RTP statistics are sampled with `--rtp-echo`.
+const STATS_EVERY: Duration = Duration::from_millis(200);
+
+/// How long the self-check's shutdowns wait for lingering transactions.
+const SELF_CHECK_GRACE: Duration = Duration::from_millis(200);
+
+const USAGE: &str = "usage:
+  20_sipp_compatibility                       self-check (UAS and UAC call each other)
+  20_sipp_compatibility --bind ADDR [--mode auto|ring|busy|reject=CODE] [--ring-ms N]
+                        [--hangup-after-ms N] [--rtp-echo] [--max-sessions N]
+                                              UAS until Ctrl-C/SIGTERM
+  20_sipp_compatibility --call URI [--bind ADDR] [--calls N] [--rate R] [--duration-ms D]
+                        [--transport udp|tcp] [--expect-status CODE] [--rtp-echo]
+                                              UAC; exits 0 only if every call succeeded";
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+/// How the UAS answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Auto,
+    Ring,
+    Reject(StatusCode),
+}
+
+#[derive(Debug, Clone)]
+struct UasConfig {
+    bind: SocketAddr,
+    mode: Mode,
+    ring: Duration,
+    hangup_after: Option<Duration>,
+    rtp_echo: bool,
+    max_sessions: Option<usize>,
+    /// How long shutdown waits for lingering transactions (the library's default if `None`).
+    shutdown_grace: Option<Duration>,
+}
+
+impl UasConfig {
+    fn loopback(mode: Mode) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mode,
+            ring: Duration::from_millis(500),
+            hangup_after: None,
+            rtp_echo: false,
+            max_sessions: None,
+            shutdown_grace: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct UacConfig {
+    bind: SocketAddr,
+    target: String,
+    calls: u32,
+    rate: f64,
+    duration: Duration,
+    tcp: bool,
+    expect: StatusCode,
+    rtp_echo: bool,
+    shutdown_grace: Option<Duration>,
+}
+
+impl UacConfig {
+    fn to(target: String) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            target,
+            calls: 1,
+            rate: 10.0,
+            duration: Duration::ZERO,
+            tcp: false,
+            expect: StatusCode::OK,
+            rtp_echo: false,
+            shutdown_grace: None,
+        }
+    }
+}
+
+enum Run {
+    SelfCheck,
+    Uas(UasConfig),
+    Uac(UacConfig),
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Run, String> {
+    if args.is_empty() {
+        return Ok(Run::SelfCheck);
+    }
+    let mut uas = UasConfig::loopback(Mode::Auto);
+    uas.bind = SocketAddr::from(([127, 0, 0, 1], 5060));
+    let mut uac = UacConfig::to(String::new());
+    let mut bind = None;
+    let mut call = None;
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--help" | "-h" => return Ok(Run::Help),
+            "--bind" => {
+                let text = value("--bind")?;
+                bind = Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| format!("--bind: not an address: {text}"))?,
+                );
+            }
+            "--mode" => uas.mode = parse_mode(&value("--mode")?)?,
+            "--ring-ms" => uas.ring = millis("--ring-ms", &value("--ring-ms")?)?,
+            "--hangup-after-ms" => {
+                uas.hangup_after = Some(millis("--hangup-after-ms", &value("--hangup-after-ms")?)?);
+            }
+            "--rtp-echo" => {
+                uas.rtp_echo = true;
+                uac.rtp_echo = true;
+            }
+            "--max-sessions" => {
+                uas.max_sessions = Some(number("--max-sessions", &value("--max-sessions")?)?);
+            }
+            "--call" => call = Some(value("--call")?),
+            "--calls" => uac.calls = number("--calls", &value("--calls")?)?,
+            "--rate" => {
+                let text = value("--rate")?;
+                uac.rate = text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|rate| *rate > 0.0 && rate.is_finite())
+                    .ok_or_else(|| format!("--rate: not a positive number: {text}"))?;
+            }
+            "--duration-ms" => uac.duration = millis("--duration-ms", &value("--duration-ms")?)?,
+            "--transport" => {
+                uac.tcp = match value("--transport")?.to_ascii_lowercase().as_str() {
+                    "udp" => false,
+                    "tcp" => true,
+                    other => return Err(format!("--transport: udp or tcp, not {other}")),
+                }
+            }
+            "--expect-status" => uac.expect = status(&value("--expect-status")?)?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(match call {
+        Some(target) => {
+            uac.target = target;
+            if let Some(bind) = bind {
+                uac.bind = bind;
+            }
+            Run::Uac(uac)
+        }
+        None => {
+            if let Some(bind) = bind {
+                uas.bind = bind;
+            }
+            Run::Uas(uas)
+        }
+    })
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    match text {
+        "auto" => Ok(Mode::Auto),
+        "ring" => Ok(Mode::Ring),
+        "busy" => Ok(Mode::Reject(StatusCode::BUSY_HERE)),
+        _ => match text.strip_prefix("reject=") {
+            Some(code) => {
+                let code = status(code)?;
+                if code.as_u16() < 300 {
+                    return Err(format!("--mode reject=CODE needs 300-699, not {code}"));
+                }
+                Ok(Mode::Reject(code))
+            }
+            None => Err(format!(
+                "--mode: auto, ring, busy or reject=CODE, not {text}"
+            )),
+        },
+    }
+}
+
+fn status(text: &str) -> Result<StatusCode, String> {
+    text.parse::<u16>()
+        .ok()
+        .and_then(StatusCode::new)
+        .filter(|code| code.as_u16() >= 200)
+        .ok_or_else(|| format!("not a final SIP status: {text}"))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: not a number: {text}"))
+}
+
+fn millis(flag: &str, text: &str) -> Result<Duration, String> {
+    number::<u64>(flag, text).map(Duration::from_millis)
+}
+
+// ---------------------------------------------------------------------------------------------
+// UAS
+// ---------------------------------------------------------------------------------------------
+
+/// What the UAS saw, counted as it happened.
+#[derive(Default)]
+struct Tally {
+    incoming: AtomicU64,
+    answered: AtomicU64,
+    rejected: AtomicU64,
+    cancelled: AtomicU64,
+    failed: AtomicU64,
+    hangups_ours: AtomicU64,
+    hangups_peer: AtomicU64,
+    shutdown: AtomicU64,
+    holds: AtomicU64,
+    resumes: AtomicU64,
+    transfers: AtomicU64,
+    transfers_answered: AtomicU64,
+    messages: AtomicU64,
+    rtp_frames: Arc<AtomicU64>,
+    rtp_sent: AtomicU64,
+    digits: Mutex<String>,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Tally {
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// One line of `key=value` pairs, which `cargo xtask sipp` reads.
+    fn summary(&self) -> String {
+        let digits = self.digits.lock().map(|d| d.clone()).unwrap_or_default();
+        format!(
+            "summary: incoming={} answered={} rejected={} cancelled={} failed={} \
+             hangups_ours={} hangups_peer={} shutdown={} holds={} resumes={} transfers={} \
+             transfers_answered={} messages={} rtp_frames={} rtp_sent={} digits={}",
+            Self::get(&self.incoming),
+            Self::get(&self.answered),
+            Self::get(&self.rejected),
+            Self::get(&self.cancelled),
+            Self::get(&self.failed),
+            Self::get(&self.hangups_ours),
+            Self::get(&self.hangups_peer),
+            Self::get(&self.shutdown),
+            Self::get(&self.holds),
+            Self::get(&self.resumes),
+            Self::get(&self.transfers),
+            Self::get(&self.transfers_answered),
+            Self::get(&self.messages),
+            Self::get(&self.rtp_frames),
+            Self::get(&self.rtp_sent),
+            if digits.is_empty() { "-" } else { &digits },
+        )
+    }
+}
+
+/// Counts the audio frames a call receives (the echo sends each one back).
+struct FrameCounter(Arc<AtomicU64>);
+
+impl AudioSink for FrameCounter {
+    fn write_frame(&mut self, _frame: &AudioFrame) -> session_core::crates::media::Result<()> {
+        bump(&self.0);
+        Ok(())
+    }
+}
+
+struct Uas {
+    config: UasConfig,
+    tally: Arc<Tally>,
+}
+
+impl CallHandler for Uas {
+    fn on_incoming_call(&self, call: &IncomingCall) -> CallDecision {
+        bump(&self.tally.incoming);
+        match self.config.mode {
+            Mode::Auto => CallDecision::accept(),
+            Mode::Reject(status) => CallDecision::Reject(status),
+            Mode::Ring => {
+                // 180 now; the answer after the ring time unless the caller gives up first.
+                let session = call.session.clone();
+                let ring = self.config.ring;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(ring) => {
+                            // A call cancelled at the same moment cannot be accepted: fine.
+                            let _ = session.accept().await;
+                        }
+                        _ = session.ended() => {}
+                    }
+                });
+                CallDecision::Defer
+            }
+        }
+    }
+
+    fn on_call_established(&self, call: &CallSession) {
+        if call.direction() == session_core::Direction::Inbound {
+            bump(&self.tally.answered);
+        } else {
+            bump(&self.tally.transfers_answered);
+        }
+        if self.config.rtp_echo {
+            let call = call.clone();
+            let tally = self.tally.clone();
+            tokio::spawn(async move {
+                let frames = FrameCounter(tally.rtp_frames.clone());
+                let _ = call.attach_sink(Box::new(frames)).await;
+                // The RTP statistics go with the call: sample them while it lasts (for the
+                // summary only; an echo ends with the peer's stream, before its BYE).
+                let mut sent = 0;
+                loop {
+                    tokio::select! {
+                        _ = call.ended() => break,
+                        () = tokio::time::sleep(STATS_EVERY) => {
+                            if let Ok(stats) = call.stats().await {
+                                sent = stats.rtp.map_or(sent, |rtp| rtp.packets_sent);
+                            }
+                        }
+                    }
+                }
+                tally.rtp_sent.fetch_add(sent, Ordering::Relaxed);
+            });
+        }
+        if let Some(after) = self.config.hangup_after {
+            let call = call.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(after) => {
+                        // The peer may have hung up at the same moment: then there is no call.
+                        let _ = call.hangup().await;
+                    }
+                    _ = call.ended() => {}
+                }
+            });
+        }
+    }
+
+    fn on_call_ended(&self, _call: &CallSession, reason: TerminationReason) {
+        let counter = match reason {
+            TerminationReason::LocalHangup => &self.tally.hangups_ours,
+            TerminationReason::RemoteHangup => &self.tally.hangups_peer,
+            TerminationReason::Cancelled => &self.tally.cancelled,
+            TerminationReason::Failed(FailureReason::Rejected(_)) => &self.tally.rejected,
+            TerminationReason::Shutdown => &self.tally.shutdown,
+            _ => &self.tally.failed,
+        };
+        bump(counter);
+    }
+
+    fn on_dtmf(&self, _call: &CallSession, digit: char, _method: DtmfMethod) {
+        if let Ok(mut digits) = self.tally.digits.lock() {
+            digits.push(digit);
+        }
+    }
+
+    fn on_transfer_request(&self, _call: &CallSession, _: &TransferRequest) -> TransferDecision {
+        bump(&self.tally.transfers);
+        TransferDecision::Accept
+    }
+
+    fn on_remote_hold(&self, _call: &CallSession, held: bool) {
+        bump(if held {
+            &self.tally.holds
+        } else {
+            &self.tally.resumes
+        });
+    }
+
+    fn on_message(&self, _call: &CallSession, _request: &session_core::crates::sip::Request) {
+        bump(&self.tally.messages);
+    }
+}
+
+async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), BoxError> {
+    let tally = Arc::new(Tally::default());
+    let mut builder = SessionManager::builder()
+        .bind(config.bind)
+        .media_mode(if config.rtp_echo {
+            MediaMode::Rtp { echo: true }
+        } else {
+            MediaMode::SignalingOnly
+        });
+    if let Some(max) = config.max_sessions {
+        builder = builder.limits(Limits::default().max_sessions(max));
+    }
+    if let Some(grace) = config.shutdown_grace {
+        builder = builder.shutdown_grace(grace);
+    }
+    let manager = builder
+        .handler(Uas {
+            config,
+            tally: tally.clone(),
+        })
+        .start()
+        .await?;
+    Ok((manager, tally))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_requested() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+async fn run_uas(config: UasConfig) -> Result<ExitCode, BoxError> {
+    let mode = config.mode;
+    let (manager, tally) = start_uas(config).await?;
+    println!("listening on {} (mode {mode:?})", manager.local_addr());
+    stop_requested().await?;
+    println!("stopping: ending {} live call(s)", manager.active_calls());
+    manager.shutdown().await;
+    println!("{}", tally.summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// UAC
+// ---------------------------------------------------------------------------------------------
+
+/// How one call went.
+#[derive(Debug)]
+enum Outcome {
+    /// Answered (after this setup time) and ended cleanly, by us or by the peer.
+    Completed { setup: Duration },
+    /// Refused with this final status.
+    Refused(StatusCode),
+    /// Anything else, described.
+    Failed(String),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Completed { setup } => write!(f, "completed (set up in {setup:?})"),
+            Self::Refused(status) => write!(f, "refused with {status}"),
+            Self::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// All calls of a UAC run.
+#[derive(Debug, Default)]
+struct UacReport {
+    outcomes: Vec<Outcome>,
+    expected: Option<StatusCode>,
+}
+
+impl UacReport {
+    fn succeeded(&self, outcome: &Outcome) -> bool {
+        match (outcome, self.expected) {
+            (Outcome::Completed { .. }, None) => true,
+            (Outcome::Refused(status), Some(expected)) => *status == expected,
+            _ => false,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.outcomes.iter().filter(|o| self.succeeded(o)).count()
+    }
+
+    fn all_ok(&self) -> bool {
+        self.ok() == self.outcomes.len()
+    }
+
+    fn refused(&self) -> BTreeMap<u16, usize> {
+        let mut refused = BTreeMap::new();
+        for outcome in &self.outcomes {
+            if let Outcome::Refused(status) = outcome {
+                *refused.entry(status.as_u16()).or_insert(0) += 1;
+            }
+        }
+        refused
+    }
+
+    fn setup_times(&self) -> Vec<Duration> {
+        let mut times: Vec<Duration> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Completed { setup } => Some(*setup),
+                _ => None,
+            })
+            .collect();
+        times.sort();
+        times
+    }
+
+    fn summary(&self) -> String {
+        let times = self.setup_times();
+        let percentile = |p: f64| {
+            // Nearest rank; `times` is sorted and checked non-empty by the caller.
+            let rank = ((p * times.len() as f64).ceil() as usize).clamp(1, times.len());
+            times[rank - 1].as_secs_f64() * 1000.0
+        };
+        let refused = self
+            .refused()
+            .iter()
+            .map(|(code, n)| format!("{code}x{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let failed = self
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Failed(_)))
+            .count();
+        let setup = if times.is_empty() {
+            "setup_p50_ms=- setup_p99_ms=-".to_owned()
+        } else {
+            format!(
+                "setup_p50_ms={:.1} setup_p99_ms={:.1}",
+                percentile(0.50),
+                percentile(0.99)
+            )
+        };
+        format!(
+            "summary: calls={} ok={} answered={} refused={} failed={} {setup}",
+            self.outcomes.len(),
+            self.ok(),
+            times.len(),
+            if refused.is_empty() { "-" } else { &refused },
+            failed,
+        )
+    }
+}
+
+async fn one_call(manager: SessionManager, config: Arc<UacConfig>) -> Outcome {
+    let started = Instant::now();
+    let mut options = CallOptions::default();
+    if config.tcp {
+        options = options.tcp();
+    }
+    let call = match manager.call_with(&config.target, options).await {
+        Ok(call) => call,
+        Err(error) => return Outcome::Failed(format!("not placed: {error}")),
+    };
+    match tokio::time::timeout(CALL_LIMIT, call.answered()).await {
+        Err(_) => {
+            let _ = call.hangup().await;
+            return Outcome::Failed(format!("no answer in {CALL_LIMIT:?}"));
+        }
+        Ok(Err(error)) => {
+            return match error.status() {
+                Some(status)
+                    if matches!(call.state(), CallState::Failed(FailureReason::Rejected(_))) =>
+                {
+                    Outcome::Refused(status)
+                }
+                _ => Outcome::Failed(format!("not answered: {error}")),
+            };
+        }
+        Ok(Ok(())) => {}
+    }
+    let setup = started.elapsed();
+    // Talk for the call's duration unless the peer hangs up first; either ending is clean.
+    let ended_by_peer = tokio::select! {
+        () = tokio::time::sleep(config.duration) => false,
+        _ = call.ended() => true,
+    };
+    if !ended_by_peer && let Err(error) = call.hangup().await {
+        // The peer's BYE may have crossed ours: only a call still up is a failure.
+        if !call.state().is_final() {
+            return Outcome::Failed(format!("hangup failed: {error}"));
+        }
+    }
+    match tokio::time::timeout(CALL_LIMIT, call.ended()).await {
+        Ok(CallState::Terminated) => Outcome::Completed { setup },
+        Ok(other) => Outcome::Failed(format!("ended as {other:?}")),
+        Err(_) => Outcome::Failed(format!("BYE not answered in {CALL_LIMIT:?}")),
+    }
+}
+
+/// Places the calls at the configured rate, all concurrently, and waits for every one.
+async fn uac_calls(config: UacConfig) -> Result<UacReport, BoxError> {
+    let mut builder = SessionManager::builder()
+        .bind(config.bind)
+        .media_mode(if config.rtp_echo {
+            MediaMode::Rtp { echo: true }
+        } else {
+            MediaMode::SignalingOnly
+        });
+    if let Some(grace) = config.shutdown_grace {
+        builder = builder.shutdown_grace(grace);
+    }
+    let manager = builder.start().await?;
+    let expected = (config.expect != StatusCode::OK).then_some(config.expect);
+    let config = Arc::new(config);
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
+    let mut calls = tokio::task::JoinSet::new();
+    for index in 0..config.calls {
+        pace.tick().await;
+        let (manager, config) = (manager.clone(), config.clone());
+        calls.spawn(async move { (index, one_call(manager, config).await) });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        outcomes.push(done?);
+    }
+    outcomes.sort_by_key(|(index, _)| *index);
+    manager.shutdown().await;
+    Ok(UacReport {
+        outcomes: outcomes.into_iter().map(|(_, outcome)| outcome).collect(),
+        expected,
+    })
+}
+
+async fn run_uac(config: UacConfig) -> Result<ExitCode, BoxError> {
+    println!(
+        "calling {} {} time(s) at {}/s over {}",
+        config.target,
+        config.calls,
+        config.rate,
+        if config.tcp { "TCP" } else { "UDP" }
+    );
+    let report = uac_calls(config).await?;
+    for (index, outcome) in report.outcomes.iter().enumerate() {
+        if !report.succeeded(outcome) {
+            println!("call {}: {outcome}", index + 1);
+        }
+    }
+    println!("{}", report.summary());
+    Ok(if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-check
+// ---------------------------------------------------------------------------------------------
+
+/// Starts a UAS in `config`'s mode, runs the UAC against it, shuts the UAS down, and returns
+/// both sides' accounts.
+///
+/// Shutdown waits at most [`SELF_CHECK_GRACE`] for transactions still absorbing retransmissions
+/// (the library waits up to 2 s): on loopback every response has long arrived by then.
+async fn exchange(
+    mut uas: UasConfig,
+    uac: impl FnOnce(String) -> UacConfig,
+) -> Result<(UacReport, Arc<Tally>), BoxError> {
+    uas.shutdown_grace = Some(SELF_CHECK_GRACE);
+    let (manager, tally) = start_uas(uas).await?;
+    let target = format!("sip:sipp@{}", manager.local_addr());
+    let mut uac = uac(target);
+    uac.shutdown_grace = Some(SELF_CHECK_GRACE);
+    let report = uac_calls(uac).await;
+    manager.shutdown().await;
+    let report = report?;
+    println!("  UAC {}", report.summary());
+    println!("  UAS {}", tally.summary());
+    Ok((report, tally))
+}
+
+async fn self_check() -> Result<ExitCode, BoxError> {
+    let get = Tally::get;
+
+    section("1. auto: three calls answered at once, each hung up by the UAC after 100 ms");
+    let (report, uas) = exchange(UasConfig::loopback(Mode::Auto), |target| UacConfig {
+        calls: 3,
+        rate: 50.0,
+        duration: Duration::from_millis(100),
+        ..UacConfig::to(target)
+    })
+    .await?;
+    check(
+        report.all_ok() && report.ok() == 3,
+        "the UAC completed 3 calls",
+    );
+    check(
+        get(&uas.answered) == 3 && get(&uas.hangups_peer) == 3,
+        "the UAS answered 3 and saw 3 BYEs",
+    );
+
+    section("2. busy: 486 Busy Here is a failure, unless it is the status expected");
+    let (report, uas) = exchange(
+        UasConfig::loopback(Mode::Reject(StatusCode::BUSY_HERE)),
+        UacConfig::to,
+    )
+    .await?;
+    check(!report.all_ok(), "a refused call is not a success");
+    check(
+        matches!(
+            report.outcomes[..],
+            [Outcome::Refused(StatusCode::BUSY_HERE)]
+        ),
+        "the UAC saw 486",
+    );
+    check(get(&uas.rejected) == 1, "the UAS counted one rejection");
+    let (report, _) = exchange(
+        UasConfig::loopback(Mode::Reject(StatusCode::BUSY_HERE)),
+        |target| UacConfig {
+            expect: StatusCode::BUSY_HERE,
+            ..UacConfig::to(target)
+        },
+    )
+    .await?;
+    check(
+        report.all_ok(),
+        "with --expect-status 486 the refusal is the success",
+    );
+
+    section("3. reject=603");
+    let (report, _) = exchange(
+        UasConfig::loopback(Mode::Reject(StatusCode::DECLINE)),
+        |target| UacConfig {
+            expect: StatusCode::DECLINE,
+            ..UacConfig::to(target)
+        },
+    )
+    .await?;
+    check(report.all_ok(), "the UAC saw 603 Decline");
+
+    section("4. ring: 180, then 200 after 300 ms");
+    let ring = Duration::from_millis(300);
+    let (report, uas) = exchange(
+        UasConfig {
+            ring,
+            ..UasConfig::loopback(Mode::Ring)
+        },
+        UacConfig::to,
+    )
+    .await?;
+    check(report.all_ok(), "the call was answered");
+    check(
+        report
+            .setup_times()
+            .first()
+            .is_some_and(|setup| *setup >= ring),
+        "not before the ring time",
+    );
+    check(get(&uas.answered) == 1, "the UAS answered it");
+
+    section("5. --hangup-after-ms 200: the UAS hangs up; for the UAC that is a clean end");
+    let (report, uas) = exchange(
+        UasConfig {
+            hangup_after: Some(Duration::from_millis(200)),
+            ..UasConfig::loopback(Mode::Auto)
+        },
+        |target| UacConfig {
+            duration: Duration::from_secs(20),
+            ..UacConfig::to(target)
+        },
+    )
+    .await?;
+    check(report.all_ok(), "the call completed");
+    check(get(&uas.hangups_ours) == 1, "the UAS sent the BYE");
+
+    section("6. --max-sessions 1: a second concurrent call gets 503");
+    let (report, uas) = exchange(
+        UasConfig {
+            ring: Duration::from_millis(300),
+            max_sessions: Some(1),
+            ..UasConfig::loopback(Mode::Ring)
+        },
+        |target| UacConfig {
+            calls: 2,
+            rate: 100.0,
+            ..UacConfig::to(target)
+        },
+    )
+    .await?;
+    check(
+        matches!(
+            report.outcomes[..],
+            [
+                Outcome::Completed { .. },
+                Outcome::Refused(StatusCode::SERVICE_UNAVAILABLE)
+            ]
+        ),
+        "first answered, second refused with 503",
+    );
+    check(
+        get(&uas.incoming) == 1,
+        "the refused call never reached the handler",
+    );
+
+    section("7. TCP, with RTP echo on the UAS");
+    let (report, uas) = exchange(
+        UasConfig {
+            rtp_echo: true,
+            ..UasConfig::loopback(Mode::Auto)
+        },
+        |target| UacConfig {
+            tcp: true,
+            duration: Duration::from_millis(100),
+            ..UacConfig::to(target)
+        },
+    )
+    .await?;
+    check(report.all_ok(), "the call over TCP completed");
+    check(get(&uas.answered) == 1, "the UAS answered it");
+
+    println!("\nall checks passed");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match parse_args(&args) {
+        Ok(Run::SelfCheck) => self_check().await,
+        Ok(Run::Uas(config)) => run_uas(config).await,
+        Ok(Run::Uac(config)) => run_uac(config).await,
+        Ok(Run::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("{message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1251 @@
+//! `cargo xtask sipp`: SIPp against example 20 (`examples2/examples/20_sipp_compatibility.rs`)
+//! on loopback, one scenario at a time, and example 20's UAC against SIPp's UAS.
+//!
+//! Installs nothing: without `sipp` it prints the `apt-get` command and fails. It builds the
+//! example, writes the SIPp scenarios it needs (XML) into a fresh temporary directory, and for
+//! each scenario starts example 20 on a free port with the scenario's flags, waits until it
+//! prints `listening on ADDR`, runs SIPp with a call count and time limits, stops the example
+//! with SIGTERM and checks that it exits 0. A scenario passes when every process exits as
+//! expected (SIPp 0: every call successful) and example 20's `summary:` line holds the counts
+//! the flow implies. It prints PASS/FAIL per scenario and `N passed, M failed`, exits non-zero
+//! if any failed (the RTP scenario needs CAP_NET_RAW for SIPp's pcap play: without it, it is
+//! skipped, except under CI where it runs and fails), and keeps the directory (scenarios, SIPp traces, logs) only then (or with `--keep`).
+//!
+//! Every process started here is stopped on every path (SIGTERM, then SIGKILL after a bound);
+//! every wait is bounded.
+
+use crate::util::{self, Outcome};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const EXAMPLE: &str = "20_sipp_compatibility";
+/// Where Debian's `sip-tester` keeps the captures SIPp's `uac_pcap` scenario plays.
+const PCAP_DIR: &str = "/usr/share/sip-tester";
+/// A SIPp run that takes longer than this has hung.
+const SIPP_LIMIT: Duration = Duration::from_secs(60);
+/// How long example 20 may take to bind, and to exit after SIGTERM (its shutdown grace is 2 s).
+const START_LIMIT: Duration = Duration::from_secs(10);
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// A scenario's result: `Ok` with example 20's summary, or why it failed or was not run.
+type Verdict = Result<String, NotPassed>;
+
+enum NotPassed {
+    Failed(String),
+    /// Not run here, for a reason that is a failure under CI (`CI` set).
+    Skipped(String),
+}
+
+impl From<String> for NotPassed {
+    fn from(why: String) -> Self {
+        Self::Failed(why)
+    }
+}
+
+struct Options {
+    filters: Vec<String>,
+    verbose: bool,
+    keep: bool,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        filters: Vec::new(),
+        verbose: false,
+        keep: false,
+    };
+    for arg in args {
+        match arg.as_str() {
+            "--verbose" | "-v" => options.verbose = true,
+            "--keep" => options.keep = true,
+            flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
+            filter => options.filters.push(filter.to_owned()),
+        }
+    }
+    Ok(options)
+}
+
+/// One scenario: a name, what it proves, and how to run it.
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    run: fn(&Ctx) -> Verdict,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "basic-sdp",
+        what: "INVITE with SDP, 200 with an SDP answer, ACK, BYE (3 calls)",
+        run: basic_sdp,
+    },
+    Scenario {
+        name: "rtp-echo",
+        what: "SIPp's uac_pcap plays G.711 RTP and an RFC 4733 digit; we echo",
+        run: rtp_echo,
+    },
+    Scenario {
+        name: "cancel-ringing",
+        what: "CANCEL while ringing: 200 for CANCEL, 487 for INVITE, ACK",
+        run: cancel_ringing,
+    },
+    Scenario {
+        name: "bye-from-us",
+        what: "we hang up an established call; SIPp answers our BYE",
+        run: bye_from_us,
+    },
+    Scenario {
+        name: "hold-resume",
+        what: "re-INVITE sendonly answered recvonly, then re-INVITE sendrecv",
+        run: hold_resume,
+    },
+    Scenario {
+        name: "options",
+        what: "OPTIONS outside a call: 200 with Allow",
+        run: options,
+    },
+    Scenario {
+        name: "info-dtmf",
+        what: "INFO application/dtmf-relay in a call: 200, digit reported",
+        run: info_dtmf,
+    },
+    Scenario {
+        name: "unknown-method",
+        what: "a method we do not know: 501",
+        run: unknown_method,
+    },
+    Scenario {
+        name: "bye-no-dialog",
+        what: "BYE matching no dialog: 481",
+        run: bye_no_dialog,
+    },
+    Scenario {
+        name: "codec-488",
+        what: "an offer of G.729 only: 488, ACK",
+        run: codec_488,
+    },
+    Scenario {
+        name: "refer",
+        what: "REFER in a call: 202, NOTIFY 100 then 200 (sipfrag), our call to the target",
+        run: refer,
+    },
+    Scenario {
+        name: "uac-basic",
+        what: "our UAC against `sipp -sn uas` (3 calls over UDP)",
+        run: uac_basic,
+    },
+    Scenario {
+        name: "uac-tcp",
+        what: "our UAC against `sipp -sn uas -t t1` over TCP",
+        run: uac_tcp,
+    },
+    Scenario {
+        name: "uac-486",
+        what: "our UAC against a SIPp UAS answering 486: reported as busy",
+        run: uac_486,
+    },
+];
+
+pub(crate) fn run(args: &[String]) -> i32 {
+    let options = match parse_options(args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("xtask sipp: {message}");
+            return 2;
+        }
+    };
+    match Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => {}
+        Err(_) => {
+            eprintln!(
+                "xtask sipp: `sipp` is not installed (SIPp 3.6 or newer). Install it with:\n    \
+                 sudo apt-get install sip-tester"
+            );
+            return 1;
+        }
+    }
+    let selected: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| {
+            options.filters.is_empty()
+                || options.filters.iter().any(|f| s.name.contains(f.as_str()))
+        })
+        .collect();
+    if selected.is_empty() {
+        eprintln!("xtask sipp: no scenario matches {:?}", options.filters);
+        return 1;
+    }
+
+    eprintln!("building example {EXAMPLE} ...");
+    let built = util::cargo()
+        .args(["build", "--package", "examples2", "--example", EXAMPLE])
+        .status();
+    match built {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            eprintln!("xtask sipp: build failed ({status})");
+            return 1;
+        }
+        Err(error) => {
+            eprintln!("xtask sipp: cannot run cargo: {error}");
+            return 1;
+        }
+    }
+    let example = util::target_dir()
+        .join("debug")
+        .join("examples")
+        .join(EXAMPLE);
+    let dir = std::env::temp_dir().join(format!("xtask-sipp-{}", std::process::id()));
+    if let Err(error) = write_scenarios(&dir) {
+        eprintln!(
+            "xtask sipp: cannot write scenarios to {}: {error}",
+            dir.display()
+        );
+        return 1;
+    }
+
+    let started = Instant::now();
+    let (mut failed, mut skipped) = (0, 0);
+    for scenario in &selected {
+        let work = dir.join(scenario.name);
+        let ctx = Ctx {
+            example: example.clone(),
+            scenarios: dir.clone(),
+            work,
+        };
+        let began = Instant::now();
+        let verdict = std::fs::create_dir_all(&ctx.work)
+            .map_err(|e| NotPassed::Failed(format!("cannot create {}: {e}", ctx.work.display())))
+            .and_then(|()| (scenario.run)(&ctx));
+        let seconds = began.elapsed().as_secs_f64();
+        match verdict {
+            Ok(detail) => {
+                println!(
+                    "PASS  {:<15} {seconds:>5.1}s  {}",
+                    scenario.name, scenario.what
+                );
+                if options.verbose {
+                    println!("      {detail}");
+                }
+            }
+            Err(NotPassed::Skipped(why)) => {
+                skipped += 1;
+                println!(
+                    "SKIP  {:<15} {seconds:>5.1}s  {}",
+                    scenario.name, scenario.what
+                );
+                println!("      {why}");
+            }
+            Err(NotPassed::Failed(why)) => {
+                failed += 1;
+                println!(
+                    "FAIL  {:<15} {seconds:>5.1}s  {}",
+                    scenario.name, scenario.what
+                );
+                for line in why.lines() {
+                    println!("      {line}");
+                }
+                println!("      logs: {}", ctx.work.display());
+            }
+        }
+    }
+    println!();
+    let skips = if skipped > 0 {
+        format!(", {skipped} skipped")
+    } else {
+        String::new()
+    };
+    println!(
+        "{} passed, {failed} failed{skips} ({:.0} s)",
+        selected.len() - failed - skipped,
+        started.elapsed().as_secs_f64()
+    );
+    if failed == 0 && !options.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+        0
+    } else {
+        println!("scenarios, SIPp traces and logs kept in {}", dir.display());
+        i32::from(failed > 0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// Where a scenario runs: the example binary, the scenario files, its own working directory.
+struct Ctx {
+    example: PathBuf,
+    scenarios: PathBuf,
+    work: PathBuf,
+}
+
+/// Example 20 running as UAS (or UAC): killed on drop if still running.
+struct Example {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    reader: Option<JoinHandle<()>>,
+    seen: Vec<String>,
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Example {
+    /// Starts example 20 with `args`; stdout is read line by line, stderr goes to `log`.
+    fn spawn(ctx: &Ctx, args: &[&str], log: &str) -> Result<Self, String> {
+        let stderr = std::fs::File::create(ctx.work.join(log))
+            .map_err(|e| format!("cannot create {log}: {e}"))?;
+        let mut child = Command::new(&ctx.example)
+            .args(args)
+            .current_dir(&ctx.work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", ctx.example.display()))?;
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            if let Some(stdout) = stdout {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            reader: Some(reader),
+            seen: Vec::new(),
+        })
+    }
+
+    /// Starts the UAS with `args` on a free loopback port and returns it once it listens.
+    fn uas(ctx: &Ctx, args: &[&str]) -> Result<(Self, SocketAddr), String> {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut uas = Self::spawn(ctx, &all, "uas.stderr.log")?;
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = uas
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| format!("example 20 did not listen within {START_LIMIT:?}"))?;
+            uas.seen.push(line.clone());
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                let address = rest.split_whitespace().next().unwrap_or_default();
+                let address = address
+                    .parse()
+                    .map_err(|_| format!("example 20 printed an odd address: {line}"))?;
+                return Ok((uas, address));
+            }
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself; returns its status and output.
+    fn wait(mut self, limit: Duration) -> Result<(ExitStatus, Vec<String>), String> {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() >= deadline => {
+                    return Err(format!("example 20 did not exit within {limit:?}"));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(error) => return Err(format!("cannot wait for example 20: {error}")),
+            }
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.extend(self.lines.try_iter());
+        Ok((status, seen))
+    }
+
+    /// SIGTERM, then the exit (which must be 0) and the `summary:` counts.
+    fn stop(self) -> Result<Summary, String> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        if !sent.is_ok_and(|s| s.success()) {
+            return Err("cannot send SIGTERM to example 20".to_owned());
+        }
+        let (status, lines) = self.wait(STOP_LIMIT)?;
+        let summary = Summary::from_lines(&lines)?;
+        if !status.success() {
+            return Err(format!(
+                "example 20 exited with {status} after SIGTERM\n{}",
+                lines.join("\n")
+            ));
+        }
+        Ok(summary)
+    }
+}
+
+/// The `key=value` pairs of example 20's `summary:` line.
+struct Summary {
+    line: String,
+    values: BTreeMap<String, String>,
+}
+
+impl Summary {
+    fn from_lines(lines: &[String]) -> Result<Self, String> {
+        let line = lines
+            .iter()
+            .rev()
+            .find_map(|line| line.strip_prefix("summary: "))
+            .ok_or_else(|| format!("example 20 printed no summary:\n{}", lines.join("\n")))?;
+        let values = line
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Ok(Self {
+            line: line.to_owned(),
+            values,
+        })
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.values.get(key).map_or("", String::as_str)
+    }
+
+    fn count(&self, key: &str) -> u64 {
+        self.get(key).parse().unwrap_or(0)
+    }
+
+    /// Checks that each `(key, value)` is as expected.
+    fn expect(&self, expected: &[(&str, &str)]) -> Result<(), String> {
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(key, value)| self.get(key) != *value)
+            .map(|(key, value)| format!("{key}={} (expected {value})", self.get(key)))
+            .collect();
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "example 20's summary: {}\n  {}",
+                wrong.join(", "),
+                self.line
+            ))
+        }
+    }
+}
+
+/// SIPp's own arguments for a bounded, non-interactive run with traces in the working dir.
+fn sipp_command(ctx: &Ctx) -> Command {
+    let mut command = Command::new("sipp");
+    command
+        .current_dir(&ctx.work)
+        .args(["-i", "127.0.0.1", "-nostdin"])
+        .args(["-timeout", "30", "-timeout_error", "-recv_timeout", "10000"])
+        .args(["-trace_msg", "-trace_err"]);
+    command
+}
+
+/// Runs SIPp to the end (bounded) and returns its exit code; output goes to `log`.
+fn run_sipp(ctx: &Ctx, command: Command, log: &str) -> Result<i32, String> {
+    let log = ctx.work.join(log);
+    match util::run_with_timeout(command, &log, SIPP_LIMIT) {
+        Ok((Outcome::Exited(status), _)) => Ok(status.code().unwrap_or(-1)),
+        Ok((Outcome::TimedOut, _)) => Err(format!("SIPp ran past {SIPP_LIMIT:?}")),
+        Err(error) => Err(format!("cannot run SIPp: {error}")),
+    }
+}
+
+/// SIPp's exit code 0 means every call succeeded; anything else fails with its log's tail.
+fn sipp_succeeded(ctx: &Ctx, code: i32, log: &str) -> Result<(), String> {
+    if code == 0 {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(ctx.work.join(log)).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(25).collect();
+    let mut message = format!("SIPp exited with {code} (0 = all calls successful); {log}:");
+    for line in tail.into_iter().rev() {
+        message.push_str("\n  ");
+        message.push_str(line);
+    }
+    Err(message)
+}
+
+/// SIPp as UAC, running `scenario` (a file written by [`write_scenarios`], or `-sn NAME`)
+/// against `target` for `calls` calls.
+fn sipp_uac(
+    ctx: &Ctx,
+    scenario: &str,
+    target: SocketAddr,
+    calls: u32,
+    extra: &[&str],
+) -> Result<(), String> {
+    let mut command = sipp_command(ctx);
+    match scenario.strip_prefix("builtin:") {
+        Some(name) => command.args(["-sn", name]),
+        None => command.arg("-sf").arg(ctx.scenarios.join(scenario)),
+    };
+    // An explicit free port: SIPp would otherwise take 5060 when it is free.
+    command
+        .arg(target.to_string())
+        .args(["-p", &free_port()?.to_string()])
+        .args(["-m", &calls.to_string(), "-r", "20"])
+        .args(extra);
+    let code = run_sipp(ctx, command, "sipp-uac.log")?;
+    sipp_succeeded(ctx, code, "sipp-uac.log")
+}
+
+/// SIPp as UAS in the background, on a free port: stopped on drop.
+struct SippServer {
+    child: Child,
+    port: u16,
+    log: &'static str,
+}
+
+impl Drop for SippServer {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl SippServer {
+    /// Starts `sipp` with `scenario` (`builtin:NAME` or a written file) for `calls` calls and
+    /// returns once its port is bound.
+    fn start(
+        ctx: &Ctx,
+        scenario: &str,
+        calls: u32,
+        tcp: bool,
+        log: &'static str,
+    ) -> Result<Self, String> {
+        let port = free_port()?;
+        let mut command = sipp_command(ctx);
+        match scenario.strip_prefix("builtin:") {
+            Some(name) => command.args(["-sn", name]),
+            None => command.arg("-sf").arg(ctx.scenarios.join(scenario)),
+        };
+        command
+            .args(["-p", &port.to_string(), "-m", &calls.to_string()])
+            .args(if tcp { &["-t", "t1"][..] } else { &[][..] });
+        let out = std::fs::File::create(ctx.work.join(log)).map_err(|e| format!("{log}: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("{log}: {e}"))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start SIPp: {e}"))?;
+        let mut server = Self { child, port, log };
+        let deadline = Instant::now() + START_LIMIT;
+        while !port_bound(port, tcp) {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let text = std::fs::read_to_string(ctx.work.join(log)).unwrap_or_default();
+                return Err(format!(
+                    "SIPp UAS exited ({status}) before binding:\n{text}"
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "SIPp did not bind port {port} within {START_LIMIT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(server)
+    }
+
+    /// Waits (bounded) for SIPp to finish its calls; it must exit 0.
+    fn finish(mut self, ctx: &Ctx) -> Result<(), String> {
+        let deadline = Instant::now() + SIPP_LIMIT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    return sipp_succeeded(ctx, status.code().unwrap_or(-1), self.log);
+                }
+                Ok(None) if Instant::now() >= deadline => {
+                    return Err(format!("SIPp UAS did not finish within {SIPP_LIMIT:?}"));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(error) => return Err(format!("cannot wait for SIPp: {error}")),
+            }
+        }
+    }
+}
+
+/// A loopback port free for UDP and TCP right now.
+fn free_port() -> Result<u16, String> {
+    for _ in 0..20 {
+        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+        let port = socket
+            .local_addr()
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no port free for both UDP and TCP".to_owned())
+}
+
+/// Whether something listens on loopback `port` (UDP, or TCP in LISTEN state), from
+/// `/proc/net` so that probing does not disturb the listener.
+fn port_bound(port: u16, tcp: bool) -> bool {
+    let table = if tcp {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/udp"
+    };
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return false;
+    };
+    let local = format!(":{port:04X}");
+    text.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1).is_some_and(|addr| addr.ends_with(&local))
+            && (!tcp || fields.get(3) == Some(&"0A"))
+    })
+}
+
+fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(message()) }
+}
+
+/// Runs SIPp's UAC `scenario` against example 20 started with `flags`, stops the example and
+/// checks its summary holds `expected`. The common shape of the UAS scenarios.
+fn against_uas(
+    ctx: &Ctx,
+    flags: &[&str],
+    scenario: &str,
+    calls: u32,
+    expected: &[(&str, &str)],
+) -> Verdict {
+    let (uas, address) = Example::uas(ctx, flags)?;
+    let sipp = sipp_uac(ctx, scenario, address, calls, &[]);
+    let summary = uas.stop();
+    sipp?;
+    let summary = summary?;
+    summary.expect(expected)?;
+    Ok(summary.line)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios: SIPp's UAC against our UAS
+// ---------------------------------------------------------------------------------------------
+
+fn basic_sdp(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto"],
+        "basic.xml",
+        3,
+        &[
+            ("incoming", "3"),
+            ("answered", "3"),
+            ("hangups_peer", "3"),
+            ("failed", "0"),
+        ],
+    )
+}
+
+/// True when this process holds CAP_NET_RAW, which SIPp (inheriting it) needs to play pcap.
+fn has_cap_net_raw() -> bool {
+    const CAP_NET_RAW: u32 = 13;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_RAW) != 0)
+}
+
+fn rtp_echo(ctx: &Ctx) -> Verdict {
+    if !has_cap_net_raw() {
+        let why = "SIPp plays pcap through a raw socket: run as root or \
+                   `setcap cap_net_raw+ep $(which sipp)`"
+            .to_owned();
+        // Under CI run anyway: sipp itself may hold the capability (setcap).
+        if std::env::var_os("CI").is_none() {
+            return Err(NotPassed::Skipped(why));
+        }
+        eprintln!("{why}");
+    }
+    // The built-in scenario plays `pcap/g711a.pcap` and `pcap/dtmf_2833_1.pcap`, relative to
+    // SIPp's working directory.
+    let pcap = ctx.work.join("pcap");
+    std::fs::create_dir_all(&pcap).map_err(|e| format!("{}: {e}", pcap.display()))?;
+    for name in ["g711a.pcap", "dtmf_2833_1.pcap"] {
+        let source = Path::new(PCAP_DIR).join(name);
+        std::fs::copy(&source, pcap.join(name))
+            .map_err(|e| format!("{} ({e}): is sip-tester complete?", source.display()))?;
+    }
+    let (uas, address) = Example::uas(ctx, &["--mode", "auto", "--rtp-echo"])?;
+    let sipp = sipp_uac(ctx, "builtin:uac_pcap", address, 1, &[]);
+    let summary = uas.stop();
+    sipp?;
+    let summary = summary?;
+    summary.expect(&[("answered", "1"), ("hangups_peer", "1"), ("digits", "1")])?;
+    // The capture holds several seconds of 30 ms packets, received as 20 ms frames, and
+    // ends two seconds before SIPp's BYE: every frame has been echoed by then.
+    let (frames, sent) = (summary.count("rtp_frames"), summary.count("rtp_sent"));
+    ensure(frames >= 100 && sent == frames, || {
+        format!(
+            "RTP in and echoed out differ (or too few): {}",
+            summary.line
+        )
+    })?;
+    Ok(summary.line)
+}
+
+fn cancel_ringing(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "ring", "--ring-ms", "5000"],
+        "cancel.xml",
+        1,
+        &[("incoming", "1"), ("cancelled", "1"), ("answered", "0")],
+    )
+}
+
+fn bye_from_us(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto", "--hangup-after-ms", "500"],
+        "bye_from_uas.xml",
+        1,
+        &[
+            ("answered", "1"),
+            ("hangups_ours", "1"),
+            ("hangups_peer", "0"),
+        ],
+    )
+}
+
+fn hold_resume(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto"],
+        "hold.xml",
+        1,
+        &[
+            ("answered", "1"),
+            ("holds", "1"),
+            ("resumes", "1"),
+            ("hangups_peer", "1"),
+        ],
+    )
+}
+
+fn options(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto"],
+        "options.xml",
+        1,
+        &[("incoming", "0")],
+    )
+}
+
+fn info_dtmf(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto"],
+        "info_dtmf.xml",
+        1,
+        &[("answered", "1"), ("digits", "5"), ("hangups_peer", "1")],
+    )
+}
+
+fn unknown_method(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto"],
+        "unknown_method.xml",
+        1,
+        &[("incoming", "0")],
+    )
+}
+
+fn bye_no_dialog(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto"],
+        "bye_481.xml",
+        1,
+        &[("incoming", "0")],
+    )
+}
+
+fn codec_488(ctx: &Ctx) -> Verdict {
+    against_uas(
+        ctx,
+        &["--mode", "auto"],
+        "codec_488.xml",
+        1,
+        &[("incoming", "1"), ("answered", "0"), ("failed", "1")],
+    )
+}
+
+fn refer(ctx: &Ctx) -> Verdict {
+    // The transfer target: SIPp's own UAS, which waits for our BYE; we hang up the new call
+    // 1.5 s after it is answered (long after SIPp's transferor has hung up the first one).
+    let target = SippServer::start(ctx, "builtin:uas", 1, false, "sipp-target.log")?;
+    let (uas, address) = Example::uas(ctx, &["--mode", "auto", "--hangup-after-ms", "1500"])?;
+    let refer_to = format!("sip:target@127.0.0.1:{}", target.port);
+    let sipp = sipp_uac(
+        ctx,
+        "refer.xml",
+        address,
+        1,
+        &["-set", "refer_to", &refer_to],
+    );
+    let finished = sipp.and_then(|()| target.finish(ctx));
+    let summary = uas.stop();
+    finished?;
+    let summary = summary?;
+    summary.expect(&[
+        ("answered", "1"),
+        ("transfers", "1"),
+        ("transfers_answered", "1"),
+        ("hangups_peer", "1"),
+        ("hangups_ours", "1"),
+    ])?;
+    Ok(summary.line)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios: our UAC against SIPp's UAS
+// ---------------------------------------------------------------------------------------------
+
+/// Runs example 20 as UAC with `args` to completion; returns its exit status and summary.
+fn uac(ctx: &Ctx, args: &[&str], log: &str) -> Result<(ExitStatus, Summary), String> {
+    let example = Example::spawn(ctx, args, log)?;
+    let (status, lines) = example.wait(SIPP_LIMIT)?;
+    Ok((status, Summary::from_lines(&lines)?))
+}
+
+fn uac_against(ctx: &Ctx, tcp: bool, calls: u32) -> Verdict {
+    let server = SippServer::start(ctx, "builtin:uas", calls, tcp, "sipp-uas.log")?;
+    let target = format!("sip:service@127.0.0.1:{}", server.port);
+    let calls_arg = calls.to_string();
+    let mut args = vec!["--call", &target, "--calls", &calls_arg, "--rate", "20"];
+    args.extend_from_slice(&["--duration-ms", "100"]);
+    if tcp {
+        args.extend_from_slice(&["--transport", "tcp"]);
+    }
+    let (status, summary) = uac(ctx, &args, "uac.stderr.log")?;
+    let finished = server.finish(ctx);
+    ensure(status.success(), || {
+        format!("example 20 (UAC) exited with {status}: {}", summary.line)
+    })?;
+    finished?;
+    summary.expect(&[("calls", &calls_arg), ("ok", &calls_arg)])?;
+    Ok(summary.line)
+}
+
+fn uac_basic(ctx: &Ctx) -> Verdict {
+    uac_against(ctx, false, 3)
+}
+
+fn uac_tcp(ctx: &Ctx) -> Verdict {
+    uac_against(ctx, true, 1)
+}
+
+fn uac_486(ctx: &Ctx) -> Verdict {
+    let server = SippServer::start(ctx, "uas_486.xml", 2, false, "sipp-uas.log")?;
+    let target = format!("sip:busy@127.0.0.1:{}", server.port);
+    // A refused call is a failed call, so the UAC exits non-zero …
+    let (first, busy) = uac(ctx, &["--call", &target], "uac1.stderr.log")?;
+    // … unless the refusal is what was asked for.
+    let (second, expected) = uac(
+        ctx,
+        &["--call", &target, "--expect-status", "486"],
+        "uac2.stderr.log",
+    )?;
+    let finished = server.finish(ctx);
+    ensure(first.code() == Some(1), || {
+        format!(
+            "a busy call must make the UAC exit 1, not {first}: {}",
+            busy.line
+        )
+    })?;
+    busy.expect(&[("ok", "0"), ("refused", "486x1")])?;
+    ensure(second.success(), || {
+        format!("with --expect-status 486 the UAC must exit 0, not {second}")
+    })?;
+    expected.expect(&[("ok", "1"), ("refused", "486x1")])?;
+    finished?;
+    Ok(format!("{} / {}", busy.line, expected.line))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenario files
+// ---------------------------------------------------------------------------------------------
+
+fn write_scenarios(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, body) in scenario_files() {
+        std::fs::write(dir.join(name), body)?;
+    }
+    Ok(())
+}
+
+/// An INVITE from SIPp's UAC offering `media` (an `m=` line and its attributes), with a
+/// fixed branch so that CANCEL and the ACK of a failure can reuse it (RFC 3261 §9.1, §17.1.1.3).
+fn invite(media: &str) -> String {
+    format!(
+        r#"  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+{media}
+    ]]>
+  </send>
+"#
+    )
+}
+
+const PCMU: &str = "      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+      a=sendrecv";
+
+/// A request inside the dialog SIPp's INVITE created, with `cseq` and optional extra lines.
+fn in_dialog(method: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        r#"  <send retrans="500">
+    <![CDATA[
+      {method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+{extra}
+    ]]>
+  </send>
+"#
+    )
+}
+
+/// The ACK of a 2xx (a transaction of its own, new branch).
+fn ack(cseq: u32) -> String {
+    in_dialog("ACK", cseq, "      Content-Length: 0\n").replace("<send retrans=\"500\">", "<send>")
+}
+
+/// The ACK of a non-2xx final response: part of the INVITE transaction (same branch).
+const ACK_FAILURE: &str = r#"  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+"#;
+
+/// 200 OK to the request just received.
+const OK_TO_LAST: &str = r#"  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Content-Length: 0
+    ]]>
+  </send>
+"#;
+
+/// INVITE, optional 100/180, 200 (with an SDP answer: checked), ACK.
+fn call_setup() -> String {
+    invite(PCMU)
+        + r#"  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true">
+    <action>
+      <ereg regexp="application/sdp" search_in="hdr" header="Content-Type:" check_it="true" assign_to="sdp_type"/>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 0" search_in="body" check_it="true" assign_to="sdp_answer"/>
+    </action>
+  </recv>
+"# + &ack(1)
+}
+
+/// BYE from SIPp and its 200.
+fn bye(cseq: u32) -> String {
+    in_dialog("BYE", cseq, "      Content-Length: 0\n")
+        + r#"  <recv response="200" crlf="true"/>
+"#
+}
+
+/// A scenario file around `body`. Variables that only `check_it` a match are declared used
+/// (`<Reference>`): SIPp refuses a scenario whose variables are assigned and never read.
+fn scenario(name: &str, body: &str) -> String {
+    let checked: Vec<&str> = body
+        .split("assign_to=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    let reference = if checked.is_empty() {
+        String::new()
+    } else {
+        format!("  <Reference variables=\"{}\"/>\n", checked.join(","))
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n\
+         <scenario name=\"{name}\">\n{body}{reference}</scenario>\n"
+    )
+}
+
+fn scenario_files() -> Vec<(&'static str, String)> {
+    let sdp_offer = |cseq: u32, version: u32, direction: &str| {
+        let extra = format!(
+            "      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 {version} IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a={direction}"
+        );
+        in_dialog("INVITE", cseq, &extra)
+    };
+    let out_of_dialog = |method: &str, extra: &str| {
+        format!(
+            r#"  <send retrans="500">
+    <![CDATA[
+      {method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>{extra}
+      Call-ID: [call_id]
+      CSeq: 1 {method}
+      Contact: <sip:sipp@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+"#
+        )
+    };
+    vec![
+        (
+            "basic.xml",
+            scenario(
+                "basic call with SDP",
+                &(call_setup() + "  <pause milliseconds=\"100\"/>\n" + &bye(2)),
+            ),
+        ),
+        (
+            "cancel.xml",
+            scenario(
+                "CANCEL while ringing",
+                &(invite(PCMU)
+                    + r#"  <recv response="100" optional="true"/>
+  <recv response="180"/>
+  <send>
+    <![CDATA[
+      CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-[pid]-[call_number]-inv
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+  <recv response="487"/>
+"# + ACK_FAILURE),
+            ),
+        ),
+        (
+            "bye_from_uas.xml",
+            scenario(
+                "BYE from the UAS",
+                &(call_setup()
+                    + r#"  <recv request="BYE"/>
+"# + OK_TO_LAST),
+            ),
+        ),
+        (
+            "hold.xml",
+            scenario(
+                "hold and resume by re-INVITE",
+                &(call_setup()
+                    + &sdp_offer(2, 2, "sendonly")
+                    + r#"  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="a=recvonly" search_in="body" check_it="true" assign_to="held"/>
+    </action>
+  </recv>
+"# + &ack(2) + &sdp_offer(3, 3, "sendrecv")
+                    + r#"  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="a=sendrecv" search_in="body" check_it="true" assign_to="resumed"/>
+    </action>
+  </recv>
+"# + &ack(3) + &bye(4)),
+            ),
+        ),
+        (
+            "options.xml",
+            scenario(
+                "OPTIONS",
+                &(out_of_dialog("OPTIONS", "")
+                    + r#"  <recv response="200">
+    <action>
+      <ereg regexp="INVITE" search_in="hdr" header="Allow:" check_it="true" assign_to="allow"/>
+    </action>
+  </recv>
+"#),
+            ),
+        ),
+        (
+            "info_dtmf.xml",
+            scenario(
+                "INFO DTMF",
+                &(call_setup()
+                    + &in_dialog(
+                        "INFO",
+                        2,
+                        "      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal=5
+      Duration=160",
+                    )
+                    + "  <recv response=\"200\"/>\n"
+                    + &bye(3)),
+            ),
+        ),
+        (
+            "unknown_method.xml",
+            scenario(
+                "unknown method",
+                &(out_of_dialog("FOO", "") + "  <recv response=\"501\"/>\n"),
+            ),
+        ),
+        (
+            "bye_481.xml",
+            scenario(
+                "BYE for no dialog",
+                &(out_of_dialog("BYE", ";tag=no-such-dialog") + "  <recv response=\"481\"/>\n"),
+            ),
+        ),
+        (
+            "codec_488.xml",
+            scenario(
+                "G.729-only offer",
+                &(invite(
+                    "      m=audio [media_port] RTP/AVP 18
+      a=rtpmap:18 G729/8000
+      a=sendrecv",
+                ) + r#"  <recv response="100" optional="true"/>
+  <recv response="488"/>
+"# + ACK_FAILURE),
+            ),
+        ),
+        (
+            "refer.xml",
+            scenario(
+                "REFER",
+                &("  <Global variables=\"refer_to\"/>\n".to_owned()
+                    + &call_setup()
+                    + &in_dialog(
+                        "REFER",
+                        2,
+                        "      Refer-To: <[$refer_to]>
+      Referred-By: <sip:sipp@[local_ip]:[local_port]>
+      Content-Length: 0",
+                    )
+                    + r#"  <recv response="202"/>
+  <recv request="NOTIFY">
+    <action>
+      <ereg regexp="refer" search_in="hdr" header="Event:" check_it="true" assign_to="event1"/>
+      <ereg regexp="SIP/2.0 100" search_in="body" check_it="true" assign_to="trying"/>
+    </action>
+  </recv>
+"# + OK_TO_LAST + r#"  <recv request="NOTIFY">
+    <action>
+      <ereg regexp="SIP/2.0 200" search_in="body" check_it="true" assign_to="reached"/>
+      <ereg regexp="terminated" search_in="hdr" header="Subscription-State:" check_it="true" assign_to="done"/>
+    </action>
+  </recv>
+"# + OK_TO_LAST + &bye(3)),
+            ),
+        ),
+        (
+            "uas_486.xml",
+            scenario(
+                "UAS answering 486",
+                r#"  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 486 Busy Here
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+"#,
+            ),
+        ),
+    ]
+}
