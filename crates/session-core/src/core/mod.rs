@@ -245,6 +245,8 @@ pub(crate) struct Core {
     /// Calls ended while handling the last event, their last events still to publish.
     pub(crate) endings: Vec<(Call, TerminationReason)>,
     pub(crate) tracer: Option<SessionTracer>,
+    /// BYE and CANCEL requests sent while shutting down, until their final response.
+    pub(crate) ending_requests: std::collections::HashSet<TransactionId>,
 }
 
 impl Core {
@@ -285,6 +287,7 @@ impl Core {
             pending_notifies: Vec::new(),
             endings: Vec::new(),
             tracer,
+            ending_requests: std::collections::HashSet::new(),
         };
         loop {
             let deadline = core.timers.peek().map(|Reverse((at, ..))| *at);
@@ -474,6 +477,9 @@ impl Core {
         dialog: Option<DialogId>,
     ) {
         let is_final = response.status.is_final();
+        if is_final {
+            self.ending_requests.remove(&tx);
+        }
         let Some(owner) = self.by_tx.get(&tx) else {
             return;
         };
@@ -499,6 +505,7 @@ impl Core {
 
     /// Timer B/F fired (`transport == false`) or the transport failed for request `tx`.
     async fn on_transaction_failed(&mut self, tx: TransactionId, transport: bool) {
+        self.ending_requests.remove(&tx);
         let Some(owner) = self.by_tx.remove(&tx) else {
             return;
         };
@@ -977,6 +984,13 @@ impl Core {
 
     // ---- shutdown ----
 
+    /// Remembers a BYE or CANCEL sent during shutdown, so that shutdown waits for its answer.
+    pub(crate) fn note_ending_request(&mut self, session: SessionId, tx: TransactionId) {
+        if self.calls.get(&session).is_some_and(|c| c.shutting_down) {
+            self.ending_requests.insert(tx);
+        }
+    }
+
     async fn shutdown(&mut self, ua_events: &mut mpsc::UnboundedReceiver<UaEvent>) {
         let sessions: Vec<SessionId> = self.calls.keys().copied().collect();
         for session in sessions {
@@ -996,13 +1010,11 @@ impl Core {
                 let _ = self.hangup(session).await;
             }
         }
-        // Let BYE/CANCEL transactions finish (bounded), answering what still arrives.
+        // Wait (bounded) until every call has ended and every BYE/CANCEL has its final
+        // response, answering what still arrives. Finished transactions lingering for
+        // retransmissions (Timer J/K) are not waited for.
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
-        loop {
-            let busy = self.ua(|ua, _| ua.state_count()).await.unwrap_or(0);
-            if busy == 0 && self.calls.is_empty() {
-                break;
-            }
+        while !(self.calls.is_empty() && self.ending_requests.is_empty()) {
             tokio::select! {
                 event = ua_events.recv() => match event {
                     Some(event) => {
@@ -1012,7 +1024,6 @@ impl Core {
                     None => break,
                 },
                 () = tokio::time::sleep_until(deadline) => break,
-                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
             }
         }
         let left: Vec<SessionId> = self.calls.keys().copied().collect();

@@ -337,8 +337,9 @@ impl Core {
             .ua(move |ua, now| ua.cancel(now, tx))
             .await
             .ok_or(SessionError::Shutdown)?;
-        if let Err(error) = sent {
-            tracing::debug!(session_id = %session, %error, "CANCEL not sent");
+        match sent {
+            Ok(cancel) => self.note_ending_request(session, cancel),
+            Err(error) => tracing::debug!(session_id = %session, %error, "CANCEL not sent"),
         }
         Ok(())
     }
@@ -359,9 +360,10 @@ impl Core {
                 let sent = self
                     .send_in_dialog(session, dialog, Method::Bye, Vec::new(), None)
                     .await;
-                if !matches!(sent, Some(Ok(_))) {
+                match sent {
+                    Some(Ok(bye)) => self.note_ending_request(session, bye),
                     // The dialog is already gone on the user agent's side.
-                    self.end_call(session, TerminationReason::LocalHangup);
+                    _ => self.end_call(session, TerminationReason::LocalHangup),
                 }
                 Ok(())
             }
