@@ -48,6 +48,8 @@ pub(crate) enum MediaEvent {
     Dtmf { digit: char, duration: Duration },
     /// No RTP for this long.
     Inactive(Duration),
+    /// Packets so far, reported with each RTCP interval (for the tracer's audio checks).
+    Counters { sent: u64, received: u64 },
 }
 
 /// The manager's end of a media task.
@@ -153,6 +155,12 @@ impl MediaTask {
                     if let Err(error) = self.endpoint.send_report().await {
                         tracing::debug!(session_id = %self.session, %error, "RTCP report failed");
                     }
+                    let stats = self.endpoint.stats();
+                    let counters = MediaEvent::Counters {
+                        sent: stats.packets_sent,
+                        received: stats.packets_received,
+                    };
+                    let _ = self.events.send((self.session, counters));
                 }
             }
         }

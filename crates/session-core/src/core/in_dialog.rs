@@ -14,7 +14,7 @@ use session_dialog::transaction::TransactionId;
 use session_events::{SessionEvent, TerminationReason};
 use session_media::sdp::{MediaDirection, SessionDescription};
 use session_sip::{Header, HeaderName, Method, Request, Response};
-use session_tracer::{SipSummary, TraceEntry};
+use session_tracer::{DtmfMethod as TracedDtmf, Flow, SipSummary, TraceEntry};
 use session_types::{CallState, DialogId, FailureReason, SessionId, StatusCode};
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,8 @@ impl Core {
                     .flatten()
                 {
                     Some((digit, duration_ms)) => {
-                        self.publish(SessionEvent::DtmfReceived {
+                        self.trace_dtmf(session, digit, TracedDtmf::SipInfo, Flow::Received);
+                        self.bus.publish(SessionEvent::DtmfReceived {
                             session_id: session,
                             digit,
                             duration: Duration::from_millis(u64::from(duration_ms)),
@@ -482,6 +483,11 @@ impl Core {
         method: DtmfMethod,
         reply: Reply,
     ) {
+        let traced = match method {
+            DtmfMethod::Rfc4733 => TracedDtmf::Rfc4733,
+            DtmfMethod::Info => TracedDtmf::SipInfo,
+        };
+        self.trace_dtmf(session, digit, traced, Flow::Sent);
         match method {
             DtmfMethod::Rfc4733 => {
                 let Some(call) = self.calls.get(&session) else {

@@ -29,7 +29,7 @@ use session_media::endpoint::{EndpointConfig, RtpEndpoint};
 use session_media::sdp::negotiate::OfferAnswer;
 use session_resources::{AdmissionController, AdmissionPermit, PortPool};
 use session_sip::{Method, Uri};
-use session_tracer::{SessionTracer, SipSummary, TraceEntry};
+use session_tracer::{DtmfMethod as TracedDtmf, Flow, SessionTracer, SipSummary, TraceEntry};
 use session_types::{CallId, CallState, DialogId, Direction, SessionId, StatusCode};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -423,6 +423,24 @@ impl Core {
         self.trace_with(session, || entry);
     }
 
+    /// Records a digit; the bus event (which does not say how it travelled) is not traced.
+    pub(crate) fn trace_dtmf(
+        &self,
+        session: SessionId,
+        digit: char,
+        method: TracedDtmf,
+        flow: Flow,
+    ) {
+        self.trace(
+            session,
+            TraceEntry::Dtmf {
+                digit,
+                method,
+                flow,
+            },
+        );
+    }
+
     /// Records the entry `make` builds, building it only when a tracer is configured.
     pub(crate) fn trace_with(&self, session: SessionId, make: impl FnOnce() -> TraceEntry) {
         if let Some(tracer) = &self.tracer {
@@ -565,12 +583,16 @@ impl Core {
         match event {
             MediaEvent::Dtmf { digit, duration } => {
                 let handle = self.handle(call);
-                self.publish(SessionEvent::DtmfReceived {
+                self.trace_dtmf(session, digit, TracedDtmf::Rfc4733, Flow::Received);
+                self.bus.publish(SessionEvent::DtmfReceived {
                     session_id: session,
                     digit,
                     duration,
                 });
                 self.handler.on_dtmf(&handle, digit, DtmfMethod::Rfc4733);
+            }
+            MediaEvent::Counters { sent, received } => {
+                self.trace(session, TraceEntry::RtpCounters { sent, received });
             }
             MediaEvent::Inactive(silent) => {
                 tracing::debug!(session_id = %session, ?silent, "no RTP");
@@ -766,6 +788,14 @@ impl Core {
         }
         call.state = new;
         call.shared.state.send_replace(new);
+        if new == CallState::OnHold {
+            self.trace(session, TraceEntry::Hold);
+        } else if old == CallState::OnHold && new.is_established() {
+            self.trace(session, TraceEntry::Resume);
+        }
+        let Some(call) = self.calls.get(&session) else {
+            return false;
+        };
         tracing::debug!(session_id = %session, call_id = %call.shared.call_id, %old, %new, "state");
         let call_id = call.shared.call_id.clone();
         self.publish(SessionEvent::StateChanged {

@@ -34,6 +34,11 @@ impl Core {
         if let (Some(original), Some(new)) = (call.transfer_of, self.calls.get_mut(&session)) {
             // A transfer's new call reports its progress to the original's transferor.
             new.notify_to = Some(original);
+            if let Some(tracer) = &self.tracer
+                && let Err(error) = tracer.correlate(original, session)
+            {
+                tracing::debug!(%error, "transfer legs not correlated in the tracer");
+            }
         }
         match self.send_invite(session, call).await {
             Ok(()) => {
