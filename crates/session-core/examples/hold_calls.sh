@@ -97,7 +97,7 @@ if [ "$mode" = rtp ]; then
     need=$((2 * calls + 200))
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     if [ "$(ulimit -n)" -lt "$need" ]; then
-        echo "open-files limit $(ulimit -n) < $need for $calls RTP calls: run as root or lower CALLS" >&2
+        echo "open-files limit $(ulimit -n) < $need for $calls RTP calls: raise the hard limit (root with CAP_SYS_RESOURCE, or limits.conf) or lower CALLS (e.g. CALLS=9000)" >&2
         exit 1
     fi
     flag=--rtp
