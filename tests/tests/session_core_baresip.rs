@@ -1,0 +1,688 @@
+//! session-core against baresip on loopback: the public API (`SessionManager`, `CallHandler`,
+//! `CallSession`) with a real softphone on the other end, in both directions.
+//!
+//! - `baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up`: baresip dials our manager,
+//!   our handler accepts, we attach a 600 Hz `ToneSource` and a `ChannelSink`. We hear
+//!   baresip's 1 kHz WAV tone, our RTP statistics count its packets (and, when its RTCP gives
+//!   one, a round-trip time); baresip decodes our tone and its statistics show what our RTCP
+//!   sender report said. baresip hangs up: our call ends as `RemoteHangup` with every
+//!   resource back, and baresip's SIP trace shows its BYE to us.
+//! - `our_uac_calls_baresip_audio_both_ways_then_we_hang_up`: we call baresip (auto-answer),
+//!   with the same audio checks both ways; we hang up, baresip reports the call closed and its
+//!   SIP trace shows our BYE and its 200; our manager holds no call, no admission slot and no
+//!   RTP port.
+//!
+//! baresip (Debian `baresip-core`, 1.0) runs headless from a generated configuration in a
+//! temporary directory: SIP and RTP on 127.0.0.1, a WAV file as microphone (`aufile`), a
+//! player nobody drains (`aubridge`), decoded audio dumped to WAV (`sndfile`), and its
+//! `ctrl_tcp` module, through which the test dials, hangs up, quits and reads baresip's call
+//! events (netstring-framed JSON). A missing baresip makes the tests print why and pass, except
+//! under CI (`CI` set), where it is a failure naming the `apt-get` command. baresip is asked to
+//! quit at the end and killed when its handle is dropped; every wait has a time limit. Run
+//! time: 6–12 s each, most of it waiting for a round-trip time from baresip's RTCP (see
+//! `RTT_WAIT`).
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use session_core::crates::media::AudioFrame;
+use session_core::crates::media::audio::{
+    AudioSink, AudioSource, ChannelSink, ToneSource, WavRecorder, WavSource, goertzel_power,
+};
+use session_core::{
+    CallDecision, CallHandler, CallSession, CallState, IncomingCall, SessionManager,
+    TerminationReason,
+};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// The tone baresip sends (its WAV microphone) and the one we send it.
+const BARESIP_TONE_HZ: f64 = 1000.0;
+const OUR_TONE_HZ: f64 = 600.0;
+/// A generous limit for one step of a call on loopback.
+const STEP: Duration = Duration::from_secs(10);
+/// How long to wait for a round-trip time from baresip's RTCP. baresip (libre) reports every
+/// 5 s from the start of its stream, our media task too from its configuration, a few ms apart;
+/// our first report is an RR (nothing sent yet), so the first SR baresip can answer leaves at
+/// 5 s and its answer comes at 5 or 10 s. baresip's DLSR has millisecond resolution: on
+/// loopback, where the round trip is well under 1 ms, arrival − LSR − DLSR is often "negative"
+/// and `session-media` drops it (`ReportBlock::round_trip`), so a given report yields a round
+/// trip only about half the time. Hence a round trip is reported when it came, not required.
+const RTT_WAIT: Duration = Duration::from_secs(11);
+
+// ---------------------------------------------------------------------------------------------
+// Our side: a manager whose handler accepts and reports on a channel.
+
+/// What our handler saw.
+#[derive(Debug)]
+enum Seen {
+    Incoming(CallSession),
+    Established(CallSession),
+    Ended(CallSession, TerminationReason),
+}
+
+/// Accepts every call with the manager's media and reports each callback.
+struct Reporting(mpsc::UnboundedSender<Seen>);
+
+impl CallHandler for Reporting {
+    fn on_incoming_call(&self, call: &IncomingCall) -> CallDecision {
+        let _ = self.0.send(Seen::Incoming(call.session.clone()));
+        CallDecision::accept()
+    }
+    fn on_call_established(&self, call: &CallSession) {
+        let _ = self.0.send(Seen::Established(call.clone()));
+    }
+    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason) {
+        let _ = self.0.send(Seen::Ended(call.clone(), reason));
+    }
+}
+
+/// Our manager on 127.0.0.1 (UDP only, RTP from `ports`) and what its handler sees.
+async fn start_manager(
+    ports: std::ops::RangeInclusive<u16>,
+) -> (SessionManager, mpsc::UnboundedReceiver<Seen>) {
+    let (seen, rx) = mpsc::unbounded_channel();
+    let manager = SessionManager::builder()
+        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .transports(true, false)
+        .media_ports(ports)
+        .shutdown_grace(Duration::from_millis(500))
+        .handler(Reporting(seen))
+        .start()
+        .await
+        .expect("the manager starts");
+    (manager, rx)
+}
+
+/// The next thing our handler saw that `pick` accepts, within `limit`.
+async fn expect_seen<T>(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    what: &str,
+    mut pick: impl FnMut(Seen) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            let event = seen.recv().await.expect("the handler channel is open");
+            if let Some(found) = pick(event) {
+                return found;
+            }
+        }
+    };
+    tokio::time::timeout(STEP, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {STEP:?}"))
+}
+
+/// Asserts that the manager holds nothing: called after `on_call_ended`, which the manager
+/// calls only once the call's media task has given its ports back.
+fn assert_released(manager: &SessionManager) {
+    assert_eq!(
+        (
+            manager.active_calls(),
+            manager.admission().active(),
+            manager.ports().in_use()
+        ),
+        (0, 0, 0),
+        "calls, admission slots, RTP ports still held"
+    );
+}
+
+/// What we heard on a call and what our statistics say.
+#[derive(Debug)]
+struct Heard {
+    frames: usize,
+    samples: Vec<i16>,
+    rtp: session_core::crates::media::rtcp::StreamStats,
+}
+
+/// Plays our tone into `call`, takes what it receives, and returns once at least
+/// `min_frames` frames arrived and either baresip's RTCP gave us a round-trip time (its report
+/// answered our sender report) or [`RTT_WAIT`] has passed. Statistics are read every 25
+/// frames received (0.5 s): the frames pace the wait, no timer.
+async fn exchange_audio(call: &CallSession, min_frames: usize) -> Heard {
+    let (sink, mut frames) = ChannelSink::new(1024);
+    call.attach_sink(Box::new(sink)).await.unwrap();
+    call.attach_source(Box::new(ToneSource::new(OUR_TONE_HZ, 8000)))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut heard = Vec::new();
+    let mut count = 0;
+    let wait = async {
+        loop {
+            let frame = frames.recv().await.expect("the media task is running");
+            count += 1;
+            // The first frames may be the start of baresip's stream: skip them for the tone.
+            if count > 5 {
+                heard.extend_from_slice(frame.samples());
+            }
+            if count >= min_frames && count % 25 == 0 {
+                let stats = call.stats().await.unwrap();
+                let rtp = stats.rtp.expect("our media has RTP statistics");
+                if rtp.rtt.is_some() || started.elapsed() >= RTT_WAIT {
+                    return rtp;
+                }
+            }
+        }
+    };
+    let limit = RTT_WAIT + STEP;
+    let rtp = match tokio::time::timeout(limit, wait).await {
+        Ok(rtp) => rtp,
+        Err(_) => {
+            let stats = call.stats().await.unwrap();
+            panic!("within {limit:?}: {count} frames (want {min_frames}); {stats:?}")
+        }
+    };
+    match rtp.rtt {
+        Some(rtt) => {
+            eprintln!(
+                "round trip from baresip's RTCP after {:?}: {rtt:?}",
+                started.elapsed()
+            );
+            assert!(rtt < Duration::from_millis(100), "{rtp:?}");
+        }
+        None => eprintln!(
+            "no round trip from baresip's RTCP within {RTT_WAIT:?} (see RTT_WAIT): not checked"
+        ),
+    }
+    Heard {
+        frames: count,
+        samples: heard,
+        rtp,
+    }
+}
+
+/// The tone's share: power at `tone` over power at `other`.
+fn tone_ratio(samples: &[i16], tone: f64, other: f64) -> f64 {
+    goertzel_power(samples, tone) / goertzel_power(samples, other).max(f64::MIN_POSITIVE)
+}
+
+// ---------------------------------------------------------------------------------------------
+// baresip: configuration, process, control connection.
+
+/// True when baresip runs. Missing: a failure under CI, otherwise a note and `false`.
+fn baresip_available() -> bool {
+    let found = std::process::Command::new("baresip")
+        .arg("-h")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "baresip is missing under CI: apt-get install -y baresip-core"
+        );
+        eprintln!("baresip not installed (apt-get install -y baresip-core): test not run");
+    }
+    found
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "session-core-baresip-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port free for both UDP and TCP now (baresip listens for SIP on both, and its
+/// configuration needs the number up front). Another process may take it before baresip
+/// binds; baresip then fails to start and the test says so.
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP")
+}
+
+/// Where Debian installs baresip's modules (older releases, then multiarch ones).
+fn module_path() -> PathBuf {
+    let candidates = [
+        "/usr/lib/baresip/modules",
+        "/usr/lib/x86_64-linux-gnu/baresip/modules",
+        "/usr/lib/aarch64-linux-gnu/baresip/modules",
+        "/usr/local/lib/baresip/modules",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("ctrl_tcp.so").exists())
+        .unwrap_or_else(|| panic!("no baresip module directory with ctrl_tcp among {candidates:?}"))
+}
+
+/// A running baresip: its directory, process, output and control connection.
+struct Baresip {
+    dir: TempDir,
+    child: tokio::process::Child,
+    sip: SocketAddr,
+    /// Everything it printed so far (stdout and stderr, SIP trace included).
+    output: Arc<Mutex<String>>,
+    lines: mpsc::UnboundedReceiver<String>,
+    ctrl: tokio::net::tcp::OwnedWriteHalf,
+    /// The JSON texts of `ctrl_tcp` events and responses, in arrival order.
+    events: mpsc::UnboundedReceiver<String>,
+    tokens: u32,
+}
+
+impl Baresip {
+    /// Writes the configuration, starts baresip, waits until it is ready and connects to its
+    /// control port. Its account answers every call at once (`answermode=auto`).
+    async fn start(name: &str) -> Self {
+        let dir = TempDir::new(name);
+        let mut tone_file = WavRecorder::create(dir.0.join("tone.wav")).unwrap();
+        let mut tone = ToneSource::new(BARESIP_TONE_HZ, 8000);
+        // 30 s: baresip's source would end with the file, long after each test.
+        for _ in 0..1500 {
+            tone_file.write_frame(&tone.next_frame().unwrap()).unwrap();
+        }
+        tone_file.finalize().unwrap();
+        let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let ctrl_port = free_port();
+        let config = format!(
+            "poll_method epoll\n\
+             sip_listen {sip}\n\
+             net_interface 127.0.0.1\n\
+             audio_player aubridge,nil\n\
+             audio_alert aubridge,nil\n\
+             audio_source aufile,{dir}/tone.wav\n\
+             rtcp_mux no\n\
+             rtp_stats yes\n\
+             module_path {modules}\n\
+             module g711.so\n\
+             module aufile.so\n\
+             module aubridge.so\n\
+             module sndfile.so\n\
+             module ctrl_tcp.so\n\
+             module_app account.so\n\
+             module_app menu.so\n\
+             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
+             snd_path {dir}\n",
+            dir = dir.0.display(),
+            modules = module_path().display(),
+        );
+        std::fs::write(dir.0.join("config"), config).unwrap();
+        std::fs::write(
+            dir.0.join("accounts"),
+            "<sip:baresip@127.0.0.1>;regint=0;answermode=auto\n",
+        )
+        .unwrap();
+
+        let mut child = tokio::process::Command::new("baresip")
+            .arg("-f")
+            .arg(&dir.0)
+            // `-s` traces SIP (checked, and shown on failure); `-t 120` is a last-resort quit.
+            .args(["-s", "-t", "120"])
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        let (line_tx, lines) = mpsc::unbounded_channel();
+        collect_lines(
+            child.stdout.take().unwrap(),
+            output.clone(),
+            line_tx.clone(),
+        );
+        collect_lines(child.stderr.take().unwrap(), output.clone(), line_tx);
+        let mut baresip_lines = lines;
+        let ready = tokio::time::timeout(STEP, async {
+            while let Some(line) = baresip_lines.recv().await {
+                if line.contains("baresip is ready") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if ready != Ok(true) {
+            panic!(
+                "baresip did not get ready:\n{}",
+                output.lock().unwrap().as_str()
+            );
+        }
+        let stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, ctrl_port))
+            .await
+            .unwrap_or_else(|e| panic!("baresip's ctrl_tcp port {ctrl_port}: {e}"));
+        let (read, ctrl) = stream.into_split();
+        let (event_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(read_netstrings(read, event_tx));
+        Self {
+            dir,
+            child,
+            sip,
+            output,
+            lines: baresip_lines,
+            ctrl,
+            events,
+            tokens: 0,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Sends a `ctrl_tcp` command (`dial`, `hangup`, `quit` …).
+    async fn command(&mut self, command: &str, params: &str) {
+        self.tokens += 1;
+        let json = format!(
+            r#"{{"command":"{command}","params":"{params}","token":"t{}"}}"#,
+            self.tokens
+        );
+        let framed = format!("{}:{json},", json.len());
+        self.ctrl.write_all(framed.as_bytes()).await.unwrap();
+    }
+
+    /// Waits for the `ctrl_tcp` event of type `kind` (e.g. `CALL_ESTABLISHED`) and returns
+    /// its JSON text.
+    async fn event(&mut self, kind: &str) -> String {
+        let pattern = format!(r#""type":"{kind}""#);
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if event.contains(&pattern) {
+                    return Some(event);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(STEP, wait).await {
+            Ok(Some(event)) => event,
+            _ => panic!(
+                "no baresip event {kind} within {STEP:?}:\n{}",
+                self.output()
+            ),
+        }
+    }
+
+    /// Asks baresip to quit (it closes its WAV dumps and prints its statistics), waits for
+    /// it to exit (killing it after the time limit), and returns everything it printed.
+    async fn quit(mut self) -> (String, TempDir) {
+        self.command("quit", "").await;
+        let exited = tokio::time::timeout(STEP, self.child.wait()).await;
+        if exited.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+        // The pipes close with the process: drain the lines still queued.
+        let drain = async { while self.lines.recv().await.is_some() {} };
+        let _ = tokio::time::timeout(STEP, drain).await;
+        assert!(exited.is_ok(), "baresip did not quit:\n{}", self.output());
+        (self.output(), self.dir)
+    }
+}
+
+/// Appends every line of `pipe` to `output` and sends it on `lines`.
+fn collect_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    pipe: R,
+    output: Arc<Mutex<String>>,
+    lines: mpsc::UnboundedSender<String>,
+) {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            {
+                let mut all = output.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+            let _ = lines.send(line);
+        }
+    });
+}
+
+/// Reads netstrings (`LEN:DATA,`) from baresip's control connection and sends each DATA.
+async fn read_netstrings(
+    mut read: tokio::net::tcp::OwnedReadHalf,
+    events: mpsc::UnboundedSender<String>,
+) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(colon) = buffer.iter().position(|&b| b == b':') {
+            let length: usize = std::str::from_utf8(&buffer[..colon])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("not a netstring: {buffer:?}"));
+            let end = colon + 1 + length;
+            if buffer.len() <= end {
+                break;
+            }
+            assert_eq!(buffer[end], b',', "netstring without its comma");
+            let data = String::from_utf8_lossy(&buffer[colon + 1..end]).into_owned();
+            buffer.drain(..=end);
+            if events.send(data).is_err() {
+                return;
+            }
+        }
+        match read.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A line of the statistics baresip prints when a call ends (`rtp_stats yes`), as its
+/// (transmit, receive) columns: `packets:` counts RTP packets; `pkt.report:` holds what the
+/// peer's RTCP said (the receive column: how many packets the peer sent).
+fn baresip_stat(output: &str, name: &str) -> (u64, u64) {
+    output
+        .lines()
+        .find_map(|line| {
+            let mut numbers = line.trim().strip_prefix(name)?.split_whitespace();
+            Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no {name:?} line in baresip's output:\n{output}"))
+}
+
+/// The samples baresip decoded from what we sent (its `sndfile` dump, `dump-…-dec.wav`).
+fn baresip_decoded_audio(dir: &Path) -> Vec<i16> {
+    let file = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip dumped the audio it decoded");
+    let mut wav = WavSource::open(&file).unwrap();
+    std::iter::from_fn(|| wav.next_frame())
+        .flat_map(|frame: AudioFrame| *frame.samples())
+        .collect()
+}
+
+/// The SIP messages of baresip's trace (`-s`): (the `UDP a -> b` line, the first line of the
+/// message that follows).
+fn sip_trace(output: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = output.lines().collect();
+    lines
+        .windows(2)
+        .filter(|pair| pair[0].starts_with("UDP ") && pair[0].contains(" -> "))
+        .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+        .collect()
+}
+
+/// The checks on baresip's side once it has quit: it received our RTP, decoded our tone and
+/// took our RTCP sender report.
+fn check_baresip_heard_us(output: &str, dir: &Path, rtp: &Heard) {
+    let (baresip_sent, baresip_received) = baresip_stat(output, "packets:");
+    let (_, we_reported_sent) = baresip_stat(output, "pkt.report:");
+    let decoded = baresip_decoded_audio(dir);
+    let heard_by_baresip = tone_ratio(&decoded, OUR_TONE_HZ, BARESIP_TONE_HZ);
+    eprintln!(
+        "baresip sent {baresip_sent} / received {baresip_received} RTP, our RTCP said we sent \
+         {we_reported_sent}; decoded {} samples, tone ratio {heard_by_baresip:.0}",
+        decoded.len()
+    );
+    assert!(baresip_received > 0, "{output}");
+    assert!(baresip_sent >= rtp.rtp.packets_received, "{output}");
+    assert!(
+        we_reported_sent > 0 && we_reported_sent <= baresip_received + 1,
+        "our RTCP sender report did not reach baresip:\n{output}"
+    );
+    assert!(
+        !output.contains("No RTCP stats collected"),
+        "baresip got no RTCP from us:\n{output}"
+    );
+    assert!(
+        decoded.len() > 8000 && heard_by_baresip > 10.0,
+        "our tone not found in what baresip decoded ({} samples, ratio {heard_by_baresip})",
+        decoded.len()
+    );
+}
+
+/// The checks on our side of the audio.
+fn check_we_heard_baresip(heard: &Heard) {
+    let heard_by_us = tone_ratio(&heard.samples, BARESIP_TONE_HZ, OUR_TONE_HZ);
+    eprintln!(
+        "we received {} frames, tone ratio {heard_by_us:.0}; {:?}",
+        heard.frames, heard.rtp
+    );
+    assert!(heard.rtp.packets_received >= 50, "{:?}", heard.rtp);
+    assert!(heard.rtp.packets_sent >= 50, "{:?}", heard.rtp);
+    assert_eq!(heard.rtp.packets_lost, 0, "{:?}", heard.rtp);
+    assert!(
+        heard_by_us > 10.0,
+        "baresip's tone not found in what we received (ratio {heard_by_us})"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up() {
+    if !baresip_available() {
+        return;
+    }
+    let started = Instant::now();
+    let (manager, mut seen) = start_manager(43_000..=43_099).await;
+    let mut baresip = Baresip::start("uas").await;
+    let target = format!("sip:uas@{}", manager.local_addr());
+    baresip.command("dial", &target).await;
+
+    let call = expect_seen(&mut seen, "incoming call", |s| match s {
+        Seen::Incoming(call) => Some(call),
+        _ => None,
+    })
+    .await;
+    expect_seen(&mut seen, "established call", |s| match s {
+        Seen::Established(c) if c.id() == call.id() => Some(()),
+        _ => None,
+    })
+    .await;
+    baresip.event("CALL_ESTABLISHED").await;
+    assert_eq!(call.state(), CallState::Active);
+    assert_eq!(manager.ports().in_use(), 1);
+
+    let heard = exchange_audio(&call, 50).await;
+    check_we_heard_baresip(&heard);
+
+    baresip.command("hangup", "").await;
+    let reason = expect_seen(&mut seen, "end of the call", |s| match s {
+        Seen::Ended(c, reason) if c.id() == call.id() => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, TerminationReason::RemoteHangup);
+    assert_eq!(call.state(), CallState::Terminated);
+    assert_released(&manager);
+    baresip.event("CALL_CLOSED").await;
+
+    let (output, dir) = baresip.quit().await;
+    check_baresip_heard_us(&output, &dir.0, &heard);
+    // baresip sent the BYE and we answered it.
+    let trace = sip_trace(&output);
+    let ours = manager.local_addr().to_string();
+    assert!(
+        trace
+            .iter()
+            .any(|(route, first)| route.ends_with(&ours) && first.starts_with("BYE ")),
+        "no BYE from baresip in its trace:\n{output}"
+    );
+    manager.shutdown().await;
+    eprintln!("baresip → our UAS: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_uac_calls_baresip_audio_both_ways_then_we_hang_up() {
+    if !baresip_available() {
+        return;
+    }
+    let started = Instant::now();
+    let (manager, mut seen) = start_manager(43_100..=43_199).await;
+    let mut baresip = Baresip::start("uac").await;
+    let call = manager
+        .call(&format!("sip:baresip@{}", baresip.sip))
+        .await
+        .unwrap();
+    tokio::time::timeout(STEP, call.answered())
+        .await
+        .expect("baresip answers within the time limit")
+        .unwrap_or_else(|e| panic!("baresip refused: {e}\n{}", baresip.output()));
+    baresip.event("CALL_ESTABLISHED").await;
+    assert_eq!(manager.active_calls(), 1);
+    assert_eq!(manager.ports().in_use(), 1);
+
+    let heard = exchange_audio(&call, 50).await;
+    check_we_heard_baresip(&heard);
+
+    call.hangup().await.unwrap();
+    let closed = baresip.event("CALL_CLOSED").await;
+    let reason = expect_seen(&mut seen, "end of the call", |s| match s {
+        Seen::Ended(c, reason) if c.id() == call.id() => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, TerminationReason::LocalHangup);
+    assert_eq!(call.state(), CallState::Terminated);
+    assert_released(&manager);
+
+    let theirs = format!(" -> {}", baresip.sip);
+    let (output, dir) = baresip.quit().await;
+    check_baresip_heard_us(&output, &dir.0, &heard);
+    // baresip received our BYE and answered it 200.
+    let trace = sip_trace(&output);
+    let bye_at = trace
+        .iter()
+        .position(|(route, first)| route.ends_with(&theirs) && first.starts_with("BYE "))
+        .unwrap_or_else(|| panic!("baresip's trace shows no BYE from us:\n{output}"));
+    assert!(
+        trace[bye_at..]
+            .iter()
+            .any(|(route, first)| !route.ends_with(&theirs) && first.starts_with("SIP/2.0 200")),
+        "baresip did not answer our BYE with 200:\n{output}"
+    );
+    eprintln!("baresip closed the call: {closed}");
+    manager.shutdown().await;
+    eprintln!("our UAC → baresip: {:?}", started.elapsed());
+}
