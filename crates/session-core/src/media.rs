@@ -27,7 +27,7 @@ pub type BoxedSink = Box<dyn AudioSink + Send>;
 /// What the manager asks of a media task.
 pub(crate) enum MediaCommand {
     /// Offer/answer completed (again): where to send, which codec.
-    Configure(NegotiatedMedia),
+    Configure(Box<NegotiatedMedia>),
     /// Send audio (`true`) or stay silent (`false`, e.g. the peer holds us with `recvonly`
     /// or `inactive`).
     SetSending(bool),

@@ -757,7 +757,7 @@ impl Core {
             sdp: None,
             transfer_of: Some(session),
         };
-        match self.start_outbound(outgoing).await {
+        match self.start_outbound(Box::new(outgoing)).await {
             Ok(new_call) => {
                 if let Some(call) = self.calls.get(&session) {
                     call.shared.status.lock().transferred_to = Some(new_call.id());

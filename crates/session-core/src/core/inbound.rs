@@ -93,7 +93,7 @@ impl Core {
         };
         let decision = self.handler.on_incoming_call(&incoming);
         if let Some(call) = self.calls.get_mut(&session) {
-            call.invite = Some(incoming.request);
+            call.invite = Some(Box::new(incoming.request));
         }
         let result = match decision {
             CallDecision::Accept(options) => self.accept(session, options).await,

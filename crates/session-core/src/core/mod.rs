@@ -147,14 +147,14 @@ pub(crate) struct Call {
     /// transaction until its final response.
     pub(crate) invite_tx: Option<TransactionId>,
     /// Inbound: the INVITE, kept until it is answered (its offer, its session timer).
-    pub(crate) invite: Option<session_sip::Request>,
+    pub(crate) invite: Option<Box<session_sip::Request>>,
     /// Outbound: what the INVITE was, for a retry after 422.
-    pub(crate) outgoing: Option<OutgoingCall>,
+    pub(crate) outgoing: Option<Box<OutgoingCall>>,
     pub(crate) cseq: u32,
     pub(crate) permit: Option<AdmissionPermit>,
     pub(crate) media: Option<MediaHandle>,
     /// SDP state; `None` when the application brought its own SDP.
-    pub(crate) offer_answer: Option<OfferAnswer>,
+    pub(crate) offer_answer: Option<Box<OfferAnswer>>,
     /// Our RTP port as written in SDP (9, the discard port, for signaling-only calls).
     pub(crate) media_port: u16,
     /// We asked to cancel (or hang up) before the answer.
@@ -235,7 +235,8 @@ pub(crate) struct Core {
     pub(crate) gauges: Arc<Gauges>,
     pub(crate) local_ip: IpAddr,
     pub(crate) our_uri: Uri,
-    pub(crate) calls: HashMap<SessionId, Call>,
+    /// Boxed: a call is a few hundred bytes, and a map's spare capacity should not be.
+    pub(crate) calls: HashMap<SessionId, Box<Call>>,
     pub(crate) by_tx: HashMap<TransactionId, TxOwner>,
     pub(crate) by_dialog: HashMap<DialogId, SessionId>,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SessionId, TimerKind, u32)>>,
@@ -243,7 +244,7 @@ pub(crate) struct Core {
     /// Transfer progress to report by NOTIFY (transferee), sent after the current event.
     pub(crate) pending_notifies: Vec<(SessionId, StatusCode)>,
     /// Calls ended while handling the last event, their last events still to publish.
-    pub(crate) endings: Vec<(Call, TerminationReason)>,
+    pub(crate) endings: Vec<(Box<Call>, TerminationReason)>,
     pub(crate) tracer: Option<SessionTracer>,
     /// BYE and CANCEL requests sent while shutting down, until their final response.
     pub(crate) ending_requests: std::collections::HashSet<TransactionId>,
@@ -605,7 +606,7 @@ impl Core {
     async fn on_command(&mut self, command: Command) {
         match command {
             Command::Call { call, reply } => {
-                let result = self.start_outbound(*call).await;
+                let result = self.start_outbound(call).await;
                 let _ = reply.send(result);
             }
             Command::Operate {
@@ -752,7 +753,7 @@ impl Core {
             Direction::Outbound => (shared.local_uri.clone(), shared.remote_uri.clone()),
             Direction::Inbound => (shared.remote_uri.clone(), shared.local_uri.clone()),
         };
-        self.calls.insert(id, Call::new(shared, permit));
+        self.calls.insert(id, Box::new(Call::new(shared, permit)));
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         tracing::debug!(session_id = %id, call_id = %call_id, ?direction, "session created");
         self.publish(SessionEvent::SessionCreated {
@@ -818,7 +819,7 @@ impl Core {
         call.shared.status.lock().answered = Some(Instant::now());
         if let (Some(media), Some(negotiated)) = (
             &call.media,
-            call.offer_answer.as_ref().and_then(OfferAnswer::current),
+            call.offer_answer.as_deref().and_then(OfferAnswer::current),
         ) && let Some(remote) = negotiated.remote_rtp()
         {
             self.publish(SessionEvent::MediaStarted {
@@ -939,7 +940,7 @@ impl Core {
         };
         call.media = media;
         call.media_port = port;
-        call.offer_answer = Some(offer_answer);
+        call.offer_answer = Some(Box::new(offer_answer));
         Ok(())
     }
 
@@ -948,12 +949,14 @@ impl Core {
         let Some(call) = self.calls.get(&session) else {
             return;
         };
-        let Some(current) = call.offer_answer.as_ref().and_then(OfferAnswer::current) else {
+        let Some(current) = call.offer_answer.as_deref().and_then(OfferAnswer::current) else {
             return;
         };
         call.shared.status.lock().codec = Some(Arc::from(current.codec.name.as_str()));
         if let Some(media) = &call.media {
-            media.send(crate::media::MediaCommand::Configure(current.clone()));
+            media.send(crate::media::MediaCommand::Configure(Box::new(
+                current.clone(),
+            )));
         }
     }
 

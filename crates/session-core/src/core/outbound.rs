@@ -18,7 +18,7 @@ use session_types::{CallState, DialogId, Direction, FailureReason, SessionId, St
 
 impl Core {
     /// Admits, opens media, sends the INVITE; returns the new call's handle.
-    pub(super) async fn start_outbound(&mut self, call: OutgoingCall) -> Result<CallSession> {
+    pub(super) async fn start_outbound(&mut self, call: Box<OutgoingCall>) -> Result<CallSession> {
         let user = call.from.user().unwrap_or_default().to_owned();
         let permit = self
             .admission
@@ -61,7 +61,7 @@ impl Core {
     }
 
     /// Sends (or, after 422, re-sends) the call's INVITE.
-    async fn send_invite(&mut self, session: SessionId, call: OutgoingCall) -> Result<()> {
+    async fn send_invite(&mut self, session: SessionId, call: Box<OutgoingCall>) -> Result<()> {
         let body = match &call.sdp {
             Some(sdp) => sdp.clone(),
             None => {
