@@ -133,6 +133,11 @@ pub enum EndpointError {
     /// The transaction refused the response (e.g. a second final response).
     #[error("the transaction cannot send this response in its state")]
     ResponseRefused,
+    /// The INVITE already has its final response, so there is nothing left to cancel
+    /// (RFC 3261 §9.1). This is a race with the network rather than a bug: the response's
+    /// event says how the INVITE ended.
+    #[error("the INVITE already has a final response: nothing to cancel")]
+    AlreadyFinal,
 }
 
 impl session_types::Classify for EndpointError {
@@ -681,6 +686,18 @@ impl Endpoint {
         destination: SocketAddr,
         protocol: Protocol,
     ) -> Result<TransactionId, EndpointError> {
+        self.start_client(now, None, request, destination, protocol)
+    }
+
+    /// Starts a client transaction, under a reserved id when one is given.
+    fn start_client(
+        &mut self,
+        now: Instant,
+        reserved: Option<TransactionId>,
+        request: Request,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<TransactionId, EndpointError> {
         if request.method == Method::Ack {
             return Err(EndpointError::BadRequest(
                 "ACK is not a transaction: use send_stateless",
@@ -721,10 +738,42 @@ impl Endpoint {
             protocol,
             to_tag: None,
         };
-        let id = self
-            .table
-            .insert(key, transaction, context)
-            .ok_or(EndpointError::DuplicateTransaction)?;
+        let inserted = match reserved {
+            Some(id) => self.table.insert_reserved(id, key, transaction, context),
+            None => self.table.insert(key, transaction, context),
+        };
+        let id = inserted.ok_or(EndpointError::DuplicateTransaction)?;
+        self.collect_actions(now);
+        Ok(id)
+    }
+
+    /// Hands out the id of a client transaction that starts later (see
+    /// [`Endpoint::send_cancel`]).
+    pub(crate) fn reserve_id(&mut self) -> TransactionId {
+        self.table.reserve_id()
+    }
+
+    /// Sends the CANCEL for the INVITE of client transaction `invite` (§9.1), as transaction
+    /// `id` when one was reserved, and arms the INVITE's guard against a final response that
+    /// never comes.
+    pub(crate) fn send_cancel(
+        &mut self,
+        now: Instant,
+        invite: TransactionId,
+        id: Option<TransactionId>,
+    ) -> Result<TransactionId, EndpointError> {
+        let cancel = self
+            .cancel_for(invite)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let (destination, protocol) = self
+            .peer_of(invite)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let id = self.start_client(now, id, cancel, destination, protocol)?;
+        self.table.with(invite, |tx, _| {
+            if let Transaction::ClientInvite(tx) = tx {
+                tx.handle_cancel_sent(now);
+            }
+        });
         self.collect_actions(now);
         Ok(id)
     }

@@ -50,6 +50,9 @@ pub enum DialogEnd {
     AckTimeout,
     /// A forked 2xx created a second dialog, which we ACKed and ended (§13.2.2.4).
     ForkRejected,
+    /// We cancelled the INVITE but its 2xx won the race with the CANCEL: we ACKed the 2xx
+    /// and sent BYE at once (§9.1, §15).
+    CancelledAfterAnswer,
 }
 
 /// What the user agent tells the session layer.
@@ -148,6 +151,38 @@ struct ClientInvite {
     answered: Option<(DialogId, Bytes)>,
     /// Re-INVITE inside this dialog.
     within: Option<DialogId>,
+    /// Where the INVITE stands, for CANCEL (§9.1).
+    progress: InviteProgress,
+    /// The caller asked to cancel it.
+    cancel: Option<CancelState>,
+}
+
+/// How far an INVITE we sent got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InviteProgress {
+    /// Nothing heard yet: a CANCEL must wait (§9.1).
+    Calling,
+    /// A provisional response arrived: a CANCEL may go.
+    Proceeding,
+    /// A final response arrived: nothing left to cancel.
+    Final,
+}
+
+/// A CANCEL the caller asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CancelState {
+    /// Waiting for the first provisional response; the CANCEL will be this transaction.
+    Deferred(TransactionId),
+    /// Sent as this transaction.
+    Sent(TransactionId),
+}
+
+impl CancelState {
+    fn id(self) -> TransactionId {
+        match self {
+            Self::Deferred(id) | Self::Sent(id) => id,
+        }
+    }
 }
 
 /// What we remember of an INVITE we received.
@@ -551,9 +586,14 @@ impl UserAgent {
                 response,
                 dialog,
             });
+            self.on_invite_provisional(now, tx);
             return;
         }
         let within = self.client_invites.get(&tx).and_then(|i| i.within.clone());
+        if let Some(invite) = self.client_invites.get_mut(&tx) {
+            // A deferred CANCEL is dropped: a final response came before any 1xx.
+            invite.progress = InviteProgress::Final;
+        }
         if !status.is_success() {
             if let Some(dialog) = within {
                 self.local_reinvite.remove(&dialog);
@@ -579,6 +619,25 @@ impl UserAgent {
             return;
         }
         self.on_invite_2xx(now, tx, response, within);
+    }
+
+    /// The first 1xx for INVITE `tx`: a CANCEL the caller asked for may go now (§9.1).
+    fn on_invite_provisional(&mut self, now: Instant, tx: TransactionId) {
+        let Some(invite) = self.client_invites.get_mut(&tx) else {
+            return;
+        };
+        if invite.progress != InviteProgress::Calling {
+            return;
+        }
+        invite.progress = InviteProgress::Proceeding;
+        let Some(CancelState::Deferred(id)) = invite.cancel else {
+            return;
+        };
+        invite.cancel = Some(CancelState::Sent(id));
+        match self.endpoint.send_cancel(now, tx, Some(id)) {
+            Ok(_) => self.pump(now),
+            Err(error) => tracing::warn!(%error, "could not send the deferred CANCEL"),
+        }
     }
 
     /// §14.1: the owner of the Call-ID waits 2.1–4 s, the other side 0–2 s, in 10 ms steps.
@@ -614,6 +673,7 @@ impl UserAgent {
             return;
         }
         let forked = invite.answered.is_some();
+        let cancelled = invite.cancel.is_some();
         let (request, destination, protocol) =
             (invite.request.clone(), invite.destination, invite.protocol);
         let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
@@ -647,6 +707,21 @@ impl UserAgent {
             return;
         }
         self.dialogs.insert(id.clone(), dialog);
+        if cancelled && !forked {
+            // §15: we wanted out but the 2xx won the race with the CANCEL: the call exists
+            // now, so it is ACKed (above) and ended with BYE.
+            self.events.push_back(UaEvent::Response {
+                tx,
+                response,
+                dialog: Some(id.clone()),
+            });
+            self.events.push_back(UaEvent::DialogTerminated {
+                dialog: id.clone(),
+                reason: DialogEnd::CancelledAfterAnswer,
+            });
+            self.send_bye(now, &id);
+            return;
+        }
         if forked {
             // §13.2.2.4: a second 2xx from another branch: ACK it, then end that dialog.
             self.send_bye(now, &id);
@@ -736,6 +811,8 @@ impl UserAgent {
                 protocol,
                 answered: None,
                 within: None,
+                progress: InviteProgress::Calling,
+                cancel: None,
             },
         );
         Ok(tx)
@@ -783,6 +860,8 @@ impl UserAgent {
                         protocol,
                         answered: None,
                         within: Some(id.clone()),
+                        progress: InviteProgress::Calling,
+                        cancel: None,
                     },
                 );
             }
@@ -804,13 +883,45 @@ impl UserAgent {
         self.request_in_dialog(now, id, Method::Bye, Vec::new(), None)
     }
 
-    /// Cancels our pending INVITE `tx` (§9.1). Only after a provisional response arrived may
-    /// the CANCEL be sent; before that the caller should wait for one.
+    /// Cancels our pending INVITE `tx` (§9.1) and returns the CANCEL's client transaction.
+    ///
+    /// It may be called at any time after [`UserAgent::invite`]. A CANCEL may only be sent
+    /// once a provisional response arrived: before that the user agent remembers the request
+    /// and sends the CANCEL (under the returned id) when the first 1xx arrives; if a final
+    /// response comes first, no CANCEL is sent and the id never shows up in an event. If the
+    /// INVITE is answered with a 2xx anyway (the CANCEL lost the race, or the answer came
+    /// first), the user agent ACKs it, sends BYE at once, and reports
+    /// [`UaEvent::DialogTerminated`] with [`DialogEnd::CancelledAfterAnswer`] right after the
+    /// [`UaEvent::Response`]. Calling it again returns the same id.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::AlreadyFinal`] when the INVITE's final response has already arrived
+    /// (hang up an answered call with [`UserAgent::hangup`] instead);
+    /// [`EndpointError::NoSuchTransaction`] when `tx` is not a live client transaction.
     pub fn cancel(
         &mut self,
         now: Instant,
         tx: TransactionId,
     ) -> Result<TransactionId, EndpointError> {
+        if let Some(invite) = self.client_invites.get(&tx) {
+            if let Some(cancel) = invite.cancel {
+                return Ok(cancel.id());
+            }
+            let state = match invite.progress {
+                InviteProgress::Final => return Err(EndpointError::AlreadyFinal),
+                InviteProgress::Calling => CancelState::Deferred(self.endpoint.reserve_id()),
+                InviteProgress::Proceeding => {
+                    CancelState::Sent(self.endpoint.send_cancel(now, tx, None)?)
+                }
+            };
+            if let Some(invite) = self.client_invites.get_mut(&tx) {
+                invite.cancel = Some(state);
+            }
+            self.pump(now);
+            return Ok(state.id());
+        }
+        // Not an INVITE of ours: CANCEL the request as asked (it is the caller's choice).
         let cancel = self
             .endpoint
             .cancel_for(tx)

@@ -141,6 +141,16 @@ impl ClientInvite {
         }
     }
 
+    /// A CANCEL for this INVITE was sent at `now` (RFC 3261 §9.1). In `Proceeding` no timer
+    /// guards the transaction any more, so one of 64·T1 is armed: if no final response arrives
+    /// by then, the transaction times out and ends ("the client SHOULD then consider the
+    /// original transaction cancelled and destroy the client transaction").
+    pub fn handle_cancel_sent(&mut self, now: Instant) {
+        if self.state == ClientInviteState::Proceeding && self.state_timer.is_none() {
+            self.state_timer = Some(now + self.config.timeout());
+        }
+    }
+
     /// Time has reached `now`; fires whichever timers are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some((at, interval)) = self.retransmit
@@ -154,7 +164,11 @@ impl ClientInvite {
                 .push_back(Action::Transmit(self.request.clone()));
         }
         if self.state_timer.is_some_and(|at| at <= now) {
-            if self.state == ClientInviteState::Calling {
+            // Timer B in Calling; in Proceeding only the CANCEL guard is ever armed.
+            if matches!(
+                self.state,
+                ClientInviteState::Calling | ClientInviteState::Proceeding
+            ) {
                 self.actions.push_back(Action::TimedOut);
             }
             self.terminate();
@@ -322,6 +336,28 @@ mod tests {
         );
         tx.handle_timeout(t0 + ms(10) + Duration::from_secs(32));
         assert_eq!(drain(&mut tx), [Action::Terminated]);
+    }
+
+    #[test]
+    fn a_cancel_without_final_response_ends_the_transaction_after_64_t1() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, invite(), Transport::Unreliable, TimerConfig::default());
+        drain(&mut tx);
+        tx.handle_response(t0 + ms(100), 180, Bytes::new);
+        assert_eq!(tx.deadline(), None, "nothing guards Proceeding by itself");
+        tx.handle_cancel_sent(t0 + ms(200));
+        assert_eq!(tx.deadline(), Some(t0 + ms(200) + Duration::from_secs(32)));
+        tx.handle_timeout(t0 + ms(200) + Duration::from_secs(32));
+        assert_eq!(drain(&mut tx), [Action::TimedOut, Action::Terminated]);
+    }
+
+    #[test]
+    fn a_cancel_does_not_change_timer_b_in_calling() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, invite(), Transport::Reliable, TimerConfig::default());
+        drain(&mut tx);
+        tx.handle_cancel_sent(t0 + ms(300));
+        assert_eq!(tx.deadline(), Some(t0 + Duration::from_secs(32)));
     }
 
     #[test]

@@ -107,13 +107,40 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         context: C,
     ) -> Option<TransactionId> {
         let id = TransactionId(self.next_id);
+        let inserted = self.insert_reserved(id, key, transaction, context);
+        if inserted.is_some() {
+            self.next_id += 1;
+        }
+        inserted
+    }
+
+    /// Hands out the id the next transaction will have without creating it, for a transaction
+    /// that starts later (a CANCEL deferred until the INVITE's first provisional response,
+    /// RFC 3261 §9.1); create it with [`TransactionTable::insert_reserved`].
+    pub fn reserve_id(&mut self) -> TransactionId {
+        let id = TransactionId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// Like [`TransactionTable::insert`], under an id from [`TransactionTable::reserve_id`]
+    /// (or the next id, from `insert`). `None` if the key or the id is already live.
+    pub fn insert_reserved(
+        &mut self,
+        id: TransactionId,
+        key: K,
+        transaction: Transaction,
+        context: C,
+    ) -> Option<TransactionId> {
+        if self.slots.contains_key(&id) {
+            return None;
+        }
         match self.index.entry(key.clone()) {
             Entry::Occupied(_) => return None,
             Entry::Vacant(vacant) => {
                 vacant.insert(id);
             }
         }
-        self.next_id += 1;
         self.slots.insert(
             id,
             Slot {
