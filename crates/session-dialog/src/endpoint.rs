@@ -107,6 +107,12 @@ pub enum EndpointEvent {
         /// The transaction.
         id: TransactionId,
     },
+    /// The transport could not send for client transaction `id` (RFC 3261 §17.1.4): it ended
+    /// without a final response; treat it as 503 (§8.1.3.1).
+    TransportError {
+        /// The client transaction.
+        id: TransactionId,
+    },
     /// A transaction ended and was removed.
     Terminated {
         /// The transaction.
@@ -213,6 +219,9 @@ pub struct Endpoint {
     table: TransactionTable<Key, Context>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
+    /// Client transactions ended by a transport error whose `TimedOut` is still queued: it is
+    /// reported as [`EndpointEvent::TransportError`].
+    transport_failed: Vec<TransactionId>,
 }
 
 fn server_key(request: &Request) -> Option<Key> {
@@ -328,6 +337,7 @@ impl Endpoint {
             table: TransactionTable::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            transport_failed: Vec::new(),
         }
     }
 
@@ -382,7 +392,16 @@ impl Endpoint {
                     }
                 }
                 Action::SendTrying => self.send_trying(now, id),
-                Action::TimedOut => self.events.push_back(EndpointEvent::TimedOut { id }),
+                Action::TimedOut => {
+                    let event = match self.transport_failed.iter().position(|&t| t == id) {
+                        Some(at) => {
+                            self.transport_failed.swap_remove(at);
+                            EndpointEvent::TransportError { id }
+                        }
+                        None => EndpointEvent::TimedOut { id },
+                    };
+                    self.events.push_back(event);
+                }
                 Action::Terminated => self.events.push_back(EndpointEvent::Terminated { id }),
             }
         }
@@ -745,6 +764,58 @@ impl Endpoint {
         let id = inserted.ok_or(EndpointError::DuplicateTransaction)?;
         self.collect_actions(now);
         Ok(id)
+    }
+
+    /// The transport could not send to `destination` over `protocol` (an ICMP error on UDP, a
+    /// refused or broken TCP connection). Every transaction with that peer ends (RFC 3261
+    /// §17.1.4, §17.2.4): client transactions still waiting for a final response report
+    /// [`EndpointEvent::TransportError`]; server transactions just end. Returns how many
+    /// transactions it ended.
+    pub fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) -> usize {
+        let failed: Vec<TransactionId> = self
+            .table
+            .iter()
+            .filter(|(_, ctx)| ctx.peer == destination && ctx.protocol == protocol)
+            .map(|(id, _)| id)
+            .collect();
+        for &id in &failed {
+            let client = self
+                .table
+                .with(id, |tx, _| match tx {
+                    Transaction::ClientInvite(tx) => {
+                        tx.handle_transport_error();
+                        true
+                    }
+                    Transaction::ClientNonInvite(tx) => {
+                        tx.handle_transport_error();
+                        true
+                    }
+                    Transaction::ServerInvite(tx) => {
+                        tx.handle_transport_error();
+                        false
+                    }
+                    Transaction::ServerNonInvite(tx) => {
+                        tx.handle_transport_error();
+                        false
+                    }
+                })
+                .unwrap_or(false);
+            if client {
+                self.transport_failed.push(id);
+            }
+            self.collect_actions(now);
+            // A transaction that ended without a timeout leaves nothing to translate.
+            self.transport_failed.retain(|&t| t != id);
+        }
+        if !failed.is_empty() {
+            tracing::debug!(%destination, ended = failed.len(), "transport error");
+        }
+        failed.len()
     }
 
     /// Hands out the id of a client transaction that starts later (see

@@ -53,6 +53,9 @@ pub enum DialogEnd {
     /// We cancelled the INVITE but its 2xx won the race with the CANCEL: we ACKed the 2xx
     /// and sent BYE at once (§9.1, §15).
     CancelledAfterAnswer,
+    /// The transport could not reach the peer while our 2xx waited for its ACK (e.g. its TCP
+    /// connection is gone, §17.2.4): the dialog cannot be confirmed.
+    TransportError,
 }
 
 /// What the user agent tells the session layer.
@@ -102,6 +105,13 @@ pub enum UaEvent {
     },
     /// Our request got no final response in time (Timer B or F): treat as 408.
     TransactionTimeout {
+        /// The client transaction.
+        tx: TransactionId,
+    },
+    /// Our request in client transaction `tx` could not be sent (RFC 3261 §17.1.4: a refused
+    /// or broken TCP connection, an ICMP error): the transaction ended without a final
+    /// response. Treat it as 503 (§8.1.3.1).
+    TransportError {
         /// The client transaction.
         tx: TransactionId,
     },
@@ -357,6 +367,38 @@ impl UserAgent {
         self.pump(now);
     }
 
+    /// The transport could not send to `destination` over `protocol` (the driver calls this
+    /// when a send fails: a refused or broken TCP connection, a hard UDP send error).
+    ///
+    /// Every client transaction with that peer still waiting for a final response ends with
+    /// [`UaEvent::TransportError`] (§17.1.4, §8.1.3.1); server transactions whose responses
+    /// go there just end (§17.2.4); a dialog whose 2xx to that peer still waits for its ACK
+    /// ends with [`DialogEnd::TransportError`]. Other dialogs stay: the next request in them
+    /// reports its own failure.
+    pub fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) {
+        self.endpoint
+            .handle_transport_error(now, destination, protocol);
+        let dead: Vec<DialogId> = self
+            .pending_2xx
+            .iter()
+            .filter(|(_, p)| p.destination == destination && p.protocol == protocol)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            self.end_dialog(&id);
+            self.events.push_back(UaEvent::DialogTerminated {
+                dialog: id,
+                reason: DialogEnd::TransportError,
+            });
+        }
+        self.pump(now);
+    }
+
     /// Turns endpoint events into user agent behaviour and events.
     fn pump(&mut self, now: Instant) {
         while let Some(event) = self.endpoint.poll_event() {
@@ -399,6 +441,14 @@ impl UserAgent {
                     }
                     self.events
                         .push_back(UaEvent::TransactionTimeout { tx: id });
+                }
+                EndpointEvent::TransportError { id } => {
+                    if let Some(invite) = self.client_invites.get(&id)
+                        && let Some(dialog) = &invite.within
+                    {
+                        self.local_reinvite.remove(dialog);
+                    }
+                    self.events.push_back(UaEvent::TransportError { tx: id });
                 }
                 EndpointEvent::Terminated { id } => {
                     self.client_invites.remove(&id);

@@ -175,12 +175,17 @@ impl ClientInvite {
         }
     }
 
-    /// The transport reported an error sending for this transaction (§17.1.4).
+    /// The transport reported an error sending for this transaction (§17.1.4): it ends, and
+    /// before a final response it reports [`Action::TimedOut`] (the TU treats it as 503,
+    /// §8.1.3.1). After a final response (its ACK could not be sent) it only ends.
     pub fn handle_transport_error(&mut self) {
-        if self.state != ClientInviteState::Terminated {
+        if matches!(
+            self.state,
+            ClientInviteState::Calling | ClientInviteState::Proceeding
+        ) {
             self.actions.push_back(Action::TimedOut);
-            self.terminate();
         }
+        self.terminate();
     }
 }
 
@@ -368,5 +373,16 @@ mod tests {
         tx.handle_transport_error();
         tx.handle_transport_error();
         assert_eq!(drain(&mut tx), [Action::TimedOut, Action::Terminated]);
+    }
+
+    #[test]
+    fn transport_error_after_a_final_response_only_ends() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, invite(), Transport::Unreliable, TimerConfig::default());
+        drain(&mut tx);
+        tx.handle_response(t0, 486, || Bytes::from_static(b"ACK"));
+        drain(&mut tx);
+        tx.handle_transport_error();
+        assert_eq!(drain(&mut tx), [Action::Terminated]);
     }
 }

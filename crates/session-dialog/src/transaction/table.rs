@@ -254,6 +254,14 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         Some((id, action))
     }
 
+    /// Live transactions and their contexts, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (TransactionId, &C)> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| !slot.dead)
+            .map(|(id, slot)| (*id, &slot.context))
+    }
+
     /// Transactions held: live ones, and terminated ones whose actions are not yet polled.
     pub fn len(&self) -> usize {
         self.slots.len()
