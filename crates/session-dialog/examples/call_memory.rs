@@ -14,7 +14,12 @@
 //!
 //! Bytes are what the program asked the allocator for (live, not peak); the resident set adds
 //! the allocator's own overhead and is printed for reference.
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use bytes::Bytes;
 use session_dialog::endpoint::{EndpointConfig, Protocol};
@@ -158,11 +163,7 @@ fn uas(ua: &mut UserAgent, now: &mut Instant, calls: usize, round: &str) {
     }
     assert_eq!(ua.dialog_count(), calls);
     println!("UAS, {calls} calls, {round}");
-    report(
-        "  established, INVITE transaction in Timer L",
-        base,
-        calls,
-    );
+    report("  established, INVITE transaction in Timer L", base, calls);
     *now += Duration::from_secs(40);
     ua.handle_timeout(*now);
     drain(ua);
@@ -178,7 +179,11 @@ fn uas(ua: &mut UserAgent, now: &mut Instant, calls: usize, round: &str) {
         drain(ua);
     }
     assert_eq!(ua.dialog_count(), 0);
-    report("  after BYE: BYE server transaction in Timer J", base, calls);
+    report(
+        "  after BYE: BYE server transaction in Timer J",
+        base,
+        calls,
+    );
     *now += Duration::from_secs(40);
     ua.handle_timeout(*now);
     drain(ua);
@@ -209,19 +214,23 @@ fn uac(ua: &mut UserAgent, now: &mut Instant, calls: usize, round: &str) {
         };
         let mut ok =
             Response::from_request_with_tag(&request, StatusCode::OK, Some(&format!("b{call}")));
-        ok.headers.push(Header::new(
-            HeaderName::Contact,
-            "<sip:bob@127.0.0.1:5061>",
-        ));
-        ok.headers.remove_all(HeaderName::ContentLength);
-        ok.headers.push(Header::new(HeaderName::ContentType, "application/sdp"));
         ok.headers
-            .push(Header::new(HeaderName::ContentLength, SDP.len().to_string()));
+            .push(Header::new(HeaderName::Contact, "<sip:bob@127.0.0.1:5061>"));
+        ok.headers.remove_all(HeaderName::ContentLength);
+        ok.headers
+            .push(Header::new(HeaderName::ContentType, "application/sdp"));
+        ok.headers.push(Header::new(
+            HeaderName::ContentLength,
+            SDP.len().to_string(),
+        ));
         ok.body = sdp.clone();
         ua.handle_datagram(*now, Protocol::Udp, callee, &ok.to_bytes());
         let mut dialog = None;
         while let Some(event) = ua.poll_event() {
-            if let UaEvent::Response { dialog: Some(d), .. } = event {
+            if let UaEvent::Response {
+                dialog: Some(d), ..
+            } = event
+            {
                 dialog = Some(d);
             }
         }
@@ -230,11 +239,7 @@ fn uac(ua: &mut UserAgent, now: &mut Instant, calls: usize, round: &str) {
     }
     assert_eq!(ua.dialog_count(), calls);
     println!("UAC, {calls} calls, {round}");
-    report(
-        "  established, INVITE transaction in Timer M",
-        base,
-        calls,
-    );
+    report("  established, INVITE transaction in Timer M", base, calls);
     *now += Duration::from_secs(40);
     ua.handle_timeout(*now);
     drain(ua);
@@ -250,7 +255,11 @@ fn uac(ua: &mut UserAgent, now: &mut Instant, calls: usize, round: &str) {
         ua.handle_datagram(*now, Protocol::Udp, callee, &ok.to_bytes());
         drain(ua);
     }
-    report("  after BYE: BYE client transaction in Timer K", base, calls);
+    report(
+        "  after BYE: BYE client transaction in Timer K",
+        base,
+        calls,
+    );
     *now += Duration::from_secs(40);
     ua.handle_timeout(*now);
     drain(ua);
@@ -266,7 +275,10 @@ fn main() {
     let mut now = Instant::now();
     // A first round grows every map to its peak; the second shows what a call costs in a
     // running server, whose maps are already that large.
-    for round in ["first round (maps grow)", "second round (maps already grown)"] {
+    for round in [
+        "first round (maps grow)",
+        "second round (maps already grown)",
+    ] {
         let mut ua = user_agent(5060);
         let base = live();
         uas(&mut ua, &mut now, calls, round);

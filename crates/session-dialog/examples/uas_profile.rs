@@ -5,7 +5,12 @@
 //! valgrind --tool=callgrind /path/to/target/release/examples/uas_profile 20000
 //! perf record -g /path/to/target/release/examples/uas_profile 500000
 //! ```
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use bytes::Bytes;
 use session_dialog::endpoint::{EndpointConfig, Protocol};
@@ -85,8 +90,18 @@ fn main() {
             black_box(t);
         }
         let tag = dialog.local_tag;
-        ua.handle_datagram(now, Protocol::Udp, peer, &in_dialog("ACK", "z9hG4bK-1-2", 1, &tag));
-        ua.handle_datagram(now, Protocol::Udp, peer, &in_dialog("BYE", "z9hG4bK-1-3", 2, &tag));
+        ua.handle_datagram(
+            now,
+            Protocol::Udp,
+            peer,
+            &in_dialog("ACK", "z9hG4bK-1-2", 1, &tag),
+        );
+        ua.handle_datagram(
+            now,
+            Protocol::Udp,
+            peer,
+            &in_dialog("BYE", "z9hG4bK-1-3", 2, &tag),
+        );
         while let Some(event) = ua.poll_event() {
             black_box(event);
         }

@@ -818,6 +818,11 @@ impl Endpoint {
         failed.len()
     }
 
+    /// Makes room for `additional` more transactions (see [`TransactionTable::reserve`]).
+    pub fn reserve(&mut self, additional: usize) {
+        self.table.reserve(additional);
+    }
+
     /// Hands out the id of a client transaction that starts later (see
     /// [`Endpoint::send_cancel`]).
     pub(crate) fn reserve_id(&mut self) -> TransactionId {

@@ -10,6 +10,7 @@
 use crate::dialog::{Dialog, DialogState};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::transaction::TransactionId;
+use crate::transaction::table::IdMap;
 use bytes::Bytes;
 use session_sip::{Header, HeaderName, Method, Request, Response, Uri, new_branch, new_tag};
 use session_types::{CallId, DialogId, StatusCode};
@@ -204,18 +205,40 @@ struct ServerInvite {
     within: Option<DialogId>,
 }
 
+/// A dialog and what the user agent does in it right now; one map entry per dialog, so a
+/// request in a dialog costs one lookup.
+///
+/// The dialog and the pending 2xx are boxed: map slots are allocated for the peak number of
+/// dialogs and kept, so a small slot keeps an idle map small.
+struct DialogEntry {
+    dialog: Box<Dialog>,
+    /// Our 2xx waiting for its ACK (§13.3.1.4).
+    pending_2xx: Option<Box<Pending2xx>>,
+    /// Our re-INVITE in progress.
+    local_reinvite: Option<TransactionId>,
+    /// The peer's re-INVITE in progress.
+    remote_reinvite: Option<TransactionId>,
+}
+
+impl DialogEntry {
+    fn new(dialog: Dialog) -> Self {
+        Self {
+            dialog: Box::new(dialog),
+            pending_2xx: None,
+            local_reinvite: None,
+            remote_reinvite: None,
+        }
+    }
+}
+
 /// The sans-IO user agent. See the module docs.
 pub struct UserAgent {
     config: UaConfig,
     endpoint: Endpoint,
-    dialogs: HashMap<DialogId, Dialog>,
-    client_invites: HashMap<TransactionId, ClientInvite>,
-    server_invites: HashMap<TransactionId, ServerInvite>,
-    /// Our re-INVITE in progress per dialog, and the peer's.
-    local_reinvite: HashMap<DialogId, TransactionId>,
-    remote_reinvite: HashMap<DialogId, TransactionId>,
-    pending_2xx: HashMap<DialogId, Pending2xx>,
-    /// 2xx retransmission deadlines (lazy deletion: checked against `pending_2xx`).
+    dialogs: HashMap<DialogId, DialogEntry>,
+    client_invites: IdMap<ClientInvite>,
+    server_invites: IdMap<ServerInvite>,
+    /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
     timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
     events: VecDeque<UaEvent>,
 }
@@ -228,11 +251,8 @@ impl UserAgent {
             config,
             endpoint,
             dialogs: HashMap::new(),
-            client_invites: HashMap::new(),
-            server_invites: HashMap::new(),
-            local_reinvite: HashMap::new(),
-            remote_reinvite: HashMap::new(),
-            pending_2xx: HashMap::new(),
+            client_invites: IdMap::default(),
+            server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
         }
@@ -251,18 +271,40 @@ impl UserAgent {
     /// Everything the user agent holds per call: dialogs, transactions, INVITE records and
     /// pending 2xx. Zero when idle, which tests check after every run.
     pub fn state_count(&self) -> usize {
-        self.dialogs.len()
+        let in_dialogs: usize = self
+            .dialogs
+            .values()
+            .map(|e| {
+                1 + usize::from(e.pending_2xx.is_some())
+                    + usize::from(e.local_reinvite.is_some())
+                    + usize::from(e.remote_reinvite.is_some())
+            })
+            .sum();
+        in_dialogs
             + self.endpoint.transaction_count()
             + self.client_invites.len()
             + self.server_invites.len()
-            + self.local_reinvite.len()
-            + self.remote_reinvite.len()
-            + self.pending_2xx.len()
+    }
+
+    /// Makes room for `calls` more concurrent calls (dialogs and their transactions), so a
+    /// burst does not pause to grow and rehash the maps.
+    pub fn reserve(&mut self, calls: usize) {
+        self.dialogs.reserve(calls);
+        self.server_invites.reserve(calls);
+        self.client_invites.reserve(calls);
+        self.timers.reserve(calls);
+        // An INVITE and a BYE transaction per call may overlap.
+        self.endpoint.reserve(calls.saturating_mul(2));
     }
 
     /// A dialog.
     pub fn dialog(&self, id: &DialogId) -> Option<&Dialog> {
-        self.dialogs.get(id)
+        self.dialogs.get(id).map(|e| &*e.dialog)
+    }
+
+    fn pending_2xx_due(&self, id: &DialogId) -> Option<Instant> {
+        let pending = self.dialogs.get(id)?.pending_2xx.as_ref()?;
+        Some(pending.next.min(pending.give_up))
     }
 
     /// The next datagram to send.
@@ -278,11 +320,7 @@ impl UserAgent {
     /// When [`UserAgent::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, ref id))) = self.timers.peek() {
-            if self
-                .pending_2xx
-                .get(id)
-                .is_some_and(|p| p.next.min(p.give_up) == at)
-            {
+            if self.pending_2xx_due(id) == Some(at) {
                 break;
             }
             self.timers.pop();
@@ -313,7 +351,10 @@ impl UserAgent {
             let Some(Reverse((at, id))) = self.timers.pop() else {
                 break;
             };
-            let Some(pending) = self.pending_2xx.get_mut(&id) else {
+            let Some(entry) = self.dialogs.get_mut(&id) else {
+                continue;
+            };
+            let Some(pending) = entry.pending_2xx.as_mut() else {
                 continue;
             };
             if pending.next.min(pending.give_up) != at {
@@ -321,7 +362,7 @@ impl UserAgent {
             }
             if pending.give_up <= now {
                 // §13.3.1.4: no ACK in 64·T1: confirm and end the session with BYE.
-                self.pending_2xx.remove(&id);
+                entry.pending_2xx = None;
                 self.events.push_back(UaEvent::DialogTerminated {
                     dialog: id.clone(),
                     reason: DialogEnd::AckTimeout,
@@ -384,9 +425,13 @@ impl UserAgent {
         self.endpoint
             .handle_transport_error(now, destination, protocol);
         let dead: Vec<DialogId> = self
-            .pending_2xx
+            .dialogs
             .iter()
-            .filter(|(_, p)| p.destination == destination && p.protocol == protocol)
+            .filter(|(_, e)| {
+                e.pending_2xx
+                    .as_ref()
+                    .is_some_and(|p| p.destination == destination && p.protocol == protocol)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in dead {
@@ -417,8 +462,9 @@ impl UserAgent {
                 EndpointEvent::Response { id, response } => self.on_response(now, id, response),
                 EndpointEvent::StrayInvite2xx { response, source } => {
                     // The transaction is gone but the 2xx came again: re-ACK from the dialog.
-                    if let Some(dialog) =
-                        Dialog::id_of_response(&response).and_then(|id| self.dialogs.get(&id))
+                    if let Some(dialog) = Dialog::id_of_response(&response)
+                        .and_then(|id| self.dialogs.get(&id))
+                        .map(|e| &e.dialog)
                     {
                         let ack = dialog.clone().request(
                             Method::Ack,
@@ -434,33 +480,37 @@ impl UserAgent {
                     if self.server_invites.contains_key(&id) {
                         continue; // Timer H: our failure was never ACKed; nothing to tell.
                     }
-                    if let Some(invite) = self.client_invites.get(&id)
-                        && let Some(dialog) = &invite.within
-                    {
-                        self.local_reinvite.remove(dialog);
-                    }
+                    self.end_local_reinvite(id);
                     self.events
                         .push_back(UaEvent::TransactionTimeout { tx: id });
                 }
                 EndpointEvent::TransportError { id } => {
-                    if let Some(invite) = self.client_invites.get(&id)
-                        && let Some(dialog) = &invite.within
-                    {
-                        self.local_reinvite.remove(dialog);
-                    }
+                    self.end_local_reinvite(id);
                     self.events.push_back(UaEvent::TransportError { tx: id });
                 }
                 EndpointEvent::Terminated { id } => {
+                    self.end_local_reinvite(id);
                     self.client_invites.remove(&id);
                     if let Some(invite) = self.server_invites.remove(&id)
                         && let Some(dialog) = invite.within
+                        && let Some(entry) = self.dialogs.get_mut(&dialog)
+                        && entry.remote_reinvite == Some(id)
                     {
-                        self.remote_reinvite.remove(&dialog);
+                        entry.remote_reinvite = None;
                     }
-                    self.local_reinvite.retain(|_, tx| *tx != id);
-                    self.remote_reinvite.retain(|_, tx| *tx != id);
                 }
             }
+        }
+    }
+
+    /// Client transaction `tx` is over: if it was our re-INVITE, another may start.
+    fn end_local_reinvite(&mut self, tx: TransactionId) {
+        if let Some(invite) = self.client_invites.get(&tx)
+            && let Some(dialog) = &invite.within
+            && let Some(entry) = self.dialogs.get_mut(dialog)
+            && entry.local_reinvite == Some(tx)
+        {
+            entry.local_reinvite = None;
         }
     }
 
@@ -518,8 +568,9 @@ impl UserAgent {
             }
             return;
         }
-        let Some(id) = Dialog::id_of_request(&request).filter(|id| self.dialogs.contains_key(id))
-        else {
+        let found = Dialog::id_of_request(&request)
+            .and_then(|id| self.dialogs.get_mut(&id).map(|entry| (id, entry)));
+        let Some((id, entry)) = found else {
             // §12.2.2: a request for a dialog we do not have.
             self.reject(
                 now,
@@ -531,11 +582,7 @@ impl UserAgent {
             return;
         };
         let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
-        let in_order = self
-            .dialogs
-            .get_mut(&id)
-            .is_some_and(|d| d.accept_remote_seq(seq));
-        if !in_order {
+        if !entry.dialog.accept_remote_seq(seq) {
             self.reject(now, tx, &request, StatusCode::SERVER_INTERNAL_ERROR, None);
             return;
         }
@@ -551,11 +598,11 @@ impl UserAgent {
                     reason: DialogEnd::PeerBye,
                 });
             }
-            Method::Invite if self.local_reinvite.contains_key(&id) => {
+            Method::Invite if entry.local_reinvite.is_some() => {
                 // §14.2: our re-INVITE is pending: glare.
                 self.reject(now, tx, &request, StatusCode::REQUEST_PENDING, None);
             }
-            Method::Invite if self.remote_reinvite.contains_key(&id) => {
+            Method::Invite if entry.remote_reinvite.is_some() => {
                 // §14.2: a second re-INVITE before the first was answered.
                 let retry = Header::new(HeaderName::RetryAfter, fastrand::u32(0..=10).to_string());
                 self.reject(
@@ -567,10 +614,10 @@ impl UserAgent {
                 );
             }
             Method::Invite => {
-                if let Some(dialog) = self.dialogs.get_mut(&id) {
-                    dialog.refresh_target(request.headers.values(HeaderName::Contact).next());
-                }
-                self.remote_reinvite.insert(id.clone(), tx);
+                entry
+                    .dialog
+                    .refresh_target(request.headers.values(HeaderName::Contact).next());
+                entry.remote_reinvite = Some(tx);
                 let to_tag = id.local_tag.to_string();
                 self.server_invites.insert(
                     tx,
@@ -589,10 +636,10 @@ impl UserAgent {
                 });
             }
             _ => {
-                if request.method == Method::Update
-                    && let Some(dialog) = self.dialogs.get_mut(&id)
-                {
-                    dialog.refresh_target(request.headers.values(HeaderName::Contact).next());
+                if request.method == Method::Update {
+                    entry
+                        .dialog
+                        .refresh_target(request.headers.values(HeaderName::Contact).next());
                 }
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
@@ -608,7 +655,12 @@ impl UserAgent {
         let Some(id) = Dialog::id_of_request(&request) else {
             return;
         };
-        if self.pending_2xx.remove(&id).is_some() {
+        let acked = self
+            .dialogs
+            .get_mut(&id)
+            .and_then(|e| e.pending_2xx.take())
+            .is_some();
+        if acked {
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -646,7 +698,11 @@ impl UserAgent {
         }
         if !status.is_success() {
             if let Some(dialog) = within {
-                self.local_reinvite.remove(&dialog);
+                if let Some(entry) = self.dialogs.get_mut(&dialog)
+                    && entry.local_reinvite == Some(tx)
+                {
+                    entry.local_reinvite = None;
+                }
                 if status == StatusCode::REQUEST_PENDING {
                     let retry_after = self.glare_delay(&dialog);
                     self.events.push_back(UaEvent::ReInviteGlare {
@@ -692,7 +748,10 @@ impl UserAgent {
 
     /// §14.1: the owner of the Call-ID waits 2.1–4 s, the other side 0–2 s, in 10 ms steps.
     fn glare_delay(&self, dialog: &DialogId) -> Duration {
-        let owner = self.dialogs.get(dialog).is_some_and(|d| d.we_are_uac);
+        let owner = self
+            .dialogs
+            .get(dialog)
+            .is_some_and(|e| e.dialog.we_are_uac);
         let steps = if owner {
             fastrand::u64(210..=400)
         } else {
@@ -724,39 +783,49 @@ impl UserAgent {
         }
         let forked = invite.answered.is_some();
         let cancelled = invite.cancel.is_some();
-        let (request, destination, protocol) =
-            (invite.request.clone(), invite.destination, invite.protocol);
-        let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
-        let mut dialog = match within.as_ref().and_then(|d| self.dialogs.get(d)) {
-            Some(existing) => existing.clone(),
-            None => match Dialog::from_uac(&request, &response, destination, protocol) {
-                Some(dialog) => dialog,
-                None => return,
-            },
+        let seq = invite.request.cseq().map(|c| c.seq).unwrap_or_default();
+        let via = self.via(invite.protocol);
+        let protocol = invite.protocol;
+        let contact = response.headers.values(HeaderName::Contact).next();
+        // A re-INVITE's 2xx refreshes its dialog in place; a first 2xx makes a new one.
+        let (ack, hop, new_dialog) = match within.as_ref().and_then(|d| self.dialogs.get_mut(d)) {
+            Some(entry) => {
+                entry.local_reinvite = None;
+                let dialog = &mut entry.dialog;
+                dialog.state = DialogState::Confirmed;
+                dialog.refresh_target(contact);
+                let ack = dialog.request(Method::Ack, via, None, Some(seq)).to_bytes();
+                (ack, dialog.next_hop(), None)
+            }
+            None => {
+                let Some(mut dialog) =
+                    Dialog::from_uac(&invite.request, &response, invite.destination, protocol)
+                else {
+                    return;
+                };
+                dialog.state = DialogState::Confirmed;
+                dialog.refresh_target(contact);
+                let ack = dialog.request(Method::Ack, via, None, Some(seq)).to_bytes();
+                let hop = dialog.next_hop();
+                (ack, hop, Some(dialog))
+            }
         };
-        dialog.state = DialogState::Confirmed;
-        dialog.refresh_target(response.headers.values(HeaderName::Contact).next());
-        let ack = dialog
-            .request(Method::Ack, self.via(protocol), None, Some(seq))
-            .to_bytes();
-        let hop = dialog.next_hop();
         self.endpoint.send_stateless(ack.clone(), hop, protocol);
         if let Some(invite) = self.client_invites.get_mut(&tx)
             && invite.answered.is_none()
         {
             invite.answered = Some((id.clone(), ack));
         }
-        if let Some(reinvite_of) = within {
-            self.local_reinvite.remove(&reinvite_of);
-            self.dialogs.insert(reinvite_of.clone(), dialog);
+        let Some(dialog) = new_dialog else {
+            let dialog = within.filter(|d| self.dialogs.contains_key(d));
             self.events.push_back(UaEvent::Response {
                 tx,
                 response,
-                dialog: Some(reinvite_of),
+                dialog,
             });
             return;
-        }
-        self.dialogs.insert(id.clone(), dialog);
+        };
+        self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
         if cancelled && !forked {
             // §15: we wanted out but the 2xx won the race with the CANCEL: the call exists
             // now, so it is ACKed (above) and ended with BYE.
@@ -788,20 +857,16 @@ impl UserAgent {
         });
     }
 
-    fn end_dialog(&mut self, id: &DialogId) {
-        self.dialogs.remove(id);
-        self.pending_2xx.remove(id);
-        self.local_reinvite.remove(id);
-        self.remote_reinvite.remove(id);
+    fn end_dialog(&mut self, id: &DialogId) -> Option<Dialog> {
+        self.dialogs.remove(id).map(|e| *e.dialog)
     }
 
     fn send_bye(&mut self, now: Instant, id: &DialogId) {
-        let Some(mut dialog) = self.dialogs.get(id).cloned() else {
+        let Some(mut dialog) = self.end_dialog(id) else {
             return;
         };
         let bye = dialog.request(Method::Bye, self.via(dialog.protocol), None, None);
         let hop = dialog.next_hop();
-        self.end_dialog(id);
         if let Err(error) = self.endpoint.send_request(now, bye, hop, dialog.protocol) {
             tracing::warn!(%error, "could not send BYE");
         }
@@ -878,16 +943,21 @@ impl UserAgent {
         body: Option<(&str, Bytes)>,
     ) -> Result<TransactionId, EndpointError> {
         // §14.1: one re-INVITE at a time per dialog (checked before a CSeq is spent).
-        if method == Method::Invite && self.local_reinvite.contains_key(id) {
+        let entry = self
+            .dialogs
+            .get(id)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        if method == Method::Invite && entry.local_reinvite.is_some() {
             return Err(EndpointError::RequestPending);
         }
-        let via = self.via(self.dialogs.get(id).map_or(Protocol::Udp, |d| d.protocol));
-        let contact = self.config.contact.clone();
-        let dialog = self
+        let via = self.via(entry.dialog.protocol);
+        let contact = &self.config.contact;
+        let dialog = &mut self
             .dialogs
             .get_mut(id)
-            .ok_or(EndpointError::NoSuchTransaction)?;
-        let mut request = dialog.request(method.clone(), via, Some(&contact), None);
+            .ok_or(EndpointError::NoSuchTransaction)?
+            .dialog;
+        let mut request = dialog.request(method.clone(), via, Some(contact), None);
         for header in headers {
             request.headers.push(header);
         }
@@ -901,7 +971,9 @@ impl UserAgent {
             .send_request(now, request.clone(), hop, protocol)?;
         match method {
             Method::Invite => {
-                self.local_reinvite.insert(id.clone(), tx);
+                if let Some(entry) = self.dialogs.get_mut(id) {
+                    entry.local_reinvite = Some(tx);
+                }
                 self.client_invites.insert(
                     tx,
                     ClientInvite {
@@ -1036,12 +1108,12 @@ impl UserAgent {
                 (Some(id), _) => Some(id),
                 (None, Some(dialog)) => {
                     let id = dialog.id.clone();
-                    self.dialogs.insert(id.clone(), dialog);
+                    self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
                     Some(id)
                 }
                 (None, None) => None,
             };
-            if let Some(id) = id {
+            if let Some(id) = id.filter(|id| self.dialogs.contains_key(id)) {
                 let (destination, protocol) =
                     self.endpoint.peer_of(tx).unwrap_or((source, protocol));
                 let t1 = self.config.endpoint.timers.t1;
@@ -1061,8 +1133,10 @@ impl UserAgent {
                     give_up,
                 };
                 self.timers.push(Reverse((next.min(give_up), id.clone())));
-                self.pending_2xx.insert(id.clone(), pending);
-                self.remote_reinvite.remove(&id);
+                if let Some(entry) = self.dialogs.get_mut(&id) {
+                    entry.pending_2xx = Some(Box::new(pending));
+                    entry.remote_reinvite = None;
+                }
                 dialog_id = Some(id);
             }
         }

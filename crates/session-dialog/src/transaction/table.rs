@@ -6,12 +6,39 @@ use super::{Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
 /// A handle to one transaction in a [`TransactionTable`]; never reused within a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransactionId(u64);
+
+/// Hashes a [`TransactionId`] with one multiplication. Ids are handed out by the table in
+/// sequence, never taken from the network, so they need no protection against chosen
+/// collisions; SipHash would cost more than the rest of a lookup. The multiplier spreads the
+/// sequence over the high bits, which the hash map uses as per-bucket tags.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `TransactionId`; fold anything else in the same way.
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by [`TransactionId`] with [`IdHasher`].
+pub(crate) type IdMap<V> = HashMap<TransactionId, V, BuildHasherDefault<IdHasher>>;
 
 /// One of the four transaction machines.
 #[derive(Debug)]
@@ -73,7 +100,7 @@ struct Slot<K, C> {
 /// actions into one queue (drained by [`TransactionTable::poll_action`]), re-arms its timer,
 /// and removes it once it reports [`Action::Terminated`].
 pub struct TransactionTable<K, C> {
-    slots: HashMap<TransactionId, Slot<K, C>>,
+    slots: IdMap<Slot<K, C>>,
     index: HashMap<K, TransactionId>,
     timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
     actions: VecDeque<(TransactionId, Action)>,
@@ -90,12 +117,20 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     /// An empty table.
     pub fn new() -> Self {
         Self {
-            slots: HashMap::new(),
+            slots: IdMap::default(),
             index: HashMap::new(),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             next_id: 0,
         }
+    }
+
+    /// Makes room for `additional` more transactions, so a burst of calls does not pause to
+    /// grow (and rehash) the maps.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+        self.index.reserve(additional);
+        self.timers.reserve(additional);
     }
 
     /// Adds a transaction under `key`; `None` if a transaction with that key is already live
