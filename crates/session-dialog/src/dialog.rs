@@ -54,6 +54,32 @@ fn tag_of(value: &str) -> Option<String> {
     NameAddr::parse(value).ok()?.tag().map(str::to_owned)
 }
 
+/// What a UAC keeps of an INVITE it sent to make dialogs from its answers (several, when a
+/// proxy forks it): far less than the request itself.
+#[derive(Clone, Debug)]
+pub(crate) struct SentInvite {
+    /// The From value, with our tag.
+    pub(crate) local_party: Box<str>,
+    pub(crate) local_tag: std::sync::Arc<str>,
+    pub(crate) call_id: CallId,
+    pub(crate) seq: u32,
+    /// The Request-URI (the remote target when a 2xx has no Contact).
+    pub(crate) uri: Uri,
+}
+
+impl SentInvite {
+    pub(crate) fn of(invite: &Request) -> Option<Self> {
+        let local_party = invite.headers.get_str(HeaderName::From)?;
+        Some(Self {
+            local_tag: invite.from().ok()?.tag()?.into(),
+            local_party: local_party.into(),
+            call_id: CallId::new(invite.call_id().ok()?),
+            seq: invite.cseq().ok()?.seq,
+            uri: invite.uri.clone(),
+        })
+    }
+}
+
 impl Dialog {
     /// The dialog a UAC gets from a 1xx (with a To tag) or 2xx answer to its INVITE (§12.1.2).
     pub fn from_uac(
@@ -62,11 +88,22 @@ impl Dialog {
         peer: SocketAddr,
         protocol: Protocol,
     ) -> Option<Self> {
-        let local_party = invite.headers.get_str(HeaderName::From)?.to_owned();
+        let sent = SentInvite::of(invite)?;
+        Self::from_sent_invite(&sent, response, peer, protocol)
+    }
+
+    /// [`Dialog::from_uac`] from the parts of the INVITE a UAC keeps.
+    pub(crate) fn from_sent_invite(
+        invite: &SentInvite,
+        response: &Response,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
+        let local_party = invite.local_party.to_string();
         let remote_party = response.headers.get_str(HeaderName::To)?.to_owned();
         let id = DialogId::new(
-            CallId::new(invite.call_id().ok()?),
-            tag_of(&local_party)?,
+            invite.call_id.clone(),
+            invite.local_tag.clone(),
             tag_of(&remote_party)?,
         );
         let remote_target = contact_uri(response.headers.values(HeaderName::Contact).next())
@@ -86,7 +123,7 @@ impl Dialog {
                 DialogState::Early
             },
             we_are_uac: true,
-            local_seq: invite.cseq().ok()?.seq,
+            local_seq: invite.seq,
             remote_seq: None,
             local_party,
             remote_party,

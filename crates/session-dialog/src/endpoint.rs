@@ -204,8 +204,12 @@ enum Key {
 /// What the endpoint keeps with each transaction.
 #[derive(Debug)]
 struct Context {
-    /// The request that created the transaction.
-    request: Request,
+    /// The request that created the transaction, while it may still be needed: until the
+    /// final response (server: to answer it, for 100 Trying and the 487 after a CANCEL;
+    /// client: for the CANCEL and the ACK of a failure). A transaction that lingers to absorb
+    /// retransmissions (Timers D, I, J, K, L, M) no longer holds it (boxed, so it then
+    /// takes no room in the slot either).
+    request: Option<Box<Request>>,
     /// Client: where requests go. Server: where responses go (§18.2.2).
     peer: SocketAddr,
     protocol: Protocol,
@@ -408,12 +412,15 @@ impl Endpoint {
     }
 
     fn send_trying(&mut self, now: Instant, id: TransactionId) {
-        let Some(ctx) = self.table.context(id) else {
+        let Some(request) = self
+            .table
+            .context(id)
+            .and_then(|ctx| ctx.request.as_deref())
+        else {
             return;
         };
         // 100 Trying carries no To tag (§8.2.6.1).
-        let trying =
-            Response::from_request_with_tag(&ctx.request, StatusCode::TRYING, None).to_bytes();
+        let trying = Response::from_request_with_tag(request, StatusCode::TRYING, None).to_bytes();
         self.table.with(id, |tx, _| {
             if let Transaction::ServerInvite(tx) = tx {
                 tx.send_response(now, 100, trying);
@@ -539,7 +546,7 @@ impl Endpoint {
                     )),
                 };
                 let context = Context {
-                    request: request.clone(),
+                    request: Some(Box::new(request.clone())),
                     peer,
                     protocol,
                     to_tag: None,
@@ -633,8 +640,10 @@ impl Endpoint {
         let answer = Response::from_request_with_tag(&cancel, status, Some(&to_tag)).to_bytes();
         let mut tx = ServerNonInvite::new(protocol.reliability(), self.config.timers);
         tx.send_response(now, status.as_u16(), answer);
+        // The CANCEL is answered at once: nothing more is built from it.
+        drop(cancel);
         let context = Context {
-            request: cancel,
+            request: None,
             peer,
             protocol,
             to_tag: Some(to_tag.clone()),
@@ -642,17 +651,22 @@ impl Endpoint {
         self.table
             .insert(key, Transaction::ServerNonInvite(tx), context);
         if let Some(id) = pending {
-            let terminated = self.table.context(id).map(|ctx| {
-                Response::from_request_with_tag(
-                    &ctx.request,
-                    StatusCode::REQUEST_TERMINATED,
-                    Some(&to_tag),
-                )
-                .to_bytes()
-            });
+            let terminated = self
+                .table
+                .context(id)
+                .and_then(|ctx| ctx.request.as_deref())
+                .map(|request| {
+                    Response::from_request_with_tag(
+                        request,
+                        StatusCode::REQUEST_TERMINATED,
+                        Some(&to_tag),
+                    )
+                    .to_bytes()
+                });
             if let Some(bytes) = terminated {
                 self.table.with(id, |tx, ctx| {
                     ctx.to_tag = Some(to_tag);
+                    ctx.request = None;
                     if let Transaction::ServerInvite(tx) = tx {
                         tx.send_response(now, 487, bytes);
                     }
@@ -682,12 +696,22 @@ impl Endpoint {
             }
             return;
         };
-        let verdict = self.table.with(id, |tx, ctx| match tx {
-            Transaction::ClientInvite(tx) => {
-                tx.handle_response(now, status, || ack_for_failure(&ctx.request, &response))
+        let verdict = self.table.with(id, |tx, ctx| {
+            let verdict = match tx {
+                Transaction::ClientInvite(tx) => tx.handle_response(now, status, || {
+                    ctx.request
+                        .as_ref()
+                        .map(|invite| ack_for_failure(invite, &response))
+                        .unwrap_or_default()
+                }),
+                Transaction::ClientNonInvite(tx) => tx.handle_response(now, status),
+                _ => Verdict::Absorbed,
+            };
+            // After the final response neither a CANCEL nor a failure ACK is built again.
+            if status >= 200 {
+                ctx.request = None;
             }
-            Transaction::ClientNonInvite(tx) => tx.handle_response(now, status),
-            _ => Verdict::Absorbed,
+            verdict
         });
         self.collect_actions(now);
         if verdict == Some(Verdict::PassUp) {
@@ -752,7 +776,7 @@ impl Endpoint {
             )),
         };
         let context = Context {
-            request,
+            request: Some(Box::new(request)),
             peer: destination,
             protocol,
             to_tag: None,
@@ -888,11 +912,16 @@ impl Endpoint {
                 if tag.is_some() {
                     ctx.to_tag = tag;
                 }
-                match tx {
+                let accepted = match tx {
                     Transaction::ServerInvite(tx) => tx.send_response(now, status, bytes),
                     Transaction::ServerNonInvite(tx) => tx.send_response(now, status, bytes),
                     _ => false,
+                };
+                if accepted && status >= 200 {
+                    // Answered: the request is no longer needed (see `Context::request`).
+                    ctx.request = None;
                 }
+                accepted
             })
             .ok_or(EndpointError::NoSuchTransaction)?;
         self.collect_actions(now);
@@ -903,9 +932,17 @@ impl Endpoint {
         }
     }
 
-    /// The request that created transaction `id`.
+    /// The request that created transaction `id`, until its final response: a server
+    /// transaction keeps it while the TU may answer, a client transaction while it may be
+    /// cancelled. A transaction lingering after its final response (to absorb
+    /// retransmissions) has released it, to keep its memory small.
     pub fn request_of(&self, id: TransactionId) -> Option<&Request> {
-        self.table.context(id).map(|ctx| &ctx.request)
+        self.table.context(id)?.request.as_deref()
+    }
+
+    /// Whether transaction `id` is live (it may be lingering after its final response).
+    pub fn is_live(&self, id: TransactionId) -> bool {
+        self.table.context(id).is_some()
     }
 
     /// Where responses of server transaction `id` go, or where client transaction `id` sends.
@@ -915,7 +952,7 @@ impl Endpoint {
 
     /// Builds the CANCEL for the pending INVITE of client transaction `id` (§9.1).
     pub fn cancel_for(&self, id: TransactionId) -> Option<Request> {
-        let invite = &self.table.context(id)?.request;
+        let invite = self.table.context(id)?.request.as_deref()?;
         mirror_invite(invite, Method::Cancel, invite.headers.get(HeaderName::To)?)
     }
 }

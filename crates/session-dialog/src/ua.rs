@@ -7,7 +7,7 @@
 //! (§12.2.2); a re-INVITE that crosses ours gets 491, and a 491 for ours gives the randomized
 //! retry delay of §14.1; BYE is answered and ends the dialog.
 
-use crate::dialog::{Dialog, DialogState};
+use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::transaction::TransactionId;
 use crate::transaction::table::IdMap;
@@ -155,7 +155,8 @@ struct Pending2xx {
 
 /// What we remember of an INVITE we sent.
 struct ClientInvite {
-    request: Request,
+    /// What dialogs are made from.
+    invite: SentInvite,
     destination: SocketAddr,
     protocol: Protocol,
     /// The dialog its first 2xx made, with the ACK we sent for it.
@@ -783,7 +784,7 @@ impl UserAgent {
         }
         let forked = invite.answered.is_some();
         let cancelled = invite.cancel.is_some();
-        let seq = invite.request.cseq().map(|c| c.seq).unwrap_or_default();
+        let seq = invite.invite.seq;
         let via = self.via(invite.protocol);
         let protocol = invite.protocol;
         let contact = response.headers.values(HeaderName::Contact).next();
@@ -798,9 +799,12 @@ impl UserAgent {
                 (ack, dialog.next_hop(), None)
             }
             None => {
-                let Some(mut dialog) =
-                    Dialog::from_uac(&invite.request, &response, invite.destination, protocol)
-                else {
+                let Some(mut dialog) = Dialog::from_sent_invite(
+                    &invite.invite,
+                    &response,
+                    invite.destination,
+                    protocol,
+                ) else {
                     return;
                 };
                 dialog.state = DialogState::Confirmed;
@@ -915,13 +919,14 @@ impl UserAgent {
         }
         let mut request = builder.build();
         let protocol = self.fit_transport(&mut request, protocol);
+        let invite = SentInvite::of(&request).ok_or(EndpointError::BadRequest("no From tag"))?;
         let tx = self
             .endpoint
-            .send_request(now, request.clone(), destination, protocol)?;
+            .send_request(now, request, destination, protocol)?;
         self.client_invites.insert(
             tx,
             ClientInvite {
-                request,
+                invite,
                 destination,
                 protocol,
                 answered: None,
@@ -966,18 +971,20 @@ impl UserAgent {
         }
         let (hop, protocol) = (dialog.next_hop(), dialog.protocol);
         let protocol = self.fit_transport(&mut request, protocol);
-        let tx = self
-            .endpoint
-            .send_request(now, request.clone(), hop, protocol)?;
-        match method {
-            Method::Invite => {
+        let sent = match method {
+            Method::Invite => SentInvite::of(&request),
+            _ => None,
+        };
+        let tx = self.endpoint.send_request(now, request, hop, protocol)?;
+        match (method, sent) {
+            (Method::Invite, Some(invite)) => {
                 if let Some(entry) = self.dialogs.get_mut(id) {
                     entry.local_reinvite = Some(tx);
                 }
                 self.client_invites.insert(
                     tx,
                     ClientInvite {
-                        request,
+                        invite,
                         destination: hop,
                         protocol,
                         answered: None,
@@ -987,7 +994,7 @@ impl UserAgent {
                     },
                 );
             }
-            Method::Bye => {
+            (Method::Bye, _) => {
                 self.end_dialog(id);
                 self.events.push_back(UaEvent::DialogTerminated {
                     dialog: id.clone(),
@@ -1071,10 +1078,14 @@ impl UserAgent {
     ) -> Result<Option<DialogId>, EndpointError> {
         let invite = self.server_invites.get(&tx);
         let within = invite.and_then(|i| i.within.clone());
-        let request = self
-            .endpoint
-            .request_of(tx)
-            .ok_or(EndpointError::NoSuchTransaction)?;
+        let Some(request) = self.endpoint.request_of(tx) else {
+            // A transaction that already sent its final response keeps no request.
+            return Err(if self.endpoint.is_live(tx) {
+                EndpointError::ResponseRefused
+            } else {
+                EndpointError::NoSuchTransaction
+            });
+        };
         let mut response =
             Response::from_request_with_tag(request, status, invite.map(|i| i.to_tag.as_str()));
         let is_invite = request.method == Method::Invite;

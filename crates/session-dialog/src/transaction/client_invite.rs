@@ -34,6 +34,7 @@ pub struct ClientInvite {
     state: ClientInviteState,
     config: TimerConfig,
     transport: Transport,
+    /// The INVITE, for Timer A; released once the transaction leaves `Calling`.
     request: Bytes,
     ack: Option<Bytes>,
     /// Timer A: next retransmission, with its current interval.
@@ -90,6 +91,7 @@ impl ClientInvite {
             (Calling | Proceeding, 100..=199) => {
                 self.state = Proceeding;
                 self.retransmit = None;
+                self.request = Bytes::new();
                 // Timer B only guards the Calling state (§17.1.1.2); once a provisional arrives
                 // the TU decides how long to wait (CANCEL, Expires).
                 self.state_timer = None;
@@ -98,12 +100,14 @@ impl ClientInvite {
             (Calling | Proceeding, 200..=299) => {
                 self.state = Accepted;
                 self.retransmit = None;
+                self.request = Bytes::new();
                 self.state_timer = Some(now + self.config.timeout());
                 Verdict::PassUp
             }
             (Calling | Proceeding, 300..=699) => {
                 self.state = Completed;
                 self.retransmit = None;
+                self.request = Bytes::new();
                 let ack = make_ack();
                 self.actions.push_back(Action::Transmit(ack.clone()));
                 self.ack = Some(ack);

@@ -82,6 +82,8 @@ impl ClientNonInvite {
             (Trying | Proceeding, 200..=699) => {
                 self.state = Completed;
                 self.retransmit = None;
+                // Only Timer K is left: the request is never sent again.
+                self.request = Bytes::new();
                 let wait = self.config.absorb_after_final(self.transport);
                 if wait.is_zero() {
                     self.terminate();

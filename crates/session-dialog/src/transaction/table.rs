@@ -100,7 +100,9 @@ struct Slot<K, C> {
 /// actions into one queue (drained by [`TransactionTable::poll_action`]), re-arms its timer,
 /// and removes it once it reports [`Action::Terminated`].
 pub struct TransactionTable<K, C> {
-    slots: IdMap<Slot<K, C>>,
+    /// Boxed: the map keeps room for the peak number of transactions, and a small slot keeps
+    /// that room small once they are gone.
+    slots: IdMap<Box<Slot<K, C>>>,
     index: HashMap<K, TransactionId>,
     timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
     actions: VecDeque<(TransactionId, Action)>,
@@ -178,13 +180,13 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         }
         self.slots.insert(
             id,
-            Slot {
+            Box::new(Slot {
                 key,
                 transaction,
                 armed: None,
                 context,
                 dead: false,
-            },
+            }),
         );
         self.settle(id);
         Some(id)
