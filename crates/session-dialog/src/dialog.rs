@@ -143,12 +143,37 @@ impl Dialog {
         protocol: Protocol,
     ) -> Option<Self> {
         let local_party = response.headers.get_str(HeaderName::To)?.to_owned();
+        let local_tag = tag_of(&local_party)?;
+        let mut dialog = Self::from_uas_with(invite, local_party, &local_tag, peer, protocol)?;
+        if !response.status.is_success() {
+            dialog.state = DialogState::Early;
+        }
+        Some(dialog)
+    }
+
+    /// [`Dialog::from_uas`] for the 2xx the UA is about to send with To tag `local_tag`
+    /// (the INVITE's To had none): nothing is read back from the response.
+    pub(crate) fn from_uas_tagged(
+        invite: &Request,
+        local_tag: &str,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
+        let to = invite.headers.get_str(HeaderName::To)?;
+        let local_party = format!("{to};tag={local_tag}");
+        Self::from_uas_with(invite, local_party, local_tag, peer, protocol)
+    }
+
+    fn from_uas_with(
+        invite: &Request,
+        local_party: String,
+        local_tag: &str,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
         let remote_party = invite.headers.get_str(HeaderName::From)?.to_owned();
-        let id = DialogId::new(
-            CallId::new(invite.call_id().ok()?),
-            tag_of(&local_party)?,
-            tag_of(&remote_party)?,
-        );
+        let remote_tag = invite.from().ok()?.tag()?;
+        let id = DialogId::new(CallId::new(invite.call_id().ok()?), local_tag, remote_tag);
         let remote_target = contact_uri(invite.headers.values(HeaderName::Contact).next())?;
         let route_set = invite
             .headers
@@ -157,11 +182,7 @@ impl Dialog {
             .collect();
         Some(Self {
             id,
-            state: if response.status.is_success() {
-                DialogState::Confirmed
-            } else {
-                DialogState::Early
-            },
+            state: DialogState::Confirmed,
             we_are_uac: false,
             local_seq: 0,
             remote_seq: Some(invite.cseq().ok()?.seq),
@@ -176,23 +197,23 @@ impl Dialog {
 
     /// The dialog id a request received in this dialog carries (To tag is ours).
     pub fn id_of_request(request: &Request) -> Option<DialogId> {
-        let local = request.to().ok()?.tag()?.to_owned();
-        let remote = request.from().ok()?.tag().unwrap_or_default().to_owned();
+        let to = request.to().ok()?;
+        let from = request.from().ok()?;
         Some(DialogId::new(
             CallId::new(request.call_id().ok()?),
-            local,
-            remote,
+            to.tag()?,
+            from.tag().unwrap_or_default(),
         ))
     }
 
     /// The dialog id a response to our request carries (From tag is ours).
     pub fn id_of_response(response: &Response) -> Option<DialogId> {
-        let local = response.from().ok()?.tag()?.to_owned();
-        let remote = response.to().ok()?.tag()?.to_owned();
+        let from = response.from().ok()?;
+        let to = response.to().ok()?;
         Some(DialogId::new(
             CallId::new(response.call_id().ok()?),
-            local,
-            remote,
+            from.tag()?,
+            to.tag()?,
         ))
     }
 

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use session_sip::{Header, HeaderName, Message, Method, ParseLimits, Request, Response, UasPolicy};
 use session_types::StatusCode;
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The transport a message travels on.
@@ -179,26 +181,58 @@ impl Default for EndpointConfig {
     }
 }
 
-/// How a message is matched to a transaction.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// How a message is matched to a transaction. The strings are shared: the table keeps the
+/// key twice (in its index and with the transaction), and a clone is a reference count.
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Key {
     /// §17.1.3: the branch we put in the top Via, and the CSeq method.
-    Client { branch: Box<str>, method: Method },
-    /// §17.2.3: branch, sent-by and method (ACK matches as INVITE).
+    Client { branch: Arc<str>, method: Method },
+    /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE).
     Server {
-        branch: Box<str>,
-        sent_by: Box<str>,
+        branch: Arc<str>,
+        host: Arc<str>,
+        port: Option<u16>,
         method: Method,
     },
     /// §17.2.3 fallback for RFC 2543 peers without the magic cookie.
     Server2543 {
-        uri: Box<str>,
-        from_tag: Box<str>,
-        call_id: Box<str>,
+        uri: Arc<str>,
+        from_tag: Arc<str>,
+        call_id: Arc<str>,
         cseq: u32,
-        top_via: Box<str>,
+        top_via: Arc<str>,
         method: Method,
     },
+}
+
+/// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
+/// still compares everything, so this is only faster, not looser.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Client { branch, method } => {
+                state.write_u8(0);
+                branch.hash(state);
+                method.hash(state);
+            }
+            Self::Server { branch, method, .. } => {
+                state.write_u8(1);
+                branch.hash(state);
+                method.hash(state);
+            }
+            Self::Server2543 {
+                call_id,
+                cseq,
+                method,
+                ..
+            } => {
+                state.write_u8(2);
+                call_id.hash(state);
+                cseq.hash(state);
+                method.hash(state);
+            }
+        }
+    }
 }
 
 /// What the endpoint keeps with each transaction.
@@ -235,17 +269,12 @@ fn server_key(request: &Request) -> Option<Key> {
         ref other => other.clone(),
     };
     match via.branch() {
-        Some(branch) if via.is_rfc3261_branch() => {
-            let sent_by = match via.port {
-                Some(port) => format!("{}:{port}", via.host),
-                None => via.host.to_owned(),
-            };
-            Some(Key::Server {
-                branch: branch.into(),
-                sent_by: sent_by.into(),
-                method,
-            })
-        }
+        Some(branch) if via.is_rfc3261_branch() => Some(Key::Server {
+            branch: branch.into(),
+            host: via.host.into(),
+            port: via.port,
+            method,
+        }),
         _ => {
             let top_via = request.headers.values(HeaderName::Via).next()?;
             Some(Key::Server2543 {
@@ -599,10 +628,11 @@ impl Endpoint {
     ) {
         let invite_key = match &key {
             Key::Server {
-                branch, sent_by, ..
+                branch, host, port, ..
             } => Key::Server {
                 branch: branch.clone(),
-                sent_by: sent_by.clone(),
+                host: host.clone(),
+                port: *port,
                 method: Method::Invite,
             },
             Key::Server2543 {
@@ -749,7 +779,7 @@ impl Endpoint {
         let via = request
             .top_via()
             .map_err(|_| EndpointError::BadRequest("no Via"))?;
-        let branch: Box<str> = via
+        let branch: Arc<str> = via
             .branch()
             .filter(|_| via.is_rfc3261_branch())
             .ok_or(EndpointError::BadRequest("no RFC 3261 branch"))?
@@ -890,19 +920,31 @@ impl Endpoint {
         &mut self,
         now: Instant,
         id: TransactionId,
+        response: Response,
+    ) -> Result<Bytes, EndpointError> {
+        let tag = response
+            .to()
+            .ok()
+            .and_then(|to| to.tag().map(str::to_owned));
+        self.respond_tagged(now, id, response, tag)
+    }
+
+    /// [`Endpoint::respond`] for a caller that knows the To tag the response carries, which
+    /// spares reading it back.
+    pub(crate) fn respond_tagged(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
         mut response: Response,
+        tag: Option<String>,
     ) -> Result<Bytes, EndpointError> {
         if let Some(agent) = &self.config.user_agent
             && response.headers.get(HeaderName::Server).is_none()
         {
             response
                 .headers
-                .push(Header::new(HeaderName::Server, agent.clone()));
+                .push(Header::new(HeaderName::Server, agent.as_str()));
         }
-        let tag = response
-            .to()
-            .ok()
-            .and_then(|to| to.tag().map(str::to_owned));
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
         let sent = bytes.clone();

@@ -143,6 +143,59 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
     bytes
 }
 
+/// The response to `request` (RFC 3261 §8.2.6.1): its Via lines, From, To, Call-ID and CSeq,
+/// the To tagged with `tag` (or a fresh tag) unless it has one or the status is 100. Returns
+/// it with the To tag it carries. It has no Content-Length yet: [`finish_body`] adds it after
+/// whatever else the UA adds, so the header list is built once, in order.
+fn response_to(
+    request: &Request,
+    status: StatusCode,
+    tag: Option<&str>,
+) -> (Response, Option<String>) {
+    let mut response = Response::builder(status).build();
+    response.headers.remove_all(HeaderName::ContentLength);
+    let has_tag = request.to().ok().and_then(|to| to.tag().map(str::to_owned));
+    let mut to_tag = None;
+    for header in request.headers.iter() {
+        match header.name() {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                response.headers.push(header.clone());
+            }
+            HeaderName::To => match (&has_tag, status == StatusCode::TRYING) {
+                (Some(existing), _) => {
+                    to_tag = Some(existing.clone());
+                    response.headers.push(header.clone());
+                }
+                (None, true) => response.headers.push(header.clone()),
+                (None, false) => {
+                    let tag = tag.map_or_else(new_tag, str::to_owned);
+                    let value = format!("{};tag={tag}", header.value());
+                    response.headers.push(Header::new(HeaderName::To, value));
+                    to_tag = Some(tag);
+                }
+            },
+            // §8.2.6.1: a 100 Trying copies Timestamp.
+            HeaderName::Timestamp if status == StatusCode::TRYING => {
+                response.headers.push(header.clone());
+            }
+            _ => {}
+        }
+    }
+    (response, to_tag)
+}
+
+/// Ends the headers of a message from [`response_to`]: Content-Type and Content-Length for
+/// `body`, or Content-Length 0.
+fn finish_body(response: &mut Response, body: Option<(&str, Bytes)>) {
+    response.headers.remove_all(HeaderName::ContentLength);
+    match body {
+        Some(body) => response.body = set_body(&mut response.headers, body),
+        None => response
+            .headers
+            .push(Header::new(HeaderName::ContentLength, "0")),
+    }
+}
+
 /// A UAS 2xx being retransmitted until its ACK (§13.3.1.4).
 struct Pending2xx {
     bytes: Bytes,
@@ -235,6 +288,8 @@ impl DialogEntry {
 /// The sans-IO user agent. See the module docs.
 pub struct UserAgent {
     config: UaConfig,
+    /// `<contact>`, as written in our responses.
+    contact_value: String,
     endpoint: Endpoint,
     dialogs: HashMap<DialogId, DialogEntry>,
     client_invites: IdMap<ClientInvite>,
@@ -249,6 +304,7 @@ impl UserAgent {
     pub fn new(config: UaConfig) -> Self {
         let endpoint = Endpoint::new(config.endpoint.clone());
         Self {
+            contact_value: format!("<{}>", config.contact),
             config,
             endpoint,
             dialogs: HashMap::new(),
@@ -589,8 +645,9 @@ impl UserAgent {
         }
         match request.method {
             Method::Bye => {
-                let ok = Response::from_request(&request, StatusCode::OK);
-                if let Err(error) = self.endpoint.respond(now, tx, ok) {
+                let (mut ok, tag) = response_to(&request, StatusCode::OK, None);
+                finish_body(&mut ok, None);
+                if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
                 self.end_dialog(&id);
@@ -1086,30 +1143,28 @@ impl UserAgent {
                 EndpointError::NoSuchTransaction
             });
         };
-        let mut response =
-            Response::from_request_with_tag(request, status, invite.map(|i| i.to_tag.as_str()));
+        let (mut response, to_tag) =
+            response_to(request, status, invite.map(|i| i.to_tag.as_str()));
         let is_invite = request.method == Method::Invite;
         if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
             response.headers.push(Header::new(
                 HeaderName::Contact,
-                format!("<{}>", self.config.contact),
+                self.contact_value.as_str(),
             ));
         }
         for header in headers {
             response.headers.push(header);
         }
-        if let Some(body) = body {
-            response.body = set_body(&mut response.headers, body);
-        }
-        // The dialog (if this 2xx makes one) is read off the request and response before the
-        // response goes to the transaction, so neither is copied.
-        let new_dialog = match invite {
-            Some(invite) if status.is_success() && within.is_none() => {
-                Dialog::from_uas(request, &response, invite.source, invite.protocol)
+        finish_body(&mut response, body);
+        // The dialog (if this 2xx makes one) is read off the request before the response goes
+        // to the transaction, so neither is copied.
+        let new_dialog = match (invite, &to_tag) {
+            (Some(invite), Some(local_tag)) if status.is_success() && within.is_none() => {
+                Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
             }
             _ => None,
         };
-        let bytes = self.endpoint.respond(now, tx, response)?;
+        let bytes = self.endpoint.respond_tagged(now, tx, response, to_tag)?;
         let mut dialog_id = None;
         if let Some(invite) = self.server_invites.get(&tx)
             && status.is_success()
