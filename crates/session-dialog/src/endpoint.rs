@@ -982,6 +982,11 @@ impl Endpoint {
         self.table.context(id)?.request.as_deref()
     }
 
+    /// Whether `id` is a server transaction.
+    pub(crate) fn is_server(&self, id: TransactionId) -> bool {
+        self.table.is_server(id)
+    }
+
     /// Whether transaction `id` is live (it may be lingering after its final response).
     pub fn is_live(&self, id: TransactionId) -> bool {
         self.table.context(id).is_some()

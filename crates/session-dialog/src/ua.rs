@@ -292,8 +292,9 @@ pub struct UserAgent {
     contact_value: String,
     endpoint: Endpoint,
     dialogs: HashMap<DialogId, DialogEntry>,
-    client_invites: IdMap<ClientInvite>,
-    server_invites: IdMap<ServerInvite>,
+    /// Boxed, like the dialogs: the maps keep room for their peak, so slots stay small.
+    client_invites: IdMap<Box<ClientInvite>>,
+    server_invites: IdMap<Box<ServerInvite>>,
     /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
     timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
     events: VecDeque<UaEvent>,
@@ -534,7 +535,7 @@ impl UserAgent {
                     }
                 }
                 EndpointEvent::TimedOut { id } => {
-                    if self.server_invites.contains_key(&id) {
+                    if self.endpoint.is_server(id) {
                         continue; // Timer H: our failure was never ACKed; nothing to tell.
                     }
                     self.end_local_reinvite(id);
@@ -603,12 +604,12 @@ impl UserAgent {
                 let to_tag = new_tag();
                 self.server_invites.insert(
                     tx,
-                    ServerInvite {
+                    Box::new(ServerInvite {
                         source,
                         protocol,
                         to_tag,
                         within: None,
-                    },
+                    }),
                 );
                 self.events.push_back(UaEvent::IncomingInvite {
                     tx,
@@ -679,12 +680,12 @@ impl UserAgent {
                 let to_tag = id.local_tag.to_string();
                 self.server_invites.insert(
                     tx,
-                    ServerInvite {
+                    Box::new(ServerInvite {
                         source,
                         protocol,
                         to_tag,
                         within: Some(id.clone()),
-                    },
+                    }),
                 );
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
@@ -982,7 +983,7 @@ impl UserAgent {
             .send_request(now, request, destination, protocol)?;
         self.client_invites.insert(
             tx,
-            ClientInvite {
+            Box::new(ClientInvite {
                 invite,
                 destination,
                 protocol,
@@ -990,7 +991,7 @@ impl UserAgent {
                 within: None,
                 progress: InviteProgress::Calling,
                 cancel: None,
-            },
+            }),
         );
         Ok(tx)
     }
@@ -1040,7 +1041,7 @@ impl UserAgent {
                 }
                 self.client_invites.insert(
                     tx,
-                    ClientInvite {
+                    Box::new(ClientInvite {
                         invite,
                         destination: hop,
                         protocol,
@@ -1048,7 +1049,7 @@ impl UserAgent {
                         within: Some(id.clone()),
                         progress: InviteProgress::Calling,
                         cancel: None,
-                    },
+                    }),
                 );
             }
             (Method::Bye, _) => {
@@ -1205,6 +1206,16 @@ impl UserAgent {
                 }
                 dialog_id = Some(id);
             }
+        }
+        if status.as_u16() >= 200
+            && let Some(invite) = self.server_invites.remove(&tx)
+            && let Some(dialog) = invite.within
+            && let Some(entry) = self.dialogs.get_mut(&dialog)
+            && entry.remote_reinvite == Some(tx)
+        {
+            // The final response is out: nothing more is sent for this INVITE, and another
+            // re-INVITE may come (§14.2).
+            entry.remote_reinvite = None;
         }
         self.pump(now);
         Ok(dialog_id)

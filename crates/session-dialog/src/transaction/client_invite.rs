@@ -77,6 +77,14 @@ impl ClientInvite {
         self.actions.pop_front()
     }
 
+    /// Frees the action queue's buffer once it is drained: most of a transaction's life is
+    /// spent waiting for a timer with nothing queued.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.actions.is_empty() {
+            self.actions = VecDeque::new();
+        }
+    }
+
     /// A response with `status` matched this transaction. For a 300–699 response `make_ack`
     /// is called (once per transaction) for the ACK of §17.1.1.3, which the transaction then
     /// sends and re-sends for every retransmission of the failure.

@@ -78,6 +78,14 @@ impl ServerInvite {
         self.actions.pop_front()
     }
 
+    /// Frees the action queue's buffer once it is drained: most of a transaction's life is
+    /// spent waiting for a timer with nothing queued.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.actions.is_empty() {
+            self.actions = VecDeque::new();
+        }
+    }
+
     /// The INVITE arrived again: re-send the last provisional or final response.
     pub fn handle_invite_retransmission(&mut self) -> Verdict {
         if matches!(

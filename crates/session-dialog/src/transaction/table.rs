@@ -72,6 +72,19 @@ impl Transaction {
         }
     }
 
+    fn release_buffers(&mut self) {
+        match self {
+            Self::ClientInvite(tx) => tx.release_buffers(),
+            Self::ClientNonInvite(tx) => tx.release_buffers(),
+            Self::ServerInvite(tx) => tx.release_buffers(),
+            Self::ServerNonInvite(tx) => tx.release_buffers(),
+        }
+    }
+
+    fn is_server(&self) -> bool {
+        matches!(self, Self::ServerInvite(_) | Self::ServerNonInvite(_))
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         match self {
             Self::ClientInvite(tx) => tx.handle_timeout(now),
@@ -202,6 +215,13 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         self.slots.get(&id).map(|slot| &slot.context)
     }
 
+    /// Whether `id` is a server transaction (live, or with actions still queued).
+    pub fn is_server(&self, id: TransactionId) -> bool {
+        self.slots
+            .get(&id)
+            .is_some_and(|slot| slot.transaction.is_server())
+    }
+
     /// The owner context of a live transaction, mutably.
     pub fn context_mut(&mut self, id: TransactionId) -> Option<&mut C> {
         self.slots
@@ -237,6 +257,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
             self.index.remove(&slot.key);
             return;
         }
+        slot.transaction.release_buffers();
         let deadline = slot.transaction.deadline();
         if deadline != slot.armed {
             slot.armed = deadline;
