@@ -194,15 +194,20 @@ enum Key {
         port: Option<u16>,
         method: Method,
     },
-    /// §17.2.3 fallback for RFC 2543 peers without the magic cookie.
-    Server2543 {
-        uri: Arc<str>,
-        from_tag: Arc<str>,
-        call_id: Arc<str>,
-        cseq: u32,
-        top_via: Arc<str>,
-        method: Method,
-    },
+    /// §17.2.3 fallback for RFC 2543 peers without the magic cookie (rare: boxed, so the
+    /// common keys, and the index of every transaction, stay small).
+    Server2543(Box<Key2543>),
+}
+
+/// The RFC 2543 matching key of §17.2.3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Key2543 {
+    uri: Arc<str>,
+    from_tag: Arc<str>,
+    call_id: Arc<str>,
+    cseq: u32,
+    top_via: Arc<str>,
+    method: Method,
 }
 
 /// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
@@ -220,16 +225,11 @@ impl Hash for Key {
                 branch.hash(state);
                 method.hash(state);
             }
-            Self::Server2543 {
-                call_id,
-                cseq,
-                method,
-                ..
-            } => {
+            Self::Server2543(key) => {
                 state.write_u8(2);
-                call_id.hash(state);
-                cseq.hash(state);
-                method.hash(state);
+                key.call_id.hash(state);
+                key.cseq.hash(state);
+                key.method.hash(state);
             }
         }
     }
@@ -277,14 +277,14 @@ fn server_key(request: &Request) -> Option<Key> {
         }),
         _ => {
             let top_via = request.headers.values(HeaderName::Via).next()?;
-            Some(Key::Server2543 {
+            Some(Key::Server2543(Box::new(Key2543 {
                 uri: request.uri.as_str().into(),
                 from_tag: request.from().ok()?.tag().unwrap_or_default().into(),
                 call_id: request.call_id().ok()?.into(),
                 cseq: request.cseq().ok()?.seq,
                 top_via: top_via.into(),
                 method,
-            })
+            })))
         }
     }
 }
@@ -635,21 +635,10 @@ impl Endpoint {
                 port: *port,
                 method: Method::Invite,
             },
-            Key::Server2543 {
-                uri,
-                from_tag,
-                call_id,
-                cseq,
-                top_via,
-                ..
-            } => Key::Server2543 {
-                uri: uri.clone(),
-                from_tag: from_tag.clone(),
-                call_id: call_id.clone(),
-                cseq: *cseq,
-                top_via: top_via.clone(),
+            Key::Server2543(key) => Key::Server2543(Box::new(Key2543 {
                 method: Method::Invite,
-            },
+                ..(**key).clone()
+            })),
             Key::Client { .. } => return,
         };
         let peer = response_route(&mut cancel, source, protocol);

@@ -366,3 +366,39 @@ fn client_transactions_time_out_and_drain() {
     assert_eq!(now - t0, Duration::from_secs(32));
     assert_eq!(ep.transaction_count(), 0);
 }
+
+#[test]
+fn rfc_2543_requests_match_without_the_magic_cookie() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    // A branch without "z9hG4bK": matched on Request-URI, From tag, Call-ID, CSeq and top Via
+    // (§17.2.3).
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &invite("old-1"));
+    let (id, req) = new_request_event(&mut ep);
+    ep.handle_datagram(
+        t0 + Duration::from_millis(100),
+        Protocol::Udp,
+        peer(),
+        &invite("old-1"),
+    );
+    assert!(events(&mut ep).is_empty(), "the retransmission is absorbed");
+    ep.respond(
+        t0,
+        id,
+        Response::from_request_with_tag(&req, StatusCode::RINGING, Some("r")),
+    )
+    .unwrap();
+    transmits(&mut ep);
+    let cancel = String::from_utf8(invite("old-1").to_vec())
+        .unwrap()
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &Bytes::from(cancel));
+    let statuses: Vec<u16> = transmits(&mut ep)
+        .iter()
+        .map(|t| response_of(t).status.as_u16())
+        .collect();
+    assert_eq!(statuses, [200, 487], "the CANCEL found its INVITE");
+    drain_timers(&mut ep, t0);
+    assert_eq!(ep.transaction_count(), 0);
+}
