@@ -7,6 +7,11 @@
 //! transactions and dialogs — the next deadline the user agent reports — never a timer per
 //! transaction. Callers talk to the driver through a cloneable [`SipHandle`], which runs a
 //! closure on the user agent inside the driver task, so no lock is ever shared.
+//!
+//! A send that fails for good (a refused or broken TCP connection, a hard UDP error such as an
+//! unreachable network) is reported to the user agent with
+//! [`UserAgent::handle_transport_error`], which ends the transactions towards that peer at once
+//! (RFC 3261 §17.1.4) rather than after 32 s of Timer B or F.
 
 use crate::endpoint::{EndpointConfig, Protocol};
 use crate::ua::{UaConfig, UaEvent, UserAgent};

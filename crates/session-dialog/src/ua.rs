@@ -6,6 +6,15 @@
 //! second dialog created by a forked answer (§13.2.2.4); requests for no dialog get 481
 //! (§12.2.2); a re-INVITE that crosses ours gets 491, and a 491 for ours gives the randomized
 //! retry delay of §14.1; BYE is answered and ends the dialog.
+//!
+//! An outgoing INVITE may be cancelled at any moment: the CANCEL waits for the first
+//! provisional response (§9.1), is dropped by a final one, and a 2xx that wins the race is
+//! ACKed and ended with BYE. A transport error reported by the driver ends the transactions
+//! towards that peer at once (§17.1.4) instead of after Timer B or F.
+//!
+//! Memory: per call the user agent keeps one boxed map entry per dialog and per INVITE record,
+//! and transactions that linger after their final response keep no request and no bytes they
+//! will never send again; [`UserAgent::reserve`] sizes the maps for a known load.
 
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
