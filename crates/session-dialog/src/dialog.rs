@@ -54,6 +54,32 @@ fn tag_of(value: &str) -> Option<String> {
     NameAddr::parse(value).ok()?.tag().map(str::to_owned)
 }
 
+/// What a UAC keeps of an INVITE it sent to make dialogs from its answers (several, when a
+/// proxy forks it): far less than the request itself.
+#[derive(Clone, Debug)]
+pub(crate) struct SentInvite {
+    /// The From value, with our tag.
+    pub(crate) local_party: Box<str>,
+    pub(crate) local_tag: std::sync::Arc<str>,
+    pub(crate) call_id: CallId,
+    pub(crate) seq: u32,
+    /// The Request-URI (the remote target when a 2xx has no Contact).
+    pub(crate) uri: Uri,
+}
+
+impl SentInvite {
+    pub(crate) fn of(invite: &Request) -> Option<Self> {
+        let local_party = invite.headers.get_str(HeaderName::From)?;
+        Some(Self {
+            local_tag: invite.from().ok()?.tag()?.into(),
+            local_party: local_party.into(),
+            call_id: CallId::new(invite.call_id().ok()?),
+            seq: invite.cseq().ok()?.seq,
+            uri: invite.uri.clone(),
+        })
+    }
+}
+
 impl Dialog {
     /// The dialog a UAC gets from a 1xx (with a To tag) or 2xx answer to its INVITE (§12.1.2).
     pub fn from_uac(
@@ -62,11 +88,22 @@ impl Dialog {
         peer: SocketAddr,
         protocol: Protocol,
     ) -> Option<Self> {
-        let local_party = invite.headers.get_str(HeaderName::From)?.to_owned();
+        let sent = SentInvite::of(invite)?;
+        Self::from_sent_invite(&sent, response, peer, protocol)
+    }
+
+    /// [`Dialog::from_uac`] from the parts of the INVITE a UAC keeps.
+    pub(crate) fn from_sent_invite(
+        invite: &SentInvite,
+        response: &Response,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
+        let local_party = invite.local_party.to_string();
         let remote_party = response.headers.get_str(HeaderName::To)?.to_owned();
         let id = DialogId::new(
-            CallId::new(invite.call_id().ok()?),
-            tag_of(&local_party)?,
+            invite.call_id.clone(),
+            invite.local_tag.clone(),
             tag_of(&remote_party)?,
         );
         let remote_target = contact_uri(response.headers.values(HeaderName::Contact).next())
@@ -86,7 +123,7 @@ impl Dialog {
                 DialogState::Early
             },
             we_are_uac: true,
-            local_seq: invite.cseq().ok()?.seq,
+            local_seq: invite.seq,
             remote_seq: None,
             local_party,
             remote_party,
@@ -106,12 +143,37 @@ impl Dialog {
         protocol: Protocol,
     ) -> Option<Self> {
         let local_party = response.headers.get_str(HeaderName::To)?.to_owned();
+        let local_tag = tag_of(&local_party)?;
+        let mut dialog = Self::from_uas_with(invite, local_party, &local_tag, peer, protocol)?;
+        if !response.status.is_success() {
+            dialog.state = DialogState::Early;
+        }
+        Some(dialog)
+    }
+
+    /// [`Dialog::from_uas`] for the 2xx the UA is about to send with To tag `local_tag`
+    /// (the INVITE's To had none): nothing is read back from the response.
+    pub(crate) fn from_uas_tagged(
+        invite: &Request,
+        local_tag: &str,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
+        let to = invite.headers.get_str(HeaderName::To)?;
+        let local_party = format!("{to};tag={local_tag}");
+        Self::from_uas_with(invite, local_party, local_tag, peer, protocol)
+    }
+
+    fn from_uas_with(
+        invite: &Request,
+        local_party: String,
+        local_tag: &str,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Self> {
         let remote_party = invite.headers.get_str(HeaderName::From)?.to_owned();
-        let id = DialogId::new(
-            CallId::new(invite.call_id().ok()?),
-            tag_of(&local_party)?,
-            tag_of(&remote_party)?,
-        );
+        let remote_tag = invite.from().ok()?.tag()?;
+        let id = DialogId::new(CallId::new(invite.call_id().ok()?), local_tag, remote_tag);
         let remote_target = contact_uri(invite.headers.values(HeaderName::Contact).next())?;
         let route_set = invite
             .headers
@@ -120,11 +182,7 @@ impl Dialog {
             .collect();
         Some(Self {
             id,
-            state: if response.status.is_success() {
-                DialogState::Confirmed
-            } else {
-                DialogState::Early
-            },
+            state: DialogState::Confirmed,
             we_are_uac: false,
             local_seq: 0,
             remote_seq: Some(invite.cseq().ok()?.seq),
@@ -139,23 +197,23 @@ impl Dialog {
 
     /// The dialog id a request received in this dialog carries (To tag is ours).
     pub fn id_of_request(request: &Request) -> Option<DialogId> {
-        let local = request.to().ok()?.tag()?.to_owned();
-        let remote = request.from().ok()?.tag().unwrap_or_default().to_owned();
+        let to = request.to().ok()?;
+        let from = request.from().ok()?;
         Some(DialogId::new(
             CallId::new(request.call_id().ok()?),
-            local,
-            remote,
+            to.tag()?,
+            from.tag().unwrap_or_default(),
         ))
     }
 
     /// The dialog id a response to our request carries (From tag is ours).
     pub fn id_of_response(response: &Response) -> Option<DialogId> {
-        let local = response.from().ok()?.tag()?.to_owned();
-        let remote = response.to().ok()?.tag()?.to_owned();
+        let from = response.from().ok()?;
+        let to = response.to().ok()?;
         Some(DialogId::new(
             CallId::new(response.call_id().ok()?),
-            local,
-            remote,
+            from.tag()?,
+            to.tag()?,
         ))
     }
 

@@ -7,6 +7,11 @@
 //! transactions and dialogs — the next deadline the user agent reports — never a timer per
 //! transaction. Callers talk to the driver through a cloneable [`SipHandle`], which runs a
 //! closure on the user agent inside the driver task, so no lock is ever shared.
+//!
+//! A send that fails for good (a refused or broken TCP connection, a hard UDP error such as an
+//! unreachable network) is reported to the user agent with
+//! [`UserAgent::handle_transport_error`], which ends the transactions towards that peer at once
+//! (RFC 3261 §17.1.4) rather than after 32 s of Timer B or F.
 
 use crate::endpoint::{EndpointConfig, Protocol};
 use crate::ua::{UaConfig, UaEvent, UserAgent};
@@ -124,6 +129,24 @@ impl SipHandle {
 enum TcpInbound {
     Message(SocketAddr, session_sip::Message),
     Closed(SocketAddr),
+    /// The connection could not be made, or bytes queued for it were never written.
+    Failed(SocketAddr),
+}
+
+/// Whether a UDP send error says the destination cannot be reached (worth failing the
+/// transactions towards it), rather than a passing local shortage such as a full buffer.
+fn is_hard_send_error(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | HostUnreachable
+            | NetworkUnreachable
+            | AddrNotAvailable
+            | PermissionDenied
+            | InvalidInput
+    )
 }
 
 /// Starts SIP over UDP/TCP as configured.
@@ -278,7 +301,11 @@ impl DriverTask {
                 },
                 inbound = self.tcp_inbound.recv() => match inbound {
                     Some(TcpInbound::Message(source, message)) => self.ua.handle_message(now(), Protocol::Tcp, source, message),
-                    Some(TcpInbound::Closed(peer)) => { self.connections.remove(&peer); }
+                    Some(TcpInbound::Closed(peer)) => self.forget_connection(peer),
+                    Some(TcpInbound::Failed(peer)) => {
+                        self.forget_connection(peer);
+                        self.ua.handle_transport_error(now(), peer, Protocol::Tcp);
+                    }
                     None => {}
                 },
                 accepted = accept_tcp(self.listener.as_ref()) => match accepted {
@@ -292,6 +319,18 @@ impl DriverTask {
         tracing::debug!("SIP driver stopped");
     }
 
+    /// Drops the writer of a connection that ended, unless a newer connection to the same
+    /// peer has replaced it.
+    fn forget_connection(&mut self, peer: SocketAddr) {
+        if self
+            .connections
+            .get(&peer)
+            .is_some_and(|writer| writer.is_closed())
+        {
+            self.connections.remove(&peer);
+        }
+    }
+
     /// Sends what the user agent queued and forwards its events.
     async fn flush(&mut self) {
         while let Some(transmit) = self.ua.poll_transmit() {
@@ -301,6 +340,13 @@ impl DriverTask {
                         && let Err(error) = udp.send_to(&transmit.bytes, transmit.destination).await
                     {
                         tracing::debug!(%error, destination = %transmit.destination, "UDP send failed");
+                        if is_hard_send_error(&error) {
+                            self.ua.handle_transport_error(
+                                now(),
+                                transmit.destination,
+                                Protocol::Udp,
+                            );
+                        }
                     }
                 }
                 Protocol::Tcp => self.send_tcp(transmit.destination, transmit.bytes),
@@ -331,7 +377,8 @@ impl DriverTask {
                 }
                 Err(error) => {
                     tracing::debug!(%error, %destination, "TCP connect failed");
-                    let _ = inbound.send(TcpInbound::Closed(destination));
+                    drop(queue);
+                    let _ = inbound.send(TcpInbound::Failed(destination));
                 }
             }
         });
@@ -354,7 +401,8 @@ impl DriverTask {
 
 /// Reads and frames one TCP connection, and writes what the driver queues for it. Ends on
 /// EOF, an error, a framing error (RFC 3261 §18.3: the stream cannot be resynchronised), or
-/// the idle timeout.
+/// the idle timeout. A failed write, or bytes still queued when it ends, is reported as
+/// [`TcpInbound::Failed`] so the transactions waiting on them end at once (§17.1.4).
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -365,6 +413,7 @@ async fn serve_connection(
 ) {
     let mut decoder = StreamDecoder::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
+    let mut failed = false;
     loop {
         tokio::select! {
             read = tokio::time::timeout(idle_timeout, stream.read(&mut buf)) => {
@@ -373,7 +422,7 @@ async fn serve_connection(
                     break;
                 }
                 decoder.push(buf.get(..len).unwrap_or_default());
-                let mut failed = false;
+                let mut broken = false;
                 loop {
                     match decoder.decode() {
                         Ok(Some(message)) => {
@@ -382,18 +431,20 @@ async fn serve_connection(
                         Ok(None) => break,
                         Err(error) => {
                             tracing::debug!(%error, %peer, "TCP framing error: closing");
-                            failed = true;
+                            broken = true;
                             break;
                         }
                     }
                 }
-                if failed {
+                if broken {
                     break;
                 }
             }
             bytes = queue.recv() => match bytes {
                 Some(bytes) => {
-                    if stream.write_all(&bytes).await.is_err() {
+                    if let Err(error) = stream.write_all(&bytes).await {
+                        tracing::debug!(%error, %peer, "TCP write failed");
+                        failed = true;
                         break;
                     }
                 }
@@ -401,5 +452,15 @@ async fn serve_connection(
             },
         }
     }
-    let _ = inbound.send(TcpInbound::Closed(peer));
+    // Close the queue first, so the driver sees this writer as gone; bytes still in it were
+    // never sent.
+    queue.close();
+    failed |= queue.try_recv().is_ok();
+    drop(queue);
+    let report = if failed {
+        TcpInbound::Failed(peer)
+    } else {
+        TcpInbound::Closed(peer)
+    };
+    let _ = inbound.send(report);
 }

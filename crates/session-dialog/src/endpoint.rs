@@ -15,7 +15,9 @@ use bytes::Bytes;
 use session_sip::{Header, HeaderName, Message, Method, ParseLimits, Request, Response, UasPolicy};
 use session_types::StatusCode;
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The transport a message travels on.
@@ -107,6 +109,12 @@ pub enum EndpointEvent {
         /// The transaction.
         id: TransactionId,
     },
+    /// The transport could not send for client transaction `id` (RFC 3261 §17.1.4): it ended
+    /// without a final response; treat it as 503 (§8.1.3.1).
+    TransportError {
+        /// The client transaction.
+        id: TransactionId,
+    },
     /// A transaction ended and was removed.
     Terminated {
         /// The transaction.
@@ -133,6 +141,11 @@ pub enum EndpointError {
     /// The transaction refused the response (e.g. a second final response).
     #[error("the transaction cannot send this response in its state")]
     ResponseRefused,
+    /// The INVITE already has its final response, so there is nothing left to cancel
+    /// (RFC 3261 §9.1). This is a race with the network rather than a bug: the response's
+    /// event says how the INVITE ended.
+    #[error("the INVITE already has a final response: nothing to cancel")]
+    AlreadyFinal,
 }
 
 impl session_types::Classify for EndpointError {
@@ -168,33 +181,69 @@ impl Default for EndpointConfig {
     }
 }
 
-/// How a message is matched to a transaction.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// How a message is matched to a transaction. The strings are shared: the table keeps the
+/// key twice (in its index and with the transaction), and a clone is a reference count.
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Key {
     /// §17.1.3: the branch we put in the top Via, and the CSeq method.
-    Client { branch: Box<str>, method: Method },
-    /// §17.2.3: branch, sent-by and method (ACK matches as INVITE).
+    Client { branch: Arc<str>, method: Method },
+    /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE).
     Server {
-        branch: Box<str>,
-        sent_by: Box<str>,
+        branch: Arc<str>,
+        host: Arc<str>,
+        port: Option<u16>,
         method: Method,
     },
-    /// §17.2.3 fallback for RFC 2543 peers without the magic cookie.
-    Server2543 {
-        uri: Box<str>,
-        from_tag: Box<str>,
-        call_id: Box<str>,
-        cseq: u32,
-        top_via: Box<str>,
-        method: Method,
-    },
+    /// §17.2.3 fallback for RFC 2543 peers without the magic cookie (rare: boxed, so the
+    /// common keys, and the index of every transaction, stay small).
+    Server2543(Box<Key2543>),
+}
+
+/// The RFC 2543 matching key of §17.2.3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Key2543 {
+    uri: Arc<str>,
+    from_tag: Arc<str>,
+    call_id: Arc<str>,
+    cseq: u32,
+    top_via: Arc<str>,
+    method: Method,
+}
+
+/// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
+/// still compares everything, so this is only faster, not looser.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            Self::Client { branch, method } => {
+                state.write_u8(0);
+                branch.hash(state);
+                method.hash(state);
+            }
+            Self::Server { branch, method, .. } => {
+                state.write_u8(1);
+                branch.hash(state);
+                method.hash(state);
+            }
+            Self::Server2543(key) => {
+                state.write_u8(2);
+                key.call_id.hash(state);
+                key.cseq.hash(state);
+                key.method.hash(state);
+            }
+        }
+    }
 }
 
 /// What the endpoint keeps with each transaction.
 #[derive(Debug)]
 struct Context {
-    /// The request that created the transaction.
-    request: Request,
+    /// The request that created the transaction, while it may still be needed: until the
+    /// final response (server: to answer it, for 100 Trying and the 487 after a CANCEL;
+    /// client: for the CANCEL and the ACK of a failure). A transaction that lingers to absorb
+    /// retransmissions (Timers D, I, J, K, L, M) no longer holds it (boxed, so it then
+    /// takes no room in the slot either).
+    request: Option<Box<Request>>,
     /// Client: where requests go. Server: where responses go (§18.2.2).
     peer: SocketAddr,
     protocol: Protocol,
@@ -208,6 +257,9 @@ pub struct Endpoint {
     table: TransactionTable<Key, Context>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
+    /// Client transactions ended by a transport error whose `TimedOut` is still queued: it is
+    /// reported as [`EndpointEvent::TransportError`].
+    transport_failed: Vec<TransactionId>,
 }
 
 fn server_key(request: &Request) -> Option<Key> {
@@ -217,27 +269,22 @@ fn server_key(request: &Request) -> Option<Key> {
         ref other => other.clone(),
     };
     match via.branch() {
-        Some(branch) if via.is_rfc3261_branch() => {
-            let sent_by = match via.port {
-                Some(port) => format!("{}:{port}", via.host),
-                None => via.host.to_owned(),
-            };
-            Some(Key::Server {
-                branch: branch.into(),
-                sent_by: sent_by.into(),
-                method,
-            })
-        }
+        Some(branch) if via.is_rfc3261_branch() => Some(Key::Server {
+            branch: branch.into(),
+            host: via.host.into(),
+            port: via.port,
+            method,
+        }),
         _ => {
             let top_via = request.headers.values(HeaderName::Via).next()?;
-            Some(Key::Server2543 {
+            Some(Key::Server2543(Box::new(Key2543 {
                 uri: request.uri.as_str().into(),
                 from_tag: request.from().ok()?.tag().unwrap_or_default().into(),
                 call_id: request.call_id().ok()?.into(),
                 cseq: request.cseq().ok()?.seq,
                 top_via: top_via.into(),
                 method,
-            })
+            })))
         }
     }
 }
@@ -323,6 +370,7 @@ impl Endpoint {
             table: TransactionTable::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            transport_failed: Vec::new(),
         }
     }
 
@@ -377,19 +425,31 @@ impl Endpoint {
                     }
                 }
                 Action::SendTrying => self.send_trying(now, id),
-                Action::TimedOut => self.events.push_back(EndpointEvent::TimedOut { id }),
+                Action::TimedOut => {
+                    let event = match self.transport_failed.iter().position(|&t| t == id) {
+                        Some(at) => {
+                            self.transport_failed.swap_remove(at);
+                            EndpointEvent::TransportError { id }
+                        }
+                        None => EndpointEvent::TimedOut { id },
+                    };
+                    self.events.push_back(event);
+                }
                 Action::Terminated => self.events.push_back(EndpointEvent::Terminated { id }),
             }
         }
     }
 
     fn send_trying(&mut self, now: Instant, id: TransactionId) {
-        let Some(ctx) = self.table.context(id) else {
+        let Some(request) = self
+            .table
+            .context(id)
+            .and_then(|ctx| ctx.request.as_deref())
+        else {
             return;
         };
         // 100 Trying carries no To tag (§8.2.6.1).
-        let trying =
-            Response::from_request_with_tag(&ctx.request, StatusCode::TRYING, None).to_bytes();
+        let trying = Response::from_request_with_tag(request, StatusCode::TRYING, None).to_bytes();
         self.table.with(id, |tx, _| {
             if let Transaction::ServerInvite(tx) = tx {
                 tx.send_response(now, 100, trying);
@@ -515,7 +575,7 @@ impl Endpoint {
                     )),
                 };
                 let context = Context {
-                    request: request.clone(),
+                    request: Some(Box::new(request.clone())),
                     peer,
                     protocol,
                     to_tag: None,
@@ -568,27 +628,17 @@ impl Endpoint {
     ) {
         let invite_key = match &key {
             Key::Server {
-                branch, sent_by, ..
+                branch, host, port, ..
             } => Key::Server {
                 branch: branch.clone(),
-                sent_by: sent_by.clone(),
+                host: host.clone(),
+                port: *port,
                 method: Method::Invite,
             },
-            Key::Server2543 {
-                uri,
-                from_tag,
-                call_id,
-                cseq,
-                top_via,
-                ..
-            } => Key::Server2543 {
-                uri: uri.clone(),
-                from_tag: from_tag.clone(),
-                call_id: call_id.clone(),
-                cseq: *cseq,
-                top_via: top_via.clone(),
+            Key::Server2543(key) => Key::Server2543(Box::new(Key2543 {
                 method: Method::Invite,
-            },
+                ..(**key).clone()
+            })),
             Key::Client { .. } => return,
         };
         let peer = response_route(&mut cancel, source, protocol);
@@ -609,8 +659,10 @@ impl Endpoint {
         let answer = Response::from_request_with_tag(&cancel, status, Some(&to_tag)).to_bytes();
         let mut tx = ServerNonInvite::new(protocol.reliability(), self.config.timers);
         tx.send_response(now, status.as_u16(), answer);
+        // The CANCEL is answered at once: nothing more is built from it.
+        drop(cancel);
         let context = Context {
-            request: cancel,
+            request: None,
             peer,
             protocol,
             to_tag: Some(to_tag.clone()),
@@ -618,17 +670,22 @@ impl Endpoint {
         self.table
             .insert(key, Transaction::ServerNonInvite(tx), context);
         if let Some(id) = pending {
-            let terminated = self.table.context(id).map(|ctx| {
-                Response::from_request_with_tag(
-                    &ctx.request,
-                    StatusCode::REQUEST_TERMINATED,
-                    Some(&to_tag),
-                )
-                .to_bytes()
-            });
+            let terminated = self
+                .table
+                .context(id)
+                .and_then(|ctx| ctx.request.as_deref())
+                .map(|request| {
+                    Response::from_request_with_tag(
+                        request,
+                        StatusCode::REQUEST_TERMINATED,
+                        Some(&to_tag),
+                    )
+                    .to_bytes()
+                });
             if let Some(bytes) = terminated {
                 self.table.with(id, |tx, ctx| {
                     ctx.to_tag = Some(to_tag);
+                    ctx.request = None;
                     if let Transaction::ServerInvite(tx) = tx {
                         tx.send_response(now, 487, bytes);
                     }
@@ -658,12 +715,22 @@ impl Endpoint {
             }
             return;
         };
-        let verdict = self.table.with(id, |tx, ctx| match tx {
-            Transaction::ClientInvite(tx) => {
-                tx.handle_response(now, status, || ack_for_failure(&ctx.request, &response))
+        let verdict = self.table.with(id, |tx, ctx| {
+            let verdict = match tx {
+                Transaction::ClientInvite(tx) => tx.handle_response(now, status, || {
+                    ctx.request
+                        .as_ref()
+                        .map(|invite| ack_for_failure(invite, &response))
+                        .unwrap_or_default()
+                }),
+                Transaction::ClientNonInvite(tx) => tx.handle_response(now, status),
+                _ => Verdict::Absorbed,
+            };
+            // After the final response neither a CANCEL nor a failure ACK is built again.
+            if status >= 200 {
+                ctx.request = None;
             }
-            Transaction::ClientNonInvite(tx) => tx.handle_response(now, status),
-            _ => Verdict::Absorbed,
+            verdict
         });
         self.collect_actions(now);
         if verdict == Some(Verdict::PassUp) {
@@ -681,6 +748,18 @@ impl Endpoint {
         destination: SocketAddr,
         protocol: Protocol,
     ) -> Result<TransactionId, EndpointError> {
+        self.start_client(now, None, request, destination, protocol)
+    }
+
+    /// Starts a client transaction, under a reserved id when one is given.
+    fn start_client(
+        &mut self,
+        now: Instant,
+        reserved: Option<TransactionId>,
+        request: Request,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<TransactionId, EndpointError> {
         if request.method == Method::Ack {
             return Err(EndpointError::BadRequest(
                 "ACK is not a transaction: use send_stateless",
@@ -689,7 +768,7 @@ impl Endpoint {
         let via = request
             .top_via()
             .map_err(|_| EndpointError::BadRequest("no Via"))?;
-        let branch: Box<str> = via
+        let branch: Arc<str> = via
             .branch()
             .filter(|_| via.is_rfc3261_branch())
             .ok_or(EndpointError::BadRequest("no RFC 3261 branch"))?
@@ -716,15 +795,104 @@ impl Endpoint {
             )),
         };
         let context = Context {
-            request,
+            request: Some(Box::new(request)),
             peer: destination,
             protocol,
             to_tag: None,
         };
-        let id = self
+        let inserted = match reserved {
+            Some(id) => self.table.insert_reserved(id, key, transaction, context),
+            None => self.table.insert(key, transaction, context),
+        };
+        let id = inserted.ok_or(EndpointError::DuplicateTransaction)?;
+        self.collect_actions(now);
+        Ok(id)
+    }
+
+    /// The transport could not send to `destination` over `protocol` (an ICMP error on UDP, a
+    /// refused or broken TCP connection). Every transaction with that peer ends (RFC 3261
+    /// §17.1.4, §17.2.4): client transactions still waiting for a final response report
+    /// [`EndpointEvent::TransportError`]; server transactions just end. Returns how many
+    /// transactions it ended.
+    pub fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) -> usize {
+        let failed: Vec<TransactionId> = self
             .table
-            .insert(key, transaction, context)
-            .ok_or(EndpointError::DuplicateTransaction)?;
+            .iter()
+            .filter(|(_, ctx)| ctx.peer == destination && ctx.protocol == protocol)
+            .map(|(id, _)| id)
+            .collect();
+        for &id in &failed {
+            let client = self
+                .table
+                .with(id, |tx, _| match tx {
+                    Transaction::ClientInvite(tx) => {
+                        tx.handle_transport_error();
+                        true
+                    }
+                    Transaction::ClientNonInvite(tx) => {
+                        tx.handle_transport_error();
+                        true
+                    }
+                    Transaction::ServerInvite(tx) => {
+                        tx.handle_transport_error();
+                        false
+                    }
+                    Transaction::ServerNonInvite(tx) => {
+                        tx.handle_transport_error();
+                        false
+                    }
+                })
+                .unwrap_or(false);
+            if client {
+                self.transport_failed.push(id);
+            }
+            self.collect_actions(now);
+            // A transaction that ended without a timeout leaves nothing to translate.
+            self.transport_failed.retain(|&t| t != id);
+        }
+        if !failed.is_empty() {
+            tracing::debug!(%destination, ended = failed.len(), "transport error");
+        }
+        failed.len()
+    }
+
+    /// Makes room for `additional` more transactions (see [`TransactionTable::reserve`]).
+    pub fn reserve(&mut self, additional: usize) {
+        self.table.reserve(additional);
+    }
+
+    /// Hands out the id of a client transaction that starts later (see
+    /// [`Endpoint::send_cancel`]).
+    pub(crate) fn reserve_id(&mut self) -> TransactionId {
+        self.table.reserve_id()
+    }
+
+    /// Sends the CANCEL for the INVITE of client transaction `invite` (§9.1), as transaction
+    /// `id` when one was reserved, and arms the INVITE's guard against a final response that
+    /// never comes.
+    pub(crate) fn send_cancel(
+        &mut self,
+        now: Instant,
+        invite: TransactionId,
+        id: Option<TransactionId>,
+    ) -> Result<TransactionId, EndpointError> {
+        let cancel = self
+            .cancel_for(invite)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let (destination, protocol) = self
+            .peer_of(invite)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let id = self.start_client(now, id, cancel, destination, protocol)?;
+        self.table.with(invite, |tx, _| {
+            if let Transaction::ClientInvite(tx) = tx {
+                tx.handle_cancel_sent(now);
+            }
+        });
         self.collect_actions(now);
         Ok(id)
     }
@@ -741,19 +909,31 @@ impl Endpoint {
         &mut self,
         now: Instant,
         id: TransactionId,
+        response: Response,
+    ) -> Result<Bytes, EndpointError> {
+        let tag = response
+            .to()
+            .ok()
+            .and_then(|to| to.tag().map(str::to_owned));
+        self.respond_tagged(now, id, response, tag)
+    }
+
+    /// [`Endpoint::respond`] for a caller that knows the To tag the response carries, which
+    /// spares reading it back.
+    pub(crate) fn respond_tagged(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
         mut response: Response,
+        tag: Option<String>,
     ) -> Result<Bytes, EndpointError> {
         if let Some(agent) = &self.config.user_agent
             && response.headers.get(HeaderName::Server).is_none()
         {
             response
                 .headers
-                .push(Header::new(HeaderName::Server, agent.clone()));
+                .push(Header::new(HeaderName::Server, agent.as_str()));
         }
-        let tag = response
-            .to()
-            .ok()
-            .and_then(|to| to.tag().map(str::to_owned));
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
         let sent = bytes.clone();
@@ -763,11 +943,16 @@ impl Endpoint {
                 if tag.is_some() {
                     ctx.to_tag = tag;
                 }
-                match tx {
+                let accepted = match tx {
                     Transaction::ServerInvite(tx) => tx.send_response(now, status, bytes),
                     Transaction::ServerNonInvite(tx) => tx.send_response(now, status, bytes),
                     _ => false,
+                };
+                if accepted && status >= 200 {
+                    // Answered: the request is no longer needed (see `Context::request`).
+                    ctx.request = None;
                 }
+                accepted
             })
             .ok_or(EndpointError::NoSuchTransaction)?;
         self.collect_actions(now);
@@ -778,9 +963,22 @@ impl Endpoint {
         }
     }
 
-    /// The request that created transaction `id`.
+    /// The request that created transaction `id`, until its final response: a server
+    /// transaction keeps it while the TU may answer, a client transaction while it may be
+    /// cancelled. A transaction lingering after its final response (to absorb
+    /// retransmissions) has released it, to keep its memory small.
     pub fn request_of(&self, id: TransactionId) -> Option<&Request> {
-        self.table.context(id).map(|ctx| &ctx.request)
+        self.table.context(id)?.request.as_deref()
+    }
+
+    /// Whether `id` is a server transaction.
+    pub(crate) fn is_server(&self, id: TransactionId) -> bool {
+        self.table.is_server(id)
+    }
+
+    /// Whether transaction `id` is live (it may be lingering after its final response).
+    pub fn is_live(&self, id: TransactionId) -> bool {
+        self.table.context(id).is_some()
     }
 
     /// Where responses of server transaction `id` go, or where client transaction `id` sends.
@@ -790,7 +988,7 @@ impl Endpoint {
 
     /// Builds the CANCEL for the pending INVITE of client transaction `id` (§9.1).
     pub fn cancel_for(&self, id: TransactionId) -> Option<Request> {
-        let invite = &self.table.context(id)?.request;
+        let invite = self.table.context(id)?.request.as_deref()?;
         mirror_invite(invite, Method::Cancel, invite.headers.get(HeaderName::To)?)
     }
 }

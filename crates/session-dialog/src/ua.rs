@@ -6,10 +6,20 @@
 //! second dialog created by a forked answer (§13.2.2.4); requests for no dialog get 481
 //! (§12.2.2); a re-INVITE that crosses ours gets 491, and a 491 for ours gives the randomized
 //! retry delay of §14.1; BYE is answered and ends the dialog.
+//!
+//! An outgoing INVITE may be cancelled at any moment: the CANCEL waits for the first
+//! provisional response (§9.1), is dropped by a final one, and a 2xx that wins the race is
+//! ACKed and ended with BYE. A transport error reported by the driver ends the transactions
+//! towards that peer at once (§17.1.4) instead of after Timer B or F.
+//!
+//! Memory: per call the user agent keeps one boxed map entry per dialog and per INVITE record,
+//! and transactions that linger after their final response keep no request and no bytes they
+//! will never send again; [`UserAgent::reserve`] sizes the maps for a known load.
 
-use crate::dialog::{Dialog, DialogState};
+use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::transaction::TransactionId;
+use crate::transaction::table::IdMap;
 use bytes::Bytes;
 use session_sip::{Header, HeaderName, Method, Request, Response, Uri, new_branch, new_tag};
 use session_types::{CallId, DialogId, StatusCode};
@@ -50,6 +60,12 @@ pub enum DialogEnd {
     AckTimeout,
     /// A forked 2xx created a second dialog, which we ACKed and ended (§13.2.2.4).
     ForkRejected,
+    /// We cancelled the INVITE but its 2xx won the race with the CANCEL: we ACKed the 2xx
+    /// and sent BYE at once (§9.1, §15).
+    CancelledAfterAnswer,
+    /// The transport could not reach the peer while our 2xx waited for its ACK (e.g. its TCP
+    /// connection is gone, §17.2.4): the dialog cannot be confirmed.
+    TransportError,
 }
 
 /// What the user agent tells the session layer.
@@ -102,6 +118,13 @@ pub enum UaEvent {
         /// The client transaction.
         tx: TransactionId,
     },
+    /// Our request in client transaction `tx` could not be sent (RFC 3261 §17.1.4: a refused
+    /// or broken TCP connection, an ICMP error): the transaction ended without a final
+    /// response. Treat it as 503 (§8.1.3.1).
+    TransportError {
+        /// The client transaction.
+        tx: TransactionId,
+    },
     /// A dialog ended.
     DialogTerminated {
         /// The dialog.
@@ -127,6 +150,59 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
         bytes.len().to_string(),
     ));
     bytes
+}
+
+/// The response to `request` (RFC 3261 §8.2.6.1): its Via lines, From, To, Call-ID and CSeq,
+/// the To tagged with `tag` (or a fresh tag) unless it has one or the status is 100. Returns
+/// it with the To tag it carries. It has no Content-Length yet: [`finish_body`] adds it after
+/// whatever else the UA adds, so the header list is built once, in order.
+fn response_to(
+    request: &Request,
+    status: StatusCode,
+    tag: Option<&str>,
+) -> (Response, Option<String>) {
+    let mut response = Response::builder(status).build();
+    response.headers.remove_all(HeaderName::ContentLength);
+    let has_tag = request.to().ok().and_then(|to| to.tag().map(str::to_owned));
+    let mut to_tag = None;
+    for header in request.headers.iter() {
+        match header.name() {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                response.headers.push(header.clone());
+            }
+            HeaderName::To => match (&has_tag, status == StatusCode::TRYING) {
+                (Some(existing), _) => {
+                    to_tag = Some(existing.clone());
+                    response.headers.push(header.clone());
+                }
+                (None, true) => response.headers.push(header.clone()),
+                (None, false) => {
+                    let tag = tag.map_or_else(new_tag, str::to_owned);
+                    let value = format!("{};tag={tag}", header.value());
+                    response.headers.push(Header::new(HeaderName::To, value));
+                    to_tag = Some(tag);
+                }
+            },
+            // §8.2.6.1: a 100 Trying copies Timestamp.
+            HeaderName::Timestamp if status == StatusCode::TRYING => {
+                response.headers.push(header.clone());
+            }
+            _ => {}
+        }
+    }
+    (response, to_tag)
+}
+
+/// Ends the headers of a message from [`response_to`]: Content-Type and Content-Length for
+/// `body`, or Content-Length 0.
+fn finish_body(response: &mut Response, body: Option<(&str, Bytes)>) {
+    response.headers.remove_all(HeaderName::ContentLength);
+    match body {
+        Some(body) => response.body = set_body(&mut response.headers, body),
+        None => response
+            .headers
+            .push(Header::new(HeaderName::ContentLength, "0")),
+    }
 }
 
 /// A UAS 2xx being retransmitted until its ACK (§13.3.1.4).
@@ -165,13 +241,46 @@ pub struct OutgoingInvite<'a> {
 
 /// What we remember of an INVITE we sent.
 struct ClientInvite {
-    request: Request,
+    /// What dialogs are made from.
+    invite: SentInvite,
     destination: SocketAddr,
     protocol: Protocol,
     /// The dialog its first 2xx made, with the ACK we sent for it.
     answered: Option<(DialogId, Bytes)>,
     /// Re-INVITE inside this dialog.
     within: Option<DialogId>,
+    /// Where the INVITE stands, for CANCEL (§9.1).
+    progress: InviteProgress,
+    /// The caller asked to cancel it.
+    cancel: Option<CancelState>,
+}
+
+/// How far an INVITE we sent got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InviteProgress {
+    /// Nothing heard yet: a CANCEL must wait (§9.1).
+    Calling,
+    /// A provisional response arrived: a CANCEL may go.
+    Proceeding,
+    /// A final response arrived: nothing left to cancel.
+    Final,
+}
+
+/// A CANCEL the caller asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CancelState {
+    /// Waiting for the first provisional response; the CANCEL will be this transaction.
+    Deferred(TransactionId),
+    /// Sent as this transaction.
+    Sent(TransactionId),
+}
+
+impl CancelState {
+    fn id(self) -> TransactionId {
+        match self {
+            Self::Deferred(id) | Self::Sent(id) => id,
+        }
+    }
 }
 
 /// What we remember of an INVITE we received.
@@ -183,18 +292,43 @@ struct ServerInvite {
     within: Option<DialogId>,
 }
 
+/// A dialog and what the user agent does in it right now; one map entry per dialog, so a
+/// request in a dialog costs one lookup.
+///
+/// The dialog and the pending 2xx are boxed: map slots are allocated for the peak number of
+/// dialogs and kept, so a small slot keeps an idle map small.
+struct DialogEntry {
+    dialog: Box<Dialog>,
+    /// Our 2xx waiting for its ACK (§13.3.1.4).
+    pending_2xx: Option<Box<Pending2xx>>,
+    /// Our re-INVITE in progress.
+    local_reinvite: Option<TransactionId>,
+    /// The peer's re-INVITE in progress.
+    remote_reinvite: Option<TransactionId>,
+}
+
+impl DialogEntry {
+    fn new(dialog: Dialog) -> Self {
+        Self {
+            dialog: Box::new(dialog),
+            pending_2xx: None,
+            local_reinvite: None,
+            remote_reinvite: None,
+        }
+    }
+}
+
 /// The sans-IO user agent. See the module docs.
 pub struct UserAgent {
     config: UaConfig,
+    /// `<contact>`, as written in our responses.
+    contact_value: String,
     endpoint: Endpoint,
-    dialogs: HashMap<DialogId, Dialog>,
-    client_invites: HashMap<TransactionId, ClientInvite>,
-    server_invites: HashMap<TransactionId, ServerInvite>,
-    /// Our re-INVITE in progress per dialog, and the peer's.
-    local_reinvite: HashMap<DialogId, TransactionId>,
-    remote_reinvite: HashMap<DialogId, TransactionId>,
-    pending_2xx: HashMap<DialogId, Pending2xx>,
-    /// 2xx retransmission deadlines (lazy deletion: checked against `pending_2xx`).
+    dialogs: HashMap<DialogId, DialogEntry>,
+    /// Boxed, like the dialogs: the maps keep room for their peak, so slots stay small.
+    client_invites: IdMap<Box<ClientInvite>>,
+    server_invites: IdMap<Box<ServerInvite>>,
+    /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
     timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
     events: VecDeque<UaEvent>,
 }
@@ -204,14 +338,12 @@ impl UserAgent {
     pub fn new(config: UaConfig) -> Self {
         let endpoint = Endpoint::new(config.endpoint.clone());
         Self {
+            contact_value: format!("<{}>", config.contact),
             config,
             endpoint,
             dialogs: HashMap::new(),
-            client_invites: HashMap::new(),
-            server_invites: HashMap::new(),
-            local_reinvite: HashMap::new(),
-            remote_reinvite: HashMap::new(),
-            pending_2xx: HashMap::new(),
+            client_invites: IdMap::default(),
+            server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
         }
@@ -235,18 +367,40 @@ impl UserAgent {
     /// Everything the user agent holds per call: dialogs, transactions, INVITE records and
     /// pending 2xx. Zero when idle, which tests check after every run.
     pub fn state_count(&self) -> usize {
-        self.dialogs.len()
+        let in_dialogs: usize = self
+            .dialogs
+            .values()
+            .map(|e| {
+                1 + usize::from(e.pending_2xx.is_some())
+                    + usize::from(e.local_reinvite.is_some())
+                    + usize::from(e.remote_reinvite.is_some())
+            })
+            .sum();
+        in_dialogs
             + self.endpoint.transaction_count()
             + self.client_invites.len()
             + self.server_invites.len()
-            + self.local_reinvite.len()
-            + self.remote_reinvite.len()
-            + self.pending_2xx.len()
+    }
+
+    /// Makes room for `calls` more concurrent calls (dialogs and their transactions), so a
+    /// burst does not pause to grow and rehash the maps.
+    pub fn reserve(&mut self, calls: usize) {
+        self.dialogs.reserve(calls);
+        self.server_invites.reserve(calls);
+        self.client_invites.reserve(calls);
+        self.timers.reserve(calls);
+        // An INVITE and a BYE transaction per call may overlap.
+        self.endpoint.reserve(calls.saturating_mul(2));
     }
 
     /// A dialog.
     pub fn dialog(&self, id: &DialogId) -> Option<&Dialog> {
-        self.dialogs.get(id)
+        self.dialogs.get(id).map(|e| &*e.dialog)
+    }
+
+    fn pending_2xx_due(&self, id: &DialogId) -> Option<Instant> {
+        let pending = self.dialogs.get(id)?.pending_2xx.as_ref()?;
+        Some(pending.next.min(pending.give_up))
     }
 
     /// The next datagram to send.
@@ -262,11 +416,7 @@ impl UserAgent {
     /// When [`UserAgent::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, ref id))) = self.timers.peek() {
-            if self
-                .pending_2xx
-                .get(id)
-                .is_some_and(|p| p.next.min(p.give_up) == at)
-            {
+            if self.pending_2xx_due(id) == Some(at) {
                 break;
             }
             self.timers.pop();
@@ -297,7 +447,10 @@ impl UserAgent {
             let Some(Reverse((at, id))) = self.timers.pop() else {
                 break;
             };
-            let Some(pending) = self.pending_2xx.get_mut(&id) else {
+            let Some(entry) = self.dialogs.get_mut(&id) else {
+                continue;
+            };
+            let Some(pending) = entry.pending_2xx.as_mut() else {
                 continue;
             };
             if pending.next.min(pending.give_up) != at {
@@ -305,7 +458,7 @@ impl UserAgent {
             }
             if pending.give_up <= now {
                 // §13.3.1.4: no ACK in 64·T1: confirm and end the session with BYE.
-                self.pending_2xx.remove(&id);
+                entry.pending_2xx = None;
                 self.events.push_back(UaEvent::DialogTerminated {
                     dialog: id.clone(),
                     reason: DialogEnd::AckTimeout,
@@ -351,6 +504,42 @@ impl UserAgent {
         self.pump(now);
     }
 
+    /// The transport could not send to `destination` over `protocol` (the driver calls this
+    /// when a send fails: a refused or broken TCP connection, a hard UDP send error).
+    ///
+    /// Every client transaction with that peer still waiting for a final response ends with
+    /// [`UaEvent::TransportError`] (§17.1.4, §8.1.3.1); server transactions whose responses
+    /// go there just end (§17.2.4); a dialog whose 2xx to that peer still waits for its ACK
+    /// ends with [`DialogEnd::TransportError`]. Other dialogs stay: the next request in them
+    /// reports its own failure.
+    pub fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        protocol: Protocol,
+    ) {
+        self.endpoint
+            .handle_transport_error(now, destination, protocol);
+        let dead: Vec<DialogId> = self
+            .dialogs
+            .iter()
+            .filter(|(_, e)| {
+                e.pending_2xx
+                    .as_ref()
+                    .is_some_and(|p| p.destination == destination && p.protocol == protocol)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            self.end_dialog(&id);
+            self.events.push_back(UaEvent::DialogTerminated {
+                dialog: id,
+                reason: DialogEnd::TransportError,
+            });
+        }
+        self.pump(now);
+    }
+
     /// Turns endpoint events into user agent behaviour and events.
     fn pump(&mut self, now: Instant) {
         while let Some(event) = self.endpoint.poll_event() {
@@ -369,8 +558,9 @@ impl UserAgent {
                 EndpointEvent::Response { id, response } => self.on_response(now, id, response),
                 EndpointEvent::StrayInvite2xx { response, source } => {
                     // The transaction is gone but the 2xx came again: re-ACK from the dialog.
-                    if let Some(dialog) =
-                        Dialog::id_of_response(&response).and_then(|id| self.dialogs.get(&id))
+                    if let Some(dialog) = Dialog::id_of_response(&response)
+                        .and_then(|id| self.dialogs.get(&id))
+                        .map(|e| &e.dialog)
                     {
                         let ack = dialog.clone().request(
                             Method::Ack,
@@ -383,28 +573,40 @@ impl UserAgent {
                     }
                 }
                 EndpointEvent::TimedOut { id } => {
-                    if self.server_invites.contains_key(&id) {
+                    if self.endpoint.is_server(id) {
                         continue; // Timer H: our failure was never ACKed; nothing to tell.
                     }
-                    if let Some(invite) = self.client_invites.get(&id)
-                        && let Some(dialog) = &invite.within
-                    {
-                        self.local_reinvite.remove(dialog);
-                    }
+                    self.end_local_reinvite(id);
                     self.events
                         .push_back(UaEvent::TransactionTimeout { tx: id });
                 }
+                EndpointEvent::TransportError { id } => {
+                    self.end_local_reinvite(id);
+                    self.events.push_back(UaEvent::TransportError { tx: id });
+                }
                 EndpointEvent::Terminated { id } => {
+                    self.end_local_reinvite(id);
                     self.client_invites.remove(&id);
                     if let Some(invite) = self.server_invites.remove(&id)
                         && let Some(dialog) = invite.within
+                        && let Some(entry) = self.dialogs.get_mut(&dialog)
+                        && entry.remote_reinvite == Some(id)
                     {
-                        self.remote_reinvite.remove(&dialog);
+                        entry.remote_reinvite = None;
                     }
-                    self.local_reinvite.retain(|_, tx| *tx != id);
-                    self.remote_reinvite.retain(|_, tx| *tx != id);
                 }
             }
+        }
+    }
+
+    /// Client transaction `tx` is over: if it was our re-INVITE, another may start.
+    fn end_local_reinvite(&mut self, tx: TransactionId) {
+        if let Some(invite) = self.client_invites.get(&tx)
+            && let Some(dialog) = &invite.within
+            && let Some(entry) = self.dialogs.get_mut(dialog)
+            && entry.local_reinvite == Some(tx)
+        {
+            entry.local_reinvite = None;
         }
     }
 
@@ -440,12 +642,12 @@ impl UserAgent {
                 let to_tag = new_tag();
                 self.server_invites.insert(
                     tx,
-                    ServerInvite {
+                    Box::new(ServerInvite {
                         source,
                         protocol,
                         to_tag,
                         within: None,
-                    },
+                    }),
                 );
                 self.events.push_back(UaEvent::IncomingInvite {
                     tx,
@@ -462,8 +664,9 @@ impl UserAgent {
             }
             return;
         }
-        let Some(id) = Dialog::id_of_request(&request).filter(|id| self.dialogs.contains_key(id))
-        else {
+        let found = Dialog::id_of_request(&request)
+            .and_then(|id| self.dialogs.get_mut(&id).map(|entry| (id, entry)));
+        let Some((id, entry)) = found else {
             // §12.2.2: a request for a dialog we do not have.
             self.reject(
                 now,
@@ -475,18 +678,15 @@ impl UserAgent {
             return;
         };
         let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
-        let in_order = self
-            .dialogs
-            .get_mut(&id)
-            .is_some_and(|d| d.accept_remote_seq(seq));
-        if !in_order {
+        if !entry.dialog.accept_remote_seq(seq) {
             self.reject(now, tx, &request, StatusCode::SERVER_INTERNAL_ERROR, None);
             return;
         }
         match request.method {
             Method::Bye => {
-                let ok = Response::from_request(&request, StatusCode::OK);
-                if let Err(error) = self.endpoint.respond(now, tx, ok) {
+                let (mut ok, tag) = response_to(&request, StatusCode::OK, None);
+                finish_body(&mut ok, None);
+                if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
                 self.end_dialog(&id);
@@ -495,11 +695,11 @@ impl UserAgent {
                     reason: DialogEnd::PeerBye,
                 });
             }
-            Method::Invite if self.local_reinvite.contains_key(&id) => {
+            Method::Invite if entry.local_reinvite.is_some() => {
                 // §14.2: our re-INVITE is pending: glare.
                 self.reject(now, tx, &request, StatusCode::REQUEST_PENDING, None);
             }
-            Method::Invite if self.remote_reinvite.contains_key(&id) => {
+            Method::Invite if entry.remote_reinvite.is_some() => {
                 // §14.2: a second re-INVITE before the first was answered.
                 let retry = Header::new(HeaderName::RetryAfter, fastrand::u32(0..=10).to_string());
                 self.reject(
@@ -511,19 +711,19 @@ impl UserAgent {
                 );
             }
             Method::Invite => {
-                if let Some(dialog) = self.dialogs.get_mut(&id) {
-                    dialog.refresh_target(request.headers.values(HeaderName::Contact).next());
-                }
-                self.remote_reinvite.insert(id.clone(), tx);
+                entry
+                    .dialog
+                    .refresh_target(request.headers.values(HeaderName::Contact).next());
+                entry.remote_reinvite = Some(tx);
                 let to_tag = id.local_tag.to_string();
                 self.server_invites.insert(
                     tx,
-                    ServerInvite {
+                    Box::new(ServerInvite {
                         source,
                         protocol,
                         to_tag,
                         within: Some(id.clone()),
-                    },
+                    }),
                 );
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
@@ -533,10 +733,10 @@ impl UserAgent {
                 });
             }
             _ => {
-                if request.method == Method::Update
-                    && let Some(dialog) = self.dialogs.get_mut(&id)
-                {
-                    dialog.refresh_target(request.headers.values(HeaderName::Contact).next());
+                if request.method == Method::Update {
+                    entry
+                        .dialog
+                        .refresh_target(request.headers.values(HeaderName::Contact).next());
                 }
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
@@ -552,7 +752,12 @@ impl UserAgent {
         let Some(id) = Dialog::id_of_request(&request) else {
             return;
         };
-        if self.pending_2xx.remove(&id).is_some() {
+        let acked = self
+            .dialogs
+            .get_mut(&id)
+            .and_then(|e| e.pending_2xx.take())
+            .is_some();
+        if acked {
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -580,12 +785,21 @@ impl UserAgent {
                 response,
                 dialog,
             });
+            self.on_invite_provisional(now, tx);
             return;
         }
         let within = self.client_invites.get(&tx).and_then(|i| i.within.clone());
+        if let Some(invite) = self.client_invites.get_mut(&tx) {
+            // A deferred CANCEL is dropped: a final response came before any 1xx.
+            invite.progress = InviteProgress::Final;
+        }
         if !status.is_success() {
             if let Some(dialog) = within {
-                self.local_reinvite.remove(&dialog);
+                if let Some(entry) = self.dialogs.get_mut(&dialog)
+                    && entry.local_reinvite == Some(tx)
+                {
+                    entry.local_reinvite = None;
+                }
                 if status == StatusCode::REQUEST_PENDING {
                     let retry_after = self.glare_delay(&dialog);
                     self.events.push_back(UaEvent::ReInviteGlare {
@@ -610,9 +824,31 @@ impl UserAgent {
         self.on_invite_2xx(now, tx, response, within);
     }
 
+    /// The first 1xx for INVITE `tx`: a CANCEL the caller asked for may go now (§9.1).
+    fn on_invite_provisional(&mut self, now: Instant, tx: TransactionId) {
+        let Some(invite) = self.client_invites.get_mut(&tx) else {
+            return;
+        };
+        if invite.progress != InviteProgress::Calling {
+            return;
+        }
+        invite.progress = InviteProgress::Proceeding;
+        let Some(CancelState::Deferred(id)) = invite.cancel else {
+            return;
+        };
+        invite.cancel = Some(CancelState::Sent(id));
+        match self.endpoint.send_cancel(now, tx, Some(id)) {
+            Ok(_) => self.pump(now),
+            Err(error) => tracing::warn!(%error, "could not send the deferred CANCEL"),
+        }
+    }
+
     /// §14.1: the owner of the Call-ID waits 2.1–4 s, the other side 0–2 s, in 10 ms steps.
     fn glare_delay(&self, dialog: &DialogId) -> Duration {
-        let owner = self.dialogs.get(dialog).is_some_and(|d| d.we_are_uac);
+        let owner = self
+            .dialogs
+            .get(dialog)
+            .is_some_and(|e| e.dialog.we_are_uac);
         let steps = if owner {
             fastrand::u64(210..=400)
         } else {
@@ -643,39 +879,68 @@ impl UserAgent {
             return;
         }
         let forked = invite.answered.is_some();
-        let (request, destination, protocol) =
-            (invite.request.clone(), invite.destination, invite.protocol);
-        let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
-        let mut dialog = match within.as_ref().and_then(|d| self.dialogs.get(d)) {
-            Some(existing) => existing.clone(),
-            None => match Dialog::from_uac(&request, &response, destination, protocol) {
-                Some(dialog) => dialog,
-                None => return,
-            },
+        let cancelled = invite.cancel.is_some();
+        let seq = invite.invite.seq;
+        let via = self.via(invite.protocol);
+        let protocol = invite.protocol;
+        let contact = response.headers.values(HeaderName::Contact).next();
+        // A re-INVITE's 2xx refreshes its dialog in place; a first 2xx makes a new one.
+        let (ack, hop, new_dialog) = match within.as_ref().and_then(|d| self.dialogs.get_mut(d)) {
+            Some(entry) => {
+                entry.local_reinvite = None;
+                let dialog = &mut entry.dialog;
+                dialog.state = DialogState::Confirmed;
+                dialog.refresh_target(contact);
+                let ack = dialog.request(Method::Ack, via, None, Some(seq)).to_bytes();
+                (ack, dialog.next_hop(), None)
+            }
+            None => {
+                let Some(mut dialog) = Dialog::from_sent_invite(
+                    &invite.invite,
+                    &response,
+                    invite.destination,
+                    protocol,
+                ) else {
+                    return;
+                };
+                dialog.state = DialogState::Confirmed;
+                dialog.refresh_target(contact);
+                let ack = dialog.request(Method::Ack, via, None, Some(seq)).to_bytes();
+                let hop = dialog.next_hop();
+                (ack, hop, Some(dialog))
+            }
         };
-        dialog.state = DialogState::Confirmed;
-        dialog.refresh_target(response.headers.values(HeaderName::Contact).next());
-        let ack = dialog
-            .request(Method::Ack, self.via(protocol), None, Some(seq))
-            .to_bytes();
-        let hop = dialog.next_hop();
         self.endpoint.send_stateless(ack.clone(), hop, protocol);
         if let Some(invite) = self.client_invites.get_mut(&tx)
             && invite.answered.is_none()
         {
             invite.answered = Some((id.clone(), ack));
         }
-        if let Some(reinvite_of) = within {
-            self.local_reinvite.remove(&reinvite_of);
-            self.dialogs.insert(reinvite_of.clone(), dialog);
+        let Some(dialog) = new_dialog else {
+            let dialog = within.filter(|d| self.dialogs.contains_key(d));
             self.events.push_back(UaEvent::Response {
                 tx,
                 response,
-                dialog: Some(reinvite_of),
+                dialog,
             });
             return;
+        };
+        self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
+        if cancelled && !forked {
+            // §15: we wanted out but the 2xx won the race with the CANCEL: the call exists
+            // now, so it is ACKed (above) and ended with BYE.
+            self.events.push_back(UaEvent::Response {
+                tx,
+                response,
+                dialog: Some(id.clone()),
+            });
+            self.events.push_back(UaEvent::DialogTerminated {
+                dialog: id.clone(),
+                reason: DialogEnd::CancelledAfterAnswer,
+            });
+            self.send_bye(now, &id);
+            return;
         }
-        self.dialogs.insert(id.clone(), dialog);
         if forked {
             // §13.2.2.4: a second 2xx from another branch: ACK it, then end that dialog.
             self.send_bye(now, &id);
@@ -692,20 +957,16 @@ impl UserAgent {
         });
     }
 
-    fn end_dialog(&mut self, id: &DialogId) {
-        self.dialogs.remove(id);
-        self.pending_2xx.remove(id);
-        self.local_reinvite.remove(id);
-        self.remote_reinvite.remove(id);
+    fn end_dialog(&mut self, id: &DialogId) -> Option<Dialog> {
+        self.dialogs.remove(id).map(|e| *e.dialog)
     }
 
     fn send_bye(&mut self, now: Instant, id: &DialogId) {
-        let Some(mut dialog) = self.dialogs.get(id).cloned() else {
+        let Some(mut dialog) = self.end_dialog(id) else {
             return;
         };
         let bye = dialog.request(Method::Bye, self.via(dialog.protocol), None, None);
         let hop = dialog.next_hop();
-        self.end_dialog(id);
         if let Err(error) = self.endpoint.send_request(now, bye, hop, dialog.protocol) {
             tracing::warn!(%error, "could not send BYE");
         }
@@ -789,18 +1050,21 @@ impl UserAgent {
         }
         let mut request = builder.build();
         let protocol = self.fit_transport(&mut request, protocol);
+        let invite = SentInvite::of(&request).ok_or(EndpointError::BadRequest("no From tag"))?;
         let tx = self
             .endpoint
-            .send_request(now, request.clone(), destination, protocol)?;
+            .send_request(now, request, destination, protocol)?;
         self.client_invites.insert(
             tx,
-            ClientInvite {
-                request,
+            Box::new(ClientInvite {
+                invite,
                 destination,
                 protocol,
                 answered: None,
                 within: None,
-            },
+                progress: InviteProgress::Calling,
+                cancel: None,
+            }),
         );
         Ok((tx, call_id))
     }
@@ -815,16 +1079,21 @@ impl UserAgent {
         body: Option<(&str, Bytes)>,
     ) -> Result<TransactionId, EndpointError> {
         // §14.1: one re-INVITE at a time per dialog (checked before a CSeq is spent).
-        if method == Method::Invite && self.local_reinvite.contains_key(id) {
+        let entry = self
+            .dialogs
+            .get(id)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        if method == Method::Invite && entry.local_reinvite.is_some() {
             return Err(EndpointError::RequestPending);
         }
-        let via = self.via(self.dialogs.get(id).map_or(Protocol::Udp, |d| d.protocol));
-        let contact = self.config.contact.clone();
-        let dialog = self
+        let via = self.via(entry.dialog.protocol);
+        let contact = &self.config.contact;
+        let dialog = &mut self
             .dialogs
             .get_mut(id)
-            .ok_or(EndpointError::NoSuchTransaction)?;
-        let mut request = dialog.request(method.clone(), via, Some(&contact), None);
+            .ok_or(EndpointError::NoSuchTransaction)?
+            .dialog;
+        let mut request = dialog.request(method.clone(), via, Some(contact), None);
         for header in headers {
             request.headers.push(header);
         }
@@ -833,24 +1102,30 @@ impl UserAgent {
         }
         let (hop, protocol) = (dialog.next_hop(), dialog.protocol);
         let protocol = self.fit_transport(&mut request, protocol);
-        let tx = self
-            .endpoint
-            .send_request(now, request.clone(), hop, protocol)?;
-        match method {
-            Method::Invite => {
-                self.local_reinvite.insert(id.clone(), tx);
+        let sent = match method {
+            Method::Invite => SentInvite::of(&request),
+            _ => None,
+        };
+        let tx = self.endpoint.send_request(now, request, hop, protocol)?;
+        match (method, sent) {
+            (Method::Invite, Some(invite)) => {
+                if let Some(entry) = self.dialogs.get_mut(id) {
+                    entry.local_reinvite = Some(tx);
+                }
                 self.client_invites.insert(
                     tx,
-                    ClientInvite {
-                        request,
+                    Box::new(ClientInvite {
+                        invite,
                         destination: hop,
                         protocol,
                         answered: None,
                         within: Some(id.clone()),
-                    },
+                        progress: InviteProgress::Calling,
+                        cancel: None,
+                    }),
                 );
             }
-            Method::Bye => {
+            (Method::Bye, _) => {
                 self.end_dialog(id);
                 self.events.push_back(UaEvent::DialogTerminated {
                     dialog: id.clone(),
@@ -868,13 +1143,45 @@ impl UserAgent {
         self.request_in_dialog(now, id, Method::Bye, Vec::new(), None)
     }
 
-    /// Cancels our pending INVITE `tx` (§9.1). Only after a provisional response arrived may
-    /// the CANCEL be sent; before that the caller should wait for one.
+    /// Cancels our pending INVITE `tx` (§9.1) and returns the CANCEL's client transaction.
+    ///
+    /// It may be called at any time after [`UserAgent::invite`]. A CANCEL may only be sent
+    /// once a provisional response arrived: before that the user agent remembers the request
+    /// and sends the CANCEL (under the returned id) when the first 1xx arrives; if a final
+    /// response comes first, no CANCEL is sent and the id never shows up in an event. If the
+    /// INVITE is answered with a 2xx anyway (the CANCEL lost the race, or the answer came
+    /// first), the user agent ACKs it, sends BYE at once, and reports
+    /// [`UaEvent::DialogTerminated`] with [`DialogEnd::CancelledAfterAnswer`] right after the
+    /// [`UaEvent::Response`]. Calling it again returns the same id.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::AlreadyFinal`] when the INVITE's final response has already arrived
+    /// (hang up an answered call with [`UserAgent::hangup`] instead);
+    /// [`EndpointError::NoSuchTransaction`] when `tx` is not a live client transaction.
     pub fn cancel(
         &mut self,
         now: Instant,
         tx: TransactionId,
     ) -> Result<TransactionId, EndpointError> {
+        if let Some(invite) = self.client_invites.get(&tx) {
+            if let Some(cancel) = invite.cancel {
+                return Ok(cancel.id());
+            }
+            let state = match invite.progress {
+                InviteProgress::Final => return Err(EndpointError::AlreadyFinal),
+                InviteProgress::Calling => CancelState::Deferred(self.endpoint.reserve_id()),
+                InviteProgress::Proceeding => {
+                    CancelState::Sent(self.endpoint.send_cancel(now, tx, None)?)
+                }
+            };
+            if let Some(invite) = self.client_invites.get_mut(&tx) {
+                invite.cancel = Some(state);
+            }
+            self.pump(now);
+            return Ok(state.id());
+        }
+        // Not an INVITE of ours: CANCEL the request as asked (it is the caller's choice).
         let cancel = self
             .endpoint
             .cancel_for(tx)
@@ -902,34 +1209,36 @@ impl UserAgent {
     ) -> Result<Option<DialogId>, EndpointError> {
         let invite = self.server_invites.get(&tx);
         let within = invite.and_then(|i| i.within.clone());
-        let request = self
-            .endpoint
-            .request_of(tx)
-            .ok_or(EndpointError::NoSuchTransaction)?;
-        let mut response =
-            Response::from_request_with_tag(request, status, invite.map(|i| i.to_tag.as_str()));
+        let Some(request) = self.endpoint.request_of(tx) else {
+            // A transaction that already sent its final response keeps no request.
+            return Err(if self.endpoint.is_live(tx) {
+                EndpointError::ResponseRefused
+            } else {
+                EndpointError::NoSuchTransaction
+            });
+        };
+        let (mut response, to_tag) =
+            response_to(request, status, invite.map(|i| i.to_tag.as_str()));
         let is_invite = request.method == Method::Invite;
         if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
             response.headers.push(Header::new(
                 HeaderName::Contact,
-                format!("<{}>", self.config.contact),
+                self.contact_value.as_str(),
             ));
         }
         for header in headers {
             response.headers.push(header);
         }
-        if let Some(body) = body {
-            response.body = set_body(&mut response.headers, body);
-        }
-        // The dialog (if this 2xx makes one) is read off the request and response before the
-        // response goes to the transaction, so neither is copied.
-        let new_dialog = match invite {
-            Some(invite) if status.is_success() && within.is_none() => {
-                Dialog::from_uas(request, &response, invite.source, invite.protocol)
+        finish_body(&mut response, body);
+        // The dialog (if this 2xx makes one) is read off the request before the response goes
+        // to the transaction, so neither is copied.
+        let new_dialog = match (invite, &to_tag) {
+            (Some(invite), Some(local_tag)) if status.is_success() && within.is_none() => {
+                Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
             }
             _ => None,
         };
-        let bytes = self.endpoint.respond(now, tx, response)?;
+        let bytes = self.endpoint.respond_tagged(now, tx, response, to_tag)?;
         let mut dialog_id = None;
         if let Some(invite) = self.server_invites.get(&tx)
             && status.is_success()
@@ -939,12 +1248,12 @@ impl UserAgent {
                 (Some(id), _) => Some(id),
                 (None, Some(dialog)) => {
                     let id = dialog.id.clone();
-                    self.dialogs.insert(id.clone(), dialog);
+                    self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
                     Some(id)
                 }
                 (None, None) => None,
             };
-            if let Some(id) = id {
+            if let Some(id) = id.filter(|id| self.dialogs.contains_key(id)) {
                 let (destination, protocol) =
                     self.endpoint.peer_of(tx).unwrap_or((source, protocol));
                 let t1 = self.config.endpoint.timers.t1;
@@ -964,10 +1273,22 @@ impl UserAgent {
                     give_up,
                 };
                 self.timers.push(Reverse((next.min(give_up), id.clone())));
-                self.pending_2xx.insert(id.clone(), pending);
-                self.remote_reinvite.remove(&id);
+                if let Some(entry) = self.dialogs.get_mut(&id) {
+                    entry.pending_2xx = Some(Box::new(pending));
+                    entry.remote_reinvite = None;
+                }
                 dialog_id = Some(id);
             }
+        }
+        if status.as_u16() >= 200
+            && let Some(invite) = self.server_invites.remove(&tx)
+            && let Some(dialog) = invite.within
+            && let Some(entry) = self.dialogs.get_mut(&dialog)
+            && entry.remote_reinvite == Some(tx)
+        {
+            // The final response is out: nothing more is sent for this INVITE, and another
+            // re-INVITE may come (§14.2).
+            entry.remote_reinvite = None;
         }
         self.pump(now);
         Ok(dialog_id)

@@ -1,5 +1,6 @@
 //! The tokio driver on real loopback sockets: two user agents call each other over UDP, TCP
-//! and IPv6, and a TCP peer that breaks the framing is disconnected.
+//! and IPv6, a TCP peer that breaks the framing is disconnected, and a refused TCP connection
+//! fails its transaction at once.
 
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -154,4 +155,30 @@ async fn keepalives_and_options_over_tcp_get_answers() {
         "{}",
         String::from_utf8_lossy(&received)
     );
+}
+
+#[tokio::test]
+async fn an_invite_over_tcp_to_a_closed_port_fails_at_once_with_a_transport_error() {
+    // A port that was just free: nobody listens on it any more, so the connect is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (alice, mut events) = start("127.0.0.1:0".parse().unwrap()).await;
+    let from = alice.contact().clone();
+    let to = session_sip::Uri::parse(&format!("sip:nobody@{closed}")).unwrap();
+    let started = std::time::Instant::now();
+    let tx = alice
+        .with(move |ua, now| ua.invite(now, &from, &to, closed, Protocol::Tcp, None))
+        .await
+        .unwrap()
+        .unwrap();
+    match next_event(&mut events).await {
+        UaEvent::TransportError { tx: failed } => assert_eq!(failed, tx),
+        other => panic!("expected a transport error, got {other:?}"),
+    }
+    // Timer B would have taken 32 s; the refused connect is reported at once.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let left = alice.with(|ua, _| ua.state_count()).await.unwrap();
+    assert_eq!(left, 0);
 }

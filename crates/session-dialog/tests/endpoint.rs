@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use session_dialog::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Protocol, Transmit};
 use session_sip::{Message, Method, Request, Response};
+use session_testkit::sip::ScriptedPeer;
 use session_types::StatusCode;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -213,7 +214,9 @@ fn out_of_dialog_options_get_a_stateless_200_with_allow() {
 fn cancel_ends_a_pending_invite_with_487_and_no_invite_gets_481() {
     let t0 = Instant::now();
     let mut ep = Endpoint::new(EndpointConfig::default());
-    ep.handle_datagram(t0, Protocol::Udp, peer(), &invite("z9hG4bK-c1"));
+    let mut alice = ScriptedPeer::new("alice", peer(), "sip:bob@127.0.0.1:5060".parse().unwrap());
+    let invite = alice.invite();
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &invite.to_bytes());
     let (id, req) = new_request_event(&mut ep);
     ep.respond(
         t0,
@@ -221,50 +224,53 @@ fn cancel_ends_a_pending_invite_with_487_and_no_invite_gets_481() {
         Response::from_request_with_tag(&req, StatusCode::RINGING, Some("ring")),
     )
     .unwrap();
-    transmits(&mut ep);
-    let mut cancel = String::from_utf8(invite("z9hG4bK-c1").to_vec()).unwrap();
-    cancel = cancel
-        .replacen("INVITE sip:", "CANCEL sip:", 1)
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let next = |ep: &mut Endpoint| ep.poll_transmit().map(|t| t.bytes);
+    alice
+        .expect_response(next(&mut ep), StatusCode::RINGING)
+        .unwrap();
     ep.handle_datagram(
         t0 + Duration::from_millis(100),
         Protocol::Udp,
         peer(),
-        &Bytes::from(cancel),
+        &alice.cancel().to_bytes(),
     );
-    let sent: Vec<Response> = transmits(&mut ep).iter().map(response_of).collect();
-    let statuses: Vec<u16> = sent.iter().map(|r| r.status.as_u16()).collect();
-    assert_eq!(statuses, [200, 487]);
+    let cancel_ok = alice
+        .expect_response(next(&mut ep), StatusCode::OK)
+        .unwrap();
+    assert_eq!(cancel_ok.cseq().unwrap().method, Method::Cancel);
+    let terminated = alice
+        .expect_response(next(&mut ep), StatusCode::REQUEST_TERMINATED)
+        .unwrap();
     assert_eq!(
-        sent[1].to().unwrap().tag(),
+        terminated.to().unwrap().tag(),
         Some("ring"),
         "the 487 keeps the To tag of the 180"
     );
-    assert_eq!(sent[1].cseq().unwrap().method, Method::Invite);
+    assert_eq!(terminated.cseq().unwrap().method, Method::Invite);
     assert!(
         events(&mut ep)
             .iter()
             .any(|e| matches!(e, EndpointEvent::Cancelled { id: c } if *c == id))
     );
     // The ACK for the 487 has the INVITE's branch and stays in the transaction.
+    let ack = alice.ack_failure(&terminated);
     ep.handle_datagram(
         t0 + Duration::from_millis(150),
         Protocol::Udp,
         peer(),
-        &request("ACK", "z9hG4bK-c1", Some("ring"), "1 ACK"),
+        &ack.to_bytes(),
     );
     assert!(events(&mut ep).is_empty());
+    assert!(next(&mut ep).is_none(), "absorbed");
     // A CANCEL for nothing: 481.
-    ep.handle_datagram(
-        t0,
-        Protocol::Udp,
-        peer(),
-        &request("CANCEL", "z9hG4bK-none", None, "1 CANCEL"),
-    );
-    assert_eq!(
-        response_of(&transmits(&mut ep)[0]).status,
-        StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST
-    );
+    alice.new_call();
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &alice.cancel().to_bytes());
+    alice
+        .expect_response(
+            next(&mut ep),
+            StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST,
+        )
+        .unwrap();
     drain_timers(&mut ep, t0);
     assert_eq!(ep.transaction_count(), 0);
 }
@@ -358,5 +364,41 @@ fn client_transactions_time_out_and_drain() {
     assert!(timed_out);
     assert_eq!(sent, 1 + 6, "the INVITE plus six retransmissions");
     assert_eq!(now - t0, Duration::from_secs(32));
+    assert_eq!(ep.transaction_count(), 0);
+}
+
+#[test]
+fn rfc_2543_requests_match_without_the_magic_cookie() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    // A branch without "z9hG4bK": matched on Request-URI, From tag, Call-ID, CSeq and top Via
+    // (§17.2.3).
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &invite("old-1"));
+    let (id, req) = new_request_event(&mut ep);
+    ep.handle_datagram(
+        t0 + Duration::from_millis(100),
+        Protocol::Udp,
+        peer(),
+        &invite("old-1"),
+    );
+    assert!(events(&mut ep).is_empty(), "the retransmission is absorbed");
+    ep.respond(
+        t0,
+        id,
+        Response::from_request_with_tag(&req, StatusCode::RINGING, Some("r")),
+    )
+    .unwrap();
+    transmits(&mut ep);
+    let cancel = String::from_utf8(invite("old-1").to_vec())
+        .unwrap()
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    ep.handle_datagram(t0, Protocol::Udp, peer(), &Bytes::from(cancel));
+    let statuses: Vec<u16> = transmits(&mut ep)
+        .iter()
+        .map(|t| response_of(t).status.as_u16())
+        .collect();
+    assert_eq!(statuses, [200, 487], "the CANCEL found its INVITE");
+    drain_timers(&mut ep, t0);
     assert_eq!(ep.transaction_count(), 0);
 }

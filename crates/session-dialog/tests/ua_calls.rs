@@ -10,6 +10,7 @@ use session_dialog::endpoint::{EndpointConfig, Protocol};
 use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaConfig, UaEvent, UserAgent};
 use session_sip::Uri;
+use session_testkit::sip::ScriptedPeer;
 use session_testkit::{Endpoint, Impairments, NodeId, Simulation, Transmit};
 use session_types::{DialogId, StatusCode};
 use std::net::SocketAddr;
@@ -227,25 +228,91 @@ fn calls_complete_or_fail_cleanly_under_30_percent_loss() {
     );
 }
 
+/// A scripted peer at node `n`'s address, calling the user agent at node 1.
+fn scripted(user: &str, n: usize) -> ScriptedPeer {
+    ScriptedPeer::new(
+        user,
+        addr(NodeId(n)),
+        Uri::parse("sip:ua@127.0.0.1:5061").unwrap(),
+    )
+}
+
 #[test]
 fn requests_for_unknown_dialogs_get_481() {
     let t0 = Instant::now();
     let mut ua = ua(1);
-    let bye = "BYE sip:ua@127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-b\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=nope\r\nCall-ID: gone\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
-    ua.handle_datagram(
-        t0,
-        Protocol::Udp,
-        addr(NodeId(0)),
-        &Bytes::from_static(bye.as_bytes()),
-    );
-    let sent = ua.poll_transmit().unwrap();
-    assert!(sent.bytes.starts_with(b"SIP/2.0 481 "));
+    let mut alice = scripted("alice", 0);
+    alice.assume_remote_tag("nope");
+    let bye = alice.bye();
+    ua.handle_datagram(t0, Protocol::Udp, alice.address(), &bye.to_bytes());
+    let sent = ua.poll_transmit().map(|t| t.bytes);
+    alice
+        .expect_response(sent, StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST)
+        .unwrap();
     assert!(ua.poll_event().is_none());
     assert_eq!(
         ua.state_count(),
         1,
         "only the BYE's server transaction, until Timer J"
     );
+}
+
+#[test]
+fn a_scripted_caller_sees_the_uas_flow_message_by_message() {
+    let t0 = Instant::now();
+    let mut ua = ua(1);
+    let mut alice = scripted("alice", 0);
+    let source = alice.address();
+    let invite = alice.invite_with_body(Some(("application/sdp", Bytes::from_static(b"v=0\r\n"))));
+    ua.handle_datagram(t0, Protocol::Udp, source, &invite.to_bytes());
+    // A retransmission of the INVITE is absorbed: one IncomingInvite.
+    ua.handle_datagram(t0, Protocol::Udp, source, &invite.to_bytes());
+    let Some(UaEvent::IncomingInvite { tx, .. }) = ua.poll_event() else {
+        panic!("no INVITE")
+    };
+    assert!(ua.poll_event().is_none());
+    ua.answer(t0, tx, StatusCode::RINGING, Vec::new(), None)
+        .unwrap();
+    let dialog = ua
+        .answer(t0, tx, StatusCode::OK, Vec::new(), None)
+        .unwrap()
+        .unwrap();
+    let next = |ua: &mut UserAgent| ua.poll_transmit().map(|t| t.bytes);
+    let ringing = alice
+        .expect_response(next(&mut ua), StatusCode::RINGING)
+        .unwrap();
+    let ok = alice
+        .expect_response(next(&mut ua), StatusCode::OK)
+        .unwrap();
+    assert_eq!(
+        ringing.to().unwrap().tag(),
+        ok.to().unwrap().tag(),
+        "§8.2.6.2"
+    );
+    assert_eq!(alice.remote_tag().as_deref(), Some(&*dialog.local_tag));
+    // No ACK yet: the 2xx goes again after T1.
+    ua.handle_timeout(t0 + Duration::from_millis(500));
+    alice
+        .expect_response(next(&mut ua), StatusCode::OK)
+        .unwrap();
+    let ack = alice.ack();
+    ua.handle_datagram(t0, Protocol::Udp, source, &ack.to_bytes());
+    assert!(matches!(ua.poll_event(), Some(UaEvent::Ack { dialog: d, .. }) if d == dialog));
+    let bye = alice.bye();
+    ua.handle_datagram(t0, Protocol::Udp, source, &bye.to_bytes());
+    alice
+        .expect_response(next(&mut ua), StatusCode::OK)
+        .unwrap();
+    assert!(matches!(
+        ua.poll_event(),
+        Some(UaEvent::DialogTerminated {
+            reason: DialogEnd::PeerBye,
+            ..
+        })
+    ));
+    assert!(next(&mut ua).is_none());
+    ua.handle_timeout(t0 + Duration::from_secs(64));
+    assert_eq!(ua.state_count(), 0);
 }
 
 fn response_to(

@@ -1,5 +1,8 @@
 //! Test utilities for the session-core workspace (unpublished).
 //!
+//! Two parts: the simulated network below, and [`sip::ScriptedPeer`], which writes a SIP
+//! peer's messages from short templates and checks what the system under test sent.
+//!
 //! The centrepiece is a deterministic simulation of a lossy network: [`SimNetwork`] carries
 //! datagrams between nodes with latency, jitter, reordering, duplication and burst loss, all drawn
 //! from one seeded random generator, and [`Simulation`] drives any number of sans-IO
@@ -46,6 +49,7 @@
 
 mod network;
 mod simulation;
+pub mod sip;
 
 pub use network::{Delivery, Impairments, NetworkStats, NodeId, SimNetwork};
 pub use simulation::{Endpoint, Simulation, Transmit};

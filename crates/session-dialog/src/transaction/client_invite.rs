@@ -34,6 +34,7 @@ pub struct ClientInvite {
     state: ClientInviteState,
     config: TimerConfig,
     transport: Transport,
+    /// The INVITE, for Timer A; released once the transaction leaves `Calling`.
     request: Bytes,
     ack: Option<Bytes>,
     /// Timer A: next retransmission, with its current interval.
@@ -76,6 +77,14 @@ impl ClientInvite {
         self.actions.pop_front()
     }
 
+    /// Frees the action queue's buffer once it is drained: most of a transaction's life is
+    /// spent waiting for a timer with nothing queued.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.actions.is_empty() {
+            self.actions = VecDeque::new();
+        }
+    }
+
     /// A response with `status` matched this transaction. For a 300–699 response `make_ack`
     /// is called (once per transaction) for the ACK of §17.1.1.3, which the transaction then
     /// sends and re-sends for every retransmission of the failure.
@@ -90,6 +99,7 @@ impl ClientInvite {
             (Calling | Proceeding, 100..=199) => {
                 self.state = Proceeding;
                 self.retransmit = None;
+                self.request = Bytes::new();
                 // Timer B only guards the Calling state (§17.1.1.2); once a provisional arrives
                 // the TU decides how long to wait (CANCEL, Expires).
                 self.state_timer = None;
@@ -98,12 +108,14 @@ impl ClientInvite {
             (Calling | Proceeding, 200..=299) => {
                 self.state = Accepted;
                 self.retransmit = None;
+                self.request = Bytes::new();
                 self.state_timer = Some(now + self.config.timeout());
                 Verdict::PassUp
             }
             (Calling | Proceeding, 300..=699) => {
                 self.state = Completed;
                 self.retransmit = None;
+                self.request = Bytes::new();
                 let ack = make_ack();
                 self.actions.push_back(Action::Transmit(ack.clone()));
                 self.ack = Some(ack);
@@ -141,6 +153,16 @@ impl ClientInvite {
         }
     }
 
+    /// A CANCEL for this INVITE was sent at `now` (RFC 3261 §9.1). In `Proceeding` no timer
+    /// guards the transaction any more, so one of 64·T1 is armed: if no final response arrives
+    /// by then, the transaction times out and ends ("the client SHOULD then consider the
+    /// original transaction cancelled and destroy the client transaction").
+    pub fn handle_cancel_sent(&mut self, now: Instant) {
+        if self.state == ClientInviteState::Proceeding && self.state_timer.is_none() {
+            self.state_timer = Some(now + self.config.timeout());
+        }
+    }
+
     /// Time has reached `now`; fires whichever timers are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some((at, interval)) = self.retransmit
@@ -154,19 +176,28 @@ impl ClientInvite {
                 .push_back(Action::Transmit(self.request.clone()));
         }
         if self.state_timer.is_some_and(|at| at <= now) {
-            if self.state == ClientInviteState::Calling {
+            // Timer B in Calling; in Proceeding only the CANCEL guard is ever armed.
+            if matches!(
+                self.state,
+                ClientInviteState::Calling | ClientInviteState::Proceeding
+            ) {
                 self.actions.push_back(Action::TimedOut);
             }
             self.terminate();
         }
     }
 
-    /// The transport reported an error sending for this transaction (§17.1.4).
+    /// The transport reported an error sending for this transaction (§17.1.4): it ends, and
+    /// before a final response it reports [`Action::TimedOut`] (the TU treats it as 503,
+    /// §8.1.3.1). After a final response (its ACK could not be sent) it only ends.
     pub fn handle_transport_error(&mut self) {
-        if self.state != ClientInviteState::Terminated {
+        if matches!(
+            self.state,
+            ClientInviteState::Calling | ClientInviteState::Proceeding
+        ) {
             self.actions.push_back(Action::TimedOut);
-            self.terminate();
         }
+        self.terminate();
     }
 }
 
@@ -325,6 +356,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_without_final_response_ends_the_transaction_after_64_t1() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, invite(), Transport::Unreliable, TimerConfig::default());
+        drain(&mut tx);
+        tx.handle_response(t0 + ms(100), 180, Bytes::new);
+        assert_eq!(tx.deadline(), None, "nothing guards Proceeding by itself");
+        tx.handle_cancel_sent(t0 + ms(200));
+        assert_eq!(tx.deadline(), Some(t0 + ms(200) + Duration::from_secs(32)));
+        tx.handle_timeout(t0 + ms(200) + Duration::from_secs(32));
+        assert_eq!(drain(&mut tx), [Action::TimedOut, Action::Terminated]);
+    }
+
+    #[test]
+    fn a_cancel_does_not_change_timer_b_in_calling() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, invite(), Transport::Reliable, TimerConfig::default());
+        drain(&mut tx);
+        tx.handle_cancel_sent(t0 + ms(300));
+        assert_eq!(tx.deadline(), Some(t0 + Duration::from_secs(32)));
+    }
+
+    #[test]
     fn transport_error_times_out_once() {
         let t0 = Instant::now();
         let mut tx = ClientInvite::new(t0, invite(), Transport::Unreliable, TimerConfig::default());
@@ -332,5 +385,16 @@ mod tests {
         tx.handle_transport_error();
         tx.handle_transport_error();
         assert_eq!(drain(&mut tx), [Action::TimedOut, Action::Terminated]);
+    }
+
+    #[test]
+    fn transport_error_after_a_final_response_only_ends() {
+        let t0 = Instant::now();
+        let mut tx = ClientInvite::new(t0, invite(), Transport::Unreliable, TimerConfig::default());
+        drain(&mut tx);
+        tx.handle_response(t0, 486, || Bytes::from_static(b"ACK"));
+        drain(&mut tx);
+        tx.handle_transport_error();
+        assert_eq!(drain(&mut tx), [Action::Terminated]);
     }
 }

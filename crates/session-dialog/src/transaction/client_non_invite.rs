@@ -71,6 +71,14 @@ impl ClientNonInvite {
         self.actions.pop_front()
     }
 
+    /// Frees the action queue's buffer once it is drained: most of a transaction's life is
+    /// spent waiting for a timer with nothing queued.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.actions.is_empty() {
+            self.actions = VecDeque::new();
+        }
+    }
+
     /// A response with `status` matched this transaction.
     pub fn handle_response(&mut self, now: Instant, status: u16) -> Verdict {
         use ClientNonInviteState::*;
@@ -82,6 +90,8 @@ impl ClientNonInvite {
             (Trying | Proceeding, 200..=699) => {
                 self.state = Completed;
                 self.retransmit = None;
+                // Only Timer K is left: the request is never sent again.
+                self.request = Bytes::new();
                 let wait = self.config.absorb_after_final(self.transport);
                 if wait.is_zero() {
                     self.terminate();

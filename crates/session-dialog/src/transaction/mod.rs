@@ -18,7 +18,7 @@ mod client_invite;
 mod client_non_invite;
 mod server_invite;
 mod server_non_invite;
-mod table;
+pub(crate) mod table;
 mod timers;
 
 pub use client_invite::{ClientInvite, ClientInviteState};

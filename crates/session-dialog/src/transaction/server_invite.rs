@@ -78,6 +78,14 @@ impl ServerInvite {
         self.actions.pop_front()
     }
 
+    /// Frees the action queue's buffer once it is drained: most of a transaction's life is
+    /// spent waiting for a timer with nothing queued.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.actions.is_empty() {
+            self.actions = VecDeque::new();
+        }
+    }
+
     /// The INVITE arrived again: re-send the last provisional or final response.
     pub fn handle_invite_retransmission(&mut self) -> Verdict {
         if matches!(
@@ -97,6 +105,8 @@ impl ServerInvite {
             ServerInviteState::Completed => {
                 self.state = ServerInviteState::Confirmed;
                 self.retransmit = None;
+                // Confirmed only absorbs ACKs: the failure is never sent again.
+                self.last_response = None;
                 let wait = self.config.absorb_after_final(self.transport);
                 if wait.is_zero() {
                     self.terminate();
@@ -119,9 +129,18 @@ impl ServerInvite {
             (Proceeding, 200..=299) => {
                 self.state = Accepted;
                 self.state_timer = Some(now + self.config.timeout());
+                self.trying_at = None;
+                // The TU retransmits the 2xx itself (§13.3.1.4); INVITE retransmissions in
+                // Accepted are absorbed, so the transaction keeps no copy.
+                self.actions.push_back(Action::Transmit(response));
+                self.last_response = None;
+                return true;
             }
             // RFC 6026 §7.1: the TU retransmits its 2xx through the Accepted transaction.
-            (Accepted, 200..=299) => {}
+            (Accepted, 200..=299) => {
+                self.actions.push_back(Action::Transmit(response));
+                return true;
+            }
             (Proceeding, 300..=699) => {
                 self.state = Completed;
                 if !self.transport.is_reliable() {

@@ -64,6 +64,14 @@ impl ServerNonInvite {
         self.actions.pop_front()
     }
 
+    /// Frees the action queue's buffer once it is drained: most of a transaction's life is
+    /// spent waiting for a timer with nothing queued.
+    pub(crate) fn release_buffers(&mut self) {
+        if self.actions.is_empty() {
+            self.actions = VecDeque::new();
+        }
+    }
+
     /// The request arrived again (a retransmission).
     pub fn handle_request(&mut self) -> Verdict {
         if matches!(

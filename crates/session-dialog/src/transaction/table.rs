@@ -6,12 +6,39 @@ use super::{Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
 /// A handle to one transaction in a [`TransactionTable`]; never reused within a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransactionId(u64);
+
+/// Hashes a [`TransactionId`] with one multiplication. Ids are handed out by the table in
+/// sequence, never taken from the network, so they need no protection against chosen
+/// collisions; SipHash would cost more than the rest of a lookup. The multiplier spreads the
+/// sequence over the high bits, which the hash map uses as per-bucket tags.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `TransactionId`; fold anything else in the same way.
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by [`TransactionId`] with [`IdHasher`].
+pub(crate) type IdMap<V> = HashMap<TransactionId, V, BuildHasherDefault<IdHasher>>;
 
 /// One of the four transaction machines.
 #[derive(Debug)]
@@ -45,6 +72,19 @@ impl Transaction {
         }
     }
 
+    fn release_buffers(&mut self) {
+        match self {
+            Self::ClientInvite(tx) => tx.release_buffers(),
+            Self::ClientNonInvite(tx) => tx.release_buffers(),
+            Self::ServerInvite(tx) => tx.release_buffers(),
+            Self::ServerNonInvite(tx) => tx.release_buffers(),
+        }
+    }
+
+    fn is_server(&self) -> bool {
+        matches!(self, Self::ServerInvite(_) | Self::ServerNonInvite(_))
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         match self {
             Self::ClientInvite(tx) => tx.handle_timeout(now),
@@ -73,7 +113,9 @@ struct Slot<K, C> {
 /// actions into one queue (drained by [`TransactionTable::poll_action`]), re-arms its timer,
 /// and removes it once it reports [`Action::Terminated`].
 pub struct TransactionTable<K, C> {
-    slots: HashMap<TransactionId, Slot<K, C>>,
+    /// Boxed: the map keeps room for the peak number of transactions, and a small slot keeps
+    /// that room small once they are gone.
+    slots: IdMap<Box<Slot<K, C>>>,
     index: HashMap<K, TransactionId>,
     timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
     actions: VecDeque<(TransactionId, Action)>,
@@ -90,12 +132,20 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     /// An empty table.
     pub fn new() -> Self {
         Self {
-            slots: HashMap::new(),
+            slots: IdMap::default(),
             index: HashMap::new(),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             next_id: 0,
         }
+    }
+
+    /// Makes room for `additional` more transactions, so a burst of calls does not pause to
+    /// grow (and rehash) the maps.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+        self.index.reserve(additional);
+        self.timers.reserve(additional);
     }
 
     /// Adds a transaction under `key`; `None` if a transaction with that key is already live
@@ -107,22 +157,49 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         context: C,
     ) -> Option<TransactionId> {
         let id = TransactionId(self.next_id);
+        let inserted = self.insert_reserved(id, key, transaction, context);
+        if inserted.is_some() {
+            self.next_id += 1;
+        }
+        inserted
+    }
+
+    /// Hands out the id the next transaction will have without creating it, for a transaction
+    /// that starts later (a CANCEL deferred until the INVITE's first provisional response,
+    /// RFC 3261 §9.1); create it with [`TransactionTable::insert_reserved`].
+    pub fn reserve_id(&mut self) -> TransactionId {
+        let id = TransactionId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// Like [`TransactionTable::insert`], under an id from [`TransactionTable::reserve_id`]
+    /// (or the next id, from `insert`). `None` if the key or the id is already live.
+    pub fn insert_reserved(
+        &mut self,
+        id: TransactionId,
+        key: K,
+        transaction: Transaction,
+        context: C,
+    ) -> Option<TransactionId> {
+        if self.slots.contains_key(&id) {
+            return None;
+        }
         match self.index.entry(key.clone()) {
             Entry::Occupied(_) => return None,
             Entry::Vacant(vacant) => {
                 vacant.insert(id);
             }
         }
-        self.next_id += 1;
         self.slots.insert(
             id,
-            Slot {
+            Box::new(Slot {
                 key,
                 transaction,
                 armed: None,
                 context,
                 dead: false,
-            },
+            }),
         );
         self.settle(id);
         Some(id)
@@ -136,6 +213,13 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     /// The owner context of a transaction, live or with actions still queued.
     pub fn context(&self, id: TransactionId) -> Option<&C> {
         self.slots.get(&id).map(|slot| &slot.context)
+    }
+
+    /// Whether `id` is a server transaction (live, or with actions still queued).
+    pub fn is_server(&self, id: TransactionId) -> bool {
+        self.slots
+            .get(&id)
+            .is_some_and(|slot| slot.transaction.is_server())
     }
 
     /// The owner context of a live transaction, mutably.
@@ -173,6 +257,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
             self.index.remove(&slot.key);
             return;
         }
+        slot.transaction.release_buffers();
         let deadline = slot.transaction.deadline();
         if deadline != slot.armed {
             slot.armed = deadline;
@@ -225,6 +310,14 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
             self.slots.remove(&id);
         }
         Some((id, action))
+    }
+
+    /// Live transactions and their contexts, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (TransactionId, &C)> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| !slot.dead)
+            .map(|(id, slot)| (*id, &slot.context))
     }
 
     /// Transactions held: live ones, and terminated ones whose actions are not yet polled.
