@@ -79,6 +79,8 @@ pub(crate) struct ManagerConfig {
     pub(crate) shutdown_grace: Duration,
     /// How long a transferor waits for the final NOTIFY.
     pub(crate) transfer_timeout: Duration,
+    /// Calls to size every map for up front (no rehash pauses under load).
+    pub(crate) reserve_calls: usize,
 }
 
 impl Default for ManagerConfig {
@@ -97,6 +99,7 @@ impl Default for ManagerConfig {
             socket_buffer: None,
             shutdown_grace: Duration::from_secs(2),
             transfer_timeout: Duration::from_secs(32),
+            reserve_calls: 0,
         }
     }
 }

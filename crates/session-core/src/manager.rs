@@ -153,6 +153,14 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Sizes the manager's and the SIP layer's maps for `calls` concurrent calls up front, so
+    /// that a busy server never pauses to grow them (a pause long enough to overflow the UDP
+    /// socket queue under load).
+    pub fn reserve_calls(mut self, calls: usize) -> Self {
+        self.config.reserve_calls = calls;
+        self
+    }
+
     /// How long a transfer waits for the peer's final NOTIFY (32 s by default).
     pub fn transfer_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.config.transfer_timeout = timeout;
@@ -195,6 +203,10 @@ impl SessionManagerBuilder {
             ..DriverConfig::default()
         })
         .await?;
+        let reserve = config.reserve_calls;
+        if reserve > 0 {
+            sip.with(move |ua, _| ua.reserve(reserve)).await?;
+        }
         let local_addr = sip.local_addr();
         let local_ip = match (config.media_ip, local_addr.ip()) {
             (Some(ip), _) => ip,

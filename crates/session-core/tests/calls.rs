@@ -502,3 +502,20 @@ async fn the_tracer_keeps_each_sides_timeline_and_flags_an_unanswered_call() {
         manager.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_closed_tcp_port_fails_with_a_transport_error_at_once() {
+    let alice = peer(signaling_only(), accept).await;
+    // Bind then drop a listener: nothing listens on that port any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let target = format!("sip:nobody@127.0.0.1:{port};transport=tcp");
+    let call = alice.manager.call(&target).await.unwrap();
+    let error = within(call.answered()).await.unwrap_err();
+    assert!(matches!(error, SessionError::Transport), "{error:?}");
+    assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(call.state(), CallState::Failed(FailureReason::Transport));
+    assert_released(&alice).await;
+    alice.manager.shutdown().await;
+}

@@ -269,6 +269,7 @@ impl Core {
             tracer,
         } = parts;
         let (media_events, mut media_inbox) = mpsc::unbounded_channel();
+        let reserve = config.reserve_calls;
         let mut core = Core {
             config,
             sip,
@@ -280,9 +281,9 @@ impl Core {
             gauges,
             local_ip,
             our_uri,
-            calls: HashMap::new(),
-            by_tx: HashMap::new(),
-            by_dialog: HashMap::new(),
+            calls: HashMap::with_capacity(reserve),
+            by_tx: HashMap::with_capacity(reserve),
+            by_dialog: HashMap::with_capacity(reserve),
             timers: BinaryHeap::new(),
             media_events,
             pending_notifies: Vec::new(),
@@ -476,6 +477,7 @@ impl Core {
             UaEvent::Ack { dialog, request } => self.on_ack(dialog, request),
             UaEvent::Cancelled { tx } => self.on_cancelled(tx),
             UaEvent::TransactionTimeout { tx } => self.on_transaction_failed(tx, false).await,
+            UaEvent::TransportError { tx } => self.on_transaction_failed(tx, true).await,
             UaEvent::DialogTerminated { dialog, reason } => self.on_dialog_end(dialog, reason),
             UaEvent::ReInviteGlare {
                 dialog,
@@ -572,6 +574,11 @@ impl Core {
             }
             // A second dialog of a forked call: the call itself goes on in the first one.
             DialogEnd::ForkRejected => return,
+            // Our CANCEL lost the race with the answer; the user agent ACKed and sent BYE.
+            DialogEnd::CancelledAfterAnswer => TerminationReason::Cancelled,
+            DialogEnd::TransportError => {
+                TerminationReason::Failed(session_types::FailureReason::Transport)
+            }
             _ => TerminationReason::LocalHangup,
         };
         self.end_call(session, reason);

@@ -252,8 +252,8 @@ impl Core {
             self.take_answer(session, &response.body);
         }
         if cancelling {
-            // CANCEL lost the race with the answer (§9.1): end the call with BYE.
-            let _ = self.hangup(session).await;
+            // CANCEL lost the race with the answer (§9.1): the user agent ACKs and ends the
+            // dialog with BYE itself, then reports `DialogEnd::CancelledAfterAnswer`.
             return;
         }
         self.established(session);
