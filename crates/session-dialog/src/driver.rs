@@ -149,6 +149,50 @@ fn is_hard_send_error(error: &io::Error) -> bool {
     )
 }
 
+/// Binds UDP and TCP on one address. With port 0 the UDP socket picks the port and TCP takes
+/// the same one; when another program holds that TCP port already, a new port is tried.
+async fn bind_sockets(
+    config: &DriverConfig,
+) -> Result<(Option<UdpSocket>, Option<TcpListener>, SocketAddr), DriverError> {
+    const TRIES: usize = 16;
+    let bind_error = |address, source| DriverError::Bind { address, source };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let udp = if config.udp {
+            Some(
+                bind_udp(config.bind, config.socket_buffer)
+                    .map_err(|e| bind_error(config.bind, e))?,
+            )
+        } else {
+            None
+        };
+        let local_addr = match &udp {
+            Some(socket) => socket
+                .local_addr()
+                .map_err(|e| bind_error(config.bind, e))?,
+            None => config.bind,
+        };
+        if !config.tcp {
+            return Ok((udp, None, local_addr));
+        }
+        match TcpListener::bind(local_addr).await {
+            Ok(listener) => {
+                let local_addr = listener
+                    .local_addr()
+                    .map_err(|e| bind_error(local_addr, e))?;
+                return Ok((udp, Some(listener), local_addr));
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && config.udp
+                    && config.bind.port() == 0
+                    && tries < TRIES => {}
+            Err(e) => return Err(bind_error(local_addr, e)),
+        }
+    }
+}
+
 /// Starts SIP over UDP/TCP as configured.
 pub struct SipDriver;
 
@@ -161,32 +205,7 @@ impl SipDriver {
         if !config.udp && !config.tcp {
             return Err(DriverError::Config("neither UDP nor TCP enabled"));
         }
-        let bind_error = |address, source| DriverError::Bind { address, source };
-        let udp = if config.udp {
-            Some(
-                bind_udp(config.bind, config.socket_buffer)
-                    .map_err(|e| bind_error(config.bind, e))?,
-            )
-        } else {
-            None
-        };
-        let mut local_addr = match &udp {
-            Some(socket) => socket
-                .local_addr()
-                .map_err(|e| bind_error(config.bind, e))?,
-            None => config.bind,
-        };
-        let listener = if config.tcp {
-            let listener = TcpListener::bind(local_addr)
-                .await
-                .map_err(|e| bind_error(local_addr, e))?;
-            local_addr = listener
-                .local_addr()
-                .map_err(|e| bind_error(local_addr, e))?;
-            Some(listener)
-        } else {
-            None
-        };
+        let (udp, listener, local_addr) = bind_sockets(&config).await?;
         let host = match local_addr.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             std::net::IpAddr::V4(ip) => ip.to_string(),
