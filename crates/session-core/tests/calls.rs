@@ -519,3 +519,49 @@ async fn a_call_to_a_closed_tcp_port_fails_with_a_transport_error_at_once() {
     assert_released(&alice).await;
     alice.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_never_acked_ends_the_call_as_timed_out_and_releases_it() {
+    use session_core::crates::dialog::transaction::TimerConfig;
+    use session_core::crates::sip::{Message, Method, Uri};
+    use session_testkit::sip::ScriptedPeer;
+    let timers = TimerConfig {
+        t1: Duration::from_millis(20),
+        ..TimerConfig::default()
+    };
+    let mut bob = peer(builder(42_200..=42_299).timers(timers), accept).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = Uri::parse(&bob.uri("bob")).unwrap();
+    let mut caller = ScriptedPeer::new("alice", socket.local_addr().unwrap(), target);
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = caller.invite_with_body(Some(("application/sdp", offer.into())));
+    let server = bob.manager.local_addr();
+    socket.send_to(&invite.to_bytes(), server).await.unwrap();
+    // The caller never ACKs: the 2xx is retransmitted, then the call is ended with BYE.
+    let mut buf = vec![0u8; 65_535];
+    let mut oks = 0;
+    let bye = within(async {
+        loop {
+            let (len, _) = socket.recv_from(&mut buf).await.unwrap();
+            match Message::parse(buf[..len].to_vec()).unwrap() {
+                Message::Response(r) if r.status == StatusCode::OK => oks += 1,
+                Message::Request(r) if r.method == Method::Bye => return r,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(oks >= 2, "the 2xx was retransmitted ({oks} seen)");
+    let ok = caller.respond(&bye, StatusCode::OK);
+    socket.send_to(&ok.to_bytes(), server).await.unwrap();
+    let reason = bob
+        .expect(|seen| match seen {
+            Seen::Ended(_, reason) => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, TerminationReason::Failed(FailureReason::Timeout));
+    assert_released(&bob).await;
+    bob.manager.shutdown().await;
+}
