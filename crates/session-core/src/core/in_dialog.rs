@@ -3,7 +3,7 @@
 //! NOTIFY `message/sipfrag` progress (RFC 3515) as transferor and transferee.
 
 use super::inbound::{ALLOW, SDP};
-use super::{Core, OutgoingCall, Reply, TimerKind, TxOwner, TxPurpose};
+use super::{Core, OutgoingCall, Reply, TimerKind, TxPurpose};
 use crate::body;
 use crate::error::{Result, SessionError};
 use crate::handler::{DtmfMethod, TransferDecision, TransferRequest};
@@ -279,27 +279,7 @@ impl Core {
                 Some((SDP.to_owned(), offer)),
             )
             .await;
-        match sent {
-            Some(Ok(tx)) => {
-                self.by_tx.insert(
-                    tx,
-                    TxOwner {
-                        session,
-                        purpose: TxPurpose::Reoffer { hold, reply },
-                    },
-                );
-            }
-            Some(Err(session_dialog::endpoint::EndpointError::RequestPending)) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(SessionError::Pending("re-INVITE")));
-                }
-            }
-            _ => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(SessionError::Transport));
-                }
-            }
-        }
+        self.track(session, sent, TxPurpose::Reoffer { hold, reply });
     }
 
     pub(super) async fn on_in_dialog_response(
@@ -448,15 +428,7 @@ impl Core {
             let sent = self
                 .send_in_dialog(session, dialog, Method::Update, headers, None)
                 .await;
-            if let Some(Ok(tx)) = sent {
-                self.by_tx.insert(
-                    tx,
-                    TxOwner {
-                        session,
-                        purpose: TxPurpose::Refresh,
-                    },
-                );
-            }
+            self.track(session, sent, TxPurpose::Refresh);
             return;
         }
         self.reoffer(session, None, false, None).await;
@@ -541,16 +513,12 @@ impl Core {
         body: Bytes,
         reply: Reply,
     ) {
-        let Some(call) = self.calls.get(&session) else {
-            let _ = reply.send(Err(SessionError::NoSuchSession));
-            return;
-        };
-        let Some(dialog) = call.dialog.clone().filter(|_| call.state.is_established()) else {
-            let _ = reply.send(Err(SessionError::InvalidState {
-                operation: "send a request in the call",
-                state: call.state,
-            }));
-            return;
+        let dialog = match self.established_dialog(session, "send a request in the call") {
+            Ok(dialog) => dialog,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
         };
         let sent = self
             .send_in_dialog(
@@ -561,20 +529,7 @@ impl Core {
                 Some((content_type, body)),
             )
             .await;
-        match sent {
-            Some(Ok(tx)) => {
-                self.by_tx.insert(
-                    tx,
-                    TxOwner {
-                        session,
-                        purpose: TxPurpose::Request(Some(reply)),
-                    },
-                );
-            }
-            _ => {
-                let _ = reply.send(Err(SessionError::Transport));
-            }
-        }
+        self.track(session, sent, TxPurpose::Request(Some(reply)));
     }
 
     // ---- transfer: transferor ----
@@ -585,18 +540,18 @@ impl Core {
         target: session_sip::Uri,
         reply: Reply,
     ) {
-        let Some(call) = self.calls.get(&session) else {
-            let _ = reply.send(Err(SessionError::NoSuchSession));
-            return;
+        let dialog = match self.established_dialog(session, "transfer") {
+            Ok(dialog) => dialog,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
         };
-        let Some(dialog) = call.dialog.clone().filter(|_| call.state.is_established()) else {
-            let _ = reply.send(Err(SessionError::InvalidState {
-                operation: "transfer",
-                state: call.state,
-            }));
-            return;
-        };
-        if call.transfer_reply.is_some() {
+        if self
+            .calls
+            .get(&session)
+            .is_some_and(|call| call.transfer_reply.is_some())
+        {
             let _ = reply.send(Err(SessionError::Pending("transfer")));
             return;
         }
@@ -607,20 +562,7 @@ impl Core {
         let sent = self
             .send_in_dialog(session, dialog, Method::Refer, headers, None)
             .await;
-        match sent {
-            Some(Ok(tx)) => {
-                self.by_tx.insert(
-                    tx,
-                    TxOwner {
-                        session,
-                        purpose: TxPurpose::Refer(reply),
-                    },
-                );
-            }
-            _ => {
-                let _ = reply.send(Err(SessionError::Transport));
-            }
-        }
+        self.track(session, sent, TxPurpose::Refer(reply));
     }
 
     /// A NOTIFY of the implicit `refer` subscription (RFC 3515 §2.4.4).
@@ -795,15 +737,7 @@ impl Core {
                 Some((body::SIPFRAG.to_owned(), body)),
             )
             .await;
-        if let Some(Ok(tx)) = sent {
-            self.by_tx.insert(
-                tx,
-                TxOwner {
-                    session,
-                    purpose: TxPurpose::Notify,
-                },
-            );
-        }
+        self.track(session, sent, TxPurpose::Notify);
     }
 }
 

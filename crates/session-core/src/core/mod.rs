@@ -119,6 +119,20 @@ pub(crate) enum TxPurpose {
     Notify,
 }
 
+impl TxPurpose {
+    /// The request failed before a final response: whoever waits for it gets `error`.
+    pub(crate) fn fail(self, error: SessionError) {
+        let reply = match self {
+            TxPurpose::Reoffer { reply, .. } | TxPurpose::Request(reply) => reply,
+            TxPurpose::Refer(reply) => Some(reply),
+            TxPurpose::Invite | TxPurpose::Refresh | TxPurpose::Notify => None,
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
 /// A request of ours in flight.
 pub(crate) struct TxOwner {
     pub(crate) session: SessionId,
@@ -542,16 +556,47 @@ impl Core {
             TxPurpose::Invite => {
                 self.end_call(owner.session, TerminationReason::Failed(reason));
             }
-            TxPurpose::Reoffer { reply, .. } | TxPurpose::Request(reply) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(error));
-                }
-            }
-            TxPurpose::Refer(reply) => {
-                let _ = reply.send(Err(error));
-            }
-            TxPurpose::Refresh | TxPurpose::Notify => {}
+            other => other.fail(error),
         }
+    }
+
+    /// Remembers request `sent` of `session` under `purpose` until its final response; a
+    /// request that could not be sent fails its purpose at once.
+    pub(crate) fn track(
+        &mut self,
+        session: SessionId,
+        sent: Option<std::result::Result<TransactionId, EndpointError>>,
+        purpose: TxPurpose,
+    ) {
+        match sent {
+            Some(Ok(tx)) => {
+                self.by_tx.insert(tx, TxOwner { session, purpose });
+            }
+            Some(Err(EndpointError::RequestPending)) => {
+                purpose.fail(SessionError::Pending("re-INVITE"));
+            }
+            Some(Err(_)) => purpose.fail(SessionError::Transport),
+            None => purpose.fail(SessionError::Shutdown),
+        }
+    }
+
+    /// The dialog of `session` when the call is established, for `operation` inside it.
+    pub(crate) fn established_dialog(
+        &self,
+        session: SessionId,
+        operation: &'static str,
+    ) -> Result<DialogId> {
+        let call = self
+            .calls
+            .get(&session)
+            .ok_or(SessionError::NoSuchSession)?;
+        call.dialog
+            .clone()
+            .filter(|_| call.state.is_established())
+            .ok_or(SessionError::InvalidState {
+                operation,
+                state: call.state,
+            })
     }
 
     fn on_dialog_end(&mut self, dialog: DialogId, reason: DialogEnd) {
