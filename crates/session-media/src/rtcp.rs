@@ -105,7 +105,14 @@ impl ReportBlock {
             .middle32()
             .wrapping_sub(self.last_sr)
             .wrapping_sub(self.delay_since_last_sr);
-        // A "negative" result (clock trouble) shows as a huge value; ignore anything over 1 min.
+        // Peers that count DLSR in whole milliseconds (baresip among them) overstate it by up
+        // to 1 ms, which on a fast link makes the result slightly "negative": read anything
+        // within 2 ms below zero as zero. Further below is clock trouble, and anything over
+        // 1 min is too: both are ignored.
+        let slack = 2 * 65_536 / 1_000;
+        if rtt.wrapping_neg() <= slack {
+            return Some(Duration::ZERO);
+        }
         (rtt < 60 << 16).then(|| Duration::from_micros(u64::from(rtt) * 1_000_000 / 65_536))
     }
 }

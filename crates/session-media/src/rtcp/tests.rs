@@ -179,3 +179,23 @@ fn mos_falls_with_loss_jitter_and_delay() {
     assert!(far < 4.0, "{far}");
     assert!(mos_estimate(1.0, 500.0, Some(Duration::from_secs(5))) >= 1.0);
 }
+
+#[test]
+fn a_dlsr_rounded_up_to_the_millisecond_reads_as_zero_rtt_not_as_none() {
+    let start = Instant::now();
+    let clock = NtpClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000), start);
+    let sr_ntp = clock.at(start);
+    let arrival = clock.at(start + Duration::from_micros(300));
+    let at = |dlsr_ms: u32| ReportBlock {
+        last_sr: sr_ntp.middle32(),
+        delay_since_last_sr: dlsr_ms * 65_536 / 1_000,
+        ..ReportBlock::default()
+    };
+    // The peer held our SR 0.2 ms and wrote 1 ms: 0.7 ms "below zero".
+    assert_eq!(at(1).round_trip(arrival), Some(Duration::ZERO));
+    // 50 ms below zero is a broken clock, not rounding.
+    assert_eq!(at(50).round_trip(arrival), None);
+    // Held 0 ms, written 0: the 0.3 ms round trip itself.
+    let rtt = at(0).round_trip(arrival).unwrap();
+    assert!(rtt <= Duration::from_micros(400), "{rtt:?}");
+}
