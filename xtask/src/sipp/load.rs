@@ -13,8 +13,9 @@
 //! `--max-rate` is reached, then bisects between the highest clean and the lowest unclean rate
 //! until they are within 10 % (at least 100 calls/s) of each other. The two searches run in
 //! turns, one step each, the order alternating, so that the machine's noise hits both alike. A
-//! step is clean when SIPp exits 0 with every call successful and `FailedCall(C)` = 0; a call
-//! still unfinished when SIPp's `-timeout` (2 × step + 10 s) fires makes the step unclean too.
+//! step is clean when SIPp exits 0 with every call successful and `FailedCall(C)` = 0. SIPp's
+//! `-timeout` is the step plus 40 s, so that a call whose INVITE or BYE goes unanswered fails by
+//! its own Timer B/F (32 s) before SIPp stops; a call still unfinished then counts as unclean.
 //! SIPp's `Retransmissions(C)` and the system-wide UDP `RcvbufErrors` rise are shown, not judged.
 //!
 //! **Figures.** Calls/s: SIPp's `CallRate(C)` (calls created / run time). Setup latency: p50
@@ -450,7 +451,7 @@ fn run_step(
     let calls = rate.saturating_mul(options.step_seconds);
     let (running, port) = Running::start(ctx, server, options.reserve_calls)?;
     let pid = running.pid();
-    let timeout = u64::from(options.step_seconds) * 2 + 10;
+    let timeout = u64::from(options.step_seconds) + 40;
     let command = uac_command(ctx, port, rate, calls, 0, timeout)?;
     let drops_before = rcvbuf_errors();
     let cpu_before = cpu_ticks(pid);
@@ -502,13 +503,17 @@ fn run_step(
 
 fn print_step(server: Server, step: &Step) {
     println!(
-        "  {:<8} {:>6}/s  calls {:>6}  ok {:>6}  failed {:>4}  retrans {:>5}  drops {:>5}  \
+        "  {:<8} {:>6}/s  calls {:>6}  ok {:>6}  failed {:>4}{}  retrans {:>5}  drops {:>5}  \
          {:>6.0} calls/s  setup p50/p99 {:>10}  CPU {:>4.0} µs/call  VmHWM {:>4} MB  {:>4.1} s  {}",
         server.name(),
         step.rate,
         step.calls,
         step.ok,
         step.failed,
+        match u64::from(step.calls).saturating_sub(step.ok + step.failed) {
+            0 => String::new(),
+            unfinished => format!(" (+{unfinished} unfinished)"),
+        },
         step.retrans,
         step.drops,
         step.achieved,
