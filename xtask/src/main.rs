@@ -38,7 +38,7 @@ commands:
                       load search: the highest rate with 0 failed calls for example 20
                       (release, signaling only) and for `sipp -sn uas`, side by side, with
                       calls/s, setup p50/p99, server CPU per call, RSS per held call and the
-                      verdict against 0.9 x SIPp's rate; exits 1 if not met (about 5-10 min)";
+                      verdict against 0.9 x SIPp's rate; exits 1 if not met (about 4-5 min)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -621,10 +621,16 @@ fn print_table(ours: &Search, sipp: &Search, options: &LoadOptions) -> bool {
         "highest clean rate (calls/s offered)",
         ours.clean_text(),
         sipp.clean_text(),
-        ratio(
-            f64::from(ours.clean.unwrap_or(0)),
-            f64::from(sipp.clean.unwrap_or(0)),
-        ),
+        {
+            // Ours stopped at --max-rate: the ratio is a lower bound.
+            let bound = ours.clean.is_some_and(|rate| rate >= ours.max)
+                && sipp.clean.is_some_and(|rate| rate < sipp.max);
+            let value = ratio(
+                f64::from(ours.clean.unwrap_or(0)),
+                f64::from(sipp.clean.unwrap_or(0)),
+            );
+            if bound { format!("≥ {value}") } else { value }
+        },
     );
     let (a, b) = (ours.best_step(), sipp.best_step());
     let achieved = |step: Option<&Step>| step.map_or(0.0, |s| s.achieved);
