@@ -17,6 +17,9 @@
 //!                                it calls are signaling-only (SDP answered, no RTP sockets).
 //!                                The summary counts frames received and RTP packets sent
 //! --max-sessions N               admission limit; beyond it INVITEs get 503
+//! --reserve-calls N              size the manager's maps for N concurrent calls up front
+//!                                (`SessionManagerBuilder::reserve_calls`), as a server under
+//!                                load should: no pause to grow them (`cargo xtask sipp --load`)
 //! ```
 //!
 //! It prints `listening on ADDR` once bound, runs until Ctrl-C or SIGTERM, shuts down cleanly
@@ -80,6 +83,7 @@ const USAGE: &str = "usage:
   20_sipp_compatibility                       self-check (UAS and UAC call each other)
   20_sipp_compatibility --bind ADDR [--mode auto|ring|busy|reject=CODE] [--ring-ms N]
                         [--hangup-after-ms N] [--rtp-echo] [--max-sessions N]
+                        [--reserve-calls N]
                                               UAS until Ctrl-C/SIGTERM
   20_sipp_compatibility --call URI [--bind ADDR] [--calls N] [--rate R] [--duration-ms D]
                         [--transport udp|tcp] [--expect-status CODE] [--rtp-echo]
@@ -105,6 +109,8 @@ struct UasConfig {
     hangup_after: Option<Duration>,
     rtp_echo: bool,
     max_sessions: Option<usize>,
+    /// Concurrent calls to size the maps for at start (none if 0).
+    reserve_calls: usize,
     /// How long shutdown waits for lingering transactions (the library's default if `None`).
     shutdown_grace: Option<Duration>,
 }
@@ -118,6 +124,7 @@ impl UasConfig {
             hangup_after: None,
             rtp_echo: false,
             max_sessions: None,
+            reserve_calls: 0,
             shutdown_grace: None,
         }
     }
@@ -195,6 +202,9 @@ fn parse_args(args: &[String]) -> Result<Run, String> {
             }
             "--max-sessions" => {
                 uas.max_sessions = Some(number("--max-sessions", &value("--max-sessions")?)?);
+            }
+            "--reserve-calls" => {
+                uas.reserve_calls = number("--reserve-calls", &value("--reserve-calls")?)?;
             }
             "--call" => call = Some(value("--call")?),
             "--calls" => uac.calls = number("--calls", &value("--calls")?)?,
@@ -464,6 +474,9 @@ async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), Bo
     }
     if let Some(grace) = config.shutdown_grace {
         builder = builder.shutdown_grace(grace);
+    }
+    if config.reserve_calls > 0 {
+        builder = builder.reserve_calls(config.reserve_calls);
     }
     let manager = builder
         .handler(Uas {

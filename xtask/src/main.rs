@@ -7,6 +7,9 @@
 //! - `conformance [--dir PATH]`: runs the RFC 4475 torture tests through session-sip.
 //! - `sipp [FILTER...] [--verbose] [--keep]`: runs SIPp scenarios against example 20 and example 20's
 //!   UAC against SIPp (needs `sipp`; prints the install command when it is missing).
+//! - `sipp --load [--start-rate R] [--max-rate R] [--step-seconds S] [--hold-calls N]
+//!   [--reserve-calls N] [--keep]`: the highest clean call rate of example 20 next to SIPp's
+//!   own UAS, with setup latency, CPU per call and RSS per held call (not run by CI).
 //!
 //! This crate has no dependencies on purpose: it is built on every `cargo xtask` call.
 
@@ -29,7 +32,13 @@ commands:
                       (default: ../shared/conformance/rfc4475)
   sipp [FILTER...] [--verbose] [--keep]
                       run SIPp scenarios against example 20_sipp_compatibility on loopback
-                      and its UAC against SIPp's UAS; PASS/FAIL per scenario (needs sipp)";
+                      and its UAC against SIPp's UAS; PASS/FAIL per scenario (needs sipp)
+  sipp --load [--start-rate 1000] [--max-rate 12000] [--step-seconds 5]
+              [--hold-calls 10000] [--reserve-calls 100000] [--keep]
+                      load search: the highest rate with 0 failed calls for example 20
+                      (release, signaling only) and for `sipp -sn uas`, side by side, with
+                      calls/s, setup p50/p99, server CPU per call, RSS per held call and the
+                      verdict against 0.9 x SIPp's rate; exits 1 if not met (about 4-5 min)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

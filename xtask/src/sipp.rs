@@ -13,6 +13,11 @@
 //!
 //! Every process started here is stopped on every path (SIGTERM, then SIGKILL after a bound);
 //! every wait is bounded.
+//!
+//! With `--load` it runs no scenario but the load search of [`load`]: the highest clean call
+//! rate of example 20 (release build) next to SIPp's own UAS, in the same run.
+
+mod load;
 
 use crate::util::{self, Outcome};
 use std::collections::BTreeMap;
@@ -52,6 +57,8 @@ struct Options {
     filters: Vec<String>,
     verbose: bool,
     keep: bool,
+    /// `--load` and its settings.
+    load: Option<load::LoadOptions>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -59,14 +66,35 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         filters: Vec::new(),
         verbose: false,
         keep: false,
+        load: None,
     };
-    for arg in args {
+    let mut load = load::LoadOptions::default();
+    let mut load_flag = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> Result<u32, String> {
+            let text = args.next().ok_or_else(|| format!("{name} needs a value"))?;
+            text.parse()
+                .map_err(|_| format!("{name}: not a number: {text}"))
+        };
         match arg.as_str() {
             "--verbose" | "-v" => options.verbose = true,
             "--keep" => options.keep = true,
+            "--load" => load_flag = true,
+            "--start-rate" => load.start_rate = number(arg)?.max(1),
+            "--max-rate" => load.max_rate = number(arg)?.max(1),
+            "--step-seconds" => load.step_seconds = number(arg)?.max(1),
+            "--hold-calls" => load.hold_calls = number(arg)?,
+            "--reserve-calls" => load.reserve_calls = number(arg)?,
             flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
             filter => options.filters.push(filter.to_owned()),
         }
+    }
+    if load_flag {
+        if !options.filters.is_empty() {
+            return Err("--load runs no scenario: drop the filters".to_owned());
+        }
+        options.load = Some(load);
     }
     Ok(options)
 }
@@ -174,6 +202,9 @@ pub(crate) fn run(args: &[String]) -> i32 {
             return 1;
         }
     }
+    if let Some(load) = &options.load {
+        return run_load(load, options.keep);
+    }
     let selected: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| {
@@ -277,6 +308,52 @@ pub(crate) fn run(args: &[String]) -> i32 {
         println!("scenarios, SIPp traces and logs kept in {}", dir.display());
         i32::from(failed > 0)
     }
+}
+
+/// `--load`: builds example 20 in release mode and runs the load search.
+fn run_load(options: &load::LoadOptions, keep: bool) -> i32 {
+    eprintln!("building example {EXAMPLE} (release) ...");
+    let built = util::cargo()
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "examples2",
+            "--example",
+            EXAMPLE,
+        ])
+        .status();
+    match built {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            eprintln!("xtask sipp: build failed ({status})");
+            return 1;
+        }
+        Err(error) => {
+            eprintln!("xtask sipp: cannot run cargo: {error}");
+            return 1;
+        }
+    }
+    let example = util::target_dir()
+        .join("release")
+        .join("examples")
+        .join(EXAMPLE);
+    let dir = std::env::temp_dir().join(format!("xtask-sipp-load-{}", std::process::id()));
+    let result = load::run(options, example, &dir);
+    let code = match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(error) => {
+            eprintln!("xtask sipp --load: {error}");
+            2
+        }
+    };
+    if code == 0 && !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("SIPp logs and statistics kept in {}", dir.display());
+    }
+    code
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@
 # SIPp UAS's RSS (ps) before the calls and once all CALLS are up.
 #
 # usage: crates/session-core/examples/hold_calls.sh [signaling|rtp|sipp]
-# env:   CALLS (20000), RATE (500), PORT (5070: the UAS; the UAC uses PORT+1000)
+# env:   CALLS (20000), RATE (500), PORT (5070: the UAS; the UAC uses PORT+1000),
+#        RESERVE (0: the example's --reserve-calls, maps sized up front for that many calls)
 # RTP needs 2 file descriptors per call: the script raises `ulimit -n` to 65536 (possible as
 # root, or within the hard limit), and stops if that is not enough for CALLS.
 set -euo pipefail
@@ -18,6 +19,7 @@ set -euo pipefail
 mode=${1:-signaling}
 calls=${CALLS:-20000}
 rate=${RATE:-500}
+reserve=${RESERVE:-0}
 port=${PORT:-5070}
 uac_port=$((port + 1000))
 here=$(cd "$(dirname "$0")" && pwd)
@@ -63,7 +65,7 @@ wait_until() {
 rss_kib() { ps -o rss= -p "$1" | tr -d ' '; }
 
 echo "machine: $(nproc) vCPU, $(free -m | awk '/Mem:/ {print $2}') MiB, $(uname -r); sipp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)"
-echo "mode=$mode calls=$calls rate=$rate"
+echo "mode=$mode calls=$calls rate=$rate reserve=$reserve"
 
 uac() {
     sipp_bg -sn uac "127.0.0.1:$1" -i 127.0.0.1 -p "$uac_port" -r "$rate" -l "$calls" -m "$calls" \
@@ -106,7 +108,8 @@ else
 fi
 
 cargo build --release --quiet -p session-core --example hold_calls --manifest-path "$root/Cargo.toml"
-"$target/release/examples/hold_calls" --port "$port" --calls "$calls" --every 1 $flag \
+"$target/release/examples/hold_calls" --port "$port" --calls "$calls" --every 1 \
+    --reserve-calls "$reserve" $flag \
     </dev/null >"$work/ours.log" 2>&1 &
 ours=$!
 pids+=("$ours")
