@@ -178,7 +178,8 @@ pub(crate) fn uas_decide(request: &Request, config: Option<&SessionTimerConfig>)
 pub(crate) fn uac_from_response(response: &Response) -> Option<SessionTimer> {
     let (interval, refresher) = session_expires(response.session_expires())?;
     Some(SessionTimer {
-        interval,
+        // A peer that answers below the floor (§4 forbids it) would have us refresh in a loop.
+        interval: interval.max(MIN_SE_FLOOR),
         // §7.2: a 2xx without the parameter leaves refreshing to the UAC.
         refresher: refresher.unwrap_or(Refresher::Uac),
         we_are_uac: true,
@@ -260,6 +261,18 @@ mod tests {
         let timer = uac_from_response(&response).unwrap();
         assert_eq!(timer.interval, 180);
         assert!(!timer.we_refresh());
+        let zero = Response::parse(
+            &b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
+               To: <sip:b@h>;tag=2\r\nCall-ID: st\r\nCSeq: 1 INVITE\r\n\
+               Session-Expires: 0\r\nContent-Length: 0\r\n\r\n"[..],
+        )
+        .unwrap();
+        let timer = uac_from_response(&zero).unwrap();
+        assert_eq!(
+            timer.refresh_after(),
+            Duration::from_secs(45),
+            "floor, not a refresh loop"
+        );
         let headers = uac_headers(&config(60, 30));
         assert_eq!(headers[1].value(), "90", "interval raised to the floor");
         assert_eq!(headers[2].value(), "90");
