@@ -565,3 +565,25 @@ async fn a_2xx_never_acked_ends_the_call_as_timed_out_and_releases_it() {
     assert_released(&bob).await;
     bob.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_costs_one_call_a_500_not_the_manager() {
+    let alice = peer(signaling_only(), accept).await;
+    let bob = peer(signaling_only(), |call| {
+        if call.request_uri().user() == Some("boom") {
+            panic!("the application's bug");
+        }
+        CallDecision::accept()
+    })
+    .await;
+    let doomed = alice.manager.call(&bob.uri("boom")).await.unwrap();
+    let error = within(doomed.answered()).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::SERVER_INTERNAL_ERROR));
+    let fine = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    within(fine.answered()).await.unwrap();
+    fine.hangup().await.unwrap();
+    within(fine.ended()).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}

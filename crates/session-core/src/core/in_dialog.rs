@@ -57,9 +57,11 @@ impl Core {
                             digit,
                             duration: Duration::from_millis(u64::from(duration_ms)),
                         });
-                        self.handler.on_dtmf(&handle, digit, DtmfMethod::Info);
+                        self.guarded("on_dtmf", |h| h.on_dtmf(&handle, digit, DtmfMethod::Info));
                     }
-                    None => self.handler.on_message(&handle, &request),
+                    None => {
+                        self.guarded("on_message", |h| h.on_message(&handle, &request));
+                    }
                 }
             }
             Method::Message => {
@@ -67,7 +69,7 @@ impl Core {
                     .await;
                 if let Some(call) = self.calls.get(&session) {
                     let handle = self.handle(call);
-                    self.handler.on_message(&handle, &request);
+                    self.guarded("on_message", |h| h.on_message(&handle, &request));
                 }
             }
             Method::Refer => self.on_refer(session, tx, request).await,
@@ -214,7 +216,7 @@ impl Core {
             CallState::Active
         };
         self.set_state(session, target);
-        self.handler.on_remote_hold(&handle, held);
+        self.guarded("on_remote_hold", |h| h.on_remote_hold(&handle, held));
     }
 
     /// Our re-INVITE (or UPDATE) with a new offer: hold, resume, or a plain re-offer.
@@ -669,7 +671,12 @@ impl Core {
                 .map(str::to_owned),
         };
         let handle = self.handle(call);
-        let decision = self.handler.on_transfer_request(&handle, &transfer);
+        // A handler that panics refuses the transfer.
+        let decision = self
+            .guarded("on_transfer_request", |h| {
+                h.on_transfer_request(&handle, &transfer)
+            })
+            .unwrap_or(TransferDecision::Refuse(StatusCode::SERVER_INTERNAL_ERROR));
         let refuse = match decision {
             TransferDecision::Accept => None,
             TransferDecision::Refuse(status) if status.is_failure() => Some(status),

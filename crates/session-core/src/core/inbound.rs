@@ -91,7 +91,10 @@ impl Core {
             request,
             source,
         };
-        let decision = self.handler.on_incoming_call(&incoming);
+        // A handler that panics answers 500; the manager and the other calls go on.
+        let decision = self
+            .guarded("on_incoming_call", |h| h.on_incoming_call(&incoming))
+            .unwrap_or(CallDecision::Reject(StatusCode::SERVER_INTERNAL_ERROR));
         if let Some(call) = self.calls.get_mut(&session) {
             call.invite = Some(Box::new(incoming.request));
         }

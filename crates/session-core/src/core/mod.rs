@@ -344,6 +344,24 @@ impl Core {
         }
     }
 
+    /// Runs a handler callback; a panic in it is caught and logged, so that one faulty
+    /// callback cannot stop the manager (and every other call) with it. `None` when it
+    /// panicked.
+    pub(crate) fn guarded<R>(
+        &self,
+        callback: &'static str,
+        f: impl FnOnce(&dyn CallHandler) -> R,
+    ) -> Option<R> {
+        let handler = &*self.handler;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(handler))) {
+            Ok(result) => Some(result),
+            Err(_) => {
+                tracing::error!(callback, "the call handler panicked; the manager goes on");
+                None
+            }
+        }
+    }
+
     // ---- the user agent ----
 
     /// Runs `f` on the user agent; `None` when the driver is gone.
@@ -642,7 +660,9 @@ impl Core {
                     digit,
                     duration,
                 });
-                self.handler.on_dtmf(&handle, digit, DtmfMethod::Rfc4733);
+                self.guarded("on_dtmf", |h| {
+                    h.on_dtmf(&handle, digit, DtmfMethod::Rfc4733)
+                });
             }
             MediaEvent::Counters { sent, received } => {
                 self.trace(session, TraceEntry::RtpCounters { sent, received });
@@ -885,7 +905,7 @@ impl Core {
         if let Some(original) = call.notify_to {
             self.pending_notifies.push((original, StatusCode::OK));
         }
-        self.handler.on_call_established(&handle);
+        self.guarded("on_call_established", |h| h.on_call_established(&handle));
     }
 
     /// Ends `session` for `reason`: final state, resources released, maps cleaned, events
@@ -957,7 +977,7 @@ impl Core {
                 reason,
             });
             let handle = self.handle(&call);
-            self.handler.on_call_ended(&handle, reason);
+            self.guarded("on_call_ended", |h| h.on_call_ended(&handle, reason));
             self.bus.forget_session(session);
         }
     }
