@@ -587,3 +587,66 @@ async fn a_panicking_handler_costs_one_call_a_500_not_the_manager() {
     alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uas_grants_the_session_interval_asked_for_and_names_the_refresher() {
+    use session_core::crates::sip::{Header, HeaderName, Message, Uri};
+    use session_testkit::sip::ScriptedPeer;
+    let timer = SessionTimerConfig {
+        expires: Duration::from_secs(1800),
+        min_se: Duration::from_secs(120),
+    };
+    let bob = peer(signaling_only().session_timer(timer), accept).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = Uri::parse(&bob.uri("bob")).unwrap();
+    let mut caller = ScriptedPeer::new("alice", socket.local_addr().unwrap(), target);
+    let server = bob.manager.local_addr();
+    let mut buf = vec![0u8; 65_535];
+    let mut send_and_get_final = async |extra: Vec<Header>| {
+        caller.new_call();
+        let mut invite = caller.invite();
+        for header in extra {
+            invite.headers.push(header);
+        }
+        socket.send_to(&invite.to_bytes(), server).await.unwrap();
+        within(async {
+            loop {
+                let (len, _) = socket.recv_from(&mut buf).await.unwrap();
+                if let Message::Response(r) = Message::parse(buf[..len].to_vec()).unwrap()
+                    && r.status.is_final()
+                {
+                    return r;
+                }
+            }
+        })
+        .await
+    };
+    // A UAC that supports timers and asks for 600 s gets them, refreshing itself (§9).
+    let ok = send_and_get_final(vec![
+        Header::new(HeaderName::Supported, "timer"),
+        Header::new(HeaderName::SessionExpires, "600"),
+    ])
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(
+        ok.headers.get_str(HeaderName::SessionExpires),
+        Some("600;refresher=uac")
+    );
+    assert_eq!(ok.headers.get_str(HeaderName::Require), Some("timer"));
+    // Below our Min-SE: 422 with it.
+    let small = send_and_get_final(vec![
+        Header::new(HeaderName::Supported, "timer"),
+        Header::new(HeaderName::SessionExpires, "100"),
+    ])
+    .await;
+    assert_eq!(small.status, StatusCode::SESSION_INTERVAL_TOO_SMALL);
+    assert_eq!(small.headers.get_str(HeaderName::MinSe), Some("120"));
+    // A UAC without timer support: we refresh, and require nothing of it.
+    let plain = send_and_get_final(Vec::new()).await;
+    assert_eq!(
+        plain.headers.get_str(HeaderName::SessionExpires),
+        Some("1800;refresher=uas")
+    );
+    assert_eq!(plain.headers.get_str(HeaderName::Require), None);
+    bob.manager.shutdown().await;
+}
