@@ -650,3 +650,145 @@ async fn a_uas_grants_the_session_interval_asked_for_and_names_the_refresher() {
     assert_eq!(plain.headers.get_str(HeaderName::Require), None);
     bob.manager.shutdown().await;
 }
+
+/// A raw-socket caller for the session-timer test: sends an INVITE with `extra` headers and
+/// ACKs the 200; returns the peer, its socket and bob's address.
+async fn timed_caller(
+    bob: &support::Peer,
+    user: &str,
+    extra: &[(session_core::crates::sip::HeaderName, &str)],
+) -> (session_testkit::sip::ScriptedPeer, tokio::net::UdpSocket) {
+    use session_core::crates::sip::{Header, Uri};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = Uri::parse(&bob.uri("bob")).unwrap();
+    let mut caller =
+        session_testkit::sip::ScriptedPeer::new(user, socket.local_addr().unwrap(), target);
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let mut invite = caller.invite_with_body(Some(("application/sdp", offer.into())));
+    for (name, value) in extra {
+        invite.headers.push(Header::new(*name, *value));
+    }
+    let server = bob.manager.local_addr();
+    socket.send_to(&invite.to_bytes(), server).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (len, _) = within(socket.recv_from(&mut buf)).await.unwrap();
+        if caller
+            .expect_response(Some(buf[..len].to_vec()), StatusCode::OK)
+            .is_ok()
+        {
+            break;
+        }
+    }
+    socket
+        .send_to(&caller.ack().to_bytes(), server)
+        .await
+        .unwrap();
+    (caller, socket)
+}
+
+/// The next request bob sends to `socket` (retransmitted responses skipped), within `limit`.
+async fn next_request(
+    socket: &tokio::net::UdpSocket,
+    limit: Duration,
+) -> session_core::crates::sip::Request {
+    use session_core::crates::sip::Message;
+    let mut buf = vec![0u8; 65_535];
+    tokio::time::timeout(limit, async {
+        loop {
+            let (len, _) = socket.recv_from(&mut buf).await.unwrap();
+            if let Message::Request(request) = Message::parse(buf[..len].to_vec()).unwrap() {
+                return request;
+            }
+        }
+    })
+    .await
+    .expect("a request from bob in time")
+}
+
+// RFC 4028 in real time: the smallest interval is 90 s, so this test takes about 60 s (the two
+// halves run at once). It is the only proof on the wire that refreshes and expiry happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_timers_refresh_at_half_the_interval_and_expire_without_refresh() {
+    use session_core::crates::sip::{HeaderName, Method};
+    let timer = SessionTimerConfig {
+        expires: Duration::from_secs(90),
+        min_se: Duration::from_secs(90),
+    };
+    let mut bob = peer(signaling_only().session_timer(timer), accept).await;
+    let server = bob.manager.local_addr();
+    let started = tokio::time::Instant::now();
+    // Carol's UA has no timer support: bob is the refresher and refreshes by UPDATE at 45 s.
+    let (mut carol, carol_socket) = timed_caller(
+        &bob,
+        "carol",
+        &[(HeaderName::Allow, "INVITE, ACK, BYE, CANCEL, UPDATE")],
+    )
+    .await;
+    // Dave asks for 90 s and to refresh himself, then never does: bob ends it at 90 − 30 s.
+    let (mut dave, dave_socket) = timed_caller(
+        &bob,
+        "dave",
+        &[
+            (HeaderName::Supported, "timer"),
+            (HeaderName::SessionExpires, "90;refresher=uac"),
+        ],
+    )
+    .await;
+    let refreshed = async {
+        let update = next_request(&carol_socket, Duration::from_secs(55)).await;
+        let at = started.elapsed();
+        carol_socket
+            .send_to(&carol.respond(&update, StatusCode::OK).to_bytes(), server)
+            .await
+            .unwrap();
+        (update, at)
+    };
+    let expired = async {
+        let bye = next_request(&dave_socket, Duration::from_secs(70)).await;
+        let at = started.elapsed();
+        dave_socket
+            .send_to(&dave.respond(&bye, StatusCode::OK).to_bytes(), server)
+            .await
+            .unwrap();
+        (bye, at)
+    };
+    let ((update, refreshed_at), (bye, expired_at)) = tokio::join!(refreshed, expired);
+    assert_eq!(update.method, Method::Update);
+    assert!(update.body.is_empty(), "a refresh UPDATE carries no offer");
+    assert_eq!(
+        update.headers.get_str(HeaderName::SessionExpires),
+        Some("90;refresher=uas")
+    );
+    assert!(
+        (44..=50).contains(&refreshed_at.as_secs()),
+        "refreshed after {refreshed_at:?}"
+    );
+    assert_eq!(bye.method, Method::Bye);
+    assert!(
+        (59..=65).contains(&expired_at.as_secs()),
+        "expired after {expired_at:?}"
+    );
+    let reason = bob
+        .expect(|seen| match seen {
+            Seen::Ended(_, reason) => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, TerminationReason::Failed(FailureReason::Timeout));
+    // Carol's call is still up; she ends it.
+    carol_socket
+        .send_to(&carol.bye().to_bytes(), server)
+        .await
+        .unwrap();
+    let reason = bob
+        .expect(|seen| match seen {
+            Seen::Ended(_, reason) => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, TerminationReason::RemoteHangup);
+    assert_released(&bob).await;
+    bob.manager.shutdown().await;
+}
