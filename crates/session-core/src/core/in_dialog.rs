@@ -154,29 +154,15 @@ impl Core {
         });
         let answered = match answered {
             Some(Ok(answered)) => answered,
-            Some(Err(error)) => {
-                // RFC 3261 §14.2: the old session stays; the offer is refused.
-                tracing::debug!(session_id = %session, %error, "re-offer refused");
-                self.respond(
-                    Some(session),
-                    tx,
-                    StatusCode::NOT_ACCEPTABLE_HERE,
-                    Vec::new(),
-                    None,
-                )
-                .await;
-                return;
-            }
-            None => {
-                // The application owns this call's SDP; we cannot answer a new offer for it.
-                self.respond(
-                    Some(session),
-                    tx,
-                    StatusCode::NOT_ACCEPTABLE_HERE,
-                    Vec::new(),
-                    None,
-                )
-                .await;
+            refused => {
+                // RFC 3261 §14.2: the old session stays; the offer is refused (also when the
+                // application owns this call's SDP: we cannot answer a new offer for it).
+                if let Some(Err(error)) = refused {
+                    tracing::debug!(session_id = %session, %error, "re-offer refused");
+                }
+                let status = StatusCode::NOT_ACCEPTABLE_HERE;
+                self.respond(Some(session), tx, status, Vec::new(), None)
+                    .await;
                 return;
             }
         };
