@@ -163,10 +163,7 @@ async fn redirect_and_admission_refusal_are_on_the_wire() {
 async fn hold_and_resume_by_reinvite_are_seen_by_the_peer() {
     let alice = peer(builder(41_600..=41_699), accept).await;
     let mut bob = peer(builder(41_700..=41_799), accept).await;
-    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
-    within(call.answered()).await.unwrap();
-    let incoming = bob.incoming().await;
-    within(incoming.wait_for(CallState::is_established)).await;
+    let (call, incoming) = support::connect(&alice, &mut bob).await;
 
     within(call.hold()).await.unwrap();
     assert_eq!(call.state(), CallState::OnHold);
@@ -204,10 +201,7 @@ async fn hold_and_resume_by_reinvite_are_seen_by_the_peer() {
 async fn dtmf_by_rfc4733_and_by_info_and_messages_arrive() {
     let alice = peer(builder(41_800..=41_899), accept).await;
     let mut bob = peer(builder(41_900..=41_999), accept).await;
-    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
-    within(call.answered()).await.unwrap();
-    let incoming = bob.incoming().await;
-    within(incoming.wait_for(CallState::is_established)).await;
+    let (call, incoming) = support::connect(&alice, &mut bob).await;
 
     within(call.send_dtmf("7#", DtmfMethod::Info))
         .await
@@ -253,10 +247,7 @@ async fn dtmf_by_rfc4733_and_by_info_and_messages_arrive() {
 async fn audio_flows_both_ways() {
     let alice = peer(builder(42_000..=42_099), accept).await;
     let mut bob = peer(builder(42_100..=42_199), accept).await;
-    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
-    within(call.answered()).await.unwrap();
-    let incoming = bob.incoming().await;
-    within(incoming.wait_for(CallState::is_established)).await;
+    let (call, incoming) = support::connect(&alice, &mut bob).await;
 
     let (alice_sink, mut alice_heard) = ChannelSink::new(64);
     let (bob_sink, mut bob_heard) = ChannelSink::new(64);
@@ -300,10 +291,7 @@ async fn blind_transfer_moves_the_caller_to_the_target() {
     let mut alice = peer(signaling_only(), accept).await;
     let mut bob = peer(signaling_only(), accept).await;
     let mut carol = peer(signaling_only(), accept).await;
-    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
-    within(call.answered()).await.unwrap();
-    let at_bob = bob.incoming().await;
-    within(at_bob.wait_for(CallState::is_established)).await;
+    let (call, at_bob) = support::connect(&alice, &mut bob).await;
 
     // Bob (transferor) sends Alice (transferee) to Carol.
     within(at_bob.transfer(&carol.uri("carol"))).await.unwrap();
@@ -343,10 +331,7 @@ async fn refused_transfer_keeps_the_call_up() {
     )
     .await;
     let mut bob = peer(signaling_only(), accept).await;
-    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
-    within(call.answered()).await.unwrap();
-    let at_bob = bob.incoming().await;
-    within(at_bob.wait_for(CallState::is_established)).await;
+    let (call, at_bob) = support::connect(&alice, &mut bob).await;
     let error = within(at_bob.transfer("sip:carol@127.0.0.1:5999"))
         .await
         .unwrap_err();
@@ -441,10 +426,7 @@ async fn the_tracer_keeps_each_sides_timeline_and_flags_an_unanswered_call() {
     let bob_trace = SessionTracer::default();
     let mut alice = peer(signaling_only().tracer(alice_trace.clone()), accept).await;
     let mut bob = peer(signaling_only().tracer(bob_trace.clone()), accept).await;
-    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
-    within(call.answered()).await.unwrap();
-    let incoming = bob.incoming().await;
-    within(incoming.wait_for(CallState::is_established)).await;
+    let (call, incoming) = support::connect(&alice, &mut bob).await;
     call.hangup().await.unwrap();
     // The handler hears of the end after the last event was published (and traced).
     for side in [&mut alice, &mut bob] {

@@ -168,3 +168,16 @@ pub async fn assert_released(peer: &Peer) {
     })
     .await;
 }
+
+/// Alice calls bob's user "bob" and both sides see the call established: (alice's, bob's).
+pub async fn connect(alice: &Peer, bob: &mut Peer) -> (CallSession, CallSession) {
+    let call = alice
+        .manager
+        .call(&bob.uri("bob"))
+        .await
+        .expect("call placed");
+    within(call.answered()).await.expect("call answered");
+    let incoming = bob.incoming().await;
+    within(incoming.wait_for(session_core::CallState::is_established)).await;
+    (call, incoming)
+}
