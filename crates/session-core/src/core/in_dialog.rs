@@ -427,9 +427,12 @@ impl Core {
         tracing::debug!(session_id = %session, "session timer expired");
         let dialog = self.calls.get(&session).and_then(|c| c.dialog.clone());
         if let Some(dialog) = dialog {
-            let _ = self
+            if let Some(Ok(bye)) = self
                 .send_in_dialog(session, dialog, Method::Bye, Vec::new(), None)
-                .await;
+                .await
+            {
+                self.note_ending_request(bye);
+            }
         }
         self.end_call(session, TerminationReason::Failed(FailureReason::Timeout));
     }

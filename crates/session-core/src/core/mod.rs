@@ -260,7 +260,7 @@ pub(crate) struct Core {
     /// Calls ended while handling the last event, their last events still to publish.
     pub(crate) endings: Vec<(Box<Call>, TerminationReason)>,
     pub(crate) tracer: Option<SessionTracer>,
-    /// BYE and CANCEL requests sent while shutting down, until their final response.
+    /// BYE and CANCEL requests sent, until their final response (or timeout).
     pub(crate) ending_requests: std::collections::HashSet<TransactionId>,
 }
 
@@ -1089,11 +1089,11 @@ impl Core {
 
     // ---- shutdown ----
 
-    /// Remembers a BYE or CANCEL sent during shutdown, so that shutdown waits for its answer.
-    pub(crate) fn note_ending_request(&mut self, session: SessionId, tx: TransactionId) {
-        if self.calls.get(&session).is_some_and(|c| c.shutting_down) {
-            self.ending_requests.insert(tx);
-        }
+    /// Remembers a BYE or CANCEL until its final response, so that a shutdown soon after a
+    /// hangup still waits for the answer (closing a TCP connection with the 200 for our BYE
+    /// unread would reset it under the peer).
+    pub(crate) fn note_ending_request(&mut self, tx: TransactionId) {
+        self.ending_requests.insert(tx);
     }
 
     async fn shutdown(&mut self, ua_events: &mut mpsc::UnboundedReceiver<UaEvent>) {

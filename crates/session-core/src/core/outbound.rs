@@ -343,7 +343,7 @@ impl Core {
             .await
             .ok_or(SessionError::Shutdown)?;
         match sent {
-            Ok(cancel) => self.note_ending_request(session, cancel),
+            Ok(cancel) => self.note_ending_request(cancel),
             Err(error) => tracing::debug!(session_id = %session, %error, "CANCEL not sent"),
         }
         Ok(())
@@ -366,7 +366,7 @@ impl Core {
                     .send_in_dialog(session, dialog, Method::Bye, Vec::new(), None)
                     .await;
                 match sent {
-                    Some(Ok(bye)) => self.note_ending_request(session, bye),
+                    Some(Ok(bye)) => self.note_ending_request(bye),
                     // The dialog is already gone on the user agent's side.
                     _ => self.end_call(session, TerminationReason::LocalHangup),
                 }
