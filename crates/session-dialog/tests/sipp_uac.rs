@@ -173,6 +173,6 @@ async fn calls_survive_ten_percent_loss() {
     );
     // Timers J and L end 64·T1 = 32 s after a call's last message; a call whose ACK and
     // BYE were all lost ends by our BYE after the ACK wait (Timer H), whose own transaction
-    // then lives up to 64·T1 more: 64 s at most (the run showed 57 s).
+    // then lives up to 64·T1 more: 64 s at most.
     assert_drains(&handle, Duration::from_secs(75)).await;
 }
