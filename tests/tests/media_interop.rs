@@ -30,25 +30,29 @@
     clippy::print_stderr
 )]
 
+mod support;
+
 use bytes::Bytes;
 use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
 use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaEvent};
-use session_media::audio::{
-    AudioSink, AudioSource, ToneSource, WavRecorder, WavSource, goertzel_power,
-};
+use session_media::FRAME_DURATION;
+use session_media::audio::{AudioSink, AudioSource, ToneSource, WavRecorder};
 use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
 use session_media::rtcp::StreamStats;
 use session_media::sdp::SessionDescription;
 use session_media::sdp::negotiate::{MediaConfig, NegotiatedMedia, OfferAnswer};
-use session_media::{AudioFrame, FRAME_DURATION};
 use session_resources::PortPool;
 use session_sip::Request;
 use session_types::{DialogId, StatusCode};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use support::{
+    BARESIP_TONE_HZ, OUR_TONE_HZ, TempDir, baresip_decoded_audio, baresip_module_path,
+    baresip_stat, tone_ratio, tool_available,
+};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
@@ -56,57 +60,9 @@ use tokio::sync::oneshot;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Where Debian's `sip-tester` puts the captures its `uac_pcap` scenario plays.
 const SIPP_PCAP_DIR: &str = "/usr/share/sip-tester";
-/// The tone baresip sends us (its WAV source) and the one we send it.
-const BARESIP_TONE_HZ: f64 = 1000.0;
-const OUR_TONE_HZ: f64 = 600.0;
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: tools, temp dirs, the UAS, events.
-
-/// True when `program` runs. Missing: a failure under CI, otherwise a note and `false`.
-fn tool_available(program: &str, probe_arg: &str, apt_package: &str) -> bool {
-    let found = std::process::Command::new(program)
-        .arg(probe_arg)
-        .stdin(Stdio::null())
-        .output()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is missing under CI: apt-get install -y {apt_package}"
-        );
-        eprintln!("{program} not installed (apt-get install -y {apt_package}): test not run");
-    }
-    found
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "media-interop-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// Helpers: the UAS, events (tools, temp dirs and baresip's files: `support`).
 
 /// Our UAS: the driver on 127.0.0.1, UDP only, on a free port.
 async fn start_uas() -> (SipHandle, UnboundedReceiver<UaEvent>) {
@@ -521,21 +477,6 @@ async fn sipp_pcap_rtp_is_received_and_echoed() {
 // ---------------------------------------------------------------------------------------------
 // Test 2: baresip calls us.
 
-/// Where Debian installs baresip's modules (older releases, then multiarch ones).
-fn baresip_module_path() -> PathBuf {
-    let candidates = [
-        "/usr/lib/baresip/modules",
-        "/usr/lib/x86_64-linux-gnu/baresip/modules",
-        "/usr/lib/aarch64-linux-gnu/baresip/modules",
-        "/usr/local/lib/baresip/modules",
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("g711.so").exists())
-        .unwrap_or_else(|| panic!("no baresip module directory among {candidates:?}"))
-}
-
 /// A headless baresip configuration in `dir`: SIP and RTP on 127.0.0.1, a WAV tone as the
 /// microphone, `aubridge` as a player nobody drains, G.711 only, decoded audio dumped to WAV
 /// files in `dir` (`sndfile`), no registration.
@@ -566,36 +507,10 @@ fn write_baresip_config(dir: &Path) {
          module_app rtcpsummary.so\n\
          snd_path {dir}\n",
         dir = dir.display(),
-        modules = baresip_module_path().display(),
+        modules = baresip_module_path("g711.so").display(),
     );
     std::fs::write(dir.join("config"), config).unwrap();
     std::fs::write(dir.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0\n").unwrap();
-}
-
-/// A line of the statistics baresip prints when a call ends (`rtp_stats yes`), as its
-/// (transmit, receive) columns: `packets:` counts RTP packets; `pkt.report:` holds what the
-/// peer's RTCP said: how many of baresip's packets it received and how many it sent.
-fn baresip_stat(output: &str, name: &str) -> (u64, u64) {
-    output
-        .lines()
-        .find_map(|line| {
-            let mut numbers = line.trim().strip_prefix(name)?.split_whitespace();
-            Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
-        })
-        .unwrap_or_else(|| panic!("no {name:?} line in baresip's output:\n{output}"))
-}
-
-/// The samples baresip decoded from what we sent (its `sndfile` dump, `dump-…-dec.wav`).
-fn baresip_decoded_audio(dir: &Path) -> Vec<i16> {
-    let file = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .expect("baresip dumped the audio it decoded");
-    let mut wav = WavSource::open(&file).unwrap();
-    std::iter::from_fn(|| wav.next_frame())
-        .flat_map(|frame: AudioFrame| *frame.samples())
-        .collect()
 }
 
 /// What we sent and received during the call.
@@ -630,11 +545,6 @@ async fn exchange_audio(endpoint: &mut RtpEndpoint, frames: u64, want: u64) -> E
         }
     }
     seen
-}
-
-/// The tone's share: power at `tone` over power at `other`.
-fn tone_ratio(samples: &[i16], tone: f64, other: f64) -> f64 {
-    goertzel_power(samples, tone) / goertzel_power(samples, other).max(f64::MIN_POSITIVE)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,25 +30,28 @@
     clippy::print_stderr
 )]
 
-use session_core::crates::media::AudioFrame;
+mod support;
+
 use session_core::crates::media::audio::{
-    AudioSink, AudioSource, ChannelSink, ToneSource, WavRecorder, WavSource, goertzel_power,
+    AudioSink, AudioSource, ChannelSink, ToneSource, WavRecorder,
 };
 use session_core::{
     CallDecision, CallHandler, CallSession, CallState, IncomingCall, SessionManager,
     TerminationReason,
 };
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{
+    BARESIP_TONE_HZ, OUR_TONE_HZ, TempDir, baresip_decoded_audio, baresip_module_path,
+    baresip_stat, tone_ratio, tool_available,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// The tone baresip sends (its WAV microphone) and the one we send it.
-const BARESIP_TONE_HZ: f64 = 1000.0;
-const OUR_TONE_HZ: f64 = 600.0;
 /// A generous limit for one step of a call on loopback.
 const STEP: Duration = Duration::from_secs(10);
 /// How long to wait for a round-trip time from baresip's RTCP. baresip (libre) reports every
@@ -202,54 +205,8 @@ async fn exchange_audio(call: &CallSession, min_frames: usize) -> Heard {
     }
 }
 
-/// The tone's share: power at `tone` over power at `other`.
-fn tone_ratio(samples: &[i16], tone: f64, other: f64) -> f64 {
-    goertzel_power(samples, tone) / goertzel_power(samples, other).max(f64::MIN_POSITIVE)
-}
-
 // ---------------------------------------------------------------------------------------------
 // baresip: configuration, process, control connection.
-
-/// True when baresip runs. Missing: a failure under CI, otherwise a note and `false`.
-fn baresip_available() -> bool {
-    let found = std::process::Command::new("baresip")
-        .arg("-h")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "baresip is missing under CI: apt-get install -y baresip-core"
-        );
-        eprintln!("baresip not installed (apt-get install -y baresip-core): test not run");
-    }
-    found
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "session-core-baresip-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A loopback port free for both UDP and TCP now (baresip listens for SIP on both, and its
 /// configuration needs the number up front). Another process may take it before baresip
@@ -263,21 +220,6 @@ fn free_port() -> u16 {
         }
     }
     panic!("no loopback port free for both UDP and TCP")
-}
-
-/// Where Debian installs baresip's modules (older releases, then multiarch ones).
-fn module_path() -> PathBuf {
-    let candidates = [
-        "/usr/lib/baresip/modules",
-        "/usr/lib/x86_64-linux-gnu/baresip/modules",
-        "/usr/lib/aarch64-linux-gnu/baresip/modules",
-        "/usr/local/lib/baresip/modules",
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("ctrl_tcp.so").exists())
-        .unwrap_or_else(|| panic!("no baresip module directory with ctrl_tcp among {candidates:?}"))
 }
 
 /// A running baresip: its directory, process, output and control connection.
@@ -299,7 +241,7 @@ impl Baresip {
     /// control port. Its account answers every call at once (`answermode=auto`).
     async fn start(name: &str) -> Self {
         let dir = TempDir::new(name);
-        let mut tone_file = WavRecorder::create(dir.0.join("tone.wav")).unwrap();
+        let mut tone_file = WavRecorder::create(dir.path().join("tone.wav")).unwrap();
         let mut tone = ToneSource::new(BARESIP_TONE_HZ, 8000);
         // 30 s: baresip's source would end with the file, long after each test.
         for _ in 0..1500 {
@@ -327,22 +269,22 @@ impl Baresip {
              module_app menu.so\n\
              ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
              snd_path {dir}\n",
-            dir = dir.0.display(),
-            modules = module_path().display(),
+            dir = dir.path().display(),
+            modules = baresip_module_path("ctrl_tcp.so").display(),
         );
-        std::fs::write(dir.0.join("config"), config).unwrap();
+        std::fs::write(dir.path().join("config"), config).unwrap();
         std::fs::write(
-            dir.0.join("accounts"),
+            dir.path().join("accounts"),
             "<sip:baresip@127.0.0.1>;regint=0;answermode=auto\n",
         )
         .unwrap();
 
         let mut child = tokio::process::Command::new("baresip")
             .arg("-f")
-            .arg(&dir.0)
+            .arg(dir.path())
             // `-s` traces SIP (checked, and shown on failure); `-t 120` is a last-resort quit.
             .args(["-s", "-t", "120"])
-            .current_dir(&dir.0)
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -494,32 +436,6 @@ async fn read_netstrings(
     }
 }
 
-/// A line of the statistics baresip prints when a call ends (`rtp_stats yes`), as its
-/// (transmit, receive) columns: `packets:` counts RTP packets; `pkt.report:` holds what the
-/// peer's RTCP said (the receive column: how many packets the peer sent).
-fn baresip_stat(output: &str, name: &str) -> (u64, u64) {
-    output
-        .lines()
-        .find_map(|line| {
-            let mut numbers = line.trim().strip_prefix(name)?.split_whitespace();
-            Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
-        })
-        .unwrap_or_else(|| panic!("no {name:?} line in baresip's output:\n{output}"))
-}
-
-/// The samples baresip decoded from what we sent (its `sndfile` dump, `dump-…-dec.wav`).
-fn baresip_decoded_audio(dir: &Path) -> Vec<i16> {
-    let file = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .expect("baresip dumped the audio it decoded");
-    let mut wav = WavSource::open(&file).unwrap();
-    std::iter::from_fn(|| wav.next_frame())
-        .flat_map(|frame: AudioFrame| *frame.samples())
-        .collect()
-}
-
 /// The SIP messages of baresip's trace (`-s`): (the `UDP a -> b` line, the first line of the
 /// message that follows).
 fn sip_trace(output: &str) -> Vec<(String, String)> {
@@ -581,7 +497,7 @@ fn check_we_heard_baresip(heard: &Heard) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up() {
-    if !baresip_available() {
+    if !tool_available("baresip", "-h", "baresip-core") {
         return;
     }
     let started = Instant::now();
@@ -619,7 +535,7 @@ async fn baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up() {
     baresip.event("CALL_CLOSED").await;
 
     let (output, dir) = baresip.quit().await;
-    check_baresip_heard_us(&output, &dir.0, &heard);
+    check_baresip_heard_us(&output, dir.path(), &heard);
     // baresip sent the BYE and we answered it.
     let trace = sip_trace(&output);
     let ours = manager.local_addr().to_string();
@@ -635,7 +551,7 @@ async fn baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_uac_calls_baresip_audio_both_ways_then_we_hang_up() {
-    if !baresip_available() {
+    if !tool_available("baresip", "-h", "baresip-core") {
         return;
     }
     let started = Instant::now();
@@ -669,7 +585,7 @@ async fn our_uac_calls_baresip_audio_both_ways_then_we_hang_up() {
 
     let theirs = format!(" -> {}", baresip.sip);
     let (output, dir) = baresip.quit().await;
-    check_baresip_heard_us(&output, &dir.0, &heard);
+    check_baresip_heard_us(&output, dir.path(), &heard);
     // baresip received our BYE and answered it 200.
     let trace = sip_trace(&output);
     let bye_at = trace
