@@ -15,7 +15,7 @@ use session_events::{SessionEvent, TerminationReason};
 use session_media::sdp::{MediaDirection, SessionDescription};
 use session_sip::{Header, HeaderName, Method, Request, Response};
 use session_tracer::{DtmfMethod as TracedDtmf, Flow, SipSummary, TraceEntry};
-use session_types::{CallState, DialogId, FailureReason, SessionId, StatusCode};
+use session_types::{CallState, FailureReason, SessionId, StatusCode};
 use std::time::{Duration, Instant};
 
 /// How long a digit sent by RFC 4733 or INFO lasts.
@@ -25,11 +25,9 @@ impl Core {
     pub(super) async fn on_in_dialog_request(
         &mut self,
         session: SessionId,
-        dialog: DialogId,
         tx: TransactionId,
         request: Request,
     ) {
-        let _ = dialog;
         self.trace_with(session, || {
             TraceEntry::SipIn(SipSummary::of_request(&request))
         });

@@ -324,12 +324,7 @@ impl Core {
 
     /// Requests outside any dialog of ours other than INVITE (OPTIONS is answered by the
     /// endpoint itself).
-    pub(super) async fn on_out_of_dialog_request(
-        &mut self,
-        tx: TransactionId,
-        request: Request,
-        _source: SocketAddr,
-    ) {
+    pub(super) async fn on_out_of_dialog_request(&mut self, tx: TransactionId, request: Request) {
         use session_sip::Method;
         let status = match request.method {
             // Requests that only make sense inside a dialog (§12.2.2).

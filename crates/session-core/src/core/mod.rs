@@ -493,13 +493,10 @@ impl Core {
                 tx,
                 request,
                 dialog,
-                source,
-            } => match dialog.and_then(|d| self.by_dialog.get(&d).copied().map(|s| (d, s))) {
-                Some((dialog, session)) => {
-                    self.on_in_dialog_request(session, dialog, tx, request)
-                        .await;
-                }
-                None => self.on_out_of_dialog_request(tx, request, source).await,
+                ..
+            } => match dialog.and_then(|d| self.by_dialog.get(&d).copied()) {
+                Some(session) => self.on_in_dialog_request(session, tx, request).await,
+                None => self.on_out_of_dialog_request(tx, request).await,
             },
             UaEvent::Response {
                 tx,
@@ -544,7 +541,7 @@ impl Core {
             if is_final {
                 self.by_tx.remove(&tx);
             }
-            self.on_invite_response(session, tx, response, dialog).await;
+            self.on_invite_response(session, response, dialog).await;
             return;
         }
         if !is_final {

@@ -7,7 +7,6 @@ use crate::call::CallSession;
 use crate::error::{Result, SessionError};
 use crate::session_timer;
 use bytes::Bytes;
-use session_dialog::transaction::TransactionId;
 use session_dialog::ua::OutgoingInvite;
 use session_events::TerminationReason;
 use session_media::sdp::SessionDescription;
@@ -155,7 +154,6 @@ impl Core {
     pub(super) async fn on_invite_response(
         &mut self,
         session: SessionId,
-        tx: TransactionId,
         response: Response,
         dialog: Option<DialogId>,
     ) {
@@ -192,7 +190,6 @@ impl Core {
         {
             return;
         }
-        let _ = tx;
         self.end_call(
             session,
             TerminationReason::Failed(FailureReason::Rejected(status)),
