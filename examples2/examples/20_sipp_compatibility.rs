@@ -34,6 +34,9 @@
 //! --rate R                       calls started per second (default 10)
 //! --duration-ms D                how long an answered call lasts before our BYE (default 0)
 //! --transport udp|tcp            default udp
+//! --proxy sip:host:port          send every call through this (loose-routing) outbound
+//!                                proxy: INVITE to it with a pre-loaded Route; ACK, BYE and
+//!                                the rest follow the route set the answer records
 //! --expect-status CODE           the final status counted as success (default 200): e.g.
 //!                                486 to check that a busy peer is reported as busy
 //! --rtp-echo                     real RTP media (echoing) instead of signaling only
@@ -86,7 +89,8 @@ const USAGE: &str = "usage:
                         [--reserve-calls N]
                                               UAS until Ctrl-C/SIGTERM
   20_sipp_compatibility --call URI [--bind ADDR] [--calls N] [--rate R] [--duration-ms D]
-                        [--transport udp|tcp] [--expect-status CODE] [--rtp-echo]
+                        [--transport udp|tcp] [--proxy URI] [--expect-status CODE]
+                        [--rtp-echo]
                                               UAC; exits 0 only if every call succeeded";
 
 // ---------------------------------------------------------------------------------------------
@@ -138,6 +142,8 @@ struct UacConfig {
     rate: f64,
     duration: Duration,
     tcp: bool,
+    /// The outbound proxy every call goes through.
+    proxy: Option<String>,
     expect: StatusCode,
     rtp_echo: bool,
     shutdown_grace: Option<Duration>,
@@ -152,6 +158,7 @@ impl UacConfig {
             rate: 10.0,
             duration: Duration::ZERO,
             tcp: false,
+            proxy: None,
             expect: StatusCode::OK,
             rtp_echo: false,
             shutdown_grace: None,
@@ -224,6 +231,7 @@ fn parse_args(args: &[String]) -> Result<Run, String> {
                     other => return Err(format!("--transport: udp or tcp, not {other}")),
                 }
             }
+            "--proxy" => uac.proxy = Some(value("--proxy")?),
             "--expect-status" => uac.expect = status(&value("--expect-status")?)?,
             other => return Err(format!("unknown flag {other}")),
         }
@@ -631,6 +639,9 @@ async fn one_call(manager: SessionManager, config: Arc<UacConfig>) -> Outcome {
     let mut options = CallOptions::default();
     if config.tcp {
         options = options.tcp();
+    }
+    if let Some(proxy) = &config.proxy {
+        options = options.proxy(proxy);
     }
     let call = match manager.call_with(&config.target, options).await {
         Ok(call) => call,

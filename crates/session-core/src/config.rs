@@ -81,6 +81,8 @@ pub(crate) struct ManagerConfig {
     pub(crate) transfer_timeout: Duration,
     /// Calls to size every map for up front (no rehash pauses under load).
     pub(crate) reserve_calls: usize,
+    /// Where every outbound call's INVITE goes, with this URI as pre-loaded Route.
+    pub(crate) outbound_proxy: Option<session_sip::Uri>,
 }
 
 impl Default for ManagerConfig {
@@ -100,6 +102,7 @@ impl Default for ManagerConfig {
             shutdown_grace: Duration::from_secs(2),
             transfer_timeout: Duration::from_secs(32),
             reserve_calls: 0,
+            outbound_proxy: None,
         }
     }
 }

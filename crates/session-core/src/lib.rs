@@ -68,6 +68,8 @@ pub use media::{BoxedSink, BoxedSource};
 
 pub use session_events::{EventBus, Filter, SessionEvent, Subscription, TerminationReason};
 pub use session_resources::{AdmissionController, Limits, PortPool};
+/// SIP URIs, as [`SessionManager::uri`] and [`SessionManagerBuilder::outbound_proxy`] use them.
+pub use session_sip::Uri;
 pub use session_tracer::{HealthIssue, HealthKind, SessionTracer, Timeline, TracerConfig};
 pub use session_types::{CallId, CallState, Direction, FailureReason, SessionId, StatusCode};
 

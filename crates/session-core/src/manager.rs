@@ -161,6 +161,15 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Sends every outbound call (transfers included) through the proxy at `proxy` — a
+    /// loose router (RFC 3261 §16.12), as outbound proxies are: the INVITE goes to its address
+    /// with `Route: <proxy;lr>` pre-loaded (§8.1.2), and the dialog then follows whatever route
+    /// set the answer records (§12.1.2). [`CallOptions::proxy`] overrides it per call.
+    pub fn outbound_proxy(mut self, proxy: Uri) -> Self {
+        self.config.outbound_proxy = Some(proxy);
+        self
+    }
+
     /// How long a transfer waits for the peer's final NOTIFY (32 s by default).
     pub fn transfer_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.config.transfer_timeout = timeout;
@@ -255,6 +264,7 @@ impl SessionManagerBuilder {
                 local_addr,
                 our_uri,
                 display_name: config.identity.display_name.clone(),
+                outbound_proxy: config.outbound_proxy.clone(),
                 bus,
                 admission,
                 ports,
@@ -270,6 +280,7 @@ struct Inner {
     local_addr: SocketAddr,
     our_uri: Uri,
     display_name: Option<String>,
+    outbound_proxy: Option<Uri>,
     bus: EventBus,
     admission: AdmissionController,
     ports: PortPool,
@@ -297,6 +308,9 @@ pub struct CallOptions {
     pub sdp: Option<Bytes>,
     /// UDP (default) or TCP; a `;transport=tcp` URI parameter also selects TCP.
     pub tcp: bool,
+    /// The proxy this call goes through (`sip:host:port`), instead of the manager's
+    /// [`SessionManagerBuilder::outbound_proxy`].
+    pub proxy: Option<String>,
 }
 
 impl CallOptions {
@@ -309,6 +323,12 @@ impl CallOptions {
     /// Uses TCP.
     pub fn tcp(mut self) -> Self {
         self.tcp = true;
+        self
+    }
+
+    /// Goes through the proxy at `uri` (see [`SessionManagerBuilder::outbound_proxy`]).
+    pub fn proxy(mut self, uri: &str) -> Self {
+        self.proxy = Some(uri.to_owned());
         self
     }
 }
@@ -381,13 +401,19 @@ impl SessionManager {
             Some(from) => Uri::parse(from).map_err(|_| invalid("from URI", from))?,
             None => self.inner.our_uri.clone(),
         };
-        let (destination, mut protocol) = resolve(&to)
+        let proxy = match &options.proxy {
+            Some(proxy) => Some(Uri::parse(proxy).map_err(|_| invalid("proxy URI", proxy))?),
+            None => self.inner.outbound_proxy.clone(),
+        };
+        let next_hop = proxy.as_ref().unwrap_or(&to);
+        let (destination, mut protocol) = resolve(next_hop)
             .await
-            .ok_or_else(|| invalid("target host", target))?;
+            .ok_or_else(|| invalid("next hop host", next_hop.as_str()))?;
         if options.tcp {
             protocol = Protocol::Tcp;
         }
-        let mut headers = Vec::with_capacity(options.headers.len());
+        let mut headers = Vec::with_capacity(options.headers.len() + 1);
+        headers.extend(proxy.as_ref().map(preloaded_route));
         for (name, value) in &options.headers {
             headers
                 .push(Header::other(name, value.clone()).ok_or_else(|| invalid("header", name))?);
@@ -433,6 +459,17 @@ impl SessionManager {
     }
 }
 
+/// The Route header that sends a request through the loose-routing proxy `proxy` (RFC 3261
+/// §8.1.2: a pre-loaded route set; `;lr` added when the URI lacks it).
+pub(crate) fn preloaded_route(proxy: &Uri) -> Header {
+    let value = if proxy.param("lr").is_some() {
+        format!("<{proxy}>")
+    } else {
+        format!("<{proxy};lr>")
+    };
+    Header::new(session_sip::HeaderName::Route, value)
+}
+
 /// Where a SIP URI's requests go: its host and port (5060 by default) and its transport
 /// parameter, without DNS (IP literals only).
 pub(crate) fn destination_of(uri: &Uri) -> Option<(SocketAddr, Protocol)> {
@@ -452,7 +489,7 @@ fn protocol_of(uri: &Uri) -> Protocol {
 }
 
 /// As [`destination_of`], looking host names up (A/AAAA; no SRV/NAPTR).
-async fn resolve(uri: &Uri) -> Option<(SocketAddr, Protocol)> {
+pub(crate) async fn resolve(uri: &Uri) -> Option<(SocketAddr, Protocol)> {
     if let Some(found) = destination_of(uri) {
         return Some(found);
     }

@@ -389,9 +389,11 @@ mod tests {
         let mut ok = Response::from_request_with_tag(&req, StatusCode::OK, Some("b"));
         ok.headers
             .push(Header::new(HeaderName::Contact, "<sip:bob@192.0.2.4:5080>"));
-        for rr in req.headers.get_all(HeaderName::RecordRoute) {
-            ok.headers.push(rr.clone());
-        }
+        assert_eq!(
+            ok.headers.count(HeaderName::RecordRoute),
+            2,
+            "the 2xx carries the INVITE's Record-Route (§12.1.1)"
+        );
         let mut dialog = Dialog::from_uac(&req, &ok, peer(), Protocol::Udp).unwrap();
         assert_eq!(dialog.id, DialogId::new(CallId::from("c@x"), "a", "b"));
         assert_eq!(

@@ -153,7 +153,9 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
 }
 
 /// The response to `request` (RFC 3261 §8.2.6.1): its Via lines, From, To, Call-ID and CSeq,
-/// the To tagged with `tag` (or a fresh tag) unless it has one or the status is 100. Returns
+/// its Record-Route values in order when the response establishes a dialog (§12.1.1, see
+/// [`session_sip::copies_record_route`]), the To tagged with `tag` (or a fresh tag) unless it
+/// has one or the status is 100. Returns
 /// it with the To tag it carries. It has no Content-Length yet: [`finish_body`] adds it after
 /// whatever else the UA adds, so the header list is built once, in order.
 fn response_to(
@@ -164,12 +166,16 @@ fn response_to(
     let mut response = Response::builder(status).build();
     response.headers.remove_all(HeaderName::ContentLength);
     let has_tag = request.to().ok().and_then(|to| to.tag().map(str::to_owned));
+    let record_route = session_sip::copies_record_route(&request.method, status);
     let mut to_tag = None;
     for header in request.headers.iter() {
         match header.name() {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
                 response.headers.push(header.clone());
             }
+            // Whole lines in their order: several values in one line, URI parameters and
+            // header parameters all reach the peer as the proxies wrote them.
+            HeaderName::RecordRoute if record_route => response.headers.push(header.clone()),
             HeaderName::To => match (&has_tag, status == StatusCode::TRYING) {
                 (Some(existing), _) => {
                     to_tag = Some(existing.clone());
@@ -245,14 +251,24 @@ struct ClientInvite {
     invite: SentInvite,
     destination: SocketAddr,
     protocol: Protocol,
-    /// The dialog its first 2xx made, with the ACK we sent for it.
-    answered: Option<(DialogId, Bytes)>,
+    /// The dialog its first 2xx made, with the ACK we sent for it and where it went.
+    answered: Option<AckedAnswer>,
     /// Re-INVITE inside this dialog.
     within: Option<DialogId>,
     /// Where the INVITE stands, for CANCEL (§9.1).
     progress: InviteProgress,
     /// The caller asked to cancel it.
     cancel: Option<CancelState>,
+}
+
+/// The 2xx an INVITE of ours was answered with, as far as a retransmission of it needs.
+#[derive(Debug)]
+struct AckedAnswer {
+    dialog: DialogId,
+    ack: Bytes,
+    /// The ACK's next hop: the dialog's first route, or its remote target (§13.2.2.4), not
+    /// where the INVITE went.
+    hop: SocketAddr,
 }
 
 /// How far an INVITE we sent got.
@@ -871,11 +887,12 @@ impl UserAgent {
             return;
         };
         // A retransmission of the 2xx we already ACKed: ACK again, nothing new to report.
-        if let Some((answered, ack)) = &invite.answered
-            && *answered == id
+        if let Some(answered) = &invite.answered
+            && answered.dialog == id
         {
+            // §13.2.2.4: each retransmission of the 2xx gets the same ACK, along the route set.
             self.endpoint
-                .send_stateless(ack.clone(), invite.destination, invite.protocol);
+                .send_stateless(answered.ack.clone(), answered.hop, invite.protocol);
             return;
         }
         let forked = invite.answered.is_some();
@@ -914,7 +931,11 @@ impl UserAgent {
         if let Some(invite) = self.client_invites.get_mut(&tx)
             && invite.answered.is_none()
         {
-            invite.answered = Some((id.clone(), ack));
+            invite.answered = Some(AckedAnswer {
+                dialog: id.clone(),
+                ack,
+                hop,
+            });
         }
         let Some(dialog) = new_dialog else {
             let dialog = within.filter(|d| self.dialogs.contains_key(d));

@@ -122,8 +122,8 @@ impl Response {
     }
 
     /// The response a UAS sends to `req` (RFC 3261 §8.2.6): Via lines, From, To, Call-ID and
-    /// CSeq copied, a random To tag added when the To has none and the status is not 100,
-    /// Content-Length 0.
+    /// CSeq copied, Record-Route copied in order where [`copies_record_route`] says so, a random
+    /// To tag added when the To has none and the status is not 100, Content-Length 0.
     pub fn from_request(req: &Request, status: StatusCode) -> Response {
         Self::from_request_with_tag(req, status, None)
     }
@@ -132,15 +132,15 @@ impl Response {
     /// transaction must use the same tag, RFC 3261 §8.2.6.2).
     pub fn from_request_with_tag(req: &Request, status: StatusCode, tag: Option<&str>) -> Response {
         let mut b = Response::builder(status);
-        for h in req.headers.iter().filter(|h| {
-            matches!(
-                h.name(),
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-            )
+        let record_route = copies_record_route(&req.method, status);
+        for h in req.headers.iter().filter(|h| match h.name() {
+            HeaderName::Via
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq => true,
+            HeaderName::RecordRoute => record_route,
+            _ => false,
         }) {
             b.resp.headers.push(h.clone());
         }
@@ -153,6 +153,23 @@ impl Response {
         add_to_tag(&mut b.resp, tag);
         b.build()
     }
+}
+
+/// Whether a response with `status` to a `method` request carries the request's Record-Route
+/// values (all of them, in order, parameters included). RFC 3261 §12.1.1: a UAS copies them into
+/// every response that establishes a dialog — a 2xx, or a 101–199 (which has a To tag and so
+/// makes an early dialog) — to a request that can create one (INVITE; SUBSCRIBE and NOTIFY,
+/// RFC 6665; REFER, whose implicit subscription is a dialog, RFC 3515). Responses to a target
+/// refresh inside a dialog carry them too: the peer does not change its route set for them
+/// (§12.2.1.2), and a proxy that record-routes mid-dialog sees its entries come back as on the
+/// first request.
+pub fn copies_record_route(method: &Method, status: StatusCode) -> bool {
+    let establishing = status.as_u16() > 100 && status.as_u16() < 300;
+    establishing
+        && matches!(
+            method,
+            Method::Invite | Method::Subscribe | Method::Notify | Method::Refer
+        )
 }
 
 /// Adds a tag to the To of a response unless it has one or the status is 100.

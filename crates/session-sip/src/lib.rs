@@ -122,7 +122,7 @@ mod text;
 mod uri;
 mod validate;
 
-pub use build::{RequestBuilder, ResponseBuilder, new_branch, new_tag};
+pub use build::{RequestBuilder, ResponseBuilder, copies_record_route, new_branch, new_tag};
 pub use error::{Error, Result};
 pub use header::{Header, HeaderName, Headers};
 pub use headers::{CSeq, Contact, NameAddr, Via};

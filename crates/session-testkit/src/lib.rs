@@ -1,7 +1,8 @@
 //! Test utilities for the session-core workspace (unpublished).
 //!
-//! Two parts: the simulated network below, and [`sip::ScriptedPeer`], which writes a SIP
-//! peer's messages from short templates and checks what the system under test sent.
+//! Three parts: the simulated network below; [`sip::ScriptedPeer`], which writes a SIP
+//! peer's messages from short templates and checks what the system under test sent; and
+//! [`proxy::RecordRoutingProxy`], a record-routing proxy to put between them.
 //!
 //! The centrepiece is a deterministic simulation of a lossy network: [`SimNetwork`] carries
 //! datagrams between nodes with latency, jitter, reordering, duplication and burst loss, all drawn
@@ -48,6 +49,7 @@
 //! ```
 
 mod network;
+pub mod proxy;
 mod simulation;
 pub mod sip;
 

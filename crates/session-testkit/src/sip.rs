@@ -76,6 +76,11 @@ pub struct ScriptedPeer {
     local_seq: u32,
     /// The last INVITE we sent (for its ACK and CANCEL).
     invite: Option<Request>,
+    /// Route values in the order our in-dialog requests list them (RFC 3261 §12.1).
+    route_set: Vec<String>,
+    /// A 2xx fixed the route set: later responses (to a re-INVITE) do not change it
+    /// (§12.2.1.2).
+    route_set_fixed: bool,
     counter: u64,
 }
 
@@ -120,6 +125,8 @@ impl ScriptedPeer {
             local_party: String::new(),
             local_seq: 0,
             invite: None,
+            route_set: Vec::new(),
+            route_set_fixed: false,
             counter: 0,
         };
         peer.new_call();
@@ -145,6 +152,8 @@ impl ScriptedPeer {
         self.remote_target = self.target.clone();
         self.local_seq = 0;
         self.invite = None;
+        self.route_set.clear();
+        self.route_set_fixed = false;
     }
 
     fn next(&mut self) -> u64 {
@@ -172,6 +181,12 @@ impl ScriptedPeer {
         tag_of(&self.remote_party)
     }
 
+    /// The dialog's route set, in the order our requests list it: the INVITE's Record-Route
+    /// as callee, the answer's reversed as caller (RFC 3261 §12.1).
+    pub fn route_set(&self) -> &[String] {
+        &self.route_set
+    }
+
     /// Pretends the current call already has a dialog with the other side's tag `tag` (e.g.
     /// to send a request for a dialog the system under test does not know).
     pub fn assume_remote_tag(&mut self, tag: &str) {
@@ -190,13 +205,35 @@ impl ScriptedPeer {
         format!("<sip:{}@{}>", self.user, self.address)
     }
 
-    /// A request with the dialog's headers: `uri`, a fresh Via, Max-Forwards, From, To,
-    /// Call-ID, CSeq `seq` and Content-Length 0.
+    /// A request with the dialog's headers: `uri`, a fresh Via, Max-Forwards, the route set
+    /// once the dialog exists (§12.2.1.1: loose or strict routing), From, To, Call-ID, CSeq
+    /// `seq` and Content-Length 0.
     fn build(&mut self, method: Method, uri: Uri, seq: u32) -> Request {
         let via = self.via();
-        let mut request = Request::builder(method.clone(), uri)
+        let in_dialog = self.remote_tag().is_some();
+        let (uri, routes) = match self.route_set.first() {
+            Some(first) if in_dialog => {
+                let first = NameAddr::parse(first).ok().map(|n| n.uri());
+                match first {
+                    Some(first) if first.param("lr").is_none() => {
+                        // Strict routing: the first route is the Request-URI, the remote
+                        // target the last Route.
+                        let mut routes = self.route_set[1..].to_vec();
+                        routes.push(format!("<{uri}>"));
+                        (first, routes)
+                    }
+                    _ => (uri, self.route_set.clone()),
+                }
+            }
+            _ => (uri, Vec::new()),
+        };
+        let mut builder = Request::builder(method.clone(), uri)
             .header(HeaderName::Via, via)
-            .max_forwards(70)
+            .max_forwards(70);
+        for route in routes {
+            builder = builder.header(HeaderName::Route, route);
+        }
+        let mut request = builder
             .header(HeaderName::From, self.local_party.clone())
             .header(HeaderName::To, self.remote_party.clone())
             .call_id(&self.call_id)
@@ -380,6 +417,13 @@ impl ScriptedPeer {
                 .to_owned();
             self.local_seq = 0;
             self.invite = None;
+            // §12.1.1: the callee's route set is the Record-Route of the request, in order.
+            self.route_set = request
+                .headers
+                .values(HeaderName::RecordRoute)
+                .map(str::to_owned)
+                .collect();
+            self.route_set_fixed = true;
         }
         if let Some(uri) = contact_uri(request.headers.values(HeaderName::Contact).next()) {
             self.remote_target = uri;
@@ -395,6 +439,17 @@ impl ScriptedPeer {
             && tag_of(to).is_some()
         {
             self.remote_party = to.to_owned();
+            // §12.1.2: the caller's route set is the answer's Record-Route, reversed; a 2xx
+            // fixes it (a 1xx made an early one it replaces).
+            if !self.route_set_fixed && response.status.as_u16() < 300 {
+                self.route_set = response
+                    .headers
+                    .values(HeaderName::RecordRoute)
+                    .map(str::to_owned)
+                    .collect();
+                self.route_set.reverse();
+                self.route_set_fixed = response.status.is_success();
+            }
         }
         if let Some(uri) = contact_uri(response.headers.values(HeaderName::Contact).next()) {
             self.remote_target = uri;

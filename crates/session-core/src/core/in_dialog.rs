@@ -678,7 +678,14 @@ impl Core {
             .await;
         self.set_state(session, CallState::Transferring);
         self.notify_progress(session, StatusCode::TRYING).await;
-        let Some(destination) = crate::manager::destination_of(&target) else {
+        // The new call goes where any outbound call goes: through the outbound proxy if
+        // there is one.
+        let proxy = self.config.outbound_proxy.as_ref();
+        let next_hop = match proxy {
+            Some(proxy) => crate::manager::resolve(proxy).await,
+            None => crate::manager::destination_of(&target),
+        };
+        let Some(destination) = next_hop else {
             self.notify_progress(session, StatusCode::NOT_FOUND).await;
             self.back_from_transfer(session);
             return;
@@ -689,7 +696,10 @@ impl Core {
             to: target.clone(),
             destination: destination.0,
             protocol: destination.1,
-            headers: Vec::new(),
+            headers: proxy
+                .map(crate::manager::preloaded_route)
+                .into_iter()
+                .collect(),
             sdp: None,
             transfer_of: Some(session),
         };
