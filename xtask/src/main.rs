@@ -6,7 +6,8 @@
 //!   `N passed, M failed`, and exits non-zero if any failed.
 //! - `conformance [--dir PATH]`: runs the RFC 4475 torture tests through session-sip.
 //! - `sipp [FILTER...] [--verbose] [--keep]`: runs SIPp scenarios against example 20 and example 20's
-//!   UAC against SIPp (needs `sipp`; prints the install command when it is missing).
+//!   UAC against SIPp (needs `sipp`; prints the install command when it is missing), and the
+//!   `proxy-*` ones through Kamailio (needs `kamailio`; skipped without it, failed under CI).
 //! - `sipp --load [--start-rate R] [--max-rate R] [--step-seconds S] [--hold-calls N]
 //!   [--reserve-calls N] [--keep]`: the highest clean call rate of example 20 next to SIPp's
 //!   own UAS, with setup latency, CPU per call and RSS per held call (not run by CI).
@@ -32,7 +33,8 @@ commands:
                       (default: ../shared/conformance/rfc4475)
   sipp [FILTER...] [--verbose] [--keep]
                       run SIPp scenarios against example 20_sipp_compatibility on loopback
-                      and its UAC against SIPp's UAS; PASS/FAIL per scenario (needs sipp)
+                      and its UAC against SIPp's UAS; PASS/FAIL per scenario (needs sipp;
+                      the proxy-* scenarios put Kamailio in the path and need kamailio)
   sipp --load [--start-rate 1000] [--max-rate 12000] [--step-seconds 5]
               [--hold-calls 10000] [--reserve-calls 100000] [--keep]
                       load search: the highest rate with 0 failed calls for example 20
