@@ -339,9 +339,12 @@ impl RtpEndpoint {
     pub async fn send_frame(&mut self, frame: &AudioFrame) -> Result<()> {
         let mut payload = [0u8; FRAME_SAMPLES];
         self.law.encode_frame(frame, &mut payload);
+        // The sender keeps the timestamp on the sampling clock across pauses (RFC 3550 §5.1);
+        // tokio's clock, so that tests can run it in virtual time.
+        let now = Instant::now().into_std();
         let packet = self
             .sender
-            .audio(self.audio_pt, &payload, FRAME_SAMPLES as u32)?;
+            .audio_at(now, self.audio_pt, &payload, FRAME_SAMPLES as u32)?;
         Self::send_rtp_bytes(&self.rtp, self.remote_rtp, packet).await
     }
 
@@ -523,7 +526,9 @@ impl RtpEndpoint {
             .into_iter()
             .collect();
         if self.sender.packets() > 0 {
-            let info = self.sender.sender_info(self.clock.at(now.into_std()));
+            let info = self
+                .sender
+                .sender_info(self.clock.at(now.into_std()), now.into_std());
             rtcp::write_sr(&mut self.rtcp_out, self.sender.ssrc(), &info, &blocks);
         } else {
             rtcp::write_rr(&mut self.rtcp_out, self.sender.ssrc(), &blocks);

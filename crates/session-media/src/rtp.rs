@@ -1,7 +1,8 @@
 //! RTP packets (RFC 3550 §5) through the `rtp-rs` crate: zero-copy parsing with `RtpReader`
 //! and building into one reused buffer with `RtpPacketBuilder::build_into`, plus the sender
 //! state of a stream — SSRC, sequence number and timestamp (both wrap around), and the
-//! marker bit on the first packet of a talk-spurt.
+//! marker bit on the first packet of a talk-spurt. [`RtpSender::audio_at`] keeps the timestamp on
+//! the sampling clock across pauses in sending (RFC 3550 §5.1), with time as an argument.
 //!
 //! ```
 //! use session_media::rtp::{parse, RtpSender};
@@ -16,6 +17,7 @@
 //! ```
 
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::rtcp::{NtpTime, SenderInfo};
@@ -67,6 +69,11 @@ pub struct RtpSender {
     talkspurt: bool,
     packets: u64,
     octets: u64,
+    /// Timestamp units per second (8000 for G.711).
+    clock_rate: u32,
+    /// When the next audio packet is due if audio goes on without a pause: the instant the
+    /// current `timestamp` stands for. Set by [`RtpSender::audio_at`].
+    next_due: Option<Instant>,
     buf: Box<[u8; MAX_PACKET]>,
 }
 
@@ -80,6 +87,8 @@ impl RtpSender {
             talkspurt: true,
             packets: 0,
             octets: 0,
+            clock_rate: 8000,
+            next_due: None,
             buf: Box::new([0; MAX_PACKET]),
         }
     }
@@ -120,11 +129,27 @@ impl RtpSender {
         self.talkspurt = true;
     }
 
+    /// Sets the timestamp clock rate (8000 Hz, G.711's, by default).
+    #[must_use]
+    pub fn with_clock_rate(mut self, hz: u32) -> Self {
+        self.clock_rate = hz.max(1);
+        self
+    }
+
     /// Moves the timestamp on by `samples` without sending (silence suppression, or time
-    /// covered by an RFC 4733 event); the next audio packet starts a talk-spurt.
+    /// covered by an RFC 4733 event); the next audio packet starts a talk-spurt. The sampling
+    /// clock of [`RtpSender::audio_at`] moves on by as long.
     pub fn skip(&mut self, samples: u32) {
         self.timestamp = self.timestamp.wrapping_add(samples);
         self.talkspurt = true;
+        let skipped = self.duration_of(samples);
+        if let Some(due) = self.next_due.as_mut() {
+            *due += skipped;
+        }
+    }
+
+    fn duration_of(&self, samples: u32) -> Duration {
+        Duration::from_nanos(u64::from(samples) * 1_000_000_000 / u64::from(self.clock_rate))
     }
 
     fn build(&mut self, pt: u8, payload: &[u8], marker: bool, timestamp: u32) -> Result<usize> {
@@ -152,20 +177,69 @@ impl RtpSender {
         Ok(self.buf.get(..len).unwrap_or_default())
     }
 
+    /// [`RtpSender::audio`] for a packet sent at `now`, with the timestamp on the sampling
+    /// clock (RFC 3550 §5.1): after a pause in sending (held, answered `recvonly`, a source
+    /// that ended before the next was attached) of two packets' time or more, the timestamp
+    /// jumps by the whole frames that went unsent and the packet carries the marker bit, so
+    /// the receiver sees the gap as time, not as jitter. Packets closer together than that
+    /// (a late timer tick) keep consecutive timestamps.
+    pub fn audio_at(
+        &mut self,
+        now: Instant,
+        pt: u8,
+        payload: &[u8],
+        samples: u32,
+    ) -> Result<&[u8]> {
+        if let Some(due) = self.next_due
+            && samples > 0
+        {
+            let late = now.saturating_duration_since(due);
+            let late_samples = late.as_nanos() * u128::from(self.clock_rate) / 1_000_000_000;
+            let frame = u128::from(samples);
+            if late_samples >= 2 * frame {
+                // Whole frames, rounded to the nearest: what a sender that never paused would
+                // have stamped on this packet.
+                let frames = (late_samples + frame / 2) / frame;
+                let jump = u32::try_from(frames * frame).unwrap_or(u32::MAX);
+                self.timestamp = self.timestamp.wrapping_add(jump);
+                self.talkspurt = true;
+            }
+        }
+        self.next_due = Some(now + self.duration_of(samples));
+        self.audio(pt, payload, samples)
+    }
+
     /// Builds an RFC 4733 event packet stamped with the event's start `timestamp`.
     pub fn event(&mut self, pt: u8, payload: &[u8], marker: bool, timestamp: u32) -> Result<&[u8]> {
         let len = self.build(pt, payload, marker, timestamp)?;
         Ok(self.buf.get(..len).unwrap_or_default())
     }
 
-    /// Sender info for an SR at wall-clock `ntp`, the current RTP timestamp being `now_ts`.
-    pub fn sender_info(&self, ntp: NtpTime) -> SenderInfo {
+    /// Sender info for an SR sent at `now`, wall-clock `ntp`. RFC 3550 §6.4.1: its RTP
+    /// timestamp stands for the same instant as `ntp`, so it is read off the sampling clock
+    /// (the last packet's timestamp moved on by the time since), not the last packet's.
+    pub fn sender_info(&self, ntp: NtpTime, now: Instant) -> SenderInfo {
+        let rtp_timestamp = match self.next_due {
+            Some(due) if now >= due => self
+                .timestamp
+                .wrapping_add(self.samples_in(now.duration_since(due))),
+            Some(due) => self
+                .timestamp
+                .wrapping_sub(self.samples_in(due.duration_since(now))),
+            None => self.timestamp,
+        };
         SenderInfo {
             ntp,
-            rtp_timestamp: self.timestamp,
+            rtp_timestamp,
             packet_count: self.packets as u32,
             octet_count: self.octets as u32,
         }
+    }
+
+    fn samples_in(&self, elapsed: Duration) -> u32 {
+        let samples = elapsed.as_nanos() * u128::from(self.clock_rate) / 1_000_000_000;
+        // The timestamp wraps; so may the distance.
+        (samples % (1 << 32)) as u32
     }
 }
 
@@ -190,6 +264,84 @@ mod tests {
         assert_eq!(markers, vec![true, false, false, true]);
         assert!(headers.iter().all(|h| h.ssrc == 7 && h.payload_type == 8));
         assert_eq!((s.packets(), s.octets()), (4, 640));
+    }
+
+    #[test]
+    fn the_timestamp_follows_the_sampling_clock_across_a_pause() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut s = RtpSender::new(7, 100, 1000);
+        let sent = |s: &mut RtpSender, at| {
+            parse(s.audio_at(at, 0, &[0xFF; 160], 160).unwrap())
+                .unwrap()
+                .0
+        };
+        let first = sent(&mut s, ms(0));
+        // A late tick (35 ms instead of 20) is jitter, not a pause.
+        let second = sent(&mut s, ms(35));
+        let third = sent(&mut s, ms(55));
+        assert_eq!(
+            [first.timestamp, second.timestamp, third.timestamp],
+            [1000, 1160, 1320]
+        );
+        assert_eq!(
+            [first.marker, second.marker, third.marker],
+            [true, false, false]
+        );
+        // 2.1 s without sending (held): the next packet is stamped where the clock is.
+        let after = sent(&mut s, ms(55 + 2100));
+        assert_eq!(
+            after.timestamp,
+            1320 + 2100 * 8,
+            "2.1 s move the timestamp by 16,800 units, not one frame"
+        );
+        assert!(after.marker, "a new talk-spurt");
+        assert_eq!(
+            after.sequence,
+            third.sequence + 1,
+            "no gap in sequence numbers"
+        );
+        let next = sent(&mut s, ms(55 + 2120));
+        assert_eq!(
+            (next.timestamp, next.marker),
+            (after.timestamp + 160, false)
+        );
+    }
+
+    #[test]
+    fn a_sender_report_reads_the_timestamp_off_the_sampling_clock() {
+        let t0 = Instant::now();
+        let mut s = RtpSender::new(7, 100, 1000);
+        s.audio_at(t0, 0, &[0xFF; 160], 160).unwrap();
+        let ntp = NtpTime(1 << 32);
+        assert_eq!(
+            s.sender_info(ntp, t0).rtp_timestamp,
+            1000,
+            "the packet's own instant"
+        );
+        // Three seconds into a pause.
+        let info = s.sender_info(ntp, t0 + Duration::from_secs(3));
+        assert_eq!(info.rtp_timestamp, 1000 + 3 * 8000);
+        assert_eq!((info.packet_count, info.octet_count), (1, 160));
+    }
+
+    #[test]
+    fn an_event_skip_moves_the_sampling_clock_too() {
+        let t0 = Instant::now();
+        let mut s = RtpSender::new(7, 100, 0);
+        s.audio_at(t0, 0, &[0xFF; 160], 160).unwrap();
+        // A 100 ms digit sent from 20 ms on; the audio resumes where the event ended.
+        s.skip(6 * 160);
+        let (resumed, _) = parse(
+            s.audio_at(t0 + Duration::from_millis(140), 0, &[0xFF; 160], 160)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            resumed.timestamp,
+            7 * 160,
+            "no second jump for the event's time"
+        );
     }
 
     #[test]

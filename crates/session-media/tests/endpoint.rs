@@ -218,6 +218,47 @@ async fn inactivity_is_reported() {
     assert!(matches!(ep.recv().await.unwrap(), Received::Inactive(_)));
 }
 
+/// The next audio packet's timestamp and marker bit.
+async fn next_stamp(ep: &mut RtpEndpoint) -> (u32, bool) {
+    loop {
+        match timeout(WAIT, ep.recv()).await.expect("timed out").unwrap() {
+            Received::Audio {
+                timestamp, marker, ..
+            } => return (timestamp, marker),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timestamp_keeps_time_across_a_pause_in_sending() {
+    // RFC 3550 §5.1: a held call that resumes after 2.1 s stamps its next packet 2.1 s
+    // later, or the far end counts the whole pause as jitter.
+    let (mut a, mut b) = pair(true).await;
+    let frame = session_media::AudioFrame::silence();
+    a.send_frame(&frame).await.unwrap();
+    tokio::time::advance(Duration::from_millis(20)).await;
+    a.send_frame(&frame).await.unwrap();
+    tokio::time::advance(Duration::from_millis(2100)).await;
+    a.send_frame(&frame).await.unwrap();
+    let stamps = [
+        next_stamp(&mut b).await,
+        next_stamp(&mut b).await,
+        next_stamp(&mut b).await,
+    ];
+    assert_eq!(stamps[1].0.wrapping_sub(stamps[0].0), 160);
+    assert_eq!(
+        stamps[2].0.wrapping_sub(stamps[1].0),
+        2100 * 8,
+        "the timestamp moved with the sampling clock"
+    );
+    assert_eq!(
+        stamps.map(|(_, marker)| marker),
+        [true, false, true],
+        "the first packet after the pause starts a talk-spurt"
+    );
+}
+
 #[tokio::test]
 async fn ports_come_from_the_pool_and_go_back() {
     let pool = session_resources::PortPool::new(47_000..47_100).unwrap();
