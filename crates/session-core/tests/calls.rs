@@ -9,6 +9,7 @@ use session_core::{
     AcceptOptions, CallDecision, CallState, DtmfMethod, FailureReason, Limits, SessionError,
     SessionTimerConfig, StatusCode, TerminationReason, TransferDecision,
 };
+use std::sync::Arc;
 use std::time::Duration;
 use support::{Seen, assert_released, builder, peer, peer_with, signaling_only, within};
 
@@ -290,7 +291,13 @@ async fn audio_flows_both_ways() {
 async fn blind_transfer_moves_the_caller_to_the_target() {
     let mut alice = peer(signaling_only(), accept).await;
     let mut bob = peer(signaling_only(), accept).await;
-    let mut carol = peer(signaling_only(), accept).await;
+    let referred_by = Arc::new(parking_lot::Mutex::new(None::<String>));
+    let seen_at_carol = referred_by.clone();
+    let mut carol = peer(signaling_only(), move |call| {
+        *seen_at_carol.lock() = call.header("Referred-By").map(str::to_owned);
+        CallDecision::accept()
+    })
+    .await;
     let (call, at_bob) = support::connect(&alice, &mut bob).await;
 
     // Bob (transferor) sends Alice (transferee) to Carol.
@@ -304,6 +311,15 @@ async fn blind_transfer_moves_the_caller_to_the_target() {
     assert_eq!(target, carol.uri("carol"));
     let at_carol = carol.incoming().await;
     within(at_carol.wait_for(CallState::is_established)).await;
+    // RFC 3892: the INVITE the REFER triggered names who referred it (Bob).
+    let referrer = referred_by
+        .lock()
+        .clone()
+        .expect("the INVITE carries Referred-By");
+    assert!(
+        referrer.contains(&bob.manager.local_addr().to_string()),
+        "{referrer}"
+    );
     assert_eq!(within(at_bob.ended()).await, CallState::Terminated);
     assert_eq!(within(call.ended()).await, CallState::Terminated);
     let new_leg = call.transferred_to().expect("the transfer's call is known");

@@ -650,12 +650,19 @@ impl Core {
         let Some(call) = self.calls.get(&session) else {
             return;
         };
+        let referred_by = request
+            .headers
+            .get_str(HeaderName::ReferredBy)
+            .map(str::to_owned);
+        // RFC 3892 §3: the triggered INVITE carries the REFER's Referred-By; a REFER without one
+        // was sent by its From, which is who referred us (the tag is the dialog's, not theirs).
+        let referrer = referred_by.clone().or_else(|| {
+            let from = request.from().ok()?;
+            Some(format!("<{}>", from.uri()))
+        });
         let transfer = TransferRequest {
             target: target.clone(),
-            referred_by: request
-                .headers
-                .get_str(HeaderName::ReferredBy)
-                .map(str::to_owned),
+            referred_by,
         };
         let handle = self.handle(call);
         // A handler that panics refuses the transfer.
@@ -699,6 +706,7 @@ impl Core {
             headers: proxy
                 .map(crate::manager::preloaded_route)
                 .into_iter()
+                .chain(referrer.map(|value| Header::new(HeaderName::ReferredBy, value)))
                 .collect(),
             sdp: None,
             transfer_of: Some(session),
