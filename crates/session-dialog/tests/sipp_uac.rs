@@ -2,8 +2,8 @@
 //! and TCP, at least 99.5% succeed when SIPp drops 10% of the packets, and the user agent drains
 //! to zero state afterwards.
 //!
-//! Needs `sipp` (Debian package `sip-tester`). Without it the tests say so and pass, except
-//! under CI (`CI` set), where a missing SIPp is a failure: `.ci/run` installs it.
+//! Needs `sipp` (Debian package `sip-tester`; `.ci/run` installs it). Without it the tests fail,
+//! unless `SESSION_CORE_ALLOW_MISSING_PEERS=1` (never under CI) lets them pass without running.
 
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(
@@ -21,19 +21,10 @@ use session_dialog::transaction::TimerConfig;
 use std::time::Duration;
 use support::responder;
 
+/// SIPp is here, or the test fails (or, opted out outside CI, returns early):
+/// [`session_testkit::peers`].
 fn sipp_available() -> bool {
-    let found = std::process::Command::new("sipp")
-        .arg("-v")
-        .output()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "sipp is missing under CI: apt-get install -y sip-tester"
-        );
-        eprintln!("sipp not installed (apt-get install -y sip-tester): SIPp interop not run");
-    }
-    found
+    session_testkit::peers::require_program("sipp", "-v", "sip-tester")
 }
 
 /// The cumulative value of a counter line of SIPp's final statistics screen.

@@ -1,8 +1,9 @@
 //! Test utilities for the session-core workspace (unpublished).
 //!
-//! Three parts: the simulated network below; [`sip::ScriptedPeer`], which writes a SIP
-//! peer's messages from short templates and checks what the system under test sent; and
-//! [`proxy::RecordRoutingProxy`], a record-routing proxy to put between them.
+//! Four parts: the simulated network below; [`sip::ScriptedPeer`], which writes a SIP
+//! peer's messages from short templates and checks what the system under test sent;
+//! [`proxy::RecordRoutingProxy`], a record-routing proxy to put between them; and
+//! [`peers::require_program`], the one policy for interop tests whose real peer is missing.
 //!
 //! The centrepiece is a deterministic simulation of a lossy network: [`SimNetwork`] carries
 //! datagrams between nodes with latency, jitter, reordering, duplication and burst loss, all drawn
@@ -49,6 +50,7 @@
 //! ```
 
 mod network;
+pub mod peers;
 pub mod proxy;
 mod simulation;
 pub mod sip;

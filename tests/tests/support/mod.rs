@@ -12,28 +12,16 @@
 use session_media::AudioFrame;
 use session_media::audio::{AudioSource, WavSource, goertzel_power};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 /// The tone baresip plays (its `aufile` microphone).
 pub const BARESIP_TONE_HZ: f64 = 1000.0;
 /// The tone we play.
 pub const OUR_TONE_HZ: f64 = 600.0;
 
-/// True when `program` runs. Missing: a failure under CI, otherwise a note and `false`.
+/// True when `program` runs; when it is missing the test fails (under CI, or unless the
+/// developer opted out: [`session_testkit::peers`]) or, opted out, returns early.
 pub fn tool_available(program: &str, probe_arg: &str, apt_package: &str) -> bool {
-    let found = std::process::Command::new(program)
-        .arg(probe_arg)
-        .stdin(Stdio::null())
-        .output()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is missing under CI: apt-get install -y {apt_package}"
-        );
-        eprintln!("{program} not installed (apt-get install -y {apt_package}): test not run");
-    }
-    found
+    session_testkit::peers::require_program(program, probe_arg, apt_package)
 }
 
 /// A directory removed when dropped.
