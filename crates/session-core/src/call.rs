@@ -12,6 +12,7 @@ use crate::handler::{AcceptOptions, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use session_media::jitter::JitterStats;
 use session_media::rtcp::StreamStats;
 use session_sip::Uri;
 use session_types::{CallId, CallState, Direction, SessionId, StatusCode};
@@ -79,6 +80,10 @@ pub struct CallStats {
     pub codec: Option<Arc<str>>,
     /// RTP/RTCP statistics of the audio stream (none for a call without our media).
     pub rtp: Option<StreamStats>,
+    /// What the receive jitter buffer made of the incoming audio: frames played, concealed
+    /// (lost or late, replaced by a fading repetition), late, lost, duplicates, re-buffers
+    /// (none for a call without our media).
+    pub playout: Option<JitterStats>,
 }
 
 impl CallSession {

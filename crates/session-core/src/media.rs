@@ -2,12 +2,18 @@
 //! it and the application's source and sink, echoes when asked, sends DTMF and RTCP, and
 //! reports digits and silence to the manager.
 //!
+//! The receive path: RTP → the endpoint (parse, G.711 decode) → the call's adaptive
+//! [`JitterBuffer`] (reordering, loss concealment, depth following the measured jitter) → one
+//! frame pulled every 20 ms → the sink. Echo bypasses the buffer: it sends back what arrives,
+//! when it arrives.
+//!
 //! The manager talks to it through [`MediaHandle`]; dropping the handle (or
 //! [`MediaHandle::stop`]) ends the task, which sends RTCP BYE and drops the endpoint, giving
 //! its ports back to the pool.
 
 use session_media::audio::{AudioSink, AudioSource};
 use session_media::endpoint::{Received, RtpEndpoint};
+use session_media::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use session_media::rtcp::StreamStats;
 use session_media::sdp::negotiate::NegotiatedMedia;
 use session_media::{AudioFrame, FRAME_DURATION};
@@ -38,7 +44,16 @@ pub(crate) enum MediaCommand {
         duration: Duration,
         reply: oneshot::Sender<Result<(), session_media::Error>>,
     },
-    Stats(oneshot::Sender<StreamStats>),
+    Stats(oneshot::Sender<MediaStats>),
+}
+
+/// What a media task reports when asked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediaStats {
+    /// RTP/RTCP figures of the stream.
+    pub(crate) stream: StreamStats,
+    /// The receive jitter buffer's counters (played, concealed, late, lost …).
+    pub(crate) playout: JitterStats,
 }
 
 /// What a media task tells the manager.
@@ -77,6 +92,9 @@ impl MediaHandle {
             configured: false,
             source: None,
             sink: None,
+            jitter: JitterBuffer::new(JitterConfig::default()),
+            playout_stats: JitterStats::default(),
+            receiving: false,
             events,
         };
         let task = tokio::spawn(task.run(inbox));
@@ -117,6 +135,12 @@ struct MediaTask {
     configured: bool,
     source: Option<BoxedSource>,
     sink: Option<BoxedSink>,
+    /// Received audio on its way to the sink.
+    jitter: JitterBuffer,
+    /// Counters of the buffers replaced so far (a new sink starts a new buffer).
+    playout_stats: JitterStats,
+    /// Audio arrived since the sink was attached: the playout clock runs.
+    receiving: bool,
     events: mpsc::UnboundedSender<(SessionId, MediaEvent)>,
 }
 
@@ -126,6 +150,10 @@ impl MediaTask {
         frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reports = tokio::time::interval(RTCP_INTERVAL);
         reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The playout clock: one frame to the sink every 20 ms once audio arrives. Missed
+        // ticks are caught up (Burst) so the sink gets as many frames as time passed.
+        let mut playout = tokio::time::interval(FRAME_DURATION);
+        playout.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut failures = 0u32;
         loop {
             let playing = self.configured && self.sending && self.source.is_some();
@@ -151,6 +179,7 @@ impl MediaTask {
                     }
                 },
                 _ = frames.tick(), if playing => self.play_one().await,
+                _ = playout.tick(), if self.receiving => self.play_out(),
                 _ = reports.tick(), if self.configured => {
                     if let Err(error) = self.endpoint.send_report().await {
                         tracing::debug!(session_id = %self.session, %error, "RTCP report failed");
@@ -188,7 +217,10 @@ impl MediaTask {
                 self.source = Some(source);
                 self.endpoint.start_talkspurt();
             }
-            MediaCommand::AttachSink(sink) => self.sink = Some(sink),
+            MediaCommand::AttachSink(sink) => {
+                self.sink = Some(sink);
+                self.restart_playout();
+            }
             MediaCommand::SendDtmf {
                 digit,
                 duration,
@@ -198,19 +230,28 @@ impl MediaTask {
                 let _ = reply.send(result);
             }
             MediaCommand::Stats(reply) => {
-                let _ = reply.send(self.endpoint.stats());
+                let _ = reply.send(MediaStats {
+                    stream: self.endpoint.stats(),
+                    playout: self.playout_stats(),
+                });
             }
         }
     }
 
     async fn on_received(&mut self, received: Received) {
         match received {
-            Received::Audio { frame, .. } => {
-                if let Some(sink) = &mut self.sink
-                    && let Err(error) = sink.write_frame(&frame)
-                {
-                    tracing::debug!(session_id = %self.session, %error, "audio sink refused a frame; detached");
-                    self.sink = None;
+            Received::Audio {
+                frame,
+                sequence,
+                timestamp,
+                ..
+            } => {
+                if self.sink.is_some() {
+                    // The arrival time is an input of the buffer; tokio's clock, so that tests
+                    // can run it in virtual time.
+                    let now = tokio::time::Instant::now().into_std();
+                    self.jitter.push(now, sequence, timestamp, frame);
+                    self.receiving = true;
                 }
                 if self.echo && self.sending {
                     self.send(&frame).await;
@@ -233,6 +274,32 @@ impl MediaTask {
         }
     }
 
+    /// One 20 ms frame from the jitter buffer to the sink: played, concealed or silence.
+    fn play_out(&mut self) {
+        let Some(sink) = &mut self.sink else {
+            self.receiving = false;
+            return;
+        };
+        let (frame, _) = self.jitter.pop(tokio::time::Instant::now().into_std());
+        if let Err(error) = sink.write_frame(&frame) {
+            tracing::debug!(session_id = %self.session, %error, "audio sink refused a frame; detached");
+            self.sink = None;
+            self.restart_playout();
+        }
+    }
+
+    /// A new (or no) sink: a fresh buffer, whose predecessor's counters are kept.
+    fn restart_playout(&mut self) {
+        let old = std::mem::replace(&mut self.jitter, JitterBuffer::new(JitterConfig::default()));
+        self.playout_stats = add_jitter_stats(self.playout_stats, old.stats());
+        self.receiving = false;
+    }
+
+    /// The playout counters of the whole call so far.
+    fn playout_stats(&self) -> JitterStats {
+        add_jitter_stats(self.playout_stats, self.jitter.stats())
+    }
+
     async fn play_one(&mut self) {
         let Some(source) = &mut self.source else {
             return;
@@ -250,5 +317,165 @@ impl MediaTask {
         if let Err(error) = self.endpoint.send_frame(frame).await {
             tracing::debug!(session_id = %self.session, %error, "RTP send failed");
         }
+    }
+}
+
+/// The sum of two buffers' counters.
+fn add_jitter_stats(a: JitterStats, b: JitterStats) -> JitterStats {
+    JitterStats {
+        received: a.received + b.received,
+        played: a.played + b.played,
+        concealed: a.concealed + b.concealed,
+        silence: a.silence + b.silence,
+        late: a.late + b.late,
+        duplicates: a.duplicates + b.duplicates,
+        dropped: a.dropped + b.dropped,
+        rebuffers: a.rebuffers + b.rebuffers,
+        lost: a.lost + b.lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session_media::audio::{ChannelSink, ToneSource, goertzel_power};
+    use session_media::endpoint::EndpointConfig;
+    use session_media::g711::G711Law;
+    use session_media::rtp::RtpSender;
+    use session_media::sdp::negotiate::{MediaConfig, OfferAnswer};
+    use session_testkit::{Impairments, NodeId, SimNetwork};
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    const PACKETS: u32 = 500;
+
+    /// The call's media task, negotiated with a peer at `peer` (PCMU, rtcp-mux), playing what
+    /// it receives into a channel.
+    async fn call_media(
+        peer: std::net::SocketAddr,
+    ) -> (MediaHandle, tokio::sync::mpsc::Receiver<AudioFrame>) {
+        let lo = "127.0.0.1:0".parse().unwrap();
+        let endpoint = RtpEndpoint::bind(lo, true, EndpointConfig::default())
+            .await
+            .unwrap();
+        let config = MediaConfig::default().rtcp_mux(true);
+        let ip = "127.0.0.1".parse().unwrap();
+        let mut ours = OfferAnswer::new(config.clone(), ip);
+        let mut theirs = OfferAnswer::new(config, ip);
+        let offer = ours.create_offer(endpoint.local_addr().unwrap().port());
+        let answered = theirs
+            .answer_offer(&offer.to_string().parse().unwrap(), peer.port())
+            .unwrap();
+        let agreed = ours
+            .process_answer(&answered.answer.to_string().parse().unwrap())
+            .unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let media = MediaHandle::spawn(SessionId::new(), endpoint, false, events).unwrap();
+        media.send(MediaCommand::Configure(Box::new(agreed.media)));
+        let (sink, frames) = ChannelSink::new(4 * PACKETS as usize);
+        media.send(MediaCommand::AttachSink(Box::new(sink)));
+        (media, frames)
+    }
+
+    /// Sends every datagram the network delivers up to `until`, at its delivery time.
+    async fn deliver(
+        net: &mut SimNetwork<Vec<u8>>,
+        socket: &tokio::net::UdpSocket,
+        to: std::net::SocketAddr,
+        until: std::time::Instant,
+    ) -> u64 {
+        let mut sent = 0;
+        while let Some(at) = net.next_delivery_at().filter(|at| *at <= until) {
+            let now = Instant::now().into_std();
+            if at > now {
+                tokio::time::advance(at - now).await;
+            }
+            while let Some(delivery) = net.poll_delivery(Instant::now().into_std()) {
+                socket.send_to(&delivery.payload, to).await.unwrap();
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn received_audio_plays_out_through_the_jitter_buffer_despite_jitter_reordering_and_loss()
+    {
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (media, mut frames) = call_media(peer.local_addr().unwrap()).await;
+        let to = media.local_addr();
+        // 30 ms of jitter on 20 ms of latency, 5 % loss, and some packets held back 50 ms.
+        let mut net = SimNetwork::new(
+            7,
+            Impairments {
+                latency: Duration::from_millis(20),
+                jitter: Duration::from_millis(30),
+                loss: 0.05,
+                reorder: 0.05,
+                ..Impairments::perfect()
+            },
+        );
+        let mut tone = ToneSource::new(1000.0, 8000);
+        let mut sender = RtpSender::new(0x5eed, 65_000, 1_000);
+        let start = Instant::now().into_std();
+        let mut delivered = 0;
+        for i in 0..PACKETS {
+            let at = start + FRAME_DURATION * i;
+            delivered += deliver(&mut net, &peer, to, at).await;
+            let mut payload = [0u8; 160];
+            let frame = tone.next_frame().unwrap();
+            G711Law::Ulaw.encode_frame(&frame, &mut payload);
+            let packet = sender.audio(0, &payload, 160).unwrap().to_vec();
+            net.send(at, NodeId(0), NodeId(1), packet);
+        }
+        delivered += deliver(&mut net, &peer, to, start + Duration::from_secs(60)).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The task reads the last datagrams in its own time: ask until it has them all (or
+        // give up after a second of virtual time and let the assertions say what is missing).
+        let mut stats = None;
+        for _ in 0..50 {
+            let (reply, answer) = oneshot::channel();
+            media.send(MediaCommand::Stats(reply));
+            let answer = answer.await.unwrap();
+            let complete = answer.stream.packets_received == delivered;
+            stats = Some(answer);
+            if complete {
+                break;
+            }
+            tokio::time::advance(FRAME_DURATION).await;
+        }
+        let stats = stats.unwrap();
+        let playout = stats.playout;
+        assert_eq!(stats.stream.packets_received, delivered);
+        assert_eq!(playout.received, delivered, "every packet went into the buffer");
+        let lost = u64::from(PACKETS) - delivered;
+        assert!((10..=45).contains(&lost), "about 5 % lost: {lost}");
+        assert!(playout.lost > 0, "{playout:?}");
+        assert!(playout.concealed > 0, "losses are concealed: {playout:?}");
+        assert!(
+            playout.played >= delivered * 95 / 100,
+            "reordered and jittered packets still play: {playout:?}"
+        );
+        // The sink got a continuous 20 ms stream: one frame per tick since the first arrival,
+        // the 1 kHz tone in the played ones.
+        let mut received = Vec::new();
+        while let Ok(frame) = frames.try_recv() {
+            received.push(frame);
+        }
+        let expected = u64::from(PACKETS) + 50; // the stream plus the second of waiting
+        assert!(
+            received.len() as u64 >= expected - 5,
+            "{} frames reached the sink",
+            received.len()
+        );
+        let with_tone = received
+            .iter()
+            .filter(|f| {
+                let tone = goertzel_power(f.samples(), 1000.0);
+                tone > 1000.0 && tone > 100.0 * goertzel_power(f.samples(), 600.0)
+            })
+            .count() as u64;
+        assert!(with_tone >= playout.played, "{with_tone} frames carry the tone");
+        media.stop().await;
     }
 }

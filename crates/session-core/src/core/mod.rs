@@ -779,6 +779,7 @@ impl Core {
             talk_time: status.answered.map(|answered| answered.elapsed()),
             codec: status.codec,
             rtp: None,
+            playout: None,
         };
         let Some(media) = &call.media else {
             let _ = reply.send(stats);
@@ -788,7 +789,10 @@ impl Core {
         let (rtp_reply, rtp) = oneshot::channel();
         media.send(crate::media::MediaCommand::Stats(rtp_reply));
         tokio::spawn(async move {
-            stats.rtp = rtp.await.ok();
+            if let Ok(media) = rtp.await {
+                stats.rtp = Some(media.stream);
+                stats.playout = Some(media.playout);
+            }
             let _ = reply.send(stats);
         });
     }
