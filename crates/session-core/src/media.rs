@@ -447,7 +447,10 @@ mod tests {
         let stats = stats.unwrap();
         let playout = stats.playout;
         assert_eq!(stats.stream.packets_received, delivered);
-        assert_eq!(playout.received, delivered, "every packet went into the buffer");
+        assert_eq!(
+            playout.received, delivered,
+            "every packet went into the buffer"
+        );
         let lost = u64::from(PACKETS) - delivered;
         assert!((10..=45).contains(&lost), "about 5 % lost: {lost}");
         assert!(playout.lost > 0, "{playout:?}");
@@ -475,7 +478,10 @@ mod tests {
                 tone > 1000.0 && tone > 100.0 * goertzel_power(f.samples(), 600.0)
             })
             .count() as u64;
-        assert!(with_tone >= playout.played, "{with_tone} frames carry the tone");
+        assert!(
+            with_tone >= playout.played,
+            "{with_tone} frames carry the tone"
+        );
         media.stop().await;
     }
 }
