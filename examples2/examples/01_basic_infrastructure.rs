@@ -175,7 +175,10 @@ async fn main() -> Result<(), BoxError> {
     let mut reasons = HashMap::new();
     while reasons.len() < 4 {
         let event = within("the end of every session", terminated.recv()).await?;
-        if let SessionEvent::SessionTerminated { session_id, reason } = &*event {
+        if let SessionEvent::SessionTerminated {
+            session_id, reason, ..
+        } = &*event
+        {
             reasons.insert(*session_id, *reason);
         }
     }

@@ -126,7 +126,9 @@ impl Billing {
                     *answered = Some(Instant::now());
                 }
             }
-            SessionEvent::SessionTerminated { session_id, reason } => {
+            SessionEvent::SessionTerminated {
+                session_id, reason, ..
+            } => {
                 if let Some((to, answered)) = self.open.remove(session_id) {
                     self.records.push(CallRecord {
                         to,

@@ -191,8 +191,8 @@ async fn main() -> Result<(), BoxError> {
     println!("  Alice: {stats:?}");
     check(stats.rtt.is_some(), "round-trip time from LSR/DLSR");
     check(
-        stats.packets_lost == 0 && stats.mos > 4.0,
-        format!("no loss, MOS {:.2}", stats.mos),
+        stats.packets_lost == 0 && stats.mos.is_some_and(|mos| mos > 4.0),
+        format!("no loss, MOS {:.2}", stats.mos.unwrap_or_default()),
     );
     let bob_stats = bob.stats();
     check(

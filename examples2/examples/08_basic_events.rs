@@ -345,6 +345,7 @@ async fn main() {
         bus.publish(SessionEvent::SessionTerminated {
             session_id: session,
             reason: TerminationReason::LocalHangup,
+            summary: Default::default(),
         });
     }
     // Forgetting alice ends her subscription: it drains what is queued, then sees Closed.

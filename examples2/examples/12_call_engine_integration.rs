@@ -21,8 +21,8 @@
 
 use examples2::{check, loopback, released, section, within};
 use session_core::{
-    CallDecision, CallHandler, CallSession, CallState, Identity, IncomingCall, SessionError,
-    SessionId, SessionManager, StatusCode, TerminationReason,
+    CallDecision, CallHandler, CallSession, CallState, CallStats, Identity, IncomingCall,
+    SessionError, SessionId, SessionManager, StatusCode, TerminationReason,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -165,7 +165,7 @@ impl CallHandler for Engine {
         }
     }
 
-    fn on_call_ended(&self, call: &CallSession, _reason: TerminationReason) {
+    fn on_call_ended(&self, call: &CallSession, _reason: TerminationReason, _stats: &CallStats) {
         let mut desk = self.desk();
         // A waiting caller who gave up leaves the queue.
         desk.queue.retain(|waiting| waiting.id() != call.id());

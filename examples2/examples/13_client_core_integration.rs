@@ -17,8 +17,8 @@
 
 use examples2::{check, loopback, released, section, within};
 use session_core::{
-    CallDecision, CallHandler, CallOptions, CallSession, CallState, DtmfMethod, Identity,
-    IncomingCall, SessionError, StatusCode, TerminationReason,
+    CallDecision, CallHandler, CallOptions, CallSession, CallState, CallStats, DtmfMethod,
+    Identity, IncomingCall, SessionError, StatusCode, TerminationReason,
 };
 use tokio::sync::mpsc;
 
@@ -62,7 +62,7 @@ impl CallHandler for Office {
         let _ = self.seen.send(FarEnd::Held(held));
     }
 
-    fn on_call_ended(&self, _call: &CallSession, reason: TerminationReason) {
+    fn on_call_ended(&self, _call: &CallSession, reason: TerminationReason, _stats: &CallStats) {
         // Only the end of a conversation is news; refused and cancelled calls are not.
         if matches!(
             reason,

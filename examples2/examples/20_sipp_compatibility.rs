@@ -65,8 +65,8 @@ use examples2::{check, section};
 use session_core::crates::media::AudioFrame;
 use session_core::crates::media::audio::AudioSink;
 use session_core::{
-    CallDecision, CallHandler, CallOptions, CallSession, CallState, DtmfMethod, FailureReason,
-    IncomingCall, Limits, MediaMode, SessionManager, StatusCode, TerminationReason,
+    CallDecision, CallHandler, CallOptions, CallSession, CallState, CallStats, DtmfMethod,
+    FailureReason, IncomingCall, Limits, MediaMode, SessionManager, StatusCode, TerminationReason,
     TransferDecision, TransferRequest,
 };
 
@@ -432,7 +432,7 @@ impl CallHandler for Uas {
         }
     }
 
-    fn on_call_ended(&self, _call: &CallSession, reason: TerminationReason) {
+    fn on_call_ended(&self, _call: &CallSession, reason: TerminationReason, _stats: &CallStats) {
         let counter = match reason {
             TerminationReason::LocalHangup => &self.tally.hangups_ours,
             TerminationReason::RemoteHangup => &self.tally.hangups_peer,

@@ -36,7 +36,7 @@ use session_core::crates::media::audio::{
     AudioSink, AudioSource, ChannelSink, ToneSource, WavRecorder,
 };
 use session_core::{
-    CallDecision, CallHandler, CallSession, CallState, IncomingCall, SessionManager,
+    CallDecision, CallHandler, CallSession, CallState, CallStats, IncomingCall, SessionManager,
     TerminationReason,
 };
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
@@ -85,7 +85,7 @@ impl CallHandler for Reporting {
     fn on_call_established(&self, call: &CallSession) {
         let _ = self.0.send(Seen::Established(call.clone()));
     }
-    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason) {
+    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason, _stats: &CallStats) {
         let _ = self.0.send(Seen::Ended(call.clone(), reason));
     }
 }

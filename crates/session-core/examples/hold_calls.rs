@@ -27,7 +27,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a measuring tool: it prints
 
 use session_core::{
-    CallHandler, CallSession, Limits, MediaMode, SessionManager, TerminationReason,
+    CallHandler, CallSession, CallStats, Limits, MediaMode, SessionManager, TerminationReason,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -139,7 +139,7 @@ impl CallHandler for CountingHandler {
     fn on_call_established(&self, _call: &CallSession) {
         self.0.established.fetch_add(1, Ordering::Relaxed);
     }
-    fn on_call_ended(&self, _call: &CallSession, _reason: TerminationReason) {
+    fn on_call_ended(&self, _call: &CallSession, _reason: TerminationReason, _stats: &CallStats) {
         self.0.ended.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -12,6 +12,7 @@ use crate::handler::{AcceptOptions, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use session_events::CallSummary;
 use session_media::jitter::JitterStats;
 use session_media::rtcp::StreamStats;
 use session_sip::Uri;
@@ -46,6 +47,10 @@ pub(crate) struct CallStatus {
     /// When the session was created and when it was answered.
     pub(crate) created: Option<Instant>,
     pub(crate) answered: Option<Instant>,
+    /// When the call ended.
+    pub(crate) ended: Option<Instant>,
+    /// The figures it ended with, once every resource is released.
+    pub(crate) final_stats: Option<CallStats>,
     /// When the transfer (if any) created a new call: its session.
     pub(crate) transferred_to: Option<SessionId>,
 }
@@ -84,6 +89,48 @@ pub struct CallStats {
     /// (lost or late, replaced by a fading repetition), late, lost, duplicates, re-buffers
     /// (none for a call without our media).
     pub playout: Option<JitterStats>,
+}
+
+impl CallStats {
+    /// The plain figures a call detail record needs, as [`SessionEvent::SessionTerminated`]
+    /// carries them.
+    ///
+    /// [`SessionEvent::SessionTerminated`]: crate::SessionEvent::SessionTerminated
+    pub fn summary(&self) -> CallSummary {
+        let mut summary = CallSummary::default();
+        summary.setup_time = self.setup_time;
+        summary.talk_time = self.talk_time;
+        summary.codec = self.codec.clone();
+        if let Some(rtp) = &self.rtp {
+            summary.packets_sent = rtp.packets_sent;
+            summary.packets_received = rtp.packets_received;
+            summary.packets_lost = rtp.packets_lost;
+            summary.jitter_ms = rtp.jitter_ms;
+            summary.rtt = rtp.rtt;
+            summary.mos = rtp.mos;
+        }
+        summary
+    }
+
+    /// The timings of a call from its status at `now` (talk time runs to the end, or to `now`
+    /// while the call lasts); the media figures are left for the media task to fill.
+    pub(crate) fn timings(status: &CallStatus, now: Instant) -> Self {
+        Self {
+            setup_time: status
+                .created
+                .zip(status.answered)
+                .map(|(created, answered)| answered.saturating_duration_since(created)),
+            talk_time: status.answered.map(|answered| {
+                status
+                    .ended
+                    .unwrap_or(now)
+                    .saturating_duration_since(answered)
+            }),
+            codec: status.codec.clone(),
+            rtp: None,
+            playout: None,
+        }
+    }
 }
 
 impl CallSession {
@@ -286,10 +333,26 @@ impl CallSession {
         self.run(Operation::AttachSink(sink)).await
     }
 
-    /// Setup time, talk time, codec and RTP statistics.
+    /// Setup time, talk time, codec and RTP statistics: live while the call runs, the final
+    /// figures once it ended (they stay readable as long as a handle does).
     pub async fn stats(&self) -> Result<CallStats> {
+        if let Some(stats) = self.final_stats() {
+            return Ok(stats);
+        }
         let (reply, stats) = oneshot::channel();
-        self.run(Operation::Stats(reply)).await?;
-        stats.await.map_err(|_| SessionError::NoSuchSession)
+        let asked = self.run(Operation::Stats(reply)).await;
+        // The call may have ended meanwhile: its final figures are then the answer.
+        match (asked, self.final_stats()) {
+            (_, Some(stats)) => Ok(stats),
+            (Err(error), None) => Err(error),
+            (Ok(()), None) => stats.await.map_err(|_| SessionError::NoSuchSession),
+        }
+    }
+
+    /// The figures the call ended with: `None` until it has ended and released everything
+    /// (always `Some` in [`CallHandler::on_call_ended`](crate::CallHandler::on_call_ended) and
+    /// after [`SessionEvent::SessionTerminated`](crate::SessionEvent::SessionTerminated)).
+    pub fn final_stats(&self) -> Option<CallStats> {
+        self.shared.status.lock().final_stats.clone()
     }
 }

@@ -5,7 +5,7 @@
 //! quickly: a decision that needs I/O (a database, a queue) returns [`CallDecision::Defer`]
 //! and answers later through the [`CallSession`] handle, while 180 Ringing goes out.
 
-use crate::call::CallSession;
+use crate::call::{CallSession, CallStats};
 use bytes::Bytes;
 use session_events::TerminationReason;
 use session_sip::{Request, Uri};
@@ -123,9 +123,10 @@ pub trait CallHandler: Send + Sync + 'static {
         let _ = call;
     }
 
-    /// A call ended; every resource it held is already released.
-    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason) {
-        let _ = (call, reason);
+    /// A call ended; every resource it held is already released. `stats` are its final
+    /// figures (also [`CallSession::final_stats`]): timings, codec, RTP and playout counts.
+    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason, stats: &CallStats) {
+        let _ = (call, reason, stats);
     }
 
     /// The peer sent a digit.

@@ -66,7 +66,9 @@ pub use handler::{
 pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};
 
-pub use session_events::{EventBus, Filter, SessionEvent, Subscription, TerminationReason};
+pub use session_events::{
+    CallSummary, EventBus, Filter, SessionEvent, Subscription, TerminationReason,
+};
 /// The figures in [`CallStats`]: the RTP/RTCP stream's and the receive jitter buffer's.
 pub use session_media::{jitter::JitterStats, rtcp::StreamStats};
 pub use session_resources::{AdmissionController, Limits, PortPool};

@@ -71,7 +71,7 @@ pub(crate) enum MediaEvent {
 pub(crate) struct MediaHandle {
     commands: mpsc::UnboundedSender<MediaCommand>,
     local: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<MediaStats>,
 }
 
 impl MediaHandle {
@@ -118,11 +118,15 @@ impl MediaHandle {
     }
 
     /// Ends the task (RTCP BYE) and waits until it has dropped the endpoint, so its ports
-    /// are back in the pool when this returns.
-    pub(crate) async fn stop(self) {
+    /// are back in the pool when this returns. Returns the stream's final figures.
+    pub(crate) async fn stop(self) -> Option<MediaStats> {
         drop(self.commands);
-        if let Err(error) = self.task.await {
-            tracing::warn!(%error, "media task failed");
+        match self.task.await {
+            Ok(stats) => Some(stats),
+            Err(error) => {
+                tracing::warn!(%error, "media task failed");
+                None
+            }
         }
     }
 }
@@ -145,7 +149,7 @@ struct MediaTask {
 }
 
 impl MediaTask {
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<MediaCommand>) {
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<MediaCommand>) -> MediaStats {
         let mut frames = tokio::time::interval(FRAME_DURATION);
         frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reports = tokio::time::interval(RTCP_INTERVAL);
@@ -196,6 +200,10 @@ impl MediaTask {
         if self.configured {
             // Best effort: the peer learns the stream ended (RFC 3550 §6.6).
             let _ = self.endpoint.send_bye(None).await;
+        }
+        MediaStats {
+            stream: self.endpoint.stats(),
+            playout: self.playout_stats(),
         }
     }
 

@@ -7,7 +7,7 @@ mod support;
 use session_core::crates::media::audio::{ChannelSink, ToneSource, goertzel_power};
 use session_core::{
     AcceptOptions, CallDecision, CallState, DtmfMethod, FailureReason, Limits, SessionError,
-    SessionTimerConfig, StatusCode, TerminationReason, TransferDecision,
+    SessionEvent, SessionTimerConfig, StatusCode, TerminationReason, TransferDecision,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,14 +45,14 @@ async fn answered_call_is_active_on_both_sides_and_hangup_releases_everything() 
     assert_eq!(within(incoming.ended()).await, CallState::Terminated);
     let reason = bob
         .expect(|seen| match seen {
-            Seen::Ended(_, reason) => Some(reason),
+            Seen::Ended(_, reason, _) => Some(reason),
             _ => None,
         })
         .await;
     assert_eq!(reason, TerminationReason::RemoteHangup);
     let reason = alice
         .expect(|seen| match seen {
-            Seen::Ended(_, reason) => Some(reason),
+            Seen::Ended(_, reason, _) => Some(reason),
             _ => None,
         })
         .await;
@@ -246,7 +246,7 @@ async fn dtmf_by_rfc4733_and_by_info_and_messages_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_flows_both_ways() {
-    let alice = peer(builder(42_000..=42_099), accept).await;
+    let mut alice = peer(builder(42_000..=42_099), accept).await;
     let mut bob = peer(builder(42_100..=42_199), accept).await;
     let (call, incoming) = support::connect(&alice, &mut bob).await;
 
@@ -279,8 +279,61 @@ async fn audio_flows_both_ways() {
     let rtp = stats.rtp.expect("our media has RTP statistics");
     assert!(rtp.packets_sent > 5 && rtp.packets_received > 5, "{rtp:?}");
     assert!(stats.setup_time.is_some());
+    assert!(
+        call.final_stats().is_none(),
+        "no final figures while the call runs"
+    );
+    let mut bus = alice
+        .manager
+        .events()
+        .subscribe(session_core::Filter::session(call.id()));
     call.hangup().await.unwrap();
     within(incoming.ended()).await;
+    within(call.ended()).await;
+
+    // The figures survive the call: the handle answers with the final ones, every time the
+    // same, and the handler and the bus got them too (what a CDR is built from).
+    let ended_with = alice
+        .expect(|seen| match seen {
+            Seen::Ended(ended, _, stats) if ended.id() == call.id() => Some(stats),
+            _ => None,
+        })
+        .await;
+    let last = within(call.stats())
+        .await
+        .expect("stats answer after the end");
+    let final_rtp = last.rtp.expect("the final RTP figures");
+    assert!(
+        final_rtp.packets_received >= rtp.packets_received,
+        "{final_rtp:?}"
+    );
+    assert!(final_rtp.mos.is_some(), "audio was received: a MOS");
+    assert_eq!(
+        ended_with.talk_time, last.talk_time,
+        "on_call_ended had them"
+    );
+    let again = call.stats().await.unwrap();
+    assert_eq!(
+        again.talk_time, last.talk_time,
+        "talk time stopped at the end"
+    );
+    assert!(
+        last.playout.is_some_and(|p| p.played > 0),
+        "{:?}",
+        last.playout
+    );
+    let summary = within(async {
+        loop {
+            let event = bus.recv().await.expect("bus open");
+            if let SessionEvent::SessionTerminated { summary, .. } = &*event {
+                break summary.clone();
+            }
+        }
+    })
+    .await;
+    assert_eq!(summary.talk_time, last.talk_time);
+    assert_eq!(summary.packets_received, final_rtp.packets_received);
+    assert_eq!(summary.mos, final_rtp.mos);
     assert_released(&alice).await;
     assert_released(&bob).await;
     alice.manager.shutdown().await;
@@ -555,7 +608,7 @@ async fn a_2xx_never_acked_ends_the_call_as_timed_out_and_releases_it() {
     socket.send_to(&ok.to_bytes(), server).await.unwrap();
     let reason = bob
         .expect(|seen| match seen {
-            Seen::Ended(_, reason) => Some(reason),
+            Seen::Ended(_, reason, _) => Some(reason),
             _ => None,
         })
         .await;
@@ -770,7 +823,7 @@ async fn session_timers_refresh_at_half_the_interval_and_expire_without_refresh(
     );
     let reason = bob
         .expect(|seen| match seen {
-            Seen::Ended(_, reason) => Some(reason),
+            Seen::Ended(_, reason, _) => Some(reason),
             _ => None,
         })
         .await;
@@ -782,7 +835,7 @@ async fn session_timers_refresh_at_half_the_interval_and_expire_without_refresh(
         .unwrap();
     let reason = bob
         .expect(|seen| match seen {
-            Seen::Ended(_, reason) => Some(reason),
+            Seen::Ended(_, reason, _) => Some(reason),
             _ => None,
         })
         .await;

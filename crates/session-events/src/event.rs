@@ -12,6 +12,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The final figures of a session, carried by [`SessionEvent::SessionTerminated`]. Plain values,
+/// so that a billing or monitoring subscriber needs nothing but this crate.
+#[derive(Clone, PartialEq, Debug, Default)]
+#[non_exhaustive]
+pub struct CallSummary {
+    /// From the session's creation to the answer; `None` if it was never answered.
+    pub setup_time: Option<Duration>,
+    /// From the answer to the end; `None` if it was never answered.
+    pub talk_time: Option<Duration>,
+    /// The negotiated codec, if media was negotiated.
+    pub codec: Option<Arc<str>>,
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// RTP packets lost on the way to us (cumulative, RFC 3550).
+    pub packets_lost: i64,
+    /// Interarrival jitter of what we received, in ms.
+    pub jitter_ms: f64,
+    /// Round-trip time from the peer's last RTCP report, if any.
+    pub rtt: Option<Duration>,
+    /// Estimated listening quality (1.0–4.5); `None` when nothing was received.
+    pub mos: Option<f64>,
+}
+
 /// Something that happened to a session (or, for [`SessionEvent::Custom`], to the application).
 ///
 /// New variants will be added as the library grows, so matches need a wildcard arm. Strings are
@@ -76,6 +101,8 @@ pub enum SessionEvent {
         session_id: SessionId,
         /// Why it ended.
         reason: TerminationReason,
+        /// The figures it ended with: what a call detail record is built from.
+        summary: CallSummary,
     },
     /// An event of the application's own, e.g. to coordinate sessions ("the agent leg is up,
     /// bridge the customer leg"). The bus routes it like any other: by its session when it has

@@ -306,6 +306,7 @@ fn kind_and_predicate_filters_combine_with_scopes() {
     bus.publish(SessionEvent::SessionTerminated {
         session_id: a,
         reason: TerminationReason::RemoteHangup,
+        summary: Default::default(),
     });
 
     let kinds = |sub: &mut Subscription| {
@@ -485,6 +486,7 @@ fn forgetting_a_session_ends_its_subscriptions() {
     bus.publish(SessionEvent::SessionTerminated {
         session_id: session,
         reason: TerminationReason::LocalHangup,
+        summary: Default::default(),
     });
     assert_eq!(bus.forget_session(session), 1);
     assert_eq!(bus.subscriber_count(), 0);

@@ -286,6 +286,7 @@ fn select_waits_on_the_event_channel_next_to_another_channel() {
     bus.publish(SessionEvent::SessionTerminated {
         session_id: call,
         reason: TerminationReason::RemoteHangup,
+        summary: Default::default(),
     });
     drop(rtp_tx);
 

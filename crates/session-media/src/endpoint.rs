@@ -574,7 +574,7 @@ impl RtpEndpoint {
             fraction_lost: fraction,
             jitter_ms,
             rtt: self.rtt,
-            mos: rtcp::mos_estimate(fraction, jitter_ms, self.rtt),
+            mos: (received > 0).then(|| rtcp::mos_estimate(fraction, jitter_ms, self.rtt)),
         }
     }
 }

@@ -572,8 +572,9 @@ pub struct StreamStats {
     pub jitter_ms: f64,
     /// Round-trip time from the peer's last report, if known.
     pub rtt: Option<Duration>,
-    /// Estimated listening quality (1.0–4.5); see [`mos_estimate`].
-    pub mos: f64,
+    /// Estimated listening quality (1.0–4.5), see [`mos_estimate`]; `None` while nothing has
+    /// been received, since there is no quality to estimate (rather than a perfect 4.4).
+    pub mos: Option<f64>,
 }
 
 /// A MOS estimate from a simplified E-model (ITU-T G.107) for G.711 with packet loss

@@ -189,7 +189,7 @@ async fn rtcp_reports_give_round_trip_and_quality() {
         ),
         (10, 10, 0)
     );
-    assert!(stats.mos > 4.0, "{}", stats.mos);
+    assert!(stats.mos.is_some_and(|mos| mos > 4.0), "{:?}", stats.mos);
 
     b.send_bye(Some("done")).await.unwrap();
     let bye = loop {
@@ -216,6 +216,18 @@ async fn inactivity_is_reported() {
     assert_eq!(start.elapsed(), Duration::from_secs(2), "virtual time");
     // It repeats each period.
     assert!(matches!(ep.recv().await.unwrap(), Received::Inactive(_)));
+}
+
+#[tokio::test]
+async fn no_quality_is_claimed_before_anything_was_received() {
+    let (mut a, b) = pair(true).await;
+    a.send_frame(&session_media::AudioFrame::silence())
+        .await
+        .unwrap();
+    let stats = b.stats();
+    assert_eq!(stats.packets_received, 0);
+    assert_eq!(stats.mos, None, "no MOS without audio, not a perfect score");
+    assert_eq!(a.stats().mos, None, "sending alone measures nothing");
 }
 
 /// The next audio packet's timestamp and marker bit.

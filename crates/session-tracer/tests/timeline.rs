@@ -240,6 +240,7 @@ fn events_from_the_bus_become_entries() {
         SessionEvent::SessionTerminated {
             session_id: call,
             reason: TerminationReason::RemoteHangup,
+            summary: Default::default(),
         },
     ];
     for (i, event) in events.iter().enumerate() {

@@ -770,17 +770,7 @@ impl Core {
         let Some(call) = self.calls.get(&session) else {
             return;
         };
-        let status = call.shared.status.lock().clone();
-        let mut stats = CallStats {
-            setup_time: status
-                .created
-                .zip(status.answered)
-                .map(|(created, answered)| answered.saturating_duration_since(created)),
-            talk_time: status.answered.map(|answered| answered.elapsed()),
-            codec: status.codec,
-            rtp: None,
-            playout: None,
-        };
+        let mut stats = CallStats::timings(&call.shared.status.lock(), Instant::now());
         let Some(media) = &call.media else {
             let _ = reply.send(stats);
             return;
@@ -932,6 +922,7 @@ impl Core {
         let Some(mut call) = self.calls.remove(&session) else {
             return;
         };
+        call.shared.status.lock().ended = Some(Instant::now());
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         if let Some(dialog) = call.dialog.take() {
             self.by_dialog.remove(&dialog);
@@ -967,18 +958,27 @@ impl Core {
     async fn finish_endings(&mut self) {
         for (mut call, reason) in std::mem::take(&mut self.endings) {
             let session = call.shared.id;
+            let mut stats = CallStats::timings(&call.shared.status.lock(), Instant::now());
             if let Some(media) = call.media.take() {
-                media.stop().await;
+                if let Some(media) = media.stop().await {
+                    stats.rtp = Some(media.stream);
+                    stats.playout = Some(media.playout);
+                }
                 self.publish(SessionEvent::MediaStopped {
                     session_id: session,
                 });
             }
+            // The final figures, readable from every handle from now on.
+            call.shared.status.lock().final_stats = Some(stats.clone());
             self.publish(SessionEvent::SessionTerminated {
                 session_id: session,
                 reason,
+                summary: stats.summary(),
             });
             let handle = self.handle(&call);
-            self.guarded("on_call_ended", |h| h.on_call_ended(&handle, reason));
+            self.guarded("on_call_ended", |h| {
+                h.on_call_ended(&handle, reason, &stats)
+            });
             self.bus.forget_session(session);
         }
     }

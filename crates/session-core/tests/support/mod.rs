@@ -9,8 +9,8 @@
 )]
 
 use session_core::{
-    CallDecision, CallHandler, CallSession, DtmfMethod, IncomingCall, MediaMode, SessionManager,
-    SessionManagerBuilder, TerminationReason, TransferDecision, TransferRequest,
+    CallDecision, CallHandler, CallSession, CallStats, DtmfMethod, IncomingCall, MediaMode,
+    SessionManager, SessionManagerBuilder, TerminationReason, TransferDecision, TransferRequest,
 };
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 pub enum Seen {
     Incoming(CallSession, session_core::crates::sip::Request),
     Established(CallSession),
-    Ended(CallSession, TerminationReason),
+    Ended(CallSession, TerminationReason, CallStats),
     Dtmf(char, DtmfMethod),
     Transfer(String),
     RemoteHold(bool),
@@ -47,8 +47,10 @@ impl CallHandler for Scripted {
     fn on_call_established(&self, call: &CallSession) {
         let _ = self.seen.send(Seen::Established(call.clone()));
     }
-    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason) {
-        let _ = self.seen.send(Seen::Ended(call.clone(), reason));
+    fn on_call_ended(&self, call: &CallSession, reason: TerminationReason, stats: &CallStats) {
+        let _ = self
+            .seen
+            .send(Seen::Ended(call.clone(), reason, stats.clone()));
     }
     fn on_dtmf(&self, _call: &CallSession, digit: char, method: DtmfMethod) {
         let _ = self.seen.send(Seen::Dtmf(digit, method));
