@@ -16,6 +16,7 @@ use session_media::sdp::negotiate::MediaConfig;
 use session_resources::{AdmissionController, Limits, PortPool};
 use session_sip::{Header, Uri};
 use session_tracer::SessionTracer;
+use session_types::SessionId;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -383,6 +384,18 @@ impl SessionManager {
     /// Sessions alive now.
     pub fn active_calls(&self) -> usize {
         self.inner.gauges.calls.load(Ordering::Relaxed)
+    }
+
+    /// A handle on the session `id` — one seen on the bus, or a transfer's
+    /// [`CallSession::transferred_to`] — while it is alive; `None` once it has ended (or for an
+    /// id this manager never had).
+    pub async fn session(&self, id: SessionId) -> Option<CallSession> {
+        let (reply, handle) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Session { session: id, reply })
+            .ok()?;
+        handle.await.ok().flatten()
     }
 
     /// Calls `target` (`sip:user@host:port`) with our identity.

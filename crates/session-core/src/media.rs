@@ -13,7 +13,7 @@
 
 use session_media::audio::{AudioSink, AudioSource};
 use session_media::endpoint::{Received, RtpEndpoint};
-use session_media::jitter::{JitterBuffer, JitterConfig, JitterStats};
+use session_media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use session_media::rtcp::StreamStats;
 use session_media::sdp::negotiate::NegotiatedMedia;
 use session_media::{AudioFrame, FRAME_DURATION};
@@ -21,6 +21,10 @@ use session_types::SessionId;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// How many silent pulls in a row (after any concealment) stop the playout clock until audio
+/// comes again: a held or silent peer costs no wake-ups, and the sink hears it stop.
+const SILENT_PULLS_BEFORE_STOP: u32 = 10;
 
 /// How often RTCP reports go out (RFC 3550 §6.2 suggests 5 s for a two-party call).
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
@@ -95,6 +99,7 @@ impl MediaHandle {
             jitter: JitterBuffer::new(JitterConfig::default()),
             playout_stats: JitterStats::default(),
             receiving: false,
+            silent_pulls: 0,
             events,
         };
         let task = tokio::spawn(task.run(inbox));
@@ -145,6 +150,8 @@ struct MediaTask {
     playout_stats: JitterStats,
     /// Audio arrived since the sink was attached: the playout clock runs.
     receiving: bool,
+    /// Silent pulls in a row with nothing buffered.
+    silent_pulls: u32,
     events: mpsc::UnboundedSender<(SessionId, MediaEvent)>,
 }
 
@@ -158,9 +165,16 @@ impl MediaTask {
         // ticks are caught up (Burst) so the sink gets as many frames as time passed.
         let mut playout = tokio::time::interval(FRAME_DURATION);
         playout.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut playout_running = false;
         let mut failures = 0u32;
         loop {
             let playing = self.configured && self.sending && self.source.is_some();
+            // The playout clock starts (again) one frame after audio (re)appears, never with a
+            // burst of the ticks it missed while stopped.
+            if self.receiving && !playout_running {
+                playout.reset();
+            }
+            playout_running = self.receiving;
             tokio::select! {
                 biased;
                 command = inbox.recv() => match command {
@@ -288,7 +302,18 @@ impl MediaTask {
             self.receiving = false;
             return;
         };
-        let (frame, _) = self.jitter.pop(tokio::time::Instant::now().into_std());
+        let (frame, kind) = self.jitter.pop(tokio::time::Instant::now().into_std());
+        if kind == Playout::Silence && self.jitter.depth() == 0 {
+            self.silent_pulls += 1;
+            if self.silent_pulls >= SILENT_PULLS_BEFORE_STOP {
+                // The peer stopped sending (hold, recvonly, silence suppression): the clock
+                // stops; the next packet starts it again and the buffer re-buffers.
+                self.receiving = false;
+                self.silent_pulls = 0;
+            }
+        } else {
+            self.silent_pulls = 0;
+        }
         if let Err(error) = sink.write_frame(&frame) {
             tracing::debug!(session_id = %self.session, %error, "audio sink refused a frame; detached");
             self.sink = None;
@@ -473,10 +498,14 @@ mod tests {
         while let Ok(frame) = frames.try_recv() {
             received.push(frame);
         }
-        let expected = u64::from(PACKETS) + 50; // the stream plus the second of waiting
         assert!(
-            received.len() as u64 >= expected - 5,
+            received.len() as u64 >= u64::from(PACKETS) - 5,
             "{} frames reached the sink",
+            received.len()
+        );
+        assert!(
+            received.len() as u64 <= u64::from(PACKETS) + 20,
+            "the playout clock stops once the stream has: {} frames",
             received.len()
         );
         let with_tone = received

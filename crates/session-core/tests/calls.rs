@@ -376,6 +376,15 @@ async fn blind_transfer_moves_the_caller_to_the_target() {
     assert_eq!(within(at_bob.ended()).await, CallState::Terminated);
     assert_eq!(within(call.ended()).await, CallState::Terminated);
     let new_leg = call.transferred_to().expect("the transfer's call is known");
+    // Any session id turns back into a handle while the session lives.
+    let by_id = within(alice.manager.session(new_leg))
+        .await
+        .expect("the new leg is alive");
+    assert_eq!(by_id.id(), new_leg);
+    assert!(
+        within(alice.manager.session(call.id())).await.is_none(),
+        "ended: no handle"
+    );
     let new_call = alice
         .expect(|seen| match seen {
             Seen::Established(call) if call.id() == new_leg => Some(call),

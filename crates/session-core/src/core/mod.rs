@@ -58,6 +58,11 @@ pub(crate) enum Command {
         operation: Operation,
         reply: Reply,
     },
+    /// A handle on a live session.
+    Session {
+        session: SessionId,
+        reply: oneshot::Sender<Option<CallSession>>,
+    },
     /// End every call, release everything and stop.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -688,6 +693,10 @@ impl Core {
                     return;
                 }
                 self.operate(session, operation, reply).await;
+            }
+            Command::Session { session, reply } => {
+                let handle = self.calls.get(&session).map(|call| self.handle(call));
+                let _ = reply.send(handle);
             }
             // Handled by the loop.
             Command::Shutdown { reply } => {
