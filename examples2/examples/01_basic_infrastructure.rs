@@ -61,8 +61,8 @@ async fn main() -> Result<(), BoxError> {
         "binds 127.0.0.1 and a port the system picked",
     );
     check(
-        plain.uri().user() == Some("session-core"),
-        "the default identity is sip:session-core@<address>",
+        plain.uri().user() == Some("user"),
+        "the default identity is sip:user@<address> (not the library's name)",
     );
     check(
         plain.active_calls() == 0 && plain.ports().in_use() == 0,

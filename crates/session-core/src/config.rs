@@ -10,7 +10,7 @@ use std::time::Duration;
 /// Who we are on the wire.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// User part of our address of record and Contact (`sip:USER@host`).
+    /// User part of our address of record and Contact (`sip:USER@host`); `user` by default.
     pub user: String,
     /// Display name in From.
     pub display_name: Option<String>,
@@ -21,7 +21,9 @@ pub struct Identity {
 impl Default for Identity {
     fn default() -> Self {
         Self {
-            user: "session-core".to_owned(),
+            // A neutral user part: the library's name is no identity (set one with
+            // `SessionManagerBuilder::identity`).
+            user: "user".to_owned(),
             display_name: None,
             domain: None,
         }

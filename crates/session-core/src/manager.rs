@@ -195,14 +195,8 @@ impl SessionManagerBuilder {
             timers: config.timers,
             ..EndpointConfig::default()
         };
-        // We answer what we implement: no reliable provisionals (100rel), no SUBSCRIBE.
+        // The SIP layer advertises what it implements; session-core adds RFC 4028 timers.
         endpoint.policy.supported = vec!["timer".to_owned()];
-        endpoint.policy.allowed_methods.retain(|m| {
-            !matches!(
-                m,
-                session_sip::Method::Subscribe | session_sip::Method::Prack
-            )
-        });
         let (sip, ua_events) = SipDriver::start(DriverConfig {
             bind: config.bind,
             udp: config.udp,

@@ -25,6 +25,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+/// The `tracing` target of the full SIP message trace: every message received and sent, whole
+/// (SDP included), at TRACE level, with the transport and the peer's address — what PJSIP's log
+/// level 5 shows, without a packet capture. Turn it on with a filter such as
+/// `RUST_LOG=sip_wire=trace` (with `tracing-subscriber`'s `EnvFilter`); off, it costs one
+/// callsite check per message.
+pub const WIRE_TRACE_TARGET: &str = "sip_wire";
+
+/// Writes one message to the wire trace (see [`WIRE_TRACE_TARGET`]).
+fn trace_wire(direction: &'static str, protocol: Protocol, peer: SocketAddr, bytes: &[u8]) {
+    if tracing::enabled!(target: WIRE_TRACE_TARGET, tracing::Level::TRACE) {
+        let text = String::from_utf8_lossy(bytes);
+        tracing::trace!(
+            target: WIRE_TRACE_TARGET,
+            direction,
+            ?protocol,
+            %peer,
+            len = bytes.len(),
+            "\n{text}"
+        );
+    }
+}
+
 /// Settings of a [`SipDriver`].
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
@@ -51,7 +73,7 @@ impl Default for DriverConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             udp: true,
             tcp: true,
-            contact_user: "session-core".into(),
+            contact_user: "user".into(),
             endpoint: EndpointConfig::default(),
             socket_buffer: None,
             tcp_idle_timeout: Duration::from_secs(300),
@@ -313,13 +335,19 @@ impl DriverTask {
                 received = recv_udp(self.udp.as_ref(), &mut buf) => match received {
                     Ok((len, source)) => {
                         let bytes = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
+                        trace_wire("in", Protocol::Udp, source, &bytes);
                         self.ua.handle_datagram(now(), Protocol::Udp, source, &bytes);
                     }
                     // ICMP errors surface here on some systems; the socket stays usable.
                     Err(error) => tracing::debug!(%error, "UDP receive error"),
                 },
                 inbound = self.tcp_inbound.recv() => match inbound {
-                    Some(TcpInbound::Message(source, message)) => self.ua.handle_message(now(), Protocol::Tcp, source, message),
+                    Some(TcpInbound::Message(source, message)) => {
+                        if tracing::enabled!(target: WIRE_TRACE_TARGET, tracing::Level::TRACE) {
+                            trace_wire("in", Protocol::Tcp, source, &message.to_bytes());
+                        }
+                        self.ua.handle_message(now(), Protocol::Tcp, source, message);
+                    }
                     Some(TcpInbound::Closed(peer)) => self.forget_connection(peer),
                     Some(TcpInbound::Failed(peer)) => {
                         self.forget_connection(peer);
@@ -353,6 +381,12 @@ impl DriverTask {
     /// Sends what the user agent queued and forwards its events.
     async fn flush(&mut self) {
         while let Some(transmit) = self.ua.poll_transmit() {
+            trace_wire(
+                "out",
+                transmit.protocol,
+                transmit.destination,
+                &transmit.bytes,
+            );
             match transmit.protocol {
                 Protocol::Udp => {
                     if let Some(udp) = &self.udp

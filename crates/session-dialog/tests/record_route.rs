@@ -417,18 +417,21 @@ fn only_responses_that_establish_a_dialog_carry_record_route() {
         assert_eq!(response.status, status);
         assert!(record_routes(&response.headers).is_empty(), "{status}");
     }
-    // An out-of-dialog SUBSCRIBE answered 200 does establish one: its Record-Route is copied.
+    // An out-of-dialog REFER answered 202 does establish one (RFC 3515): its Record-Route is
+    // copied.
     alice.new_call();
-    let mut subscribe = alice.request(Method::Subscribe);
-    subscribe
-        .headers
-        .push(Header::new(HeaderName::Event, "dialog"));
-    let (from, bytes) = path.request_to_ua(subscribe).unwrap();
+    let mut refer = alice.request(Method::Refer);
+    refer.headers.push(Header::new(
+        HeaderName::ReferTo,
+        format!("<sip:carol@127.0.0.1:{P2}>"),
+    ));
+    let (from, bytes) = path.request_to_ua(refer).unwrap();
     ua.handle_datagram(t, Protocol::Udp, from, &bytes);
     let Some(UaEvent::IncomingRequest { tx, .. }) = ua.poll_event() else {
-        panic!("no SUBSCRIBE")
+        panic!("no REFER")
     };
-    ua.answer(t, tx, StatusCode::OK, Vec::new(), None).unwrap();
+    ua.answer(t, tx, StatusCode::ACCEPTED, Vec::new(), None)
+        .unwrap();
     let (_, ok) = sent_response(&mut ua);
     assert_eq!(
         record_routes(&ok.headers),

@@ -51,13 +51,14 @@ impl Default for UasPolicy {
         use Method::*;
         Self {
             role: Role::Endpoint,
+            // What a user agent built on this stack answers today. Advertise only what works:
+            // SUBSCRIBE and PRACK (RFC 3262), and the option tags 100rel, replaces (RFC 3891)
+            // and norefersub (RFC 4488) join once they are implemented; a layer that
+            // implements more (session-core adds `timer`, RFC 4028) says so itself.
             allowed_methods: vec![
-                Invite, Ack, Bye, Cancel, Options, Info, Update, Refer, Notify, Subscribe, Message,
-                Prack,
+                Invite, Ack, Bye, Cancel, Options, Info, Update, Refer, Notify, Message,
             ],
-            supported: ["100rel", "timer", "replaces", "norefersub"]
-                .map(String::from)
-                .to_vec(),
+            supported: Vec::new(),
             uri_schemes: vec![Scheme::Sip, Scheme::Sips, Scheme::Tel],
             session_body_types: vec![("application".into(), "sdp".into())],
         }
