@@ -510,10 +510,21 @@ mod tests {
             status(&req("Require: foo, 100rel\r\n", "OPTIONS", "OPTIONS")),
             Some(420)
         );
+        // 100rel (RFC 3262) is not implemented: requiring it gets 420, as any unknown tag.
         assert_eq!(
             status(&req("Require: 100rel\r\n", "OPTIONS", "OPTIONS")),
-            None
+            Some(420)
         );
+        let with_timer = UasPolicy {
+            supported: vec!["timer".to_owned()],
+            ..UasPolicy::default()
+        };
+        let timer = req("Require: timer\r\n", "OPTIONS", "OPTIONS");
+        assert!(
+            validate_request(&timer, &with_timer).is_ok(),
+            "a tag the layer supports"
+        );
+        assert_eq!(status(&req("", "SUBSCRIBE", "SUBSCRIBE")), Some(405));
         assert_eq!(
             status(&req("Expires: 4294967296\r\n", "OPTIONS", "OPTIONS")),
             Some(400)
