@@ -297,9 +297,10 @@ async fn main() -> Result<(), BoxError> {
         "the customer followed the REFER and called ben: the engine said busy",
     );
     check(
-        matches!(&failed, Err(SessionError::TransferFailed { status }) if *status == StatusCode::BUSY_HERE),
+        matches!(&failed, Err(SessionError::TransferFailed { status, reason })
+            if *status == StatusCode::BUSY_HERE && reason == "Busy Here"),
         format!(
-            "the transfer fails with the target's status: {}",
+            "the transfer fails with the target's status and reason phrase: {}",
             failed
                 .as_ref()
                 .map_or_else(ToString::to_string, |()| "ok?!".into())

@@ -50,15 +50,15 @@ pub(crate) fn sipfrag(status: StatusCode) -> String {
     format!("SIP/2.0 {} {}\r\n", status.as_u16(), status.reason_phrase())
 }
 
-/// The status code of a `message/sipfrag` body's status line.
-pub(crate) fn parse_sipfrag(body: &[u8]) -> Option<StatusCode> {
+/// The status code and reason phrase of a `message/sipfrag` body's status line (RFC 3420;
+/// `Status-Line = SIP-Version SP Status-Code SP Reason-Phrase`, RFC 3261 §7.2).
+pub(crate) fn parse_sipfrag(body: &[u8]) -> Option<(StatusCode, String)> {
     let text = std::str::from_utf8(body).ok()?;
-    let line = text.lines().next()?;
-    let mut parts = line.split_whitespace();
-    if parts.next()? != "SIP/2.0" {
-        return None;
-    }
-    StatusCode::new(parts.next()?.parse().ok()?)
+    let line = text.lines().next()?.trim_end();
+    let rest = line.strip_prefix("SIP/2.0 ")?.trim_start();
+    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+    let status = StatusCode::new(code.parse().ok()?)?;
+    Some((status, reason.trim().to_owned()))
 }
 
 #[cfg(test)]
@@ -86,15 +86,20 @@ mod tests {
     fn sipfrag_round_trips_and_refuses_other_text() {
         assert_eq!(
             parse_sipfrag(sipfrag(StatusCode::OK).as_bytes()),
-            Some(StatusCode::OK)
+            Some((StatusCode::OK, "OK".to_owned()))
         );
         assert_eq!(
-            parse_sipfrag(b"SIP/2.0 486 Busy Here\r\nContent-Length: 0\r\n"),
-            Some(StatusCode::BUSY_HERE)
+            parse_sipfrag(b"SIP/2.0 486 Gone Fishing\r\nContent-Length: 0\r\n"),
+            Some((StatusCode::BUSY_HERE, "Gone Fishing".to_owned()))
         );
         assert_eq!(
             parse_sipfrag(b"SIP/2.0 100 Trying"),
-            Some(StatusCode::TRYING)
+            Some((StatusCode::TRYING, "Trying".to_owned()))
+        );
+        assert_eq!(
+            parse_sipfrag(b"SIP/2.0 603"),
+            Some((StatusCode::DECLINE, String::new())),
+            "an empty reason phrase is legal"
         );
         assert_eq!(parse_sipfrag(b"HTTP/1.1 200 OK"), None);
         assert_eq!(parse_sipfrag(b"SIP/2.0 abc"), None);

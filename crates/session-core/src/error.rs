@@ -61,11 +61,14 @@ pub enum SessionError {
         value: String,
     },
     /// The transfer target could not be reached; the call stays up.
-    #[error("transfer failed with {status}")]
+    #[error("transfer failed: {} {reason}", status.as_u16())]
     TransferFailed {
         /// The final status the transferee reported (`message/sipfrag`), or 408/503 when it
         /// reported none.
         status: StatusCode,
+        /// The reason phrase of that sipfrag's status line as written (e.g. `Busy Here`, or a
+        /// carrier's own words), or the standard phrase of 408/503.
+        reason: String,
     },
     /// Binding the SIP transport failed.
     #[error("SIP transport: {0}")]
@@ -79,7 +82,7 @@ impl SessionError {
     /// The SIP status this error carries or best maps to.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            Self::Rejected { status, .. } | Self::TransferFailed { status } => Some(*status),
+            Self::Rejected { status, .. } | Self::TransferFailed { status, .. } => Some(*status),
             Self::Timeout => Some(StatusCode::REQUEST_TIMEOUT),
             Self::Transport | Self::Resources(_) | Self::Shutdown => {
                 Some(StatusCode::SERVICE_UNAVAILABLE)

@@ -579,9 +579,12 @@ impl Core {
                     .starts_with("terminated")
             });
         let outcome = match status {
-            Some(status) if status.is_success() => Some(Ok(())),
-            Some(status) if status.is_final() => Some(Err(status)),
-            _ if terminated => Some(Err(StatusCode::SERVICE_UNAVAILABLE)),
+            Some((status, _)) if status.is_success() => Some(Ok(())),
+            Some((status, reason)) if status.is_final() => Some(Err((status, reason))),
+            _ if terminated => {
+                let status = StatusCode::SERVICE_UNAVAILABLE;
+                Some(Err((status, status.reason_phrase().to_owned())))
+            }
             _ => None,
         };
         let Some(outcome) = outcome else {
@@ -600,10 +603,10 @@ impl Core {
                 let _ = reply.send(Ok(()));
                 let _ = self.hangup(session).await;
             }
-            Err(status) => {
+            Err((status, reason)) => {
                 // Back to active first, so whoever sees the error sees the call as it is.
                 self.back_from_transfer(session);
-                let _ = reply.send(Err(SessionError::TransferFailed { status }));
+                let _ = reply.send(Err(SessionError::TransferFailed { status, reason }));
             }
         }
     }
@@ -628,8 +631,10 @@ impl Core {
             .and_then(|call| call.transfer_reply.take());
         if let Some(reply) = reply {
             self.back_from_transfer(session);
+            let status = StatusCode::REQUEST_TIMEOUT;
             let _ = reply.send(Err(SessionError::TransferFailed {
-                status: StatusCode::REQUEST_TIMEOUT,
+                status,
+                reason: status.reason_phrase().to_owned(),
             }));
         }
     }
