@@ -1,6 +1,7 @@
 //! Repository checks that run as tests, so `cargo test --workspace` enforces them: every crate
-//! documents itself and opts into the workspace lints, no test is ignored, and the README keeps
-//! its two set-up commands at the top.
+//! documents itself and opts into the workspace lints, no test is ignored, the README keeps
+//! its two set-up commands at the top, only the I/O layers read a clock or spawn (an
+//! allow-list with reasons), and `docs/ARCHITECTURE.md`'s code map names exactly the crates.
 
 use crate::util::workspace_root;
 use std::fs;
@@ -112,5 +113,116 @@ fn ci_runs_the_sipp_scenarios_after_the_examples() {
     assert!(
         sipp > examples,
         "the SIPp step comes after the examples step"
+    );
+}
+
+/// Library files allowed to read a clock or spawn, each with the reason. Everywhere else time
+/// and concurrency come in from the caller: protocol cores take `now` as an argument.
+const CLOCK_AND_SPAWN_ALLOWED: &[(&str, &str)] = &[
+    (
+        "crates/session-dialog/src/driver.rs",
+        "the SIP driver: owns the sockets, the one timer, and tokio's clock",
+    ),
+    (
+        "crates/session-media/src/endpoint.rs",
+        "the RTP endpoint's I/O: tokio's clock for arrivals and sends, the wall clock for NTP",
+    ),
+    (
+        "crates/session-core/src/manager.rs",
+        "starts the manager task",
+    ),
+    (
+        "crates/session-core/src/core/mod.rs",
+        "the manager's one clock, `now()` (tokio's, so paused runtimes run it in virtual time)",
+    ),
+    (
+        "crates/session-core/src/media.rs",
+        "the per-call media task: its I/O and its clock (tokio's)",
+    ),
+    (
+        "crates/session-bridge/src/driver.rs",
+        "the bridge driver: the legs' socket tasks and tokio's clock",
+    ),
+    (
+        "crates/session-events/src/subscription.rs",
+        "a blocking receive with a timeout waits on the wall clock for its caller",
+    ),
+    (
+        "crates/session-testkit/src/simulation.rs",
+        "the simulation's epoch: virtual time starts at a real instant and is advanced by it",
+    ),
+];
+
+/// A library file's code without comments and without its `#[cfg(test)]` module.
+fn code_of(text: &str) -> String {
+    let before_tests = text.split("#[cfg(test)]").next().unwrap_or(text);
+    before_tests
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn only_the_io_layers_read_a_clock_or_spawn() {
+    let root = workspace_root();
+    let forbidden = [
+        "Instant::now()",
+        "SystemTime::now()",
+        "tokio::spawn",
+        "thread::spawn",
+    ];
+    let mut offenders = Vec::new();
+    for dir in library_crates() {
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for file in files {
+            let relative = file
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if relative.ends_with("/tests.rs")
+                || CLOCK_AND_SPAWN_ALLOWED
+                    .iter()
+                    .any(|(allowed, _)| *allowed == relative)
+            {
+                continue;
+            }
+            let code = code_of(&fs::read_to_string(&file).unwrap());
+            for word in forbidden {
+                if code.contains(word) {
+                    offenders.push(format!("{relative}: {word}"));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "time and tasks are inputs outside the I/O layers; take `now` as an argument or add the \
+         file to CLOCK_AND_SPAWN_ALLOWED with a reason:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_architecture_code_map_names_exactly_the_crates() {
+    let map = fs::read_to_string(workspace_root().join("docs/ARCHITECTURE.md")).unwrap();
+    let mut documented: Vec<String> = map
+        .lines()
+        .filter_map(|line| line.strip_prefix("### `crates/"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_owned)
+        .collect();
+    documented.sort();
+    let crates: Vec<String> = library_crates()
+        .iter()
+        .filter_map(|dir| dir.file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        documented, crates,
+        "docs/ARCHITECTURE.md has a `### `crates/NAME`` section for each crate in crates/, and \
+         only for those"
     );
 }

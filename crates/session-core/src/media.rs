@@ -11,6 +11,7 @@
 //! [`MediaHandle::stop`]) ends the task, which sends RTCP BYE and drops the endpoint, giving
 //! its ports back to the pool.
 
+use crate::call::CallStats;
 use session_media::audio::{AudioSink, AudioSource};
 use session_media::endpoint::{Received, RtpEndpoint};
 use session_media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
@@ -43,12 +44,20 @@ pub(crate) enum MediaCommand {
     SetSending(bool),
     AttachSource(BoxedSource),
     AttachSink(BoxedSink),
+    /// Send a digit as RFC 4733 events and answer the caller when it is out.
     SendDtmf {
         digit: char,
         duration: Duration,
-        reply: oneshot::Sender<Result<(), session_media::Error>>,
+        reply: crate::core::Reply,
     },
-    Stats(oneshot::Sender<MediaStats>),
+    /// Add the stream's figures to `call` and answer the caller with the whole.
+    Stats {
+        call: Box<CallStats>,
+        reply: oneshot::Sender<CallStats>,
+    },
+    /// The stream's figures, for the manager itself.
+    #[cfg(test)]
+    MediaStats(oneshot::Sender<MediaStats>),
 }
 
 /// What a media task reports when asked.
@@ -249,9 +258,15 @@ impl MediaTask {
                 reply,
             } => {
                 let result = self.endpoint.send_dtmf(digit, duration).await;
-                let _ = reply.send(result);
+                let _ = reply.send(result.map_err(crate::error::SessionError::Media));
             }
-            MediaCommand::Stats(reply) => {
+            MediaCommand::Stats { mut call, reply } => {
+                call.rtp = Some(self.endpoint.stats());
+                call.playout = Some(self.playout_stats());
+                let _ = reply.send(*call);
+            }
+            #[cfg(test)]
+            MediaCommand::MediaStats(reply) => {
                 let _ = reply.send(MediaStats {
                     stream: self.endpoint.stats(),
                     playout: self.playout_stats(),
@@ -468,7 +483,7 @@ mod tests {
         let mut stats = None;
         for _ in 0..50 {
             let (reply, answer) = oneshot::channel();
-            media.send(MediaCommand::Stats(reply));
+            media.send(MediaCommand::MediaStats(reply));
             let answer = answer.await.unwrap();
             let complete = answer.stream.packets_received == delivered;
             stats = Some(answer);

@@ -16,7 +16,7 @@ use session_media::sdp::{MediaDirection, SessionDescription};
 use session_sip::{Header, HeaderName, Method, Request, Response};
 use session_tracer::{DtmfMethod as TracedDtmf, Flow, SipSummary, TraceEntry};
 use session_types::{CallState, FailureReason, SessionId, StatusCode};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a digit sent by RFC 4733 or INFO lasts.
 const DTMF_DURATION: Duration = Duration::from_millis(160);
@@ -334,7 +334,7 @@ impl Core {
                         call.transfer_reply = Some(reply);
                     }
                     self.set_state(session, CallState::Transferring);
-                    let at = Instant::now() + self.config.transfer_timeout;
+                    let at = super::now() + self.config.transfer_timeout;
                     self.schedule(session, at, TimerKind::TransferTimeout);
                 } else {
                     let _ = reply.send(Err(rejected(&response)));
@@ -462,20 +462,12 @@ impl Core {
                     }));
                     return;
                 };
-                let (done, result) = tokio::sync::oneshot::channel();
+                // The digit takes its duration to send; the media task answers the caller when
+                // it is out, and the manager does not wait for it.
                 media.send(MediaCommand::SendDtmf {
                     digit,
                     duration: DTMF_DURATION,
-                    reply: done,
-                });
-                // The digit takes its duration to send; the manager does not wait for it.
-                tokio::spawn(async move {
-                    let outcome = match result.await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(error)) => Err(SessionError::Media(error)),
-                        Err(_) => Err(SessionError::NoSuchSession),
-                    };
-                    let _ = reply.send(outcome);
+                    reply,
                 });
             }
             DtmfMethod::Info => {

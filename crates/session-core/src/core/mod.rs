@@ -452,7 +452,7 @@ impl Core {
     /// Publishes `event` on the bus and records it in the tracer.
     pub(crate) fn publish(&self, event: SessionEvent) {
         if let Some(tracer) = &self.tracer {
-            tracer.record_event(Instant::now(), &event);
+            tracer.record_event(now(), &event);
         }
         self.bus.publish(event);
     }
@@ -483,7 +483,7 @@ impl Core {
     /// Records the entry `make` builds, building it only when a tracer is configured.
     pub(crate) fn trace_with(&self, session: SessionId, make: impl FnOnce() -> TraceEntry) {
         if let Some(tracer) = &self.tracer {
-            tracer.record(session, Instant::now(), make());
+            tracer.record(session, now(), make());
         }
     }
 
@@ -518,7 +518,7 @@ impl Core {
                 retry_after,
             } => {
                 if let Some(&session) = self.by_dialog.get(&dialog) {
-                    self.schedule(session, Instant::now() + retry_after, TimerKind::GlareRetry);
+                    self.schedule(session, now() + retry_after, TimerKind::GlareRetry);
                 }
             }
             other => tracing::debug!(?other, "user agent event not handled"),
@@ -779,20 +779,16 @@ impl Core {
         let Some(call) = self.calls.get(&session) else {
             return;
         };
-        let mut stats = CallStats::timings(&call.shared.status.lock(), Instant::now());
+        let stats = CallStats::timings(&call.shared.status.lock(), now());
         let Some(media) = &call.media else {
             let _ = reply.send(stats);
             return;
         };
-        // The media task answers in its own time; the manager does not wait for it.
-        let (rtp_reply, rtp) = oneshot::channel();
-        media.send(crate::media::MediaCommand::Stats(rtp_reply));
-        tokio::spawn(async move {
-            if let Ok(media) = rtp.await {
-                stats.rtp = Some(media.stream);
-                stats.playout = Some(media.playout);
-            }
-            let _ = reply.send(stats);
+        // The media task adds its figures and answers the caller itself: the manager does not
+        // wait for it.
+        media.send(crate::media::MediaCommand::Stats {
+            call: Box::new(stats),
+            reply,
         });
     }
 
@@ -817,7 +813,7 @@ impl Core {
             remote_uri: Arc::from(remote_uri),
             state,
             status: parking_lot::Mutex::new(CallStatus {
-                created: Some(Instant::now()),
+                created: Some(now()),
                 ..CallStatus::default()
             }),
         });
@@ -888,7 +884,7 @@ impl Core {
         let Some(call) = self.calls.get(&session) else {
             return;
         };
-        call.shared.status.lock().answered = Some(Instant::now());
+        call.shared.status.lock().answered = Some(now());
         if let (Some(media), Some(negotiated)) = (
             &call.media,
             call.offer_answer.as_deref().and_then(OfferAnswer::current),
@@ -931,7 +927,7 @@ impl Core {
         let Some(mut call) = self.calls.remove(&session) else {
             return;
         };
-        call.shared.status.lock().ended = Some(Instant::now());
+        call.shared.status.lock().ended = Some(now());
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         if let Some(dialog) = call.dialog.take() {
             self.by_dialog.remove(&dialog);
@@ -967,7 +963,7 @@ impl Core {
     async fn finish_endings(&mut self) {
         for (mut call, reason) in std::mem::take(&mut self.endings) {
             let session = call.shared.id;
-            let mut stats = CallStats::timings(&call.shared.status.lock(), Instant::now());
+            let mut stats = CallStats::timings(&call.shared.status.lock(), now());
             if let Some(media) = call.media.take() {
                 if let Some(media) = media.stop().await {
                     stats.rtp = Some(media.stream);
@@ -1053,7 +1049,7 @@ impl Core {
     }
 
     async fn on_timers(&mut self) {
-        let now = Instant::now();
+        let now = now();
         while let Some(Reverse((at, session, kind, generation))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -1081,7 +1077,7 @@ impl Core {
         };
         call.session_timer = Some(timer);
         call.timer_generation = call.timer_generation.wrapping_add(1);
-        let now = Instant::now();
+        let now = now();
         if timer.we_refresh() {
             self.schedule(
                 session,
@@ -1146,6 +1142,13 @@ impl Core {
             self.end_call(session, TerminationReason::Shutdown);
         }
     }
+}
+
+/// The manager's clock: tokio's, read as a `std::time::Instant`. Every time the manager acts on
+/// — timers, timings, trace entries — comes from here, the same clock its sleeps run on, so a
+/// test on a paused tokio runtime (`start_paused`) runs the manager in virtual time.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 async fn sleep_until_or_forever(deadline: Option<Instant>) {
