@@ -237,6 +237,19 @@ impl CallSession {
         self.run(Operation::Accept(options)).await
     }
 
+    /// Sends 180 Ringing for a deferred incoming call (again, if need be).
+    pub async fn ring(&self) -> Result<()> {
+        self.run(Operation::Ring).await
+    }
+
+    /// Sends 183 Session Progress with our SDP answer for a deferred incoming call and starts
+    /// its media before the answer: audio attached now reaches the caller (early media). The
+    /// 200 of [`CallSession::accept`] repeats the same answer. An INVITE without an offer gets
+    /// a 180 instead.
+    pub async fn early_media(&self) -> Result<()> {
+        self.run(Operation::EarlyMedia).await
+    }
+
     /// Refuses a deferred incoming call with `status` (4xx–6xx).
     pub async fn reject(&self, status: StatusCode) -> Result<()> {
         self.run(Operation::Reject(status)).await

@@ -51,6 +51,13 @@ pub enum CallDecision {
     /// Send 180 Ringing now and decide later with [`CallSession::accept`] or
     /// [`CallSession::reject`].
     Defer,
+    /// Decide later, sending nothing but the transaction's 100 Trying for now (a B2BUA that
+    /// waits for its B leg to ring); [`CallSession::ring`] or [`CallSession::early_media`]
+    /// may follow.
+    DeferSilently,
+    /// Send 183 Session Progress with our SDP answer and start the media now (a prompt or a
+    /// ring-back tone before the answer), and decide later. The 200 repeats the same answer.
+    DeferWithEarlyMedia,
     /// Answer 302 Moved Temporarily with these Contacts.
     Redirect(Vec<Uri>),
 }

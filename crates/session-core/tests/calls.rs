@@ -108,6 +108,67 @@ async fn deferred_call_rings_then_is_accepted_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_reaches_the_caller_before_the_answer() {
+    let alice = peer(builder(42_200..=42_299), accept).await;
+    let mut bob = peer(builder(42_300..=42_399), |_| {
+        CallDecision::DeferWithEarlyMedia
+    })
+    .await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    let incoming = bob.incoming().await;
+    within(call.wait_for(|s| s == CallState::Ringing)).await;
+    assert_eq!(
+        call.last_response().unwrap().0,
+        StatusCode::SESSION_PROGRESS
+    );
+    // A prompt played before the answer reaches the caller.
+    let (sink, mut heard) = ChannelSink::new(64);
+    call.attach_sink(Box::new(sink)).await.unwrap();
+    incoming
+        .attach_source(Box::new(ToneSource::new(1000.0, 8000)))
+        .await
+        .unwrap();
+    let mut tone_frames = 0;
+    for _ in 0..25 {
+        let frame = within(heard.recv()).await.unwrap();
+        if goertzel_power(frame.samples(), 1000.0) > 10.0 * goertzel_power(frame.samples(), 440.0) {
+            tone_frames += 1;
+        }
+    }
+    assert!(tone_frames >= 10, "early media heard: {tone_frames} frames");
+    assert_eq!(call.state(), CallState::Ringing, "still not answered");
+    // The answer repeats the 183's SDP: the media goes on unchanged.
+    incoming.accept().await.unwrap();
+    within(call.answered()).await.unwrap();
+    within(incoming.wait_for(CallState::is_established)).await;
+    incoming.hangup().await.unwrap();
+    assert_eq!(within(call.ended()).await, CallState::Terminated);
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_defer_sends_nothing_until_told_to_ring() {
+    let alice = peer(signaling_only(), accept).await;
+    let mut bob = peer(signaling_only(), |_| CallDecision::DeferSilently).await;
+    let call = alice.manager.call(&bob.uri("bob")).await.unwrap();
+    let incoming = bob.incoming().await;
+    assert_eq!(incoming.state(), CallState::Initiating, "no 180 yet");
+    incoming.ring().await.unwrap();
+    within(call.wait_for(|s| s == CallState::Ringing)).await;
+    assert_eq!(call.last_response().unwrap().0, StatusCode::RINGING);
+    incoming.reject(StatusCode::BUSY_HERE).await.unwrap();
+    assert!(matches!(
+        within(call.ended()).await,
+        CallState::Failed(FailureReason::Rejected(StatusCode::BUSY_HERE))
+    ));
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_while_ringing_ends_both_sides_as_cancelled() {
     let alice = peer(builder(41_400..=41_499), accept).await;
     let mut bob = peer(builder(41_500..=41_599), |_| CallDecision::Defer).await;
@@ -829,7 +890,10 @@ async fn session_timers_refresh_at_half_the_interval_and_expire_without_refresh(
         let expected = u128::from(secs) * 1000;
         (expected..expected + 50).contains(&at)
     };
-    assert!(close_to(refreshed_at, 45), "refreshed after {refreshed_at:?}");
+    assert!(
+        close_to(refreshed_at, 45),
+        "refreshed after {refreshed_at:?}"
+    );
     assert_eq!(bye.method, Method::Bye);
     assert!(close_to(expired_at, 60), "expired after {expired_at:?}");
     let reason = bob

@@ -102,6 +102,9 @@ impl Core {
             CallDecision::Accept(options) => self.accept(session, options).await,
             CallDecision::Reject(status) => self.reject_incoming(session, status).await,
             CallDecision::Defer => self.ring(session).await,
+            // The transaction already sent 100 Trying (§17.2.1): nothing more for now.
+            CallDecision::DeferSilently => Ok(()),
+            CallDecision::DeferWithEarlyMedia => self.early_media(session).await,
             CallDecision::Redirect(targets) => self.redirect(session, targets).await,
         };
         if let Err(error) = result {
@@ -109,8 +112,63 @@ impl Core {
         }
     }
 
+    /// Sends 183 Session Progress with our SDP answer and starts the media before the answer
+    /// (early media: a prompt, a ring-back tone, a B leg's early media). The 200 that follows
+    /// repeats the same answer. Without an offer in the INVITE there is nothing to answer yet,
+    /// so it only rings.
+    pub(super) async fn early_media(&mut self, session: SessionId) -> Result<()> {
+        let tx = self.pending_invite(session, "send early media")?;
+        let call = self.calls.get(&session).ok_or(SessionError::NoSuchSession)?;
+        if call.early_answer.is_some() {
+            // Already flowing; a second 183 would say nothing new.
+            return Ok(());
+        }
+        let offer = call
+            .invite
+            .as_ref()
+            .map(|invite| invite.body.clone())
+            .filter(|body| !body.is_empty());
+        let Some(offer) = offer else {
+            return self.ring(session).await;
+        };
+        let answer = match self.answer_sdp(session, Some(&offer)).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                // No answer we can give: the call is refused as accept() would refuse it.
+                let status = match &error {
+                    SessionError::Media(e) if e.kind() == ErrorKind::MalformedInput => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    SessionError::Media(_) => StatusCode::NOT_ACCEPTABLE_HERE,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                self.respond(Some(session), tx, status, Vec::new(), None)
+                    .await;
+                self.end_call(
+                    session,
+                    TerminationReason::Failed(FailureReason::MediaNegotiation),
+                );
+                return Err(error);
+            }
+        };
+        self.set_state(session, CallState::Ringing);
+        if let Some(call) = self.calls.get_mut(&session) {
+            call.early_answer = Some(answer.clone());
+        }
+        self.respond(
+            Some(session),
+            tx,
+            StatusCode::SESSION_PROGRESS,
+            Vec::new(),
+            Some((SDP, answer)),
+        )
+        .await;
+        self.apply_media(session);
+        Ok(())
+    }
+
     /// Sends 180 Ringing.
-    async fn ring(&mut self, session: SessionId) -> Result<()> {
+    pub(super) async fn ring(&mut self, session: SessionId) -> Result<()> {
         let tx = self.pending_invite(session, "ring")?;
         // The state changes first, so that whoever sees the 180 finds this side ringing.
         self.set_state(session, CallState::Ringing);
@@ -147,9 +205,15 @@ impl Core {
             .and_then(|call| call.invite.as_ref())
             .map(|invite| invite.body.clone())
             .filter(|body| !body.is_empty());
-        let body = match options.sdp {
-            Some(sdp) => sdp,
-            None => match self.answer_sdp(session, offer.as_ref()).await {
+        let early = self
+            .calls
+            .get_mut(&session)
+            .and_then(|call| call.early_answer.take());
+        let body = match (early, options.sdp) {
+            // The answer already given in the 183 stands (§13.2.1).
+            (Some(early), _) => early,
+            (None, Some(sdp)) => sdp,
+            (None, None) => match self.answer_sdp(session, offer.as_ref()).await {
                 Ok(body) => body,
                 Err(error) => {
                     let status = match &error {

@@ -84,6 +84,8 @@ pub(crate) struct OutgoingCall {
 pub(crate) enum Operation {
     Accept(AcceptOptions),
     Reject(StatusCode),
+    Ring,
+    EarlyMedia,
     Cancel,
     Hangup,
     Hold(bool),
@@ -191,6 +193,10 @@ pub(crate) struct Call {
     pub(crate) glare_retry: Option<(Option<bool>, Option<Reply>)>,
     /// The peer allows UPDATE (for session refreshes).
     pub(crate) peer_allows_update: bool,
+    /// Inbound: the SDP answer already sent in a 183 (early media); the 200 repeats it
+    /// (RFC 3261 §13.2.1: without 100rel the answer of a 1xx is not final, and the 2xx must
+    /// carry the same one).
+    pub(crate) early_answer: Option<Bytes>,
 }
 
 impl Call {
@@ -215,6 +221,7 @@ impl Call {
             notify_to: None,
             glare_retry: None,
             peer_allows_update: false,
+            early_answer: None,
         }
     }
 }
@@ -713,6 +720,14 @@ impl Core {
             }
             Operation::Reject(status) => {
                 let result = self.reject_incoming(session, status).await;
+                let _ = reply.send(result);
+            }
+            Operation::Ring => {
+                let result = self.ring(session).await;
+                let _ = reply.send(result);
+            }
+            Operation::EarlyMedia => {
+                let result = self.early_media(session).await;
                 let _ = reply.send(result);
             }
             Operation::Cancel => {
