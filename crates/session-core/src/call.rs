@@ -12,15 +12,16 @@ use crate::handler::{AcceptOptions, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use session_events::CallSummary;
+use session_events::{CallSummary, EventBus, Filter, Subscription};
 use session_media::jitter::JitterStats;
 use session_media::rtcp::StreamStats;
 use session_sip::Uri;
 use session_types::{CallId, CallState, Direction, SessionId, StatusCode};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 /// What a call's handles and the manager share.
 pub(crate) struct CallShared {
@@ -31,6 +32,28 @@ pub(crate) struct CallShared {
     pub(crate) remote_uri: Arc<str>,
     pub(crate) state: watch::Sender<CallState>,
     pub(crate) status: Mutex<CallStatus>,
+    /// Digits received and not yet taken by [`CallSession::next_dtmf`] (the oldest dropped
+    /// beyond [`DIGITS_KEPT`]).
+    pub(crate) digits: Mutex<VecDeque<char>>,
+    pub(crate) digit_arrived: Notify,
+    /// The manager's bus, for [`CallSession::events`].
+    pub(crate) bus: EventBus,
+}
+
+/// How many unread digits a call keeps for [`CallSession::next_dtmf`].
+pub(crate) const DIGITS_KEPT: usize = 64;
+
+impl CallShared {
+    /// A digit arrived (RFC 4733 or INFO): queue it for [`CallSession::next_dtmf`].
+    pub(crate) fn push_digit(&self, digit: char) {
+        let mut digits = self.digits.lock();
+        if digits.len() == DIGITS_KEPT {
+            digits.pop_front();
+        }
+        digits.push_back(digit);
+        drop(digits);
+        self.digit_arrived.notify_one();
+    }
 }
 
 /// The parts of a call's progress the handle can read.
@@ -344,6 +367,38 @@ impl CallSession {
     /// Hands every received audio frame to `sink`.
     pub async fn attach_sink(&self, sink: BoxedSink) -> Result<()> {
         self.run(Operation::AttachSink(sink)).await
+    }
+
+    /// The next digit the peer sent (RFC 4733 or SIP INFO), in order, waiting for one if none
+    /// is unread; `None` once the call has ended and every digit was read. Digits arrive here
+    /// whether or not the handler's `on_dtmf` looked at them (up to 64 unread are kept).
+    pub async fn next_dtmf(&self) -> Option<char> {
+        let mut states = self.shared.state.subscribe();
+        loop {
+            // Registered before the queue is read, so a digit pushed in between still wakes us.
+            let arrived = self.shared.digit_arrived.notified();
+            if let Some(digit) = self.shared.digits.lock().pop_front() {
+                return Some(digit);
+            }
+            if states.borrow_and_update().is_final() {
+                return None;
+            }
+            tokio::select! {
+                () = arrived => {}
+                changed = states.changed() => {
+                    // The sender lives in `shared`, which `self` keeps alive.
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A subscription to this call's events on the manager's bus (state changes, media, digits,
+    /// the end with its summary): what an async engine awaits instead of keeping a map.
+    pub fn events(&self) -> Subscription {
+        self.shared.bus.subscribe(Filter::session(self.shared.id))
     }
 
     /// Setup time, talk time, codec and RTP statistics: live while the call runs, the final

@@ -13,7 +13,7 @@ use session_types::StatusCode;
 use std::net::SocketAddr;
 
 /// An INVITE that arrived for a new call, with everything a router needs to look at.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IncomingCall {
     /// The session the manager created for it.
     pub session: CallSession,
@@ -167,3 +167,85 @@ pub trait CallHandler: Send + Sync + 'static {
 pub struct AcceptAll;
 
 impl CallHandler for AcceptAll {}
+
+/// Incoming calls as a stream an async engine awaits (as quinn's `Endpoint::accept`), instead
+/// of a synchronous [`CallHandler`]: [`IncomingCalls::channel`] gives the handler to install and
+/// the receiving end. Each call is deferred when it is queued — quietly, or ringing, or with
+/// early media, as chosen — and the engine answers it with [`CallSession::accept`],
+/// [`CallSession::reject`] and the rest. The queue is bounded: a call that finds it full is
+/// refused with 503 (and a closed one with 480), never held without an owner.
+///
+/// ```no_run
+/// # async fn demo() -> session_core::Result<()> {
+/// use session_core::{IncomingCalls, SessionManager};
+///
+/// let (handler, mut incoming) = IncomingCalls::channel(64);
+/// let manager = SessionManager::builder().handler(handler).start().await?;
+/// while let Some(call) = incoming.next().await {
+///     tokio::spawn(async move {
+///         let _ = call.session.accept().await;
+///     });
+/// }
+/// # drop(manager); Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct IncomingCalls {
+    calls: tokio::sync::mpsc::Receiver<IncomingCall>,
+}
+
+/// The [`CallHandler`] half of [`IncomingCalls::channel`].
+#[derive(Debug, Clone)]
+pub struct QueueingHandler {
+    calls: tokio::sync::mpsc::Sender<IncomingCall>,
+    deferral: CallDecision,
+}
+
+impl IncomingCalls {
+    /// A queue of at most `capacity` calls waiting for the engine; calls are deferred with
+    /// 180 Ringing ([`CallDecision::Defer`]) while they wait (see
+    /// [`QueueingHandler::deferring_with`]).
+    pub fn channel(capacity: usize) -> (QueueingHandler, IncomingCalls) {
+        let (calls, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        (
+            QueueingHandler {
+                calls,
+                deferral: CallDecision::Defer,
+            },
+            IncomingCalls { calls: receiver },
+        )
+    }
+
+    /// The next incoming call; `None` once the manager has stopped.
+    pub async fn next(&mut self) -> Option<IncomingCall> {
+        self.calls.recv().await
+    }
+}
+
+impl QueueingHandler {
+    /// Defers queued calls with `decision` instead of 180 Ringing:
+    /// [`CallDecision::DeferSilently`] or [`CallDecision::DeferWithEarlyMedia`] (anything
+    /// else is taken as [`CallDecision::Defer`]).
+    #[must_use]
+    pub fn deferring_with(mut self, decision: CallDecision) -> Self {
+        self.deferral = match decision {
+            CallDecision::DeferSilently | CallDecision::DeferWithEarlyMedia => decision,
+            _ => CallDecision::Defer,
+        };
+        self
+    }
+}
+
+impl CallHandler for QueueingHandler {
+    fn on_incoming_call(&self, call: &IncomingCall) -> CallDecision {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.calls.try_send(call.clone()) {
+            Ok(()) => self.deferral.clone(),
+            // The engine is behind: the caller may try again (RFC 3261 §21.5.4).
+            Err(TrySendError::Full(_)) => CallDecision::Reject(StatusCode::SERVICE_UNAVAILABLE),
+            // Nobody takes calls any more.
+            Err(TrySendError::Closed(_)) => {
+                CallDecision::Reject(StatusCode::TEMPORARILY_UNAVAILABLE)
+            }
+        }
+    }
+}

@@ -60,8 +60,8 @@ pub use call::{CallSession, CallStats};
 pub use config::{Identity, MediaMode, SessionTimerConfig};
 pub use error::{Result, SessionError};
 pub use handler::{
-    AcceptAll, AcceptOptions, CallDecision, CallHandler, DtmfMethod, IncomingCall,
-    TransferDecision, TransferRequest,
+    AcceptAll, AcceptOptions, CallDecision, CallHandler, DtmfMethod, IncomingCall, IncomingCalls,
+    QueueingHandler, TransferDecision, TransferRequest,
 };
 pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};

@@ -287,6 +287,11 @@ async fn dtmf_by_rfc4733_and_by_info_and_messages_arrive() {
         })
         .await;
     assert_eq!(digit, '5');
+    // The same digits wait on the call itself, in order, for an engine that awaits them.
+    for expected in ['7', '#', '5'] {
+        assert_eq!(within(incoming.next_dtmf()).await, Some(expected));
+    }
+    let mut events = incoming.events();
     assert!(matches!(
         call.send_dtmf("x", DtmfMethod::Info).await,
         Err(SessionError::InvalidInput { .. })
@@ -299,8 +304,25 @@ async fn dtmf_by_rfc4733_and_by_info_and_messages_arrive() {
         })
         .await;
     assert_eq!(text, "hello bob");
+    within(call.send_dtmf("9", DtmfMethod::Info)).await.unwrap();
+    let digit = within(async {
+        loop {
+            let event = events.recv().await.expect("bus open");
+            if let SessionEvent::DtmfReceived { digit, .. } = *event {
+                break digit;
+            }
+        }
+    })
+    .await;
+    assert_eq!(digit, '9', "the call's own event stream");
     call.hangup().await.unwrap();
     within(incoming.ended()).await;
+    assert_eq!(
+        within(incoming.next_dtmf()).await,
+        Some('9'),
+        "unread digits stay"
+    );
+    assert_eq!(within(incoming.next_dtmf()).await, None, "then the end");
     alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }
@@ -917,4 +939,34 @@ async fn session_timers_refresh_at_half_the_interval_and_expire_without_refresh(
     assert_eq!(reason, TerminationReason::RemoteHangup);
     assert_released(&bob).await;
     bob.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_engine_takes_calls_from_a_bounded_queue() {
+    let alice = peer(signaling_only(), accept).await;
+    let (handler, mut incoming) = session_core::IncomingCalls::channel(1);
+    let bob = signaling_only().handler(handler).start().await.unwrap();
+    let target = format!("sip:bob@{}", bob.local_addr());
+
+    // The first call waits in the queue, ringing, until the engine takes it.
+    let first = alice.manager.call(&target).await.unwrap();
+    within(first.wait_for(|s| s == CallState::Ringing)).await;
+    // The queue holds one: the second caller is told to come back later.
+    let second = alice.manager.call(&target).await.unwrap();
+    assert!(matches!(
+        within(second.ended()).await,
+        CallState::Failed(FailureReason::Rejected(StatusCode::SERVICE_UNAVAILABLE))
+    ));
+    let queued = within(incoming.next()).await.expect("the first call");
+    assert_eq!(queued.session.call_id(), first.call_id());
+    queued.session.accept().await.unwrap();
+    within(first.answered()).await.unwrap();
+    first.hangup().await.unwrap();
+    within(queued.session.ended()).await;
+    alice.manager.shutdown().await;
+    bob.shutdown().await;
+    assert!(
+        within(incoming.next()).await.is_none(),
+        "the manager is gone"
+    );
 }

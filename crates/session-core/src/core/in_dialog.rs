@@ -49,6 +49,7 @@ impl Core {
                     .flatten()
                 {
                     Some((digit, duration_ms)) => {
+                        handle.shared.push_digit(digit);
                         self.trace_dtmf(session, digit, TracedDtmf::SipInfo, Flow::Received);
                         self.bus.publish(SessionEvent::DtmfReceived {
                             session_id: session,

@@ -118,7 +118,10 @@ impl Core {
     /// so it only rings.
     pub(super) async fn early_media(&mut self, session: SessionId) -> Result<()> {
         let tx = self.pending_invite(session, "send early media")?;
-        let call = self.calls.get(&session).ok_or(SessionError::NoSuchSession)?;
+        let call = self
+            .calls
+            .get(&session)
+            .ok_or(SessionError::NoSuchSession)?;
         if call.early_answer.is_some() {
             // Already flowing; a second 183 would say nothing new.
             return Ok(());

@@ -663,6 +663,7 @@ impl Core {
         match event {
             MediaEvent::Dtmf { digit, duration } => {
                 let handle = self.handle(call);
+                call.shared.push_digit(digit);
                 self.trace_dtmf(session, digit, TracedDtmf::Rfc4733, Flow::Received);
                 self.bus.publish(SessionEvent::DtmfReceived {
                     session_id: session,
@@ -831,6 +832,9 @@ impl Core {
                 created: Some(now()),
                 ..CallStatus::default()
             }),
+            digits: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            digit_arrived: tokio::sync::Notify::new(),
+            bus: self.bus.clone(),
         });
         let (from, to) = match direction {
             Direction::Outbound => (shared.local_uri.clone(), shared.remote_uri.clone()),
