@@ -48,6 +48,9 @@ pub enum Error {
     /// An argument makes no sense (the reason says which).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// The [`crate::BridgeDriver`] was shut down (or its last handle dropped).
+    #[error("the bridge driver was shut down")]
+    DriverClosed,
 
     // ---- from the network ----
     /// A datagram given to [`crate::BridgeEngine::handle_rtcp`] is not RTCP (classified as
@@ -68,7 +71,8 @@ impl Classify for Error {
             | Self::RelayFull(_)
             | Self::NotInSameBridge { .. }
             | Self::InvalidLeg(_)
-            | Self::InvalidArgument(_) => ErrorKind::ApiMisuse,
+            | Self::InvalidArgument(_)
+            | Self::DriverClosed => ErrorKind::ApiMisuse,
             Self::Media(e) => e.kind(),
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use session_media::g711::G711Law;
 use session_media::rtcp::ReceptionStats;
-use session_media::rtp::RtpSender;
+use session_media::rtp::{RtpSender, SenderState};
 use session_media::{FRAME_SAMPLES, SAMPLE_RATE};
 
 /// Samples in one 20 ms frame, as RTP timestamp units.
@@ -100,27 +100,43 @@ impl StreamState {
         }
     }
 
-    /// The state of a call's `RtpSender`, to bridge the call. The sender does not say which
-    /// instant its timestamp stands for, so `next_due` is `None` and the first bridged packet
-    /// continues the timestamp exactly; hand the leg over when the call's next packet is due.
+    /// The state of a call's `RtpSender`, to bridge the call: every field, so the bridged
+    /// stream continues exactly (the sampling instant, the pending marker and the SR counts
+    /// included).
     pub fn from_sender(sender: &RtpSender) -> Self {
+        Self::from_sender_state(&sender.state())
+    }
+
+    /// The same from the sender's state as plain data (what
+    /// `session_media::endpoint::EndpointParts` carries). The stream is on the 8 kHz G.711
+    /// clock; the state's clock rate is not looked at.
+    pub fn from_sender_state(state: &SenderState) -> Self {
         Self {
-            ssrc: sender.ssrc(),
-            next_sequence: sender.next_sequence(),
-            next_timestamp: sender.timestamp(),
-            next_due: None,
-            packets: sender.packets(),
-            octets: sender.octets(),
-            marker_pending: false,
+            ssrc: state.ssrc,
+            next_sequence: state.next_sequence,
+            next_timestamp: state.next_timestamp,
+            next_due: state.next_due,
+            packets: state.packets,
+            octets: state.octets,
+            marker_pending: state.talkspurt,
         }
     }
 
-    /// An `RtpSender` that continues this stream (same SSRC, next sequence number and
-    /// timestamp). `RtpSender` cannot take over the packet and octet counts or the sampling
-    /// instant, so its SR counts restart and its first packet carries the marker bit; settle
-    /// the state at the hand-back instant first (the engine does) so the timestamp is current.
+    /// An `RtpSender` that continues this stream exactly: same SSRC, next sequence number,
+    /// timestamp on the same sampling clock, pending marker and SR counts (RFC 3550 §6.4.1).
     pub fn to_sender(&self) -> RtpSender {
-        RtpSender::new(self.ssrc, self.next_sequence, self.next_timestamp)
+        RtpSender::from_state(self.to_sender_state())
+    }
+
+    /// This stream as an `RtpSender`'s state (8 kHz).
+    pub fn to_sender_state(&self) -> SenderState {
+        let mut state = SenderState::new(self.ssrc, self.next_sequence, self.next_timestamp);
+        state.next_due = self.next_due;
+        state.packets = self.packets;
+        state.octets = self.octets;
+        state.talkspurt = self.marker_pending;
+        state.clock_rate = SAMPLE_RATE;
+        state
     }
 
     /// The timestamp that stands for `now` on this stream's sampling clock (for an SR, RFC 3550
@@ -214,6 +230,11 @@ pub struct Leg {
     /// The negotiated RFC 4733 telephone-event payload type, if any. Without one, DTMF events
     /// from other members cannot be relayed to this leg (they are still reported as events).
     pub telephone_event: Option<u8>,
+    /// The telephone-event payload type the peer sends events with, when it differs from
+    /// `telephone_event`: RFC 3264 §6.1 lets an answerer number a dynamic type differently
+    /// from the offer, and each side sends with the number the other wrote. `None`: the peer
+    /// sends with `telephone_event` too.
+    pub receive_telephone_event: Option<u8>,
     /// The outgoing stream; advanced while bridged and handed back with the leg.
     pub stream: StreamState,
     /// Statistics of what this leg receives (the source of its RTCP report blocks); handed
@@ -231,6 +252,7 @@ impl Leg {
         Self {
             codec,
             telephone_event: None,
+            receive_telephone_event: None,
             stream,
             reception: ReceptionStats::new(SAMPLE_RATE),
             cname: None,
@@ -241,6 +263,14 @@ impl Leg {
     #[must_use]
     pub fn with_telephone_event(mut self, payload_type: u8) -> Self {
         self.telephone_event = Some(payload_type);
+        self
+    }
+
+    /// Sets the telephone-event payload type the peer sends events with, when it differs from
+    /// the one events are sent to it with (see [`Leg::receive_telephone_event`]).
+    #[must_use]
+    pub fn with_receive_telephone_event(mut self, payload_type: u8) -> Self {
+        self.receive_telephone_event = Some(payload_type);
         self
     }
 
@@ -263,13 +293,24 @@ impl Leg {
         if self.codec.payload_type > 127 {
             return Err("the audio payload type is above 127");
         }
-        match self.telephone_event {
-            Some(pt) if pt > 127 => Err("the telephone-event payload type is above 127"),
-            Some(pt) if pt == self.codec.payload_type => {
-                Err("the telephone-event payload type equals the audio one")
+        for pt in [self.telephone_event, self.receive_telephone_event]
+            .into_iter()
+            .flatten()
+        {
+            if pt > 127 {
+                return Err("the telephone-event payload type is above 127");
             }
-            _ => Ok(()),
+            if pt == self.codec.payload_type {
+                return Err("the telephone-event payload type equals the audio one");
+            }
         }
+        Ok(())
+    }
+
+    /// Whether a received payload type is an RFC 4733 event from the peer.
+    pub(crate) fn is_telephone_event(&self, payload_type: u8) -> bool {
+        let pt = Some(payload_type);
+        pt == self.telephone_event || pt == self.receive_telephone_event
     }
 
     /// The G.711 law of a received payload type: the leg's own, or a static G.711 number
@@ -328,19 +369,34 @@ mod tests {
 
     #[test]
     fn converts_to_and_from_a_sender() {
+        let t0 = Instant::now();
         let mut sender = RtpSender::new(0xABCD, 100, 5000);
-        sender.audio(0, &[0xFF; 160], 160).ok();
+        sender.audio_at(t0, 0, &[0xFF; 160], 160).ok();
         let state = StreamState::from(&sender);
         assert_eq!(
             (state.ssrc, state.next_sequence, state.next_timestamp),
             (0xABCD, 101, 5160)
         );
         assert_eq!((state.packets, state.octets), (1, 160));
+        assert_eq!(state.next_due, Some(ms(t0, 20)));
+        assert!(!state.marker_pending);
         let back = state.to_sender();
-        assert_eq!(
-            (back.ssrc(), back.next_sequence(), back.timestamp()),
-            (0xABCD, 101, 5160)
-        );
+        assert_eq!(back.state(), sender.state(), "an exact round trip");
+        assert_eq!(StreamState::from(&back), state);
+
+        // The bridge's stamping and the sender's agree after the hand-over, pause included.
+        let mut bridged = state;
+        let mut alone = sender;
+        for at in [ms(t0, 20), ms(t0, 40), ms(t0, 900)] {
+            let (seq, ts, marker) = bridged.stamp_audio(at, 160);
+            let packet = alone.audio_at(at, 0, &[0xFF; 160], 160).ok();
+            let header = packet
+                .and_then(|p| session_media::rtp::parse(p).ok())
+                .map(|h| h.0);
+            let header = header.map(|h| (h.sequence, h.timestamp, h.marker));
+            assert_eq!(header, Some((seq, ts, marker)));
+        }
+        assert_eq!(bridged.to_sender().state(), alone.state());
     }
 
     #[test]
@@ -349,6 +405,19 @@ mod tests {
         assert!(leg.validate().is_ok());
         assert!(leg.clone().with_telephone_event(0).validate().is_err());
         assert!(leg.clone().with_telephone_event(200).validate().is_err());
+        assert!(
+            leg.clone()
+                .with_receive_telephone_event(0)
+                .validate()
+                .is_err()
+        );
+        let both = leg
+            .clone()
+            .with_telephone_event(101)
+            .with_receive_telephone_event(96);
+        assert!(both.validate().is_ok());
+        assert!(both.is_telephone_event(101) && both.is_telephone_event(96));
+        assert!(!both.is_telephone_event(0) && !leg.is_telephone_event(101));
         let odd = Leg::new(Codec::new(G711Law::Alaw, 130), StreamState::new(1, 0, 0));
         assert!(odd.validate().is_err());
         assert_eq!(leg.law_of(8), Some(G711Law::Alaw));

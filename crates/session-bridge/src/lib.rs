@@ -1,6 +1,6 @@
 //! Two-party bridges and N-party conferences, as a sans-IO engine: no sockets, no tasks, no
-//! clock reads. A thin driver owns the bridged legs' sockets, feeds datagrams and the time in,
-//! and sends what comes out. Bridges are primitives: who is bridged with whom, who may hear
+//! clock reads. A thin tokio driver ([`BridgeDriver`]) owns the bridged legs' sockets, feeds
+//! datagrams and the time in, and sends what comes out. Bridges are primitives: who is bridged with whom, who may hear
 //! whom, and what to do about a silent member is the caller's policy.
 //!
 //! # The model
@@ -66,6 +66,41 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # The tokio driver
+//!
+//! [`BridgeDriver`] runs one engine on real sockets: a call's leg moves in as
+//! `session_media::endpoint::EndpointParts` (from `RtpEndpoint::into_leg`) and comes back
+//! out with its stream advanced, for `RtpEndpoint::from_parts` to continue it. One reader task
+//! per leg, one ticker task, the engine behind one lock never held across an `.await`, sends
+//! with the non-blocking `try_send_to`, events on a bounded channel (see the `driver` module's
+//! docs for the whole shape).
+//!
+//! ```no_run
+//! use session_bridge::{BridgeDriver, DriverConfig, TechnologyChoice};
+//! use session_media::endpoint::RtpEndpoint;
+//! use session_types::SessionId;
+//!
+//! # async fn demo(alice_ep: RtpEndpoint, bob_ep: RtpEndpoint) -> Result<(), Box<dyn std::error::Error>> {
+//! let (driver, mut events) = BridgeDriver::start(DriverConfig::new());
+//! let (alice, bob) = (SessionId::new(), SessionId::new());
+//! let bridge = driver.create_bridge(TechnologyChoice::Auto)?;
+//! // Each call's media task stops reading its endpoint and hands the leg over.
+//! driver.add_member(bridge, alice, alice_ep.into_leg()).map_err(|(e, _parts)| e)?;
+//! driver.add_member(bridge, bob, bob_ep.into_leg()).map_err(|(e, _parts)| e)?;
+//! while let Some(event) = events.recv().await {
+//!     // MemberJoined, TechnologyChanged, DtmfReceived, MediaStalled …
+//! #   let _ = event; break;
+//! }
+//! // Bob leaves: his endpoint continues the same RTP stream.
+//! let bob_ep = RtpEndpoint::from_parts(driver.remove_member(bob).await?);
+//! # let _ = bob_ep;
+//! // Everything that is still bridged comes back on shutdown.
+//! for (_session, parts) in driver.shutdown().await {
+//!     let _endpoint = RtpEndpoint::from_parts(parts);
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Map
 //!
 //! | module | what |
@@ -78,10 +113,12 @@
 //! | `rtcp` | per-leg reports and report intake |
 //! | `event`, `stats` | [`RtpAction`], [`Transmit`], [`BridgeEvent`]; the snapshots |
 //! | `timer`, `outbox` | one timer heap for every bridge and member; the output queue |
+//! | `driver` | [`BridgeDriver`]: the engine on tokio sockets, reader and ticker tasks |
 //!
 //! Errors are one enum, [`Error`], classified through [`session_types::Classify`]; nothing
 //! panics on input from the network or the caller.
 
+mod driver;
 mod engine;
 mod error;
 mod event;
@@ -94,6 +131,7 @@ mod rtcp;
 mod stats;
 mod timer;
 
+pub use driver::{BridgeDriver, DriverConfig, DriverProbe, DriverStats};
 pub use engine::{BridgeEngine, BridgeId, EngineConfig, Technology, TechnologyChoice};
 pub use error::{Error, Refused, Result};
 pub use event::{BridgeEvent, DropReason, RtpAction, Transmit, TransmitKind};

@@ -169,6 +169,46 @@ fn telephone_events_are_mapped_and_reported() {
 }
 
 #[test]
+fn events_sent_with_our_own_number_are_recognised_and_mapped() {
+    // RFC 3264 §6.1: Alice's peer answered with telephone-event 100 while we offered 101, so
+    // it sends its events with our 101 and we send ours to it with its 100.
+    let mut h = Harness::new();
+    let bridge = h.engine.create_bridge(TechnologyChoice::Auto);
+    let alice_leg = h
+        .leg(Codec::pcmu())
+        .with_telephone_event(100)
+        .with_receive_telephone_event(101);
+    let alice = h.join_with(bridge, alice_leg);
+    let bob_leg = h.leg(Codec::pcmu()).with_telephone_event(96);
+    let bob = h.join_with(bridge, bob_leg);
+    h.run_ms(20);
+    let peer = &mut h.peers.get_mut(&alice).unwrap().sender;
+    let start = peer.timestamp();
+    let packets: Vec<Vec<u8>> = DtmfEncoder::new('7', 480, 160)
+        .unwrap()
+        .map(|p| {
+            peer.event(101, &p.payload, p.marker, start)
+                .unwrap()
+                .to_vec()
+        })
+        .collect();
+    for packet in &packets {
+        h.run_ms(20);
+        assert!(matches!(h.feed(alice, packet), RtpAction::Forward { from, .. } if from == bob));
+    }
+    let events = h
+        .stream(bob)
+        .iter()
+        .filter(|o| o.header.payload_type == 96)
+        .count();
+    assert_eq!(events, packets.len(), "relayed with Bob's number");
+    assert!(h.take_events().iter().any(|e| matches!(
+        e,
+        BridgeEvent::DtmfReceived { session, digit: '7', .. } if *session == alice
+    )));
+}
+
+#[test]
 fn a_listener_without_telephone_events_gets_no_event_and_no_gap() {
     let mut h = Harness::new();
     let bridge = h.engine.create_bridge(TechnologyChoice::Auto);

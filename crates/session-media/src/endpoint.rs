@@ -9,6 +9,12 @@
 //! [`RtpEndpoint::from_sockets`] (sockets bound elsewhere) are there for tests and special
 //! cases.
 //!
+//! A leg can be handed over (to a bridge) and back: [`RtpEndpoint::into_leg`] takes the
+//! endpoint apart into [`EndpointParts`] — sockets, lease, outgoing stream state, reception
+//! statistics, codec, payload types, addresses — and [`RtpEndpoint::from_parts`] rebuilds it,
+//! continuing the same stream (one SSRC, contiguous sequence numbers, timestamps on the
+//! sampling clock, SR counts over the SSRC's whole life).
+//!
 //! ```no_run
 //! # async fn demo(media: &session_media::sdp::negotiate::NegotiatedMedia) -> session_media::Result<()> {
 //! use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
@@ -30,6 +36,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use session_resources::{PortPair, PortPool};
@@ -41,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::frame::{AudioFrame, FRAME_SAMPLES};
 use crate::g711::G711Law;
 use crate::rtcp::{self, NtpClock, ReceptionStats, RtcpPacket, StreamStats};
-use crate::rtp::{self, MAX_PACKET, RtpSender};
+use crate::rtp::{self, MAX_PACKET, RtpSender, SenderState};
 use crate::sdp::negotiate::NegotiatedMedia;
 
 /// Endpoint settings.
@@ -129,11 +136,98 @@ pub struct EndpointCounters {
     pub unknown_payload_type: u64,
 }
 
+/// An [`RtpEndpoint`] taken apart ([`RtpEndpoint::into_leg`]) so that something else — a
+/// bridge — can run the stream for a while, and put back together
+/// ([`RtpEndpoint::from_parts`]) when it hands the stream back.
+///
+/// It holds the whole leg: the sockets (in `Arc`s, so a driver can receive on one task and
+/// send from another; whoever holds the parts is the one owner of the leg, and nothing reads
+/// its sockets from two places), the port-pool lease (the ports stay leased while the leg is
+/// away), the outgoing stream's state (SSRC, next sequence number, timestamp on the sampling
+/// clock, SR counts), what was received, the negotiated codec and payload types, the peer's
+/// addresses and the latching state. Whoever runs the stream updates `sender`, `reception`,
+/// the addresses and `last_rx` as it goes, so the rebuilt endpoint continues the same stream.
+///
+/// Not carried over: a DTMF event or a partial frame being received when the endpoint was
+/// taken apart (what arrives meanwhile goes to whoever holds the parts).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EndpointParts {
+    /// The RTP socket (RTP and RTCP with rtcp-mux).
+    pub rtp: Arc<UdpSocket>,
+    /// The RTCP socket; `None` with rtcp-mux.
+    pub rtcp: Option<Arc<UdpSocket>>,
+    /// The leased port pair, if the endpoint came from a pool; dropping it gives the ports
+    /// back.
+    pub lease: Option<PortPair>,
+    /// The endpoint's settings (latching on or off, CNAME, inactivity timeout).
+    pub config: EndpointConfig,
+    /// The outgoing stream.
+    pub sender: SenderState,
+    /// Statistics of what the leg received (the source of its report blocks).
+    pub reception: ReceptionStats,
+    /// The negotiated G.711 law.
+    pub law: G711Law,
+    /// The negotiated audio payload type (sent with; the static 0 and 8 are accepted too).
+    pub audio_pt: u8,
+    /// The peer's RFC 4733 telephone-event payload type (what we send events with).
+    pub event_pt: Option<u8>,
+    /// Our own telephone-event payload type (what the peer may send events with).
+    pub receive_event_pt: Option<u8>,
+    /// Where RTP goes.
+    pub remote_rtp: Option<SocketAddr>,
+    /// Where RTCP goes (the RTP address with rtcp-mux).
+    pub remote_rtcp: Option<SocketAddr>,
+    /// The address RTP was latched to (symmetric RTP); from then on packets from any other
+    /// source are foreign and dropped.
+    pub latched: Option<SocketAddr>,
+    /// When RTP last arrived (or the endpoint was made): the inactivity timer counts from it.
+    pub last_rx: std::time::Instant,
+    /// The wall clock of the leg's RTCP reports.
+    pub clock: NtpClock,
+    /// Round-trip time from the peer's last report block on our stream.
+    pub rtt: Option<Duration>,
+    /// Fraction lost (0.0–1.0) the peer last reported on our stream.
+    pub remote_fraction_lost: f64,
+    /// The endpoint's counters (malformed, foreign, unknown payload type).
+    pub counters: EndpointCounters,
+}
+
+impl EndpointParts {
+    /// Latches the leg to `src` if symmetric RTP is on and nothing is latched yet (as the
+    /// endpoint does on its first valid RTP packet), and says whether a packet from `src` is
+    /// the peer's: `false` means foreign (latched elsewhere), and the packet is to be dropped
+    /// and counted in `counters.foreign`.
+    pub fn accept_rtp_from(&mut self, src: SocketAddr) -> bool {
+        match self.latched {
+            Some(addr) => addr == src,
+            None if self.config.symmetric_rtp => {
+                self.latched = Some(src);
+                self.remote_rtp = Some(src);
+                if self.rtcp.is_none() {
+                    self.remote_rtcp = Some(src);
+                }
+                tracing::debug!(%src, "RTP latched to the peer's source address");
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Notes an RTCP packet from `src` on the RTCP socket: with symmetric RTP, reports go back
+    /// where the peer sends them from (as the endpoint does).
+    pub fn note_rtcp_from(&mut self, src: SocketAddr) {
+        if self.config.symmetric_rtp && self.rtcp.is_some() {
+            self.remote_rtcp = Some(src);
+        }
+    }
+}
+
 /// The RTP endpoint of one audio stream.
 #[derive(Debug)]
 pub struct RtpEndpoint {
-    rtp: UdpSocket,
-    rtcp: Option<UdpSocket>,
+    rtp: Arc<UdpSocket>,
+    rtcp: Option<Arc<UdpSocket>>,
     config: EndpointConfig,
     remote_rtp: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
@@ -238,11 +332,11 @@ impl RtpEndpoint {
         config: EndpointConfig,
     ) -> Result<Self> {
         rtp.set_nonblocking(true)?;
-        let rtp = UdpSocket::from_std(rtp)?;
+        let rtp = Arc::new(UdpSocket::from_std(rtp)?);
         let rtcp = match rtcp {
             Some(s) => {
                 s.set_nonblocking(true)?;
-                Some(UdpSocket::from_std(s)?)
+                Some(Arc::new(UdpSocket::from_std(s)?))
             }
             None => None,
         };
@@ -272,6 +366,70 @@ impl RtpEndpoint {
             counters: EndpointCounters::default(),
             lease: None,
         })
+    }
+
+    /// Takes the endpoint apart to hand its leg over (to a bridge): sockets, port lease,
+    /// outgoing stream state, reception statistics, codec and payload types, the peer's
+    /// addresses and latching state. [`RtpEndpoint::from_parts`] puts it back together; the
+    /// ports stay leased in between. Stop reading the endpoint first: whatever is queued on
+    /// its sockets then goes to whoever holds the parts.
+    pub fn into_leg(self) -> EndpointParts {
+        EndpointParts {
+            rtp: self.rtp,
+            rtcp: self.rtcp,
+            lease: self.lease,
+            config: self.config,
+            sender: self.sender.state(),
+            reception: self.reception,
+            law: self.law,
+            audio_pt: self.audio_pt,
+            event_pt: self.event_pt,
+            receive_event_pt: self.receive_event_pt,
+            remote_rtp: self.remote_rtp,
+            remote_rtcp: self.remote_rtcp,
+            latched: self.latched,
+            last_rx: self.last_rx.into_std(),
+            clock: self.clock,
+            rtt: self.rtt,
+            remote_fraction_lost: self.last_fraction,
+            counters: self.counters,
+        }
+    }
+
+    /// Rebuilds an endpoint from its parts: it continues the same stream (SSRC, next sequence
+    /// number, timestamp on the sampling clock, marker pending, SR counts), keeps the lease,
+    /// and receives on the same sockets.
+    pub fn from_parts(parts: EndpointParts) -> Self {
+        Self {
+            rtp: parts.rtp,
+            rtcp: parts.rtcp,
+            config: parts.config,
+            remote_rtp: parts.remote_rtp,
+            remote_rtcp: parts.remote_rtcp,
+            latched: parts.latched,
+            law: parts.law,
+            audio_pt: parts.audio_pt,
+            event_pt: parts.event_pt,
+            receive_event_pt: parts.receive_event_pt,
+            sender: RtpSender::from_state(parts.sender),
+            reception: parts.reception,
+            dtmf: DtmfDetector::new(),
+            reframer: crate::reframe::Reframer::new(),
+            buf: Box::new([0; MAX_PACKET]),
+            rtcp_in: Box::new([0; MAX_PACKET]),
+            rtcp_out: Vec::with_capacity(256),
+            last_rx: Instant::from_std(parts.last_rx),
+            clock: parts.clock,
+            rtt: parts.rtt,
+            last_fraction: parts.remote_fraction_lost,
+            counters: parts.counters,
+            lease: parts.lease,
+        }
+    }
+
+    /// The outgoing stream's state (SSRC, next sequence number and timestamp, SR counts).
+    pub fn sender_state(&self) -> SenderState {
+        self.sender.state()
     }
 
     /// Local RTP address (for the SDP `m=` port).

@@ -60,6 +60,51 @@ pub fn parse(datagram: &[u8]) -> Result<(RtpHeader, &[u8])> {
     Ok((header, reader.payload()))
 }
 
+/// Everything an [`RtpSender`] knows about its stream, as plain data: what a new sender needs
+/// to continue the stream exactly where another left it ([`RtpSender::from_state`],
+/// [`RtpSender::state`]). A call's stream is handed over this way when it is bridged and
+/// handed back when it leaves the bridge, so the far end sees one SSRC with contiguous
+/// sequence numbers and timestamps on one sampling clock (RFC 3550 §5.1), and the SR's packet
+/// and octet counts cover the SSRC's whole life (§6.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SenderState {
+    /// The stream's SSRC.
+    pub ssrc: u32,
+    /// Sequence number of the next packet.
+    pub next_sequence: u16,
+    /// Timestamp of the next audio packet if it goes out at `next_due`.
+    pub next_timestamp: u32,
+    /// The instant `next_timestamp` stands for on the sampling clock; `None` before the first
+    /// [`RtpSender::audio_at`] (the next packet then takes `next_timestamp` as it is).
+    pub next_due: Option<Instant>,
+    /// RTP packets sent on the SSRC so far (the SR packet count).
+    pub packets: u64,
+    /// Payload octets sent on the SSRC so far (the SR octet count).
+    pub octets: u64,
+    /// The next audio packet starts a talk-spurt and carries the marker bit.
+    pub talkspurt: bool,
+    /// Timestamp units per second (8000 for G.711).
+    pub clock_rate: u32,
+}
+
+impl SenderState {
+    /// The state of a stream that has sent nothing yet: the given SSRC, first sequence number
+    /// and first timestamp, a talk-spurt pending, 8 kHz.
+    pub fn new(ssrc: u32, next_sequence: u16, next_timestamp: u32) -> Self {
+        Self {
+            ssrc,
+            next_sequence,
+            next_timestamp,
+            next_due: None,
+            packets: 0,
+            octets: 0,
+            talkspurt: true,
+            clock_rate: 8000,
+        }
+    }
+}
+
 /// Sender state of one RTP stream; builds packets into a buffer it reuses.
 #[derive(Debug, Clone)]
 pub struct RtpSender {
@@ -97,6 +142,53 @@ impl RtpSender {
     /// random initial values).
     pub fn random() -> Self {
         Self::new(fastrand::u32(..), fastrand::u16(..), fastrand::u32(..))
+    }
+
+    /// A sender that continues the stream `state` describes: the same SSRC, the next sequence
+    /// number, the timestamp on the same sampling clock, the pending marker bit and the SR
+    /// counts. `RtpSender::from_state(s.state())` behaves exactly as `s` does.
+    pub fn from_state(state: SenderState) -> Self {
+        Self {
+            ssrc: state.ssrc,
+            sequence: state.next_sequence,
+            timestamp: state.next_timestamp,
+            talkspurt: state.talkspurt,
+            packets: state.packets,
+            octets: state.octets,
+            clock_rate: state.clock_rate.max(1),
+            next_due: state.next_due,
+            buf: Box::new([0; MAX_PACKET]),
+        }
+    }
+
+    /// The stream's state, to continue it elsewhere ([`RtpSender::from_state`]).
+    pub fn state(&self) -> SenderState {
+        SenderState {
+            ssrc: self.ssrc,
+            next_sequence: self.sequence,
+            next_timestamp: self.timestamp,
+            next_due: self.next_due,
+            packets: self.packets,
+            octets: self.octets,
+            talkspurt: self.talkspurt,
+            clock_rate: self.clock_rate,
+        }
+    }
+
+    /// The instant the next audio packet's timestamp stands for on the sampling clock (set by
+    /// [`RtpSender::audio_at`]); `None` before the first.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.next_due
+    }
+
+    /// Whether the next audio packet starts a talk-spurt (carries the marker bit).
+    pub fn talkspurt_pending(&self) -> bool {
+        self.talkspurt
+    }
+
+    /// Timestamp units per second.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
     }
 
     /// Our SSRC.
@@ -341,6 +433,54 @@ mod tests {
             resumed.timestamp,
             7 * 160,
             "no second jump for the event's time"
+        );
+    }
+
+    #[test]
+    fn a_stream_continues_exactly_from_its_state() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut original = RtpSender::new(0xFEED, 65_535, u32::MAX - 100);
+        original.audio_at(ms(0), 8, &[0xD5; 160], 160).unwrap();
+        original.audio_at(ms(20), 8, &[0xD5; 160], 160).unwrap();
+        let state = original.state();
+        assert_eq!(
+            (state.ssrc, state.next_sequence, state.next_timestamp),
+            (0xFEED, 1, 219)
+        );
+        assert_eq!(state.next_due, Some(ms(40)));
+        assert_eq!(
+            (state.packets, state.octets, state.talkspurt),
+            (2, 320, false)
+        );
+        let mut resumed = RtpSender::from_state(state);
+        assert_eq!(resumed.state(), state, "a round trip keeps every field");
+        assert_eq!(
+            (resumed.next_due(), resumed.talkspurt_pending()),
+            (Some(ms(40)), false)
+        );
+        // Both go on identically: on time, then after a pause (a jump with the marker).
+        for at in [ms(40), ms(60), ms(1060)] {
+            let a = parse(original.audio_at(at, 8, &[0xD5; 160], 160).unwrap())
+                .unwrap()
+                .0;
+            let b = parse(resumed.audio_at(at, 8, &[0xD5; 160], 160).unwrap())
+                .unwrap()
+                .0;
+            assert_eq!(a, b);
+        }
+        let ntp = NtpTime(1 << 32);
+        assert_eq!(
+            original.sender_info(ntp, ms(1100)),
+            resumed.sender_info(ntp, ms(1100)),
+            "the SR counts and timestamp continue too (RFC 3550 §6.4.1)"
+        );
+        assert_eq!(resumed.packets(), 5);
+        let fresh = SenderState::new(1, 2, 3);
+        assert!(RtpSender::from_state(fresh).talkspurt_pending());
+        assert_eq!(
+            RtpSender::from_state(fresh).state(),
+            RtpSender::new(1, 2, 3).state()
         );
     }
 

@@ -76,7 +76,7 @@ impl BridgeEngine {
         let Some(bridge) = bridges.get_mut(&talker.bridge) else {
             return RtpAction::Dropped(DropReason::UnknownSession);
         };
-        let content = if Some(view.payload_type) == talker.leg.telephone_event {
+        let content = if talker.leg.is_telephone_event(view.payload_type) {
             Content::Event
         } else if let Some(law) = talker.leg.law_of(view.payload_type) {
             Content::Audio(law)
