@@ -117,6 +117,7 @@ fn user_agent(port: u16) -> UserAgent {
         via_port: port,
         contact: Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap(),
         large_requests_over_tcp: false,
+        rng_seed: None,
     })
 }
 

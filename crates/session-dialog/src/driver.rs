@@ -65,6 +65,11 @@ pub struct DriverConfig {
     pub socket_buffer: Option<usize>,
     /// A TCP connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// Seeds the user agent's random generator (tags, branches, Call-IDs, glare delays; see
+    /// [`UaConfig::rng_seed`]). `None`, the default, seeds it from entropy, as a user agent in
+    /// service must; a fixed seed is for tests and replays. The seed in use is logged at
+    /// DEBUG when the driver starts.
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for DriverConfig {
@@ -77,6 +82,7 @@ impl Default for DriverConfig {
             endpoint: EndpointConfig::default(),
             socket_buffer: None,
             tcp_idle_timeout: Duration::from_secs(300),
+            rng_seed: None,
         }
     }
 }
@@ -244,7 +250,9 @@ impl SipDriver {
             via_port: local_addr.port(),
             contact: contact.clone(),
             large_requests_over_tcp: config.tcp,
+            rng_seed: config.rng_seed,
         });
+        tracing::debug!(%local_addr, rng_seed = ua.rng_seed(), "SIP driver started");
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (tcp_tx, tcp_rx) = mpsc::unbounded_channel();

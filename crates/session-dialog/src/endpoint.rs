@@ -254,6 +254,9 @@ struct Context {
 /// The sans-IO transaction endpoint. See the module docs.
 pub struct Endpoint {
     config: EndpointConfig,
+    /// Where the To tags the endpoint makes itself come from (the 200 to OPTIONS, the answers
+    /// to CANCEL, stateless rejections): seeded, so a run can be replayed.
+    rng: fastrand::Rng,
     table: TransactionTable<Key, Context>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
@@ -363,10 +366,24 @@ fn response_route(request: &mut Request, source: SocketAddr, protocol: Protocol)
 }
 
 impl Endpoint {
-    /// A new endpoint.
+    /// A new endpoint whose random values (the To tags it makes itself: the 200 to OPTIONS,
+    /// the 200 or 481 to a CANCEL and the INVITE's 487, stateless rejections) come from a
+    /// generator seeded from entropy.
     pub fn new(config: EndpointConfig) -> Self {
+        Self::with_rng(config, fastrand::Rng::new())
+    }
+
+    /// A new endpoint whose random values come from a generator seeded with `seed`: the same
+    /// seed and the same inputs give the same bytes. For tests and replays; a user agent in
+    /// service seeds from entropy (see [`UaConfig::rng_seed`](crate::ua::UaConfig::rng_seed)).
+    pub fn with_seed(config: EndpointConfig, seed: u64) -> Self {
+        Self::with_rng(config, fastrand::Rng::with_seed(seed))
+    }
+
+    fn with_rng(config: EndpointConfig, rng: fastrand::Rng) -> Self {
         Self {
             config,
+            rng,
             table: TransactionTable::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -466,7 +483,12 @@ impl Endpoint {
         source: SocketAddr,
         bytes: &Bytes,
     ) {
-        let verdict = session_sip::triage_datagram(bytes, &self.config.limits, &self.config.policy);
+        let verdict = session_sip::triage_datagram_with(
+            bytes,
+            &self.config.limits,
+            &self.config.policy,
+            &mut self.rng,
+        );
         match verdict.action {
             session_sip::Action::Accept => {}
             session_sip::Action::Answer(response) => {
@@ -506,7 +528,7 @@ impl Endpoint {
                     Ok(()) => self.handle_request(now, protocol, source, request),
                     Err(rejection) => {
                         tracing::debug!(%source, status = rejection.status.as_u16(), reason = %rejection.reason, "rejecting request");
-                        let response = rejection.to_response(&request);
+                        let response = rejection.to_response_with(&request, &mut self.rng);
                         let destination = response_route(&mut request, source, protocol);
                         self.transmit(protocol, destination, response.to_bytes());
                     }
@@ -593,7 +615,7 @@ impl Endpoint {
         }
     }
 
-    fn options_answer(&self, request: &Request) -> Response {
+    fn options_answer(&mut self, request: &Request) -> Response {
         let mut builder = Response::builder(StatusCode::OK);
         builder = builder.header(HeaderName::Allow, self.config.policy.allow_header());
         if !self.config.policy.supported.is_empty() {
@@ -602,8 +624,8 @@ impl Endpoint {
                 self.config.policy.supported.join(", "),
             );
         }
-        let mut response =
-            Response::from_request_with_tag(request, StatusCode::OK, Some(&session_sip::new_tag()));
+        // Answered only when the To has no tag, so the response always takes a fresh one.
+        let mut response = Response::from_request_with_rng(request, StatusCode::OK, &mut self.rng);
         for header in builder.build().headers.iter() {
             if matches!(header.name(), HeaderName::Allow | HeaderName::Supported) {
                 response.headers.push(header.clone());
@@ -655,7 +677,7 @@ impl Endpoint {
         let to_tag = invite_id
             .and_then(|id| self.table.context(id))
             .and_then(|ctx| ctx.to_tag.clone())
-            .unwrap_or_else(session_sip::new_tag);
+            .unwrap_or_else(|| session_sip::new_tag_with(&mut self.rng));
         let answer = Response::from_request_with_tag(&cancel, status, Some(&to_tag)).to_bytes();
         let mut tx = ServerNonInvite::new(protocol.reliability(), self.config.timers);
         tx.send_response(now, status.as_u16(), answer);

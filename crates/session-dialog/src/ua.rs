@@ -12,6 +12,10 @@
 //! ACKed and ended with BYE. A transport error reported by the driver ends the transactions
 //! towards that peer at once (§17.1.4) instead of after Timer B or F.
 //!
+//! Randomness is an input, like time: every tag, Via branch, Call-ID, glare delay and
+//! Retry-After comes from one generator seeded by [`UaConfig::rng_seed`] (the endpoint's To
+//! tags from one seeded from it), so the same seed and the same inputs give the same bytes.
+//!
 //! Memory: per call the user agent keeps one boxed map entry per dialog and per INVITE record,
 //! and transactions that linger after their final response keep no request and no bytes they
 //! will never send again; [`UserAgent::reserve`] sizes the maps for a known load.
@@ -21,7 +25,9 @@ use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Pr
 use crate::transaction::TransactionId;
 use crate::transaction::table::IdMap;
 use bytes::Bytes;
-use session_sip::{Header, HeaderName, Method, Request, Response, Uri, new_branch, new_tag};
+use session_sip::{
+    Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
+};
 use session_types::{CallId, DialogId, StatusCode};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -42,6 +48,18 @@ pub struct UaConfig {
     /// Send a request that would exceed [`UDP_SIZE_LIMIT`] over TCP instead (RFC 3261
     /// §18.1.1); set when the transport layer has TCP.
     pub large_requests_over_tcp: bool,
+    /// Seeds the one generator every random value of the user agent comes from: From and To
+    /// tags, Via branches, Call-IDs, the §14.1 glare delay, the Retry-After of a 500 to an
+    /// overlapping re-INVITE (§14.2), and the To tags its transaction [`Endpoint`] makes (the
+    /// 200 to OPTIONS, the answers to CANCEL, stateless rejections).
+    ///
+    /// `None` seeds it from entropy, as a user agent in service must: Call-IDs and tags have
+    /// to be unique across space and time (RFC 3261 §8.1.1.4, §19.3), so two user agents that
+    /// may meet the same peer never share a fixed seed. `Some(seed)` is for tests and replays:
+    /// the same seed and the same inputs (messages, calls and times) give the same bytes and
+    /// the same events. [`UserAgent::rng_seed`] tells the seed in use either way, so a run
+    /// seen once can be replayed.
+    pub rng_seed: Option<u64>,
 }
 
 /// The largest request sent over UDP when TCP is available: 200 bytes under a 1500-byte MTU
@@ -154,14 +172,15 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
 
 /// The response to `request` (RFC 3261 §8.2.6.1): its Via lines, From, To, Call-ID and CSeq,
 /// its Record-Route values in order when the response establishes a dialog (§12.1.1, see
-/// [`session_sip::copies_record_route`]), the To tagged with `tag` (or a fresh tag) unless it
-/// has one or the status is 100. Returns
+/// [`session_sip::copies_record_route`]), the To tagged with `tag` (or a fresh tag drawn from
+/// `rng`) unless it has one or the status is 100. Returns
 /// it with the To tag it carries. It has no Content-Length yet: [`finish_body`] adds it after
 /// whatever else the UA adds, so the header list is built once, in order.
 fn response_to(
     request: &Request,
     status: StatusCode,
     tag: Option<&str>,
+    rng: &mut fastrand::Rng,
 ) -> (Response, Option<String>) {
     let mut response = Response::builder(status).build();
     response.headers.remove_all(HeaderName::ContentLength);
@@ -183,7 +202,7 @@ fn response_to(
                 }
                 (None, true) => response.headers.push(header.clone()),
                 (None, false) => {
-                    let tag = tag.map_or_else(new_tag, str::to_owned);
+                    let tag = tag.map_or_else(|| new_tag_with(rng), str::to_owned);
                     let value = format!("{};tag={tag}", header.value());
                     response.headers.push(Header::new(HeaderName::To, value));
                     to_tag = Some(tag);
@@ -209,6 +228,18 @@ fn finish_body(response: &mut Response, body: Option<(&str, Bytes)>) {
             .headers
             .push(Header::new(HeaderName::ContentLength, "0")),
     }
+}
+
+/// Our Via for a new request over `protocol`, with a fresh branch drawn from `rng`. A free
+/// function, so a caller can hold other parts of the user agent while it draws.
+fn via_line(config: &UaConfig, rng: &mut fastrand::Rng, protocol: Protocol) -> String {
+    format!(
+        "SIP/2.0/{} {}:{};branch={};rport",
+        protocol.via_token(),
+        config.via_host,
+        config.via_port,
+        new_branch_with(rng)
+    )
 }
 
 /// A UAS 2xx being retransmitted until its ACK (§13.3.1.4).
@@ -337,6 +368,11 @@ impl DialogEntry {
 /// The sans-IO user agent. See the module docs.
 pub struct UserAgent {
     config: UaConfig,
+    /// The seed `rng` started from ([`UaConfig::rng_seed`], or drawn from entropy).
+    seed: u64,
+    /// Every random value the user agent makes comes from here; the endpoint has a generator
+    /// of its own, seeded from this one.
+    rng: fastrand::Rng,
     /// `<contact>`, as written in our responses.
     contact_value: String,
     endpoint: Endpoint,
@@ -350,12 +386,19 @@ pub struct UserAgent {
 }
 
 impl UserAgent {
-    /// A user agent.
+    /// A user agent. Its random values come from one generator seeded with
+    /// [`UaConfig::rng_seed`], or from entropy when that is `None`.
     pub fn new(config: UaConfig) -> Self {
-        let endpoint = Endpoint::new(config.endpoint.clone());
+        // Without a seed, the seed itself is the one value taken from entropy (fastrand's
+        // thread-local generator); everything else is drawn from `rng`.
+        let seed = config.rng_seed.unwrap_or_else(|| fastrand::u64(..));
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let endpoint = Endpoint::with_seed(config.endpoint.clone(), rng.u64(..));
         Self {
             contact_value: format!("<{}>", config.contact),
             config,
+            seed,
+            rng,
             endpoint,
             dialogs: HashMap::new(),
             client_invites: IdMap::default(),
@@ -363,6 +406,13 @@ impl UserAgent {
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The seed of the user agent's random generator: [`UaConfig::rng_seed`] when it was
+    /// given, else the one drawn from entropy. Passing it back as `rng_seed` with the same
+    /// inputs replays the run byte for byte.
+    pub fn rng_seed(&self) -> u64 {
+        self.seed
     }
 
     /// The request of server transaction `tx`, while the transaction lives.
@@ -444,14 +494,8 @@ impl UserAgent {
             .min()
     }
 
-    fn via(&self, protocol: Protocol) -> String {
-        format!(
-            "SIP/2.0/{} {}:{};branch={};rport",
-            protocol.via_token(),
-            self.config.via_host,
-            self.config.via_port,
-            new_branch()
-        )
+    fn via(&mut self, protocol: Protocol) -> String {
+        via_line(&self.config, &mut self.rng, protocol)
     }
 
     /// Time has reached `now`.
@@ -578,9 +622,10 @@ impl UserAgent {
                         .and_then(|id| self.dialogs.get(&id))
                         .map(|e| &e.dialog)
                     {
+                        let via = via_line(&self.config, &mut self.rng, dialog.protocol);
                         let ack = dialog.clone().request(
                             Method::Ack,
-                            self.via(dialog.protocol),
+                            via,
                             None,
                             response.cseq().ok().map(|c| c.seq),
                         );
@@ -634,7 +679,7 @@ impl UserAgent {
         status: StatusCode,
         extra: Option<Header>,
     ) {
-        let mut response = Response::from_request(request, status);
+        let mut response = Response::from_request_with_rng(request, status, &mut self.rng);
         if let Some(header) = extra {
             response.headers.push(header);
         }
@@ -655,7 +700,7 @@ impl UserAgent {
         let has_to_tag = request.to().is_ok_and(|to| to.tag().is_some());
         if !has_to_tag {
             if request.method == Method::Invite {
-                let to_tag = new_tag();
+                let to_tag = new_tag_with(&mut self.rng);
                 self.server_invites.insert(
                     tx,
                     Box::new(ServerInvite {
@@ -700,7 +745,7 @@ impl UserAgent {
         }
         match request.method {
             Method::Bye => {
-                let (mut ok, tag) = response_to(&request, StatusCode::OK, None);
+                let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
                 finish_body(&mut ok, None);
                 if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
                     tracing::warn!(%error, "could not answer BYE");
@@ -717,7 +762,7 @@ impl UserAgent {
             }
             Method::Invite if entry.remote_reinvite.is_some() => {
                 // §14.2: a second re-INVITE before the first was answered.
-                let retry = Header::new(HeaderName::RetryAfter, fastrand::u32(0..=10).to_string());
+                let retry = Header::new(HeaderName::RetryAfter, self.rng.u32(0..=10).to_string());
                 self.reject(
                     now,
                     tx,
@@ -860,15 +905,15 @@ impl UserAgent {
     }
 
     /// §14.1: the owner of the Call-ID waits 2.1–4 s, the other side 0–2 s, in 10 ms steps.
-    fn glare_delay(&self, dialog: &DialogId) -> Duration {
+    fn glare_delay(&mut self, dialog: &DialogId) -> Duration {
         let owner = self
             .dialogs
             .get(dialog)
             .is_some_and(|e| e.dialog.we_are_uac);
         let steps = if owner {
-            fastrand::u64(210..=400)
+            self.rng.u64(210..=400)
         } else {
-            fastrand::u64(0..=200)
+            self.rng.u64(0..=200)
         };
         Duration::from_millis(steps * 10)
     }
@@ -898,7 +943,7 @@ impl UserAgent {
         let forked = invite.answered.is_some();
         let cancelled = invite.cancel.is_some();
         let seq = invite.invite.seq;
-        let via = self.via(invite.protocol);
+        let via = via_line(&self.config, &mut self.rng, invite.protocol);
         let protocol = invite.protocol;
         let contact = response.headers.values(HeaderName::Contact).next();
         // A re-INVITE's 2xx refreshes its dialog in place; a first 2xx makes a new one.
@@ -1054,11 +1099,14 @@ impl UserAgent {
             call_id,
             cseq,
         } = invite;
-        let call_id = call_id.unwrap_or_else(|| CallId::random(Some(&self.config.via_host)));
+        let call_id = call_id
+            .unwrap_or_else(|| CallId::random_with(&mut self.rng, Some(&self.config.via_host)));
+        let via = self.via(protocol);
+        let from_tag = new_tag_with(&mut self.rng);
         let mut builder = Request::builder(Method::Invite, to.clone())
-            .header(HeaderName::Via, self.via(protocol))
+            .header(HeaderName::Via, via)
             .max_forwards(70)
-            .from(from_display, from, &new_tag())
+            .from(from_display, from, &from_tag)
             .to(None, to, None)
             .call_id(call_id.as_str())
             .cseq(cseq.unwrap_or(1))
@@ -1238,8 +1286,12 @@ impl UserAgent {
                 EndpointError::NoSuchTransaction
             });
         };
-        let (mut response, to_tag) =
-            response_to(request, status, invite.map(|i| i.to_tag.as_str()));
+        let (mut response, to_tag) = response_to(
+            request,
+            status,
+            invite.map(|i| i.to_tag.as_str()),
+            &mut self.rng,
+        );
         let is_invite = request.method == Method::Invite;
         if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
             response.headers.push(Header::new(

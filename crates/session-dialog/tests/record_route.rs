@@ -37,6 +37,7 @@ fn ua() -> UserAgent {
         via_port: UA,
         contact: Uri::parse(&format!("sip:ua@127.0.0.1:{UA}")).unwrap(),
         large_requests_over_tcp: false,
+        rng_seed: None,
     })
 }
 

@@ -24,6 +24,7 @@ fn ua(port: u16) -> UserAgent {
         via_port: port,
         contact: Uri::parse(&format!("sip:ua@127.0.0.1:{port}")).unwrap(),
         large_requests_over_tcp: false,
+        rng_seed: None,
     })
 }
 

@@ -32,6 +32,7 @@ fn ua(node_id: usize) -> UserAgent {
         via_port: port,
         contact: Uri::parse(&format!("sip:ua@127.0.0.1:{port}")).unwrap(),
         large_requests_over_tcp: false,
+        rng_seed: None,
     })
 }
 
@@ -504,6 +505,7 @@ fn a_request_too_large_for_udp_goes_over_tcp() {
         via_port: 5060,
         contact: Uri::parse("sip:ua@127.0.0.1:5060").unwrap(),
         large_requests_over_tcp: true,
+        rng_seed: None,
     });
     let from = Uri::parse("sip:alice@127.0.0.1:5060").unwrap();
     let to = Uri::parse("sip:bob@127.0.0.1:5061").unwrap();

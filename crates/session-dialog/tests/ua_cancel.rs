@@ -35,6 +35,7 @@ fn ua(node: NodeId) -> UserAgent {
         via_port: port,
         contact: Uri::parse(&format!("sip:ua@127.0.0.1:{port}")).unwrap(),
         large_requests_over_tcp: false,
+        rng_seed: None,
     })
 }
 

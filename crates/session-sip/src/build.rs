@@ -124,13 +124,37 @@ impl Response {
     /// The response a UAS sends to `req` (RFC 3261 §8.2.6): Via lines, From, To, Call-ID and
     /// CSeq copied, Record-Route copied in order where [`copies_record_route`] says so, a random
     /// To tag added when the To has none and the status is not 100, Content-Length 0.
+    ///
+    /// The tag comes from `fastrand`'s thread-local generator; [`Response::from_request_with_rng`]
+    /// draws it from a generator of the caller's, so a seeded run gives the same bytes.
     pub fn from_request(req: &Request, status: StatusCode) -> Response {
         Self::from_request_with_tag(req, status, None)
     }
 
     /// Like [`Response::from_request`], with the To tag to add (all responses of one
-    /// transaction must use the same tag, RFC 3261 §8.2.6.2).
+    /// transaction must use the same tag, RFC 3261 §8.2.6.2). `None` draws a fresh one from
+    /// the thread-local generator when the response needs a tag.
     pub fn from_request_with_tag(req: &Request, status: StatusCode, tag: Option<&str>) -> Response {
+        Self::answering(req, status, || tag.map_or_else(new_tag, str::to_owned))
+    }
+
+    /// Like [`Response::from_request`], with the fresh To tag (when the response needs one)
+    /// drawn from `rng` by [`new_tag_with`]. Nothing is drawn when the request's To already
+    /// has a tag or the status is 100.
+    pub fn from_request_with_rng(
+        req: &Request,
+        status: StatusCode,
+        rng: &mut fastrand::Rng,
+    ) -> Response {
+        Self::answering(req, status, || new_tag_with(rng))
+    }
+
+    /// The §8.2.6 response to `req`; `tag` makes the To tag if the response needs one.
+    pub(crate) fn answering(
+        req: &Request,
+        status: StatusCode,
+        tag: impl FnOnce() -> String,
+    ) -> Response {
         let mut b = Response::builder(status);
         let record_route = copies_record_route(&req.method, status);
         for h in req.headers.iter().filter(|h| match h.name() {
@@ -172,8 +196,9 @@ pub fn copies_record_route(method: &Method, status: StatusCode) -> bool {
         )
 }
 
-/// Adds a tag to the To of a response unless it has one or the status is 100.
-pub(crate) fn add_to_tag(resp: &mut Response, tag: Option<&str>) {
+/// Adds a tag to the To of a response unless it has one or the status is 100; `tag` is
+/// called only when a tag is added.
+pub(crate) fn add_to_tag(resp: &mut Response, tag: impl FnOnce() -> String) {
     if resp.status == StatusCode::TRYING {
         return;
     }
@@ -183,22 +208,36 @@ pub(crate) fn add_to_tag(resp: &mut Response, tag: Option<&str>) {
     if NameAddr::parse(to.value()).is_ok_and(|a| a.tag().is_some()) {
         return;
     }
-    let tag = tag.map_or_else(new_tag, str::to_owned);
-    let value = format!("{};tag={tag}", to.value());
+    let value = format!("{};tag={}", to.value(), tag());
     to.set_value(value);
 }
 
-/// A fresh random tag or branch suffix: 16 lowercase alphanumerics (RFC 3261 §19.3 asks
-/// for at least 32 bits of randomness).
-pub fn new_tag() -> String {
+/// A fresh random tag or branch suffix drawn from `rng`: 16 lowercase alphanumerics (RFC 3261
+/// §19.3 asks for at least 32 bits of randomness). The same generator state gives the same
+/// tag, so a user agent that owns a seeded generator makes the same bytes for the same input
+/// (seed it from entropy in production: tags must be globally unique, §19.3).
+pub fn new_tag_with(rng: &mut fastrand::Rng) -> String {
     (0..16)
-        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+        .map(|_| rng.alphanumeric().to_ascii_lowercase())
         .collect()
 }
 
-/// A fresh RFC 3261 branch: the magic cookie `z9hG4bK` and a random suffix (§8.1.1.7).
+/// A fresh RFC 3261 branch drawn from `rng`: the magic cookie `z9hG4bK` and a
+/// [`new_tag_with`] suffix (§8.1.1.7).
+pub fn new_branch_with(rng: &mut fastrand::Rng) -> String {
+    format!("z9hG4bK{}", new_tag_with(rng))
+}
+
+/// [`new_tag_with`] on a generator forked from `fastrand`'s thread-local one: for callers
+/// that never need to replay a run.
+pub fn new_tag() -> String {
+    new_tag_with(&mut fastrand::Rng::new())
+}
+
+/// [`new_branch_with`] on a generator forked from `fastrand`'s thread-local one: for callers
+/// that never need to replay a run.
 pub fn new_branch() -> String {
-    format!("z9hG4bK{}", new_tag())
+    new_branch_with(&mut fastrand::Rng::new())
 }
 
 impl ResponseBuilder {
@@ -283,6 +322,72 @@ mod tests {
         assert_eq!(ringing.to().unwrap().tag(), Some("abc"));
         let back = Message::parse(ringing.to_bytes()).unwrap();
         assert_eq!(back, Message::Response(ringing));
+    }
+
+    #[test]
+    fn seeded_tags_branches_and_responses_replay() {
+        let run = |seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let tag = new_tag_with(&mut rng);
+            let branch = new_branch_with(&mut rng);
+            let ok = Response::from_request_with_rng(&invite(), StatusCode::OK, &mut rng);
+            (tag, branch, ok.to().unwrap().tag().unwrap().to_owned())
+        };
+        let (tag, branch, to_tag) = run(1);
+        assert_eq!(run(1), (tag.clone(), branch.clone(), to_tag.clone()));
+        let other = run(2);
+        assert!(tag != other.0 && branch != other.1 && to_tag != other.2);
+        assert_eq!(tag.len(), 16);
+        assert!(
+            tag.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
+        assert!(branch.starts_with("z9hG4bK") && branch.len() == 23);
+        assert_ne!(tag, to_tag, "each draw moves the generator on");
+        // No tag is drawn when none is added: the generator is left where it was.
+        let mut rng = fastrand::Rng::with_seed(3);
+        let trying = Response::from_request_with_rng(&invite(), StatusCode::TRYING, &mut rng);
+        assert_eq!(trying.to().unwrap().tag(), None);
+        assert_eq!(rng.get_seed(), fastrand::Rng::with_seed(3).get_seed());
+    }
+
+    #[test]
+    fn seeded_stateless_answers_replay() {
+        let limits = crate::ParseLimits::default();
+        let policy = crate::UasPolicy::default();
+        let head = "sip:u@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                    From: <sip:a@b>;tag=1\r\nTo: <sip:u@example.com>\r\nCall-ID: c1\r\n";
+        // A 420 from validation and a 400 from the parser (a CSeq that is not a number).
+        let unsupported = Bytes::from(format!(
+            "OPTIONS {head}CSeq: 1 OPTIONS\r\nRequire: foo\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let broken = Bytes::from(format!(
+            "OPTIONS {head}CSeq: x OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let answer = |bytes: &Bytes, seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            match crate::triage_datagram_with(bytes, &limits, &policy, &mut rng).action {
+                crate::Action::Answer(response) => response.to_bytes(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(crate::parse_datagram(&broken, &limits).is_err());
+        for (bytes, status) in [(&unsupported, "420"), (&broken, "400")] {
+            let first = answer(bytes, 5);
+            assert!(first.starts_with(format!("SIP/2.0 {status}").as_bytes()));
+            assert_eq!(
+                first,
+                answer(bytes, 5),
+                "the same seed gives the same bytes"
+            );
+            assert_ne!(first, answer(bytes, 6), "another seed, another To tag");
+        }
+        let Ok(Message::Request(request)) = Message::parse(unsupported.clone()) else {
+            panic!("the 420 case parses")
+        };
+        let rejection = crate::validate_request(&request, &policy).unwrap_err();
+        let response = rejection.to_response_with(&request, &mut fastrand::Rng::with_seed(5));
+        assert_eq!(response.to_bytes(), answer(&unsupported, 5));
     }
 
     #[test]

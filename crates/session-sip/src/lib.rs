@@ -104,6 +104,12 @@
 //! - **Limits.** [`ParseLimits`] bounds the message size, header count and line length;
 //!   Content-Length is never trusted beyond them.
 //! - **No panics.** No indexing that can fail, no `unwrap` on input; fuzzed.
+//! - **Randomness is an input.** Every random value the crate makes (tags, branches, the To
+//!   tag of a response) has a twin that draws from the caller's `fastrand::Rng`:
+//!   [`new_tag_with`], [`new_branch_with`], [`Response::from_request_with_rng`],
+//!   [`Rejection::to_response_with`], [`bad_request_for_with`], [`triage_datagram_with`]. A
+//!   user agent that owns one seeded generator gives the same bytes for the same input, so a
+//!   run can be replayed. The plain forms use `fastrand`'s thread-local generator.
 //!
 //! # Conformance
 //!
@@ -122,17 +128,20 @@ mod text;
 mod uri;
 mod validate;
 
-pub use build::{RequestBuilder, ResponseBuilder, copies_record_route, new_branch, new_tag};
+pub use build::{
+    RequestBuilder, ResponseBuilder, copies_record_route, new_branch, new_branch_with, new_tag,
+    new_tag_with,
+};
 pub use error::{Error, Result};
 pub use header::{Header, HeaderName, Headers};
 pub use headers::{CSeq, Contact, NameAddr, Via};
 pub use message::{Message, Request, Response, Version};
 pub use method::Method;
-pub use parse::{ParseLimits, bad_request_for, parse_datagram};
+pub use parse::{ParseLimits, bad_request_for, bad_request_for_with, parse_datagram};
 pub use stream::StreamDecoder;
 pub use text::Params;
 pub use uri::{Scheme, Uri};
 pub use validate::{
-    Action, Discard, Rejection, Role, UasPolicy, Verdict, triage_datagram, validate_request,
-    validate_response,
+    Action, Discard, Rejection, Role, UasPolicy, Verdict, triage_datagram, triage_datagram_with,
+    validate_request, validate_response,
 };

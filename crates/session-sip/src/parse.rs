@@ -450,7 +450,31 @@ fn parse_status_line(line: &str) -> Result<(Version, StatusCode, &str)> {
 /// For a request the parser rejected: the 400 response to send back, when the bytes are
 /// enough to build one (the Via, From, To, Call-ID and CSeq lines are present). Responses,
 /// ACKs and hopeless input give `None`: drop them silently (RFC 3261 §16.3 / §18.1.2).
+///
+/// Its To tag comes from `fastrand`'s thread-local generator; [`bad_request_for_with`] draws
+/// it from the caller's.
 pub fn bad_request_for(buf: &[u8], error: &Error, limits: &ParseLimits) -> Option<Response> {
+    bad_request_tagged(buf, error, limits, crate::build::new_tag)
+}
+
+/// [`bad_request_for`] with the To tag drawn from `rng` (see
+/// [`new_tag_with`](crate::new_tag_with)): the same generator state gives the same bytes.
+pub fn bad_request_for_with(
+    buf: &[u8],
+    error: &Error,
+    limits: &ParseLimits,
+    rng: &mut fastrand::Rng,
+) -> Option<Response> {
+    bad_request_tagged(buf, error, limits, || crate::build::new_tag_with(rng))
+}
+
+/// [`bad_request_for`] with `tag` making the To tag.
+pub(crate) fn bad_request_tagged(
+    buf: &[u8],
+    error: &Error,
+    limits: &ParseLimits,
+    tag: impl FnOnce() -> String,
+) -> Option<Response> {
     let buf = Bytes::copy_from_slice(buf.get(..limits.max_message_size.min(buf.len()))?);
     let head = parse_head(&buf, limits, true).ok()?;
     let line = buf.get(head.start.0..head.start.1)?;
@@ -481,7 +505,7 @@ pub fn bad_request_for(buf: &[u8], error: &Error, limits: &ParseLimits) -> Optio
         headers,
         body: Bytes::new(),
     };
-    crate::build::add_to_tag(&mut resp, None);
+    crate::build::add_to_tag(&mut resp, tag);
     resp.headers
         .push(Header::new(HeaderName::ContentLength, "0"));
     Some(resp)

@@ -109,9 +109,21 @@ impl Rejection {
         self
     }
 
-    /// The response to send (RFC 3261 §8.2.6), with a fresh To tag.
+    /// The response to send (RFC 3261 §8.2.6), with a fresh To tag from `fastrand`'s
+    /// thread-local generator ([`Rejection::to_response_with`] takes the caller's).
     pub fn to_response(&self, req: &Request) -> Response {
-        let mut resp = Response::from_request(req, self.status);
+        self.response_tagged(req, crate::build::new_tag)
+    }
+
+    /// [`Rejection::to_response`] with the fresh To tag drawn from `rng` (see
+    /// [`new_tag_with`](crate::new_tag_with)): the same generator state gives the same bytes.
+    pub fn to_response_with(&self, req: &Request, rng: &mut fastrand::Rng) -> Response {
+        self.response_tagged(req, || crate::build::new_tag_with(rng))
+    }
+
+    /// The response, with `tag` making the To tag if it needs one.
+    fn response_tagged(&self, req: &Request, tag: impl FnOnce() -> String) -> Response {
+        let mut resp = Response::answering(req, self.status, tag);
         resp.reason.clone_from(&self.reason);
         for h in &self.headers {
             resp.headers.push(h.clone());
@@ -441,11 +453,35 @@ pub struct Verdict {
 /// Parses a datagram and decides what to do with it: the parser, then [`validate_request`]
 /// or [`validate_response`]; a request the parser rejects is answered with 400 when
 /// [`bad_request_for`](crate::bad_request_for) can build one.
+///
+/// The To tag of an answer comes from `fastrand`'s thread-local generator;
+/// [`triage_datagram_with`] draws it from the caller's.
 pub fn triage_datagram(buf: &Bytes, limits: &ParseLimits, policy: &UasPolicy) -> Verdict {
+    triage(buf, limits, policy, crate::build::new_tag)
+}
+
+/// [`triage_datagram`] with the To tag of an answer drawn from `rng` (see
+/// [`new_tag_with`](crate::new_tag_with)): the same datagram and generator state give the same
+/// verdict, byte for byte. Nothing is drawn for a datagram that is not answered.
+pub fn triage_datagram_with(
+    buf: &Bytes,
+    limits: &ParseLimits,
+    policy: &UasPolicy,
+    rng: &mut fastrand::Rng,
+) -> Verdict {
+    triage(buf, limits, policy, || crate::build::new_tag_with(rng))
+}
+
+fn triage(
+    buf: &Bytes,
+    limits: &ParseLimits,
+    policy: &UasPolicy,
+    tag: impl FnOnce() -> String,
+) -> Verdict {
     let message = match crate::parse::parse_datagram(buf, limits) {
         Ok(m) => m,
         Err(e) => {
-            let action = match crate::parse::bad_request_for(buf, &e, limits) {
+            let action = match crate::parse::bad_request_tagged(buf, &e, limits, tag) {
                 Some(r) => Action::Answer(Box::new(r)),
                 None => Action::Drop,
             };
@@ -463,7 +499,7 @@ pub fn triage_datagram(buf: &Bytes, limits: &ParseLimits, policy: &UasPolicy) ->
             // An ACK is never answered (RFC 3261 §17.2.1): drop it instead.
             Err(r) if req.method == Method::Ack => (!r.malformed, Action::Drop, r.reason),
             Err(r) => {
-                let resp = r.to_response(req);
+                let resp = r.response_tagged(req, tag);
                 (!r.malformed, Action::Answer(Box::new(resp)), r.reason)
             }
         },

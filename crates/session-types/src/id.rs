@@ -116,8 +116,22 @@ impl CallId {
     }
 
     /// A fresh, globally unique Call-ID: 128 random bits in hex, `@host` appended when given.
+    ///
+    /// The bits come from `fastrand`'s thread-local generator; a caller that must replay a run
+    /// (a sans-IO test, a recorded failure) uses [`CallId::random_with`] and its own seeded
+    /// generator instead.
     pub fn random(host: Option<&str>) -> Self {
-        let raw = fastrand::u128(..);
+        Self::from_bits(fastrand::u128(..), host)
+    }
+
+    /// [`CallId::random`] with the bits drawn from `rng`: the same generator state gives the
+    /// same Call-ID. Seed it from entropy in production — a Call-ID must be unique across
+    /// space and time (RFC 3261 §8.1.1.4), so two user agents must not share a fixed seed.
+    pub fn random_with(rng: &mut fastrand::Rng, host: Option<&str>) -> Self {
+        Self::from_bits(rng.u128(..), host)
+    }
+
+    fn from_bits(raw: u128, host: Option<&str>) -> Self {
         match host {
             Some(host) => Self(format!("{raw:032x}@{host}").into()),
             None => Self(format!("{raw:032x}").into()),
@@ -264,5 +278,21 @@ mod tests {
         let b = CallId::random(Some("example.com"));
         assert_ne!(a, b);
         assert!(a.as_str().ends_with("@example.com"));
+    }
+
+    #[test]
+    fn seeded_call_ids_replay() {
+        let mut first = fastrand::Rng::with_seed(7);
+        let mut again = fastrand::Rng::with_seed(7);
+        let mut other = fastrand::Rng::with_seed(8);
+        let a = CallId::random_with(&mut first, Some("example.com"));
+        assert_eq!(a, CallId::random_with(&mut again, Some("example.com")));
+        assert_ne!(a, CallId::random_with(&mut other, Some("example.com")));
+        // The generator moves on: the next Call-ID of the same run is another one.
+        assert_ne!(a, CallId::random_with(&mut first, Some("example.com")));
+        let (text, host) = a.as_str().split_once('@').unwrap_or_default();
+        assert_eq!((text.len(), host), (32, "example.com"));
+        assert!(text.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(CallId::random_with(&mut first, None).as_str().len(), 32);
     }
 }

@@ -27,6 +27,7 @@ pub(crate) fn user_agent() -> UserAgent {
         via_port: 5060,
         contact: Uri::parse("sip:service@127.0.0.1:5060").unwrap(),
         large_requests_over_tcp: false,
+        rng_seed: None,
     })
 }
 
