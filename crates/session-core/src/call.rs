@@ -260,6 +260,19 @@ impl CallSession {
         self.run(Operation::Accept(options)).await
     }
 
+    /// Joins `bridge` (see [`SessionManager::create_bridge`](crate::SessionManager::create_bridge)):
+    /// from now on this call's audio goes to the bridge's other members and theirs comes here;
+    /// its own source and sink are set aside. A call already in a bridge moves without a gap.
+    /// The call needs media of ours that has been negotiated (answered, or early media).
+    pub async fn join_bridge(&self, bridge: session_bridge::BridgeId) -> Result<()> {
+        self.run(Operation::Bridge(Some(bridge))).await
+    }
+
+    /// Leaves its bridge: the call's own media goes on, on the same RTP stream.
+    pub async fn leave_bridge(&self) -> Result<()> {
+        self.run(Operation::Bridge(None)).await
+    }
+
     /// Sends 180 Ringing for a deferred incoming call (again, if need be).
     pub async fn ring(&self) -> Result<()> {
         self.run(Operation::Ring).await

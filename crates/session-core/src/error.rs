@@ -70,6 +70,10 @@ pub enum SessionError {
         /// carrier's own words), or the standard phrase of 408/503.
         reason: String,
     },
+    /// A bridge operation was refused (no such bridge, the call is in none, a forced relay is
+    /// full …).
+    #[error("bridge: {0}")]
+    Bridge(#[from] session_bridge::Error),
     /// Binding the SIP transport failed.
     #[error("SIP transport: {0}")]
     Driver(#[from] session_dialog::driver::DriverError),
@@ -89,6 +93,7 @@ impl SessionError {
             }
             Self::Cancelled => Some(StatusCode::REQUEST_TERMINATED),
             Self::Media(_) => Some(StatusCode::NOT_ACCEPTABLE_HERE),
+            Self::Bridge(_) => None,
             Self::Pending(_) => Some(StatusCode::REQUEST_PENDING),
             Self::NoSuchSession => Some(StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST),
             Self::Ended(state) => match state {
@@ -132,6 +137,7 @@ impl Classify for SessionError {
             | Self::Pending(_) => ErrorKind::ApiMisuse,
             Self::Resources(_) => ErrorKind::ResourceExhausted,
             Self::Media(e) => e.kind(),
+            Self::Bridge(e) => e.kind(),
             Self::InvalidInput { .. } => ErrorKind::ApiMisuse,
         }
     }

@@ -66,8 +66,10 @@ pub use handler::{
 pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};
 
+/// Bridges: what [`SessionManager::create_bridge`] and its neighbours take and give.
+pub use session_bridge::{BridgeId, BridgeStats, Gain, Technology, TechnologyChoice};
 pub use session_events::{
-    CallSummary, EventBus, Filter, SessionEvent, Subscription, TerminationReason,
+    BridgeChange, CallSummary, EventBus, Filter, SessionEvent, Subscription, TerminationReason,
 };
 /// The figures in [`CallStats`]: the RTP/RTCP stream's and the receive jitter buffer's.
 pub use session_media::{jitter::JitterStats, rtcp::StreamStats};
@@ -79,6 +81,7 @@ pub use session_types::{CallId, CallState, Direction, FailureReason, SessionId, 
 
 /// The crates session-core is built from, for what the umbrella does not re-export.
 pub mod crates {
+    pub use session_bridge as bridge;
     pub use session_dialog as dialog;
     pub use session_events as events;
     pub use session_media as media;

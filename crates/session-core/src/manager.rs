@@ -8,6 +8,7 @@ use crate::core::{Command, CommandSender, Core, CoreParts, Gauges, OutgoingCall}
 use crate::error::{Result, SessionError};
 use crate::handler::{AcceptAll, CallHandler};
 use bytes::Bytes;
+use session_bridge::{BridgeId, BridgeStats, Gain, TechnologyChoice};
 use session_dialog::driver::{DriverConfig, SipDriver};
 use session_dialog::endpoint::{EndpointConfig, Protocol};
 use session_dialog::transaction::TimerConfig;
@@ -236,6 +237,9 @@ impl SessionManagerBuilder {
         let bus = bus.unwrap_or_default();
         let admission = admission.unwrap_or_else(|| AdmissionController::new(Limits::default()));
         let (commands, inbox) = tokio::sync::mpsc::unbounded_channel();
+        // The bridges of this manager: one engine, its driver's tasks on this runtime.
+        let (bridges, bridge_events) =
+            session_bridge::BridgeDriver::start(session_bridge::DriverConfig::new());
         let gauges = Arc::new(Gauges::default());
         let parts = CoreParts {
             config: config.clone(),
@@ -251,6 +255,8 @@ impl SessionManagerBuilder {
             local_ip,
             our_uri: our_uri.clone(),
             tracer,
+            bridges: bridges.clone(),
+            bridge_events,
         };
         let task = tokio::spawn(Core::run(parts));
         Ok(SessionManager {
@@ -260,6 +266,7 @@ impl SessionManagerBuilder {
                 our_uri,
                 display_name: config.identity.display_name.clone(),
                 outbound_proxy: config.outbound_proxy.clone(),
+                bridges,
                 bus,
                 admission,
                 ports,
@@ -276,6 +283,7 @@ struct Inner {
     our_uri: Uri,
     display_name: Option<String>,
     outbound_proxy: Option<Uri>,
+    bridges: session_bridge::BridgeDriver,
     bus: EventBus,
     admission: AdmissionController,
     ports: PortPool,
@@ -378,6 +386,78 @@ impl SessionManager {
     /// Sessions alive now.
     pub fn active_calls(&self) -> usize {
         self.inner.gauges.calls.load(Ordering::Relaxed)
+    }
+
+    /// Creates an empty bridge: calls joined to it hear each other — relayed packet by packet
+    /// when there are two (transcoding PCMU ↔ PCMA when they differ), mixed (each member hears
+    /// everyone but itself) when there are more or when a mute, deaf or gain setting asks for
+    /// it. `TechnologyChoice::Auto` picks that; the other choices force one.
+    pub fn create_bridge(&self, technology: TechnologyChoice) -> Result<BridgeId> {
+        Ok(self.inner.bridges.create_bridge(technology)?)
+    }
+
+    /// Creates a bridge and joins `a` and `b` to it: the two calls hear each other through us.
+    pub async fn bridge_calls(&self, a: &CallSession, b: &CallSession) -> Result<BridgeId> {
+        let bridge = self.create_bridge(TechnologyChoice::Auto)?;
+        if let Err(error) = a.join_bridge(bridge).await {
+            let _ = self.destroy_bridge(bridge).await;
+            return Err(error);
+        }
+        if let Err(error) = b.join_bridge(bridge).await {
+            let _ = self.destroy_bridge(bridge).await;
+            return Err(error);
+        }
+        Ok(bridge)
+    }
+
+    /// Destroys `bridge`: its members get their own media back (their streams go on).
+    pub async fn destroy_bridge(&self, bridge: BridgeId) -> Result<()> {
+        let (reply, done) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::DestroyBridge { bridge, reply })
+            .map_err(|_| SessionError::Shutdown)?;
+        done.await.map_err(|_| SessionError::Shutdown)?
+    }
+
+    /// The bridge `call` is in, if any.
+    pub fn bridge_of(&self, call: &CallSession) -> Option<BridgeId> {
+        self.inner.bridges.bridge_of(call.id())
+    }
+
+    /// The calls in `bridge`.
+    pub fn bridge_members(&self, bridge: BridgeId) -> Option<Vec<SessionId>> {
+        self.inner.bridges.members(bridge)
+    }
+
+    /// Moves every member of `from` into `into` (no gap for anyone) and destroys `from`.
+    pub fn merge_bridges(&self, from: BridgeId, into: BridgeId) -> Result<()> {
+        Ok(self.inner.bridges.merge(from, into)?)
+    }
+
+    /// Whether the others in its bridge hear `call` (mute) — it still hears them.
+    pub fn set_muted(&self, call: &CallSession, muted: bool) -> Result<()> {
+        Ok(self.inner.bridges.set_muted(call.id(), muted)?)
+    }
+
+    /// Whether `call` hears the others in its bridge (deaf) — they still hear it.
+    pub fn set_deaf(&self, call: &CallSession, deaf: bool) -> Result<()> {
+        Ok(self.inner.bridges.set_deaf(call.id(), deaf)?)
+    }
+
+    /// How loud `listener` hears `talker` in their bridge: `Gain::ZERO` for not at all (a
+    /// supervisor who listens in unheard, or whispers to one member only), `Gain::UNITY` by
+    /// default.
+    pub fn set_gain(&self, listener: &CallSession, talker: &CallSession, gain: Gain) -> Result<()> {
+        Ok(self
+            .inner
+            .bridges
+            .set_gain(listener.id(), talker.id(), gain)?)
+    }
+
+    /// A bridge's figures (members, technology, packets relayed and mixed …).
+    pub fn bridge_stats(&self, bridge: BridgeId) -> Option<BridgeStats> {
+        self.inner.bridges.stats(bridge)
     }
 
     /// A handle on the session `id` — one seen on the bus, or a transfer's

@@ -13,7 +13,7 @@
 
 use crate::call::CallStats;
 use session_media::audio::{AudioSink, AudioSource};
-use session_media::endpoint::{Received, RtpEndpoint};
+use session_media::endpoint::{EndpointParts, Received, RtpEndpoint};
 use session_media::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use session_media::rtcp::StreamStats;
 use session_media::sdp::negotiate::NegotiatedMedia;
@@ -58,6 +58,9 @@ pub(crate) enum MediaCommand {
     /// The stream's figures, for the manager itself.
     #[cfg(test)]
     MediaStats(oneshot::Sender<MediaStats>),
+    /// Stop and give the leg up (to a bridge): the task ends without an RTCP BYE and sends its
+    /// endpoint's parts — sockets, port lease, stream state — here.
+    HandOver(oneshot::Sender<EndpointParts>),
 }
 
 /// What a media task reports when asked.
@@ -131,6 +134,16 @@ impl MediaHandle {
         let _ = self.commands.send(command);
     }
 
+    /// Ends the task without a BYE and takes its leg: the endpoint's parts, for a bridge.
+    /// `None` if the task had already stopped (its endpoint failed for good).
+    pub(crate) async fn hand_over(self) -> Option<EndpointParts> {
+        let (reply, parts) = oneshot::channel();
+        let _ = self.commands.send(MediaCommand::HandOver(reply));
+        let parts = parts.await.ok();
+        let _ = self.task.await;
+        parts
+    }
+
     /// Ends the task (RTCP BYE) and waits until it has dropped the endpoint, so its ports
     /// are back in the pool when this returns. Returns the stream's final figures.
     pub(crate) async fn stop(self) -> Option<MediaStats> {
@@ -176,6 +189,7 @@ impl MediaTask {
         playout.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut playout_running = false;
         let mut failures = 0u32;
+        let mut handing_over = None;
         loop {
             let playing = self.configured && self.sending && self.source.is_some();
             // The playout clock starts (again) one frame after audio (re)appears, never with a
@@ -187,6 +201,10 @@ impl MediaTask {
             tokio::select! {
                 biased;
                 command = inbox.recv() => match command {
+                    Some(MediaCommand::HandOver(reply)) => {
+                        handing_over = Some(reply);
+                        break;
+                    }
                     Some(command) => self.on_command(command).await,
                     None => break,
                 },
@@ -220,14 +238,20 @@ impl MediaTask {
                 }
             }
         }
+        let stats = MediaStats {
+            stream: self.endpoint.stats(),
+            playout: self.playout_stats(),
+        };
+        if let Some(reply) = handing_over {
+            // The stream goes on elsewhere: no BYE, the parts move on as they are.
+            let _ = reply.send(self.endpoint.into_leg());
+            return stats;
+        }
         if self.configured {
             // Best effort: the peer learns the stream ended (RFC 3550 §6.6).
             let _ = self.endpoint.send_bye(None).await;
         }
-        MediaStats {
-            stream: self.endpoint.stats(),
-            playout: self.playout_stats(),
-        }
+        stats
     }
 
     async fn on_command(&mut self, command: MediaCommand) {
@@ -265,6 +289,8 @@ impl MediaTask {
                 call.playout = Some(self.playout_stats());
                 let _ = reply.send(*call);
             }
+            // Handled by the loop.
+            MediaCommand::HandOver(_) => {}
             #[cfg(test)]
             MediaCommand::MediaStats(reply) => {
                 let _ = reply.send(MediaStats {

@@ -970,3 +970,105 @@ async fn an_async_engine_takes_calls_from_a_bounded_queue() {
         "the manager is gone"
     );
 }
+
+/// Whether `heard` carries `tone` well above `other` (by 20 dB), once what was buffered before
+/// the change being checked has played out.
+async fn hears_tone(
+    heard: &mut tokio::sync::mpsc::Receiver<session_core::crates::media::AudioFrame>,
+    tone: f64,
+    other: f64,
+) -> bool {
+    while heard.try_recv().is_ok() {}
+    // The jitter buffer still holds up to a few hundred ms of the audio before the change.
+    for _ in 0..15 {
+        within(heard.recv()).await.expect("audio");
+    }
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let frame = within(heard.recv()).await.expect("audio");
+        samples.extend_from_slice(frame.samples());
+    }
+    goertzel_power(&samples, tone) > 100.0 * goertzel_power(&samples, other)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_calls_bridged_hear_each_other_and_get_their_media_back() {
+    let alice = peer(builder(42_400..=42_499), accept).await;
+    let carol = peer(builder(42_500..=42_599), accept).await;
+    let mut bob = peer(builder(42_600..=42_699), accept).await;
+    let (from_alice, at_bob_a) = support::connect(&alice, &mut bob).await;
+    let (from_carol, at_bob_c) = support::connect(&carol, &mut bob).await;
+    let (sink, mut alice_hears) = ChannelSink::new(64);
+    from_alice.attach_sink(Box::new(sink)).await.unwrap();
+    let (sink, mut carol_hears) = ChannelSink::new(64);
+    from_carol.attach_sink(Box::new(sink)).await.unwrap();
+    from_alice
+        .attach_source(Box::new(ToneSource::new(440.0, 8000)))
+        .await
+        .unwrap();
+    from_carol
+        .attach_source(Box::new(ToneSource::new(1000.0, 8000)))
+        .await
+        .unwrap();
+    at_bob_a
+        .attach_source(Box::new(ToneSource::new(2000.0, 8000)))
+        .await
+        .unwrap();
+    assert!(
+        hears_tone(&mut alice_hears, 2000.0, 1000.0).await,
+        "bob's own prompt first"
+    );
+
+    // Bob's engine bridges its two legs: alice and carol talk through bob's relay.
+    let bridge = bob
+        .manager
+        .bridge_calls(&at_bob_a, &at_bob_c)
+        .await
+        .unwrap();
+    assert_eq!(bob.manager.bridge_of(&at_bob_a), Some(bridge));
+    assert_eq!(
+        bob.manager.bridge_stats(bridge).unwrap().technology,
+        session_core::Technology::Relay
+    );
+    assert!(
+        hears_tone(&mut alice_hears, 1000.0, 2000.0).await,
+        "alice hears carol"
+    );
+    assert!(
+        hears_tone(&mut carol_hears, 440.0, 2000.0).await,
+        "carol hears alice"
+    );
+    assert!(
+        matches!(
+            at_bob_a
+                .attach_source(Box::new(ToneSource::new(2000.0, 8000)))
+                .await,
+            Err(SessionError::InvalidState { .. })
+        ),
+        "a bridged leg's audio belongs to the bridge"
+    );
+
+    // Alice's leg leaves: bob's own media runs again on the same stream.
+    at_bob_a.leave_bridge().await.unwrap();
+    assert_eq!(bob.manager.bridge_of(&at_bob_a), None);
+    at_bob_a
+        .attach_source(Box::new(ToneSource::new(2000.0, 8000)))
+        .await
+        .unwrap();
+    assert!(
+        hears_tone(&mut alice_hears, 2000.0, 1000.0).await,
+        "bob's prompt again"
+    );
+
+    // Carol hangs up while bridged: her leg leaves the bridge and its ports come back.
+    from_carol.hangup().await.unwrap();
+    within(at_bob_c.ended()).await;
+    assert_eq!(bob.manager.bridge_members(bridge), Some(Vec::new()));
+    bob.manager.destroy_bridge(bridge).await.unwrap();
+    from_alice.hangup().await.unwrap();
+    within(at_bob_a.ended()).await;
+    for peer in [&alice, &bob, &carol] {
+        assert_released(peer).await;
+        peer.manager.shutdown().await;
+    }
+}

@@ -12,6 +12,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What a bridge did with a session, in [`SessionEvent::Bridge`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum BridgeChange {
+    /// The session joined the bridge: its media now goes through it.
+    Joined,
+    /// The session left the bridge (removed, the bridge destroyed, or the call ended).
+    Left,
+    /// The session came from another bridge (a move or a merge), without a gap.
+    MovedFrom {
+        /// The bridge it was in (its number).
+        from: u64,
+    },
+    /// The session's bridge switched technology (members joined or left, a setting changed).
+    TechnologyChanged {
+        /// `relay`, `transcoding relay` or `mixer`.
+        to: &'static str,
+    },
+    /// The session sent RTP and then none for this long; nobody is evicted for it.
+    MediaStalled {
+        /// How long it has been silent.
+        silent_for: Duration,
+    },
+}
+
 /// The final figures of a session, carried by [`SessionEvent::SessionTerminated`]. Plain values,
 /// so that a billing or monitoring subscriber needs nothing but this crate.
 #[derive(Clone, PartialEq, Debug, Default)]
@@ -104,6 +129,16 @@ pub enum SessionEvent {
         /// The figures it ended with: what a call detail record is built from.
         summary: CallSummary,
     },
+    /// A bridge did something with the session's media (session-bridge): it joined, left or
+    /// moved, its bridge switched technology, or its RTP stalled.
+    Bridge {
+        /// The session.
+        session_id: SessionId,
+        /// The bridge (its number, unique within one manager).
+        bridge: u64,
+        /// What happened.
+        change: BridgeChange,
+    },
     /// An event of the application's own, e.g. to coordinate sessions ("the agent leg is up,
     /// bridge the customer leg"). The bus routes it like any other: by its session when it has
     /// one, and to unscoped subscribers either way.
@@ -128,7 +163,8 @@ impl SessionEvent {
             | Self::MediaStarted { session_id, .. }
             | Self::MediaStopped { session_id }
             | Self::DtmfReceived { session_id, .. }
-            | Self::SessionTerminated { session_id, .. } => Some(*session_id),
+            | Self::SessionTerminated { session_id, .. }
+            | Self::Bridge { session_id, .. } => Some(*session_id),
             Self::Custom { session_id, .. } => *session_id,
         }
     }
@@ -142,6 +178,7 @@ impl SessionEvent {
             Self::MediaStopped { .. } => EventKind::MediaStopped,
             Self::DtmfReceived { .. } => EventKind::DtmfReceived,
             Self::SessionTerminated { .. } => EventKind::SessionTerminated,
+            Self::Bridge { .. } => EventKind::Bridge,
             Self::Custom { .. } => EventKind::Custom,
         }
     }
@@ -182,19 +219,22 @@ pub enum EventKind {
     DtmfReceived,
     /// [`SessionEvent::SessionTerminated`].
     SessionTerminated,
+    /// [`SessionEvent::Bridge`].
+    Bridge,
     /// [`SessionEvent::Custom`].
     Custom,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         Self::SessionCreated,
         Self::StateChanged,
         Self::MediaStarted,
         Self::MediaStopped,
         Self::DtmfReceived,
         Self::SessionTerminated,
+        Self::Bridge,
         Self::Custom,
     ];
 
@@ -207,6 +247,7 @@ impl EventKind {
             Self::MediaStopped => "media-stopped",
             Self::DtmfReceived => "dtmf-received",
             Self::SessionTerminated => "session-terminated",
+            Self::Bridge => "bridge",
             Self::Custom => "custom",
         }
     }

@@ -9,6 +9,7 @@
 //! The submodules split the work by direction: `inbound` (INVITEs we answer), `outbound`
 //! (INVITEs we send), `in_dialog` (requests and operations inside an established call).
 
+mod bridging;
 mod in_dialog;
 mod inbound;
 mod outbound;
@@ -58,6 +59,11 @@ pub(crate) enum Command {
         operation: Operation,
         reply: Reply,
     },
+    /// Destroy a bridge; its members get their own media back.
+    DestroyBridge {
+        bridge: session_bridge::BridgeId,
+        reply: Reply,
+    },
     /// A handle on a live session.
     Session {
         session: SessionId,
@@ -86,6 +92,8 @@ pub(crate) enum Operation {
     Reject(StatusCode),
     Ring,
     EarlyMedia,
+    /// Join this bridge (move, if in another), or leave the one it is in (`None`).
+    Bridge(Option<session_bridge::BridgeId>),
     Cancel,
     Hangup,
     Hold(bool),
@@ -197,6 +205,8 @@ pub(crate) struct Call {
     /// (RFC 3261 §13.2.1: without 100rel the answer of a 1xx is not final, and the 2xx must
     /// carry the same one).
     pub(crate) early_answer: Option<Bytes>,
+    /// The bridge that owns this call's media leg (its media task is stopped meanwhile).
+    pub(crate) bridged: Option<session_bridge::BridgeId>,
 }
 
 impl Call {
@@ -222,6 +232,7 @@ impl Call {
             glare_retry: None,
             peer_allows_update: false,
             early_answer: None,
+            bridged: None,
         }
     }
 }
@@ -247,6 +258,8 @@ pub(crate) struct CoreParts {
     pub(crate) local_ip: IpAddr,
     pub(crate) our_uri: Uri,
     pub(crate) tracer: Option<SessionTracer>,
+    pub(crate) bridges: session_bridge::BridgeDriver,
+    pub(crate) bridge_events: mpsc::Receiver<session_bridge::BridgeEvent>,
 }
 
 /// The manager's task state.
@@ -274,6 +287,8 @@ pub(crate) struct Core {
     pub(crate) tracer: Option<SessionTracer>,
     /// BYE and CANCEL requests sent, until their final response (or timeout).
     pub(crate) ending_requests: std::collections::HashSet<TransactionId>,
+    /// Every bridge of this manager, and the legs of the calls in them.
+    pub(crate) bridges: session_bridge::BridgeDriver,
 }
 
 impl Core {
@@ -293,6 +308,8 @@ impl Core {
             local_ip,
             our_uri,
             tracer,
+            bridges,
+            mut bridge_events,
         } = parts;
         let (media_events, mut media_inbox) = mpsc::unbounded_channel();
         let reserve = config.reserve_calls;
@@ -316,6 +333,7 @@ impl Core {
             endings: Vec::new(),
             tracer,
             ending_requests: std::collections::HashSet::new(),
+            bridges,
         };
         loop {
             let deadline = core.timers.peek().map(|Reverse((at, ..))| *at);
@@ -330,6 +348,8 @@ impl Core {
                     Some(Command::Shutdown { reply }) => {
                         core.shutdown(&mut ua_events).await;
                         core.finish_endings().await;
+                        // Every call has left its bridge by now; the driver's tasks stop.
+                        drop(core.bridges.shutdown().await);
                         let _ = reply.send(());
                         break;
                     }
@@ -337,6 +357,7 @@ impl Core {
                     None => break,
                 },
                 Some((session, event)) = media_inbox.recv() => core.on_media_event(session, event),
+                Some(event) = bridge_events.recv() => core.on_bridge_event(event),
                 () = sleep_until_or_forever(deadline) => core.on_timers().await,
             }
             core.flush_notifies().await;
@@ -702,6 +723,10 @@ impl Core {
                 }
                 self.operate(session, operation, reply).await;
             }
+            Command::DestroyBridge { bridge, reply } => {
+                let result = self.destroy_bridge(bridge).await;
+                let _ = reply.send(result);
+            }
             Command::Session { session, reply } => {
                 let handle = self.calls.get(&session).map(|call| self.handle(call));
                 let _ = reply.send(handle);
@@ -723,6 +748,7 @@ impl Core {
                 let result = self.reject_incoming(session, status).await;
                 let _ = reply.send(result);
             }
+            Operation::Bridge(bridge) => self.operate_bridge(session, bridge, reply).await,
             Operation::Ring => {
                 let result = self.ring(session).await;
                 let _ = reply.send(result);
@@ -983,6 +1009,10 @@ impl Core {
         for (mut call, reason) in std::mem::take(&mut self.endings) {
             let session = call.shared.id;
             let mut stats = CallStats::timings(&call.shared.status.lock(), now());
+            if call.bridged.take().is_some() {
+                // Its leg is in a bridge: it leaves, and its ports come back with it.
+                stats.rtp = self.release_bridged(session).await;
+            }
             if let Some(media) = call.media.take() {
                 if let Some(media) = media.stop().await {
                     stats.rtp = Some(media.stream);
