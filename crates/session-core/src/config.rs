@@ -85,6 +85,8 @@ pub(crate) struct ManagerConfig {
     pub(crate) reserve_calls: usize,
     /// Where every outbound call's INVITE goes, with this URI as pre-loaded Route.
     pub(crate) outbound_proxy: Option<session_sip::Uri>,
+    /// The seed of every random draw on the wire (tags, branches, Call-IDs, glare delays).
+    pub(crate) rng_seed: Option<u64>,
 }
 
 impl Default for ManagerConfig {
@@ -105,6 +107,7 @@ impl Default for ManagerConfig {
             transfer_timeout: Duration::from_secs(32),
             reserve_calls: 0,
             outbound_proxy: None,
+            rng_seed: None,
         }
     }
 }

@@ -172,6 +172,15 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Seeds every random draw that reaches the wire — tags, branches, Call-IDs, glare delays
+    /// and Retry-After values — so that a run can be replayed byte for byte (tests, a bug
+    /// report). Leave it unset in production: Call-IDs and tags must be unique across runs
+    /// (RFC 3261 §8.1.1.4, §19.3), and by default the seed comes from entropy.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.config.rng_seed = Some(seed);
+        self
+    }
+
     /// How long a transfer waits for the peer's final NOTIFY (32 s by default).
     pub fn transfer_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.config.transfer_timeout = timeout;
@@ -205,9 +214,14 @@ impl SessionManagerBuilder {
             contact_user: config.identity.user.clone(),
             endpoint,
             socket_buffer: config.socket_buffer,
+            rng_seed: config.rng_seed,
             ..DriverConfig::default()
         })
         .await?;
+        // The manager's own draws (Call-IDs of its calls) follow the SIP layer's seed, the one
+        // chosen from entropy included: one logged seed replays the whole manager.
+        let seed = sip.with(|ua, _| ua.rng_seed()).await?;
+        config.rng_seed = Some(seed);
         let reserve = config.reserve_calls;
         if reserve > 0 {
             sip.with(move |ua, _| ua.reserve(reserve)).await?;

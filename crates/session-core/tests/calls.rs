@@ -1072,3 +1072,41 @@ async fn two_calls_bridged_hear_each_other_and_get_their_media_back() {
         peer.manager.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_manager_draws_the_same_call_ids_tags_and_branches_again() {
+    use session_core::crates::sip::{Message, Request};
+    /// The INVITE a manager seeded with `seed` sends for its first call.
+    async fn first_invite(seed: u64) -> Request {
+        let manager = signaling_only().rng_seed(seed).start().await.unwrap();
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("sip:x@{}", socket.local_addr().unwrap());
+        let caller = manager.clone();
+        let call = tokio::spawn(async move { caller.call(&target).await });
+        let mut buf = vec![0u8; 65_535];
+        let (len, _) = within(socket.recv_from(&mut buf)).await.unwrap();
+        let Ok(Message::Request(invite)) = Message::parse(buf[..len].to_vec()) else {
+            panic!("not a request")
+        };
+        let call = call.await.unwrap().unwrap();
+        let _ = call.cancel().await;
+        manager.shutdown().await;
+        invite
+    }
+    let draws = |invite: &Request| {
+        (
+            invite.call_id().unwrap().to_owned(),
+            invite.from().unwrap().tag().unwrap().to_owned(),
+            invite.top_via().unwrap().branch().unwrap().to_owned(),
+        )
+    };
+    let (a, b, c) = (
+        first_invite(7).await,
+        first_invite(7).await,
+        first_invite(8).await,
+    );
+    assert_eq!(draws(&a), draws(&b), "the same seed, the same draws");
+    let (other_id, other_tag, other_branch) = draws(&c);
+    let (id, tag, branch) = draws(&a);
+    assert!(id != other_id && tag != other_tag && branch != other_branch);
+}

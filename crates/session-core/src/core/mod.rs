@@ -289,6 +289,8 @@ pub(crate) struct Core {
     pub(crate) ending_requests: std::collections::HashSet<TransactionId>,
     /// Every bridge of this manager, and the legs of the calls in them.
     pub(crate) bridges: session_bridge::BridgeDriver,
+    /// The manager's own random draws (Call-IDs), seeded next to the SIP layer's.
+    pub(crate) rng: fastrand::Rng,
 }
 
 impl Core {
@@ -313,6 +315,8 @@ impl Core {
         } = parts;
         let (media_events, mut media_inbox) = mpsc::unbounded_channel();
         let reserve = config.reserve_calls;
+        // Not the SIP layer's own sequence (that one is seeded with the seed itself).
+        let rng = fastrand::Rng::with_seed(config.rng_seed.unwrap_or_default().wrapping_add(1));
         let mut core = Core {
             config,
             sip,
@@ -333,6 +337,7 @@ impl Core {
             endings: Vec::new(),
             tracer,
             ending_requests: std::collections::HashSet::new(),
+            rng,
             bridges,
         };
         loop {

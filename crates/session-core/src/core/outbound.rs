@@ -22,7 +22,8 @@ impl Core {
         let permit = self
             .admission
             .try_admit(&AdmissionRequest::for_user(&user))?;
-        let call_id = session_types::CallId::random(Some(&self.local_ip.to_string()));
+        let call_id =
+            session_types::CallId::random_with(&mut self.rng, Some(&self.local_ip.to_string()));
         let session = self.new_session(
             call_id,
             Direction::Outbound,
