@@ -192,6 +192,12 @@ impl CallSession {
         self.shared.status.lock().last_response.clone()
     }
 
+    /// The codec negotiated for our media (`PCMU`, `PCMA`), once an offer/answer completed —
+    /// also before the answer, when a 183 brought early media.
+    pub fn codec(&self) -> Option<Arc<str>> {
+        self.shared.status.lock().codec.clone()
+    }
+
     /// Whether the peer has put the call on hold.
     pub fn is_remote_hold(&self) -> bool {
         self.shared.status.lock().remote_hold

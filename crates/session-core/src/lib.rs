@@ -46,6 +46,7 @@
 //! Business policy — queues, routing, billing — is the call engine's; the examples in
 //! `examples2/` show how to compose it on these primitives.
 
+pub mod b2bua;
 mod body;
 mod call;
 mod config;

@@ -1110,3 +1110,133 @@ async fn a_seeded_manager_draws_the_same_call_ids_tags_and_branches_again() {
     let (id, tag, branch) = draws(&a);
     assert!(id != other_id && tag != other_tag && branch != other_branch);
 }
+
+/// A B2BUA on its own manager: every incoming call is carried by
+/// `session_core::b2bua::connect` to the same user at `host`, and each call's outcome is sent
+/// on the returned channel.
+async fn b2bua_to(
+    ports: std::ops::RangeInclusive<u16>,
+    host: std::net::SocketAddr,
+) -> (
+    session_core::SessionManager,
+    tokio::sync::mpsc::UnboundedReceiver<session_core::b2bua::B2buaOutcome>,
+) {
+    let (handler, mut incoming) = session_core::IncomingCalls::channel(8);
+    let handler = handler.deferring_with(CallDecision::DeferSilently);
+    let manager = builder(ports).handler(handler).start().await.unwrap();
+    let (outcomes, outcome_rx) = tokio::sync::mpsc::unbounded_channel();
+    let b2bua = manager.clone();
+    tokio::spawn(async move {
+        while let Some(call) = incoming.next().await {
+            let user = call.request_uri().user().unwrap_or("x").to_owned();
+            let target = format!("sip:{user}@{host}");
+            let (manager, outcomes) = (b2bua.clone(), outcomes.clone());
+            tokio::spawn(async move {
+                let options = session_core::b2bua::B2buaOptions::default().copy_header("Subject");
+                let outcome = session_core::b2bua::connect(&manager, &call, &target, options)
+                    .await
+                    .unwrap();
+                let _ = outcomes.send(outcome);
+            });
+        }
+    });
+    (manager, outcome_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_b2bua_connects_two_calls_and_carries_status_cancel_and_bye() {
+    use session_core::b2bua::B2buaOutcome;
+    let alice = peer(builder(42_800..=42_849), accept).await;
+    let subject = Arc::new(parking_lot::Mutex::new(None::<String>));
+    let seen_subject = subject.clone();
+    let mut carol = peer(builder(42_850..=42_899), move |call| {
+        *seen_subject.lock() = call.header("Subject").map(str::to_owned);
+        match call.request_uri().user() {
+            Some("busy") => CallDecision::Reject(StatusCode::BUSY_HERE),
+            Some("ringing") => CallDecision::Defer,
+            _ => CallDecision::accept(),
+        }
+    })
+    .await;
+    let carol_at = carol.manager.local_addr();
+    let (bob, mut outcomes) = b2bua_to(42_900..=42_999, carol_at).await;
+    let via_bob = |user: &str| format!("sip:{user}@{}", bob.local_addr());
+
+    // 1. Answered: media both ways through bob's bridge, the Subject crossed, BYE ends both.
+    let call = alice
+        .manager
+        .call_with(
+            &via_bob("carol"),
+            session_core::CallOptions::default().header("Subject", "quarterly numbers"),
+        )
+        .await
+        .unwrap();
+    within(call.answered()).await.unwrap();
+    let at_carol = carol.incoming().await;
+    within(at_carol.wait_for(CallState::is_established)).await;
+    assert_eq!(subject.lock().as_deref(), Some("quarterly numbers"));
+    let (sink, mut alice_hears) = ChannelSink::new(64);
+    call.attach_sink(Box::new(sink)).await.unwrap();
+    let (sink, mut carol_hears) = ChannelSink::new(64);
+    at_carol.attach_sink(Box::new(sink)).await.unwrap();
+    call.attach_source(Box::new(ToneSource::new(440.0, 8000)))
+        .await
+        .unwrap();
+    at_carol
+        .attach_source(Box::new(ToneSource::new(1000.0, 8000)))
+        .await
+        .unwrap();
+    assert!(
+        hears_tone(&mut alice_hears, 1000.0, 440.0).await,
+        "alice hears carol"
+    );
+    assert!(
+        hears_tone(&mut carol_hears, 440.0, 1000.0).await,
+        "carol hears alice"
+    );
+    at_carol.hangup().await.unwrap();
+    assert_eq!(
+        within(call.ended()).await,
+        CallState::Terminated,
+        "BYE from B ends A"
+    );
+    assert_eq!(within(outcomes.recv()).await, Some(B2buaOutcome::Completed));
+
+    // 2. The B leg's refusal reaches the caller with its status.
+    let call = alice
+        .manager
+        .call(&format!("sip:busy@{}", bob.local_addr()))
+        .await;
+    let call = call.unwrap();
+    assert!(matches!(
+        within(call.ended()).await,
+        CallState::Failed(FailureReason::Rejected(StatusCode::BUSY_HERE))
+    ));
+    assert_eq!(
+        within(outcomes.recv()).await,
+        Some(B2buaOutcome::Refused(StatusCode::BUSY_HERE))
+    );
+
+    // 3. The caller gives up while B rings: the CANCEL reaches B.
+    let call = alice
+        .manager
+        .call(&format!("sip:ringing@{}", bob.local_addr()))
+        .await
+        .unwrap();
+    within(call.wait_for(|s| s == CallState::Ringing)).await;
+    // Carol saw the refused call first, then this one.
+    let mut ringing = carol.incoming().await;
+    if ringing.state() != CallState::Ringing {
+        ringing = carol.incoming().await;
+    }
+    call.cancel().await.unwrap();
+    assert_eq!(within(ringing.ended()).await, CallState::Cancelled);
+    assert_eq!(within(outcomes.recv()).await, Some(B2buaOutcome::Abandoned));
+
+    for manager in [&alice.manager, &bob, &carol.manager] {
+        support::assert_manager_released(manager).await;
+    }
+    alice.manager.shutdown().await;
+    bob.shutdown().await;
+    carol.manager.shutdown().await;
+}

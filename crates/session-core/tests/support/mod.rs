@@ -158,7 +158,11 @@ pub async fn within<T>(f: impl Future<Output = T>) -> T {
 
 /// Asserts that `peer` holds nothing any more: no call, no admission slot, no RTP port.
 pub async fn assert_released(peer: &Peer) {
-    let manager = &peer.manager;
+    assert_manager_released(&peer.manager).await;
+}
+
+/// [`assert_released`] for a manager built without the scripted handler.
+pub async fn assert_manager_released(manager: &SessionManager) {
     within(async {
         while manager.active_calls() != 0
             || manager.admission().active() != 0
