@@ -7,9 +7,16 @@
 //!
 //! ```text
 //! --bind 127.0.0.1:5060          where SIP listens (UDP and TCP; port 0 picks one)
-//! --mode auto|ring|busy|reject=CODE
+//! --mode auto|ring|busy|reject=CODE|b2bua=URI|conference
 //!                                auto: answer 200 at once; ring: 180, then 200 after
-//!                                --ring-ms; busy: 486; reject=CODE: that final status
+//!                                --ring-ms; busy: 486; reject=CODE: that final status;
+//!                                b2bua=URI: a B2BUA — each call is carried to URI (the
+//!                                incoming Request-URI's user when URI has none) by
+//!                                `session_core::b2bua::connect`: 180/183 passed back, the
+//!                                B leg's final status given exactly, CANCEL passed on, BYE
+//!                                from either side ends both, RTP relayed through our bridge;
+//!                                conference: every call answered and joined to one room
+//!                                (each hears all the others, not itself)
 //! --ring-ms N                    how long `ring` rings (default 500)
 //! --hangup-after-ms N            we send BYE N ms after a call is established (also for
 //!                                calls we place as transferee)
@@ -84,7 +91,8 @@ const SELF_CHECK_GRACE: Duration = Duration::from_millis(200);
 
 const USAGE: &str = "usage:
   20_sipp_compatibility                       self-check (UAS and UAC call each other)
-  20_sipp_compatibility --bind ADDR [--mode auto|ring|busy|reject=CODE] [--ring-ms N]
+  20_sipp_compatibility --bind ADDR [--mode auto|ring|busy|reject=CODE|b2bua=URI|conference]
+                        [--ring-ms N]
                         [--hangup-after-ms N] [--rtp-echo] [--max-sessions N]
                         [--reserve-calls N]
                                               UAS until Ctrl-C/SIGTERM
@@ -98,11 +106,15 @@ const USAGE: &str = "usage:
 // ---------------------------------------------------------------------------------------------
 
 /// How the UAS answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
     Auto,
     Ring,
     Reject(StatusCode),
+    /// Every call carried to this URI by a B2BUA leg, media through our bridge.
+    B2bua(String),
+    /// Every call answered and joined to one conference room (mix-minus).
+    Conference,
 }
 
 #[derive(Debug, Clone)]
@@ -258,6 +270,13 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
         "auto" => Ok(Mode::Auto),
         "ring" => Ok(Mode::Ring),
         "busy" => Ok(Mode::Reject(StatusCode::BUSY_HERE)),
+        "conference" => Ok(Mode::Conference),
+        _ if text.starts_with("b2bua=") => {
+            let target = &text["b2bua=".len()..];
+            session_core::Uri::parse(target)
+                .map_err(|_| format!("--mode b2bua=URI: not a SIP URI: {target}"))?;
+            Ok(Mode::B2bua(target.to_owned()))
+        }
         _ => match text.strip_prefix("reject=") {
             Some(code) => {
                 let code = status(code)?;
@@ -267,7 +286,7 @@ fn parse_mode(text: &str) -> Result<Mode, String> {
                 Ok(Mode::Reject(code))
             }
             None => Err(format!(
-                "--mode: auto, ring, busy or reject=CODE, not {text}"
+                "--mode: auto, ring, busy, reject=CODE, b2bua=URI or conference, not {text}"
             )),
         },
     }
@@ -310,6 +329,10 @@ struct Tally {
     transfers: AtomicU64,
     transfers_answered: AtomicU64,
     messages: AtomicU64,
+    /// Calls joined to a bridge: B2BUA calls completed, or conference members.
+    bridged: AtomicU64,
+    /// B2BUA mode: B legs answered.
+    b_legs_answered: AtomicU64,
     rtp_frames: Arc<AtomicU64>,
     rtp_sent: AtomicU64,
     digits: Mutex<String>,
@@ -330,7 +353,8 @@ impl Tally {
         format!(
             "summary: incoming={} answered={} rejected={} cancelled={} failed={} \
              hangups_ours={} hangups_peer={} shutdown={} holds={} resumes={} transfers={} \
-             transfers_answered={} messages={} rtp_frames={} rtp_sent={} digits={}",
+             transfers_answered={} messages={} bridged={} b_legs_answered={} rtp_frames={} \
+             rtp_sent={} digits={}",
             Self::get(&self.incoming),
             Self::get(&self.answered),
             Self::get(&self.rejected),
@@ -344,6 +368,8 @@ impl Tally {
             Self::get(&self.transfers),
             Self::get(&self.transfers_answered),
             Self::get(&self.messages),
+            Self::get(&self.bridged),
+            Self::get(&self.b_legs_answered),
             Self::get(&self.rtp_frames),
             Self::get(&self.rtp_sent),
             if digits.is_empty() { "-" } else { &digits },
@@ -364,14 +390,49 @@ impl AudioSink for FrameCounter {
 struct Uas {
     config: UasConfig,
     tally: Arc<Tally>,
+    /// The manager itself and the conference room, once started (for the B2BUA and the
+    /// conference, which act on the manager from its own callbacks).
+    started: Arc<std::sync::OnceLock<(SessionManager, Option<session_core::BridgeId>)>>,
+}
+
+impl Uas {
+    /// The B leg's target: `target`, with the incoming Request-URI's user when it has none.
+    fn b_leg_target(target: &str, call: &IncomingCall) -> String {
+        let uri = session_core::Uri::parse(target);
+        match (uri, call.request_uri().user()) {
+            (Ok(uri), Some(user)) if uri.user().is_none() => {
+                let (scheme, rest) = target.split_once(':').unwrap_or(("sip", target));
+                format!("{scheme}:{user}@{rest}")
+            }
+            _ => target.to_owned(),
+        }
+    }
 }
 
 impl CallHandler for Uas {
     fn on_incoming_call(&self, call: &IncomingCall) -> CallDecision {
         bump(&self.tally.incoming);
-        match self.config.mode {
-            Mode::Auto => CallDecision::accept(),
-            Mode::Reject(status) => CallDecision::Reject(status),
+        match &self.config.mode {
+            Mode::Auto | Mode::Conference => CallDecision::accept(),
+            Mode::Reject(status) => CallDecision::Reject(*status),
+            Mode::B2bua(target) => {
+                let Some((manager, _)) = self.started.get() else {
+                    return CallDecision::Reject(StatusCode::SERVICE_UNAVAILABLE);
+                };
+                let (manager, call) = (manager.clone(), call.clone());
+                let target = Self::b_leg_target(target, &call);
+                let tally = self.tally.clone();
+                tokio::spawn(async move {
+                    let options = session_core::b2bua::B2buaOptions::default();
+                    match session_core::b2bua::connect(&manager, &call, &target, options).await {
+                        Ok(session_core::b2bua::B2buaOutcome::Completed) => bump(&tally.bridged),
+                        Ok(_) => {}
+                        Err(error) => eprintln!("b2bua: {error}"),
+                    }
+                });
+                // The caller hears the B leg's 180/183 when it comes.
+                CallDecision::DeferSilently
+            }
             Mode::Ring => {
                 // 180 now; the answer after the ring time unless the caller gives up first.
                 let session = call.session.clone();
@@ -391,10 +452,25 @@ impl CallHandler for Uas {
     }
 
     fn on_call_established(&self, call: &CallSession) {
-        if call.direction() == session_core::Direction::Inbound {
-            bump(&self.tally.answered);
-        } else {
-            bump(&self.tally.transfers_answered);
+        let b2bua = matches!(self.config.mode, Mode::B2bua(_));
+        match call.direction() {
+            session_core::Direction::Inbound => bump(&self.tally.answered),
+            _ if b2bua => bump(&self.tally.b_legs_answered),
+            _ => bump(&self.tally.transfers_answered),
+        }
+        if let (Mode::Conference, Some((_, Some(room)))) = (&self.config.mode, self.started.get()) {
+            let (call, room, tally) = (call.clone(), *room, self.tally.clone());
+            tokio::spawn(async move {
+                match call.join_bridge(room).await {
+                    Ok(()) => bump(&tally.bridged),
+                    Err(error) => eprintln!("conference: {error}"),
+                }
+            });
+            return;
+        }
+        if b2bua {
+            // Its media belongs to the bridge.
+            return;
         }
         if self.config.rtp_echo {
             let call = call.clone();
@@ -470,9 +546,13 @@ impl CallHandler for Uas {
 
 async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), BoxError> {
     let tally = Arc::new(Tally::default());
+    let bridging = matches!(config.mode, Mode::B2bua(_) | Mode::Conference);
     let mut builder = SessionManager::builder()
         .bind(config.bind)
-        .media_mode(if config.rtp_echo {
+        .media_mode(if bridging {
+            // Bridged calls need our media: the bridge relays or mixes it.
+            MediaMode::Rtp { echo: false }
+        } else if config.rtp_echo {
             MediaMode::Rtp { echo: true }
         } else {
             MediaMode::SignalingOnly
@@ -486,13 +566,22 @@ async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), Bo
     if config.reserve_calls > 0 {
         builder = builder.reserve_calls(config.reserve_calls);
     }
+    let started = Arc::new(std::sync::OnceLock::new());
+    let conference = config.mode == Mode::Conference;
     let manager = builder
         .handler(Uas {
             config,
             tally: tally.clone(),
+            started: started.clone(),
         })
         .start()
         .await?;
+    let room = if conference {
+        Some(manager.create_bridge(session_core::TechnologyChoice::ForceMixer)?)
+    } else {
+        None
+    };
+    let _ = started.set((manager.clone(), room));
     Ok((manager, tally))
 }
 
@@ -514,7 +603,7 @@ async fn stop_requested() -> std::io::Result<()> {
 }
 
 async fn run_uas(config: UasConfig) -> Result<ExitCode, BoxError> {
-    let mode = config.mode;
+    let mode = config.mode.clone();
     let (manager, tally) = start_uas(config).await?;
     println!("listening on {} (mode {mode:?})", manager.local_addr());
     stop_requested().await?;
@@ -903,6 +992,65 @@ async fn self_check() -> Result<ExitCode, BoxError> {
     .await?;
     check(report.all_ok(), "the call over TCP completed");
     check(get(&uas.answered) == 1, "the UAS answered it");
+
+    section("8. b2bua=URI: calls carried to another UAS through our bridge");
+    for (far_mode, expect) in [
+        (Mode::Auto, None),
+        (
+            Mode::Reject(StatusCode::BUSY_HERE),
+            Some(StatusCode::BUSY_HERE),
+        ),
+    ] {
+        let far = UasConfig {
+            shutdown_grace: Some(SELF_CHECK_GRACE),
+            ..UasConfig::loopback(far_mode)
+        };
+        let (far_manager, far_tally) = start_uas(far).await?;
+        // No user in the URI: the B leg takes the incoming Request-URI's.
+        let target = format!("sip:{}", far_manager.local_addr());
+        let (report, b2bua) = exchange(UasConfig::loopback(Mode::B2bua(target)), |target| {
+            UacConfig {
+                calls: 2,
+                duration: Duration::from_millis(100),
+                expect: expect.unwrap_or(StatusCode::OK),
+                ..UacConfig::to(target)
+            }
+        })
+        .await?;
+        far_manager.shutdown().await;
+        println!("  far UAS {}", far_tally.summary());
+        match expect {
+            None => {
+                check(report.all_ok(), "both calls completed through the B2BUA");
+                check(
+                    get(&b2bua.bridged) == 2
+                        && get(&b2bua.b_legs_answered) == 2
+                        && get(&far_tally.answered) == 2
+                        && get(&far_tally.hangups_peer) == 2,
+                    "two B legs answered, bridged, and ended by the A side's BYE",
+                );
+            }
+            Some(status) => check(
+                report.all_ok() && get(&far_tally.rejected) == 2,
+                format!("the far end's {status} reached the caller unchanged"),
+            ),
+        }
+    }
+
+    section("9. conference: every call answered and joined to one room");
+    let (report, uas) = exchange(UasConfig::loopback(Mode::Conference), |target| UacConfig {
+        calls: 3,
+        rate: 50.0,
+        duration: Duration::from_millis(300),
+        rtp_echo: true,
+        ..UacConfig::to(target)
+    })
+    .await?;
+    check(report.all_ok(), "three calls completed");
+    check(
+        get(&uas.answered) == 3 && get(&uas.bridged) == 3,
+        "all three joined the room",
+    );
 
     println!("\nall checks passed");
     Ok(ExitCode::SUCCESS)
