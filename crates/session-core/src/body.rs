@@ -61,6 +61,60 @@ pub(crate) fn parse_sipfrag(body: &[u8]) -> Option<(StatusCode, String)> {
     Some((status, reason.trim().to_owned()))
 }
 
+/// A URI without its `?headers` part, and those headers decoded (RFC 3261 §19.1.1: `hname=hvalue`
+/// pairs joined by `&`, percent-escaped). A URI without headers comes back as it was.
+pub(crate) fn split_uri_headers(uri: &session_sip::Uri) -> (session_sip::Uri, Vec<(String, String)>) {
+    let text = uri.as_str();
+    let Some((bare, headers)) = text.split_once('?') else {
+        return (uri.clone(), Vec::new());
+    };
+    let Ok(bare) = session_sip::Uri::parse(bare) else {
+        return (uri.clone(), Vec::new());
+    };
+    let headers = headers
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (percent_decode(name), percent_decode(value)))
+        .collect();
+    (bare, headers)
+}
+
+/// `text` with every `%XX` escape decoded (an invalid escape is kept as written).
+pub(crate) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied(), bytes.get(i + 2).copied()) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                // Both digits checked just above.
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` escaped for a URI header value: everything but unreserved characters (RFC 3986 §2.3)
+/// as `%XX`.
+pub(crate) fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +134,28 @@ mod tests {
         assert_eq!(parse_dtmf_relay(b"Signal=X\r\n"), None);
         assert_eq!(parse_dtmf_relay(b"Duration=100\r\n"), None);
         assert_eq!(parse_dtmf_relay(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn uri_headers_are_split_off_and_decoded() {
+        let value = "abc@host;to-tag=1;from-tag=2";
+        let uri = session_sip::Uri::parse(&format!(
+            "sip:carol@192.0.2.1:5070?Replaces={}&Subject=hi",
+            percent_encode(value)
+        ))
+        .unwrap();
+        let (bare, headers) = split_uri_headers(&uri);
+        assert_eq!(bare.as_str(), "sip:carol@192.0.2.1:5070");
+        assert_eq!(
+            headers,
+            [
+                ("Replaces".to_owned(), value.to_owned()),
+                ("Subject".to_owned(), "hi".to_owned())
+            ]
+        );
+        let plain = session_sip::Uri::parse("sip:carol@192.0.2.1").unwrap();
+        assert_eq!(split_uri_headers(&plain), (plain.clone(), Vec::new()));
+        assert_eq!(percent_decode("100%"), "100%", "a broken escape stays");
     }
 
     #[test]

@@ -378,6 +378,16 @@ impl CallSession {
         self.run(Operation::Transfer(target)).await
     }
 
+    /// Attended transfer (RFC 5589 §7): REFER this call's peer to the peer of `consultation`,
+    /// our other established call, with `Refer-To: <target?Replaces=…>` (RFC 3891) so that the
+    /// target drops its call with us for the new one. `Ok` once the peer reports that the target
+    /// answered; this call then ends with BYE, and the target ends `consultation` itself. On
+    /// failure both calls stay up and the error carries the target's status.
+    pub async fn transfer_attended(&self, consultation: &CallSession) -> Result<()> {
+        self.run(Operation::TransferReplacing(consultation.id()))
+            .await
+    }
+
     /// Plays audio from `source` into the call (20 ms frames, paced by the media task).
     pub async fn attach_source(&self, source: BoxedSource) -> Result<()> {
         self.run(Operation::AttachSource(source)).await

@@ -21,6 +21,11 @@ pub struct IncomingCall {
     pub request: Request,
     /// Where it came from.
     pub source: SocketAddr,
+    /// The call this INVITE asks to replace (its `Replaces` header matched one of our
+    /// established calls, RFC 3891): an attended transfer's target, or a call pickup.
+    /// Accepting takes the old call's place — in its bridge, if it was in one — and ends the
+    /// old call with BYE once the new one is up; rejecting (603 Decline, say) leaves both.
+    pub replaces: Option<CallSession>,
 }
 
 impl IncomingCall {
@@ -94,6 +99,9 @@ pub struct TransferRequest {
     pub target: Uri,
     /// The `Referred-By` value, when present.
     pub referred_by: Option<String>,
+    /// The `Replaces` the transferor asked us to send (`Refer-To: <uri?Replaces=…>`): an
+    /// attended transfer, in which the target drops its call with the transferor for ours.
+    pub replaces: Option<String>,
 }
 
 /// Whether to follow a transfer request.

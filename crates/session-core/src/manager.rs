@@ -205,8 +205,9 @@ impl SessionManagerBuilder {
             timers: config.timers,
             ..EndpointConfig::default()
         };
-        // The SIP layer advertises what it implements; session-core adds RFC 4028 timers.
-        endpoint.policy.supported = vec!["timer".to_owned()];
+        // The SIP layer advertises what it implements; session-core adds RFC 4028 timers and
+        // RFC 3891 Replaces.
+        endpoint.policy.supported = vec!["timer".to_owned(), "replaces".to_owned()];
         let (sip, ua_events) = SipDriver::start(DriverConfig {
             bind: config.bind,
             udp: config.udp,

@@ -1063,7 +1063,13 @@ async fn two_calls_bridged_hear_each_other_and_get_their_media_back() {
     // Carol hangs up while bridged: her leg leaves the bridge and its ports come back.
     from_carol.hangup().await.unwrap();
     within(at_bob_c.ended()).await;
-    assert_eq!(bob.manager.bridge_members(bridge), Some(Vec::new()));
+    // The state turns final first; the leg comes back from the bridge right after.
+    within(async {
+        while bob.manager.bridge_members(bridge) != Some(Vec::new()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     bob.manager.destroy_bridge(bridge).await.unwrap();
     from_alice.hangup().await.unwrap();
     within(at_bob_a.ended()).await;
@@ -1239,4 +1245,134 @@ async fn a_b2bua_connects_two_calls_and_carries_status_cancel_and_bye() {
     alice.manager.shutdown().await;
     bob.shutdown().await;
     carol.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attended_transfer_replaces_the_consultation_call() {
+    let mut alice = peer(signaling_only(), accept).await;
+    let mut bob = peer(signaling_only(), accept).await;
+    // Carol accepts everything; she notes which call an INVITE replaces.
+    let replaced = Arc::new(parking_lot::Mutex::new(None::<session_core::SessionId>));
+    let seen = replaced.clone();
+    let mut carol = peer(signaling_only(), move |call| {
+        *seen.lock() = call.replaces.as_ref().map(|old| old.id());
+        CallDecision::accept()
+    })
+    .await;
+    // Alice ⇄ Bob, then Bob consults Carol.
+    let (alice_to_bob, bob_from_alice) = support::connect(&alice, &mut bob).await;
+    let bob_to_carol = bob.manager.call(&carol.uri("carol")).await.unwrap();
+    within(bob_to_carol.answered()).await.unwrap();
+    let carol_from_bob = carol.incoming().await;
+    within(carol_from_bob.wait_for(CallState::is_established)).await;
+    assert!(replaced.lock().is_none());
+
+    // Bob connects Alice to Carol: REFER with Replaces; Alice's INVITE replaces Bob's call.
+    within(bob_from_alice.transfer_attended(&bob_to_carol))
+        .await
+        .unwrap();
+    let carol_from_alice = carol.incoming().await;
+    within(carol_from_alice.wait_for(CallState::is_established)).await;
+    assert_eq!(
+        *replaced.lock(),
+        Some(carol_from_bob.id()),
+        "Carol matched the Replaces to her call with Bob"
+    );
+    // The replaced call and the transferred one end; Alice and Carol talk.
+    assert_eq!(within(carol_from_bob.ended()).await, CallState::Terminated);
+    assert_eq!(within(bob_to_carol.ended()).await, CallState::Terminated);
+    assert_eq!(within(bob_from_alice.ended()).await, CallState::Terminated);
+    assert_eq!(within(alice_to_bob.ended()).await, CallState::Terminated);
+    let new_leg = alice_to_bob.transferred_to().expect("the transfer's call");
+    let alice_to_carol = within(alice.manager.session(new_leg)).await.expect("alive");
+    assert_eq!(alice_to_carol.state(), CallState::Active);
+    alice_to_carol.hangup().await.unwrap();
+    within(carol_from_alice.ended()).await;
+    let _ = alice.seen.try_recv();
+    for peer in [&alice, &bob, &carol] {
+        assert_released(peer).await;
+        peer.manager.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaces_is_matched_on_our_tags_and_refused_by_the_rfc_3891_rules() {
+    use session_core::crates::sip::{Header, HeaderName, Message, Request};
+    let mut bob = peer(signaling_only(), accept).await;
+    let server = bob.manager.local_addr();
+    // Mallory has a call with Bob (INVITE, 200, ACK from a raw socket).
+    let (mut mallory, socket) = timed_caller(&bob, "mallory", &[]).await;
+    let old_call = bob.incoming().await;
+    within(old_call.wait_for(CallState::is_established)).await;
+    let (call_id, her_tag, his_tag) = (
+        mallory.call_id().to_owned(),
+        mallory.local_tag().unwrap(),
+        mallory.remote_tag().unwrap(),
+    );
+    let mut buf = vec![0u8; 65_535];
+    let mut final_response = async |invite: Request| {
+        socket.send_to(&invite.to_bytes(), server).await.unwrap();
+        within(async {
+            loop {
+                let (len, _) = socket.recv_from(&mut buf).await.unwrap();
+                if let Ok(Message::Response(r)) = Message::parse(buf[..len].to_vec())
+                    && r.status.as_u16() >= 200
+                {
+                    break r;
+                }
+            }
+        })
+        .await
+    };
+    // From Bob's side: `to-tag` is his tag, `from-tag` hers.
+    let cases = [
+        (
+            format!("{call_id};to-tag={her_tag};from-tag={his_tag}"),
+            StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST,
+        ),
+        (
+            format!("{call_id};to-tag={his_tag}"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("{call_id};to-tag={his_tag};from-tag={her_tag};early-only"),
+            StatusCode::BUSY_HERE,
+        ),
+        (
+            format!("{call_id};to-tag={his_tag};from-tag={her_tag}"),
+            StatusCode::OK,
+        ),
+    ];
+    for (replaces, expected) in cases {
+        // A new call each time (new Call-ID, tag and branches), the old one's ids saved above.
+        let fresh = &mut mallory;
+        fresh.new_call();
+        let mut invite = fresh.invite();
+        invite
+            .headers
+            .push(Header::new(HeaderName::Replaces, replaces));
+        let response = final_response(invite.clone()).await;
+        assert_eq!(response.status, expected);
+        let _ = fresh.expect_response(Some(response.to_bytes()), expected);
+        let ack = if expected == StatusCode::OK {
+            fresh.ack()
+        } else {
+            fresh.ack_failure(&response)
+        };
+        socket.send_to(&ack.to_bytes(), server).await.unwrap();
+    }
+    // The replacing call is up: Bob ends the replaced one with BYE.
+    let bye = next_request(&socket, Duration::from_secs(5)).await;
+    assert_eq!(bye.method, session_core::crates::sip::Method::Bye);
+    assert_eq!(
+        bye.call_id().unwrap(),
+        call_id,
+        "the old call is the one ended"
+    );
+    socket
+        .send_to(&mallory.respond(&bye, StatusCode::OK).to_bytes(), server)
+        .await
+        .unwrap();
+    assert_eq!(within(old_call.ended()).await, CallState::Terminated);
+    bob.manager.shutdown().await;
 }

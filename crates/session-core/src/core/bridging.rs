@@ -212,4 +212,21 @@ impl Core {
             _ => {}
         }
     }
+
+    /// A call that replaced another (RFC 3891) is up: it takes the old call's place in its
+    /// bridge, if it was in one (joining first, so no one hears a gap), and the old call ends
+    /// with BYE.
+    pub(super) async fn flush_replacements(&mut self) {
+        for (new, old) in std::mem::take(&mut self.pending_replacements) {
+            let bridge = self.calls.get(&old).and_then(|call| call.bridged);
+            if let Some(bridge) = bridge
+                && let Err(error) = self.join_bridge(new, bridge).await
+            {
+                tracing::debug!(session_id = %new, %error, "the replacing call could not join the bridge");
+            }
+            if let Err(error) = self.hangup(old).await {
+                tracing::debug!(session_id = %old, %error, "the replaced call could not be ended");
+            }
+        }
+    }
 }

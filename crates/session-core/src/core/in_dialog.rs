@@ -547,6 +547,31 @@ impl Core {
         self.track(session, sent, TxPurpose::Refer(reply));
     }
 
+    /// The Refer-To of an attended transfer to the peer of `consultation` (RFC 5589 §7): its
+    /// remote target with a `Replaces` header naming that dialog as the target sees it — its
+    /// local tag (our remote tag) as `to-tag`, its remote tag (ours) as `from-tag`.
+    pub(super) async fn replacing_target(&mut self, consultation: SessionId) -> Result<session_sip::Uri> {
+        let dialog = self.established_dialog(consultation, "transfer to this call's peer")?;
+        let lookup = dialog.clone();
+        let target = self
+            .sip
+            .with(move |ua, _| ua.dialog(&lookup).map(|d| d.remote_target.clone()))
+            .await
+            .map_err(|_| SessionError::Shutdown)?
+            .ok_or(SessionError::NoSuchSession)?;
+        let replaces = format!(
+            "{};to-tag={};from-tag={}",
+            dialog.call_id.as_str(),
+            dialog.remote_tag,
+            dialog.local_tag
+        );
+        let text = format!("{target}?Replaces={}", crate::body::percent_encode(&replaces));
+        session_sip::Uri::parse(&text).map_err(|_| SessionError::InvalidInput {
+            what: "transfer target",
+            value: text,
+        })
+    }
+
     /// A NOTIFY of the implicit `refer` subscription (RFC 3515 §2.4.4).
     async fn on_notify(&mut self, session: SessionId, tx: TransactionId, request: Request) {
         let is_refer = request
@@ -645,6 +670,13 @@ impl Core {
                 .await;
             return;
         };
+        // RFC 3261 §19.1.5: headers in the Refer-To URI go into the request it triggers, not
+        // into its Request-URI. Replaces (RFC 3891) is the one we carry (an attended transfer).
+        let (target, uri_headers) = crate::body::split_uri_headers(&target);
+        let replaces = uri_headers
+            .into_iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("Replaces"))
+            .map(|(_, value)| value);
         let Some(call) = self.calls.get(&session) else {
             return;
         };
@@ -661,6 +693,7 @@ impl Core {
         let transfer = TransferRequest {
             target: target.clone(),
             referred_by,
+            replaces: replaces.clone(),
         };
         let handle = self.handle(call);
         // A handler that panics refuses the transfer.
@@ -705,6 +738,7 @@ impl Core {
                 .map(crate::manager::preloaded_route)
                 .into_iter()
                 .chain(referrer.map(|value| Header::new(HeaderName::ReferredBy, value)))
+                .chain(replaces.map(|value| Header::new(HeaderName::Replaces, value)))
                 .collect(),
             sdp: None,
             transfer_of: Some(session),

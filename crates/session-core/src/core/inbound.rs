@@ -63,6 +63,14 @@ impl Core {
             .await;
             return;
         }
+        // RFC 3891 §3: an INVITE that asks to replace a dialog must match one we can replace.
+        let replaces = match self.match_replaces(&request) {
+            Ok(replaces) => replaces,
+            Err(status) => {
+                self.respond(None, tx, status, Vec::new(), None).await;
+                return;
+            }
+        };
         let call_id = CallId::new(request.call_id().unwrap_or_default());
         let caller = request
             .from()
@@ -83,13 +91,18 @@ impl Core {
         };
         call.invite_tx = Some(tx);
         call.peer_allows_update = allows_update(&request);
+        call.replaces = replaces;
         let Some(call) = self.calls.get(&session) else {
             return;
         };
+        let replaces = replaces
+            .and_then(|old| self.calls.get(&old))
+            .map(|old| self.handle(old));
         let incoming = IncomingCall {
             session: self.handle(call),
             request,
             source,
+            replaces,
         };
         // A handler that panics answers 500; the manager and the other calls go on.
         let decision = self
@@ -109,6 +122,35 @@ impl Core {
         };
         if let Err(error) = result {
             tracing::debug!(session_id = %session, %error, "incoming call not answered as decided");
+        }
+    }
+
+    /// The established call an INVITE's `Replaces` names (RFC 3891 §3), or the status to refuse
+    /// it with: 400 for a malformed header, 481 when no dialog of ours matches (an early dialog
+    /// included: replacing one is not supported), 486 when `early-only` names a confirmed one.
+    /// The tags are read from our side: `to-tag` is our local tag, `from-tag` the peer's.
+    fn match_replaces(&self, request: &Request) -> std::result::Result<Option<SessionId>, StatusCode> {
+        let Some(replaces) = request.replaces() else {
+            return Ok(None);
+        };
+        let replaces = replaces.map_err(|_| StatusCode::BAD_REQUEST)?;
+        let tag = |name: &str| replaces.params.get(name).flatten();
+        let (Some(to_tag), Some(from_tag)) = (tag("to-tag"), tag("from-tag")) else {
+            return Err(StatusCode::BAD_REQUEST);
+        };
+        let dialog = DialogId::new(CallId::new(replaces.value), to_tag, from_tag);
+        let Some(&session) = self.by_dialog.get(&dialog) else {
+            return Err(StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST);
+        };
+        if replaces.params.get("early-only").is_some() {
+            // The dialog is confirmed, and the caller wanted an early one only.
+            return Err(StatusCode::BUSY_HERE);
+        }
+        match self.calls.get(&session) {
+            Some(call) if call.state.is_established() => Ok(Some(session)),
+            // Ending already (RFC 3891 §3: a terminated dialog is declined).
+            Some(_) => Err(StatusCode::DECLINE),
+            None => Err(StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST),
         }
     }
 
@@ -253,7 +295,7 @@ impl Core {
             _ => None,
         };
         headers.push(Header::new(HeaderName::Allow, ALLOW));
-        headers.push(Header::new(HeaderName::Supported, "timer"));
+        headers.push(Header::new(HeaderName::Supported, SUPPORTED));
         let dialog = self
             .respond(
                 Some(session),
@@ -415,6 +457,9 @@ impl Core {
             .map_or(CallState::Terminated, |call| call.state)
     }
 }
+
+/// The option tags we support (RFC 4028 session timers, RFC 3891 Replaces).
+pub(crate) const SUPPORTED: &str = "timer, replaces";
 
 /// The methods we answer inside a call.
 pub(crate) const ALLOW: &str =

@@ -110,6 +110,8 @@ pub(crate) enum Operation {
         body: Bytes,
     },
     Transfer(Uri),
+    /// Attended transfer: REFER to the peer of this other call, replacing it.
+    TransferReplacing(SessionId),
     AttachSource(BoxedSource),
     AttachSink(BoxedSink),
     Stats(oneshot::Sender<CallStats>),
@@ -207,6 +209,8 @@ pub(crate) struct Call {
     pub(crate) early_answer: Option<Bytes>,
     /// The bridge that owns this call's media leg (its media task is stopped meanwhile).
     pub(crate) bridged: Option<session_bridge::BridgeId>,
+    /// Inbound: the call this one replaces (RFC 3891), ended once this one is up.
+    pub(crate) replaces: Option<SessionId>,
 }
 
 impl Call {
@@ -233,6 +237,7 @@ impl Call {
             peer_allows_update: false,
             early_answer: None,
             bridged: None,
+            replaces: None,
         }
     }
 }
@@ -282,6 +287,8 @@ pub(crate) struct Core {
     pub(crate) media_events: mpsc::UnboundedSender<(SessionId, MediaEvent)>,
     /// Transfer progress to report by NOTIFY (transferee), sent after the current event.
     pub(crate) pending_notifies: Vec<(SessionId, StatusCode)>,
+    /// Calls up that replace another (new, old), done after the current event.
+    pub(crate) pending_replacements: Vec<(SessionId, SessionId)>,
     /// Calls ended while handling the last event, their last events still to publish.
     pub(crate) endings: Vec<(Box<Call>, TerminationReason)>,
     pub(crate) tracer: Option<SessionTracer>,
@@ -334,6 +341,7 @@ impl Core {
             timers: BinaryHeap::new(),
             media_events,
             pending_notifies: Vec::new(),
+            pending_replacements: Vec::new(),
             endings: Vec::new(),
             tracer,
             ending_requests: std::collections::HashSet::new(),
@@ -366,6 +374,7 @@ impl Core {
                 () = sleep_until_or_forever(deadline) => core.on_timers().await,
             }
             core.flush_notifies().await;
+            core.flush_replacements().await;
             core.finish_endings().await;
         }
     }
@@ -786,6 +795,14 @@ impl Core {
                     .await;
             }
             Operation::Transfer(target) => self.transfer(session, target, reply).await,
+            Operation::TransferReplacing(consultation) => {
+                match self.replacing_target(consultation).await {
+                    Ok(target) => self.transfer(session, target, reply).await,
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
             Operation::AttachSource(source) => {
                 let result = self.with_media(session, |media| {
                     media.send(crate::media::MediaCommand::AttachSource(source));
@@ -950,6 +967,9 @@ impl Core {
         let handle = self.handle(call);
         if let Some(original) = call.notify_to {
             self.pending_notifies.push((original, StatusCode::OK));
+        }
+        if let Some(old) = call.replaces {
+            self.pending_replacements.push((session, old));
         }
         self.guarded("on_call_established", |h| h.on_call_established(&handle));
     }
