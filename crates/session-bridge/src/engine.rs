@@ -5,7 +5,6 @@
 //! [`BridgeEngine`].
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use session_media::FRAME_DURATION;
@@ -26,27 +25,9 @@ use crate::timer::{Timer, Timers};
 mod input;
 mod tick;
 
-/// Identifies a bridge inside one engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BridgeId(u64);
-
-impl BridgeId {
-    /// The raw number (unique within the engine that made it).
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-
-    #[cfg(test)]
-    pub(crate) fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
-}
-
-impl fmt::Display for BridgeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bridge-{}", self.0)
-    }
-}
+/// Identifies a bridge inside one engine (the type lives in session-types, shared with the
+/// events about bridges).
+pub use session_types::BridgeId;
 
 /// How a bridge carries media, as asked at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -335,7 +316,7 @@ impl BridgeEngine {
 
     /// Creates an empty bridge.
     pub fn create_bridge(&mut self, technology: TechnologyChoice) -> BridgeId {
-        let id = BridgeId(self.next_bridge);
+        let id = BridgeId::from_raw(self.next_bridge);
         self.next_bridge += 1;
         let initial = match technology {
             TechnologyChoice::ForceMixer => Technology::Mixer,

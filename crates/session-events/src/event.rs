@@ -5,7 +5,7 @@
 //! An event is built once by its publisher and shared as `Arc<SessionEvent>`: every subscriber
 //! that receives it holds the same allocation, so fan-out copies a pointer, never the event.
 
-use session_types::{CallId, CallState, Direction, FailureReason, SessionId};
+use session_types::{BridgeId, CallId, CallState, Direction, FailureReason, SessionId};
 use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,8 +22,8 @@ pub enum BridgeChange {
     Left,
     /// The session came from another bridge (a move or a merge), without a gap.
     MovedFrom {
-        /// The bridge it was in (its number).
-        from: u64,
+        /// The bridge it was in.
+        from: BridgeId,
     },
     /// The session's bridge switched technology (members joined or left, a setting changed).
     TechnologyChanged {
@@ -134,8 +134,8 @@ pub enum SessionEvent {
     Bridge {
         /// The session.
         session_id: SessionId,
-        /// The bridge (its number, unique within one manager).
-        bridge: u64,
+        /// The bridge.
+        bridge: BridgeId,
         /// What happened.
         change: BridgeChange,
     },

@@ -105,6 +105,29 @@ impl fmt::Display for GroupId {
     }
 }
 
+/// A bridge (session-bridge): a number unique within the bridge engine that made it. It lives
+/// here so that events about bridges (session-events) and the bridges themselves share one type.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct BridgeId(u64);
+
+impl BridgeId {
+    /// The bridge with this number (engines count from 1).
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw number.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for BridgeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bridge-{}", self.0)
+    }
+}
+
 /// The SIP `Call-ID` of a call (RFC 3261 §8.1.1.4). Cheap to clone (shared string).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(Arc<str>);

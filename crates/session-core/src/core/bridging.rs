@@ -146,7 +146,7 @@ impl Core {
         let publish = |core: &Self, session: SessionId, bridge: BridgeId, change: BridgeChange| {
             core.bus.publish(SessionEvent::Bridge {
                 session_id: session,
-                bridge: bridge.as_u64(),
+                bridge,
                 change,
             });
         };
@@ -161,7 +161,6 @@ impl Core {
                 if let Some(call) = self.calls.get_mut(&session) {
                     call.bridged = Some(to);
                 }
-                let from = from.as_u64();
                 publish(self, session, to, BridgeChange::MovedFrom { from });
             }
             BridgeEvent::TechnologyChanged { bridge, to, .. } => {
