@@ -8,7 +8,9 @@
 //!   answer, every audio packet of the capture reaches the endpoint, decodes, and is echoed back
 //!   to where it came from (latching), the digit is recognised, and the call ends cleanly.
 //! - `baresip_accepts_our_answer_and_media_flows_both_ways`: baresip dials us from a generated
-//!   config (WAV tone source, `aubridge` null player, G.711). Proves baresip accepts our answer
+//!   config (WAV tone source, `aubridge` null player, G.711; the harness in `support::baresip`,
+//!   here without its control connection: baresip dials at start with `-e` and quits on
+//!   SIGTERM). Proves baresip accepts our answer
 //!   (it ACKs), its RTP reaches us (its 1 kHz tone, decoded), our RTP reaches it (its own
 //!   receive counter and its decoded-audio dump hold our 600 Hz tone), it takes our RTCP
 //!   report, and it answers our BYE with 200.
@@ -37,7 +39,7 @@ use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
 use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaEvent};
 use session_media::FRAME_DURATION;
-use session_media::audio::{AudioSink, AudioSource, ToneSource, WavRecorder};
+use session_media::audio::{AudioSource, ToneSource};
 use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
 use session_media::rtcp::StreamStats;
 use session_media::sdp::SessionDescription;
@@ -49,11 +51,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use support::baresip::Baresip;
 use support::{
-    BARESIP_TONE_HZ, OUR_TONE_HZ, TempDir, baresip_decoded_audio, baresip_module_path,
-    baresip_stat, tone_ratio, tool_available,
+    BARESIP_TONE_HZ, OUR_TONE_HZ, TempDir, sipp_counter, sipp_text, tone_ratio, tool_available,
 };
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 
@@ -62,7 +63,7 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const SIPP_PCAP_DIR: &str = "/usr/share/sip-tester";
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: the UAS, events (tools, temp dirs and baresip's files: `support`).
+// Helpers: the UAS, events (tools, temp dirs, SIPp's output and the baresip harness: `support`).
 
 /// Our UAS: the driver on 127.0.0.1, UDP only, on a free port.
 async fn start_uas() -> (SipHandle, UnboundedReceiver<UaEvent>) {
@@ -171,19 +172,6 @@ async fn answer_with_media(
     }
 }
 
-/// Collects everything a child writes to one of its pipes.
-fn collect<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    pipe: Option<R>,
-) -> tokio::task::JoinHandle<String> {
-    tokio::spawn(async move {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes).await;
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Test 1: SIPp plays a capture; we echo it.
 
@@ -233,16 +221,6 @@ fn count_rtp_packets(pcap: &[u8]) -> usize {
     count
 }
 
-/// The cumulative value of a counter line of SIPp's final statistics screen.
-fn sipp_counter(output: &str, name: &str) -> u64 {
-    output
-        .lines()
-        .filter(|line| line.trim_start().starts_with(name))
-        .filter_map(|line| line.rsplit('|').next()?.trim().parse().ok())
-        .next_back()
-        .unwrap_or_else(|| panic!("no {name:?} in SIPp output:\n{output}"))
-}
-
 /// True when this process holds `CAP_NET_RAW`, which SIPp (started by us, inheriting it)
 /// needs: `play_pcap_audio` sends the capture's packets through a raw socket.
 fn has_cap_net_raw() -> bool {
@@ -257,11 +235,6 @@ fn has_cap_net_raw() -> bool {
 }
 
 type SippRun = tokio::task::JoinHandle<std::io::Result<std::process::Output>>;
-
-/// SIPp's stdout and stderr.
-fn sipp_text(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
 
 /// Fails the test while waiting for `what`, with SIPp's output if it has exited (it is killed
 /// otherwise).
@@ -481,42 +454,6 @@ async fn sipp_pcap_rtp_is_received_and_echoed() {
 // ---------------------------------------------------------------------------------------------
 // Test 2: baresip calls us.
 
-/// A headless baresip configuration in `dir`: SIP and RTP on 127.0.0.1, a WAV tone as the
-/// microphone, `aubridge` as a player nobody drains, G.711 only, decoded audio dumped to WAV
-/// files in `dir` (`sndfile`), no registration.
-fn write_baresip_config(dir: &Path) {
-    let mut tone_file = WavRecorder::create(dir.join("tone.wav")).unwrap();
-    let mut tone = ToneSource::new(BARESIP_TONE_HZ, 8000);
-    // 20 s: baresip ends the call when its source file ends, long after this test.
-    for _ in 0..1000 {
-        tone_file.write_frame(&tone.next_frame().unwrap()).unwrap();
-    }
-    tone_file.finalize().unwrap();
-    let config = format!(
-        "poll_method epoll\n\
-         sip_listen 127.0.0.1:0\n\
-         net_interface 127.0.0.1\n\
-         audio_player aubridge,nil\n\
-         audio_alert aubridge,nil\n\
-         audio_source aufile,{dir}/tone.wav\n\
-         rtcp_mux no\n\
-         rtp_stats yes\n\
-         module_path {modules}\n\
-         module g711.so\n\
-         module aufile.so\n\
-         module aubridge.so\n\
-         module sndfile.so\n\
-         module_app account.so\n\
-         module_app menu.so\n\
-         module_app rtcpsummary.so\n\
-         snd_path {dir}\n",
-        dir = dir.display(),
-        modules = baresip_module_path("g711.so").display(),
-    );
-    std::fs::write(dir.join("config"), config).unwrap();
-    std::fs::write(dir.join("accounts"), "<sip:baresip@127.0.0.1>;regint=0\n").unwrap();
-}
-
 /// What we sent and received during the call.
 #[derive(Debug, Default)]
 struct Exchange {
@@ -557,26 +494,19 @@ async fn baresip_accepts_our_answer_and_media_flows_both_ways() {
         return;
     }
     let started = Instant::now();
-    let dir = TempDir::new("baresip");
-    write_baresip_config(dir.path());
     let (handle, mut events) = start_uas().await;
     let pool = PortPool::new(42_100..42_200).unwrap();
 
+    // No control connection: baresip dials at start (`-e`), its RTCP summary module says
+    // whether it collected our RTCP, and SIGTERM asks it to quit.
     let target = format!("/dial sip:interop@{}", handle.local_addr());
-    let mut child = tokio::process::Command::new("baresip")
-        .arg("-f")
-        .arg(dir.path())
-        // `-s` traces SIP into the output shown on failure; `-t 60` is a last-resort quit.
-        .args(["-s", "-t", "60", "-e", &target])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = collect(child.stdout.take());
-    let stderr = collect(child.stderr.take());
+    let baresip = Baresip::builder("baresip")
+        .without_control()
+        .module_app("rtcpsummary.so")
+        .execute(&target)
+        .quit_after(Duration::from_secs(60))
+        .start()
+        .await;
 
     let (tx, invite) = wait_for_invite(&mut events).await;
     let mut call = answer_with_media(&handle, tx, &invite, &pool).await;
@@ -617,23 +547,12 @@ async fn baresip_accepts_our_answer_and_media_flows_both_ways() {
 
     // Ask baresip to quit (SIGTERM: it flushes its output and closes its WAV dumps), then
     // read what it wrote.
-    let pid = child.id().expect("baresip is running").to_string();
-    let _ = tokio::process::Command::new("sh")
-        .args(["-c", "kill -TERM \"$1\"", "sh", &pid])
-        .status()
-        .await;
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.start_kill();
-    }
-    let output = stdout.await.unwrap() + &stderr.await.unwrap();
-    let (baresip_sent, baresip_received) = baresip_stat(&output, "packets:");
-    let (_, our_reported_sent) = baresip_stat(&output, "pkt.report:");
-    let decoded = baresip_decoded_audio(dir.path());
+    let quit = baresip.quit().await;
+    let (output, decoded) = (&quit.output, &quit.decoded);
+    let (baresip_sent, baresip_received) = quit.stat("packets:");
+    let (_, our_reported_sent) = quit.stat("pkt.report:");
     let heard_by_us = tone_ratio(&seen.samples, BARESIP_TONE_HZ, OUR_TONE_HZ);
-    let heard_by_baresip = tone_ratio(&decoded, OUR_TONE_HZ, BARESIP_TONE_HZ);
+    let heard_by_baresip = tone_ratio(decoded, OUR_TONE_HZ, BARESIP_TONE_HZ);
     eprintln!(
         "baresip: we sent {} / received {} RTP ({} RTCP), our stats {stats:?}; baresip sent {baresip_sent} \
          / received {baresip_received} (our SR said {our_reported_sent}), decoded {} samples; tone ratios {heard_by_us:.0} / \

@@ -12,15 +12,15 @@
 //!   SIP trace shows our BYE and its 200; our manager holds no call, no admission slot and no
 //!   RTP port.
 //!
-//! baresip (Debian `baresip-core`, 1.0) runs headless from a generated configuration in a
-//! temporary directory: SIP and RTP on 127.0.0.1, a WAV file as microphone (`aufile`), a
-//! player nobody drains (`aubridge`), decoded audio dumped to WAV (`sndfile`), and its
-//! `ctrl_tcp` module, through which the test dials, hangs up, quits and reads baresip's call
-//! events (netstring-framed JSON). A missing baresip fails the tests with the `apt-get` command,
-//! unless `SESSION_CORE_ALLOW_MISSING_PEERS=1` (never under CI) lets them pass without running. baresip is asked to
-//! quit at the end and killed when its handle is dropped; every wait has a time limit. Run
-//! time: 6–12 s each, most of it waiting for a round-trip time from baresip's RTCP (see
-//! `RTT_WAIT`).
+//! baresip (Debian `baresip-core`, 1.0) runs headless through the harness in `support::baresip`: a
+//! generated configuration in a temporary directory, SIP and RTP on 127.0.0.1, a WAV file as
+//! microphone (`aufile`), a player nobody drains (`aubridge`), decoded audio dumped to WAV
+//! (`sndfile`), and its `ctrl_tcp` module, through which the test dials, hangs up, quits and reads
+//! baresip's call events (netstring-framed JSON). A missing baresip fails the tests with the
+//! `apt-get` command, unless `SESSION_CORE_ALLOW_MISSING_PEERS=1` (never under CI) lets them pass
+//! without running. baresip is asked to quit at the end and killed when its handle is dropped;
+//! every wait has a time limit. Run time: 6–12 s each, most of it waiting for a round-trip time
+//! from baresip's RTCP (see `RTT_WAIT`).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(
@@ -32,26 +32,17 @@
 
 mod support;
 
-use session_core::crates::media::audio::{
-    AudioSink, AudioSource, ChannelSink, ToneSource, WavRecorder,
-};
+use session_core::crates::media::audio::{ChannelSink, ToneSource};
 use session_core::{
     CallDecision, CallHandler, CallSession, CallState, CallStats, IncomingCall, SessionManager,
     TerminationReason,
 };
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use support::{
-    BARESIP_TONE_HZ, OUR_TONE_HZ, TempDir, baresip_decoded_audio, baresip_module_path,
-    baresip_stat, tone_ratio, tool_available,
-};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use support::baresip::{Baresip, Quit};
+use support::{BARESIP_TONE_HZ, OUR_TONE_HZ, assert_released, tone_ratio, tool_available};
 use tokio::sync::mpsc;
 
-/// The tone baresip sends (its WAV microphone) and the one we send it.
 /// A generous limit for one step of a call on loopback.
 const STEP: Duration = Duration::from_secs(10);
 /// How long to wait for a round-trip time from baresip's RTCP. baresip (libre) reports every
@@ -126,20 +117,6 @@ async fn expect_seen<T>(
         .unwrap_or_else(|_| panic!("no {what} within {STEP:?}"))
 }
 
-/// Asserts that the manager holds nothing: called after `on_call_ended`, which the manager
-/// calls only once the call's media task has given its ports back.
-fn assert_released(manager: &SessionManager) {
-    assert_eq!(
-        (
-            manager.active_calls(),
-            manager.admission().active(),
-            manager.ports().in_use()
-        ),
-        (0, 0, 0),
-        "calls, admission slots, RTP ports still held"
-    );
-}
-
 /// What we heard on a call and what our statistics say.
 #[derive(Debug)]
 struct Heard {
@@ -206,235 +183,7 @@ async fn exchange_audio(call: &CallSession, min_frames: usize) -> Heard {
 }
 
 // ---------------------------------------------------------------------------------------------
-// baresip: configuration, process, control connection.
-
-/// A loopback port free for both UDP and TCP now (baresip listens for SIP on both, and its
-/// configuration needs the number up front). Another process may take it before baresip
-/// binds; baresip then fails to start and the test says so.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP")
-}
-
-/// A running baresip: its directory, process, output and control connection.
-struct Baresip {
-    dir: TempDir,
-    child: tokio::process::Child,
-    sip: SocketAddr,
-    /// Everything it printed so far (stdout and stderr, SIP trace included).
-    output: Arc<Mutex<String>>,
-    lines: mpsc::UnboundedReceiver<String>,
-    ctrl: tokio::net::tcp::OwnedWriteHalf,
-    /// The JSON texts of `ctrl_tcp` events and responses, in arrival order.
-    events: mpsc::UnboundedReceiver<String>,
-    tokens: u32,
-}
-
-impl Baresip {
-    /// Writes the configuration, starts baresip, waits until it is ready and connects to its
-    /// control port. Its account answers every call at once (`answermode=auto`).
-    async fn start(name: &str) -> Self {
-        let dir = TempDir::new(name);
-        let mut tone_file = WavRecorder::create(dir.path().join("tone.wav")).unwrap();
-        let mut tone = ToneSource::new(BARESIP_TONE_HZ, 8000);
-        // 30 s: baresip's source would end with the file, long after each test.
-        for _ in 0..1500 {
-            tone_file.write_frame(&tone.next_frame().unwrap()).unwrap();
-        }
-        tone_file.finalize().unwrap();
-        let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let ctrl_port = free_port();
-        let config = format!(
-            "poll_method epoll\n\
-             sip_listen {sip}\n\
-             net_interface 127.0.0.1\n\
-             audio_player aubridge,nil\n\
-             audio_alert aubridge,nil\n\
-             audio_source aufile,{dir}/tone.wav\n\
-             rtcp_mux no\n\
-             rtp_stats yes\n\
-             module_path {modules}\n\
-             module g711.so\n\
-             module aufile.so\n\
-             module aubridge.so\n\
-             module sndfile.so\n\
-             module ctrl_tcp.so\n\
-             module_app account.so\n\
-             module_app menu.so\n\
-             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
-             snd_path {dir}\n",
-            dir = dir.path().display(),
-            modules = baresip_module_path("ctrl_tcp.so").display(),
-        );
-        std::fs::write(dir.path().join("config"), config).unwrap();
-        std::fs::write(
-            dir.path().join("accounts"),
-            "<sip:baresip@127.0.0.1>;regint=0;answermode=auto\n",
-        )
-        .unwrap();
-
-        let mut child = tokio::process::Command::new("baresip")
-            .arg("-f")
-            .arg(dir.path())
-            // `-s` traces SIP (checked, and shown on failure); `-t 120` is a last-resort quit.
-            .args(["-s", "-t", "120"])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        let (line_tx, lines) = mpsc::unbounded_channel();
-        collect_lines(
-            child.stdout.take().unwrap(),
-            output.clone(),
-            line_tx.clone(),
-        );
-        collect_lines(child.stderr.take().unwrap(), output.clone(), line_tx);
-        let mut baresip_lines = lines;
-        let ready = tokio::time::timeout(STEP, async {
-            while let Some(line) = baresip_lines.recv().await {
-                if line.contains("baresip is ready") {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        if ready != Ok(true) {
-            panic!(
-                "baresip did not get ready:\n{}",
-                output.lock().unwrap().as_str()
-            );
-        }
-        let stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, ctrl_port))
-            .await
-            .unwrap_or_else(|e| panic!("baresip's ctrl_tcp port {ctrl_port}: {e}"));
-        let (read, ctrl) = stream.into_split();
-        let (event_tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(read_netstrings(read, event_tx));
-        Self {
-            dir,
-            child,
-            sip,
-            output,
-            lines: baresip_lines,
-            ctrl,
-            events,
-            tokens: 0,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Sends a `ctrl_tcp` command (`dial`, `hangup`, `quit` …).
-    async fn command(&mut self, command: &str, params: &str) {
-        self.tokens += 1;
-        let json = format!(
-            r#"{{"command":"{command}","params":"{params}","token":"t{}"}}"#,
-            self.tokens
-        );
-        let framed = format!("{}:{json},", json.len());
-        self.ctrl.write_all(framed.as_bytes()).await.unwrap();
-    }
-
-    /// Waits for the `ctrl_tcp` event of type `kind` (e.g. `CALL_ESTABLISHED`) and returns
-    /// its JSON text.
-    async fn event(&mut self, kind: &str) -> String {
-        let pattern = format!(r#""type":"{kind}""#);
-        let wait = async {
-            while let Some(event) = self.events.recv().await {
-                if event.contains(&pattern) {
-                    return Some(event);
-                }
-            }
-            None
-        };
-        match tokio::time::timeout(STEP, wait).await {
-            Ok(Some(event)) => event,
-            _ => panic!(
-                "no baresip event {kind} within {STEP:?}:\n{}",
-                self.output()
-            ),
-        }
-    }
-
-    /// Asks baresip to quit (it closes its WAV dumps and prints its statistics), waits for
-    /// it to exit (killing it after the time limit), and returns everything it printed.
-    async fn quit(mut self) -> (String, TempDir) {
-        self.command("quit", "").await;
-        let exited = tokio::time::timeout(STEP, self.child.wait()).await;
-        if exited.is_err() {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
-        // The pipes close with the process: drain the lines still queued.
-        let drain = async { while self.lines.recv().await.is_some() {} };
-        let _ = tokio::time::timeout(STEP, drain).await;
-        assert!(exited.is_ok(), "baresip did not quit:\n{}", self.output());
-        (self.output(), self.dir)
-    }
-}
-
-/// Appends every line of `pipe` to `output` and sends it on `lines`.
-fn collect_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    pipe: R,
-    output: Arc<Mutex<String>>,
-    lines: mpsc::UnboundedSender<String>,
-) {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            {
-                let mut all = output.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-            let _ = lines.send(line);
-        }
-    });
-}
-
-/// Reads netstrings (`LEN:DATA,`) from baresip's control connection and sends each DATA.
-async fn read_netstrings(
-    mut read: tokio::net::tcp::OwnedReadHalf,
-    events: mpsc::UnboundedSender<String>,
-) {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(colon) = buffer.iter().position(|&b| b == b':') {
-            let length: usize = std::str::from_utf8(&buffer[..colon])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("not a netstring: {buffer:?}"));
-            let end = colon + 1 + length;
-            if buffer.len() <= end {
-                break;
-            }
-            assert_eq!(buffer[end], b',', "netstring without its comma");
-            let data = String::from_utf8_lossy(&buffer[colon + 1..end]).into_owned();
-            buffer.drain(..=end);
-            if events.send(data).is_err() {
-                return;
-            }
-        }
-        match read.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
+// baresip's side (the harness: `support::baresip`).
 
 /// The SIP messages of baresip's trace (`-s`): (the `UDP a -> b` line, the first line of the
 /// message that follows).
@@ -449,11 +198,11 @@ fn sip_trace(output: &str) -> Vec<(String, String)> {
 
 /// The checks on baresip's side once it has quit: it received our RTP, decoded our tone and
 /// took our RTCP sender report.
-fn check_baresip_heard_us(output: &str, dir: &Path, rtp: &Heard) {
-    let (baresip_sent, baresip_received) = baresip_stat(output, "packets:");
-    let (_, we_reported_sent) = baresip_stat(output, "pkt.report:");
-    let decoded = baresip_decoded_audio(dir);
-    let heard_by_baresip = tone_ratio(&decoded, OUR_TONE_HZ, BARESIP_TONE_HZ);
+fn check_baresip_heard_us(quit: &Quit, rtp: &Heard) {
+    let (output, decoded) = (&quit.output, &quit.decoded);
+    let (baresip_sent, baresip_received) = quit.stat("packets:");
+    let (_, we_reported_sent) = quit.stat("pkt.report:");
+    let heard_by_baresip = tone_ratio(decoded, OUR_TONE_HZ, BARESIP_TONE_HZ);
     eprintln!(
         "baresip sent {baresip_sent} / received {baresip_received} RTP, our RTCP said we sent \
          {we_reported_sent}; decoded {} samples, tone ratio {heard_by_baresip:.0}",
@@ -502,7 +251,7 @@ async fn baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up() {
     }
     let started = Instant::now();
     let (manager, mut seen) = start_manager(43_000..=43_099).await;
-    let mut baresip = Baresip::start("uas").await;
+    let mut baresip = Baresip::builder("uas").auto_answer().start().await;
     let target = format!("sip:uas@{}", manager.local_addr());
     baresip.command("dial", &target).await;
 
@@ -534,10 +283,11 @@ async fn baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up() {
     assert_released(&manager);
     baresip.event("CALL_CLOSED").await;
 
-    let (output, dir) = baresip.quit().await;
-    check_baresip_heard_us(&output, dir.path(), &heard);
+    let quit = baresip.quit().await;
+    check_baresip_heard_us(&quit, &heard);
     // baresip sent the BYE and we answered it.
-    let trace = sip_trace(&output);
+    let output = &quit.output;
+    let trace = sip_trace(output);
     let ours = manager.local_addr().to_string();
     assert!(
         trace
@@ -556,9 +306,9 @@ async fn our_uac_calls_baresip_audio_both_ways_then_we_hang_up() {
     }
     let started = Instant::now();
     let (manager, mut seen) = start_manager(43_100..=43_199).await;
-    let mut baresip = Baresip::start("uac").await;
+    let mut baresip = Baresip::builder("uac").auto_answer().start().await;
     let call = manager
-        .call(&format!("sip:baresip@{}", baresip.sip))
+        .call(&format!("sip:baresip@{}", baresip.sip()))
         .await
         .unwrap();
     tokio::time::timeout(STEP, call.answered())
@@ -583,11 +333,12 @@ async fn our_uac_calls_baresip_audio_both_ways_then_we_hang_up() {
     assert_eq!(call.state(), CallState::Terminated);
     assert_released(&manager);
 
-    let theirs = format!(" -> {}", baresip.sip);
-    let (output, dir) = baresip.quit().await;
-    check_baresip_heard_us(&output, dir.path(), &heard);
+    let theirs = format!(" -> {}", baresip.sip());
+    let quit = baresip.quit().await;
+    check_baresip_heard_us(&quit, &heard);
     // baresip received our BYE and answered it 200.
-    let trace = sip_trace(&output);
+    let output = &quit.output;
+    let trace = sip_trace(output);
     let bye_at = trace
         .iter()
         .position(|(route, first)| route.ends_with(&theirs) && first.starts_with("BYE "))

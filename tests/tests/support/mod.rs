@@ -1,6 +1,6 @@
-//! Shared by the interop tests that drive baresip (and SIPp): finding the tools, temporary
-//! directories, baresip's module directory and its end-of-call statistics and audio dumps, and
-//! the tones both sides play.
+//! Shared by the interop tests that drive baresip and SIPp: finding the tools, temporary
+//! directories, free loopback ports, the tones both sides play, SIPp's output, the check that a
+//! `SessionManager` holds nothing, and (in [`baresip`]) the baresip harness itself.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,11 +9,14 @@
 )]
 #![allow(dead_code, unreachable_pub)]
 
-use session_media::AudioFrame;
-use session_media::audio::{AudioSource, WavSource, goertzel_power};
+pub mod baresip;
+
+use session_core::SessionManager;
+use session_media::audio::goertzel_power;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
-/// The tone baresip plays (its `aufile` microphone).
+/// The tone baresip plays (its `aufile` microphone) unless a test chooses another.
 pub const BARESIP_TONE_HZ: f64 = 1000.0;
 /// The tone we play.
 pub const OUR_TONE_HZ: f64 = 600.0;
@@ -56,49 +59,50 @@ impl Drop for TempDir {
     }
 }
 
-/// Where Debian installs baresip's modules (older releases, then multiarch ones): the first
-/// candidate holding `module` (e.g. `g711.so`).
-pub fn baresip_module_path(module: &str) -> PathBuf {
-    let candidates = [
-        "/usr/lib/baresip/modules",
-        "/usr/lib/x86_64-linux-gnu/baresip/modules",
-        "/usr/lib/aarch64-linux-gnu/baresip/modules",
-        "/usr/local/lib/baresip/modules",
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join(module).exists())
-        .unwrap_or_else(|| panic!("no baresip module directory with {module} among {candidates:?}"))
-}
-
-/// A line of the statistics baresip prints when a call ends (`rtp_stats yes`), as its
-/// (transmit, receive) columns: `packets:` counts RTP packets; `pkt.report:` holds what the
-/// peer's RTCP said: how many of baresip's packets it received and how many it sent.
-pub fn baresip_stat(output: &str, name: &str) -> (u64, u64) {
-    output
-        .lines()
-        .find_map(|line| {
-            let mut numbers = line.trim().strip_prefix(name)?.split_whitespace();
-            Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
-        })
-        .unwrap_or_else(|| panic!("no {name:?} line in baresip's output:\n{output}"))
-}
-
-/// The samples baresip decoded from what we sent (its `sndfile` dump, `dump-…-dec.wav`).
-pub fn baresip_decoded_audio(dir: &Path) -> Vec<i16> {
-    let file = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .expect("baresip dumped the audio it decoded");
-    let mut wav = WavSource::open(&file).unwrap();
-    std::iter::from_fn(|| wav.next_frame())
-        .flat_map(|frame: AudioFrame| *frame.samples())
-        .collect()
+/// A loopback port free for both UDP and TCP now (baresip listens for SIP on both, and its
+/// configuration needs the number up front). Another process may take it before the peer
+/// binds; the peer then fails to start and the test says so.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP")
 }
 
 /// The tone's share: power at `tone` over power at `other`.
 pub fn tone_ratio(samples: &[i16], tone: f64, other: f64) -> f64 {
     goertzel_power(samples, tone) / goertzel_power(samples, other).max(f64::MIN_POSITIVE)
+}
+
+/// Asserts that the manager holds no call, admission slot or RTP port (after `on_call_ended`,
+/// which the manager calls only once the call's media task has given its ports back).
+pub fn assert_released(manager: &SessionManager) {
+    assert_eq!(
+        (
+            manager.active_calls(),
+            manager.admission().active(),
+            manager.ports().in_use()
+        ),
+        (0, 0, 0),
+        "calls, admission slots, RTP ports still held"
+    );
+}
+
+/// SIPp's stdout and stderr.
+pub fn sipp_text(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// The cumulative value of a counter line of SIPp's final statistics screen.
+pub fn sipp_counter(output: &str, name: &str) -> u64 {
+    output
+        .lines()
+        .filter(|line| line.trim_start().starts_with(name))
+        .filter_map(|line| line.rsplit('|').next()?.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no {name:?} in SIPp output:\n{output}"))
 }
