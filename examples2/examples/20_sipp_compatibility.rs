@@ -83,9 +83,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// transaction timeout, so a hung peer shows as a failure rather than a hang.
 const CALL_LIMIT: Duration = Duration::from_secs(40);
 
-/// How often a call's RTP statistics are sampled with `--rtp-echo`.
-const STATS_EVERY: Duration = Duration::from_millis(200);
-
 /// How long the self-check's shutdowns wait for lingering transactions.
 const SELF_CHECK_GRACE: Duration = Duration::from_millis(200);
 
@@ -377,12 +374,12 @@ impl Tally {
     }
 }
 
-/// Counts the audio frames a call receives (the echo sends each one back).
-struct FrameCounter(Arc<AtomicU64>);
+/// Takes the call's played-out audio (so that its receive path, jitter buffer included, runs)
+/// and drops it.
+struct Discard;
 
-impl AudioSink for FrameCounter {
+impl AudioSink for Discard {
     fn write_frame(&mut self, _frame: &AudioFrame) -> session_core::crates::media::Result<()> {
-        bump(&self.0);
         Ok(())
     }
 }
@@ -476,22 +473,16 @@ impl CallHandler for Uas {
             let call = call.clone();
             let tally = self.tally.clone();
             tokio::spawn(async move {
-                let frames = FrameCounter(tally.rtp_frames.clone());
-                let _ = call.attach_sink(Box::new(frames)).await;
-                // The RTP statistics go with the call: sample them while it lasts (for the
-                // summary only; an echo ends with the peer's stream, before its BYE).
-                let mut sent = 0;
-                loop {
-                    tokio::select! {
-                        _ = call.ended() => break,
-                        () = tokio::time::sleep(STATS_EVERY) => {
-                            if let Ok(stats) = call.stats().await {
-                                sent = stats.rtp.map_or(sent, |rtp| rtp.packets_sent);
-                            }
-                        }
-                    }
+                let _ = call.attach_sink(Box::new(Discard)).await;
+                // The figures survive the call: read the final ones. Frames received (into the
+                // jitter buffer) against packets sent: the echo sends back each frame received.
+                call.ended().await;
+                if let Ok(stats) = call.stats().await {
+                    let received = stats.playout.map_or(0, |playout| playout.received);
+                    let sent = stats.rtp.map_or(0, |rtp| rtp.packets_sent);
+                    tally.rtp_frames.fetch_add(received, Ordering::Relaxed);
+                    tally.rtp_sent.fetch_add(sent, Ordering::Relaxed);
                 }
-                tally.rtp_sent.fetch_add(sent, Ordering::Relaxed);
             });
         }
         if let Some(after) = self.config.hangup_after {

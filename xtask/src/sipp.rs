@@ -15,12 +15,17 @@
 //! both keep the route set a record-routing proxy asks for; without `kamailio` they are
 //! skipped (failed under CI).
 //!
+//! The `b2bua-*` and `conference-*` scenarios ([`bridging`]) run example 20 as a B2BUA between
+//! two SIPps (`--mode b2bua=URI`: 180, 486, CANCEL, BYE from either side, RTP through its
+//! bridge to a SIPp echo and back) and as a conference room (`--mode conference`).
+//!
 //! Every process started here is stopped on every path (SIGTERM, then SIGKILL after a bound);
 //! every wait is bounded.
 //!
 //! With `--load` it runs no scenario but the load search of [`load`]: the highest clean call
 //! rate of example 20 (release build) next to SIPp's own UAS, in the same run.
 
+mod bridging;
 mod load;
 mod proxy;
 
@@ -206,6 +211,36 @@ const SCENARIOS: &[Scenario] = &[
         name: "proxy-two",
         what: "SIPp -> Kamailio -> Kamailio -> us: two Routes, both proxies route (5 calls)",
         run: proxy::proxy_two,
+    },
+    Scenario {
+        name: "b2bua-basic",
+        what: "SIPp -> us as B2BUA -> SIPp: 180 and 200 passed back, our SDP each way (3 calls)",
+        run: bridging::b2bua_basic,
+    },
+    Scenario {
+        name: "b2bua-486",
+        what: "the B2BUA's callee answers 486: the caller gets 486 (3 calls)",
+        run: bridging::b2bua_486,
+    },
+    Scenario {
+        name: "b2bua-cancel",
+        what: "the caller CANCELs after 180: the callee gets the CANCEL, 487 both ways (2 calls)",
+        run: bridging::b2bua_cancel,
+    },
+    Scenario {
+        name: "b2bua-bye-from-callee",
+        what: "the B2BUA's callee hangs up: the caller gets our BYE (3 calls)",
+        run: bridging::b2bua_bye_from_callee,
+    },
+    Scenario {
+        name: "b2bua-rtp",
+        what: "pcap G.711 RTP through the B2BUA's bridge to a SIPp -rtp_echo callee and back",
+        run: bridging::b2bua_rtp,
+    },
+    Scenario {
+        name: "conference-calls",
+        what: "5 overlapping SIPp calls answered and joined to one conference room",
+        run: bridging::conference_calls,
     },
 ];
 
@@ -1024,7 +1059,11 @@ fn uac_486(ctx: &Ctx) -> Verdict {
 
 fn write_scenarios(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, body) in scenario_files().into_iter().chain(proxy::scenario_files()) {
+    let files = scenario_files()
+        .into_iter()
+        .chain(proxy::scenario_files())
+        .chain(bridging::scenario_files());
+    for (name, body) in files {
         std::fs::write(dir.join(name), body)?;
     }
     Ok(())
