@@ -38,6 +38,8 @@ pub(crate) struct CallShared {
     pub(crate) digit_arrived: Notify,
     /// The manager's bus, for [`CallSession::events`].
     pub(crate) bus: EventBus,
+    /// Turns `true` once the call has ended and released everything.
+    pub(crate) released: watch::Sender<bool>,
 }
 
 /// How many unread digits a call keeps for [`CallSession::next_dtmf`].
@@ -267,9 +269,11 @@ impl CallSession {
     }
 
     /// Joins `bridge` (see [`SessionManager::create_bridge`](crate::SessionManager::create_bridge)):
-    /// from now on this call's audio goes to the bridge's other members and theirs comes here;
-    /// its own source and sink are set aside. A call already in a bridge moves without a gap.
-    /// The call needs media of ours that has been negotiated (answered, or early media).
+    /// from now on this call's audio goes to the bridge's other members and theirs comes here.
+    /// Its own source and sink are detached (attach them again after
+    /// [`CallSession::leave_bridge`] if the call should play or record on its own again). A
+    /// call already in a bridge moves without a gap. The call needs media of ours that has been
+    /// negotiated (answered, or early media).
     pub async fn join_bridge(&self, bridge: session_bridge::BridgeId) -> Result<()> {
         self.run(Operation::Bridge(Some(bridge))).await
     }
@@ -444,6 +448,15 @@ impl CallSession {
             (Err(error), None) => Err(error),
             (Ok(()), None) => stats.await.map_err(|_| SessionError::NoSuchSession),
         }
+    }
+
+    /// Waits until the call has ended *and* released everything it held — its RTP ports back
+    /// in the pool, its leg out of any bridge, its admission slot free — which comes just after
+    /// [`CallSession::ended`]; [`CallSession::final_stats`] is `Some` from then on.
+    pub async fn released(&self) {
+        let mut released = self.shared.released.subscribe();
+        // The sender lives in `shared`, which `self` keeps alive: the wait cannot fail.
+        let _ = released.wait_for(|done| *done).await.map(|done| *done);
     }
 
     /// The figures the call ended with: `None` until it has ended and released everything

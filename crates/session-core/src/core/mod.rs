@@ -883,6 +883,7 @@ impl Core {
             digits: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             digit_arrived: tokio::sync::Notify::new(),
             bus: self.bus.clone(),
+            released: tokio::sync::watch::channel(false).0,
         });
         let (from, to) = match direction {
             Direction::Outbound => (shared.local_uri.clone(), shared.remote_uri.clone()),
@@ -1054,6 +1055,7 @@ impl Core {
                 reason,
                 summary: stats.summary(),
             });
+            call.shared.released.send_replace(true);
             let handle = self.handle(&call);
             self.guarded("on_call_ended", |h| {
                 h.on_call_ended(&handle, reason, &stats)
