@@ -63,7 +63,9 @@ pub(crate) fn parse_sipfrag(body: &[u8]) -> Option<(StatusCode, String)> {
 
 /// A URI without its `?headers` part, and those headers decoded (RFC 3261 §19.1.1: `hname=hvalue`
 /// pairs joined by `&`, percent-escaped). A URI without headers comes back as it was.
-pub(crate) fn split_uri_headers(uri: &session_sip::Uri) -> (session_sip::Uri, Vec<(String, String)>) {
+pub(crate) fn split_uri_headers(
+    uri: &session_sip::Uri,
+) -> (session_sip::Uri, Vec<(String, String)>) {
     let text = uri.as_str();
     let Some((bare, headers)) = text.split_once('?') else {
         return (uri.clone(), Vec::new());
@@ -86,7 +88,11 @@ pub(crate) fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied(), bytes.get(i + 2).copied()) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
             (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
                 // Both digits checked just above.
                 out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);

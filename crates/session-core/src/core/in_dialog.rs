@@ -550,7 +550,10 @@ impl Core {
     /// The Refer-To of an attended transfer to the peer of `consultation` (RFC 5589 §7): its
     /// remote target with a `Replaces` header naming that dialog as the target sees it — its
     /// local tag (our remote tag) as `to-tag`, its remote tag (ours) as `from-tag`.
-    pub(super) async fn replacing_target(&mut self, consultation: SessionId) -> Result<session_sip::Uri> {
+    pub(super) async fn replacing_target(
+        &mut self,
+        consultation: SessionId,
+    ) -> Result<session_sip::Uri> {
         let dialog = self.established_dialog(consultation, "transfer to this call's peer")?;
         let lookup = dialog.clone();
         let target = self
@@ -565,7 +568,10 @@ impl Core {
             dialog.remote_tag,
             dialog.local_tag
         );
-        let text = format!("{target}?Replaces={}", crate::body::percent_encode(&replaces));
+        let text = format!(
+            "{target}?Replaces={}",
+            crate::body::percent_encode(&replaces)
+        );
         session_sip::Uri::parse(&text).map_err(|_| SessionError::InvalidInput {
             what: "transfer target",
             value: text,

@@ -129,7 +129,10 @@ impl Core {
     /// it with: 400 for a malformed header, 481 when no dialog of ours matches (an early dialog
     /// included: replacing one is not supported), 486 when `early-only` names a confirmed one.
     /// The tags are read from our side: `to-tag` is our local tag, `from-tag` the peer's.
-    fn match_replaces(&self, request: &Request) -> std::result::Result<Option<SessionId>, StatusCode> {
+    fn match_replaces(
+        &self,
+        request: &Request,
+    ) -> std::result::Result<Option<SessionId>, StatusCode> {
         let Some(replaces) = request.replaces() else {
             return Ok(None);
         };
