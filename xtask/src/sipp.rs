@@ -830,19 +830,20 @@ fn has_cap_net_raw() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_NET_RAW) != 0)
 }
 
-fn rtp_echo(ctx: &Ctx) -> Verdict {
+/// Makes SIPp's pcap play possible in `ctx`'s working directory: CAP_NET_RAW (without it the
+/// scenario is skipped, except under CI, where it runs anyway: sipp itself may hold the
+/// capability through setcap) and copies of the packaged captures under `pcap/`, where
+/// `uac_pcap` and our scenarios look for them.
+fn prepare_pcap_play(ctx: &Ctx) -> Result<(), NotPassed> {
     if !has_cap_net_raw() {
         let why = "SIPp plays pcap through a raw socket: run as root or \
                    `setcap cap_net_raw+ep $(which sipp)`"
             .to_owned();
-        // Under CI run anyway: sipp itself may hold the capability (setcap).
         if std::env::var_os("CI").is_none() {
             return Err(NotPassed::Skipped(why));
         }
         eprintln!("{why}");
     }
-    // The built-in scenario plays `pcap/g711a.pcap` and `pcap/dtmf_2833_1.pcap`, relative to
-    // SIPp's working directory.
     let pcap = ctx.work.join("pcap");
     std::fs::create_dir_all(&pcap).map_err(|e| format!("{}: {e}", pcap.display()))?;
     for name in ["g711a.pcap", "dtmf_2833_1.pcap"] {
@@ -850,6 +851,11 @@ fn rtp_echo(ctx: &Ctx) -> Verdict {
         std::fs::copy(&source, pcap.join(name))
             .map_err(|e| format!("{} ({e}): is sip-tester complete?", source.display()))?;
     }
+    Ok(())
+}
+
+fn rtp_echo(ctx: &Ctx) -> Verdict {
+    prepare_pcap_play(ctx)?;
     let (uas, address) = Example::uas(ctx, &["--mode", "auto", "--rtp-echo"])?;
     let sipp = sipp_uac(ctx, "builtin:uac_pcap", address, 1, &[]);
     let summary = uas.stop();

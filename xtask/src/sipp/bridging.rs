@@ -25,12 +25,11 @@
 //! concurrent calls checked), each answered and joined to the one room.
 
 use super::{
-    ACK_FAILURE, Ctx, Example, NotPassed, OK_TO_LAST, PCAP_DIR, PCMU, START_LIMIT, SippServer,
-    Verdict, ack, bye, call_setup, ensure, free_port, has_cap_net_raw, invite, port_bound,
-    scenario, sipp_command, sipp_uac,
+    ACK_FAILURE, Ctx, Example, OK_TO_LAST, PCMU, START_LIMIT, SippServer, Verdict, ack, bye,
+    call_setup, ensure, free_port, invite, port_bound, prepare_pcap_play, scenario, sipp_command,
+    sipp_uac,
 };
 use std::net::UdpSocket;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,24 +153,7 @@ pub(super) fn b2bua_bye_from_callee(ctx: &Ctx) -> Verdict {
 }
 
 pub(super) fn b2bua_rtp(ctx: &Ctx) -> Verdict {
-    if !has_cap_net_raw() {
-        let why = "SIPp plays pcap through a raw socket: run as root or \
-                   `setcap cap_net_raw+ep $(which sipp)`"
-            .to_owned();
-        // Under CI run anyway: sipp itself may hold the capability (setcap).
-        if std::env::var_os("CI").is_none() {
-            return Err(NotPassed::Skipped(why));
-        }
-        eprintln!("{why}");
-    }
-    // Played relative to SIPp's working directory.
-    let pcap = ctx.work.join("pcap");
-    std::fs::create_dir_all(&pcap).map_err(|e| format!("{}: {e}", pcap.display()))?;
-    for name in ["g711a.pcap", "dtmf_2833_1.pcap"] {
-        let source = Path::new(PCAP_DIR).join(name);
-        std::fs::copy(&source, pcap.join(name))
-            .map_err(|e| format!("{} ({e}): is sip-tester complete?", source.display()))?;
-    }
+    prepare_pcap_play(ctx)?;
     // The callee echoes what reaches its media port (and that port + 2: both must be free).
     let echo_port = free_media_port()?.to_string();
     let server = start_callee(ctx, "b2bua_uas_echo.xml", &["-rtp_echo", "-mp", &echo_port])?;
