@@ -698,6 +698,18 @@ impl SippServer {
         command
             .args(["-p", &port.to_string(), "-m", &calls.to_string()])
             .args(if tcp { &["-t", "t1"][..] } else { &[][..] });
+        Self::spawn(ctx, command, port, tcp, log)
+    }
+
+    /// Runs `command` (SIPp listening on `port`) with its output in `log`, and returns once
+    /// the port is bound (bounded by [`START_LIMIT`]).
+    fn spawn(
+        ctx: &Ctx,
+        mut command: Command,
+        port: u16,
+        tcp: bool,
+        log: &'static str,
+    ) -> Result<Self, String> {
         let out = std::fs::File::create(ctx.work.join(log)).map_err(|e| format!("{log}: {e}"))?;
         let err = out.try_clone().map_err(|e| format!("{log}: {e}"))?;
         let child = command

@@ -25,12 +25,11 @@
 //! concurrent calls checked), each answered and joined to the one room.
 
 use super::{
-    ACK_FAILURE, Ctx, Example, OK_TO_LAST, PCMU, START_LIMIT, SippServer, Verdict, ack, bye,
-    call_setup, ensure, free_port, invite, port_bound, prepare_pcap_play, scenario, sipp_command,
-    sipp_uac,
+    ACK_FAILURE, Ctx, Example, OK_TO_LAST, PCMU, SippServer, Verdict, ack, bye, call_setup, ensure,
+    free_port, invite, prepare_pcap_play, scenario, sipp_command, sipp_uac,
 };
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -255,35 +254,7 @@ fn start_callee(ctx: &Ctx, scenario: &str, extra: &[&str]) -> Result<SippServer,
         .args(["-p", &port.to_string(), "-m", "1"])
         .args(["-trace_screen", "-screen_file", SCREENS])
         .args(extra);
-    let out = std::fs::File::create(ctx.work.join(LOG)).map_err(|e| format!("{LOG}: {e}"))?;
-    let err = out.try_clone().map_err(|e| format!("{LOG}: {e}"))?;
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start SIPp: {e}"))?;
-    let mut server = SippServer {
-        child,
-        port,
-        log: LOG,
-    };
-    let deadline = Instant::now() + START_LIMIT;
-    while !port_bound(port, false) {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            let text = std::fs::read_to_string(ctx.work.join(LOG)).unwrap_or_default();
-            return Err(format!(
-                "SIPp UAS exited ({status}) before binding:\n{text}"
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "SIPp did not bind port {port} within {START_LIMIT:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(server)
+    SippServer::spawn(ctx, command, port, false, LOG)
 }
 
 /// A loopback UDP port free together with the port 2 above it (SIPp binds both for media:

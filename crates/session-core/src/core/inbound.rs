@@ -181,23 +181,8 @@ impl Core {
         };
         let answer = match self.answer_sdp(session, Some(&offer)).await {
             Ok(answer) => answer,
-            Err(error) => {
-                // No answer we can give: the call is refused as accept() would refuse it.
-                let status = match &error {
-                    SessionError::Media(e) if e.kind() == ErrorKind::MalformedInput => {
-                        StatusCode::BAD_REQUEST
-                    }
-                    SessionError::Media(_) => StatusCode::NOT_ACCEPTABLE_HERE,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                self.respond(Some(session), tx, status, Vec::new(), None)
-                    .await;
-                self.end_call(
-                    session,
-                    TerminationReason::Failed(FailureReason::MediaNegotiation),
-                );
-                return Err(error);
-            }
+            // No answer we can give: the call is refused as accept() would refuse it.
+            Err(error) => return Err(self.refuse_unanswerable(session, tx, error).await),
         };
         self.set_state(session, CallState::Ringing);
         if let Some(call) = self.calls.get_mut(&session) {
@@ -213,6 +198,34 @@ impl Core {
         .await;
         self.apply_media(session);
         Ok(())
+    }
+
+    /// Refuses an incoming call we cannot give an SDP answer: 400 for a malformed offer, 488
+    /// for one we cannot meet, 503 when no media resources are left; ends it and returns the
+    /// error.
+    async fn refuse_unanswerable(
+        &mut self,
+        session: SessionId,
+        tx: TransactionId,
+        error: SessionError,
+    ) -> SessionError {
+        let (status, reason) = match &error {
+            SessionError::Media(e) if e.kind() == ErrorKind::MalformedInput => {
+                (StatusCode::BAD_REQUEST, FailureReason::MediaNegotiation)
+            }
+            SessionError::Media(_) => (
+                StatusCode::NOT_ACCEPTABLE_HERE,
+                FailureReason::MediaNegotiation,
+            ),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                FailureReason::ResourceExhausted,
+            ),
+        };
+        self.respond(Some(session), tx, status, Vec::new(), None)
+            .await;
+        self.end_call(session, TerminationReason::Failed(reason));
+        error
     }
 
     /// Sends 180 Ringing.
@@ -263,24 +276,7 @@ impl Core {
             (None, Some(sdp)) => sdp,
             (None, None) => match self.answer_sdp(session, offer.as_ref()).await {
                 Ok(body) => body,
-                Err(error) => {
-                    let status = match &error {
-                        SessionError::Media(e) if e.kind() == ErrorKind::MalformedInput => {
-                            StatusCode::BAD_REQUEST
-                        }
-                        SessionError::Media(_) => StatusCode::NOT_ACCEPTABLE_HERE,
-                        _ => StatusCode::SERVICE_UNAVAILABLE,
-                    };
-                    self.respond(Some(session), tx, status, Vec::new(), None)
-                        .await;
-                    let reason = if status == StatusCode::SERVICE_UNAVAILABLE {
-                        FailureReason::ResourceExhausted
-                    } else {
-                        FailureReason::MediaNegotiation
-                    };
-                    self.end_call(session, TerminationReason::Failed(reason));
-                    return Err(error);
-                }
+                Err(error) => return Err(self.refuse_unanswerable(session, tx, error).await),
             },
         };
         let mut headers = Vec::new();
