@@ -95,8 +95,53 @@ impl BaresipBuilder {
                 .unwrap();
         }
         tone_file.finalize().unwrap();
-        let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let ctrl_port = self.control.then(free_port);
+        // The ports are probed free, then released for baresip to bind: another process (or a
+        // baresip started beside this one) may take one in between, and baresip also binds TCP
+        // (and TLS, on the next port). A start that loses that race is retried on new ports.
+        let mut attempt = 0;
+        let (sip, ctrl_port, child, output, lines) = loop {
+            attempt += 1;
+            let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+            let ctrl_port = self.control.then(free_port);
+            let (child, output, lines, ready) = self.spawn(&dir, sip, ctrl_port).await;
+            if ready {
+                break (sip, ctrl_port, child, output, lines);
+            }
+            let printed = output.lock().unwrap().clone();
+            if attempt < 5 && printed.contains("Address already in use") {
+                continue;
+            }
+            panic!("baresip {} did not get ready:\n{printed}", self.name);
+        };
+        let control = match ctrl_port {
+            Some(port) => Some(Control::connect(port).await),
+            None => None,
+        };
+        Baresip {
+            name: self.name,
+            tone: self.tone,
+            sip,
+            dir,
+            child,
+            output,
+            lines,
+            control,
+        }
+    }
+
+    /// Writes the configuration for these ports, starts baresip and waits (at most [`STEP`])
+    /// until it says it is ready; `false` with what it printed when it did not.
+    async fn spawn(
+        &self,
+        dir: &TempDir,
+        sip: SocketAddr,
+        ctrl_port: Option<u16>,
+    ) -> (
+        tokio::process::Child,
+        Arc<Mutex<String>>,
+        mpsc::UnboundedReceiver<String>,
+        bool,
+    ) {
         std::fs::write(
             dir.path().join("config"),
             self.config(dir.path(), sip, ctrl_port),
@@ -147,27 +192,7 @@ impl BaresipBuilder {
             false
         })
         .await;
-        if ready != Ok(true) {
-            panic!(
-                "baresip {} did not get ready:\n{}",
-                self.name,
-                output.lock().unwrap().as_str()
-            );
-        }
-        let control = match ctrl_port {
-            Some(port) => Some(Control::connect(port).await),
-            None => None,
-        };
-        Baresip {
-            name: self.name,
-            tone: self.tone,
-            sip,
-            dir,
-            child,
-            output,
-            lines,
-            control,
-        }
+        (child, output, lines, ready == Ok(true))
     }
 
     /// The text of its `config` file.
