@@ -600,7 +600,8 @@ async fn run_uas(config: UasConfig) -> Result<ExitCode, BoxError> {
     stop_requested().await?;
     println!("stopping: ending {} live call(s)", manager.active_calls());
     manager.shutdown().await;
-    println!("{}", tally.summary());
+    // Refused before any state was made (overload or admission limit): never `incoming`.
+    println!("{} shed={}", tally.summary(), manager.shed_calls());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,7 +55,7 @@ use support::baresip::Baresip;
 use support::{
     BARESIP_TONE_HZ, OUR_TONE_HZ, TempDir, sipp_counter, sipp_text, tone_ratio, tool_available,
 };
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -66,7 +66,7 @@ const SIPP_PCAP_DIR: &str = "/usr/share/sip-tester";
 // Helpers: the UAS, events (tools, temp dirs, SIPp's output and the baresip harness: `support`).
 
 /// Our UAS: the driver on 127.0.0.1, UDP only, on a free port.
-async fn start_uas() -> (SipHandle, UnboundedReceiver<UaEvent>) {
+async fn start_uas() -> (SipHandle, Receiver<UaEvent>) {
     let config = DriverConfig {
         bind: (LOOPBACK, 0).into(),
         tcp: false,
@@ -79,7 +79,7 @@ async fn start_uas() -> (SipHandle, UnboundedReceiver<UaEvent>) {
 /// Waits up to `limit` for the first event `pick` accepts, dropping the others; `None` when
 /// the time is up.
 async fn try_wait_for<T>(
-    events: &mut UnboundedReceiver<UaEvent>,
+    events: &mut Receiver<UaEvent>,
     limit: Duration,
     mut pick: impl FnMut(UaEvent) -> Option<T>,
 ) -> Option<T> {
@@ -96,7 +96,7 @@ async fn try_wait_for<T>(
 
 /// [`try_wait_for`], failing the test when the time is up.
 async fn wait_for<T>(
-    events: &mut UnboundedReceiver<UaEvent>,
+    events: &mut Receiver<UaEvent>,
     limit: Duration,
     what: &str,
     pick: impl FnMut(UaEvent) -> Option<T>,
@@ -106,7 +106,7 @@ async fn wait_for<T>(
         .unwrap_or_else(|| panic!("no {what} within {limit:?}"))
 }
 
-async fn wait_for_invite(events: &mut UnboundedReceiver<UaEvent>) -> (TransactionId, Request) {
+async fn wait_for_invite(events: &mut Receiver<UaEvent>) -> (TransactionId, Request) {
     wait_for(events, Duration::from_secs(20), "INVITE", |e| match e {
         UaEvent::IncomingInvite { tx, request, .. } => Some((tx, request)),
         _ => None,
@@ -114,7 +114,7 @@ async fn wait_for_invite(events: &mut UnboundedReceiver<UaEvent>) -> (Transactio
     .await
 }
 
-async fn wait_for_ack(events: &mut UnboundedReceiver<UaEvent>, dialog: &DialogId) {
+async fn wait_for_ack(events: &mut Receiver<UaEvent>, dialog: &DialogId) {
     wait_for(events, Duration::from_secs(10), "ACK", |e| match e {
         UaEvent::Ack { dialog: d, .. } if d == *dialog => Some(()),
         _ => None,
@@ -253,7 +253,7 @@ fn sipp_failed(sipp: &SippRun, what: &str, output: Option<String>) -> ! {
 /// Waits for SIPp's BYE to end `dialog` while watching SIPp: when SIPp exits first, its BYE
 /// must follow within a second. Returns SIPp's output if it has already exited.
 async fn wait_for_sipp_bye(
-    events: &mut UnboundedReceiver<UaEvent>,
+    events: &mut Receiver<UaEvent>,
     sipp: &mut SippRun,
     dialog: &DialogId,
 ) -> Option<std::process::Output> {

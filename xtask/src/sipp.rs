@@ -23,10 +23,13 @@
 //! every wait is bounded.
 //!
 //! With `--load` it runs no scenario but the load search of [`load`]: the highest clean call
-//! rate of example 20 (release build) next to SIPp's own UAS, in the same run.
+//! rate of example 20 (release build) next to SIPp's own UAS, in the same run. With
+//! `--load --overload` it runs [`overload`] instead: example 20 offered three times the rate
+//! its admission limit lets it carry, next to the same server at its clean rate.
 
 mod bridging;
 mod load;
+mod overload;
 mod proxy;
 
 use crate::util::{self, Outcome};
@@ -69,6 +72,8 @@ struct Options {
     keep: bool,
     /// `--load` and its settings.
     load: Option<load::LoadOptions>,
+    /// `--load --overload` and its settings.
+    overload: Option<overload::OverloadOptions>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -77,9 +82,12 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         verbose: false,
         keep: false,
         load: None,
+        overload: None,
     };
     let mut load = load::LoadOptions::default();
     let mut load_flag = false;
+    let mut overload = overload::OverloadOptions::default();
+    let mut overload_flag = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> Result<u32, String> {
@@ -96,6 +104,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--step-seconds" => load.step_seconds = number(arg)?.max(1),
             "--hold-calls" => load.hold_calls = number(arg)?,
             "--reserve-calls" => load.reserve_calls = number(arg)?,
+            "--overload" => overload_flag = true,
+            "--overload-seconds" => overload.seconds = number(arg)?.max(5),
+            "--overload-sessions" => overload.sessions = number(arg)?.max(1),
+            "--overload-hold-ms" => overload.hold_ms = number(arg)?.max(1),
             flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
             filter => options.filters.push(filter.to_owned()),
         }
@@ -104,7 +116,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         if !options.filters.is_empty() {
             return Err("--load runs no scenario: drop the filters".to_owned());
         }
-        options.load = Some(load);
+        if overload_flag {
+            options.overload = Some(overload);
+        } else {
+            options.load = Some(load);
+        }
+    } else if overload_flag {
+        return Err("--overload is a kind of --load run: add --load".to_owned());
     }
     Ok(options)
 }
@@ -267,8 +285,8 @@ pub(crate) fn run(args: &[String]) -> i32 {
             return 1;
         }
     }
-    if let Some(load) = &options.load {
-        return run_load(load, options.keep);
+    if options.load.is_some() || options.overload.is_some() {
+        return run_load(&options);
     }
     let selected: Vec<&Scenario> = SCENARIOS
         .iter()
@@ -384,7 +402,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
 }
 
 /// `--load`: builds example 20 in release mode and runs the load search.
-fn run_load(options: &load::LoadOptions, keep: bool) -> i32 {
+fn run_load(options: &Options) -> i32 {
     eprintln!("building example {EXAMPLE} (release) ...");
     let built = util::cargo()
         .args([
@@ -412,7 +430,14 @@ fn run_load(options: &load::LoadOptions, keep: bool) -> i32 {
         .join("examples")
         .join(EXAMPLE);
     let dir = std::env::temp_dir().join(format!("xtask-sipp-load-{}", std::process::id()));
-    let result = load::run(options, example, &dir);
+    let result = match (&options.load, &options.overload) {
+        (_, Some(overload)) => write_scenarios(&dir)
+            .map_err(|e| format!("cannot write the scenarios: {e}"))
+            .and_then(|()| overload::run(overload, &example, &dir)),
+        (Some(load), None) => load::run(load, example, &dir),
+        (None, None) => Ok(true),
+    };
+    let keep = options.keep;
     let code = match result {
         Ok(true) => 0,
         Ok(false) => 1,
@@ -1080,6 +1105,7 @@ fn write_scenarios(dir: &Path) -> std::io::Result<()> {
     let files = scenario_files()
         .into_iter()
         .chain(proxy::scenario_files())
+        .chain(overload::scenario_files())
         .chain(bridging::scenario_files());
     for (name, body) in files {
         std::fs::write(dir.join(name), body)?;

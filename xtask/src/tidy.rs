@@ -1,7 +1,8 @@
 //! Repository checks that run as tests, so `cargo test --workspace` enforces them: every crate
 //! documents itself and opts into the workspace lints, no test is ignored, the README keeps
 //! its two set-up commands at the top, only the I/O layers read a clock or spawn (an
-//! allow-list with reasons), and `docs/ARCHITECTURE.md`'s code map names exactly the crates.
+//! allow-list with reasons), library code has no unbounded channel, and
+//! `docs/ARCHITECTURE.md`'s code map names exactly the crates.
 
 use crate::util::workspace_root;
 use std::fs;
@@ -201,6 +202,36 @@ fn only_the_io_layers_read_a_clock_or_spawn() {
         offenders.is_empty(),
         "time and tasks are inputs outside the I/O layers; take `now` as an argument or add the \
          file to CLOCK_AND_SPAWN_ALLOWED with a reason:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// Every queue between tasks is bounded: an unbounded channel in library code lets a fast
+/// producer (a flood, a stalled consumer) grow memory without limit. The test kit, which
+/// runs simulations and not services, is exempt.
+#[test]
+fn library_code_has_no_unbounded_channel() {
+    let root = workspace_root();
+    let mut offenders = Vec::new();
+    for dir in library_crates() {
+        if dir.ends_with("session-testkit") {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for file in files {
+            let code = code_of(&fs::read_to_string(&file).unwrap());
+            for word in ["unbounded_channel", "UnboundedSender", "UnboundedReceiver"] {
+                if code.contains(word) {
+                    let relative = file.strip_prefix(&root).unwrap().display().to_string();
+                    offenders.push(format!("{relative}: {word}"));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "every queue between tasks is bounded; use `mpsc::channel(capacity)`:\n{}",
         offenders.join("\n")
     );
 }

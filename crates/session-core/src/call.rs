@@ -254,6 +254,7 @@ impl CallSession {
                 operation,
                 reply,
             })
+            .await
             .map_err(|_| SessionError::Shutdown)?;
         outcome.await.map_err(|_| SessionError::Shutdown)?
     }

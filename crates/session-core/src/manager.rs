@@ -9,7 +9,7 @@ use crate::error::{Result, SessionError};
 use crate::handler::{AcceptAll, CallHandler};
 use bytes::Bytes;
 use session_bridge::{BridgeId, BridgeStats, Gain, TechnologyChoice};
-use session_dialog::driver::{DriverConfig, SipDriver};
+use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
 use session_dialog::endpoint::{EndpointConfig, Protocol};
 use session_dialog::transaction::TimerConfig;
 use session_events::EventBus;
@@ -251,14 +251,15 @@ impl SessionManagerBuilder {
             })?;
         let bus = bus.unwrap_or_default();
         let admission = admission.unwrap_or_else(|| AdmissionController::new(Limits::default()));
-        let (commands, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let (commands, inbox) = tokio::sync::mpsc::channel(crate::core::COMMAND_QUEUE);
+        let stop = tokio_util::sync::CancellationToken::new();
         // The bridges of this manager: one engine, its driver's tasks on this runtime.
         let (bridges, bridge_events) =
             session_bridge::BridgeDriver::start(session_bridge::DriverConfig::new());
         let gauges = Arc::new(Gauges::default());
         let parts = CoreParts {
             config: config.clone(),
-            sip,
+            sip: sip.clone(),
             ua_events,
             handler,
             bus: bus.clone(),
@@ -272,6 +273,7 @@ impl SessionManagerBuilder {
             tracer,
             bridges: bridges.clone(),
             bridge_events,
+            stop: stop.clone(),
         };
         let task = tokio::spawn(Core::run(parts));
         Ok(SessionManager {
@@ -286,6 +288,8 @@ impl SessionManagerBuilder {
                 admission,
                 ports,
                 gauges,
+                sip,
+                stop,
                 task: parking_lot::Mutex::new(Some(task)),
             }),
         })
@@ -303,14 +307,18 @@ struct Inner {
     admission: AdmissionController,
     ports: PortPool,
     gauges: Arc<Gauges>,
+    /// The SIP layer (for its counters).
+    sip: SipHandle,
+    /// Stops the task when the last handle goes without `shutdown`.
+    stop: tokio_util::sync::CancellationToken,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone without `shutdown`: stop the task (calls end as Shutdown).
-        let (reply, _) = oneshot::channel();
-        let _ = self.commands.send(Command::Shutdown { reply });
+        // Not through the command queue, which may be full (and a drop cannot wait).
+        self.stop.cancel();
     }
 }
 
@@ -403,6 +411,14 @@ impl SessionManager {
         self.inner.gauges.calls.load(Ordering::Relaxed)
     }
 
+    /// New calls refused at the door so far: INVITEs answered 503 with Retry-After by the SIP
+    /// layer before any session, transaction or handler call was made for them — while the
+    /// manager was at its admission limit or its input queue ran short of room. They are not
+    /// in [`SessionManager::admission`]'s refusal counts (which count what reached it).
+    pub fn shed_calls(&self) -> u64 {
+        self.inner.sip.shed_invites()
+    }
+
     /// Creates an empty bridge: calls joined to it hear each other — relayed packet by packet
     /// when there are two (transcoding PCMU ↔ PCMA when they differ), mixed (each member hears
     /// everyone but itself) when there are more or when a mute, deaf or gain setting asks for
@@ -431,6 +447,7 @@ impl SessionManager {
         self.inner
             .commands
             .send(Command::DestroyBridge { bridge, reply })
+            .await
             .map_err(|_| SessionError::Shutdown)?;
         done.await.map_err(|_| SessionError::Shutdown)?
     }
@@ -483,6 +500,7 @@ impl SessionManager {
         self.inner
             .commands
             .send(Command::Session { session: id, reply })
+            .await
             .ok()?;
         handle.await.ok().flatten()
     }
@@ -537,6 +555,7 @@ impl SessionManager {
                 call: Box::new(call),
                 reply,
             })
+            .await
             .map_err(|_| SessionError::Shutdown)?;
         result.await.map_err(|_| SessionError::Shutdown)?
     }
@@ -550,6 +569,7 @@ impl SessionManager {
             .inner
             .commands
             .send(Command::Shutdown { reply })
+            .await
             .is_ok()
         {
             let _ = done.await;

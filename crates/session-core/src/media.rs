@@ -19,6 +19,7 @@ use session_media::rtcp::StreamStats;
 use session_media::sdp::negotiate::NegotiatedMedia;
 use session_media::{AudioFrame, FRAME_DURATION};
 use session_types::SessionId;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -83,9 +84,18 @@ pub(crate) enum MediaEvent {
     Counters { sent: u64, received: u64 },
 }
 
+/// Room in a media task's command queue. Commands come from the manager at the pace of
+/// signalling (configure, hold, attach …), and the task takes them between 20 ms frames.
+const COMMAND_QUEUE: usize = 64;
+
+/// Events a media task holds while the manager's queue is full (digits, inactivity); beyond
+/// this the oldest is dropped, with a warning. Packet counters are not held: the next
+/// report supersedes them.
+const HELD_EVENTS: usize = 32;
+
 /// The manager's end of a media task.
 pub(crate) struct MediaHandle {
-    commands: mpsc::UnboundedSender<MediaCommand>,
+    commands: mpsc::Sender<MediaCommand>,
     local: SocketAddr,
     task: tokio::task::JoinHandle<MediaStats>,
 }
@@ -96,10 +106,10 @@ impl MediaHandle {
         session: SessionId,
         endpoint: RtpEndpoint,
         echo: bool,
-        events: mpsc::UnboundedSender<(SessionId, MediaEvent)>,
+        events: mpsc::Sender<(SessionId, MediaEvent)>,
     ) -> Result<Self, session_media::Error> {
         let local = endpoint.local_addr()?;
-        let (commands, inbox) = mpsc::unbounded_channel();
+        let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
         let task = MediaTask {
             session,
             endpoint,
@@ -113,6 +123,7 @@ impl MediaHandle {
             receiving: false,
             silent_pulls: 0,
             events,
+            held: VecDeque::new(),
         };
         let task = tokio::spawn(task.run(inbox));
         Ok(Self {
@@ -129,16 +140,22 @@ impl MediaHandle {
 
     /// Sends a command; a stopped task ignores it.
     pub(crate) fn send(&self, command: MediaCommand) {
-        // The task only stops when the handle is dropped or the endpoint failed for good;
-        // either way the command has nobody to act on it.
-        let _ = self.commands.send(command);
+        match self.commands.try_send(command) {
+            Ok(()) => {}
+            // The task only stops when the handle is dropped or the endpoint failed for good;
+            // either way the command has nobody to act on it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("media task not keeping up with its commands: one dropped");
+            }
+        }
     }
 
     /// Ends the task without a BYE and takes its leg: the endpoint's parts, for a bridge.
     /// `None` if the task had already stopped (its endpoint failed for good).
     pub(crate) async fn hand_over(self) -> Option<EndpointParts> {
         let (reply, parts) = oneshot::channel();
-        let _ = self.commands.send(MediaCommand::HandOver(reply));
+        let _ = self.commands.send(MediaCommand::HandOver(reply)).await;
         let parts = parts.await.ok();
         let _ = self.task.await;
         parts
@@ -174,11 +191,13 @@ struct MediaTask {
     receiving: bool,
     /// Silent pulls in a row with nothing buffered.
     silent_pulls: u32,
-    events: mpsc::UnboundedSender<(SessionId, MediaEvent)>,
+    events: mpsc::Sender<(SessionId, MediaEvent)>,
+    /// Events the manager's full queue could not take yet (at most [`HELD_EVENTS`]).
+    held: VecDeque<MediaEvent>,
 }
 
 impl MediaTask {
-    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<MediaCommand>) -> MediaStats {
+    async fn run(mut self, mut inbox: mpsc::Receiver<MediaCommand>) -> MediaStats {
         let mut frames = tokio::time::interval(FRAME_DURATION);
         frames.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reports = tokio::time::interval(RTCP_INTERVAL);
@@ -198,6 +217,7 @@ impl MediaTask {
                 playout.reset();
             }
             playout_running = self.receiving;
+            self.hand_over_held();
             tokio::select! {
                 biased;
                 command = inbox.recv() => match command {
@@ -234,7 +254,7 @@ impl MediaTask {
                         sent: stats.packets_sent,
                         received: stats.packets_received,
                     };
-                    let _ = self.events.send((self.session, counters));
+                    self.report(counters);
                 }
             }
         }
@@ -252,6 +272,49 @@ impl MediaTask {
             let _ = self.endpoint.send_bye(None).await;
         }
         stats
+    }
+
+    /// Tells the manager, without ever waiting for it: when its queue is full the event is
+    /// held (in order, behind any held before) and handed over on a later turn; packet
+    /// counters are dropped instead, as the next report supersedes them.
+    fn report(&mut self, event: MediaEvent) {
+        self.hand_over_held();
+        if !self.held.is_empty() {
+            self.hold(event);
+            return;
+        }
+        match self.events.try_send((self.session, event)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full((_, event))) => self.hold(event),
+        }
+    }
+
+    fn hold(&mut self, event: MediaEvent) {
+        if matches!(event, MediaEvent::Counters { .. }) {
+            return;
+        }
+        if self.held.len() >= HELD_EVENTS {
+            self.held.pop_front();
+            tracing::warn!(session_id = %self.session, "manager not keeping up with media events: one dropped");
+        }
+        self.held.push_back(event);
+    }
+
+    /// Hands held events over while the manager's queue has room.
+    fn hand_over_held(&mut self) {
+        while let Some(event) = self.held.pop_front() {
+            match self.events.try_send((self.session, event)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full((_, event))) => {
+                    self.held.push_front(event);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.held.clear();
+                    return;
+                }
+            }
+        }
     }
 
     async fn on_command(&mut self, command: MediaCommand) {
@@ -326,13 +389,9 @@ impl MediaTask {
                     digit: digit.digit,
                     duration,
                 };
-                let _ = self.events.send((self.session, event));
+                self.report(event);
             }
-            Received::Inactive(silent) => {
-                let _ = self
-                    .events
-                    .send((self.session, MediaEvent::Inactive(silent)));
-            }
+            Received::Inactive(silent) => self.report(MediaEvent::Inactive(silent)),
             _ => {}
         }
     }
@@ -443,7 +502,7 @@ mod tests {
         let agreed = ours
             .process_answer(&answered.answer.to_string().parse().unwrap())
             .unwrap();
-        let (events, _) = mpsc::unbounded_channel();
+        let (events, _) = mpsc::channel(8);
         let media = MediaHandle::spawn(SessionId::new(), endpoint, false, events).unwrap();
         media.send(MediaCommand::Configure(Box::new(agreed.media)));
         let (sink, frames) = ChannelSink::new(4 * PACKETS as usize);

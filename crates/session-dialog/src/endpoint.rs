@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The transport a message travels on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -263,6 +263,11 @@ pub struct Endpoint {
     /// Client transactions ended by a transport error whose `TimedOut` is still queued: it is
     /// reported as [`EndpointEvent::TransportError`].
     transport_failed: Vec<TransactionId>,
+    /// While set, a new INVITE (no To tag, no transaction yet) is answered 503 with this
+    /// Retry-After, statelessly: see [`Endpoint::set_shedding`].
+    shedding: Option<Duration>,
+    /// New INVITEs answered 503 by shedding, since the endpoint was made.
+    shed_invites: u64,
 }
 
 fn server_key(request: &Request) -> Option<Key> {
@@ -388,7 +393,25 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             transport_failed: Vec::new(),
+            shedding: None,
+            shed_invites: 0,
         }
+    }
+
+    /// Overload shedding: while `Some(retry_after)`, every new INVITE — one with no To tag
+    /// that matches no transaction (its retransmissions included) — is answered 503 Service
+    /// Unavailable with `Retry-After` (RFC 3261 §21.5.4) *statelessly*: no transaction, no
+    /// dialog, nothing kept, so refusing costs a parse and a send. The caller's ACK for the
+    /// 503 matches nothing and is dropped (§17.2.1 would absorb it; with no state it is
+    /// harmless). Requests within dialogs, and every other method, go on as before, so calls
+    /// already admitted lose nothing. `None` turns shedding off.
+    pub fn set_shedding(&mut self, retry_after: Option<Duration>) {
+        self.shedding = retry_after;
+    }
+
+    /// New INVITEs answered 503 by shedding so far.
+    pub fn shed_invites(&self) -> u64 {
+        self.shed_invites
     }
 
     /// The settings.
@@ -580,6 +603,22 @@ impl Endpoint {
             {
                 let destination = response_route(&mut request, source, protocol);
                 let response = self.options_answer(&request);
+                self.transmit(protocol, destination, response.to_bytes());
+            }
+            Method::Invite
+                if self.shedding.is_some() && request.to().is_ok_and(|to| to.tag().is_none()) =>
+            {
+                let retry_after = self.shedding.unwrap_or_default().as_secs().max(1);
+                let destination = response_route(&mut request, source, protocol);
+                let mut response = Response::from_request_with_rng(
+                    &request,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &mut self.rng,
+                );
+                response
+                    .headers
+                    .push(Header::new(HeaderName::RetryAfter, retry_after.to_string()));
+                self.shed_invites += 1;
                 self.transmit(protocol, destination, response.to_bytes());
             }
             _ => {

@@ -448,6 +448,19 @@ impl UserAgent {
             + self.server_invites.len()
     }
 
+    /// Overload shedding: while `Some(retry_after)`, a new INVITE is answered 503 with
+    /// `Retry-After` before any state is made for it (see [`Endpoint::set_shedding`]); the
+    /// driver turns it on when the queue to the layer above runs short of room, and the layer
+    /// above when it is at its admission limit.
+    pub fn set_shedding(&mut self, retry_after: Option<Duration>) {
+        self.endpoint.set_shedding(retry_after);
+    }
+
+    /// New INVITEs answered 503 by shedding so far.
+    pub fn shed_invites(&self) -> u64 {
+        self.endpoint.shed_invites()
+    }
+
     /// Makes room for `calls` more concurrent calls (dialogs and their transactions), so a
     /// burst does not pause to grow and rehash the maps.
     pub fn reserve(&mut self, calls: usize) {

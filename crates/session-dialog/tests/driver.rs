@@ -12,18 +12,18 @@ use session_types::StatusCode;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn next_event(events: &mut UnboundedReceiver<UaEvent>) -> UaEvent {
+async fn next_event(events: &mut Receiver<UaEvent>) -> UaEvent {
     tokio::time::timeout(WAIT, events.recv())
         .await
         .expect("an event in time")
         .expect("driver running")
 }
 
-async fn start(bind: SocketAddr) -> (SipHandle, UnboundedReceiver<UaEvent>) {
+async fn start(bind: SocketAddr) -> (SipHandle, Receiver<UaEvent>) {
     SipDriver::start(DriverConfig {
         bind,
         ..DriverConfig::default()

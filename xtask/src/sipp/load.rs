@@ -365,12 +365,12 @@ impl Running {
 }
 
 /// A child process killed on drop (SIGTERM, then SIGKILL after 5 s).
-struct Guard {
-    child: Child,
+pub(super) struct Guard {
+    pub(super) child: Child,
 }
 
 impl Guard {
-    fn spawn(mut command: Command, log: &Path) -> Result<Self, String> {
+    pub(super) fn spawn(mut command: Command, log: &Path) -> Result<Self, String> {
         let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out
             .try_clone()
@@ -384,11 +384,11 @@ impl Guard {
         Ok(Self { child })
     }
 
-    fn exited(&mut self) -> bool {
+    pub(super) fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
-    fn terminate(&mut self) {
+    pub(super) fn terminate(&mut self) {
         if self.exited() {
             return;
         }
@@ -754,7 +754,7 @@ fn print_table(ours: &Search, sipp: &Search, options: &LoadOptions) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// The last line of SIPp's `-trace_stat` file as (column, value) pairs.
-fn last_stat(path: &Path) -> Vec<(String, String)> {
+pub(super) fn last_stat(path: &Path) -> Vec<(String, String)> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
@@ -796,7 +796,7 @@ fn response_times(dir: &Path) -> Vec<f64> {
 }
 
 /// While a step runs, on a terminal: one line, rewritten, with SIPp's counts so far.
-fn live_progress(label: &str, work: &Path, calls: u32, began: Instant) {
+pub(super) fn live_progress(label: &str, work: &Path, calls: u32, began: Instant) {
     if !std::io::stderr().is_terminal() {
         return;
     }
@@ -818,7 +818,7 @@ fn live_progress(label: &str, work: &Path, calls: u32, began: Instant) {
     let _ = std::io::stderr().flush();
 }
 
-fn clear_progress() {
+pub(super) fn clear_progress() {
     if std::io::stderr().is_terminal() {
         eprint!("\r{:100}\r", "");
     }
@@ -826,7 +826,7 @@ fn clear_progress() {
 
 /// utime + stime of `pid`, in clock ticks (fields 14 and 15 of `/proc/PID/stat`, counted
 /// after the command name's closing parenthesis).
-fn cpu_ticks(pid: u32) -> u64 {
+pub(super) fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -843,7 +843,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
-fn clock_ticks() -> f64 {
+pub(super) fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -853,7 +853,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// A field of `/proc/PID/status` in KiB (e.g. `VmRSS`).
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(super) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
@@ -862,7 +862,7 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// The system-wide UDP `RcvbufErrors` counter (`/proc/net/snmp`).
-fn rcvbuf_errors() -> u64 {
+pub(super) fn rcvbuf_errors() -> u64 {
     let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
     let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
     let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
@@ -876,14 +876,14 @@ fn rcvbuf_errors() -> u64 {
         .unwrap_or(0)
 }
 
-fn load_average() -> String {
+pub(super) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
         .unwrap_or_default()
 }
 
 /// 12345 → "12,345".
-fn thousands(n: u64) -> String {
+pub(super) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -40,8 +40,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// Where commands to the manager's task go.
-pub(crate) type CommandSender = mpsc::UnboundedSender<Command>;
+/// Where commands to the manager's task go (bounded: a handle waits for room).
+pub(crate) type CommandSender = mpsc::Sender<Command>;
+
+/// Room in the queue of commands from handles to the manager's task.
+pub(crate) const COMMAND_QUEUE: usize = 1024;
+
+/// Room in the queue of events from the calls' media tasks to the manager's task. A media
+/// task that finds it full holds its events (see `media.rs`).
+pub(crate) const MEDIA_EVENT_QUEUE: usize = 1024;
 
 /// A reply to an operation.
 pub(crate) type Reply = oneshot::Sender<Result<()>>;
@@ -252,13 +259,15 @@ pub(crate) struct Gauges {
 pub(crate) struct CoreParts {
     pub(crate) config: ManagerConfig,
     pub(crate) sip: SipHandle,
-    pub(crate) ua_events: mpsc::UnboundedReceiver<UaEvent>,
+    pub(crate) ua_events: mpsc::Receiver<UaEvent>,
     pub(crate) handler: Arc<dyn CallHandler>,
     pub(crate) bus: EventBus,
     pub(crate) admission: AdmissionController,
     pub(crate) ports: PortPool,
     pub(crate) commands: CommandSender,
-    pub(crate) inbox: mpsc::UnboundedReceiver<Command>,
+    pub(crate) inbox: mpsc::Receiver<Command>,
+    /// Cancelled when the last manager handle is dropped without `shutdown`.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
     pub(crate) gauges: Arc<Gauges>,
     pub(crate) local_ip: IpAddr,
     pub(crate) our_uri: Uri,
@@ -284,7 +293,7 @@ pub(crate) struct Core {
     pub(crate) by_tx: HashMap<TransactionId, TxOwner>,
     pub(crate) by_dialog: HashMap<DialogId, SessionId>,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SessionId, TimerKind, u32)>>,
-    pub(crate) media_events: mpsc::UnboundedSender<(SessionId, MediaEvent)>,
+    pub(crate) media_events: mpsc::Sender<(SessionId, MediaEvent)>,
     /// Transfer progress to report by NOTIFY (transferee), sent after the current event.
     pub(crate) pending_notifies: Vec<(SessionId, StatusCode)>,
     /// Calls up that replace another (new, old), done after the current event.
@@ -319,8 +328,9 @@ impl Core {
             tracer,
             bridges,
             mut bridge_events,
+            stop,
         } = parts;
-        let (media_events, mut media_inbox) = mpsc::unbounded_channel();
+        let (media_events, mut media_inbox) = mpsc::channel(MEDIA_EVENT_QUEUE);
         let reserve = config.reserve_calls;
         // Not the SIP layer's own sequence (that one is seeded with the seed itself).
         let rng = fastrand::Rng::with_seed(config.rng_seed.unwrap_or_default().wrapping_add(1));
@@ -359,16 +369,17 @@ impl Core {
                 },
                 command = inbox.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
-                        core.shutdown(&mut ua_events).await;
-                        core.finish_endings().await;
-                        // Every call has left its bridge by now; the driver's tasks stop.
-                        drop(core.bridges.shutdown().await);
+                        core.stop(&mut ua_events).await;
                         let _ = reply.send(());
                         break;
                     }
                     Some(command) => core.on_command(command).await,
                     None => break,
                 },
+                () = stop.cancelled() => {
+                    core.stop(&mut ua_events).await;
+                    break;
+                }
                 Some((session, event)) = media_inbox.recv() => core.on_media_event(session, event),
                 Some(event) = bridge_events.recv() => core.on_bridge_event(event),
                 () = sleep_until_or_forever(deadline) => core.on_timers().await,
@@ -376,7 +387,22 @@ impl Core {
             core.flush_notifies().await;
             core.flush_replacements().await;
             core.finish_endings().await;
+            // At the admission limit, new INVITEs are refused by the SIP layer before any
+            // state is made for them (a stateless 503), not after a round trip through here.
+            core.sip.refuse_new_calls(
+                core.admission
+                    .max_sessions()
+                    .is_some_and(|max| core.admission.active() >= max),
+            );
         }
+    }
+
+    /// Ends every call, releases everything and stops the bridges: the manager's last act.
+    async fn stop(&mut self, ua_events: &mut mpsc::Receiver<UaEvent>) {
+        self.shutdown(ua_events).await;
+        self.finish_endings().await;
+        // Every call has left its bridge by now; the driver's tasks stop.
+        drop(self.bridges.shutdown().await);
     }
 
     /// Sends the transfer progress queued while handling the last event.
@@ -1178,7 +1204,7 @@ impl Core {
         self.ending_requests.insert(tx);
     }
 
-    async fn shutdown(&mut self, ua_events: &mut mpsc::UnboundedReceiver<UaEvent>) {
+    async fn shutdown(&mut self, ua_events: &mut mpsc::Receiver<UaEvent>) {
         let sessions: Vec<SessionId> = self.calls.keys().copied().collect();
         for session in sessions {
             if let Some(call) = self.calls.get_mut(&session) {

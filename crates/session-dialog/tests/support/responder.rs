@@ -7,13 +7,13 @@ use session_dialog::driver::SipHandle;
 use session_dialog::ua::UaEvent;
 use session_sip::Method;
 use session_types::StatusCode;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 /// A placeholder SDP answer (PCMU on a port nobody listens on).
 pub(crate) const SDP_ANSWER: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 /// Answers everything until the driver stops; returns how many INVITEs it answered.
-pub(crate) async fn serve(handle: &SipHandle, events: &mut UnboundedReceiver<UaEvent>) -> usize {
+pub(crate) async fn serve(handle: &SipHandle, events: &mut Receiver<UaEvent>) -> usize {
     let mut answered = 0;
     while let Some(event) = events.recv().await {
         let job = match event {
