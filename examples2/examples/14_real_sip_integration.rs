@@ -5,7 +5,9 @@
 //!
 //! 1. a call — Alice calls Bob; both legs are active and media has started on each;
 //! 2. audio both ways — Alice plays 440 Hz, Bob 1 kHz; each side's recording is analysed by
-//!    Goertzel and holds the other side's tone;
+//!    Goertzel and holds the other side's tone; then Bob plays a prompt from a 44.1 kHz stereo
+//!    WAV file (resampled to 8 kHz mono), waits for it to finish, and Alice hears it at its
+//!    pitch and then silence (RTP goes on: a peer that times out on missing RTP keeps the call);
 //! 3. hold and resume — Alice holds (`sendonly`): Bob is told, stops sending (Alice hears
 //!    silence) and still hears Alice; after resume both directions flow again;
 //! 4. DTMF — RFC 4733 digits from Alice reach Bob's handler and Bob's event bus;
@@ -20,7 +22,8 @@
 use examples2::{WAIT, check, loopback, released, section, within};
 use session_core::crates::events::EventKind;
 use session_core::crates::media::AudioFrame;
-use session_core::crates::media::audio::{ChannelSink, ToneSource, goertzel_power};
+use session_core::crates::media::audio::{ChannelSink, ToneSource, WavSource, goertzel_power};
+use session_core::crates::media::hound;
 use session_core::{
     CallDecision, CallHandler, CallSession, CallState, DtmfMethod, Filter, IncomingCall,
     SessionEvent, TransferDecision, TransferRequest,
@@ -34,6 +37,29 @@ type BoxError = Box<dyn std::error::Error>;
 const ALICE_HZ: f64 = 440.0;
 const BOB_HZ: f64 = 1000.0;
 const CAROL_HZ: f64 = 2000.0;
+/// The pitch of Bob's prompt.
+const PROMPT_HZ: f64 = 1500.0;
+
+/// Writes a one-second prompt of `hz` as a 44.1 kHz stereo 16-bit WAV file, as a studio
+/// would deliver it; the library plays it at 8 kHz mono.
+fn write_prompt(hz: f64) -> Result<std::path::PathBuf, BoxError> {
+    let path = std::env::temp_dir().join(format!("example-14-prompt-{}.wav", std::process::id()));
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&path, spec)?;
+    for i in 0..44_100 {
+        let t = f64::from(i) / 44_100.0;
+        let sample = (8000.0 * (std::f64::consts::TAU * hz * t).sin()) as i16;
+        writer.write_sample(sample)?;
+        writer.write_sample(sample)?;
+    }
+    writer.finalize()?;
+    Ok(path)
+}
 
 /// What a phone's handler noticed.
 #[derive(Debug)]
@@ -218,6 +244,37 @@ async fn main() -> Result<(), BoxError> {
         ok,
         format!("alice hears bob's 1 kHz ({db} above the other tones)"),
     );
+
+    let prompt = write_prompt(PROMPT_HZ)?;
+    within(
+        "bob plays the prompt",
+        bobs_leg.attach_source(Box::new(WavSource::open(&prompt)?)),
+    )
+    .await?;
+    // The first 200 ms may still carry the tone it replaced (in flight, in the jitter buffer).
+    listen(&mut alice_ear).await?;
+    let (ok, db) = hears(
+        &listen(&mut alice_ear).await?,
+        PROMPT_HZ,
+        &[BOB_HZ, ALICE_HZ],
+    );
+    check(
+        ok,
+        format!("alice hears bob's 44.1 kHz stereo prompt at its pitch, 1.5 kHz ({db} above)"),
+    );
+    within("the prompt's end", bobs_leg.playback_finished()).await;
+    let after = listen(&mut alice_ear).await?;
+    let tail = &after[after.len() / 2..];
+    check(
+        tail.iter().all(|s| s.unsigned_abs() < 100),
+        "bob's playback_finished returned, and alice then hears silence, still as RTP",
+    );
+    std::fs::remove_file(&prompt)?;
+    within(
+        "bob's tone again",
+        bobs_leg.attach_source(Box::new(ToneSource::new(BOB_HZ, 8000))),
+    )
+    .await?;
 
     section("3. hold and resume");
     within("hold", call.hold()).await?;

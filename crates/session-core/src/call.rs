@@ -20,6 +20,7 @@ use session_types::{CallId, CallState, Direction, SessionId, StatusCode};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -36,6 +37,10 @@ pub(crate) struct CallShared {
     /// beyond [`DIGITS_KEPT`]).
     pub(crate) digits: Mutex<VecDeque<char>>,
     pub(crate) digit_arrived: Notify,
+    /// The number of the playback under way (a source attached and not yet finished).
+    pub(crate) playback: watch::Sender<Option<u64>>,
+    /// Playbacks numbered so far.
+    pub(crate) playbacks: AtomicU64,
     /// The manager's bus, for [`CallSession::events`].
     pub(crate) bus: EventBus,
     /// Turns `true` once the call has ended and released everything.
@@ -46,6 +51,17 @@ pub(crate) struct CallShared {
 pub(crate) const DIGITS_KEPT: usize = 64;
 
 impl CallShared {
+    /// Playback number `playback` stopped: if it is the one under way, nothing plays now.
+    pub(crate) fn playback_finished(&self, playback: u64) {
+        self.playback.send_if_modified(|current| {
+            let was = *current == Some(playback);
+            if was {
+                *current = None;
+            }
+            was
+        });
+    }
+
     /// A digit arrived (RFC 4733 or INFO): queue it for [`CallSession::next_dtmf`].
     pub(crate) fn push_digit(&self, digit: char) {
         let mut digits = self.digits.lock();
@@ -393,9 +409,47 @@ impl CallSession {
             .await
     }
 
-    /// Plays audio from `source` into the call (20 ms frames, paced by the media task).
+    /// Plays audio from `source` into the call (20 ms frames, paced by the media task),
+    /// replacing the source playing, if any. When it ends the stream goes on with silence (a
+    /// peer that times out on missing RTP keeps the call), [`SessionEvent::PlaybackFinished`]
+    /// is published and [`CallSession::playback_finished`] returns. A source belongs to this
+    /// call: a transfer that replaces the call does not carry it over (attach again to the
+    /// new session).
+    ///
+    /// [`SessionEvent::PlaybackFinished`]: crate::SessionEvent::PlaybackFinished
     pub async fn attach_source(&self, source: BoxedSource) -> Result<()> {
-        self.run(Operation::AttachSource(source)).await
+        let playback = self.shared.playbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        // Marked before the media task can finish it, however short the source.
+        self.shared.playback.send_replace(Some(playback));
+        let result = self.run(Operation::AttachSource(playback, source)).await;
+        if result.is_err() {
+            self.shared.playback_finished(playback);
+        }
+        result
+    }
+
+    /// Stops the source playing, if any (silence follows; `PlaybackFinished` with
+    /// [`PlaybackEnd::Stopped`]).
+    ///
+    /// [`PlaybackEnd::Stopped`]: crate::PlaybackEnd::Stopped
+    pub async fn detach_source(&self) -> Result<()> {
+        self.run(Operation::DetachSource).await
+    }
+
+    /// Waits until no source plays into the call: the last one attached ended, was detached,
+    /// or the call ended. Returns at once when nothing plays. For "play the prompt, then …".
+    pub async fn playback_finished(&self) {
+        let mut playback = self.shared.playback.subscribe();
+        let mut states = self.shared.state.subscribe();
+        loop {
+            if playback.borrow_and_update().is_none() || states.borrow_and_update().is_final() {
+                return;
+            }
+            tokio::select! {
+                changed = playback.changed() => if changed.is_err() { return },
+                changed = states.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     /// Hands every received audio frame to `sink`.

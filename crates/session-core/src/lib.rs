@@ -70,7 +70,8 @@ pub use media::{BoxedSink, BoxedSource};
 /// Bridges: what [`SessionManager::create_bridge`] and its neighbours take and give.
 pub use session_bridge::{BridgeId, BridgeStats, Gain, Technology, TechnologyChoice};
 pub use session_events::{
-    BridgeChange, CallSummary, EventBus, Filter, SessionEvent, Subscription, TerminationReason,
+    BridgeChange, CallSummary, EventBus, Filter, PlaybackEnd, SessionEvent, Subscription,
+    TerminationReason,
 };
 /// The figures in [`CallStats`]: the RTP/RTCP stream's and the receive jitter buffer's.
 pub use session_media::{jitter::JitterStats, rtcp::StreamStats};

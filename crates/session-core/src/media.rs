@@ -43,7 +43,10 @@ pub(crate) enum MediaCommand {
     /// Send audio (`true`) or stay silent (`false`, e.g. the peer holds us with `recvonly`
     /// or `inactive`).
     SetSending(bool),
-    AttachSource(BoxedSource),
+    /// Play `source` (playback number `.0`), ending the one playing with `Replaced`.
+    AttachSource(u64, BoxedSource),
+    /// Stop the source playing (`Stopped`); silence follows.
+    DetachSource,
     AttachSink(BoxedSink),
     /// Send a digit as RFC 4733 events and answer the caller when it is out.
     SendDtmf {
@@ -76,6 +79,11 @@ pub(crate) struct MediaStats {
 /// What a media task tells the manager.
 #[derive(Debug)]
 pub(crate) enum MediaEvent {
+    /// Playback number `playback` stopped.
+    PlaybackFinished {
+        playback: u64,
+        end: session_events::PlaybackEnd,
+    },
     /// A digit arrived as RFC 4733 events.
     Dtmf { digit: char, duration: Duration },
     /// No RTP for this long.
@@ -181,7 +189,9 @@ struct MediaTask {
     echo: bool,
     sending: bool,
     configured: bool,
-    source: Option<BoxedSource>,
+    /// The source playing and its playback number; without one, silence is sent (so a peer
+    /// with an RTP timeout keeps the call), except in echo mode.
+    source: Option<(u64, BoxedSource)>,
     sink: Option<BoxedSink>,
     /// Received audio on its way to the sink.
     jitter: JitterBuffer,
@@ -210,7 +220,10 @@ impl MediaTask {
         let mut failures = 0u32;
         let mut handing_over = None;
         loop {
-            let playing = self.configured && self.sending && self.source.is_some();
+            // RTP flows whenever we may send: the source's audio, or silence without one
+            // (RFC 3550 leaves silence to the application; peers that time out on RTP need
+            // it). An echo sends what it receives instead.
+            let playing = self.configured && self.sending && (self.source.is_some() || !self.echo);
             // The playout clock starts (again) one frame after audio (re)appears, never with a
             // burst of the ticks it missed while stopped.
             if self.receiving && !playout_running {
@@ -331,9 +344,16 @@ impl MediaTask {
                 }
                 self.sending = on;
             }
-            MediaCommand::AttachSource(source) => {
-                self.source = Some(source);
+            MediaCommand::AttachSource(playback, source) => {
+                if let Some((replaced, _)) = self.source.replace((playback, source)) {
+                    self.finished(replaced, session_events::PlaybackEnd::Replaced);
+                }
                 self.endpoint.start_talkspurt();
+            }
+            MediaCommand::DetachSource => {
+                if let Some((stopped, _)) = self.source.take() {
+                    self.finished(stopped, session_events::PlaybackEnd::Stopped);
+                }
             }
             MediaCommand::AttachSink(sink) => {
                 self.sink = Some(sink);
@@ -433,14 +453,26 @@ impl MediaTask {
         add_jitter_stats(self.playout_stats, self.jitter.stats())
     }
 
+    /// One 20 ms frame out: the source's next, or silence (also for the tick on which the
+    /// source ends, so the stream has no gap).
     async fn play_one(&mut self) {
-        let Some(source) = &mut self.source else {
-            return;
+        let frame = match &mut self.source {
+            Some((playback, source)) => match source.next_frame() {
+                Some(frame) => frame,
+                None => {
+                    let playback = *playback;
+                    self.source = None;
+                    self.finished(playback, session_events::PlaybackEnd::Completed);
+                    AudioFrame::silence()
+                }
+            },
+            None => AudioFrame::silence(),
         };
-        match source.next_frame() {
-            Some(frame) => self.send(&frame).await,
-            None => self.source = None,
-        }
+        self.send(&frame).await;
+    }
+
+    fn finished(&mut self, playback: u64, end: session_events::PlaybackEnd) {
+        self.report(MediaEvent::PlaybackFinished { playback, end });
     }
 
     async fn send(&mut self, frame: &AudioFrame) {

@@ -6,8 +6,9 @@ mod support;
 
 use session_core::crates::media::audio::{ChannelSink, ToneSource, goertzel_power};
 use session_core::{
-    AcceptOptions, CallDecision, CallState, DtmfMethod, FailureReason, Limits, SessionError,
-    SessionEvent, SessionTimerConfig, StatusCode, TerminationReason, TransferDecision,
+    AcceptOptions, CallDecision, CallState, DtmfMethod, FailureReason, Limits, PlaybackEnd,
+    SessionError, SessionEvent, SessionTimerConfig, StatusCode, TerminationReason,
+    TransferDecision,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -1370,5 +1371,108 @@ async fn a_replaces_is_matched_on_our_tags_and_refused_by_the_rfc_3891_rules() {
         .await
         .unwrap();
     assert_eq!(within(old_call.ended()).await, CallState::Terminated);
+    bob.manager.shutdown().await;
+}
+
+/// A prompt plays to its end, the caller learns it (the future and the bus), and the stream
+/// goes on with silence — a peer that times out on missing RTP keeps the call. Replacing and
+/// detaching a source end it with their own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_plays_to_its_end_then_silence_keeps_the_stream_alive() {
+    let alice = peer(builder(42_900..=42_949), accept).await;
+    let mut bob = peer(builder(42_950..=42_999), accept).await;
+    let (call, incoming) = support::connect(&alice, &mut bob).await;
+    let mut events = call.events();
+    let (bob_sink, mut bob_heard) = ChannelSink::new(256);
+    incoming.attach_sink(Box::new(bob_sink)).await.unwrap();
+
+    call.attach_source(Box::new(
+        ToneSource::new(1000.0, 8000).for_duration(Duration::from_millis(200)),
+    ))
+    .await
+    .unwrap();
+    within(call.playback_finished()).await;
+    let end = within(async {
+        loop {
+            if let Ok(event) = events.recv().await
+                && let SessionEvent::PlaybackFinished { end, .. } = *event
+            {
+                return end;
+            }
+        }
+    })
+    .await;
+    assert_eq!(end, PlaybackEnd::Completed);
+    // The tone reached bob; after it, frames keep coming, and they are silence.
+    let mut heard_tone = false;
+    let mut silent_after = 0;
+    while silent_after < 25 {
+        let frame = within(bob_heard.recv()).await.unwrap();
+        let tone = goertzel_power(frame.samples(), 1000.0);
+        if tone > 1e6 {
+            heard_tone = true;
+            silent_after = 0;
+        } else if heard_tone && frame.samples().iter().all(|s| s.unsigned_abs() < 100) {
+            silent_after += 1;
+        }
+    }
+    assert!(heard_tone, "the prompt was heard");
+    let before = call.stats().await.unwrap().rtp.unwrap().packets_sent;
+    let received_before = incoming
+        .stats()
+        .await
+        .unwrap()
+        .rtp
+        .unwrap()
+        .packets_received;
+    // 25 more frames of silence arrive as RTP (0.5 s), not as jitter-buffer concealment.
+    for _ in 0..25 {
+        within(bob_heard.recv()).await.unwrap();
+    }
+    let after = call.stats().await.unwrap().rtp.unwrap().packets_sent;
+    let received_after = incoming
+        .stats()
+        .await
+        .unwrap()
+        .rtp
+        .unwrap()
+        .packets_received;
+    assert!(
+        after >= before + 20,
+        "RTP kept flowing: {before} → {after} sent"
+    );
+    assert!(
+        received_after >= received_before + 20,
+        "and arriving: {received_before} → {received_after}"
+    );
+
+    // Replaced, then stopped.
+    call.attach_source(Box::new(ToneSource::new(440.0, 8000)))
+        .await
+        .unwrap();
+    call.attach_source(Box::new(ToneSource::new(880.0, 8000)))
+        .await
+        .unwrap();
+    call.detach_source().await.unwrap();
+    within(call.playback_finished()).await;
+    let ends = within(async {
+        let mut ends = Vec::new();
+        while ends.len() < 2 {
+            if let Ok(event) = events.recv().await
+                && let SessionEvent::PlaybackFinished { end, .. } = *event
+            {
+                ends.push(end);
+            }
+        }
+        ends
+    })
+    .await;
+    assert_eq!(ends, [PlaybackEnd::Replaced, PlaybackEnd::Stopped]);
+
+    call.hangup().await.unwrap();
+    within(incoming.ended()).await;
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }

@@ -12,6 +12,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How a source played into a call ended, in [`SessionEvent::PlaybackFinished`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum PlaybackEnd {
+    /// The source ran out: the prompt or tone played to its end.
+    Completed,
+    /// The application detached it before its end.
+    Stopped,
+    /// Another source was attached in its place before its end.
+    Replaced,
+}
+
 /// What a bridge did with a session, in [`SessionEvent::Bridge`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -119,6 +131,14 @@ pub enum SessionEvent {
         /// How long the key was held.
         duration: Duration,
     },
+    /// A source attached to the session's audio stopped playing (the stream goes on with
+    /// silence until another is attached).
+    PlaybackFinished {
+        /// The session.
+        session_id: SessionId,
+        /// Why it stopped.
+        end: PlaybackEnd,
+    },
     /// The session is over and everything it held has been released. The last event of a
     /// session.
     SessionTerminated {
@@ -163,6 +183,7 @@ impl SessionEvent {
             | Self::MediaStarted { session_id, .. }
             | Self::MediaStopped { session_id }
             | Self::DtmfReceived { session_id, .. }
+            | Self::PlaybackFinished { session_id, .. }
             | Self::SessionTerminated { session_id, .. }
             | Self::Bridge { session_id, .. } => Some(*session_id),
             Self::Custom { session_id, .. } => *session_id,
@@ -177,6 +198,7 @@ impl SessionEvent {
             Self::MediaStarted { .. } => EventKind::MediaStarted,
             Self::MediaStopped { .. } => EventKind::MediaStopped,
             Self::DtmfReceived { .. } => EventKind::DtmfReceived,
+            Self::PlaybackFinished { .. } => EventKind::PlaybackFinished,
             Self::SessionTerminated { .. } => EventKind::SessionTerminated,
             Self::Bridge { .. } => EventKind::Bridge,
             Self::Custom { .. } => EventKind::Custom,
@@ -223,11 +245,13 @@ pub enum EventKind {
     Bridge,
     /// [`SessionEvent::Custom`].
     Custom,
+    /// [`SessionEvent::PlaybackFinished`].
+    PlaybackFinished,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         Self::SessionCreated,
         Self::StateChanged,
         Self::MediaStarted,
@@ -236,6 +260,7 @@ impl EventKind {
         Self::SessionTerminated,
         Self::Bridge,
         Self::Custom,
+        Self::PlaybackFinished,
     ];
 
     /// A short stable name, e.g. `state-changed`, for logs and metrics labels.
@@ -249,6 +274,7 @@ impl EventKind {
             Self::SessionTerminated => "session-terminated",
             Self::Bridge => "bridge",
             Self::Custom => "custom",
+            Self::PlaybackFinished => "playback-finished",
         }
     }
 

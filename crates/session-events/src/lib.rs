@@ -143,6 +143,8 @@ pub use channel::{ChannelSubscription, Delivery};
 /// [`crossbeam_channel::select!`] without a version to keep in step.
 pub use crossbeam_channel;
 pub use error::{Error, RecvError, RecvTimeoutError, Result, TryRecvError};
-pub use event::{BridgeChange, CallSummary, EventKind, Payload, SessionEvent, TerminationReason};
+pub use event::{
+    BridgeChange, CallSummary, EventKind, Payload, PlaybackEnd, SessionEvent, TerminationReason,
+};
 pub use filter::Filter;
 pub use subscription::Subscription;

@@ -1,6 +1,8 @@
-//! Audio sources and sinks of 20 ms frames: a tone generator, silence, WAV file playback and
-//! recording (through `hound`), a null sink and a channel sink; plus [`goertzel_power`] to check
-//! which tone a recording holds.
+//! Audio sources and sinks of 20 ms frames: a tone generator (endless or for a duration),
+//! silence, WAV file playback (any sample rate, channel count and PCM or float format: mixed
+//! down to mono and resampled to 8 kHz with `rubato`'s sinc resampler) and recording (through
+//! `hound`), a null sink and a channel sink; plus [`goertzel_power`] to check which tone a
+//! recording holds.
 //!
 //! ```
 //! use session_media::audio::{goertzel_power, AudioSource, ToneSource};
@@ -28,27 +30,45 @@ pub trait AudioSink {
     fn write_frame(&mut self, frame: &AudioFrame) -> Result<()>;
 }
 
-/// An endless sine tone.
+/// A sine tone, endless or for a duration ([`ToneSource::for_duration`]).
 #[derive(Debug, Clone)]
 pub struct ToneSource {
     phase: f64,
     step: f64,
     amplitude: f64,
+    /// Frames left to play; `None`: endless.
+    frames_left: Option<u64>,
 }
 
 impl ToneSource {
-    /// A tone of `frequency` Hz at `amplitude` (peak, 0–32767).
+    /// An endless tone of `frequency` Hz at `amplitude` (peak, 0–32767).
     pub fn new(frequency: f64, amplitude: i16) -> Self {
         Self {
             phase: 0.0,
             step: std::f64::consts::TAU * frequency / f64::from(SAMPLE_RATE),
             amplitude: f64::from(amplitude.max(0)),
+            frames_left: None,
         }
+    }
+
+    /// The same tone, ending after `duration` (rounded up to whole 20 ms frames; a zero
+    /// duration plays nothing).
+    pub fn for_duration(mut self, duration: std::time::Duration) -> Self {
+        let frame_us = crate::frame::FRAME_DURATION.as_micros();
+        let frames = duration.as_micros().div_ceil(frame_us);
+        self.frames_left = Some(u64::try_from(frames).unwrap_or(u64::MAX));
+        self
     }
 }
 
 impl AudioSource for ToneSource {
     fn next_frame(&mut self) -> Option<AudioFrame> {
+        if let Some(left) = &mut self.frames_left {
+            if *left == 0 {
+                return None;
+            }
+            *left -= 1;
+        }
         let mut frame = AudioFrame::silence();
         for s in frame.samples_mut() {
             *s = (self.amplitude * self.phase.sin()) as i16;
@@ -68,16 +88,28 @@ impl AudioSource for SilenceSource {
     }
 }
 
-/// Plays a WAV file: 8 kHz, mono, 16-bit integer PCM (what G.711 carries).
+/// Plays a WAV file. 8 kHz mono 16-bit PCM (what G.711 carries) is streamed from the file as
+/// it plays; any other format — another sample rate, several channels, 8/24/32-bit integer or
+/// 32-bit float samples — is decoded at open, mixed down to mono (the channels' mean),
+/// resampled to 8 kHz (`rubato`'s band-limited sinc interpolation, so no aliasing from a
+/// 44.1 or 48 kHz file) and kept in memory: 16 KB per second of audio.
 pub struct WavSource<R: Read> {
-    reader: hound::WavReader<R>,
+    spec: hound::WavSpec,
+    samples: Samples<R>,
     done: bool,
+}
+
+/// Where a [`WavSource`]'s 8 kHz samples come from.
+enum Samples<R: Read> {
+    Streamed(hound::WavReader<R>),
+    Decoded(std::vec::IntoIter<i16>),
 }
 
 impl<R: Read> std::fmt::Debug for WavSource<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WavSource")
-            .field("spec", &self.reader.spec())
+            .field("spec", &self.spec)
+            .field("decoded", &matches!(self.samples, Samples::Decoded(_)))
             .finish()
     }
 }
@@ -97,21 +129,91 @@ impl<R: Read> WavSource<R> {
 
     fn new(reader: hound::WavReader<R>) -> Result<Self> {
         let spec = reader.spec();
-        if spec.sample_rate != SAMPLE_RATE
-            || spec.channels != 1
-            || spec.bits_per_sample != 16
-            || spec.sample_format != hound::SampleFormat::Int
+        let samples = if spec.sample_rate == SAMPLE_RATE
+            && spec.channels == 1
+            && spec.bits_per_sample == 16
+            && spec.sample_format == hound::SampleFormat::Int
         {
-            return Err(Error::UnsupportedWav(format!(
-                "{} Hz, {} channel(s), {}-bit {:?}; need 8000 Hz mono 16-bit PCM",
-                spec.sample_rate, spec.channels, spec.bits_per_sample, spec.sample_format
-            )));
-        }
+            Samples::Streamed(reader)
+        } else {
+            Samples::Decoded(decode_to_8k_mono(reader)?.into_iter())
+        };
         Ok(Self {
-            reader,
+            spec,
+            samples,
             done: false,
         })
     }
+
+    /// The file's own format (before any mixing down or resampling).
+    pub fn spec(&self) -> hound::WavSpec {
+        self.spec
+    }
+}
+
+/// Reads every sample of `reader`, mixes the channels down to mono and resamples to 8 kHz.
+fn decode_to_8k_mono<R: Read>(mut reader: hound::WavReader<R>) -> Result<Vec<i16>> {
+    let spec = reader.spec();
+    let unsupported = |why: &str| {
+        Error::UnsupportedWav(format!(
+            "{} Hz, {} channel(s), {}-bit {:?}: {why}",
+            spec.sample_rate, spec.channels, spec.bits_per_sample, spec.sample_format
+        ))
+    };
+    if spec.channels == 0 || spec.sample_rate == 0 {
+        return Err(unsupported("no channels or no sample rate"));
+    }
+    // Every sample as f32 in [-1, 1).
+    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => reader
+            .samples::<f32>()
+            .collect::<std::result::Result<_, _>>()?,
+        (hound::SampleFormat::Int, bits @ 1..=32) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|s| s as f32 * scale))
+                .collect::<std::result::Result<_, _>>()?
+        }
+        _ => return Err(unsupported("not PCM of 1–32 bits or 32-bit float")),
+    };
+    let channels = usize::from(spec.channels);
+    let mono: Vec<f32> = interleaved
+        .chunks(channels)
+        .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32)
+        .collect();
+    let resampled = if spec.sample_rate == SAMPLE_RATE {
+        mono
+    } else {
+        resample(&mono, spec.sample_rate, SAMPLE_RATE).map_err(|e| unsupported(&e))?
+    };
+    Ok(resampled
+        .iter()
+        .map(|s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect())
+}
+
+/// Resamples mono `input` from `from` Hz to `to` Hz, the filter's delay trimmed off.
+fn resample(input: &[f32], from: u32, to: u32) -> std::result::Result<Vec<f32>, String> {
+    use rubato::audioadapter_buffers::direct::SequentialSlice;
+    use rubato::{Async, FixedAsync, Resampler, SincInterpolationParameters, WindowFunction};
+    if input.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ratio = f64::from(to) / f64::from(from);
+    let parameters = SincInterpolationParameters::new(128, WindowFunction::BlackmanHarris2);
+    let mut resampler = Async::<f32>::new_sinc(ratio, 1.0, &parameters, 1024, 1, FixedAsync::Input)
+        .map_err(|e| e.to_string())?;
+    let mut output = vec![0.0f32; resampler.process_all_needed_output_len(input.len())];
+    let input_adapter = SequentialSlice::new(input, 1, input.len()).map_err(|e| e.to_string())?;
+    let capacity = output.len();
+    let mut output_adapter =
+        SequentialSlice::new_mut(&mut output, 1, capacity).map_err(|e| e.to_string())?;
+    let (_, written) = resampler
+        .process_all_into_buffer(&input_adapter, &mut output_adapter, input.len(), None)
+        .map_err(|e| e.to_string())?;
+    output.truncate(written);
+    Ok(output)
 }
 
 impl<R: Read> AudioSource for WavSource<R> {
@@ -122,17 +224,23 @@ impl<R: Read> AudioSource for WavSource<R> {
         }
         let mut frame = AudioFrame::silence();
         let mut n = 0;
-        for (slot, sample) in frame
-            .samples_mut()
-            .iter_mut()
-            .zip(self.reader.samples::<i16>())
-        {
-            match sample {
-                Ok(s) => {
-                    *slot = s;
+        match &mut self.samples {
+            Samples::Streamed(reader) => {
+                for (slot, sample) in frame.samples_mut().iter_mut().zip(reader.samples::<i16>()) {
+                    match sample {
+                        Ok(s) => {
+                            *slot = s;
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Samples::Decoded(samples) => {
+                for (slot, sample) in frame.samples_mut().iter_mut().zip(samples) {
+                    *slot = sample;
                     n += 1;
                 }
-                Err(_) => break,
             }
         }
         if n < FRAME_SAMPLES {
@@ -335,20 +443,101 @@ mod tests {
         let mut src = WavSource::open(&path).unwrap();
         assert!(src.next_frame().is_some());
 
-        let stereo = dir.join("stereo.wav");
+        let odd = dir.join("odd.wav");
         let spec = hound::WavSpec {
-            channels: 2,
+            bits_per_sample: 64,
+            sample_format: hound::SampleFormat::Float,
             ..wav_spec()
         };
-        hound::WavWriter::create(&stereo, spec)
-            .unwrap()
-            .finalize()
-            .unwrap();
-        assert!(matches!(
-            WavSource::open(&stereo),
-            Err(Error::UnsupportedWav(_))
-        ));
+        // hound refuses to write 64-bit float; a header it cannot read is refused as well.
+        if let Ok(writer) = hound::WavWriter::create(&odd, spec) {
+            let _ = writer.finalize();
+            assert!(WavSource::open(&odd).is_err());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A WAV of `seconds` of a `hz` tone at `rate` with `channels` (the same tone in each),
+    /// in `format` with `bits`.
+    fn wav_of(
+        rate: u32,
+        channels: u16,
+        format: hound::SampleFormat,
+        bits: u16,
+        hz: f64,
+        seconds: f64,
+    ) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: bits,
+            sample_format: format,
+        };
+        let mut cursor = Cursor::new(Vec::new());
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+        let frames = (f64::from(rate) * seconds) as u32;
+        for i in 0..frames {
+            let value = 0.5 * (std::f64::consts::TAU * hz * f64::from(i) / f64::from(rate)).sin();
+            for _ in 0..channels {
+                match (format, bits) {
+                    (hound::SampleFormat::Float, _) => writer.write_sample(value as f32).unwrap(),
+                    (_, 16) => writer.write_sample((value * 32767.0) as i16).unwrap(),
+                    (_, 24) => writer.write_sample((value * 8_388_607.0) as i32).unwrap(),
+                    (_, 8) => writer.write_sample((value * 127.0) as i8).unwrap(),
+                    _ => unreachable!(),
+                }
+            }
+        }
+        writer.finalize().unwrap();
+        cursor.into_inner()
+    }
+
+    #[test]
+    fn wav_of_any_rate_and_channel_count_plays_at_8k_mono_with_its_tone_and_length() {
+        use hound::SampleFormat::{Float, Int};
+        for (rate, channels, format, bits) in [
+            (44_100, 2, Int, 16),
+            (48_000, 1, Float, 32),
+            (16_000, 1, Int, 24),
+            (8_000, 2, Int, 8),
+            (11_025, 1, Int, 16),
+        ] {
+            let bytes = wav_of(rate, channels, format, bits, 1000.0, 1.0);
+            let mut source = WavSource::from_reader(Cursor::new(bytes)).unwrap();
+            let mut samples = Vec::new();
+            while let Some(frame) = source.next_frame() {
+                samples.extend_from_slice(frame.samples());
+            }
+            let case = format!("{rate} Hz, {channels} ch, {bits}-bit {format:?}");
+            // One second at 8 kHz, to within one 20 ms frame.
+            assert!(
+                (7_840..=8_160).contains(&samples.len()),
+                "{case}: {} samples",
+                samples.len()
+            );
+            // The tone kept its pitch (no speed change) and nothing aliased in.
+            let middle = &samples[2_000..6_000];
+            let tone = goertzel_power(middle, 1000.0);
+            for other in [500.0, 1500.0, 2000.0, 3000.0] {
+                assert!(
+                    tone > 100.0 * goertzel_power(middle, other),
+                    "{case}: {other} Hz"
+                );
+            }
+            // Half of full scale, the level written (mixing identical channels keeps it).
+            let peak = middle.iter().map(|s| s.unsigned_abs()).max().unwrap();
+            assert!((15_000..=17_500).contains(&peak), "{case}: peak {peak}");
+        }
+    }
+
+    #[test]
+    fn a_tone_for_a_duration_ends_after_whole_frames() {
+        let mut tone =
+            ToneSource::new(400.0, 1000).for_duration(std::time::Duration::from_millis(50));
+        let frames = std::iter::from_fn(|| tone.next_frame()).count();
+        assert_eq!(frames, 3, "50 ms rounds up to three 20 ms frames");
+        let mut none = ToneSource::new(400.0, 1000).for_duration(std::time::Duration::ZERO);
+        assert!(none.next_frame().is_none());
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub enum Error {
     /// The offer has no audio stream whose codecs we support (the UAS answers 488).
     #[error("no common codec: no offered audio stream uses a codec we support")]
     NoCommonCodec,
-    /// A WAV file uses a format we cannot read (we read 8 kHz mono 16-bit PCM).
+    /// A WAV file uses a format we cannot read (we read PCM of 1–32 bits and 32-bit float, at
+    /// any rate and channel count).
     #[error("unsupported WAV format: {0}")]
     UnsupportedWav(String),
 

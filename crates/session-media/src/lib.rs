@@ -102,3 +102,6 @@ pub mod sdp;
 
 pub use error::{Error, Result};
 pub use frame::{AudioFrame, FRAME_DURATION, FRAME_SAMPLES, SAMPLE_RATE};
+/// The WAV crate behind [`audio::WavSource`] and [`audio::WavRecorder`] (its errors are in
+/// [`Error::Wav`], its format in [`audio::WavSource::spec`]), to write prompts of any format.
+pub use hound;

@@ -17,7 +17,8 @@
 //! pause of H ms (`-d`), BYE, 200 — a *completed* call, counted by SIPp as successful; on 503,
 //! the ACK of the 503 (same branch, RFC 3261 §17.1.1.3) and the call ends as *refused*, which
 //! the scenario makes SIPp count as a failed call of the `FailedTimeoutOnRecv` kind (a 1 ms
-//! wait for a message that never comes). Any other failure is a failure.
+//! wait for a message that never comes; `-default_behaviors all,-bye` keeps SIPp from
+//! sending the BYE it sends for an aborted call by default). Any other failure is a failure.
 //!
 //! **Figures.** Offered: calls SIPp placed. Admitted and completed: SIPp's successful calls.
 //! Refused: its `FailedTimeoutOnRecv(C)`, of which example 20's summary (`shed=`) says how
@@ -238,6 +239,10 @@ fn run_phase(
         .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
         .args(["-l", &calls.to_string(), "-d", &options.hold_ms.to_string()])
         .args(["-timeout", &timeout.to_string(), "-timeout_error"])
+        // A refused call ends by an expected receive timeout; SIPp's default on an aborted
+        // call is to send BYE, which no caller does after a 503 (and which our UA would
+        // answer 481 from a server transaction kept 32 s, RFC 3261 §17.2.2).
+        .args(["-default_behaviors", "all,-bye"])
         .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1"]);
     let cpu_before = cpu_ticks(pid);
     let began = Instant::now();

@@ -119,7 +119,8 @@ pub(crate) enum Operation {
     Transfer(Uri),
     /// Attended transfer: REFER to the peer of this other call, replacing it.
     TransferReplacing(SessionId),
-    AttachSource(BoxedSource),
+    AttachSource(u64, BoxedSource),
+    DetachSource,
     AttachSink(BoxedSink),
     Stats(oneshot::Sender<CallStats>),
 }
@@ -735,6 +736,13 @@ impl Core {
                     h.on_dtmf(&handle, digit, DtmfMethod::Rfc4733)
                 });
             }
+            MediaEvent::PlaybackFinished { playback, end } => {
+                call.shared.playback_finished(playback);
+                self.bus.publish(SessionEvent::PlaybackFinished {
+                    session_id: session,
+                    end,
+                });
+            }
             MediaEvent::Counters { sent, received } => {
                 self.trace(session, TraceEntry::RtpCounters { sent, received });
             }
@@ -829,9 +837,15 @@ impl Core {
                     }
                 }
             }
-            Operation::AttachSource(source) => {
+            Operation::AttachSource(playback, source) => {
                 let result = self.with_media(session, |media| {
-                    media.send(crate::media::MediaCommand::AttachSource(source));
+                    media.send(crate::media::MediaCommand::AttachSource(playback, source));
+                });
+                let _ = reply.send(result);
+            }
+            Operation::DetachSource => {
+                let result = self.with_media(session, |media| {
+                    media.send(crate::media::MediaCommand::DetachSource);
                 });
                 let _ = reply.send(result);
             }
@@ -908,6 +922,8 @@ impl Core {
             }),
             digits: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             digit_arrived: tokio::sync::Notify::new(),
+            playback: tokio::sync::watch::channel(None).0,
+            playbacks: std::sync::atomic::AtomicU64::new(0),
             bus: self.bus.clone(),
             released: tokio::sync::watch::channel(false).0,
         });
