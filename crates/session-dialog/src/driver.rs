@@ -25,6 +25,20 @@
 //!   messages): a peer that does not read fills it, and a write that makes no progress for
 //!   [`DriverConfig::tcp_write_timeout`] closes the connection.
 //!
+//! TCP peers cannot hold more than their share either: a message must be complete within
+//! [`DriverConfig::tcp_message_timeout`] of its first byte (a "slowloris" client that never
+//! finishes one is disconnected); accepted connections are capped in total
+//! ([`DriverConfig::tcp_max_connections`]) and per source address
+//! ([`DriverConfig::tcp_max_connections_per_ip`]), one beyond a cap being closed at once; the
+//! listen backlog is [`DriverConfig::tcp_backlog`]. When `accept` itself fails (out of file
+//! descriptors, say) the driver stops accepting for a while that grows up to a second, rather
+//! than retrying at once in a busy loop, and warns once per such episode.
+//!
+//! On a TCP connection, as on UDP, a request that is well framed but malformed is answered
+//! statelessly (400 and friends) and the connection stays; only a message whose framing is
+//! lost closes it (RFC 3261 §18.3). A CRLFCRLF keep-alive ping is answered with a CRLF pong
+//! (RFC 5626 §4.4.1).
+//!
 //! A send that fails for good (a refused or broken TCP connection, a hard UDP error such as an
 //! unreachable network) is reported to the user agent with
 //! [`UserAgent::handle_transport_error`], which ends the transactions towards that peer at once
@@ -36,12 +50,12 @@ use bytes::Bytes;
 use session_sip::{ParseLimits, StreamDecoder, Uri};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// The `tracing` target of the full SIP message trace: every message received and sent, whole
@@ -102,6 +116,21 @@ pub struct DriverConfig {
     pub tcp_send_queue: usize,
     /// A TCP write that makes no progress for this long closes the connection (default 10 s).
     pub tcp_write_timeout: Duration,
+    /// A message on a TCP connection must be complete this long after its first byte arrived,
+    /// or the connection is closed (default 10 s): a client that sends part of a request and
+    /// stalls ("slowloris") cannot hold a connection and its buffer for the idle timeout.
+    /// Line ends of keep-alives are not part of a message.
+    pub tcp_message_timeout: Duration,
+    /// Accepted TCP connections open at once, from all peers (default 10,000). One accepted
+    /// beyond it is closed at once. Connections the driver opens itself do not count.
+    pub tcp_max_connections: usize,
+    /// Accepted TCP connections open at once from one IP address (default 256). One accepted
+    /// beyond it is closed at once, so one host cannot take every connection.
+    pub tcp_max_connections_per_ip: usize,
+    /// The TCP listen backlog: connections the kernel completes and queues before the driver
+    /// accepts them (default 1024; the kernel may cap it, as Linux does at
+    /// `net.core.somaxconn`).
+    pub tcp_backlog: u32,
     /// Seeds the user agent's random generator (tags, branches, Call-IDs, glare delays; see
     /// [`UaConfig::rng_seed`]). `None`, the default, seeds it from entropy, as a user agent in
     /// service must; a fixed seed is for tests and replays. The seed in use is logged at
@@ -126,6 +155,10 @@ impl Default for DriverConfig {
             tcp_in_flight: 32,
             tcp_send_queue: 256,
             tcp_write_timeout: Duration::from_secs(10),
+            tcp_message_timeout: Duration::from_secs(10),
+            tcp_max_connections: 10_000,
+            tcp_max_connections_per_ip: 256,
+            tcp_backlog: 1024,
             rng_seed: None,
         }
     }
@@ -221,6 +254,10 @@ enum TcpInbound {
     /// A framed message, with one of its connection's in-flight permits (given back when the
     /// driver has handled it).
     Message(SocketAddr, session_sip::Message, OwnedSemaphorePermit),
+    /// The bytes of a well-framed message that did not parse, to be answered as the same
+    /// bytes in a datagram would be (a stateless 400 when they are a request), with one of
+    /// its connection's in-flight permits.
+    Rejected(SocketAddr, Bytes, OwnedSemaphorePermit),
     Closed(SocketAddr),
     /// The connection could not be made, or bytes queued for it were never written.
     Failed(SocketAddr),
@@ -269,7 +306,7 @@ async fn bind_sockets(
         if !config.tcp {
             return Ok((udp, None, local_addr));
         }
-        match TcpListener::bind(local_addr).await {
+        match bind_tcp(local_addr, config.tcp_backlog) {
             Ok(listener) => {
                 let local_addr = listener
                     .local_addr()
@@ -307,6 +344,10 @@ impl SipDriver {
         .contains(&0)
         {
             return Err(DriverError::Config("a queue has no room"));
+        }
+        if config.tcp && (config.tcp_max_connections == 0 || config.tcp_max_connections_per_ip == 0)
+        {
+            return Err(DriverError::Config("a TCP connection cap is zero"));
         }
         let (udp, listener, local_addr) = bind_sockets(&config).await?;
         let host = match local_addr.ip() {
@@ -352,7 +393,14 @@ impl SipDriver {
                 write_timeout: config.tcp_write_timeout,
                 in_flight: config.tcp_in_flight,
                 send_queue: config.tcp_send_queue,
+                message_timeout: config.tcp_message_timeout,
             },
+            caps: ConnectionCaps::new(
+                config.tcp_max_connections,
+                config.tcp_max_connections_per_ip,
+            ),
+            accept_backoff: AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX),
+            accept_resume: None,
             overload_room: config.overload_room.min(config.event_queue),
             overload_retry_after: config.overload_retry_after,
             shedding: false,
@@ -383,6 +431,204 @@ fn bind_udp(address: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket>
     UdpSocket::from_std(socket.into())
 }
 
+/// Binds the TCP listener with `backlog` (tokio's `TcpListener::bind` always asks for 128).
+fn bind_tcp(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted driver can bind while old connections linger
+    // in TIME_WAIT. (On Windows the option would let another socket take the port.)
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
+/// First pause of accepting after `accept` failed.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause of accepting while `accept` keeps failing.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// When to call `accept` again after it failed: the policy, as a value so it can be tested
+/// without running out of file descriptors.
+///
+/// An error that concerns only the connection being accepted (it was reset or aborted
+/// before we took it) is retried at once: the next one is another connection. Any other
+/// error (EMFILE, ENFILE, ENOBUFS, ENOMEM …) will fail again at once, since the pending
+/// connection stays queued, so accepting pauses: `min` after the first failure, doubling
+/// with each further one up to `max`. Such a run of failures is an *episode*, to be logged
+/// once; it ends when an accept succeeds at least `max` after the last failure, and a failure
+/// after that starts a new one.
+#[derive(Debug)]
+struct AcceptBackoff {
+    min: Duration,
+    max: Duration,
+    /// The pause after the latest failure.
+    delay: Duration,
+    episode: Option<AcceptEpisode>,
+}
+
+#[derive(Debug)]
+struct AcceptEpisode {
+    failures: u64,
+    last_failure: Instant,
+    /// An accept has worked since the last failure.
+    succeeded: bool,
+}
+
+/// What to do after `accept` failed.
+#[derive(Debug, PartialEq, Eq)]
+struct AcceptRetry {
+    /// Accept nothing before this instant.
+    at: Instant,
+    /// This failure starts an episode: worth a warning (later ones are not).
+    warn: bool,
+}
+
+impl AcceptBackoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            delay: min,
+            episode: None,
+        }
+    }
+
+    /// `accept` failed with `kind` at `now`.
+    fn failed(&mut self, kind: io::ErrorKind, now: Instant) -> AcceptRetry {
+        use io::ErrorKind::*;
+        if matches!(
+            kind,
+            ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+        ) {
+            return AcceptRetry {
+                at: now,
+                warn: false,
+            };
+        }
+        match &mut self.episode {
+            Some(episode)
+                if !(episode.succeeded
+                    && now >= episode.last_failure.checked_add(self.max).unwrap_or(now)) =>
+            {
+                episode.failures += 1;
+                episode.last_failure = now;
+                episode.succeeded = false;
+                self.delay = self.delay.saturating_mul(2).min(self.max);
+                AcceptRetry {
+                    at: now.checked_add(self.delay).unwrap_or(now),
+                    warn: false,
+                }
+            }
+            _ => {
+                self.episode = Some(AcceptEpisode {
+                    failures: 1,
+                    last_failure: now,
+                    succeeded: false,
+                });
+                self.delay = self.min;
+                AcceptRetry {
+                    at: now.checked_add(self.delay).unwrap_or(now),
+                    warn: true,
+                }
+            }
+        }
+    }
+
+    /// `accept` worked at `now`. Returns how many failures the episode had when this ends it.
+    fn succeeded(&mut self, now: Instant) -> Option<u64> {
+        let episode = self.episode.as_mut()?;
+        if now >= episode.last_failure.checked_add(self.max).unwrap_or(now) {
+            let failures = episode.failures;
+            self.episode = None;
+            self.delay = self.min;
+            Some(failures)
+        } else {
+            episode.succeeded = true;
+            None
+        }
+    }
+}
+
+/// The caps on accepted TCP connections, in total and per source IP, and the connections
+/// open now. Shared by the driver, which admits connections, and their tasks, whose
+/// [`ConnectionSlot`] gives the place back when they end, however they end.
+#[derive(Clone, Debug)]
+struct ConnectionCaps {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Arc<Mutex<OpenConnections>>,
+}
+
+#[derive(Debug, Default)]
+struct OpenConnections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Which cap a refused connection hit.
+#[derive(Debug, PartialEq, Eq)]
+enum CapReached {
+    Total,
+    PerIp,
+}
+
+impl ConnectionCaps {
+    fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self {
+            max_total,
+            max_per_ip,
+            open: Arc::default(),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, OpenConnections> {
+        // Nothing panics while holding the lock; were it poisoned, the counts are still
+        // whole numbers that every slot keeps consistent.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a connection from `ip`, unless a cap is reached.
+    fn admit(&self, ip: IpAddr) -> Result<ConnectionSlot, CapReached> {
+        let mut open = self.open();
+        if open.total >= self.max_total {
+            return Err(CapReached::Total);
+        }
+        if open.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
+            return Err(CapReached::PerIp);
+        }
+        *open.per_ip.entry(ip).or_insert(0) += 1;
+        open.total += 1;
+        Ok(ConnectionSlot {
+            open: self.open.clone(),
+            ip,
+        })
+    }
+}
+
+/// One accepted connection's place within the [`ConnectionCaps`], given back on drop.
+#[derive(Debug)]
+struct ConnectionSlot {
+    open: Arc<Mutex<OpenConnections>>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        // See `ConnectionCaps::open` on poisoning.
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.total = open.total.saturating_sub(1);
+        if let Some(from_ip) = open.per_ip.get_mut(&self.ip) {
+            *from_ip = from_ip.saturating_sub(1);
+            if *from_ip == 0 {
+                open.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// The settings every TCP connection task gets.
 #[derive(Clone)]
 struct TcpSettings {
@@ -391,6 +637,7 @@ struct TcpSettings {
     write_timeout: Duration,
     in_flight: usize,
     send_queue: usize,
+    message_timeout: Duration,
 }
 
 struct DriverTask {
@@ -415,6 +662,12 @@ struct DriverTask {
     overload_retry_after: Duration,
     /// Whether the user agent is shedding new INVITEs now.
     shedding: bool,
+    /// Accepted TCP connections open, against their caps.
+    caps: ConnectionCaps,
+    /// When to accept again after `accept` failed.
+    accept_backoff: AcceptBackoff,
+    /// While set, nothing is accepted before this instant (see [`AcceptBackoff`]).
+    accept_resume: Option<Instant>,
 }
 
 fn now() -> Instant {
@@ -439,11 +692,19 @@ async fn room_for(
     }
 }
 
-async fn accept_tcp(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
+/// Accepts a TCP connection, not before `resume` when set (accepting is paused after it
+/// failed), or waits forever without a listener.
+async fn accept_tcp(
+    listener: Option<&TcpListener>,
+    resume: Option<Instant>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    if let Some(at) = resume {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
     }
+    listener.accept().await
 }
 
 impl DriverTask {
@@ -493,6 +754,12 @@ impl DriverTask {
                         // The connection may frame one more.
                         drop(permit);
                     }
+                    Some(TcpInbound::Rejected(source, bytes, permit)) => {
+                        trace_wire("in", Protocol::Tcp, source, &bytes);
+                        // The same verdict, and answer, as for these bytes in a datagram.
+                        self.ua.handle_datagram(now(), Protocol::Tcp, source, &bytes);
+                        drop(permit);
+                    }
                     Some(TcpInbound::Closed(peer)) => self.forget_connection(peer),
                     Some(TcpInbound::Failed(peer)) => {
                         self.forget_connection(peer);
@@ -500,10 +767,9 @@ impl DriverTask {
                     }
                     None => {}
                 },
-                accepted = accept_tcp(self.listener.as_ref()), if !holding => match accepted {
-                    Ok((stream, peer)) => self.adopt(stream, peer),
-                    Err(error) => tracing::debug!(%error, "TCP accept error"),
-                },
+                accepted = accept_tcp(self.listener.as_ref(), self.accept_resume), if !holding => {
+                    self.accepted(accepted);
+                }
                 () = sleep => self.ua.handle_timeout(now()),
             }
             self.flush().await;
@@ -619,7 +885,9 @@ impl DriverTask {
         let settings = self.tcp.clone();
         tokio::spawn(async move {
             match TcpStream::connect(destination).await {
-                Ok(stream) => serve_connection(stream, destination, queue, inbound, settings).await,
+                Ok(stream) => {
+                    serve_connection(stream, destination, queue, inbound, settings, None).await;
+                }
                 Err(error) => {
                     tracing::debug!(%error, %destination, "TCP connect failed");
                     drop(queue);
@@ -629,7 +897,38 @@ impl DriverTask {
         });
     }
 
+    /// Takes what `accept` returned: a connection to adopt, or an error to back off from.
+    fn accepted(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>) {
+        match accepted {
+            Ok((stream, peer)) => {
+                self.accept_resume = None;
+                if let Some(failures) = self.accept_backoff.succeeded(now()) {
+                    tracing::info!(failures, "TCP accept works again");
+                }
+                self.adopt(stream, peer);
+            }
+            Err(error) => {
+                let retry = self.accept_backoff.failed(error.kind(), now());
+                let pause = retry.at.saturating_duration_since(now());
+                if retry.warn {
+                    tracing::warn!(%error, ?pause, "TCP accept failing: pausing accepts (warned once until it works again)");
+                } else {
+                    tracing::debug!(%error, ?pause, "TCP accept error");
+                }
+                self.accept_resume = Some(retry.at);
+            }
+        }
+    }
+
     fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let slot = match self.caps.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(cap) => {
+                // Dropping the stream closes it.
+                tracing::debug!(%peer, ?cap, "TCP connection cap reached: closing the new connection");
+                return;
+            }
+        };
         let (writer, queue) = mpsc::channel(self.tcp.send_queue);
         self.connections.insert(peer, writer);
         let inbound = self.tcp_inbound_tx.clone();
@@ -639,38 +938,55 @@ impl DriverTask {
             queue,
             inbound,
             self.tcp.clone(),
+            Some(slot),
         ));
     }
 }
 
 /// Reads and frames one TCP connection, and writes what the driver queues for it. Ends on
 /// EOF, an error, a framing error (RFC 3261 §18.3: the stream cannot be resynchronised), the
-/// idle timeout, or a write that makes no progress within the write timeout. A failed write,
-/// or bytes still queued when it ends, is reported as [`TcpInbound::Failed`] so the
-/// transactions waiting on them end at once (§17.1.4).
+/// idle timeout, a message not complete within the message timeout of its first byte, or a
+/// write that makes no progress within the write timeout. A failed write, or bytes still
+/// queued when it ends, is reported as [`TcpInbound::Failed`] so the transactions waiting on
+/// them end at once (§17.1.4).
 ///
 /// Each framed message takes one of the connection's in-flight permits until the driver has
 /// handled it; with none left, the connection waits (and reads nothing) — backpressure to
-/// the client through TCP's own window.
+/// the client through TCP's own window. A well-framed message that does not parse goes to
+/// the driver as [`TcpInbound::Rejected`] (it is answered like a datagram, and the
+/// connection stays). Each CRLFCRLF ping is answered with a CRLF pong (RFC 5626 §4.4.1).
+///
+/// `slot`, for an accepted connection, is its place within the connection caps, given back
+/// when this ends.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     mut queue: mpsc::Receiver<Bytes>,
     inbound: mpsc::Sender<TcpInbound>,
     settings: TcpSettings,
+    slot: Option<ConnectionSlot>,
 ) {
     let TcpSettings {
         limits,
         idle_timeout,
         write_timeout,
         in_flight,
+        message_timeout,
         ..
     } = settings;
     let in_flight = Arc::new(Semaphore::new(in_flight));
     let mut decoder = StreamDecoder::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
     let mut failed = false;
+    // When the message being received must be complete: set when its first byte arrives.
+    let mut message_deadline: Option<tokio::time::Instant> = None;
     loop {
+        let stalled = async {
+            match message_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             read = tokio::time::timeout(idle_timeout, stream.read(&mut buf)) => {
                 let Ok(Ok(len)) = read else { break };
@@ -679,44 +995,78 @@ async fn serve_connection(
                 }
                 decoder.push(buf.get(..len).unwrap_or_default());
                 let mut broken = false;
+                // Whether a message ended in these bytes: what is left started after it.
+                let mut completed = false;
                 loop {
-                    match decoder.decode() {
+                    let inbound_message = match decoder.decode() {
                         Ok(Some(message)) => {
-                            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                                break;
-                            };
-                            if inbound.send(TcpInbound::Message(peer, message, permit)).await.is_err() {
-                                // The driver is gone.
-                                broken = true;
-                                break;
-                            }
+                            completed = true;
+                            InboundKind::Message(message)
                         }
                         Ok(None) => break,
-                        Err(error) => {
+                        Err(error) if error.is_framing() => {
                             tracing::debug!(%error, %peer, "TCP framing error: closing");
                             broken = true;
                             break;
                         }
+                        Err(error) => {
+                            completed = true;
+                            let Some(raw) = decoder.take_rejected() else {
+                                // Cannot happen for a skipped message; close rather than
+                                // risk decoding the same bytes again.
+                                tracing::debug!(%error, %peer, "TCP decode error: closing");
+                                broken = true;
+                                break;
+                            };
+                            tracing::debug!(%error, %peer, "malformed message on TCP: answering it");
+                            InboundKind::Rejected(raw)
+                        }
+                    };
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let report = match inbound_message {
+                        InboundKind::Message(message) => TcpInbound::Message(peer, message, permit),
+                        InboundKind::Rejected(raw) => TcpInbound::Rejected(peer, raw, permit),
+                    };
+                    if inbound.send(report).await.is_err() {
+                        // The driver is gone.
+                        broken = true;
+                        break;
                     }
                 }
                 if broken {
                     break;
                 }
+                let pings = decoder.take_pings();
+                if pings > 0 {
+                    // One CRLF per ping; at most one per four bytes read, so this is bounded.
+                    let pongs = b"\r\n".repeat(pings);
+                    if let Err(error) = write_bounded(&mut stream, &pongs, write_timeout).await {
+                        tracing::debug!(%error, %peer, "TCP keep-alive pong not written: closing");
+                        failed = true;
+                        break;
+                    }
+                }
+                message_deadline = if !decoder.in_message() {
+                    None
+                } else if completed || message_deadline.is_none() {
+                    // No deadline when it is beyond what the clock can say.
+                    tokio::time::Instant::now().checked_add(message_timeout)
+                } else {
+                    message_deadline
+                };
+            }
+            () = stalled => {
+                tracing::debug!(%peer, ?message_timeout, buffered = decoder.buffered(), "TCP message not completed in time: closing");
+                break;
             }
             bytes = queue.recv() => match bytes {
                 Some(bytes) => {
-                    match tokio::time::timeout(write_timeout, stream.write_all(&bytes)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, %peer, "TCP write failed");
-                            failed = true;
-                            break;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, ?write_timeout, "TCP write made no progress: closing");
-                            failed = true;
-                            break;
-                        }
+                    if let Err(error) = write_bounded(&mut stream, &bytes, write_timeout).await {
+                        tracing::debug!(%error, %peer, "TCP write failed: closing");
+                        failed = true;
+                        break;
                     }
                 }
                 None => break,
@@ -728,10 +1078,180 @@ async fn serve_connection(
     queue.close();
     failed |= queue.try_recv().is_ok();
     drop(queue);
+    // The connection no longer counts against the caps.
+    drop(slot);
     let report = if failed {
         TcpInbound::Failed(peer)
     } else {
         TcpInbound::Closed(peer)
     };
     let _ = inbound.send(report).await;
+}
+
+/// What a connection task hands over, before it has a permit for it.
+enum InboundKind {
+    Message(session_sip::Message),
+    Rejected(Bytes),
+}
+
+/// Writes all of `bytes`, failing with `TimedOut` when that takes longer than `timeout` (a
+/// peer that does not read fills its window and the write stops making progress).
+async fn write_bounded(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the write made no progress for {timeout:?}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn backoff() -> AcceptBackoff {
+        AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX)
+    }
+
+    /// EMFILE as `accept` reports it.
+    fn out_of_fds() -> io::ErrorKind {
+        io::Error::from_raw_os_error(24).kind()
+    }
+
+    #[test]
+    fn accept_failures_pause_accepting_longer_each_time_up_to_a_second() {
+        let t0 = Instant::now();
+        let mut policy = backoff();
+        let mut now = t0;
+        let mut pauses = Vec::new();
+        let mut warnings = 0;
+        for _ in 0..10 {
+            let retry = policy.failed(out_of_fds(), now);
+            warnings += usize::from(retry.warn);
+            pauses.push(retry.at - now);
+            // The driver tries again when told to, and fails again.
+            now = retry.at;
+        }
+        assert_eq!(
+            pauses,
+            [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000].map(|ms| ms * MS)
+        );
+        assert_eq!(warnings, 1, "one warning for the whole episode");
+    }
+
+    #[test]
+    fn an_accept_that_works_long_enough_after_the_last_failure_ends_the_episode() {
+        let t0 = Instant::now();
+        let mut policy = backoff();
+        assert!(policy.failed(out_of_fds(), t0).warn);
+        let retry = policy.failed(out_of_fds(), t0 + 10 * MS);
+        assert!(!retry.warn);
+        // Working again soon after does not end it: at the fd limit, one accept may work
+        // between failures, and that is no reason to warn again or to start the pause over.
+        assert_eq!(policy.succeeded(retry.at), None);
+        let again = policy.failed(out_of_fds(), retry.at + MS);
+        assert!(!again.warn);
+        assert_eq!(again.at - (retry.at + MS), 40 * MS);
+        // A second of working accepts ends it, saying how many failures it had.
+        let later = retry.at + ACCEPT_BACKOFF_MAX + 2 * MS;
+        assert_eq!(policy.succeeded(later), Some(3));
+        assert_eq!(policy.succeeded(later + MS), None, "no episode any more");
+        // The next failure starts a new episode: a warning, and the shortest pause.
+        let next = policy.failed(out_of_fds(), later + ACCEPT_BACKOFF_MAX);
+        assert!(next.warn);
+        assert_eq!(next.at - (later + ACCEPT_BACKOFF_MAX), ACCEPT_BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_failure_after_a_quiet_time_with_a_working_accept_between_warns_again() {
+        let t0 = Instant::now();
+        let mut policy = backoff();
+        assert!(policy.failed(out_of_fds(), t0).warn);
+        // Worked right after the pause, then nothing for a while.
+        assert_eq!(policy.succeeded(t0 + 10 * MS), None);
+        let retry = policy.failed(out_of_fds(), t0 + 5 * ACCEPT_BACKOFF_MAX);
+        assert!(retry.warn);
+        assert_eq!(retry.at - (t0 + 5 * ACCEPT_BACKOFF_MAX), ACCEPT_BACKOFF_MIN);
+        // Without any working accept between, failures belong to one episode however far
+        // apart they are.
+        let retry = policy.failed(out_of_fds(), t0 + 50 * ACCEPT_BACKOFF_MAX);
+        assert!(!retry.warn);
+    }
+
+    #[test]
+    fn errors_of_one_connection_are_retried_at_once() {
+        let t0 = Instant::now();
+        let mut policy = backoff();
+        for kind in [
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::Interrupted,
+        ] {
+            assert_eq!(
+                policy.failed(kind, t0),
+                AcceptRetry {
+                    at: t0,
+                    warn: false
+                }
+            );
+        }
+        // They neither start nor feed an episode.
+        assert!(policy.failed(io::ErrorKind::OutOfMemory, t0).warn);
+        assert_eq!(
+            policy.failed(io::ErrorKind::ConnectionAborted, t0 + MS).at,
+            t0 + MS
+        );
+        assert_eq!(policy.failed(out_of_fds(), t0 + 2 * MS).at, t0 + 22 * MS);
+    }
+
+    #[test]
+    fn connection_caps_count_per_ip_and_in_total_and_slots_give_places_back() {
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        let c: IpAddr = [192, 0, 2, 3].into();
+        let caps = ConnectionCaps::new(3, 2);
+        let a1 = caps.admit(a).unwrap();
+        let a2 = caps.admit(a).unwrap();
+        assert_eq!(caps.admit(a).unwrap_err(), CapReached::PerIp);
+        let b1 = caps.admit(b).unwrap();
+        assert_eq!(caps.admit(c).unwrap_err(), CapReached::Total);
+        drop(a1);
+        let c1 = caps.admit(c).unwrap();
+        assert_eq!(caps.admit(b).unwrap_err(), CapReached::Total);
+        drop((a2, b1, c1));
+        assert_eq!(caps.open().total, 0);
+        assert!(
+            caps.open().per_ip.is_empty(),
+            "no entry kept for gone peers"
+        );
+    }
+
+    /// Linux only: it refuses SYNs beyond the backlog, so connections the listener never
+    /// accepts show how long the queue is. (`listen(128)`, tokio's, would stop at 129.)
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_listen_backlog_is_the_configured_one() {
+        const BACKLOG: u32 = 300;
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if somaxconn.is_none_or(|max| max < BACKLOG) {
+            // The kernel caps the backlog lower than this test needs.
+            return;
+        }
+        let listener = bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)), BACKLOG).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for n in 0..200 {
+            let connect = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(address));
+            match connect.await {
+                Ok(Ok(stream)) => clients.push(stream),
+                Ok(Err(error)) => panic!("connection {n}: {error}"),
+                Err(_) => panic!("connection {n} not queued: the backlog is too short"),
+            }
+        }
+    }
 }

@@ -311,24 +311,67 @@ fn response_route(request: &mut Request, source: SocketAddr, protocol: Protocol)
     let Ok(via) = request.top_via() else {
         return source;
     };
-    let wants_rport = via.rport().is_some();
-    let host_is_source = via
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .ok()
-        == Some(source.ip());
-    let destination = if wants_rport || protocol == Protocol::Tcp {
+    let via = ViaFacts::of(&via, source);
+    stamp_top_via(&mut request.headers, via, source, protocol)
+}
+
+/// [`response_route`] for a response already built from the request (a stateless rejection,
+/// whose Via lines are the request's as received): where it goes, and its top Via with the
+/// `received` and `rport` the request's would have had, so the client can match it (RFC 3581
+/// §4: the response carries them whatever made it).
+fn rejection_route(response: &mut Response, source: SocketAddr, protocol: Protocol) -> SocketAddr {
+    let Ok(via) = response.top_via() else {
+        return source;
+    };
+    let via = ViaFacts::of(&via, source);
+    stamp_top_via(&mut response.headers, via, source, protocol)
+}
+
+/// What routing a response needs from the request's top Via.
+#[derive(Clone, Copy)]
+struct ViaFacts {
+    /// It carries `rport` (RFC 3581): answer to the source port and say which it was.
+    wants_rport: bool,
+    /// Its sent-by host is the source's IP address already (no `received` needed).
+    host_is_source: bool,
+    /// Its sent-by port.
+    port: Option<u16>,
+}
+
+impl ViaFacts {
+    fn of(via: &session_sip::Via<'_>, source: SocketAddr) -> Self {
+        Self {
+            wants_rport: via.rport().is_some(),
+            host_is_source: via
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+                == Some(source.ip()),
+            port: via.port,
+        }
+    }
+}
+
+/// Rewrites the first Via value of `headers` with `received` and `rport` as §18.2.1 and
+/// RFC 3581 ask, and returns where the responses go.
+fn stamp_top_via(
+    headers: &mut session_sip::Headers,
+    via: ViaFacts,
+    source: SocketAddr,
+    protocol: Protocol,
+) -> SocketAddr {
+    let destination = if via.wants_rport || protocol == Protocol::Tcp {
         source
     } else {
         SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
     };
-    if host_is_source && !wants_rport {
+    if via.host_is_source && !via.wants_rport {
         return destination;
     }
     // Rebuild the first Via value with the parameters the RFCs ask for.
-    let Some(first) = request.headers.values(HeaderName::Via).next() else {
+    let Some(first) = headers.values(HeaderName::Via).next() else {
         return destination;
     };
     let mut top = String::with_capacity(first.len() + 40);
@@ -343,12 +386,12 @@ fn response_route(request: &mut Request, source: SocketAddr, protocol: Protocol)
         top.push_str(part.trim());
     }
     top.push_str(&format!(";received={}", source.ip()));
-    if wants_rport {
+    if via.wants_rport {
         top.push_str(&format!(";rport={}", source.port()));
     }
     let mut rebuilt = session_sip::Headers::new();
     let mut replaced = false;
-    for header in request.headers.iter() {
+    for header in headers.iter() {
         if !replaced && header.name() == HeaderName::Via {
             replaced = true;
             rebuilt.push(Header::new(HeaderName::Via, top.clone()));
@@ -366,7 +409,7 @@ fn response_route(request: &mut Request, source: SocketAddr, protocol: Protocol)
             rebuilt.push(header.clone());
         }
     }
-    request.headers = rebuilt;
+    *headers = rebuilt;
     destination
 }
 
@@ -514,13 +557,11 @@ impl Endpoint {
         );
         match verdict.action {
             session_sip::Action::Accept => {}
-            session_sip::Action::Answer(response) => {
-                // Stateless rejection (§8.2): to the source, or by Via when we can read it.
+            session_sip::Action::Answer(mut response) => {
+                // Stateless rejection (§8.2): routed by its Via like any response (§18.2.2),
+                // which carries `received` and `rport` as the request's would (RFC 3581).
                 tracing::debug!(%source, status = response.status.as_u16(), reason = %verdict.reason, "rejecting request");
-                let mut destination = source;
-                if let Some(Message::Request(mut request)) = verdict.message {
-                    destination = response_route(&mut request, source, protocol);
-                }
+                let destination = rejection_route(&mut response, source, protocol);
                 self.transmit(protocol, destination, response.to_bytes());
                 return;
             }
@@ -551,8 +592,9 @@ impl Endpoint {
                     Ok(()) => self.handle_request(now, protocol, source, request),
                     Err(rejection) => {
                         tracing::debug!(%source, status = rejection.status.as_u16(), reason = %rejection.reason, "rejecting request");
-                        let response = rejection.to_response_with(&request, &mut self.rng);
+                        // The Via first, so the response copies it with `received`/`rport`.
                         let destination = response_route(&mut request, source, protocol);
+                        let response = rejection.to_response_with(&request, &mut self.rng);
                         self.transmit(protocol, destination, response.to_bytes());
                     }
                 }

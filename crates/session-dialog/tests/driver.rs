@@ -150,8 +150,9 @@ async fn keepalives_and_options_over_tcp_get_answers() {
         assert!(n > 0, "closed before answering");
         received.extend_from_slice(&buf[..n]);
     }
+    // The keep-alive gets its CRLF pong (RFC 5626 §4.4.1) before the answer.
     assert!(
-        received.starts_with(b"SIP/2.0 200 OK\r\n"),
+        received.starts_with(b"\r\nSIP/2.0 200 OK\r\n"),
         "{}",
         String::from_utf8_lossy(&received)
     );

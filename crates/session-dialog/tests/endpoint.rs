@@ -402,3 +402,77 @@ fn rfc_2543_requests_match_without_the_magic_cookie() {
     drain_timers(&mut ep, t0);
     assert_eq!(ep.transaction_count(), 0);
 }
+
+/// A request from 127.0.0.1:5070 whose Via names another host and port and asks for `rport`.
+fn via_rport_request(cseq: &str, extra: &str) -> Bytes {
+    Bytes::from(format!(
+        "OPTIONS sip:bob@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP client.example.com:5999;branch=z9hG4bK-rp;rport\r\n\
+         From: <sip:alice@client.example.com>;tag=a1\r\n\
+         To: <sip:bob@127.0.0.1:5060>\r\n\
+         Call-ID: rport-1@client.example.com\r\n\
+         CSeq: {cseq}\r\n\
+         Max-Forwards: 70\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    ))
+}
+
+/// Checks a stateless rejection went where RFC 3581 says (the source, since the Via asks for
+/// `rport`) and tells the client where its request came from; returns its text. (A 400 for a
+/// CSeq that does not parse copies that CSeq, so the answer is read as text, not parsed.)
+fn assert_rport_answer(sent: &[Transmit], status: StatusCode) -> String {
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].destination, peer(), "rport: back to the source");
+    let text = String::from_utf8(sent[0].bytes.to_vec()).unwrap();
+    assert!(
+        text.starts_with(&format!("SIP/2.0 {} ", status.as_u16())),
+        "{text}"
+    );
+    let via = text
+        .lines()
+        .find(|line| line.starts_with("Via:"))
+        .expect("a Via");
+    assert_eq!(
+        via,
+        "Via: SIP/2.0/UDP client.example.com:5999;branch=z9hG4bK-rp;received=127.0.0.1;rport=5070",
+        "{text}"
+    );
+    text
+}
+
+#[test]
+fn stateless_rejections_carry_received_and_rport() {
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    // Rejected by the parser: CSeq is not a number.
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &via_rport_request("abc OPTIONS", ""),
+    );
+    let bad = assert_rport_answer(&transmits(&mut ep), StatusCode::BAD_REQUEST);
+    let reason = bad.lines().next().unwrap();
+    assert!(
+        reason.contains("not a number"),
+        "the reason names the problem: {reason}"
+    );
+    assert!(!reason.contains("2^31"), "{reason}");
+    // Rejected by validation after parsing: an unknown required extension.
+    ep.handle_datagram(
+        t0,
+        Protocol::Udp,
+        peer(),
+        &via_rport_request("1 OPTIONS", "Require: nothing-known\r\n"),
+    );
+    assert_rport_answer(&transmits(&mut ep), StatusCode::BAD_EXTENSION);
+    // The same, already framed and parsed (the TCP path).
+    let Message::Request(parsed) =
+        Message::parse(via_rport_request("2 OPTIONS", "Require: nothing-known\r\n")).unwrap()
+    else {
+        panic!("a request")
+    };
+    ep.handle_message(t0, Protocol::Udp, peer(), Message::Request(parsed));
+    assert_rport_answer(&transmits(&mut ep), StatusCode::BAD_EXTENSION);
+    assert_eq!(ep.transaction_count(), 0, "stateless");
+}

@@ -450,9 +450,14 @@ impl CSeq {
         let split = s.find([' ', '\t']).ok_or(bad("no method"))?;
         let num = s.get(..split).unwrap_or_default();
         let method = trim(s.get(split..).unwrap_or_default());
-        let seq = parse_u64(num)
-            .filter(|&n| n < 1 << 31)
-            .ok_or(bad("sequence number not below 2^31"))?;
+        let seq = match parse_u64(num) {
+            Some(n) if n < 1 << 31 => n,
+            // All digits, but too many for a u64 or not below 2^31.
+            _ if !num.is_empty() && num.bytes().all(|c| c.is_ascii_digit()) => {
+                return Err(bad("sequence number not below 2^31"));
+            }
+            _ => return Err(bad("sequence number is not a number")),
+        };
         let method = Method::parse(method).map_err(|_| bad("bad method"))?;
         Ok(Self {
             seq: u32::try_from(seq).map_err(|_| bad("sequence number overflow"))?,
@@ -766,6 +771,22 @@ mod tests {
         assert_eq!(c.expires().unwrap().unwrap(), 60);
         assert_eq!(c.q(), Some(0.5));
         assert!(Contact::parse("<sip:user@host129.example.com>;expires=280297596632815").is_err());
+    }
+
+    #[test]
+    fn cseq_errors_name_the_problem() {
+        let what = |s: &str| match CSeq::parse(s) {
+            Err(Error::Header { name: "CSeq", what }) => what,
+            other => panic!("{s:?} gave {other:?}"),
+        };
+        assert_eq!(what("abc INVITE"), "sequence number is not a number");
+        assert_eq!(what("-1 INVITE"), "sequence number is not a number");
+        assert_eq!(what("1a INVITE"), "sequence number is not a number");
+        assert_eq!(what("2147483648 INVITE"), "sequence number not below 2^31");
+        assert_eq!(
+            what("36893488147419103232 REGISTER"),
+            "sequence number not below 2^31"
+        );
     }
 
     #[test]

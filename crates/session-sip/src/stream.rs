@@ -65,6 +65,15 @@ impl StreamDecoder {
         self.buf.len()
     }
 
+    /// Whether part of a message is buffered: anything besides the line ends of a keep-alive
+    /// still being received. A transport uses it to bound how long a message may take to
+    /// arrive once it has started (a client that never finishes one holds the connection).
+    pub fn in_message(&self) -> bool {
+        // Keep-alives are consumed as they complete, so at most a few line ends precede the
+        // first byte of a message: the search stops there.
+        self.buf.iter().any(|&c| c != b'\r' && c != b'\n')
+    }
+
     /// How many CRLFCRLF keep-alive pings arrived since the last call; answer each with a
     /// CRLF pong (RFC 5626 §4.4.1).
     pub fn take_pings(&mut self) -> usize {
@@ -241,6 +250,23 @@ SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\
         let mut d = StreamDecoder::new(ParseLimits::default().max_message_size(64));
         d.push(&[b'a'; 100]);
         assert!(d.decode().unwrap_err().is_framing());
+    }
+
+    #[test]
+    fn in_message_ignores_keepalive_line_ends() {
+        let mut d = StreamDecoder::new(ParseLimits::default());
+        assert!(!d.in_message());
+        // A lone CRLF (a pong) stays buffered until more arrives, but it is no message.
+        d.push(b"\r\n");
+        assert!(d.decode().unwrap().is_none());
+        assert!(!d.in_message());
+        d.push(b"\r\nOPT");
+        assert!(d.decode().unwrap().is_none());
+        assert_eq!(d.take_pings(), 1);
+        assert!(d.in_message());
+        d.push(b"IONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n");
+        assert!(d.decode().unwrap().is_some());
+        assert!(!d.in_message());
     }
 
     #[test]
