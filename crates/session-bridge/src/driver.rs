@@ -445,6 +445,11 @@ impl BridgeDriver {
         self.operate(|engine, now| engine.set_muted(now, session, muted))
     }
 
+    /// Stops or resumes sending to a member's peer (see [`BridgeEngine::set_sending`]).
+    pub fn set_sending(&self, session: SessionId, sending: bool) -> Result<()> {
+        self.operate(|engine, _| engine.set_sending(session, sending))
+    }
+
     /// Makes a member deaf or hearing again (see [`BridgeEngine::set_deaf`]).
     pub fn set_deaf(&self, session: SessionId, deaf: bool) -> Result<()> {
         self.operate(|engine, now| engine.set_deaf(now, session, deaf))

@@ -278,6 +278,7 @@ impl BridgeEngine {
             technology,
             muted: m.muted,
             deaf: m.deaf,
+            sending: m.sending,
             packets_in: m.counters.packets_in,
             packets_out: m.counters.packets_out,
             forwarded: m.counters.forwarded,
@@ -522,6 +523,26 @@ impl BridgeEngine {
         member.deaf = deaf;
         let bridge = member.bridge;
         self.reevaluate(now, bridge);
+        Ok(())
+    }
+
+    /// Whether anything is sent to a member's peer. `false` while the peer holds the call
+    /// (RFC 3264 §6.1: having answered `recvonly` or `inactive` we send nothing, not even
+    /// silence); its outgoing stream pauses, and resumes on the sampling clock with the marker
+    /// bit set. Unlike deaf, this is about the direction negotiated with the peer, not a
+    /// setting of the application, and it does not make a bridge mix.
+    pub fn set_sending(&mut self, session: SessionId, sending: bool) -> Result<()> {
+        let member = self
+            .members
+            .get_mut(&session)
+            .ok_or(Error::NotBridged(session))?;
+        if member.sending != sending && sending {
+            member.leg.stream.marker_pending = true;
+        }
+        member.sending = sending;
+        if !sending {
+            member.relay_map = None;
+        }
         Ok(())
     }
 

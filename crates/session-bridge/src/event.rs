@@ -44,6 +44,9 @@ pub enum DropReason {
     Muted,
     /// The listener of a relay is deaf.
     Deaf,
+    /// Nothing may be sent to the listener of a relay: its peer holds the call
+    /// ([`BridgeEngine::set_sending`](crate::BridgeEngine::set_sending)).
+    NotSending,
     /// A relay with no second member: nobody to forward to.
     NoListener,
     /// A DTMF event, and the listener negotiated no telephone-event payload type (the digit

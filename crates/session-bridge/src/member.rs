@@ -46,6 +46,10 @@ pub(crate) struct Member {
     pub(crate) leg: Leg,
     pub(crate) muted: bool,
     pub(crate) deaf: bool,
+    /// Whether anything is sent to this member's peer; `false` while the peer holds the call
+    /// (it offered `sendonly` or `inactive`, so we answered `recvonly`/`inactive`: RFC 3264
+    /// §6.1 forbids sending then, not even silence).
+    pub(crate) sending: bool,
     /// Pair gains with this member as the listener; only gains other than unity are kept.
     pub(crate) gains: Vec<(SessionId, Gain)>,
     /// How the other member's packets land on this member's stream in a relay.
@@ -73,6 +77,7 @@ impl Member {
             leg,
             muted: false,
             deaf: false,
+            sending: true,
             gains: Vec::new(),
             relay_map: None,
             mixer: None,

@@ -38,6 +38,8 @@ pub struct MemberStats {
     pub muted: bool,
     /// Deaf: it hears nothing.
     pub deaf: bool,
+    /// Sending to its peer (`false` while the peer holds the call).
+    pub sending: bool,
     /// RTP packets received from the member's peer.
     pub packets_in: u64,
     /// RTP packets sent on the member's stream while bridged (relayed and mixed).

@@ -242,3 +242,20 @@ fn pair_gains_go_with_the_members() {
     assert_eq!(h.engine.gain(a, b), Some(Gain::UNITY));
     assert!(h.engine.set_gain(h.now, a, a, Gain::ZERO).is_err());
 }
+
+#[test]
+fn a_conference_member_whose_peer_holds_gets_no_packets_and_is_still_heard() {
+    let laws = [G711Law::Ulaw; 3];
+    let (mut h, [a, b, c]) = conference(laws);
+    h.run_ms(200);
+    h.engine.set_sending(b, false).unwrap();
+    let to_b = h.stream(b).len();
+    h.run_ms(400);
+    assert_eq!(h.stream(b).len(), to_b, "no mix sent to the holding peer");
+    assert!(hears(&h.heard(c, G711Law::Ulaw, 10), HZ[1]), "b is still heard");
+    assert!(hears(&h.heard(a, G711Law::Ulaw, 10), HZ[1]));
+    h.engine.set_sending(b, true).unwrap();
+    h.run_ms(200);
+    assert!(h.stream(b).len() >= to_b + 9, "the mix resumes");
+    assert!(hears(&h.heard(b, G711Law::Ulaw, 5), HZ[0]));
+}

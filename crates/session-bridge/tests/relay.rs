@@ -349,3 +349,37 @@ fn a_forced_relay_drops_a_muted_talker_and_resumes_on_the_clock() {
     assert_eq!(gap, 11 * 160, "the 200 ms pause is time, not loss");
     assert!(out[10].header.marker);
 }
+
+/// A peer that holds the call (we answered `recvonly`) gets nothing — not even silence —
+/// while the other side still hears it; when it resumes, its stream goes on on the clock.
+#[test]
+fn a_member_whose_peer_holds_is_sent_nothing_and_still_heard() {
+    let mut h = Harness::new();
+    let bridge = h.engine.create_bridge(TechnologyChoice::Auto);
+    let alice = h.join(bridge, Codec::pcmu());
+    let bob = h.join(bridge, Codec::pcmu());
+    h.tone(alice, 700.0);
+    h.tone(bob, 1300.0);
+    h.run_ms(200);
+    h.engine.set_sending(alice, false).unwrap();
+    let to_alice = h.stream(alice).len();
+    let to_bob = h.stream(bob).len();
+    h.run_ms(200);
+    assert_eq!(h.stream(alice).len(), to_alice, "nothing sent to the holding peer");
+    assert_eq!(h.stream(bob).len(), to_bob + 10, "bob still hears alice");
+    assert_eq!(
+        h.engine.technology(bridge),
+        Some(Technology::Relay),
+        "holding is not a setting that makes the bridge mix"
+    );
+    assert!(!h.engine.member_stats(alice).unwrap().sending);
+    h.engine.set_sending(alice, true).unwrap();
+    h.run_ms(100);
+    let out = h.stream(alice);
+    assert_eq!(out.len(), to_alice + 5);
+    let resumed = &out[to_alice].header;
+    let before = &out[to_alice - 1].header;
+    assert_eq!(resumed.sequence, before.sequence.wrapping_add(1));
+    assert_eq!(resumed.timestamp.wrapping_sub(before.timestamp), 11 * 160);
+    assert!(resumed.marker, "a new talk-spurt after the pause");
+}

@@ -132,6 +132,7 @@ impl BridgeEngine {
                 listener.relay_map = None;
                 Err(DropReason::Deaf)
             }
+            Some((_, listener)) if !listener.sending => Err(DropReason::NotSending),
             Some((id, listener)) => {
                 let packet = buffer.get_mut(..len).unwrap_or_default();
                 let target = relay::Listener {

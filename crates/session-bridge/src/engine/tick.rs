@@ -70,6 +70,9 @@ impl BridgeEngine {
             let Some(m) = members.get(session) else {
                 continue;
             };
+            if !m.sending {
+                continue;
+            }
             let frame = if m.deaf {
                 AudioFrame::silence()
             } else {
