@@ -445,6 +445,39 @@ impl BridgeDriver {
         self.operate(|engine, now| engine.set_muted(now, session, muted))
     }
 
+    /// Applies new media terms to a bridged leg (a re-INVITE or UPDATE of its call): the
+    /// peer's addresses and payload types in the driver, the codec in the engine
+    /// ([`BridgeEngine::update_leg`]).
+    pub fn reconfigure(
+        &self,
+        session: SessionId,
+        media: &session_media::sdp::negotiate::NegotiatedMedia,
+    ) -> Result<()> {
+        let shared = self.shared();
+        let mut st = shared.state.lock();
+        if st.closed {
+            return Err(Error::DriverClosed);
+        }
+        let bridged = st
+            .legs
+            .get_mut(&session)
+            .ok_or(Error::NotBridged(session))?;
+        bridged
+            .parts
+            .configure(media)
+            .map_err(|_| Error::InvalidLeg("the negotiated codec is not G.711"))?;
+        let parts = &bridged.parts;
+        let (codec, event, receive) = (
+            Codec::new(parts.law, parts.audio_pt),
+            parts.event_pt,
+            parts.receive_event_pt,
+        );
+        st.engine
+            .update_leg(now(), session, codec, event, receive)?;
+        shared.flush(&mut st);
+        Ok(())
+    }
+
     /// Stops or resumes sending to a member's peer (see [`BridgeEngine::set_sending`]).
     pub fn set_sending(&self, session: SessionId, sending: bool) -> Result<()> {
         self.operate(|engine, _| engine.set_sending(session, sending))

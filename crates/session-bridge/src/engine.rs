@@ -526,6 +526,30 @@ impl BridgeEngine {
         Ok(())
     }
 
+    /// A member's peer agreed on new media terms (a re-INVITE or UPDATE): its codec and
+    /// telephone-event payload types change, the bridge re-chooses its technology (PCMU on
+    /// both sides relays, PCMU against PCMA transcodes) and its stream goes on unbroken.
+    pub fn update_leg(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        codec: crate::Codec,
+        telephone_event: Option<u8>,
+        receive_telephone_event: Option<u8>,
+    ) -> Result<()> {
+        let member = self
+            .members
+            .get_mut(&session)
+            .ok_or(Error::NotBridged(session))?;
+        member.leg.codec = codec;
+        member.leg.telephone_event = telephone_event;
+        member.leg.receive_telephone_event =
+            receive_telephone_event.filter(|pt| Some(*pt) != telephone_event);
+        let bridge = member.bridge;
+        self.reevaluate(now, bridge);
+        Ok(())
+    }
+
     /// Whether anything is sent to a member's peer. `false` while the peer holds the call
     /// (RFC 3264 §6.1: having answered `recvonly` or `inactive` we send nothing, not even
     /// silence); its outgoing stream pauses, and resumes on the sampling clock with the marker

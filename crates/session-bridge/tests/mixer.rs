@@ -252,7 +252,10 @@ fn a_conference_member_whose_peer_holds_gets_no_packets_and_is_still_heard() {
     let to_b = h.stream(b).len();
     h.run_ms(400);
     assert_eq!(h.stream(b).len(), to_b, "no mix sent to the holding peer");
-    assert!(hears(&h.heard(c, G711Law::Ulaw, 10), HZ[1]), "b is still heard");
+    assert!(
+        hears(&h.heard(c, G711Law::Ulaw, 10), HZ[1]),
+        "b is still heard"
+    );
     assert!(hears(&h.heard(a, G711Law::Ulaw, 10), HZ[1]));
     h.engine.set_sending(b, true).unwrap();
     h.run_ms(200);

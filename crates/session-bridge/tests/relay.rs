@@ -365,7 +365,11 @@ fn a_member_whose_peer_holds_is_sent_nothing_and_still_heard() {
     let to_alice = h.stream(alice).len();
     let to_bob = h.stream(bob).len();
     h.run_ms(200);
-    assert_eq!(h.stream(alice).len(), to_alice, "nothing sent to the holding peer");
+    assert_eq!(
+        h.stream(alice).len(),
+        to_alice,
+        "nothing sent to the holding peer"
+    );
     assert_eq!(h.stream(bob).len(), to_bob + 10, "bob still hears alice");
     assert_eq!(
         h.engine.technology(bridge),
@@ -382,4 +386,42 @@ fn a_member_whose_peer_holds_is_sent_nothing_and_still_heard() {
     assert_eq!(resumed.sequence, before.sequence.wrapping_add(1));
     assert_eq!(resumed.timestamp.wrapping_sub(before.timestamp), 11 * 160);
     assert!(resumed.marker, "a new talk-spurt after the pause");
+}
+
+/// A re-INVITE moved one peer from PCMU to PCMA: the relay turns into a transcoding relay
+/// and each side still hears the other, on the same streams.
+#[test]
+fn a_leg_whose_codec_changes_is_transcoded_from_then_on() {
+    let mut h = Harness::new();
+    let bridge = h.engine.create_bridge(TechnologyChoice::Auto);
+    let alice = h.join(bridge, Codec::pcmu());
+    let bob = h.join(bridge, Codec::pcmu());
+    assert_eq!(h.engine.technology(bridge), Some(Technology::Relay));
+    h.engine
+        .update_leg(h.now, bob, Codec::pcma(), None, None)
+        .unwrap();
+    assert_eq!(
+        h.engine.technology(bridge),
+        Some(Technology::TranscodingRelay)
+    );
+    h.switch_codec(bob, Codec::pcma());
+    h.tone(alice, 700.0);
+    h.tone(bob, 1300.0);
+    h.run_ms(400);
+    assert!(
+        power(&h.heard(bob, G711Law::Alaw, 10), 700.0) > 1e6,
+        "bob hears alice in PCMA"
+    );
+    assert!(
+        h.stream(bob)
+            .iter()
+            .rev()
+            .take(10)
+            .all(|o| o.header.payload_type == 8)
+    );
+    assert!(
+        power(&h.heard(alice, G711Law::Ulaw, 10), 1300.0) > 1e6,
+        "alice hears bob"
+    );
+    assert_one_stream(h.stream(bob), h.initial[&bob]);
 }

@@ -1476,3 +1476,81 @@ async fn a_prompt_plays_to_its_end_then_silence_keeps_the_stream_alive() {
     alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }
+
+/// A bridged caller puts the call on hold (re-INVITE `sendonly`): the bridge answers
+/// `recvonly` and sends it nothing — not even silence — while the other side still hears
+/// it; on resume the audio comes back, on the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridged_call_put_on_hold_by_its_peer_is_sent_nothing_until_resumed() {
+    let alice = peer(builder(43_000..=43_049), accept).await;
+    let carol = peer(builder(43_050..=43_099), accept).await;
+    let mut bob = peer(builder(43_100..=43_199), accept).await;
+    let (from_alice, at_bob_a) = support::connect(&alice, &mut bob).await;
+    let (from_carol, at_bob_c) = support::connect(&carol, &mut bob).await;
+    let (sink, mut alice_hears) = ChannelSink::new(64);
+    from_alice.attach_sink(Box::new(sink)).await.unwrap();
+    let (sink, mut carol_hears) = ChannelSink::new(64);
+    from_carol.attach_sink(Box::new(sink)).await.unwrap();
+    from_alice
+        .attach_source(Box::new(ToneSource::new(440.0, 8000)))
+        .await
+        .unwrap();
+    from_carol
+        .attach_source(Box::new(ToneSource::new(1000.0, 8000)))
+        .await
+        .unwrap();
+    bob.manager
+        .bridge_calls(&at_bob_a, &at_bob_c)
+        .await
+        .unwrap();
+    assert!(
+        hears_tone(&mut alice_hears, 1000.0, 440.0).await,
+        "alice hears carol"
+    );
+
+    within(from_alice.hold()).await.unwrap();
+    assert!(at_bob_a.is_remote_hold());
+    let received = || async {
+        from_alice
+            .stats()
+            .await
+            .unwrap()
+            .rtp
+            .unwrap()
+            .packets_received
+    };
+    // Let what was in flight land, then nothing more may come.
+    let mut quiet = tokio::time::interval(std::time::Duration::from_millis(100));
+    quiet.tick().await;
+    quiet.tick().await;
+    let before = received().await;
+    for _ in 0..5 {
+        quiet.tick().await;
+    }
+    assert_eq!(received().await, before, "nothing sent to the holding peer");
+    assert!(
+        hears_tone(&mut carol_hears, 440.0, 1000.0).await,
+        "carol still hears alice (sendonly)"
+    );
+
+    within(from_alice.resume()).await.unwrap();
+    assert!(!at_bob_a.is_remote_hold());
+    assert!(
+        hears_tone(&mut alice_hears, 1000.0, 440.0).await,
+        "alice hears carol again"
+    );
+    let rtp = from_alice.stats().await.unwrap().rtp.unwrap();
+    assert_eq!(
+        rtp.packets_lost, 0,
+        "one stream, no gap counted as loss: {rtp:?}"
+    );
+
+    from_alice.hangup().await.unwrap();
+    from_carol.hangup().await.unwrap();
+    within(at_bob_a.released()).await;
+    within(at_bob_c.released()).await;
+    for peer in [&alice, &bob, &carol] {
+        assert_released(peer).await;
+        peer.manager.shutdown().await;
+    }
+}

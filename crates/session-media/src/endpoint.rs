@@ -194,6 +194,24 @@ pub struct EndpointParts {
 }
 
 impl EndpointParts {
+    /// Applies a new offer/answer agreement to a leg that is away from its endpoint (in a
+    /// bridge), as [`RtpEndpoint::configure`] does to an endpoint: codec, payload types, and
+    /// the peer's addresses unless RTP is latched.
+    pub fn configure(&mut self, media: &NegotiatedMedia) -> Result<()> {
+        self.law = G711Law::from_encoding_name(&media.codec.name)
+            .ok_or(Error::InvalidConfig("negotiated codec is not G.711"))?;
+        self.audio_pt = media.codec.payload_type;
+        self.event_pt = media.telephone_event;
+        self.receive_event_pt = media.local_telephone_event;
+        if let (Some(rtp), Some(rtcp)) = (media.remote_rtp(), media.remote_rtcp())
+            && self.latched.is_none()
+        {
+            self.remote_rtp = Some(rtp);
+            self.remote_rtcp = Some(if self.rtcp.is_none() { rtp } else { rtcp });
+        }
+        Ok(())
+    }
+
     /// Latches the leg to `src` if symmetric RTP is on and nothing is latched yet (as the
     /// endpoint does on its first valid RTP packet), and says whether a packet from `src` is
     /// the peer's: `false` means foreign (latched elsewhere), and the packet is to be dropped

@@ -132,6 +132,13 @@ impl Harness {
         self.talk(session, ToneSource::new(hz, 6000));
     }
 
+    /// The peer sends with `codec` from now on (its side of a re-negotiation).
+    pub fn switch_codec(&mut self, session: SessionId, codec: Codec) {
+        if let Some(p) = self.peers.get_mut(&session) {
+            p.codec = codec;
+        }
+    }
+
     pub fn hush(&mut self, session: SessionId) {
         if let Some(p) = self.peers.get_mut(&session) {
             p.source = None;

@@ -61,6 +61,10 @@ impl Core {
             Ok(()) => {
                 if let Some(call) = self.calls.get_mut(&session) {
                     call.bridged = Some(bridge);
+                    // A peer that holds the call is sent nothing in the bridge either.
+                    if call.shared.status.lock().remote_hold {
+                        let _ = self.bridges.set_sending(session, false);
+                    }
                 }
                 Ok(())
             }
@@ -111,7 +115,12 @@ impl Core {
             crate::config::MediaMode::Rtp { echo: true }
         );
         match MediaHandle::spawn(session, endpoint, echo, self.media_events.clone()) {
-            Ok(media) => call.media = Some(media),
+            Ok(media) => {
+                if call.shared.status.lock().remote_hold {
+                    media.send(crate::media::MediaCommand::SetSending(false));
+                }
+                call.media = Some(media);
+            }
             Err(error) => {
                 tracing::warn!(session_id = %session, %error, "media could not restart after a bridge");
             }

@@ -189,6 +189,9 @@ impl Core {
         };
         if let Some(media) = &call.media {
             media.send(MediaCommand::SetSending(!held));
+        } else if call.bridged.is_some() {
+            // Answered recvonly/inactive: the bridge sends the peer nothing (RFC 3264 §6.1).
+            let _ = self.bridges.set_sending(session, !held);
         }
         if was == held {
             return;

@@ -1153,6 +1153,11 @@ impl Core {
             media.send(crate::media::MediaCommand::Configure(Box::new(
                 current.clone(),
             )));
+        } else if call.bridged.is_some()
+            && let Err(error) = self.bridges.reconfigure(session, current)
+        {
+            // The bridge keeps the old terms; the peer may hear nothing until they match.
+            tracing::warn!(session_id = %session, %error, "bridged leg not reconfigured");
         }
     }
 
