@@ -28,7 +28,7 @@ use session_core::crates::media::audio::ToneSource;
 use session_core::crates::tracer::{Flow, HealthThresholds, TraceEntry};
 use session_core::{
     CallDecision, CallHandler, CallSession, CallState, DtmfMethod, HealthIssue, HealthKind,
-    IncomingCall, SessionId, SessionTracer, TracerConfig,
+    IdleAudio, IncomingCall, SessionId, SessionTracer, TracerConfig,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -136,7 +136,10 @@ async fn main() -> Result<(), BoxError> {
         .tracer(tracer.clone())
         .start()
         .await?;
+    // Bob's phone sends nothing while it has nothing to play (by default a call sends
+    // silence), so a broken microphone shows as one-way audio below.
     let bob = loopback(44_800..=44_899)
+        .idle_audio(IdleAudio::Nothing)
         .tracer(tracer.clone())
         .handler(Bob { incoming })
         .start()

@@ -145,6 +145,10 @@ const CLOCK_AND_SPAWN_ALLOWED: &[(&str, &str)] = &[
         "the bridge driver: the legs' socket tasks and tokio's clock",
     ),
     (
+        "crates/session-types/src/id.rs",
+        "`SessionId::new` stamps the wall clock into a UUID v7 (`SessionId::v7` takes it as input)",
+    ),
+    (
         "crates/session-events/src/subscription.rs",
         "a blocking receive with a timeout waits on the wall clock for its caller",
     ),

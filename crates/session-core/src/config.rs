@@ -45,6 +45,19 @@ pub enum MediaMode {
     SignalingOnly,
 }
 
+/// What a call's media sends while no source plays into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IdleAudio {
+    /// Silence every 20 ms (the default): RTP keeps flowing before a source is attached and
+    /// after one ends, as a phone's does, so a peer that ends calls without RTP (an RTP
+    /// timeout) keeps the call.
+    #[default]
+    Silence,
+    /// Nothing: RTP flows only while a source plays (or an echo answers).
+    Nothing,
+}
+
 /// RFC 4028 session timer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimerConfig {
@@ -73,6 +86,7 @@ pub(crate) struct ManagerConfig {
     pub(crate) media_ip: Option<IpAddr>,
     pub(crate) media_ports: RangeInclusive<u16>,
     pub(crate) media_mode: MediaMode,
+    pub(crate) idle_audio: IdleAudio,
     pub(crate) media: MediaConfig,
     pub(crate) timers: TimerConfig,
     pub(crate) session_timer: Option<SessionTimerConfig>,
@@ -99,6 +113,7 @@ impl Default for ManagerConfig {
             media_ip: None,
             media_ports: 20_000..=29_999,
             media_mode: MediaMode::Rtp { echo: false },
+            idle_audio: IdleAudio::Silence,
             media: MediaConfig::default(),
             timers: TimerConfig::default(),
             session_timer: None,

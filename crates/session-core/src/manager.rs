@@ -131,6 +131,12 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// What a call sends while no source plays: silence (default) or nothing.
+    pub fn idle_audio(mut self, idle: crate::config::IdleAudio) -> Self {
+        self.config.idle_audio = idle;
+        self
+    }
+
     /// Codecs, telephone-event, ptime.
     pub fn media(mut self, media: MediaConfig) -> Self {
         self.config.media = media;

@@ -114,6 +114,7 @@ impl MediaHandle {
         session: SessionId,
         endpoint: RtpEndpoint,
         echo: bool,
+        idle: crate::config::IdleAudio,
         events: mpsc::Sender<(SessionId, MediaEvent)>,
     ) -> Result<Self, session_media::Error> {
         let local = endpoint.local_addr()?;
@@ -122,6 +123,7 @@ impl MediaHandle {
             session,
             endpoint,
             echo,
+            idle,
             sending: true,
             configured: false,
             source: None,
@@ -187,10 +189,12 @@ struct MediaTask {
     session: SessionId,
     endpoint: RtpEndpoint,
     echo: bool,
+    /// What goes out while no source plays (not in echo mode).
+    idle: crate::config::IdleAudio,
     sending: bool,
     configured: bool,
     /// The source playing and its playback number; without one, silence is sent (so a peer
-    /// with an RTP timeout keeps the call), except in echo mode.
+    /// with an RTP timeout keeps the call) unless `idle` says nothing, or in echo mode.
     source: Option<(u64, BoxedSource)>,
     sink: Option<BoxedSink>,
     /// Received audio on its way to the sink.
@@ -223,7 +227,9 @@ impl MediaTask {
             // RTP flows whenever we may send: the source's audio, or silence without one
             // (RFC 3550 leaves silence to the application; peers that time out on RTP need
             // it). An echo sends what it receives instead.
-            let playing = self.configured && self.sending && (self.source.is_some() || !self.echo);
+            let silence_when_idle = !self.echo && self.idle == crate::config::IdleAudio::Silence;
+            let playing =
+                self.configured && self.sending && (self.source.is_some() || silence_when_idle);
             // The playout clock starts (again) one frame after audio (re)appears, never with a
             // burst of the ticks it missed while stopped.
             if self.receiving && !playout_running {
@@ -535,7 +541,14 @@ mod tests {
             .process_answer(&answered.answer.to_string().parse().unwrap())
             .unwrap();
         let (events, _) = mpsc::channel(8);
-        let media = MediaHandle::spawn(SessionId::new(), endpoint, false, events).unwrap();
+        let media = MediaHandle::spawn(
+            SessionId::new(),
+            endpoint,
+            false,
+            crate::config::IdleAudio::Silence,
+            events,
+        )
+        .unwrap();
         media.send(MediaCommand::Configure(Box::new(agreed.media)));
         let (sink, frames) = ChannelSink::new(4 * PACKETS as usize);
         media.send(MediaCommand::AttachSink(Box::new(sink)));

@@ -78,7 +78,7 @@ fn timeline_renders_a_call_in_order_with_offsets_from_the_first_entry() {
     assert_eq!(timeline.call_id(), Some(CALL_ID));
     assert_eq!(timeline.gap(), None);
     let expected = "\
-session 0000000000000000000000000000002a  Call-ID a84b4c76e66710@pc33.atlanta.example.com  finished at +30.040s
+session 00000000-0000-0000-0000-00000000002a  Call-ID a84b4c76e66710@pc33.atlanta.example.com  finished at +30.040s
 +0.000s    → INVITE sip:bob@biloxi.example.com (CSeq 1, SDP)
 +0.012s    ← 100 Trying (CSeq 1 INVITE)
 +0.180s    ← 180 Ringing (CSeq 1 INVITE)

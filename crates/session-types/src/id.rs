@@ -8,21 +8,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Identifies one session (one call leg) for its whole life, across every layer and event.
 ///
-/// A random 128-bit value: unique across processes, so ids from several hosts can be merged in
-/// one trace. It displays as 32 lowercase hex digits, and parses back from that form.
+/// A UUID version 7 (RFC 9562 §5.7): the Unix time of its creation in milliseconds in the
+/// first 48 bits, then 74 random bits — unique across processes (ids from several hosts merge
+/// in one trace) and sortable by creation time, in the text form logs and databases already
+/// parse. It displays as a hyphenated lowercase UUID (`0193a4c2-7b1e-7c3d-9f00-…`) and parses
+/// back from any UUID text form (hyphenated, 32 plain hex digits, braced, `urn:uuid:`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(u128);
 
 impl SessionId {
-    /// A fresh random id.
+    /// A fresh id, stamped with the wall clock now and random bits from the thread's
+    /// generator. A component that takes time and randomness as inputs uses
+    /// [`SessionId::v7`] instead.
     pub fn new() -> Self {
-        // Zero is reserved so that a default or uninitialised value never collides with a real id.
-        loop {
-            let raw = fastrand::u128(..);
-            if raw != 0 {
-                return Self(raw);
-            }
-        }
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        Self::v7(unix_ms, fastrand::u128(..))
+    }
+
+    /// The UUID v7 of `unix_ms` (Unix time in milliseconds, its low 48 bits) with the low 74
+    /// bits of `random`: the same inputs give the same id. Never the nil UUID (the version
+    /// and variant bits are set).
+    pub fn v7(unix_ms: u64, random: u128) -> Self {
+        let bytes = random.to_be_bytes();
+        let mut tail = [0u8; 10];
+        tail.copy_from_slice(&bytes[6..]);
+        Self(
+            uuid::Builder::from_unix_timestamp_millis(unix_ms, &tail)
+                .into_uuid()
+                .as_u128(),
+        )
+    }
+
+    /// The creation time stamped into the id (Unix milliseconds); `None` for an id that is
+    /// not a UUID v7 (one rebuilt with [`SessionId::from_u128`] from another scheme).
+    pub fn unix_millis(self) -> Option<u64> {
+        let uuid = uuid::Uuid::from_u128(self.0);
+        (uuid.get_version_num() == 7).then_some((self.0 >> 80) as u64)
     }
 
     /// Rebuilds an id from its raw value (e.g. read back from storage).
@@ -44,7 +69,7 @@ impl Default for SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        fmt::Display::fmt(&uuid::Uuid::from_u128(self.0).hyphenated(), f)
     }
 }
 
@@ -58,18 +83,17 @@ impl FromStr for SessionId {
     type Err = ParseIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ParseIdError { input_len: s.len() });
+        match uuid::Uuid::try_parse(s) {
+            // The nil UUID is never an id.
+            Ok(uuid) if !uuid.is_nil() => Ok(Self(uuid.as_u128())),
+            _ => Err(ParseIdError { input_len: s.len() }),
         }
-        u128::from_str_radix(s, 16)
-            .map(Self)
-            .map_err(|_| ParseIdError { input_len: s.len() })
     }
 }
 
-/// A string could not be parsed as a [`SessionId`] (it must be exactly 32 hex digits).
+/// A string could not be parsed as a [`SessionId`] (it must be a UUID, not the nil one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a session id: expected 32 hex digits, got {input_len} characters")]
+#[error("not a session id: expected a UUID, got {input_len} characters")]
 pub struct ParseIdError {
     input_len: usize,
 }
@@ -243,18 +267,43 @@ mod tests {
         for _ in 0..1000 {
             let id = SessionId::new();
             let text = id.to_string();
-            assert_eq!(text.len(), 32);
+            assert_eq!(text.len(), 36);
             assert_eq!(text.parse::<SessionId>(), Ok(id));
+            // The plain 32-digit form (the text of earlier versions) parses too.
+            let plain: String = text.chars().filter(|c| *c != '-').collect();
+            assert_eq!(plain.parse::<SessionId>(), Ok(id));
         }
+    }
+
+    #[test]
+    fn session_ids_are_uuid_v7_sorted_by_creation_time() {
+        let early = SessionId::v7(1_700_000_000_000, u128::MAX);
+        let late = SessionId::v7(1_700_000_000_001, 0);
+        assert!(
+            early < late,
+            "ordered by time first, whatever the random bits"
+        );
+        assert!(early.to_string() < late.to_string(), "and so is their text");
+        assert_eq!(early.unix_millis(), Some(1_700_000_000_000));
+        let text = late.to_string();
+        assert_eq!(text.as_bytes()[14], b'7', "version 7: {text}");
+        assert!(
+            matches!(text.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
+            "RFC 9562 variant"
+        );
+        assert_eq!(SessionId::v7(5, 42), SessionId::v7(5, 42), "deterministic");
+        let now = SessionId::new().unix_millis().unwrap();
+        assert!(now > 1_700_000_000_000, "stamped with the wall clock");
+        assert_eq!(SessionId::from_u128(1).unix_millis(), None);
     }
 
     #[test]
     fn session_id_display_is_stable() {
         let id = SessionId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
-        assert_eq!(id.to_string(), "0123456789abcdef0011223344556677");
+        assert_eq!(id.to_string(), "01234567-89ab-cdef-0011-223344556677");
         assert_eq!(
             format!("{id:?}"),
-            "SessionId(0123456789abcdef0011223344556677)"
+            "SessionId(01234567-89ab-cdef-0011-223344556677)"
         );
     }
 
@@ -266,6 +315,7 @@ mod tests {
             "0123456789abcdef0011223344556677ff",
             "+123456789abcdef0011223344556677",
             "0123456789abcdef001122334455667g",
+            "00000000-0000-0000-0000-000000000000",
         ] {
             assert!(bad.parse::<SessionId>().is_err(), "{bad:?} parsed");
         }

@@ -114,7 +114,8 @@ impl Core {
             self.config.media_mode,
             crate::config::MediaMode::Rtp { echo: true }
         );
-        match MediaHandle::spawn(session, endpoint, echo, self.media_events.clone()) {
+        let idle = self.config.idle_audio;
+        match MediaHandle::spawn(session, endpoint, echo, idle, self.media_events.clone()) {
             Ok(media) => {
                 if call.shared.status.lock().remote_hold {
                     media.send(crate::media::MediaCommand::SetSending(false));

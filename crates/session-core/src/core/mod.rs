@@ -306,8 +306,11 @@ pub(crate) struct Core {
     pub(crate) ending_requests: std::collections::HashSet<TransactionId>,
     /// Every bridge of this manager, and the legs of the calls in them.
     pub(crate) bridges: session_bridge::BridgeDriver,
-    /// The manager's own random draws (Call-IDs), seeded next to the SIP layer's.
+    /// The manager's own random draws (Call-IDs, session ids), seeded next to the SIP layer's.
     pub(crate) rng: fastrand::Rng,
+    /// The wall clock (Unix ms) at an instant of the manager's clock: session ids are stamped
+    /// with the wall time that clock has reached (UUID v7), read once.
+    pub(crate) wall_epoch: (u64, Instant),
 }
 
 impl Core {
@@ -358,6 +361,12 @@ impl Core {
             ending_requests: std::collections::HashSet::new(),
             rng,
             bridges,
+            wall_epoch: (
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                now(),
+            ),
         };
         loop {
             let deadline = core.timers.peek().map(|Reverse((at, ..))| *at);
@@ -907,7 +916,12 @@ impl Core {
         remote_uri: &str,
         permit: Option<AdmissionPermit>,
     ) -> SessionId {
-        let id = SessionId::new();
+        // A UUID v7 from the manager's clock and seeded generator (time and randomness are
+        // inputs here too).
+        let (epoch_ms, epoch) = self.wall_epoch;
+        let elapsed =
+            u64::try_from(now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
+        let id = SessionId::v7(epoch_ms.saturating_add(elapsed), self.rng.u128(..));
         let (state, _) = tokio::sync::watch::channel(CallState::Initiating);
         let shared = Arc::new(CallShared {
             id,
@@ -1122,7 +1136,9 @@ impl Core {
                     EndpointConfig::default(),
                 )
                 .await?;
-                let media = MediaHandle::spawn(session, endpoint, echo, self.media_events.clone())?;
+                let idle = self.config.idle_audio;
+                let media =
+                    MediaHandle::spawn(session, endpoint, echo, idle, self.media_events.clone())?;
                 let port = media.local_addr().port();
                 (Some(media), port)
             }
