@@ -2,7 +2,7 @@
 //! session's first entry, the [`Gap`] left where entries were dropped, and the text rendering.
 //!
 //! ```text
-//! session 0000000000000000000000000000002a  Call-ID a84b4c76e66710@pc33  live
+//! session 00000000-0000-0000-0000-00000000002a  Call-ID a84b4c76e66710@pc33  live
 //! +0.000s    → INVITE sip:bob@biloxi.example.com (CSeq 1, SDP)
 //! +0.012s    ← 180 Ringing (CSeq 1 INVITE)
 //! +0.020s    state ringing → active
