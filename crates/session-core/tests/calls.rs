@@ -1554,3 +1554,52 @@ async fn a_bridged_call_put_on_hold_by_its_peer_is_sent_nothing_until_resumed() 
         peer.manager.shutdown().await;
     }
 }
+
+/// §21.4.6: a MESSAGE outside any call gets 405, and that 405's Allow does not list MESSAGE
+/// (nor REFER); a 200 to OPTIONS lists everything a call supports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_405_outside_a_call_does_not_allow_the_method_it_refuses() {
+    use session_core::crates::sip::{HeaderName, Message};
+    let manager = signaling_only().start().await.unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = socket.local_addr().unwrap();
+    let ask = |method: &str| {
+        format!(
+            "{method} sip:bob@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{method}-1\r\n\
+             From: <sip:alice@{me}>;tag=a1\r\nTo: <sip:bob@{server}>\r\nCall-ID: {method}-1@x\r\n\
+             CSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\n\
+             Content-Length: 2\r\n\r\nhi",
+            server = manager.local_addr()
+        )
+    };
+    let mut buf = vec![0u8; 4096];
+    let mut answer = async |method: &str| {
+        socket
+            .send_to(ask(method).as_bytes(), manager.local_addr())
+            .await
+            .unwrap();
+        let (len, _) = within(socket.recv_from(&mut buf)).await.unwrap();
+        match Message::parse(bytes::Bytes::copy_from_slice(&buf[..len])).unwrap() {
+            Message::Response(response) => response,
+            Message::Request(_) => panic!("a request came back"),
+        }
+    };
+    for method in ["MESSAGE", "REFER"] {
+        let refused = answer(method).await;
+        assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        let allow: String = refused.headers.values(HeaderName::Allow).collect();
+        assert!(allow.contains("INVITE"), "{allow}");
+        assert!(
+            !allow.contains(method),
+            "{method} refused yet allowed: {allow}"
+        );
+    }
+    let options = answer("OPTIONS").await;
+    assert_eq!(options.status, StatusCode::OK);
+    let allow: String = options.headers.values(HeaderName::Allow).collect();
+    assert!(
+        allow.contains("MESSAGE") && allow.contains("REFER"),
+        "{allow}"
+    );
+    manager.shutdown().await;
+}

@@ -442,10 +442,15 @@ impl Core {
             Method::Options => StatusCode::OK,
             _ => StatusCode::METHOD_NOT_ALLOWED,
         };
-        let headers = if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::OK {
-            vec![Header::new(HeaderName::Allow, ALLOW)]
-        } else {
-            Vec::new()
+        // §21.4.6: a 405 lists what we do allow — here, outside a dialog, which is not MESSAGE
+        // or REFER (they are answered inside a call only); a 200 to OPTIONS lists everything
+        // a call of ours supports.
+        let headers = match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                vec![Header::new(HeaderName::Allow, ALLOW_OUTSIDE_DIALOG)]
+            }
+            StatusCode::OK => vec![Header::new(HeaderName::Allow, ALLOW)],
+            _ => Vec::new(),
         };
         self.respond(None, tx, status, headers, None).await;
     }
@@ -463,6 +468,11 @@ pub(crate) const SUPPORTED: &str = "timer, replaces";
 /// The methods we answer inside a call.
 pub(crate) const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE";
+
+/// The methods we answer outside a call (BYE, INFO, UPDATE, NOTIFY get 481 there, §12.2.2,
+/// which is an answer to a method we support).
+pub(crate) const ALLOW_OUTSIDE_DIALOG: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY";
 
 /// Whether the peer's Allow lists UPDATE.
 pub(crate) fn allows_update(message_headers: &Request) -> bool {
