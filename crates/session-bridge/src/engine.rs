@@ -43,18 +43,8 @@ pub enum TechnologyChoice {
     ForceMixer,
 }
 
-/// How a bridge carries media now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Technology {
-    /// Packets of one member are rewritten in place for the other (also the state of a bridge
-    /// with fewer than two members: nothing to carry).
-    Relay,
-    /// A relay between members whose G.711 laws differ: payloads are transcoded in place.
-    TranscodingRelay,
-    /// Every member's audio goes through a jitter buffer into a mix-minus every 20 ms.
-    Mixer,
-}
+/// How a bridge carries media now (defined in session-types, so bridge events name it).
+pub use session_types::BridgeTechnology as Technology;
 
 /// The engine's settings.
 #[derive(Debug, Clone)]

@@ -33,6 +33,18 @@ use crate::manager::{CallOptions, SessionManager};
 use session_bridge::{BridgeId, TechnologyChoice};
 use session_types::{CallState, FailureReason, StatusCode};
 
+/// Whose address the B leg's `From` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BLegIdentity {
+    /// The caller's: the A leg's `From` URI (caller-ID passthrough, what a PBX does by
+    /// default). The default.
+    #[default]
+    Caller,
+    /// The manager's own identity (or [`CallOptions::from`] when set there).
+    Ours,
+}
+
 /// How [`connect`] places the B leg.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -40,11 +52,19 @@ pub struct B2buaOptions {
     /// Header names copied from the A leg's INVITE into the B leg's (e.g. `Subject`,
     /// `X-Account`); nothing crosses by default.
     pub copy_headers: Vec<String>,
+    /// Whose address the B leg presents; an explicit [`CallOptions::from`] in `call` wins.
+    pub identity: BLegIdentity,
     /// Everything else about the B leg (identity, transport, proxy, more headers).
     pub call: CallOptions,
 }
 
 impl B2buaOptions {
+    /// The B leg presents `identity`.
+    pub fn identity(mut self, identity: BLegIdentity) -> Self {
+        self.identity = identity;
+        self
+    }
+
     /// Copies header `name` from the A leg's INVITE to the B leg's.
     pub fn copy_header(mut self, name: &str) -> Self {
         self.copy_headers.push(name.to_owned());
@@ -79,6 +99,14 @@ pub async fn connect(
         if let Some(value) = a.header(name) {
             call.headers.push((name.clone(), value.to_owned()));
         }
+    }
+    let caller = a.session.remote_uri();
+    // A caller address we could not write back (not a SIP URI) leaves ours in place.
+    if call.from.is_none()
+        && options.identity == BLegIdentity::Caller
+        && session_sip::Uri::parse(caller).is_ok()
+    {
+        call.from = Some(caller.to_owned());
     }
     let a = &a.session;
     let b = match manager.call_with(target, call).await {

@@ -8,7 +8,7 @@ use crate::core::{Command, CommandSender, Core, CoreParts, Gauges, OutgoingCall}
 use crate::error::{Result, SessionError};
 use crate::handler::{AcceptAll, CallHandler};
 use bytes::Bytes;
-use session_bridge::{BridgeId, BridgeStats, Gain, TechnologyChoice};
+use session_bridge::{BridgeId, BridgeStats, Gain, MemberStats, TechnologyChoice};
 use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
 use session_dialog::endpoint::{EndpointConfig, Protocol};
 use session_dialog::transaction::TimerConfig;
@@ -496,6 +496,13 @@ impl SessionManager {
     /// A bridge's figures (members, technology, packets relayed and mixed …).
     pub fn bridge_stats(&self, bridge: BridgeId) -> Option<BridgeStats> {
         self.inner.bridges.stats(bridge)
+    }
+
+    /// A bridged call's own figures in its bridge: mute/deaf/sending, packets in and out,
+    /// relayed and mixed, dropped, digits, its jitter buffer and RTCP figures; `None` when the
+    /// call is in no bridge.
+    pub fn member_stats(&self, call: &CallSession) -> Option<MemberStats> {
+        self.inner.bridges.member_stats(call.id())
     }
 
     /// A handle on the session `id` — one seen on the bus, or a transfer's

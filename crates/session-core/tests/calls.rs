@@ -1178,6 +1178,11 @@ async fn a_b2bua_connects_two_calls_and_carries_status_cancel_and_bye() {
     let at_carol = carol.incoming().await;
     within(at_carol.wait_for(CallState::is_established)).await;
     assert_eq!(subject.lock().as_deref(), Some("quarterly numbers"));
+    assert_eq!(
+        at_carol.remote_uri(),
+        call.local_uri(),
+        "the B leg presents the caller's address (caller-ID passthrough)"
+    );
     let (sink, mut alice_hears) = ChannelSink::new(64);
     call.attach_sink(Box::new(sink)).await.unwrap();
     let (sink, mut carol_hears) = ChannelSink::new(64);
@@ -1510,6 +1515,11 @@ async fn a_bridged_call_put_on_hold_by_its_peer_is_sent_nothing_until_resumed() 
 
     within(from_alice.hold()).await.unwrap();
     assert!(at_bob_a.is_remote_hold());
+    let member = bob.manager.member_stats(&at_bob_a).expect("bridged");
+    assert!(
+        !member.sending && !member.deaf && !member.muted,
+        "{member:?}"
+    );
     let received = || async {
         from_alice
             .stats()

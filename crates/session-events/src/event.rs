@@ -5,7 +5,9 @@
 //! An event is built once by its publisher and shared as `Arc<SessionEvent>`: every subscriber
 //! that receives it holds the same allocation, so fan-out copies a pointer, never the event.
 
-use session_types::{BridgeId, CallId, CallState, Direction, FailureReason, SessionId};
+use session_types::{
+    BridgeId, BridgeTechnology, CallId, CallState, Direction, FailureReason, SessionId,
+};
 use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
@@ -39,8 +41,8 @@ pub enum BridgeChange {
     },
     /// The session's bridge switched technology (members joined or left, a setting changed).
     TechnologyChanged {
-        /// `relay`, `transcoding relay` or `mixer`.
-        to: &'static str,
+        /// The technology now (it displays as `relay`, `transcoding relay` or `mixer`).
+        to: BridgeTechnology,
     },
     /// The session sent RTP and then none for this long; nobody is evicted for it.
     MediaStalled {

@@ -152,6 +152,30 @@ impl fmt::Display for BridgeId {
     }
 }
 
+/// How a bridge carries media now (session-bridge's `Technology`; it lives here so that the
+/// bridge events of session-events name it as a type, not as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BridgeTechnology {
+    /// Packets of one member are rewritten in place for the other (also the state of a bridge
+    /// with fewer than two members: nothing to carry).
+    Relay,
+    /// A relay between members whose G.711 laws differ: payloads are transcoded in place.
+    TranscodingRelay,
+    /// Every member's audio goes through a jitter buffer into a mix-minus every 20 ms.
+    Mixer,
+}
+
+impl fmt::Display for BridgeTechnology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Relay => "relay",
+            Self::TranscodingRelay => "transcoding relay",
+            Self::Mixer => "mixer",
+        })
+    }
+}
+
 /// The SIP `Call-ID` of a call (RFC 3261 §8.1.1.4). Cheap to clone (shared string).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(Arc<str>);

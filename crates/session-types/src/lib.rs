@@ -27,6 +27,6 @@ mod state;
 mod status;
 
 pub use error::{Classify, Error, ErrorKind, Result};
-pub use id::{BridgeId, CallId, DialogId, GroupId, ParseIdError, SessionId};
+pub use id::{BridgeId, BridgeTechnology, CallId, DialogId, GroupId, ParseIdError, SessionId};
 pub use state::{CallState, Direction, FailureReason, TransitionError};
 pub use status::{StatusClass, StatusCode};

@@ -12,7 +12,7 @@ use super::{Core, Reply};
 use crate::error::{Result, SessionError};
 use crate::handler::DtmfMethod;
 use crate::media::MediaHandle;
-use session_bridge::{BridgeEvent, BridgeId, Technology};
+use session_bridge::{BridgeEvent, BridgeId};
 use session_events::{BridgeChange, SessionEvent};
 use session_media::endpoint::{EndpointParts, RtpEndpoint};
 use session_media::rtcp::StreamStats;
@@ -174,11 +174,6 @@ impl Core {
                 publish(self, session, to, BridgeChange::MovedFrom { from });
             }
             BridgeEvent::TechnologyChanged { bridge, to, .. } => {
-                let to = match to {
-                    Technology::Relay => "relay",
-                    Technology::TranscodingRelay => "transcoding relay",
-                    _ => "mixer",
-                };
                 for session in self.bridges.members(bridge).unwrap_or_default() {
                     publish(
                         self,
