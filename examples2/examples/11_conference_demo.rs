@@ -9,8 +9,9 @@
 //! 2. joining mid-call — cat, then dan, join while the others talk: each hears all the others
 //!    and never itself;
 //! 3. mute — ben is muted: nobody hears him, he still hears everyone; then unmuted;
-//! 4. monitor — a supervisor joins, and the switch sets every other member's gain for the
-//!    supervisor to zero: the supervisor hears all four, nobody hears the supervisor;
+//! 4. monitor — a supervisor joins heard by nobody (`JoinSettings::heard_only_by([])`: every
+//!    member's gain for the supervisor is zero from its first packet): the supervisor hears
+//!    all four, nobody hears the supervisor, not even for an instant;
 //! 5. whisper — the switch sets cat's gain for the supervisor back to unity: only cat hears
 //!    the coaching;
 //! 6. leaving mid-call — ann hangs up (her leg leaves the bridge by itself), and the switch
@@ -24,7 +25,8 @@ use examples2::{
     section, within,
 };
 use session_core::{
-    BridgeId, CallSession, Gain, IncomingCalls, SessionManager, Technology, TechnologyChoice,
+    BridgeId, CallSession, Gain, IncomingCalls, JoinSettings, SessionManager, Technology,
+    TechnologyChoice,
 };
 
 type BoxError = Box<dyn std::error::Error>;
@@ -54,11 +56,12 @@ impl Party {
         switch: &SessionManager,
         incoming: &mut IncomingCalls,
         bridge: BridgeId,
+        settings: JoinSettings,
     ) -> Result<Self, BoxError> {
         let (call, leg) = connect(phones, switch, incoming, "conference").await?;
         let hz = TONES.iter().find(|(n, _)| *n == name).map_or(0.0, |t| t.1);
         let ear = play_and_record(&call, hz).await?;
-        within("joining", leg.join_bridge(bridge)).await?;
+        within("joining", leg.join_bridge_with(bridge, settings)).await?;
         println!("       {name} joined");
         Ok(Self {
             name,
@@ -103,11 +106,13 @@ async fn main() -> Result<(), BoxError> {
     let switch = loopback(46_400..=46_499).handler(handler).start().await?;
     let phones = loopback(46_500..=46_599).start().await?;
     let bridge = switch.create_bridge(TechnologyChoice::ForceMixer)?;
-    let mut join = async |name| Party::join(name, &phones, &switch, &mut incoming, bridge).await;
+    let mut join_with = async |name, settings| {
+        Party::join(name, &phones, &switch, &mut incoming, bridge, settings).await
+    };
 
     section("1. ann and ben open the conference");
-    let mut ann = join("ann").await?;
-    let mut ben = join("ben").await?;
+    let mut ann = join_with("ann", JoinSettings::default()).await?;
+    let mut ben = join_with("ben", JoinSettings::default()).await?;
     let stats = switch.bridge_stats(bridge).ok_or("no bridge")?;
     check(
         stats.technology == Technology::Mixer && stats.members == 2,
@@ -119,12 +124,12 @@ async fn main() -> Result<(), BoxError> {
     .await;
 
     section("2. cat, then dan, join mid-call");
-    let mut cat = join("cat").await?;
+    let mut cat = join_with("cat", JoinSettings::default()).await?;
     who_hears_whom(&mut [&mut ann, &mut ben, &mut cat], |_, talker| {
         matches!(talker, "ann" | "ben" | "cat")
     })
     .await;
-    let mut dan = join("dan").await?;
+    let mut dan = join_with("dan", JoinSettings::default()).await?;
     // Who hears whom from here on, as rules of (listener, talker): everyone in the room; the
     // supervisor listening unheard; the supervisor coaching cat.
     let in_room = |_: &str, talker: &str| talker != "supervisor";
@@ -148,11 +153,8 @@ async fn main() -> Result<(), BoxError> {
     who_hears_whom(&mut [&mut ann, &mut ben, &mut cat, &mut dan], in_room).await;
 
     section("4. a supervisor listens in, unheard");
-    let mut sup = join("supervisor").await?;
-    for party in [&ann, &ben, &cat, &dan] {
-        switch.set_gain(&party.leg, &sup.leg, Gain::ZERO)?;
-    }
-    println!("       every member's gain for the supervisor: zero");
+    let mut sup = join_with("supervisor", JoinSettings::heard_only_by([])).await?;
+    println!("       joined heard by nobody: every member's gain for the supervisor is zero");
     let parties = &mut [&mut ann, &mut ben, &mut cat, &mut dan, &mut sup];
     who_hears_whom(parties, monitored).await;
 

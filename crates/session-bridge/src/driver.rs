@@ -58,6 +58,7 @@ use crate::engine::{BridgeEngine, BridgeId, EngineConfig, TechnologyChoice};
 use crate::error::{Error, Result};
 use crate::event::{BridgeEvent, DropReason, RtpAction, TransmitKind};
 use crate::leg::{Codec, Leg, StreamState};
+use crate::member::JoinSettings;
 use crate::mix::Gain;
 use crate::stats::{BridgeStats, MemberStats, Resources};
 
@@ -353,13 +354,29 @@ impl BridgeDriver {
         session: SessionId,
         parts: EndpointParts,
     ) -> Result<(), (Error, EndpointParts)> {
+        self.add_member_with(bridge, session, parts, &JoinSettings::default())
+    }
+
+    /// [`BridgeDriver::add_member`] with settings in force from the leg's first packet (see
+    /// [`JoinSettings`]).
+    #[allow(clippy::result_large_err)]
+    pub fn add_member_with(
+        &self,
+        bridge: BridgeId,
+        session: SessionId,
+        parts: EndpointParts,
+        settings: &JoinSettings,
+    ) -> Result<(), (Error, EndpointParts)> {
         let shared = self.shared();
         let leg = leg_of(&parts);
         let mut st = shared.state.lock();
         if st.closed {
             return Err((Error::DriverClosed, parts));
         }
-        if let Err(refused) = st.engine.add_member(now(), bridge, session, leg) {
+        if let Err(refused) = st
+            .engine
+            .add_member_with(now(), bridge, session, leg, settings)
+        {
             return Err((refused.error, parts));
         }
         let reader = shared.runtime.spawn(reader(

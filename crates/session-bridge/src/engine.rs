@@ -15,7 +15,7 @@ use session_types::SessionId;
 use crate::error::{Error, Refused, Result};
 use crate::event::{BridgeEvent, Transmit};
 use crate::leg::Leg;
-use crate::member::Member;
+use crate::member::{JoinSettings, Member};
 use crate::mix::{Gain, MixBus};
 use crate::outbox::Outbox;
 use crate::relay::Transcoder;
@@ -365,6 +365,19 @@ impl BridgeEngine {
         session: SessionId,
         leg: Leg,
     ) -> Result<(), Refused> {
+        self.add_member_with(now, bridge, session, leg, &JoinSettings::default())
+    }
+
+    /// [`BridgeEngine::add_member`] with settings in force from the member's first packet
+    /// (see [`JoinSettings`]). Members named in the settings must be in `bridge` already.
+    pub fn add_member_with(
+        &mut self,
+        now: Instant,
+        bridge: BridgeId,
+        session: SessionId,
+        leg: Leg,
+        settings: &JoinSettings,
+    ) -> Result<(), Refused> {
         let refuse = |error, leg| {
             Err(Refused {
                 error,
@@ -384,9 +397,39 @@ impl BridgeEngine {
         if b.choice == TechnologyChoice::ForceRelay && b.members.len() >= 2 {
             return refuse(Error::RelayFull(bridge), leg);
         }
+        let named = settings
+            .hears
+            .iter()
+            .map(|(talker, _)| talker)
+            .chain(settings.heard_only_by.iter().flatten());
+        for other in named {
+            if !b.members.contains(other) {
+                return refuse(
+                    Error::NotInSameBridge {
+                        listener: session,
+                        talker: *other,
+                    },
+                    leg,
+                );
+            }
+        }
         let generation = self.next_generation;
         self.next_generation += 1;
         let mut member = Member::new(bridge, b.members.len(), generation, leg);
+        member.muted = settings.muted;
+        member.deaf = settings.deaf;
+        for (talker, gain) in &settings.hears {
+            member.set_gain(*talker, *gain);
+        }
+        if let Some(listeners) = &settings.heard_only_by {
+            for other in &b.members {
+                if !listeners.contains(other)
+                    && let Some(m) = self.members.get_mut(other)
+                {
+                    m.set_gain(session, Gain::ZERO);
+                }
+            }
+        }
         b.members.push(session);
         let report_at = now + self.config.rtcp_interval;
         member.rtcp.next_report = Some(report_at);

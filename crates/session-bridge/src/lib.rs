@@ -136,5 +136,6 @@ pub use engine::{BridgeEngine, BridgeId, EngineConfig, Technology, TechnologyCho
 pub use error::{Error, Refused, Result};
 pub use event::{BridgeEvent, DropReason, RtpAction, Transmit, TransmitKind};
 pub use leg::{Codec, Leg, StreamState};
+pub use member::JoinSettings;
 pub use mix::Gain;
 pub use stats::{BridgeStats, MemberStats, Resources};

@@ -36,6 +36,59 @@ pub(crate) struct MixerInput {
     reframer: Reframer,
 }
 
+/// Settings a member joins with, in force from its first packet: a supervisor joining as a
+/// monitor is never heard, not even for the instant before a `set_muted` would arrive.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct JoinSettings {
+    /// Nobody hears the new member.
+    pub muted: bool,
+    /// The new member hears nothing.
+    pub deaf: bool,
+    /// Only these members hear it (whisper); every other member already in the bridge hears
+    /// it at [`Gain::ZERO`]. `None`: everyone does.
+    pub heard_only_by: Option<Vec<SessionId>>,
+    /// The gains the new member hears members already in the bridge with.
+    pub hears: Vec<(SessionId, Gain)>,
+}
+
+impl JoinSettings {
+    /// Joins muted: a monitor (hears everyone, nobody hears it).
+    pub fn monitor() -> Self {
+        Self {
+            muted: true,
+            ..Self::default()
+        }
+    }
+
+    /// Joins heard by `listener` only: whisper coaching.
+    pub fn whisper_to(listener: SessionId) -> Self {
+        Self::heard_only_by([listener])
+    }
+
+    /// Joins heard only by `listeners` (none: heard by nobody already in the bridge, through
+    /// pair gains the application may later raise one by one — unlike [`JoinSettings::monitor`],
+    /// which mutes).
+    pub fn heard_only_by(listeners: impl IntoIterator<Item = SessionId>) -> Self {
+        Self {
+            heard_only_by: Some(listeners.into_iter().collect()),
+            ..Self::default()
+        }
+    }
+
+    /// Joins deaf as well.
+    pub fn deaf(mut self) -> Self {
+        self.deaf = true;
+        self
+    }
+
+    /// Hears `talker` (a member already in the bridge) with `gain`.
+    pub fn hearing(mut self, talker: SessionId, gain: Gain) -> Self {
+        self.hears.push((talker, gain));
+        self
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) bridge: BridgeId,

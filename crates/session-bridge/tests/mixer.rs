@@ -5,7 +5,9 @@
 mod common;
 
 use common::{Constant, Harness, assert_one_stream, power};
-use session_bridge::{BridgeEvent, Codec, Gain, RtpAction, Technology, TechnologyChoice};
+use session_bridge::{
+    BridgeEvent, Codec, Gain, JoinSettings, RtpAction, Technology, TechnologyChoice,
+};
 use session_media::dtmf::DtmfEncoder;
 use session_media::g711::G711Law;
 use session_types::SessionId;
@@ -261,4 +263,51 @@ fn a_conference_member_whose_peer_holds_gets_no_packets_and_is_still_heard() {
     h.run_ms(200);
     assert!(h.stream(b).len() >= to_b + 9, "the mix resumes");
     assert!(hears(&h.heard(b, G711Law::Ulaw, 5), HZ[0]));
+}
+
+/// Settings given at the join are in force from the first mixed tick: a monitor is never in
+/// anyone's mix, a whisperer only in its listener's.
+#[test]
+fn members_joining_with_settings_are_never_heard_where_they_should_not_be() {
+    let laws = [G711Law::Ulaw; 3];
+    let (mut h, [a, b, c]) = conference(laws);
+    let bridge = h.engine.bridge_of(a).unwrap();
+    h.run_ms(200);
+    let start = [a, b, c].map(|m| h.stream(m).len());
+    let leg = h.leg(Codec::pcmu());
+    let monitor = h.join_with_settings(bridge, leg, &JoinSettings::monitor());
+    h.tone(monitor, HZ[3]);
+    let leg = h.leg(Codec::pcmu());
+    let coach = h.join_with_settings(bridge, leg, &JoinSettings::whisper_to(c));
+    h.tone(coach, 3100.0);
+    h.run_ms(600);
+    // Every packet each old member got since the joins, from the very first.
+    let since = |m: SessionId, i: usize| h.heard(m, G711Law::Ulaw, h.stream(m).len() - start[i]);
+    for (i, m) in [a, b].into_iter().enumerate() {
+        let heard = since(m, i);
+        assert!(silent_at(&heard, HZ[3]), "member {i} heard the monitor");
+        assert!(silent_at(&heard, 3100.0), "member {i} heard the coach");
+    }
+    let at_c = since(c, 2);
+    assert!(silent_at(&at_c, HZ[3]), "c heard the monitor");
+    assert!(hears(&at_c, 3100.0), "c hears the coach");
+    let at_monitor = h.heard(monitor, G711Law::Ulaw, 20);
+    assert!(
+        hears(&at_monitor, HZ[0]) && hears(&at_monitor, HZ[2]),
+        "the monitor hears the room"
+    );
+    assert!(
+        silent_at(&at_monitor, 3100.0),
+        "and not the coach, who whispers to c only"
+    );
+    // A setting naming a member of no bridge refuses the join; the leg comes back.
+    let leg = h.leg(Codec::pcmu());
+    let refused = h.engine.add_member_with(
+        h.now,
+        bridge,
+        SessionId::new(),
+        leg,
+        &JoinSettings::whisper_to(SessionId::new()),
+    );
+    assert!(refused.is_err());
 }

@@ -12,6 +12,7 @@ use crate::handler::{AcceptOptions, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use session_bridge::JoinSettings;
 use session_events::{CallSummary, EventBus, Filter, Subscription};
 use session_media::jitter::JitterStats;
 use session_media::rtcp::StreamStats;
@@ -292,7 +293,21 @@ impl CallSession {
     /// call already in a bridge moves without a gap. The call needs media of ours that has been
     /// negotiated (answered, or early media).
     pub async fn join_bridge(&self, bridge: session_bridge::BridgeId) -> Result<()> {
-        self.run(Operation::Bridge(Some(bridge))).await
+        self.join_bridge_with(bridge, JoinSettings::default()).await
+    }
+
+    /// [`CallSession::join_bridge`] with settings in force from the call's first packet in
+    /// the bridge: a supervisor joins as a monitor ([`JoinSettings::monitor`]) or whispering
+    /// to one agent ([`JoinSettings::whisper_to`]) without being heard by anyone for an
+    /// instant. For a call already in a bridge, the move keeps its settings and `settings`'
+    /// mute and deaf are applied after it.
+    pub async fn join_bridge_with(
+        &self,
+        bridge: session_bridge::BridgeId,
+        settings: JoinSettings,
+    ) -> Result<()> {
+        self.run(Operation::Bridge(Some((bridge, Box::new(settings)))))
+            .await
     }
 
     /// Leaves its bridge: the call's own media goes on, on the same RTP stream.

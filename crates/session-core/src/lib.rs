@@ -68,7 +68,9 @@ pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};
 
 /// Bridges: what [`SessionManager::create_bridge`] and its neighbours take and give.
-pub use session_bridge::{BridgeId, BridgeStats, Gain, MemberStats, Technology, TechnologyChoice};
+pub use session_bridge::{
+    BridgeId, BridgeStats, Gain, JoinSettings, MemberStats, Technology, TechnologyChoice,
+};
 pub use session_events::{
     BridgeChange, CallSummary, EventBus, Filter, PlaybackEnd, SessionEvent, Subscription,
     TerminationReason,

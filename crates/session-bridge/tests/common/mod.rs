@@ -98,12 +98,22 @@ impl Harness {
 
     /// A new session joins `bridge` with `leg`; its peer is silent until told to talk.
     pub fn join_with(&mut self, bridge: BridgeId, leg: Leg) -> SessionId {
+        self.join_with_settings(bridge, leg, &session_bridge::JoinSettings::default())
+    }
+
+    /// The same, joining with `settings`.
+    pub fn join_with_settings(
+        &mut self,
+        bridge: BridgeId,
+        leg: Leg,
+        settings: &session_bridge::JoinSettings,
+    ) -> SessionId {
         let session = SessionId::new();
         let codec = leg.codec;
         let n = self.peers.len() as u32 + 1;
         self.initial.insert(session, leg.stream);
         self.engine
-            .add_member(self.now, bridge, session, leg)
+            .add_member_with(self.now, bridge, session, leg, settings)
             .unwrap();
         self.peers.insert(
             session,

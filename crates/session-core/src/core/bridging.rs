@@ -12,7 +12,7 @@ use super::{Core, Reply};
 use crate::error::{Result, SessionError};
 use crate::handler::DtmfMethod;
 use crate::media::MediaHandle;
-use session_bridge::{BridgeEvent, BridgeId};
+use session_bridge::{BridgeEvent, BridgeId, JoinSettings};
 use session_events::{BridgeChange, SessionEvent};
 use session_media::endpoint::{EndpointParts, RtpEndpoint};
 use session_media::rtcp::StreamStats;
@@ -21,7 +21,12 @@ use session_types::SessionId;
 impl Core {
     /// Puts `session` into `bridge`; a call already in another bridge moves (make-before-break
     /// inside the engine).
-    pub(super) async fn join_bridge(&mut self, session: SessionId, bridge: BridgeId) -> Result<()> {
+    pub(super) async fn join_bridge(
+        &mut self,
+        session: SessionId,
+        bridge: BridgeId,
+        settings: &JoinSettings,
+    ) -> Result<()> {
         let call = self
             .calls
             .get(&session)
@@ -30,6 +35,10 @@ impl Core {
             self.bridges.move_member(session, bridge)?;
             if let Some(call) = self.calls.get_mut(&session) {
                 call.bridged = Some(bridge);
+            }
+            if *settings != JoinSettings::default() {
+                self.bridges.set_muted(session, settings.muted)?;
+                self.bridges.set_deaf(session, settings.deaf)?;
             }
             return Ok(());
         }
@@ -57,7 +66,10 @@ impl Core {
                 state,
             });
         };
-        match self.bridges.add_member(bridge, session, parts) {
+        match self
+            .bridges
+            .add_member_with(bridge, session, parts, settings)
+        {
             Ok(()) => {
                 if let Some(call) = self.calls.get_mut(&session) {
                     call.bridged = Some(bridge);
@@ -140,11 +152,11 @@ impl Core {
     pub(super) async fn operate_bridge(
         &mut self,
         session: SessionId,
-        bridge: Option<BridgeId>,
+        bridge: Option<(BridgeId, Box<JoinSettings>)>,
         reply: Reply,
     ) {
         let result = match bridge {
-            Some(bridge) => self.join_bridge(session, bridge).await,
+            Some((bridge, settings)) => self.join_bridge(session, bridge, &settings).await,
             None => self.leave_bridge(session).await,
         };
         let _ = reply.send(result);
@@ -224,7 +236,9 @@ impl Core {
         for (new, old) in std::mem::take(&mut self.pending_replacements) {
             let bridge = self.calls.get(&old).and_then(|call| call.bridged);
             if let Some(bridge) = bridge
-                && let Err(error) = self.join_bridge(new, bridge).await
+                && let Err(error) = self
+                    .join_bridge(new, bridge, &JoinSettings::default())
+                    .await
             {
                 tracing::debug!(session_id = %new, %error, "the replacing call could not join the bridge");
             }

@@ -100,7 +100,8 @@ pub(crate) enum Operation {
     Ring,
     EarlyMedia,
     /// Join this bridge (move, if in another), or leave the one it is in (`None`).
-    Bridge(Option<session_bridge::BridgeId>),
+    /// Join a bridge with settings, or leave (`None`).
+    Bridge(Option<(session_bridge::BridgeId, Box<session_bridge::JoinSettings>)>),
     Cancel,
     Hangup,
     Hold(bool),
