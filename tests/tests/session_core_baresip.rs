@@ -88,7 +88,7 @@ async fn start_manager(
     let (seen, rx) = mpsc::unbounded_channel();
     let manager = SessionManager::builder()
         .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .transports(true, false)
+        .transports(session_core::Transports::Udp)
         .media_ports(ports)
         .shutdown_grace(Duration::from_millis(500))
         .handler(Reporting(seen))

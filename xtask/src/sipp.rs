@@ -25,8 +25,11 @@
 //! With `--load` it runs no scenario but the load search of [`load`]: the highest clean call
 //! rate of example 20 (release build) next to SIPp's own UAS, in the same run. With
 //! `--load --overload` it runs [`overload`] instead: example 20 offered three times the rate
-//! its admission limit lets it carry, next to the same server at its clean rate.
+//! its admission limit lets it carry, next to the same server at its clean rate; with
+//! `--load --b2bua`, [`b2bua_load`]: example 20 as a B2BUA in front of SIPp's UAS, next to it
+//! as a plain UAS, at the same rates.
 
+mod b2bua_load;
 mod bridging;
 mod load;
 mod overload;
@@ -74,6 +77,8 @@ struct Options {
     load: Option<load::LoadOptions>,
     /// `--load --overload` and its settings.
     overload: Option<overload::OverloadOptions>,
+    /// `--load --b2bua` and its settings.
+    b2bua: Option<b2bua_load::B2buaLoadOptions>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -83,7 +88,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         keep: false,
         load: None,
         overload: None,
+        b2bua: None,
     };
+    let mut b2bua = b2bua_load::B2buaLoadOptions::default();
+    let mut b2bua_flag = false;
     let mut load = load::LoadOptions::default();
     let mut load_flag = false;
     let mut overload = overload::OverloadOptions::default();
@@ -105,6 +113,16 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--hold-calls" => load.hold_calls = number(arg)?,
             "--reserve-calls" => load.reserve_calls = number(arg)?,
             "--overload" => overload_flag = true,
+            "--b2bua" => b2bua_flag = true,
+            "--b2bua-seconds" => b2bua.seconds = number(arg)?.max(1),
+            "--b2bua-rates" => {
+                let text = args.next().ok_or("--b2bua-rates needs a value")?;
+                b2bua.rates = text
+                    .split(',')
+                    .map(|r| r.trim().parse::<u32>().map(|r| r.max(1)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("--b2bua-rates: not a list of numbers: {text}"))?;
+            }
             "--overload-seconds" => overload.seconds = number(arg)?.max(5),
             "--overload-sessions" => overload.sessions = number(arg)?.max(1),
             "--overload-hold-ms" => overload.hold_ms = number(arg)?.max(1),
@@ -118,11 +136,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         }
         if overload_flag {
             options.overload = Some(overload);
+        } else if b2bua_flag {
+            options.b2bua = Some(b2bua);
         } else {
             options.load = Some(load);
         }
-    } else if overload_flag {
-        return Err("--overload is a kind of --load run: add --load".to_owned());
+    } else if overload_flag || b2bua_flag {
+        return Err("--overload and --b2bua are kinds of --load run: add --load".to_owned());
     }
     Ok(options)
 }
@@ -285,7 +305,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
             return 1;
         }
     }
-    if options.load.is_some() || options.overload.is_some() {
+    if options.load.is_some() || options.overload.is_some() || options.b2bua.is_some() {
         return run_load(&options);
     }
     let selected: Vec<&Scenario> = SCENARIOS
@@ -430,12 +450,13 @@ fn run_load(options: &Options) -> i32 {
         .join("examples")
         .join(EXAMPLE);
     let dir = std::env::temp_dir().join(format!("xtask-sipp-load-{}", std::process::id()));
-    let result = match (&options.load, &options.overload) {
-        (_, Some(overload)) => write_scenarios(&dir)
+    let result = match (&options.load, &options.overload, &options.b2bua) {
+        (_, Some(overload), _) => write_scenarios(&dir)
             .map_err(|e| format!("cannot write the scenarios: {e}"))
             .and_then(|()| overload::run(overload, &example, &dir)),
-        (Some(load), None) => load::run(load, example, &dir),
-        (None, None) => Ok(true),
+        (_, None, Some(b2bua)) => b2bua_load::run(b2bua, &example, &dir),
+        (Some(load), None, None) => load::run(load, example, &dir),
+        (None, None, None) => Ok(true),
     };
     let keep = options.keep;
     let code = match result {

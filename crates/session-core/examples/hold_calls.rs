@@ -240,7 +240,7 @@ async fn main() {
     };
     let manager = match SessionManager::builder()
         .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
-        .transports(true, false)
+        .transports(session_core::Transports::Udp)
         .socket_buffer(8 << 20)
         .limits(Limits::default().max_sessions(args.calls + 1_000))
         .media_ports(20_000..=60_000)

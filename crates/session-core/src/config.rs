@@ -45,6 +45,19 @@ pub enum MediaMode {
     SignalingOnly,
 }
 
+/// Which SIP transports a manager listens on (one port for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Transports {
+    /// UDP only.
+    Udp,
+    /// TCP only.
+    Tcp,
+    /// Both (the default).
+    #[default]
+    UdpAndTcp,
+}
+
 /// What a call's media sends while no source plays into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

@@ -58,7 +58,7 @@ mod media;
 mod session_timer;
 
 pub use call::{CallSession, CallStats};
-pub use config::{Identity, IdleAudio, MediaMode, SessionTimerConfig};
+pub use config::{Identity, IdleAudio, MediaMode, SessionTimerConfig, Transports};
 pub use error::{Result, SessionError};
 pub use handler::{
     AcceptAll, AcceptOptions, CallDecision, CallHandler, DtmfMethod, IncomingCall, IncomingCalls,

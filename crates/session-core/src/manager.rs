@@ -58,10 +58,11 @@ impl SessionManagerBuilder {
         self
     }
 
-    /// Which transports to listen on (both by default).
-    pub fn transports(mut self, udp: bool, tcp: bool) -> Self {
-        self.config.udp = udp;
-        self.config.tcp = tcp;
+    /// Which transports to listen on (UDP and TCP by default).
+    pub fn transports(mut self, transports: crate::config::Transports) -> Self {
+        use crate::config::Transports;
+        self.config.udp = matches!(transports, Transports::Udp | Transports::UdpAndTcp);
+        self.config.tcp = matches!(transports, Transports::Tcp | Transports::UdpAndTcp);
         self
     }
 

@@ -410,7 +410,7 @@ impl Drop for Guard {
 }
 
 /// SIPp's `uac` against `port`: `calls` calls at `rate`, each lasting `hold_ms`.
-fn uac_command(
+pub(super) fn uac_command(
     ctx: &Ctx,
     port: u16,
     rate: u32,
