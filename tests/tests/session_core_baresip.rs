@@ -251,7 +251,11 @@ async fn baresip_calls_our_uas_audio_both_ways_then_baresip_hangs_up() {
     }
     let started = Instant::now();
     let (manager, mut seen) = start_manager(43_000..=43_099).await;
-    let mut baresip = Baresip::builder("uas").auto_answer().start().await;
+    let mut baresip = Baresip::builder("uas")
+        .auto_answer()
+        .module_app("rtcpsummary.so")
+        .start()
+        .await;
     let target = format!("sip:uas@{}", manager.local_addr());
     baresip.command("dial", &target).await;
 
@@ -306,7 +310,11 @@ async fn our_uac_calls_baresip_audio_both_ways_then_we_hang_up() {
     }
     let started = Instant::now();
     let (manager, mut seen) = start_manager(43_100..=43_199).await;
-    let mut baresip = Baresip::builder("uac").auto_answer().start().await;
+    let mut baresip = Baresip::builder("uac")
+        .auto_answer()
+        .module_app("rtcpsummary.so")
+        .start()
+        .await;
     let call = manager
         .call(&format!("sip:baresip@{}", baresip.sip()))
         .await
