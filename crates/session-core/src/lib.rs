@@ -52,6 +52,7 @@ mod call;
 mod config;
 mod core;
 mod error;
+mod groups;
 mod handler;
 mod manager;
 mod media;
@@ -81,7 +82,9 @@ pub use session_resources::{AdmissionController, Limits, PortPool};
 /// SIP URIs, as [`SessionManager::uri`] and [`SessionManagerBuilder::outbound_proxy`] use them.
 pub use session_sip::Uri;
 pub use session_tracer::{HealthIssue, HealthKind, SessionTracer, Timeline, TracerConfig};
-pub use session_types::{CallId, CallState, Direction, FailureReason, SessionId, StatusCode};
+pub use session_types::{
+    CallId, CallState, Direction, FailureReason, GroupId, SessionId, StatusCode,
+};
 
 /// The crates session-core is built from, for what the umbrella does not re-export.
 pub mod crates {

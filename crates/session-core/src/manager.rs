@@ -12,12 +12,12 @@ use session_bridge::{BridgeId, BridgeStats, Gain, MemberStats, TechnologyChoice}
 use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
 use session_dialog::endpoint::{EndpointConfig, Protocol};
 use session_dialog::transaction::TimerConfig;
-use session_events::EventBus;
+use session_events::{EventBus, Filter, Subscription};
 use session_media::sdp::negotiate::MediaConfig;
 use session_resources::{AdmissionController, Limits, PortPool};
 use session_sip::{Header, Uri};
 use session_tracer::SessionTracer;
-use session_types::SessionId;
+use session_types::{GroupId, SessionId};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -260,6 +260,7 @@ impl SessionManagerBuilder {
         let admission = admission.unwrap_or_else(|| AdmissionController::new(Limits::default()));
         let (commands, inbox) = tokio::sync::mpsc::channel(crate::core::COMMAND_QUEUE);
         let stop = tokio_util::sync::CancellationToken::new();
+        let groups = Arc::new(crate::groups::Groups::default());
         // The bridges of this manager: one engine, its driver's tasks on this runtime.
         let (bridges, bridge_events) =
             session_bridge::BridgeDriver::start(session_bridge::DriverConfig::new());
@@ -280,6 +281,7 @@ impl SessionManagerBuilder {
             tracer,
             bridges: bridges.clone(),
             bridge_events,
+            groups: groups.clone(),
             stop: stop.clone(),
         };
         let task = tokio::spawn(Core::run(parts));
@@ -296,6 +298,7 @@ impl SessionManagerBuilder {
                 ports,
                 gauges,
                 sip,
+                groups,
                 stop,
                 task: parking_lot::Mutex::new(Some(task)),
             }),
@@ -316,6 +319,8 @@ struct Inner {
     gauges: Arc<Gauges>,
     /// The SIP layer (for its counters).
     sip: SipHandle,
+    /// The session groups.
+    groups: Arc<crate::groups::Groups>,
     /// Stops the task when the last handle goes without `shutdown`.
     stop: tokio_util::sync::CancellationToken,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -344,6 +349,10 @@ pub struct CallOptions {
     /// The proxy this call goes through (`sip:host:port`), instead of the manager's
     /// [`SessionManagerBuilder::outbound_proxy`].
     pub proxy: Option<String>,
+    /// The group the call is placed into: admitted under that group's limit
+    /// (`Limits::max_for_group`; beyond it the call fails at once with
+    /// [`SessionError::Resources`]) and a member from its creation.
+    pub group: Option<GroupId>,
 }
 
 impl CallOptions {
@@ -362,6 +371,13 @@ impl CallOptions {
     /// Goes through the proxy at `uri` (see [`SessionManagerBuilder::outbound_proxy`]).
     pub fn proxy(mut self, uri: &str) -> Self {
         self.proxy = Some(uri.to_owned());
+        self
+    }
+
+    /// Places the call into `group`: admitted under the group's limit, a member from its
+    /// creation.
+    pub fn group(mut self, group: GroupId) -> Self {
+        self.group = Some(group);
         self
     }
 }
@@ -499,6 +515,75 @@ impl SessionManager {
         self.inner.bridges.stats(bridge)
     }
 
+    // ---- groups ----
+
+    /// A new, empty session group.
+    pub fn create_group(&self) -> GroupId {
+        self.inner.groups.create()
+    }
+
+    /// Adds `call` to `group` (one of [`SessionManager::create_group`], or any `GroupId` the
+    /// application chooses); [`SessionEvent::GroupMemberJoined`] is published. A session may be
+    /// in several groups and leaves them all when it ends. Adding a member applies no
+    /// admission limit (those apply to calls placed with [`CallOptions::group`]). `Ok(false)`
+    /// when it was a member already; [`SessionError::Ended`] for a call that has ended.
+    ///
+    /// [`SessionEvent::GroupMemberJoined`]: crate::SessionEvent::GroupMemberJoined
+    pub fn add_to_group(&self, call: &CallSession, group: GroupId) -> Result<bool> {
+        let mut ended = None;
+        let added = self.inner.groups.add(&self.inner.bus, call.id(), group, || {
+            let state = call.state();
+            if state.is_final() {
+                ended = Some(state);
+            }
+            ended.is_none()
+        });
+        match ended {
+            Some(state) => Err(SessionError::Ended(state)),
+            None => Ok(added),
+        }
+    }
+
+    /// Takes `call` out of `group`; `false` when it was not in it.
+    pub fn remove_from_group(&self, call: &CallSession, group: GroupId) -> bool {
+        self.inner.groups.remove(&self.inner.bus, call.id(), group)
+    }
+
+    /// The members of `group`, in joining order; `None` for a group that does not exist.
+    pub fn group_members(&self, group: GroupId) -> Option<Vec<SessionId>> {
+        self.inner.groups.members(group)
+    }
+
+    /// The groups `call` is in.
+    pub fn groups_of(&self, call: &CallSession) -> Vec<GroupId> {
+        self.inner.groups.of(call.id())
+    }
+
+    /// A subscription to the events of every current member of `group` (the bus follows the
+    /// membership as it changes), their joining and leaving included.
+    pub fn subscribe_group(&self, group: GroupId) -> Subscription {
+        self.inner.bus.subscribe(Filter::group(group))
+    }
+
+    /// Ends every member's call ([`CallSession::end`]) and returns how many it asked to end;
+    /// the calls leave the group as they end.
+    pub async fn hangup_group(&self, group: GroupId) -> usize {
+        let mut ended = 0;
+        for session in self.group_members(group).unwrap_or_default() {
+            if let Some(call) = self.session(session).await
+                && call.end().await.is_ok()
+            {
+                ended += 1;
+            }
+        }
+        ended
+    }
+
+    /// Dissolves `group`: its members leave it (their calls go on); returns them.
+    pub fn dissolve_group(&self, group: GroupId) -> Vec<SessionId> {
+        self.inner.groups.dissolve(&self.inner.bus, group)
+    }
+
     /// A bridged call's own figures in its bridge: mute/deaf/sending, packets in and out,
     /// relayed and mixed, dropped, digits, its jitter buffer and RTCP figures; `None` when the
     /// call is in no bridge.
@@ -561,6 +646,7 @@ impl SessionManager {
             headers,
             sdp: options.sdp,
             transfer_of: None,
+            group: options.group,
         };
         let (reply, result) = oneshot::channel();
         self.inner

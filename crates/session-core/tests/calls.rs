@@ -1613,3 +1613,99 @@ async fn a_405_outside_a_call_does_not_allow_the_method_it_refuses() {
     );
     manager.shutdown().await;
 }
+
+/// Groups: calls placed into a group are admitted under its limit and are members from the
+/// start; a group subscription sees its members' events; a call can be in several groups;
+/// hanging up a group ends every member, and an ended call leaves every group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_admits_under_its_limit_follows_its_members_and_hangs_them_up() {
+    use session_core::GroupId;
+    let sales = GroupId::from_raw(9_001);
+    let alice = peer(
+        builder(43_200..=43_299).limits(Limits::default().max_for_group(sales, 2)),
+        accept,
+    )
+    .await;
+    let mut bob = peer(builder(43_300..=43_399), |_| CallDecision::Defer).await;
+    let mut group_events = alice.manager.subscribe_group(sales);
+    let mut all_events = alice.manager.events().subscribe(session_core::Filter::all());
+    let to_bob = bob.uri("bob");
+    let place = || {
+        alice
+            .manager
+            .call_with(&to_bob, session_core::CallOptions::default().group(sales))
+    };
+    let first = place().await.unwrap();
+    let second = place().await.unwrap();
+    assert!(
+        matches!(place().await, Err(SessionError::Resources(_))),
+        "the group's limit of 2 refuses a third call"
+    );
+    assert_eq!(
+        alice.manager.group_members(sales),
+        Some(vec![first.id(), second.id()])
+    );
+    // A second group, made by the manager, holding one of them.
+    let vip = alice.manager.create_group();
+    assert_eq!(alice.manager.add_to_group(&first, vip).unwrap(), true);
+    assert_eq!(alice.manager.add_to_group(&first, vip).unwrap(), false);
+    assert_eq!(alice.manager.groups_of(&first), vec![sales, vip]);
+
+    // The group subscription sees both members join, and their calls ringing.
+    let mut joined = Vec::new();
+    let mut ringing = Vec::new();
+    while joined.len() < 2 || ringing.len() < 2 {
+        let event = within(group_events.recv()).await.unwrap();
+        match *event {
+            SessionEvent::GroupMemberJoined { session_id, group } if group == sales => {
+                joined.push(session_id);
+            }
+            SessionEvent::StateChanged {
+                session_id,
+                new: CallState::Ringing,
+                ..
+            } => ringing.push(session_id),
+            _ => {}
+        }
+    }
+    assert_eq!(joined, [first.id(), second.id()]);
+    ringing.sort();
+    let mut ids = vec![first.id(), second.id()];
+    ids.sort();
+    assert_eq!(ringing, ids);
+
+    // Hang up the whole group: both calls are cancelled, both leave both groups.
+    assert_eq!(alice.manager.hangup_group(sales).await, 2);
+    assert_eq!(within(first.ended()).await, CallState::Cancelled);
+    assert_eq!(within(second.ended()).await, CallState::Cancelled);
+    let mut left = Vec::new();
+    let mut empty = Vec::new();
+    while left.len() < 3 || empty.len() < 2 {
+        match *within(all_events.recv()).await.unwrap() {
+            SessionEvent::GroupMemberLeft { session_id, group } => left.push((session_id, group)),
+            SessionEvent::GroupEmpty { group } => empty.push(group),
+            _ => {}
+        }
+    }
+    assert!(left.contains(&(first.id(), vip)) && left.contains(&(second.id(), sales)));
+    empty.sort();
+    let mut groups = vec![sales, vip];
+    groups.sort();
+    assert_eq!(empty, groups, "both groups became empty");
+    assert_eq!(alice.manager.group_members(sales), Some(Vec::new()));
+    assert!(matches!(
+        alice.manager.add_to_group(&first, sales),
+        Err(SessionError::Ended(_))
+    ));
+    assert_eq!(alice.manager.dissolve_group(vip), Vec::new());
+    assert_eq!(alice.manager.group_members(vip), None);
+    // Bob saw two calls come and go.
+    for _ in 0..2 {
+        let call = bob.incoming().await;
+        within(call.ended()).await;
+    }
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}

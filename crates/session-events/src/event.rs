@@ -6,7 +6,7 @@
 //! that receives it holds the same allocation, so fan-out copies a pointer, never the event.
 
 use session_types::{
-    BridgeId, BridgeTechnology, CallId, CallState, Direction, FailureReason, SessionId,
+    BridgeId, BridgeTechnology, CallId, CallState, Direction, FailureReason, GroupId, SessionId,
 };
 use std::any::Any;
 use std::fmt;
@@ -141,6 +141,25 @@ pub enum SessionEvent {
         /// Why it stopped.
         end: PlaybackEnd,
     },
+    /// The session joined a group (see `session_core`'s groups).
+    GroupMemberJoined {
+        /// The session.
+        session_id: SessionId,
+        /// The group.
+        group: GroupId,
+    },
+    /// The session left a group: taken out, the group dissolved, or the session ended.
+    GroupMemberLeft {
+        /// The session.
+        session_id: SessionId,
+        /// The group.
+        group: GroupId,
+    },
+    /// A group's last member left. About no session: unscoped subscribers see it.
+    GroupEmpty {
+        /// The group.
+        group: GroupId,
+    },
     /// The session is over and everything it held has been released. The last event of a
     /// session.
     SessionTerminated {
@@ -186,9 +205,12 @@ impl SessionEvent {
             | Self::MediaStopped { session_id }
             | Self::DtmfReceived { session_id, .. }
             | Self::PlaybackFinished { session_id, .. }
+            | Self::GroupMemberJoined { session_id, .. }
+            | Self::GroupMemberLeft { session_id, .. }
             | Self::SessionTerminated { session_id, .. }
             | Self::Bridge { session_id, .. } => Some(*session_id),
             Self::Custom { session_id, .. } => *session_id,
+            Self::GroupEmpty { .. } => None,
         }
     }
 
@@ -201,6 +223,9 @@ impl SessionEvent {
             Self::MediaStopped { .. } => EventKind::MediaStopped,
             Self::DtmfReceived { .. } => EventKind::DtmfReceived,
             Self::PlaybackFinished { .. } => EventKind::PlaybackFinished,
+            Self::GroupMemberJoined { .. } => EventKind::GroupMemberJoined,
+            Self::GroupMemberLeft { .. } => EventKind::GroupMemberLeft,
+            Self::GroupEmpty { .. } => EventKind::GroupEmpty,
             Self::SessionTerminated { .. } => EventKind::SessionTerminated,
             Self::Bridge { .. } => EventKind::Bridge,
             Self::Custom { .. } => EventKind::Custom,
@@ -249,11 +274,17 @@ pub enum EventKind {
     Custom,
     /// [`SessionEvent::PlaybackFinished`].
     PlaybackFinished,
+    /// [`SessionEvent::GroupMemberJoined`].
+    GroupMemberJoined,
+    /// [`SessionEvent::GroupMemberLeft`].
+    GroupMemberLeft,
+    /// [`SessionEvent::GroupEmpty`].
+    GroupEmpty,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 12] = [
         Self::SessionCreated,
         Self::StateChanged,
         Self::MediaStarted,
@@ -263,6 +294,9 @@ impl EventKind {
         Self::Bridge,
         Self::Custom,
         Self::PlaybackFinished,
+        Self::GroupMemberJoined,
+        Self::GroupMemberLeft,
+        Self::GroupEmpty,
     ];
 
     /// A short stable name, e.g. `state-changed`, for logs and metrics labels.
@@ -277,6 +311,9 @@ impl EventKind {
             Self::Bridge => "bridge",
             Self::Custom => "custom",
             Self::PlaybackFinished => "playback-finished",
+            Self::GroupMemberJoined => "group-member-joined",
+            Self::GroupMemberLeft => "group-member-left",
+            Self::GroupEmpty => "group-empty",
         }
     }
 

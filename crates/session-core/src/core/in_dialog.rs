@@ -751,6 +751,7 @@ impl Core {
                 .collect(),
             sdp: None,
             transfer_of: Some(session),
+            group: None,
         };
         match self.start_outbound(Box::new(outgoing)).await {
             Ok(new_call) => {

@@ -91,6 +91,8 @@ pub(crate) struct OutgoingCall {
     pub(crate) sdp: Option<Bytes>,
     /// The call this one continues (a transfer), for correlation.
     pub(crate) transfer_of: Option<SessionId>,
+    /// The group the call is placed into: admitted under its limit, a member from the start.
+    pub(crate) group: Option<session_types::GroupId>,
 }
 
 /// Operations on one call.
@@ -100,6 +102,8 @@ pub(crate) enum Operation {
     Ring,
     EarlyMedia,
     /// Join this bridge (move, if in another), or leave the one it is in (`None`).
+    /// End the call whatever its state (BYE, CANCEL, or 480 for one not answered yet).
+    End,
     /// Join a bridge with settings, or leave (`None`).
     Bridge(Option<(session_bridge::BridgeId, Box<session_bridge::JoinSettings>)>),
     Cancel,
@@ -276,6 +280,7 @@ pub(crate) struct CoreParts {
     pub(crate) tracer: Option<SessionTracer>,
     pub(crate) bridges: session_bridge::BridgeDriver,
     pub(crate) bridge_events: mpsc::Receiver<session_bridge::BridgeEvent>,
+    pub(crate) groups: Arc<crate::groups::Groups>,
 }
 
 /// The manager's task state.
@@ -309,6 +314,8 @@ pub(crate) struct Core {
     pub(crate) bridges: session_bridge::BridgeDriver,
     /// The manager's own random draws (Call-IDs, session ids), seeded next to the SIP layer's.
     pub(crate) rng: fastrand::Rng,
+    /// The manager's session groups (shared with its handles).
+    pub(crate) groups: Arc<crate::groups::Groups>,
     /// The wall clock (Unix ms) at an instant of the manager's clock: session ids are stamped
     /// with the wall time that clock has reached (UUID v7), read once.
     pub(crate) wall_epoch: (u64, Instant),
@@ -333,6 +340,7 @@ impl Core {
             tracer,
             bridges,
             mut bridge_events,
+            groups,
             stop,
         } = parts;
         let (media_events, mut media_inbox) = mpsc::channel(MEDIA_EVENT_QUEUE);
@@ -362,6 +370,7 @@ impl Core {
             ending_requests: std::collections::HashSet::new(),
             rng,
             bridges,
+            groups,
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -823,6 +832,19 @@ impl Core {
                 let result = self.hangup(session).await;
                 let _ = reply.send(result);
             }
+            Operation::End => {
+                // As shutdown ends a call, with 480 instead of 503 for one not answered yet.
+                let unanswered_inbound = self.calls.get(&session).is_some_and(|call| {
+                    call.shared.direction == Direction::Inbound && call.dialog.is_none()
+                });
+                let result = if unanswered_inbound {
+                    self.reject_incoming(session, StatusCode::TEMPORARILY_UNAVAILABLE)
+                        .await
+                } else {
+                    self.hangup(session).await
+                };
+                let _ = reply.send(result);
+            }
             Operation::Hold(hold) => self.reoffer(session, Some(hold), false, Some(reply)).await,
             Operation::Reoffer { update } => {
                 self.reoffer(session, None, update, Some(reply)).await;
@@ -1055,6 +1077,8 @@ impl Core {
         let Some(mut call) = self.calls.remove(&session) else {
             return;
         };
+        // Its state is final now, so it cannot join a group again after this.
+        self.groups.forget(&self.bus, session);
         call.shared.status.lock().ended = Some(now());
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         if let Some(dialog) = call.dialog.take() {

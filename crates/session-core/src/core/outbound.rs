@@ -19,9 +19,11 @@ impl Core {
     /// Admits, opens media, sends the INVITE; returns the new call's handle.
     pub(super) async fn start_outbound(&mut self, call: Box<OutgoingCall>) -> Result<CallSession> {
         let user = call.from.user().unwrap_or_default().to_owned();
-        let permit = self
-            .admission
-            .try_admit(&AdmissionRequest::for_user(&user))?;
+        let mut request = AdmissionRequest::for_user(&user);
+        if let Some(group) = call.group {
+            request = request.in_group(group);
+        }
+        let permit = self.admission.try_admit(&request)?;
         let call_id =
             session_types::CallId::random_with(&mut self.rng, Some(&self.local_ip.to_string()));
         let session = self.new_session(
@@ -31,6 +33,9 @@ impl Core {
             call.to.as_str(),
             Some(permit),
         );
+        if let Some(group) = call.group {
+            self.groups.add(&self.bus, session, group, || true);
+        }
         if let (Some(original), Some(new)) = (call.transfer_of, self.calls.get_mut(&session)) {
             // A transfer's new call reports its progress to the original's transferor.
             new.notify_to = Some(original);
