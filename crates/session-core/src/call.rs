@@ -42,6 +42,9 @@ pub(crate) struct CallShared {
     pub(crate) playback: watch::Sender<Option<u64>>,
     /// Playbacks numbered so far.
     pub(crate) playbacks: AtomicU64,
+    /// Set as the call starts to end (before its state turns final): it joins no group
+    /// from then on.
+    pub(crate) ending: std::sync::atomic::AtomicBool,
     /// The manager's bus, for [`CallSession::events`].
     pub(crate) bus: EventBus,
     /// Turns `true` once the call has ended and released everything.

@@ -531,13 +531,16 @@ impl SessionManager {
     /// [`SessionEvent::GroupMemberJoined`]: crate::SessionEvent::GroupMemberJoined
     pub fn add_to_group(&self, call: &CallSession, group: GroupId) -> Result<bool> {
         let mut ended = None;
-        let added = self.inner.groups.add(&self.inner.bus, call.id(), group, || {
-            let state = call.state();
-            if state.is_final() {
-                ended = Some(state);
-            }
-            ended.is_none()
-        });
+        let added = self
+            .inner
+            .groups
+            .add(&self.inner.bus, call.id(), group, || {
+                let state = call.state();
+                if state.is_final() || call.shared.ending.load(Ordering::Relaxed) {
+                    ended = Some(state);
+                }
+                ended.is_none()
+            });
         match ended {
             Some(state) => Err(SessionError::Ended(state)),
             None => Ok(added),

@@ -1628,7 +1628,10 @@ async fn a_group_admits_under_its_limit_follows_its_members_and_hangs_them_up() 
     .await;
     let mut bob = peer(builder(43_300..=43_399), |_| CallDecision::Defer).await;
     let mut group_events = alice.manager.subscribe_group(sales);
-    let mut all_events = alice.manager.events().subscribe(session_core::Filter::all());
+    let mut all_events = alice
+        .manager
+        .events()
+        .subscribe(session_core::Filter::all());
     let to_bob = bob.uri("bob");
     let place = || {
         alice
@@ -1647,8 +1650,11 @@ async fn a_group_admits_under_its_limit_follows_its_members_and_hangs_them_up() 
     );
     // A second group, made by the manager, holding one of them.
     let vip = alice.manager.create_group();
-    assert_eq!(alice.manager.add_to_group(&first, vip).unwrap(), true);
-    assert_eq!(alice.manager.add_to_group(&first, vip).unwrap(), false);
+    assert!(alice.manager.add_to_group(&first, vip).unwrap(), "joined");
+    assert!(
+        !alice.manager.add_to_group(&first, vip).unwrap(),
+        "already a member"
+    );
     assert_eq!(alice.manager.groups_of(&first), vec![sales, vip]);
 
     // The group subscription sees both members join, and their calls ringing.

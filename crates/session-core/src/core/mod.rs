@@ -960,6 +960,7 @@ impl Core {
             digits: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             digit_arrived: tokio::sync::Notify::new(),
             playback: tokio::sync::watch::channel(None).0,
+            ending: std::sync::atomic::AtomicBool::new(false),
             playbacks: std::sync::atomic::AtomicU64::new(0),
             bus: self.bus.clone(),
             released: tokio::sync::watch::channel(false).0,
@@ -1065,6 +1066,10 @@ impl Core {
         } else {
             reason
         };
+        // It leaves its groups before its state turns final, so whoever sees the end sees it
+        // gone from them too; `ending` keeps it from joining one again meanwhile.
+        call.shared.ending.store(true, Ordering::Relaxed);
+        self.groups.forget(&self.bus, session);
         let target = reason.final_state();
         if target == CallState::Terminated && call.state != CallState::Terminating {
             self.set_state(session, CallState::Terminating);
@@ -1077,8 +1082,6 @@ impl Core {
         let Some(mut call) = self.calls.remove(&session) else {
             return;
         };
-        // Its state is final now, so it cannot join a group again after this.
-        self.groups.forget(&self.bus, session);
         call.shared.status.lock().ended = Some(now());
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         if let Some(dialog) = call.dialog.take() {
