@@ -120,6 +120,9 @@ pub async fn connect(
             return Ok(B2buaOutcome::Refused(status));
         }
     };
+    // The B leg depends on the A leg: the engine sees the link (`dependents_of`,
+    // `DependencyEnded`); ending the other leg stays this function's job.
+    let _ = manager.add_dependency(&b, a, crate::Cascade::Notify);
     let mut bridge = None;
     let outcome = until_answered(manager, a, &b, &mut bridge).await;
     let result = match outcome {

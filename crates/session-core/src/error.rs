@@ -49,6 +49,9 @@ pub enum SessionError {
     /// A local limit refused the session (admission or RTP ports).
     #[error("resources exhausted: {0}")]
     Resources(#[from] session_resources::ResourceError),
+    /// A dependency link would close a cycle.
+    #[error(transparent)]
+    DependencyCycle(#[from] crate::dependencies::DependencyCycle),
     /// SDP negotiation failed or a media socket could not be set up.
     #[error("media: {0}")]
     Media(#[from] session_media::Error),
@@ -101,7 +104,10 @@ impl SessionError {
                 CallState::Cancelled => Some(StatusCode::REQUEST_TERMINATED),
                 _ => None,
             },
-            Self::InvalidState { .. } | Self::InvalidInput { .. } | Self::Driver(_) => None,
+            Self::InvalidState { .. }
+            | Self::InvalidInput { .. }
+            | Self::Driver(_)
+            | Self::DependencyCycle(_) => None,
         }
     }
 
@@ -138,7 +144,7 @@ impl Classify for SessionError {
             Self::Resources(_) => ErrorKind::ResourceExhausted,
             Self::Media(e) => e.kind(),
             Self::Bridge(e) => e.kind(),
-            Self::InvalidInput { .. } => ErrorKind::ApiMisuse,
+            Self::InvalidInput { .. } | Self::DependencyCycle(_) => ErrorKind::ApiMisuse,
         }
     }
 }

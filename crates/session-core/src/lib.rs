@@ -51,6 +51,7 @@ mod body;
 mod call;
 mod config;
 mod core;
+mod dependencies;
 mod error;
 mod groups;
 mod handler;
@@ -60,6 +61,7 @@ mod session_timer;
 
 pub use call::{CallSession, CallStats};
 pub use config::{Identity, IdleAudio, MediaMode, SessionTimerConfig, Transports};
+pub use dependencies::{Cascade, DependencyCycle};
 pub use error::{Result, SessionError};
 pub use handler::{
     AcceptAll, AcceptOptions, CallDecision, CallHandler, DtmfMethod, IncomingCall, IncomingCalls,

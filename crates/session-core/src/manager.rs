@@ -5,6 +5,7 @@
 use crate::call::CallSession;
 use crate::config::{Identity, ManagerConfig, MediaMode, SessionTimerConfig};
 use crate::core::{Command, CommandSender, Core, CoreParts, Gauges, OutgoingCall};
+use crate::dependencies::Cascade;
 use crate::error::{Result, SessionError};
 use crate::handler::{AcceptAll, CallHandler};
 use bytes::Bytes;
@@ -261,6 +262,7 @@ impl SessionManagerBuilder {
         let (commands, inbox) = tokio::sync::mpsc::channel(crate::core::COMMAND_QUEUE);
         let stop = tokio_util::sync::CancellationToken::new();
         let groups = Arc::new(crate::groups::Groups::default());
+        let dependencies = Arc::new(crate::dependencies::Dependencies::default());
         // The bridges of this manager: one engine, its driver's tasks on this runtime.
         let (bridges, bridge_events) =
             session_bridge::BridgeDriver::start(session_bridge::DriverConfig::new());
@@ -282,6 +284,7 @@ impl SessionManagerBuilder {
             bridges: bridges.clone(),
             bridge_events,
             groups: groups.clone(),
+            dependencies: dependencies.clone(),
             stop: stop.clone(),
         };
         let task = tokio::spawn(Core::run(parts));
@@ -299,6 +302,7 @@ impl SessionManagerBuilder {
                 gauges,
                 sip,
                 groups,
+                dependencies,
                 stop,
                 task: parking_lot::Mutex::new(Some(task)),
             }),
@@ -321,6 +325,8 @@ struct Inner {
     sip: SipHandle,
     /// The session groups.
     groups: Arc<crate::groups::Groups>,
+    /// Which session depends on which.
+    dependencies: Arc<crate::dependencies::Dependencies>,
     /// Stops the task when the last handle goes without `shutdown`.
     stop: tokio_util::sync::CancellationToken,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -585,6 +591,56 @@ impl SessionManager {
     /// Dissolves `group`: its members leave it (their calls go on); returns them.
     pub fn dissolve_group(&self, group: GroupId) -> Vec<SessionId> {
         self.inner.groups.dissolve(&self.inner.bus, group)
+    }
+
+    // ---- dependencies ----
+
+    /// Makes `dependent` depend on `on` (a consultation call on the call it consults for, a
+    /// B leg on its A leg): when `on` ends, [`SessionEvent::DependencyEnded`] is published for
+    /// `dependent`, and with [`Cascade::EndDependent`] `dependent` is ended too. A link that
+    /// would close a cycle is refused ([`SessionError::DependencyCycle`]); linking an ending
+    /// call is refused with [`SessionError::Ended`]. `Ok(false)` when the link existed (its
+    /// cascade is updated).
+    ///
+    /// [`SessionEvent::DependencyEnded`]: crate::SessionEvent::DependencyEnded
+    pub fn add_dependency(
+        &self,
+        dependent: &CallSession,
+        on: &CallSession,
+        cascade: Cascade,
+    ) -> Result<bool> {
+        let mut ended = None;
+        let linked = self
+            .inner
+            .dependencies
+            .link(dependent.id(), on.id(), cascade, || {
+                for call in [dependent, on] {
+                    let state = call.state();
+                    if state.is_final() || call.shared.ending.load(Ordering::Relaxed) {
+                        ended = Some(state);
+                    }
+                }
+                ended.is_none()
+            })?;
+        match ended {
+            Some(state) => Err(SessionError::Ended(state)),
+            None => Ok(linked),
+        }
+    }
+
+    /// Removes the link from `dependent` to `on`; `false` if there was none.
+    pub fn remove_dependency(&self, dependent: &CallSession, on: &CallSession) -> bool {
+        self.inner.dependencies.unlink(dependent.id(), on.id())
+    }
+
+    /// The sessions that depend on `call`.
+    pub fn dependents_of(&self, call: &CallSession) -> Vec<SessionId> {
+        self.inner.dependencies.dependents_of(call.id())
+    }
+
+    /// The sessions `call` depends on.
+    pub fn depends_on(&self, call: &CallSession) -> Vec<SessionId> {
+        self.inner.dependencies.depends_on(call.id())
     }
 
     /// A bridged call's own figures in its bridge: mute/deaf/sending, packets in and out,

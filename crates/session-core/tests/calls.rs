@@ -1715,3 +1715,69 @@ async fn a_group_admits_under_its_limit_follows_its_members_and_hangs_them_up() 
     alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }
+
+/// Dependencies: a consultation call depends on the call it consults for (ending with it), a
+/// third call depends on the consultation (told only); cycles are refused; each dependent is
+/// told when what it relied on ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependents_are_told_and_cascading_ones_end_with_what_they_depend_on() {
+    use session_core::Cascade;
+    let alice = peer(builder(43_400..=43_499), accept).await;
+    let mut bob = peer(builder(43_500..=43_599), accept).await;
+    let (original, _) = support::connect(&alice, &mut bob).await;
+    let (consultation, consulted) = support::connect(&alice, &mut bob).await;
+    let (note_taker, _) = support::connect(&alice, &mut bob).await;
+    let m = &alice.manager;
+    assert!(
+        m.add_dependency(&consultation, &original, Cascade::EndDependent)
+            .unwrap()
+    );
+    assert!(
+        m.add_dependency(&note_taker, &consultation, Cascade::Notify)
+            .unwrap()
+    );
+    assert!(matches!(
+        m.add_dependency(&original, &note_taker, Cascade::Notify),
+        Err(SessionError::DependencyCycle(_))
+    ));
+    assert!(matches!(
+        m.add_dependency(&original, &original, Cascade::Notify),
+        Err(SessionError::DependencyCycle(_))
+    ));
+    assert_eq!(m.dependents_of(&original), vec![consultation.id()]);
+    assert_eq!(m.depends_on(&note_taker), vec![consultation.id()]);
+
+    let mut events = m.events().subscribe(session_core::Filter::all());
+    original.hangup().await.unwrap();
+    // The consultation ends with it (cascade); bob's side of it gets a BYE.
+    assert_eq!(within(consultation.ended()).await, CallState::Terminated);
+    within(consulted.ended()).await;
+    let mut told = Vec::new();
+    while told.len() < 2 {
+        if let SessionEvent::DependencyEnded { session_id, ended } =
+            *within(events.recv()).await.unwrap()
+        {
+            told.push((session_id, ended));
+        }
+    }
+    assert_eq!(
+        told,
+        [
+            (consultation.id(), original.id()),
+            (note_taker.id(), consultation.id())
+        ]
+    );
+    // The note taker was only told: it is still up, and no longer depends on anything.
+    assert_eq!(note_taker.state(), CallState::Active);
+    assert!(m.depends_on(&note_taker).is_empty());
+    assert!(matches!(
+        m.add_dependency(&note_taker, &original, Cascade::Notify),
+        Err(SessionError::Ended(_))
+    ));
+    note_taker.hangup().await.unwrap();
+    within(note_taker.ended()).await;
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}

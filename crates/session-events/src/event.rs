@@ -155,6 +155,13 @@ pub enum SessionEvent {
         /// The group.
         group: GroupId,
     },
+    /// A session this one depends on ended (see `session_core`'s dependencies).
+    DependencyEnded {
+        /// The dependent session (the event is about it).
+        session_id: SessionId,
+        /// The session it depended on, which ended.
+        ended: SessionId,
+    },
     /// A group's last member left. About no session: unscoped subscribers see it.
     GroupEmpty {
         /// The group.
@@ -207,6 +214,7 @@ impl SessionEvent {
             | Self::PlaybackFinished { session_id, .. }
             | Self::GroupMemberJoined { session_id, .. }
             | Self::GroupMemberLeft { session_id, .. }
+            | Self::DependencyEnded { session_id, .. }
             | Self::SessionTerminated { session_id, .. }
             | Self::Bridge { session_id, .. } => Some(*session_id),
             Self::Custom { session_id, .. } => *session_id,
@@ -226,6 +234,7 @@ impl SessionEvent {
             Self::GroupMemberJoined { .. } => EventKind::GroupMemberJoined,
             Self::GroupMemberLeft { .. } => EventKind::GroupMemberLeft,
             Self::GroupEmpty { .. } => EventKind::GroupEmpty,
+            Self::DependencyEnded { .. } => EventKind::DependencyEnded,
             Self::SessionTerminated { .. } => EventKind::SessionTerminated,
             Self::Bridge { .. } => EventKind::Bridge,
             Self::Custom { .. } => EventKind::Custom,
@@ -280,11 +289,13 @@ pub enum EventKind {
     GroupMemberLeft,
     /// [`SessionEvent::GroupEmpty`].
     GroupEmpty,
+    /// [`SessionEvent::DependencyEnded`].
+    DependencyEnded,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         Self::SessionCreated,
         Self::StateChanged,
         Self::MediaStarted,
@@ -297,6 +308,7 @@ impl EventKind {
         Self::GroupMemberJoined,
         Self::GroupMemberLeft,
         Self::GroupEmpty,
+        Self::DependencyEnded,
     ];
 
     /// A short stable name, e.g. `state-changed`, for logs and metrics labels.
@@ -314,6 +326,7 @@ impl EventKind {
             Self::GroupMemberJoined => "group-member-joined",
             Self::GroupMemberLeft => "group-member-left",
             Self::GroupEmpty => "group-empty",
+            Self::DependencyEnded => "dependency-ended",
         }
     }
 

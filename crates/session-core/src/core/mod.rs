@@ -281,6 +281,7 @@ pub(crate) struct CoreParts {
     pub(crate) bridges: session_bridge::BridgeDriver,
     pub(crate) bridge_events: mpsc::Receiver<session_bridge::BridgeEvent>,
     pub(crate) groups: Arc<crate::groups::Groups>,
+    pub(crate) dependencies: Arc<crate::dependencies::Dependencies>,
 }
 
 /// The manager's task state.
@@ -316,6 +317,10 @@ pub(crate) struct Core {
     pub(crate) rng: fastrand::Rng,
     /// The manager's session groups (shared with its handles).
     pub(crate) groups: Arc<crate::groups::Groups>,
+    /// Which session depends on which (shared with its handles).
+    pub(crate) dependencies: Arc<crate::dependencies::Dependencies>,
+    /// Dependents to end because a session they depended on (with a cascade) ended.
+    pub(crate) pending_cascades: Vec<SessionId>,
     /// The wall clock (Unix ms) at an instant of the manager's clock: session ids are stamped
     /// with the wall time that clock has reached (UUID v7), read once.
     pub(crate) wall_epoch: (u64, Instant),
@@ -341,6 +346,7 @@ impl Core {
             bridges,
             mut bridge_events,
             groups,
+            dependencies,
             stop,
         } = parts;
         let (media_events, mut media_inbox) = mpsc::channel(MEDIA_EVENT_QUEUE);
@@ -371,6 +377,8 @@ impl Core {
             rng,
             bridges,
             groups,
+            dependencies,
+            pending_cascades: Vec::new(),
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -406,6 +414,7 @@ impl Core {
             }
             core.flush_notifies().await;
             core.flush_replacements().await;
+            core.flush_cascades().await;
             core.finish_endings().await;
             // At the admission limit, new INVITEs are refused by the SIP layer before any
             // state is made for them (a stateless 503), not after a round trip through here.
@@ -414,6 +423,31 @@ impl Core {
                     .max_sessions()
                     .is_some_and(|max| core.admission.active() >= max),
             );
+        }
+    }
+
+    /// Ends the dependents whose link cascades from a session that ended (which may cascade
+    /// further: the graph has no cycles, so this ends).
+    async fn flush_cascades(&mut self) {
+        while let Some(session) = self.pending_cascades.pop() {
+            if let Err(error) = self.end_any(session).await {
+                tracing::debug!(session_id = %session, %error, "dependent not ended");
+            }
+            // Endings of this round may have queued more.
+            self.finish_endings().await;
+        }
+    }
+
+    /// Ends a call whatever its state: BYE, CANCEL, or 480 for an incoming call not answered.
+    pub(crate) async fn end_any(&mut self, session: SessionId) -> Result<()> {
+        let unanswered_inbound = self.calls.get(&session).is_some_and(|call| {
+            call.shared.direction == Direction::Inbound && call.dialog.is_none()
+        });
+        if unanswered_inbound {
+            self.reject_incoming(session, StatusCode::TEMPORARILY_UNAVAILABLE)
+                .await
+        } else {
+            self.hangup(session).await
         }
     }
 
@@ -834,15 +868,7 @@ impl Core {
             }
             Operation::End => {
                 // As shutdown ends a call, with 480 instead of 503 for one not answered yet.
-                let unanswered_inbound = self.calls.get(&session).is_some_and(|call| {
-                    call.shared.direction == Direction::Inbound && call.dialog.is_none()
-                });
-                let result = if unanswered_inbound {
-                    self.reject_incoming(session, StatusCode::TEMPORARILY_UNAVAILABLE)
-                        .await
-                } else {
-                    self.hangup(session).await
-                };
+                let result = self.end_any(session).await;
                 let _ = reply.send(result);
             }
             Operation::Hold(hold) => self.reoffer(session, Some(hold), false, Some(reply)).await,
@@ -1070,6 +1096,8 @@ impl Core {
         // gone from them too; `ending` keeps it from joining one again meanwhile.
         call.shared.ending.store(true, Ordering::Relaxed);
         self.groups.forget(&self.bus, session);
+        let cascade = self.dependencies.ended(&self.bus, session);
+        self.pending_cascades.extend(cascade);
         let target = reason.final_state();
         if target == CallState::Terminated && call.state != CallState::Terminating {
             self.set_state(session, CallState::Terminating);

@@ -1,0 +1,167 @@
+//! Session dependencies: links saying one session relies on another (a consultation call on
+//! the call it consults for, a B leg on its A leg). They form a directed graph without cycles
+//! (a link that would close one is refused). When a session ends, each session that depended on
+//! it is told ([`SessionEvent::DependencyEnded`]) and, where the link asked for it
+//! ([`Cascade::EndDependent`]), ended too. What depending *means* is the engine's business; the
+//! library keeps the graph and carries out the one opt-in consequence.
+
+use parking_lot::Mutex;
+use session_events::{EventBus, SessionEvent};
+use session_types::SessionId;
+use std::collections::{HashMap, HashSet};
+
+/// What happens to a dependent when the session it depends on ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Cascade {
+    /// Only [`SessionEvent::DependencyEnded`] is published (the default).
+    #[default]
+    Notify,
+    /// The dependent is ended too (BYE, CANCEL, or 480 if not answered yet), after the event.
+    EndDependent,
+}
+
+/// A link would make a session depend on itself, directly or through others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "session {dependent} already (indirectly) is depended on by {on}: the link would make a cycle"
+)]
+pub struct DependencyCycle {
+    /// The session that was to depend.
+    pub dependent: SessionId,
+    /// The session it was to depend on.
+    pub on: SessionId,
+}
+
+/// The graph of a manager, shared by its handles and its task.
+#[derive(Debug, Default)]
+pub(crate) struct Dependencies {
+    inner: Mutex<Graph>,
+}
+
+#[derive(Debug, Default)]
+struct Graph {
+    /// For each session, what it depends on.
+    on: HashMap<SessionId, Vec<SessionId>>,
+    /// For each session, who depends on it, with the link's cascade.
+    dependents: HashMap<SessionId, Vec<(SessionId, Cascade)>>,
+}
+
+impl Graph {
+    /// Whether `from` reaches `to` following "depends on" links.
+    fn reaches(&self, from: SessionId, to: SessionId) -> bool {
+        let mut seen = HashSet::new();
+        let mut stack = vec![from];
+        while let Some(at) = stack.pop() {
+            if at == to {
+                return true;
+            }
+            if seen.insert(at) {
+                stack.extend(self.on.get(&at).into_iter().flatten().copied());
+            }
+        }
+        false
+    }
+
+    fn unlink(&mut self, dependent: SessionId, on: SessionId) -> bool {
+        let mut removed = false;
+        if let Some(targets) = self.on.get_mut(&dependent) {
+            let before = targets.len();
+            targets.retain(|t| *t != on);
+            removed = targets.len() != before;
+            if targets.is_empty() {
+                self.on.remove(&dependent);
+            }
+        }
+        if let Some(list) = self.dependents.get_mut(&on) {
+            list.retain(|(d, _)| *d != dependent);
+            if list.is_empty() {
+                self.dependents.remove(&on);
+            }
+        }
+        removed
+    }
+}
+
+impl Dependencies {
+    /// Makes `dependent` depend on `on`; `accept` is asked under the lock whether both may
+    /// still be linked (neither is ending). `Ok(false)` when the link exists already (its
+    /// cascade is updated) or a session is ending.
+    pub(crate) fn link(
+        &self,
+        dependent: SessionId,
+        on: SessionId,
+        cascade: Cascade,
+        accept: impl FnOnce() -> bool,
+    ) -> Result<bool, DependencyCycle> {
+        let mut graph = self.inner.lock();
+        if dependent == on || graph.reaches(on, dependent) {
+            return Err(DependencyCycle { dependent, on });
+        }
+        if !accept() {
+            return Ok(false);
+        }
+        let list = graph.dependents.entry(on).or_default();
+        if let Some(existing) = list.iter_mut().find(|(d, _)| *d == dependent) {
+            existing.1 = cascade;
+            return Ok(false);
+        }
+        list.push((dependent, cascade));
+        graph.on.entry(dependent).or_default().push(on);
+        Ok(true)
+    }
+
+    /// Removes the link; `false` if there was none.
+    pub(crate) fn unlink(&self, dependent: SessionId, on: SessionId) -> bool {
+        self.inner.lock().unlink(dependent, on)
+    }
+
+    /// Who depends on `session`.
+    pub(crate) fn dependents_of(&self, session: SessionId) -> Vec<SessionId> {
+        self.inner
+            .lock()
+            .dependents
+            .get(&session)
+            .map(|list| list.iter().map(|(d, _)| *d).collect())
+            .unwrap_or_default()
+    }
+
+    /// What `session` depends on.
+    pub(crate) fn depends_on(&self, session: SessionId) -> Vec<SessionId> {
+        self.inner
+            .lock()
+            .on
+            .get(&session)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `session` is ending: its links go, its dependents are told, and those whose link
+    /// cascades are returned, for the manager to end.
+    pub(crate) fn ended(&self, bus: &EventBus, session: SessionId) -> Vec<SessionId> {
+        let (dependents, targets) = {
+            let mut graph = self.inner.lock();
+            let dependents = graph.dependents.remove(&session).unwrap_or_default();
+            for (dependent, _) in &dependents {
+                graph.unlink(*dependent, session);
+            }
+            let targets = graph.on.get(&session).cloned().unwrap_or_default();
+            for on in &targets {
+                graph.unlink(session, *on);
+            }
+            (dependents, targets)
+        };
+        drop(targets);
+        let mut to_end = Vec::new();
+        for (dependent, cascade) in dependents {
+            bus.publish(SessionEvent::DependencyEnded {
+                session_id: dependent,
+                ended: session,
+            });
+            if cascade == Cascade::EndDependent {
+                to_end.push(dependent);
+            }
+        }
+        to_end
+    }
+}
