@@ -100,6 +100,8 @@ pub(crate) struct ManagerConfig {
     pub(crate) media_ports: RangeInclusive<u16>,
     pub(crate) media_mode: MediaMode,
     pub(crate) idle_audio: IdleAudio,
+    /// An active call with no RTP from the peer for this long is ended with BYE.
+    pub(crate) media_timeout: Option<Duration>,
     pub(crate) media: MediaConfig,
     pub(crate) timers: TimerConfig,
     pub(crate) session_timer: Option<SessionTimerConfig>,
@@ -127,6 +129,7 @@ impl Default for ManagerConfig {
             media_ports: 20_000..=29_999,
             media_mode: MediaMode::Rtp { echo: false },
             idle_audio: IdleAudio::Silence,
+            media_timeout: None,
             media: MediaConfig::default(),
             timers: TimerConfig::default(),
             session_timer: None,

@@ -133,6 +133,15 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Ends an active call (BYE, `FailureReason::MediaTimeout`) when no RTP has come from the
+    /// peer for `timeout`: a peer that vanished (crashed, lost its network) does not hold the
+    /// call and its resources for ever. Calls on hold and bridged calls are exempt. Off by
+    /// default; 30–60 s is usual (it must exceed any silence the peer sends nothing for).
+    pub fn media_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.media_timeout = Some(timeout);
+        self
+    }
+
     /// What a call sends while no source plays: silence (default) or nothing.
     pub fn idle_audio(mut self, idle: crate::config::IdleAudio) -> Self {
         self.config.idle_audio = idle;

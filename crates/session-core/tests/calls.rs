@@ -1828,3 +1828,38 @@ async fn operations_racing_on_one_call_never_wedge_the_manager() {
     alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }
+
+/// A peer that stops sending RTP (vanished) has its call ended with BYE and
+/// `FailureReason::MediaTimeout` once the media timeout passes — but not while the call is
+/// on hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_no_rtp_is_hung_up_after_the_media_timeout_unless_held() {
+    let timeout = Duration::from_millis(300);
+    let alice = peer(builder(43_800..=43_849).media_timeout(timeout), accept).await;
+    // Bob's phone sends nothing (no source, no idle silence): as if it had vanished.
+    let mut bob = peer(
+        builder(43_850..=43_899).idle_audio(session_core::IdleAudio::Nothing),
+        accept,
+    )
+    .await;
+    let (call, incoming) = support::connect(&alice, &mut bob).await;
+    within(call.hold()).await.unwrap();
+    let mut wait = tokio::time::interval(3 * timeout);
+    wait.tick().await;
+    wait.tick().await;
+    assert_eq!(call.state(), CallState::OnHold, "a held call is exempt");
+    within(call.resume()).await.unwrap();
+    assert_eq!(
+        within(call.ended()).await,
+        CallState::Failed(FailureReason::MediaTimeout)
+    );
+    assert_eq!(
+        within(incoming.ended()).await,
+        CallState::Terminated,
+        "the peer got our BYE"
+    );
+    assert_released(&alice).await;
+    assert_released(&bob).await;
+    alice.manager.shutdown().await;
+    bob.manager.shutdown().await;
+}

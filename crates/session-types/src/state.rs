@@ -49,6 +49,9 @@ pub enum FailureReason {
     ResourceExhausted,
     /// The peer broke the protocol badly enough that the session could not continue.
     ProtocolError,
+    /// No RTP from the peer for longer than the media timeout: it vanished (a crash, a lost
+    /// network); the call was ended with BYE.
+    MediaTimeout,
 }
 
 impl FailureReason {
@@ -60,7 +63,7 @@ impl FailureReason {
             Self::Transport => Some(StatusCode::SERVICE_UNAVAILABLE),
             Self::MediaNegotiation => Some(StatusCode::NOT_ACCEPTABLE_HERE),
             Self::ResourceExhausted => Some(StatusCode::SERVICE_UNAVAILABLE),
-            Self::ProtocolError => None,
+            Self::ProtocolError | Self::MediaTimeout => None,
         }
     }
 }
@@ -74,6 +77,7 @@ impl fmt::Display for FailureReason {
             Self::MediaNegotiation => f.write_str("media negotiation failed"),
             Self::ResourceExhausted => f.write_str("resources exhausted"),
             Self::ProtocolError => f.write_str("protocol error"),
+            Self::MediaTimeout => f.write_str("no media from the peer"),
         }
     }
 }

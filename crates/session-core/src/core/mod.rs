@@ -222,6 +222,9 @@ pub(crate) struct Call {
     pub(crate) early_answer: Option<Bytes>,
     /// The bridge that owns this call's media leg (its media task is stopped meanwhile).
     pub(crate) bridged: Option<session_bridge::BridgeId>,
+    /// Why we are ending the call, when it is not a plain hang-up (e.g. the media timeout):
+    /// the reason its end is reported with once the BYE completes.
+    pub(crate) end_reason: Option<TerminationReason>,
     /// Inbound: the call this one replaces (RFC 3891), ended once this one is up.
     pub(crate) replaces: Option<SessionId>,
 }
@@ -251,6 +254,7 @@ impl Call {
             early_answer: None,
             bridged: None,
             replaces: None,
+            end_reason: None,
         }
     }
 }
@@ -319,8 +323,9 @@ pub(crate) struct Core {
     pub(crate) groups: Arc<crate::groups::Groups>,
     /// Which session depends on which (shared with its handles).
     pub(crate) dependencies: Arc<crate::dependencies::Dependencies>,
-    /// Dependents to end because a session they depended on (with a cascade) ended.
-    pub(crate) pending_cascades: Vec<SessionId>,
+    /// Calls to end after the current input: dependents whose link cascades from a session
+    /// that ended, and calls whose peer vanished (with the reason to end them for).
+    pub(crate) pending_ends: Vec<(SessionId, Option<TerminationReason>)>,
     /// The wall clock (Unix ms) at an instant of the manager's clock: session ids are stamped
     /// with the wall time that clock has reached (UUID v7), read once.
     pub(crate) wall_epoch: (u64, Instant),
@@ -378,7 +383,7 @@ impl Core {
             bridges,
             groups,
             dependencies,
-            pending_cascades: Vec::new(),
+            pending_ends: Vec::new(),
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -429,7 +434,10 @@ impl Core {
     /// Ends the dependents whose link cascades from a session that ended (which may cascade
     /// further: the graph has no cycles, so this ends).
     async fn flush_cascades(&mut self) {
-        while let Some(session) = self.pending_cascades.pop() {
+        while let Some((session, reason)) = self.pending_ends.pop() {
+            if let Some(call) = self.calls.get_mut(&session) {
+                call.end_reason = reason;
+            }
             if let Err(error) = self.end_any(session).await {
                 tracing::debug!(session_id = %session, %error, "dependent not ended");
             }
@@ -768,6 +776,14 @@ impl Core {
             }
             _ => TerminationReason::LocalHangup,
         };
+        let reason = match reason {
+            TerminationReason::LocalHangup => self
+                .calls
+                .get(&session)
+                .and_then(|call| call.end_reason)
+                .unwrap_or(reason),
+            other => other,
+        };
         self.end_call(session, reason);
     }
 
@@ -801,6 +817,28 @@ impl Core {
             }
             MediaEvent::Inactive(silent) => {
                 tracing::debug!(session_id = %session, ?silent, "no RTP");
+                let held = {
+                    let status = call.shared.status.lock();
+                    status.remote_hold || status.local_hold
+                };
+                if self
+                    .config
+                    .media_timeout
+                    .is_some_and(|limit| silent >= limit)
+                    && call.state == CallState::Active
+                    && !held
+                {
+                    self.trace(
+                        session,
+                        TraceEntry::note("no RTP for the media timeout: BYE"),
+                    );
+                    self.pending_ends.push((
+                        session,
+                        Some(TerminationReason::Failed(
+                            session_types::FailureReason::MediaTimeout,
+                        )),
+                    ));
+                }
             }
         }
     }
@@ -1097,7 +1135,8 @@ impl Core {
         call.shared.ending.store(true, Ordering::Relaxed);
         self.groups.forget(&self.bus, session);
         let cascade = self.dependencies.ended(&self.bus, session);
-        self.pending_cascades.extend(cascade);
+        self.pending_ends
+            .extend(cascade.into_iter().map(|dependent| (dependent, None)));
         let target = reason.final_state();
         if target == CallState::Terminated && call.state != CallState::Terminating {
             self.set_state(session, CallState::Terminating);
@@ -1185,11 +1224,16 @@ impl Core {
         offer_answer.set_local_ip(self.local_ip);
         let (media, port) = match self.config.media_mode {
             MediaMode::Rtp { echo } => {
+                let mut endpoint_config = EndpointConfig::default();
+                if let Some(timeout) = self.config.media_timeout {
+                    // The endpoint reports inactivity at this period.
+                    endpoint_config = endpoint_config.inactivity_timeout(timeout);
+                }
                 let endpoint = RtpEndpoint::bind_from_pool(
                     &self.ports,
                     self.local_ip,
                     self.config.media.rtcp_mux,
-                    EndpointConfig::default(),
+                    endpoint_config,
                 )
                 .await?;
                 let idle = self.config.idle_audio;

@@ -371,7 +371,14 @@ impl Core {
                 match sent {
                     Some(Ok(bye)) => self.note_ending_request(bye),
                     // The dialog is already gone on the user agent's side.
-                    _ => self.end_call(session, TerminationReason::LocalHangup),
+                    _ => {
+                        let reason = self
+                            .calls
+                            .get(&session)
+                            .and_then(|call| call.end_reason)
+                            .unwrap_or(TerminationReason::LocalHangup);
+                        self.end_call(session, reason);
+                    }
                 }
                 Ok(())
             }
