@@ -59,8 +59,10 @@ pub enum Error {
         /// What is wrong with it.
         what: &'static str,
     },
-    /// The start line or header section is not UTF-8, or a line holds a bare CR or LF.
-    #[error("header section is not UTF-8 text with CRLF line ends")]
+    /// A line of the start line or header section holds a bare CR or LF (lines end with CRLF,
+    /// RFC 3261 §7). (Bytes that are not UTF-8 are [`Error::StartLine`] or [`Error::Header`]
+    /// errors naming where they are.)
+    #[error("a line ends with a bare CR or LF, not CRLF")]
     NotText,
 
     // --- Missing pieces (typed access or validation) ---
@@ -72,14 +74,14 @@ pub enum Error {
 impl Error {
     /// Whether a stream (TCP/TLS) connection must be closed after this error: the message
     /// boundaries are lost (RFC 3261 §18.3, RFC 4475 §3.1.2.3).
+    ///
+    /// A line or a header count over [`ParseLimits`](crate::ParseLimits) is not: a stream
+    /// decoder meets them only in a message it has already framed (its end of headers found
+    /// and its Content-Length read), so the message is skipped and can be answered (513).
     pub fn is_framing(&self) -> bool {
         matches!(
             self,
-            Self::TooLarge { .. }
-                | Self::TooManyHeaders { .. }
-                | Self::LineTooLong { .. }
-                | Self::ContentLength(_)
-                | Self::Incomplete
+            Self::TooLarge { .. } | Self::ContentLength(_) | Self::Incomplete
         )
     }
 

@@ -233,6 +233,15 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
 
 // ---------------------------------------------------------------------------------------------
 
+/// A URI error inside header `name`, said as an error of that header (so that a 400 names it).
+#[cold]
+fn uri_in(name: &'static str, e: Error) -> Error {
+    match e {
+        Error::Uri(what) => Error::header(name, what),
+        other => other,
+    }
+}
+
 /// A name-addr or addr-spec with header parameters (RFC 3261 §20.10, §25.1): the shape of
 /// From, To, Contact, Route, Record-Route, Refer-To, Referred-By and Reply-To values.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -256,7 +265,9 @@ impl<'a> NameAddr<'a> {
         let s = trim(s);
         let b = s.as_bytes();
         let (display, lt) = if b.first() == Some(&b'"') {
-            let end = quoted_end(b, 0).ok_or(bad("unterminated quoted display name"))?;
+            let end = quoted_end(b, 0).ok_or(bad(
+                "quoted display name unterminated or holding a control character",
+            ))?;
             let rest = s.get(end..).unwrap_or_default();
             let skipped = rest.trim_start_matches([' ', '\t']);
             if !skipped.starts_with('<') {
@@ -289,7 +300,7 @@ impl<'a> NameAddr<'a> {
                 .ok_or(bad("missing >"))?;
             let uri_text = inner.get(..gt).unwrap_or_default();
             // No LWS inside the brackets (RFC 4475 §3.1.2.14); the URI scan rejects it.
-            let parts = uri::scan(uri_text)?;
+            let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;
             let params = params_checked(name, inner.get(gt + 1..).unwrap_or_default())?;
             return Ok(Self {
                 display,
@@ -311,7 +322,7 @@ impl<'a> NameAddr<'a> {
         if uri_text.contains(['?', ',']) {
             return Err(bad("a URI with ? or , must be enclosed in <>"));
         }
-        let parts = uri::scan(uri_text)?;
+        let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;
         Ok(Self {
             display: None,
             uri: uri_text,

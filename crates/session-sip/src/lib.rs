@@ -62,9 +62,11 @@
 //!
 //! [`validate_request`] says what a UAS must answer to a request that is well framed but
 //! wrong (400, 405, 415, 416, 420, 483, 501, 505 ...); [`Response::from_request`] builds any
-//! response per RFC 3261 §8.2.6. A request the parser rejects still gets a 400 when
-//! [`bad_request_for`] can find enough headers; responses that fail are dropped
-//! ([`validate_response`]).
+//! response per RFC 3261 §8.2.6. A request the parser rejects still gets an answer (400 naming
+//! the problem, 513 when it is over [`ParseLimits`], 414 for an over-long Request-Line) when
+//! [`bad_request_for`] finds the headers to copy and a top Via to route it by; responses that
+//! fail are dropped ([`validate_response`]). `INPUT_CHOICES.md`, beside this crate's
+//! `Cargo.toml`, lists what each kind of malformed input gets and why.
 //!
 //! ```
 //! use session_sip::{Message, Response, UasPolicy, bad_request_for, validate_request};

@@ -13,7 +13,7 @@ use crate::method::Method;
 use crate::text::split_top_level;
 use crate::uri::Uri;
 
-/// A SIP version, `SIP/major.minor`. Everything but 2.0 draws a 505 (RFC 3261 §8.2.6 / §21.5.7).
+/// A SIP version, `SIP/major.minor`. Everything but 2.0 draws a 505 (RFC 3261 §21.5.6).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Version {
     /// Major number.

@@ -121,6 +121,35 @@ fn line_end(b: &[u8], pos: usize, limits: &ParseLimits) -> Result<(usize, usize)
     }
 }
 
+/// Splits the header line `b[pos..end]` into its name and the start of its value.
+#[inline]
+fn split_line(b: &[u8], pos: usize, end: usize) -> Result<Pending> {
+    let line = b.get(pos..end).unwrap_or_default();
+    let colon = line
+        .iter()
+        .position(|&c| c == b':')
+        .ok_or(Error::header("(unknown)", "line without a colon"))?;
+    let mut name_end = colon;
+    while name_end > 0 && line.get(name_end - 1).copied().is_some_and(is_ws) {
+        name_end -= 1;
+    }
+    let name = line.get(..name_end).unwrap_or_default();
+    if name.is_empty() || !name.iter().copied().all(is_token_byte) {
+        // NUL, bytes over 0x7F (UTF-8 or not) and separators have no place in a field name.
+        return Err(Error::header("(unknown)", "name is not a token"));
+    }
+    let mut vstart = colon + 1;
+    while line.get(vstart).copied().is_some_and(is_ws) {
+        vstart += 1;
+    }
+    Ok(Pending {
+        kind: HeaderName::from_bytes(name),
+        name: (pos, pos + name_end),
+        value: (pos + vstart, end),
+        folded: false,
+    })
+}
+
 /// A header line being collected (it may continue on folded lines).
 #[derive(Clone, Copy)]
 struct Pending {
@@ -131,8 +160,10 @@ struct Pending {
 }
 
 /// Parses the start line position and the header section. With `lenient`, it only splits
-/// (for answering a malformed request): no typed checks, Content-Length errors ignored, and
-/// a missing end of headers tolerated.
+/// (for answering a malformed request): no typed checks, Content-Length errors ignored, a
+/// missing end of headers tolerated, header lines that cannot be split (no colon, a name that
+/// is not a token, a continuation with nothing to continue) skipped, and values that are not
+/// UTF-8 kept with U+FFFD in place of the bad bytes.
 pub(crate) fn parse_head(buf: &Bytes, limits: &ParseLimits, lenient: bool) -> Result<Head> {
     let b: &[u8] = buf;
     let mut pos = 0;
@@ -180,6 +211,8 @@ pub(crate) fn parse_head(buf: &Bytes, limits: &ParseLimits, lenient: bool) -> Re
                     p.value.1 = end;
                     p.folded = true;
                 }
+                // The continuation of a line that was skipped, or of nothing.
+                None if lenient => {}
                 None => return Err(Error::header("(first)", "starts with whitespace")),
             }
         } else {
@@ -194,29 +227,12 @@ pub(crate) fn parse_head(buf: &Bytes, limits: &ParseLimits, lenient: bool) -> Re
                     lenient,
                 )?;
             }
-            let line = b.get(pos..end).unwrap_or_default();
-            let colon = line
-                .iter()
-                .position(|&c| c == b':')
-                .ok_or(Error::header("(unknown)", "line without a colon"))?;
-            let mut name_end = colon;
-            while name_end > 0 && line.get(name_end - 1).copied().is_some_and(is_ws) {
-                name_end -= 1;
+            match split_line(b, pos, end) {
+                Ok(p) => pending = Some(p),
+                // Skipped: the answer to a malformed request needs only the headers it copies.
+                Err(_) if lenient => {}
+                Err(e) => return Err(e),
             }
-            let name = line.get(..name_end).unwrap_or_default();
-            if name.is_empty() || !name.iter().copied().all(is_token_byte) {
-                return Err(Error::header("(unknown)", "name is not a token"));
-            }
-            let mut vstart = colon + 1;
-            while line.get(vstart).copied().is_some_and(is_ws) {
-                vstart += 1;
-            }
-            pending = Some(Pending {
-                kind: HeaderName::from_bytes(name),
-                name: (pos, pos + name_end),
-                value: (pos + vstart, end),
-                folded: false,
-            });
         }
         if next >= b.len() && lenient {
             if let Some(p) = pending.take() {
@@ -284,9 +300,21 @@ fn finish(
     };
     let Some(text) = text else {
         if lenient {
+            // Keep the header, readable: an answer copies From, To, Call-ID and CSeq.
+            let mut v = Vec::with_capacity(line.len() + 2);
+            v.extend_from_slice(buf.get(p.name.0..p.name.1).unwrap_or_default());
+            v.extend_from_slice(b": ");
+            v.extend_from_slice(String::from_utf8_lossy(value).as_bytes());
+            headers.push(Header::from_parts(
+                p.kind,
+                Bytes::from(v),
+                name_len,
+                name_len + 2,
+                Hot::None,
+            ));
             return Ok(());
         }
-        return Err(Error::NotText);
+        return Err(not_utf8(p.kind));
     };
     let hot = if lenient {
         Hot::None
@@ -295,6 +323,17 @@ fn finish(
     };
     headers.push(Header::from_parts(p.kind, line, name_len, value_start, hot));
     Ok(())
+}
+
+/// The error for a header value that is not UTF-8 (RFC 3261 §7.3.1: TEXT-UTF8), naming the
+/// header so that the 400 says which one (§21.4.1).
+#[cold]
+fn not_utf8(kind: HeaderName) -> Error {
+    let name = match kind {
+        HeaderName::Other => "extension",
+        known => known.as_str(),
+    };
+    Error::header(name, "value is not UTF-8")
 }
 
 /// Joins folded lines: each CRLF and the whitespace after it become one SP; ends trimmed.
@@ -380,7 +419,7 @@ pub(crate) fn content_length_value(v: &str, limits: &ParseLimits) -> Result<usiz
 
 fn build(buf: &Bytes, head: Head, body: Bytes) -> Result<Message> {
     let line = buf.get(head.start.0..head.start.1).unwrap_or_default();
-    let line = std::str::from_utf8(line).map_err(|_| Error::NotText)?;
+    let line = std::str::from_utf8(line).map_err(|_| Error::StartLine("not UTF-8 text"))?;
     if line.len() >= 4
         && line
             .get(..4)
@@ -447,9 +486,17 @@ fn parse_status_line(line: &str) -> Result<(Version, StatusCode, &str)> {
     Ok((version, status, reason))
 }
 
-/// For a request the parser rejected: the 400 response to send back, when the bytes are
-/// enough to build one (the Via, From, To, Call-ID and CSeq lines are present). Responses,
-/// ACKs and hopeless input give `None`: drop them silently (RFC 3261 §16.3 / §18.1.2).
+/// For a request the parser rejected: the response to send back statelessly, when the bytes
+/// are enough to build one — the Via, From, To, Call-ID and CSeq lines are present and the top
+/// Via can be read, so the response can be routed (RFC 3261 §8.2.6, §18.2.2). Responses, ACKs
+/// and hopeless input give `None`: drop them silently (§8.1.3.3 / §18.1.2, §17.2.1).
+///
+/// The status follows the error (`crates/session-sip/INPUT_CHOICES.md` lists every case):
+/// 513 Message Too Large for a message, a line or a header count over [`ParseLimits`]
+/// (§21.5.7), 414 Request-URI Too Long when the over-long line is the Request-Line
+/// (§21.4.12), and 400 Bad Request naming the problem otherwise (§21.4.1). Header lines the
+/// parser could not split are left out, and values that are not UTF-8 are copied with U+FFFD
+/// in place of the bad bytes.
 ///
 /// Its To tag comes from `fastrand`'s thread-local generator; [`bad_request_for_with`] draws
 /// it from the caller's.
@@ -476,7 +523,14 @@ pub(crate) fn bad_request_tagged(
     tag: impl FnOnce() -> String,
 ) -> Option<Response> {
     let buf = Bytes::copy_from_slice(buf.get(..limits.max_message_size.min(buf.len()))?);
-    let head = parse_head(&buf, limits, true).ok()?;
+    // The lines and headers are split without their limits: the request may be here because
+    // it broke one, and the work stays bounded by the message size limit applied above.
+    let relaxed = ParseLimits {
+        max_message_size: limits.max_message_size,
+        max_headers: usize::MAX,
+        max_line_length: usize::MAX,
+    };
+    let head = parse_head(&buf, &relaxed, true).ok()?;
     let line = buf.get(head.start.0..head.start.1)?;
     // Responses are dropped, and so is an ACK (it is never answered, RFC 3261 §17.2.1).
     if line.len() < 4 || line.get(..4)?.eq_ignore_ascii_case(b"SIP/") || line.starts_with(b"ACK ") {
@@ -493,15 +547,29 @@ pub(crate) fn bad_request_tagged(
     if needed.iter().any(|&n| h.get(n).is_none()) {
         return None;
     }
+    // §18.2.2: the response goes where the top Via says; no readable Via, nowhere to send it.
+    let top_via = h.get(HeaderName::Via)?.value();
+    Via::parse(split_top_level(top_via, b',').next()?).ok()?;
+    let (status, reason) = match error {
+        Error::LineTooLong { .. } if line.len() > limits.max_line_length => (
+            StatusCode::REQUEST_URI_TOO_LONG,
+            format!("Request-URI Too Long ({error})"),
+        ),
+        Error::TooLarge { .. } | Error::TooManyHeaders { .. } | Error::LineTooLong { .. } => (
+            StatusCode::MESSAGE_TOO_LARGE,
+            format!("Message Too Large ({error})"),
+        ),
+        // RFC 3261 §21.4.1: the phrase should name the problem.
+        _ => (StatusCode::BAD_REQUEST, format!("Bad Request ({error})")),
+    };
     let mut headers = Headers::new();
     for hd in h.iter().filter(|hd| needed.contains(&hd.name())) {
         headers.push(hd.clone());
     }
     let mut resp = Response {
         version: Version::SIP_2_0,
-        status: StatusCode::BAD_REQUEST,
-        // RFC 3261 §21.4.1: the phrase should name the problem.
-        reason: format!("Bad Request ({error})"),
+        status,
+        reason,
         headers,
         body: Bytes::new(),
     };

@@ -89,8 +89,9 @@ pub(crate) fn trim(s: &str) -> &str {
 }
 
 /// Index just past the quoted-string starting at `start` (which must be `"`), or `None` when it
-/// is unterminated or holds an illegal quoted-pair (RFC 3261 §25.1: `"\"` then %x00-09 /
-/// %x0B-0C / %x0E-7F).
+/// is unterminated, holds a control character other than HTAB (`qdtext` is LWS, %x21, %x23-5B,
+/// %x5D-7E or UTF8-NONASCII: no NUL, RFC 3261 §25.1) or an illegal quoted-pair (`"\"` then
+/// %x00-09 / %x0B-0C / %x0E-7F).
 pub(crate) fn quoted_end(s: &[u8], start: usize) -> Option<usize> {
     let mut i = start.checked_add(1)?;
     loop {
@@ -103,7 +104,7 @@ pub(crate) fn quoted_end(s: &[u8], start: usize) -> Option<usize> {
                 }
                 i += 2;
             }
-            b'\r' | b'\n' => return None,
+            0x00..=0x08 | 0x0A..=0x1F | 0x7F => return None,
             _ => i += 1,
         }
     }
@@ -439,6 +440,8 @@ mod tests {
         assert_eq!(quoted_end(br#""a\"b" x"#, 0), Some(6));
         assert_eq!(quoted_end(br#""abc"#, 0), None);
         assert_eq!(quoted_end(b"\"\\\x00\"", 0), Some(4));
+        assert_eq!(quoted_end(b"\"a\x00b\"", 0), None, "NUL is no qdtext");
+        assert_eq!(quoted_end(b"\"a\tb\"", 0), Some(5), "HTAB is LWS");
         assert_eq!(unquote(r#""J Rosenberg \\\"""#), r#"J Rosenberg \""#);
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(unquote(&quote("x\"\\y")), "x\"\\y");

@@ -122,6 +122,52 @@ const fn is_host_byte_class(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
 }
 
+/// `hostname / IPv4address` (RFC 3261 §25.1), in one pass over the bytes:
+/// `hostname = *( domainlabel "." ) toplabel [ "." ]`, where a label is letters, digits and
+/// inner hyphens and the top label starts with a letter (RFC 1123 §2.1). A host whose top label
+/// starts with a digit must be an IPv4 address: four dotted decimal octets of at most 255
+/// (RFC 3261 writes `1*3DIGIT`; RFC 3986 §3.2.2 `dec-octet` bounds it), so `256.256.256.256`
+/// and `1.2.3` are neither.
+fn check_host(host: &[u8]) -> Result<()> {
+    let bad = Err(Error::Uri("bad host"));
+    let body = host.strip_suffix(b".").unwrap_or(host);
+    // The byte before the current one, and the first byte of the current label.
+    let (mut prev, mut label_first) = (b'.', 0u8);
+    for &c in body {
+        if c == b'.' {
+            // A label ends: it must not be empty nor end with a hyphen.
+            if prev == b'.' || prev == b'-' {
+                return bad;
+            }
+        } else if !is_host_byte(c) || (prev == b'.' && c == b'-') {
+            return bad;
+        } else if prev == b'.' {
+            label_first = c;
+        }
+        prev = c;
+    }
+    if prev == b'.' || prev == b'-' {
+        // Empty (or only "."), an empty last label, or a trailing hyphen.
+        return bad;
+    }
+    if label_first.is_ascii_alphabetic() {
+        return Ok(());
+    }
+    // The top label starts with a digit: only an IPv4 address will do.
+    let mut octets = 0;
+    for octet in host.split(|&c| c == b'.') {
+        octets += 1;
+        let value = std::str::from_utf8(octet).ok().and_then(parse_u64);
+        if octet.len() > 3 || value.is_none() {
+            return bad;
+        }
+        if value.is_some_and(|v| v > 255) {
+            return Err(Error::Uri("IPv4 address with an octet over 255"));
+        }
+    }
+    if octets == 4 { Ok(()) } else { bad }
+}
+
 /// Every byte is allowed by `allowed` or starts a `%HH` escape.
 fn all_escaped<F: Fn(u8) -> bool>(s: &[u8], allowed: F) -> bool {
     let mut i = 0;
@@ -251,10 +297,7 @@ fn scan_sip(b: &[u8], start: usize, parts: &mut Parts) -> Result<()> {
             .iter()
             .position(|&c| c == b':')
             .unwrap_or(hostport.len());
-        let host = hostport.get(..len).unwrap_or_default();
-        if host.is_empty() || !host.iter().all(|&c| is_host_byte(c)) {
-            return Err(Error::Uri("bad host"));
-        }
+        check_host(hostport.get(..len).unwrap_or_default())?;
         len
     };
     parts.host = Span::new(host_start, host_start + host_len);

@@ -451,8 +451,8 @@ pub struct Verdict {
 }
 
 /// Parses a datagram and decides what to do with it: the parser, then [`validate_request`]
-/// or [`validate_response`]; a request the parser rejects is answered with 400 when
-/// [`bad_request_for`](crate::bad_request_for) can build one.
+/// or [`validate_response`]; a request the parser rejects is answered (400, 414 or 513) when
+/// [`bad_request_for`](crate::bad_request_for) can build one, and dropped otherwise.
 ///
 /// The To tag of an answer comes from `fastrand`'s thread-local generator;
 /// [`triage_datagram_with`] draws it from the caller's.
@@ -498,6 +498,11 @@ fn triage(
             Ok(()) => (true, Action::Accept, "well-formed request".to_owned()),
             // An ACK is never answered (RFC 3261 §17.2.1): drop it instead.
             Err(r) if req.method == Method::Ack => (!r.malformed, Action::Drop, r.reason),
+            // Without a Via the answer has nowhere to go (§18.2.2), and a client would discard
+            // a response without one (§18.1.2). (A Via that is there was read by the parser.)
+            Err(r) if req.headers.get(HeaderName::Via).is_none() => {
+                (!r.malformed, Action::Drop, r.reason)
+            }
             Err(r) => {
                 let resp = r.response_tagged(req, tag);
                 (!r.malformed, Action::Answer(Box::new(resp)), r.reason)
