@@ -69,6 +69,10 @@ pub use handler::{
 };
 pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};
+/// SIP timers (T1, T2, T4), as [`SessionManagerBuilder::timers`] takes them.
+pub use session_dialog::transaction::TimerConfig;
+/// Codecs, telephone-event and ptime, as [`SessionManagerBuilder::media`] takes them.
+pub use session_media::sdp::negotiate::MediaConfig;
 
 /// Bridges: what [`SessionManager::create_bridge`] and its neighbours take and give.
 pub use session_bridge::{

@@ -740,6 +740,8 @@ impl DriverTask {
                     Ok((len, source)) => {
                         let bytes = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
                         trace_wire("in", Protocol::Udp, source, &bytes);
+                        // The layer above may have changed its mind while we waited.
+                        self.update_shedding();
                         self.ua.handle_datagram(now(), Protocol::Udp, source, &bytes);
                     }
                     // ICMP errors surface here on some systems; the socket stays usable.
@@ -750,12 +752,14 @@ impl DriverTask {
                         if tracing::enabled!(target: WIRE_TRACE_TARGET, tracing::Level::TRACE) {
                             trace_wire("in", Protocol::Tcp, source, &message.to_bytes());
                         }
+                        self.update_shedding();
                         self.ua.handle_message(now(), Protocol::Tcp, source, message);
                         // The connection may frame one more.
                         drop(permit);
                     }
                     Some(TcpInbound::Rejected(source, bytes, permit)) => {
                         trace_wire("in", Protocol::Tcp, source, &bytes);
+                        self.update_shedding();
                         // The same verdict, and answer, as for these bytes in a datagram.
                         self.ua.handle_datagram(now(), Protocol::Tcp, source, &bytes);
                         drop(permit);

@@ -241,3 +241,43 @@ async fn a_full_queue_holds_events_and_loses_none() {
     }
     assert_eq!(arrived, call_ids);
 }
+
+/// The layer above stops refusing while the driver sits idle: the next INVITE is admitted.
+/// (The shedding state used to be set only before the driver waited, so the first INVITE after
+/// a quiet spell was judged by the old answer — a spurious 503 right after a slot came free.)
+#[tokio::test]
+async fn refusing_turned_off_while_idle_admits_the_next_invite() {
+    let (handle, _events) = SipDriver::start(DriverConfig {
+        udp: true,
+        tcp: false,
+        ..DriverConfig::default()
+    })
+    .await
+    .unwrap();
+    let server = handle.local_addr();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = Uri::parse(&format!("sip:ua@{server}")).unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let mut first_answer = async |caller: &mut ScriptedPeer| {
+        socket
+            .send_to(&caller.invite().to_bytes(), server)
+            .await
+            .unwrap();
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        match Message::parse(Bytes::copy_from_slice(&buf[..len])).unwrap() {
+            Message::Response(response) => response.status,
+            Message::Request(_) => panic!("a request came back"),
+        }
+    };
+    let me = socket.local_addr().unwrap();
+    handle.refuse_new_calls(true);
+    let mut a = ScriptedPeer::new("a", me, target.clone());
+    assert_eq!(first_answer(&mut a).await, StatusCode::SERVICE_UNAVAILABLE);
+    // The driver is idle now; the layer above has room again.
+    handle.refuse_new_calls(false);
+    let mut b = ScriptedPeer::new("b", me, target);
+    assert_eq!(first_answer(&mut b).await, StatusCode::TRYING);
+}
