@@ -80,6 +80,9 @@ pub enum SessionError {
     /// Binding the SIP transport failed.
     #[error("SIP transport: {0}")]
     Driver(#[from] session_dialog::driver::DriverError),
+    /// Binding the metrics listener (`SessionManagerBuilder::metrics_address`) failed.
+    #[error("metrics listener: {0}")]
+    MetricsListener(#[source] std::io::Error),
     /// The manager was shut down.
     #[error("the session manager has shut down")]
     Shutdown,
@@ -107,6 +110,7 @@ impl SessionError {
             Self::InvalidState { .. }
             | Self::InvalidInput { .. }
             | Self::Driver(_)
+            | Self::MetricsListener(_)
             | Self::DependencyCycle(_) => None,
         }
     }
@@ -133,9 +137,11 @@ impl Classify for SessionError {
         match self {
             // The peer said no: it cannot or will not work with this call.
             Self::Rejected { .. } | Self::TransferFailed { .. } => ErrorKind::Incompatible,
-            Self::Timeout | Self::Transport | Self::Driver(_) | Self::Shutdown => {
-                ErrorKind::Unavailable
-            }
+            Self::Timeout
+            | Self::Transport
+            | Self::Driver(_)
+            | Self::MetricsListener(_)
+            | Self::Shutdown => ErrorKind::Unavailable,
             Self::Cancelled
             | Self::Ended(_)
             | Self::InvalidState { .. }

@@ -57,6 +57,7 @@ mod groups;
 mod handler;
 mod manager;
 mod media;
+mod metrics;
 mod session_timer;
 
 pub use call::{CallSession, CallStats};

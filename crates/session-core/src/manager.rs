@@ -15,7 +15,7 @@ use session_dialog::endpoint::{EndpointConfig, Protocol};
 use session_dialog::transaction::TimerConfig;
 use session_events::{EventBus, Filter, Subscription};
 use session_media::sdp::negotiate::MediaConfig;
-use session_resources::{AdmissionController, Limits, PortPool};
+use session_resources::{AdmissionController, Limits, Metrics, MetricsSnapshot, PortPool};
 use session_sip::{Header, Uri};
 use session_tracer::SessionTracer;
 use session_types::{GroupId, SessionId};
@@ -33,6 +33,8 @@ pub struct SessionManagerBuilder {
     admission: Option<AdmissionController>,
     ports: Option<PortPool>,
     tracer: Option<SessionTracer>,
+    metrics: Option<Metrics>,
+    metrics_address: Option<SocketAddr>,
 }
 
 impl SessionManagerBuilder {
@@ -44,12 +46,32 @@ impl SessionManagerBuilder {
             admission: None,
             ports: None,
             tracer: None,
+            metrics: None,
+            metrics_address: None,
         }
     }
 
     /// Records every session's timeline (SIP in and out, states, media, DTMF) in `tracer`.
     pub fn tracer(mut self, tracer: SessionTracer) -> Self {
         self.tracer = Some(tracer);
+        self
+    }
+
+    /// The registry the manager records its metrics into (a new one by default; see
+    /// [`SessionManager::metrics`] for the names). Share one with the application to export its
+    /// own metrics next to the manager's.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves the metrics at `GET /metrics` on `address` (plain HTTP/1.1, the Prometheus text
+    /// format 0.0.4; port 0 picks one, see [`SessionManager::metrics_addr`]). Off by default.
+    /// One connection is answered at a time and then closed; a request may be 8 KiB at most
+    /// and a connection lasts 5 s at most. Expose it to the monitoring network only: there is
+    /// no authentication.
+    pub fn metrics_address(mut self, address: SocketAddr) -> Self {
+        self.metrics_address = Some(address);
         self
     }
 
@@ -213,7 +235,19 @@ impl SessionManagerBuilder {
             admission,
             ports,
             tracer,
+            metrics,
+            metrics_address,
         } = self;
+        // Bound first: a taken port fails the start before anything else is made.
+        let metrics_listener = match metrics_address {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(SessionError::MetricsListener)?,
+            ),
+            None => None,
+        };
+        let metrics = metrics.unwrap_or_default();
         let ports = match ports {
             Some(ports) => ports,
             None => PortPool::new(config.media_ports.clone())?,
@@ -287,6 +321,7 @@ impl SessionManagerBuilder {
             commands: commands.clone(),
             inbox,
             gauges: gauges.clone(),
+            metrics: crate::metrics::CallMetrics::new(&metrics),
             local_ip,
             our_uri: our_uri.clone(),
             tracer,
@@ -297,6 +332,30 @@ impl SessionManagerBuilder {
             stop: stop.clone(),
         };
         let task = tokio::spawn(Core::run(parts));
+        let exporter = Arc::new(crate::metrics::Exporter::new(
+            metrics,
+            gauges.clone(),
+            admission.clone(),
+            ports.clone(),
+            sip.clone(),
+            bus.clone(),
+        ));
+        // Stopped by `shutdown`, or with the manager task when the last handle goes.
+        let metrics_stop = stop.child_token();
+        let (metrics_addr, metrics_task) = match metrics_listener {
+            Some(listener) => {
+                let address = listener
+                    .local_addr()
+                    .map_err(SessionError::MetricsListener)?;
+                let server = tokio::spawn(crate::metrics::serve(
+                    listener,
+                    exporter.clone(),
+                    metrics_stop.clone(),
+                ));
+                (Some(address), Some(server))
+            }
+            None => (None, None),
+        };
         Ok(SessionManager {
             inner: Arc::new(Inner {
                 commands,
@@ -312,6 +371,10 @@ impl SessionManagerBuilder {
                 sip,
                 groups,
                 dependencies,
+                exporter,
+                metrics_addr,
+                metrics_stop,
+                metrics_task: parking_lot::Mutex::new(metrics_task),
                 stop,
                 task: parking_lot::Mutex::new(Some(task)),
             }),
@@ -336,6 +399,13 @@ struct Inner {
     groups: Arc<crate::groups::Groups>,
     /// Which session depends on which.
     dependencies: Arc<crate::dependencies::Dependencies>,
+    /// The metrics registry and what it reads at scrape time.
+    exporter: Arc<crate::metrics::Exporter>,
+    /// Where `GET /metrics` is served, if it is.
+    metrics_addr: Option<SocketAddr>,
+    /// Stops the metrics server (a child of `stop`).
+    metrics_stop: tokio_util::sync::CancellationToken,
+    metrics_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Stops the task when the last handle goes without `shutdown`.
     stop: tokio_util::sync::CancellationToken,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -447,6 +517,29 @@ impl SessionManager {
     /// Sessions alive now.
     pub fn active_calls(&self) -> usize {
         self.inner.gauges.calls.load(Ordering::Relaxed)
+    }
+
+    /// The registry the manager records into: `calls_inbound_total`, `calls_outbound_total`,
+    /// `calls_active`, `calls_ended_{local_hangup,remote_hangup,cancelled,failed,shutdown}_total`
+    /// (each call counted once, when it ends), the histograms `setup_time_ms` and
+    /// `talk_time_ms` (answered calls) and `rtp_lost_packets`, `rtp_jitter_us`, `mos_x100`
+    /// (answered calls with our media; `mos_x100` once something was received), all recorded
+    /// as calls end; and, brought up to date by
+    /// [`SessionManager::metrics_snapshot`] and each scrape, `admission_active`, `ports_in_use`,
+    /// `calls_shed_total`, `admission_refused_total` and `event_bus_dropped_total`.
+    pub fn metrics(&self) -> &Metrics {
+        self.inner.exporter.registry()
+    }
+
+    /// Every metric, with the figures read from the resources brought up to date first.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        self.inner.exporter.refresh();
+        self.inner.exporter.registry().snapshot()
+    }
+
+    /// Where `GET /metrics` is served ([`SessionManagerBuilder::metrics_address`]), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.inner.metrics_addr
     }
 
     /// New calls refused at the door so far: INVITEs answered 503 with Retry-After by the SIP
@@ -745,6 +838,12 @@ impl SessionManager {
         let task = self.inner.task.lock().take();
         if let Some(task) = task {
             let _ = task.await;
+        }
+        // The final figures stay readable through `metrics`; the listener closes.
+        self.inner.metrics_stop.cancel();
+        let server = self.inner.metrics_task.lock().take();
+        if let Some(server) = server {
+            let _ = server.await;
         }
     }
 }

@@ -462,6 +462,82 @@ impl MetricsSnapshot {
     }
 }
 
+impl MetricsSnapshot {
+    /// The snapshot in the Prometheus text exposition format 0.0.4: a `# TYPE` line and the
+    /// samples of each metric, counters first, then gauges, then histograms. Every name is
+    /// `prefix` followed by the metric's name (give the separator in `prefix`: `"sip_"`), with
+    /// any character outside `[a-zA-Z0-9_:]` replaced by `_` (and a `_` in front of a leading
+    /// digit). A histogram has one cumulative `_bucket` line per bucket holding values, with
+    /// the bucket's highest value as its `le` bound, then `le="+Inf"`, `_sum` and `_count`.
+    ///
+    /// ```
+    /// use session_resources::Metrics;
+    ///
+    /// let metrics = Metrics::new();
+    /// metrics.counter("calls_total").add(2);
+    /// assert_eq!(
+    ///     metrics.snapshot().to_prometheus("sip_"),
+    ///     "# TYPE sip_calls_total counter\nsip_calls_total 2\n"
+    /// );
+    /// ```
+    pub fn to_prometheus(&self, prefix: &str) -> String {
+        use fmt::Write as _;
+        let mut out = String::with_capacity(
+            64 * (self.counters.len() + self.gauges.len())
+                + self
+                    .histograms
+                    .iter()
+                    .map(|(_, h)| 128 + 48 * h.buckets.len())
+                    .sum::<usize>(),
+        );
+        // Writing into a String cannot fail.
+        for (name, value) in &self.counters {
+            let name = prometheus_name(prefix, name);
+            let _ = write!(out, "# TYPE {name} counter\n{name} {value}\n");
+        }
+        for (name, value) in &self.gauges {
+            let name = prometheus_name(prefix, name);
+            let _ = write!(out, "# TYPE {name} gauge\n{name} {value}\n");
+        }
+        for (name, histogram) in &self.histograms {
+            let name = prometheus_name(prefix, name);
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            let mut cumulative = 0u64;
+            for bucket in &histogram.buckets {
+                cumulative = cumulative.saturating_add(bucket.count);
+                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", bucket.high);
+            }
+            let _ = write!(
+                out,
+                "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n",
+                count = histogram.count,
+                sum = histogram.sum,
+            );
+        }
+        out
+    }
+}
+
+/// `prefix` and `name` joined, every character outside `[a-zA-Z0-9_:]` replaced by `_`, and a
+/// `_` in front when the result would start with a digit (or be empty).
+fn prometheus_name(prefix: &str, name: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + name.len() + 1);
+    for c in prefix.chars().chain(name.chars()) {
+        if out.is_empty() && c.is_ascii_digit() {
+            out.push('_');
+        }
+        out.push(if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            c
+        } else {
+            '_'
+        });
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
 impl fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, value) in &self.counters {
@@ -617,6 +693,73 @@ mod tests {
             "counter a_first 1\ncounter calls 3\ngauge up 4\n\
              histogram setup_ns count=1 min=10 p50=10 p90=10 p99=10 max=10 mean=10\n"
         );
+    }
+
+    #[test]
+    fn prometheus_text_of_a_small_registry() {
+        let metrics = Metrics::new();
+        metrics.counter("calls_total").add(3);
+        metrics.gauge("calls-active").set(-2);
+        let setup = metrics.histogram("setup_ms");
+        for value in [5, 5, 40] {
+            setup.record(value);
+        }
+        assert_eq!(
+            metrics.snapshot().to_prometheus("sip_"),
+            "# TYPE sip_calls_total counter\n\
+             sip_calls_total 3\n\
+             # TYPE sip_calls_active gauge\n\
+             sip_calls_active -2\n\
+             # TYPE sip_setup_ms histogram\n\
+             sip_setup_ms_bucket{le=\"5\"} 2\n\
+             sip_setup_ms_bucket{le=\"43\"} 3\n\
+             sip_setup_ms_bucket{le=\"+Inf\"} 3\n\
+             sip_setup_ms_sum 50\n\
+             sip_setup_ms_count 3\n"
+        );
+    }
+
+    #[test]
+    fn prometheus_buckets_are_cumulative() {
+        let metrics = Metrics::new();
+        let h = metrics.histogram("latency_us");
+        for value in [1, 100, 100, 10_000, 1_000_000] {
+            h.record(value);
+        }
+        let text = metrics.snapshot().to_prometheus("");
+        let buckets: Vec<(String, u64)> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("latency_us_bucket{le=\""))
+            .map(|rest| {
+                let (le, count) = rest.split_once("\"} ").unwrap();
+                (le.to_owned(), count.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(buckets.len(), 5, "{text}");
+        assert_eq!(
+            buckets.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+            [1, 3, 4, 5, 5]
+        );
+        assert_eq!(buckets.last().unwrap().0, "+Inf");
+        // The bounds ascend and each holds its values.
+        let bounds: Vec<u64> = buckets[..4]
+            .iter()
+            .map(|(le, _)| le.parse().unwrap())
+            .collect();
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+        assert_eq!(bounds[0], 1);
+        assert!(bounds[1] >= 100 && bounds[2] >= 10_000 && bounds[3] >= 1_000_000);
+        assert!(text.contains("latency_us_count 5\n"));
+        assert!(text.contains("latency_us_sum 1010201\n"));
+    }
+
+    #[test]
+    fn prometheus_names_are_sanitised() {
+        assert_eq!(prometheus_name("", "calls.total"), "calls_total");
+        assert_eq!(prometheus_name("", "9lives"), "_9lives");
+        assert_eq!(prometheus_name("a:b-", "c d"), "a:b_c_d");
+        assert_eq!(prometheus_name("", ""), "_");
+        assert_eq!(prometheus_name("sip_", "é"), "sip__");
     }
 
     #[test]

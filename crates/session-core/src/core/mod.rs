@@ -279,6 +279,7 @@ pub(crate) struct CoreParts {
     /// Cancelled when the last manager handle is dropped without `shutdown`.
     pub(crate) stop: tokio_util::sync::CancellationToken,
     pub(crate) gauges: Arc<Gauges>,
+    pub(crate) metrics: crate::metrics::CallMetrics,
     pub(crate) local_ip: IpAddr,
     pub(crate) our_uri: Uri,
     pub(crate) tracer: Option<SessionTracer>,
@@ -298,6 +299,8 @@ pub(crate) struct Core {
     pub(crate) ports: PortPool,
     pub(crate) commands: CommandSender,
     pub(crate) gauges: Arc<Gauges>,
+    /// Per-call metrics, recorded as sessions are created and end.
+    pub(crate) metrics: crate::metrics::CallMetrics,
     pub(crate) local_ip: IpAddr,
     pub(crate) our_uri: Uri,
     /// Boxed: a call is a few hundred bytes, and a map's spare capacity should not be.
@@ -345,6 +348,7 @@ impl Core {
             commands,
             mut inbox,
             gauges,
+            metrics,
             local_ip,
             our_uri,
             tracer,
@@ -367,6 +371,7 @@ impl Core {
             ports,
             commands,
             gauges,
+            metrics,
             local_ip,
             our_uri,
             calls: HashMap::with_capacity(reserve),
@@ -1035,6 +1040,7 @@ impl Core {
         };
         self.calls.insert(id, Box::new(Call::new(shared, permit)));
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
+        self.metrics.created(direction, self.calls.len());
         tracing::debug!(session_id = %id, call_id = %call_id, ?direction, "session created");
         self.publish(SessionEvent::SessionCreated {
             session_id: id,
@@ -1151,6 +1157,7 @@ impl Core {
         };
         call.shared.status.lock().ended = Some(now());
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
+        self.metrics.set_active(self.calls.len());
         if let Some(dialog) = call.dialog.take() {
             self.by_dialog.remove(&dialog);
         }
@@ -1199,6 +1206,7 @@ impl Core {
                     session_id: session,
                 });
             }
+            self.metrics.ended(reason, &stats);
             // The final figures, readable from every handle from now on.
             call.shared.status.lock().final_stats = Some(stats.clone());
             self.publish(SessionEvent::SessionTerminated {
