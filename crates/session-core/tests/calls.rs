@@ -1514,6 +1514,8 @@ async fn a_bridged_call_put_on_hold_by_its_peer_is_sent_nothing_until_resumed() 
     );
 
     within(from_alice.hold()).await.unwrap();
+    // Bob's side takes note a moment after answering the re-INVITE.
+    within(at_bob_a.wait_for(|s| s == CallState::OnHold)).await;
     assert!(at_bob_a.is_remote_hold());
     let member = bob.manager.member_stats(&at_bob_a).expect("bridged");
     assert!(
@@ -1544,6 +1546,7 @@ async fn a_bridged_call_put_on_hold_by_its_peer_is_sent_nothing_until_resumed() 
     );
 
     within(from_alice.resume()).await.unwrap();
+    within(at_bob_a.wait_for(|s| s == CallState::Active)).await;
     assert!(!at_bob_a.is_remote_hold());
     assert!(
         hears_tone(&mut alice_hears, 1000.0, 440.0).await,
