@@ -969,6 +969,22 @@ impl Endpoint {
         self.table.reserve(additional);
     }
 
+    /// Gives back room a past peak left (see [`TransactionTable::shrink_sparse`]).
+    pub fn shrink_sparse(&mut self, floor: usize) {
+        self.table.shrink_sparse(floor);
+        if self.transmits.len() * 4 < self.transmits.capacity() {
+            self.transmits.shrink_to(self.transmits.len() * 2);
+        }
+        if self.events.len() * 4 < self.events.capacity() {
+            self.events.shrink_to(self.events.len() * 2);
+        }
+    }
+
+    /// Room for transactions in the endpoint's table (for tests and metrics).
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
     /// Hands out the id of a client transaction that starts later (see
     /// [`Endpoint::send_cancel`]).
     pub(crate) fn reserve_id(&mut self) -> TransactionId {

@@ -383,7 +383,17 @@ pub struct UserAgent {
     /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
     timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
     events: VecDeque<UaEvent>,
+    /// Calls room was reserved for ([`UserAgent::reserve`]): maps never shrink below it.
+    reserved: usize,
+    /// When the maps were last checked for room a past peak left.
+    last_shrink: Option<Instant>,
+    /// A check was due later than a timeout that came: one more wake-up is owed for it.
+    shrink_pending: bool,
 }
+
+/// How often the user agent checks its maps for room a past peak left (hash maps keep the
+/// capacity of their peak: after a burst of 100,000 calls they would hold it for ever).
+const SHRINK_EVERY: Duration = Duration::from_secs(10);
 
 impl UserAgent {
     /// A user agent. Its random values come from one generator seeded with
@@ -405,7 +415,45 @@ impl UserAgent {
             server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
+            reserved: 0,
+            last_shrink: None,
+            shrink_pending: false,
         }
+    }
+
+    /// Room for entries in every map and heap the user agent and its endpoint keep (for tests
+    /// and metrics; it falls back after a peak, see [`UserAgent::handle_timeout`]).
+    pub fn capacity(&self) -> usize {
+        self.dialogs.capacity()
+            + self.client_invites.capacity()
+            + self.server_invites.capacity()
+            + self.timers.capacity()
+            + self.endpoint.capacity()
+    }
+
+    /// Every [`SHRINK_EVERY`], maps holding less than a quarter of their capacity shrink to
+    /// twice their length (never below what [`UserAgent::reserve`] asked for).
+    fn shrink_if_due(&mut self, now: Instant) {
+        let due = self
+            .last_shrink
+            .is_none_or(|last| now.saturating_duration_since(last) >= SHRINK_EVERY);
+        if !due {
+            self.shrink_pending = true;
+            return;
+        }
+        self.shrink_pending = false;
+        self.last_shrink = Some(now);
+        let floor = self.reserved;
+        crate::transaction::table::shrink_map(&mut self.dialogs, floor);
+        crate::transaction::table::shrink_map(&mut self.client_invites, floor);
+        crate::transaction::table::shrink_map(&mut self.server_invites, floor);
+        if self.timers.len() * 4 < self.timers.capacity() {
+            self.timers.shrink_to((self.timers.len() * 2).max(floor));
+        }
+        if self.events.len() * 4 < self.events.capacity() {
+            self.events.shrink_to(self.events.len() * 2);
+        }
+        self.endpoint.shrink_sparse(floor.saturating_mul(2));
     }
 
     /// The seed of the user agent's random generator: [`UaConfig::rng_seed`] when it was
@@ -464,6 +512,7 @@ impl UserAgent {
     /// Makes room for `calls` more concurrent calls (dialogs and their transactions), so a
     /// burst does not pause to grow and rehash the maps.
     pub fn reserve(&mut self, calls: usize) {
+        self.reserved = self.reserved.saturating_add(calls);
         self.dialogs.reserve(calls);
         self.server_invites.reserve(calls);
         self.client_invites.reserve(calls);
@@ -501,7 +550,12 @@ impl UserAgent {
             self.timers.pop();
         }
         let ours = self.timers.peek().map(|Reverse((at, _))| *at);
-        [ours, self.endpoint.poll_timeout()]
+        // A skipped room check comes back once, so an idle user agent gives room back too.
+        let shrink = self
+            .shrink_pending
+            .then(|| self.last_shrink.map(|last| last + SHRINK_EVERY))
+            .flatten();
+        [ours, self.endpoint.poll_timeout(), shrink]
             .into_iter()
             .flatten()
             .min()
@@ -551,6 +605,7 @@ impl UserAgent {
         }
         self.endpoint.handle_timeout(now);
         self.pump(now);
+        self.shrink_if_due(now);
     }
 
     /// A datagram arrived.

@@ -281,3 +281,56 @@ async fn refusing_turned_off_while_idle_admits_the_next_invite() {
     let mut b = ScriptedPeer::new("b", me, target);
     assert_eq!(first_answer(&mut b).await, StatusCode::TRYING);
 }
+
+/// After a burst, the maps give back the room of their peak (hash maps keep it otherwise):
+/// 2,000 calls answered and hung up, the timers run out, and the capacity falls back.
+#[test]
+fn the_maps_give_back_the_room_of_a_past_peak() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let source = SocketAddr::from(([127, 0, 0, 1], 5062));
+    let mut callers: Vec<ScriptedPeer> =
+        (0..2_000).map(|i| caller(&format!("c{i}"), 5062)).collect();
+    let mut txs = Vec::new();
+    for caller in &mut callers {
+        ua.handle_datagram(t0, Protocol::Udp, source, &caller.invite().to_bytes());
+        while let Some(event) = ua.poll_event() {
+            if let UaEvent::IncomingInvite { tx, .. } = event {
+                txs.push(tx);
+            }
+        }
+    }
+    for tx in txs {
+        ua.answer(t0, tx, StatusCode::OK, Vec::new(), None).unwrap();
+    }
+    let mut answers = Vec::new();
+    while let Some(bytes) = next(&mut ua) {
+        answers.push(bytes);
+    }
+    for (caller, bytes) in callers.iter_mut().zip(answers.iter().filter(|b| {
+        matches!(Message::parse((*b).clone()), Ok(Message::Response(r)) if r.status == StatusCode::OK)
+    })) {
+        caller.expect_response(Some(bytes.clone()), StatusCode::OK).unwrap();
+        ua.handle_datagram(t0, Protocol::Udp, source, &caller.ack().to_bytes());
+        ua.handle_datagram(t0, Protocol::Udp, source, &caller.bye().to_bytes());
+    }
+    while ua.poll_transmit().is_some() {}
+    while ua.poll_event().is_some() {}
+    let peak = ua.capacity();
+    assert!(peak > 4_000, "the burst grew the maps: {peak}");
+    // Every timer runs out (Timer J/L etc.), then the room check comes due.
+    let mut now = t0;
+    for _ in 0..12 {
+        now += Duration::from_secs(10);
+        ua.handle_timeout(now);
+        if let Some(at) = ua.poll_timeout() {
+            ua.handle_timeout(at.max(now));
+        }
+    }
+    assert_eq!(ua.state_count(), 0, "every call is gone");
+    let after = ua.capacity();
+    assert!(
+        after * 10 < peak,
+        "the capacity fell back from {peak} to {after}"
+    );
+}

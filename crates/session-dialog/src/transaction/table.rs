@@ -40,6 +40,17 @@ impl Hasher for IdHasher {
 /// A map keyed by [`TransactionId`] with [`IdHasher`].
 pub(crate) type IdMap<V> = HashMap<TransactionId, V, BuildHasherDefault<IdHasher>>;
 
+/// Shrinks `map` to twice its length (at least `floor`) when it holds less than a quarter of
+/// its capacity: hash maps keep the room of their peak otherwise.
+pub(crate) fn shrink_map<K: Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+    floor: usize,
+) {
+    if map.len() * 4 < map.capacity() && map.capacity() > floor {
+        map.shrink_to((map.len() * 2).max(floor));
+    }
+}
+
 /// One of the four transaction machines.
 #[derive(Debug)]
 pub enum Transaction {
@@ -146,6 +157,24 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         self.slots.reserve(additional);
         self.index.reserve(additional);
         self.timers.reserve(additional);
+    }
+
+    /// Gives back room a past peak left: a map holding less than a quarter of its capacity
+    /// shrinks to twice its length, never below `floor` entries.
+    pub fn shrink_sparse(&mut self, floor: usize) {
+        shrink_map(&mut self.slots, floor);
+        shrink_map(&mut self.index, floor);
+        if self.timers.len() * 4 < self.timers.capacity() {
+            self.timers.shrink_to((self.timers.len() * 2).max(floor));
+        }
+        if self.actions.len() * 4 < self.actions.capacity() {
+            self.actions.shrink_to(self.actions.len() * 2);
+        }
+    }
+
+    /// Room for entries in the maps and heaps (for tests and metrics).
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity() + self.index.capacity() + self.timers.capacity()
     }
 
     /// Adds a transaction under `key`; `None` if a transaction with that key is already live
