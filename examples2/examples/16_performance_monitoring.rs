@@ -115,7 +115,7 @@ async fn round(dialer: &SessionManager, customers: &SessionManager) -> Result<u6
             }
             _ => {
                 within("ringing", call.wait_for(|s| s == CallState::Ringing)).await;
-                call.end().await?;
+                call.hangup().await?;
             }
         }
     }

@@ -174,6 +174,7 @@ async fn three_baresips_in_our_conference_each_hear_the_two_others_and_not_thems
     let room = manager.create_bridge(TechnologyChoice::ForceMixer).unwrap();
 
     // Every call: answered, then joined to the room once established.
+    // Test-only: one entry per baresip that calls in (three).
     let (joined_tx, mut joined) = mpsc::unbounded_channel::<Result<CallSession, String>>();
     let host = manager.clone();
     tokio::spawn(async move {
@@ -381,6 +382,7 @@ async fn baresip_calls_sipp_through_our_b2bua_and_hears_its_own_tone_echoed() {
 
     // The B2BUA: every call carried to SIPp; the A legs and the outcomes come back here.
     let (manager, mut incoming) = start_manager(43_300..=43_399, CallDecision::DeferSilently).await;
+    // Test-only: one A leg and one outcome per call of the test (one).
     let (a_legs, mut a_leg) = mpsc::unbounded_channel();
     let (outcomes, mut outcome) = mpsc::unbounded_channel();
     let b2bua = manager.clone();

@@ -279,12 +279,6 @@ impl CallSession {
         outcome.await.map_err(|_| SessionError::Shutdown)?
     }
 
-    /// Ends the call whatever its state: BYE once answered, CANCEL while our INVITE is
-    /// pending, 480 Temporarily Unavailable for an incoming call not answered yet.
-    pub async fn end(&self) -> Result<()> {
-        self.run(Operation::End).await
-    }
-
     /// Answers a deferred incoming call with the manager's media.
     pub async fn accept(&self) -> Result<()> {
         self.accept_with(AcceptOptions::default()).await

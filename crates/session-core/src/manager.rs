@@ -676,13 +676,13 @@ impl SessionManager {
         self.inner.bus.subscribe(Filter::group(group))
     }
 
-    /// Ends every member's call ([`CallSession::end`]) and returns how many it asked to end;
+    /// Ends every member's call ([`CallSession::hangup`]: BYE, CANCEL, or 480) and returns how many it asked to end;
     /// the calls leave the group as they end.
     pub async fn hangup_group(&self, group: GroupId) -> usize {
         let mut ended = 0;
         for session in self.group_members(group).unwrap_or_default() {
             if let Some(call) = self.session(session).await
-                && call.end().await.is_ok()
+                && call.hangup().await.is_ok()
             {
                 ended += 1;
             }

@@ -1127,6 +1127,7 @@ async fn b2bua_to(
     let (handler, mut incoming) = session_core::IncomingCalls::channel(8);
     let handler = handler.deferring_with(CallDecision::DeferSilently);
     let manager = builder(ports).handler(handler).start().await.unwrap();
+    // Test-only: one outcome per call the test places (a handful), read by the test.
     let (outcomes, outcome_rx) = tokio::sync::mpsc::unbounded_channel();
     let b2bua = manager.clone();
     tokio::spawn(async move {

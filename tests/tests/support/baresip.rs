@@ -176,6 +176,8 @@ impl BaresipBuilder {
             .spawn()
             .unwrap();
         let output = Arc::new(Mutex::new(String::new()));
+        // Test-only: the lines one baresip prints during one test (it quits within
+        // `quit_after`), read as they come.
         let (line_tx, mut lines) = mpsc::unbounded_channel();
         collect_lines(
             child.stdout.take().unwrap(),
@@ -263,6 +265,7 @@ impl Control {
             .await
             .unwrap_or_else(|e| panic!("baresip's ctrl_tcp port {port}: {e}"));
         let (read, ctrl) = stream.into_split();
+        // Test-only: the control events of one baresip during one test.
         let (event_tx, events) = mpsc::unbounded_channel();
         tokio::spawn(read_netstrings(read, event_tx));
         Self {

@@ -19,12 +19,11 @@
 //! issue's measure (aim ≤ 2×).
 
 use super::load::{
-    Guard, clear_progress, clock_ticks, cpu_ticks, last_stat, live_progress, load_average,
-    thousands, uac_command,
+    Guard, clock_ticks, cpu_ticks, last_stat, load_average, start_sipp_uas, thousands, uac_command,
+    wait_for_client,
 };
-use super::{Ctx, Example, START_LIMIT, free_port, port_bound};
+use super::{Ctx, Example};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The `--b2bua` settings.
@@ -152,28 +151,6 @@ fn ctx_for(example: &Path, dir: &Path, name: &str) -> Result<Ctx, String> {
     })
 }
 
-/// SIPp's built-in UAS on a free port, running until dropped; returns it and the port.
-fn start_sipp_uas(ctx: &Ctx) -> Result<(Guard, u16), String> {
-    let port = free_port()?;
-    let mut command = Command::new("sipp");
-    command
-        .current_dir(&ctx.work)
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-nostdin"])
-        .args(["-p", &port.to_string()]);
-    let mut guard = Guard::spawn(command, &ctx.work.join("sipp-uas.log"))?;
-    let deadline = Instant::now() + START_LIMIT;
-    while !port_bound(port, false) {
-        if guard.exited() {
-            return Err("SIPp's UAS exited before binding".to_owned());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("SIPp's UAS did not bind within {START_LIMIT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok((guard, port))
-}
-
 /// Which example 20 a step runs.
 #[derive(Clone, Copy)]
 enum Server {
@@ -215,18 +192,7 @@ fn step(
     let began = Instant::now();
     let mut client = Guard::spawn(command, &ctx.work.join("sipp-uac.log"))?;
     let limit = Duration::from_secs(timeout + 15);
-    let exit = loop {
-        if let Ok(Some(status)) = client.child.try_wait() {
-            break status.code().unwrap_or(-1);
-        }
-        if began.elapsed() >= limit {
-            client.terminate();
-            break -1;
-        }
-        live_progress(&name, &ctx.work, calls, began);
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    clear_progress();
+    let exit = wait_for_client(&mut client, limit, &name, &ctx.work, calls, began, || {});
     let cpu = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / hz;
     server.stop()?;
     let stat = last_stat(&ctx.work.join("stat.csv"));

@@ -319,23 +319,7 @@ impl Running {
                 Ok((Self::Ours(Some(uas)), address.port()))
             }
             Server::Sipp => {
-                let port = free_port()?;
-                let mut command = Command::new("sipp");
-                command
-                    .current_dir(&ctx.work)
-                    .args(["-sn", "uas", "-i", "127.0.0.1", "-nostdin"])
-                    .args(["-p", &port.to_string()]);
-                let mut guard = Guard::spawn(command, &ctx.work.join("sipp-uas.log"))?;
-                let deadline = Instant::now() + START_LIMIT;
-                while !port_bound(port, false) {
-                    if guard.exited() {
-                        return Err("SIPp's UAS exited before binding".to_owned());
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(format!("SIPp's UAS did not bind within {START_LIMIT:?}"));
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                let (guard, port) = start_sipp_uas(ctx)?;
                 Ok((Self::Sipp(guard), port))
             }
         }
@@ -362,6 +346,56 @@ impl Running {
             }
         }
     }
+}
+
+/// SIPp's built-in UAS on a free loopback port, running until dropped; returns once it has
+/// bound, with its port.
+pub(super) fn start_sipp_uas(ctx: &Ctx) -> Result<(Guard, u16), String> {
+    let port = free_port()?;
+    let mut command = Command::new("sipp");
+    command
+        .current_dir(&ctx.work)
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-nostdin"])
+        .args(["-p", &port.to_string()]);
+    let mut guard = Guard::spawn(command, &ctx.work.join("sipp-uas.log"))?;
+    let deadline = Instant::now() + START_LIMIT;
+    while !port_bound(port, false) {
+        if guard.exited() {
+            return Err("SIPp's UAS exited before binding".to_owned());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("SIPp's UAS did not bind within {START_LIMIT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok((guard, port))
+}
+
+/// Waits for SIPp's client to exit (killing it at `limit` after `began`), showing its progress
+/// and calling `each_tick` every 250 ms; returns its exit code (−1 when killed).
+pub(super) fn wait_for_client(
+    client: &mut Guard,
+    limit: Duration,
+    label: &str,
+    work: &Path,
+    calls: u32,
+    began: Instant,
+    mut each_tick: impl FnMut(),
+) -> i32 {
+    let exit = loop {
+        each_tick();
+        if let Ok(Some(status)) = client.child.try_wait() {
+            break status.code().unwrap_or(-1);
+        }
+        if began.elapsed() >= limit {
+            client.terminate();
+            break -1;
+        }
+        live_progress(label, work, calls, began);
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    clear_progress();
+    exit
 }
 
 /// A child process killed on drop (SIGTERM, then SIGKILL after 5 s).
@@ -459,17 +493,7 @@ fn run_step(
     let mut client = Guard::spawn(command, &ctx.work.join("sipp-uac.log"))?;
     let limit = Duration::from_secs(timeout + 15);
     let label = format!("{} {rate}/s", server.name());
-    let exit = loop {
-        if let Ok(Some(status)) = client.child.try_wait() {
-            break status.code().unwrap_or(-1);
-        }
-        if began.elapsed() >= limit {
-            client.terminate();
-            break -1;
-        }
-        live_progress(&label, &ctx.work, calls, began);
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let exit = wait_for_client(&mut client, limit, &label, &ctx.work, calls, began, || {});
     let seconds = began.elapsed().as_secs_f64();
     let cpu_after = cpu_ticks(pid);
     let drops = rcvbuf_errors().saturating_sub(drops_before);

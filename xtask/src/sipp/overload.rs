@@ -33,8 +33,7 @@
 //! load).
 
 use super::load::{
-    Guard, clear_progress, clock_ticks, cpu_ticks, last_stat, live_progress, load_average,
-    status_kib, thousands,
+    Guard, clock_ticks, cpu_ticks, last_stat, load_average, status_kib, thousands, wait_for_client,
 };
 use super::{Ctx, Example, free_port};
 use std::path::Path;
@@ -250,19 +249,9 @@ fn run_phase(
     let limit = Duration::from_secs(timeout + 15);
     let label = format!("{name} {rate}/s");
     let mut peak_rss_kib = 0;
-    let exit = loop {
+    let exit = wait_for_client(&mut client, limit, &label, &ctx.work, calls, began, || {
         peak_rss_kib = peak_rss_kib.max(status_kib(pid, "VmRSS").unwrap_or(0));
-        if let Ok(Some(status)) = client.child.try_wait() {
-            break status.code().unwrap_or(-1);
-        }
-        if began.elapsed() >= limit {
-            client.terminate();
-            break -1;
-        }
-        live_progress(&label, &ctx.work, calls, began);
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    clear_progress();
+    });
     let cpu_seconds = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / hz;
     let hwm_kib = status_kib(pid, "VmHWM").unwrap_or(0);
     let summary = uas.stop()?;

@@ -102,8 +102,6 @@ pub(crate) enum Operation {
     Ring,
     EarlyMedia,
     /// Join this bridge (move, if in another), or leave the one it is in (`None`).
-    /// End the call whatever its state (BYE, CANCEL, or 480 for one not answered yet).
-    End,
     /// Join a bridge with settings, or leave (`None`).
     Bridge(Option<(session_bridge::BridgeId, Box<session_bridge::JoinSettings>)>),
     Cancel,
@@ -443,24 +441,11 @@ impl Core {
             if let Some(call) = self.calls.get_mut(&session) {
                 call.end_reason = reason;
             }
-            if let Err(error) = self.end_any(session).await {
+            if let Err(error) = self.hangup(session).await {
                 tracing::debug!(session_id = %session, %error, "dependent not ended");
             }
             // Endings of this round may have queued more.
             self.finish_endings().await;
-        }
-    }
-
-    /// Ends a call whatever its state: BYE, CANCEL, or 480 for an incoming call not answered.
-    pub(crate) async fn end_any(&mut self, session: SessionId) -> Result<()> {
-        let unanswered_inbound = self.calls.get(&session).is_some_and(|call| {
-            call.shared.direction == Direction::Inbound && call.dialog.is_none()
-        });
-        if unanswered_inbound {
-            self.reject_incoming(session, StatusCode::TEMPORARILY_UNAVAILABLE)
-                .await
-        } else {
-            self.hangup(session).await
         }
     }
 
@@ -907,11 +892,6 @@ impl Core {
             }
             Operation::Hangup => {
                 let result = self.hangup(session).await;
-                let _ = reply.send(result);
-            }
-            Operation::End => {
-                // As shutdown ends a call, with 480 instead of 503 for one not answered yet.
-                let result = self.end_any(session).await;
                 let _ = reply.send(result);
             }
             Operation::Hold(hold) => self.reoffer(session, Some(hold), false, Some(reply)).await,
