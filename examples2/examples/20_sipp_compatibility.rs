@@ -14,7 +14,8 @@
 //!                                incoming Request-URI's user when URI has none) by
 //!                                `session_core::b2bua::connect`: 180/183 passed back, the
 //!                                B leg's final status given exactly, CANCEL passed on, BYE
-//!                                from either side ends both, RTP relayed through our bridge;
+//!                                from either side ends both, RTP relayed through our bridge,
+//!                                a leg's REFER carried out locally (`transfer_locally`);
 //!                                conference: every call answered and joined to one room
 //!                                (each hears all the others, not itself)
 //! --ring-ms N                    how long `ring` rings (default 500)
@@ -517,9 +518,30 @@ impl CallHandler for Uas {
         }
     }
 
-    fn on_transfer_request(&self, _call: &CallSession, _: &TransferRequest) -> TransferDecision {
+    fn on_transfer_request(
+        &self,
+        call: &CallSession,
+        request: &TransferRequest,
+    ) -> TransferDecision {
         bump(&self.tally.transfers);
-        TransferDecision::Accept
+        let (Mode::B2bua(_), Some((manager, _))) = (&self.config.mode, self.started.get()) else {
+            return TransferDecision::Accept;
+        };
+        // A B2BUA carries its legs' transfers out itself: no REFER goes on to the other side.
+        let transfer = session_core::IncomingTransfer {
+            session: call.clone(),
+            request: request.clone(),
+        };
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            let options = session_core::b2bua::B2buaOptions::default();
+            if let Err(error) =
+                session_core::b2bua::transfer_locally(&manager, &transfer, options).await
+            {
+                eprintln!("b2bua transfer: {error}");
+            }
+        });
+        TransferDecision::Defer
     }
 
     fn on_remote_hold(&self, _call: &CallSession, held: bool) {

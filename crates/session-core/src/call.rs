@@ -427,6 +427,15 @@ impl CallSession {
             .await
     }
 
+    /// As transferee of a REFER the handler deferred ([`crate::TransferDecision::Defer`]):
+    /// tells the transferor how it ended in the final NOTIFY (RFC 3515 §2.4.5) — a 2xx
+    /// when the transfer succeeded (the transferor then ends this call), the failure's status
+    /// otherwise (the call goes back to active or held). An error when no deferred transfer
+    /// is pending on this call.
+    pub async fn finish_transfer(&self, status: StatusCode) -> Result<()> {
+        self.run(Operation::FinishTransfer(status)).await
+    }
+
     /// Plays audio from `source` into the call (20 ms frames, paced by the media task),
     /// replacing the source playing, if any. When it ends the stream goes on with silence (a
     /// peer that times out on missing RTP keeps the call), [`SessionEvent::PlaybackFinished`]

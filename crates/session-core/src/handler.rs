@@ -102,6 +102,10 @@ pub struct TransferRequest {
     /// The `Replaces` the transferor asked us to send (`Refer-To: <uri?Replaces=…>`): an
     /// attended transfer, in which the target drops its call with the transferor for ours.
     pub replaces: Option<String>,
+    /// When `replaces` names a call of our own (the transferor's consultation call also runs
+    /// through us, as in a B2BUA): that call. The engine can then join the two calls itself
+    /// instead of calling the target ([`crate::b2bua::transfer_locally`]).
+    pub replaced_call: Option<CallSession>,
 }
 
 /// Whether to follow a transfer request.
@@ -112,6 +116,10 @@ pub enum TransferDecision {
     Accept,
     /// Refuse with this status (603 Decline by default).
     Refuse(StatusCode),
+    /// 202 Accepted and a NOTIFY "100 Trying", then nothing: the engine carries the transfer
+    /// out itself (a B2BUA joining the calls locally, [`crate::b2bua::transfer_locally`]) and
+    /// reports its outcome with [`CallSession::finish_transfer`].
+    Defer,
 }
 
 /// How a DTMF digit travelled.
@@ -206,6 +214,31 @@ pub struct IncomingCalls {
 pub struct QueueingHandler {
     calls: tokio::sync::mpsc::Sender<IncomingCall>,
     deferral: CallDecision,
+    transfers: Option<tokio::sync::mpsc::Sender<IncomingTransfer>>,
+}
+
+/// A REFER the engine carries out itself (see [`QueueingHandler::queueing_transfers`]): it
+/// was answered 202 with a NOTIFY "100 Trying", and waits for
+/// [`CallSession::finish_transfer`].
+#[derive(Debug, Clone)]
+pub struct IncomingTransfer {
+    /// The call the REFER arrived in (the transferor's call with us).
+    pub session: CallSession,
+    /// What it asks.
+    pub request: TransferRequest,
+}
+
+/// Transfer requests as a stream, from [`QueueingHandler::queueing_transfers`].
+#[derive(Debug)]
+pub struct IncomingTransfers {
+    transfers: tokio::sync::mpsc::Receiver<IncomingTransfer>,
+}
+
+impl IncomingTransfers {
+    /// The next transfer request; `None` once the manager has stopped.
+    pub async fn next(&mut self) -> Option<IncomingTransfer> {
+        self.transfers.recv().await
+    }
 }
 
 impl IncomingCalls {
@@ -218,6 +251,7 @@ impl IncomingCalls {
             QueueingHandler {
                 calls,
                 deferral: CallDecision::Defer,
+                transfers: None,
             },
             IncomingCalls { calls: receiver },
         )
@@ -243,7 +277,44 @@ impl QueueingHandler {
     }
 }
 
+impl QueueingHandler {
+    /// Queues transfer requests (REFER) too, at most `capacity` of them, for the engine to
+    /// carry out itself ([`TransferDecision::Defer`]); a request that finds the queue full is
+    /// refused with 503. Without this, transfers are followed as by any [`CallHandler`].
+    #[must_use]
+    pub fn queueing_transfers(mut self, capacity: usize) -> (Self, IncomingTransfers) {
+        let (transfers, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        self.transfers = Some(transfers);
+        (
+            self,
+            IncomingTransfers {
+                transfers: receiver,
+            },
+        )
+    }
+}
+
 impl CallHandler for QueueingHandler {
+    fn on_transfer_request(
+        &self,
+        call: &CallSession,
+        request: &TransferRequest,
+    ) -> TransferDecision {
+        use tokio::sync::mpsc::error::TrySendError;
+        let Some(transfers) = &self.transfers else {
+            return TransferDecision::Accept;
+        };
+        let transfer = IncomingTransfer {
+            session: call.clone(),
+            request: request.clone(),
+        };
+        match transfers.try_send(transfer) {
+            Ok(()) => TransferDecision::Defer,
+            Err(TrySendError::Full(_)) => TransferDecision::Refuse(StatusCode::SERVICE_UNAVAILABLE),
+            Err(TrySendError::Closed(_)) => TransferDecision::Refuse(StatusCode::DECLINE),
+        }
+    }
+
     fn on_incoming_call(&self, call: &IncomingCall) -> CallDecision {
         use tokio::sync::mpsc::error::TrySendError;
         match self.calls.try_send(call.clone()) {

@@ -66,7 +66,7 @@ pub use dependencies::{Cascade, DependencyCycle};
 pub use error::{Result, SessionError};
 pub use handler::{
     AcceptAll, AcceptOptions, CallDecision, CallHandler, DtmfMethod, IncomingCall, IncomingCalls,
-    QueueingHandler, TransferDecision, TransferRequest,
+    IncomingTransfer, IncomingTransfers, QueueingHandler, TransferDecision, TransferRequest,
 };
 pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};

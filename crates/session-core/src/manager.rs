@@ -371,6 +371,7 @@ impl SessionManagerBuilder {
                 sip,
                 groups,
                 dependencies,
+                b2bua_pairs: Arc::default(),
                 exporter,
                 metrics_addr,
                 metrics_stop,
@@ -399,6 +400,8 @@ struct Inner {
     groups: Arc<crate::groups::Groups>,
     /// Which session depends on which.
     dependencies: Arc<crate::dependencies::Dependencies>,
+    /// The connected B2BUA calls, by leg (for local transfers).
+    b2bua_pairs: Arc<crate::b2bua::Pairs>,
     /// The metrics registry and what it reads at scrape time.
     exporter: Arc<crate::metrics::Exporter>,
     /// Where `GET /metrics` is served, if it is.
@@ -763,6 +766,16 @@ impl SessionManager {
             .await
             .ok()?;
         handle.await.ok().flatten()
+    }
+
+    /// How many [`crate::b2bua::connect`] calls have both legs up right now.
+    pub fn b2bua_calls(&self) -> usize {
+        self.inner.b2bua_pairs.connected()
+    }
+
+    /// The connected B2BUA calls, by leg.
+    pub(crate) fn b2bua_pairs(&self) -> &Arc<crate::b2bua::Pairs> {
+        &self.inner.b2bua_pairs
     }
 
     /// Calls `target` (`sip:user@host:port`) with our identity.

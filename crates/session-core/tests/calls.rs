@@ -1867,3 +1867,162 @@ async fn a_peer_that_sends_no_rtp_is_hung_up_after_the_media_timeout_unless_held
     alice.manager.shutdown().await;
     bob.manager.shutdown().await;
 }
+
+/// A PBX-style B2BUA: every incoming call is carried by `b2bua::connect` to the user's own
+/// manager (`routes`: user → address), and every transfer its legs ask for is carried out
+/// locally (`b2bua::transfer_locally`): no REFER leaves it.
+async fn pbx_with_local_transfers(
+    ports: std::ops::RangeInclusive<u16>,
+    routes: Vec<(&'static str, std::net::SocketAddr)>,
+) -> (
+    session_core::SessionManager,
+    tokio::sync::mpsc::UnboundedReceiver<session_core::b2bua::B2buaOutcome>,
+) {
+    use session_core::b2bua::{self, B2buaOptions};
+    let (handler, mut incoming) = session_core::IncomingCalls::channel(8);
+    let (handler, mut transfers) = handler
+        .deferring_with(CallDecision::DeferSilently)
+        .queueing_transfers(8);
+    let manager = builder(ports).handler(handler).start().await.unwrap();
+    // Test-only: one outcome per call the test places (a handful), read by the test.
+    let (outcomes, outcome_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pbx = manager.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(call) = incoming.next() => {
+                    let user = call.request_uri().user().unwrap_or("x").to_owned();
+                    let host = routes.iter().find(|(name, _)| *name == user).unwrap().1;
+                    let (manager, outcomes) = (pbx.clone(), outcomes.clone());
+                    tokio::spawn(async move {
+                        let target = format!("sip:{user}@{host}");
+                        let outcome = b2bua::connect(&manager, &call, &target, B2buaOptions::default())
+                            .await
+                            .unwrap();
+                        let _ = outcomes.send(outcome);
+                    });
+                }
+                Some(transfer) = transfers.next() => {
+                    let manager = pbx.clone();
+                    tokio::spawn(async move {
+                        b2bua::transfer_locally(&manager, &transfer, B2buaOptions::default())
+                            .await
+                            .unwrap();
+                    });
+                }
+                else => break,
+            }
+        }
+    });
+    (manager, outcome_rx)
+}
+
+/// Alice and carol each play a tone and hear the other's: checked on both sides.
+async fn talk(alice: &session_core::CallSession, carol: &session_core::CallSession) {
+    let (sink, mut alice_hears) = ChannelSink::new(64);
+    alice.attach_sink(Box::new(sink)).await.unwrap();
+    let (sink, mut carol_hears) = ChannelSink::new(64);
+    carol.attach_sink(Box::new(sink)).await.unwrap();
+    alice
+        .attach_source(Box::new(ToneSource::new(440.0, 8000)))
+        .await
+        .unwrap();
+    carol
+        .attach_source(Box::new(ToneSource::new(1000.0, 8000)))
+        .await
+        .unwrap();
+    assert!(
+        hears_tone(&mut alice_hears, 1000.0, 440.0).await,
+        "alice hears carol"
+    );
+    assert!(
+        hears_tone(&mut carol_hears, 440.0, 1000.0).await,
+        "carol hears alice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_b2bua_carries_out_attended_and_blind_transfers_locally() {
+    use session_core::b2bua::B2buaOutcome;
+    let alice = peer(builder(39_000..=39_099), accept).await;
+    let mut bob = peer(builder(39_100..=39_199), accept).await;
+    let mut carol = peer(builder(39_200..=39_299), accept).await;
+    let routes = vec![
+        ("bob", bob.manager.local_addr()),
+        ("carol", carol.manager.local_addr()),
+    ];
+    let (pbx, mut outcomes) = pbx_with_local_transfers(39_300..=39_399, routes).await;
+    let via_pbx = |user: &str| format!("sip:{user}@{}", pbx.local_addr());
+
+    // 1. Attended: alice → pbx → bob; bob consults carol through the pbx, then transfers.
+    let alice_call = alice.manager.call(&via_pbx("bob")).await.unwrap();
+    within(alice_call.answered()).await.unwrap();
+    let bob_from_alice = bob.incoming().await;
+    within(bob_from_alice.wait_for(CallState::is_established)).await;
+    let bob_to_carol = bob.manager.call(&via_pbx("carol")).await.unwrap();
+    within(bob_to_carol.answered()).await.unwrap();
+    let carol_from_bob = carol.incoming().await;
+    within(carol_from_bob.wait_for(CallState::is_established)).await;
+    assert_eq!(pbx.b2bua_calls(), 2);
+
+    // Bob's REFER names the pbx's leg of his consultation call: the pbx joins alice and carol.
+    within(bob_from_alice.transfer_attended(&bob_to_carol))
+        .await
+        .unwrap();
+    assert_eq!(within(bob_from_alice.ended()).await, CallState::Terminated);
+    assert_eq!(
+        within(bob_to_carol.ended()).await,
+        CallState::Terminated,
+        "the pbx ended the replaced consultation call"
+    );
+    assert_eq!(
+        within(outcomes.recv()).await,
+        Some(B2buaOutcome::Transferred)
+    );
+    assert_eq!(
+        pbx.b2bua_calls(),
+        1,
+        "alice's and carol's legs are one call now"
+    );
+    // Alice's and carol's own calls went on untouched (no new INVITE reached either).
+    assert_eq!(alice_call.state(), CallState::Active);
+    assert_eq!(carol_from_bob.state(), CallState::Active);
+    talk(&alice_call, &carol_from_bob).await;
+    while let Ok(seen) = carol.seen.try_recv() {
+        assert!(
+            !matches!(seen, Seen::Incoming(..)),
+            "no REFER, no new INVITE"
+        );
+    }
+    alice_call.hangup().await.unwrap();
+    assert_eq!(within(carol_from_bob.ended()).await, CallState::Terminated);
+    assert_eq!(within(outcomes.recv()).await, Some(B2buaOutcome::Completed));
+
+    // 2. Blind: alice → pbx → bob; bob transfers her to carol; the pbx calls carol itself.
+    let alice_call = alice.manager.call(&via_pbx("bob")).await.unwrap();
+    within(alice_call.answered()).await.unwrap();
+    let bob_from_alice = bob.incoming().await;
+    within(bob_from_alice.wait_for(CallState::is_established)).await;
+    within(bob_from_alice.transfer(&format!("sip:carol@{}", carol.manager.local_addr())))
+        .await
+        .unwrap();
+    assert_eq!(within(bob_from_alice.ended()).await, CallState::Terminated);
+    let carol_from_pbx = carol.incoming().await;
+    within(carol_from_pbx.wait_for(CallState::is_established)).await;
+    assert_eq!(
+        carol_from_pbx.remote_uri(),
+        alice_call.local_uri(),
+        "the new leg presents the transferred party"
+    );
+    assert_eq!(pbx.b2bua_calls(), 1);
+    talk(&alice_call, &carol_from_pbx).await;
+    carol_from_pbx.hangup().await.unwrap();
+    assert_eq!(within(alice_call.ended()).await, CallState::Terminated);
+    assert_eq!(within(outcomes.recv()).await, Some(B2buaOutcome::Completed));
+
+    assert_eq!(pbx.b2bua_calls(), 0);
+    for manager in [&alice.manager, &bob.manager, &carol.manager, &pbx] {
+        support::assert_manager_released(manager).await;
+        manager.shutdown().await;
+    }
+}

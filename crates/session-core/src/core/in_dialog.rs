@@ -699,10 +699,19 @@ impl Core {
             let from = request.from().ok()?;
             Some(format!("<{}>", from.uri()))
         });
+        // A Replaces naming one of our own calls (the transferor's consultation call ran
+        // through us, as in a B2BUA): the engine may join the two calls itself.
+        let replaced_call = replaces
+            .as_deref()
+            .and_then(|value| session_sip::headers::Parameterized::parse_replaces(value).ok())
+            .and_then(|replaces| self.replaced_call(&replaces).ok())
+            .and_then(|replaced| self.calls.get(&replaced))
+            .map(|replaced| self.handle(replaced));
         let transfer = TransferRequest {
             target: target.clone(),
             referred_by,
             replaces: replaces.clone(),
+            replaced_call,
         };
         let handle = self.handle(call);
         // A handler that panics refuses the transfer.
@@ -712,7 +721,7 @@ impl Core {
             })
             .unwrap_or(TransferDecision::Refuse(StatusCode::SERVER_INTERNAL_ERROR));
         let refuse = match decision {
-            TransferDecision::Accept => None,
+            TransferDecision::Accept | TransferDecision::Defer => None,
             TransferDecision::Refuse(status) if status.is_failure() => Some(status),
             _ => Some(StatusCode::DECLINE),
         };
@@ -725,6 +734,13 @@ impl Core {
             .await;
         self.set_state(session, CallState::Transferring);
         self.notify_progress(session, StatusCode::TRYING).await;
+        if decision == TransferDecision::Defer {
+            // The engine carries the transfer out and reports with `finish_transfer`.
+            if let Some(call) = self.calls.get_mut(&session) {
+                call.deferred_transfer = true;
+            }
+            return;
+        }
         // The new call goes where any outbound call goes: through the outbound proxy if
         // there is one.
         let proxy = self.config.outbound_proxy.as_ref();
@@ -765,6 +781,36 @@ impl Core {
                 self.back_from_transfer(session);
             }
         }
+    }
+
+    /// As transferee of a REFER the handler deferred: the final NOTIFY carries `status` (2xx:
+    /// the transfer succeeded and the transferor will end this call; anything else: it
+    /// failed and the call goes back to what it was).
+    pub(super) async fn finish_transfer(
+        &mut self,
+        session: SessionId,
+        status: StatusCode,
+    ) -> Result<()> {
+        let call = self
+            .calls
+            .get_mut(&session)
+            .ok_or(SessionError::NoSuchSession)?;
+        if !std::mem::take(&mut call.deferred_transfer) {
+            return Err(SessionError::InvalidState {
+                operation: "finish a transfer",
+                state: call.state,
+            });
+        }
+        let status = if status.is_final() {
+            status
+        } else {
+            StatusCode::SERVER_INTERNAL_ERROR
+        };
+        self.notify_progress(session, status).await;
+        if !status.is_success() {
+            self.back_from_transfer(session);
+        }
+        Ok(())
     }
 
     /// As transferee: report the new call's progress to the transferor in a NOTIFY.

@@ -126,17 +126,27 @@ impl Core {
     }
 
     /// The established call an INVITE's `Replaces` names (RFC 3891 §3), or the status to refuse
-    /// it with: 400 for a malformed header, 481 when no dialog of ours matches (an early dialog
-    /// included: replacing one is not supported), 486 when `early-only` names a confirmed one.
-    /// The tags are read from our side: `to-tag` is our local tag, `from-tag` the peer's.
+    /// it with (see [`Core::replaced_call`]).
     fn match_replaces(
         &self,
         request: &Request,
     ) -> std::result::Result<Option<SessionId>, StatusCode> {
-        let Some(replaces) = request.replaces() else {
-            return Ok(None);
-        };
-        let replaces = replaces.map_err(|_| StatusCode::BAD_REQUEST)?;
+        match request.replaces() {
+            None => Ok(None),
+            Some(Err(_)) => Err(StatusCode::BAD_REQUEST),
+            Some(Ok(replaces)) => self.replaced_call(&replaces).map(Some),
+        }
+    }
+
+    /// The established call a `Replaces` value names, or the status to refuse it with: 400
+    /// for missing tags, 481 when no dialog of ours matches (an early dialog included:
+    /// replacing one is not supported), 486 when `early-only` names a confirmed one, 603 for
+    /// a call already ending. The tags are read from our side: `to-tag` is our local tag,
+    /// `from-tag` the peer's (RFC 3891 §3).
+    pub(super) fn replaced_call(
+        &self,
+        replaces: &session_sip::headers::Parameterized<'_>,
+    ) -> std::result::Result<SessionId, StatusCode> {
         let tag = |name: &str| replaces.params.get(name).flatten();
         let (Some(to_tag), Some(from_tag)) = (tag("to-tag"), tag("from-tag")) else {
             return Err(StatusCode::BAD_REQUEST);
@@ -150,7 +160,7 @@ impl Core {
             return Err(StatusCode::BUSY_HERE);
         }
         match self.calls.get(&session) {
-            Some(call) if call.state.is_established() => Ok(Some(session)),
+            Some(call) if call.state.is_established() => Ok(session),
             // Ending already (RFC 3891 §3: a terminated dialog is declined).
             Some(_) => Err(StatusCode::DECLINE),
             None => Err(StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST),

@@ -122,6 +122,8 @@ pub(crate) enum Operation {
     Transfer(Uri),
     /// Attended transfer: REFER to the peer of this other call, replacing it.
     TransferReplacing(SessionId),
+    /// As transferee of a deferred REFER: the final NOTIFY with this status.
+    FinishTransfer(StatusCode),
     AttachSource(u64, BoxedSource),
     DetachSource,
     AttachSink(BoxedSink),
@@ -225,6 +227,12 @@ pub(crate) struct Call {
     pub(crate) end_reason: Option<TerminationReason>,
     /// Inbound: the call this one replaces (RFC 3891), ended once this one is up.
     pub(crate) replaces: Option<SessionId>,
+    /// As transferee: the handler took a REFER over ([`TransferDecision::Defer`]); its final
+    /// NOTIFY waits for [`CallSession::finish_transfer`].
+    ///
+    /// [`TransferDecision::Defer`]: crate::TransferDecision::Defer
+    /// [`CallSession::finish_transfer`]: crate::CallSession::finish_transfer
+    pub(crate) deferred_transfer: bool,
 }
 
 impl Call {
@@ -252,6 +260,7 @@ impl Call {
             early_answer: None,
             bridged: None,
             replaces: None,
+            deferred_transfer: false,
             end_reason: None,
         }
     }
@@ -917,6 +926,10 @@ impl Core {
                         let _ = reply.send(Err(error));
                     }
                 }
+            }
+            Operation::FinishTransfer(status) => {
+                let result = self.finish_transfer(session, status).await;
+                let _ = reply.send(result);
             }
             Operation::AttachSource(playback, source) => {
                 let result = self.with_media(session, |media| {
