@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use session_sip::{Method, Uri};
-//! use session_testkit::sip::ScriptedPeer;
+//! use session_simnet::sip::ScriptedPeer;
 //! use session_types::StatusCode;
 //!
 //! // Alice calls the system under test (here a second scripted peer plays it).

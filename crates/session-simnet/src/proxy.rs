@@ -14,8 +14,8 @@
 //!
 //! ```
 //! use session_sip::{HeaderName, Method, Uri};
-//! use session_testkit::proxy::RecordRoutingProxy;
-//! use session_testkit::sip::ScriptedPeer;
+//! use session_simnet::proxy::RecordRoutingProxy;
+//! use session_simnet::sip::ScriptedPeer;
 //! use session_types::StatusCode;
 //!
 //! let mut proxy = RecordRoutingProxy::loose("p1", "127.0.0.1:5070".parse()?);
