@@ -78,6 +78,12 @@ use session_core::{
     TransferDecision, TransferRequest,
 };
 
+/// With examples2's `mimalloc` feature, mimalloc serves every allocation instead of glibc's
+/// malloc (`cargo xtask sipp --load --alloc` compares the two).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Upper bound for a call's answer and for its end after BYE: longer than SIP's own 32 s

@@ -43,12 +43,13 @@ use session_core::{
     CallDecision, CallSession, CallState, IncomingCalls, SessionManager, Technology,
     TechnologyChoice,
 };
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::baresip::Baresip;
 use support::{
-    TempDir, assert_released, free_port, sipp_counter, sipp_text, tone_ratio, tool_available,
+    TempDir, assert_released, free_media_ports, free_port, sipp_counter, sipp_text, tone_ratio,
+    tool_available,
 };
 use tokio::sync::mpsc;
 
@@ -124,27 +125,6 @@ async fn start_manager(
 /// A baresip named `name`, also its account's user, whose microphone plays `tone` Hz.
 async fn start_baresip(name: &str, tone: f64) -> Baresip {
     Baresip::builder(name).user(name).tone(tone).start().await
-}
-
-/// An even UDP port `p` with `p … p + 3` free on loopback now: SIPp's RTP echo binds `p` and
-/// `p + 2` (audio and video), and we avoid the RTCP ports next to them.
-fn free_media_ports() -> u16 {
-    for _ in 0..100 {
-        let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = probe.local_addr().unwrap().port() & !1;
-        drop(probe);
-        if !(1024..=u16::MAX - 4).contains(&port) {
-            continue;
-        }
-        let all_free = (port..port + 4)
-            .map(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)))
-            .collect::<Result<Vec<_>, _>>()
-            .is_ok();
-        if all_free {
-            return port;
-        }
-    }
-    panic!("no four consecutive free UDP ports on loopback")
 }
 
 /// The RTP packets a call's leg sent and received, from its final figures.

@@ -18,7 +18,7 @@
 //! Needs `sipp` (Debian `sip-tester`, with its pcap files in `/usr/share/sip-tester`) and
 //! `baresip` (Debian `baresip-core`). A missing tool fails its test with the `apt-get` command,
 //! unless `SESSION_CORE_ALLOW_MISSING_PEERS=1` (never under CI) lets it pass without running
-//! (`session_testkit::peers`). SIPp plays pcap files through a raw socket, so its test also needs
+//! (`session_simnet::peers`). SIPp plays pcap files through a raw socket, so its test also needs
 //! `CAP_NET_RAW` (root, or `setcap cap_net_raw+ep` on sipp); without it the test fails the same
 //! way (under CI it runs anyway: sipp itself may hold the capability). Every process started here is killed when its handle is dropped, and
 //! every wait has a time limit. Run time: about 9.5 s (SIPp, the length of its scenario) and
@@ -344,7 +344,7 @@ async fn sipp_pcap_rtp_is_received_and_echoed() {
     }
     // Under CI run anyway: sipp itself may have been given the capability (setcap).
     if !has_cap_net_raw() && std::env::var_os("CI").is_none() {
-        session_testkit::peers::missing(
+        session_simnet::peers::missing(
             "no CAP_NET_RAW: SIPp cannot play pcap files",
             "run as root, or `setcap cap_net_raw+ep` on sipp",
         )

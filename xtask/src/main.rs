@@ -11,6 +11,13 @@
 //! - `sipp --load [--start-rate R] [--max-rate R] [--step-seconds S] [--hold-calls N]
 //!   [--reserve-calls N] [--keep]`: the highest clean call rate of example 20 next to SIPp's
 //!   own UAS, with setup latency, CPU per call and RSS per held call (not run by CI).
+//! - `sipp --load --alloc [--alloc-rate R] [--alloc-seconds S] [--alloc-idle S]
+//!   [--alloc-rounds N]`: example 20 with glibc's malloc next to example 20 with mimalloc
+//!   under the same soak: RSS peak and after idle, CPU per call (not run by CI).
+//! - `sipp --abuse [--abuse-seconds S] [--abuse-cases LIST] [--abuse-nofile N]
+//!   [--abuse-rss-mb MB]`: the TCP abuse cases against example 20 with well-behaved calls
+//!   alongside; RSS, CPU and the good calls' p99 per case, exits 1 if a target is missed
+//!   (about 2 min; not run by CI).
 //!
 //! This crate has no dependencies on purpose: it is built on every `cargo xtask` call.
 
@@ -40,7 +47,18 @@ commands:
                       load search: the highest rate with 0 failed calls for example 20
                       (release, signaling only) and for `sipp -sn uas`, side by side, with
                       calls/s, setup p50/p99, server CPU per call, RSS per held call and the
-                      verdict against 0.9 x SIPp's rate; exits 1 if not met (about 4-5 min)";
+                      verdict against 0.9 x SIPp's rate; exits 1 if not met (about 4-5 min)
+  sipp --load --alloc [--alloc-rate 2000] [--alloc-seconds 60] [--alloc-idle 40]
+              [--alloc-rounds 2]
+                      example 20 built with glibc malloc and with mimalloc (examples2's
+                      `mimalloc` feature), side by side under the same soak: RSS at start,
+                      peak, after the load and after idle, CPU per call (about 7 min)
+  sipp --abuse [--abuse-seconds 15] [--abuse-cases NAME,...] [--abuse-nofile 128]
+               [--abuse-rss-mb 256]
+                      TCP abuse against example 20 (pipelining, never-reading, slowloris,
+                      fd-exhaustion, endless-header, and a baseline) while SIPp places good
+                      calls over UDP and TCP: peak RSS, CPU during and 1 s after, good calls'
+                      p99 per case; exits 1 if a target is missed (about 2 min)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

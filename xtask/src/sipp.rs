@@ -19,6 +19,10 @@
 //! two SIPps (`--mode b2bua=URI`: 180, 486, CANCEL, BYE from either side, RTP through its
 //! bridge to a SIPp echo and back) and as a conference room (`--mode conference`).
 //!
+//! The `prack-*` scenarios and `b2bua-prack` ([`prack`]) check reliable provisional responses
+//! (RFC 3262) with SIPp in both roles: PRACKs built from the RSeq, and a 200 held until the
+//! PRACK of a reliable 183 with SDP.
+//!
 //! Every process started here is stopped on every path (SIGTERM, then SIGKILL after a bound);
 //! every wait is bounded.
 //!
@@ -27,12 +31,18 @@
 //! `--load --overload` it runs [`overload`] instead: example 20 offered three times the rate
 //! its admission limit lets it carry, next to the same server at its clean rate; with
 //! `--load --b2bua`, [`b2bua_load`]: example 20 as a B2BUA in front of SIPp's UAS, next to it
-//! as a plain UAS, at the same rates.
+//! as a plain UAS, at the same rates; with `--load --alloc`, [`alloc`]: example 20 built with
+//! glibc's malloc and with mimalloc under the same soak. With `--abuse` it runs [`abuse`]: the
+//! TCP abuse cases (pipelining, a peer that never reads, slowloris, descriptor exhaustion, an
+//! endless header) against example 20 while well-behaved calls run alongside.
 
+mod abuse;
+mod alloc;
 mod b2bua_load;
 mod bridging;
 mod load;
 mod overload;
+mod prack;
 mod proxy;
 
 use crate::util::{self, Outcome};
@@ -79,6 +89,10 @@ struct Options {
     overload: Option<overload::OverloadOptions>,
     /// `--load --b2bua` and its settings.
     b2bua: Option<b2bua_load::B2buaLoadOptions>,
+    /// `--load --alloc` and its settings.
+    alloc: Option<alloc::AllocOptions>,
+    /// `--abuse` and its settings.
+    abuse: Option<abuse::AbuseOptions>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -89,7 +103,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         load: None,
         overload: None,
         b2bua: None,
+        alloc: None,
+        abuse: None,
     };
+    let mut alloc = alloc::AllocOptions::default();
+    let mut alloc_flag = false;
+    let mut abuse = abuse::AbuseOptions::default();
+    let mut abuse_flag = false;
     let mut b2bua = b2bua_load::B2buaLoadOptions::default();
     let mut b2bua_flag = false;
     let mut load = load::LoadOptions::default();
@@ -126,23 +146,45 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--overload-seconds" => overload.seconds = number(arg)?.max(5),
             "--overload-sessions" => overload.sessions = number(arg)?.max(1),
             "--overload-hold-ms" => overload.hold_ms = number(arg)?.max(1),
+            "--alloc" => alloc_flag = true,
+            "--alloc-rate" => alloc.rate = number(arg)?.max(1),
+            "--alloc-seconds" => alloc.seconds = number(arg)?.max(1),
+            "--alloc-idle" => alloc.idle = number(arg)?,
+            "--alloc-rounds" => alloc.rounds = number(arg)?.max(1),
+            "--abuse" => abuse_flag = true,
+            "--abuse-seconds" => abuse.seconds = number(arg)?.clamp(5, 60),
+            "--abuse-nofile" => abuse.nofile = number(arg)?.max(32),
+            "--abuse-rss-mb" => abuse.rss_mb = number(arg)?,
+            "--abuse-cases" => {
+                let text = args.next().ok_or("--abuse-cases needs a value")?;
+                abuse.cases = text.split(',').map(|c| c.trim().to_owned()).collect();
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
             filter => options.filters.push(filter.to_owned()),
         }
     }
-    if load_flag {
+    if abuse_flag {
+        if load_flag || !options.filters.is_empty() {
+            return Err("--abuse runs alone: drop --load and the filters".to_owned());
+        }
+        options.abuse = Some(abuse);
+    } else if load_flag {
         if !options.filters.is_empty() {
             return Err("--load runs no scenario: drop the filters".to_owned());
         }
         if overload_flag {
             options.overload = Some(overload);
+        } else if alloc_flag {
+            options.alloc = Some(alloc);
         } else if b2bua_flag {
             options.b2bua = Some(b2bua);
         } else {
             options.load = Some(load);
         }
-    } else if overload_flag || b2bua_flag {
-        return Err("--overload and --b2bua are kinds of --load run: add --load".to_owned());
+    } else if overload_flag || b2bua_flag || alloc_flag {
+        return Err(
+            "--overload, --b2bua and --alloc are kinds of --load run: add --load".to_owned(),
+        );
     }
     Ok(options)
 }
@@ -280,6 +322,21 @@ const SCENARIOS: &[Scenario] = &[
         what: "5 overlapping SIPp calls answered and joined to one conference room",
         run: bridging::conference_calls,
     },
+    Scenario {
+        name: "prack-uas",
+        what: "SIPp requires 100rel: reliable 180 (RSeq), its PRACK answered, then 200 (2 calls)",
+        run: prack::prack_uas,
+    },
+    Scenario {
+        name: "prack-uac",
+        what: "our UAC PRACKs a SIPp UAS's reliable 183 with SDP before its 200 (2 calls)",
+        run: prack::prack_uac,
+    },
+    Scenario {
+        name: "b2bua-prack",
+        what: "reliable 183 with SDP both legs of the B2BUA; the A leg's 200 waits for the PRACK",
+        run: prack::b2bua_prack,
+    },
 ];
 
 pub(crate) fn run(args: &[String]) -> i32 {
@@ -305,7 +362,12 @@ pub(crate) fn run(args: &[String]) -> i32 {
             return 1;
         }
     }
-    if options.load.is_some() || options.overload.is_some() || options.b2bua.is_some() {
+    if options.load.is_some()
+        || options.overload.is_some()
+        || options.b2bua.is_some()
+        || options.alloc.is_some()
+        || options.abuse.is_some()
+    {
         return run_load(&options);
     }
     let selected: Vec<&Scenario> = SCENARIOS
@@ -421,9 +483,9 @@ pub(crate) fn run(args: &[String]) -> i32 {
     }
 }
 
-/// `--load`: builds example 20 in release mode and runs the load search.
-fn run_load(options: &Options) -> i32 {
-    eprintln!("building example {EXAMPLE} (release) ...");
+/// Builds example 20 in release mode with `extra` cargo arguments (e.g. `--features X`) and
+/// returns the binary's path.
+fn build_release(extra: &[&str]) -> Result<PathBuf, String> {
     let built = util::cargo()
         .args([
             "build",
@@ -433,30 +495,48 @@ fn run_load(options: &Options) -> i32 {
             "--example",
             EXAMPLE,
         ])
+        .args(extra)
         .status();
     match built {
-        Ok(status) if status.success() => {}
-        Ok(status) => {
-            eprintln!("xtask sipp: build failed ({status})");
-            return 1;
-        }
-        Err(error) => {
-            eprintln!("xtask sipp: cannot run cargo: {error}");
-            return 1;
-        }
+        Ok(status) if status.success() => Ok(util::target_dir()
+            .join("release")
+            .join("examples")
+            .join(EXAMPLE)),
+        Ok(status) => Err(format!("build failed ({status})")),
+        Err(error) => Err(format!("cannot run cargo: {error}")),
     }
-    let example = util::target_dir()
-        .join("release")
-        .join("examples")
-        .join(EXAMPLE);
+}
+
+/// `--load` (and `--abuse`): builds example 20 in release mode and runs the load search (or
+/// the kind of load run asked for).
+fn run_load(options: &Options) -> i32 {
     let dir = std::env::temp_dir().join(format!("xtask-sipp-load-{}", std::process::id()));
-    let result = match (&options.load, &options.overload, &options.b2bua) {
-        (_, Some(overload), _) => write_scenarios(&dir)
-            .map_err(|e| format!("cannot write the scenarios: {e}"))
-            .and_then(|()| overload::run(overload, &example, &dir)),
-        (_, None, Some(b2bua)) => b2bua_load::run(b2bua, &example, &dir),
-        (Some(load), None, None) => load::run(load, example, &dir),
-        (None, None, None) => Ok(true),
+    let result = if let Some(alloc) = &options.alloc {
+        // It builds example 20 twice, once per allocator.
+        alloc::run(alloc, &dir)
+    } else {
+        eprintln!("building example {EXAMPLE} (release) ...");
+        let example = match build_release(&[]) {
+            Ok(example) => example,
+            Err(error) => {
+                eprintln!("xtask sipp: {error}");
+                return 1;
+            }
+        };
+        match (
+            &options.load,
+            &options.overload,
+            &options.b2bua,
+            &options.abuse,
+        ) {
+            (_, _, _, Some(abuse)) => abuse::run(abuse, &example, &dir),
+            (_, Some(overload), _, None) => write_scenarios(&dir)
+                .map_err(|e| format!("cannot write the scenarios: {e}"))
+                .and_then(|()| overload::run(overload, &example, &dir)),
+            (_, None, Some(b2bua), None) => b2bua_load::run(b2bua, &example, &dir),
+            (Some(load), None, None, None) => load::run(load, example, &dir),
+            (None, None, None, None) => Ok(true),
+        }
     };
     let keep = options.keep;
     let code = match result {
@@ -1127,7 +1207,8 @@ fn write_scenarios(dir: &Path) -> std::io::Result<()> {
         .into_iter()
         .chain(proxy::scenario_files())
         .chain(overload::scenario_files())
-        .chain(bridging::scenario_files());
+        .chain(bridging::scenario_files())
+        .chain(prack::scenario_files());
     for (name, body) in files {
         std::fs::write(dir.join(name), body)?;
     }

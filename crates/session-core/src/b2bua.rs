@@ -280,6 +280,9 @@ async fn join(manager: &SessionManager, a: &CallSession, b: &CallSession) -> Res
 
 // ---- local transfers ----
 
+/// How long a transfer waits for its leg's call to be paired (see `Pairs::partner_of_within`).
+const PAIRING_PATIENCE: Duration = Duration::from_secs(1);
+
 /// How long the transferor has to hang up its call after the final NOTIFY before we do.
 const TRANSFEROR_GRACE: Duration = Duration::from_secs(2);
 
@@ -302,12 +305,17 @@ pub async fn transfer_locally(
     options: B2buaOptions,
 ) -> Result<()> {
     let transferor = &transfer.session;
-    if let Some(replaced) = &transfer.request.replaced_call
-        && let Some(swap) = manager.b2bua_pairs().swap(transferor, replaced)
-    {
-        return join_swapped(manager, transferor, replaced, swap).await;
+    let pairs = manager.b2bua_pairs();
+    if let Some(replaced) = &transfer.request.replaced_call {
+        // Both calls may have been answered a moment ago.
+        for leg in [transferor, replaced] {
+            let _ = pairs.partner_of_within(leg, PAIRING_PATIENCE).await;
+        }
+        if let Some(swap) = pairs.swap(transferor, replaced) {
+            return join_swapped(manager, transferor, replaced, swap).await;
+        }
     }
-    let Some((pair, partner)) = manager.b2bua_pairs().partner_of(transferor) else {
+    let Some((pair, partner)) = pairs.partner_of_within(transferor, PAIRING_PATIENCE).await else {
         // Not a leg of a connected B2BUA call: nothing here to put in its place.
         let _ = transferor.finish_transfer(StatusCode::FORBIDDEN).await;
         return Err(SessionError::InvalidState {
@@ -408,6 +416,8 @@ async fn end_transferor_leg(transferor: &CallSession) {
 #[derive(Default)]
 pub(crate) struct Pairs {
     by_leg: Mutex<HashMap<SessionId, Arc<Pair>>>,
+    /// Woken whenever a pair is registered.
+    registered: tokio::sync::Notify,
 }
 
 /// One connected B2BUA call.
@@ -443,6 +453,7 @@ impl Pairs {
         let mut by_leg = self.by_leg.lock();
         by_leg.insert(a.id(), Arc::clone(&pair));
         by_leg.insert(b.id(), Arc::clone(&pair));
+        self.registered.notify_waiters();
         PairGuard {
             pairs: Arc::clone(self),
             pair,
@@ -458,6 +469,25 @@ impl Pairs {
         forget(&mut by_leg, pair, &legs);
         pair.legs.send_replace(None);
         Some(partner)
+    }
+
+    /// [`Pairs::partner_of`], waiting up to `patience` for `leg`'s call to be paired: a
+    /// REFER can arrive the moment a leg is answered, before `connect` has paired it.
+    async fn partner_of_within(
+        &self,
+        leg: &CallSession,
+        patience: Duration,
+    ) -> Option<(Arc<Pair>, CallSession)> {
+        let waited = tokio::time::timeout(patience, async {
+            loop {
+                let registered = self.registered.notified();
+                if let Some(found) = self.partner_of(leg) {
+                    return found;
+                }
+                registered.await;
+            }
+        });
+        waited.await.ok()
     }
 
     /// The pair `leg` is in and its partner there.

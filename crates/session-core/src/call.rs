@@ -17,7 +17,7 @@ use session_events::{CallSummary, EventBus, Filter, Subscription};
 use session_media::jitter::JitterStats;
 use session_media::rtcp::StreamStats;
 use session_sip::Uri;
-use session_types::{CallId, CallState, Direction, SessionId, StatusCode};
+use session_types::{CallId, CallState, Direction, Priority, SessionId, StatusCode};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -49,6 +49,31 @@ pub(crate) struct CallShared {
     pub(crate) bus: EventBus,
     /// Turns `true` once the call has ended and released everything.
     pub(crate) released: watch::Sender<bool>,
+    /// The call's [`Priority`] level.
+    pub(crate) priority: std::sync::atomic::AtomicU8,
+    /// How the manager marks packets (for the call's RTP, by its priority).
+    pub(crate) dscp: Arc<crate::config::DscpPolicy>,
+}
+
+impl CallShared {
+    /// The call's priority.
+    pub(crate) fn priority(&self) -> Priority {
+        Priority::new(self.priority.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+
+    /// Records the call's priority.
+    pub(crate) fn set_priority(&self, priority: Priority) {
+        self.priority.store(priority.level(), Ordering::Relaxed);
+    }
+
+    /// Marks the call's RTP and RTCP for its priority, if it has sockets of ours.
+    pub(crate) fn mark_media(&self) -> session_media::Result<()> {
+        let marking = self.status.lock().marking.clone();
+        match marking {
+            Some(marking) => marking.set_dscp(self.dscp.rtp_for(self.priority())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How many unread digits a call keeps for [`CallSession::next_dtmf`].
@@ -98,6 +123,8 @@ pub(crate) struct CallStatus {
     pub(crate) final_stats: Option<CallStats>,
     /// When the transfer (if any) created a new call: its session.
     pub(crate) transferred_to: Option<SessionId>,
+    /// Marks the call's RTP (DSCP), whoever holds its sockets (its media task, a bridge).
+    pub(crate) marking: Option<session_media::endpoint::PacketMarking>,
 }
 
 /// A handle on one call.
@@ -425,6 +452,31 @@ impl CallSession {
     pub async fn transfer_attended(&self, consultation: &CallSession) -> Result<()> {
         self.run(Operation::TransferReplacing(consultation.id()))
             .await
+    }
+
+    /// How urgent the call is: from its `Resource-Priority` (incoming), [`CallOptions::priority`]
+    /// (outgoing), or [`CallSession::set_priority`].
+    ///
+    /// [`CallOptions::priority`]: crate::CallOptions::priority
+    pub fn priority(&self) -> Priority {
+        self.shared.priority()
+    }
+
+    /// Changes how urgent the call is — a handler that knows better than the caller's
+    /// `Resource-Priority` (a known emergency line; it may call this from
+    /// `on_incoming_call`), or an escalation: its RTP is marked for the new priority from the
+    /// next packet ([`crate::DscpPolicy`]). Admission is not revisited (the call is already
+    /// admitted).
+    pub fn set_priority(&self, priority: Priority) -> Result<()> {
+        self.shared.set_priority(priority);
+        Ok(self.shared.mark_media()?)
+    }
+
+    /// The DiffServ code point the call's RTP sockets mark packets with now, as the system
+    /// reports it (`None` without RTP sockets of ours: signaling only, or ended).
+    pub fn rtp_dscp(&self) -> Option<u8> {
+        let marking = self.shared.status.lock().marking.clone()?;
+        marking.dscp()
     }
 
     /// As transferee of a REFER the handler deferred ([`crate::TransferDecision::Defer`]):

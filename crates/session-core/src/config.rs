@@ -3,6 +3,8 @@
 
 use session_dialog::transaction::TimerConfig;
 use session_media::sdp::negotiate::MediaConfig;
+use session_sip::resource_priority::PriorityNamespace;
+use session_types::Priority;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -89,6 +91,131 @@ impl Default for SessionTimerConfig {
     }
 }
 
+/// How a session's packets are marked for DiffServ (RFC 2474): the code point of SIP and of
+/// RTP/RTCP. By default RTP is EF (46, RFC 3246) and SIP CS3 (24, RFC 4594) for every
+/// session; RTP can be marked differently for sessions at or above a [`Priority`].
+///
+/// SIP shares one socket (UDP) or connection (TCP) among all sessions, so its marking is one
+/// value for the manager; each session's RTP has sockets of its own, marked by its priority
+/// (again when [`crate::CallSession::set_priority`] changes it).
+///
+/// ```
+/// use session_core::{DscpPolicy, Priority};
+///
+/// let urgent = Priority::new(3).unwrap();
+/// let policy = DscpPolicy::default().rtp(34).rtp_at_or_above(urgent, 46);
+/// assert_eq!(policy.rtp_for(Priority::ROUTINE), 34);
+/// assert_eq!(policy.rtp_for(Priority::HIGHEST), 46);
+/// assert_eq!(policy.sip_dscp(), 24);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DscpPolicy {
+    sip: u8,
+    rtp: u8,
+    /// Overrides of `rtp`, by the lowest priority they apply to.
+    rtp_by_priority: Vec<(Priority, u8)>,
+}
+
+impl Default for DscpPolicy {
+    fn default() -> Self {
+        Self {
+            sip: 24,
+            rtp: 46,
+            rtp_by_priority: Vec::new(),
+        }
+    }
+}
+
+impl DscpPolicy {
+    /// Nothing marked (every code point 0).
+    pub fn unmarked() -> Self {
+        Self {
+            sip: 0,
+            rtp: 0,
+            rtp_by_priority: Vec::new(),
+        }
+    }
+
+    /// SIP's code point (0 … 63).
+    #[must_use]
+    pub fn sip(mut self, dscp: u8) -> Self {
+        self.sip = dscp & 0x3f;
+        self
+    }
+
+    /// RTP's code point for every session without an override (0 … 63).
+    #[must_use]
+    pub fn rtp(mut self, dscp: u8) -> Self {
+        self.rtp = dscp & 0x3f;
+        self
+    }
+
+    /// RTP's code point for sessions at or above `priority` (the override of the highest
+    /// priority a session reaches applies).
+    #[must_use]
+    pub fn rtp_at_or_above(mut self, priority: Priority, dscp: u8) -> Self {
+        self.rtp_by_priority.retain(|(p, _)| *p != priority);
+        self.rtp_by_priority.push((priority, dscp & 0x3f));
+        self.rtp_by_priority.sort_unstable();
+        self
+    }
+
+    /// SIP's code point.
+    pub fn sip_dscp(&self) -> u8 {
+        self.sip
+    }
+
+    /// The code point of RTP for a session at `priority`.
+    pub fn rtp_for(&self, priority: Priority) -> u8 {
+        self.rtp_by_priority
+            .iter()
+            .rev()
+            .find(|(from, _)| priority >= *from)
+            .map_or(self.rtp, |(_, dscp)| *dscp)
+    }
+}
+
+/// Limits past which the manager ends a session stuck waiting (opt-in; every limit is off by
+/// default), recording [`session_types::FailureReason::Stuck`] as its reason: an application
+/// that deferred a call and never answered it, a peer that never ACKs our 2xx. No media is
+/// the media timeout's job ([`crate::SessionManagerBuilder::media_timeout`]).
+///
+/// ```
+/// use session_core::StuckLimits;
+/// use std::time::Duration;
+///
+/// let limits = StuckLimits::default()
+///     .final_response(Duration::from_secs(120))
+///     .ack(Duration::from_secs(10));
+/// assert_eq!(limits.final_response, Some(Duration::from_secs(120)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StuckLimits {
+    /// An INVITE without a final response this long after the session began: an incoming
+    /// call is refused 480, an outgoing one cancelled.
+    pub final_response: Option<Duration>,
+    /// Our 2xx without its ACK this long after it was sent: the call is ended with BYE (the
+    /// SIP layer gives up by itself after 64·T1, 32 s).
+    pub ack: Option<Duration>,
+}
+
+impl StuckLimits {
+    /// Sets [`StuckLimits::final_response`].
+    #[must_use]
+    pub fn final_response(mut self, limit: Duration) -> Self {
+        self.final_response = Some(limit);
+        self
+    }
+
+    /// Sets [`StuckLimits::ack`].
+    #[must_use]
+    pub fn ack(mut self, limit: Duration) -> Self {
+        self.ack = Some(limit);
+        self
+    }
+}
+
 /// Everything the manager is configured with.
 #[derive(Debug, Clone)]
 pub(crate) struct ManagerConfig {
@@ -116,6 +243,15 @@ pub(crate) struct ManagerConfig {
     pub(crate) outbound_proxy: Option<session_sip::Uri>,
     /// The seed of every random draw on the wire (tags, branches, Call-IDs, glare delays).
     pub(crate) rng_seed: Option<u64>,
+    /// How packets are marked.
+    pub(crate) dscp: DscpPolicy,
+    /// The namespace our `Resource-Priority` values are written in.
+    pub(crate) priority_namespace: PriorityNamespace,
+    /// When a session stuck waiting is ended.
+    pub(crate) stuck: StuckLimits,
+    /// SIP over TLS, and where it listens.
+    pub(crate) tls: Option<session_dialog::tls::TlsConfig>,
+    pub(crate) tls_bind: Option<SocketAddr>,
 }
 
 impl Default for ManagerConfig {
@@ -139,6 +275,11 @@ impl Default for ManagerConfig {
             reserve_calls: 0,
             outbound_proxy: None,
             rng_seed: None,
+            dscp: DscpPolicy::default(),
+            priority_namespace: PriorityNamespace::default(),
+            stuck: StuckLimits::default(),
+            tls: None,
+            tls_bind: None,
         }
     }
 }

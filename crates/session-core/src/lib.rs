@@ -61,7 +61,9 @@ mod metrics;
 mod session_timer;
 
 pub use call::{CallSession, CallStats};
-pub use config::{Identity, IdleAudio, MediaMode, SessionTimerConfig, Transports};
+pub use config::{
+    DscpPolicy, Identity, IdleAudio, MediaMode, SessionTimerConfig, StuckLimits, Transports,
+};
 pub use dependencies::{Cascade, DependencyCycle};
 pub use error::{Result, SessionError};
 pub use handler::{
@@ -71,6 +73,7 @@ pub use handler::{
 pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};
 /// SIP timers (T1, T2, T4), as [`SessionManagerBuilder::timers`] takes them.
+pub use session_dialog::tls::{TlsConfig, TlsConfigBuilder, TlsError};
 pub use session_dialog::transaction::TimerConfig;
 /// Codecs, telephone-event and ptime, as [`SessionManagerBuilder::media`] takes them.
 pub use session_media::sdp::negotiate::MediaConfig;
@@ -80,17 +83,24 @@ pub use session_bridge::{
     BridgeId, BridgeStats, Gain, JoinSettings, MemberStats, Technology, TechnologyChoice,
 };
 pub use session_events::{
-    BridgeChange, CallSummary, EventBus, Filter, PlaybackEnd, SessionEvent, Subscription,
-    TerminationReason,
+    BridgeChange, CallSummary, EventBus, EventKind, Filter, PlaybackEnd, RecvError, SessionEvent,
+    Subscription, TerminationReason, TryRecvError,
 };
+pub use session_media::AudioFrame;
+/// Audio for [`CallSession::attach_source`] and [`CallSession::attach_sink`]: a tone, a sink
+/// that hands frames to a channel, the frames, and a tone detector for checks.
+pub use session_media::audio::{ChannelSink, ToneSource, goertzel_power};
 /// The figures in [`CallStats`]: the RTP/RTCP stream's and the receive jitter buffer's.
 pub use session_media::{jitter::JitterStats, rtcp::StreamStats};
 pub use session_resources::{AdmissionController, Limits, PortPool};
 /// SIP URIs, as [`SessionManager::uri`] and [`SessionManagerBuilder::outbound_proxy`] use them.
 pub use session_sip::Uri;
-pub use session_tracer::{HealthIssue, HealthKind, SessionTracer, Timeline, TracerConfig};
+pub use session_sip::resource_priority::PriorityNamespace;
+pub use session_tracer::{
+    HealthIssue, HealthKind, HealthThresholds, SessionTracer, Timeline, TracerConfig,
+};
 pub use session_types::{
-    CallId, CallState, Direction, FailureReason, GroupId, SessionId, StatusCode,
+    CallId, CallState, Direction, FailureReason, GroupId, Priority, SessionId, StatusCode, StuckOn,
 };
 
 /// The crates session-core is built from, for what the umbrella does not re-export.

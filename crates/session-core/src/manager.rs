@@ -3,7 +3,9 @@
 //! inject their own; `start` binds the SIP transport and spawns the manager's task.
 
 use crate::call::CallSession;
-use crate::config::{Identity, ManagerConfig, MediaMode, SessionTimerConfig};
+use crate::config::{
+    DscpPolicy, Identity, ManagerConfig, MediaMode, SessionTimerConfig, StuckLimits,
+};
 use crate::core::{Command, CommandSender, Core, CoreParts, Gauges, OutgoingCall};
 use crate::dependencies::Cascade;
 use crate::error::{Result, SessionError};
@@ -12,13 +14,15 @@ use bytes::Bytes;
 use session_bridge::{BridgeId, BridgeStats, Gain, MemberStats, TechnologyChoice};
 use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
 use session_dialog::endpoint::{EndpointConfig, Protocol};
+use session_dialog::tls::TlsConfig;
 use session_dialog::transaction::TimerConfig;
 use session_events::{EventBus, Filter, Subscription};
 use session_media::sdp::negotiate::MediaConfig;
 use session_resources::{AdmissionController, Limits, Metrics, MetricsSnapshot, PortPool};
-use session_sip::{Header, Uri};
+use session_sip::resource_priority::PriorityNamespace;
+use session_sip::{Header, HeaderName, Uri};
 use session_tracer::SessionTracer;
-use session_types::{GroupId, SessionId};
+use session_types::{GroupId, Priority, SessionId};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -220,6 +224,36 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// SIP over TLS: calls to `sips:` and `;transport=tls` URIs go over TLS with `tls`'s
+    /// trusted roots, and with an identity in it we also listen for TLS (on `tls_bind`, by
+    /// default port 5061 when SIP is on 5060, else a port the system picks; see
+    /// [`SessionManager::tls_addr`]).
+    pub fn tls(mut self, tls: TlsConfig, tls_bind: Option<SocketAddr>) -> Self {
+        self.config.tls = Some(tls);
+        self.config.tls_bind = tls_bind;
+        self
+    }
+
+    /// How every session's packets are marked for DiffServ ([`DscpPolicy`]; by default RTP
+    /// EF, SIP CS3).
+    pub fn dscp(mut self, policy: DscpPolicy) -> Self {
+        self.config.dscp = policy;
+        self
+    }
+
+    /// The `Resource-Priority` namespace our calls' priorities are written in (`esnet` by
+    /// default; both `esnet` and `wps` are read).
+    pub fn priority_namespace(mut self, namespace: PriorityNamespace) -> Self {
+        self.config.priority_namespace = namespace;
+        self
+    }
+
+    /// Ends sessions stuck waiting past `limits` ([`StuckLimits`]; off by default).
+    pub fn stuck_limits(mut self, limits: StuckLimits) -> Self {
+        self.config.stuck = limits;
+        self
+    }
+
     /// How long a transfer waits for the peer's final NOTIFY (32 s by default).
     pub fn transfer_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.config.transfer_timeout = timeout;
@@ -256,9 +290,13 @@ impl SessionManagerBuilder {
             timers: config.timers,
             ..EndpointConfig::default()
         };
-        // The SIP layer advertises what it implements; session-core adds RFC 4028 timers and
-        // RFC 3891 Replaces.
-        endpoint.policy.supported = vec!["timer".to_owned(), "replaces".to_owned()];
+        // The SIP layer advertises what it implements; session-core turns on the user agent's
+        // RFC 3262 reliable provisional responses and adds RFC 4028 timers, RFC 3891 Replaces
+        // and RFC 4412 Resource-Priority.
+        endpoint.policy.supported = crate::core::SUPPORTED_TAGS
+            .iter()
+            .map(|tag| (*tag).to_owned())
+            .collect();
         let (sip, ua_events) = SipDriver::start(DriverConfig {
             bind: config.bind,
             udp: config.udp,
@@ -266,6 +304,9 @@ impl SessionManagerBuilder {
             contact_user: config.identity.user.clone(),
             endpoint,
             socket_buffer: config.socket_buffer,
+            dscp: config.dscp.sip_dscp(),
+            tls: config.tls.clone(),
+            tls_bind: config.tls_bind,
             rng_seed: config.rng_seed,
             ..DriverConfig::default()
         })
@@ -324,7 +365,7 @@ impl SessionManagerBuilder {
             metrics: crate::metrics::CallMetrics::new(&metrics),
             local_ip,
             our_uri: our_uri.clone(),
-            tracer,
+            tracer: tracer.clone(),
             bridges: bridges.clone(),
             bridge_events,
             groups: groups.clone(),
@@ -339,6 +380,7 @@ impl SessionManagerBuilder {
             ports.clone(),
             sip.clone(),
             bus.clone(),
+            tracer,
         ));
         // Stopped by `shutdown`, or with the manager task when the last handle goes.
         let metrics_stop = stop.child_token();
@@ -372,6 +414,7 @@ impl SessionManagerBuilder {
                 groups,
                 dependencies,
                 b2bua_pairs: Arc::default(),
+                priority_namespace: config.priority_namespace,
                 exporter,
                 metrics_addr,
                 metrics_stop,
@@ -402,6 +445,8 @@ struct Inner {
     dependencies: Arc<crate::dependencies::Dependencies>,
     /// The connected B2BUA calls, by leg (for local transfers).
     b2bua_pairs: Arc<crate::b2bua::Pairs>,
+    /// The namespace our `Resource-Priority` values are written in.
+    priority_namespace: PriorityNamespace,
     /// The metrics registry and what it reads at scrape time.
     exporter: Arc<crate::metrics::Exporter>,
     /// Where `GET /metrics` is served, if it is.
@@ -441,6 +486,10 @@ pub struct CallOptions {
     /// (`Limits::max_for_group`; beyond it the call fails at once with
     /// [`SessionError::Resources`]) and a member from its creation.
     pub group: Option<GroupId>,
+    /// How urgent the call is: admitted at this priority (`Limits::reserve_for`), its RTP
+    /// marked by it ([`DscpPolicy`]), and above routine sent with `Resource-Priority`
+    /// (RFC 4412) in the manager's namespace.
+    pub priority: Priority,
 }
 
 impl CallOptions {
@@ -466,6 +515,12 @@ impl CallOptions {
     /// creation.
     pub fn group(mut self, group: GroupId) -> Self {
         self.group = Some(group);
+        self
+    }
+
+    /// Places the call at `priority` (see [`CallOptions::priority`]).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
         self
     }
 }
@@ -768,6 +823,31 @@ impl SessionManager {
         handle.await.ok().flatten()
     }
 
+    /// Whether the manager holds nothing: no call, no admission slot, no RTP port.
+    pub fn is_idle(&self) -> bool {
+        self.active_calls() == 0 && self.admission().active() == 0 && self.ports().in_use() == 0
+    }
+
+    /// Resolves once the manager holds nothing ([`SessionManager::is_idle`]) — what a test or
+    /// a draining server awaits instead of polling the counts. A session gives its counts back
+    /// before its `SessionTerminated` is published, so this checks after each of those (and
+    /// returns when the manager has stopped).
+    pub async fn idle(&self) {
+        let mut ended = self
+            .events()
+            .subscribe(Filter::kind(session_events::EventKind::SessionTerminated));
+        while !self.is_idle() {
+            if let Err(session_events::RecvError::Closed) = ended.recv().await {
+                return;
+            }
+        }
+    }
+
+    /// Where we listen for SIP over TLS, when we do ([`SessionManagerBuilder::tls`]).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.sip.tls_addr()
+    }
+
     /// How many [`crate::b2bua::connect`] calls have both legs up right now.
     pub fn b2bua_calls(&self) -> usize {
         self.inner.b2bua_pairs.connected()
@@ -802,11 +882,19 @@ impl SessionManager {
         let (destination, mut protocol) = resolve(next_hop)
             .await
             .ok_or_else(|| invalid("next hop host", next_hop.as_str()))?;
+        if protocol == Protocol::Tls {
+            // The server's certificate must name the host we meant (RFC 3261 §26.3.1).
+            self.inner.sip.set_tls_name(destination, next_hop.host());
+        }
         if options.tcp {
             protocol = Protocol::Tcp;
         }
-        let mut headers = Vec::with_capacity(options.headers.len() + 1);
+        let mut headers = Vec::with_capacity(options.headers.len() + 2);
         headers.extend(proxy.as_ref().map(preloaded_route));
+        if options.priority > Priority::ROUTINE {
+            let value = self.inner.priority_namespace.value_for(options.priority);
+            headers.push(Header::new(HeaderName::ResourcePriority, value));
+        }
         for (name, value) in &options.headers {
             headers
                 .push(Header::other(name, value.clone()).ok_or_else(|| invalid("header", name))?);
@@ -821,6 +909,7 @@ impl SessionManager {
             sdp: options.sdp,
             transfer_of: None,
             group: options.group,
+            priority: options.priority,
         };
         let (reply, result) = oneshot::channel();
         self.inner
@@ -877,17 +966,31 @@ pub(crate) fn preloaded_route(proxy: &Uri) -> Header {
 pub(crate) fn destination_of(uri: &Uri) -> Option<(SocketAddr, Protocol)> {
     let host = uri.host().trim_start_matches('[').trim_end_matches(']');
     let ip: IpAddr = host.parse().ok()?;
-    Some((
-        SocketAddr::new(ip, uri.port().unwrap_or(5060)),
-        protocol_of(uri),
-    ))
+    let protocol = protocol_of(uri);
+    Some((SocketAddr::new(ip, port_of(uri, protocol)), protocol))
 }
 
+/// The transport a URI asks for: TLS for `sips:` (RFC 3261 §19.1) or `;transport=tls`, TCP
+/// for `;transport=tcp`, else UDP.
 fn protocol_of(uri: &Uri) -> Protocol {
+    if uri.scheme() == session_sip::Scheme::Sips {
+        return Protocol::Tls;
+    }
     match uri.param("transport").flatten() {
         Some(t) if t.eq_ignore_ascii_case("tcp") => Protocol::Tcp,
+        Some(t) if t.eq_ignore_ascii_case("tls") => Protocol::Tls,
         _ => Protocol::Udp,
     }
+}
+
+/// The URI's port, or the transport's default (5061 for TLS, 5060 otherwise; §19.1.2).
+fn port_of(uri: &Uri, protocol: Protocol) -> u16 {
+    let default = if protocol == Protocol::Tls {
+        5061
+    } else {
+        5060
+    };
+    uri.port().unwrap_or(default)
 }
 
 /// As [`destination_of`], looking host names up (A/AAAA; no SRV/NAPTR).
@@ -895,7 +998,8 @@ pub(crate) async fn resolve(uri: &Uri) -> Option<(SocketAddr, Protocol)> {
     if let Some(found) = destination_of(uri) {
         return Some(found);
     }
-    let port = uri.port().unwrap_or(5060);
+    let protocol = protocol_of(uri);
+    let port = port_of(uri, protocol);
     let mut addresses = tokio::net::lookup_host((uri.host(), port)).await.ok()?;
-    addresses.next().map(|address| (address, protocol_of(uri)))
+    addresses.next().map(|address| (address, protocol))
 }

@@ -514,7 +514,7 @@ mod tests {
     use session_media::g711::G711Law;
     use session_media::rtp::RtpSender;
     use session_media::sdp::negotiate::{MediaConfig, OfferAnswer};
-    use session_testkit::{Impairments, NodeId, SimNetwork};
+    use session_simnet::{Impairments, NodeId, SimNetwork};
     use std::time::Duration;
     use tokio::time::Instant;
 

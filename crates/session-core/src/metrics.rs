@@ -15,6 +15,7 @@
 //! | `rtp_lost_packets`, `rtp_jitter_us`, `mos_x100` | histogram | per answered call with our media, when it ends |
 //! | `admission_active`, `ports_in_use` | gauge | read at scrape time |
 //! | `calls_shed_total`, `admission_refused_total`, `event_bus_dropped_total` | counter | read at scrape time |
+//! | `health_{no_final_response,no_ack,no_audio,one_way_audio,long_hold}` | gauge | live sessions with that finding of the tracer's health rules, at scrape time (with a `SessionTracer` only) |
 
 use crate::call::CallStats;
 use crate::core::Gauges;
@@ -135,6 +136,8 @@ pub(crate) struct Exporter {
     shed: Counter,
     admission_refused: Counter,
     bus_dropped: Counter,
+    /// The tracer whose health findings are counted, and the gauges they go in.
+    health: Option<(session_tracer::SessionTracer, HealthGauges)>,
     /// Serialises refreshes: the mirrored counters catch up by difference.
     refreshing: parking_lot::Mutex<()>,
 }
@@ -147,8 +150,10 @@ impl Exporter {
         ports: PortPool,
         sip: SipHandle,
         bus: EventBus,
+        tracer: Option<session_tracer::SessionTracer>,
     ) -> Self {
         Self {
+            health: tracer.map(|tracer| (tracer, HealthGauges::new(&registry))),
             active: registry.gauge("calls_active"),
             admission_active: registry.gauge("admission_active"),
             ports_in_use: registry.gauge("ports_in_use"),
@@ -185,12 +190,65 @@ impl Exporter {
             self.admission.snapshot().refused_total,
         );
         catch_up(&self.bus_dropped, self.bus.stats().lagged);
+        if let Some((tracer, gauges)) = &self.health {
+            gauges.set(&tracer.health(crate::core::now()));
+        }
     }
 
     /// Every metric, refreshed, in the Prometheus text format.
     pub(crate) fn render(&self) -> String {
         self.refresh();
         self.registry.snapshot().to_prometheus("")
+    }
+}
+
+/// One gauge per kind of health finding.
+#[derive(Debug)]
+struct HealthGauges {
+    no_final_response: Gauge,
+    no_ack: Gauge,
+    no_audio: Gauge,
+    one_way_audio: Gauge,
+    long_hold: Gauge,
+}
+
+impl HealthGauges {
+    fn new(registry: &Metrics) -> Self {
+        Self {
+            no_final_response: registry.gauge("health_no_final_response"),
+            no_ack: registry.gauge("health_no_ack"),
+            no_audio: registry.gauge("health_no_audio"),
+            one_way_audio: registry.gauge("health_one_way_audio"),
+            long_hold: registry.gauge("health_long_hold"),
+        }
+    }
+
+    /// Counts `issues` by kind into the gauges.
+    fn set(&self, issues: &[session_tracer::HealthIssue]) {
+        use session_tracer::HealthKind;
+        let mut counts = [0i64; 5];
+        for issue in issues {
+            let slot = match issue.kind {
+                HealthKind::NoFinalResponse { .. } => 0,
+                HealthKind::NoAck { .. } => 1,
+                HealthKind::NoAudio { .. } => 2,
+                HealthKind::OneWayAudio { .. } => 3,
+                HealthKind::LongHold { .. } => 4,
+                // A kind added later is not counted until it has a gauge.
+                _ => continue,
+            };
+            counts[slot] += 1;
+        }
+        let gauges = [
+            &self.no_final_response,
+            &self.no_ack,
+            &self.no_audio,
+            &self.one_way_audio,
+            &self.long_hold,
+        ];
+        for (gauge, count) in gauges.into_iter().zip(counts) {
+            gauge.set(count);
+        }
     }
 }
 

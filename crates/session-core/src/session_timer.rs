@@ -91,8 +91,8 @@ fn session_expires(
 pub(crate) fn uac_headers(config: &SessionTimerConfig) -> Vec<Header> {
     let min_se = (config.min_se.as_secs() as u32).max(MIN_SE_FLOOR);
     let expires = (config.expires.as_secs() as u32).max(min_se);
+    // `Supported: timer` goes with our other option tags (`outbound.rs`).
     vec![
-        Header::new(HeaderName::Supported, "timer"),
         Header::new(HeaderName::SessionExpires, expires.to_string()),
         Header::new(HeaderName::MinSe, min_se.to_string()),
     ]
@@ -274,7 +274,7 @@ mod tests {
             "floor, not a refresh loop"
         );
         let headers = uac_headers(&config(60, 30));
-        assert_eq!(headers[1].value(), "90", "interval raised to the floor");
-        assert_eq!(headers[2].value(), "90");
+        assert_eq!(headers[0].value(), "90", "interval raised to the floor");
+        assert_eq!(headers[1].value(), "90");
     }
 }

@@ -668,7 +668,7 @@ async fn a_call_to_a_closed_tcp_port_fails_with_a_transport_error_at_once() {
 async fn a_2xx_never_acked_ends_the_call_as_timed_out_and_releases_it() {
     use session_core::crates::dialog::transaction::TimerConfig;
     use session_core::crates::sip::{Message, Method, Uri};
-    use session_testkit::sip::ScriptedPeer;
+    use session_simnet::sip::ScriptedPeer;
     let timers = TimerConfig {
         t1: Duration::from_millis(20),
         ..TimerConfig::default()
@@ -735,7 +735,7 @@ async fn a_panicking_handler_costs_one_call_a_500_not_the_manager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_uas_grants_the_session_interval_asked_for_and_names_the_refresher() {
     use session_core::crates::sip::{Header, HeaderName, Message, Uri};
-    use session_testkit::sip::ScriptedPeer;
+    use session_simnet::sip::ScriptedPeer;
     let timer = SessionTimerConfig {
         expires: Duration::from_secs(1800),
         min_se: Duration::from_secs(120),
@@ -801,12 +801,12 @@ async fn timed_caller(
     bob: &support::Peer,
     user: &str,
     extra: &[(session_core::crates::sip::HeaderName, &str)],
-) -> (session_testkit::sip::ScriptedPeer, tokio::net::UdpSocket) {
+) -> (session_simnet::sip::ScriptedPeer, tokio::net::UdpSocket) {
     use session_core::crates::sip::{Header, Uri};
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let target = Uri::parse(&bob.uri("bob")).unwrap();
     let mut caller =
-        session_testkit::sip::ScriptedPeer::new(user, socket.local_addr().unwrap(), target);
+        session_simnet::sip::ScriptedPeer::new(user, socket.local_addr().unwrap(), target);
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                  m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     let mut invite = caller.invite_with_body(Some(("application/sdp", offer.into())));
@@ -1963,7 +1963,13 @@ async fn a_b2bua_carries_out_attended_and_blind_transfers_locally() {
     within(bob_to_carol.answered()).await.unwrap();
     let carol_from_bob = carol.incoming().await;
     within(carol_from_bob.wait_for(CallState::is_established)).await;
-    assert_eq!(pbx.b2bua_calls(), 2);
+    // The pbx pairs a call's legs just after answering its caller.
+    within(async {
+        while pbx.b2bua_calls() != 2 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
 
     // Bob's REFER names the pbx's leg of his consultation call: the pbx joins alice and carol.
     within(bob_from_alice.transfer_attended(&bob_to_carol))

@@ -39,12 +39,21 @@
 //! lost closes it (RFC 3261 §18.3). A CRLFCRLF keep-alive ping is answered with a CRLF pong
 //! (RFC 5626 §4.4.1).
 //!
+//! TLS ([`DriverConfig::tls`], RFC 3261 §26.2.1) is TCP with rustls in between: a listener of
+//! its own ([`DriverConfig::tls_bind`], 5061 beside 5060), the same connection tasks, limits and
+//! reuse (connections are kept per transport and peer), a handshake bounded like a message,
+//! and the server's certificate checked against our trusted roots and the name we called
+//! ([`SipHandle::set_tls_name`], else the IP address). A handshake that fails is a transport
+//! error like a refused connection. Over TLS our Via and Contact name the TLS listener, so the
+//! peer's requests in the dialog come back over TLS.
+//!
 //! A send that fails for good (a refused or broken TCP connection, a hard UDP error such as an
 //! unreachable network) is reported to the user agent with
 //! [`UserAgent::handle_transport_error`], which ends the transactions towards that peer at once
 //! (RFC 3261 §17.1.4) rather than after 32 s of Timer B or F.
 
 use crate::endpoint::{EndpointConfig, Protocol};
+use crate::tls::TlsConfig;
 use crate::ua::{UaConfig, UaEvent, UserAgent};
 use bytes::Bytes;
 use session_sip::{ParseLimits, StreamDecoder, Uri};
@@ -54,7 +63,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -96,6 +105,17 @@ pub struct DriverConfig {
     pub endpoint: EndpointConfig,
     /// UDP socket send and receive buffer sizes, when set.
     pub socket_buffer: Option<usize>,
+    /// The DiffServ code point (RFC 2474) of every SIP packet we send, over UDP and TCP
+    /// (default 0, unmarked; CS3, 24, is what RFC 4594 suggests for signaling).
+    pub dscp: u8,
+    /// SIP over TLS (`sips:`, `;transport=tls`): connections we open use it, and with an
+    /// identity we also listen for TLS on [`DriverConfig::tls_bind`]. TLS connections share
+    /// the TCP limits below (caps, queues, timeouts); a handshake must finish within
+    /// [`DriverConfig::tcp_message_timeout`].
+    pub tls: Option<TlsConfig>,
+    /// Where TLS listens: by default the SIP address with port 5061 when SIP is on 5060
+    /// (RFC 3261 §19.1.2), else a port the system picks.
+    pub tls_bind: Option<SocketAddr>,
     /// A TCP connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
     /// Capacity of the queue of events to the layer above (default 4096).
@@ -147,6 +167,9 @@ impl Default for DriverConfig {
             contact_user: "user".into(),
             endpoint: EndpointConfig::default(),
             socket_buffer: None,
+            dscp: 0,
+            tls: None,
+            tls_bind: None,
             tcp_idle_timeout: Duration::from_secs(300),
             event_queue: 4096,
             overload_room: 1024,
@@ -200,6 +223,8 @@ type Job = Box<dyn FnOnce(&mut UserAgent, Instant) + Send>;
 pub struct SipHandle {
     jobs: mpsc::Sender<Job>,
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    tls_names: TlsNames,
     contact: Uri,
     refusing_calls: Arc<AtomicBool>,
     shed_invites: Arc<AtomicU64>,
@@ -214,6 +239,25 @@ impl SipHandle {
     /// Our Contact URI.
     pub fn contact(&self) -> &Uri {
         &self.contact
+    }
+
+    /// Where we listen for TLS, when we do.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The name the certificate of the TLS server at `address` must carry (the host of the
+    /// URI we resolved to it, RFC 3261 §26.3.1); without one, its IP address.
+    pub fn set_tls_name(&self, address: SocketAddr, host: &str) {
+        let mut names = self
+            .tls_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // One per peer address; a busy server sees few peers, but bound it anyway.
+        if names.len() >= MAX_TLS_NAMES && !names.contains_key(&address) {
+            names.clear();
+        }
+        names.insert(address, host.to_owned());
     }
 
     /// Whether new INVITEs are to be refused (503 with Retry-After, statelessly, before any
@@ -249,18 +293,31 @@ impl SipHandle {
     }
 }
 
-/// What TCP connection tasks tell the driver.
+/// The host names TLS servers' certificates must carry, by address ([`SipHandle::set_tls_name`]).
+type TlsNames = Arc<Mutex<HashMap<SocketAddr, String>>>;
+
+/// At most this many TLS names are kept.
+const MAX_TLS_NAMES: usize = 4096;
+
+/// A stream connection: its transport (TCP or TLS) and its peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Link {
+    protocol: Protocol,
+    peer: SocketAddr,
+}
+
+/// What stream (TCP and TLS) connection tasks tell the driver.
 enum TcpInbound {
     /// A framed message, with one of its connection's in-flight permits (given back when the
     /// driver has handled it).
-    Message(SocketAddr, session_sip::Message, OwnedSemaphorePermit),
+    Message(Link, session_sip::Message, OwnedSemaphorePermit),
     /// The bytes of a well-framed message that did not parse, to be answered as the same
     /// bytes in a datagram would be (a stateless 400 when they are a request), with one of
     /// its connection's in-flight permits.
-    Rejected(SocketAddr, Bytes, OwnedSemaphorePermit),
-    Closed(SocketAddr),
+    Rejected(Link, Bytes, OwnedSemaphorePermit),
+    Closed(Link),
     /// The connection could not be made, or bytes queued for it were never written.
-    Failed(SocketAddr),
+    Failed(Link),
 }
 
 /// Whether a UDP send error says the destination cannot be reached (worth failing the
@@ -291,7 +348,7 @@ async fn bind_sockets(
         tries += 1;
         let udp = if config.udp {
             Some(
-                bind_udp(config.bind, config.socket_buffer)
+                bind_udp(config.bind, config.socket_buffer, config.dscp)
                     .map_err(|e| bind_error(config.bind, e))?,
             )
         } else {
@@ -306,7 +363,7 @@ async fn bind_sockets(
         if !config.tcp {
             return Ok((udp, None, local_addr));
         }
-        match bind_tcp(local_addr, config.tcp_backlog) {
+        match bind_tcp(local_addr, config.tcp_backlog, config.dscp) {
             Ok(listener) => {
                 let local_addr = listener
                     .local_addr()
@@ -354,13 +411,41 @@ impl SipDriver {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             std::net::IpAddr::V4(ip) => ip.to_string(),
         };
+        let bad_user = |_| DriverError::Config("contact user is not a valid URI user part");
         let contact = Uri::parse(&format!(
             "sip:{}@{host}:{}",
             config.contact_user,
             local_addr.port()
         ))
-        .map_err(|_| DriverError::Config("contact user is not a valid URI user part"))?;
-        let ua = UserAgent::new(UaConfig {
+        .map_err(bad_user)?;
+        // TLS listens beside UDP/TCP when we have an identity to accept connections with.
+        let tls_listener = match &config.tls {
+            Some(tls) if tls.accepts_connections() => {
+                let address = config.tls_bind.unwrap_or_else(|| {
+                    let port = if local_addr.port() == 5060 { 5061 } else { 0 };
+                    SocketAddr::new(local_addr.ip(), port)
+                });
+                let listener = bind_tcp(address, config.tcp_backlog, config.dscp)
+                    .map_err(|source| DriverError::Bind { address, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| DriverError::Bind { address, source })?;
+                Some((listener, bound))
+            }
+            _ => None,
+        };
+        let tls_addr = tls_listener.as_ref().map(|(_, bound)| *bound);
+        let tls_contact = tls_addr
+            .map(|bound| {
+                Uri::parse(&format!(
+                    "sip:{}@{host}:{};transport=tls",
+                    config.contact_user,
+                    bound.port()
+                ))
+            })
+            .transpose()
+            .map_err(bad_user)?;
+        let mut ua = UserAgent::new(UaConfig {
             endpoint: config.endpoint.clone(),
             via_host: host,
             via_port: local_addr.port(),
@@ -368,6 +453,9 @@ impl SipDriver {
             large_requests_over_tcp: config.tcp,
             rng_seed: config.rng_seed,
         });
+        if let (Some(bound), Some(tls_contact)) = (tls_addr, tls_contact) {
+            ua.set_tls_listener(bound.port(), tls_contact);
+        }
         tracing::debug!(%local_addr, rng_seed = ua.rng_seed(), "SIP driver started");
         let (jobs_tx, jobs_rx) = mpsc::channel(config.job_queue);
         let (events_tx, events_rx) = mpsc::channel(config.event_queue);
@@ -375,10 +463,14 @@ impl SipDriver {
         let (tcp_tx, tcp_rx) = mpsc::channel(config.job_queue);
         let refusing_calls = Arc::new(AtomicBool::new(false));
         let shed_invites = Arc::new(AtomicU64::new(0));
+        let tls_names = TlsNames::default();
         let task = DriverTask {
             ua,
             udp,
             listener,
+            tls_listener: tls_listener.map(|(listener, _)| listener),
+            tls: config.tls.clone(),
+            tls_names: tls_names.clone(),
             jobs: jobs_rx,
             events: events_tx,
             held_events: VecDeque::new(),
@@ -394,6 +486,7 @@ impl SipDriver {
                 in_flight: config.tcp_in_flight,
                 send_queue: config.tcp_send_queue,
                 message_timeout: config.tcp_message_timeout,
+                dscp: config.dscp,
             },
             caps: ConnectionCaps::new(
                 config.tcp_max_connections,
@@ -410,6 +503,8 @@ impl SipDriver {
             SipHandle {
                 jobs: jobs_tx,
                 local_addr,
+                tls_addr,
+                tls_names,
                 contact,
                 refusing_calls,
                 shed_invites,
@@ -419,24 +514,39 @@ impl SipDriver {
     }
 }
 
-fn bind_udp(address: SocketAddr, buffer: Option<usize>) -> io::Result<UdpSocket> {
+fn bind_udp(address: SocketAddr, buffer: Option<usize>, dscp: u8) -> io::Result<UdpSocket> {
     let domain = socket2::Domain::for_address(address);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if let Some(size) = buffer {
         socket.set_recv_buffer_size(size)?;
         socket.set_send_buffer_size(size)?;
     }
+    mark(socket2::SockRef::from(&socket), address, dscp)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     UdpSocket::from_std(socket.into())
 }
 
-/// Binds the TCP listener with `backlog` (tokio's `TcpListener::bind` always asks for 128).
-fn bind_tcp(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// Sets the DiffServ code point of a socket's packets (0 leaves the system default).
+fn mark(socket: socket2::SockRef<'_>, address: SocketAddr, dscp: u8) -> io::Result<()> {
+    if dscp == 0 {
+        return Ok(());
+    }
+    let class = u32::from(dscp & 0x3f) << 2;
+    match address {
+        SocketAddr::V4(_) => socket.set_tos_v4(class),
+        SocketAddr::V6(_) => socket.set_tclass_v6(class),
+    }
+}
+
+/// Binds the TCP listener with `backlog` (tokio's `TcpListener::bind` always asks for 128);
+/// accepted connections inherit its marking.
+fn bind_tcp(address: SocketAddr, backlog: u32, dscp: u8) -> io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    mark(socket2::SockRef::from(&socket), address, dscp)?;
     // As `TcpListener::bind` does: a restarted driver can bind while old connections linger
     // in TIME_WAIT. (On Windows the option would let another socket take the port.)
     #[cfg(not(windows))]
@@ -638,12 +748,18 @@ struct TcpSettings {
     in_flight: usize,
     send_queue: usize,
     message_timeout: Duration,
+    /// The marking of connections we open (accepted ones inherit the listener's).
+    dscp: u8,
 }
 
 struct DriverTask {
     ua: UserAgent,
     udp: Option<UdpSocket>,
     listener: Option<TcpListener>,
+    /// Where TLS connections are accepted, when we have an identity.
+    tls_listener: Option<TcpListener>,
+    tls: Option<TlsConfig>,
+    tls_names: TlsNames,
     jobs: mpsc::Receiver<Job>,
     events: mpsc::Sender<UaEvent>,
     /// Events the full queue could not take yet, in order. While any are held the driver
@@ -651,8 +767,9 @@ struct DriverTask {
     held_events: VecDeque<UaEvent>,
     tcp_inbound: mpsc::Receiver<TcpInbound>,
     tcp_inbound_tx: mpsc::Sender<TcpInbound>,
-    /// Writers of open TCP connections, by peer address (RFC 3261 §18: reuse connections).
-    connections: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Writers of open TCP and TLS connections, by transport and peer address (RFC 3261 §18:
+    /// reuse connections).
+    connections: HashMap<Link, mpsc::Sender<Bytes>>,
     /// Set by the layer above through [`SipHandle::refuse_new_calls`].
     refusing_calls: Arc<AtomicBool>,
     /// The user agent's count of shed INVITEs, for [`SipHandle::shed_invites`].
@@ -748,31 +865,34 @@ impl DriverTask {
                     Err(error) => tracing::debug!(%error, "UDP receive error"),
                 },
                 inbound = self.tcp_inbound.recv(), if !holding => match inbound {
-                    Some(TcpInbound::Message(source, message, permit)) => {
+                    Some(TcpInbound::Message(link, message, permit)) => {
                         if tracing::enabled!(target: WIRE_TRACE_TARGET, tracing::Level::TRACE) {
-                            trace_wire("in", Protocol::Tcp, source, &message.to_bytes());
+                            trace_wire("in", link.protocol, link.peer, &message.to_bytes());
                         }
                         self.update_shedding();
-                        self.ua.handle_message(now(), Protocol::Tcp, source, message);
+                        self.ua.handle_message(now(), link.protocol, link.peer, message);
                         // The connection may frame one more.
                         drop(permit);
                     }
-                    Some(TcpInbound::Rejected(source, bytes, permit)) => {
-                        trace_wire("in", Protocol::Tcp, source, &bytes);
+                    Some(TcpInbound::Rejected(link, bytes, permit)) => {
+                        trace_wire("in", link.protocol, link.peer, &bytes);
                         self.update_shedding();
                         // The same verdict, and answer, as for these bytes in a datagram.
-                        self.ua.handle_datagram(now(), Protocol::Tcp, source, &bytes);
+                        self.ua.handle_datagram(now(), link.protocol, link.peer, &bytes);
                         drop(permit);
                     }
-                    Some(TcpInbound::Closed(peer)) => self.forget_connection(peer),
-                    Some(TcpInbound::Failed(peer)) => {
-                        self.forget_connection(peer);
-                        self.ua.handle_transport_error(now(), peer, Protocol::Tcp);
+                    Some(TcpInbound::Closed(link)) => self.forget_connection(link),
+                    Some(TcpInbound::Failed(link)) => {
+                        self.forget_connection(link);
+                        self.ua.handle_transport_error(now(), link.peer, link.protocol);
                     }
                     None => {}
                 },
                 accepted = accept_tcp(self.listener.as_ref(), self.accept_resume), if !holding => {
-                    self.accepted(accepted);
+                    self.accepted(accepted, Protocol::Tcp);
+                }
+                accepted = accept_tcp(self.tls_listener.as_ref(), self.accept_resume), if !holding => {
+                    self.accepted(accepted, Protocol::Tls);
                 }
                 () = sleep => self.ua.handle_timeout(now()),
             }
@@ -815,13 +935,13 @@ impl DriverTask {
 
     /// Drops the writer of a connection that ended, unless a newer connection to the same
     /// peer has replaced it.
-    fn forget_connection(&mut self, peer: SocketAddr) {
+    fn forget_connection(&mut self, link: Link) {
         if self
             .connections
-            .get(&peer)
+            .get(&link)
             .is_some_and(|writer| writer.is_closed())
         {
-            self.connections.remove(&peer);
+            self.connections.remove(&link);
         }
     }
 
@@ -849,7 +969,13 @@ impl DriverTask {
                         }
                     }
                 }
-                Protocol::Tcp => self.send_tcp(transmit.destination, transmit.bytes),
+                Protocol::Tcp | Protocol::Tls => {
+                    let link = Link {
+                        protocol: transmit.protocol,
+                        peer: transmit.destination,
+                    };
+                    self.send_stream(link, transmit.bytes);
+                }
             }
         }
         while let Some(event) = self.ua.poll_event() {
@@ -862,18 +988,20 @@ impl DriverTask {
             .store(self.ua.shed_invites(), Ordering::Relaxed);
     }
 
-    fn send_tcp(&mut self, destination: SocketAddr, bytes: Bytes) {
-        let bytes = match self.connections.get(&destination) {
+    /// Sends over the TCP or TLS connection to `link`'s peer, opening one when there is none.
+    fn send_stream(&mut self, link: Link, bytes: Bytes) {
+        let destination = link.peer;
+        let bytes = match self.connections.get(&link) {
             Some(writer) => match writer.try_send(bytes) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     // The peer does not read what we send: give the connection up, and with
                     // it the transactions waiting on it (§17.1.4). Its task ends at once (its
                     // queue is closed) or when its stuck write times out.
-                    tracing::debug!(%destination, "TCP send queue full: closing the connection");
-                    self.connections.remove(&destination);
+                    tracing::debug!(%destination, "send queue full: closing the connection");
+                    self.connections.remove(&link);
                     self.ua
-                        .handle_transport_error(now(), destination, Protocol::Tcp);
+                        .handle_transport_error(now(), destination, link.protocol);
                     return;
                 }
                 // The connection ended: open a new one.
@@ -881,35 +1009,75 @@ impl DriverTask {
             },
             None => bytes,
         };
+        let tls = match (link.protocol, &self.tls) {
+            (Protocol::Tls, Some(tls)) => {
+                let names = self
+                    .tls_names
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let host = names.get(&destination).map(String::as_str);
+                Some((tls.connector(), crate::tls::server_name(host, destination)))
+            }
+            (Protocol::Tls, None) => {
+                tracing::debug!(%destination, "TLS asked for but not configured");
+                self.ua
+                    .handle_transport_error(now(), destination, Protocol::Tls);
+                return;
+            }
+            _ => None,
+        };
         let (writer, queue) = mpsc::channel(self.tcp.send_queue);
         // Queued until the connection is up; the queue is new, so it has room.
         let _ = writer.try_send(bytes);
-        self.connections.insert(destination, writer);
+        self.connections.insert(link, writer);
         let inbound = self.tcp_inbound_tx.clone();
         let settings = self.tcp.clone();
         tokio::spawn(async move {
-            match TcpStream::connect(destination).await {
-                Ok(stream) => {
-                    serve_connection(stream, destination, queue, inbound, settings, None).await;
-                }
+            let stream = match TcpStream::connect(destination).await {
+                Ok(stream) => stream,
                 Err(error) => {
                     tracing::debug!(%error, %destination, "TCP connect failed");
                     drop(queue);
-                    let _ = inbound.send(TcpInbound::Failed(destination)).await;
+                    let _ = inbound.send(TcpInbound::Failed(link)).await;
+                    return;
+                }
+            };
+            if let Err(error) = mark(socket2::SockRef::from(&stream), destination, settings.dscp) {
+                tracing::debug!(%error, %destination, "TCP connection not marked");
+            }
+            let Some((connector, name)) = tls else {
+                serve_connection(stream, link, queue, inbound, settings, None).await;
+                return;
+            };
+            let handshake = connector.connect(name, stream);
+            match tokio::time::timeout(settings.message_timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(stream, link, queue, inbound, settings, None).await;
+                }
+                failed => {
+                    // A certificate that does not verify or name the peer fails here.
+                    match failed {
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %destination, "TLS handshake failed");
+                        }
+                        _ => tracing::debug!(%destination, "TLS handshake timed out"),
+                    }
+                    drop(queue);
+                    let _ = inbound.send(TcpInbound::Failed(link)).await;
                 }
             }
         });
     }
 
     /// Takes what `accept` returned: a connection to adopt, or an error to back off from.
-    fn accepted(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>) {
+    fn accepted(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>, protocol: Protocol) {
         match accepted {
             Ok((stream, peer)) => {
                 self.accept_resume = None;
                 if let Some(failures) = self.accept_backoff.succeeded(now()) {
                     tracing::info!(failures, "TCP accept works again");
                 }
-                self.adopt(stream, peer);
+                self.adopt(stream, Link { protocol, peer });
             }
             Err(error) => {
                 let retry = self.accept_backoff.failed(error.kind(), now());
@@ -924,26 +1092,51 @@ impl DriverTask {
         }
     }
 
-    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let slot = match self.caps.admit(peer.ip()) {
+    fn adopt(&mut self, stream: TcpStream, link: Link) {
+        let slot = match self.caps.admit(link.peer.ip()) {
             Ok(slot) => slot,
             Err(cap) => {
                 // Dropping the stream closes it.
-                tracing::debug!(%peer, ?cap, "TCP connection cap reached: closing the new connection");
+                tracing::debug!(peer = %link.peer, ?cap, "TCP connection cap reached: closing the new connection");
                 return;
             }
         };
+        let acceptor = match link.protocol {
+            Protocol::Tls => match self.tls.as_ref().and_then(TlsConfig::acceptor) {
+                Some(acceptor) => Some(acceptor),
+                None => return,
+            },
+            _ => None,
+        };
         let (writer, queue) = mpsc::channel(self.tcp.send_queue);
-        self.connections.insert(peer, writer);
+        self.connections.insert(link, writer);
         let inbound = self.tcp_inbound_tx.clone();
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            queue,
-            inbound,
-            self.tcp.clone(),
-            Some(slot),
-        ));
+        let settings = self.tcp.clone();
+        let Some(acceptor) = acceptor else {
+            tokio::spawn(serve_connection(
+                stream,
+                link,
+                queue,
+                inbound,
+                settings,
+                Some(slot),
+            ));
+            return;
+        };
+        tokio::spawn(async move {
+            // The handshake counts as the first message: it must end in time.
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout(settings.message_timeout, handshake).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(stream, link, queue, inbound, settings, Some(slot)).await;
+                }
+                _ => {
+                    tracing::debug!(peer = %link.peer, "TLS handshake with a client failed");
+                    drop(queue);
+                    let _ = inbound.send(TcpInbound::Closed(link)).await;
+                }
+            }
+        });
     }
 }
 
@@ -962,9 +1155,9 @@ impl DriverTask {
 ///
 /// `slot`, for an accepted connection, is its place within the connection caps, given back
 /// when this ends.
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    link: Link,
     mut queue: mpsc::Receiver<Bytes>,
     inbound: mpsc::Sender<TcpInbound>,
     settings: TcpSettings,
@@ -978,6 +1171,7 @@ async fn serve_connection(
         message_timeout,
         ..
     } = settings;
+    let peer = link.peer;
     let in_flight = Arc::new(Semaphore::new(in_flight));
     let mut decoder = StreamDecoder::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
@@ -1030,8 +1224,8 @@ async fn serve_connection(
                         break;
                     };
                     let report = match inbound_message {
-                        InboundKind::Message(message) => TcpInbound::Message(peer, message, permit),
-                        InboundKind::Rejected(raw) => TcpInbound::Rejected(peer, raw, permit),
+                        InboundKind::Message(message) => TcpInbound::Message(link, message, permit),
+                        InboundKind::Rejected(raw) => TcpInbound::Rejected(link, raw, permit),
                     };
                     if inbound.send(report).await.is_err() {
                         // The driver is gone.
@@ -1085,9 +1279,9 @@ async fn serve_connection(
     // The connection no longer counts against the caps.
     drop(slot);
     let report = if failed {
-        TcpInbound::Failed(peer)
+        TcpInbound::Failed(link)
     } else {
-        TcpInbound::Closed(peer)
+        TcpInbound::Closed(link)
     };
     let _ = inbound.send(report).await;
 }
@@ -1100,7 +1294,11 @@ enum InboundKind {
 
 /// Writes all of `bytes`, failing with `TimedOut` when that takes longer than `timeout` (a
 /// peer that does not read fills its window and the write stops making progress).
-async fn write_bounded(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+async fn write_bounded<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
     match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
@@ -1246,7 +1444,7 @@ mod tests {
             // The kernel caps the backlog lower than this test needs.
             return;
         }
-        let listener = bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)), BACKLOG).unwrap();
+        let listener = bind_tcp(SocketAddr::from(([127, 0, 0, 1], 0)), BACKLOG, 0).unwrap();
         let address = listener.local_addr().unwrap();
         let mut clients = Vec::new();
         for n in 0..200 {

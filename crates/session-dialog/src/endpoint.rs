@@ -27,6 +27,8 @@ pub enum Protocol {
     Udp,
     /// TCP (reliable).
     Tcp,
+    /// TLS over TCP (reliable; RFC 3261 §26.2.1).
+    Tls,
 }
 
 impl Protocol {
@@ -35,18 +37,24 @@ impl Protocol {
         match self {
             Self::Udp => "UDP",
             Self::Tcp => "TCP",
+            Self::Tls => "TLS",
         }
     }
 
     /// Whether the transport is reliable (no retransmissions by transactions).
     pub fn is_reliable(self) -> bool {
-        self == Self::Tcp
+        matches!(self, Self::Tcp | Self::Tls)
+    }
+
+    /// Whether the transport is carried over a TCP connection (TCP or TLS).
+    pub fn is_stream(self) -> bool {
+        self.is_reliable()
     }
 
     fn reliability(self) -> Transport {
         match self {
             Self::Udp => Transport::Unreliable,
-            Self::Tcp => Transport::Reliable,
+            Self::Tcp | Self::Tls => Transport::Reliable,
         }
     }
 }

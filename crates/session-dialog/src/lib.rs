@@ -6,10 +6,11 @@
 //! when it next needs to be woken. It never reads the clock, never spawns, never touches a
 //! socket. The driver that owns sockets and the single timer structure sits on top and only
 //! moves bytes and instants, which makes loss and retransmission tests deterministic and fast
-//! (see `session-testkit`).
+//! (see `session-simnet`).
 
 pub mod dialog;
 pub mod driver;
 pub mod endpoint;
+pub mod tls;
 pub mod transaction;
 pub mod ua;

@@ -12,7 +12,37 @@
 //! ACKed and ended with BYE. A transport error reported by the driver ends the transactions
 //! towards that peer at once (§17.1.4) instead of after Timer B or F.
 //!
-//! Randomness is an input, like time: every tag, Via branch, Call-ID, glare delay and
+//! Reliable provisional responses (RFC 3262), in both roles, when the endpoint's
+//! [`UasPolicy`](session_sip::UasPolicy) lists the option tag `100rel` (as a UAC the user agent
+//! PRACKs whatever asks for it):
+//!
+//! - **UAC.** A 101–199 answer to our INVITE with `Require: 100rel` and an `RSeq` is PRACKed in
+//!   the early dialog it makes (one per To tag when the INVITE forks: its route set, remote
+//!   target and CSeq count, §4), with `RAck: <rseq> <invite cseq> INVITE`. Only the first RSeq
+//!   of an early dialog and then exactly one more each time are PRACKed and reported as
+//!   [`UaEvent::Response`]; a retransmission or an out-of-order one is dropped (§4), so the
+//!   layer above sees each reliable 1xx once. A lost PRACK is resent by its own transaction. The
+//!   PRACK's responses, timeouts and transport errors are not reported: the PRACK is the user
+//!   agent's business. The dialog a 2xx confirms keeps the early dialog's CSeq, so the ACK's
+//!   successors (BYE …) number above the PRACKs.
+//! - **UAS.** When the INVITE says `Require: 100rel`, every provisional response but 100 goes
+//!   reliably; with `Supported: 100rel` only those with a body (early media). A reliable one
+//!   carries `Require: 100rel` and an `RSeq` (a random start below 2³¹, then one more each,
+//!   §3) and is resent at T1, 2·T1, 4·T1 … (§3: no T2 cap, unlike a 2xx) until its PRACK;
+//!   without one in 64·T1 the INVITE is answered 500 ([`UaEvent::PrackTimeout`]). One is
+//!   unacknowledged at a time: a reliable 1xx asked for meanwhile is queued and sent when the
+//!   PRACK comes (at most [`MAX_QUEUED_PROVISIONALS`]). A 2xx asked for while the
+//!   unacknowledged one carried a session description is held until its PRACK (§3): `answer`
+//!   returns the dialog at once, and the 2xx goes out (then is retransmitted until its ACK) when
+//!   the PRACK arrives; if the INVITE ends first the dialog ends with
+//!   [`DialogEnd::PrackTimeout`] or [`DialogEnd::CancelledBeforeAnswer`], and hanging it up
+//!   meanwhile answers the INVITE 480 rather than BYE an early dialog. Any other final
+//!   response goes at once and stops the retransmissions; a later PRACK for the
+//!   unacknowledged 1xx is still answered 200 (§3). The user agent answers every PRACK itself
+//!   (200 when its Call-ID, tags and `RAck` match the unacknowledged 1xx, else 481) and
+//!   reports a matched one as [`UaEvent::Prack`]; an offer in a PRACK (§5) is not supported.
+//!
+//! Randomness is an input, like time: every tag, Via branch, Call-ID, glare delay, RSeq and
 //! Retry-After comes from one generator seeded by [`UaConfig::rng_seed`] (the endpoint's To
 //! tags from one seeded from it), so the same seed and the same inputs give the same bytes.
 //!
@@ -84,6 +114,13 @@ pub enum DialogEnd {
     /// The transport could not reach the peer while our 2xx waited for its ACK (e.g. its TCP
     /// connection is gone, §17.2.4): the dialog cannot be confirmed.
     TransportError,
+    /// Our 2xx was held for the PRACK of a reliable provisional response with a session
+    /// description (RFC 3262 §3), which did not come in 64·T1: the INVITE was answered 500
+    /// instead and the 2xx never sent ([`UaEvent::PrackTimeout`] comes first).
+    PrackTimeout,
+    /// The peer cancelled the INVITE while our 2xx was held for a PRACK (RFC 3262 §3): the
+    /// INVITE was answered 487 and the 2xx never sent ([`UaEvent::Cancelled`] comes first).
+    CancelledBeforeAnswer,
 }
 
 /// What the user agent tells the session layer.
@@ -156,6 +193,22 @@ pub enum UaEvent {
         dialog: DialogId,
         /// The randomized delay.
         retry_after: Duration,
+    },
+    /// The PRACK for a reliable provisional response to the INVITE of server transaction `tx`
+    /// arrived and was answered 200 (RFC 3262 §3); retransmissions of that 1xx stopped, and a
+    /// held 2xx or a queued 1xx went out. Its body, if any, is the peer's (§5).
+    Prack {
+        /// The INVITE's server transaction.
+        tx: TransactionId,
+        /// The PRACK.
+        request: Request,
+    },
+    /// A reliable provisional response to the INVITE of server transaction `tx` got no PRACK
+    /// in 64·T1 (RFC 3262 §3): the user agent answered the INVITE 500, so it is over. A dialog
+    /// its held 2xx made ends next with [`DialogEnd::PrackTimeout`].
+    PrackTimeout {
+        /// The INVITE's server transaction.
+        tx: TransactionId,
     },
 }
 
@@ -230,14 +283,23 @@ fn finish_body(response: &mut Response, body: Option<(&str, Bytes)>) {
     }
 }
 
-/// Our Via for a new request over `protocol`, with a fresh branch drawn from `rng`. A free
-/// function, so a caller can hold other parts of the user agent while it draws.
-fn via_line(config: &UaConfig, rng: &mut fastrand::Rng, protocol: Protocol) -> String {
+/// Our Via for a new request over `protocol`, with a fresh branch drawn from `rng`: the TLS
+/// listener's port over TLS, the UDP/TCP one otherwise. A free function, so a caller can hold
+/// other parts of the user agent while it draws.
+fn via_line(
+    config: &UaConfig,
+    tls: Option<&TlsListener>,
+    rng: &mut fastrand::Rng,
+    protocol: Protocol,
+) -> String {
+    let port = match (protocol, tls) {
+        (Protocol::Tls, Some(tls)) => tls.port,
+        _ => config.via_port,
+    };
     format!(
-        "SIP/2.0/{} {}:{};branch={};rport",
+        "SIP/2.0/{} {}:{port};branch={};rport",
         protocol.via_token(),
         config.via_host,
-        config.via_port,
         new_branch_with(rng)
     )
 }
@@ -250,6 +312,91 @@ struct Pending2xx {
     interval: Duration,
     next: Instant,
     give_up: Instant,
+}
+
+/// The most reliable provisional responses one INVITE queues behind its unacknowledged one
+/// (RFC 3262 §3 allows one in flight); [`UserAgent::answer`] refuses more.
+pub const MAX_QUEUED_PROVISIONALS: usize = 4;
+
+/// The option tag of RFC 3262.
+const TAG_100REL: &str = "100rel";
+
+/// The most early dialogs (To tags) one INVITE of ours PRACKs in; reliable 1xx from further
+/// branches go up unacknowledged.
+const MAX_EARLY_DIALOGS: usize = 16;
+
+/// Whether a header list (`Require`, `Supported`) of `headers` names `100rel`.
+fn names_100rel(headers: &session_sip::Headers, name: HeaderName) -> bool {
+    headers
+        .values(name)
+        .any(|tag| tag.eq_ignore_ascii_case(TAG_100REL))
+}
+
+/// Which provisional responses to an INVITE we received go reliably (RFC 3262 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reliability {
+    /// None: the INVITE did not offer `100rel`, or our policy does not list it.
+    Never,
+    /// Those with a body (early media): the INVITE said `Supported: 100rel`.
+    WithBody,
+    /// All but 100: the INVITE said `Require: 100rel`.
+    Always,
+}
+
+/// A reliable provisional response of ours waiting for its PRACK (RFC 3262 §3).
+struct Unacked {
+    rseq: u32,
+    bytes: Bytes,
+    /// It carried a body (a session description): a 2xx waits for its PRACK.
+    with_body: bool,
+    interval: Duration,
+    /// The next retransmission; `None` on a reliable transport or once the final response
+    /// is out (§3: retransmissions stop, PRACKs are still answered).
+    next: Option<Instant>,
+    give_up: Instant,
+}
+
+impl Unacked {
+    fn due(&self) -> Instant {
+        self.next
+            .map_or(self.give_up, |next| next.min(self.give_up))
+    }
+}
+
+/// A provisional response waiting for the unacknowledged one to be PRACKed: built, but its
+/// `Require`, `RSeq` and body lines are added when it goes.
+struct QueuedProvisional {
+    response: Response,
+    body: Option<(Box<str>, Bytes)>,
+}
+
+/// The RFC 3262 state of an INVITE we received, made by its first reliable 1xx.
+struct ReliableUas {
+    /// The early dialog the responses make (our To tag, the peer's From tag): PRACKs carry it.
+    dialog: DialogId,
+    /// The INVITE's CSeq number (a PRACK's `RAck` names it).
+    invite_seq: u32,
+    /// The RSeq of the next reliable provisional response.
+    next_rseq: u32,
+    unacked: Option<Unacked>,
+    queued: VecDeque<QueuedProvisional>,
+    /// Our 2xx, held until `unacked` (which carried a session description) is PRACKed.
+    held: Option<Response>,
+    /// The CSeq of the last PRACK answered (§12.2.2 ordering before a dialog exists).
+    prack_seq: Option<u32>,
+    /// The final response is out (or the INVITE was cancelled): nothing more is sent.
+    done: bool,
+}
+
+/// An early dialog a reliable provisional response to our INVITE made (RFC 3262 §4).
+struct EarlyDialog {
+    /// The To tag of its responses.
+    remote_tag: std::sync::Arc<str>,
+    /// The last RSeq PRACKed: only one more is PRACKed next.
+    rseq: u32,
+    /// Where PRACKs go and how they count; `None` for a re-INVITE, whose PRACKs go in its
+    /// confirmed dialog.
+    dialog: Option<Box<Dialog>>,
 }
 
 /// An INVITE to send out of dialog, for [`UserAgent::invite_with`].
@@ -290,6 +437,8 @@ struct ClientInvite {
     progress: InviteProgress,
     /// The caller asked to cancel it.
     cancel: Option<CancelState>,
+    /// Early dialogs reliable provisional responses made, one per To tag (RFC 3262 §4).
+    early: Vec<EarlyDialog>,
 }
 
 /// The 2xx an INVITE of ours was answered with, as far as a retransmission of it needs.
@@ -337,6 +486,10 @@ struct ServerInvite {
     /// The To tag of every response we send for it (§8.2.6.2); for a re-INVITE, the dialog's.
     to_tag: String,
     within: Option<DialogId>,
+    /// Which provisional responses go reliably (RFC 3262).
+    reliability: Reliability,
+    /// Made by the first reliable provisional response.
+    reliable: Option<Box<ReliableUas>>,
 }
 
 /// A dialog and what the user agent does in it right now; one map entry per dialog, so a
@@ -382,6 +535,13 @@ pub struct UserAgent {
     server_invites: IdMap<Box<ServerInvite>>,
     /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
     timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
+    /// Reliable 1xx retransmission and PRACK deadlines, by INVITE server transaction (lazy
+    /// deletion: checked against its unacknowledged 1xx).
+    prack_timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
+    /// The INVITE server transaction an early dialog's PRACKs are for (RFC 3262 §3).
+    expected_pracks: HashMap<DialogId, TransactionId>,
+    /// Our PRACK client transactions: their outcome is not reported (RFC 3262 §4).
+    pracks: IdMap<()>,
     events: VecDeque<UaEvent>,
     /// Calls room was reserved for ([`UserAgent::reserve`]): maps never shrink below it.
     reserved: usize,
@@ -389,6 +549,16 @@ pub struct UserAgent {
     last_shrink: Option<Instant>,
     /// A check was due later than a timeout that came: one more wake-up is owed for it.
     shrink_pending: bool,
+    /// Our TLS listener, when there is one ([`UserAgent::set_tls_listener`]).
+    tls: Option<TlsListener>,
+}
+
+/// Where we take TLS: what our Via and Contact say in messages sent over TLS.
+struct TlsListener {
+    port: u16,
+    contact: Uri,
+    /// `<contact>`, as written in our responses.
+    contact_value: String,
 }
 
 /// How often the user agent checks its maps for room a past peak left (hash maps keep the
@@ -414,10 +584,14 @@ impl UserAgent {
             client_invites: IdMap::default(),
             server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
+            prack_timers: BinaryHeap::new(),
+            expected_pracks: HashMap::new(),
+            pracks: IdMap::default(),
             events: VecDeque::new(),
             reserved: 0,
             last_shrink: None,
             shrink_pending: false,
+            tls: None,
         }
     }
 
@@ -428,6 +602,9 @@ impl UserAgent {
             + self.client_invites.capacity()
             + self.server_invites.capacity()
             + self.timers.capacity()
+            + self.prack_timers.capacity()
+            + self.expected_pracks.capacity()
+            + self.pracks.capacity()
             + self.endpoint.capacity()
     }
 
@@ -450,6 +627,11 @@ impl UserAgent {
         if self.timers.len() * 4 < self.timers.capacity() {
             self.timers.shrink_to((self.timers.len() * 2).max(floor));
         }
+        if self.prack_timers.len() * 4 < self.prack_timers.capacity() {
+            self.prack_timers.shrink_to(self.prack_timers.len() * 2);
+        }
+        crate::transaction::table::shrink_map(&mut self.expected_pracks, 0);
+        crate::transaction::table::shrink_map(&mut self.pracks, 0);
         if self.events.len() * 4 < self.events.capacity() {
             self.events.shrink_to(self.events.len() * 2);
         }
@@ -478,8 +660,8 @@ impl UserAgent {
         self.endpoint.transaction_count()
     }
 
-    /// Everything the user agent holds per call: dialogs, transactions, INVITE records and
-    /// pending 2xx. Zero when idle, which tests check after every run.
+    /// Everything the user agent holds per call: dialogs, transactions, INVITE records,
+    /// pending 2xx and PRACK records. Zero when idle, which tests check after every run.
     pub fn state_count(&self) -> usize {
         let in_dialogs: usize = self
             .dialogs
@@ -494,6 +676,8 @@ impl UserAgent {
             + self.endpoint.transaction_count()
             + self.client_invites.len()
             + self.server_invites.len()
+            + self.expected_pracks.len()
+            + self.pracks.len()
     }
 
     /// Overload shedding: while `Some(retry_after)`, a new INVITE is answered 503 with
@@ -526,6 +710,15 @@ impl UserAgent {
         self.dialogs.get(id).map(|e| &*e.dialog)
     }
 
+    /// When the unacknowledged reliable 1xx of INVITE `tx` is next resent or given up on.
+    fn unacked_due(&self, tx: TransactionId) -> Option<Instant> {
+        let reliable = self.server_invites.get(&tx)?.reliable.as_ref()?;
+        if reliable.done {
+            return None;
+        }
+        reliable.unacked.as_ref().map(Unacked::due)
+    }
+
     fn pending_2xx_due(&self, id: &DialogId) -> Option<Instant> {
         let pending = self.dialogs.get(id)?.pending_2xx.as_ref()?;
         Some(pending.next.min(pending.give_up))
@@ -549,20 +742,39 @@ impl UserAgent {
             }
             self.timers.pop();
         }
+        while let Some(&Reverse((at, tx))) = self.prack_timers.peek() {
+            if self.unacked_due(tx) == Some(at) {
+                break;
+            }
+            self.prack_timers.pop();
+        }
         let ours = self.timers.peek().map(|Reverse((at, _))| *at);
+        let pracks = self.prack_timers.peek().map(|Reverse((at, _))| *at);
         // A skipped room check comes back once, so an idle user agent gives room back too.
         let shrink = self
             .shrink_pending
             .then(|| self.last_shrink.map(|last| last + SHRINK_EVERY))
             .flatten();
-        [ours, self.endpoint.poll_timeout(), shrink]
+        [ours, pracks, self.endpoint.poll_timeout(), shrink]
             .into_iter()
             .flatten()
             .min()
     }
 
     fn via(&mut self, protocol: Protocol) -> String {
-        via_line(&self.config, &mut self.rng, protocol)
+        via_line(&self.config, self.tls.as_ref(), &mut self.rng, protocol)
+    }
+
+    /// We also listen for TLS on `port`: requests and responses sent over TLS carry that port
+    /// in their Via and `contact` (a `;transport=tls` URI) as Contact, so that the peer's
+    /// requests in the dialog come back over TLS (RFC 3261 §26.2.1).
+    pub fn set_tls_listener(&mut self, port: u16, contact: Uri) {
+        let contact_value = format!("<{contact}>");
+        self.tls = Some(TlsListener {
+            port,
+            contact,
+            contact_value,
+        });
     }
 
     /// Time has reached `now`.
@@ -603,6 +815,7 @@ impl UserAgent {
             let due = pending.next.min(pending.give_up);
             self.timers.push(Reverse((due, id)));
         }
+        self.handle_prack_timers(now);
         self.endpoint.handle_timeout(now);
         self.pump(now);
         self.shrink_if_due(now);
@@ -680,8 +893,9 @@ impl UserAgent {
                 } => self.on_request(now, id, request, source, protocol),
                 EndpointEvent::Ack { request, .. } => self.on_ack(request),
                 EndpointEvent::Cancelled { id } => {
-                    self.server_invites.remove(&id);
+                    let held = self.remove_server_invite(id);
                     self.events.push_back(UaEvent::Cancelled { tx: id });
+                    self.end_held_dialog(held, DialogEnd::CancelledBeforeAnswer);
                 }
                 EndpointEvent::Response { id, response } => self.on_response(now, id, response),
                 EndpointEvent::StrayInvite2xx { response, source } => {
@@ -690,7 +904,12 @@ impl UserAgent {
                         .and_then(|id| self.dialogs.get(&id))
                         .map(|e| &e.dialog)
                     {
-                        let via = via_line(&self.config, &mut self.rng, dialog.protocol);
+                        let via = via_line(
+                            &self.config,
+                            self.tls.as_ref(),
+                            &mut self.rng,
+                            dialog.protocol,
+                        );
                         let ack = dialog.clone().request(
                             Method::Ack,
                             via,
@@ -705,24 +924,29 @@ impl UserAgent {
                     if self.endpoint.is_server(id) {
                         continue; // Timer H: our failure was never ACKed; nothing to tell.
                     }
+                    if self.pracks.contains_key(&id) {
+                        // The UAS gives up on its 1xx by itself (RFC 3262 §3): nothing to do.
+                        tracing::debug!("PRACK timed out");
+                        continue;
+                    }
                     self.end_local_reinvite(id);
                     self.events
                         .push_back(UaEvent::TransactionTimeout { tx: id });
                 }
                 EndpointEvent::TransportError { id } => {
+                    if self.pracks.contains_key(&id) {
+                        continue; // The INVITE's own transaction reports the peer's loss.
+                    }
                     self.end_local_reinvite(id);
                     self.events.push_back(UaEvent::TransportError { tx: id });
                 }
                 EndpointEvent::Terminated { id } => {
                     self.end_local_reinvite(id);
                     self.client_invites.remove(&id);
-                    if let Some(invite) = self.server_invites.remove(&id)
-                        && let Some(dialog) = invite.within
-                        && let Some(entry) = self.dialogs.get_mut(&dialog)
-                        && entry.remote_reinvite == Some(id)
-                    {
-                        entry.remote_reinvite = None;
-                    }
+                    self.pracks.remove(&id);
+                    // A 2xx still held ends here only when the transport failed (§17.2.4).
+                    let held = self.remove_server_invite(id);
+                    self.end_held_dialog(held, DialogEnd::TransportError);
                 }
             }
         }
@@ -736,6 +960,34 @@ impl UserAgent {
             && entry.local_reinvite == Some(tx)
         {
             entry.local_reinvite = None;
+        }
+    }
+
+    /// Forgets INVITE server transaction `tx`: its record, the PRACKs it expects, and the
+    /// dialog's pending re-INVITE. Returns the dialog its held 2xx made, which the caller ends
+    /// (a re-INVITE's held 2xx leaves its dialog as it was).
+    fn remove_server_invite(&mut self, tx: TransactionId) -> Option<DialogId> {
+        let invite = self.server_invites.remove(&tx)?;
+        if let Some(dialog) = &invite.within
+            && let Some(entry) = self.dialogs.get_mut(dialog)
+            && entry.remote_reinvite == Some(tx)
+        {
+            entry.remote_reinvite = None;
+        }
+        let reliable = invite.reliable?;
+        if self.expected_pracks.get(&reliable.dialog) == Some(&tx) {
+            self.expected_pracks.remove(&reliable.dialog);
+        }
+        (reliable.held.is_some() && invite.within.is_none()).then_some(reliable.dialog)
+    }
+
+    /// Ends the dialog a held 2xx made (see [`UserAgent::remove_server_invite`]).
+    fn end_held_dialog(&mut self, dialog: Option<DialogId>, reason: DialogEnd) {
+        if let Some(dialog) = dialog
+            && self.end_dialog(&dialog).is_some()
+        {
+            self.events
+                .push_back(UaEvent::DialogTerminated { dialog, reason });
         }
     }
 
@@ -769,6 +1021,7 @@ impl UserAgent {
         if !has_to_tag {
             if request.method == Method::Invite {
                 let to_tag = new_tag_with(&mut self.rng);
+                let reliability = self.reliability_of(&request);
                 self.server_invites.insert(
                     tx,
                     Box::new(ServerInvite {
@@ -776,6 +1029,8 @@ impl UserAgent {
                         protocol,
                         to_tag,
                         within: None,
+                        reliability,
+                        reliable: None,
                     }),
                 );
                 self.events.push_back(UaEvent::IncomingInvite {
@@ -793,6 +1048,16 @@ impl UserAgent {
             }
             return;
         }
+        if request.method == Method::Prack {
+            // RFC 3262 §3: matched against our unacknowledged reliable 1xx, in an early dialog
+            // as in a confirmed one.
+            self.on_prack(now, tx, request);
+            return;
+        }
+        let reliability = match request.method {
+            Method::Invite => self.reliability_of(&request),
+            _ => Reliability::Never,
+        };
         let found = Dialog::id_of_request(&request)
             .and_then(|id| self.dialogs.get_mut(&id).map(|entry| (id, entry)));
         let Some((id, entry)) = found else {
@@ -820,9 +1085,10 @@ impl UserAgent {
                 }
                 self.end_dialog(&id);
                 self.events.push_back(UaEvent::DialogTerminated {
-                    dialog: id,
+                    dialog: id.clone(),
                     reason: DialogEnd::PeerBye,
                 });
+                self.bye_ends_held_invite(now, &id);
             }
             Method::Invite if entry.local_reinvite.is_some() => {
                 // §14.2: our re-INVITE is pending: glare.
@@ -852,6 +1118,8 @@ impl UserAgent {
                         protocol,
                         to_tag,
                         within: Some(id.clone()),
+                        reliability,
+                        reliable: None,
                     }),
                 );
                 self.events.push_back(UaEvent::IncomingRequest {
@@ -895,6 +1163,14 @@ impl UserAgent {
     }
 
     fn on_response(&mut self, now: Instant, tx: TransactionId, response: Response) {
+        if self.pracks.contains_key(&tx) {
+            // Our PRACK's answer (RFC 3262 §4): nothing to do either way; a failure leaves the
+            // UAS to give up on its 1xx (§3).
+            if !response.status.is_provisional() && !response.status.is_success() {
+                tracing::debug!(status = response.status.as_u16(), "PRACK refused");
+            }
+            return;
+        }
         let is_invite = response.cseq().is_ok_and(|c| c.method == Method::Invite);
         if !is_invite || !self.client_invites.contains_key(&tx) {
             let dialog =
@@ -908,6 +1184,13 @@ impl UserAgent {
         }
         let status = response.status;
         if status.is_provisional() {
+            // RFC 3262 §4: 100rel in a 100 is ignored.
+            if status != StatusCode::TRYING
+                && names_100rel(&response.headers, HeaderName::Require)
+                && !self.on_reliable_provisional(now, tx, &response)
+            {
+                return;
+            }
             let dialog = Dialog::id_of_response(&response);
             self.events.push_back(UaEvent::Response {
                 tx,
@@ -972,6 +1255,123 @@ impl UserAgent {
         }
     }
 
+    /// RFC 3262 §4: PRACKs a reliable provisional response to our INVITE `tx` in the early
+    /// dialog it belongs to. Returns whether the response goes on to the layer above: not a
+    /// retransmission nor one out of order (its RSeq is not one more than the last), which
+    /// "MUST NOT be processed further", nor one after the final response (we MAY discard it).
+    /// One without RSeq or To tag cannot be PRACKed and goes on as an unreliable one.
+    fn on_reliable_provisional(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        response: &Response,
+    ) -> bool {
+        let Some(Ok(rseq)) = response.rseq() else {
+            return true;
+        };
+        let Some(tag) = response
+            .to()
+            .ok()
+            .and_then(|to| to.tag().map(std::sync::Arc::<str>::from))
+        else {
+            return true;
+        };
+        let Some(invite) = self.client_invites.get_mut(&tx) else {
+            return true;
+        };
+        if invite.progress == InviteProgress::Final {
+            return false;
+        }
+        let within = invite.within.clone();
+        let contact = response.headers.values(HeaderName::Contact).next();
+        let room = invite.early.len() < MAX_EARLY_DIALOGS;
+        match invite.early.iter_mut().find(|e| e.remote_tag == tag) {
+            Some(early) => {
+                if early.rseq.checked_add(1) != Some(rseq) {
+                    tracing::debug!(rseq, last = early.rseq, "reliable 1xx out of order");
+                    return false;
+                }
+                early.rseq = rseq;
+                if let Some(dialog) = early.dialog.as_mut() {
+                    dialog.refresh_target(contact);
+                }
+            }
+            // A new early dialog (one per To tag when the INVITE forks): its RSeq count
+            // starts at whatever the UAS chose (errata 4604: per early dialog).
+            None if room => {
+                let dialog = match within {
+                    Some(_) => None,
+                    None => {
+                        let made = Dialog::from_sent_invite(
+                            &invite.invite,
+                            response,
+                            invite.destination,
+                            invite.protocol,
+                        );
+                        let Some(dialog) = made else {
+                            return true;
+                        };
+                        Some(Box::new(dialog))
+                    }
+                };
+                invite.early.push(EarlyDialog {
+                    remote_tag: tag.clone(),
+                    rseq,
+                    dialog,
+                });
+            }
+            None => return true,
+        }
+        let rack = format!("{rseq} {} INVITE", invite.invite.seq);
+        self.send_prack(now, tx, &tag, rack, within);
+        true
+    }
+
+    /// Sends a PRACK with `rack` in the early dialog with To tag `tag` of our INVITE `tx`, or
+    /// in dialog `within` for a re-INVITE.
+    fn send_prack(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        tag: &str,
+        rack: String,
+        within: Option<DialogId>,
+    ) {
+        let protocol = match &within {
+            Some(id) => self.dialogs.get(id).map(|e| e.dialog.protocol),
+            None => self.client_invites.get(&tx).map(|i| i.protocol),
+        };
+        let Some(protocol) = protocol else {
+            return;
+        };
+        let via = via_line(&self.config, self.tls.as_ref(), &mut self.rng, protocol);
+        let dialog = match &within {
+            Some(id) => self.dialogs.get_mut(id).map(|e| &mut *e.dialog),
+            None => self
+                .client_invites
+                .get_mut(&tx)
+                .and_then(|i| i.early.iter_mut().find(|e| &*e.remote_tag == tag))
+                .and_then(|e| e.dialog.as_deref_mut()),
+        };
+        let Some(dialog) = dialog else {
+            return;
+        };
+        // The early dialog's next CSeq, its route set and remote target (§4, RFC 3261 §12.2.1.1).
+        let mut prack = dialog.request(Method::Prack, via, None, None);
+        prack.headers.remove_all(HeaderName::ContentLength);
+        prack.headers.push(Header::new(HeaderName::RAck, rack));
+        prack
+            .headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        let (hop, protocol) = (dialog.next_hop(), dialog.protocol);
+        match self.endpoint.send_request(now, prack, hop, protocol) {
+            Ok(id) => {
+                self.pracks.insert(id, ());
+            }
+            Err(error) => tracing::warn!(%error, "could not send PRACK"),
+        }
+    }
+
     /// §14.1: the owner of the Call-ID waits 2.1–4 s, the other side 0–2 s, in 10 ms steps.
     fn glare_delay(&mut self, dialog: &DialogId) -> Duration {
         let owner = self
@@ -1011,7 +1411,12 @@ impl UserAgent {
         let forked = invite.answered.is_some();
         let cancelled = invite.cancel.is_some();
         let seq = invite.invite.seq;
-        let via = via_line(&self.config, &mut self.rng, invite.protocol);
+        let via = via_line(
+            &self.config,
+            self.tls.as_ref(),
+            &mut self.rng,
+            invite.protocol,
+        );
         let protocol = invite.protocol;
         let contact = response.headers.values(HeaderName::Contact).next();
         // A re-INVITE's 2xx refreshes its dialog in place; a first 2xx makes a new one.
@@ -1035,6 +1440,16 @@ impl UserAgent {
                 };
                 dialog.state = DialogState::Confirmed;
                 dialog.refresh_target(contact);
+                // RFC 3262 §4: the PRACKs were counted in the early dialog this 2xx confirms;
+                // our next request goes on from there.
+                if let Some(early) = invite
+                    .early
+                    .iter()
+                    .find(|e| e.remote_tag == id.remote_tag)
+                    .and_then(|e| e.dialog.as_ref())
+                {
+                    dialog.local_seq = dialog.local_seq.max(early.local_seq);
+                }
                 let ack = dialog.request(Method::Ack, via, None, Some(seq)).to_bytes();
                 let hop = dialog.next_hop();
                 (ack, hop, Some(dialog))
@@ -1171,6 +1586,10 @@ impl UserAgent {
             .unwrap_or_else(|| CallId::random_with(&mut self.rng, Some(&self.config.via_host)));
         let via = self.via(protocol);
         let from_tag = new_tag_with(&mut self.rng);
+        let contact = match (&self.tls, protocol) {
+            (Some(tls), Protocol::Tls) => &tls.contact,
+            _ => &self.config.contact,
+        };
         let mut builder = Request::builder(Method::Invite, to.clone())
             .header(HeaderName::Via, via)
             .max_forwards(70)
@@ -1178,7 +1597,7 @@ impl UserAgent {
             .to(None, to, None)
             .call_id(call_id.as_str())
             .cseq(cseq.unwrap_or(1))
-            .contact(&self.config.contact);
+            .contact(contact);
         for header in headers {
             builder = builder.header_line(header);
         }
@@ -1201,6 +1620,7 @@ impl UserAgent {
                 within: None,
                 progress: InviteProgress::Calling,
                 cancel: None,
+                early: Vec::new(),
             }),
         );
         Ok((tx, call_id))
@@ -1215,6 +1635,10 @@ impl UserAgent {
         headers: Vec<Header>,
         body: Option<(&str, Bytes)>,
     ) -> Result<TransactionId, EndpointError> {
+        if method == Method::Bye && self.hang_up_held(now, id) {
+            // No BYE went: the dialog is gone (see `hangup`).
+            return Err(EndpointError::NoSuchTransaction);
+        }
         // §14.1: one re-INVITE at a time per dialog (checked before a CSeq is spent).
         let entry = self
             .dialogs
@@ -1223,8 +1647,12 @@ impl UserAgent {
         if method == Method::Invite && entry.local_reinvite.is_some() {
             return Err(EndpointError::RequestPending);
         }
-        let via = self.via(entry.dialog.protocol);
-        let contact = &self.config.contact;
+        let protocol = entry.dialog.protocol;
+        let via = self.via(protocol);
+        let contact = match (&self.tls, protocol) {
+            (Some(tls), Protocol::Tls) => &tls.contact,
+            _ => &self.config.contact,
+        };
         let dialog = &mut self
             .dialogs
             .get_mut(id)
@@ -1259,6 +1687,7 @@ impl UserAgent {
                         within: Some(id.clone()),
                         progress: InviteProgress::Calling,
                         cancel: None,
+                        early: Vec::new(),
                     }),
                 );
             }
@@ -1276,6 +1705,11 @@ impl UserAgent {
     }
 
     /// Ends a confirmed dialog with BYE.
+    ///
+    /// A dialog whose 2xx is still held for a PRACK (RFC 3262 §3) is early on the peer's side,
+    /// and a callee does not BYE an early dialog (RFC 3261 §15): its INVITE is answered 480
+    /// instead, the dialog ends with [`DialogEnd::LocalBye`], and the result is
+    /// [`EndpointError::NoSuchTransaction`], as for a dialog already gone.
     pub fn hangup(&mut self, now: Instant, id: &DialogId) -> Result<TransactionId, EndpointError> {
         self.request_in_dialog(now, id, Method::Bye, Vec::new(), None)
     }
@@ -1336,6 +1770,18 @@ impl UserAgent {
 
     /// Answers a request received in server transaction `tx`. For an INVITE, a 2xx creates (or
     /// refreshes) the dialog and is retransmitted until its ACK; the returned id is the dialog's.
+    ///
+    /// With RFC 3262 (see the module docs) a provisional response may go reliably: one asked
+    /// for while another waits for its PRACK is queued (`Ok(None)`), and a 2xx asked for while
+    /// an unacknowledged one carried a session description is held until its PRACK: the dialog
+    /// is returned at once, the 2xx goes when the PRACK comes.
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::ResponseRefused`] when the transaction cannot send this response: a
+    /// second final response (a held 2xx counts as sent), a reliable 1xx after the final one,
+    /// or more than [`MAX_QUEUED_PROVISIONALS`] reliable 1xx waiting;
+    /// [`EndpointError::NoSuchTransaction`] when `tx` is not a live server transaction.
     pub fn answer(
         &mut self,
         now: Instant,
@@ -1345,6 +1791,14 @@ impl UserAgent {
         body: Option<(&str, Bytes)>,
     ) -> Result<Option<DialogId>, EndpointError> {
         let invite = self.server_invites.get(&tx);
+        let reliable = invite.and_then(|i| i.reliable.as_deref());
+        if reliable.is_some_and(|r| r.held.is_some()) {
+            // The final response is decided: it waits for a PRACK (RFC 3262 §3).
+            return Err(EndpointError::ResponseRefused);
+        }
+        // RFC 3262 §3: a 2xx waits for the PRACK of a 1xx that carried a session description.
+        let hold = status.is_success()
+            && reliable.is_some_and(|r| !r.done && r.unacked.as_ref().is_some_and(|u| u.with_body));
         let within = invite.and_then(|i| i.within.clone());
         let Some(request) = self.endpoint.request_of(tx) else {
             // A transaction that already sent its final response keeps no request.
@@ -1362,13 +1816,40 @@ impl UserAgent {
         );
         let is_invite = request.method == Method::Invite;
         if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
-            response.headers.push(Header::new(
-                HeaderName::Contact,
-                self.contact_value.as_str(),
-            ));
+            let contact = match (&self.tls, invite.map(|i| i.protocol)) {
+                (Some(tls), Some(Protocol::Tls)) => tls.contact_value.as_str(),
+                _ => self.contact_value.as_str(),
+            };
+            response
+                .headers
+                .push(Header::new(HeaderName::Contact, contact));
         }
         for header in headers {
             response.headers.push(header);
+        }
+        let has_body = body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty());
+        let reliable_1xx = status.is_provisional()
+            && status != StatusCode::TRYING
+            && match invite.map_or(Reliability::Never, |i| i.reliability) {
+                Reliability::Always => true,
+                Reliability::WithBody => has_body,
+                Reliability::Never => false,
+            };
+        if reliable_1xx {
+            let early = to_tag
+                .as_deref()
+                .and_then(|tag| early_dialog_id(request, tag));
+            let invite_seq = request.cseq().map(|c| c.seq).unwrap_or_default();
+            let Some(early) = early else {
+                return Err(EndpointError::BadRequest("no From tag or Call-ID"));
+            };
+            let provisional = QueuedProvisional {
+                response,
+                body: body.map(|(content_type, bytes)| (content_type.into(), bytes)),
+            };
+            self.send_reliable(now, tx, provisional, invite_seq, early)?;
+            self.pump(now);
+            return Ok(None);
         }
         finish_body(&mut response, body);
         // The dialog (if this 2xx makes one) is read off the request before the response goes
@@ -1379,59 +1860,424 @@ impl UserAgent {
             }
             _ => None,
         };
+        if hold {
+            let id = self.insert_answered_dialog(tx, within, new_dialog);
+            if let Some(reliable) = self.reliable_mut(tx) {
+                // Provisional responses not sent yet say nothing the 2xx does not.
+                reliable.queued.clear();
+                reliable.held = Some(response);
+            }
+            return Ok(id);
+        }
         let bytes = self.endpoint.respond_tagged(now, tx, response, to_tag)?;
-        let mut dialog_id = None;
-        if let Some(invite) = self.server_invites.get(&tx)
-            && status.is_success()
+        if status.as_u16() >= 200
+            && let Some(reliable) = self.reliable_mut(tx)
         {
-            let (source, protocol) = (invite.source, invite.protocol);
-            let id = match (within, new_dialog) {
-                (Some(id), _) => Some(id),
-                (None, Some(dialog)) => {
-                    let id = dialog.id.clone();
-                    self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
-                    Some(id)
-                }
-                (None, None) => None,
-            };
-            if let Some(id) = id.filter(|id| self.dialogs.contains_key(id)) {
-                let (destination, protocol) =
-                    self.endpoint.peer_of(tx).unwrap_or((source, protocol));
-                let t1 = self.config.endpoint.timers.t1;
-                let give_up = now + t1 * 64;
-                // On a reliable transport the 2xx is sent once; only the ACK wait remains.
-                let next = if protocol.is_reliable() {
-                    give_up
-                } else {
-                    now + t1
-                };
-                let pending = Pending2xx {
-                    bytes,
-                    destination,
-                    protocol,
-                    interval: t1,
-                    next,
-                    give_up,
-                };
-                self.timers.push(Reverse((next.min(give_up), id.clone())));
-                if let Some(entry) = self.dialogs.get_mut(&id) {
-                    entry.pending_2xx = Some(Box::new(pending));
-                    entry.remote_reinvite = None;
-                }
+            // §3: no new reliable 1xx after the final response, and no more retransmissions
+            // of the unacknowledged one (its PRACK is still answered).
+            reliable.done = true;
+            reliable.queued.clear();
+            if let Some(unacked) = reliable.unacked.as_mut() {
+                unacked.next = None;
+            }
+        }
+        let mut dialog_id = None;
+        if self.server_invites.contains_key(&tx) && status.is_success() {
+            let id = self.insert_answered_dialog(tx, within, new_dialog);
+            if let Some(id) = id {
+                self.start_2xx(now, tx, &id, bytes);
                 dialog_id = Some(id);
             }
         }
-        if status.as_u16() >= 200
-            && let Some(invite) = self.server_invites.remove(&tx)
-            && let Some(dialog) = invite.within
-            && let Some(entry) = self.dialogs.get_mut(&dialog)
-            && entry.remote_reinvite == Some(tx)
-        {
+        if status.as_u16() >= 200 {
             // The final response is out: nothing more is sent for this INVITE, and another
-            // re-INVITE may come (§14.2).
-            entry.remote_reinvite = None;
+            // re-INVITE may come (§14.2). A reliable 1xx still unacknowledged keeps the record
+            // until the transaction ends, to answer its PRACK (RFC 3262 §3).
+            let unacked = self
+                .server_invites
+                .get(&tx)
+                .and_then(|i| i.reliable.as_ref())
+                .is_some_and(|r| r.unacked.is_some());
+            if unacked {
+                let within = self.server_invites.get(&tx).and_then(|i| i.within.clone());
+                if let Some(entry) = within.and_then(|id| self.dialogs.get_mut(&id))
+                    && entry.remote_reinvite == Some(tx)
+                {
+                    entry.remote_reinvite = None;
+                }
+            } else {
+                self.remove_server_invite(tx);
+            }
         }
         self.pump(now);
         Ok(dialog_id)
+    }
+
+    /// The dialog a 2xx to INVITE `tx` makes (`new_dialog`, now kept) or refreshes (`within`),
+    /// if it is live. A dialog made before any PRACK was answered counts them (§12.2.2).
+    fn insert_answered_dialog(
+        &mut self,
+        tx: TransactionId,
+        within: Option<DialogId>,
+        new_dialog: Option<Dialog>,
+    ) -> Option<DialogId> {
+        let id = match (within, new_dialog) {
+            (Some(id), _) => id,
+            (None, Some(mut dialog)) => {
+                let prack_seq = self.reliable_mut(tx).and_then(|r| r.prack_seq);
+                if let Some(seq) = prack_seq {
+                    dialog.accept_remote_seq(seq);
+                }
+                let id = dialog.id.clone();
+                self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
+                id
+            }
+            (None, None) => return None,
+        };
+        self.dialogs.contains_key(&id).then_some(id)
+    }
+
+    /// Our 2xx to INVITE `tx` (`bytes`) went out in dialog `id`: it is retransmitted until its
+    /// ACK (§13.3.1.4).
+    fn start_2xx(&mut self, now: Instant, tx: TransactionId, id: &DialogId, bytes: Bytes) {
+        let Some(invite) = self.server_invites.get(&tx) else {
+            return;
+        };
+        let (destination, protocol) = self
+            .endpoint
+            .peer_of(tx)
+            .unwrap_or((invite.source, invite.protocol));
+        let t1 = self.config.endpoint.timers.t1;
+        let give_up = now + t1 * 64;
+        // On a reliable transport the 2xx is sent once; only the ACK wait remains.
+        let next = if protocol.is_reliable() {
+            give_up
+        } else {
+            now + t1
+        };
+        let pending = Pending2xx {
+            bytes,
+            destination,
+            protocol,
+            interval: t1,
+            next,
+            give_up,
+        };
+        if let Some(entry) = self.dialogs.get_mut(id) {
+            self.timers.push(Reverse((next.min(give_up), id.clone())));
+            entry.pending_2xx = Some(Box::new(pending));
+            entry.remote_reinvite = None;
+        }
+    }
+}
+
+/// The early dialog our provisional responses to `invite` with To tag `tag` make, as the
+/// peer's requests in it name it ([`Dialog::id_of_request`]).
+fn early_dialog_id(invite: &Request, tag: &str) -> Option<DialogId> {
+    let remote = invite.from().ok()?.tag()?.to_owned();
+    Some(DialogId::new(
+        CallId::new(invite.call_id().ok()?),
+        tag,
+        remote,
+    ))
+}
+
+/// Reliable provisional responses as a UAS (RFC 3262 §3).
+impl UserAgent {
+    /// How INVITE `request` wants its provisional responses, given our policy.
+    fn reliability_of(&self, request: &Request) -> Reliability {
+        let ours = self
+            .config
+            .endpoint
+            .policy
+            .supported
+            .iter()
+            .any(|tag| tag.eq_ignore_ascii_case(TAG_100REL));
+        if !ours {
+            Reliability::Never
+        } else if names_100rel(&request.headers, HeaderName::Require) {
+            Reliability::Always
+        } else if names_100rel(&request.headers, HeaderName::Supported) {
+            Reliability::WithBody
+        } else {
+            Reliability::Never
+        }
+    }
+
+    fn reliable_mut(&mut self, tx: TransactionId) -> Option<&mut ReliableUas> {
+        self.server_invites.get_mut(&tx)?.reliable.as_deref_mut()
+    }
+
+    /// Sends `provisional` reliably for INVITE `tx` (CSeq number `invite_seq`, early dialog
+    /// `dialog`), or queues it behind the unacknowledged one (§3: one at a time).
+    fn send_reliable(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        provisional: QueuedProvisional,
+        invite_seq: u32,
+        dialog: DialogId,
+    ) -> Result<(), EndpointError> {
+        let rng = &mut self.rng;
+        let invite = self
+            .server_invites
+            .get_mut(&tx)
+            .ok_or(EndpointError::NoSuchTransaction)?;
+        let reliable = invite.reliable.get_or_insert_with(|| {
+            Box::new(ReliableUas {
+                dialog,
+                invite_seq,
+                // §3: the first RSeq is between 1 and 2³¹ − 1, uniformly chosen.
+                next_rseq: rng.u32(1..=(1 << 31) - 1),
+                unacked: None,
+                queued: VecDeque::new(),
+                held: None,
+                prack_seq: None,
+                done: false,
+            })
+        });
+        if reliable.done {
+            // §3: no new reliable provisional response after the final one.
+            return Err(EndpointError::ResponseRefused);
+        }
+        if reliable.unacked.is_some() {
+            if reliable.queued.len() >= MAX_QUEUED_PROVISIONALS {
+                return Err(EndpointError::ResponseRefused);
+            }
+            reliable.queued.push_back(provisional);
+            return Ok(());
+        }
+        let rseq = reliable.next_rseq;
+        let QueuedProvisional { mut response, body } = provisional;
+        response
+            .headers
+            .push(Header::new(HeaderName::Require, TAG_100REL));
+        response
+            .headers
+            .push(Header::new(HeaderName::RSeq, rseq.to_string()));
+        let with_body = body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty());
+        finish_body(
+            &mut response,
+            body.as_ref().map(|(t, bytes)| (&**t, bytes.clone())),
+        );
+        let tag = Some(invite.to_tag.clone());
+        let bytes = self.endpoint.respond_tagged(now, tx, response, tag)?;
+        // §7.1: one more for each reliable provisional response of this transaction.
+        reliable.next_rseq = rseq.saturating_add(1);
+        let t1 = self.config.endpoint.timers.t1;
+        let unacked = Unacked {
+            rseq,
+            bytes,
+            with_body,
+            interval: t1,
+            next: (!invite.protocol.is_reliable()).then(|| now + t1),
+            give_up: now + t1 * 64,
+        };
+        let due = unacked.due();
+        reliable.unacked = Some(unacked);
+        let dialog = reliable.dialog.clone();
+        self.prack_timers.push(Reverse((due, tx)));
+        self.expected_pracks.insert(dialog, tx);
+        Ok(())
+    }
+
+    /// Retransmits the unacknowledged reliable 1xx that are due, and gives up on those that
+    /// waited 64·T1.
+    fn handle_prack_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, tx))) = self.prack_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.prack_timers.pop();
+            if self.unacked_due(tx) != Some(at) {
+                continue;
+            }
+            let Some(unacked) = self.reliable_mut(tx).and_then(|r| r.unacked.as_mut()) else {
+                continue;
+            };
+            if unacked.give_up <= now {
+                self.prack_timeout(now, tx);
+                continue;
+            }
+            // §3: T1, then doubling with no T2 cap (unlike a 2xx): a PRACK is retransmitted
+            // on its own timer, not on each 1xx, so the 1xx need not come back sooner.
+            unacked.interval *= 2;
+            unacked.next = Some(now + unacked.interval);
+            let (due, bytes) = (unacked.due(), unacked.bytes.clone());
+            self.prack_timers.push(Reverse((due, tx)));
+            if let Some((destination, protocol)) = self.endpoint.peer_of(tx) {
+                self.endpoint.send_stateless(bytes, destination, protocol);
+            }
+        }
+    }
+
+    /// §3: a reliable 1xx of INVITE `tx` got no PRACK in 64·T1: the INVITE is answered 500
+    /// ("SHOULD reject the original request with a 5xx").
+    fn prack_timeout(&mut self, now: Instant, tx: TransactionId) {
+        if let Some(reliable) = self.reliable_mut(tx) {
+            reliable.done = true;
+            reliable.unacked = None;
+            reliable.queued.clear();
+        }
+        self.respond_to_invite(now, tx, StatusCode::SERVER_INTERNAL_ERROR);
+        let held = self.remove_server_invite(tx);
+        self.events.push_back(UaEvent::PrackTimeout { tx });
+        self.end_held_dialog(held, DialogEnd::PrackTimeout);
+    }
+
+    /// Sends a final response without a body to INVITE `tx`, outside [`UserAgent::answer`].
+    fn respond_to_invite(&mut self, now: Instant, tx: TransactionId, status: StatusCode) {
+        let Some(tag) = self.server_invites.get(&tx).map(|i| i.to_tag.clone()) else {
+            return;
+        };
+        let Some(request) = self.endpoint.request_of(tx) else {
+            return;
+        };
+        let (mut response, tag) = response_to(request, status, Some(&tag), &mut self.rng);
+        finish_body(&mut response, None);
+        if let Err(error) = self.endpoint.respond_tagged(now, tx, response, tag) {
+            tracing::warn!(%error, status = status.as_u16(), "could not answer the INVITE");
+        }
+    }
+
+    /// We hang up dialog `id` while its 2xx is held (see [`UserAgent::hangup`]): the INVITE
+    /// gets 480 and the dialog ends. Returns whether it was such a dialog.
+    fn hang_up_held(&mut self, now: Instant, id: &DialogId) -> bool {
+        let Some(&tx) = self.expected_pracks.get(id) else {
+            return false;
+        };
+        let held = self.server_invites.get(&tx).is_some_and(|i| {
+            i.within.is_none() && i.reliable.as_ref().is_some_and(|r| r.held.is_some())
+        });
+        if !held {
+            return false;
+        }
+        if let Some(reliable) = self.reliable_mut(tx) {
+            // §3: the final response stops the retransmissions; a late PRACK is still answered.
+            reliable.held = None;
+            reliable.done = true;
+            if let Some(unacked) = reliable.unacked.as_mut() {
+                unacked.next = None;
+            }
+        }
+        self.respond_to_invite(now, tx, StatusCode::TEMPORARILY_UNAVAILABLE);
+        self.end_dialog(id);
+        self.events.push_back(UaEvent::DialogTerminated {
+            dialog: id.clone(),
+            reason: DialogEnd::LocalBye,
+        });
+        self.pump(now);
+        true
+    }
+
+    /// A BYE ended dialog `id`: an INVITE whose 2xx is held there gets 487 instead (RFC 3261
+    /// §15.1.2).
+    fn bye_ends_held_invite(&mut self, now: Instant, id: &DialogId) {
+        let Some(&tx) = self.expected_pracks.get(id) else {
+            return;
+        };
+        let held = self
+            .server_invites
+            .get(&tx)
+            .and_then(|i| i.reliable.as_ref())
+            .is_some_and(|r| r.held.is_some());
+        if held {
+            self.respond_to_invite(now, tx, StatusCode::REQUEST_TERMINATED);
+            self.remove_server_invite(tx);
+        }
+    }
+
+    /// A PRACK arrived in server transaction `tx` (§3): 200 when it matches the
+    /// unacknowledged reliable 1xx of its early (or confirmed) dialog by `RAck`, else 481.
+    fn on_prack(&mut self, now: Instant, tx: TransactionId, request: Request) {
+        let Some(Ok(rack)) = request.rack() else {
+            // §7.2: a PRACK names what it acknowledges.
+            self.reject(now, tx, &request, StatusCode::BAD_REQUEST, None);
+            return;
+        };
+        let id = Dialog::id_of_request(&request);
+        let matched = id
+            .as_ref()
+            .and_then(|id| self.expected_pracks.get(id).copied())
+            .filter(|invite_tx| {
+                let reliable = self
+                    .server_invites
+                    .get(invite_tx)
+                    .and_then(|i| i.reliable.as_ref());
+                reliable.is_some_and(|r| {
+                    rack.cseq.method == Method::Invite
+                        && rack.cseq.seq == r.invite_seq
+                        && r.unacked.as_ref().is_some_and(|u| u.rseq == rack.rseq)
+                })
+            });
+        let (Some(invite_tx), Some(id)) = (matched, id) else {
+            // §3: it matches no unacknowledged reliable provisional response.
+            self.reject(
+                now,
+                tx,
+                &request,
+                StatusCode::CALL_OR_TRANSACTION_DOES_NOT_EXIST,
+                None,
+            );
+            return;
+        };
+        // RFC 3261 §12.2.2: in order after the INVITE and the PRACKs before it (counted by the
+        // dialog once a 2xx made it).
+        let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
+        let in_order = match self.dialogs.get_mut(&id) {
+            Some(entry) => entry.dialog.accept_remote_seq(seq),
+            None => self
+                .reliable_mut(invite_tx)
+                .is_some_and(|r| r.prack_seq.unwrap_or(r.invite_seq) < seq),
+        };
+        if !in_order {
+            self.reject(now, tx, &request, StatusCode::SERVER_INTERNAL_ERROR, None);
+            return;
+        }
+        let Some(invite) = self.server_invites.get_mut(&invite_tx) else {
+            return;
+        };
+        let to_tag = invite.to_tag.clone();
+        let Some(reliable) = invite.reliable.as_deref_mut() else {
+            return;
+        };
+        reliable.prack_seq = Some(seq);
+        reliable.unacked = None;
+        let held = reliable.held.take();
+        let done = reliable.done || held.is_some();
+        reliable.done = done;
+        let next = if done {
+            None
+        } else {
+            reliable.queued.pop_front()
+        };
+        let invite_seq = reliable.invite_seq;
+        let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
+        finish_body(&mut ok, None);
+        if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
+            tracing::warn!(%error, "could not answer PRACK");
+        }
+        self.events.push_back(UaEvent::Prack {
+            tx: invite_tx,
+            request,
+        });
+        if let Some(held) = held {
+            // §3: the PRACK came; the 2xx held for it goes now and waits for its ACK.
+            match self
+                .endpoint
+                .respond_tagged(now, invite_tx, held, Some(to_tag))
+            {
+                Ok(bytes) => self.start_2xx(now, invite_tx, &id, bytes),
+                Err(error) => tracing::warn!(%error, "could not send the held 2xx"),
+            }
+        } else if let Some(next) = next {
+            if let Err(error) = self.send_reliable(now, invite_tx, next, invite_seq, id) {
+                tracing::warn!(%error, "could not send a queued provisional response");
+            }
+        }
+        if done {
+            // Final response out and nothing unacknowledged: nothing more to answer.
+            self.remove_server_invite(invite_tx);
+        }
     }
 }

@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use session_dialog::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Protocol, Transmit};
+use session_simnet::sip::ScriptedPeer;
 use session_sip::{Message, Method, Request, Response};
-use session_testkit::sip::ScriptedPeer;
 use session_types::StatusCode;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Calls through record-routing proxies (RFC 3261 §12.1, §12.2.1.1, §16.12), message by
 //! message: our user agent as callee and as caller, behind one proxy, two proxies, a proxy
 //! whose Record-Route has parameters and two values in one line, and a strict-routing proxy.
-//! The proxies are session-testkit's [`RecordRoutingProxy`], which refuses any in-dialog
+//! The proxies are session-simnet's [`RecordRoutingProxy`], which refuses any in-dialog
 //! request that does not route through it — so a UAS that drops Record-Route from its answers
 //! fails here the way it fails behind Kamailio.
 
@@ -11,9 +11,9 @@
 use bytes::Bytes;
 use session_dialog::endpoint::{EndpointConfig, Protocol};
 use session_dialog::ua::{DialogEnd, OutgoingInvite, UaConfig, UaEvent, UserAgent};
+use session_simnet::proxy::{ProxyError, RecordRoutingProxy};
+use session_simnet::sip::ScriptedPeer;
 use session_sip::{Header, HeaderName, Message, Method, Request, Response, Uri};
-use session_testkit::proxy::{ProxyError, RecordRoutingProxy};
-use session_testkit::sip::ScriptedPeer;
 use session_types::{DialogId, StatusCode};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

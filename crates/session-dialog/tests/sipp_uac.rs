@@ -22,9 +22,9 @@ use std::time::Duration;
 use support::responder;
 
 /// SIPp is here, or the test fails (or, opted out outside CI, returns early):
-/// [`session_testkit::peers`].
+/// [`session_simnet::peers`].
 fn sipp_available() -> bool {
-    session_testkit::peers::require_program("sipp", "-v", "sip-tester")
+    session_simnet::peers::require_program("sipp", "-v", "sip-tester")
 }
 
 /// The cumulative value of a counter line of SIPp's final statistics screen.

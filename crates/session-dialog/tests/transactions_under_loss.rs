@@ -6,7 +6,7 @@ use session_dialog::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
     TimerConfig, Transport, Verdict,
 };
-use session_testkit::{Endpoint, Impairments, NodeId, Simulation, Transmit};
+use session_simnet::{Endpoint, Impairments, NodeId, Simulation, Transmit};
 use std::time::{Duration, Instant};
 
 const SERVER: NodeId = NodeId(1);

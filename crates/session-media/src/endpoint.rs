@@ -241,6 +241,45 @@ impl EndpointParts {
     }
 }
 
+/// Sets the DiffServ code point (RFC 2474) of an endpoint's RTP and RTCP packets. It holds
+/// the sockets weakly: once they are closed it does nothing, and it never keeps a port bound.
+#[derive(Debug, Clone, Default)]
+pub struct PacketMarking {
+    rtp: std::sync::Weak<UdpSocket>,
+    rtcp: Option<std::sync::Weak<UdpSocket>>,
+}
+
+impl PacketMarking {
+    /// Marks every packet sent from now on with `dscp` (0 … 63; EF is 46): the IPv4 TOS or
+    /// IPv6 traffic class byte's upper six bits. `Ok` once the sockets are gone.
+    pub fn set_dscp(&self, dscp: u8) -> Result<()> {
+        let class = u32::from(dscp & 0x3f) << 2;
+        let sockets = std::iter::once(&self.rtp).chain(self.rtcp.as_ref());
+        for socket in sockets.filter_map(std::sync::Weak::upgrade) {
+            let socket_ref = socket2::SockRef::from(&*socket);
+            if socket.local_addr()?.is_ipv4() {
+                socket_ref.set_tos_v4(class)?;
+            } else {
+                socket_ref.set_tclass_v6(class)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The code point the RTP socket marks packets with now, read back from the system;
+    /// `None` once the socket is closed.
+    pub fn dscp(&self) -> Option<u8> {
+        let socket = self.rtp.upgrade()?;
+        let socket_ref = socket2::SockRef::from(&*socket);
+        let class = if socket.local_addr().ok()?.is_ipv4() {
+            socket_ref.tos_v4().ok()?
+        } else {
+            socket_ref.tclass_v6().ok()?
+        };
+        u8::try_from(class >> 2).ok()
+    }
+}
+
 /// The RTP endpoint of one audio stream.
 #[derive(Debug)]
 pub struct RtpEndpoint {
@@ -466,6 +505,15 @@ impl RtpEndpoint {
     /// Our SSRC.
     pub fn ssrc(&self) -> u32 {
         self.sender.ssrc()
+    }
+
+    /// A handle that marks this endpoint's packets (DSCP) for as long as its sockets live,
+    /// whoever owns them by then (the endpoint, a bridge).
+    pub fn marking(&self) -> PacketMarking {
+        PacketMarking {
+            rtp: Arc::downgrade(&self.rtp),
+            rtcp: self.rtcp.as_ref().map(Arc::downgrade),
+        }
     }
 
     /// Counters.

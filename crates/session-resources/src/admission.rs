@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use session_resources::{AdmissionController, AdmissionRequest, Limits};
-//! use session_types::GroupId;
+//! use session_types::{GroupId, Priority};
 //!
 //! let sales = GroupId::from_raw(1);
 //! let admission = AdmissionController::new(
@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use session_types::GroupId;
+use session_types::{GroupId, Priority};
 
 use crate::keyed::{Claim, KeyedCounts};
 use crate::{Resource, ResourceError, Result};
@@ -73,7 +73,13 @@ pub struct Limits {
     max_per_group: Option<usize>,
     group_overrides: HashMap<GroupId, usize>,
     retry_after: Duration,
+    /// Global slots a request at each priority level may not use: the sum of the
+    /// reservations made for levels above it ([`Limits::reserve_for`]).
+    held_back: [usize; PRIORITY_LEVELS],
 }
+
+/// How many [`Priority`] levels there are.
+const PRIORITY_LEVELS: usize = Priority::HIGHEST.level() as usize + 1;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -83,6 +89,7 @@ impl Default for Limits {
             max_per_group: None,
             group_overrides: HashMap::new(),
             retry_after: DEFAULT_RETRY_AFTER,
+            held_back: [0; PRIORITY_LEVELS],
         }
     }
 }
@@ -116,6 +123,38 @@ impl Limits {
     pub fn max_for_group(mut self, group: GroupId, max: usize) -> Self {
         self.group_overrides.insert(group, max);
         self
+    }
+
+    /// Keeps `slots` of the global limit for sessions at or above `priority`: a request below
+    /// it is refused once only those slots are left, so an emergency call is admitted when
+    /// routine ones get 503. Reservations add up (`reserve_for(2, 10)` and
+    /// `reserve_for(4, 2)`: routine requests leave 12 slots, level 2 and 3 leave 2).
+    ///
+    /// ```
+    /// use session_resources::{AdmissionController, AdmissionRequest, Limits};
+    /// use session_types::Priority;
+    ///
+    /// let urgent = Priority::new(3).unwrap();
+    /// let admission = AdmissionController::new(Limits::default().max_sessions(3).reserve_for(urgent, 1));
+    /// let routine = AdmissionRequest::new();
+    /// let calls = [admission.try_admit(&routine)?, admission.try_admit(&routine)?];
+    /// assert!(admission.try_admit(&routine).is_err(), "the last slot is kept");
+    /// let emergency = admission.try_admit(&AdmissionRequest::new().at_priority(Priority::HIGHEST))?;
+    /// assert_eq!(admission.active(), 3);
+    /// # drop((calls, emergency));
+    /// # Ok::<(), session_resources::ResourceError>(())
+    /// ```
+    #[must_use]
+    pub fn reserve_for(mut self, priority: Priority, slots: usize) -> Self {
+        for below in 0..usize::from(priority.level()) {
+            self.held_back[below] = self.held_back[below].saturating_add(slots);
+        }
+        self
+    }
+
+    /// The global slots a request at `priority` may not use (kept for higher priorities).
+    pub fn held_back_from(&self, priority: Priority) -> usize {
+        self.held_back[usize::from(priority.level())]
     }
 
     /// The wait suggested to a refused caller (`Retry-After`); [`DEFAULT_RETRY_AFTER`] if unset.
@@ -169,6 +208,9 @@ pub struct AdmissionRequest<'a> {
     pub user: Option<&'a str>,
     /// The group the session joins, counted against that group's limit.
     pub group: Option<GroupId>,
+    /// How urgent the session is: slots kept for higher priorities are not its to take
+    /// ([`Limits::reserve_for`]).
+    pub priority: Priority,
 }
 
 impl<'a> AdmissionRequest<'a> {
@@ -177,6 +219,7 @@ impl<'a> AdmissionRequest<'a> {
         Self {
             user: None,
             group: None,
+            priority: Priority::ROUTINE,
         }
     }
 
@@ -185,6 +228,7 @@ impl<'a> AdmissionRequest<'a> {
         Self {
             user: Some(user),
             group: None,
+            priority: Priority::ROUTINE,
         }
     }
 
@@ -199,6 +243,13 @@ impl<'a> AdmissionRequest<'a> {
     #[must_use]
     pub const fn in_group(mut self, group: GroupId) -> Self {
         self.group = Some(group);
+        self
+    }
+
+    /// The same request at `priority`.
+    #[must_use]
+    pub const fn at_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
         self
     }
 }
@@ -267,7 +318,10 @@ impl AdmissionController {
     /// serialising all admissions.
     pub fn try_admit(&self, request: &AdmissionRequest<'_>) -> Result<AdmissionPermit> {
         let inner = &*self.inner;
-        let max = inner.max_sessions.load(Ordering::Relaxed);
+        let max = inner
+            .max_sessions
+            .load(Ordering::Relaxed)
+            .saturating_sub(inner.limits.held_back_from(request.priority));
         let mut current = inner.active.load(Ordering::Relaxed);
         loop {
             if current >= max {
@@ -522,6 +576,44 @@ mod tests {
 
     fn group(raw: u64) -> GroupId {
         GroupId::from_raw(raw)
+    }
+
+    #[test]
+    fn reserved_slots_are_tiered_by_priority() {
+        let level = |l| Priority::new(l).unwrap();
+        let limits = Limits::default()
+            .max_sessions(10)
+            .reserve_for(level(2), 4)
+            .reserve_for(level(4), 2);
+        assert_eq!(
+            Priority::all()
+                .map(|p| limits.held_back_from(p))
+                .collect::<Vec<_>>(),
+            [6, 6, 2, 2, 0]
+        );
+        let admission = AdmissionController::new(limits);
+        let at = |l| AdmissionRequest::new().at_priority(level(l));
+        let mut held = Vec::new();
+        while let Ok(permit) = admission.try_admit(&at(0)) {
+            held.push(permit);
+        }
+        assert_eq!(held.len(), 4, "routine calls leave the 6 reserved slots");
+        while let Ok(permit) = admission.try_admit(&at(3)) {
+            held.push(permit);
+        }
+        assert_eq!(
+            held.len(),
+            8,
+            "level 3 may take level 2's reservation, not level 4's"
+        );
+        while let Ok(permit) = admission.try_admit(&at(4)) {
+            held.push(permit);
+        }
+        assert_eq!(held.len(), 10, "the highest level takes the rest");
+        // A slot freed by a routine call is still not a routine call's while others are kept.
+        drop(held.remove(0));
+        assert!(admission.try_admit(&at(0)).is_err());
+        assert!(admission.try_admit(&at(4)).is_ok());
     }
 
     #[test]

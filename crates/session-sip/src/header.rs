@@ -74,6 +74,8 @@ header_names! {
     AcceptEncoding = "Accept-Encoding"; list = true
     /// Accept-Language.
     AcceptLanguage = "Accept-Language"; list = true
+    /// Accept-Resource-Priority (RFC 4412).
+    AcceptResourcePriority = "Accept-Resource-Priority"; list = true
     /// Alert-Info.
     AlertInfo = "Alert-Info"; list = true
     /// Allow.
@@ -146,6 +148,8 @@ header_names! {
     ReplyTo = "Reply-To"; list = false
     /// Require.
     Require = "Require"; list = true
+    /// Resource-Priority (RFC 4412): `namespace.priority` values.
+    ResourcePriority = "Resource-Priority"; list = true
     /// Retry-After.
     RetryAfter = "Retry-After"; list = false
     /// Route.

@@ -125,6 +125,7 @@ pub mod headers;
 mod message;
 mod method;
 mod parse;
+pub mod resource_priority;
 mod stream;
 mod text;
 mod uri;

@@ -204,6 +204,15 @@ macro_rules! common_accessors {
                 .map(move |v| crate::headers::parse_token(name.as_str(), v))
         }
 
+        /// The values of Resource-Priority (RFC 4412), each parsed.
+        pub fn resource_priorities(
+            &self,
+        ) -> impl Iterator<Item = Result<crate::resource_priority::ResourceValue<'_>>> {
+            self.headers
+                .values(HeaderName::ResourcePriority)
+                .map(crate::resource_priority::ResourceValue::parse)
+        }
+
         /// The methods of Allow.
         pub fn allow(&self) -> impl Iterator<Item = Result<Method>> {
             self.headers

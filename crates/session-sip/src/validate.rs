@@ -52,11 +52,13 @@ impl Default for UasPolicy {
         Self {
             role: Role::Endpoint,
             // What a user agent built on this stack answers today. Advertise only what works:
-            // SUBSCRIBE and PRACK (RFC 3262), and the option tags 100rel, replaces (RFC 3891)
-            // and norefersub (RFC 4488) join once they are implemented; a layer that
-            // implements more (session-core adds `timer`, RFC 4028) says so itself.
+            // PRACK (RFC 3262) is answered by session-dialog's user agent, which sends
+            // reliable provisional responses only once `supported` lists 100rel; SUBSCRIBE
+            // joins once it is implemented. Option tags are listed by the layer that
+            // implements them (session-core adds 100rel, `timer` (RFC 4028), replaces
+            // (RFC 3891) …); norefersub (RFC 4488) joins once it is implemented.
             allowed_methods: vec![
-                Invite, Ack, Bye, Cancel, Options, Info, Update, Refer, Notify, Message,
+                Invite, Ack, Bye, Cancel, Options, Info, Update, Refer, Notify, Message, Prack,
             ],
             supported: Vec::new(),
             uri_schemes: vec![Scheme::Sip, Scheme::Sips, Scheme::Tel],

@@ -59,6 +59,13 @@ impl SessionId {
     pub const fn as_u128(self) -> u128 {
         self.0
     }
+
+    /// The last 8 hex digits (random bits), for logs and reports where the whole id is too
+    /// long: the first digits of a UUID v7 are its timestamp, the same for every session made
+    /// in one millisecond. Not unique; the full id ([`fmt::Display`]) is.
+    pub fn short(self) -> String {
+        format!("{:08x}", self.0 as u32)
+    }
 }
 
 impl Default for SessionId {

@@ -23,10 +23,12 @@
 
 mod error;
 mod id;
+mod priority;
 mod state;
 mod status;
 
 pub use error::{Classify, Error, ErrorKind, Result};
 pub use id::{BridgeId, BridgeTechnology, CallId, DialogId, GroupId, ParseIdError, SessionId};
-pub use state::{CallState, Direction, FailureReason, TransitionError};
+pub use priority::Priority;
+pub use state::{CallState, Direction, FailureReason, StuckOn, TransitionError};
 pub use status::{StatusClass, StatusCode};

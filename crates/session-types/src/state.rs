@@ -52,6 +52,30 @@ pub enum FailureReason {
     /// No RTP from the peer for longer than the media timeout: it vanished (a crash, a lost
     /// network); the call was ended with BYE.
     MediaTimeout,
+    /// The session was stuck waiting (see [`StuckOn`]) past the limit the application set,
+    /// and was ended by the manager's stuck-session limits.
+    Stuck(StuckOn),
+}
+
+/// What a session was stuck waiting for when the manager ended it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum StuckOn {
+    /// A final response to the INVITE: ours (an incoming call the application never
+    /// answered; the caller got 480) or the peer's (an outgoing call ringing too long; it
+    /// was cancelled).
+    FinalResponse,
+    /// The ACK for our 2xx (the call was ended with BYE).
+    Ack,
+}
+
+impl fmt::Display for StuckOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::FinalResponse => "a final response",
+            Self::Ack => "an ACK",
+        })
+    }
 }
 
 impl FailureReason {
@@ -63,7 +87,8 @@ impl FailureReason {
             Self::Transport => Some(StatusCode::SERVICE_UNAVAILABLE),
             Self::MediaNegotiation => Some(StatusCode::NOT_ACCEPTABLE_HERE),
             Self::ResourceExhausted => Some(StatusCode::SERVICE_UNAVAILABLE),
-            Self::ProtocolError | Self::MediaTimeout => None,
+            Self::Stuck(StuckOn::FinalResponse) => Some(StatusCode::TEMPORARILY_UNAVAILABLE),
+            Self::ProtocolError | Self::MediaTimeout | Self::Stuck(_) => None,
         }
     }
 }
@@ -78,6 +103,7 @@ impl fmt::Display for FailureReason {
             Self::ResourceExhausted => f.write_str("resources exhausted"),
             Self::ProtocolError => f.write_str("protocol error"),
             Self::MediaTimeout => f.write_str("no media from the peer"),
+            Self::Stuck(on) => write!(f, "stuck waiting for {on}"),
         }
     }
 }

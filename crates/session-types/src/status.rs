@@ -103,6 +103,8 @@ status_codes! {
     UNSUPPORTED_MEDIA_TYPE = 415, "Unsupported Media Type";
     /// 416 Unsupported URI Scheme.
     UNSUPPORTED_URI_SCHEME = 416, "Unsupported URI Scheme";
+    /// 417 Unknown Resource-Priority (RFC 4412).
+    UNKNOWN_RESOURCE_PRIORITY = 417, "Unknown Resource-Priority";
     /// 420 Bad Extension.
     BAD_EXTENSION = 420, "Bad Extension";
     /// 421 Extension Required.

@@ -22,9 +22,9 @@ pub const BARESIP_TONE_HZ: f64 = 1000.0;
 pub const OUR_TONE_HZ: f64 = 600.0;
 
 /// True when `program` runs; when it is missing the test fails (under CI, or unless the
-/// developer opted out: [`session_testkit::peers`]) or, opted out, returns early.
+/// developer opted out: [`session_simnet::peers`]) or, opted out, returns early.
 pub fn tool_available(program: &str, probe_arg: &str, apt_package: &str) -> bool {
-    session_testkit::peers::require_program(program, probe_arg, apt_package)
+    session_simnet::peers::require_program(program, probe_arg, apt_package)
 }
 
 /// A directory removed when dropped.
@@ -105,4 +105,25 @@ pub fn sipp_counter(output: &str, name: &str) -> u64 {
         .filter_map(|line| line.rsplit('|').next()?.trim().parse().ok())
         .next_back()
         .unwrap_or_else(|| panic!("no {name:?} in SIPp output:\n{output}"))
+}
+
+/// An even UDP port `p` with `p … p + 3` free on loopback now, for a SIPp that binds `p` and
+/// `p + 2` (audio and video) for the media of its SDP; the RTCP ports next to them stay free.
+pub fn free_media_ports() -> u16 {
+    for _ in 0..100 {
+        let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = probe.local_addr().unwrap().port() & !1;
+        drop(probe);
+        if !(1024..=u16::MAX - 4).contains(&port) {
+            continue;
+        }
+        let all_free = (port..port + 4)
+            .map(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if all_free {
+            return port;
+        }
+    }
+    panic!("no four consecutive free UDP ports on loopback")
 }

@@ -56,7 +56,7 @@ fn b2bua_mode(port: u16) -> String {
 
 /// SIPp's UAC `caller` -> example 20 as B2BUA -> SIPp's UAS `callee`, `calls` calls; both SIPps
 /// must succeed and example 20's summary hold `expected`.
-fn through_b2bua(
+pub(super) fn through_b2bua(
     ctx: &Ctx,
     caller: &str,
     callee: &str,
@@ -366,7 +366,7 @@ fn udp_queue(port: u16) -> Option<(u64, u64)> {
 // ---------------------------------------------------------------------------------------------
 
 /// The headers of the callee's responses to the INVITE (its To tag).
-const CALLEE_LINES: &str = "      [last_Via:]
+pub(super) const CALLEE_LINES: &str = "      [last_Via:]
       [last_From:]
       [last_To:];tag=[pid]SIPpTag01[call_number]
       [last_Call-ID:]
@@ -376,7 +376,7 @@ const CALLEE_LINES: &str = "      [last_Via:]
 /// The callee receives the B leg's INVITE: for the caller's user (the B2BUA's target names
 /// none), with an SDP offer that is ours, not the caller's (`o=sipp`). `attributes` go on the
 /// `recv`, `more` are further actions.
-fn b_leg_invite(attributes: &str, more: &str) -> String {
+pub(super) fn b_leg_invite(attributes: &str, more: &str) -> String {
     format!(
         r#"  <recv request="INVITE" crlf="true"{attributes}>
     <action>
@@ -616,6 +616,7 @@ mod tests {
             .into_iter()
             .chain(super::super::scenario_files())
             .chain(super::super::proxy::scenario_files())
+            .chain(super::super::prack::scenario_files())
             .map(|(name, _)| name)
             .collect();
         let count = names.len();

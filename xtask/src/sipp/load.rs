@@ -118,7 +118,7 @@ impl Step {
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], share: f64) -> Option<f64> {
+pub(super) fn percentile(sorted: &[f64], share: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -797,7 +797,7 @@ pub(super) fn last_stat(path: &Path) -> Vec<(String, String)> {
 }
 
 /// Every response time (ms) in the `*_rtt.csv` files SIPp wrote in `dir`, sorted.
-fn response_times(dir: &Path) -> Vec<f64> {
+pub(super) fn response_times(dir: &Path) -> Vec<f64> {
     let mut times = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return times;

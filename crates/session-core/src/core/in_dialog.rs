@@ -689,6 +689,7 @@ impl Core {
         let Some(call) = self.calls.get(&session) else {
             return;
         };
+        let priority = call.shared.priority();
         let referred_by = request
             .headers
             .get_str(HeaderName::ReferredBy)
@@ -768,6 +769,8 @@ impl Core {
             sdp: None,
             transfer_of: Some(session),
             group: None,
+            // The new call continues the old one: as urgent.
+            priority,
         };
         match self.start_outbound(Box::new(outgoing)).await {
             Ok(new_call) => {

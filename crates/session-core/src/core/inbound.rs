@@ -13,8 +13,8 @@ use session_resources::AdmissionRequest;
 use session_sip::{Header, HeaderName, Request};
 use session_tracer::{SipSummary, TraceEntry};
 use session_types::{
-    CallId, CallState, Classify, DialogId, Direction, ErrorKind, FailureReason, SessionId,
-    StatusCode,
+    CallId, CallState, Classify, DialogId, Direction, ErrorKind, FailureReason, Priority,
+    SessionId, StatusCode,
 };
 use std::net::SocketAddr;
 
@@ -29,10 +29,15 @@ impl Core {
         source: SocketAddr,
     ) {
         let callee = request.uri.user().unwrap_or_default().to_owned();
-        let permit = match self
-            .admission
-            .try_admit(&AdmissionRequest::for_user(&callee))
-        {
+        let priority = match requested_priority(&request) {
+            Ok(priority) => priority,
+            Err((status, headers)) => {
+                self.respond(None, tx, status, headers, None).await;
+                return;
+            }
+        };
+        let admission = AdmissionRequest::for_user(&callee).at_priority(priority);
+        let permit = match self.admission.try_admit(&admission) {
             Ok(permit) => permit,
             Err(error) => {
                 // 503 with Retry-After (RFC 3261 §21.5.4): the caller may try again later.
@@ -91,6 +96,7 @@ impl Core {
         };
         call.invite_tx = Some(tx);
         call.peer_allows_update = allows_update(&request);
+        call.shared.set_priority(priority);
         call.replaces = replaces;
         let Some(call) = self.calls.get(&session) else {
             return;
@@ -249,7 +255,11 @@ impl Core {
     }
 
     /// The server transaction of an inbound call not answered yet.
-    fn pending_invite(&self, session: SessionId, operation: &'static str) -> Result<TransactionId> {
+    pub(super) fn pending_invite(
+        &self,
+        session: SessionId,
+        operation: &'static str,
+    ) -> Result<TransactionId> {
         let call = self
             .calls
             .get(&session)
@@ -321,6 +331,9 @@ impl Core {
         if let Some(call) = self.calls.get_mut(&session) {
             call.dialog = Some(dialog);
             call.invite = None;
+        }
+        if let Some(limit) = self.config.stuck.ack {
+            self.schedule(session, super::now() + limit, super::TimerKind::AckDeadline);
         }
         self.apply_media(session);
         if let Some(timer) = timer {
@@ -472,17 +485,23 @@ impl Core {
     }
 }
 
-/// The option tags we support (RFC 4028 session timers, RFC 3891 Replaces).
-pub(crate) const SUPPORTED: &str = "timer, replaces";
+/// The option tags we support (RFC 3262 reliable provisional responses, done by the user
+/// agent; RFC 4028 session timers, RFC 3891 Replaces, RFC 4412 Resource-Priority), as the
+/// `Supported` value …
+pub(crate) const SUPPORTED: &str = "100rel, timer, replaces, resource-priority";
+/// … without `timer`, for INVITEs we send without a session timer of our own …
+pub(crate) const SUPPORTED_WITHOUT_TIMER: &str = "100rel, replaces, resource-priority";
+/// … and one by one (for the SIP layer's `Require` check).
+pub(crate) const SUPPORTED_TAGS: [&str; 4] = ["100rel", "timer", "replaces", "resource-priority"];
 
 /// The methods we answer inside a call.
 pub(crate) const ALLOW: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE";
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY, MESSAGE, PRACK";
 
-/// The methods we answer outside a call (BYE, INFO, UPDATE, NOTIFY get 481 there, §12.2.2,
-/// which is an answer to a method we support).
+/// The methods we answer outside a call (BYE, INFO, UPDATE, NOTIFY, PRACK get 481 there,
+/// §12.2.2, which is an answer to a method we support).
 pub(crate) const ALLOW_OUTSIDE_DIALOG: &str =
-    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY";
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, PRACK";
 
 /// Whether the peer's Allow lists UPDATE.
 pub(crate) fn allows_update(message_headers: &Request) -> bool {
@@ -491,4 +510,33 @@ pub(crate) fn allows_update(message_headers: &Request) -> bool {
         .values(HeaderName::Allow)
         .flat_map(|value| value.split(','))
         .any(|method| method.trim().eq_ignore_ascii_case("UPDATE"))
+}
+
+/// The priority an INVITE asks for with `Resource-Priority` (RFC 4412): the highest of its
+/// values in a namespace we know, routine without one. A malformed value gets 400; with
+/// `Require: resource-priority` and no value we know, 417 listing the ones we accept
+/// (§4.6.2); without `Require` values we do not know are ignored (§4.6.1).
+fn requested_priority(
+    request: &Request,
+) -> std::result::Result<Priority, (StatusCode, Vec<Header>)> {
+    let mut priority = None;
+    for value in request.resource_priorities() {
+        let value = value.map_err(|_| (StatusCode::BAD_REQUEST, Vec::new()))?;
+        priority = priority.max(value.priority());
+    }
+    let required = request
+        .option_tags(HeaderName::Require)
+        .flatten()
+        .any(|tag| tag.eq_ignore_ascii_case("resource-priority"));
+    match priority {
+        Some(priority) => Ok(priority),
+        None if required => Err((
+            StatusCode::UNKNOWN_RESOURCE_PRIORITY,
+            vec![Header::new(
+                HeaderName::AcceptResourcePriority,
+                session_sip::resource_priority::accepted_values(),
+            )],
+        )),
+        None => Ok(Priority::ROUTINE),
+    }
 }

@@ -14,6 +14,8 @@ mod in_dialog;
 mod inbound;
 mod outbound;
 
+pub(crate) use inbound::SUPPORTED_TAGS;
+
 use crate::call::{CallSession, CallShared, CallStats, CallStatus};
 use crate::config::{ManagerConfig, MediaMode};
 use crate::error::{Result, SessionError};
@@ -31,7 +33,7 @@ use session_media::sdp::negotiate::OfferAnswer;
 use session_resources::{AdmissionController, AdmissionPermit, PortPool};
 use session_sip::{Method, Uri};
 use session_tracer::{DtmfMethod as TracedDtmf, Flow, SessionTracer, SipSummary, TraceEntry};
-use session_types::{CallId, CallState, DialogId, Direction, SessionId, StatusCode};
+use session_types::{CallId, CallState, DialogId, Direction, SessionId, StatusCode, StuckOn};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -93,6 +95,8 @@ pub(crate) struct OutgoingCall {
     pub(crate) transfer_of: Option<SessionId>,
     /// The group the call is placed into: admitted under its limit, a member from the start.
     pub(crate) group: Option<session_types::GroupId>,
+    /// How urgent it is (admission, RTP marking).
+    pub(crate) priority: session_types::Priority,
 }
 
 /// Operations on one call.
@@ -180,6 +184,10 @@ pub(crate) enum TimerKind {
     TransferTimeout,
     /// §14.1: retry our re-INVITE after a 491.
     GlareRetry,
+    /// The stuck-session limit for the INVITE's final response.
+    AnswerDeadline,
+    /// The stuck-session limit for the ACK of our 2xx.
+    AckDeadline,
 }
 
 /// The manager's view of one call.
@@ -339,6 +347,8 @@ pub(crate) struct Core {
     /// The wall clock (Unix ms) at an instant of the manager's clock: session ids are stamped
     /// with the wall time that clock has reached (UUID v7), read once.
     pub(crate) wall_epoch: (u64, Instant),
+    /// How packets are marked (shared with every call, for its RTP).
+    pub(crate) dscp: Arc<crate::config::DscpPolicy>,
 }
 
 impl Core {
@@ -369,7 +379,9 @@ impl Core {
         let reserve = config.reserve_calls;
         // Not the SIP layer's own sequence (that one is seeded with the seed itself).
         let rng = fastrand::Rng::with_seed(config.rng_seed.unwrap_or_default().wrapping_add(1));
+        let dscp = Arc::new(config.dscp.clone());
         let mut core = Core {
+            dscp,
             config,
             sip,
             handler,
@@ -650,6 +662,22 @@ impl Core {
                     self.schedule(session, now() + retry_after, TimerKind::GlareRetry);
                 }
             }
+            UaEvent::PrackTimeout { tx } => {
+                // RFC 3262 §3: our reliable 1xx was never PRACKed; the INVITE got 500.
+                let session = self
+                    .calls
+                    .iter()
+                    .find(|(_, call)| call.invite_tx == Some(tx))
+                    .map(|(id, _)| *id);
+                if let Some(session) = session {
+                    self.trace(
+                        session,
+                        TraceEntry::note("no PRACK for our reliable 1xx: 500"),
+                    );
+                    let reason = TerminationReason::Failed(session_types::FailureReason::Timeout);
+                    self.end_call(session, reason);
+                }
+            }
             other => tracing::debug!(?other, "user agent event not handled"),
         }
     }
@@ -773,6 +801,12 @@ impl Core {
             DialogEnd::TransportError => {
                 TerminationReason::Failed(session_types::FailureReason::Transport)
             }
+            // Our 2xx waited for a PRACK that never came (RFC 3262 §3), or the caller
+            // cancelled meanwhile.
+            DialogEnd::PrackTimeout => {
+                TerminationReason::Failed(session_types::FailureReason::Timeout)
+            }
+            DialogEnd::CancelledBeforeAnswer => TerminationReason::Cancelled,
             _ => TerminationReason::LocalHangup,
         };
         let reason = match reason {
@@ -1026,12 +1060,17 @@ impl Core {
             playbacks: std::sync::atomic::AtomicU64::new(0),
             bus: self.bus.clone(),
             released: tokio::sync::watch::channel(false).0,
+            priority: std::sync::atomic::AtomicU8::new(0),
+            dscp: Arc::clone(&self.dscp),
         });
         let (from, to) = match direction {
             Direction::Outbound => (shared.local_uri.clone(), shared.remote_uri.clone()),
             Direction::Inbound => (shared.remote_uri.clone(), shared.local_uri.clone()),
         };
         self.calls.insert(id, Box::new(Call::new(shared, permit)));
+        if let Some(limit) = self.config.stuck.final_response {
+            self.schedule(id, now() + limit, TimerKind::AnswerDeadline);
+        }
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         self.metrics.created(direction, self.calls.len());
         tracing::debug!(session_id = %id, call_id = %call_id, ?direction, "session created");
@@ -1223,6 +1262,7 @@ impl Core {
     pub(crate) async fn open_media(&mut self, session: SessionId) -> Result<()> {
         let mut offer_answer = OfferAnswer::new(self.config.media.clone(), self.local_ip);
         offer_answer.set_local_ip(self.local_ip);
+        let mut marking = None;
         let (media, port) = match self.config.media_mode {
             MediaMode::Rtp { echo } => {
                 let mut endpoint_config = EndpointConfig::default();
@@ -1237,6 +1277,7 @@ impl Core {
                     endpoint_config,
                 )
                 .await?;
+                marking = Some(endpoint.marking());
                 let idle = self.config.idle_audio;
                 let media =
                     MediaHandle::spawn(session, endpoint, echo, idle, self.media_events.clone())?;
@@ -1254,7 +1295,8 @@ impl Core {
         call.media = media;
         call.media_port = port;
         call.offer_answer = Some(Box::new(offer_answer));
-        Ok(())
+        call.shared.status.lock().marking = marking;
+        Ok(call.shared.mark_media()?)
     }
 
     /// Tells the media task about the current agreement.
@@ -1298,15 +1340,72 @@ impl Core {
             let Some(call) = self.calls.get(&session) else {
                 continue;
             };
-            if call.timer_generation != generation {
+            // The session timer's entries go stale when it restarts; the deadlines check the
+            // call's state instead.
+            let deadline = matches!(kind, TimerKind::AnswerDeadline | TimerKind::AckDeadline);
+            if !deadline && call.timer_generation != generation {
                 continue;
             }
             match kind {
+                TimerKind::AnswerDeadline => self.answer_deadline(session).await,
+                TimerKind::AckDeadline => self.ack_deadline(session).await,
                 TimerKind::SessionRefresh => self.refresh_session(session).await,
                 TimerKind::SessionExpiry => self.session_expired(session).await,
                 TimerKind::TransferTimeout => self.transfer_timed_out(session),
                 TimerKind::GlareRetry => self.retry_after_glare(session).await,
             }
+        }
+    }
+
+    /// The stuck-session limit for a final response passed: an incoming call still
+    /// unanswered is refused 480, an outgoing one still unanswered is cancelled.
+    async fn answer_deadline(&mut self, session: SessionId) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        if call.dialog.is_some() || call.state.is_established() || call.state.is_final() {
+            return;
+        }
+        let reason =
+            TerminationReason::Failed(session_types::FailureReason::Stuck(StuckOn::FinalResponse));
+        call.end_reason = Some(reason);
+        tracing::info!(session_id = %session, "no final response within the limit: ended");
+        let result = match call.shared.direction {
+            Direction::Inbound => {
+                let tx = self.pending_invite(session, "refuse a stuck call");
+                match tx {
+                    Ok(tx) => {
+                        let status = StatusCode::TEMPORARILY_UNAVAILABLE;
+                        self.respond(Some(session), tx, status, Vec::new(), None)
+                            .await;
+                        self.end_call(session, reason);
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Direction::Outbound => self.cancel(session).await,
+        };
+        if let Err(error) = result {
+            tracing::debug!(session_id = %session, %error, "stuck call not ended");
+        }
+    }
+
+    /// The stuck-session limit for the ACK passed: a call whose 2xx is still unacknowledged
+    /// is ended with BYE.
+    async fn ack_deadline(&mut self, session: SessionId) {
+        let Some(call) = self.calls.get_mut(&session) else {
+            return;
+        };
+        if call.dialog.is_none() || call.state.is_established() || call.state.is_final() {
+            return;
+        }
+        call.end_reason = Some(TerminationReason::Failed(
+            session_types::FailureReason::Stuck(StuckOn::Ack),
+        ));
+        tracing::info!(session_id = %session, "no ACK within the limit: ended");
+        if let Err(error) = self.hangup(session).await {
+            tracing::debug!(session_id = %session, %error, "stuck call not ended");
         }
     }
 

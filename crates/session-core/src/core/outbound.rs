@@ -19,7 +19,7 @@ impl Core {
     /// Admits, opens media, sends the INVITE; returns the new call's handle.
     pub(super) async fn start_outbound(&mut self, call: Box<OutgoingCall>) -> Result<CallSession> {
         let user = call.from.user().unwrap_or_default().to_owned();
-        let mut request = AdmissionRequest::for_user(&user);
+        let mut request = AdmissionRequest::for_user(&user).at_priority(call.priority);
         if let Some(group) = call.group {
             request = request.in_group(group);
         }
@@ -35,6 +35,9 @@ impl Core {
         );
         if let Some(group) = call.group {
             self.groups.add(&self.bus, session, group, || true);
+        }
+        if let Some(new) = self.calls.get(&session) {
+            new.shared.set_priority(call.priority);
         }
         if let (Some(original), Some(new)) = (call.transfer_of, self.calls.get_mut(&session)) {
             // A transfer's new call reports its progress to the original's transferor.
@@ -91,9 +94,16 @@ impl Core {
             }
         };
         let mut headers = call.headers.clone();
-        if let Some(timer) = &self.config.session_timer {
-            headers.extend(session_timer::uac_headers(timer));
-        }
+        // RFC 3261 §13.2.1: the option tags we support. `timer` only with a session timer of
+        // ours: a UAS may otherwise make us the refresher (RFC 4028 §7.2).
+        let supported = match &self.config.session_timer {
+            Some(timer) => {
+                headers.extend(session_timer::uac_headers(timer));
+                super::inbound::SUPPORTED
+            }
+            None => super::inbound::SUPPORTED_WITHOUT_TIMER,
+        };
+        headers.push(Header::new(HeaderName::Supported, supported));
         headers.push(Header::new(HeaderName::Allow, super::inbound::ALLOW));
         let (call_id, cseq) = {
             let c = self
@@ -187,7 +197,13 @@ impl Core {
         }
         let cancelling = self.calls.get(&session).is_some_and(|c| c.cancelling);
         if status == StatusCode::REQUEST_TERMINATED && cancelling {
-            self.end_call(session, TerminationReason::Cancelled);
+            // A cancel of ours: plainly, or by a stuck-session limit (its reason kept).
+            let reason = self
+                .calls
+                .get(&session)
+                .and_then(|call| call.end_reason)
+                .unwrap_or(TerminationReason::Cancelled);
+            self.end_call(session, reason);
             return;
         }
         if status == StatusCode::SESSION_INTERVAL_TOO_SMALL

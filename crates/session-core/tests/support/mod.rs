@@ -163,16 +163,7 @@ pub async fn assert_released(peer: &Peer) {
 
 /// [`assert_released`] for a manager built without the scripted handler.
 pub async fn assert_manager_released(manager: &SessionManager) {
-    within(async {
-        while manager.active_calls() != 0
-            || manager.admission().active() != 0
-            || manager.ports().in_use() != 0
-        {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    within(manager.idle()).await;
 }
 
 /// Alice calls bob's user "bob" and both sides see the call established: (alice's, bob's).
