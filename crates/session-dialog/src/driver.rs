@@ -1220,17 +1220,38 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             InboundKind::Rejected(raw)
                         }
                     };
-                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                        break;
+                    // Both waits answer meanwhile: a client that pipelines and reads its
+                    // answers is never cut off for a send queue we did not drain.
+                    let acquire = in_flight.clone().acquire_owned();
+                    let permit = match while_writing(acquire, &mut stream, &mut queue, write_timeout).await {
+                        Ok(Ok(permit)) => permit,
+                        Ok(Err(_)) => {
+                            broken = true;
+                            break;
+                        }
+                        Err(stop) => {
+                            failed = stop == Stop::WriteFailed;
+                            broken = true;
+                            break;
+                        }
                     };
                     let report = match inbound_message {
                         InboundKind::Message(message) => TcpInbound::Message(link, message, permit),
                         InboundKind::Rejected(raw) => TcpInbound::Rejected(link, raw, permit),
                     };
-                    if inbound.send(report).await.is_err() {
+                    let handed = while_writing(inbound.send(report), &mut stream, &mut queue, write_timeout).await;
+                    match handed {
+                        Ok(Ok(())) => {}
                         // The driver is gone.
-                        broken = true;
-                        break;
+                        Ok(Err(_)) => {
+                            broken = true;
+                            break;
+                        }
+                        Err(stop) => {
+                            failed = stop == Stop::WriteFailed;
+                            broken = true;
+                            break;
+                        }
                     }
                 }
                 if broken {
@@ -1266,6 +1287,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         failed = true;
                         break;
                     }
+                    // Whatever else is queued goes now, before the next read.
+                    if let Err(stop) = drain(&mut stream, &mut queue, write_timeout).await {
+                        failed = stop == Stop::WriteFailed;
+                        break;
+                    }
                 }
                 None => break,
             },
@@ -1286,20 +1312,76 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = inbound.send(report).await;
 }
 
+/// Why a connection task stops writing.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// A write failed or made no progress in time.
+    WriteFailed,
+    /// The driver closed the send queue (it gave the connection up).
+    QueueClosed,
+}
+
+/// Awaits `wanted` while writing whatever the driver queues for this connection meanwhile,
+/// so a connection that waits for room to hand over what it read keeps answering.
+async fn while_writing<S: AsyncWrite + Unpin, T>(
+    wanted: impl std::future::Future<Output = T>,
+    stream: &mut S,
+    queue: &mut mpsc::Receiver<Bytes>,
+    write_timeout: Duration,
+) -> Result<T, Stop> {
+    tokio::pin!(wanted);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut wanted => return Ok(out),
+            bytes = queue.recv() => match bytes {
+                Some(bytes) => write_bounded(stream, &bytes, write_timeout)
+                    .await
+                    .map_err(|_| Stop::WriteFailed)?,
+                None => return Err(Stop::QueueClosed),
+            },
+        }
+    }
+}
+
+/// Writes everything queued for this connection now, without waiting for more.
+async fn drain<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    queue: &mut mpsc::Receiver<Bytes>,
+    write_timeout: Duration,
+) -> Result<(), Stop> {
+    while let Ok(bytes) = queue.try_recv() {
+        write_bounded(stream, &bytes, write_timeout)
+            .await
+            .map_err(|_| Stop::WriteFailed)?;
+    }
+    Ok(())
+}
+
 /// What a connection task hands over, before it has a permit for it.
 enum InboundKind {
     Message(session_sip::Message),
     Rejected(Bytes),
 }
 
-/// Writes all of `bytes`, failing with `TimedOut` when that takes longer than `timeout` (a
-/// peer that does not read fills its window and the write stops making progress).
+/// Writes all of `bytes` and flushes them, failing with `TimedOut` when that takes longer
+/// than `timeout` (a peer that does not read fills its window and the write stops making
+/// progress).
+///
+/// The flush matters for TLS: when the socket cannot take more, tokio-rustls's `write` still
+/// reports the bytes written once rustls has encrypted them, and keeps the records in its own
+/// buffer until the next write or flush — for the last message before a quiet spell, that could
+/// be never. Over plain TCP the flush does nothing.
 async fn write_bounded<S: AsyncWrite + Unpin>(
     stream: &mut S,
     bytes: &[u8],
     timeout: Duration,
 ) -> io::Result<()> {
-    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -1429,6 +1511,55 @@ mod tests {
             caps.open().per_ip.is_empty(),
             "no entry kept for gone peers"
         );
+    }
+
+    /// A message written to a TLS stream whose transport cannot take it all at once reaches
+    /// the peer whole: `write_bounded` pushes out the records rustls still holds. The
+    /// transport here is a pipe of 1 KiB, read by the peer as bytes come.
+    #[tokio::test]
+    async fn a_tls_write_larger_than_the_transport_takes_arrives_whole() {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let tls = TlsConfig::builder()
+            .identity_pem(
+                cert.cert.pem().as_bytes(),
+                cert.signing_key.serialize_pem().as_bytes(),
+            )
+            .unwrap()
+            .trust_pem(cert.cert.pem().as_bytes())
+            .unwrap()
+            .build()
+            .unwrap();
+        let (near, far) = tokio::io::duplex(1024);
+        let address = SocketAddr::from(([127, 0, 0, 1], 5061));
+        let acceptor = tls.acceptor().unwrap();
+        let (client, server) = tokio::join!(
+            tls.connector()
+                .connect(crate::tls::server_name(None, address), near),
+            acceptor.accept(far)
+        );
+        let (mut client, mut server) = (client.unwrap(), server.unwrap());
+        let message = vec![b'x'; 16 * 1024];
+        let expected = message.len();
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            let mut buf = [0u8; 4096];
+            while received.len() < expected {
+                match server.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+            received.len()
+        });
+        write_bounded(&mut client, &message, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // Bounded: without the flush the tail stays in the writer's buffer for good.
+        let received = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the whole message arrives")
+            .unwrap();
+        assert_eq!(received, expected);
     }
 
     /// Linux only: it refuses SYNs beyond the backlog, so connections the listener never

@@ -2,7 +2,8 @@
 //! sockets: a malformed but well-framed request is answered 400 on its connection, which stays
 //! usable (RFC 3261 §18.3); CRLFCRLF keep-alives get their CRLF pong (RFC 5626 §4.4.1); a
 //! client that starts a message and stalls is disconnected after the message deadline; and
-//! connections beyond the caps (per source IP, in total) are closed while the others go on.
+//! connections beyond the caps (per source IP, in total) are closed while the others go on; and
+//! a client that pipelines a burst of requests and reads its answers gets every one of them.
 
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -250,4 +251,44 @@ async fn connections_beyond_the_total_cap_are_closed() {
         ..DriverConfig::default()
     };
     connections_beyond_the_cap_are_closed(config, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_client_that_reads_gets_every_answer() {
+    // More requests in one write than the send queue holds: the connection must keep writing
+    // answers while it waits for room to hand over what it read.
+    const BURST: usize = 2_000;
+    let (handle, _events) = start(DriverConfig {
+        tcp_send_queue: 64,
+        tcp_in_flight: 8,
+        ..DriverConfig::default()
+    })
+    .await;
+    let client = Client::connect(handle.local_addr()).await;
+    let (mut reader, mut writer) = client.stream.into_split();
+    let burst: Vec<u8> = (0..BURST)
+        .flat_map(|n| options(&format!("burst{n}"), &format!("{} OPTIONS", n + 1)))
+        .collect();
+    let writing = tokio::spawn(async move {
+        writer.write_all(&burst).await.unwrap();
+        writer
+    });
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let answers = |bytes: &[u8]| {
+        bytes
+            .windows(b"SIP/2.0 200 ".len())
+            .filter(|w| *w == b"SIP/2.0 200 ")
+            .count()
+    };
+    while answers(&received) < BURST {
+        let n = tokio::time::timeout(WAIT, reader.read(&mut buf))
+            .await
+            .expect("answers keep coming")
+            .unwrap();
+        assert!(n > 0, "closed after {} answers", answers(&received));
+        received.extend_from_slice(&buf[..n]);
+    }
+    let _writer = writing.await.unwrap();
+    assert_eq!(answers(&received), BURST);
 }
