@@ -518,9 +518,9 @@ fn pipelining(target: &Target) -> String {
     });
     let answered = answered.load(Ordering::Relaxed);
     format!(
-        "{} OPTIONS answered ({:.0}/s); {}",
+        "{} OPTIONS answered ({}/s); {}",
         thousands(answered),
-        answered as f64 / began.elapsed().as_secs_f64(),
+        thousands((answered as f64 / began.elapsed().as_secs_f64()) as u64),
         closed_after(&mut closed, 0, "answers read")
     )
 }
@@ -641,9 +641,9 @@ fn endless_header(target: &Target) -> String {
         closed.then_some(bytes as f64 / 1024.0)
     });
     format!(
-        "{} ({:.0} connections/s)",
+        "{} ({} connections/s)",
         closed_after(&mut accepted, 0, "KiB written"),
-        accepted.len() as f64 / began.elapsed().as_secs_f64()
+        thousands((accepted.len() as f64 / began.elapsed().as_secs_f64()) as u64)
     )
 }
 
@@ -888,4 +888,31 @@ fn open_files_limit(pid: u32) -> String {
             line.split_whitespace().nth(3).map(str::to_owned)
         })
         .unwrap_or_else(|| "?".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_messages_have_one_length_so_partial_writes_keep_the_framing() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 5060));
+        let len = Flood::message(addr, 0, 0).len();
+        for (connection, n) in [(1, 9), (12_345, 64), (99_999_999, 999_999_999_999)] {
+            assert_eq!(Flood::message(addr, connection, n).len(), len);
+        }
+        assert!(Flood::message(addr, 3, 7).ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn closed_after_summarises_sorted_values() {
+        assert_eq!(
+            closed_after(&mut [], 1, "s"),
+            "no connection closed by the server"
+        );
+        assert_eq!(
+            closed_after(&mut [10.2, 9.8, 10.0], 1, "s"),
+            "3 connections closed by the server after p50 10.0 s (9.8–10.2)"
+        );
+    }
 }

@@ -212,14 +212,14 @@ fn print_table(soaks: &[Soak], options: &AllocOptions) {
     println!();
     println!(
         "| allocator | round | calls ok / failed | setup p50/p99 ms | CPU µs/call | RSS start MB \
-         | RSS peak MB | RSS end of load MB | RSS idle {} s MB | RSS idle {} s MB | idle CPU % |",
+         | RSS peak (VmHWM) MB | RSS end of load MB | RSS idle {} s MB | RSS idle {} s MB | idle CPU % |",
         EARLY_IDLE.as_secs(),
         options.idle
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for soak in soaks {
         println!(
-            "| {} | {} | {} / {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} / {} | {} | {:.1} | {} | {} ({}) | {} | {} | {} | {:.2} |",
             soak.allocator,
             soak.round,
             thousands(soak.calls.ok),
@@ -228,6 +228,7 @@ fn print_table(soaks: &[Soak], options: &AllocOptions) {
             soak.cpu_us_per_call,
             mb(soak.rss_start_kib),
             mb(soak.rss_peak_kib),
+            mb(soak.hwm_kib),
             mb(soak.rss_loaded_kib),
             mb(soak.rss_early_kib),
             mb(soak.rss_idle_kib),
