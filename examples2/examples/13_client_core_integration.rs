@@ -1,24 +1,30 @@
 //! # 13 — client core integration
 //!
 //! A softphone's view of session-core: the user agent client side of calls, as a phone's
-//! screen would show them.
+//! screen would show them. The office is a PBX built on session-core too: an embedded
+//! registrar and digest authentication of REGISTERs and INVITEs.
 //!
-//! 1. dial — `call_with` an extra header; the far end sees it;
-//! 2. progress — 180 Ringing arrives: the phone shows "ringing";
-//! 3. answer — the far end picks up: connected, with the codec and the setup time;
-//! 4. DTMF — keys pressed in the call reach the far end, as RFC 4733 events and as SIP INFO;
-//! 5. hold and resume — re-INVITEs; the far end is told each time;
-//! 6. hang-up — the far end sees the BYE;
-//! 7. failed calls — do-not-disturb (480), an unknown number (404) and a call the user gave up
-//!    on while it rang (CANCEL, 487), each with its status, as the phone's call history.
+//! 1. sign in — REGISTER with digest (the 401 answered with alice's credentials); the office's
+//!    location service has the phone's contact;
+//! 2. dial — `call_with` an extra header; the INVITE's challenge is answered too, and the far
+//!    end sees the header and who is calling;
+//! 3. progress — 180 Ringing arrives: the phone shows "ringing";
+//! 4. answer — the far end picks up: connected, with the codec and the setup time;
+//! 5. DTMF — keys pressed in the call reach the far end, as RFC 4733 events and as SIP INFO;
+//! 6. hold and resume — re-INVITEs; the far end is told each time;
+//! 7. hang-up — the far end sees the BYE;
+//! 8. failed calls — do-not-disturb (480), an unknown number (404) and a call the user gave up
+//!    on while it rang (CANCEL, 487), each with its status, as the phone's call history;
+//! 9. sign out — REGISTER with `Expires: 0`; the office forgets the phone.
 //!
 //! Run: `cargo run -p examples2 --example 13_client_core_integration`. Exits non-zero if a
 //! check fails.
 
 use examples2::{check, loopback, released, section, within};
 use session_core::{
-    CallDecision, CallHandler, CallOptions, CallSession, CallState, CallStats, DtmfMethod,
-    Identity, IncomingCall, SessionError, StatusCode, TerminationReason,
+    Algorithm, CallDecision, CallHandler, CallOptions, CallSession, CallState, CallStats,
+    Credentials, DtmfMethod, Ha1, HashFunction, Identity, IncomingCall, RegisterOptions,
+    RegistrarConfig, ServerAuth, SessionError, StatusCode, TerminationReason,
 };
 use tokio::sync::mpsc;
 
@@ -27,7 +33,8 @@ type BoxError = Box<dyn std::error::Error>;
 /// What the far end noticed.
 #[derive(Debug)]
 enum FarEnd {
-    Ringing(CallSession, Option<String>),
+    /// A call rang: the call, its Subject, and whom the office authenticated.
+    Ringing(CallSession, Option<String>, Option<String>),
     Digit(char, DtmfMethod),
     Held(bool),
     Ended(TerminationReason),
@@ -44,9 +51,11 @@ impl CallHandler for Office {
         match call.request_uri().user() {
             Some("bob") => {
                 let subject = call.header("Subject").map(str::to_owned);
-                let _ = self
-                    .seen
-                    .send(FarEnd::Ringing(call.session.clone(), subject));
+                let _ = self.seen.send(FarEnd::Ringing(
+                    call.session.clone(),
+                    subject,
+                    call.authenticated_user.clone(),
+                ));
                 CallDecision::Defer
             }
             Some("carol") => CallDecision::Reject(StatusCode::TEMPORARILY_UNAVAILABLE),
@@ -99,8 +108,24 @@ fn history(to: &str, outcome: &Result<(), SessionError>) -> String {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let (seen, mut office_saw) = mpsc::unbounded_channel();
+    // The office's user store keeps HA1s, never passwords. MD5 is what most desk phones
+    // answer; the office offers SHA-256 first, and our phone takes the strongest.
+    let alice = Ha1::from_password(
+        HashFunction::Sha256,
+        "alice",
+        "office.example",
+        "wonderland",
+    );
+    let users = move |user: &str, _realm: &str, hash: HashFunction| {
+        (user == "alice" && hash == HashFunction::Sha256).then(|| alice.clone())
+    };
     let office = loopback(44_300..=44_399)
         .handler(Office { seen })
+        .authenticate(
+            ServerAuth::new("office.example", users)
+                .algorithms([Algorithm::Sha256, Algorithm::Md5]),
+        )
+        .registrar(RegistrarConfig::default().domain("office.example"))
         .start()
         .await?;
     let phone = loopback(44_200..=44_299)
@@ -109,11 +134,34 @@ async fn main() -> Result<(), BoxError> {
             display_name: Some("Alice".to_owned()),
             domain: None,
         })
+        .credentials(|_realm: &str| Some(Credentials::password("alice", "wonderland")))
         .start()
         .await?;
     let number = |user: &str| format!("sip:{user}@{}", office.local_addr());
 
-    section("1. dial");
+    section("1. sign in");
+    // office.example is the office's domain, not a host name: the REGISTERs go to the office's
+    // address, configured as the phone's outbound proxy.
+    let registration = phone
+        .register(
+            RegisterOptions::new("sip:office.example", "sip:alice@office.example")
+                .outbound_proxy(&format!("sip:{}", office.local_addr())),
+        )
+        .await?;
+    let granted = within("the registration", registration.registered()).await?;
+    screen(format!(
+        "signed in as alice@office.example for {} s",
+        granted.as_secs()
+    ));
+    let bindings = office.lookup("sip:alice@office.example");
+    check(
+        bindings.len() == 1
+            && bindings[0].authenticated_user.as_deref() == Some("alice")
+            && bindings[0].contact.port() == Some(phone.local_addr().port()),
+        "the office's registrar binds alice to the phone, authenticated by digest",
+    );
+
+    section("2. dial");
     screen(format!("calling {} ...", number("bob")));
     let call = phone
         .call_with(
@@ -121,15 +169,19 @@ async fn main() -> Result<(), BoxError> {
             CallOptions::default().header("Subject", "lunch?"),
         )
         .await?;
-    let FarEnd::Ringing(at_bob, subject) = far_end(&mut office_saw).await? else {
+    let FarEnd::Ringing(at_bob, subject, caller) = far_end(&mut office_saw).await? else {
         return Err("the office did not ring".into());
     };
     check(
         subject.as_deref() == Some("lunch?"),
         "bob's phone shows the Subject the softphone added",
     );
+    check(
+        caller.as_deref() == Some("alice"),
+        "the office challenged the INVITE and knows the caller is alice",
+    );
 
-    section("2. progress: 180 Ringing");
+    section("3. progress: 180 Ringing");
     within("ringing", call.wait_for(|s| s == CallState::Ringing)).await;
     let progress = call.last_response();
     screen(format!(
@@ -143,7 +195,7 @@ async fn main() -> Result<(), BoxError> {
         "the provisional response is 180 Ringing",
     );
 
-    section("3. answer");
+    section("4. answer");
     within("bob picks up", at_bob.accept()).await?;
     within("the answer", call.answered()).await?;
     let stats = within("the call's statistics", call.stats()).await?;
@@ -162,7 +214,7 @@ async fn main() -> Result<(), BoxError> {
         "the setup time (dial to answer) is measured",
     );
 
-    section("4. DTMF");
+    section("5. DTMF");
     screen("keys 1 2 3 4 # (in the audio stream, RFC 4733)");
     within("DTMF", call.send_dtmf("1234#", DtmfMethod::Rfc4733)).await?;
     let mut in_band = String::new();
@@ -188,7 +240,7 @@ async fn main() -> Result<(), BoxError> {
         format!("the far end got \"{by_info}\" by INFO"),
     );
 
-    section("5. hold and resume");
+    section("6. hold and resume");
     within("hold", call.hold()).await?;
     screen("on hold");
     check(
@@ -204,7 +256,7 @@ async fn main() -> Result<(), BoxError> {
         "the call is active again and bob's phone was told",
     );
 
-    section("6. hang up");
+    section("7. hang up");
     let talk = within("the call's statistics", call.stats())
         .await?
         .talk_time
@@ -223,7 +275,7 @@ async fn main() -> Result<(), BoxError> {
         "bob's phone saw the BYE: remote hang-up",
     );
 
-    section("7. failed calls, with their status");
+    section("8. failed calls, with their status");
     let mut calls = vec![format!("bob: answered, {} ms", talk.as_millis())];
 
     let dnd = phone.call(&number("carol")).await?;
@@ -247,7 +299,7 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let again = phone.call(&number("bob")).await?;
-    let FarEnd::Ringing(rings_at_bob, _) = far_end(&mut office_saw).await? else {
+    let FarEnd::Ringing(rings_at_bob, _, _) = far_end(&mut office_saw).await? else {
         return Err("the office did not ring".into());
     };
     within("ringing", again.wait_for(|s| s == CallState::Ringing)).await;
@@ -273,6 +325,14 @@ async fn main() -> Result<(), BoxError> {
     check(
         calls.len() == 4,
         "four calls in the history, each with its outcome",
+    );
+
+    section("9. sign out");
+    within("unregistering", registration.unregister()).await?;
+    screen("signed out");
+    check(
+        office.lookup("sip:alice@office.example").is_empty(),
+        "the office's registrar no longer has the phone",
     );
     check(
         released(&phone).await && released(&office).await,

@@ -28,9 +28,13 @@
 //! --reserve-calls N              size the manager's maps for N concurrent calls up front
 //!                                (`SessionManagerBuilder::reserve_calls`), as a server under
 //!                                load should: no pause to grow them (`cargo xtask sipp --load`)
+//! --tls-cert FILE --tls-key FILE also listen for SIP over TLS with this certificate chain and
+//!                                key (PEM), on port 5061 when SIP is on 5060, else on a port
+//!                                the system picks (`cargo xtask sipp --load --tls`)
+//! --tls-ca FILE                  trust the CA certificates in FILE (PEM) for TLS
 //! ```
 //!
-//! It prints `listening on ADDR` once bound, runs until Ctrl-C or SIGTERM, shuts down cleanly
+//! It prints `listening on ADDR` once bound (`listening on ADDR tls ADDR` with TLS), runs until Ctrl-C or SIGTERM, shuts down cleanly
 //! (ending live calls) and exits 0 after printing a `summary:` line of `key=value` counts.
 //!
 //! **UAC mode** (`--call` given):
@@ -48,6 +52,10 @@
 //! --expect-status CODE           the final status counted as success (default 200): e.g.
 //!                                486 to check that a busy peer is reported as busy
 //! --rtp-echo                     real RTP media (echoing) instead of signaling only
+//! --tls-ca FILE                  trust the CA certificates in FILE (PEM): needed to call a
+//!                                `sips:` or `;transport=tls` URI, whose calls go over one TLS
+//!                                connection (`--tls-cert`/`--tls-key` as for the UAS add our
+//!                                own certificate, and a TLS listener for in-dialog requests)
 //! ```
 //!
 //! It exits 0 only if every call succeeded: answered (or refused with `--expect-status`) and,
@@ -98,11 +106,11 @@ const USAGE: &str = "usage:
   20_sipp_compatibility --bind ADDR [--mode auto|ring|busy|reject=CODE|b2bua=URI|conference]
                         [--ring-ms N]
                         [--hangup-after-ms N] [--rtp-echo] [--max-sessions N]
-                        [--reserve-calls N]
+                        [--reserve-calls N] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]
                                               UAS until Ctrl-C/SIGTERM
   20_sipp_compatibility --call URI [--bind ADDR] [--calls N] [--rate R] [--duration-ms D]
                         [--transport udp|tcp] [--proxy URI] [--expect-status CODE]
-                        [--rtp-echo]
+                        [--rtp-echo] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]
                                               UAC; exits 0 only if every call succeeded";
 
 // ---------------------------------------------------------------------------------------------
@@ -121,6 +129,34 @@ enum Mode {
     Conference,
 }
 
+/// SIP over TLS: `--tls-cert`, `--tls-key` (our identity; with it we also listen for TLS) and
+/// `--tls-ca` (the roots we trust), all PEM files.
+#[derive(Debug, Clone, Default)]
+struct TlsFiles {
+    cert: Option<String>,
+    key: Option<String>,
+    ca: Option<String>,
+}
+
+impl TlsFiles {
+    /// The configuration the files make, or `None` when no TLS flag was given.
+    fn config(&self) -> Result<Option<session_core::TlsConfig>, BoxError> {
+        let mut builder = session_core::TlsConfig::builder();
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => builder = builder.identity_pem_files(cert, key)?,
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        }
+        if let Some(ca) = &self.ca {
+            builder = builder.trust_pem_file(ca)?;
+        }
+        if self.cert.is_none() && self.ca.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(builder.build()?))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct UasConfig {
     bind: SocketAddr,
@@ -133,6 +169,7 @@ struct UasConfig {
     reserve_calls: usize,
     /// How long shutdown waits for lingering transactions (the library's default if `None`).
     shutdown_grace: Option<Duration>,
+    tls: TlsFiles,
 }
 
 impl UasConfig {
@@ -146,6 +183,7 @@ impl UasConfig {
             max_sessions: None,
             reserve_calls: 0,
             shutdown_grace: None,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -163,6 +201,7 @@ struct UacConfig {
     expect: StatusCode,
     rtp_echo: bool,
     shutdown_grace: Option<Duration>,
+    tls: TlsFiles,
 }
 
 impl UacConfig {
@@ -178,6 +217,7 @@ impl UacConfig {
             expect: StatusCode::OK,
             rtp_echo: false,
             shutdown_grace: None,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -198,6 +238,7 @@ fn parse_args(args: &[String]) -> Result<Run, String> {
     let mut uac = UacConfig::to(String::new());
     let mut bind = None;
     let mut call = None;
+    let mut tls = TlsFiles::default();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let mut value = |name: &str| {
@@ -249,9 +290,14 @@ fn parse_args(args: &[String]) -> Result<Run, String> {
             }
             "--proxy" => uac.proxy = Some(value("--proxy")?),
             "--expect-status" => uac.expect = status(&value("--expect-status")?)?,
+            "--tls-cert" => tls.cert = Some(value("--tls-cert")?),
+            "--tls-key" => tls.key = Some(value("--tls-key")?),
+            "--tls-ca" => tls.ca = Some(value("--tls-ca")?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
+    uas.tls = tls.clone();
+    uac.tls = tls;
     Ok(match call {
         Some(target) => {
             uac.target = target;
@@ -585,6 +631,9 @@ async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), Bo
     if config.reserve_calls > 0 {
         builder = builder.reserve_calls(config.reserve_calls);
     }
+    if let Some(tls) = config.tls.config()? {
+        builder = builder.tls(tls, None);
+    }
     let started = Arc::new(std::sync::OnceLock::new());
     let conference = config.mode == Mode::Conference;
     let manager = builder
@@ -624,7 +673,11 @@ async fn stop_requested() -> std::io::Result<()> {
 async fn run_uas(config: UasConfig) -> Result<ExitCode, BoxError> {
     let mode = config.mode.clone();
     let (manager, tally) = start_uas(config).await?;
-    println!("listening on {} (mode {mode:?})", manager.local_addr());
+    let tls = manager
+        .tls_addr()
+        .map(|tls| format!(" tls {tls}"))
+        .unwrap_or_default();
+    println!("listening on {}{tls} (mode {mode:?})", manager.local_addr());
     stop_requested().await?;
     println!("stopping: ending {} live call(s)", manager.active_calls());
     manager.shutdown().await;
@@ -804,6 +857,9 @@ async fn uac_calls(config: UacConfig) -> Result<UacReport, BoxError> {
     if let Some(grace) = config.shutdown_grace {
         builder = builder.shutdown_grace(grace);
     }
+    if let Some(tls) = config.tls.config()? {
+        builder = builder.tls(tls, None);
+    }
     let manager = builder.start().await?;
     let expected = (config.expect != StatusCode::OK).then_some(config.expect);
     let config = Arc::new(config);
@@ -827,12 +883,21 @@ async fn uac_calls(config: UacConfig) -> Result<UacReport, BoxError> {
 }
 
 async fn run_uac(config: UacConfig) -> Result<ExitCode, BoxError> {
+    let tls = config.target.starts_with("sips:")
+        || config
+            .target
+            .to_ascii_lowercase()
+            .contains(";transport=tls");
     println!(
         "calling {} {} time(s) at {}/s over {}",
         config.target,
         config.calls,
         config.rate,
-        if config.tcp { "TCP" } else { "UDP" }
+        match (tls, config.tcp) {
+            (true, _) => "TLS",
+            (false, true) => "TCP",
+            (false, false) => "UDP",
+        }
     );
     let report = uac_calls(config).await?;
     for (index, outcome) in report.outcomes.iter().enumerate() {

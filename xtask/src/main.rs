@@ -14,6 +14,9 @@
 //! - `sipp --load --alloc [--alloc-rate R] [--alloc-seconds S] [--alloc-idle S]
 //!   [--alloc-rounds N]`: example 20 with glibc's malloc next to example 20 with mimalloc
 //!   under the same soak: RSS peak and after idle, CPU per call (not run by CI).
+//! - `sipp --load --tls [--tls-rate R] [--tls-calls N] [--tls-rounds N]`: example 20's CPU
+//!   per call over one TLS connection from its own UAC, next to TCP from its UAC and from SIPp
+//!   (needs `openssl` for the test certificates; not run by CI).
 //! - `sipp --abuse [--abuse-seconds S] [--abuse-cases LIST] [--abuse-nofile N]
 //!   [--abuse-rss-mb MB]`: the TCP abuse cases against example 20 with well-behaved calls
 //!   alongside; RSS, CPU and the good calls' p99 per case, exits 1 if a target is missed
@@ -53,6 +56,11 @@ commands:
                       example 20 built with glibc malloc and with mimalloc (examples2's
                       `mimalloc` feature), side by side under the same soak: RSS at start,
                       peak, after the load and after idle, CPU per call (about 7 min)
+  sipp --load --tls [--tls-rate 500] [--tls-calls 5000] [--tls-rounds 2]
+                      example 20 (UAS) called over one TLS connection by its own UAC, next to
+                      the same calls over TCP from its UAC and from SIPp (-t t1): server CPU
+                      per call and the verdict against 1.5 x TCP; exits 1 if not met (needs
+                      openssl for the test certificates; about 1 min)
   sipp --abuse [--abuse-seconds 15] [--abuse-cases NAME,...] [--abuse-nofile 128]
                [--abuse-rss-mb 256]
                       TCP abuse against example 20 (pipelining, never-reading, slowloris,

@@ -32,9 +32,11 @@
 //! its admission limit lets it carry, next to the same server at its clean rate; with
 //! `--load --b2bua`, [`b2bua_load`]: example 20 as a B2BUA in front of SIPp's UAS, next to it
 //! as a plain UAS, at the same rates; with `--load --alloc`, [`alloc`]: example 20 built with
-//! glibc's malloc and with mimalloc under the same soak. With `--abuse` it runs [`abuse`]: the
-//! TCP abuse cases (pipelining, a peer that never reads, slowloris, descriptor exhaustion, an
-//! endless header) against example 20 while well-behaved calls run alongside.
+//! glibc's malloc and with mimalloc under the same soak; with `--load --tls`, [`tls_load`]: the
+//! CPU a call costs example 20 over TLS (our UAC) next to TCP (our UAC, and SIPp).
+//! With `--abuse` it runs [`abuse`]: the TCP abuse cases (pipelining, a peer that never reads,
+//! slowloris, descriptor exhaustion, an endless header) against example 20 while well-behaved
+//! calls run alongside.
 
 mod abuse;
 mod alloc;
@@ -44,6 +46,7 @@ mod load;
 mod overload;
 mod prack;
 mod proxy;
+mod tls_load;
 
 use crate::util::{self, Outcome};
 use std::collections::BTreeMap;
@@ -91,6 +94,8 @@ struct Options {
     b2bua: Option<b2bua_load::B2buaLoadOptions>,
     /// `--load --alloc` and its settings.
     alloc: Option<alloc::AllocOptions>,
+    /// `--load --tls` and its settings.
+    tls: Option<tls_load::TlsLoadOptions>,
     /// `--abuse` and its settings.
     abuse: Option<abuse::AbuseOptions>,
 }
@@ -104,8 +109,11 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         overload: None,
         b2bua: None,
         alloc: None,
+        tls: None,
         abuse: None,
     };
+    let mut tls = tls_load::TlsLoadOptions::default();
+    let mut tls_flag = false;
     let mut alloc = alloc::AllocOptions::default();
     let mut alloc_flag = false;
     let mut abuse = abuse::AbuseOptions::default();
@@ -151,6 +159,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--alloc-seconds" => alloc.seconds = number(arg)?.max(1),
             "--alloc-idle" => alloc.idle = number(arg)?,
             "--alloc-rounds" => alloc.rounds = number(arg)?.max(1),
+            "--tls" => tls_flag = true,
+            "--tls-rate" => tls.rate = number(arg)?.max(1),
+            "--tls-calls" => tls.calls = number(arg)?.max(1),
+            "--tls-rounds" => tls.rounds = number(arg)?.max(1),
             "--abuse" => abuse_flag = true,
             "--abuse-seconds" => abuse.seconds = number(arg)?.clamp(5, 60),
             "--abuse-nofile" => abuse.nofile = number(arg)?.max(32),
@@ -178,12 +190,14 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             options.alloc = Some(alloc);
         } else if b2bua_flag {
             options.b2bua = Some(b2bua);
+        } else if tls_flag {
+            options.tls = Some(tls);
         } else {
             options.load = Some(load);
         }
-    } else if overload_flag || b2bua_flag || alloc_flag {
+    } else if overload_flag || b2bua_flag || alloc_flag || tls_flag {
         return Err(
-            "--overload, --b2bua and --alloc are kinds of --load run: add --load".to_owned(),
+            "--overload, --b2bua, --alloc and --tls are kinds of --load run: add --load".to_owned(),
         );
     }
     Ok(options)
@@ -366,6 +380,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
         || options.overload.is_some()
         || options.b2bua.is_some()
         || options.alloc.is_some()
+        || options.tls.is_some()
         || options.abuse.is_some()
     {
         return run_load(&options);
@@ -528,14 +543,16 @@ fn run_load(options: &Options) -> i32 {
             &options.overload,
             &options.b2bua,
             &options.abuse,
+            &options.tls,
         ) {
-            (_, _, _, Some(abuse)) => abuse::run(abuse, &example, &dir),
-            (_, Some(overload), _, None) => write_scenarios(&dir)
+            (_, _, _, _, Some(tls)) => tls_load::run(tls, &example, &dir),
+            (_, _, _, Some(abuse), None) => abuse::run(abuse, &example, &dir),
+            (_, Some(overload), _, None, None) => write_scenarios(&dir)
                 .map_err(|e| format!("cannot write the scenarios: {e}"))
                 .and_then(|()| overload::run(overload, &example, &dir)),
-            (_, None, Some(b2bua), None) => b2bua_load::run(b2bua, &example, &dir),
-            (Some(load), None, None, None) => load::run(load, example, &dir),
-            (None, None, None, None) => Ok(true),
+            (_, None, Some(b2bua), None, None) => b2bua_load::run(b2bua, &example, &dir),
+            (Some(load), None, None, None, None) => load::run(load, example, &dir),
+            (None, None, None, None, None) => Ok(true),
         }
     };
     let keep = options.keep;

@@ -252,6 +252,9 @@ pub(crate) struct ManagerConfig {
     /// SIP over TLS, and where it listens.
     pub(crate) tls: Option<session_dialog::tls::TlsConfig>,
     pub(crate) tls_bind: Option<SocketAddr>,
+    /// Whose credentials answer 401/407 to our requests (client digest, RFC 3261 §22.2);
+    /// a call's own `CallOptions::account` wins.
+    pub(crate) account: Option<session_dialog::auth::Account>,
 }
 
 impl Default for ManagerConfig {
@@ -279,6 +282,7 @@ impl Default for ManagerConfig {
             priority_namespace: PriorityNamespace::default(),
             stuck: StuckLimits::default(),
             tls: None,
+            account: None,
             tls_bind: None,
         }
     }

@@ -26,6 +26,10 @@ pub struct IncomingCall {
     /// Accepting takes the old call's place — in its bridge, if it was in one — and ends the
     /// old call with BYE once the new one is up; rejecting (603 Decline, say) leaves both.
     pub replaces: Option<CallSession>,
+    /// The user the INVITE's digest credentials were verified for, when the manager
+    /// challenges INVITEs ([`crate::SessionManagerBuilder::authenticate`]); `None` otherwise.
+    /// Whether that user may call this Request-URI (or use this From) is the handler's call.
+    pub authenticated_user: Option<String>,
 }
 
 impl IncomingCall {

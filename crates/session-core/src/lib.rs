@@ -45,6 +45,86 @@
 //!
 //! Business policy — queues, routing, billing — is the call engine's; the examples in
 //! `examples2/` show how to compose it on these primitives.
+//!
+//! ## Register, and call through a proxy with credentials
+//!
+//! Real PBXs and carriers ask for digest credentials (RFC 3261 §22). Give the manager a
+//! [`CredentialProvider`] — the application's credentials per realm — and every request its
+//! sessions send (INVITE, re-INVITE, UPDATE, BYE, REFER, INFO, MESSAGE, NOTIFY; never ACK or
+//! CANCEL) answers a 401 or 407 by itself: the request goes again with `Authorization` or
+//! `Proxy-Authorization`, the same Call-ID and From tag and the next CSeq, and the ACK of a 2xx
+//! repeats the INVITE's credentials. Wrong credentials end the request after one retry with
+//! the 401/407 as its status: a call fails with `FailureReason::Rejected(407)`, an operation
+//! with [`SessionError::Rejected`]. [`CallOptions::credentials`] gives one call its own.
+//!
+//! [`SessionManager::register`] binds our contact to an address of record (RFC 3261 §10) and
+//! keeps it fresh until the [`Registration`] is unregistered, dropped, or the manager shuts
+//! down: refreshed before the granted expiry, 423 answered with `Min-Expires`, failures retried
+//! with back-off (or after `Retry-After`), the state readable as a [`RegistrationState`] watch.
+//!
+//! ```no_run
+//! use session_core::{Credentials, RegisterOptions, SessionManager, Uri};
+//!
+//! # async fn demo() -> session_core::Result<()> {
+//! let phone = SessionManager::builder()
+//!     .credentials(|realm: &str| {
+//!         (realm == "pbx.example.com").then(|| Credentials::password("alice", "wonderland"))
+//!     })
+//!     // Every call goes through the PBX (pre-loaded Route), which answers INVITEs with 407.
+//!     .outbound_proxy(Uri::parse("sip:pbx.example.com").expect("a SIP URI"))
+//!     .start()
+//!     .await?;
+//! let registration = phone
+//!     .register(RegisterOptions::new("sip:pbx.example.com", "sip:alice@pbx.example.com"))
+//!     .await?;
+//! let granted = registration.registered().await?; // 401 answered, then 200
+//! assert!(granted.as_secs() > 0);
+//!
+//! let call = phone.call("sip:bob@pbx.example.com").await?; // 407 answered on the way
+//! call.answered().await?;
+//! call.hangup().await?;
+//! registration.unregister().await?; // Expires: 0
+//! phone.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Serve a registrar
+//!
+//! A manager can be the registrar and location service its phones register with (RFC 3261
+//! §10.3; for tests, examples and small deployments). [`ServerAuth`] challenges requests with
+//! digest — INVITEs by default, REGISTERs when the registrar authenticates — against the
+//! application's user store, an [`Ha1Lookup`] that returns HA1s (no passwords needed);
+//! [`RegistrarConfig`] sets the domains, the expiry bounds (423 below the minimum) and the
+//! memory bounds. [`SessionManager::lookup`] returns an address of record's current
+//! [`Binding`]s, highest q first, to call at their contact; every change is published as
+//! [`SessionEvent::Registrar`].
+//!
+//! ```no_run
+//! use session_core::{
+//!     Algorithm, Ha1, HashFunction, RegistrarConfig, ServerAuth, SessionManager,
+//! };
+//!
+//! # async fn demo() -> session_core::Result<()> {
+//! // The user store: HA1 = MD5(user:realm:password), kept instead of the password.
+//! let alice = Ha1::from_password(HashFunction::Md5, "alice", "example.com", "wonderland");
+//! let users = move |user: &str, _realm: &str, hash: HashFunction| {
+//!     (user == "alice" && hash == HashFunction::Md5).then(|| alice.clone())
+//! };
+//! let pbx = SessionManager::builder()
+//!     // MD5 only: what most deployed phones answer (SHA-256 is offered by default too).
+//!     .authenticate(ServerAuth::new("example.com", users).algorithms([Algorithm::Md5]))
+//!     .registrar(RegistrarConfig::default().domain("example.com"))
+//!     .start()
+//!     .await?;
+//! // alice's phone REGISTERs (401, then 200 with its binding); a call for her goes to it.
+//! if let Some(phone) = pbx.lookup("sip:alice@example.com").first() {
+//!     let call = pbx.call(phone.contact.as_str()).await?;
+//!     call.answered().await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod b2bua;
 mod body;
@@ -58,6 +138,9 @@ mod handler;
 mod manager;
 mod media;
 mod metrics;
+mod registrar;
+mod registration;
+mod server_auth;
 mod session_timer;
 
 pub use call::{CallSession, CallStats};
@@ -72,6 +155,15 @@ pub use handler::{
 };
 pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};
+pub use registrar::{Binding, RegistrarConfig};
+pub use registration::{RegisterOptions, Registration, RegistrationState};
+pub use server_auth::{AuthScope, ServerAuth};
+/// Server-side digest: what [`ServerAuth`] takes (the application's user store returns HA1s,
+/// never passwords) and offers.
+pub use session_auth::{Algorithm, Ha1, Ha1Lookup, HashFunction};
+/// Client-side digest: the application's credentials per realm, and the account (credentials
+/// plus digest state) that answers 401/407 with them.
+pub use session_dialog::auth::{Account, CredentialProvider, Credentials};
 /// SIP timers (T1, T2, T4), as [`SessionManagerBuilder::timers`] takes them.
 pub use session_dialog::tls::{TlsConfig, TlsConfigBuilder, TlsError};
 pub use session_dialog::transaction::TimerConfig;
@@ -83,8 +175,8 @@ pub use session_bridge::{
     BridgeId, BridgeStats, Gain, JoinSettings, MemberStats, Technology, TechnologyChoice,
 };
 pub use session_events::{
-    BridgeChange, CallSummary, EventBus, EventKind, Filter, PlaybackEnd, RecvError, SessionEvent,
-    Subscription, TerminationReason, TryRecvError,
+    BindingChange, BridgeChange, CallSummary, EventBus, EventKind, Filter, PlaybackEnd, RecvError,
+    SessionEvent, Subscription, TerminationReason, TryRecvError,
 };
 pub use session_media::AudioFrame;
 /// Audio for [`CallSession::attach_source`] and [`CallSession::attach_sink`]: a tone, a sink
@@ -105,6 +197,7 @@ pub use session_types::{
 
 /// The crates session-core is built from, for what the umbrella does not re-export.
 pub mod crates {
+    pub use session_auth as auth;
     pub use session_bridge as bridge;
     pub use session_dialog as dialog;
     pub use session_events as events;

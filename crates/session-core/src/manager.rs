@@ -39,6 +39,9 @@ pub struct SessionManagerBuilder {
     tracer: Option<SessionTracer>,
     metrics: Option<Metrics>,
     metrics_address: Option<SocketAddr>,
+    /// Server-side digest and the registrar (`registrar.rs`, `server_auth.rs`).
+    server_auth: Option<crate::ServerAuth>,
+    registrar: Option<crate::RegistrarConfig>,
 }
 
 impl SessionManagerBuilder {
@@ -52,6 +55,8 @@ impl SessionManagerBuilder {
             tracer: None,
             metrics: None,
             metrics_address: None,
+            server_auth: None,
+            registrar: None,
         }
     }
 
@@ -215,6 +220,30 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Answers 401/407 challenges to every request our sessions send (INVITE, re-INVITE,
+    /// UPDATE, BYE, REFER, INFO, MESSAGE, NOTIFY — never ACK or CANCEL, RFC 3261 §22.2) with
+    /// credentials from `provider`, asked per realm: the request is re-sent with the same
+    /// Call-ID and From tag and the next CSeq, and the ACK of a 2xx carries the INVITE's
+    /// credentials. Wrong credentials end the request with the 401/407 as its final status
+    /// (a call fails with `FailureReason::Rejected`, an operation with
+    /// [`SessionError::Rejected`]) after one retry — never a loop. One account (one digest
+    /// state) serves every call; [`CallOptions::credentials`] gives a call its own, and
+    /// registrations ([`SessionManager::register`]) default to a fresh account over this
+    /// provider. The provider runs on the SIP driver's task: it must answer at once.
+    pub fn credentials(
+        self,
+        provider: impl crate::CredentialProvider + Send + Sync + 'static,
+    ) -> Self {
+        self.account(crate::Account::new(provider))
+    }
+
+    /// Like [`SessionManagerBuilder::credentials`], with an account made (and perhaps shared)
+    /// by the caller.
+    pub fn account(mut self, account: crate::Account) -> Self {
+        self.config.account = Some(account);
+        self
+    }
+
     /// Seeds every random draw that reaches the wire — tags, branches, Call-IDs, glare delays
     /// and Retry-After values — so that a run can be replayed byte for byte (tests, a bug
     /// report). Leave it unset in production: Call-IDs and tags must be unique across runs
@@ -260,6 +289,28 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Challenges requests with digest authentication as a UAS (or, with
+    /// [`crate::ServerAuth::proxy`], as a proxy): INVITEs by default, every request outside a
+    /// call with [`crate::AuthScope::OutOfDialog`], REGISTERs when the registrar authenticates.
+    /// Requests without valid credentials are answered 401/407 (400 when malformed) before
+    /// any admission or per-call state; authorized INVITEs reach the handler with
+    /// [`crate::IncomingCall::authenticated_user`]. Off by default.
+    pub fn authenticate(mut self, auth: crate::ServerAuth) -> Self {
+        self.server_auth = Some(auth);
+        self
+    }
+
+    /// Serves REGISTER as an embedded registrar and location service (RFC 3261 §10.3; see
+    /// [`crate::RegistrarConfig`]): bindings are looked up with [`SessionManager::lookup`] and
+    /// each change is published as [`crate::SessionEvent::Registrar`]. With
+    /// [`crate::RegistrarConfig::authenticate`] (the default) it needs
+    /// [`SessionManagerBuilder::authenticate`], or `start` fails. Off by default (REGISTER
+    /// then gets 405).
+    pub fn registrar(mut self, config: crate::RegistrarConfig) -> Self {
+        self.registrar = Some(config);
+        self
+    }
+
     /// Binds the transport and starts the manager. Must run inside a tokio runtime.
     pub async fn start(self) -> Result<SessionManager> {
         let Self {
@@ -271,6 +322,8 @@ impl SessionManagerBuilder {
             tracer,
             metrics,
             metrics_address,
+            server_auth,
+            registrar,
         } = self;
         // Bound first: a taken port fails the start before anything else is made.
         let metrics_listener = match metrics_address {
@@ -297,6 +350,12 @@ impl SessionManagerBuilder {
             .iter()
             .map(|tag| (*tag).to_owned())
             .collect();
+        if registrar.is_some() {
+            endpoint
+                .policy
+                .allowed_methods
+                .push(session_sip::Method::Register);
+        }
         let (sip, ua_events) = SipDriver::start(DriverConfig {
             bind: config.bind,
             udp: config.udp,
@@ -315,6 +374,10 @@ impl SessionManagerBuilder {
         // chosen from entropy included: one logged seed replays the whole manager.
         let seed = sip.with(|ua, _| ua.rng_seed()).await?;
         config.rng_seed = Some(seed);
+        // Its own sequence from the same seed (the nonce secret, when not given, and salts).
+        let server_side =
+            crate::registrar::ServerSide::new(server_auth, registrar, seed.wrapping_add(2))?;
+        let registrar = server_side.registrar.clone();
         let reserve = config.reserve_calls;
         if reserve > 0 {
             sip.with(move |ua, _| ua.reserve(reserve)).await?;
@@ -371,6 +434,7 @@ impl SessionManagerBuilder {
             groups: groups.clone(),
             dependencies: dependencies.clone(),
             stop: stop.clone(),
+            server_side,
         };
         let task = tokio::spawn(Core::run(parts));
         let exporter = Arc::new(crate::metrics::Exporter::new(
@@ -414,6 +478,7 @@ impl SessionManagerBuilder {
                 groups,
                 dependencies,
                 b2bua_pairs: Arc::default(),
+                registrar,
                 priority_namespace: config.priority_namespace,
                 exporter,
                 metrics_addr,
@@ -445,6 +510,8 @@ struct Inner {
     dependencies: Arc<crate::dependencies::Dependencies>,
     /// The connected B2BUA calls, by leg (for local transfers).
     b2bua_pairs: Arc<crate::b2bua::Pairs>,
+    /// The registrar's bindings, when it serves REGISTER.
+    registrar: Option<Arc<parking_lot::Mutex<crate::registrar::Registrar>>>,
     /// The namespace our `Resource-Priority` values are written in.
     priority_namespace: PriorityNamespace,
     /// The metrics registry and what it reads at scrape time.
@@ -490,6 +557,9 @@ pub struct CallOptions {
     /// marked by it ([`DscpPolicy`]), and above routine sent with `Resource-Priority`
     /// (RFC 4412) in the manager's namespace.
     pub priority: Priority,
+    /// Whose credentials answer challenges to this call's requests, instead of the manager's
+    /// ([`SessionManagerBuilder::credentials`]).
+    pub account: Option<crate::Account>,
 }
 
 impl CallOptions {
@@ -521,6 +591,22 @@ impl CallOptions {
     /// Places the call at `priority` (see [`CallOptions::priority`]).
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// Answers challenges to this call's requests with credentials from `provider` (an
+    /// account of the call's own; see [`SessionManagerBuilder::credentials`]).
+    pub fn credentials(
+        self,
+        provider: impl crate::CredentialProvider + Send + Sync + 'static,
+    ) -> Self {
+        self.account(crate::Account::new(provider))
+    }
+
+    /// Answers challenges to this call's requests with `account` (which may serve other
+    /// calls too).
+    pub fn account(mut self, account: crate::Account) -> Self {
+        self.account = Some(account);
         self
     }
 }
@@ -858,6 +944,28 @@ impl SessionManager {
         &self.inner.b2bua_pairs
     }
 
+    /// The current bindings of address of record `aor` (`sip:alice@example.com`, or
+    /// `alice@example.com`) at the embedded registrar ([`SessionManagerBuilder::registrar`]),
+    /// highest q first: call one with [`SessionManager::call`] on its
+    /// [`crate::Binding::contact`]. Expired bindings are never returned; empty without a
+    /// registrar.
+    pub fn lookup(&self, aor: &str) -> Vec<crate::Binding> {
+        self.inner
+            .registrar
+            .as_ref()
+            .map_or_else(Vec::new, |registrar| {
+                registrar.lock().lookup(aor, crate::core::now())
+            })
+    }
+
+    /// How many bindings the embedded registrar holds (expired ones not yet swept included).
+    pub fn registrar_bindings(&self) -> usize {
+        self.inner
+            .registrar
+            .as_ref()
+            .map_or(0, |registrar| registrar.lock().len())
+    }
+
     /// Calls `target` (`sip:user@host:port`) with our identity.
     pub async fn call(&self, target: &str) -> Result<CallSession> {
         self.call_with(target, CallOptions::default()).await
@@ -910,6 +1018,9 @@ impl SessionManager {
             transfer_of: None,
             group: options.group,
             priority: options.priority,
+            account: options.account,
+            from_tag: None,
+            interval_retried: false,
         };
         let (reply, result) = oneshot::channel();
         self.inner
@@ -921,6 +1032,55 @@ impl SessionManager {
             .await
             .map_err(|_| SessionError::Shutdown)?;
         result.await.map_err(|_| SessionError::Shutdown)?
+    }
+
+    /// Registers at a registrar (RFC 3261 §10) and keeps the binding fresh until the returned
+    /// [`crate::Registration`] unregisters, is dropped, or the manager shuts down (see
+    /// [`crate::RegisterOptions`] and the crate docs' guide). Returns once the first REGISTER
+    /// is sent; [`crate::Registration::registered`] waits for the registrar's answer.
+    ///
+    /// # Errors
+    ///
+    /// [`SessionError::InvalidInput`] for a URI that does not parse or a host that does not
+    /// resolve; [`SessionError::Shutdown`] after shutdown.
+    pub async fn register(&self, options: crate::RegisterOptions) -> Result<crate::Registration> {
+        let invalid = |what, value: &str| SessionError::InvalidInput {
+            what,
+            value: value.to_owned(),
+        };
+        let registrar = Uri::parse(&options.registrar)
+            .map_err(|_| invalid("registrar URI", &options.registrar))?;
+        let aor = Uri::parse(&options.address_of_record)
+            .map_err(|_| invalid("address of record", &options.address_of_record))?;
+        let contact = match &options.contact {
+            Some(contact) => Some(Uri::parse(contact).map_err(|_| invalid("contact", contact))?),
+            None => None,
+        };
+        let proxy = match &options.outbound_proxy {
+            Some(proxy) => Some(Uri::parse(proxy).map_err(|_| invalid("proxy URI", proxy))?),
+            None => self.inner.outbound_proxy.clone(),
+        };
+        let next_hop = proxy.as_ref().unwrap_or(&registrar);
+        let (destination, mut protocol) = resolve(next_hop)
+            .await
+            .ok_or_else(|| invalid("next hop host", next_hop.as_str()))?;
+        if protocol == Protocol::Tls {
+            self.inner.sip.set_tls_name(destination, next_hop.host());
+        }
+        if options.tcp {
+            protocol = Protocol::Tcp;
+        }
+        let registration = crate::registration::NewRegistration {
+            registrar,
+            aor,
+            contact,
+            expires: options.expires,
+            account: options.account,
+            destination,
+            protocol,
+            route: proxy.as_ref().map(preloaded_route),
+        };
+        crate::registration::start(&self.inner.commands, registration).await
     }
 
     /// Ends every call (BYE, CANCEL, or 503 for calls not answered yet), waits for those

@@ -253,8 +253,15 @@ impl Dialog {
             None => self.remote_target.clone(),
         };
         let host = uri.host().trim_start_matches('[').trim_end_matches(']');
+        // §19.1.2: 5061 is the default port of sips: and of ;transport=tls, 5060 of the rest.
+        let tls = uri.scheme() == session_sip::Scheme::Sips
+            || uri
+                .param("transport")
+                .flatten()
+                .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+        let default_port = if tls { 5061 } else { 5060 };
         match host.parse::<IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, uri.port().unwrap_or(5060)),
+            Ok(ip) => SocketAddr::new(ip, uri.port().unwrap_or(default_port)),
             Err(_) => self.peer,
         }
     }

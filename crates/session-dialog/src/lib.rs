@@ -8,6 +8,7 @@
 //! moves bytes and instants, which makes loss and retransmission tests deterministic and fast
 //! (see `session-simnet`).
 
+pub mod auth;
 pub mod dialog;
 pub mod driver;
 pub mod endpoint;

@@ -7,6 +7,11 @@
 //! name the host we meant to reach: the URI's host, or its IP address), and whether clients
 //! connecting to us must present a certificate of their own.
 //!
+//! rustls speaks TLS 1.2 and 1.3 only, so a peer must offer one of them: Kamailio 5.6's `tls`
+//! module, for one, offers TLS 1.0 alone unless its `tls_method` is set (`TLSv1.2+`), and the
+//! handshake then fails as any handshake failure does, as a transport error
+//! (`tests/tests/tls_interop.rs` runs calls through it and to baresip).
+//!
 //! ```
 //! use session_dialog::tls::TlsConfig;
 //!

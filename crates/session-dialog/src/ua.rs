@@ -42,6 +42,17 @@
 //!   (200 when its Call-ID, tags and `RAck` match the unacknowledged 1xx, else 481) and
 //!   reports a matched one as [`UaEvent::Prack`]; an offer in a PRACK (§5) is not supported.
 //!
+//! Digest authentication (RFC 3261 §22.2): a request sent with an [`Account`] (an INVITE
+//! through [`OutgoingInvite::account`], an out-of-dialog request through
+//! [`OutgoingRequest::account`], and every request inside a dialog the account was set for) is
+//! answered by the user agent itself when a 401 or 407 comes: it re-sends the request with
+//! credentials in a new transaction (same Call-ID, From tag, To and body, the next CSeq) and
+//! reports [`UaEvent::Challenged`] instead of the challenge. Every later event of the re-sent
+//! request carries the id of the *first* transaction, so the layer above keeps one id per
+//! request; [`UserAgent::cancel`] with it reaches the INVITE in flight. Wrong credentials end
+//! the request with the 401/407 as its final [`UaEvent::Response`]. The ACK of a 2xx carries
+//! the INVITE's credentials (§13.2.2.4). See [`crate::auth`].
+//!
 //! Randomness is an input, like time: every tag, Via branch, Call-ID, glare delay, RSeq and
 //! Retry-After comes from one generator seeded by [`UaConfig::rng_seed`] (the endpoint's To
 //! tags from one seeded from it), so the same seed and the same inputs give the same bytes.
@@ -50,6 +61,7 @@
 //! and transactions that linger after their final response keep no request and no bytes they
 //! will never send again; [`UserAgent::reserve`] sizes the maps for a known load.
 
+use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::transaction::TransactionId;
@@ -149,7 +161,8 @@ pub enum UaEvent {
     },
     /// A response to one of our requests (for INVITE 2xx: the ACK was already sent).
     Response {
-        /// Our client transaction.
+        /// Our client transaction (the first one, when the request was re-sent after a
+        /// challenge).
         tx: TransactionId,
         /// The response.
         response: Response,
@@ -209,6 +222,17 @@ pub enum UaEvent {
     PrackTimeout {
         /// The INVITE's server transaction.
         tx: TransactionId,
+    },
+    /// Our request `tx` was challenged (401 or 407) and has been sent again with credentials
+    /// from its [`Account`], as CSeq `cseq` (RFC 3261 §22.2). Its later events still carry
+    /// `tx`.
+    Challenged {
+        /// The request's first client transaction.
+        tx: TransactionId,
+        /// 401 (a UAS or registrar) or 407 (a proxy).
+        status: StatusCode,
+        /// The CSeq number of the request as re-sent.
+        cseq: u32,
     },
 }
 
@@ -421,6 +445,51 @@ pub struct OutgoingInvite<'a> {
     pub call_id: Option<CallId>,
     /// The CSeq number (one more than the refused INVITE's for a retry); 1 when `None`.
     pub cseq: Option<u32>,
+    /// The From tag to use (a retry keeps it, §8.1.3.5); a new one when `None`.
+    pub from_tag: Option<&'a str>,
+    /// Answer 401/407 challenges with this account's credentials, for the INVITE and for
+    /// every request in the dialog it makes (see the module docs).
+    pub account: Option<Account>,
+}
+
+/// A request to send outside any dialog (REGISTER, OPTIONS, MESSAGE …), for
+/// [`UserAgent::request_out_of_dialog`]. The user agent writes Via, Max-Forwards, From, To,
+/// Call-ID and CSeq; no Contact (a REGISTER's Contact is the binding: the caller writes it,
+/// see [`UserAgent::contact_for`]).
+#[derive(Debug)]
+pub struct OutgoingRequest<'a> {
+    /// The method: anything but INVITE (see [`UserAgent::invite_with`]), ACK, CANCEL, PRACK.
+    pub method: Method,
+    /// The Request-URI (a REGISTER's: the registrar's domain, §10.2).
+    pub uri: &'a Uri,
+    /// From (a REGISTER's: the address of record, or a third party's).
+    pub from: &'a Uri,
+    /// The display name written in From.
+    pub from_display: Option<&'a str>,
+    /// The From tag; a new one when `None`.
+    pub from_tag: Option<&'a str>,
+    /// To (a REGISTER's: the address of record).
+    pub to: &'a Uri,
+    /// Where the request goes (its next hop).
+    pub destination: SocketAddr,
+    /// Over which transport.
+    pub protocol: Protocol,
+    /// Extra header fields (Contact, Expires, Route, the application's own …).
+    pub headers: Vec<Header>,
+    /// `(content type, bytes)`.
+    pub body: Option<(&'a str, Bytes)>,
+    /// The Call-ID (a registration keeps one for all its REGISTERs, §10.2.4); a new one when
+    /// `None`.
+    pub call_id: Option<CallId>,
+    /// The CSeq number; 1 when `None`.
+    pub cseq: Option<u32>,
+    /// Answer 401/407 challenges with this account's credentials.
+    pub account: Option<Account>,
+    /// Send the account's credentials for the realms it already answered right away, with
+    /// the next nonce count (RFC 3261 §22.3), instead of waiting for a challenge: for a
+    /// REGISTER refresh to the same registrar. Only with an account scoped to that
+    /// destination, since every realm the account knows goes along.
+    pub preauthorize: bool,
 }
 
 /// What we remember of an INVITE we sent.
@@ -439,6 +508,11 @@ struct ClientInvite {
     cancel: Option<CancelState>,
     /// Early dialogs reliable provisional responses made, one per To tag (RFC 3262 §4).
     early: Vec<EarlyDialog>,
+    /// The INVITE's `Authorization`/`Proxy-Authorization`, which the ACK of its 2xx repeats
+    /// (§13.2.2.4).
+    credentials: Vec<Header>,
+    /// The account the dialog it makes answers challenges with.
+    account: Option<Account>,
 }
 
 /// The 2xx an INVITE of ours was answered with, as far as a retransmission of it needs.
@@ -505,6 +579,8 @@ struct DialogEntry {
     local_reinvite: Option<TransactionId>,
     /// The peer's re-INVITE in progress.
     remote_reinvite: Option<TransactionId>,
+    /// Our requests in the dialog answer challenges with this account.
+    account: Option<Account>,
 }
 
 impl DialogEntry {
@@ -514,6 +590,7 @@ impl DialogEntry {
             pending_2xx: None,
             local_reinvite: None,
             remote_reinvite: None,
+            account: None,
         }
     }
 }
@@ -551,6 +628,15 @@ pub struct UserAgent {
     shrink_pending: bool,
     /// Our TLS listener, when there is one ([`UserAgent::set_tls_listener`]).
     tls: Option<TlsListener>,
+    /// Requests sent with an account, until their final response, by current transaction.
+    challengeable: IdMap<Box<Challengeable>>,
+    /// Transactions of re-sent requests → the request's first transaction (the id the layer
+    /// above knows).
+    aliases: IdMap<TransactionId>,
+    /// A request's first transaction → its current one.
+    current: IdMap<TransactionId>,
+    /// Re-sent transactions that ended: their aliases go once the events naming them are out.
+    retired: Vec<TransactionId>,
 }
 
 /// Where we take TLS: what our Via and Contact say in messages sent over TLS.
@@ -559,6 +645,21 @@ struct TlsListener {
     contact: Uri,
     /// `<contact>`, as written in our responses.
     contact_value: String,
+    /// The same address as a `sips:` URI: our Contact when the request is for a `sips:` URI
+    /// (RFC 3261 §8.1.1.8, §12.1.1), and its `<…>` form.
+    sips_contact: Uri,
+    sips_contact_value: String,
+}
+
+impl TlsListener {
+    /// Our Contact for a request or answer over TLS: `sips:` when `target` is one.
+    fn contact_for(&self, target: &Uri) -> &Uri {
+        if target.scheme() == session_sip::Scheme::Sips {
+            &self.sips_contact
+        } else {
+            &self.contact
+        }
+    }
 }
 
 /// How often the user agent checks its maps for room a past peak left (hash maps keep the
@@ -592,6 +693,10 @@ impl UserAgent {
             last_shrink: None,
             shrink_pending: false,
             tls: None,
+            challengeable: IdMap::default(),
+            aliases: IdMap::default(),
+            current: IdMap::default(),
+            retired: Vec::new(),
         }
     }
 
@@ -605,6 +710,9 @@ impl UserAgent {
             + self.prack_timers.capacity()
             + self.expected_pracks.capacity()
             + self.pracks.capacity()
+            + self.challengeable.capacity()
+            + self.aliases.capacity()
+            + self.current.capacity()
             + self.endpoint.capacity()
     }
 
@@ -632,6 +740,9 @@ impl UserAgent {
         }
         crate::transaction::table::shrink_map(&mut self.expected_pracks, 0);
         crate::transaction::table::shrink_map(&mut self.pracks, 0);
+        crate::transaction::table::shrink_map(&mut self.challengeable, 0);
+        crate::transaction::table::shrink_map(&mut self.aliases, 0);
+        crate::transaction::table::shrink_map(&mut self.current, 0);
         if self.events.len() * 4 < self.events.capacity() {
             self.events.shrink_to(self.events.len() * 2);
         }
@@ -678,6 +789,8 @@ impl UserAgent {
             + self.server_invites.len()
             + self.expected_pracks.len()
             + self.pracks.len()
+            + self.challengeable.len()
+            + self.aliases.len()
     }
 
     /// Overload shedding: while `Some(retry_after)`, a new INVITE is answered 503 with
@@ -731,7 +844,26 @@ impl UserAgent {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<UaEvent> {
-        self.events.pop_front()
+        let Some(mut event) = self.events.pop_front() else {
+            // Every event naming a retired re-sent transaction is out: forget its alias.
+            for tx in std::mem::take(&mut self.retired) {
+                if let Some(original) = self.aliases.remove(&tx)
+                    && self.current.get(&original) == Some(&tx)
+                {
+                    self.current.remove(&original);
+                }
+            }
+            return None;
+        };
+        // A re-sent request's events carry its first transaction's id.
+        if let UaEvent::Response { tx, .. }
+        | UaEvent::TransactionTimeout { tx }
+        | UaEvent::TransportError { tx } = &mut event
+            && let Some(original) = self.aliases.get(tx)
+        {
+            *tx = *original;
+        }
+        Some(event)
     }
 
     /// When [`UserAgent::handle_timeout`] must next be called.
@@ -770,10 +902,20 @@ impl UserAgent {
     /// requests in the dialog come back over TLS (RFC 3261 §26.2.1).
     pub fn set_tls_listener(&mut self, port: u16, contact: Uri) {
         let contact_value = format!("<{contact}>");
+        // `sips:user@host:port`, without the transport parameter (sips implies TLS).
+        let sips_text = format!(
+            "sips:{}{}:{port}",
+            contact.user().map(|u| format!("{u}@")).unwrap_or_default(),
+            contact.host()
+        );
+        let sips_contact = Uri::parse(&sips_text).unwrap_or_else(|_| contact.clone());
+        let sips_contact_value = format!("<{sips_contact}>");
         self.tls = Some(TlsListener {
             port,
             contact,
             contact_value,
+            sips_contact,
+            sips_contact_value,
         });
     }
 
@@ -930,6 +1072,7 @@ impl UserAgent {
                         continue;
                     }
                     self.end_local_reinvite(id);
+                    self.challengeable.remove(&id);
                     self.events
                         .push_back(UaEvent::TransactionTimeout { tx: id });
                 }
@@ -938,12 +1081,17 @@ impl UserAgent {
                         continue; // The INVITE's own transaction reports the peer's loss.
                     }
                     self.end_local_reinvite(id);
+                    self.challengeable.remove(&id);
                     self.events.push_back(UaEvent::TransportError { tx: id });
                 }
                 EndpointEvent::Terminated { id } => {
                     self.end_local_reinvite(id);
                     self.client_invites.remove(&id);
                     self.pracks.remove(&id);
+                    self.challengeable.remove(&id);
+                    if self.aliases.contains_key(&id) {
+                        self.retired.push(id);
+                    }
                     // A 2xx still held ends here only when the transport failed (§17.2.4).
                     let held = self.remove_server_invite(id);
                     self.end_held_dialog(held, DialogEnd::TransportError);
@@ -1170,6 +1318,14 @@ impl UserAgent {
                 tracing::debug!(status = response.status.as_u16(), "PRACK refused");
             }
             return;
+        }
+        if response.status.is_final() {
+            let challenge = response.status == StatusCode::UNAUTHORIZED
+                || response.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+            if challenge && self.answer_challenge(now, tx, &response) {
+                return;
+            }
+            self.challengeable.remove(&tx);
         }
         let is_invite = response.cseq().is_ok_and(|c| c.method == Method::Invite);
         if !is_invite || !self.client_invites.contains_key(&tx) {
@@ -1411,6 +1567,9 @@ impl UserAgent {
         let forked = invite.answered.is_some();
         let cancelled = invite.cancel.is_some();
         let seq = invite.invite.seq;
+        // §13.2.2.4: the ACK carries the INVITE's credentials, as sent.
+        let credentials = invite.credentials.clone();
+        let account = invite.account.clone();
         let via = via_line(
             &self.config,
             self.tls.as_ref(),
@@ -1426,8 +1585,11 @@ impl UserAgent {
                 let dialog = &mut entry.dialog;
                 dialog.state = DialogState::Confirmed;
                 dialog.refresh_target(contact);
-                let ack = dialog.request(Method::Ack, via, None, Some(seq)).to_bytes();
-                (ack, dialog.next_hop(), None)
+                let mut ack = dialog.request(Method::Ack, via, None, Some(seq));
+                for credential in credentials {
+                    ack.headers.push(credential);
+                }
+                (ack.to_bytes(), dialog.next_hop(), None)
             }
             None => {
                 let Some(mut dialog) = Dialog::from_sent_invite(
@@ -1450,9 +1612,12 @@ impl UserAgent {
                 {
                     dialog.local_seq = dialog.local_seq.max(early.local_seq);
                 }
-                let ack = dialog.request(Method::Ack, via, None, Some(seq)).to_bytes();
+                let mut ack = dialog.request(Method::Ack, via, None, Some(seq));
+                for credential in credentials {
+                    ack.headers.push(credential);
+                }
                 let hop = dialog.next_hop();
-                (ack, hop, Some(dialog))
+                (ack.to_bytes(), hop, Some(dialog))
             }
         };
         self.endpoint.send_stateless(ack.clone(), hop, protocol);
@@ -1474,7 +1639,9 @@ impl UserAgent {
             });
             return;
         };
-        self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
+        let mut entry = DialogEntry::new(dialog);
+        entry.account = account;
+        self.dialogs.insert(id.clone(), entry);
         if cancelled && !forked {
             // §15: we wanted out but the 2xx won the race with the CANCEL: the call exists
             // now, so it is ACKed (above) and ended with BYE.
@@ -1511,15 +1678,189 @@ impl UserAgent {
     }
 
     fn send_bye(&mut self, now: Instant, id: &DialogId) {
+        let account = self.dialogs.get(id).and_then(|e| e.account.clone());
         let Some(mut dialog) = self.end_dialog(id) else {
             return;
         };
         let bye = dialog.request(Method::Bye, self.via(dialog.protocol), None, None);
         let hop = dialog.next_hop();
-        if let Err(error) = self.endpoint.send_request(now, bye, hop, dialog.protocol) {
-            tracing::warn!(%error, "could not send BYE");
+        let kept = account.map(|account| (bye.clone(), account));
+        match self.endpoint.send_request(now, bye, hop, dialog.protocol) {
+            Ok(tx) => {
+                if let Some((bye, account)) = kept {
+                    self.track_challengeable(tx, bye, hop, dialog.protocol, account, None);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not send BYE"),
         }
         self.pump(now);
+    }
+
+    /// Remembers request `request`, sent as `tx` with `account`, so that a 401/407 to it can
+    /// be answered ([`UserAgent::answer_challenge`]).
+    fn track_challengeable(
+        &mut self,
+        tx: TransactionId,
+        request: Request,
+        destination: SocketAddr,
+        protocol: Protocol,
+        account: Account,
+        dialog: Option<DialogId>,
+    ) {
+        self.track_attempt(
+            tx,
+            request,
+            destination,
+            protocol,
+            account,
+            dialog,
+            session_auth::Attempt::new(),
+        );
+    }
+
+    /// [`UserAgent::track_challengeable`] with the attempt pre-authorization started.
+    #[allow(clippy::too_many_arguments)]
+    fn track_attempt(
+        &mut self,
+        tx: TransactionId,
+        request: Request,
+        destination: SocketAddr,
+        protocol: Protocol,
+        account: Account,
+        dialog: Option<DialogId>,
+        attempt: session_auth::Attempt,
+    ) {
+        if !crate::auth::challengeable(&request.method) {
+            return;
+        }
+        self.challengeable.insert(
+            tx,
+            Box::new(Challengeable {
+                original: tx,
+                request,
+                destination,
+                protocol,
+                account,
+                attempt,
+                dialog,
+            }),
+        );
+    }
+
+    /// A 401/407 answered our request `tx`: when it was sent with an account, answer the
+    /// challenge and send it again (RFC 3261 §22.2, §8.1.3.5). Returns whether it was re-sent,
+    /// in which case the challenge goes no further; otherwise it is the request's final
+    /// response (no account, wrong or missing credentials, too many rounds, a cancelled
+    /// INVITE).
+    fn answer_challenge(&mut self, now: Instant, tx: TransactionId, response: &Response) -> bool {
+        let Some(mut record) = self.challengeable.remove(&tx) else {
+            return false;
+        };
+        if self
+            .client_invites
+            .get(&tx)
+            .is_some_and(|invite| invite.cancel.is_some())
+        {
+            // The caller wants out: the challenge ends the INVITE (§9.1 has nothing to cancel).
+            return false;
+        }
+        let Ok(old_seq) = record.request.cseq().map(|c| c.seq) else {
+            return false;
+        };
+        // Within a dialog that lives, the dialog's next number (others may have gone out
+        // meanwhile); otherwise one more than the challenged request's.
+        let live = record
+            .dialog
+            .as_ref()
+            .and_then(|id| self.dialogs.get(id))
+            .map(|entry| entry.dialog.local_seq);
+        let Some(seq) = live.unwrap_or(old_seq).max(old_seq).checked_add(1) else {
+            return false;
+        };
+        let answered = record.account.answer(
+            &mut record.attempt,
+            response,
+            &record.request,
+            &mut self.rng,
+        );
+        let credentials = match answered {
+            Ok(credentials) => credentials,
+            Err(error) => {
+                let status = response.status.as_u16();
+                tracing::debug!(%error, status, "challenge not answered");
+                return false;
+            }
+        };
+        if let Some(entry) = record
+            .dialog
+            .as_ref()
+            .and_then(|id| self.dialogs.get_mut(id))
+        {
+            entry.dialog.local_seq = seq;
+        }
+        let via = via_line(
+            &self.config,
+            self.tls.as_ref(),
+            &mut self.rng,
+            record.protocol,
+        );
+        let request = crate::auth::resend(&record.request, via, seq, &credentials);
+        let sent = match request.method {
+            Method::Invite => SentInvite::of(&request),
+            _ => None,
+        };
+        let new_tx = match self.endpoint.send_request(
+            now,
+            request.clone(),
+            record.destination,
+            record.protocol,
+        ) {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::warn!(%error, "could not re-send the challenged request");
+                return false;
+            }
+        };
+        if let Some(sent) = sent {
+            let within = self.client_invites.get_mut(&tx).and_then(|old| {
+                // The old INVITE is over: nothing of it is cancelled or ACKed any more.
+                old.progress = InviteProgress::Final;
+                old.within.clone()
+            });
+            let account = self
+                .client_invites
+                .get(&tx)
+                .and_then(|old| old.account.clone());
+            if let Some(entry) = within.as_ref().and_then(|id| self.dialogs.get_mut(id)) {
+                entry.local_reinvite = Some(new_tx);
+            }
+            self.client_invites.insert(
+                new_tx,
+                Box::new(ClientInvite {
+                    invite: sent,
+                    destination: record.destination,
+                    protocol: record.protocol,
+                    answered: None,
+                    within,
+                    progress: InviteProgress::Calling,
+                    cancel: None,
+                    early: Vec::new(),
+                    credentials: crate::auth::credentials_of(&request),
+                    account,
+                }),
+            );
+        }
+        let original = record.original;
+        record.request = request;
+        self.challengeable.insert(new_tx, record);
+        self.aliases.insert(new_tx, original);
+        self.current.insert(original, new_tx);
+        self.events.push_back(UaEvent::Challenged {
+            tx: original,
+            status: response.status,
+            cseq: seq,
+        });
+        true
     }
 
     /// RFC 3261 §18.1.1: a request larger than [`UDP_SIZE_LIMIT`] goes over TCP when we have
@@ -1560,6 +1901,8 @@ impl UserAgent {
             body,
             call_id: None,
             cseq: None,
+            from_tag: None,
+            account: None,
         };
         self.invite_with(now, invite).map(|(tx, _)| tx)
     }
@@ -1581,13 +1924,18 @@ impl UserAgent {
             body,
             call_id,
             cseq,
+            from_tag,
+            account,
         } = invite;
         let call_id = call_id
             .unwrap_or_else(|| CallId::random_with(&mut self.rng, Some(&self.config.via_host)));
         let via = self.via(protocol);
-        let from_tag = new_tag_with(&mut self.rng);
+        let from_tag = match from_tag {
+            Some(tag) => tag.to_owned(),
+            None => new_tag_with(&mut self.rng),
+        };
         let contact = match (&self.tls, protocol) {
-            (Some(tls), Protocol::Tls) => &tls.contact,
+            (Some(tls), Protocol::Tls) => tls.contact_for(to),
             _ => &self.config.contact,
         };
         let mut builder = Request::builder(Method::Invite, to.clone())
@@ -1607,6 +1955,8 @@ impl UserAgent {
         let mut request = builder.build();
         let protocol = self.fit_transport(&mut request, protocol);
         let invite = SentInvite::of(&request).ok_or(EndpointError::BadRequest("no From tag"))?;
+        let credentials = crate::auth::credentials_of(&request);
+        let kept = account.clone().map(|account| (request.clone(), account));
         let tx = self
             .endpoint
             .send_request(now, request, destination, protocol)?;
@@ -1621,9 +1971,124 @@ impl UserAgent {
                 progress: InviteProgress::Calling,
                 cancel: None,
                 early: Vec::new(),
+                credentials,
+                account,
             }),
         );
+        if let Some((request, account)) = kept {
+            self.track_challengeable(tx, request, destination, protocol, account, None);
+        }
         Ok((tx, call_id))
+    }
+
+    /// Sends a request outside any dialog (REGISTER, OPTIONS, MESSAGE …) and returns its
+    /// client transaction and Call-ID. Its responses come as [`UaEvent::Response`] with
+    /// `dialog: None`; with an account, 401/407 challenges are answered (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`EndpointError::BadRequest`] for INVITE (use [`UserAgent::invite_with`]), ACK, CANCEL
+    /// or PRACK; what the endpoint refuses otherwise.
+    pub fn request_out_of_dialog(
+        &mut self,
+        now: Instant,
+        request: OutgoingRequest<'_>,
+    ) -> Result<(TransactionId, CallId), EndpointError> {
+        let OutgoingRequest {
+            method,
+            uri,
+            from,
+            from_display,
+            from_tag,
+            to,
+            destination,
+            protocol,
+            headers,
+            body,
+            call_id,
+            cseq,
+            account,
+            preauthorize,
+        } = request;
+        if matches!(
+            method,
+            Method::Invite | Method::Ack | Method::Cancel | Method::Prack
+        ) {
+            return Err(EndpointError::BadRequest(
+                "not a method for request_out_of_dialog",
+            ));
+        }
+        let call_id = call_id
+            .unwrap_or_else(|| CallId::random_with(&mut self.rng, Some(&self.config.via_host)));
+        let via = self.via(protocol);
+        let from_tag = match from_tag {
+            Some(tag) => tag.to_owned(),
+            None => new_tag_with(&mut self.rng),
+        };
+        let mut builder = Request::builder(method, uri.clone())
+            .header(HeaderName::Via, via)
+            .max_forwards(70)
+            .from(from_display, from, &from_tag)
+            .to(None, to, None)
+            .call_id(call_id.as_str())
+            .cseq(cseq.unwrap_or(1));
+        for header in headers {
+            builder = builder.header_line(header);
+        }
+        if let Some((content_type, bytes)) = body {
+            builder = builder.body(content_type, bytes);
+        }
+        let mut request = builder.build();
+        let mut attempt = session_auth::Attempt::new();
+        if let Some(account) = account.as_ref().filter(|_| preauthorize) {
+            for credential in account.authorize(&mut attempt, &request, &mut self.rng) {
+                request
+                    .headers
+                    .push(Header::new(credential.name, credential.value));
+            }
+        }
+        let protocol = self.fit_transport(&mut request, protocol);
+        let kept = account.map(|account| (request.clone(), account));
+        let tx = self
+            .endpoint
+            .send_request(now, request, destination, protocol)?;
+        if let Some((request, account)) = kept {
+            self.track_attempt(tx, request, destination, protocol, account, None, attempt);
+        }
+        self.pump(now);
+        Ok((tx, call_id))
+    }
+
+    /// Our Contact URI for requests over `protocol` (the TLS listener's over TLS), e.g. for
+    /// the Contact of a REGISTER.
+    pub fn contact_for(&self, protocol: Protocol) -> &Uri {
+        match (&self.tls, protocol) {
+            (Some(tls), Protocol::Tls) => &tls.contact,
+            _ => &self.config.contact,
+        }
+    }
+
+    /// Sets the account whose credentials answer challenges to our requests in dialog `id`
+    /// (e.g. one we answered as UAS); returns whether the dialog exists. A dialog our INVITE
+    /// made has that INVITE's account already.
+    pub fn set_dialog_account(&mut self, id: &DialogId, account: Option<Account>) -> bool {
+        match self.dialogs.get_mut(id) {
+            Some(entry) => {
+                entry.account = account;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends a keep-alive ping (CRLFCRLF, RFC 5626 §4.4.1) to `destination` over TCP or TLS,
+    /// on the connection there (the driver opens one if there is none). Nothing is sent over
+    /// UDP, where a keep-alive is a STUN request (§4.4.2), not done here.
+    pub fn send_keepalive(&mut self, destination: SocketAddr, protocol: Protocol) {
+        if protocol != Protocol::Udp {
+            self.endpoint
+                .send_stateless(Bytes::from_static(b"\r\n\r\n"), destination, protocol);
+        }
     }
 
     /// Sends a request inside a dialog (BYE, re-INVITE, UPDATE, INFO, REFER, NOTIFY …).
@@ -1648,8 +2113,11 @@ impl UserAgent {
             return Err(EndpointError::RequestPending);
         }
         let protocol = entry.dialog.protocol;
+        let account = entry.account.clone();
+        let sips_target = entry.dialog.remote_target.scheme() == session_sip::Scheme::Sips;
         let via = self.via(protocol);
         let contact = match (&self.tls, protocol) {
+            (Some(tls), Protocol::Tls) if sips_target => &tls.sips_contact,
             (Some(tls), Protocol::Tls) => &tls.contact,
             _ => &self.config.contact,
         };
@@ -1671,7 +2139,12 @@ impl UserAgent {
             Method::Invite => SentInvite::of(&request),
             _ => None,
         };
+        let credentials = crate::auth::credentials_of(&request);
+        let kept = account.clone().map(|account| (request.clone(), account));
         let tx = self.endpoint.send_request(now, request, hop, protocol)?;
+        if let Some((request, account)) = kept {
+            self.track_challengeable(tx, request, hop, protocol, account, Some(id.clone()));
+        }
         match (method, sent) {
             (Method::Invite, Some(invite)) => {
                 if let Some(entry) = self.dialogs.get_mut(id) {
@@ -1688,6 +2161,8 @@ impl UserAgent {
                         progress: InviteProgress::Calling,
                         cancel: None,
                         early: Vec::new(),
+                        credentials,
+                        account,
                     }),
                 );
             }
@@ -1735,6 +2210,8 @@ impl UserAgent {
         now: Instant,
         tx: TransactionId,
     ) -> Result<TransactionId, EndpointError> {
+        // A request re-sent after a challenge is cancelled in its current transaction.
+        let tx = self.current.get(&tx).copied().unwrap_or(tx);
         if let Some(invite) = self.client_invites.get(&tx) {
             if let Some(cancel) = invite.cancel {
                 return Ok(cancel.id());
@@ -1817,6 +2294,11 @@ impl UserAgent {
         let is_invite = request.method == Method::Invite;
         if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
             let contact = match (&self.tls, invite.map(|i| i.protocol)) {
+                (Some(tls), Some(Protocol::Tls))
+                    if request.uri.scheme() == session_sip::Scheme::Sips =>
+                {
+                    tls.sips_contact_value.as_str()
+                }
                 (Some(tls), Some(Protocol::Tls)) => tls.contact_value.as_str(),
                 _ => self.contact_value.as_str(),
             };

@@ -146,6 +146,8 @@ impl Pair {
                     body: Some((SDP, sdp(1))),
                     call_id: None,
                     cseq: None,
+                    from_tag: None,
+                    account: None,
                 },
             )
             .unwrap();
@@ -591,6 +593,8 @@ fn the_uac_pracks_the_first_rseq_then_only_the_next_one_in_each_early_dialog() {
                 body: None,
                 call_id: None,
                 cseq: Some(10),
+                from_tag: None,
+                account: None,
             },
         )
         .unwrap();

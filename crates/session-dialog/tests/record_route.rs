@@ -472,6 +472,8 @@ fn call_out(
                 body: None,
                 call_id: None,
                 cseq: None,
+                from_tag: None,
+                account: None,
             },
         )
         .unwrap();

@@ -51,6 +51,26 @@ pub enum BridgeChange {
     },
 }
 
+/// What the embedded registrar did with a binding, in [`SessionEvent::Registrar`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum BindingChange {
+    /// A REGISTER bound a new contact to the address of record, for this long.
+    Added {
+        /// How long the binding lasts unless refreshed.
+        expires: Duration,
+    },
+    /// A REGISTER refreshed an existing binding (or changed its q-value), for this long.
+    Refreshed {
+        /// How long the binding lasts now unless refreshed again.
+        expires: Duration,
+    },
+    /// A REGISTER removed the binding (`Expires: 0`, or `Contact: *`).
+    Removed,
+    /// The binding was not refreshed in time and is gone.
+    Expired,
+}
+
 /// The final figures of a session, carried by [`SessionEvent::SessionTerminated`]. Plain values,
 /// so that a billing or monitoring subscriber needs nothing but this crate.
 #[derive(Clone, PartialEq, Debug, Default)]
@@ -187,6 +207,17 @@ pub enum SessionEvent {
         /// What happened.
         change: BridgeChange,
     },
+    /// The embedded registrar (session-core's `RegistrarConfig`) added, refreshed or removed a
+    /// binding of an address of record to a contact. About no session: unscoped subscribers
+    /// see it.
+    Registrar {
+        /// The address of record, in the registrar's canonical form (`sip:user@domain`).
+        aor: Arc<str>,
+        /// The contact URI bound to it.
+        contact: Arc<str>,
+        /// What happened.
+        change: BindingChange,
+    },
     /// An event of the application's own, e.g. to coordinate sessions ("the agent leg is up,
     /// bridge the customer leg"). The bus routes it like any other: by its session when it has
     /// one, and to unscoped subscribers either way.
@@ -218,7 +249,7 @@ impl SessionEvent {
             | Self::SessionTerminated { session_id, .. }
             | Self::Bridge { session_id, .. } => Some(*session_id),
             Self::Custom { session_id, .. } => *session_id,
-            Self::GroupEmpty { .. } => None,
+            Self::GroupEmpty { .. } | Self::Registrar { .. } => None,
         }
     }
 
@@ -238,6 +269,7 @@ impl SessionEvent {
             Self::SessionTerminated { .. } => EventKind::SessionTerminated,
             Self::Bridge { .. } => EventKind::Bridge,
             Self::Custom { .. } => EventKind::Custom,
+            Self::Registrar { .. } => EventKind::Registrar,
         }
     }
 
@@ -291,11 +323,13 @@ pub enum EventKind {
     GroupEmpty,
     /// [`SessionEvent::DependencyEnded`].
     DependencyEnded,
+    /// [`SessionEvent::Registrar`].
+    Registrar,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         Self::SessionCreated,
         Self::StateChanged,
         Self::MediaStarted,
@@ -309,6 +343,7 @@ impl EventKind {
         Self::GroupMemberLeft,
         Self::GroupEmpty,
         Self::DependencyEnded,
+        Self::Registrar,
     ];
 
     /// A short stable name, e.g. `state-changed`, for logs and metrics labels.
@@ -327,6 +362,7 @@ impl EventKind {
             Self::GroupMemberLeft => "group-member-left",
             Self::GroupEmpty => "group-empty",
             Self::DependencyEnded => "dependency-ended",
+            Self::Registrar => "registrar",
         }
     }
 

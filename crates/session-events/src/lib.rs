@@ -144,7 +144,8 @@ pub use channel::{ChannelSubscription, Delivery};
 pub use crossbeam_channel;
 pub use error::{Error, RecvError, RecvTimeoutError, Result, TryRecvError};
 pub use event::{
-    BridgeChange, CallSummary, EventKind, Payload, PlaybackEnd, SessionEvent, TerminationReason,
+    BindingChange, BridgeChange, CallSummary, EventKind, Payload, PlaybackEnd, SessionEvent,
+    TerminationReason,
 };
 pub use filter::Filter;
 pub use subscription::Subscription;

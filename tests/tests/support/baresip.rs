@@ -7,7 +7,7 @@
 //! else it prints is collected for the checks and for failure messages.
 //!
 //! [`Baresip::builder`] sets the options (tone, account, control connection, extra modules,
-//! commands at start, last-resort quit); [`BaresipBuilder::start`] waits until baresip is ready;
+//! commands at start, last-resort quit, SIP over TLS with a certificate and a trusted CA); [`BaresipBuilder::start`] waits until baresip is ready;
 //! [`Baresip::quit`] asks it to quit and returns what it printed and decoded ([`Quit`]). The
 //! process is killed when its handle is dropped, and every wait has a time limit ([`STEP`]).
 
@@ -36,6 +36,17 @@ pub struct BaresipBuilder {
     module_apps: Vec<String>,
     execute: Vec<String>,
     quit_after: Duration,
+    tls: Option<TlsFiles>,
+    /// The account's registration parameters (`regint=0`, never registered, by default).
+    registration: String,
+}
+
+/// What baresip's TLS needs, in PEM: its certificate followed by the certificate's key
+/// (`sip_certificate`), and the CA it trusts (`sip_cafile`).
+#[derive(Debug, Clone)]
+struct TlsFiles {
+    identity: String,
+    ca: String,
 }
 
 impl BaresipBuilder {
@@ -73,6 +84,33 @@ impl BaresipBuilder {
     /// A command baresip executes once started (`-e`, e.g. `/dial sip:…`).
     pub fn execute(mut self, command: &str) -> Self {
         self.execute.push(command.to_owned());
+        self
+    }
+
+    /// SIP over TLS: baresip presents `certificate` (PEM, with its `key`), trusts `ca`, and its
+    /// account asks for TLS (`;transport=tls`, so its Contact names its TLS listener). baresip
+    /// listens for TLS on the port after its SIP port ([`Baresip::tls_sip`]).
+    pub fn tls(mut self, certificate: &str, key: &str, ca: &str) -> Self {
+        self.tls = Some(TlsFiles {
+            identity: format!("{certificate}{key}"),
+            ca: ca.to_owned(),
+        });
+        self
+    }
+
+    /// Its account registers at `registrar` (its outbound proxy) every `interval`, answering
+    /// digest challenges with `password` (baresip 1.0 answers MD5 only). Its address of record
+    /// stays `<sip:USER@127.0.0.1>`.
+    pub fn register_at(
+        mut self,
+        registrar: SocketAddr,
+        password: &str,
+        interval: Duration,
+    ) -> Self {
+        self.registration = format!(
+            "regint={};auth_pass={password};outbound=\"sip:{registrar}\"",
+            interval.as_secs()
+        );
         self
     }
 
@@ -152,9 +190,17 @@ impl BaresipBuilder {
         } else {
             ""
         };
+        let transport = if self.tls.is_some() {
+            ";transport=tls"
+        } else {
+            ""
+        };
         std::fs::write(
             dir.path().join("accounts"),
-            format!("<sip:{}@127.0.0.1>;regint=0{answermode}\n", self.user),
+            format!(
+                "<sip:{}@127.0.0.1{transport}>;{}{answermode}\n",
+                self.user, self.registration
+            ),
         )
         .unwrap();
 
@@ -234,6 +280,13 @@ impl BaresipBuilder {
             config.push_str(&format!("ctrl_tcp_listen 127.0.0.1:{port}\n"));
         }
         config.push_str(&format!("snd_path {dir}\n"));
+        if let Some(tls) = &self.tls {
+            std::fs::write(format!("{dir}/tls-identity.pem"), &tls.identity).unwrap();
+            std::fs::write(format!("{dir}/tls-ca.pem"), &tls.ca).unwrap();
+            config.push_str(&format!(
+                "sip_certificate {dir}/tls-identity.pem\nsip_cafile {dir}/tls-ca.pem\n"
+            ));
+        }
         config
     }
 }
@@ -290,12 +343,20 @@ impl Baresip {
             module_apps: Vec::new(),
             execute: Vec::new(),
             quit_after: Duration::from_secs(120),
+            tls: None,
+            registration: "regint=0".to_owned(),
         }
     }
 
     /// Where it listens for SIP.
     pub fn sip(&self) -> SocketAddr {
         self.sip
+    }
+
+    /// Where it listens for SIP over TLS (with [`BaresipBuilder::tls`]): baresip takes the
+    /// port after its SIP port.
+    pub fn tls_sip(&self) -> SocketAddr {
+        SocketAddr::new(self.sip.ip(), self.sip.port() + 1)
     }
 
     /// Everything it printed so far.
@@ -442,7 +503,7 @@ fn decoded_audio(dir: &Path) -> Vec<i16> {
 }
 
 /// Appends every line of `pipe` to `output` and sends it on `lines`.
-fn collect_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+pub fn collect_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     pipe: R,
     output: Arc<Mutex<String>>,
     lines: mpsc::UnboundedSender<String>,

@@ -1,6 +1,7 @@
-//! Shared by the interop tests that drive baresip and SIPp: finding the tools, temporary
-//! directories, free loopback ports, the tones both sides play, SIPp's output, the check that a
-//! `SessionManager` holds nothing, and (in [`baresip`]) the baresip harness itself.
+//! Shared by the interop tests that drive baresip, SIPp and Kamailio: finding the tools,
+//! temporary directories, free loopback ports, the tones both sides play, SIPp's output, the
+//! check that a `SessionManager` holds nothing, and the baresip and Kamailio harnesses
+//! themselves ([`baresip`], [`kamailio`]).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,6 +11,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod baresip;
+pub mod kamailio;
 
 use session_core::SessionManager;
 use session_media::audio::goertzel_power;

@@ -771,6 +771,9 @@ impl Core {
             group: None,
             // The new call continues the old one: as urgent.
             priority,
+            account: None,
+            from_tag: None,
+            interval_retried: false,
         };
         match self.start_outbound(Box::new(outgoing)).await {
             Ok(new_call) => {

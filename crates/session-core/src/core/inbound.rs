@@ -28,6 +28,12 @@ impl Core {
         request: Request,
         source: SocketAddr,
     ) {
+        // Digest first (RFC 3261 §22): a challenge is stateless and costs no admission slot.
+        let std::ops::ControlFlow::Continue(authenticated_user) =
+            self.authenticate(tx, &request).await
+        else {
+            return;
+        };
         let callee = request.uri.user().unwrap_or_default().to_owned();
         let priority = match requested_priority(&request) {
             Ok(priority) => priority,
@@ -109,6 +115,7 @@ impl Core {
             request,
             source,
             replaces,
+            authenticated_user,
         };
         // A handler that panics answers 500; the manager and the other calls go on.
         let decision = self

@@ -80,6 +80,8 @@ pub(crate) enum Command {
     },
     /// End every call, release everything and stop.
     Shutdown { reply: oneshot::Sender<()> },
+    /// Start or end a registration (`registration.rs`).
+    Registration(crate::registration::RegistrationCommand),
 }
 
 /// An outbound call, resolved and ready to send.
@@ -97,6 +99,12 @@ pub(crate) struct OutgoingCall {
     pub(crate) group: Option<session_types::GroupId>,
     /// How urgent it is (admission, RTP marking).
     pub(crate) priority: session_types::Priority,
+    /// Whose credentials answer challenges to the call's requests; the manager's when `None`.
+    pub(crate) account: Option<session_dialog::auth::Account>,
+    /// The From tag, kept by a re-sent INVITE (§8.1.3.5); drawn when the INVITE first goes.
+    pub(crate) from_tag: Option<String>,
+    /// The INVITE was re-sent once after 422 already (RFC 4028 §7.4).
+    pub(crate) interval_retried: bool,
 }
 
 /// Operations on one call.
@@ -302,6 +310,8 @@ pub(crate) struct CoreParts {
     pub(crate) bridge_events: mpsc::Receiver<session_bridge::BridgeEvent>,
     pub(crate) groups: Arc<crate::groups::Groups>,
     pub(crate) dependencies: Arc<crate::dependencies::Dependencies>,
+    /// Digest authentication of requests and the registrar (each opt-in).
+    pub(crate) server_side: crate::registrar::ServerSide,
 }
 
 /// The manager's task state.
@@ -349,6 +359,10 @@ pub(crate) struct Core {
     pub(crate) wall_epoch: (u64, Instant),
     /// How packets are marked (shared with every call, for its RTP).
     pub(crate) dscp: Arc<crate::config::DscpPolicy>,
+    /// Digest authentication of requests and the registrar (each opt-in; `registrar.rs`).
+    pub(crate) server_side: crate::registrar::ServerSide,
+    /// Our registrations at registrars (the REGISTER client, `registration.rs`).
+    pub(crate) registrations: crate::registration::Registrations,
 }
 
 impl Core {
@@ -374,6 +388,7 @@ impl Core {
             groups,
             dependencies,
             stop,
+            server_side,
         } = parts;
         let (media_events, mut media_inbox) = mpsc::channel(MEDIA_EVENT_QUEUE);
         let reserve = config.reserve_calls;
@@ -408,6 +423,8 @@ impl Core {
             groups,
             dependencies,
             pending_ends: Vec::new(),
+            server_side,
+            registrations: crate::registration::Registrations::default(),
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -417,6 +434,13 @@ impl Core {
         };
         loop {
             let deadline = core.timers.peek().map(|Reverse((at, ..))| *at);
+            // The registrar's next sweep of expired bindings, if sooner.
+            let deadline = deadline.into_iter().chain(core.next_sweep()).min();
+            // Registrations' refreshes, retries and keep-alives (`registration.rs`).
+            let deadline = deadline
+                .into_iter()
+                .chain(core.registrations.next_deadline())
+                .min();
             tokio::select! {
                 biased;
                 event = ua_events.recv() => match event {
@@ -530,12 +554,18 @@ impl Core {
     ) -> Option<DialogId> {
         let has_sdp = body.as_ref().is_some_and(|(t, _)| *t == inbound::SDP);
         let traced = session.is_some() && self.tracer.is_some();
+        // Our requests in a dialog we answer are challenged like our own calls' (BYE …).
+        let account = self.config.account.clone();
         let result = self
             .ua(move |ua, now| {
                 let answered = ua.request_of(tx).filter(|_| traced).and_then(|request| {
                     Some((request.cseq().ok()?, request.call_id().ok()?.to_owned()))
                 });
-                (ua.answer(now, tx, status, headers, body), answered)
+                let result = ua.answer(now, tx, status, headers, body);
+                if let (Ok(Some(dialog)), Some(account)) = (&result, account) {
+                    ua.set_dialog_account(dialog, Some(account));
+                }
+                (result, answered)
             })
             .await;
         let (result, answered) = result?;
@@ -639,10 +669,15 @@ impl Core {
                 tx,
                 request,
                 dialog,
-                ..
+                source,
             } => match dialog.and_then(|d| self.by_dialog.get(&d).copied()) {
                 Some(session) => self.on_in_dialog_request(session, tx, request).await,
-                None => self.on_out_of_dialog_request(tx, request).await,
+                // REGISTER (the registrar) and digest challenges first (`registrar.rs`).
+                None => {
+                    if let Some(request) = self.serve_out_of_dialog(tx, request, source).await {
+                        self.on_out_of_dialog_request(tx, request).await;
+                    }
+                }
             },
             UaEvent::Response {
                 tx,
@@ -651,6 +686,7 @@ impl Core {
             } => self.on_response(tx, response, dialog).await,
             UaEvent::Ack { dialog, request } => self.on_ack(dialog, request),
             UaEvent::Cancelled { tx } => self.on_cancelled(tx),
+            UaEvent::Challenged { tx, status, cseq } => self.on_challenged(tx, status, cseq),
             UaEvent::TransactionTimeout { tx } => self.on_transaction_failed(tx, false).await,
             UaEvent::TransportError { tx } => self.on_transaction_failed(tx, true).await,
             UaEvent::DialogTerminated { dialog, reason } => self.on_dialog_end(dialog, reason),
@@ -693,6 +729,11 @@ impl Core {
             self.ending_requests.remove(&tx);
         }
         let Some(owner) = self.by_tx.get(&tx) else {
+            if is_final {
+                // A REGISTER of ours (`registration.rs`), or nothing we still wait for.
+                let status = response.status;
+                self.on_register_outcome(tx, Some(&response), status).await;
+            }
             return;
         };
         let session = owner.session;
@@ -719,6 +760,13 @@ impl Core {
     async fn on_transaction_failed(&mut self, tx: TransactionId, transport: bool) {
         self.ending_requests.remove(&tx);
         let Some(owner) = self.by_tx.remove(&tx) else {
+            // A REGISTER of ours: 408 or 503 (§8.1.3.1).
+            let status = if transport {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::REQUEST_TIMEOUT
+            };
+            self.on_register_outcome(tx, None, status).await;
             return;
         };
         let (error, reason) = if transport {
@@ -907,6 +955,7 @@ impl Core {
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
             }
+            Command::Registration(command) => self.on_registration_command(command).await,
         }
     }
 
@@ -1222,6 +1271,9 @@ impl Core {
     /// back, then publishes `MediaStopped` and `SessionTerminated` (the session's last event,
     /// promising that everything is released) and tells the handler.
     async fn finish_endings(&mut self) {
+        if !self.endings.is_empty() {
+            self.give_back_room();
+        }
         for (mut call, reason) in std::mem::take(&mut self.endings) {
             let session = call.shared.id;
             let mut stats = CallStats::timings(&call.shared.status.lock(), now());
@@ -1253,6 +1305,22 @@ impl Core {
             });
             self.bus.forget_session(session);
         }
+    }
+
+    /// Maps hold the capacity of their peak: once one holds under a quarter of it, it
+    /// shrinks to twice its length (never below the room reserved for
+    /// `SessionManagerBuilder::reserve_calls`), so memory comes back after a burst. Each shrink
+    /// halves the capacity at least, so the cost is amortised over the calls that ended.
+    fn give_back_room(&mut self) {
+        let floor = self.config.reserve_calls;
+        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, floor: usize) {
+            if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                map.shrink_to((map.len() * 2).max(floor));
+            }
+        }
+        shrink(&mut self.calls, floor);
+        shrink(&mut self.by_tx, floor);
+        shrink(&mut self.by_dialog, floor);
     }
 
     // ---- media ----
@@ -1332,6 +1400,7 @@ impl Core {
 
     async fn on_timers(&mut self) {
         let now = now();
+        self.sweep_bindings(now);
         while let Some(Reverse((at, session, kind, generation))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -1355,6 +1424,7 @@ impl Core {
                 TimerKind::GlareRetry => self.retry_after_glare(session).await,
             }
         }
+        self.registration_timers().await;
     }
 
     /// The stuck-session limit for a final response passed: an incoming call still
@@ -1442,6 +1512,8 @@ impl Core {
     }
 
     async fn shutdown(&mut self, ua_events: &mut mpsc::Receiver<UaEvent>) {
+        // Bindings go first (Expires: 0), their answers waited for with the BYEs below.
+        self.unregister_all().await;
         let sessions: Vec<SessionId> = self.calls.keys().copied().collect();
         for session in sessions {
             if let Some(call) = self.calls.get_mut(&session) {

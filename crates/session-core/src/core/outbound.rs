@@ -7,6 +7,7 @@ use crate::call::CallSession;
 use crate::error::{Result, SessionError};
 use crate::session_timer;
 use bytes::Bytes;
+use session_dialog::transaction::TransactionId;
 use session_dialog::ua::OutgoingInvite;
 use session_events::TerminationReason;
 use session_media::sdp::SessionDescription;
@@ -119,6 +120,14 @@ impl Core {
             call.from_display.clone(),
         );
         let (destination, protocol) = (call.destination, call.protocol);
+        // A re-sent INVITE (after 422) keeps the From tag, as the user agent's re-sends after
+        // a challenge do (§8.1.3.5).
+        let mut call = call;
+        let from_tag = call
+            .from_tag
+            .get_or_insert_with(|| session_sip::new_tag_with(&mut self.rng))
+            .clone();
+        let account = call.account.clone().or_else(|| self.config.account.clone());
         let sent = self
             .ua(move |ua, now| {
                 ua.invite_with(
@@ -133,6 +142,8 @@ impl Core {
                         body: Some((SDP, body)),
                         call_id: Some(call_id),
                         cseq: Some(cseq),
+                        from_tag: Some(&from_tag),
+                        account,
                     },
                 )
             })
@@ -218,6 +229,28 @@ impl Core {
         );
     }
 
+    /// The user agent answered a 401/407 to our request `tx` and re-sent it as CSeq `cseq`
+    /// (RFC 3261 §22.2, `session_dialog::auth`): a call's INVITE numbers on from there, and
+    /// the timeline shows the challenge. A REGISTER's goes to its registration.
+    pub(super) fn on_challenged(&mut self, tx: TransactionId, status: StatusCode, cseq: u32) {
+        if self.on_register_challenged(tx, cseq) {
+            return;
+        }
+        let Some(owner) = self.by_tx.get(&tx) else {
+            return;
+        };
+        let (session, invite) = (owner.session, matches!(owner.purpose, TxPurpose::Invite));
+        if invite && let Some(call) = self.calls.get_mut(&session) {
+            call.cseq = call.cseq.max(cseq);
+        }
+        self.trace_with(session, || {
+            TraceEntry::note(format!(
+                "← {} answered with credentials: request re-sent as CSeq {cseq}",
+                status.as_u16()
+            ))
+        });
+    }
+
     /// RFC 4028 §7.4: retry once with the peer's Min-SE (same Call-ID, next CSeq).
     async fn retry_with_interval(&mut self, session: SessionId, min_se: u32) -> bool {
         let Some(mut timer) = self.config.session_timer else {
@@ -227,12 +260,13 @@ impl Core {
             return false;
         };
         let asked = timer.expires.as_secs() as u32;
-        if min_se <= asked || call.cseq > 1 {
+        if min_se <= asked || call.outgoing.as_ref().is_none_or(|o| o.interval_retried) {
             return false;
         }
-        let Some(outgoing) = call.outgoing.take() else {
+        let Some(mut outgoing) = call.outgoing.take() else {
             return false;
         };
+        outgoing.interval_retried = true;
         call.cseq += 1;
         timer.expires = std::time::Duration::from_secs(u64::from(min_se));
         timer.min_se = timer.expires;
