@@ -222,6 +222,9 @@ async fn until_answered(
                 rang = true;
             }
             state if state.is_established() => {
+                if !rang && b.has_rung() {
+                    let _ = a.ring().await;
+                }
                 a.accept().await?;
                 if bridge.is_none() {
                     *bridge = Some(join(manager, a, b).await?);
@@ -229,6 +232,11 @@ async fn until_answered(
                 return Ok(None);
             }
             CallState::Failed(reason) => {
+                // A 180 and a failure that came together: the watch showed only the failure,
+                // but the caller still hears the ringing first (provisionals are passed back).
+                if !rang && b.has_rung() {
+                    let _ = a.ring().await;
+                }
                 let status = match reason {
                     FailureReason::Rejected(status) => status,
                     FailureReason::Timeout => StatusCode::REQUEST_TIMEOUT,

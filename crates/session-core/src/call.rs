@@ -125,6 +125,9 @@ pub(crate) struct CallStatus {
     pub(crate) transferred_to: Option<SessionId>,
     /// Marks the call's RTP (DSCP), whoever holds its sockets (its media task, a bridge).
     pub(crate) marking: Option<session_media::endpoint::PacketMarking>,
+    /// The call reached `Ringing` at some point (a watcher of the state may have seen only
+    /// what followed).
+    pub(crate) rang: bool,
 }
 
 /// A handle on one call.
@@ -470,6 +473,12 @@ impl CallSession {
     pub fn set_priority(&self, priority: Priority) -> Result<()> {
         self.shared.set_priority(priority);
         Ok(self.shared.mark_media()?)
+    }
+
+    /// Whether the call has been ringing (a provisional response sent or received) at some
+    /// point, even if a watcher of its state only saw what came after.
+    pub fn has_rung(&self) -> bool {
+        self.shared.status.lock().rang
     }
 
     /// The DiffServ code point the call's RTP sockets mark packets with now, as the system

@@ -33,9 +33,10 @@ pub struct DependencyCycle {
     pub on: SessionId,
 }
 
-/// The graph of a manager, shared by its handles and its task.
+/// The graph of a manager, shared by its handles and its task. (`pub` for
+/// `crate::bench_support` only.)
 #[derive(Debug, Default)]
-pub(crate) struct Dependencies {
+pub struct Dependencies {
     inner: Mutex<Graph>,
 }
 
@@ -87,7 +88,7 @@ impl Dependencies {
     /// Makes `dependent` depend on `on`; `accept` is asked under the lock whether both may
     /// still be linked (neither is ending). `Ok(false)` when the link exists already (its
     /// cascade is updated) or a session is ending.
-    pub(crate) fn link(
+    pub fn link(
         &self,
         dependent: SessionId,
         on: SessionId,
@@ -112,7 +113,7 @@ impl Dependencies {
     }
 
     /// Removes the link; `false` if there was none.
-    pub(crate) fn unlink(&self, dependent: SessionId, on: SessionId) -> bool {
+    pub fn unlink(&self, dependent: SessionId, on: SessionId) -> bool {
         self.inner.lock().unlink(dependent, on)
     }
 
@@ -138,7 +139,7 @@ impl Dependencies {
 
     /// `session` is ending: its links go, its dependents are told, and those whose link
     /// cascades are returned, for the manager to end.
-    pub(crate) fn ended(&self, bus: &EventBus, session: SessionId) -> Vec<SessionId> {
+    pub fn ended(&self, bus: &EventBus, session: SessionId) -> Vec<SessionId> {
         let (dependents, targets) = {
             let mut graph = self.inner.lock();
             let dependents = graph.dependents.remove(&session).unwrap_or_default();

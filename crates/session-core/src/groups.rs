@@ -14,9 +14,10 @@ use session_events::{EventBus, SessionEvent};
 use session_types::{GroupId, SessionId};
 use std::collections::HashMap;
 
-/// Every group of a manager, shared by its handles and its task.
+/// Every group of a manager, shared by its handles and its task. (`pub` for
+/// `crate::bench_support` only.)
 #[derive(Debug, Default)]
-pub(crate) struct Groups {
+pub struct Groups {
     inner: Mutex<Membership>,
 }
 
@@ -67,7 +68,7 @@ impl Groups {
     /// `accept` is asked under the lock whether the session may still join (it has not
     /// ended), so a session ending at the same moment never stays behind as a member. `false`
     /// when it was a member already or may not join.
-    pub(crate) fn add(
+    pub fn add(
         &self,
         bus: &EventBus,
         session: SessionId,
@@ -95,7 +96,7 @@ impl Groups {
     }
 
     /// Takes `session` out of `group`; `false` if it was not in it.
-    pub(crate) fn remove(&self, bus: &EventBus, session: SessionId, group: GroupId) -> bool {
+    pub fn remove(&self, bus: &EventBus, session: SessionId, group: GroupId) -> bool {
         let mut events = Vec::new();
         self.inner.lock().remove(session, group, &mut events);
         Self::announce(bus, &events);
@@ -103,7 +104,7 @@ impl Groups {
     }
 
     /// `session` ended: it leaves every group it was in.
-    pub(crate) fn forget(&self, bus: &EventBus, session: SessionId) {
+    pub fn forget(&self, bus: &EventBus, session: SessionId) {
         let mut events = Vec::new();
         {
             let mut inner = self.inner.lock();

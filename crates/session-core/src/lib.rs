@@ -207,3 +207,13 @@ pub mod crates {
     pub use session_tracer as tracer;
     pub use session_types as types;
 }
+
+/// Not part of the API: the manager's per-call bookkeeping structures, reachable only through
+/// the manager's handles otherwise, exposed for `benches/` (issue 13's per-call costs). No
+/// stability promise; do not use.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::dependencies::Dependencies;
+    pub use crate::groups::Groups;
+    pub use crate::metrics::CallMetrics;
+}

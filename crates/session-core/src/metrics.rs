@@ -37,9 +37,10 @@ pub(crate) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The content type of the Prometheus text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// The handles the manager task records into, fetched from the registry once.
+/// The handles the manager task records into, fetched from the registry once. (`pub` for
+/// `crate::bench_support` only.)
 #[derive(Debug)]
-pub(crate) struct CallMetrics {
+pub struct CallMetrics {
     inbound: Counter,
     outbound: Counter,
     active: Gauge,
@@ -57,7 +58,7 @@ pub(crate) struct CallMetrics {
 
 impl CallMetrics {
     /// Registers (or finds) every per-call metric in `registry`.
-    pub(crate) fn new(registry: &Metrics) -> Self {
+    pub fn new(registry: &Metrics) -> Self {
         Self {
             inbound: registry.counter("calls_inbound_total"),
             outbound: registry.counter("calls_outbound_total"),
@@ -76,7 +77,7 @@ impl CallMetrics {
     }
 
     /// A session was created; `active` sessions are alive now.
-    pub(crate) fn created(&self, direction: Direction, active: usize) {
+    pub fn created(&self, direction: Direction, active: usize) {
         match direction {
             Direction::Inbound => self.inbound.inc(),
             Direction::Outbound => self.outbound.inc(),
@@ -90,7 +91,7 @@ impl CallMetrics {
     }
 
     /// A call ended for `reason` with its final `stats`: counted once, here.
-    pub(crate) fn ended(&self, reason: TerminationReason, stats: &CallStats) {
+    pub fn ended(&self, reason: TerminationReason, stats: &CallStats) {
         match reason {
             TerminationReason::LocalHangup => self.ended_local_hangup.inc(),
             TerminationReason::RemoteHangup => self.ended_remote_hangup.inc(),

@@ -1155,6 +1155,9 @@ impl Core {
             return false;
         }
         call.state = new;
+        if new == CallState::Ringing {
+            call.shared.status.lock().rang = true;
+        }
         call.shared.state.send_replace(new);
         if new == CallState::OnHold {
             self.trace(session, TraceEntry::Hold);
