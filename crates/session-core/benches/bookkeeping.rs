@@ -19,6 +19,13 @@
 //! as it ends (`Groups::forget`, every group it is in), and its links go as it ends
 //! (`Dependencies::ended`). The `*_lifecycle` benchmarks measure that path.
 //!
+//! The 10,000 other sessions are in groups of 100 (`bookkeeping/groups_of_100/*`; the call
+//! joins one of them) or all in one group (`bookkeeping/one_group_of_10000/*`), linked in pairs
+//! (B leg on A leg; the call depends on an A leg), and admitted for a user each. No one is
+//! subscribed to the bus except in `group_join_leave_with_subscriber` (a subscriber to the
+//! call's group reads both events). `group_join_leave_bus_part` is the event bus's share of a
+//! join and leave on its own.
+//!
 //! `Groups` and `Dependencies` are internal (the public methods need a live `CallSession`);
 //! they are reached through `session_core::bench_support`.
 //!
@@ -33,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use session_core::bench_support::{Dependencies, Groups};
-use session_core::{CallState, Cascade, Filter, GroupId, Priority, SessionId};
+use session_core::{CallState, Cascade, Filter, GroupId, Priority, SessionEvent, SessionId};
 use session_events::EventBus;
 use session_resources::{AdmissionController, AdmissionPermit, AdmissionRequest, Limits};
 use tokio::sync::watch;
@@ -225,6 +232,22 @@ fn bookkeeping(c: &mut Criterion) {
                     world.group_join_leave(&call);
                     black_box(subscription.try_recv().unwrap());
                     black_box(subscription.try_recv().unwrap());
+                });
+            });
+            // The event bus's share of a join and leave: its group index entry made and
+            // dropped, the two events allocated and published (session-events' code).
+            g.bench_function("group_join_leave_bus_part", |b| {
+                b.iter(|| {
+                    world.bus.join_group(call.id, world.group);
+                    world.bus.publish(SessionEvent::GroupMemberJoined {
+                        session_id: call.id,
+                        group: world.group,
+                    });
+                    world.bus.publish(SessionEvent::GroupMemberLeft {
+                        session_id: call.id,
+                        group: world.group,
+                    });
+                    world.bus.leave_group(call.id, world.group);
                 });
             });
             g.bench_function("dependency_link_unlink", |b| {

@@ -5,10 +5,12 @@
 //! ([`Cascade::EndDependent`]), ended too. What depending *means* is the engine's business; the
 //! library keeps the graph and carries out the one opt-in consequence.
 
+use crate::groups::{IdHasher, IdMap};
 use parking_lot::Mutex;
 use session_events::{EventBus, SessionEvent};
 use session_types::SessionId;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 
 /// What happens to a dependent when the session it depends on ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,16 +45,23 @@ pub struct Dependencies {
 #[derive(Debug, Default)]
 struct Graph {
     /// For each session, what it depends on.
-    on: HashMap<SessionId, Vec<SessionId>>,
+    on: IdMap<SessionId, Vec<SessionId>>,
     /// For each session, who depends on it, with the link's cascade.
-    dependents: HashMap<SessionId, Vec<(SessionId, Cascade)>>,
+    dependents: IdMap<SessionId, Vec<(SessionId, Cascade)>>,
 }
 
 impl Graph {
     /// Whether `from` reaches `to` following "depends on" links.
     fn reaches(&self, from: SessionId, to: SessionId) -> bool {
-        let mut seen = HashSet::new();
-        let mut stack = vec![from];
+        if from == to {
+            return true;
+        }
+        // Most sessions depend on nothing: no search (and none of its allocations).
+        let Some(first) = self.on.get(&from) else {
+            return false;
+        };
+        let mut seen = HashSet::with_hasher(BuildHasherDefault::<IdHasher>::default());
+        let mut stack = first.clone();
         while let Some(at) = stack.pop() {
             if at == to {
                 return true;
@@ -140,19 +149,18 @@ impl Dependencies {
     /// `session` is ending: its links go, its dependents are told, and those whose link
     /// cascades are returned, for the manager to end.
     pub fn ended(&self, bus: &EventBus, session: SessionId) -> Vec<SessionId> {
-        let (dependents, targets) = {
+        let dependents = {
             let mut graph = self.inner.lock();
             let dependents = graph.dependents.remove(&session).unwrap_or_default();
             for (dependent, _) in &dependents {
                 graph.unlink(*dependent, session);
             }
-            let targets = graph.on.get(&session).cloned().unwrap_or_default();
-            for on in &targets {
-                graph.unlink(session, *on);
+            // What it depended on: out of `on` at once, then out of each one's dependents.
+            for on in graph.on.remove(&session).unwrap_or_default() {
+                graph.unlink(session, on);
             }
-            (dependents, targets)
+            dependents
         };
-        drop(targets);
         let mut to_end = Vec::new();
         for (dependent, cascade) in dependents {
             bus.publish(SessionEvent::DependencyEnded {

@@ -12,7 +12,8 @@
 use parking_lot::Mutex;
 use session_events::{EventBus, SessionEvent};
 use session_types::{GroupId, SessionId};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Every group of a manager, shared by its handles and its task. (`pub` for
 /// `crate::bench_support` only.)
@@ -23,29 +24,51 @@ pub struct Groups {
 
 #[derive(Debug, Default)]
 struct Membership {
-    /// Members of each group, in joining order (a group with none stays until dissolved).
-    members: HashMap<GroupId, Vec<SessionId>>,
-    /// The groups of each session that is in one.
-    of: HashMap<SessionId, Vec<GroupId>>,
+    /// Members of each group by joining number, so in joining order (a group with none stays
+    /// until dissolved). Numbered rather than listed so that leaving a group of thousands is a
+    /// lookup, not a search.
+    members: IdMap<GroupId, BTreeMap<u64, SessionId>>,
+    /// The groups of each session that is in one, with its joining number in each.
+    of: IdMap<SessionId, Vec<(GroupId, u64)>>,
+    /// Joinings so far (the last joining number given).
+    joined: u64,
 }
 
 impl Membership {
     /// Takes `session` out of `group`; the events that tells, in order.
     fn remove(&mut self, session: SessionId, group: GroupId, events: &mut Vec<SessionEvent>) {
-        let Some(members) = self.members.get_mut(&group) else {
+        let Some(groups) = self.of.get_mut(&session) else {
             return;
         };
-        let Some(at) = members.iter().position(|m| *m == session) else {
+        let Some(at) = groups.iter().position(|(g, _)| *g == group) else {
             return;
         };
-        members.remove(at);
-        let now_empty = members.is_empty();
-        if let Some(groups) = self.of.get_mut(&session) {
-            groups.retain(|g| *g != group);
-            if groups.is_empty() {
-                self.of.remove(&session);
-            }
+        let (_, number) = groups.remove(at);
+        if groups.is_empty() {
+            self.of.remove(&session);
         }
+        self.left(session, group, number, events);
+    }
+
+    /// Takes `session` out of every group it is in; the events that tells, in order.
+    fn remove_all(&mut self, session: SessionId, events: &mut Vec<SessionEvent>) {
+        for (group, number) in self.of.remove(&session).unwrap_or_default() {
+            self.left(session, group, number, events);
+        }
+    }
+
+    /// `session`, member `number` of `group` and already out of `of`, leaves its members.
+    fn left(
+        &mut self,
+        session: SessionId,
+        group: GroupId,
+        number: u64,
+        events: &mut Vec<SessionEvent>,
+    ) {
+        let now_empty = self.members.get_mut(&group).is_some_and(|members| {
+            members.remove(&number);
+            members.is_empty()
+        });
         events.push(SessionEvent::GroupMemberLeft {
             session_id: session,
             group,
@@ -56,11 +79,45 @@ impl Membership {
     }
 }
 
+/// A map keyed by our own ids, hashed with [`IdHasher`].
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A hasher for maps keyed by session and group ids (here and in `dependencies.rs`). Session
+/// ids are random (or an application's own), group ids count up; none is chosen by the
+/// network, so SipHash's protection against chosen keys is not needed, nor its cost (a third
+/// of linking and unlinking two sessions, `benches/bookkeeping.rs`). Folds the id to 64 bits
+/// and multiplies, as the event bus's and the tracer's session maps do.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The high bits are the well-mixed ones; fold them into the low bits the table uses.
+        self.0 = product ^ (product >> 29);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64((n as u64) ^ ((n >> 64) as u64));
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if an id's `Hash` changes shape.
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+}
+
 impl Groups {
     /// A new, empty group.
     pub(crate) fn create(&self) -> GroupId {
         let group = GroupId::next();
-        self.inner.lock().members.insert(group, Vec::new());
+        self.inner.lock().members.insert(group, BTreeMap::new());
         group
     }
 
@@ -75,19 +132,25 @@ impl Groups {
         group: GroupId,
         accept: impl FnOnce() -> bool,
     ) -> bool {
-        let mut inner = self.inner.lock();
+        let mut guard = self.inner.lock();
         if !accept() {
             return false;
         }
-        let members = inner.members.entry(group).or_default();
-        if members.contains(&session) {
+        let inner = &mut *guard;
+        let groups = inner.of.entry(session).or_default();
+        if groups.iter().any(|(g, _)| *g == group) {
             return false;
         }
-        members.push(session);
-        inner.of.entry(session).or_default().push(group);
+        inner.joined += 1;
+        groups.push((group, inner.joined));
+        inner
+            .members
+            .entry(group)
+            .or_default()
+            .insert(inner.joined, session);
         // Indexed on the bus before the event, so the group's subscribers see it.
         bus.join_group(session, group);
-        drop(inner);
+        drop(guard);
         bus.publish(SessionEvent::GroupMemberJoined {
             session_id: session,
             group,
@@ -106,12 +169,7 @@ impl Groups {
     /// `session` ended: it leaves every group it was in.
     pub fn forget(&self, bus: &EventBus, session: SessionId) {
         let mut events = Vec::new();
-        {
-            let mut inner = self.inner.lock();
-            for group in inner.of.get(&session).cloned().unwrap_or_default() {
-                inner.remove(session, group, &mut events);
-            }
-        }
+        self.inner.lock().remove_all(session, &mut events);
         Self::announce(bus, &events);
     }
 
@@ -120,7 +178,11 @@ impl Groups {
         let mut events = Vec::new();
         let members = {
             let mut inner = self.inner.lock();
-            let members = inner.members.get(&group).cloned().unwrap_or_default();
+            let members: Vec<SessionId> = inner
+                .members
+                .get(&group)
+                .map(|members| members.values().copied().collect())
+                .unwrap_or_default();
             for session in &members {
                 inner.remove(*session, group, &mut events);
             }
@@ -133,17 +195,20 @@ impl Groups {
 
     /// The members of `group`, in joining order; `None` for a group that does not exist.
     pub(crate) fn members(&self, group: GroupId) -> Option<Vec<SessionId>> {
-        self.inner.lock().members.get(&group).cloned()
+        let inner = self.inner.lock();
+        let members = inner.members.get(&group)?;
+        Some(members.values().copied().collect())
     }
 
     /// The groups `session` is in.
     pub(crate) fn of(&self, session: SessionId) -> Vec<GroupId> {
-        self.inner
-            .lock()
+        let inner = self.inner.lock();
+        let groups = inner
             .of
             .get(&session)
-            .cloned()
-            .unwrap_or_default()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        groups.iter().map(|(group, _)| *group).collect()
     }
 
     /// Publishes membership changes (a `Left` while the bus still indexes the member, so the
@@ -155,5 +220,76 @@ impl Groups {
                 bus.leave_group(*session_id, *group);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u128) -> Vec<SessionId> {
+        (1..=n).map(SessionId::from_u128).collect()
+    }
+
+    #[test]
+    fn members_keep_joining_order_through_leaving_and_rejoining() {
+        let bus = EventBus::new();
+        let groups = Groups::default();
+        let group = groups.create();
+        let [a, b, c, d] = ids(4)[..] else {
+            unreachable!()
+        };
+        for session in [a, b, c, d] {
+            assert!(groups.add(&bus, session, group, || true));
+        }
+        assert!(!groups.add(&bus, b, group, || true), "a member already");
+        assert!(groups.remove(&bus, b, group));
+        assert!(!groups.remove(&bus, b, group), "not a member any more");
+        assert!(groups.add(&bus, b, group, || true));
+        assert_eq!(groups.members(group), Some(vec![a, c, d, b]));
+        assert_eq!(groups.of(b), vec![group]);
+    }
+
+    #[test]
+    fn forgetting_leaves_every_group_and_the_last_member_empties_it() {
+        let bus = EventBus::new();
+        let mut all = bus.subscribe(session_events::Filter::all());
+        let groups = Groups::default();
+        let (first, second) = (groups.create(), groups.create());
+        let [a, b] = ids(2)[..] else { unreachable!() };
+        assert!(groups.add(&bus, a, first, || true));
+        assert!(groups.add(&bus, a, second, || true));
+        assert!(groups.add(&bus, b, second, || true));
+        assert!(!groups.add(&bus, b, first, || false), "refused by `accept`");
+        assert_eq!(groups.of(a), vec![first, second]);
+        while all.try_recv().is_ok() {}
+
+        groups.forget(&bus, a);
+        let mut seen = Vec::new();
+        while let Ok(event) = all.try_recv() {
+            seen.push((*event).clone());
+        }
+        assert_eq!(
+            seen,
+            vec![
+                SessionEvent::GroupMemberLeft {
+                    session_id: a,
+                    group: first
+                },
+                SessionEvent::GroupEmpty { group: first },
+                SessionEvent::GroupMemberLeft {
+                    session_id: a,
+                    group: second
+                },
+            ]
+        );
+        assert!(groups.of(a).is_empty());
+        assert_eq!(groups.members(first), Some(Vec::new()));
+        assert_eq!(groups.members(second), Some(vec![b]));
+        assert!(bus.groups_of(a).is_empty(), "the bus's index follows");
+
+        assert_eq!(groups.dissolve(&bus, second), vec![b]);
+        assert_eq!(groups.members(second), None);
+        assert!(groups.of(b).is_empty());
     }
 }

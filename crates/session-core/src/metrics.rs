@@ -186,10 +186,7 @@ impl Exporter {
         // The sources count on their own; the registry's counters follow them.
         let catch_up = |c: &Counter, value: u64| c.add(value.saturating_sub(c.get()));
         catch_up(&self.shed, self.sip.shed_invites());
-        catch_up(
-            &self.admission_refused,
-            self.admission.snapshot().refused_total,
-        );
+        catch_up(&self.admission_refused, self.admission.refused_total());
         catch_up(&self.bus_dropped, self.bus.stats().lagged);
         if let Some((tracer, gauges)) = &self.health {
             gauges.set(&tracer.health(crate::core::now()));

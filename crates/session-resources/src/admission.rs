@@ -418,6 +418,15 @@ impl AdmissionController {
         self.inner.groups.get(&group)
     }
 
+    /// Requests refused so far, by any limit: what [`UsageSnapshot::refused_total`] says,
+    /// without copying every user's and group's count (a metrics scrape reads this).
+    pub fn refused_total(&self) -> u64 {
+        let inner = &*self.inner;
+        inner.refused_sessions.load(Ordering::Relaxed)
+            + inner.refused_user.load(Ordering::Relaxed)
+            + inner.refused_group.load(Ordering::Relaxed)
+    }
+
     /// Current usage: active counts (global, per user, per group), the peak and the totals
     /// admitted and refused. Each figure is read atomically, but not all at one instant, so
     /// while sessions come and go the per-user sum may differ from `active` by a few.
