@@ -3,7 +3,11 @@
 //! password per user checked by `pv_auth_check`, no database), then one calls the other
 //! through it. Kamailio challenges the INVITE with 407; the call reaches the callee at its
 //! registered contact, is answered, carries audio both ways (tones checked by Goertzel power),
-//! and is hung up through Kamailio's route set; both then unregister.
+//! and is hung up through Kamailio's route set; both then unregister. A third test puts a
+//! real peer on the other side: baresip registers at Kamailio with MD5 digest (its own REGISTER,
+//! challenged and authorized), and our UA, registered too, calls it through Kamailio with the
+//! 407 answered; baresip answers, audio flows both ways (its decoded dump holds our tone, we
+//! hear its tone), and our BYE ends the call through the route set.
 //!
 //! Kamailio 5.6's `auth` module offers one algorithm per instance (`modparam("auth",
 //! "algorithm", …)`: MD5 or SHA-256), so each algorithm gets an instance and a test of its
@@ -15,6 +19,8 @@
 
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
 
 use session_core::crates::sip::{HeaderName, Message, Response};
 use session_core::{
@@ -487,4 +493,97 @@ async fn register_and_call_through_kamailio_with_md5_digest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_call_through_kamailio_with_sha256_digest() {
     register_and_call_through_kamailio("SHA-256", 48_200..=48_299, 48_300..=48_399).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_ua_calls_baresip_registered_at_kamailio_with_md5_digest() {
+    use support::baresip::Baresip;
+    use support::{BARESIP_TONE_HZ, OUR_TONE_HZ, tone_ratio, tool_available};
+    let binary = kamailio_binary();
+    if !session_simnet::peers::require_program(&binary, "-v", "kamailio")
+        || !tool_available("baresip", "-v", "baresip-core")
+    {
+        return;
+    }
+    let kamailio = Kamailio::start(&binary, "MD5").await;
+    // Kamailio answers once it is up (the raw REGISTER gets its 401).
+    let _ = offered_challenge(&kamailio).await;
+    let baresip = Baresip::builder("bob")
+        .user("bob")
+        .auto_answer()
+        .register_at(kamailio.addr(), "bob-secret", Duration::from_secs(60))
+        .start()
+        .await;
+    // Kamailio's log is the only witness of baresip's registration: read it until it says so.
+    within("baresip registered at Kamailio", async {
+        while !kamailio.log().contains("AUTHORIZED REGISTER bob") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    let (alice, _alice_incoming) = user("alice", 48_400..=48_499).await;
+    let alice_reg = alice
+        .register(RegisterOptions::new(
+            &kamailio.uri(),
+            &format!("sip:alice@{REALM}"),
+        ))
+        .await
+        .unwrap();
+    within("alice registered", alice_reg.registered())
+        .await
+        .unwrap_or_else(|e| panic!("alice not registered: {e}\n{}", kamailio.log()));
+    let call = alice
+        .call(&format!("sip:bob@127.0.0.1:{}", kamailio.port))
+        .await
+        .unwrap();
+    within("baresip's answer", call.answered())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "not answered: {e}\n{}\n{}",
+                kamailio.log(),
+                baresip.output()
+            )
+        });
+    let (sink, mut heard) = ChannelSink::new(64);
+    call.attach_sink(Box::new(sink)).await.unwrap();
+    call.attach_source(Box::new(ToneSource::new(OUR_TONE_HZ, 8000)))
+        .await
+        .unwrap();
+    let mut samples = Vec::new();
+    while samples.len() < 8_000 {
+        let frame = within("audio from baresip", heard.recv()).await.unwrap();
+        samples.extend_from_slice(frame.samples());
+    }
+    let from_baresip = tone_ratio(&samples[4_000..], BARESIP_TONE_HZ, OUR_TONE_HZ);
+    assert!(
+        from_baresip > 10.0,
+        "we hear baresip's tone: ratio {from_baresip}"
+    );
+    call.hangup().await.unwrap();
+    within("our side ended", call.ended()).await;
+    let quit = baresip.quit().await;
+    let to_baresip = tone_ratio(&quit.decoded, OUR_TONE_HZ, BARESIP_TONE_HZ);
+    assert!(
+        quit.decoded.len() > 4_000 && to_baresip > 10.0,
+        "baresip heard our tone: {} samples, ratio {to_baresip}",
+        quit.decoded.len()
+    );
+    let log = kamailio.log();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    assert!(
+        count("CHALLENGE INVITE") >= 1,
+        "the proxy challenged our INVITE:\n{log}"
+    );
+    assert!(count("AUTHORIZED INVITE alice") >= 1, "{log}");
+    assert!(
+        count("ROUTED BYE") >= 1,
+        "our BYE followed the route set:\n{log}"
+    );
+    within("alice unregistered", alice_reg.unregister())
+        .await
+        .unwrap();
+    alice.shutdown().await;
+    kamailio.stop().await;
 }
