@@ -13,14 +13,25 @@
 //! "algorithm", …)`: MD5 or SHA-256), so each algorithm gets an instance and a test of its
 //! own; a raw REGISTER first reads the challenge to prove which algorithm is on the wire.
 //!
-//! Kamailio is `$KAMAILIO`, else `kamailio` on PATH or in `/usr/sbin`. A missing Kamailio fails
-//! the test under CI (`session_simnet::peers::require_program`). It runs in the foreground on
-//! a loopback port of its own and is stopped (SIGTERM, then SIGKILL) on every path.
+//! Kamailio is started by the shared harness `support::kamailio` (the one the TLS interop test
+//! uses): `$KAMAILIO` or Debian's binary, a missing one or a missing module failing the test
+//! under CI, in the foreground on a loopback port of its own, its process group stopped on
+//! every path.
 
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
+
+use support::kamailio::{self as harness, Kamailio, READY_ROUTE};
+
+/// The modules the test's configuration loads beyond the core ones.
+const MODULES: &[&str] = &["auth", "registrar", "usrloc"];
+
+/// Kamailio's SIP URI.
+fn uri_of(kamailio: &Kamailio) -> String {
+    format!("sip:{}", kamailio.addr())
+}
 
 use session_core::crates::sip::{HeaderName, Message, Response};
 use session_core::{
@@ -29,11 +40,9 @@ use session_core::{
 };
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::process::{Child, Command};
 
 /// The realm of the test's Kamailio.
 const REALM: &str = "kamailio.test";
@@ -45,46 +54,6 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(STEP, f)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// `$KAMAILIO`, else `kamailio` on PATH or where Debian puts it.
-fn kamailio_binary() -> String {
-    if let Some(binary) = std::env::var_os("KAMAILIO") {
-        return binary.to_string_lossy().into_owned();
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join("kamailio"))
-        .find(|candidate| candidate.is_file())
-        .map_or_else(
-            || "kamailio".to_owned(),
-            |p| p.to_string_lossy().into_owned(),
-        )
-}
-
-/// The directory of Kamailio's modules: the first usual place that holds `tm.so`.
-fn module_dir() -> PathBuf {
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|entry| entry.path().join("kamailio").join("modules"))
-        .collect();
-    candidates.sort();
-    candidates.extend(
-        [
-            "/usr/lib/kamailio/modules",
-            "/usr/lib64/kamailio/modules",
-            "/usr/local/lib/kamailio/modules",
-            "/usr/local/lib64/kamailio/modules",
-        ]
-        .map(PathBuf::from),
-    );
-    candidates
-        .into_iter()
-        .find(|dir| dir.join("tm.so").is_file())
-        .expect("Kamailio's modules (tm.so) in /usr/lib/*/kamailio/modules or similar")
 }
 
 /// The configuration: a registrar and record-routing proxy that authenticates REGISTER and
@@ -184,85 +153,7 @@ route[AUTH] {{
 }}
 "#,
         modules = modules.display()
-    )
-}
-
-/// Kamailio in the foreground on a loopback port, stopped on drop.
-struct Kamailio {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    dir: PathBuf,
-}
-
-impl Kamailio {
-    async fn start(binary: &str, algorithm: &str) -> Self {
-        let port = {
-            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let dir = std::env::temp_dir().join(format!(
-            "session-core-kamailio-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("kamailio.cfg");
-        std::fs::write(&cfg, config(port, &module_dir(), algorithm)).unwrap();
-        let log = dir.join("kamailio.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let child = Command::new(binary)
-            .arg("-f")
-            .arg(&cfg)
-            // Foreground (children still forked), log to stderr, small memory, runtime files
-            // and working directory in the test's own directory.
-            .args(["-DD", "-E", "-m", "32", "-M", "8"])
-            .arg("-Y")
-            .arg(&dir)
-            .arg("-w")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("Kamailio starts");
-        Self {
-            child,
-            port,
-            log,
-            dir,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn uri(&self) -> String {
-        format!("sip:127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then SIGKILL if it does not exit in 5 s.
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .await;
-        }
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    ) + READY_ROUTE
 }
 
 /// A REGISTER without credentials from a raw socket, sent until Kamailio answers (it is ready
@@ -275,8 +166,8 @@ async fn offered_challenge(kamailio: &Kamailio) -> String {
          Max-Forwards: 70\r\nTo: <sip:probe@{REALM}>\r\nFrom: <sip:probe@{REALM}>;tag=p1\r\n\
          Call-ID: probe-{port}\r\nCSeq: 1 REGISTER\r\nContact: <sip:probe@{me}>\r\n\
          Expires: 0\r\nContent-Length: 0\r\n\r\n",
-        uri = kamailio.uri(),
-        port = kamailio.port,
+        uri = uri_of(kamailio),
+        port = kamailio.addr().port(),
     );
     let mut buf = vec![0u8; 65_535];
     // Kamailio takes a moment to bind: the probe is resent like a SIP request over UDP
@@ -382,11 +273,13 @@ async fn register_and_call_through_kamailio(
     alice_ports: std::ops::RangeInclusive<u16>,
     bob_ports: std::ops::RangeInclusive<u16>,
 ) {
-    let binary = kamailio_binary();
-    if !session_simnet::peers::require_program(&binary, "-v", "kamailio") {
+    let Some(installed) = harness::installed(MODULES, "kamailio") else {
         return;
-    }
-    let kamailio = Kamailio::start(&binary, algorithm).await;
+    };
+    let mut kamailio = Kamailio::start("auth", &installed, &[], |_, modules, port| {
+        config(port, modules, algorithm)
+    })
+    .await;
     let offered = offered_challenge(&kamailio).await;
     assert!(
         offered.contains(&format!("algorithm={algorithm}")),
@@ -397,11 +290,11 @@ async fn register_and_call_through_kamailio(
     let (bob, mut bob_incoming) = user("bob", bob_ports).await;
     let aor = |user: &str| format!("sip:{user}@{REALM}");
     let alice_reg = alice
-        .register(RegisterOptions::new(&kamailio.uri(), &aor("alice")))
+        .register(RegisterOptions::new(&uri_of(&kamailio), &aor("alice")))
         .await
         .unwrap();
     let bob_reg = bob
-        .register(RegisterOptions::new(&kamailio.uri(), &aor("bob")))
+        .register(RegisterOptions::new(&uri_of(&kamailio), &aor("bob")))
         .await
         .unwrap();
     for (who, registration) in [("alice", &alice_reg), ("bob", &bob_reg)] {
@@ -417,7 +310,7 @@ async fn register_and_call_through_kamailio(
 
     // Alice calls bob at Kamailio: 407, answered; Kamailio finds bob's binding.
     let call = alice
-        .call(&format!("sip:bob@127.0.0.1:{}", kamailio.port))
+        .call(&format!("sip:bob@127.0.0.1:{}", kamailio.addr().port()))
         .await
         .unwrap();
     let incoming = within("the call at bob", bob_incoming.next())
@@ -499,13 +392,16 @@ async fn register_and_call_through_kamailio_with_sha256_digest() {
 async fn our_ua_calls_baresip_registered_at_kamailio_with_md5_digest() {
     use support::baresip::Baresip;
     use support::{BARESIP_TONE_HZ, OUR_TONE_HZ, tone_ratio, tool_available};
-    let binary = kamailio_binary();
-    if !session_simnet::peers::require_program(&binary, "-v", "kamailio")
-        || !tool_available("baresip", "-v", "baresip-core")
-    {
+    let Some(installed) = harness::installed(MODULES, "kamailio") else {
+        return;
+    };
+    if !tool_available("baresip", "-v", "baresip-core") {
         return;
     }
-    let kamailio = Kamailio::start(&binary, "MD5").await;
+    let mut kamailio = Kamailio::start("auth-baresip", &installed, &[], |_, modules, port| {
+        config(port, modules, "MD5")
+    })
+    .await;
     // Kamailio answers once it is up (the raw REGISTER gets its 401).
     let _ = offered_challenge(&kamailio).await;
     let baresip = Baresip::builder("bob")
@@ -525,7 +421,7 @@ async fn our_ua_calls_baresip_registered_at_kamailio_with_md5_digest() {
     let (alice, _alice_incoming) = user("alice", 48_400..=48_499).await;
     let alice_reg = alice
         .register(RegisterOptions::new(
-            &kamailio.uri(),
+            &uri_of(&kamailio),
             &format!("sip:alice@{REALM}"),
         ))
         .await
@@ -534,7 +430,7 @@ async fn our_ua_calls_baresip_registered_at_kamailio_with_md5_digest() {
         .await
         .unwrap_or_else(|e| panic!("alice not registered: {e}\n{}", kamailio.log()));
     let call = alice
-        .call(&format!("sip:bob@127.0.0.1:{}", kamailio.port))
+        .call(&format!("sip:bob@127.0.0.1:{}", kamailio.addr().port()))
         .await
         .unwrap();
     within("baresip's answer", call.answered())

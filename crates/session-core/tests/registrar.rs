@@ -213,6 +213,7 @@ async fn a_phone_registers_with_digest_and_a_call_to_its_looked_up_contact_is_an
         .events()
         .subscribe(Filter::kind(EventKind::Registrar));
     // Bob's manager is where alice's phone really is: its address goes into the Contact.
+    // Test-only: the one or two calls of this test.
     let (incoming_tx, mut incoming) = tokio::sync::mpsc::unbounded_channel();
     let bob = peer(builder(49_200..=49_299), move |call| {
         let _ = incoming_tx.send(call.request_uri().to_string());
@@ -461,6 +462,7 @@ async fn an_expired_nonce_is_challenged_again_with_stale_true() {
 async fn invites_are_challenged_before_any_call_and_the_handler_sees_the_user() {
     use session_core::crates::sip::Uri;
     use session_simnet::sip::ScriptedPeer;
+    // Test-only: one authenticated user per call of this test.
     let (users_seen, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let bob = peer(signaling_only().authenticate(users()), move |call| {
         let _ = users_seen.send(call.authenticated_user.clone());
@@ -613,6 +615,7 @@ async fn our_register_client_registers_with_digest_and_is_called_at_its_contact(
         signaling_only(),
     )
     .await;
+    // Test-only: the one or two calls of this test.
     let (incoming_tx, mut incoming) = tokio::sync::mpsc::unbounded_channel();
     let phone = peer(
         signaling_only().credentials(|_: &str| Some(Credentials::password("alice", "wonderland"))),

@@ -129,6 +129,7 @@ impl Kamailio {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
+        // Test-only: the lines one Kamailio prints during one test, read as they come.
         let (line_tx, mut lines) = mpsc::unbounded_channel();
         super::baresip::collect_lines(child.stdout.take().unwrap(), log.clone(), line_tx.clone());
         super::baresip::collect_lines(child.stderr.take().unwrap(), log.clone(), line_tx);
