@@ -132,7 +132,9 @@ pub struct DriverConfig {
     /// at that count it stops reading.
     pub tcp_in_flight: usize,
     /// Messages waiting to be written to one TCP connection (default 256): a peer that lets
-    /// more pile up is not reading, and the connection is closed.
+    /// more pile up is not reading, and the connection is closed. Keep it above
+    /// `tcp_in_flight`: a connection writes what is queued before it hands over another
+    /// message, so a peer that reads never has more than that many answers waiting.
     pub tcp_send_queue: usize,
     /// A TCP write that makes no progress for this long closes the connection (default 10 s).
     pub tcp_write_timeout: Duration,
@@ -1329,6 +1331,11 @@ async fn while_writing<S: AsyncWrite + Unpin, T>(
     queue: &mut mpsc::Receiver<Bytes>,
     write_timeout: Duration,
 ) -> Result<T, Stop> {
+    // What is queued already goes first. Otherwise a connection whose permits come back at
+    // once would hand over message after message without writing their answers, until the
+    // driver found the send queue full and gave the connection up. With it, the queue holds
+    // at most the answers to the messages in flight (`tcp_in_flight` < `tcp_send_queue`).
+    drain(stream, queue, write_timeout).await?;
     tokio::pin!(wanted);
     loop {
         tokio::select! {
