@@ -25,6 +25,12 @@
 //!   messages): a peer that does not read fills it, and a write that makes no progress for
 //!   [`DriverConfig::tcp_write_timeout`] closes the connection.
 //!
+//! Whatever makes new INVITEs shed — the queue above short of room, the layer above at its
+//! admission limit ([`SipHandle::refuse_new_calls`]) or draining ([`SipHandle::set_draining`])
+//! — also makes out-of-dialog OPTIONS get 503 with `Retry-After` instead of 200, so a balancer
+//! that probes with OPTIONS stops sending new calls; both answers carry the load the layer
+//! above reports ([`SipHandle::report_load`], the `X-Load` header).
+//!
 //! TCP peers cannot hold more than their share either: a message must be complete within
 //! [`DriverConfig::tcp_message_timeout`] of its first byte (a "slowloris" client that never
 //! finishes one is disconnected); accepted connections are capped in total
@@ -52,7 +58,7 @@
 //! [`UserAgent::handle_transport_error`], which ends the transactions towards that peer at once
 //! (RFC 3261 §17.1.4) rather than after 32 s of Timer B or F.
 
-use crate::endpoint::{EndpointConfig, Protocol};
+use crate::endpoint::{EndpointConfig, Load, Protocol};
 use crate::tls::TlsConfig;
 use crate::ua::{UaConfig, UaEvent, UserAgent};
 use bytes::Bytes;
@@ -229,6 +235,10 @@ pub struct SipHandle {
     tls_names: TlsNames,
     contact: Uri,
     refusing_calls: Arc<AtomicBool>,
+    /// The layer above is draining ([`SipHandle::set_draining`]).
+    draining: Arc<AtomicBool>,
+    /// The load to report, packed ([`pack_load`]).
+    load: Arc<AtomicU64>,
     shed_invites: Arc<AtomicU64>,
 }
 
@@ -269,6 +279,22 @@ impl SipHandle {
         self.refusing_calls.store(refuse, Ordering::Relaxed);
     }
 
+    /// Whether the layer above is draining: while set, new INVITEs are refused as by
+    /// [`SipHandle::refuse_new_calls`], and out-of-dialog OPTIONS get 503 (so a balancer
+    /// probing with them stops sending), however [`SipHandle::refuse_new_calls`] is set. A
+    /// flag of its own so that the admission limit's updates never undo it.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// The load our answers to out-of-dialog OPTIONS report (`X-Load: ACTIVE/LIMIT`, see
+    /// [`crate::endpoint::LOAD_HEADER`]); they carry none until this is first called. Cheap:
+    /// one atomic store, read by the driver before it handles the next message.
+    pub fn report_load(&self, active: usize, limit: Option<usize>) {
+        self.load
+            .store(pack_load(Load { active, limit }), Ordering::Relaxed);
+    }
+
     /// New INVITEs refused with a stateless 503 so far (overload, or
     /// [`SipHandle::refuse_new_calls`]): calls that never reached the layer above.
     pub fn shed_invites(&self) -> u64 {
@@ -293,6 +319,38 @@ impl SipHandle {
             .map_err(|_| DriverError::Stopped)?;
         result.await.map_err(|_| DriverError::Stopped)
     }
+}
+
+/// No load reported yet ([`SipHandle::report_load`]).
+const NO_LOAD: u64 = u64::MAX;
+
+/// A load in one word, so the driver reads it with one atomic load: the active count in the
+/// high half (at most `u32::MAX - 1`, so that it never makes [`NO_LOAD`]), the limit plus one
+/// in the low half (0: no limit; saturating).
+fn pack_load(load: Load) -> u64 {
+    let active = u64::try_from(load.active)
+        .unwrap_or(u64::MAX)
+        .min(u64::from(u32::MAX - 1));
+    let limit = load.limit.map_or(0, |limit| {
+        u64::try_from(limit)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+            .min(u64::from(u32::MAX))
+    });
+    (active << 32) | limit
+}
+
+/// The load [`pack_load`] packed, or `None` for [`NO_LOAD`].
+fn unpack_load(packed: u64) -> Option<Load> {
+    if packed == NO_LOAD {
+        return None;
+    }
+    let active = usize::try_from(packed >> 32).unwrap_or(usize::MAX);
+    let limit = match packed & u64::from(u32::MAX) {
+        0 => None,
+        limit => Some(usize::try_from(limit - 1).unwrap_or(usize::MAX)),
+    };
+    Some(Load { active, limit })
 }
 
 /// The host names TLS servers' certificates must carry, by address ([`SipHandle::set_tls_name`]).
@@ -464,6 +522,8 @@ impl SipDriver {
         // Each connection holds at most `tcp_in_flight` of these; the bound is for them all.
         let (tcp_tx, tcp_rx) = mpsc::channel(config.job_queue);
         let refusing_calls = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicBool::new(false));
+        let load = Arc::new(AtomicU64::new(NO_LOAD));
         let shed_invites = Arc::new(AtomicU64::new(0));
         let tls_names = TlsNames::default();
         let task = DriverTask {
@@ -480,6 +540,9 @@ impl SipDriver {
             tcp_inbound_tx: tcp_tx,
             connections: HashMap::new(),
             refusing_calls: refusing_calls.clone(),
+            draining: draining.clone(),
+            load: load.clone(),
+            load_seen: NO_LOAD,
             shed_invites: shed_invites.clone(),
             tcp: TcpSettings {
                 limits: config.endpoint.limits.clone(),
@@ -509,6 +572,8 @@ impl SipDriver {
                 tls_names,
                 contact,
                 refusing_calls,
+                draining,
+                load,
                 shed_invites,
             },
             events_rx,
@@ -526,7 +591,12 @@ fn bind_udp(address: SocketAddr, buffer: Option<usize>, dscp: u8) -> io::Result<
     mark(socket2::SockRef::from(&socket), address, dscp)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    UdpSocket::from_std(socket.into())
+    let socket = UdpSocket::from_std(socket.into())?;
+    // Without it, a request to a closed port waits for Timer B or F instead of failing.
+    if let Err(error) = crate::icmp::enable(&socket, address) {
+        tracing::debug!(%error, "ICMP errors of the UDP socket not reported");
+    }
+    Ok(socket)
 }
 
 /// Sets the DiffServ code point of a socket's packets (0 leaves the system default).
@@ -774,6 +844,12 @@ struct DriverTask {
     connections: HashMap<Link, mpsc::Sender<Bytes>>,
     /// Set by the layer above through [`SipHandle::refuse_new_calls`].
     refusing_calls: Arc<AtomicBool>,
+    /// Set by the layer above through [`SipHandle::set_draining`].
+    draining: Arc<AtomicBool>,
+    /// Set by the layer above through [`SipHandle::report_load`], packed.
+    load: Arc<AtomicU64>,
+    /// The packed load the user agent has last been given.
+    load_seen: u64,
     /// The user agent's count of shed INVITEs, for [`SipHandle::shed_invites`].
     shed_invites: Arc<AtomicU64>,
     tcp: TcpSettings,
@@ -863,8 +939,12 @@ impl DriverTask {
                         self.update_shedding();
                         self.ua.handle_datagram(now(), Protocol::Udp, source, &bytes);
                     }
-                    // ICMP errors surface here on some systems; the socket stays usable.
-                    Err(error) => tracing::debug!(%error, "UDP receive error"),
+                    // An ICMP error for a datagram we sent (a closed port, an unreachable
+                    // host) surfaces here; the socket stays usable.
+                    Err(error) => {
+                        tracing::debug!(%error, "UDP receive error");
+                        self.fail_unreachable();
+                    }
                 },
                 inbound = self.tcp_inbound.recv(), if !holding => match inbound {
                     Some(TcpInbound::Message(link, message, permit)) => {
@@ -904,10 +984,16 @@ impl DriverTask {
     }
 
     /// Turns the user agent's shedding of new INVITEs on or off: on while the layer above
-    /// refuses new calls, or while the event queue has less room than the calls already
-    /// admitted may need.
+    /// refuses new calls or drains, or while the event queue has less room than the calls
+    /// already admitted may need. Hands it the load to report as well.
     fn update_shedding(&mut self) {
+        let load = self.load.load(Ordering::Relaxed);
+        if load != self.load_seen {
+            self.load_seen = load;
+            self.ua.set_load(unpack_load(load));
+        }
         let shed = self.refusing_calls.load(Ordering::Relaxed)
+            || self.draining.load(Ordering::Relaxed)
             || !self.held_events.is_empty()
             || self.events.capacity() < self.overload_room;
         if shed != self.shedding {
@@ -916,6 +1002,20 @@ impl DriverTask {
             self.ua
                 .set_shedding(shed.then_some(self.overload_retry_after));
         }
+    }
+
+    /// Fails the transactions towards each destination the network refused our datagrams to
+    /// (ICMP port or host unreachable: a transport error, RFC 3261 §18.4) rather than letting
+    /// them wait for Timer B or F. Whether any was found.
+    fn fail_unreachable(&mut self) -> bool {
+        let Some(udp) = &self.udp else { return false };
+        let refused = crate::icmp::take_unreachable(udp);
+        for (destination, error) in &refused {
+            tracing::debug!(%destination, %error, "ICMP: datagram refused");
+            self.ua
+                .handle_transport_error(now(), *destination, Protocol::Udp);
+        }
+        !refused.is_empty()
     }
 
     /// Hands held events to the queue while it has room.
@@ -958,9 +1058,16 @@ impl DriverTask {
             );
             match transmit.protocol {
                 Protocol::Udp => {
-                    if let Some(udp) = &self.udp
-                        && let Err(error) = udp.send_to(&transmit.bytes, transmit.destination).await
-                    {
+                    let Some(udp) = &self.udp else { continue };
+                    let mut sent = udp.send_to(&transmit.bytes, transmit.destination).await;
+                    if sent.is_err() && self.fail_unreachable() {
+                        // The error was an earlier datagram's ICMP error, pending on the
+                        // socket, not this send's: it is reported now, so send again.
+                        if let Some(udp) = &self.udp {
+                            sent = udp.send_to(&transmit.bytes, transmit.destination).await;
+                        }
+                    }
+                    if let Err(error) = sent {
                         tracing::debug!(%error, destination = %transmit.destination, "UDP send failed");
                         if is_hard_send_error(&error) {
                             self.ua.handle_transport_error(
@@ -1402,6 +1509,33 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_load_survives_packing_and_saturates_instead_of_wrapping() {
+        for load in [
+            Load {
+                active: 0,
+                limit: None,
+            },
+            Load {
+                active: 3,
+                limit: Some(100),
+            },
+            Load {
+                active: 7,
+                limit: Some(0),
+            },
+        ] {
+            assert_eq!(unpack_load(pack_load(load)), Some(load));
+        }
+        assert_eq!(unpack_load(NO_LOAD), None);
+        let huge = pack_load(Load {
+            active: usize::MAX,
+            limit: Some(usize::MAX),
+        });
+        assert_ne!(huge, NO_LOAD, "a real load is never taken for none");
+        assert!(unpack_load(huge).is_some_and(|load| load.active > 1 << 31));
+    }
 
     fn backoff() -> AcceptBackoff {
         AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX)
