@@ -28,8 +28,9 @@
 //!   over and stops reading its sockets until there is room again (the kernel's buffers and
 //!   the peers' retransmissions take the excess, as RFC 3261 expects of a busy element). An
 //!   embedded driver has no such queue: its owner handles each event as it comes, and new
-//!   INVITEs are shed while it reads datagrams that were all waiting already, hundreds in a
-//!   row (it is behind the offered load), or while [`SipHandle::refuse_new_calls`] says so;
+//!   INVITEs are shed while it reads datagrams that were all waiting already, as many in a
+//!   row as the queue would have held before shedding (`event_queue − overload_room`: it is
+//!   behind the offered load), or while [`SipHandle::refuse_new_calls`] says so;
 //! - the datagrams the UDP socket would not take at once (1024; beyond, one is dropped as the
 //!   network could drop it);
 //! - the jobs from [`SipHandle`]s ([`DriverConfig::job_queue`]): a caller waits for room;
@@ -139,7 +140,10 @@ pub struct DriverConfig {
     pub event_queue: usize,
     /// Room in the event queue kept for calls already admitted: with less free, new INVITEs
     /// are answered 503 with [`DriverConfig::overload_retry_after`] before any state is made
-    /// for them (default 1024; at most `event_queue`; [`SipDriver::start`] only).
+    /// for them (default 1024; at most `event_queue`). An embedded driver ([`SipDriver::embed`])
+    /// has no event queue; it sheds new INVITEs the same way while it reads
+    /// `event_queue − overload_room` datagrams or more in a row that were all waiting already
+    /// (its task is behind the offered load), until a read finds the socket empty.
     pub overload_room: usize,
     /// The `Retry-After` of a 503 to a shed INVITE (default 5 s).
     pub overload_retry_after: Duration,
@@ -538,6 +542,11 @@ impl SipDriver {
             reading: true,
             udp_blocked: udp_blocked.clone(),
             ready_streak: 0,
+            // What the standalone driver's event queue would hold before it sheds.
+            behind_streak: config
+                .event_queue
+                .saturating_sub(config.overload_room)
+                .max(1),
         };
         let state = DriverState {
             ua,
@@ -825,13 +834,6 @@ struct TcpSettings {
 /// it (the transaction layer retransmits what matters).
 const UDP_BACKLOG: usize = 1024;
 
-/// Datagrams read one after another, each already waiting when the driver came to read it,
-/// that say an embedded driver's task is behind the offered load: new INVITEs are shed (a
-/// stateless 503) until a read finds the socket empty again. (The standalone driver sheds on
-/// its event queue's room instead.) At ~10 µs per datagram, 512 is ~5 ms of never catching up,
-/// well past the bursts of a steady client.
-const BEHIND_STREAK: u32 = 512;
-
 /// What the driver waits for, apart from its timer: the UDP socket (with its receive buffer),
 /// the TCP and TLS listeners, the messages the connection tasks framed, and the jobs of
 /// [`SipHandle`]s. [`DriverInputs::next_input`] yields one at a time for the [`DriverState`]
@@ -854,15 +856,18 @@ pub struct DriverInputs {
     reading: bool,
     /// Set by the state while datagrams wait for the UDP socket to be writable.
     udp_blocked: Arc<AtomicBool>,
-    /// Datagrams read in a row that were waiting already (see [`BEHIND_STREAK`]).
-    ready_streak: u32,
+    /// Datagrams read in a row that were waiting already when the reader came for them.
+    ready_streak: usize,
+    /// From this many in a row on, an embedded driver is behind the offered load: new INVITEs
+    /// are shed until a read finds the socket empty again ([`DriverConfig::overload_room`]).
+    behind_streak: usize,
 }
 
 /// One input for [`DriverState::handle`], from [`DriverInputs::next_input`].
 pub struct DriverInput(Input);
 
 enum Input {
-    /// A datagram, and whether the reader is behind (see [`BEHIND_STREAK`]).
+    /// A datagram, and whether the reader is behind (see `DriverInputs::behind_streak`).
     Datagram(SocketAddr, Bytes, bool),
     Stream(TcpInbound),
     Accepted(TcpStream, Link),
@@ -916,7 +921,7 @@ impl DriverInputs {
                     Ok((len, source)) => {
                         self.ready_streak = if waiting { self.ready_streak.saturating_add(1) } else { 0 };
                         let bytes = Bytes::copy_from_slice(self.buf.get(..len).unwrap_or_default());
-                        let behind = self.ready_streak >= BEHIND_STREAK;
+                        let behind = self.ready_streak >= self.behind_streak;
                         return DriverInput(Input::Datagram(source, bytes, behind));
                     }
                     // ICMP errors surface here on some systems; the socket stays usable.
@@ -1005,7 +1010,7 @@ pub struct DriverState {
     /// Whether reading behind the offered load sheds new INVITEs (embedded drivers: they
     /// have no event queue to measure by).
     shed_when_behind: bool,
-    /// The last datagram was read behind the offered load (see [`BEHIND_STREAK`]).
+    /// The last datagram was read behind the offered load (see `DriverInputs::behind_streak`).
     behind: bool,
     overload_retry_after: Duration,
     /// Whether the user agent is shedding new INVITEs now.
