@@ -27,10 +27,10 @@
 //!   calls already admitted; when it is full, the driver holds the events it could not hand
 //!   over and stops reading its sockets until there is room again (the kernel's buffers and
 //!   the peers' retransmissions take the excess, as RFC 3261 expects of a busy element). An
-//!   embedded driver has no such queue: its owner handles each event as it comes, and new
-//!   INVITEs are shed while it reads datagrams that were all waiting already, as many in a
-//!   row as the queue would have held before shedding (`event_queue − overload_room`: it is
-//!   behind the offered load), or while [`SipHandle::refuse_new_calls`] says so;
+//!   embedded driver has no such queue: its owner handles each event as it comes, new INVITEs
+//!   are shed while [`SipHandle::refuse_new_calls`] says so, and an owner that falls behind
+//!   the offered load leaves datagrams in the socket's buffer, which the kernel drops when it
+//!   is full (the peers retransmit);
 //! - the datagrams the UDP socket would not take at once (1024; beyond, one is dropped as the
 //!   network could drop it);
 //! - the jobs from [`SipHandle`]s ([`DriverConfig::job_queue`]): a caller waits for room;
@@ -140,10 +140,7 @@ pub struct DriverConfig {
     pub event_queue: usize,
     /// Room in the event queue kept for calls already admitted: with less free, new INVITEs
     /// are answered 503 with [`DriverConfig::overload_retry_after`] before any state is made
-    /// for them (default 1024; at most `event_queue`). An embedded driver ([`SipDriver::embed`])
-    /// has no event queue; it sheds new INVITEs the same way while it reads
-    /// `event_queue − overload_room` datagrams or more in a row that were all waiting already
-    /// (its task is behind the offered load), until a read finds the socket empty.
+    /// for them (default 1024; at most `event_queue`; [`SipDriver::start`] only).
     pub overload_room: usize,
     /// The `Retry-After` of a 503 to a shed INVITE (default 5 s).
     pub overload_retry_after: Duration,
@@ -419,9 +416,7 @@ impl SipDriver {
     pub async fn start(
         config: DriverConfig,
     ) -> Result<(SipHandle, mpsc::Receiver<UaEvent>), DriverError> {
-        let (inputs, mut state, handle) = Self::embed(config.clone()).await?;
-        // Overload is measured by the event queue's room here.
-        state.shed_when_behind = false;
+        let (inputs, state, handle) = Self::embed(config.clone()).await?;
         let (events_tx, events_rx) = mpsc::channel(config.event_queue);
         let task = DriverTask {
             inputs,
@@ -541,12 +536,6 @@ impl SipDriver {
             accept_resume: None,
             reading: true,
             udp_blocked: udp_blocked.clone(),
-            ready_streak: 0,
-            // What the standalone driver's event queue would hold before it sheds.
-            behind_streak: config
-                .event_queue
-                .saturating_sub(config.overload_room)
-                .max(1),
         };
         let state = DriverState {
             ua,
@@ -573,8 +562,6 @@ impl SipDriver {
                 config.tcp_max_connections_per_ip,
             ),
             overloaded: false,
-            shed_when_behind: true,
-            behind: false,
             overload_retry_after: config.overload_retry_after,
             shedding: false,
         };
@@ -856,19 +843,13 @@ pub struct DriverInputs {
     reading: bool,
     /// Set by the state while datagrams wait for the UDP socket to be writable.
     udp_blocked: Arc<AtomicBool>,
-    /// Datagrams read in a row that were waiting already when the reader came for them.
-    ready_streak: usize,
-    /// From this many in a row on, an embedded driver is behind the offered load: new INVITEs
-    /// are shed until a read finds the socket empty again ([`DriverConfig::overload_room`]).
-    behind_streak: usize,
 }
 
 /// One input for [`DriverState::handle`], from [`DriverInputs::next_input`].
 pub struct DriverInput(Input);
 
 enum Input {
-    /// A datagram, and whether the reader is behind (see `DriverInputs::behind_streak`).
-    Datagram(SocketAddr, Bytes, bool),
+    Datagram(SocketAddr, Bytes),
     Stream(TcpInbound),
     Accepted(TcpStream, Link),
     Job(Job),
@@ -917,12 +898,10 @@ impl DriverInputs {
                         }
                     });
                 }
-                (received, waiting) = recv_udp(self.udp.as_deref(), &mut self.buf), if reading => match received {
+                received = recv_udp(self.udp.as_deref(), &mut self.buf), if reading => match received {
                     Ok((len, source)) => {
-                        self.ready_streak = if waiting { self.ready_streak.saturating_add(1) } else { 0 };
                         let bytes = Bytes::copy_from_slice(self.buf.get(..len).unwrap_or_default());
-                        let behind = self.ready_streak >= self.behind_streak;
-                        return DriverInput(Input::Datagram(source, bytes, behind));
+                        return DriverInput(Input::Datagram(source, bytes));
                     }
                     // ICMP errors surface here on some systems; the socket stays usable.
                     Err(error) => tracing::debug!(%error, "UDP receive error"),
@@ -1007,11 +986,6 @@ pub struct DriverState {
     caps: ConnectionCaps,
     /// The standalone driver's event queue is short of room (or full).
     overloaded: bool,
-    /// Whether reading behind the offered load sheds new INVITEs (embedded drivers: they
-    /// have no event queue to measure by).
-    shed_when_behind: bool,
-    /// The last datagram was read behind the offered load (see `DriverInputs::behind_streak`).
-    behind: bool,
     overload_retry_after: Duration,
     /// Whether the user agent is shedding new INVITEs now.
     shedding: bool,
@@ -1026,9 +1000,8 @@ impl DriverState {
     /// Handles one input at `now`; call [`DriverState::flush`] after.
     pub fn handle(&mut self, input: DriverInput, now: Instant) {
         match input.0 {
-            Input::Datagram(source, bytes, behind) => {
+            Input::Datagram(source, bytes) => {
                 trace_wire("in", Protocol::Udp, source, &bytes);
-                self.behind = behind && self.shed_when_behind;
                 // The layer above may have changed its mind while we waited.
                 self.update_shedding();
                 self.ua.handle_datagram(now, Protocol::Udp, source, &bytes);
@@ -1117,7 +1090,7 @@ impl DriverState {
     /// refuses new calls, or while the event queue has less room than the calls already
     /// admitted may need.
     fn update_shedding(&mut self) {
-        let shed = self.refusing_calls.load(Ordering::Relaxed) || self.overloaded || self.behind;
+        let shed = self.refusing_calls.load(Ordering::Relaxed) || self.overloaded;
         if shed != self.shedding {
             self.shedding = shed;
             tracing::debug!(shedding = shed, "overload shedding of new INVITEs");
@@ -1338,28 +1311,11 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Receives a datagram, saying whether it was waiting already when this was first polled
-/// (the reader is not keeping up), or waits forever without a socket.
-async fn recv_udp(
-    socket: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> (io::Result<(usize, SocketAddr)>, bool) {
-    let Some(socket) = socket else {
-        return std::future::pending().await;
-    };
-    let mut first = true;
-    std::future::poll_fn(|cx| {
-        let mut read = tokio::io::ReadBuf::new(buf);
-        let polled = socket.poll_recv_from(cx, &mut read);
-        let waiting = std::mem::replace(&mut first, false);
-        polled.map(|received| {
-            (
-                received.map(|source| (read.filled().len(), source)),
-                waiting,
-            )
-        })
-    })
-    .await
+async fn recv_udp(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits until the UDP socket can take a datagram (forever without one).
