@@ -19,7 +19,7 @@ use examples2::{check, section};
 use session_media::audio::{
     AudioSink, AudioSource, ToneSource, WavRecorder, WavSource, goertzel_power,
 };
-use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, Received, RtcpPort, RtpEndpoint};
 use session_media::sdp::MediaDirection;
 use session_media::sdp::negotiate::{MediaChange, MediaConfig, OfferAnswer};
 use session_media::{FRAME_DURATION, rtcp::RtcpPacket};
@@ -36,10 +36,18 @@ async fn main() -> Result<(), BoxError> {
     let lo = "127.0.0.1".parse()?;
 
     section("1. SDP offer/answer");
-    let mut alice =
-        RtpEndpoint::bind("127.0.0.1:0".parse()?, false, EndpointConfig::default()).await?;
-    let mut bob =
-        RtpEndpoint::bind("127.0.0.1:0".parse()?, false, EndpointConfig::default()).await?;
+    let mut alice = RtpEndpoint::bind(
+        "127.0.0.1:0".parse()?,
+        RtcpPort::NextPort,
+        EndpointConfig::default(),
+    )
+    .await?;
+    let mut bob = RtpEndpoint::bind(
+        "127.0.0.1:0".parse()?,
+        RtcpPort::NextPort,
+        EndpointConfig::default(),
+    )
+    .await?;
     let mut alice_sdp = OfferAnswer::new(MediaConfig::default(), lo);
     let mut bob_sdp = OfferAnswer::new(MediaConfig::default(), lo);
     let offer = alice_sdp

@@ -32,10 +32,19 @@
 //!                                key (PEM), on port 5061 when SIP is on 5060, else on a port
 //!                                the system picks (`cargo xtask sipp --load --tls`)
 //! --tls-ca FILE                  trust the CA certificates in FILE (PEM) for TLS
+//! --rtp-ports LOW-HIGH           the RTP ports calls take (default 20000-29999), so that
+//!                                several instances on one host keep apart
+//! --drain-grace-ms N             how long calls in progress may go on after SIGTERM (default
+//!                                30000; 0 ends them at once)
 //! ```
 //!
-//! It prints `listening on ADDR` once bound (`listening on ADDR tls ADDR` with TLS), runs until Ctrl-C or SIGTERM, shuts down cleanly
-//! (ending live calls) and exits 0 after printing a `summary:` line of `key=value` counts.
+//! It prints `listening on ADDR` once bound (`listening on ADDR tls ADDR` with TLS) and runs
+//! until Ctrl-C or SIGTERM. Then it drains (`SessionManager::drain`), as a server leaving a
+//! cluster behind a balancer does: new INVITEs get 503 with Retry-After, out-of-dialog OPTIONS
+//! get 503 (200 while it serves, with an `X-Load: ACTIVE[/MAX]` header), and the calls in
+//! progress may finish within `--drain-grace-ms`. A second Ctrl-C or SIGTERM, or the end of
+//! the grace, ends the calls still up (BYE, CANCEL or 503). It exits 0 after printing a
+//! `summary:` line of `key=value` counts, `drain_finished` and `drain_ended` among them.
 //!
 //! **UAC mode** (`--call` given):
 //!
@@ -52,6 +61,7 @@
 //! --expect-status CODE           the final status counted as success (default 200): e.g.
 //!                                486 to check that a busy peer is reported as busy
 //! --rtp-echo                     real RTP media (echoing) instead of signaling only
+//! --rtp-ports LOW-HIGH           the RTP ports our calls take (with --rtp-echo)
 //! --tls-ca FILE                  trust the CA certificates in FILE (PEM): needed to call a
 //!                                `sips:` or `;transport=tls` URI, whose calls go over one TLS
 //!                                connection (`--tls-cert`/`--tls-key` as for the UAS add our
@@ -63,7 +73,7 @@
 //!
 //! **Without flags** (as `cargo xtask examples` runs it) it checks itself: its UAS and its UAC
 //! call each other in every mode — auto, ring, busy, reject, hangup from the UAS, admission
-//! limit, TCP — and it exits non-zero if an outcome is not the expected one. Every wait is
+//! limit, TCP, B2BUA, conference, and a drain with a call in progress — and it exits non-zero if an outcome is not the expected one. Every wait is
 //! bounded; nothing sleeps to wait for an event (the only timers are the ring and call
 //! durations the flags ask for).
 //!
@@ -72,6 +82,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,16 +112,23 @@ const CALL_LIMIT: Duration = Duration::from_secs(40);
 /// How long the self-check's shutdowns wait for lingering transactions.
 const SELF_CHECK_GRACE: Duration = Duration::from_millis(200);
 
+/// How long calls in progress may go on after SIGTERM, by default (`--drain-grace-ms`).
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
 const USAGE: &str = "usage:
   20_sipp_compatibility                       self-check (UAS and UAC call each other)
   20_sipp_compatibility --bind ADDR [--mode auto|ring|busy|reject=CODE|b2bua=URI|conference]
                         [--ring-ms N]
                         [--hangup-after-ms N] [--rtp-echo] [--max-sessions N]
                         [--reserve-calls N] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]
-                                              UAS until Ctrl-C/SIGTERM
+                        [--rtp-ports LOW-HIGH] [--drain-grace-ms N]
+                                              UAS until Ctrl-C/SIGTERM, then a drain of up
+                                              to N ms (default 30000); a second signal ends
+                                              the calls left at once
   20_sipp_compatibility --call URI [--bind ADDR] [--calls N] [--rate R] [--duration-ms D]
                         [--transport udp|tcp] [--proxy URI] [--expect-status CODE]
-                        [--rtp-echo] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]
+                        [--rtp-echo] [--rtp-ports LOW-HIGH] [--tls-ca FILE]
+                        [--tls-cert FILE --tls-key FILE]
                                               UAC; exits 0 only if every call succeeded";
 
 // ---------------------------------------------------------------------------------------------
@@ -170,6 +188,10 @@ struct UasConfig {
     /// How long shutdown waits for lingering transactions (the library's default if `None`).
     shutdown_grace: Option<Duration>,
     tls: TlsFiles,
+    /// The RTP ports (the library's default range if `None`).
+    rtp_ports: Option<RangeInclusive<u16>>,
+    /// How long calls in progress may go on after the first stop request.
+    drain_grace: Duration,
 }
 
 impl UasConfig {
@@ -184,6 +206,8 @@ impl UasConfig {
             reserve_calls: 0,
             shutdown_grace: None,
             tls: TlsFiles::default(),
+            rtp_ports: None,
+            drain_grace: DRAIN_GRACE,
         }
     }
 }
@@ -202,6 +226,7 @@ struct UacConfig {
     rtp_echo: bool,
     shutdown_grace: Option<Duration>,
     tls: TlsFiles,
+    rtp_ports: Option<RangeInclusive<u16>>,
 }
 
 impl UacConfig {
@@ -218,6 +243,7 @@ impl UacConfig {
             rtp_echo: false,
             shutdown_grace: None,
             tls: TlsFiles::default(),
+            rtp_ports: None,
         }
     }
 }
@@ -293,6 +319,14 @@ fn parse_args(args: &[String]) -> Result<Run, String> {
             "--tls-cert" => tls.cert = Some(value("--tls-cert")?),
             "--tls-key" => tls.key = Some(value("--tls-key")?),
             "--tls-ca" => tls.ca = Some(value("--tls-ca")?),
+            "--rtp-ports" => {
+                let ports = port_range(&value("--rtp-ports")?)?;
+                uas.rtp_ports = Some(ports.clone());
+                uac.rtp_ports = Some(ports);
+            }
+            "--drain-grace-ms" => {
+                uas.drain_grace = millis("--drain-grace-ms", &value("--drain-grace-ms")?)?;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -357,6 +391,19 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
 
 fn millis(flag: &str, text: &str) -> Result<Duration, String> {
     number::<u64>(flag, text).map(Duration::from_millis)
+}
+
+/// `LOW-HIGH`: an RTP port range with room for at least one call (an even RTP port and the
+/// RTCP port above it).
+fn port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("--rtp-ports: LOW-HIGH with 1024 <= LOW < HIGH, not {text}");
+    let (low, high) = text.split_once('-').ok_or_else(bad)?;
+    let low = low.trim().parse::<u16>().map_err(|_| bad())?;
+    let high = high.trim().parse::<u16>().map_err(|_| bad())?;
+    if low < 1024 || low >= high {
+        return Err(bad());
+    }
+    Ok(low..=high)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -625,6 +672,9 @@ async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), Bo
     if let Some(max) = config.max_sessions {
         builder = builder.limits(Limits::default().max_sessions(max));
     }
+    if let Some(ports) = config.rtp_ports.clone() {
+        builder = builder.media_ports(ports);
+    }
     if let Some(grace) = config.shutdown_grace {
         builder = builder.shutdown_grace(grace);
     }
@@ -653,36 +703,82 @@ async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), Bo
     Ok((manager, tally))
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stop_requested() -> std::io::Result<()> {
+/// Ctrl-C and SIGTERM, listened for from the start: a signal that comes while the server
+/// drains is not lost (nor does it kill the process) before the second wait begins.
+struct StopRequests {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = term.recv() => Ok(()),
-        }
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopRequests {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    async fn next(&mut self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => result,
+                _ = self.term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
     }
 }
 
 async fn run_uas(config: UasConfig) -> Result<ExitCode, BoxError> {
     let mode = config.mode.clone();
+    let grace = config.drain_grace;
+    let mut stops = StopRequests::new()?;
     let (manager, tally) = start_uas(config).await?;
     let tls = manager
         .tls_addr()
         .map(|tls| format!(" tls {tls}"))
         .unwrap_or_default();
     println!("listening on {}{tls} (mode {mode:?})", manager.local_addr());
-    stop_requested().await?;
-    println!("stopping: ending {} live call(s)", manager.active_calls());
-    manager.shutdown().await;
-    // Refused before any state was made (overload or admission limit): never `incoming`.
-    println!("{} shed={}", tally.summary(), manager.shed_calls());
+    stops.next().await?;
+    // Out of service: new calls refused (and OPTIONS 503, so a balancer stops sending), the
+    // calls in progress given the grace to finish.
+    println!(
+        "draining: {} call(s) in progress, up to {} ms",
+        manager.active_calls(),
+        grace.as_millis()
+    );
+    let mut drain = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.drain(grace).await }
+    });
+    let report = tokio::select! {
+        report = &mut drain => report?,
+        stopped = stops.next() => {
+            stopped?;
+            println!("stopping: ending {} live call(s)", manager.active_calls());
+            // Cuts the drain short; it reports the calls it had left as ended.
+            manager.shutdown().await;
+            drain.await?
+        }
+    };
+    println!(
+        "drained: {} call(s) finished, {} ended",
+        report.finished, report.ended
+    );
+    // Refused before any state was made (overload, admission limit or drain): never
+    // `incoming`.
+    println!(
+        "{} shed={} drain_finished={} drain_ended={}",
+        tally.summary(),
+        manager.shed_calls(),
+        report.finished,
+        report.ended
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -857,6 +953,9 @@ async fn uac_calls(config: UacConfig) -> Result<UacReport, BoxError> {
     if let Some(grace) = config.shutdown_grace {
         builder = builder.shutdown_grace(grace);
     }
+    if let Some(ports) = config.rtp_ports.clone() {
+        builder = builder.media_ports(ports);
+    }
     if let Some(tls) = config.tls.config()? {
         builder = builder.tls(tls, None);
     }
@@ -937,6 +1036,57 @@ async fn exchange(
     println!("  UAC {}", report.summary());
     println!("  UAS {}", tally.summary());
     Ok((report, tally))
+}
+
+/// Starts a UAS, has a UAC place one call that lasts a second, drains the UAS (with a grace
+/// longer than that) once the call is up, and places a second call meanwhile. Returns the
+/// second call's account, the drain's report and the UAS's tally, after checking that the
+/// first call completed.
+async fn drain_exchange() -> Result<(UacReport, session_core::DrainReport, Arc<Tally>), BoxError> {
+    let uas = UasConfig {
+        shutdown_grace: Some(SELF_CHECK_GRACE),
+        ..UasConfig::loopback(Mode::Auto)
+    };
+    let (manager, tally) = start_uas(uas).await?;
+    let target = format!("sip:sipp@{}", manager.local_addr());
+    let uac = |expect| UacConfig {
+        duration: Duration::from_secs(1),
+        expect,
+        shutdown_grace: Some(SELF_CHECK_GRACE),
+        ..UacConfig::to(target.clone())
+    };
+    let mut states = manager.events().subscribe(session_core::Filter::kind(
+        session_core::EventKind::StateChanged,
+    ));
+    let first = tokio::spawn(uac_calls(uac(StatusCode::OK)));
+    // The first call is up at the UAS (its ACK came) before the drain begins.
+    tokio::time::timeout(CALL_LIMIT, async {
+        while let Ok(event) = states.recv().await {
+            if let session_core::SessionEvent::StateChanged { new, .. } = *event
+                && new.is_established()
+            {
+                return;
+            }
+        }
+    })
+    .await?;
+    let drain = manager.drain(Duration::from_secs(10));
+    tokio::pin!(drain);
+    // Polled first, so the drain has begun when the second call goes out.
+    let second = tokio::select! {
+        biased;
+        report = &mut drain => {
+            return Err(format!("the drain ended with a call up: {report:?}").into());
+        }
+        second = uac_calls(uac(StatusCode::SERVICE_UNAVAILABLE)) => second?,
+    };
+    let drained = tokio::time::timeout(CALL_LIMIT, drain).await?;
+    let first = first.await??;
+    println!("  UAC {}", first.summary());
+    println!("  UAC {}", second.summary());
+    println!("  UAS {}", tally.summary());
+    check(first.all_ok(), "the call in progress completed");
+    Ok((second, drained, tally))
 }
 
 async fn self_check() -> Result<ExitCode, BoxError> {
@@ -1135,6 +1285,24 @@ async fn self_check() -> Result<ExitCode, BoxError> {
     check(
         get(&uas.answered) == 3 && get(&uas.bridged) == 3,
         "all three joined the room",
+    );
+
+    section("10. drain: the call in progress finishes, a new one gets 503, then the UAS stops");
+    let (report, drained, uas) = drain_exchange().await?;
+    check(
+        matches!(
+            report.outcomes[..],
+            [Outcome::Refused(StatusCode::SERVICE_UNAVAILABLE)]
+        ),
+        "the call placed during the drain got 503",
+    );
+    check(
+        get(&uas.incoming) == 1,
+        "it never reached the handler (refused by the SIP layer)",
+    );
+    check(
+        drained.finished == 1 && drained.ended == 0,
+        format!("the call in progress finished by itself ({drained:?})"),
     );
 
     println!("\nall checks passed");

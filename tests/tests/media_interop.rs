@@ -40,7 +40,7 @@ use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaEvent};
 use session_media::FRAME_DURATION;
 use session_media::audio::{AudioSource, ToneSource};
-use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, Received, RtcpPort, RtpEndpoint};
 use session_media::rtcp::StreamStats;
 use session_media::sdp::SessionDescription;
 use session_media::sdp::negotiate::{MediaConfig, NegotiatedMedia, OfferAnswer};
@@ -141,10 +141,14 @@ async fn answer_with_media(
     let offer: SessionDescription = offer_text
         .parse()
         .unwrap_or_else(|e| panic!("cannot parse the peer's offer ({e}):\n{offer_text}"));
-    let mut endpoint =
-        RtpEndpoint::bind_from_pool(pool, LOOPBACK, false, EndpointConfig::default())
-            .await
-            .unwrap();
+    let mut endpoint = RtpEndpoint::bind_from_pool(
+        pool,
+        LOOPBACK,
+        RtcpPort::NextPort,
+        EndpointConfig::default(),
+    )
+    .await
+    .unwrap();
     let mut sdp = OfferAnswer::new(MediaConfig::default(), LOOPBACK);
     let answered = sdp
         .answer_offer(&offer, endpoint.local_addr().unwrap().port())

@@ -21,9 +21,15 @@
 //!   [--abuse-rss-mb MB]`: the TCP abuse cases against example 20 with well-behaved calls
 //!   alongside; RSS, CPU and the good calls' p99 per case, exits 1 if a target is missed
 //!   (about 2 min; not run by CI).
+//! - `cluster [--quick] [--instances N] [--algorithm round-robin|call-load] [--no-capacity]
+//!   [--keep] ...`: example-20 instances behind Kamailio's dispatcher under SIPp load: clean
+//!   rate direct, via the proxy and over N instances, then one instance killed, one drained,
+//!   the killed one restarted; exits 1 if a failover or drain target is missed (needs `sipp`
+//!   and `kamailio`; CI runs `--quick`).
 //!
 //! This crate has no dependencies on purpose: it is built on every `cargo xtask` call.
 
+mod cluster;
 mod conformance;
 mod examples;
 mod sipp;
@@ -66,7 +72,16 @@ commands:
                       TCP abuse against example 20 (pipelining, never-reading, slowloris,
                       fd-exhaustion, endless-header, and a baseline) while SIPp places good
                       calls over UDP and TCP: peak RSS, CPU during and 1 s after, good calls'
-                      p99 per case; exits 1 if a target is missed (about 2 min)";
+                      p99 per case; exits 1 if a target is missed (about 2 min)
+  cluster [--quick] [--instances 2] [--algorithm round-robin|call-load] [--no-capacity]
+          [--start-rate 200] [--max-rate 8000] [--step-seconds 5] [--max-steps 7]
+          [--rate 80] [--call-ms 1000] [--phase-seconds 6] [--keep]
+                      example 20 instances behind Kamailio's dispatcher (needs sipp and
+                      kamailio): highest clean rate of 1 instance direct, 1 via the proxy and
+                      N via the proxy; then with 3 instances under load, one killed
+                      (failover time, calls lost in flight), one drained with SIGTERM (no
+                      call lost), the killed one restarted (gets calls again); exits 1 if a
+                      target is missed. --quick (CI): debug build, shorter steps (about 2 min)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,6 +93,7 @@ fn main() -> ExitCode {
         "examples" => examples::run(rest),
         "conformance" => conformance::run(rest),
         "sipp" => sipp::run(rest),
+        "cluster" => cluster::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             0

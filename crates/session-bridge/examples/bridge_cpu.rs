@@ -18,7 +18,7 @@
 //! thread at the start and the end of the measurement window (one warm-up second excluded).
 //!
 //! Parts and modes:
-//! - `relay`: per call two legs, each an `RtpEndpoint::bind(127.0.0.1:0, rtcp-mux)` with its
+//! - `relay`: per call two legs, each an `RtpEndpoint::bind(127.0.0.1:0, RtcpPort::muxed_if(rtcp-mux))` with its
 //!   generator as remote, handed to the driver with `into_leg` in a `TechnologyChoice::Auto`
 //!   bridge (which relays two PCMU legs in place). Modes, interleaved per call count:
 //!   - `bridge`: one `BridgeDriver` on a current-thread runtime (IO and time drivers) in a
@@ -65,7 +65,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use session_bridge::{BridgeDriver, DriverConfig, Technology, TechnologyChoice};
-use session_media::endpoint::{EndpointConfig, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, RtcpPort, RtpEndpoint};
 use session_media::rtcp::is_rtcp;
 use session_media::rtp::{MAX_PACKET, RtpSender, parse};
 use session_types::SessionId;
@@ -489,9 +489,10 @@ fn driver_thread(
         for room in gens.chunks(shape.per_room) {
             let bridge = driver.create_bridge(choice).expect("create bridge");
             for &generator in room {
-                let mut endpoint = RtpEndpoint::bind(lo0(), true, EndpointConfig::default())
-                    .await
-                    .expect("bind leg");
+                let mut endpoint =
+                    RtpEndpoint::bind(lo0(), RtcpPort::Muxed, EndpointConfig::default())
+                        .await
+                        .expect("bind leg");
                 endpoint.set_remote(generator, generator);
                 targets.push(endpoint.local_addr().expect("local addr"));
                 driver
@@ -1122,9 +1123,10 @@ fn memory_child(variant: &str, pairs: usize) {
         };
         let mut bridge = None;
         for i in 0..legs {
-            let mut endpoint = RtpEndpoint::bind(lo0(), mux, EndpointConfig::default())
-                .await
-                .expect("bind leg");
+            let mut endpoint =
+                RtpEndpoint::bind(lo0(), RtcpPort::muxed_if(mux), EndpointConfig::default())
+                    .await
+                    .expect("bind leg");
             endpoint.set_remote(sink_addr, sink_addr);
             let Some(driver) = &driver else {
                 endpoints.push(Some(endpoint));

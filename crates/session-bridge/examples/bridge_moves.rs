@@ -38,7 +38,7 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
 use session_bridge::{BridgeDriver, BridgeEvent, BridgeId, DriverConfig, TechnologyChoice};
-use session_media::endpoint::{EndpointConfig, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, RtcpPort, RtpEndpoint};
 use session_media::rtcp::is_rtcp;
 use session_media::rtp::{MAX_PACKET, RtpSender, parse};
 use session_types::SessionId;
@@ -136,7 +136,7 @@ async fn bridge_leg(
     bridge: BridgeId,
     phone: SocketAddr,
 ) -> (SessionId, SocketAddr) {
-    let mut endpoint = RtpEndpoint::bind(lo0(), true, EndpointConfig::default())
+    let mut endpoint = RtpEndpoint::bind(lo0(), RtcpPort::Muxed, EndpointConfig::default())
         .await
         .expect("bind leg");
     endpoint.set_remote(phone, phone);

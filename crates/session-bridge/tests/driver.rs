@@ -13,7 +13,7 @@ use session_bridge::{
 };
 use session_media::AudioFrame;
 use session_media::audio::{AudioSource, ToneSource, goertzel_power};
-use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, Received, RtcpPort, RtpEndpoint};
 use session_media::rtcp::RtcpPacket;
 use session_media::rtp::{RtpHeader, parse};
 use session_media::sdp::negotiate::{Codec, MediaConfig, OfferAnswer};
@@ -35,18 +35,23 @@ fn lo() -> std::net::IpAddr {
 async fn call(codec: Codec, rtcp_mux: bool, pool: Option<&PortPool>) -> (RtpEndpoint, RtpEndpoint) {
     let mut phone = RtpEndpoint::bind(
         SocketAddr::new(lo(), 0),
-        rtcp_mux,
+        RtcpPort::muxed_if(rtcp_mux),
         EndpointConfig::default(),
     )
     .await
     .unwrap();
     let mut leg = match pool {
-        Some(pool) => RtpEndpoint::bind_from_pool(pool, lo(), rtcp_mux, EndpointConfig::default())
-            .await
-            .unwrap(),
+        Some(pool) => RtpEndpoint::bind_from_pool(
+            pool,
+            lo(),
+            RtcpPort::muxed_if(rtcp_mux),
+            EndpointConfig::default(),
+        )
+        .await
+        .unwrap(),
         None => RtpEndpoint::bind(
             SocketAddr::new(lo(), 0),
-            rtcp_mux,
+            RtcpPort::muxed_if(rtcp_mux),
             EndpointConfig::default(),
         )
         .await
@@ -269,9 +274,13 @@ async fn a_removed_leg_continues_its_stream_as_an_endpoint_again() {
     // B's far end is a raw socket, so the test reads B's stream as it is on the wire.
     let far = UdpSocket::bind(SocketAddr::new(lo(), 0)).await.unwrap();
     let far_addr = far.local_addr().unwrap();
-    let mut leg_b = RtpEndpoint::bind(SocketAddr::new(lo(), 0), true, EndpointConfig::default())
-        .await
-        .unwrap();
+    let mut leg_b = RtpEndpoint::bind(
+        SocketAddr::new(lo(), 0),
+        RtcpPort::Muxed,
+        EndpointConfig::default(),
+    )
+    .await
+    .unwrap();
     leg_b.set_remote(far_addr, far_addr);
     let ssrc = leg_b.ssrc();
     let started = Instant::now();

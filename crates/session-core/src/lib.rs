@@ -28,7 +28,9 @@
 //! ## The pieces
 //! - [`SessionManager`] (built by [`SessionManagerBuilder`], every dependency injectable):
 //!   binds SIP over UDP and TCP, makes calls, owns every session's resources, and ends them
-//!   all on [`SessionManager::shutdown`].
+//!   all on [`SessionManager::shutdown`] — or, behind a balancer, leaves service gracefully
+//!   with [`SessionManager::drain`] (new calls and OPTIONS probes get 503, calls in progress
+//!   may finish; OPTIONS get 200 with an `X-Load` header while it serves).
 //! - [`CallHandler`]: the call engine's hook — accept, reject (the status goes on the wire
 //!   exactly), defer with 180 Ringing, redirect; told when calls are established and end,
 //!   of digits, transfer requests and holds.
@@ -153,7 +155,7 @@ pub use handler::{
     AcceptAll, AcceptOptions, CallDecision, CallHandler, DtmfMethod, IncomingCall, IncomingCalls,
     IncomingTransfer, IncomingTransfers, QueueingHandler, TransferDecision, TransferRequest,
 };
-pub use manager::{CallOptions, SessionManager, SessionManagerBuilder};
+pub use manager::{CallOptions, DrainReport, SessionManager, SessionManagerBuilder};
 pub use media::{BoxedSink, BoxedSource};
 pub use registrar::{Binding, RegistrarConfig};
 pub use registration::{RegisterOptions, Registration, RegistrationState};

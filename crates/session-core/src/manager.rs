@@ -440,6 +440,8 @@ impl SessionManagerBuilder {
             stop: stop.clone(),
             server_side,
         };
+        // Probes get the load from the start, before the task first runs.
+        crate::core::report_health(&sip, &admission);
         let task = tokio::spawn(Core::run(parts));
         let exporter = Arc::new(crate::metrics::Exporter::new(
             metrics,
@@ -1087,6 +1089,54 @@ impl SessionManager {
         crate::registration::start(&self.inner.commands, registration).await
     }
 
+    /// Takes the manager out of service gracefully, as a server behind a balancer leaves it:
+    /// new calls are refused from now on, the calls in progress may finish within `grace`,
+    /// and then the manager shuts down ([`SessionManager::shutdown`]: the calls still up get
+    /// BYE, CANCEL, or 503 if not answered yet). Returns once it has stopped, with how many
+    /// calls finished by themselves and how many it ended.
+    ///
+    /// The refusal takes effect before this first waits, and costs no per-call state: the SIP
+    /// layer answers a new INVITE 503 with `Retry-After` itself, and an out-of-dialog OPTIONS
+    /// 503 too (200 while healthy), so a balancer that probes with OPTIONS — Kamailio's
+    /// dispatcher does — takes this server out of its set. Requests inside calls go on as
+    /// before, and so do calls placed with [`SessionManager::call`] (a B2BUA's B legs, a
+    /// transfer's new leg, which calls in progress may need). A [`SessionManager::shutdown`]
+    /// during the drain cuts it short (the calls still up count as ended); a second `drain`
+    /// joins the first, the earlier end of grace winning. Dropping the returned future does
+    /// not call the drain off: the manager still stops when it is over. The grace runs on the
+    /// manager's clock (tokio's). Draining and its end are logged at INFO.
+    ///
+    /// ```no_run
+    /// # async fn demo(manager: session_core::SessionManager) {
+    /// // SIGTERM: leave the cluster without cutting calls, within 30 s.
+    /// let report = manager.drain(std::time::Duration::from_secs(30)).await;
+    /// println!("{} calls finished, {} ended", report.finished, report.ended);
+    /// # }
+    /// ```
+    pub async fn drain(&self, grace: std::time::Duration) -> DrainReport {
+        // In effect at once, before the manager's task hears of it.
+        self.inner.gauges.draining.store(true, Ordering::Relaxed);
+        self.inner.sip.set_draining(true);
+        let (reply, report) = oneshot::channel();
+        let sent = self
+            .inner
+            .commands
+            .send(Command::Drain { grace, reply })
+            .await;
+        // Without an answer the manager had stopped already: nothing was left to drain.
+        let report = match sent {
+            Ok(()) => report.await.unwrap_or_default(),
+            Err(_) => DrainReport::default(),
+        };
+        self.shutdown().await;
+        report
+    }
+
+    /// Whether [`SessionManager::drain`] has been called: new calls are refused.
+    pub fn is_draining(&self) -> bool {
+        self.inner.gauges.draining.load(Ordering::Relaxed)
+    }
+
     /// Ends every call (BYE, CANCEL, or 503 for calls not answered yet), waits for those
     /// transactions (bounded by the shutdown grace), releases everything and stops the
     /// transport. Idempotent.
@@ -1112,6 +1162,19 @@ impl SessionManager {
             let _ = server.await;
         }
     }
+}
+
+/// What [`SessionManager::drain`] did with the calls it found in progress (and any that
+/// arrived before the refusal took effect).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainReport {
+    /// Calls that ended by themselves during the drain: hung up by either side, cancelled,
+    /// refused or failed.
+    pub finished: usize,
+    /// Calls still up when the grace ran out (or a shutdown cut the drain short), ended by
+    /// the drain with BYE, CANCEL, or 503 if not answered yet.
+    pub ended: usize,
 }
 
 /// The Route header that sends a request through the loose-routing proxy `proxy` (RFC 3261

@@ -510,7 +510,7 @@ fn add_jitter_stats(a: JitterStats, b: JitterStats) -> JitterStats {
 mod tests {
     use super::*;
     use session_media::audio::{ChannelSink, ToneSource, goertzel_power};
-    use session_media::endpoint::EndpointConfig;
+    use session_media::endpoint::{EndpointConfig, RtcpPort};
     use session_media::g711::G711Law;
     use session_media::rtp::RtpSender;
     use session_media::sdp::negotiate::{MediaConfig, OfferAnswer};
@@ -526,7 +526,7 @@ mod tests {
         peer: std::net::SocketAddr,
     ) -> (MediaHandle, tokio::sync::mpsc::Receiver<AudioFrame>) {
         let lo = "127.0.0.1:0".parse().unwrap();
-        let endpoint = RtpEndpoint::bind(lo, true, EndpointConfig::default())
+        let endpoint = RtpEndpoint::bind(lo, RtcpPort::Muxed, EndpointConfig::default())
             .await
             .unwrap();
         let config = MediaConfig::default().rtcp_mux(true);

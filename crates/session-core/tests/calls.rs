@@ -665,6 +665,28 @@ async fn a_call_to_a_closed_tcp_port_fails_with_a_transport_error_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_closed_udp_port_fails_with_a_transport_error_at_once() {
+    let alice = peer(signaling_only(), accept).await;
+    // Bind then drop a socket: the INVITE to its port draws an ICMP port unreachable, a
+    // transport error (RFC 3261 §18.4), not 32 s of Timer B.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let started = std::time::Instant::now();
+    let call = alice
+        .manager
+        .call(&format!("sip:nobody@127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let error = within(call.answered()).await.unwrap_err();
+    assert!(matches!(error, SessionError::Transport), "{error:?}");
+    assert_eq!(call.state(), CallState::Failed(FailureReason::Transport));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_released(&alice).await;
+    alice.manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2xx_never_acked_ends_the_call_as_timed_out_and_releases_it() {
     use session_core::crates::dialog::transaction::TimerConfig;
     use session_core::crates::sip::{Message, Method, Uri};

@@ -42,6 +42,12 @@
 //!   messages): a peer that does not read fills it, and a write that makes no progress for
 //!   [`DriverConfig::tcp_write_timeout`] closes the connection.
 //!
+//! Whatever makes new INVITEs shed — the queue above short of room, the layer above at its
+//! admission limit ([`SipHandle::refuse_new_calls`]) or draining ([`SipHandle::set_draining`])
+//! — also makes out-of-dialog OPTIONS get 503 with `Retry-After` instead of 200, so a balancer
+//! that probes with OPTIONS stops sending new calls; both answers carry the load the layer
+//! above reports ([`SipHandle::report_load`], the `X-Load` header).
+//!
 //! TCP peers cannot hold more than their share either: a message must be complete within
 //! [`DriverConfig::tcp_message_timeout`] of its first byte (a "slowloris" client that never
 //! finishes one is disconnected); accepted connections are capped in total
@@ -69,7 +75,7 @@
 //! [`UserAgent::handle_transport_error`], which ends the transactions towards that peer at once
 //! (RFC 3261 §17.1.4) rather than after 32 s of Timer B or F.
 
-use crate::endpoint::{EndpointConfig, Protocol};
+use crate::endpoint::{EndpointConfig, Load, Protocol};
 use crate::tls::TlsConfig;
 use crate::ua::{UaConfig, UaEvent, UserAgent};
 use bytes::Bytes;
@@ -247,6 +253,10 @@ pub struct SipHandle {
     tls_names: TlsNames,
     contact: Uri,
     refusing_calls: Arc<AtomicBool>,
+    /// The layer above is draining ([`SipHandle::set_draining`]).
+    draining: Arc<AtomicBool>,
+    /// The load to report, packed ([`pack_load`]).
+    load: Arc<AtomicU64>,
     shed_invites: Arc<AtomicU64>,
 }
 
@@ -287,6 +297,22 @@ impl SipHandle {
         self.refusing_calls.store(refuse, Ordering::Relaxed);
     }
 
+    /// Whether the layer above is draining: while set, new INVITEs are refused as by
+    /// [`SipHandle::refuse_new_calls`], and out-of-dialog OPTIONS get 503 (so a balancer
+    /// probing with them stops sending), however [`SipHandle::refuse_new_calls`] is set. A
+    /// flag of its own so that the admission limit's updates never undo it.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// The load our answers to out-of-dialog OPTIONS report (`X-Load: ACTIVE/LIMIT`, see
+    /// [`crate::endpoint::LOAD_HEADER`]); they carry none until this is first called. Cheap:
+    /// one atomic store, read by the driver before it handles the next message.
+    pub fn report_load(&self, active: usize, limit: Option<usize>) {
+        self.load
+            .store(pack_load(Load { active, limit }), Ordering::Relaxed);
+    }
+
     /// New INVITEs refused with a stateless 503 so far (overload, or
     /// [`SipHandle::refuse_new_calls`]): calls that never reached the layer above.
     pub fn shed_invites(&self) -> u64 {
@@ -313,6 +339,38 @@ impl SipHandle {
             .map_err(|_| DriverError::Stopped)?;
         result.await.map_err(|_| DriverError::Stopped)
     }
+}
+
+/// No load reported yet ([`SipHandle::report_load`]).
+const NO_LOAD: u64 = u64::MAX;
+
+/// A load in one word, so the driver reads it with one atomic load: the active count in the
+/// high half (at most `u32::MAX - 1`, so that it never makes [`NO_LOAD`]), the limit plus one
+/// in the low half (0: no limit; saturating).
+fn pack_load(load: Load) -> u64 {
+    let active = u64::try_from(load.active)
+        .unwrap_or(u64::MAX)
+        .min(u64::from(u32::MAX - 1));
+    let limit = load.limit.map_or(0, |limit| {
+        u64::try_from(limit)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+            .min(u64::from(u32::MAX))
+    });
+    (active << 32) | limit
+}
+
+/// The load [`pack_load`] packed, or `None` for [`NO_LOAD`].
+fn unpack_load(packed: u64) -> Option<Load> {
+    if packed == NO_LOAD {
+        return None;
+    }
+    let active = usize::try_from(packed >> 32).unwrap_or(usize::MAX);
+    let limit = match packed & u64::from(u32::MAX) {
+        0 => None,
+        limit => Some(usize::try_from(limit - 1).unwrap_or(usize::MAX)),
+    };
+    Some(Load { active, limit })
 }
 
 /// The host names TLS servers' certificates must carry, by address ([`SipHandle::set_tls_name`]).
@@ -521,6 +579,8 @@ impl SipDriver {
         // Each connection holds at most `tcp_in_flight` of these; the bound is for them all.
         let (tcp_tx, tcp_rx) = mpsc::channel(config.job_queue);
         let refusing_calls = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicBool::new(false));
+        let load = Arc::new(AtomicU64::new(NO_LOAD));
         let shed_invites = Arc::new(AtomicU64::new(0));
         let udp_blocked = Arc::new(AtomicBool::new(false));
         let tls_names = TlsNames::default();
@@ -547,6 +607,9 @@ impl SipDriver {
             tcp_inbound_tx: tcp_tx,
             connections: HashMap::new(),
             refusing_calls: refusing_calls.clone(),
+            draining: draining.clone(),
+            load: load.clone(),
+            load_seen: NO_LOAD,
             shed_invites: shed_invites.clone(),
             tcp: TcpSettings {
                 limits: config.endpoint.limits.clone(),
@@ -572,6 +635,8 @@ impl SipDriver {
             tls_names,
             contact,
             refusing_calls,
+            draining,
+            load,
             shed_invites,
         };
         Ok((inputs, state, handle))
@@ -588,7 +653,12 @@ fn bind_udp(address: SocketAddr, buffer: Option<usize>, dscp: u8) -> io::Result<
     mark(socket2::SockRef::from(&socket), address, dscp)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    UdpSocket::from_std(socket.into())
+    let socket = UdpSocket::from_std(socket.into())?;
+    // Without it, a request to a closed port waits for Timer B or F instead of failing.
+    if let Err(error) = crate::icmp::enable(&socket, address) {
+        tracing::debug!(%error, "ICMP errors of the UDP socket not reported");
+    }
+    Ok(socket)
 }
 
 /// Sets the DiffServ code point of a socket's packets (0 leaves the system default).
@@ -855,6 +925,9 @@ enum Input {
     Job(Job),
     /// The UDP socket can take the datagrams held back.
     Writable,
+    /// Receiving from the UDP socket failed: an ICMP error for a datagram we sent (a closed
+    /// port, an unreachable host) is pending.
+    UdpError,
     /// Every [`SipHandle`] is gone (said once).
     HandlesGone,
 }
@@ -875,6 +948,7 @@ impl std::fmt::Debug for DriverInput {
             Input::Accepted(..) => "accepted",
             Input::Job(_) => "job",
             Input::Writable => "writable",
+            Input::UdpError => "UDP error",
             Input::HandlesGone => "handles gone",
         };
         f.debug_tuple("DriverInput").field(&kind).finish()
@@ -903,8 +977,12 @@ impl DriverInputs {
                         let bytes = Bytes::copy_from_slice(self.buf.get(..len).unwrap_or_default());
                         return DriverInput(Input::Datagram(source, bytes));
                     }
-                    // ICMP errors surface here on some systems; the socket stays usable.
-                    Err(error) => tracing::debug!(%error, "UDP receive error"),
+                    // An ICMP error for a datagram we sent (a closed port, an unreachable
+                    // host) surfaces here; the socket stays usable.
+                    Err(error) => {
+                        tracing::debug!(%error, "UDP receive error");
+                        return DriverInput(Input::UdpError);
+                    }
                 },
                 // The state holds a sender as long as it lives.
                 Some(inbound) = self.tcp_inbound.recv(), if reading => {
@@ -979,6 +1057,12 @@ pub struct DriverState {
     connections: HashMap<Link, mpsc::Sender<Bytes>>,
     /// Set by the layer above through [`SipHandle::refuse_new_calls`].
     refusing_calls: Arc<AtomicBool>,
+    /// Set by the layer above through [`SipHandle::set_draining`].
+    draining: Arc<AtomicBool>,
+    /// Set by the layer above through [`SipHandle::report_load`], packed.
+    load: Arc<AtomicU64>,
+    /// The packed load the user agent has last been given.
+    load_seen: u64,
     /// The user agent's count of shed INVITEs, for [`SipHandle::shed_invites`].
     shed_invites: Arc<AtomicU64>,
     tcp: TcpSettings,
@@ -1033,6 +1117,9 @@ impl DriverState {
             Input::Accepted(stream, link) => self.adopt(stream, link),
             Input::Job(job) => job(&mut self.ua, now),
             Input::Writable => self.send_backlog(now),
+            Input::UdpError => {
+                self.fail_unreachable(now);
+            }
             Input::HandlesGone => {}
         }
     }
@@ -1090,7 +1177,14 @@ impl DriverState {
     /// refuses new calls, or while the event queue has less room than the calls already
     /// admitted may need.
     fn update_shedding(&mut self) {
-        let shed = self.refusing_calls.load(Ordering::Relaxed) || self.overloaded;
+        let load = self.load.load(Ordering::Relaxed);
+        if load != self.load_seen {
+            self.load_seen = load;
+            self.ua.set_load(unpack_load(load));
+        }
+        let shed = self.refusing_calls.load(Ordering::Relaxed)
+            || self.draining.load(Ordering::Relaxed)
+            || self.overloaded;
         if shed != self.shedding {
             self.shedding = shed;
             tracing::debug!(shedding = shed, "overload shedding of new INVITEs");
@@ -1108,13 +1202,36 @@ impl DriverState {
             self.hold_datagram(destination, bytes);
             return;
         }
-        match udp.try_send_to(&bytes, destination) {
+        let mut sent = udp.try_send_to(&bytes, destination);
+        if sent.as_ref().is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+            && self.fail_unreachable(now())
+            && let Some(udp) = &self.udp
+        {
+            // The error was an earlier datagram's ICMP error, pending on the socket, not this
+            // send's: it is reported now, so send again.
+            sent = udp.try_send_to(&bytes, destination);
+        }
+        match sent {
             Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 self.hold_datagram(destination, bytes);
             }
             Err(error) => self.udp_send_failed(&error, destination, now()),
         }
+    }
+
+    /// Fails the transactions towards each destination the network refused our datagrams to
+    /// (ICMP port or host unreachable: a transport error, RFC 3261 §18.4) rather than letting
+    /// them wait for Timer B or F. Whether any was found.
+    fn fail_unreachable(&mut self, now: Instant) -> bool {
+        let Some(udp) = &self.udp else { return false };
+        let refused = crate::icmp::take_unreachable(udp);
+        for (destination, error) in &refused {
+            tracing::debug!(%destination, %error, "ICMP: datagram refused");
+            self.ua
+                .handle_transport_error(now, *destination, Protocol::Udp);
+        }
+        !refused.is_empty()
     }
 
     fn hold_datagram(&mut self, destination: SocketAddr, bytes: Bytes) {
@@ -1134,7 +1251,14 @@ impl DriverState {
             return;
         };
         while let Some((destination, bytes)) = self.udp_backlog.pop_front() {
-            match udp.try_send_to(&bytes, destination) {
+            let mut sent = udp.try_send_to(&bytes, destination);
+            if sent.as_ref().is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+                && self.fail_unreachable(now)
+            {
+                // As in `send_udp`: another datagram's pending ICMP error.
+                sent = udp.try_send_to(&bytes, destination);
+            }
+            match sent {
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.udp_backlog.push_front((destination, bytes));
@@ -1681,6 +1805,33 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_load_survives_packing_and_saturates_instead_of_wrapping() {
+        for load in [
+            Load {
+                active: 0,
+                limit: None,
+            },
+            Load {
+                active: 3,
+                limit: Some(100),
+            },
+            Load {
+                active: 7,
+                limit: Some(0),
+            },
+        ] {
+            assert_eq!(unpack_load(pack_load(load)), Some(load));
+        }
+        assert_eq!(unpack_load(NO_LOAD), None);
+        let huge = pack_load(Load {
+            active: usize::MAX,
+            limit: Some(usize::MAX),
+        });
+        assert_ne!(huge, NO_LOAD, "a real load is never taken for none");
+        assert!(unpack_load(huge).is_some_and(|load| load.active > 1 << 31));
+    }
 
     fn backoff() -> AcceptBackoff {
         AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX)

@@ -171,7 +171,9 @@ pub struct EndpointConfig {
     pub limits: ParseLimits,
     /// What this UAS accepts (methods, extensions, URI schemes, body types).
     pub policy: UasPolicy,
-    /// Answer out-of-dialog OPTIONS statelessly with 200, Allow and Supported.
+    /// Answer out-of-dialog OPTIONS statelessly with 200, Allow and Supported (503 with
+    /// `Retry-After` while new INVITEs are shed, and the load when one is reported: see
+    /// [`Endpoint::set_load`]).
     pub answer_options: bool,
     /// `Server`/`User-Agent` value added to what the endpoint builds itself.
     pub user_agent: Option<String>,
@@ -276,6 +278,37 @@ pub struct Endpoint {
     shedding: Option<Duration>,
     /// New INVITEs answered 503 by shedding, since the endpoint was made.
     shed_invites: u64,
+    /// The load reported in answers to OPTIONS ([`LOAD_HEADER`]), when the layer above
+    /// reports one: see [`Endpoint::set_load`].
+    load: Option<Load>,
+}
+
+/// The non-standard header our answers to out-of-dialog OPTIONS carry the load in, once the
+/// layer above reports one ([`Endpoint::set_load`]): `X-Load: ACTIVE/LIMIT`, or `X-Load:
+/// ACTIVE` without a limit (`X-Load: 3/100`: three calls of at most a hundred).
+///
+/// No SIP standard carries a load in a response to OPTIONS, and Kamailio's dispatcher reads
+/// none: its probing only looks at the status (a 200, or the codes `ds_ping_reply_codes`
+/// adds, keeps a destination active). The header is for balancers and monitors that can read
+/// one (a script, a health check), next to the status that already says "send me no more".
+pub const LOAD_HEADER: &str = "X-Load";
+
+/// How loaded the element is, as the answers to OPTIONS report it ([`LOAD_HEADER`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    /// Calls (or sessions) in progress.
+    pub active: usize,
+    /// The most admitted at once, when there is a limit.
+    pub limit: Option<usize>,
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.limit {
+            Some(limit) => write!(f, "{}/{limit}", self.active),
+            None => write!(f, "{}", self.active),
+        }
+    }
 }
 
 fn server_key(request: &Request) -> Option<Key> {
@@ -446,6 +479,7 @@ impl Endpoint {
             transport_failed: Vec::new(),
             shedding: None,
             shed_invites: 0,
+            load: None,
         }
     }
 
@@ -463,6 +497,14 @@ impl Endpoint {
     /// New INVITEs answered 503 by shedding so far.
     pub fn shed_invites(&self) -> u64 {
         self.shed_invites
+    }
+
+    /// The load the answers to out-of-dialog OPTIONS report in [`LOAD_HEADER`]; `None` (the
+    /// default) leaves the header out. A balancer probing with OPTIONS gets 200 while new
+    /// calls are taken and 503 with `Retry-After` while they are shed
+    /// ([`Endpoint::set_shedding`]), with this load in both.
+    pub fn set_load(&mut self, load: Option<Load>) {
+        self.load = load;
     }
 
     /// The settings.
@@ -704,7 +746,16 @@ impl Endpoint {
         }
     }
 
+    /// The answer to an out-of-dialog OPTIONS. RFC 3261 §11.2: it is the status an INVITE
+    /// would get now, so while new INVITEs are shed it is 503 with their `Retry-After` — what
+    /// makes a balancer probing with OPTIONS (Kamailio's dispatcher) take us out of its set
+    /// until we answer 200 again.
     fn options_answer(&mut self, request: &Request) -> Response {
+        let status = if self.shedding.is_some() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
         let mut builder = Response::builder(StatusCode::OK);
         builder = builder.header(HeaderName::Allow, self.config.policy.allow_header());
         if !self.config.policy.supported.is_empty() {
@@ -714,11 +765,24 @@ impl Endpoint {
             );
         }
         // Answered only when the To has no tag, so the response always takes a fresh one.
-        let mut response = Response::from_request_with_rng(request, StatusCode::OK, &mut self.rng);
+        let mut response = Response::from_request_with_rng(request, status, &mut self.rng);
+        if let Some(retry_after) = self.shedding {
+            let seconds = retry_after.as_secs().max(1);
+            response
+                .headers
+                .push(Header::new(HeaderName::RetryAfter, seconds.to_string()));
+        }
         for header in builder.build().headers.iter() {
             if matches!(header.name(), HeaderName::Allow | HeaderName::Supported) {
                 response.headers.push(header.clone());
             }
+        }
+        // `LOAD_HEADER` is a token, so `Header::other` always makes it.
+        if let Some(load) = self
+            .load
+            .and_then(|load| Header::other(LOAD_HEADER, load.to_string()))
+        {
+            response.headers.push(load);
         }
         if let Some(agent) = &self.config.user_agent {
             response

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod dialog;
 pub mod driver;
 pub mod endpoint;
+mod icmp;
 pub mod tls;
 pub mod transaction;
 pub mod ua;

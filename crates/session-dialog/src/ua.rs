@@ -806,6 +806,11 @@ impl UserAgent {
         self.endpoint.shed_invites()
     }
 
+    /// The load our answers to out-of-dialog OPTIONS report (see [`Endpoint::set_load`]).
+    pub fn set_load(&mut self, load: Option<crate::endpoint::Load>) {
+        self.endpoint.set_load(load);
+    }
+
     /// Makes room for `calls` more concurrent calls (dialogs and their transactions), so a
     /// burst does not pause to grow and rehash the maps.
     pub fn reserve(&mut self, calls: usize) {

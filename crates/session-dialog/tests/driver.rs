@@ -1,6 +1,6 @@
 //! The tokio driver on real loopback sockets: two user agents call each other over UDP, TCP
 //! and IPv6, a TCP peer that breaks the framing is disconnected, and a refused TCP connection
-//! fails its transaction at once.
+//! or a UDP datagram to a closed port (ICMP) fails its transaction at once.
 
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -182,4 +182,52 @@ async fn an_invite_over_tcp_to_a_closed_port_fails_at_once_with_a_transport_erro
     assert!(started.elapsed() < Duration::from_secs(5));
     let left = alice.with(|ua, _| ua.state_count()).await.unwrap();
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_request_to_a_closed_udp_port_fails_at_once_and_no_other_destination_is_blamed() {
+    // A port that was just free: a datagram to it draws an ICMP port unreachable.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (alice, mut alice_events) = start("127.0.0.1:0".parse().unwrap()).await;
+    let (bob, mut bob_events) = start("127.0.0.1:0".parse().unwrap()).await;
+    let bob_addr = bob.local_addr();
+    let from = alice.contact().clone();
+    let nobody = session_sip::Uri::parse(&format!("sip:nobody@{closed}")).unwrap();
+    let to_bob = bob.contact().clone();
+    let started = std::time::Instant::now();
+    // Both go in one flush: on loopback the ICMP error of the first is pending on the socket
+    // when the second is sent, which must neither fail the second nor lose it.
+    let (to_closed, to_live) = alice
+        .with(move |ua, now| {
+            let first = ua.invite(now, &from, &nobody, closed, Protocol::Udp, None);
+            let second = ua.invite(now, &from, &to_bob, bob_addr, Protocol::Udp, None);
+            (first.unwrap(), second.unwrap())
+        })
+        .await
+        .unwrap();
+    let UaEvent::IncomingInvite { tx: incoming, .. } = next_event(&mut bob_events).await else {
+        panic!("no INVITE at Bob")
+    };
+    bob.with(move |ua, now| ua.answer(now, incoming, StatusCode::OK, Vec::new(), None))
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut failed, mut answered) = (false, false);
+    while !(failed && answered) {
+        match next_event(&mut alice_events).await {
+            UaEvent::TransportError { tx } if tx == to_closed => failed = true,
+            UaEvent::TransportError { tx } => panic!("{tx:?} blamed for another's ICMP error"),
+            UaEvent::Response { tx, response, .. }
+                if tx == to_live && response.status == StatusCode::OK =>
+            {
+                answered = true;
+            }
+            _ => {}
+        }
+    }
+    // Timer B would have taken 32 s; the ICMP error is reported at once (RFC 3261 §18.4).
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

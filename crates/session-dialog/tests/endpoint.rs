@@ -210,6 +210,59 @@ fn out_of_dialog_options_get_a_stateless_200_with_allow() {
     assert!(events(&mut ep).is_empty());
 }
 
+/// A balancer's probe: 200 while new INVITEs are taken, 503 with Retry-After while they are
+/// shed, and the reported load (`X-Load`) in both; no header until a load is reported.
+#[test]
+fn options_answer_503_while_shedding_and_carry_the_reported_load() {
+    use session_dialog::endpoint::{LOAD_HEADER, Load};
+    use session_sip::HeaderName;
+    let t0 = Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let probe = |ep: &mut Endpoint, branch: &str| {
+        ep.handle_datagram(
+            t0,
+            Protocol::Udp,
+            peer(),
+            &request("OPTIONS", branch, None, "1 OPTIONS"),
+        );
+        let sent = transmits(ep);
+        assert_eq!(sent.len(), 1);
+        response_of(&sent[0])
+    };
+    let plain = probe(&mut ep, "z9hG4bK-h1");
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(plain.headers.get_by_name(LOAD_HEADER).is_none());
+
+    ep.set_load(Some(Load {
+        active: 3,
+        limit: Some(100),
+    }));
+    let healthy = probe(&mut ep, "z9hG4bK-h2");
+    assert_eq!(healthy.status, StatusCode::OK);
+    assert_eq!(healthy.headers.get_str(HeaderName::RetryAfter), None);
+    assert_eq!(
+        healthy.headers.get_by_name(LOAD_HEADER).map(|h| h.value()),
+        Some("3/100")
+    );
+
+    ep.set_shedding(Some(Duration::from_secs(7)));
+    ep.set_load(Some(Load {
+        active: 100,
+        limit: None,
+    }));
+    let full = probe(&mut ep, "z9hG4bK-h3");
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(full.headers.get_str(HeaderName::RetryAfter), Some("7"));
+    assert_eq!(
+        full.headers.get_by_name(LOAD_HEADER).map(|h| h.value()),
+        Some("100")
+    );
+    assert_eq!(ep.transaction_count(), 0, "stateless either way");
+
+    ep.set_shedding(None);
+    assert_eq!(probe(&mut ep, "z9hG4bK-h4").status, StatusCode::OK);
+}
+
 #[test]
 fn cancel_ends_a_pending_invite_with_487_and_no_invite_gets_481() {
     let t0 = Instant::now();

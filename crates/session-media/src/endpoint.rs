@@ -17,10 +17,10 @@
 //!
 //! ```no_run
 //! # async fn demo(media: &session_media::sdp::negotiate::NegotiatedMedia) -> session_media::Result<()> {
-//! use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+//! use session_media::endpoint::{EndpointConfig, Received, RtcpPort, RtpEndpoint};
 //! use session_media::audio::{AudioSource, ToneSource};
 //!
-//! let mut ep = RtpEndpoint::bind("127.0.0.1:0".parse().unwrap(), false, EndpointConfig::default()).await?;
+//! let mut ep = RtpEndpoint::bind("127.0.0.1:0".parse().unwrap(), RtcpPort::NextPort, EndpointConfig::default()).await?;
 //! ep.configure(media)?;
 //! let mut tone = ToneSource::new(440.0, 8000);
 //! if let Some(frame) = tone.next_frame() {
@@ -85,6 +85,23 @@ impl EndpointConfig {
     pub fn symmetric_rtp(mut self, on: bool) -> Self {
         self.symmetric_rtp = on;
         self
+    }
+}
+
+/// Where an endpoint's RTCP goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtcpPort {
+    /// On the RTP port itself (RFC 5761 rtcp-mux): one socket.
+    Muxed,
+    /// On the port above the RTP port (RFC 3550 §11): two sockets.
+    NextPort,
+}
+
+impl RtcpPort {
+    /// [`RtcpPort::Muxed`] when `mux` (an SDP negotiation's `rtcp-mux` setting, say), else
+    /// [`RtcpPort::NextPort`].
+    pub fn muxed_if(mux: bool) -> Self {
+        if mux { Self::Muxed } else { Self::NextPort }
     }
 }
 
@@ -311,10 +328,10 @@ pub struct RtpEndpoint {
 }
 
 impl RtpEndpoint {
-    /// Binds RTP at `addr` and, unless `rtcp_mux`, RTCP at the next port. With port 0 an even
-    /// port whose successor is free is chosen by the OS and checked.
-    pub async fn bind(addr: SocketAddr, rtcp_mux: bool, config: EndpointConfig) -> Result<Self> {
-        if rtcp_mux {
+    /// Binds RTP at `addr` and, for [`RtcpPort::NextPort`], RTCP at the next port. With port 0
+    /// an even port whose successor is free is chosen by the OS and checked.
+    pub async fn bind(addr: SocketAddr, rtcp: RtcpPort, config: EndpointConfig) -> Result<Self> {
+        if rtcp == RtcpPort::Muxed {
             let rtp = std::net::UdpSocket::bind(addr)?;
             return Self::from_sockets(rtp, None, config);
         }
@@ -338,13 +355,13 @@ impl RtpEndpoint {
     }
 
     /// Leases an RTP/RTCP port pair from `pool` and binds it on `ip` (only the RTP port with
-    /// `rtcp_mux`). A pair that cannot be bound (another program holds a port) is kept leased
+    /// [`RtcpPort::Muxed`]). A pair that cannot be bound (another program holds a port) is kept leased
     /// while the next is tried, then given back, as the pool asks; after eight
     /// pairs the last bind error is returned. Pool exhaustion is [`Error::Resources`] (503).
     pub async fn bind_from_pool(
         pool: &PortPool,
         ip: std::net::IpAddr,
-        rtcp_mux: bool,
+        rtcp_port: RtcpPort,
         config: EndpointConfig,
     ) -> Result<Self> {
         const MAX_BIND_TRIES: usize = 8;
@@ -353,7 +370,7 @@ impl RtpEndpoint {
         for _ in 0..MAX_BIND_TRIES {
             let pair = pool.acquire()?;
             let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, pair.rtp()));
-            let rtcp = if rtcp_mux {
+            let rtcp = if rtcp_port == RtcpPort::Muxed {
                 Ok(None)
             } else {
                 std::net::UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).map(Some)

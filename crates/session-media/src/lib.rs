@@ -30,7 +30,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use session_media::audio::{AudioSource, ToneSource};
-//! use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+//! use session_media::endpoint::{EndpointConfig, Received, RtcpPort, RtpEndpoint};
 //! use session_media::sdp::{SessionDescription, negotiate::{MediaConfig, OfferAnswer}};
 //!
 //! # async fn call(remote_offer: &str) -> session_media::Result<()> {
@@ -38,7 +38,7 @@
 //! //    lease is released when the endpoint is dropped. Exhaustion → Err, classified 503.
 //! let pool = session_resources::PortPool::new(20_000..30_000)?;
 //! let ip = "192.0.2.10".parse().unwrap();
-//! let mut ep = RtpEndpoint::bind_from_pool(&pool, ip, false, EndpointConfig::default()).await?;
+//! let mut ep = RtpEndpoint::bind_from_pool(&pool, ip, RtcpPort::NextPort, EndpointConfig::default()).await?;
 //! // 2. Answer the peer's offer; no common codec gives Err(NoCommonCodec) → 488.
 //! let mut sdp = OfferAnswer::new(MediaConfig::default(), ip);
 //! let offer: SessionDescription = remote_offer.parse()?;

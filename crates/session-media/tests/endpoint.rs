@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use session_media::audio::{AudioSource, ToneSource, goertzel_power};
-use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, Received, RtcpPort, RtpEndpoint};
 use session_media::rtcp::RtcpPacket;
 use session_media::sdp::negotiate::{MediaConfig, OfferAnswer};
 use tokio::time::timeout;
@@ -14,10 +14,10 @@ const WAIT: Duration = Duration::from_secs(5);
 
 async fn pair(mux: bool) -> (RtpEndpoint, RtpEndpoint) {
     let lo = "127.0.0.1:0".parse().unwrap();
-    let mut a = RtpEndpoint::bind(lo, mux, EndpointConfig::default())
+    let mut a = RtpEndpoint::bind(lo, RtcpPort::muxed_if(mux), EndpointConfig::default())
         .await
         .unwrap();
-    let mut b = RtpEndpoint::bind(lo, mux, EndpointConfig::default())
+    let mut b = RtpEndpoint::bind(lo, RtcpPort::muxed_if(mux), EndpointConfig::default())
         .await
         .unwrap();
     let config = MediaConfig::default().rtcp_mux(mux);
@@ -91,10 +91,10 @@ async fn tone_and_dtmf_over_negotiated_stream() {
 #[tokio::test]
 async fn symmetric_rtp_latches_and_drops_foreign_packets() {
     let lo = "127.0.0.1:0".parse().unwrap();
-    let mut a = RtpEndpoint::bind(lo, true, EndpointConfig::default())
+    let mut a = RtpEndpoint::bind(lo, RtcpPort::Muxed, EndpointConfig::default())
         .await
         .unwrap();
-    let mut b = RtpEndpoint::bind(lo, true, EndpointConfig::default())
+    let mut b = RtpEndpoint::bind(lo, RtcpPort::Muxed, EndpointConfig::default())
         .await
         .unwrap();
     // B's SDP pointed at a wrong port (a NAT rewrote it); A knows B's real address.
@@ -207,7 +207,9 @@ async fn rtcp_reports_give_round_trip_and_quality() {
 async fn inactivity_is_reported() {
     let lo = "127.0.0.1:0".parse().unwrap();
     let config = EndpointConfig::default().inactivity_timeout(Duration::from_secs(2));
-    let mut ep = RtpEndpoint::bind(lo, true, config).await.unwrap();
+    let mut ep = RtpEndpoint::bind(lo, RtcpPort::Muxed, config)
+        .await
+        .unwrap();
     let start = tokio::time::Instant::now();
     match ep.recv().await.unwrap() {
         Received::Inactive(d) => assert_eq!(d, Duration::from_secs(2)),
@@ -277,10 +279,10 @@ async fn ports_come_from_the_pool_and_go_back() {
     let lo = "127.0.0.1".parse().unwrap();
     // Another program holds the first pair's RTP port: the endpoint moves on to the next pair.
     let squatter = std::net::UdpSocket::bind("127.0.0.1:47000");
-    let a = RtpEndpoint::bind_from_pool(&pool, lo, false, EndpointConfig::default())
+    let a = RtpEndpoint::bind_from_pool(&pool, lo, RtcpPort::NextPort, EndpointConfig::default())
         .await
         .unwrap();
-    let b = RtpEndpoint::bind_from_pool(&pool, lo, true, EndpointConfig::default())
+    let b = RtpEndpoint::bind_from_pool(&pool, lo, RtcpPort::Muxed, EndpointConfig::default())
         .await
         .unwrap();
     let a_port = a.local_addr().unwrap().port();
@@ -296,10 +298,10 @@ async fn ports_come_from_the_pool_and_go_back() {
     assert_eq!(pool.in_use(), 0, "every lease released");
 
     let tiny = session_resources::PortPool::new(47_200..47_202).unwrap();
-    let _only = RtpEndpoint::bind_from_pool(&tiny, lo, true, EndpointConfig::default())
+    let _only = RtpEndpoint::bind_from_pool(&tiny, lo, RtcpPort::Muxed, EndpointConfig::default())
         .await
         .unwrap();
-    let err = RtpEndpoint::bind_from_pool(&tiny, lo, true, EndpointConfig::default())
+    let err = RtpEndpoint::bind_from_pool(&tiny, lo, RtcpPort::Muxed, EndpointConfig::default())
         .await
         .unwrap_err();
     use session_types::Classify;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use session_media::AudioFrame;
-use session_media::endpoint::{EndpointConfig, Received, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, Received, RtcpPort, RtpEndpoint};
 use session_media::rtp::{RtpHeader, RtpSender, parse};
 use session_resources::PortPool;
 use tokio::net::UdpSocket;
@@ -30,9 +30,10 @@ async fn next_header(socket: &UdpSocket) -> RtpHeader {
 async fn a_rebuilt_endpoint_continues_the_stream_and_keeps_its_lease() {
     let pool = PortPool::new(47_400..47_500).unwrap();
     let lo = "127.0.0.1".parse().unwrap();
-    let mut ep = RtpEndpoint::bind_from_pool(&pool, lo, false, EndpointConfig::default())
-        .await
-        .unwrap();
+    let mut ep =
+        RtpEndpoint::bind_from_pool(&pool, lo, RtcpPort::NextPort, EndpointConfig::default())
+            .await
+            .unwrap();
     let far = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let far_addr = far.local_addr().unwrap();
     ep.set_remote(far_addr, far_addr);
@@ -111,7 +112,7 @@ async fn a_rebuilt_endpoint_continues_the_stream_and_keeps_its_lease() {
 #[tokio::test]
 async fn latching_reception_and_codec_survive_the_round_trip() {
     let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut ep = RtpEndpoint::bind(lo, true, EndpointConfig::default())
+    let mut ep = RtpEndpoint::bind(lo, RtcpPort::Muxed, EndpointConfig::default())
         .await
         .unwrap();
     let ep_addr = ep.local_addr().unwrap();
@@ -171,7 +172,7 @@ async fn unlatched_parts_latch_on_the_first_source_unless_latching_is_off() {
     let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     let b: SocketAddr = "127.0.0.1:4002".parse().unwrap();
-    let ep = RtpEndpoint::bind(lo, false, EndpointConfig::default())
+    let ep = RtpEndpoint::bind(lo, RtcpPort::NextPort, EndpointConfig::default())
         .await
         .unwrap();
     let mut parts = ep.into_leg();
@@ -184,7 +185,7 @@ async fn unlatched_parts_latch_on_the_first_source_unless_latching_is_off() {
     assert!(!parts.accept_rtp_from(b));
 
     let config = EndpointConfig::default().symmetric_rtp(false);
-    let mut parts = RtpEndpoint::bind(lo, true, config)
+    let mut parts = RtpEndpoint::bind(lo, RtcpPort::Muxed, config)
         .await
         .unwrap()
         .into_leg();

@@ -28,6 +28,29 @@ impl Core {
         request: Request,
         source: SocketAddr,
     ) {
+        // Draining: the SIP layer refuses new INVITEs itself; this one was on its way to us
+        // before it began. 503 with Retry-After (RFC 3261 §21.5.4), nothing made for it.
+        if self
+            .gauges
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let retry = self
+                .admission
+                .limits()
+                .suggested_retry_after()
+                .as_secs()
+                .max(1);
+            self.respond(
+                None,
+                tx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec![Header::new(HeaderName::RetryAfter, retry.to_string())],
+                None,
+            )
+            .await;
+            return;
+        }
         // Digest first (RFC 3261 §22): a challenge is stateless and costs no admission slot.
         let std::ops::ControlFlow::Continue(authenticated_user) =
             self.authenticate(tx, &request).await

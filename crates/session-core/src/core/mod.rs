@@ -33,7 +33,7 @@ use session_dialog::endpoint::{EndpointError, Protocol};
 use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaEvent, UserAgent};
 use session_events::{EventBus, SessionEvent, TerminationReason};
-use session_media::endpoint::{EndpointConfig, RtpEndpoint};
+use session_media::endpoint::{EndpointConfig, RtcpPort, RtpEndpoint};
 use session_media::sdp::negotiate::OfferAnswer;
 use session_resources::{AdmissionController, AdmissionPermit, PortPool};
 use session_sip::{Method, Uri};
@@ -85,6 +85,12 @@ pub(crate) enum Command {
     },
     /// End every call, release everything and stop.
     Shutdown { reply: oneshot::Sender<()> },
+    /// Take no new call, let those in progress finish (ending them after `grace`), then stop
+    /// as `Shutdown` does. New INVITEs are already refused by the SIP layer when this comes.
+    Drain {
+        grace: std::time::Duration,
+        reply: oneshot::Sender<crate::DrainReport>,
+    },
     /// Start or end a registration (`registration.rs`).
     Registration(crate::registration::RegistrationCommand),
 }
@@ -291,6 +297,18 @@ impl Call {
 #[derive(Debug, Default)]
 pub(crate) struct Gauges {
     pub(crate) calls: AtomicUsize,
+    /// Set (once, for good) by `SessionManager::drain`: new calls are refused.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+}
+
+/// A drain in progress (`SessionManager::drain`).
+pub(crate) struct Drain {
+    /// When the calls still up are ended; `None` for a grace beyond the clock's range.
+    deadline: Option<Instant>,
+    /// Who waits for the report (a second `drain` joins the first).
+    replies: Vec<oneshot::Sender<crate::DrainReport>>,
+    /// Calls that ended by themselves since the drain began.
+    finished: usize,
 }
 
 /// What the core task is built from.
@@ -375,6 +393,8 @@ pub(crate) struct Core {
     pub(crate) server_side: crate::registrar::ServerSide,
     /// Our registrations at registrars (the REGISTER client, `registration.rs`).
     pub(crate) registrations: crate::registration::Registrations,
+    /// The drain in progress, if any.
+    pub(crate) drain: Option<Drain>,
 }
 
 impl Core {
@@ -439,6 +459,7 @@ impl Core {
             pending_ends: Vec::new(),
             server_side,
             registrations: crate::registration::Registrations::default(),
+            drain: None,
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -453,6 +474,10 @@ impl Core {
             if let Some(event) = event {
                 core.on_ua_event(event).await;
                 core.after_input().await;
+                if core.drained() {
+                    core.stop(&mut inputs).await;
+                    break;
+                }
                 continue;
             }
             let ua_deadline = core.driver.lock().poll_timeout();
@@ -464,16 +489,23 @@ impl Core {
                 .into_iter()
                 .chain(core.registrations.next_deadline())
                 .min();
+            // The end of a drain's grace.
+            let deadline = deadline
+                .into_iter()
+                .chain(core.drain.as_ref().and_then(|drain| drain.deadline))
+                .min();
             let wake = deadline.into_iter().chain(ua_deadline).min();
             tokio::select! {
                 biased;
                 input = inputs.next_input() => core.on_sip_input(input),
                 command = inbox.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
+                        // A shutdown cuts a drain short: it reports what was left.
                         core.stop(&mut inputs).await;
                         let _ = reply.send(());
                         break;
                     }
+                    Some(Command::Drain { grace, reply }) => core.start_drain(grace, reply),
                     Some(command) => core.on_command(command).await,
                     None => break,
                 },
@@ -494,6 +526,10 @@ impl Core {
                 }
             }
             core.after_input().await;
+            if core.drained() {
+                core.stop(&mut inputs).await;
+                break;
+            }
         }
     }
 
@@ -504,14 +540,7 @@ impl Core {
         self.flush_replacements().await;
         self.flush_cascades().await;
         self.finish_endings().await;
-        // At the admission limit, new INVITEs are refused by the SIP layer before any state
-        // is made for them (a stateless 503 from the user agent), not after this task has
-        // seen them.
-        self.sip.refuse_new_calls(
-            self.admission
-                .max_sessions()
-                .is_some_and(|max| self.admission.active() >= max),
-        );
+        self.report_health();
     }
 
     /// Hands an input of the SIP driver to the user agent and sends what it answered; its
@@ -527,6 +556,59 @@ impl Core {
         let mut driver = self.driver.lock();
         driver.handle_timeout(now);
         driver.flush();
+    }
+
+    /// Tells the SIP layer what it needs to answer for us without asking: whether we are at
+    /// the admission limit — then new INVITEs are refused before any state is made for them
+    /// (a stateless 503), not after a round trip through here, and out-of-dialog OPTIONS get
+    /// 503 — and the load its answers to OPTIONS report. (A drain refuses through its own
+    /// flag, set by `SessionManager::drain`.) Two atomic stores.
+    fn report_health(&self) {
+        report_health(&self.sip, &self.admission);
+    }
+
+    // ---- drain ----
+
+    /// A drain begins (or a second `drain` joins the one in progress, the earlier deadline
+    /// winning). The SIP layer refuses new INVITEs already; INVITEs that were on their way to
+    /// us are refused in `on_incoming_invite`.
+    fn start_drain(
+        &mut self,
+        grace: std::time::Duration,
+        reply: oneshot::Sender<crate::DrainReport>,
+    ) {
+        let deadline = now().checked_add(grace);
+        match &mut self.drain {
+            Some(drain) => {
+                drain.deadline = match (drain.deadline, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                drain.replies.push(reply);
+            }
+            None => {
+                tracing::info!(
+                    calls = self.calls.len(),
+                    grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                    "draining: new calls refused, calls in progress may finish"
+                );
+                self.drain = Some(Drain {
+                    deadline,
+                    replies: vec![reply],
+                    finished: 0,
+                });
+            }
+        }
+    }
+
+    /// Whether the drain in progress is over — every call has finished, or its grace ran
+    /// out — and the manager is to stop (`stop` ends the calls left and reports).
+    fn drained(&self) -> bool {
+        let Some(drain) = &self.drain else {
+            return false;
+        };
+        let idle = self.calls.is_empty() && self.endings.is_empty();
+        idle || drain.deadline.is_some_and(|deadline| now() >= deadline)
     }
 
     /// Ends the dependents whose link cascades from a session that ended (which may cascade
@@ -546,10 +628,30 @@ impl Core {
 
     /// Ends every call, releases everything and stops the bridges: the manager's last act.
     async fn stop(&mut self, inputs: &mut DriverInputs) {
+        // A drain ending here (done, out of grace, or cut short by a shutdown): the calls
+        // still up are the ones it ends. Taken first, so that their endings below do not
+        // count as finished.
+        let drain = self.drain.take().map(|drain| {
+            let report = crate::DrainReport {
+                finished: drain.finished,
+                ended: self.calls.len(),
+            };
+            (report, drain.replies)
+        });
         self.shutdown(inputs).await;
         self.finish_endings().await;
         // Every call has left its bridge by now; the driver's tasks stop.
         drop(self.bridges.shutdown().await);
+        if let Some((report, replies)) = drain {
+            tracing::info!(
+                finished = report.finished,
+                ended = report.ended,
+                "drained: every call has ended"
+            );
+            for reply in replies {
+                let _ = reply.send(report);
+            }
+        }
     }
 
     /// Sends the transfer progress queued while handling the last event.
@@ -1012,6 +1114,7 @@ impl Core {
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
             }
+            Command::Drain { grace, reply } => self.start_drain(grace, reply),
             Command::Registration(command) => self.on_registration_command(command).await,
         }
     }
@@ -1333,6 +1436,12 @@ impl Core {
     async fn finish_endings(&mut self) {
         if !self.endings.is_empty() {
             self.give_back_room();
+            // "Terminated" on the bus means the SIP layer's health already counts the slot
+            // as free.
+            self.report_health();
+            if let Some(drain) = &mut self.drain {
+                drain.finished += self.endings.len();
+            }
         }
         for (mut call, reason) in std::mem::take(&mut self.endings) {
             let session = call.shared.id;
@@ -1401,7 +1510,7 @@ impl Core {
                 let endpoint = RtpEndpoint::bind_from_pool(
                     &self.ports,
                     self.local_ip,
-                    self.config.media.rtcp_mux,
+                    RtcpPort::muxed_if(self.config.media.rtcp_mux),
                     endpoint_config,
                 )
                 .await?;
@@ -1615,6 +1724,15 @@ impl Core {
             self.end_call(session, TerminationReason::Shutdown);
         }
     }
+}
+
+/// Tells the SIP layer whether new calls are to be refused at the admission limit, and the
+/// load its answers to OPTIONS report (see `Core::report_health`).
+pub(crate) fn report_health(sip: &SipHandle, admission: &AdmissionController) {
+    let active = admission.active();
+    let limit = admission.max_sessions();
+    sip.refuse_new_calls(limit.is_some_and(|max| active >= max));
+    sip.report_load(active, limit);
 }
 
 /// The manager's clock: tokio's, read as a `std::time::Instant`. Every time the manager acts on
