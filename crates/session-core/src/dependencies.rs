@@ -5,11 +5,12 @@
 //! ([`Cascade::EndDependent`]), ended too. What depending *means* is the engine's business; the
 //! library keeps the graph and carries out the one opt-in consequence.
 
-use crate::groups::{IdHasher, IdMap};
+use crate::groups::{IdHasher, IdMap, SmallList};
 use parking_lot::Mutex;
 use session_events::{EventBus, SessionEvent};
 use session_types::SessionId;
 use std::collections::HashSet;
+use std::collections::hash_map::Entry;
 use std::hash::BuildHasherDefault;
 
 /// What happens to a dependent when the session it depends on ends.
@@ -44,10 +45,11 @@ pub struct Dependencies {
 
 #[derive(Debug, Default)]
 struct Graph {
-    /// For each session, what it depends on.
-    on: IdMap<SessionId, Vec<SessionId>>,
+    /// For each session, what it depends on (the first inline: linking a session that
+    /// depends on nothing else allocates nothing).
+    on: IdMap<SessionId, SmallList<SessionId>>,
     /// For each session, who depends on it, with the link's cascade.
-    dependents: IdMap<SessionId, Vec<(SessionId, Cascade)>>,
+    dependents: IdMap<SessionId, SmallList<(SessionId, Cascade)>>,
 }
 
 impl Graph {
@@ -61,32 +63,31 @@ impl Graph {
             return false;
         };
         let mut seen = HashSet::with_hasher(BuildHasherDefault::<IdHasher>::default());
-        let mut stack = first.clone();
+        let mut stack: Vec<SessionId> = first.iter().collect();
         while let Some(at) = stack.pop() {
             if at == to {
                 return true;
             }
             if seen.insert(at) {
-                stack.extend(self.on.get(&at).into_iter().flatten().copied());
+                stack.extend(self.on.get(&at).into_iter().flat_map(SmallList::iter));
             }
         }
         false
     }
 
+    /// Removes the link (there is at most one per pair); one lookup in each map.
     fn unlink(&mut self, dependent: SessionId, on: SessionId) -> bool {
         let mut removed = false;
-        if let Some(targets) = self.on.get_mut(&dependent) {
-            let before = targets.len();
-            targets.retain(|t| *t != on);
-            removed = targets.len() != before;
-            if targets.is_empty() {
-                self.on.remove(&dependent);
+        if let Entry::Occupied(mut targets) = self.on.entry(dependent) {
+            removed = targets.get_mut().remove_first(|t| *t == on).is_some();
+            if targets.get().is_empty() {
+                targets.remove();
             }
         }
-        if let Some(list) = self.dependents.get_mut(&on) {
-            list.retain(|(d, _)| *d != dependent);
-            if list.is_empty() {
-                self.dependents.remove(&on);
+        if let Entry::Occupied(mut list) = self.dependents.entry(on) {
+            list.get_mut().remove_first(|(d, _)| *d == dependent);
+            if list.get().is_empty() {
+                list.remove();
             }
         }
         removed
@@ -132,7 +133,7 @@ impl Dependencies {
             .lock()
             .dependents
             .get(&session)
-            .map(|list| list.iter().map(|(d, _)| *d).collect())
+            .map(|list| list.iter().map(|(d, _)| d).collect())
             .unwrap_or_default()
     }
 
@@ -142,7 +143,7 @@ impl Dependencies {
             .lock()
             .on
             .get(&session)
-            .cloned()
+            .map(|list| list.iter().collect())
             .unwrap_or_default()
     }
 
@@ -152,18 +153,18 @@ impl Dependencies {
         let dependents = {
             let mut graph = self.inner.lock();
             let dependents = graph.dependents.remove(&session).unwrap_or_default();
-            for (dependent, _) in &dependents {
-                graph.unlink(*dependent, session);
+            for (dependent, _) in dependents.iter() {
+                graph.unlink(dependent, session);
             }
             // What it depended on: out of `on` at once, then out of each one's dependents.
-            for on in graph.on.remove(&session).unwrap_or_default() {
+            for on in graph.on.remove(&session).unwrap_or_default().iter() {
                 graph.unlink(session, on);
             }
             dependents
         };
         let mut to_end = Vec::new();
-        for (dependent, cascade) in dependents {
-            bus.publish(SessionEvent::DependencyEnded {
+        for (dependent, cascade) in dependents.iter() {
+            bus.publish_with(|| SessionEvent::DependencyEnded {
                 session_id: dependent,
                 ended: session,
             });

@@ -12,7 +12,8 @@
 use parking_lot::Mutex;
 use session_events::{EventBus, SessionEvent};
 use session_types::{GroupId, SessionId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Every group of a manager, shared by its handles and its task. (`pub` for
@@ -24,58 +25,151 @@ pub struct Groups {
 
 #[derive(Debug, Default)]
 struct Membership {
-    /// Members of each group by joining number, so in joining order (a group with none stays
-    /// until dissolved). Numbered rather than listed so that leaving a group of thousands is a
-    /// lookup, not a search.
-    members: IdMap<GroupId, BTreeMap<u64, SessionId>>,
-    /// The groups of each session that is in one, with its joining number in each.
-    of: IdMap<SessionId, Vec<(GroupId, u64)>>,
-    /// Joinings so far (the last joining number given).
-    joined: u64,
+    /// Members of each group, in joining order (a group with none stays until dissolved).
+    members: IdMap<GroupId, Members>,
+    /// The groups of each session that is in one, with its slot in each group's `Members`
+    /// (the first inline: joining one group allocates nothing here).
+    of: IdMap<SessionId, SmallList<(GroupId, usize)>>,
+}
+
+/// The members of one group in joining order: a slot each, a joiner's slot at the end, a
+/// leaver's slot emptied (so leaving a group of thousands is an index, not a search, and
+/// nothing is allocated per join). Empty slots at the end are dropped at once; when empty
+/// slots elsewhere outnumber the members the slots are packed again (each member's slot
+/// renumbered in `of`), which keeps the work per leave constant on average.
+#[derive(Debug, Default)]
+struct Members {
+    slots: Vec<Option<SessionId>>,
+    live: usize,
+}
+
+impl Members {
+    /// Appends `session`; its slot.
+    fn push(&mut self, session: SessionId) -> usize {
+        self.slots.push(Some(session));
+        self.live += 1;
+        self.slots.len() - 1
+    }
+
+    /// Empties `slot`.
+    fn remove(&mut self, slot: usize) {
+        if let Some(at) = self.slots.get_mut(slot)
+            && at.take().is_some()
+        {
+            self.live -= 1;
+        }
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Whether empty slots outnumber the members enough to pack them.
+    fn sparse(&self) -> bool {
+        self.slots.len() > 2 * self.live + 32
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.slots.iter().flatten().copied()
+    }
 }
 
 impl Membership {
-    /// Takes `session` out of `group`; the events that tells, in order.
-    fn remove(&mut self, session: SessionId, group: GroupId, events: &mut Vec<SessionEvent>) {
-        let Some(groups) = self.of.get_mut(&session) else {
-            return;
+    /// Takes `session` out of `group`: `None` if it was not in it, else whether the group is
+    /// empty now.
+    fn remove(&mut self, session: SessionId, group: GroupId) -> Option<bool> {
+        let Entry::Occupied(mut groups) = self.of.entry(session) else {
+            return None;
         };
-        let Some(at) = groups.iter().position(|(g, _)| *g == group) else {
-            return;
-        };
-        let (_, number) = groups.remove(at);
-        if groups.is_empty() {
-            self.of.remove(&session);
+        let (_, slot) = groups.get_mut().remove_first(|(g, _)| *g == group)?;
+        if groups.get().is_empty() {
+            groups.remove();
         }
-        self.left(session, group, number, events);
+        Some(self.left(group, slot))
     }
 
-    /// Takes `session` out of every group it is in; the events that tells, in order.
-    fn remove_all(&mut self, session: SessionId, events: &mut Vec<SessionEvent>) {
-        for (group, number) in self.of.remove(&session).unwrap_or_default() {
-            self.left(session, group, number, events);
+    /// The member in `slot` of `group` (already out of `of`) leaves its members; whether the
+    /// group is empty now.
+    fn left(&mut self, group: GroupId, slot: usize) -> bool {
+        let Some(members) = self.members.get_mut(&group) else {
+            return false;
+        };
+        members.remove(slot);
+        if members.sparse() {
+            // Pack the slots, keeping the order, and tell each member its new slot.
+            let sessions: Vec<SessionId> = members.iter().collect();
+            members.slots = sessions.iter().copied().map(Some).collect();
+            for (at, session) in sessions.into_iter().enumerate() {
+                let mine = self
+                    .of
+                    .get_mut(&session)
+                    .and_then(|groups| groups.iter_mut().find(|(g, _)| *g == group));
+                if let Some((_, slot)) = mine {
+                    *slot = at;
+                }
+            }
+        }
+        members.is_empty()
+    }
+}
+
+/// A short list kept in order, its first item inline: most sessions are in one group and
+/// have one link, so the usual join or link allocates nothing. Once a second item has been
+/// added the vector keeps its room, so a long-lived entry (an A leg whose B legs come and go)
+/// does not allocate again either.
+#[derive(Debug)]
+pub(crate) struct SmallList<T> {
+    /// `None` only while the list is empty (then `more` is empty too).
+    first: Option<T>,
+    more: Vec<T>,
+}
+
+impl<T> Default for SmallList<T> {
+    fn default() -> Self {
+        Self {
+            first: None,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> SmallList<T> {
+    pub(crate) fn push(&mut self, item: T) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.more.push(item);
         }
     }
 
-    /// `session`, member `number` of `group` and already out of `of`, leaves its members.
-    fn left(
-        &mut self,
-        session: SessionId,
-        group: GroupId,
-        number: u64,
-        events: &mut Vec<SessionEvent>,
-    ) {
-        let now_empty = self.members.get_mut(&group).is_some_and(|members| {
-            members.remove(&number);
-            members.is_empty()
-        });
-        events.push(SessionEvent::GroupMemberLeft {
-            session_id: session,
-            group,
-        });
-        if now_empty {
-            events.push(SessionEvent::GroupEmpty { group });
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        self.first.iter_mut().chain(self.more.iter_mut())
+    }
+
+    /// Removes the first item `matches` accepts (keeping the others in order) and returns it.
+    pub(crate) fn remove_first(&mut self, matches: impl Fn(&T) -> bool) -> Option<T> {
+        let first = self.first?;
+        if matches(&first) {
+            self.first = if self.more.is_empty() {
+                None
+            } else {
+                Some(self.more.remove(0))
+            };
+            return Some(first);
         }
+        let at = self.more.iter().position(matches)?;
+        Some(self.more.remove(at))
     }
 }
 
@@ -117,7 +211,7 @@ impl Groups {
     /// A new, empty group.
     pub(crate) fn create(&self) -> GroupId {
         let group = GroupId::next();
-        self.inner.lock().members.insert(group, BTreeMap::new());
+        self.inner.lock().members.insert(group, Members::default());
         group
     }
 
@@ -138,20 +232,16 @@ impl Groups {
         }
         let inner = &mut *guard;
         let groups = inner.of.entry(session).or_default();
-        if groups.iter().any(|(g, _)| *g == group) {
+        if groups.iter().any(|(g, _)| g == group) {
             return false;
         }
-        inner.joined += 1;
-        groups.push((group, inner.joined));
-        inner
-            .members
-            .entry(group)
-            .or_default()
-            .insert(inner.joined, session);
+        let slot = inner.members.entry(group).or_default().push(session);
+        groups.push((group, slot));
         // Indexed on the bus before the event, so the group's subscribers see it.
         bus.join_group(session, group);
         drop(guard);
-        bus.publish(SessionEvent::GroupMemberJoined {
+        // Built only if someone subscribes to the bus at all.
+        bus.publish_with(|| SessionEvent::GroupMemberJoined {
             session_id: session,
             group,
         });
@@ -160,36 +250,54 @@ impl Groups {
 
     /// Takes `session` out of `group`; `false` if it was not in it.
     pub fn remove(&self, bus: &EventBus, session: SessionId, group: GroupId) -> bool {
-        let mut events = Vec::new();
-        self.inner.lock().remove(session, group, &mut events);
-        Self::announce(bus, &events);
-        !events.is_empty()
+        let left = self.inner.lock().remove(session, group);
+        match left {
+            Some(now_empty) => {
+                Self::announce_left(bus, session, group, now_empty);
+                true
+            }
+            None => false,
+        }
     }
 
     /// `session` ended: it leaves every group it was in.
     pub fn forget(&self, bus: &EventBus, session: SessionId) {
-        let mut events = Vec::new();
-        self.inner.lock().remove_all(session, &mut events);
-        Self::announce(bus, &events);
+        let mut left = SmallList::default();
+        {
+            let mut inner = self.inner.lock();
+            let Some(groups) = inner.of.remove(&session) else {
+                return;
+            };
+            for (group, slot) in groups.iter() {
+                left.push((group, inner.left(group, slot)));
+            }
+        }
+        for (group, now_empty) in left.iter() {
+            Self::announce_left(bus, session, group, now_empty);
+        }
     }
 
     /// Dissolves `group`: every member leaves it (their calls go on); returns them.
     pub(crate) fn dissolve(&self, bus: &EventBus, group: GroupId) -> Vec<SessionId> {
-        let mut events = Vec::new();
+        let mut left = Vec::new();
         let members = {
             let mut inner = self.inner.lock();
             let members: Vec<SessionId> = inner
                 .members
                 .get(&group)
-                .map(|members| members.values().copied().collect())
+                .map(|members| members.iter().collect())
                 .unwrap_or_default();
             for session in &members {
-                inner.remove(*session, group, &mut events);
+                if let Some(now_empty) = inner.remove(*session, group) {
+                    left.push((*session, now_empty));
+                }
             }
             inner.members.remove(&group);
             members
         };
-        Self::announce(bus, &events);
+        for (session, now_empty) in left {
+            Self::announce_left(bus, session, group, now_empty);
+        }
         members
     }
 
@@ -197,28 +305,31 @@ impl Groups {
     pub(crate) fn members(&self, group: GroupId) -> Option<Vec<SessionId>> {
         let inner = self.inner.lock();
         let members = inner.members.get(&group)?;
-        Some(members.values().copied().collect())
+        Some(members.iter().collect())
     }
 
     /// The groups `session` is in.
     pub(crate) fn of(&self, session: SessionId) -> Vec<GroupId> {
         let inner = self.inner.lock();
-        let groups = inner
+        inner
             .of
             .get(&session)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        groups.iter().map(|(group, _)| *group).collect()
+            .map(|groups| groups.iter().map(|(group, _)| group).collect())
+            .unwrap_or_default()
     }
 
-    /// Publishes membership changes (a `Left` while the bus still indexes the member, so the
-    /// group's subscribers see it), then drops the bus's index entries.
-    fn announce(bus: &EventBus, events: &[SessionEvent]) {
-        for event in events {
-            bus.publish(event.clone());
-            if let SessionEvent::GroupMemberLeft { session_id, group } = event {
-                bus.leave_group(*session_id, *group);
-            }
+    /// Tells that `session` left `group`: `GroupMemberLeft` while the bus still indexes the
+    /// member (so the group's subscribers see it), then the bus's index entry goes, then
+    /// `GroupEmpty` if it was the last member. The events are built only if the bus has a
+    /// subscriber.
+    fn announce_left(bus: &EventBus, session: SessionId, group: GroupId, now_empty: bool) {
+        bus.publish_with(|| SessionEvent::GroupMemberLeft {
+            session_id: session,
+            group,
+        });
+        bus.leave_group(session, group);
+        if now_empty {
+            bus.publish_with(|| SessionEvent::GroupEmpty { group });
         }
     }
 }
@@ -248,6 +359,50 @@ mod tests {
         assert!(groups.add(&bus, b, group, || true));
         assert_eq!(groups.members(group), Some(vec![a, c, d, b]));
         assert_eq!(groups.of(b), vec![group]);
+    }
+
+    #[test]
+    fn churn_keeps_joining_order_and_packs_the_slots() {
+        let bus = EventBus::new();
+        let groups = Groups::default();
+        let (group, other) = (groups.create(), groups.create());
+        let sessions = ids(1_000);
+        for session in &sessions {
+            assert!(groups.add(&bus, *session, group, || true));
+        }
+        // Every other session in the second group too, joined in reverse.
+        for session in sessions.iter().rev().step_by(2) {
+            assert!(groups.add(&bus, *session, other, || true));
+        }
+        // Leaving from the front and the middle leaves empty slots, packed now and then.
+        let mut kept = Vec::new();
+        for (n, session) in sessions.iter().enumerate() {
+            if n % 3 == 0 {
+                kept.push(*session);
+            } else {
+                assert!(groups.remove(&bus, *session, group));
+            }
+        }
+        assert_eq!(groups.members(group), Some(kept.clone()));
+        // Slots renumbered by packing still find their members: all leave, then rejoin.
+        for session in kept.iter().rev() {
+            assert!(groups.remove(&bus, *session, group));
+            assert!(!groups.remove(&bus, *session, group));
+        }
+        assert_eq!(groups.members(group), Some(Vec::new()));
+        let inner = groups.inner.lock();
+        let members = &inner.members[&group];
+        assert!(members.slots.is_empty() && members.is_empty());
+        let expected: Vec<SessionId> = sessions.iter().rev().step_by(2).copied().collect();
+        assert_eq!(inner.members[&other].iter().collect::<Vec<_>>(), expected);
+        drop(inner);
+        for session in &expected {
+            assert_eq!(groups.of(*session), vec![other]);
+            groups.forget(&bus, *session);
+        }
+        assert_eq!(groups.members(other), Some(Vec::new()));
+        assert!(groups.inner.lock().of.is_empty());
+        assert_eq!(bus.stats().indexed_sessions, 0);
     }
 
     #[test]

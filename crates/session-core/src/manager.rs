@@ -793,9 +793,10 @@ impl SessionManager {
             .inner
             .groups
             .add(&self.inner.bus, call.id(), group, || {
-                let state = call.state();
-                if state.is_final() || call.shared.ending.load(Ordering::Relaxed) {
-                    ended = Some(state);
+                // `ending` is set before the state turns final (`Core::end_call`, every ending
+                // path), so the state's `watch` is read only for the error.
+                if call.shared.ending.load(Ordering::Relaxed) {
+                    ended = Some(call.state());
                 }
                 ended.is_none()
             });
@@ -866,10 +867,10 @@ impl SessionManager {
             .inner
             .dependencies
             .link(dependent.id(), on.id(), cascade, || {
+                // As in `add_to_group`: `ending` comes before a final state.
                 for call in [dependent, on] {
-                    let state = call.state();
-                    if state.is_final() || call.shared.ending.load(Ordering::Relaxed) {
-                        ended = Some(state);
+                    if call.shared.ending.load(Ordering::Relaxed) {
+                        ended = Some(call.state());
                     }
                 }
                 ended.is_none()

@@ -17,6 +17,11 @@
 //! (a bounded crossbeam channel) — are filed the same way; an index entry says which kind it
 //! holds.
 //!
+//! While no subscription exists at all ([`EventBus::subscriber_count`] is 0) a publish is one
+//! atomic load and a count in a per-thread stripe of counters: no lock, and the event is not put
+//! in an `Arc` ([`EventBus::publish_with`] does not even build it). Group memberships are kept
+//! all the same (a subscription made later must find them).
+//!
 //! Publishing an event of session S locks S's shard, delivers to S's own subscriptions, then to
 //! the subscriptions of each group S is in, then to the unscoped ones, and releases the shard.
 //! Holding S's shard for the whole delivery makes every subscriber see S's events in one and
@@ -117,6 +122,15 @@ pub(crate) struct Inner {
     unscoped_len: AtomicUsize,
     /// Serialises the publishes of events without a session, and counts them.
     sessionless: Mutex<Counters>,
+    /// Events published while no subscription existed (the quiet path of
+    /// [`EventBus::publish`]), counted per thread: the first `QUIET_STRIPES - 1` threads of the
+    /// process that publish quietly each own a stripe (its only writer, so counting is a load
+    /// and a store, no read-modify-write, and no cache line is shared); later threads share the
+    /// last stripe and count into it atomically.
+    quiet_published: Box<[Padded<AtomicU64>]>,
+    /// Live subscriptions. Counted in before a subscription is filed in the index and out after
+    /// it has left it, so 0 means the index holds no subscription: a publish that reads 0 has
+    /// nobody to deliver to.
     subscribers: AtomicUsize,
     /// Live [`EventBus`] handles; the last one to go closes every subscription.
     handles: AtomicUsize,
@@ -140,7 +154,51 @@ struct SessionShard {
 #[derive(Default)]
 struct SessionEntry {
     subscribers: Vec<SlotRef>,
-    groups: Vec<GroupId>,
+    groups: GroupList,
+}
+
+/// The groups of one session: the first inline, so that joining and leaving one group (the
+/// usual case) allocates nothing; more in a vector. Order does not matter.
+#[derive(Default)]
+struct GroupList {
+    first: Option<GroupId>,
+    more: Vec<GroupId>,
+}
+
+impl GroupList {
+    fn contains(&self, group: GroupId) -> bool {
+        self.first == Some(group) || self.more.contains(&group)
+    }
+
+    /// Adds `group` (not already in the list).
+    fn push(&mut self, group: GroupId) {
+        if self.first.is_none() {
+            self.first = Some(group);
+        } else {
+            self.more.push(group);
+        }
+    }
+
+    /// Removes `group`; `false` if it was not in the list.
+    fn remove(&mut self, group: GroupId) -> bool {
+        if self.first == Some(group) {
+            self.first = self.more.pop();
+            true
+        } else if let Some(at) = self.more.iter().position(|g| *g == group) {
+            self.more.swap_remove(at);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
+    }
 }
 
 impl SessionEntry {
@@ -182,6 +240,9 @@ impl EventBus {
             unscoped: RwLock::default(),
             unscoped_len: AtomicUsize::new(0),
             sessionless: Mutex::default(),
+            quiet_published: (0..QUIET_STRIPES)
+                .map(|_| Padded(AtomicU64::new(0)))
+                .collect(),
             subscribers: AtomicUsize::new(0),
             handles: AtomicUsize::new(1),
             next_id: AtomicU64::new(1),
@@ -203,8 +264,58 @@ impl EventBus {
     /// subscriptions on other sessions are not looked at.
     ///
     /// Pass a `SessionEvent` (it is put in an `Arc` once) or an `Arc<SessionEvent>` you keep.
+    /// While the bus has no subscription at all the event is only counted (in
+    /// [`BusStats::published`]) and dropped: no lock is taken and a `SessionEvent` is not put in
+    /// an `Arc`. To skip building the event too, use [`publish_with`](Self::publish_with).
     pub fn publish(&self, event: impl Into<Arc<SessionEvent>>) -> usize {
-        let event = event.into();
+        if self.is_quiet() {
+            self.inner.count_quiet();
+            return 0;
+        }
+        self.publish_arc(event.into())
+    }
+
+    /// Publishes the event `build` makes, building it only if the bus has a subscription at
+    /// all; otherwise it is counted in [`BusStats::published`] like any publish and `build` is
+    /// not called. Returns to how many subscriptions it was delivered, as
+    /// [`publish`](Self::publish), with the same guarantees (order, bounded queues, drops
+    /// counted).
+    ///
+    /// For a hot path whose event costs something to make (a cloned `CallId`, a formatted
+    /// reason) on a bus that often has no subscriber.
+    ///
+    /// ```
+    /// use session_events::{EventBus, Filter, SessionEvent};
+    /// use session_types::{GroupId, SessionId};
+    ///
+    /// let bus = EventBus::new();
+    /// let (call, group) = (SessionId::new(), GroupId::next());
+    /// let joined = || SessionEvent::GroupMemberJoined { session_id: call, group };
+    /// // Nobody listens: the closure is not called, the publish is counted.
+    /// assert_eq!(bus.publish_with(|| unreachable!("not built")), 0);
+    /// let mut sub = bus.subscribe(Filter::session(call));
+    /// assert_eq!(bus.publish_with(joined), 1);
+    /// assert!(sub.try_recv().is_ok());
+    /// assert_eq!(bus.stats().published, 2);
+    /// ```
+    pub fn publish_with(&self, build: impl FnOnce() -> SessionEvent) -> usize {
+        if self.is_quiet() {
+            self.inner.count_quiet();
+            return 0;
+        }
+        self.publish_arc(Arc::new(build()))
+    }
+
+    /// Whether the bus has no subscription at all, so a publish has nobody to deliver to.
+    /// A subscription is counted in before it is filed in the index, so one made before this
+    /// call (by any thread, happens-before) is seen.
+    #[inline]
+    fn is_quiet(&self) -> bool {
+        self.inner.subscribers.load(Ordering::Acquire) == 0
+    }
+
+    /// The publish proper: the index lookups and the deliveries.
+    fn publish_arc(&self, event: Arc<SessionEvent>) -> usize {
         let inner = &*self.inner;
         let mut delivery = Publication::new(&event);
         match event.session_id() {
@@ -212,10 +323,10 @@ impl EventBus {
                 let mut shard = inner.session_shard(session).lock();
                 if let Some(entry) = shard.entries.get(&session) {
                     delivery.offer_all(&entry.subscribers);
-                    for group in &entry.groups {
+                    for group in entry.groups.iter() {
                         // One group shard at a time: two groups may share a shard.
-                        let groups = inner.group_shard(*group).read();
-                        if let Some(slots) = groups.get(group) {
+                        let groups = inner.group_shard(group).read();
+                        if let Some(slots) = groups.get(&group) {
                             delivery.offer_all(slots);
                         }
                     }
@@ -282,10 +393,13 @@ impl EventBus {
 
     /// Makes `session` a member of `group`: from now on its events also reach the subscriptions
     /// on `group`. Returns `false` if it already was a member.
+    ///
+    /// Kept whether or not anyone subscribes (a subscription to `group` made later finds its
+    /// members); a session's first group is stored without an allocation.
     pub fn join_group(&self, session: SessionId, group: GroupId) -> bool {
         let mut shard = self.inner.session_shard(session).lock();
         let entry = shard.entries.entry(session).or_default();
-        if entry.groups.contains(&group) {
+        if entry.groups.contains(group) {
             false
         } else {
             entry.groups.push(group);
@@ -299,10 +413,9 @@ impl EventBus {
         let Entry::Occupied(mut entry) = shard.entries.entry(session) else {
             return false;
         };
-        let Some(at) = entry.get().groups.iter().position(|g| *g == group) else {
+        if !entry.get_mut().groups.remove(group) {
             return false;
-        };
-        entry.get_mut().groups.swap_remove(at);
+        }
         if entry.get().is_empty() {
             entry.remove();
         }
@@ -315,7 +428,7 @@ impl EventBus {
         shard
             .entries
             .get(&session)
-            .map(|entry| entry.groups.clone())
+            .map(|entry| entry.groups.iter().collect())
             .unwrap_or_default()
     }
 
@@ -365,6 +478,14 @@ impl EventBus {
             stats.lagged += counters.lagged;
         };
         add(&inner.sessionless.lock());
+        add(&Counters {
+            published: inner
+                .quiet_published
+                .iter()
+                .map(|stripe| stripe.0.load(Ordering::Relaxed))
+                .sum(),
+            ..Counters::default()
+        });
         let mut indexed_sessions = 0;
         for shard in inner.sessions.iter() {
             let shard = shard.0.lock();
@@ -423,6 +544,32 @@ impl Inner {
 
     fn group_shard(&self, group: GroupId) -> &RwLock<GroupShard> {
         &self.groups[shard_bits(group.as_u64()) & self.shard_mask].0
+    }
+
+    /// Counts a publish made while no subscription existed, in this thread's stripe.
+    #[inline]
+    fn count_quiet(&self) {
+        let thread = QUIET_THREAD.with(|thread| {
+            let mut number = thread.get();
+            if number == usize::MAX {
+                number = NEXT_QUIET_THREAD.fetch_add(1, Ordering::Relaxed);
+                thread.set(number);
+            }
+            number
+        });
+        match self.quiet_published.get(thread) {
+            // The shared last stripe is never an owned one.
+            Some(owned) if thread < QUIET_STRIPES - 1 => {
+                // This thread is the stripe's only writer (of every bus): no lost update.
+                let count = owned.0.load(Ordering::Relaxed);
+                owned.0.store(count + 1, Ordering::Relaxed);
+            }
+            _ => {
+                self.quiet_published[QUIET_STRIPES - 1]
+                    .0
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn offer_unscoped(&self, delivery: &mut Publication<'_>) {
@@ -663,6 +810,19 @@ impl EventBusBuilder {
         }
         Ok(EventBus::from_settings(self.capacity, self.shards))
     }
+}
+
+/// Stripes of [`Inner::quiet_published`]: one owned by each of the first `QUIET_STRIPES - 1`
+/// threads that publish quietly, and the last shared by the threads after them.
+const QUIET_STRIPES: usize = 32;
+
+/// The number the next thread to publish quietly is given (all buses share the numbering,
+/// so a thread owns the stripe of that number in every bus).
+static NEXT_QUIET_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's number; `usize::MAX` until its first quiet publish.
+    static QUIET_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
 /// Picks a shard from an id: multiplicative hashing, high bits (the map inside the shard uses
@@ -911,6 +1071,66 @@ mod tests {
         ));
         // The shard lock was released: the bus goes on.
         assert_eq!(bus.publish(state(a, CallState::Ringing)), 2);
+    }
+
+    #[test]
+    fn quiet_publishes_are_counted_and_memberships_kept_for_later_subscribers() {
+        let bus = EventBus::new();
+        let a = SessionId::new();
+        let (g1, g2) = (GroupId::next(), GroupId::next());
+        assert!(bus.join_group(a, g1));
+        assert!(bus.join_group(a, g2));
+        assert!(!bus.join_group(a, g1));
+        // Nobody listens: counted, not built, not delivered.
+        assert_eq!(bus.publish(stopped(a)), 0);
+        assert_eq!(bus.publish_with(|| unreachable!("built for nobody")), 0);
+        let shared = Arc::new(stopped(a));
+        assert_eq!(bus.publish(Arc::clone(&shared)), 0);
+        assert_eq!(Arc::strong_count(&shared), 1, "the bus kept no reference");
+        assert_eq!(bus.stats().published, 3);
+
+        // A subscription to the second group made now finds `a` a member of it.
+        let mut group = bus.subscribe(Filter::group(g2));
+        assert_eq!(bus.publish_with(|| state(a, CallState::Active)), 1);
+        assert_eq!(bus.publish(Arc::clone(&shared)), 1);
+        assert!(matches!(
+            &*group.try_recv().unwrap(),
+            SessionEvent::StateChanged { .. }
+        ));
+        assert!(Arc::ptr_eq(&group.try_recv().unwrap(), &shared));
+        assert_eq!(bus.groups_of(a).len(), 2);
+        assert!(bus.leave_group(a, g1));
+        assert_eq!(bus.groups_of(a), vec![g2]);
+        assert!(bus.leave_group(a, g2));
+        assert!(!bus.leave_group(a, g2));
+        assert_eq!(bus.publish(stopped(a)), 0);
+        drop(group);
+        let stats = bus.stats();
+        assert_eq!((stats.published, stats.delivered), (6, 2));
+        assert_eq!(stats.indexed_sessions, 0);
+    }
+
+    #[test]
+    fn quiet_publishes_from_many_threads_are_all_counted() {
+        // More threads than owned stripes, so the shared one is used too.
+        const THREADS: usize = QUIET_STRIPES + 8;
+        const EACH: u64 = 1_000;
+        let bus = EventBus::new();
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let bus = bus.clone();
+                std::thread::spawn(move || {
+                    let session = SessionId::new();
+                    for _ in 0..EACH {
+                        assert_eq!(bus.publish(stopped(session)), 0);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(bus.stats().published, THREADS as u64 * EACH);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //!
 //! # Guarantees
 //!
-//! - **One allocation per event.** An event is published as `Arc<SessionEvent>`; every
-//!   subscriber receives the same allocation.
+//! - **One allocation per event, none when nobody listens.** An event is published as
+//!   `Arc<SessionEvent>`; every subscriber receives the same allocation. While the bus has no
+//!   subscription at all a publish takes no lock and makes no `Arc` (it is only counted), and
+//!   [`EventBus::publish_with`] does not even build the event.
 //! - **Publishing never waits for a subscriber.** Each subscription has a bounded queue of its
 //!   own. When it is full the oldest queued event is dropped for that subscriber only, and the
 //!   next receive reports the gap with the exact count ([`RecvError::Lagged`]), then goes on.

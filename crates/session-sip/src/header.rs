@@ -51,9 +51,26 @@ macro_rules! header_names {
 
             /// Recognizes a name as written (any case, long or compact).
             pub fn from_bytes(name: &[u8]) -> Self {
-                if let Some(hot) = Self::hot(name) {
+                if let Some(hot) = Self::hot(name, <[u8]>::eq_ignore_ascii_case) {
                     return hot;
                 }
+                Self::from_bytes_cold(name)
+            }
+
+            /// [`HeaderName::from_bytes`] for a name the parser checked is a token: the
+            /// common names are compared by folding case with `| 0x20`, which is exact on
+            /// token bytes (it maps only `A`–`Z` onto letters, and `_` onto DEL).
+            #[inline]
+            pub(crate) fn from_token(name: &[u8]) -> Self {
+                if let Some(hot) = Self::hot(name, |a: &[u8], lower: &[u8]| {
+                    a.len() == lower.len() && a.iter().zip(lower).all(|(x, y)| x | 0x20 == *y)
+                }) {
+                    return hot;
+                }
+                Self::from_bytes_cold(name)
+            }
+
+            fn from_bytes_cold(name: &[u8]) -> Self {
                 if let [c] = name {
                     return match char::from(c.to_ascii_lowercase()) {
                         $( $( $compact => Self::$variant, )? )*
@@ -184,10 +201,11 @@ header_names! {
 
 impl HeaderName {
     /// The headers of nearly every message, recognized without walking the whole list.
+    /// `eq(name, lowercase)` compares a name with a lowercase one.
     #[inline]
-    fn hot(name: &[u8]) -> Option<Self> {
+    fn hot(name: &[u8], eq: impl Fn(&[u8], &[u8]) -> bool) -> Option<Self> {
         let first = name.first()? | 0x20;
-        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        let is = |s: &[u8]| eq(name, s);
         Some(match (name.len(), first) {
             (3, b'v') if is(b"via") => Self::Via,
             (4, b'f') if is(b"from") => Self::From,
@@ -203,6 +221,7 @@ impl HeaderName {
             (5, b'a') if is(b"allow") => Self::Allow,
             (9, b's') if is(b"supported") => Self::Supported,
             (10, b'u') if is(b"user-agent") => Self::UserAgent,
+            (7, b's') if is(b"subject") => Self::Subject,
             _ => return None,
         })
     }
@@ -545,5 +564,68 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(Header::other("bad name", "x").is_none());
         assert_eq!(Header::new(HeaderName::Subject, " a\r\nb ").value(), "a  b");
+    }
+}
+
+#[cfg(test)]
+mod differential {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn token_names_are_recognized_as_by_from_bytes() {
+        let names = [
+            "Via",
+            "VIA",
+            "via",
+            "v",
+            "From",
+            "f",
+            "TO",
+            "t",
+            "Call-ID",
+            "CALL-id",
+            "i",
+            "CSeq",
+            "Contact",
+            "m",
+            "Content-Length",
+            "l",
+            "Content-Type",
+            "c",
+            "Max-Forwards",
+            "Route",
+            "Record-Route",
+            "Allow",
+            "Supported",
+            "k",
+            "User-Agent",
+            "Subject",
+            "s",
+            "WWW-Authenticate",
+            "X-Custom",
+            "Via_",
+            "Fro_",
+            "Call_ID",
+            "Content_Length",
+        ];
+        for n in names {
+            assert_eq!(
+                HeaderName::from_token(n.as_bytes()),
+                HeaderName::from_bytes(n.as_bytes()),
+                "{n}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn any_token_is_recognized_as_by_from_bytes(
+            n in "[a-zA-Z_.!%*+`'~-]{1,16}",
+        ) {
+            prop_assert_eq!(HeaderName::from_token(n.as_bytes()), HeaderName::from_bytes(n.as_bytes()));
+        }
     }
 }

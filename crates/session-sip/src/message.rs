@@ -28,6 +28,9 @@ impl Version {
 
     /// Parses `SIP/x.y` ("SIP" in any case).
     pub fn parse(s: &str) -> Result<Self> {
+        if s == "SIP/2.0" {
+            return Ok(Self::SIP_2_0);
+        }
         let bad = Error::StartLine("bad SIP version");
         let prefix = s.get(..4).ok_or(bad.clone())?;
         if !prefix.eq_ignore_ascii_case("SIP/") {
@@ -147,7 +150,12 @@ macro_rules! common_accessors {
                 .get(HeaderName::CSeq)
                 .ok_or(Error::MissingHeader("CSeq"))?;
             if let Hot::CSeq(seq) = h.hot() {
-                let method = h.value().rsplit([' ', '\t']).next().unwrap_or_default();
+                let v = h.value();
+                let method = v
+                    .bytes()
+                    .rposition(crate::text::is_ws)
+                    .and_then(|i| v.get(i + 1..))
+                    .unwrap_or(v);
                 if let Ok(method) = Method::parse(method) {
                     return Ok(CSeq { seq, method });
                 }

@@ -13,7 +13,7 @@ use crate::header::{Header, HeaderName, Headers};
 use crate::headers::{CSeq, Hot, NameAddr, Via, check_call_id};
 use crate::message::{Message, Request, Response, Version};
 use crate::method::Method;
-use crate::text::{is_token_byte, is_ws, parse_u64, split_top_level};
+use crate::text::{is_token_byte, is_ws, parse_u64, skip_class, split_top_level};
 use crate::uri::Uri;
 
 /// Hard limits applied while parsing. The defaults suit UDP and TCP signalling.
@@ -125,25 +125,21 @@ fn line_end(b: &[u8], pos: usize, limits: &ParseLimits) -> Result<(usize, usize)
 #[inline]
 fn split_line(b: &[u8], pos: usize, end: usize) -> Result<Pending> {
     let line = b.get(pos..end).unwrap_or_default();
-    let colon = line
-        .iter()
-        .position(|&c| c == b':')
-        .ok_or(Error::header("(unknown)", "line without a colon"))?;
-    let mut name_end = colon;
-    while name_end > 0 && line.get(name_end - 1).copied().is_some_and(is_ws) {
-        name_end -= 1;
+    // The usual line, `token SWS ":"`, in one pass; anything else is told apart below.
+    let name_end = skip_class(line, 0, is_token_byte);
+    let colon = crate::text::skip_ws(line, name_end);
+    if line.get(colon) != Some(&b':') || name_end == 0 {
+        return Err(if line.contains(&b':') {
+            // NUL, bytes over 0x7F (UTF-8 or not) and separators have no place in a field name.
+            Error::header("(unknown)", "name is not a token")
+        } else {
+            Error::header("(unknown)", "line without a colon")
+        });
     }
     let name = line.get(..name_end).unwrap_or_default();
-    if name.is_empty() || !name.iter().copied().all(is_token_byte) {
-        // NUL, bytes over 0x7F (UTF-8 or not) and separators have no place in a field name.
-        return Err(Error::header("(unknown)", "name is not a token"));
-    }
-    let mut vstart = colon + 1;
-    while line.get(vstart).copied().is_some_and(is_ws) {
-        vstart += 1;
-    }
+    let vstart = crate::text::skip_ws(line, colon + 1);
     Ok(Pending {
-        kind: HeaderName::from_bytes(name),
+        kind: HeaderName::from_token(name),
         name: (pos, pos + name_end),
         value: (pos + vstart, end),
         folded: false,
@@ -171,9 +167,21 @@ pub(crate) fn parse_head(buf: &Bytes, limits: &ParseLimits, lenient: bool) -> Re
     while b.get(pos..pos + 2) == Some(b"\r\n") {
         pos += 2;
     }
-    // Check the header section is UTF-8 once, rather than value by value.
-    let head_text = crate::text::find_blank_line(b.get(pos..).unwrap_or_default())
-        .and_then(|i| std::str::from_utf8(b.get(..pos + i + 4)?).ok());
+    // Check the header section is UTF-8 once, rather than value by value. A datagram of
+    // common size is checked whole (the body too: cheaper than finding the end of the
+    // headers first); the text is the part that is valid, and values outside it are checked
+    // one by one.
+    let head_text = if b.len() <= 4096 {
+        match std::str::from_utf8(b) {
+            Ok(t) => Some(t),
+            Err(e) => b
+                .get(..e.valid_up_to())
+                .and_then(|v| std::str::from_utf8(v).ok()),
+        }
+    } else {
+        crate::text::find_blank_line(b.get(pos..).unwrap_or_default())
+            .and_then(|i| std::str::from_utf8(b.get(..pos + i + 4)?).ok())
+    };
     let (end, next) = line_end(b, pos, limits)?;
     let start = (pos, end);
     if start.0 == start.1 {
@@ -448,12 +456,26 @@ fn build(buf: &Bytes, head: Head, body: Bytes) -> Result<Message> {
 /// Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP between elements
 /// (RFC 4475 §3.1.2.9, §3.1.2.10), no LWS or brackets in the URI (§3.1.2.7, §3.1.2.8).
 fn parse_request_line(line: &str) -> Result<(Method, Uri, Version)> {
-    let mut it = line.split(' ');
-    let (Some(m), Some(u), Some(v), None) = (it.next(), it.next(), it.next(), it.next()) else {
+    let b = line.as_bytes();
+    let sp1 = memchr::memchr(b' ', b);
+    let sp2 = sp1.and_then(|a| Some(a + 1 + memchr::memchr(b' ', b.get(a + 1..)?)?));
+    let (Some(sp1), Some(sp2)) = (sp1, sp2) else {
         return Err(Error::StartLine(
             "not exactly Method SP Request-URI SP SIP-Version",
         ));
     };
+    let (Some(m), Some(u), Some(v)) =
+        (line.get(..sp1), line.get(sp1 + 1..sp2), line.get(sp2 + 1..))
+    else {
+        return Err(Error::StartLine(
+            "not exactly Method SP Request-URI SP SIP-Version",
+        ));
+    };
+    if memchr::memchr(b' ', v.as_bytes()).is_some() {
+        return Err(Error::StartLine(
+            "not exactly Method SP Request-URI SP SIP-Version",
+        ));
+    }
     let method = Method::parse(m)?;
     let uri = Uri::parse(u)?;
     // RFC 3261 §19.1.1 (table): headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).

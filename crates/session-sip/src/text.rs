@@ -10,6 +10,11 @@ const fn token_class(b: u8) -> bool {
         )
 }
 
+/// [`is_token_byte`] for constant tables.
+pub(crate) const fn is_token_byte_const(b: u8) -> bool {
+    token_class(b)
+}
+
 static TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
@@ -260,6 +265,7 @@ pub(crate) const fn hex_val(b: u8) -> Option<u8> {
 }
 
 /// Whether `%` in `s` is always followed by two hex digits.
+#[cfg(test)]
 pub(crate) fn escapes_ok(s: &[u8]) -> bool {
     let mut i = 0;
     while let Some(&c) = s.get(i) {
@@ -317,9 +323,11 @@ impl<'a> Params<'a> {
     /// The parameter `name` (compared case-insensitively): `None` when absent, `Some(None)`
     /// when present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        // One pass over the bytes; the hot path of the dialog layer (tag, branch).
+        // One pass over the bytes; the hot path of the dialog layer (tag, branch). A value is
+        // looked at only when its name matches.
         let raw = self.raw;
         let b = raw.as_bytes();
+        let wanted = name.as_bytes();
         let mut i = 0;
         while i < b.len() {
             if b.get(i) == Some(&b';') {
@@ -327,6 +335,9 @@ impl<'a> Params<'a> {
             }
             let name_start = skip_ws(b, i);
             let name_end = skip_class(b, name_start, is_token_byte);
+            let matched = name_end - name_start == wanted.len()
+                && b.get(name_start..name_end)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted));
             let mut j = skip_ws(b, name_end);
             let mut value = None;
             if b.get(j) == Some(&b'=') {
@@ -335,20 +346,19 @@ impl<'a> Params<'a> {
                     quoted_end(b, start).unwrap_or(b.len())
                 } else {
                     b.get(start..)
-                        .and_then(|r| r.iter().position(|&c| c == b';'))
+                        .and_then(|r| memchr::memchr(b';', r))
                         .map_or(b.len(), |k| start + k)
                 };
-                value = raw.get(start..end).map(trim);
+                if matched {
+                    value = raw.get(start..end).map(trim);
+                }
                 j = end;
             }
-            if raw
-                .get(name_start..name_end)
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            {
+            if matched {
                 return Some(value);
             }
             // On to the next `;` (a malformed name or value is skipped).
-            i = match b.get(j..).and_then(|r| r.iter().position(|&c| c == b';')) {
+            i = match b.get(j..).and_then(|r| memchr::memchr(b';', r)) {
                 Some(k) if j + k > i => j + k,
                 Some(k) => j + k + 1,
                 None => b.len(),
@@ -479,5 +489,64 @@ mod tests {
         assert!(!check_header_params(";;"));
         assert!(!check_header_params(";a=b;"));
         assert!(!check_header_params("a"));
+    }
+}
+
+#[cfg(test)]
+mod differential {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `Params::get` as it was before it skipped the values of other names.
+    fn get_reference<'a>(raw: &'a str, name: &str) -> Option<Option<&'a str>> {
+        let b = raw.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b.get(i) == Some(&b';') {
+                i += 1;
+            }
+            let name_start = skip_ws(b, i);
+            let name_end = skip_class(b, name_start, is_token_byte);
+            let mut j = skip_ws(b, name_end);
+            let mut value = None;
+            if b.get(j) == Some(&b'=') {
+                let start = skip_ws(b, j + 1);
+                let end = if b.get(start) == Some(&b'"') {
+                    quoted_end(b, start).unwrap_or(b.len())
+                } else {
+                    b.get(start..)
+                        .and_then(|r| r.iter().position(|&c| c == b';'))
+                        .map_or(b.len(), |k| start + k)
+                };
+                value = raw.get(start..end).map(trim);
+                j = end;
+            }
+            if raw
+                .get(name_start..name_end)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            {
+                return Some(value);
+            }
+            i = match b.get(j..).and_then(|r| r.iter().position(|&c| c == b';')) {
+                Some(k) if j + k > i => j + k,
+                Some(k) => j + k + 1,
+                None => b.len(),
+            };
+        }
+        None
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn get_matches_the_reference(
+            body in proptest::collection::vec(prop::sample::select(
+                b"tagTAGbranch;= \t\"\\,x1\xc3\xa9".to_vec()), 0..30),
+            name in prop::sample::select(vec!["tag", "branch", "x", "", "TAG"]),
+        ) {
+            let raw = String::from_utf8_lossy(&body).into_owned();
+            prop_assert_eq!(Params::new(&raw).get(name), get_reference(&raw, name));
+        }
     }
 }

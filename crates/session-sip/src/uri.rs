@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::text::{Params, Span, escapes_ok, parse_u64, percent_decode, percent_encode};
+use crate::text::{Params, Span, percent_decode, percent_encode};
 
 /// The scheme of a [`Uri`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -105,6 +105,7 @@ macro_rules! byte_class {
         };
 
         #[inline]
+        #[allow(dead_code)]
         fn $name(b: u8) -> bool {
             $table[usize::from(b)]
         }
@@ -118,54 +119,38 @@ byte_class!(HEADER, is_header_byte, is_header_byte_class);
 byte_class!(URIC, is_uric, is_uric_class);
 byte_class!(HOST, is_host_byte, is_host_byte_class);
 
+const fn is_label_byte_class(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-'
+}
+
+byte_class!(LABEL, is_label_byte, is_label_byte_class);
+
 const fn is_host_byte_class(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
 }
 
-/// `hostname / IPv4address` (RFC 3261 §25.1), in one pass over the bytes:
-/// `hostname = *( domainlabel "." ) toplabel [ "." ]`, where a label is letters, digits and
-/// inner hyphens and the top label starts with a letter (RFC 1123 §2.1). A host whose top label
-/// starts with a digit must be an IPv4 address: four dotted decimal octets of at most 255
-/// (RFC 3261 writes `1*3DIGIT`; RFC 3986 §3.2.2 `dec-octet` bounds it), so `256.256.256.256`
-/// and `1.2.3` are neither.
-fn check_host(host: &[u8]) -> Result<()> {
-    let bad = Err(Error::Uri("bad host"));
-    let body = host.strip_suffix(b".").unwrap_or(host);
-    // The byte before the current one, and the first byte of the current label.
-    let (mut prev, mut label_first) = (b'.', 0u8);
-    for &c in body {
-        if c == b'.' {
-            // A label ends: it must not be empty nor end with a hyphen.
-            if prev == b'.' || prev == b'-' {
-                return bad;
-            }
-        } else if !is_host_byte(c) || (prev == b'.' && c == b'-') {
-            return bad;
-        } else if prev == b'.' {
-            label_first = c;
-        }
-        prev = c;
-    }
-    if prev == b'.' || prev == b'-' {
-        // Empty (or only "."), an empty last label, or a trailing hyphen.
-        return bad;
-    }
-    if label_first.is_ascii_alphabetic() {
-        return Ok(());
-    }
-    // The top label starts with a digit: only an IPv4 address will do.
-    let mut octets = 0;
-    for octet in host.split(|&c| c == b'.') {
-        octets += 1;
-        let value = std::str::from_utf8(octet).ok().and_then(parse_u64);
-        if octet.len() > 3 || value.is_none() {
-            return bad;
-        }
-        if value.is_some_and(|v| v > 255) {
-            return Err(Error::Uri("IPv4 address with an octet over 255"));
+/// Whether `s[i]` starts a `%HH` escape that fits in `s`.
+#[inline]
+fn escape_at(s: &[u8], i: usize) -> bool {
+    matches!(
+        (s.get(i), s.get(i + 1), s.get(i + 2)),
+        (Some(b'%'), Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit()
+    )
+}
+
+/// From `i`, skips bytes `table` allows and `%HH` escapes; returns where that stops.
+#[inline]
+fn skip_escaped(s: &[u8], mut i: usize, table: &[bool; 256]) -> usize {
+    while let Some(&b) = s.get(i) {
+        if table[usize::from(b)] {
+            i += 1;
+        } else if b == b'%' && escape_at(s, i) {
+            i += 3;
+        } else {
+            break;
         }
     }
-    if octets == 4 { Ok(()) } else { bad }
+    i
 }
 
 /// Every byte is allowed by `allowed` or starts a `%HH` escape.
@@ -174,7 +159,7 @@ fn all_escaped<F: Fn(u8) -> bool>(s: &[u8], allowed: F) -> bool {
     while let Some(&b) = s.get(i) {
         if allowed(b) {
             i += 1;
-        } else if b == b'%' && escapes_ok(s.get(i..i + 3).unwrap_or_default()) && i + 3 <= s.len() {
+        } else if b == b'%' && escape_at(s, i) {
             i += 3;
         } else {
             return false;
@@ -183,16 +168,35 @@ fn all_escaped<F: Fn(u8) -> bool>(s: &[u8], allowed: F) -> bool {
     true
 }
 
+/// A decimal number of at most 40 digits (as [`parse_u64`]).
+fn parse_u64_bytes(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 40 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |v, &c| {
+        if c.is_ascii_digit() {
+            v.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
 /// Scans `s` as a URI; no allocation.
 pub(crate) fn scan(s: &str) -> Result<Parts> {
     if u32::try_from(s.len()).is_err() {
         return Err(Error::Uri("too long"));
     }
     let b = s.as_bytes();
-    let colon = b
-        .iter()
-        .position(|&c| c == b':')
-        .ok_or(Error::Uri("no scheme"))?;
+    // The schemes of nearly every URI, recognized without the generic scheme scan (both are
+    // valid schemes, and their colon is the first one).
+    if b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"sip:")) {
+        return scan_sip_uri(b, Scheme::Sip, 3);
+    }
+    if b.get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"sips:")) {
+        return scan_sip_uri(b, Scheme::Sips, 4);
+    }
+    let colon = memchr::memchr(b':', b).ok_or(Error::Uri("no scheme"))?;
     let scheme = b.get(..colon).unwrap_or_default();
     let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
     if !first_ok
@@ -211,6 +215,9 @@ pub(crate) fn scan(s: &str) -> Result<Parts> {
     } else {
         Scheme::Other
     };
+    if matches!(kind, Scheme::Sip | Scheme::Sips) {
+        return scan_sip_uri(b, kind, colon);
+    }
     let mut parts = Parts {
         scheme: kind,
         scheme_end: u32::try_from(colon).unwrap_or(u32::MAX),
@@ -218,70 +225,74 @@ pub(crate) fn scan(s: &str) -> Result<Parts> {
     };
     let start = colon + 1;
     let rest = b.get(start..).unwrap_or_default();
-    match kind {
-        Scheme::Sip | Scheme::Sips => scan_sip(b, start, &mut parts)?,
-        Scheme::Tel => {
-            let end = memchr::memchr(b';', rest).map_or(b.len(), |i| start + i);
-            let number = b.get(start..end).unwrap_or_default();
-            if number.is_empty()
-                || !number.iter().all(|&c| {
-                    c.is_ascii_hexdigit()
-                        || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
-                })
-            {
-                return Err(Error::Uri("bad tel number"));
-            }
-            parts.user = Some(Span::new(start, end));
-            parts.host = Span::new(end, end);
-            parts.params = Span::new(end, b.len());
-            check_params(b.get(end..).unwrap_or_default())?;
+    if kind == Scheme::Tel {
+        let end = memchr::memchr(b';', rest).map_or(b.len(), |i| start + i);
+        let number = b.get(start..end).unwrap_or_default();
+        if number.is_empty()
+            || !number.iter().all(|&c| {
+                c.is_ascii_hexdigit() || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
+            })
+        {
+            return Err(Error::Uri("bad tel number"));
         }
-        Scheme::Other => {
-            if rest.is_empty() || !all_escaped(rest, is_uric) {
-                return Err(Error::Uri("bad absolute URI"));
-            }
-            parts.host = Span::new(start, start);
-            parts.params = Span::new(b.len(), b.len());
+        parts.user = Some(Span::new(start, end));
+        parts.host = Span::new(end, end);
+        parts.params = Span::new(end, b.len());
+        check_params(b.get(end..).unwrap_or_default())?;
+    } else {
+        if rest.is_empty() || !all_escaped(rest, is_uric) {
+            return Err(Error::Uri("bad absolute URI"));
         }
+        parts.host = Span::new(start, start);
+        parts.params = Span::new(b.len(), b.len());
     }
     Ok(parts)
 }
 
-fn scan_sip(b: &[u8], start: usize, parts: &mut Parts) -> Result<()> {
+/// A `sip:` or `sips:` URI whose scheme ends at `colon`, in one pass from left to right (the
+/// errors are those of the part that is wrong first).
+fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
+    let mut parts = Parts {
+        scheme,
+        scheme_end: u32::try_from(colon).unwrap_or(u32::MAX),
+        ..Parts::default()
+    };
+    let start = colon + 1;
     let rest = b.get(start..).unwrap_or_default();
     // '@' is legal nowhere but as the userinfo delimiter, so the first one ends the userinfo.
-    let host_start = match rest.iter().position(|&c| c == b'@') {
+    let host_start = match memchr::memchr(b'@', rest) {
         Some(at) => {
             let userinfo = rest.get(..at).unwrap_or_default();
-            let (user, password) = match userinfo.iter().position(|&c| c == b':') {
-                Some(c) => (
-                    userinfo.get(..c).unwrap_or_default(),
-                    Some(userinfo.get(c + 1..).unwrap_or_default()),
-                ),
-                None => (userinfo, None),
-            };
-            if user.is_empty() || !all_escaped(user, is_user_byte) {
+            // The user part runs to the first ':' (which is no user character).
+            let user_len = skip_escaped(userinfo, 0, &USER);
+            if user_len == 0 {
                 return Err(Error::Uri("bad user part"));
             }
-            parts.user = Some(Span::new(start, start + user.len()));
-            if let Some(pw) = password {
-                if !all_escaped(pw, is_password_byte) {
-                    return Err(Error::Uri("bad password"));
+            parts.user = Some(Span::new(start, start + user_len));
+            match userinfo.get(user_len) {
+                None => {}
+                Some(b':') => {
+                    let pw = userinfo.get(user_len + 1..).unwrap_or_default();
+                    if skip_escaped(pw, 0, &PASSWORD) != pw.len() {
+                        return Err(Error::Uri("bad password"));
+                    }
+                    let pw_start = start + user_len + 1;
+                    parts.password = Some(Span::new(pw_start, pw_start + pw.len()));
                 }
-                let pw_start = start + user.len() + 1;
-                parts.password = Some(Span::new(pw_start, pw_start + pw.len()));
+                Some(_) => return Err(Error::Uri("bad user part")),
             }
             start + at + 1
         }
         None => start,
     };
-    let hp = b.get(host_start..).unwrap_or_default();
-    let hp_end = hp
-        .iter()
-        .position(|&c| c == b';' || c == b'?')
-        .map_or(b.len(), |i| host_start + i);
-    let hostport = b.get(host_start..hp_end).unwrap_or_default();
-    let host_len = if hostport.first() == Some(&b'[') {
+    // hostport ends at the first ';' or '?'.
+    let hp_end = if b.get(host_start) == Some(&b'[') {
+        let hp = b.get(host_start..).unwrap_or_default();
+        let hp_end = hp
+            .iter()
+            .position(|&c| c == b';' || c == b'?')
+            .map_or(b.len(), |i| host_start + i);
+        let hostport = b.get(host_start..hp_end).unwrap_or_default();
         let close = memchr::memchr(b']', hostport).ok_or(Error::Uri("unclosed IPv6 reference"))?;
         let inner = hostport.get(1..close).unwrap_or_default();
         if inner.is_empty()
@@ -291,34 +302,33 @@ fn scan_sip(b: &[u8], start: usize, parts: &mut Parts) -> Result<()> {
         {
             return Err(Error::Uri("bad IPv6 reference"));
         }
-        close + 1
-    } else {
-        let len = hostport
-            .iter()
-            .position(|&c| c == b':')
-            .unwrap_or(hostport.len());
-        check_host(hostport.get(..len).unwrap_or_default())?;
-        len
-    };
-    parts.host = Span::new(host_start, host_start + host_len);
-    match hostport.get(host_len..) {
-        Some([]) | None => {}
-        Some([b':', digits @ ..]) => {
-            let port = std::str::from_utf8(digits)
-                .ok()
-                .and_then(parse_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or(Error::Uri("bad port"))?;
-            parts.port = Some(port);
+        parts.host = Span::new(host_start, host_start + close + 1);
+        match hostport.get(close + 1..) {
+            Some([]) | None => {}
+            Some([b':', digits @ ..]) => parts.port = Some(port_of(digits)?),
+            Some(_) => return Err(Error::Uri("junk after host")),
         }
-        Some(_) => return Err(Error::Uri("junk after host")),
-    }
-    let q = b
-        .get(hp_end..)
-        .and_then(|r| memchr::memchr(b'?', r))
-        .map_or(b.len(), |i| hp_end + i);
+        hp_end
+    } else {
+        let host_end = scan_hostname(b, host_start)?;
+        parts.host = Span::new(host_start, host_end);
+        if b.get(host_end) == Some(&b':') {
+            let digits_end = skip_class(b, host_end + 1, |c| c.is_ascii_digit());
+            match b.get(digits_end) {
+                None | Some(b';' | b'?') => {}
+                Some(_) => return Err(Error::Uri("bad port")),
+            }
+            parts.port = Some(port_of(
+                b.get(host_end + 1..digits_end).unwrap_or_default(),
+            )?);
+            digits_end
+        } else {
+            host_end
+        }
+    };
+    // The parameters run to the first '?' (no parameter character), where the headers start.
+    let q = scan_params(b, hp_end)?;
     parts.params = Span::new(hp_end, q);
-    check_params(b.get(hp_end..q).unwrap_or_default())?;
     if q < b.len() {
         let hs = b.get(q + 1..).unwrap_or_default();
         let ok = !hs.is_empty()
@@ -335,30 +345,162 @@ fn scan_sip(b: &[u8], start: usize, parts: &mut Parts) -> Result<()> {
         }
         parts.headers = Some(Span::new(q + 1, b.len()));
     }
-    Ok(())
+    Ok(parts)
 }
 
-/// `*( ";" pname [ "=" pvalue ] )` with non-empty names and values.
+/// A port: 1–40 digits whose value fits 16 bits.
+fn port_of(digits: &[u8]) -> Result<u16> {
+    parse_u64_bytes(digits)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or(Error::Uri("bad port"))
+}
+
+/// Index of the first byte at or after `i` that `class` rejects.
+#[inline]
+fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> usize {
+    while b.get(i).copied().is_some_and(&class) {
+        i += 1;
+    }
+    i
+}
+
+/// The host of a `sip:` URI from `start` (not an IPv6 reference): the index where it ends, at
+/// the end or at the ':', ';' or '?' after it, in one pass over the labels; "bad host" for any
+/// byte no host holds before that, and for a host that is not
+/// `hostname / IPv4address` (RFC 3261 §25.1): `hostname = *( domainlabel "." ) toplabel [ "." ]`,
+/// where a label is letters, digits and inner hyphens and the top label starts with a letter
+/// (RFC 1123 §2.1). A host whose top label starts with a digit must be an IPv4 address: four
+/// dotted decimal octets of at most 255 (RFC 3261 writes `1*3DIGIT`; RFC 3986 §3.2.2
+/// `dec-octet` bounds it), so `256.256.256.256` and `1.2.3` are neither.
+fn scan_hostname(b: &[u8], start: usize) -> Result<usize> {
+    let bad = Err(Error::Uri("bad host"));
+    let mut i = start;
+    let mut label_first;
+    let end = loop {
+        // A label starts with a letter or a digit …
+        match b.get(i) {
+            Some(&c) if c.is_ascii_alphanumeric() => label_first = c,
+            _ => return bad,
+        }
+        i += 1;
+        // … holds letters, digits and hyphens, and does not end with a hyphen.
+        while b.get(i).is_some_and(|&c| LABEL[usize::from(c)]) {
+            i += 1;
+        }
+        if b.get(i - 1) == Some(&b'-') {
+            return bad;
+        }
+        match b.get(i) {
+            Some(b'.') => {
+                i += 1;
+                match b.get(i) {
+                    Some(c) if c.is_ascii_alphanumeric() => {}
+                    // The host ends with a dot.
+                    None | Some(b':' | b';' | b'?') => break i,
+                    Some(_) => return bad,
+                }
+            }
+            None | Some(b':' | b';' | b'?') => break i,
+            Some(_) => return bad,
+        }
+    };
+    if label_first.is_ascii_alphabetic() {
+        return Ok(end);
+    }
+    // The top label starts with a digit: only an IPv4 address will do.
+    check_ipv4(b.get(start..end).unwrap_or_default())?;
+    Ok(end)
+}
+
+/// The IPv4 check of [`scan_hostname`], for a host whose labels are already known to be well
+/// formed: four dotted decimal octets of at most three digits and at most 255, checked in
+/// order (a trailing dot makes an empty fifth octet).
+fn check_ipv4(host: &[u8]) -> Result<()> {
+    let bad = Err(Error::Uri("bad host"));
+    let mut octets = 0;
+    let mut i = 0;
+    loop {
+        let digits_end = skip_class(host, i, |c| c.is_ascii_digit());
+        octets += 1;
+        let len = digits_end - i;
+        if len == 0 || len > 3 || host.get(digits_end).is_some_and(|&c| c != b'.') {
+            return bad;
+        }
+        let value = host
+            .get(i..digits_end)
+            .unwrap_or_default()
+            .iter()
+            .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
+        if value > 255 {
+            return Err(Error::Uri("IPv4 address with an octet over 255"));
+        }
+        if digits_end >= host.len() {
+            break;
+        }
+        i = digits_end + 1;
+    }
+    if octets == 4 { Ok(()) } else { bad }
+}
+
+/// URI parameters from `start` (at a ';', a '?' or the end), checked as [`check_params`] does,
+/// up to the first '?' or the end: returns that index.
+fn scan_params(b: &[u8], start: usize) -> Result<usize> {
+    match b.get(start) {
+        None | Some(b'?') => return Ok(start),
+        Some(b';') => {}
+        Some(_) => return Err(Error::Uri("bad parameters")),
+    }
+    let bad = Err(Error::Uri("bad parameter"));
+    let mut i = start + 1;
+    loop {
+        let name_end = skip_escaped(b, i, &PARAM);
+        if name_end == i {
+            return bad;
+        }
+        i = name_end;
+        if b.get(i) == Some(&b'=') {
+            let value_end = skip_escaped(b, i + 1, &PARAM);
+            if value_end == i + 1 {
+                return bad;
+            }
+            i = value_end;
+        }
+        match b.get(i) {
+            None | Some(b'?') => return Ok(i),
+            Some(b';') => i += 1,
+            Some(_) => return bad,
+        }
+    }
+}
+
+/// `*( ";" pname [ "=" pvalue ] )` with non-empty names and values, in one pass.
 fn check_params(p: &[u8]) -> Result<()> {
     if p.is_empty() {
         return Ok(());
     }
-    let Some(rest) = p.strip_prefix(b";") else {
+    if p.first() != Some(&b';') {
         return Err(Error::Uri("bad parameters"));
-    };
-    let ok = rest.split(|&c| c == b';').all(|param| {
-        let mut it = param.splitn(2, |&c| c == b'=');
-        let name = it.next().unwrap_or_default();
-        !name.is_empty()
-            && all_escaped(name, is_param_byte)
-            && it
-                .next()
-                .is_none_or(|v| !v.is_empty() && all_escaped(v, is_param_byte))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Uri("bad parameter"))
+    }
+    let bad = Err(Error::Uri("bad parameter"));
+    let mut i = 1;
+    loop {
+        let name_end = skip_escaped(p, i, &PARAM);
+        if name_end == i {
+            return bad;
+        }
+        i = name_end;
+        if p.get(i) == Some(&b'=') {
+            let value_end = skip_escaped(p, i + 1, &PARAM);
+            if value_end == i + 1 {
+                return bad;
+            }
+            i = value_end;
+        }
+        match p.get(i) {
+            None => return Ok(()),
+            Some(b';') => i += 1,
+            Some(_) => return bad,
+        }
     }
 }
 
@@ -537,6 +679,259 @@ impl std::str::FromStr for Uri {
     }
 }
 
+/// The scanner as it was before the single-pass rewrite, kept to check the new one against
+/// (same parts, same errors) on generated input.
+#[cfg(test)]
+pub(crate) mod reference {
+    #![allow(clippy::all)]
+    use super::*;
+    use crate::text::{escapes_ok, parse_u64};
+
+    /// `hostname / IPv4address` (RFC 3261 §25.1), in one pass over the bytes:
+    /// `hostname = *( domainlabel "." ) toplabel [ "." ]`, where a label is letters, digits and
+    /// inner hyphens and the top label starts with a letter (RFC 1123 §2.1). A host whose top label
+    /// starts with a digit must be an IPv4 address: four dotted decimal octets of at most 255
+    /// (RFC 3261 writes `1*3DIGIT`; RFC 3986 §3.2.2 `dec-octet` bounds it), so `256.256.256.256`
+    /// and `1.2.3` are neither.
+    fn check_host(host: &[u8]) -> Result<()> {
+        let bad = Err(Error::Uri("bad host"));
+        let body = host.strip_suffix(b".").unwrap_or(host);
+        // The byte before the current one, and the first byte of the current label.
+        let (mut prev, mut label_first) = (b'.', 0u8);
+        for &c in body {
+            if c == b'.' {
+                // A label ends: it must not be empty nor end with a hyphen.
+                if prev == b'.' || prev == b'-' {
+                    return bad;
+                }
+            } else if !is_host_byte(c) || (prev == b'.' && c == b'-') {
+                return bad;
+            } else if prev == b'.' {
+                label_first = c;
+            }
+            prev = c;
+        }
+        if prev == b'.' || prev == b'-' {
+            // Empty (or only "."), an empty last label, or a trailing hyphen.
+            return bad;
+        }
+        if label_first.is_ascii_alphabetic() {
+            return Ok(());
+        }
+        // The top label starts with a digit: only an IPv4 address will do.
+        let mut octets = 0;
+        for octet in host.split(|&c| c == b'.') {
+            octets += 1;
+            let value = std::str::from_utf8(octet).ok().and_then(parse_u64);
+            if octet.len() > 3 || value.is_none() {
+                return bad;
+            }
+            if value.is_some_and(|v| v > 255) {
+                return Err(Error::Uri("IPv4 address with an octet over 255"));
+            }
+        }
+        if octets == 4 { Ok(()) } else { bad }
+    }
+
+    /// Every byte is allowed by `allowed` or starts a `%HH` escape.
+    fn all_escaped<F: Fn(u8) -> bool>(s: &[u8], allowed: F) -> bool {
+        let mut i = 0;
+        while let Some(&b) = s.get(i) {
+            if allowed(b) {
+                i += 1;
+            } else if b == b'%'
+                && escapes_ok(s.get(i..i + 3).unwrap_or_default())
+                && i + 3 <= s.len()
+            {
+                i += 3;
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Scans `s` as a URI; no allocation.
+    pub(crate) fn scan(s: &str) -> Result<Parts> {
+        if u32::try_from(s.len()).is_err() {
+            return Err(Error::Uri("too long"));
+        }
+        let b = s.as_bytes();
+        let colon = b
+            .iter()
+            .position(|&c| c == b':')
+            .ok_or(Error::Uri("no scheme"))?;
+        let scheme = b.get(..colon).unwrap_or_default();
+        let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
+        if !first_ok
+            || !scheme
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        {
+            return Err(Error::Uri("bad scheme"));
+        }
+        let kind = if scheme.eq_ignore_ascii_case(b"sip") {
+            Scheme::Sip
+        } else if scheme.eq_ignore_ascii_case(b"sips") {
+            Scheme::Sips
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            Scheme::Tel
+        } else {
+            Scheme::Other
+        };
+        let mut parts = Parts {
+            scheme: kind,
+            scheme_end: u32::try_from(colon).unwrap_or(u32::MAX),
+            ..Parts::default()
+        };
+        let start = colon + 1;
+        let rest = b.get(start..).unwrap_or_default();
+        match kind {
+            Scheme::Sip | Scheme::Sips => scan_sip(b, start, &mut parts)?,
+            Scheme::Tel => {
+                let end = memchr::memchr(b';', rest).map_or(b.len(), |i| start + i);
+                let number = b.get(start..end).unwrap_or_default();
+                if number.is_empty()
+                    || !number.iter().all(|&c| {
+                        c.is_ascii_hexdigit()
+                            || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
+                    })
+                {
+                    return Err(Error::Uri("bad tel number"));
+                }
+                parts.user = Some(Span::new(start, end));
+                parts.host = Span::new(end, end);
+                parts.params = Span::new(end, b.len());
+                check_params(b.get(end..).unwrap_or_default())?;
+            }
+            Scheme::Other => {
+                if rest.is_empty() || !all_escaped(rest, is_uric) {
+                    return Err(Error::Uri("bad absolute URI"));
+                }
+                parts.host = Span::new(start, start);
+                parts.params = Span::new(b.len(), b.len());
+            }
+        }
+        Ok(parts)
+    }
+
+    fn scan_sip(b: &[u8], start: usize, parts: &mut Parts) -> Result<()> {
+        let rest = b.get(start..).unwrap_or_default();
+        // '@' is legal nowhere but as the userinfo delimiter, so the first one ends the userinfo.
+        let host_start = match rest.iter().position(|&c| c == b'@') {
+            Some(at) => {
+                let userinfo = rest.get(..at).unwrap_or_default();
+                let (user, password) = match userinfo.iter().position(|&c| c == b':') {
+                    Some(c) => (
+                        userinfo.get(..c).unwrap_or_default(),
+                        Some(userinfo.get(c + 1..).unwrap_or_default()),
+                    ),
+                    None => (userinfo, None),
+                };
+                if user.is_empty() || !all_escaped(user, is_user_byte) {
+                    return Err(Error::Uri("bad user part"));
+                }
+                parts.user = Some(Span::new(start, start + user.len()));
+                if let Some(pw) = password {
+                    if !all_escaped(pw, is_password_byte) {
+                        return Err(Error::Uri("bad password"));
+                    }
+                    let pw_start = start + user.len() + 1;
+                    parts.password = Some(Span::new(pw_start, pw_start + pw.len()));
+                }
+                start + at + 1
+            }
+            None => start,
+        };
+        let hp = b.get(host_start..).unwrap_or_default();
+        let hp_end = hp
+            .iter()
+            .position(|&c| c == b';' || c == b'?')
+            .map_or(b.len(), |i| host_start + i);
+        let hostport = b.get(host_start..hp_end).unwrap_or_default();
+        let host_len = if hostport.first() == Some(&b'[') {
+            let close =
+                memchr::memchr(b']', hostport).ok_or(Error::Uri("unclosed IPv6 reference"))?;
+            let inner = hostport.get(1..close).unwrap_or_default();
+            if inner.is_empty()
+                || !inner
+                    .iter()
+                    .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+            {
+                return Err(Error::Uri("bad IPv6 reference"));
+            }
+            close + 1
+        } else {
+            let len = hostport
+                .iter()
+                .position(|&c| c == b':')
+                .unwrap_or(hostport.len());
+            check_host(hostport.get(..len).unwrap_or_default())?;
+            len
+        };
+        parts.host = Span::new(host_start, host_start + host_len);
+        match hostport.get(host_len..) {
+            Some([]) | None => {}
+            Some([b':', digits @ ..]) => {
+                let port = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(parse_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .ok_or(Error::Uri("bad port"))?;
+                parts.port = Some(port);
+            }
+            Some(_) => return Err(Error::Uri("junk after host")),
+        }
+        let q = b
+            .get(hp_end..)
+            .and_then(|r| memchr::memchr(b'?', r))
+            .map_or(b.len(), |i| hp_end + i);
+        parts.params = Span::new(hp_end, q);
+        check_params(b.get(hp_end..q).unwrap_or_default())?;
+        if q < b.len() {
+            let hs = b.get(q + 1..).unwrap_or_default();
+            let ok = !hs.is_empty()
+                && hs.split(|&c| c == b'&').all(|h| {
+                    let mut it = h.splitn(2, |&c| c == b'=');
+                    let name = it.next().unwrap_or_default();
+                    let value = it.next();
+                    !name.is_empty()
+                        && all_escaped(name, is_header_byte)
+                        && value.is_some_and(|v| all_escaped(v, is_header_byte))
+                });
+            if !ok {
+                return Err(Error::Uri("bad headers"));
+            }
+            parts.headers = Some(Span::new(q + 1, b.len()));
+        }
+        Ok(())
+    }
+
+    /// `*( ";" pname [ "=" pvalue ] )` with non-empty names and values.
+    fn check_params(p: &[u8]) -> Result<()> {
+        if p.is_empty() {
+            return Ok(());
+        }
+        let Some(rest) = p.strip_prefix(b";") else {
+            return Err(Error::Uri("bad parameters"));
+        };
+        let ok = rest.split(|&c| c == b';').all(|param| {
+            let mut it = param.splitn(2, |&c| c == b'=');
+            let name = it.next().unwrap_or_default();
+            !name.is_empty()
+                && all_escaped(name, is_param_byte)
+                && it
+                    .next()
+                    .is_none_or(|v| !v.is_empty() && all_escaped(v, is_param_byte))
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Uri("bad parameter"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,5 +1020,64 @@ mod tests {
         assert!(u.equivalent(
             &Uri::parse("SIP:I%20have%20spaces@EXAMPLE.net:5070;transport=TCP;foo").unwrap()
         ));
+    }
+}
+
+#[cfg(test)]
+mod differential {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(s: &str) {
+        assert_eq!(scan(s), reference::scan(s), "{s:?}");
+    }
+
+    #[test]
+    fn known_cases_match_the_reference() {
+        for s in [
+            "sip:bob@biloxi.example.com",
+            "sip:service@127.0.0.1:5060",
+            "SIP:alice:pw@[2001:db8::1]:5061;transport=tcp;lr?h=v&x=y",
+            "sips:a@b.c.;x=%41%4;y",
+            "sip:1.2.3.256",
+            "sip:1.2.3.4.",
+            "sip:h:0000000000000000000000000000000000000000005060",
+            "sip:h:5060x",
+            "sip:[::1]x",
+            "sip:[::1]:5",
+            "sip:a%4:b@h",
+            "sip:a%41:b%4@h",
+            "sip:host;x=a@b",
+            "sip::pw@h",
+            "sip:a@",
+            "sip:@",
+            "sip:h;a=b=c",
+            "sip:h;a=;b",
+            "sip:h?",
+            "sipx:h",
+            "tel:+1-201;x=y",
+        ] {
+            check(s);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn scan_matches_the_reference(
+            scheme in prop::sample::select(vec!["sip:", "sips:", "SiP:", "tel:", "x:", "", "sip", "1:"]),
+            body in proptest::collection::vec(prop::sample::select(
+                b"ab1209.-_:;=?&@%[]<> \"\\,/+$!~*'()A.F".to_vec()), 0..24),
+        ) {
+            let s = format!("{scheme}{}", String::from_utf8(body).unwrap());
+            check(&s);
+        }
+
+        #[test]
+        fn scan_matches_the_reference_on_any_text(s in "\\PC{0,30}") {
+            check(&s);
+            check(&format!("sip:{s}"));
+        }
     }
 }

@@ -148,22 +148,16 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
         return Err(Rejection::new(StatusCode::VERSION_NOT_SUPPORTED, true));
     }
     // §8.1.1: the mandatory header fields; RFC 4475 §3.3.1 / §3.3.8 treat missing or repeated
-    // single-value headers as well-formed messages the application rejects.
-    for (name, label) in [
+    // single-value headers as well-formed messages the application rejects. One pass counts
+    // them all.
+    const MANDATORY: [(HeaderName, &str); 5] = [
         (HeaderName::Via, "Via"),
         (HeaderName::From, "From"),
         (HeaderName::To, "To"),
         (HeaderName::CallId, "Call-ID"),
         (HeaderName::CSeq, "CSeq"),
-    ] {
-        if h.get(name).is_none() {
-            return Err(Rejection::bad(
-                format_args!("missing {label} header"),
-                false,
-            ));
-        }
-    }
-    for name in [
+    ];
+    const SINGLE: [HeaderName; 7] = [
         HeaderName::From,
         HeaderName::To,
         HeaderName::CallId,
@@ -171,8 +165,35 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
         HeaderName::MaxForwards,
         HeaderName::ContentType,
         HeaderName::Expires,
-    ] {
-        if h.count(name) > 1 {
+    ];
+    // Counts (saturating at 2) of Via, then of SINGLE in order.
+    let mut counts = [0u8; 8];
+    for header in h {
+        let slot = match header.name() {
+            HeaderName::Via => 0,
+            HeaderName::From => 1,
+            HeaderName::To => 2,
+            HeaderName::CallId => 3,
+            HeaderName::CSeq => 4,
+            HeaderName::MaxForwards => 5,
+            HeaderName::ContentType => 6,
+            HeaderName::Expires => 7,
+            _ => continue,
+        };
+        if let Some(c) = counts.get_mut(slot) {
+            *c = c.saturating_add(1).min(2);
+        }
+    }
+    for (i, (_, label)) in MANDATORY.iter().enumerate() {
+        if counts.get(i) == Some(&0) {
+            return Err(Rejection::bad(
+                format_args!("missing {label} header"),
+                false,
+            ));
+        }
+    }
+    for (i, name) in SINGLE.iter().enumerate() {
+        if counts.get(i + 1).is_some_and(|&c| c > 1) {
             return Err(Rejection::bad(
                 format_args!("more than one {name} header"),
                 false,
@@ -283,34 +304,52 @@ fn check_body(req: &Request, policy: &UasPolicy) -> Result<(), Rejection> {
 /// Syntax of the typed headers beyond the ones the parser checks.
 fn check_syntax(req: &Request) -> Result<(), Error> {
     let h = &req.headers;
+    // Which of `list_headers` (below) are present, by index.
+    let mut lists = 0u16;
     for header in h {
-        let v = header.value();
         let name = header.name();
+        let v = || header.value();
+        let list_bit = match name {
+            HeaderName::Contact => 1,
+            HeaderName::Route => 1 << 1,
+            HeaderName::RecordRoute => 1 << 2,
+            HeaderName::Require => 1 << 3,
+            HeaderName::ProxyRequire => 1 << 4,
+            HeaderName::Supported => 1 << 5,
+            HeaderName::Unsupported => 1 << 6,
+            HeaderName::Allow => 1 << 7,
+            HeaderName::Accept => 1 << 8,
+            _ => 0,
+        };
+        lists |= list_bit;
+        if list_bit != 0 {
+            continue;
+        }
         match name {
             HeaderName::MaxForwards => {
-                parse_max_forwards(v)?;
+                parse_max_forwards(v())?;
             }
             HeaderName::Expires | HeaderName::MinExpires | HeaderName::MinSe | HeaderName::RSeq => {
-                parse_delta(header_label(name), v)?;
+                parse_delta(header_label(name), v())?;
             }
-            HeaderName::Date => check_date(v)?,
+            HeaderName::Date => check_date(v())?,
             HeaderName::ContentType => {
-                MediaType::parse(v)?;
+                MediaType::parse(v())?;
             }
             HeaderName::RAck => {
-                RAck::parse(v)?;
+                RAck::parse(v())?;
             }
             HeaderName::Replaces => {
-                Parameterized::parse_replaces(v)?;
+                Parameterized::parse_replaces(v())?;
             }
             HeaderName::Event | HeaderName::SessionExpires | HeaderName::SubscriptionState => {
-                Parameterized::parse(header_label(name), v)?;
+                Parameterized::parse(header_label(name), v())?;
             }
             HeaderName::ReferTo | HeaderName::ReferredBy | HeaderName::ReplyTo => {
-                NameAddr::parse_for(header_label(name), v)?;
+                NameAddr::parse_for(header_label(name), v())?;
             }
             HeaderName::Authorization | HeaderName::ProxyAuthorization => {
-                Auth::parse(v)?;
+                Auth::parse(v())?;
             }
             _ => {}
         }
@@ -326,7 +365,10 @@ fn check_syntax(req: &Request) -> Result<(), Error> {
         HeaderName::Allow,
         HeaderName::Accept,
     ];
-    for name in list_headers {
+    for (i, name) in list_headers.into_iter().enumerate() {
+        if lists & (1 << i) == 0 {
+            continue;
+        }
         let values = h.values(name);
         // An empty Accept/Allow/Supported is legal (it lists nothing).
         let single_empty = h.count(name) == 1 && h.get_str(name) == Some("");
