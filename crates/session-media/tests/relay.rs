@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use session_media::relay::RelayLeg;
 use session_media::rtp::{RtpSender, parse};
@@ -13,13 +14,17 @@ use tokio::net::UdpSocket;
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Whether this thread's allocations are counted now: the test harness's own threads may
+    /// allocate meanwhile (a `const` initializer: reading it never allocates).
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if COUNTING.with(Cell::get) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -65,9 +70,9 @@ async fn relay_forwards_without_allocating_per_packet() {
             .send_to(sender.audio(0, &[0xFF; 160], 160).unwrap(), to)
             .await
             .unwrap();
-        COUNTING.store(true, Ordering::Relaxed);
+        COUNTING.with(|counting| counting.set(true));
         let sent = leg.forward_one().await.unwrap();
-        COUNTING.store(false, Ordering::Relaxed);
+        COUNTING.with(|counting| counting.set(false));
         allocations += ALLOCATIONS.swap(0, Ordering::Relaxed);
         assert_eq!(sent, 172);
         let (len, _) = sink.recv_from(&mut buf).await.unwrap();
