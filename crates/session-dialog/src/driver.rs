@@ -27,10 +27,13 @@
 //!   calls already admitted; when it is full, the driver holds the events it could not hand
 //!   over and stops reading its sockets until there is room again (the kernel's buffers and
 //!   the peers' retransmissions take the excess, as RFC 3261 expects of a busy element). An
-//!   embedded driver has no such queue: its owner handles each event as it comes, new INVITEs
-//!   are shed while [`SipHandle::refuse_new_calls`] says so, and an owner that falls behind
-//!   the offered load leaves datagrams in the socket's buffer, which the kernel drops when it
-//!   is full (the peers retransmit);
+//!   embedded driver has no such queue: its owner handles each event as it comes;
+//! - the datagrams read ahead (at most [`DriverConfig::event_queue`]): when one arrives,
+//!   whatever else the socket holds is read too, so a burst longer than the kernel's buffer
+//!   waits here rather than being dropped while the owner works. For an embedded driver this
+//!   is the owner's backlog, measured as the event queue is: with less than
+//!   [`DriverConfig::overload_room`] of it free, new INVITEs are shed (a stateless 503) —
+//!   as they are while [`SipHandle::refuse_new_calls`] says so;
 //! - the datagrams the UDP socket would not take at once (1024; beyond, one is dropped as the
 //!   network could drop it);
 //! - the jobs from [`SipHandle`]s ([`DriverConfig::job_queue`]): a caller waits for room;
@@ -141,12 +144,14 @@ pub struct DriverConfig {
     pub tls_bind: Option<SocketAddr>,
     /// A TCP connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
-    /// Capacity of the queue of events to the layer above (default 4096; [`SipDriver::start`]
-    /// only: an embedded driver's owner takes the events as they come).
+    /// Capacity of the queue of events to the layer above (default 4096), and the most
+    /// datagrams read ahead (an embedded driver's owner takes the events as they come; its
+    /// backlog is what was read ahead).
     pub event_queue: usize,
     /// Room in the event queue kept for calls already admitted: with less free, new INVITEs
     /// are answered 503 with [`DriverConfig::overload_retry_after`] before any state is made
-    /// for them (default 1024; at most `event_queue`; [`SipDriver::start`] only).
+    /// for them (default 1024; at most `event_queue`). For an embedded driver, the same room
+    /// in its datagrams read ahead.
     pub overload_room: usize,
     /// The `Retry-After` of a 503 to a shed INVITE (default 5 s).
     pub overload_retry_after: Duration,
@@ -474,7 +479,9 @@ impl SipDriver {
     pub async fn start(
         config: DriverConfig,
     ) -> Result<(SipHandle, mpsc::Receiver<UaEvent>), DriverError> {
-        let (inputs, state, handle) = Self::embed(config.clone()).await?;
+        let (inputs, mut state, handle) = Self::embed(config.clone()).await?;
+        // Overload is measured by the event queue's room here.
+        state.backlog_sheds = false;
         let (events_tx, events_rx) = mpsc::channel(config.event_queue);
         let task = DriverTask {
             inputs,
@@ -587,6 +594,9 @@ impl SipDriver {
         let inputs = DriverInputs {
             udp: udp.clone(),
             buf: vec![0u8; 65_535],
+            read_ahead: VecDeque::new(),
+            read_ahead_max: config.event_queue,
+            udp_error_pending: false,
             listener,
             tls_listener: tls_listener.map(|(listener, _)| listener),
             jobs: jobs_rx,
@@ -625,6 +635,13 @@ impl SipDriver {
                 config.tcp_max_connections_per_ip,
             ),
             overloaded: false,
+            backlogged: false,
+            backlog_sheds: true,
+            // As the standalone driver's event queue: short of room, new INVITEs are shed.
+            backlog_limit: config
+                .event_queue
+                .saturating_sub(config.overload_room.min(config.event_queue))
+                .max(1),
             overload_retry_after: config.overload_retry_after,
             shedding: false,
         };
@@ -898,6 +915,15 @@ const UDP_BACKLOG: usize = 1024;
 pub struct DriverInputs {
     udp: Option<Arc<UdpSocket>>,
     buf: Vec<u8>,
+    /// Datagrams read from the socket, not yet handed out: when one arrives, what else is
+    /// waiting in the socket's buffer is read too (up to `read_ahead_max`), so a burst
+    /// longer than the kernel's buffer is not dropped while the owner works. Its length is
+    /// the owner's backlog ([`DriverConfig::overload_room`]).
+    read_ahead: VecDeque<(SocketAddr, Bytes)>,
+    read_ahead_max: usize,
+    /// A read ahead met a UDP error (an ICMP error for one of our datagrams): the next input
+    /// says so.
+    udp_error_pending: bool,
     listener: Option<TcpListener>,
     /// Where TLS connections are accepted, when we have an identity.
     tls_listener: Option<TcpListener>,
@@ -919,7 +945,8 @@ pub struct DriverInputs {
 pub struct DriverInput(Input);
 
 enum Input {
-    Datagram(SocketAddr, Bytes),
+    /// A datagram, and how many more were read and wait behind it.
+    Datagram(SocketAddr, Bytes, usize),
     Stream(TcpInbound),
     Accepted(TcpStream, Link),
     Job(Job),
@@ -959,6 +986,9 @@ impl DriverInputs {
     /// Waits for the next input. Cancel-safe: dropped before it returns, it loses nothing
     /// (a datagram is taken from the socket only when it returns it).
     pub async fn next_input(&mut self) -> DriverInput {
+        if std::mem::take(&mut self.udp_error_pending) {
+            return DriverInput(Input::UdpError);
+        }
         loop {
             let reading = self.reading;
             let blocked = self.udp_blocked.load(Ordering::Relaxed);
@@ -972,10 +1002,9 @@ impl DriverInputs {
                         }
                     });
                 }
-                received = recv_udp(self.udp.as_deref(), &mut self.buf), if reading => match received {
-                    Ok((len, source)) => {
-                        let bytes = Bytes::copy_from_slice(self.buf.get(..len).unwrap_or_default());
-                        return DriverInput(Input::Datagram(source, bytes));
+                received = next_datagram(self.udp.as_deref(), &mut self.buf, &mut self.read_ahead, self.read_ahead_max, &mut self.udp_error_pending), if reading => match received {
+                    Ok((source, bytes)) => {
+                        return DriverInput(Input::Datagram(source, bytes, self.read_ahead.len()));
                     }
                     // An ICMP error for a datagram we sent (a closed port, an unreachable
                     // host) surfaces here; the socket stays usable.
@@ -1070,6 +1099,12 @@ pub struct DriverState {
     caps: ConnectionCaps,
     /// The standalone driver's event queue is short of room (or full).
     overloaded: bool,
+    /// The inputs hold `backlog_limit` datagrams or more read ahead (the owner is behind).
+    backlogged: bool,
+    /// Whether that sheds new INVITEs: for an embedded driver, which has no event queue to
+    /// measure by (the standalone one sheds on its event queue's room).
+    backlog_sheds: bool,
+    backlog_limit: usize,
     overload_retry_after: Duration,
     /// Whether the user agent is shedding new INVITEs now.
     shedding: bool,
@@ -1084,8 +1119,9 @@ impl DriverState {
     /// Handles one input at `now`; call [`DriverState::flush`] after.
     pub fn handle(&mut self, input: DriverInput, now: Instant) {
         match input.0 {
-            Input::Datagram(source, bytes) => {
+            Input::Datagram(source, bytes, waiting) => {
                 trace_wire("in", Protocol::Udp, source, &bytes);
+                self.backlogged = self.backlog_sheds && waiting >= self.backlog_limit;
                 // The layer above may have changed its mind while we waited.
                 self.update_shedding();
                 self.ua.handle_datagram(now, Protocol::Udp, source, &bytes);
@@ -1184,7 +1220,8 @@ impl DriverState {
         }
         let shed = self.refusing_calls.load(Ordering::Relaxed)
             || self.draining.load(Ordering::Relaxed)
-            || self.overloaded;
+            || self.overloaded
+            || self.backlogged;
         if shed != self.shedding {
             self.shedding = shed;
             tracing::debug!(shedding = shed, "overload shedding of new INVITEs");
@@ -1203,7 +1240,9 @@ impl DriverState {
             return;
         }
         let mut sent = udp.try_send_to(&bytes, destination);
-        if sent.as_ref().is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+        if sent
+            .as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
             && self.fail_unreachable(now())
             && let Some(udp) = &self.udp
         {
@@ -1252,7 +1291,9 @@ impl DriverState {
         };
         while let Some((destination, bytes)) = self.udp_backlog.pop_front() {
             let mut sent = udp.try_send_to(&bytes, destination);
-            if sent.as_ref().is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+            if sent
+                .as_ref()
+                .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
                 && self.fail_unreachable(now)
             {
                 // As in `send_udp`: another datagram's pending ICMP error.
@@ -1435,11 +1476,43 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-async fn recv_udp(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(socket) => socket.recv_from(buf).await,
-        None => std::future::pending().await,
+/// The next datagram: the oldest read ahead, else one from the socket (waiting for it), with
+/// whatever else the socket holds already read ahead behind it, up to `max`. Forever without
+/// a socket. Cancel-safe: everything after the first wait is sync.
+async fn next_datagram(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+    ahead: &mut VecDeque<(SocketAddr, Bytes)>,
+    max: usize,
+    error_pending: &mut bool,
+) -> io::Result<(SocketAddr, Bytes)> {
+    if let Some(datagram) = ahead.pop_front() {
+        return Ok(datagram);
     }
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    let (len, source) = socket.recv_from(buf).await?;
+    let first = (
+        source,
+        Bytes::copy_from_slice(buf.get(..len).unwrap_or_default()),
+    );
+    // Until the socket is empty (which a read would find out anyway before waiting again).
+    while ahead.len() < max {
+        match socket.try_recv_from(buf) {
+            Ok((len, source)) => ahead.push_back((
+                source,
+                Bytes::copy_from_slice(buf.get(..len).unwrap_or_default()),
+            )),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            // An ICMP error (consumed by this read): reported as the next input.
+            Err(_) => {
+                *error_pending = true;
+                break;
+            }
+        }
+    }
+    Ok(first)
 }
 
 /// Waits until the UDP socket can take a datagram (forever without one).
