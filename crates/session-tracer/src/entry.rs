@@ -249,8 +249,9 @@ impl SipSummary {
     }
 
     /// A summary of a request known by its parts (a message built elsewhere, e.g. inside the
-    /// SIP stack, that the recorder did not see whole).
-    pub fn request(method: Method, uri: &str, cseq: u32, call_id: &str, has_sdp: bool) -> Self {
+    /// SIP stack, that the recorder did not see whole), without SDP unless
+    /// [`SipSummary::with_sdp`] says so.
+    pub fn request(method: Method, uri: &str, cseq: u32, call_id: &str) -> Self {
         Self {
             cseq: Some(CSeq {
                 seq: cseq,
@@ -261,14 +262,15 @@ impl SipSummary {
                 uri: capped(uri),
             },
             call_id: Some(capped(call_id)),
-            has_sdp,
+            has_sdp: false,
             note: None,
         }
     }
 
     /// A summary of a response known by its parts: its status (with the standard reason
-    /// phrase) and the CSeq of the request it answers.
-    pub fn response(status: StatusCode, cseq: CSeq, call_id: &str, has_sdp: bool) -> Self {
+    /// phrase) and the CSeq of the request it answers; without SDP unless
+    /// [`SipSummary::with_sdp`] says so.
+    pub fn response(status: StatusCode, cseq: CSeq, call_id: &str) -> Self {
         Self {
             start: StartLine::Response {
                 status,
@@ -276,9 +278,15 @@ impl SipSummary {
             },
             cseq: Some(cseq),
             call_id: Some(capped(call_id)),
-            has_sdp,
+            has_sdp: false,
             note: None,
         }
+    }
+
+    /// The same summary, saying whether the message carried an SDP body.
+    pub fn with_sdp(mut self, has_sdp: bool) -> Self {
+        self.has_sdp = has_sdp;
+        self
     }
 
     /// The same summary with a note attached.

@@ -669,7 +669,7 @@ impl Core {
             .await;
         let (result, answered) = result?;
         if let (Some(session), Some((cseq, call_id))) = (session, answered) {
-            let summary = SipSummary::response(status, cseq, &call_id, has_sdp);
+            let summary = SipSummary::response(status, cseq, &call_id).with_sdp(has_sdp);
             self.trace(session, TraceEntry::SipOut(summary));
         }
         match result {
@@ -707,13 +707,9 @@ impl Core {
         if let (Ok(_), Some(seq), Some(target), Some(call)) =
             (&sent, seq, target, self.calls.get(&session))
         {
-            let summary = SipSummary::request(
-                traced_method,
-                &target,
-                seq,
-                call.shared.call_id.as_str(),
-                has_sdp,
-            );
+            let summary =
+                SipSummary::request(traced_method, &target, seq, call.shared.call_id.as_str())
+                    .with_sdp(has_sdp);
             self.trace(session, TraceEntry::SipOut(summary));
         }
         Some(sent)

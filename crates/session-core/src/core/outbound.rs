@@ -161,13 +161,15 @@ impl Core {
             },
         );
         self.trace_with(session, || {
-            TraceEntry::SipOut(SipSummary::request(
-                Method::Invite,
-                call.to.as_str(),
-                cseq,
-                call_id_text.as_str(),
-                true,
-            ))
+            TraceEntry::SipOut(
+                SipSummary::request(
+                    Method::Invite,
+                    call.to.as_str(),
+                    cseq,
+                    call_id_text.as_str(),
+                )
+                .with_sdp(true),
+            )
         });
         let c = self
             .calls
@@ -331,13 +333,7 @@ impl Core {
                     .get(&session)
                     .map_or_else(String::new, |c| c.shared.remote_uri.to_string())
             });
-            TraceEntry::SipOut(SipSummary::request(
-                Method::Ack,
-                &target,
-                seq,
-                call_id,
-                false,
-            ))
+            TraceEntry::SipOut(SipSummary::request(Method::Ack, &target, seq, call_id))
         });
     }
 
@@ -383,13 +379,7 @@ impl Core {
         let (cseq, call_id) = (call.cseq, call.shared.call_id.to_string());
         let target = call.shared.remote_uri.clone();
         self.trace_with(session, || {
-            TraceEntry::SipOut(SipSummary::request(
-                Method::Cancel,
-                &target,
-                cseq,
-                &call_id,
-                false,
-            ))
+            TraceEntry::SipOut(SipSummary::request(Method::Cancel, &target, cseq, &call_id))
         });
         let sent = self
             .ua(move |ua, now| ua.cancel(now, tx))
