@@ -10,7 +10,8 @@
 //!    for urgent ones (`Limits::reserve_for`): routine calls fill their two slots, the next
 //!    routine call gets 503, an urgent one still gets in;
 //! 3. packets marked by priority — RTP of routine calls is marked AF41 (34), of urgent calls
-//!    EF (46), SIP CS3 (24) (`DscpPolicy`); the marks are read back from the sockets;
+//!    EF (46); SIP of routine calls CS3 (24), of urgent calls CS5 (40), datagram by datagram
+//!    (`DscpPolicy`); the RTP marks are read back from the sockets;
 //! 4. the engine decides too — a call to `112` arrives without `Resource-Priority`; the handler
 //!    knows the number and raises its priority (`CallSession::set_priority`), and a routine
 //!    call raised mid-call is re-marked at once;
@@ -65,6 +66,7 @@ async fn main() -> Result<(), BoxError> {
         .dscp(
             DscpPolicy::default()
                 .sip(24)
+                .sip_at_or_above(urgent(), 40)
                 .rtp(34)
                 .rtp_at_or_above(urgent(), 46),
         )

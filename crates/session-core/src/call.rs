@@ -468,10 +468,22 @@ impl CallSession {
     /// Changes how urgent the call is — a handler that knows better than the caller's
     /// `Resource-Priority` (a known emergency line; it may call this from
     /// `on_incoming_call`), or an escalation: its RTP is marked for the new priority from the
-    /// next packet ([`crate::DscpPolicy`]). Admission is not revisited (the call is already
-    /// admitted).
+    /// next packet, and its SIP from the next message ([`crate::DscpPolicy`]). Admission is
+    /// not revisited (the call is already admitted).
     pub fn set_priority(&self, priority: Priority) -> Result<()> {
         self.shared.set_priority(priority);
+        if self.shared.dscp.marks_sip_by_priority() {
+            // Without waiting (this may run inside a handler): the manager re-marks the
+            // dialog when it takes the command. Should its queue be full, every message the
+            // manager sends for the call sets the mark anew anyway, and only what the dialog
+            // layer sends on its own (a 200 to the peer's BYE) may keep the old one.
+            let (reply, _) = oneshot::channel();
+            let _ = self.commands.try_send(Command::Operate {
+                session: self.shared.id,
+                operation: Operation::RemarkSip,
+                reply,
+            });
+        }
         Ok(self.shared.mark_media()?)
     }
 

@@ -93,20 +93,28 @@ impl Default for SessionTimerConfig {
 
 /// How a session's packets are marked for DiffServ (RFC 2474): the code point of SIP and of
 /// RTP/RTCP. By default RTP is EF (46, RFC 3246) and SIP CS3 (24, RFC 4594) for every
-/// session; RTP can be marked differently for sessions at or above a [`Priority`].
+/// session; both can be marked differently for sessions at or above a [`Priority`].
 ///
-/// SIP shares one socket (UDP) or connection (TCP) among all sessions, so its marking is one
-/// value for the manager; each session's RTP has sockets of its own, marked by its priority
-/// (again when [`crate::CallSession::set_priority`] changes it).
+/// Each session's RTP has sockets of its own, marked by its priority (again when
+/// [`crate::CallSession::set_priority`] changes it). SIP over UDP shares one socket, marked
+/// with [`DscpPolicy::sip_dscp`]; a session whose priority has another SIP mark sends its
+/// messages with that mark each (INVITE, answers, ACK, CANCEL, BYE and every other request and
+/// answer in its dialog), set per datagram. A TCP or TLS connection is shared by every
+/// session with that peer, so it keeps the manager's mark.
 ///
 /// ```
 /// use session_core::{DscpPolicy, Priority};
 ///
 /// let urgent = Priority::new(3).unwrap();
-/// let policy = DscpPolicy::default().rtp(34).rtp_at_or_above(urgent, 46);
+/// let policy = DscpPolicy::default()
+///     .rtp(34)
+///     .rtp_at_or_above(urgent, 46)
+///     .sip_at_or_above(urgent, 40);
 /// assert_eq!(policy.rtp_for(Priority::ROUTINE), 34);
 /// assert_eq!(policy.rtp_for(Priority::HIGHEST), 46);
 /// assert_eq!(policy.sip_dscp(), 24);
+/// assert_eq!(policy.sip_for(Priority::ROUTINE), 24);
+/// assert_eq!(policy.sip_for(urgent), 40);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DscpPolicy {
@@ -114,6 +122,8 @@ pub struct DscpPolicy {
     rtp: u8,
     /// Overrides of `rtp`, by the lowest priority they apply to.
     rtp_by_priority: Vec<(Priority, u8)>,
+    /// Overrides of `sip`, the same way.
+    sip_by_priority: Vec<(Priority, u8)>,
 }
 
 impl Default for DscpPolicy {
@@ -122,6 +132,7 @@ impl Default for DscpPolicy {
             sip: 24,
             rtp: 46,
             rtp_by_priority: Vec::new(),
+            sip_by_priority: Vec::new(),
         }
     }
 }
@@ -133,6 +144,7 @@ impl DscpPolicy {
             sip: 0,
             rtp: 0,
             rtp_by_priority: Vec::new(),
+            sip_by_priority: Vec::new(),
         }
     }
 
@@ -160,19 +172,52 @@ impl DscpPolicy {
         self
     }
 
-    /// SIP's code point.
+    /// SIP's code point for sessions at or above `priority` (the override of the highest
+    /// priority a session reaches applies).
+    #[must_use]
+    pub fn sip_at_or_above(mut self, priority: Priority, dscp: u8) -> Self {
+        self.sip_by_priority.retain(|(p, _)| *p != priority);
+        self.sip_by_priority.push((priority, dscp & 0x3f));
+        self.sip_by_priority.sort_unstable();
+        self
+    }
+
+    /// SIP's code point: the mark of the SIP socket, and of every session without an
+    /// override.
     pub fn sip_dscp(&self) -> u8 {
         self.sip
     }
 
+    /// The code point of SIP for a session at `priority`.
+    pub fn sip_for(&self, priority: Priority) -> u8 {
+        by_priority(&self.sip_by_priority, priority).unwrap_or(self.sip)
+    }
+
     /// The code point of RTP for a session at `priority`.
     pub fn rtp_for(&self, priority: Priority) -> u8 {
-        self.rtp_by_priority
-            .iter()
-            .rev()
-            .find(|(from, _)| priority >= *from)
-            .map_or(self.rtp, |(_, dscp)| *dscp)
+        by_priority(&self.rtp_by_priority, priority).unwrap_or(self.rtp)
     }
+
+    /// Whether some priority has a SIP mark of its own (else nothing per session is done).
+    pub(crate) fn marks_sip_by_priority(&self) -> bool {
+        !self.sip_by_priority.is_empty()
+    }
+
+    /// The mark a session at `priority` sets on its SIP messages: `None` when it is the
+    /// socket's own.
+    pub(crate) fn sip_mark(&self, priority: Priority) -> Option<u8> {
+        let dscp = self.sip_for(priority);
+        (dscp != self.sip).then_some(dscp)
+    }
+}
+
+/// The override of the highest priority at or below `priority`, if any.
+fn by_priority(overrides: &[(Priority, u8)], priority: Priority) -> Option<u8> {
+    overrides
+        .iter()
+        .rev()
+        .find(|(from, _)| priority >= *from)
+        .map(|(_, dscp)| *dscp)
 }
 
 /// Limits past which the manager ends a session stuck waiting (opt-in; every limit is off by

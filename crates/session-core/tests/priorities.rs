@@ -150,6 +150,7 @@ fn sip_and_rtp_packets_are_marked_by_priority_and_417_names_what_we_accept() {
             builder(38_200..=38_299).dscp(
                 DscpPolicy::default()
                     .sip(24)
+                    .sip_at_or_above(URGENT, 40)
                     .rtp(34)
                     .rtp_at_or_above(URGENT, 46),
             ),
@@ -180,13 +181,14 @@ fn sip_and_rtp_packets_are_marked_by_priority_and_417_names_what_we_accept() {
     let send = |text: &str| {
         sip.send_to(text.as_bytes(), &pbx_at.into()).unwrap();
     };
-    // Reads SIP until a final response; checks every packet's marking on the way.
-    let final_response = || loop {
+    // Reads SIP until a final response (or, with `bye`, a BYE, which it answers); checks
+    // every packet's marking on the way: CS3 for a routine call, CS5 (40) for an urgent one.
+    let read_until = |dscp: u8, bye: bool| loop {
         let (payload, tos) = receive(&sip);
-        assert_eq!(tos >> 2, 24, "SIP marked CS3");
         let text = String::from_utf8(payload).unwrap();
-        if !text.starts_with("SIP/2.0") {
-            // The previous call's BYE: answer it and read on.
+        let first_line = text.lines().next().unwrap_or_default().to_owned();
+        assert_eq!(tos >> 2, dscp, "SIP marked {dscp}: {first_line}");
+        if text.starts_with("BYE ") {
             let copied: String = ["Via", "From", "To", "Call-ID", "CSeq"]
                 .iter()
                 .map(|name| format!("{name}: {}\r\n", header(&text, name).unwrap()))
@@ -194,23 +196,30 @@ fn sip_and_rtp_packets_are_marked_by_priority_and_417_names_what_we_accept() {
             send(&format!(
                 "SIP/2.0 200 OK\r\n{copied}Content-Length: 0\r\n\r\n"
             ));
+            if bye {
+                return text;
+            }
+            continue;
+        }
+        if !text.starts_with("SIP/2.0") {
             continue;
         }
         let code: u16 = text
             .get(8..11)
             .and_then(|code| code.parse().ok())
             .unwrap_or_else(|| panic!("not a response: {text}"));
-        if code >= 200 {
+        if code >= 200 && !bye {
             return text;
         }
     };
+    let final_response = |dscp: u8| read_until(dscp, false);
 
     // 1. Required, and only a namespace we do not know: 417 with what we accept.
     send(&invite(
         "c-417",
         "Resource-Priority: dsn.flash\r\nRequire: resource-priority\r\n",
     ));
-    let response = final_response();
+    let response = final_response(24);
     assert!(response.starts_with("SIP/2.0 417"), "{response}");
     let accepted = header(&response, "Accept-Resource-Priority").expect("the values we take");
     assert!(
@@ -222,13 +231,14 @@ fn sip_and_rtp_packets_are_marked_by_priority_and_417_names_what_we_accept() {
         "resource-priority is supported"
     );
 
-    // 2. A routine call's RTP is AF41, an urgent one's (wps.1 is level 3) EF.
+    // 2. A routine call's RTP is AF41 and its SIP CS3, an urgent one's (wps.1 is level 3)
+    // EF and CS5; the routine call escalated mid-call is re-marked both.
     for (call_id, extra, dscp) in [
         ("c-routine", "", 34),
         ("c-urgent", "Resource-Priority: wps.1, dsn.flash\r\n", 46),
     ] {
         send(&invite(call_id, extra));
-        let answer = final_response();
+        let answer = final_response(if dscp == 46 { 40 } else { 24 });
         assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
         let to = header(&answer, "To").unwrap();
         send(&format!(
@@ -258,6 +268,9 @@ fn sip_and_rtp_packets_are_marked_by_priority_and_417_names_what_we_accept() {
             assert!(remarked, "RTP re-marked EF after set_priority");
         }
         runtime.block_on(async { at_pbx.hangup().await.unwrap() });
+        // Escalated or urgent from the start: the BYE is CS5.
+        let bye = read_until(40, true);
+        assert_eq!(header(&bye, "Call-ID"), Some(call_id));
     }
     runtime.block_on(pbx.manager.shutdown());
 }

@@ -40,6 +40,10 @@ pub struct Dialog {
     pub peer: SocketAddr,
     /// The transport in use.
     pub protocol: Protocol,
+    /// The DiffServ mark of our messages in the dialog when it is not the socket's own
+    /// (`Transmit::dscp`): the priority of the session it carries decides it. New dialogs
+    /// take their INVITE transaction's mark.
+    pub dscp: Option<u8>,
 }
 
 fn contact_uri(headers_contact: Option<&str>) -> Option<Uri> {
@@ -131,6 +135,7 @@ impl Dialog {
             route_set,
             peer,
             protocol,
+            dscp: None,
         })
     }
 
@@ -192,6 +197,7 @@ impl Dialog {
             route_set,
             peer,
             protocol,
+            dscp: None,
         })
     }
 

@@ -58,7 +58,7 @@
 //! [`UserAgent::handle_transport_error`], which ends the transactions towards that peer at once
 //! (RFC 3261 §17.1.4) rather than after 32 s of Timer B or F.
 
-use crate::endpoint::{EndpointConfig, Load, Protocol};
+use crate::endpoint::{EndpointConfig, Load, Protocol, Transmit};
 use crate::tls::TlsConfig;
 use crate::ua::{UaConfig, UaEvent, UserAgent};
 use bytes::Bytes;
@@ -111,8 +111,11 @@ pub struct DriverConfig {
     pub endpoint: EndpointConfig,
     /// UDP socket send and receive buffer sizes, when set.
     pub socket_buffer: Option<usize>,
-    /// The DiffServ code point (RFC 2474) of every SIP packet we send, over UDP and TCP
-    /// (default 0, unmarked; CS3, 24, is what RFC 4594 suggests for signaling).
+    /// The DiffServ code point (RFC 2474) of the SIP packets we send, over UDP and TCP
+    /// (default 0, unmarked; CS3, 24, is what RFC 4594 suggests for signaling). A UDP message
+    /// the user agent marks otherwise (a priority session's: [`Transmit::dscp`]) goes with
+    /// its own mark; a TCP or TLS connection is shared by every session with that peer and
+    /// keeps this one.
     pub dscp: u8,
     /// SIP over TLS (`sips:`, `;transport=tls`): connections we open use it, and with an
     /// identity we also listen for TLS on [`DriverConfig::tls_bind`]. TLS connections share
@@ -578,6 +581,16 @@ impl SipDriver {
             },
             events_rx,
         ))
+    }
+}
+
+/// Sends `transmit` over the shared UDP socket, with its own mark when it has one.
+async fn send_udp(udp: &UdpSocket, transmit: &Transmit) -> io::Result<usize> {
+    match transmit.dscp {
+        None => udp.send_to(&transmit.bytes, transmit.destination).await,
+        Some(dscp) => {
+            crate::dscp::send_marked(udp, &transmit.bytes, transmit.destination, dscp).await
+        }
     }
 }
 
@@ -1059,12 +1072,12 @@ impl DriverTask {
             match transmit.protocol {
                 Protocol::Udp => {
                     let Some(udp) = &self.udp else { continue };
-                    let mut sent = udp.send_to(&transmit.bytes, transmit.destination).await;
+                    let mut sent = send_udp(udp, &transmit).await;
                     if sent.is_err() && self.fail_unreachable() {
                         // The error was an earlier datagram's ICMP error, pending on the
                         // socket, not this send's: it is reported now, so send again.
                         if let Some(udp) = &self.udp {
-                            sent = udp.send_to(&transmit.bytes, transmit.destination).await;
+                            sent = send_udp(udp, &transmit).await;
                         }
                     }
                     if let Err(error) = sent {

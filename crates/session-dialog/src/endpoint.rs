@@ -68,6 +68,11 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The serialized message.
     pub bytes: Bytes,
+    /// The DiffServ code point (0–63) to mark this message with when it is not the socket's
+    /// own: a session whose priority asks for another mark than the rest (RFC 4412 §11 leaves
+    /// the mapping to local policy; RFC 4594 §4.2 suggests CS3 for signalling). `None`: as the
+    /// socket is marked.
+    pub dscp: Option<u8>,
 }
 
 /// What the endpoint tells the layer above.
@@ -259,6 +264,8 @@ struct Context {
     protocol: Protocol,
     /// Server: the To tag of the responses sent, reused for the 487 after a CANCEL.
     to_tag: Option<String>,
+    /// The mark every message of the transaction carries ([`Transmit::dscp`]).
+    dscp: Option<u8>,
 }
 
 /// The sans-IO transaction endpoint. See the module docs.
@@ -539,10 +546,21 @@ impl Endpoint {
     }
 
     fn transmit(&mut self, protocol: Protocol, destination: SocketAddr, bytes: Bytes) {
+        self.transmit_marked(protocol, destination, bytes, None);
+    }
+
+    fn transmit_marked(
+        &mut self,
+        protocol: Protocol,
+        destination: SocketAddr,
+        bytes: Bytes,
+        dscp: Option<u8>,
+    ) {
         self.transmits.push_back(Transmit {
             protocol,
             destination,
             bytes,
+            dscp,
         });
     }
 
@@ -553,8 +571,8 @@ impl Endpoint {
                 Action::Transmit(bytes) => {
                     // The context outlives the transaction until its Terminated is polled.
                     if let Some(ctx) = self.table.context(id) {
-                        let (protocol, peer) = (ctx.protocol, ctx.peer);
-                        self.transmit(protocol, peer, bytes);
+                        let (protocol, peer, dscp) = (ctx.protocol, ctx.peer, ctx.dscp);
+                        self.transmit_marked(protocol, peer, bytes, dscp);
                     }
                 }
                 Action::SendTrying => self.send_trying(now, id),
@@ -732,6 +750,7 @@ impl Endpoint {
                     peer,
                     protocol,
                     to_tag: None,
+                    dscp: None,
                 };
                 if let Some(id) = self.table.insert(key, transaction, context) {
                     self.events.push_back(EndpointEvent::Request {
@@ -836,11 +855,16 @@ impl Endpoint {
         tx.send_response(now, status.as_u16(), answer);
         // The CANCEL is answered at once: nothing more is built from it.
         drop(cancel);
+        // The 200 to the CANCEL is marked as the INVITE's answers are.
+        let dscp = invite_id
+            .and_then(|id| self.table.context(id))
+            .and_then(|ctx| ctx.dscp);
         let context = Context {
             request: None,
             peer,
             protocol,
             to_tag: Some(to_tag.clone()),
+            dscp,
         };
         self.table
             .insert(key, Transaction::ServerNonInvite(tx), context);
@@ -923,17 +947,30 @@ impl Endpoint {
         destination: SocketAddr,
         protocol: Protocol,
     ) -> Result<TransactionId, EndpointError> {
-        self.start_client(now, None, request, destination, protocol)
+        self.start_client(now, None, request, (destination, protocol, None))
     }
 
-    /// Starts a client transaction, under a reserved id when one is given.
+    /// [`Endpoint::send_request`] with every message of the transaction marked `dscp`
+    /// ([`Transmit::dscp`]).
+    pub fn send_marked_request(
+        &mut self,
+        now: Instant,
+        request: Request,
+        destination: SocketAddr,
+        protocol: Protocol,
+        dscp: Option<u8>,
+    ) -> Result<TransactionId, EndpointError> {
+        self.start_client(now, None, request, (destination, protocol, dscp))
+    }
+
+    /// Starts a client transaction towards `(destination, protocol, mark)`, under a reserved
+    /// id when one is given.
     fn start_client(
         &mut self,
         now: Instant,
         reserved: Option<TransactionId>,
         request: Request,
-        destination: SocketAddr,
-        protocol: Protocol,
+        (destination, protocol, dscp): (SocketAddr, Protocol, Option<u8>),
     ) -> Result<TransactionId, EndpointError> {
         if request.method == Method::Ack {
             return Err(EndpointError::BadRequest(
@@ -974,6 +1011,7 @@ impl Endpoint {
             peer: destination,
             protocol,
             to_tag: None,
+            dscp,
         };
         let inserted = match reserved {
             Some(id) => self.table.insert_reserved(id, key, transaction, context),
@@ -1078,7 +1116,9 @@ impl Endpoint {
         let (destination, protocol) = self
             .peer_of(invite)
             .ok_or(EndpointError::NoSuchTransaction)?;
-        let id = self.start_client(now, id, cancel, destination, protocol)?;
+        // The CANCEL goes where the INVITE went, marked as it was (§9.1).
+        let dscp = self.dscp_of(invite);
+        let id = self.start_client(now, id, cancel, (destination, protocol, dscp))?;
         self.table.with(invite, |tx, _| {
             if let Transaction::ClientInvite(tx) = tx {
                 tx.handle_cancel_sent(now);
@@ -1092,6 +1132,31 @@ impl Endpoint {
     /// the transaction ended, a stateless response).
     pub fn send_stateless(&mut self, bytes: Bytes, destination: SocketAddr, protocol: Protocol) {
         self.transmit(protocol, destination, bytes);
+    }
+
+    /// [`Endpoint::send_stateless`] marked `dscp` ([`Transmit::dscp`]).
+    pub fn send_marked_stateless(
+        &mut self,
+        bytes: Bytes,
+        destination: SocketAddr,
+        protocol: Protocol,
+        dscp: Option<u8>,
+    ) {
+        self.transmit_marked(protocol, destination, bytes, dscp);
+    }
+
+    /// Marks every message transaction `id` sends from now on `dscp` ([`Transmit::dscp`]):
+    /// a server transaction's responses (the 487 after a CANCEL and the 200 to the CANCEL
+    /// included), a client transaction's retransmissions and ACK of a failure. Returns
+    /// whether the transaction is live.
+    pub fn set_dscp(&mut self, id: TransactionId, dscp: Option<u8>) -> bool {
+        self.table.with(id, |_, ctx| ctx.dscp = dscp).is_some()
+    }
+
+    /// The mark of transaction `id`'s messages ([`Endpoint::set_dscp`]); `None` when it has
+    /// none or is gone.
+    pub fn dscp_of(&self, id: TransactionId) -> Option<u8> {
+        self.table.context(id)?.dscp
     }
 
     /// Answers the request of server transaction `id`; returns the bytes sent (the user agent

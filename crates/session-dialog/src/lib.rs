@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod dialog;
 pub mod driver;
+mod dscp;
 pub mod endpoint;
 mod icmp;
 pub mod tls;

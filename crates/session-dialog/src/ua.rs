@@ -333,6 +333,7 @@ struct Pending2xx {
     bytes: Bytes,
     destination: SocketAddr,
     protocol: Protocol,
+    dscp: Option<u8>,
     interval: Duration,
     next: Instant,
     give_up: Instant,
@@ -450,6 +451,9 @@ pub struct OutgoingInvite<'a> {
     /// Answer 401/407 challenges with this account's credentials, for the INVITE and for
     /// every request in the dialog it makes (see the module docs).
     pub account: Option<Account>,
+    /// The DiffServ mark of the INVITE and of everything sent in the dialogs it makes, when
+    /// not the socket's own ([`Transmit::dscp`]); `None` for the socket's.
+    pub dscp: Option<u8>,
 }
 
 /// A request to send outside any dialog (REGISTER, OPTIONS, MESSAGE …), for
@@ -498,6 +502,8 @@ struct ClientInvite {
     invite: SentInvite,
     destination: SocketAddr,
     protocol: Protocol,
+    /// The mark of its messages, and of the dialogs it makes ([`Dialog::dscp`]).
+    dscp: Option<u8>,
     /// The dialog its first 2xx made, with the ACK we sent for it and where it went.
     answered: Option<AckedAnswer>,
     /// Re-INVITE inside this dialog.
@@ -952,10 +958,11 @@ impl UserAgent {
                 self.send_bye(now, &id);
                 continue;
             }
-            self.endpoint.send_stateless(
+            self.endpoint.send_marked_stateless(
                 pending.bytes.clone(),
                 pending.destination,
                 pending.protocol,
+                pending.dscp,
             );
             pending.interval = (pending.interval * 2).min(self.config.endpoint.timers.t2);
             pending.next = now + pending.interval;
@@ -1224,6 +1231,10 @@ impl UserAgent {
             );
             return;
         };
+        if entry.dialog.dscp.is_some() {
+            // Our answers in the dialog are marked as the rest of it.
+            self.endpoint.set_dscp(tx, entry.dialog.dscp);
+        }
         let seq = request.cseq().map(|c| c.seq).unwrap_or_default();
         if !entry.dialog.accept_remote_seq(seq) {
             self.reject(now, tx, &request, StatusCode::SERVER_INTERNAL_ERROR, None);
@@ -1469,9 +1480,10 @@ impl UserAgent {
                             invite.destination,
                             invite.protocol,
                         );
-                        let Some(dialog) = made else {
+                        let Some(mut dialog) = made else {
                             return true;
                         };
+                        dialog.dscp = invite.dscp;
                         Some(Box::new(dialog))
                     }
                 };
@@ -1524,8 +1536,11 @@ impl UserAgent {
         prack
             .headers
             .push(Header::new(HeaderName::ContentLength, "0"));
-        let (hop, protocol) = (dialog.next_hop(), dialog.protocol);
-        match self.endpoint.send_request(now, prack, hop, protocol) {
+        let (hop, protocol, dscp) = (dialog.next_hop(), dialog.protocol, dialog.dscp);
+        match self
+            .endpoint
+            .send_marked_request(now, prack, hop, protocol, dscp)
+        {
             Ok(id) => {
                 self.pracks.insert(id, ());
             }
@@ -1565,8 +1580,12 @@ impl UserAgent {
             && answered.dialog == id
         {
             // §13.2.2.4: each retransmission of the 2xx gets the same ACK, along the route set.
-            self.endpoint
-                .send_stateless(answered.ack.clone(), answered.hop, invite.protocol);
+            self.endpoint.send_marked_stateless(
+                answered.ack.clone(),
+                answered.hop,
+                invite.protocol,
+                invite.dscp,
+            );
             return;
         }
         let forked = invite.answered.is_some();
@@ -1581,7 +1600,7 @@ impl UserAgent {
             &mut self.rng,
             invite.protocol,
         );
-        let protocol = invite.protocol;
+        let (protocol, dscp) = (invite.protocol, invite.dscp);
         let contact = response.headers.values(HeaderName::Contact).next();
         // A re-INVITE's 2xx refreshes its dialog in place; a first 2xx makes a new one.
         let (ack, hop, new_dialog) = match within.as_ref().and_then(|d| self.dialogs.get_mut(d)) {
@@ -1606,6 +1625,7 @@ impl UserAgent {
                     return;
                 };
                 dialog.state = DialogState::Confirmed;
+                dialog.dscp = dscp;
                 dialog.refresh_target(contact);
                 // RFC 3262 §4: the PRACKs were counted in the early dialog this 2xx confirms;
                 // our next request goes on from there.
@@ -1625,7 +1645,8 @@ impl UserAgent {
                 (ack.to_bytes(), hop, Some(dialog))
             }
         };
-        self.endpoint.send_stateless(ack.clone(), hop, protocol);
+        self.endpoint
+            .send_marked_stateless(ack.clone(), hop, protocol, dscp);
         if let Some(invite) = self.client_invites.get_mut(&tx)
             && invite.answered.is_none()
         {
@@ -1690,7 +1711,10 @@ impl UserAgent {
         let bye = dialog.request(Method::Bye, self.via(dialog.protocol), None, None);
         let hop = dialog.next_hop();
         let kept = account.map(|account| (bye.clone(), account));
-        match self.endpoint.send_request(now, bye, hop, dialog.protocol) {
+        let sent = self
+            .endpoint
+            .send_marked_request(now, bye, hop, dialog.protocol, dialog.dscp);
+        match sent {
             Ok(tx) => {
                 if let Some((bye, account)) = kept {
                     self.track_challengeable(tx, bye, hop, dialog.protocol, account, None);
@@ -1814,11 +1838,14 @@ impl UserAgent {
             Method::Invite => SentInvite::of(&request),
             _ => None,
         };
-        let new_tx = match self.endpoint.send_request(
+        // Marked as the challenged request was.
+        let dscp = self.endpoint.dscp_of(tx);
+        let new_tx = match self.endpoint.send_marked_request(
             now,
             request.clone(),
             record.destination,
             record.protocol,
+            dscp,
         ) {
             Ok(id) => id,
             Err(error) => {
@@ -1845,6 +1872,7 @@ impl UserAgent {
                     invite: sent,
                     destination: record.destination,
                     protocol: record.protocol,
+                    dscp,
                     answered: None,
                     within,
                     progress: InviteProgress::Calling,
@@ -1908,6 +1936,7 @@ impl UserAgent {
             cseq: None,
             from_tag: None,
             account: None,
+            dscp: None,
         };
         self.invite_with(now, invite).map(|(tx, _)| tx)
     }
@@ -1931,6 +1960,7 @@ impl UserAgent {
             cseq,
             from_tag,
             account,
+            dscp,
         } = invite;
         let call_id = call_id
             .unwrap_or_else(|| CallId::random_with(&mut self.rng, Some(&self.config.via_host)));
@@ -1964,13 +1994,14 @@ impl UserAgent {
         let kept = account.clone().map(|account| (request.clone(), account));
         let tx = self
             .endpoint
-            .send_request(now, request, destination, protocol)?;
+            .send_marked_request(now, request, destination, protocol, dscp)?;
         self.client_invites.insert(
             tx,
             Box::new(ClientInvite {
                 invite,
                 destination,
                 protocol,
+                dscp,
                 answered: None,
                 within: None,
                 progress: InviteProgress::Calling,
@@ -2073,6 +2104,29 @@ impl UserAgent {
         }
     }
 
+    /// Marks what server or client transaction `tx` sends from now on with DiffServ code
+    /// point `dscp` ([`Transmit::dscp`]; `None`: as the socket is marked). On an incoming
+    /// INVITE it marks the answers, and the dialog a 2xx makes goes on with that mark.
+    /// Returns whether the transaction is live.
+    pub fn set_transaction_dscp(&mut self, tx: TransactionId, dscp: Option<u8>) -> bool {
+        let tx = self.current.get(&tx).copied().unwrap_or(tx);
+        self.endpoint.set_dscp(tx, dscp)
+    }
+
+    /// Marks everything sent in dialog `id` from now on with `dscp` ([`Dialog::dscp`]): our
+    /// requests, our answers to the peer's, ACKs and 2xx retransmissions. Returns whether the
+    /// dialog exists.
+    pub fn set_dialog_dscp(&mut self, id: &DialogId, dscp: Option<u8>) -> bool {
+        let Some(entry) = self.dialogs.get_mut(id) else {
+            return false;
+        };
+        entry.dialog.dscp = dscp;
+        if let Some(pending) = entry.pending_2xx.as_mut() {
+            pending.dscp = dscp;
+        }
+        true
+    }
+
     /// Sets the account whose credentials answer challenges to our requests in dialog `id`
     /// (e.g. one we answered as UAS); returns whether the dialog exists. A dialog our INVITE
     /// made has that INVITE's account already.
@@ -2138,7 +2192,7 @@ impl UserAgent {
         if let Some(body) = body {
             request.body = set_body(&mut request.headers, body);
         }
-        let (hop, protocol) = (dialog.next_hop(), dialog.protocol);
+        let (hop, protocol, dscp) = (dialog.next_hop(), dialog.protocol, dialog.dscp);
         let protocol = self.fit_transport(&mut request, protocol);
         let sent = match method {
             Method::Invite => SentInvite::of(&request),
@@ -2146,7 +2200,9 @@ impl UserAgent {
         };
         let credentials = crate::auth::credentials_of(&request);
         let kept = account.clone().map(|account| (request.clone(), account));
-        let tx = self.endpoint.send_request(now, request, hop, protocol)?;
+        let tx = self
+            .endpoint
+            .send_marked_request(now, request, hop, protocol, dscp)?;
         if let Some((request, account)) = kept {
             self.track_challengeable(tx, request, hop, protocol, account, Some(id.clone()));
         }
@@ -2161,6 +2217,7 @@ impl UserAgent {
                         invite,
                         destination: hop,
                         protocol,
+                        dscp,
                         answered: None,
                         within: Some(id.clone()),
                         progress: InviteProgress::Calling,
@@ -2243,9 +2300,10 @@ impl UserAgent {
             .endpoint
             .peer_of(tx)
             .ok_or(EndpointError::NoSuchTransaction)?;
+        let dscp = self.endpoint.dscp_of(tx);
         let id = self
             .endpoint
-            .send_request(now, cancel, destination, protocol)?;
+            .send_marked_request(now, cancel, destination, protocol, dscp)?;
         self.pump(now);
         Ok(id)
     }
@@ -2341,12 +2399,16 @@ impl UserAgent {
         finish_body(&mut response, body);
         // The dialog (if this 2xx makes one) is read off the request before the response goes
         // to the transaction, so neither is copied.
-        let new_dialog = match (invite, &to_tag) {
+        let mut new_dialog = match (invite, &to_tag) {
             (Some(invite), Some(local_tag)) if status.is_success() && within.is_none() => {
                 Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
             }
             _ => None,
         };
+        if let Some(dialog) = new_dialog.as_mut() {
+            // The dialog goes on marked as its INVITE's answers were.
+            dialog.dscp = self.endpoint.dscp_of(tx);
+        }
         if hold {
             let id = self.insert_answered_dialog(tx, within, new_dialog);
             if let Some(reliable) = self.reliable_mut(tx) {
@@ -2446,6 +2508,7 @@ impl UserAgent {
             bytes,
             destination,
             protocol,
+            dscp: self.endpoint.dscp_of(tx),
             interval: t1,
             next,
             give_up,
@@ -2708,6 +2771,10 @@ impl UserAgent {
             );
             return;
         };
+        // The PRACK's answer is marked as the INVITE's answers are.
+        if let Some(dscp) = self.endpoint.dscp_of(invite_tx) {
+            self.endpoint.set_dscp(tx, Some(dscp));
+        }
         // RFC 3261 §12.2.2: in order after the INVITE and the PRACKs before it (counted by the
         // dialog once a 2xx made it).
         let seq = request.cseq().map(|c| c.seq).unwrap_or_default();

@@ -148,6 +148,7 @@ impl Pair {
                     cseq: None,
                     from_tag: None,
                     account: None,
+                    dscp: None,
                 },
             )
             .unwrap();
@@ -595,6 +596,7 @@ fn the_uac_pracks_the_first_rseq_then_only_the_next_one_in_each_early_dialog() {
                 cseq: Some(10),
                 from_tag: None,
                 account: None,
+                dscp: None,
             },
         )
         .unwrap();

@@ -474,6 +474,7 @@ fn call_out(
                 cseq: None,
                 from_tag: None,
                 account: None,
+                dscp: None,
             },
         )
         .unwrap();

@@ -6,27 +6,16 @@
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use session_dialog::endpoint::{EndpointConfig, EndpointError, Protocol};
-use session_dialog::ua::{DialogEnd, UaConfig, UaEvent, UserAgent};
+use session_dialog::endpoint::{EndpointError, Protocol};
+use session_dialog::ua::{DialogEnd, UaEvent, UserAgent};
 use session_sip::{Message, Uri};
 use session_types::StatusCode;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn ua(port: u16) -> UserAgent {
-    UserAgent::new(UaConfig {
-        endpoint: EndpointConfig::default(),
-        via_host: "127.0.0.1".into(),
-        via_port: port,
-        contact: Uri::parse(&format!("sip:ua@127.0.0.1:{port}")).unwrap(),
-        large_requests_over_tcp: false,
-        rng_seed: None,
-    })
-}
+#[path = "support/loopback_ua.rs"]
+mod loopback_ua;
+use loopback_ua::{addr, ua};
 
 fn uri(text: &str) -> Uri {
     Uri::parse(text).unwrap()

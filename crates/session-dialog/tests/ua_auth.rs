@@ -137,6 +137,7 @@ fn invite(ua: &mut UserAgent, now: Instant, account: Option<Account>) -> Transac
                 cseq: None,
                 from_tag: None,
                 account,
+                dscp: None,
             },
         )
         .unwrap();

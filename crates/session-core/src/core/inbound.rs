@@ -127,6 +127,11 @@ impl Core {
         call.peer_allows_update = allows_update(&request);
         call.shared.set_priority(priority);
         call.replaces = replaces;
+        if let Some(Some(dscp)) = self.sip_mark_of(session) {
+            // An urgent call's answers are marked from the first (a 100 Trying included).
+            self.ua(move |ua, _| ua.set_transaction_dscp(tx, Some(dscp)))
+                .await;
+        }
         let Some(call) = self.calls.get(&session) else {
             return;
         };

@@ -116,6 +116,8 @@ pub(crate) struct OutgoingCall {
 /// Operations on one call.
 pub(crate) enum Operation {
     Accept(AcceptOptions),
+    /// The priority changed: mark the session's SIP for it.
+    RemarkSip,
     Reject(StatusCode),
     Ring,
     EarlyMedia,
@@ -655,8 +657,13 @@ impl Core {
         let traced = session.is_some() && self.tracer.is_some();
         // Our requests in a dialog we answer are challenged like our own calls' (BYE …).
         let account = self.config.account.clone();
+        // Marked for the session's priority as it is now (the dialog a 2xx makes keeps it).
+        let mark = session.and_then(|session| self.sip_mark_of(session));
         let result = self
             .ua(move |ua, now| {
+                if let Some(dscp) = mark {
+                    ua.set_transaction_dscp(tx, dscp);
+                }
                 let answered = ua.request_of(tx).filter(|_| traced).and_then(|request| {
                     Some((request.cseq().ok()?, request.call_id().ok()?.to_owned()))
                 });
@@ -692,8 +699,12 @@ impl Core {
     ) -> Option<Result<TransactionId, EndpointError>> {
         let has_sdp = body.as_ref().is_some_and(|(t, _)| t == inbound::SDP);
         let traced_method = method.clone();
+        let mark = self.sip_mark_of(session);
         let (sent, seq, target) = self
             .ua(move |ua, now| {
+                if let Some(dscp) = mark {
+                    ua.set_dialog_dscp(&dialog, dscp);
+                }
                 // The dialog numbers the request one past its local CSeq (§12.2.1.1).
                 let known = ua
                     .dialog(&dialog)
@@ -713,6 +724,38 @@ impl Core {
             self.trace(session, TraceEntry::SipOut(summary));
         }
         Some(sent)
+    }
+
+    /// The SIP mark of `session`'s messages for its priority now, when the policy marks SIP
+    /// by priority at all (`Some(None)`: the socket's own); `None` when it does not, or the
+    /// session is gone — then nothing is set per session.
+    pub(crate) fn sip_mark_of(&self, session: SessionId) -> Option<Option<u8>> {
+        if !self.dscp.marks_sip_by_priority() {
+            return None;
+        }
+        let call = self.calls.get(&session)?;
+        Some(self.dscp.sip_mark(call.shared.priority()))
+    }
+
+    /// Marks what `session` sends from now on for its priority (after
+    /// [`crate::CallSession::set_priority`]): its dialog, or the INVITE it is answering.
+    async fn remark_sip(&mut self, session: SessionId) {
+        let Some(mark) = self.sip_mark_of(session) else {
+            return;
+        };
+        let Some(call) = self.calls.get(&session) else {
+            return;
+        };
+        let (dialog, invite_tx) = (call.dialog.clone(), call.invite_tx);
+        self.ua(move |ua, _| {
+            if let Some(dialog) = &dialog {
+                ua.set_dialog_dscp(dialog, mark);
+            }
+            if let Some(tx) = invite_tx {
+                ua.set_transaction_dscp(tx, mark);
+            }
+        })
+        .await;
     }
 
     /// Publishes `event` on the bus and records it in the tracer.
@@ -1130,6 +1173,10 @@ impl Core {
             }
             Operation::Stats(stats_reply) => {
                 self.stats(session, stats_reply);
+                let _ = reply.send(Ok(()));
+            }
+            Operation::RemarkSip => {
+                self.remark_sip(session).await;
                 let _ = reply.send(Ok(()));
             }
         }

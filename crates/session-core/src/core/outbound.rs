@@ -128,6 +128,7 @@ impl Core {
             .get_or_insert_with(|| session_sip::new_tag_with(&mut self.rng))
             .clone();
         let account = call.account.clone().or_else(|| self.config.account.clone());
+        let dscp = self.dscp.sip_mark(call.priority);
         let sent = self
             .ua(move |ua, now| {
                 ua.invite_with(
@@ -144,6 +145,7 @@ impl Core {
                         cseq: Some(cseq),
                         from_tag: Some(&from_tag),
                         account,
+                        dscp,
                     },
                 )
             })
