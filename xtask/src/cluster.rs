@@ -977,7 +977,7 @@ fn capacity(options: &Options, tools: &Tools, dir: &Path) -> Result<(), String> 
         steps: Vec::new(),
     })
     .collect();
-    let hz = clock_ticks();
+    let hz = util::clock_ticks();
     let mut round = 0;
     loop {
         let mut any = false;
@@ -1091,7 +1091,7 @@ fn capacity_step(
     let timeout = u64::from(options.step_seconds) + 20;
     let instance_pids: Vec<u32> = instances.iter().map(Instance::pid).collect();
     let proxy_pids = proxy.as_ref().map(Kamailio::pids).unwrap_or_default();
-    let cpu = |pids: &[u32]| pids.iter().map(|&pid| cpu_ticks(pid)).sum::<u64>();
+    let cpu = |pids: &[u32]| pids.iter().map(|&pid| util::cpu_ticks(pid)).sum::<u64>();
     let (instances_before, proxy_before) = (cpu(&instance_pids), cpu(&proxy_pids));
     let began = Instant::now();
     let scenario = dir.parent().unwrap_or(dir).join("uac.xml");
@@ -2039,32 +2039,6 @@ fn children_of(pid: u32) -> Vec<u32> {
                 == Some(pid)
         })
         .collect()
-}
-
-/// utime + stime of `pid` in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 fn load_average() -> String {

@@ -1,5 +1,5 @@
-//! Small helpers shared by the xtask commands: locating the workspace, running cargo, and
-//! running a child process with a timeout.
+//! Small helpers shared by the xtask commands: locating the workspace, running cargo,
+//! running a child process with a timeout, and reading a process's CPU time.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -72,4 +72,32 @@ pub(crate) fn run_with_timeout(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// utime + stime of `pid`, in clock ticks (fields 14 and 15 of `/proc/PID/stat`, counted
+/// after the command name's closing parenthesis).
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After ")", field 3 (state) is index 0, so utime (14) is index 11 and stime (15) 12.
+    field(11) + field(12)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
+pub(crate) fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }

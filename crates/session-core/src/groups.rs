@@ -1,16 +1,24 @@
 //! Session groups: named sets of sessions an engine acts on together (a team's calls, a
 //! tenant's, a campaign's). A session may be in several groups; it leaves them all when it
-//! ends. Membership is mirrored into the event bus's group index, so a subscription to a group
+//! ends. The event bus asks [`Groups`] for a session's groups (it is registered with the bus as
+//! a [`GroupMembership`] source by `SessionManagerBuilder::start`; the membership is not
+//! mirrored into the bus's own index), so a subscription to a group
 //! ([`crate::SessionManager::subscribe_group`]) gets every member's events, and each change is
-//! published: [`SessionEvent::GroupMemberJoined`], [`SessionEvent::GroupMemberLeft`] and, when
-//! the last member leaves, [`SessionEvent::GroupEmpty`].
+//! published: [`SessionEvent::GroupMemberJoined`], [`SessionEvent::GroupMemberLeft`] (both
+//! reach the group's subscribers, as they name the group) and, when the last member leaves,
+//! [`SessionEvent::GroupEmpty`].
+//!
+//! Lock order: the bus asks [`Groups::groups_of`](GroupMembership::groups_of) while it
+//! publishes, before taking its own locks; so the `Groups` lock is never held while calling the
+//! bus (events are published after it is released), and nothing but the `accept` closures
+//! (which read a call's flag and state) runs under it.
 //!
 //! Groups are bookkeeping only: no policy. Admission limits per group live in
 //! session-resources (`Limits::max_for_group`) and apply to calls placed with
 //! [`crate::CallOptions::group`].
 
 use parking_lot::Mutex;
-use session_events::{EventBus, SessionEvent};
+use session_events::{EventBus, GroupMembership, SessionEvent};
 use session_types::{GroupId, SessionId};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -237,8 +245,8 @@ impl Groups {
         }
         let slot = inner.members.entry(group).or_default().push(session);
         groups.push((group, slot));
-        // Indexed on the bus before the event, so the group's subscribers see it.
-        bus.join_group(session, group);
+        // A member from now on: the bus asks `groups_of`, so the group's subscribers get the
+        // event (which names the group anyway) and the member's next ones.
         drop(guard);
         // Built only if someone subscribes to the bus at all.
         bus.publish_with(|| SessionEvent::GroupMemberJoined {
@@ -318,18 +326,29 @@ impl Groups {
             .unwrap_or_default()
     }
 
-    /// Tells that `session` left `group`: `GroupMemberLeft` while the bus still indexes the
-    /// member (so the group's subscribers see it), then the bus's index entry goes, then
-    /// `GroupEmpty` if it was the last member. The events are built only if the bus has a
-    /// subscriber.
+    /// Tells that `session` left `group` (already out of it): `GroupMemberLeft`, which the
+    /// group's subscribers get because it names the group, then `GroupEmpty` if it was the last
+    /// member. The events are built only if the bus has a subscriber.
     fn announce_left(bus: &EventBus, session: SessionId, group: GroupId, now_empty: bool) {
         bus.publish_with(|| SessionEvent::GroupMemberLeft {
             session_id: session,
             group,
         });
-        bus.leave_group(session, group);
         if now_empty {
             bus.publish_with(|| SessionEvent::GroupEmpty { group });
+        }
+    }
+}
+
+/// What the event bus asks at publish time (only while some subscription is on a group): the
+/// groups `session` is in. Takes the lock briefly; the bus holds none of its own locks then.
+impl GroupMembership for Groups {
+    fn groups_of(&self, session: SessionId, out: &mut dyn FnMut(GroupId)) {
+        let inner = self.inner.lock();
+        if let Some(groups) = inner.of.get(&session) {
+            for (group, _) in groups.iter() {
+                out(group);
+            }
         }
     }
 }
@@ -402,14 +421,19 @@ mod tests {
         }
         assert_eq!(groups.members(other), Some(Vec::new()));
         assert!(groups.inner.lock().of.is_empty());
-        assert_eq!(bus.stats().indexed_sessions, 0);
+        assert_eq!(
+            bus.stats().indexed_sessions,
+            0,
+            "nothing mirrored into the bus"
+        );
     }
 
     #[test]
     fn forgetting_leaves_every_group_and_the_last_member_empties_it() {
         let bus = EventBus::new();
         let mut all = bus.subscribe(session_events::Filter::all());
-        let groups = Groups::default();
+        let groups = std::sync::Arc::new(Groups::default());
+        bus.add_group_membership(&groups);
         let (first, second) = (groups.create(), groups.create());
         let [a, b] = ids(2)[..] else { unreachable!() };
         assert!(groups.add(&bus, a, first, || true));
@@ -441,10 +465,60 @@ mod tests {
         assert!(groups.of(a).is_empty());
         assert_eq!(groups.members(first), Some(Vec::new()));
         assert_eq!(groups.members(second), Some(vec![b]));
-        assert!(bus.groups_of(a).is_empty(), "the bus's index follows");
+        assert!(bus.groups_of(a).is_empty(), "the bus asks the groups");
+        assert_eq!(bus.groups_of(b), vec![second]);
+        assert_eq!(
+            bus.stats().indexed_sessions,
+            0,
+            "nothing mirrored into the bus"
+        );
 
         assert_eq!(groups.dissolve(&bus, second), vec![b]);
         assert_eq!(groups.members(second), None);
         assert!(groups.of(b).is_empty());
+    }
+
+    /// A subscription on a group gets a member's events because the bus asks `Groups` (nothing
+    /// is mirrored into the bus's index): joining, the member's own events, leaving, and
+    /// nothing of it afterwards.
+    #[test]
+    fn a_group_subscription_follows_the_membership_kept_here() {
+        use session_events::{Filter, TryRecvError};
+        let bus = EventBus::new();
+        let groups = std::sync::Arc::new(Groups::default());
+        bus.add_group_membership(&groups);
+        let group = groups.create();
+        let [a, outsider] = ids(2)[..] else {
+            unreachable!()
+        };
+        let mut members = bus.subscribe(Filter::group(group));
+        let stopped = |session| SessionEvent::MediaStopped {
+            session_id: session,
+        };
+        assert!(groups.add(&bus, a, group, || true));
+        assert_eq!(bus.stats().indexed_sessions, 0);
+        assert_eq!(bus.publish(stopped(a)), 1, "a member's own event");
+        assert_eq!(bus.publish(stopped(outsider)), 0);
+        assert!(groups.remove(&bus, a, group));
+        assert_eq!(bus.publish(stopped(a)), 0, "no longer a member");
+        let mut seen = Vec::new();
+        while let Ok(event) = members.try_recv() {
+            seen.push((*event).clone());
+        }
+        assert_eq!(
+            seen,
+            vec![
+                SessionEvent::GroupMemberJoined {
+                    session_id: a,
+                    group
+                },
+                stopped(a),
+                SessionEvent::GroupMemberLeft {
+                    session_id: a,
+                    group
+                },
+            ]
+        );
+        assert_eq!(members.try_recv().unwrap_err(), TryRecvError::Empty);
     }
 }

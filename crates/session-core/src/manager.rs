@@ -412,6 +412,11 @@ impl SessionManagerBuilder {
         let (commands, inbox) = tokio::sync::mpsc::channel(crate::core::COMMAND_QUEUE);
         let stop = tokio_util::sync::CancellationToken::new();
         let groups = Arc::new(crate::groups::Groups::default());
+        // The bus asks this manager's groups for a session's groups when it routes an event to
+        // group subscriptions (nothing is mirrored into the bus). A bus shared by several
+        // managers asks each of them (the union; a manager's sessions are its own), and forgets
+        // a manager's groups once the manager is gone (it holds them weakly).
+        bus.add_group_membership(&groups);
         let dependencies = Arc::new(crate::dependencies::Dependencies::default());
         // The bridges of this manager: one engine, its driver's tasks on this runtime.
         let (bridges, bridge_events) =

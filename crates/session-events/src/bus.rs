@@ -22,13 +22,26 @@
 //! in an `Arc` ([`EventBus::publish_with`] does not even build it). Group memberships are kept
 //! all the same (a subscription made later must find them).
 //!
-//! Publishing an event of session S locks S's shard, delivers to S's own subscriptions, then to
-//! the subscriptions of each group S is in, then to the unscoped ones, and releases the shard.
+//! # Group membership kept elsewhere
+//!
+//! A session's groups are those of its index entry ([`EventBus::join_group`]) plus those the
+//! [`GroupMembership`] sources registered with [`EventBus::add_group_membership`] report (how
+//! session-core's manager shares its groups with the bus instead of mirroring them). The sources
+//! are asked only while at least one subscription is scoped to a group (a counter, read with one
+//! atomic load), and before the publish takes any bus lock: a source may take locks of its own,
+//! and must not publish from `groups_of`. A [`SessionEvent::GroupMemberJoined`] or
+//! [`SessionEvent::GroupMemberLeft`] event also goes to the group it names, so that a group's
+//! subscribers see a member leave whichever side already forgot the membership.
+//!
+//! Publishing an event of session S asks the sources (see above), then locks S's shard, delivers
+//! to S's own subscriptions, then to the subscriptions of each group S is in (each group once),
+//! then to the unscoped ones, and releases the shard.
 //! Holding S's shard for the whole delivery makes every subscriber see S's events in one and
 //! the same order. Wakers are woken after the locks are released (a thread blocked on a
 //! [`ChannelSubscription`]'s channel is woken by crossbeam inside `try_send`). Lock order (outer
-//! first): session shard → group shard → unscoped list → a subscription's queue or channel
-//! sender; the other operations take one of these at a time.
+//! first): membership sources' list (read) → a source's own locks, released before the session
+//! shard is taken; session shard → group shard → unscoped list → a subscription's queue or
+//! channel sender; the other operations take one of these at a time.
 
 use crate::channel::{ChannelSink, ChannelSubscription};
 use crate::error::{Error, Result};
@@ -41,9 +54,51 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::Waker;
+
+/// Where an [`EventBus`] learns which groups a session is in when that membership is kept
+/// outside the bus, so that it need not be mirrored with [`EventBus::join_group`] and
+/// [`EventBus::leave_group`] (two more locks per join and leave). session-core's
+/// `SessionManager` registers its groups this way.
+///
+/// Register one with [`EventBus::add_group_membership`]. The bus asks it at publish time, and
+/// only while some subscription is scoped to a group; it asks before taking any lock of its own,
+/// so `groups_of` may take the source's locks — as long as the source never holds one of them
+/// while it publishes on, subscribes to, or registers with the bus.
+///
+/// ```
+/// use session_events::{EventBus, Filter, GroupMembership, SessionEvent};
+/// use session_types::{GroupId, SessionId};
+/// use std::sync::{Arc, Mutex};
+///
+/// /// An application's own table of who is in which group.
+/// #[derive(Default)]
+/// struct Rooms(Mutex<Vec<(SessionId, GroupId)>>);
+///
+/// impl GroupMembership for Rooms {
+///     fn groups_of(&self, session: SessionId, out: &mut dyn FnMut(GroupId)) {
+///         let rooms = self.0.lock().unwrap();
+///         rooms.iter().filter(|(s, _)| *s == session).for_each(|(_, g)| out(*g));
+///     }
+/// }
+///
+/// let bus = EventBus::new();
+/// let rooms = Arc::new(Rooms::default());
+/// bus.add_group_membership(&rooms);
+/// let (call, room) = (SessionId::new(), GroupId::next());
+/// rooms.0.lock().unwrap().push((call, room));
+///
+/// let mut members = bus.subscribe(Filter::group(room));
+/// assert_eq!(bus.publish(SessionEvent::MediaStopped { session_id: call }), 1);
+/// assert!(members.try_recv().is_ok());
+/// assert_eq!(bus.groups_of(call), vec![room]);
+/// ```
+pub trait GroupMembership: Send + Sync {
+    /// Calls `out` once with each group `session` is in (none for a session in no group).
+    fn groups_of(&self, session: SessionId, out: &mut dyn FnMut(GroupId));
+}
 
 /// The event bus: publish [`SessionEvent`]s, [`subscribe`](Self::subscribe) with a [`Filter`].
 ///
@@ -132,6 +187,13 @@ pub(crate) struct Inner {
     /// it has left it, so 0 means the index holds no subscription: a publish that reads 0 has
     /// nobody to deliver to.
     subscribers: AtomicUsize,
+    /// Live subscriptions scoped to at least one group (counted like `subscribers`): while 0, a
+    /// publish asks no membership source.
+    group_subscriptions: AtomicUsize,
+    /// The membership sources of [`EventBus::add_group_membership`], held weakly.
+    membership: RwLock<Vec<Weak<dyn GroupMembership>>>,
+    /// `membership.len()`, readable without the lock.
+    membership_len: AtomicUsize,
     /// Live [`EventBus`] handles; the last one to go closes every subscription.
     handles: AtomicUsize,
     next_id: AtomicU64,
@@ -199,6 +261,13 @@ impl GroupList {
     fn iter(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.first.into_iter().chain(self.more.iter().copied())
     }
+
+    /// Adds `group` unless it is in the list already.
+    fn insert(&mut self, group: GroupId) {
+        if !self.contains(group) {
+            self.push(group);
+        }
+    }
 }
 
 impl SessionEntry {
@@ -244,6 +313,9 @@ impl EventBus {
                 .map(|_| Padded(AtomicU64::new(0)))
                 .collect(),
             subscribers: AtomicUsize::new(0),
+            group_subscriptions: AtomicUsize::new(0),
+            membership: RwLock::default(),
+            membership_len: AtomicUsize::new(0),
             handles: AtomicUsize::new(1),
             next_id: AtomicU64::new(1),
             default_capacity: capacity,
@@ -320,15 +392,27 @@ impl EventBus {
         let mut delivery = Publication::new(&event);
         match event.session_id() {
             Some(session) => {
+                // The groups the index entry does not know: the one a membership event names and
+                // those of the membership sources — wanted only if a subscription is on a group,
+                // and asked before any bus lock is taken.
+                let mut more = GroupList::default();
+                if inner.group_subscriptions.load(Ordering::Acquire) != 0 {
+                    if let Some(group) = event.membership_group() {
+                        more.push(group);
+                    }
+                    inner.source_groups(session, &mut more);
+                }
                 let mut shard = inner.session_shard(session).lock();
-                if let Some(entry) = shard.entries.get(&session) {
+                let entry = shard.entries.get(&session);
+                if let Some(entry) = entry {
                     delivery.offer_all(&entry.subscribers);
                     for group in entry.groups.iter() {
-                        // One group shard at a time: two groups may share a shard.
-                        let groups = inner.group_shard(group).read();
-                        if let Some(slots) = groups.get(&group) {
-                            delivery.offer_all(slots);
-                        }
+                        inner.offer_group(group, &mut delivery);
+                    }
+                }
+                for group in more.iter() {
+                    if entry.is_none_or(|entry| !entry.groups.contains(group)) {
+                        inner.offer_group(group, &mut delivery);
                     }
                 }
                 inner.offer_unscoped(&mut delivery);
@@ -392,10 +476,13 @@ impl EventBus {
     }
 
     /// Makes `session` a member of `group`: from now on its events also reach the subscriptions
-    /// on `group`. Returns `false` if it already was a member.
+    /// on `group`. Returns `false` if it already was a member (of the bus's own index: the
+    /// [`GroupMembership`] sources are not asked).
     ///
     /// Kept whether or not anyone subscribes (a subscription to `group` made later finds its
-    /// members); a session's first group is stored without an allocation.
+    /// members); a session's first group is stored without an allocation. Membership kept
+    /// elsewhere can be shared with the bus instead, see
+    /// [`add_group_membership`](Self::add_group_membership).
     pub fn join_group(&self, session: SessionId, group: GroupId) -> bool {
         let mut shard = self.inner.session_shard(session).lock();
         let entry = shard.entries.entry(session).or_default();
@@ -407,7 +494,8 @@ impl EventBus {
         }
     }
 
-    /// Removes `session` from `group`. Returns `false` if it was not a member.
+    /// Removes `session` from `group` (in the bus's own index). Returns `false` if it was not a
+    /// member there.
     pub fn leave_group(&self, session: SessionId, group: GroupId) -> bool {
         let mut shard = self.inner.session_shard(session).lock();
         let Entry::Occupied(mut entry) = shard.entries.entry(session) else {
@@ -422,17 +510,47 @@ impl EventBus {
         true
     }
 
-    /// The groups `session` belongs to.
+    /// The groups `session` belongs to: those of the bus's own index
+    /// ([`join_group`](Self::join_group)), then those the [`GroupMembership`] sources report
+    /// that are not among them.
     pub fn groups_of(&self, session: SessionId) -> Vec<GroupId> {
+        let mut more = GroupList::default();
+        self.inner.source_groups(session, &mut more);
         let shard = self.inner.session_shard(session).lock();
-        shard
-            .entries
-            .get(&session)
-            .map(|entry| entry.groups.iter().collect())
-            .unwrap_or_default()
+        let own = shard.entries.get(&session).map(|entry| &entry.groups);
+        let mut groups: Vec<GroupId> = own.map(|own| own.iter().collect()).unwrap_or_default();
+        groups.extend(
+            more.iter()
+                .filter(|group| own.is_none_or(|own| !own.contains(*group))),
+        );
+        groups
     }
 
-    /// Forgets `session` once it is over: drops its group memberships and its index entry, and
+    /// Registers `source` as a place where sessions' group memberships are kept: from now on an
+    /// event of a session the source says is in a group also reaches that group's
+    /// subscriptions, as if the session had [`join_group`](Self::join_group)ed it. See
+    /// [`GroupMembership`] for when it is asked and what it may do.
+    ///
+    /// The bus holds the source weakly: it is asked as long as something else keeps it alive
+    /// (session-core's manager does, for its lifetime), and forgotten once it is dropped. Several
+    /// sources may be registered (several managers sharing one bus): a session's groups are
+    /// the union of what they all report and of the bus's own index. Registering the same
+    /// source twice has no further effect.
+    pub fn add_group_membership<M: GroupMembership + 'static>(&self, source: &Arc<M>) {
+        let weak: Weak<M> = Arc::downgrade(source);
+        let weak: Weak<dyn GroupMembership> = weak;
+        let mut sources = self.inner.membership.write();
+        sources.retain(|known| known.strong_count() > 0);
+        if !sources.iter().any(|known| Weak::ptr_eq(known, &weak)) {
+            sources.push(weak);
+        }
+        self.inner
+            .membership_len
+            .store(sources.len(), Ordering::Release);
+    }
+
+    /// Forgets `session` once it is over: drops its group memberships (those of the bus's own
+    /// index; a [`GroupMembership`] source keeps its own) and its index entry, and
     /// closes the subscriptions that were scoped to it alone (they receive what is queued, then
     /// [`crate::RecvError::Closed`]). A subscription scoped to other sessions or groups as well
     /// keeps receiving those; one scoped to several sessions only is closed when the last of them
@@ -510,6 +628,9 @@ impl EventBus {
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::new(id, filter, entries, sink));
         inner.subscribers.fetch_add(1, Ordering::AcqRel);
+        if on_groups(&slot.filter) {
+            inner.group_subscriptions.fetch_add(1, Ordering::AcqRel);
+        }
         match &slot.filter.scope {
             Scope::All => {
                 let mut list = inner.unscoped.write();
@@ -544,6 +665,29 @@ impl Inner {
 
     fn group_shard(&self, group: GroupId) -> &RwLock<GroupShard> {
         &self.groups[shard_bits(group.as_u64()) & self.shard_mask].0
+    }
+
+    /// Offers the event to the subscriptions on `group`. Takes one group shard at a time: two
+    /// groups may share a shard.
+    fn offer_group(&self, group: GroupId, delivery: &mut Publication<'_>) {
+        let groups = self.group_shard(group).read();
+        if let Some(slots) = groups.get(&group) {
+            delivery.offer_all(slots);
+        }
+    }
+
+    /// Adds to `out` the groups the membership sources say `session` is in. Call with no bus
+    /// lock held (a source takes its own locks).
+    fn source_groups(&self, session: SessionId, out: &mut GroupList) {
+        if self.membership_len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let sources = self.membership.read();
+        for source in sources.iter() {
+            if let Some(source) = source.upgrade() {
+                source.groups_of(session, &mut |group| out.insert(group));
+            }
+        }
     }
 
     /// Counts a publish made while no subscription existed, in this thread's stripe.
@@ -607,7 +751,11 @@ impl Inner {
                 }
             }
         }
-        count_out(slot, &self.subscribers);
+        // A slot on a group is counted out here only: `release_entry` never releases all of
+        // its entries (group entries are released by `unregister` alone).
+        if count_out(slot, &self.subscribers) && on_groups(&slot.filter) {
+            self.group_subscriptions.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Closes every subscription (the last [`EventBus`] handle is gone).
@@ -624,6 +772,11 @@ impl Inner {
         }
         self.unscoped.read().iter().for_each(|slot| slot.close());
     }
+}
+
+/// Whether `filter` is scoped to at least one group.
+fn on_groups(filter: &Filter) -> bool {
+    matches!(&filter.scope, Scope::Scoped { groups, .. } if !groups.is_empty())
 }
 
 fn remove_slot(slots: &mut Vec<SlotRef>, id: u64) {
@@ -1131,6 +1284,121 @@ mod tests {
             thread.join().unwrap();
         }
         assert_eq!(bus.stats().published, THREADS as u64 * EACH);
+    }
+
+    /// A membership source that counts how often it is asked.
+    #[derive(Default)]
+    struct Table {
+        members: Mutex<Vec<(SessionId, GroupId)>>,
+        asked: AtomicUsize,
+    }
+
+    impl Table {
+        fn join(&self, session: SessionId, group: GroupId) {
+            self.members.lock().push((session, group));
+        }
+
+        fn leave(&self, session: SessionId, group: GroupId) {
+            self.members.lock().retain(|m| *m != (session, group));
+        }
+
+        fn asked(&self) -> usize {
+            self.asked.load(Ordering::SeqCst)
+        }
+    }
+
+    impl GroupMembership for Table {
+        fn groups_of(&self, session: SessionId, out: &mut dyn FnMut(GroupId)) {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            for (s, g) in self.members.lock().iter() {
+                if *s == session {
+                    out(*g);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_membership_source_routes_to_group_subscriptions_and_is_asked_only_for_them() {
+        let bus = EventBus::new();
+        let table = Arc::new(Table::default());
+        bus.add_group_membership(&table);
+        bus.add_group_membership(&table);
+        let (a, b) = (SessionId::new(), SessionId::new());
+        let (g, other) = (GroupId::next(), GroupId::next());
+        table.join(a, g);
+
+        // Nobody listens, or nobody on a group: the source is not asked.
+        assert_eq!(bus.publish(stopped(a)), 0);
+        let mut own = bus.subscribe(Filter::session(a));
+        let _all = bus.subscribe(Filter::all());
+        assert_eq!(bus.publish(stopped(a)), 2);
+        assert_eq!(table.asked(), 0);
+
+        // A subscription on the group gets `a`'s events through the source (asked once per
+        // publish: registering twice changed nothing), not `b`'s.
+        let mut group = bus.subscribe(Filter::group(g));
+        assert_eq!(bus.publish(stopped(a)), 3);
+        assert_eq!(table.asked(), 1);
+        assert_eq!(bus.publish(stopped(b)), 1);
+        assert!(group.try_recv().is_ok());
+        assert_eq!(group.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert_eq!(bus.groups_of(a), vec![g]);
+
+        // In the group both by the source and by the bus's own index: delivered once.
+        assert!(bus.join_group(a, g));
+        assert!(bus.join_group(a, other));
+        assert_eq!(bus.groups_of(a), vec![g, other]);
+        assert_eq!(bus.publish(stopped(a)), 3);
+        assert!(group.try_recv().is_ok());
+        assert_eq!(group.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert!(bus.leave_group(a, g) && bus.leave_group(a, other));
+
+        // The member leaves the source first, then the leave is published: the group's
+        // subscription still sees it (the event names the group), and nothing after it.
+        table.leave(a, g);
+        let left = SessionEvent::GroupMemberLeft {
+            session_id: a,
+            group: g,
+        };
+        assert_eq!(bus.publish(left.clone()), 3);
+        assert_eq!(*group.try_recv().unwrap(), left);
+        assert_eq!(bus.publish(stopped(a)), 2);
+        assert_eq!(group.try_recv().unwrap_err(), TryRecvError::Empty);
+        assert!(own.try_recv().is_ok());
+
+        // Once the group subscription is gone the source is not asked again.
+        drop(group);
+        let asked = table.asked();
+        bus.publish(stopped(a));
+        assert_eq!(table.asked(), asked);
+        assert_eq!(bus.stats().indexed_groups, 0);
+    }
+
+    #[test]
+    fn membership_sources_combine_and_are_held_weakly() {
+        let bus = EventBus::new();
+        let (first, second) = (Arc::new(Table::default()), Arc::new(Table::default()));
+        bus.add_group_membership(&first);
+        bus.add_group_membership(&second);
+        let (a, b) = (SessionId::new(), SessionId::new());
+        let g = GroupId::next();
+        first.join(a, g);
+        second.join(b, g);
+        let group = bus.subscribe(Filter::group(g));
+        assert_eq!(bus.publish(stopped(a)), 1);
+        assert_eq!(bus.publish(stopped(b)), 1);
+        assert_eq!(group.len(), 2);
+        // A dropped source is no longer asked (nor kept alive by the bus).
+        let weak = Arc::downgrade(&second);
+        drop(second);
+        assert!(weak.upgrade().is_none());
+        assert_eq!(bus.publish(stopped(b)), 0);
+        assert_eq!(bus.publish(stopped(a)), 1);
+        assert!(bus.groups_of(b).is_empty());
+        let third = Arc::new(Table::default());
+        bus.add_group_membership(&third);
+        assert_eq!(bus.inner.membership.read().len(), 2, "the dead one pruned");
     }
 
     #[test]

@@ -253,6 +253,18 @@ impl SessionEvent {
         }
     }
 
+    /// The group a [`SessionEvent::GroupMemberJoined`] or [`SessionEvent::GroupMemberLeft`]
+    /// event is about: such an event also reaches that group's subscriptions, whether or not
+    /// the session is (still) a member when it is published.
+    pub(crate) fn membership_group(&self) -> Option<GroupId> {
+        match self {
+            Self::GroupMemberJoined { group, .. } | Self::GroupMemberLeft { group, .. } => {
+                Some(*group)
+            }
+            _ => None,
+        }
+    }
+
     /// Which kind of event this is, for filters and logs.
     pub fn kind(&self) -> EventKind {
         match self {

@@ -78,7 +78,9 @@ impl Filter {
     }
 
     /// The events of every session that is a member of `group` when the event is published
-    /// (see [`crate::EventBus::join_group`]).
+    /// (see [`crate::EventBus::join_group`] and [`crate::GroupMembership`]), and the
+    /// [`SessionEvent::GroupMemberJoined`] and [`SessionEvent::GroupMemberLeft`] events that
+    /// name `group`.
     pub fn group(group: GroupId) -> Self {
         Self::scoped(Vec::new(), vec![group])
     }
@@ -165,6 +167,8 @@ impl Filter {
     }
 
     /// Whether the event passes the whole filter, given the groups its session belongs to.
+    /// A [`SessionEvent::GroupMemberJoined`] or [`SessionEvent::GroupMemberLeft`] event is
+    /// also in the scope of the group it names (its session may already have left it).
     ///
     /// The bus does not use this (it finds scoped subscriptions by index); it states the
     /// filter's meaning in one place, for tests and for callers filtering events themselves.
@@ -172,7 +176,11 @@ impl Filter {
         let in_scope = match &self.scope {
             Scope::All => true,
             Scope::Scoped { sessions, groups } => event.session_id().is_some_and(|session| {
-                sessions.contains(&session) || groups_of_session.iter().any(|g| groups.contains(g))
+                sessions.contains(&session)
+                    || groups_of_session.iter().any(|g| groups.contains(g))
+                    || event
+                        .membership_group()
+                        .is_some_and(|g| groups.contains(&g))
             }),
         };
         in_scope && self.accepts(event)

@@ -28,7 +28,10 @@
 //!   they were published.
 //! - **Groups are the bus's business.** [`EventBus::join_group`] records that a session is in a
 //!   group; an event of that session then reaches the group's subscribers, without the
-//!   publisher knowing about groups.
+//!   publisher knowing about groups. Membership kept elsewhere (session-core's groups) is
+//!   shared with the bus instead of mirrored: a [`GroupMembership`] source registered with
+//!   [`EventBus::add_group_membership`] is asked at publish time, only while some subscription
+//!   is on a group.
 //! - **Nothing leaks.** Dropping a [`Subscription`] or a [`ChannelSubscription`] (also by
 //!   aborting the task that holds it) removes it from the index at once; [`EventBus::subscriber_count`] and [`EventBus::stats`]
 //!   let tests prove everything counts back to zero. [`EventBus::forget_session`] drops a
@@ -139,7 +142,7 @@ mod event;
 mod filter;
 mod subscription;
 
-pub use bus::{BusStats, EventBus, EventBusBuilder};
+pub use bus::{BusStats, EventBus, EventBusBuilder, GroupMembership};
 pub use channel::{ChannelSubscription, Delivery};
 /// The `crossbeam-channel` this crate delivers into ([`ChannelSubscription::receiver`]), for
 /// [`crossbeam_channel::select!`] without a version to keep in step.

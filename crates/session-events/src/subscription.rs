@@ -405,9 +405,12 @@ impl fmt::Debug for Subscription {
     }
 }
 
-/// Counts a slot out of the bus's subscriber count, once.
-pub(crate) fn count_out<S>(slot: &Slot<S>, subscribers: &AtomicUsize) {
+/// Counts a slot out of the bus's subscriber count, once; whether this call did.
+pub(crate) fn count_out<S>(slot: &Slot<S>, subscribers: &AtomicUsize) -> bool {
     if slot.registered.swap(false, Ordering::AcqRel) {
         subscribers.fetch_sub(1, Ordering::AcqRel);
+        true
+    } else {
+        false
     }
 }

@@ -32,6 +32,7 @@
 //! bounded.
 
 use super::{Ctx, Example, START_LIMIT, free_port, port_bound};
+pub(super) use crate::util::{clock_ticks, cpu_ticks};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{IsTerminal, Write as _};
@@ -846,34 +847,6 @@ pub(super) fn clear_progress() {
     if std::io::stderr().is_terminal() {
         eprint!("\r{:100}\r", "");
     }
-}
-
-/// utime + stime of `pid`, in clock ticks (fields 14 and 15 of `/proc/PID/stat`, counted
-/// after the command name's closing parenthesis).
-pub(super) fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // After ")", field 3 (state) is index 0, so utime (14) is index 11 and stime (15) 12.
-    field(11) + field(12)
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 if that fails).
-pub(super) fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// A field of `/proc/PID/status` in KiB (e.g. `VmRSS`).

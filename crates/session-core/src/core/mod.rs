@@ -307,8 +307,6 @@ pub(crate) struct Drain {
     deadline: Option<Instant>,
     /// Who waits for the report (a second `drain` joins the first).
     replies: Vec<oneshot::Sender<crate::DrainReport>>,
-    /// Calls that ended by themselves since the drain began.
-    finished: usize,
 }
 
 /// What the core task is built from.
@@ -395,6 +393,8 @@ pub(crate) struct Core {
     pub(crate) registrations: crate::registration::Registrations,
     /// The drain in progress, if any.
     pub(crate) drain: Option<Drain>,
+    /// Calls that ended by themselves since `SessionManager::drain` was called (its flag).
+    pub(crate) finished_while_draining: usize,
 }
 
 impl Core {
@@ -460,6 +460,7 @@ impl Core {
             server_side,
             registrations: crate::registration::Registrations::default(),
             drain: None,
+            finished_while_draining: 0,
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -595,7 +596,6 @@ impl Core {
                 self.drain = Some(Drain {
                     deadline,
                     replies: vec![reply],
-                    finished: 0,
                 });
             }
         }
@@ -633,7 +633,7 @@ impl Core {
         // count as finished.
         let drain = self.drain.take().map(|drain| {
             let report = crate::DrainReport {
-                finished: drain.finished,
+                finished: self.finished_while_draining,
                 ended: self.calls.len(),
             };
             (report, drain.replies)
@@ -1435,8 +1435,10 @@ impl Core {
             // "Terminated" on the bus means the SIP layer's health already counts the slot
             // as free.
             self.report_health();
-            if let Some(drain) = &mut self.drain {
-                drain.finished += self.endings.len();
+            // Counted from the moment `SessionManager::drain` set the flag, not from when its
+            // command reaches this task: SIP input is served first, so calls may end before.
+            if self.gauges.draining.load(Ordering::Relaxed) {
+                self.finished_while_draining += self.endings.len();
             }
         }
         for (mut call, reason) in std::mem::take(&mut self.endings) {
