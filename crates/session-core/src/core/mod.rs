@@ -532,6 +532,16 @@ impl Core {
                 break;
             }
         }
+        // Closed and emptied, not just dropped: a command whose sender took its place in the
+        // queue before the queue closed but had not put it there yet (a thread preempted
+        // between the two, as on a loaded machine) would be put there after a drop had
+        // emptied it, and stay until the last `SessionManager` handle goes (tokio#7714) —
+        // with its reply inside, so the caller waited forever: `SessionManager::drain`'s
+        // `shutdown`, sent as the drain's end stopped this task, did (tests/drain.rs). `recv`
+        // after `close` waits for such a command; dropping it answers its caller (an error,
+        // or for a `Shutdown` or `Drain` the end it waits for).
+        inbox.close();
+        while inbox.recv().await.is_some() {}
     }
 
     /// What follows every input: the transfer progress, replacements and cascades it queued,
