@@ -36,7 +36,8 @@
 //! CPU a call costs example 20 over TLS (our UAC) next to TCP (our UAC, and SIPp).
 //! With `--abuse` it runs [`abuse`]: the TCP abuse cases (pipelining, a peer that never reads,
 //! slowloris, descriptor exhaustion, an endless header) against example 20 while well-behaved
-//! calls run alongside.
+//! calls run alongside. A `--load` run takes the binary named by `XTASK_SIPP_EXAMPLE`, when
+//! set, instead of building example 20 from this tree (to compare two builds side by side).
 
 mod abuse;
 mod alloc;
@@ -530,8 +531,17 @@ fn run_load(options: &Options) -> i32 {
         // It builds example 20 twice, once per allocator.
         alloc::run(alloc, &dir)
     } else {
-        eprintln!("building example {EXAMPLE} (release) ...");
-        let example = match build_release(&[]) {
+        // A build made elsewhere (another commit, to compare side by side) instead of this
+        // tree's.
+        let prebuilt = std::env::var_os("XTASK_SIPP_EXAMPLE").map(PathBuf::from);
+        if prebuilt.is_none() {
+            eprintln!("building example {EXAMPLE} (release) ...");
+        }
+        let built = match prebuilt {
+            Some(example) => Ok(example),
+            None => build_release(&[]),
+        };
+        let example = match built {
             Ok(example) => example,
             Err(error) => {
                 eprintln!("xtask sipp: {error}");

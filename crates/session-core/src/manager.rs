@@ -229,7 +229,8 @@ impl SessionManagerBuilder {
     /// [`SessionError::Rejected`]) after one retry — never a loop. One account (one digest
     /// state) serves every call; [`CallOptions::credentials`] gives a call its own, and
     /// registrations ([`SessionManager::register`]) default to a fresh account over this
-    /// provider. The provider runs on the SIP driver's task: it must answer at once.
+    /// provider. The provider runs on the manager's task (the SIP driver runs in it): it must
+    /// answer at once.
     pub fn credentials(
         self,
         provider: impl crate::CredentialProvider + Send + Sync + 'static,
@@ -356,7 +357,9 @@ impl SessionManagerBuilder {
                 .allowed_methods
                 .push(session_sip::Method::Register);
         }
-        let (sip, ua_events) = SipDriver::start(DriverConfig {
+        // The driver runs inside the manager's task (`core/mod.rs`): no task of its own, and
+        // no hand-off between the user agent and the calls' state.
+        let (inputs, mut driver, sip) = SipDriver::embed(DriverConfig {
             bind: config.bind,
             udp: config.udp,
             tcp: config.tcp,
@@ -372,7 +375,7 @@ impl SessionManagerBuilder {
         .await?;
         // The manager's own draws (Call-IDs of its calls) follow the SIP layer's seed, the one
         // chosen from entropy included: one logged seed replays the whole manager.
-        let seed = sip.with(|ua, _| ua.rng_seed()).await?;
+        let seed = driver.user_agent().rng_seed();
         config.rng_seed = Some(seed);
         // Its own sequence from the same seed (the nonce secret, when not given, and salts).
         let server_side =
@@ -380,7 +383,7 @@ impl SessionManagerBuilder {
         let registrar = server_side.registrar.clone();
         let reserve = config.reserve_calls;
         if reserve > 0 {
-            sip.with(move |ua, _| ua.reserve(reserve)).await?;
+            driver.user_agent().reserve(reserve);
         }
         let local_addr = sip.local_addr();
         let local_ip = match (config.media_ip, local_addr.ip()) {
@@ -422,7 +425,8 @@ impl SessionManagerBuilder {
         let parts = CoreParts {
             config: config.clone(),
             sip: sip.clone(),
-            ua_events,
+            inputs,
+            driver,
             handler,
             bus: bus.clone(),
             admission: admission.clone(),

@@ -1,21 +1,41 @@
 //! The tokio driver: owns the sockets and one timer, feeds the sans-IO [`UserAgent`], and
 //! sends what it returns. It is the only part of the crate that does I/O or reads the clock.
 //!
-//! One task runs the user agent. UDP datagrams are read by that task directly; each TCP
-//! connection has a small task of its own that frames the stream with session-sip's
-//! `StreamDecoder` and hands whole messages to the driver. There is one `sleep_until` for all
-//! transactions and dialogs — the next deadline the user agent reports — never a timer per
-//! transaction. Callers talk to the driver through a cloneable [`SipHandle`], which runs a
-//! closure on the user agent inside the driver task, so no lock is ever shared.
+//! It comes in two halves ([`SipDriver::embed`]): [`DriverInputs`], which waits for what comes
+//! in (UDP datagrams, read directly; whole messages from the TCP/TLS connections, each of
+//! which has a small task of its own that frames the stream with session-sip's
+//! `StreamDecoder`; accepted connections; jobs of [`SipHandle`]s) behind one cancel-safe
+//! `next_input`, and [`DriverState`], which holds the user agent and what sends for it, with
+//! sync methods only: handle an input, fire the timers, flush what the user agent queued
+//! (UDP with `try_send_to`, a bounded backlog while the socket is not writable; TCP/TLS into
+//! the connection's bounded queue), take its events. There is one deadline for all
+//! transactions and dialogs — the next one the user agent reports — never a timer per
+//! transaction.
+//!
+//! [`SipDriver::start`] runs both halves in one task of its own and passes the events on over
+//! a bounded queue; callers act on the user agent through a cloneable [`SipHandle`], which
+//! runs a closure inside that task, so no lock is ever shared. A layer above can instead run
+//! the halves in its own task ([`SipDriver::embed`]; session-core's manager does), handling
+//! each event where it is produced and acting on the user agent directly: no hand-off between
+//! tasks from a datagram to the answer it gets.
 //!
 //! Every queue between tasks is bounded (RFC-level overload handling, not memory, decides
 //! what happens under load):
-//! - the events to the layer above ([`DriverConfig::event_queue`]): when it runs short of
-//!   room ([`DriverConfig::overload_room`]), new INVITEs are refused with a stateless 503 and
-//!   `Retry-After` ([`UserAgent::set_shedding`]) so the room left is for calls already
-//!   admitted; when it is full, the driver holds the events it could not hand over and stops
-//!   reading its sockets until there is room again (the kernel's buffers and the peers'
-//!   retransmissions take the excess, as RFC 3261 expects of a busy element);
+//! - the events to the layer above ([`DriverConfig::event_queue`], standalone driver): when
+//!   it runs short of room ([`DriverConfig::overload_room`]), new INVITEs are refused with a
+//!   stateless 503 and `Retry-After` ([`UserAgent::set_shedding`]) so the room left is for
+//!   calls already admitted; when it is full, the driver holds the events it could not hand
+//!   over and stops reading its sockets until there is room again (the kernel's buffers and
+//!   the peers' retransmissions take the excess, as RFC 3261 expects of a busy element). An
+//!   embedded driver has no such queue: its owner handles each event as it comes;
+//! - the datagrams read ahead (at most [`DriverConfig::event_queue`]): when one arrives,
+//!   whatever else the socket holds is read too, so a burst longer than the kernel's buffer
+//!   waits here rather than being dropped while the owner works. For an embedded driver this
+//!   is the owner's backlog, measured as the event queue is: with less than
+//!   [`DriverConfig::overload_room`] of it free, new INVITEs are shed (a stateless 503) —
+//!   as they are while [`SipHandle::refuse_new_calls`] says so;
+//! - the datagrams the UDP socket would not take at once (1024; beyond, one is dropped as the
+//!   network could drop it);
 //! - the jobs from [`SipHandle`]s ([`DriverConfig::job_queue`]): a caller waits for room;
 //! - the messages each TCP connection has framed but the driver not yet handled
 //!   ([`DriverConfig::tcp_in_flight`] per connection, within one shared queue): a connection
@@ -127,11 +147,14 @@ pub struct DriverConfig {
     pub tls_bind: Option<SocketAddr>,
     /// A TCP connection with no traffic for this long is closed.
     pub tcp_idle_timeout: Duration,
-    /// Capacity of the queue of events to the layer above (default 4096).
+    /// Capacity of the queue of events to the layer above (default 4096), and the most
+    /// datagrams read ahead (an embedded driver's owner takes the events as they come; its
+    /// backlog is what was read ahead).
     pub event_queue: usize,
     /// Room in the event queue kept for calls already admitted: with less free, new INVITEs
     /// are answered 503 with [`DriverConfig::overload_retry_after`] before any state is made
-    /// for them (default 1024; at most `event_queue`).
+    /// for them (default 1024; at most `event_queue`). For an embedded driver, the same room
+    /// in its datagrams read ahead.
     pub overload_room: usize,
     /// The `Retry-After` of a 503 to a shed INVITE (default 5 s).
     pub overload_retry_after: Duration,
@@ -304,9 +327,11 @@ impl SipHandle {
         self.shed_invites.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the user agent inside the driver task and returns its result. Whatever it
-    /// queues (requests, responses) is sent right after. Waits for room when the driver's job
-    /// queue is full.
+    /// Runs `f` on the user agent inside the task that runs the driver (its own, or the one it
+    /// is embedded in: [`SipDriver::embed`]) and returns its result. Whatever it queues
+    /// (requests, responses) is sent right after. Waits for room when the driver's job queue
+    /// is full. (Called from the task that runs an embedded driver, it would wait for itself:
+    /// that task acts on [`DriverState::user_agent`] directly.)
     pub async fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut UserAgent, Instant) -> R + Send + 'static,
@@ -449,9 +474,48 @@ pub struct SipDriver;
 impl SipDriver {
     /// Binds the sockets, spawns the driver task, and returns a handle and the event stream.
     /// The driver stops when every handle is dropped.
+    ///
+    /// The task is [`SipDriver::embed`]'s two parts run together: it waits for the next
+    /// [`DriverInput`], hands it to the [`DriverState`], sends what that produced and passes
+    /// the user agent's events on to the bounded queue (holding them, and reading no socket,
+    /// while the queue is full; shedding new INVITEs while it runs short of room).
     pub async fn start(
         config: DriverConfig,
     ) -> Result<(SipHandle, mpsc::Receiver<UaEvent>), DriverError> {
+        let (inputs, mut state, handle) = Self::embed(config.clone()).await?;
+        // Overload is measured by the event queue's room here.
+        state.backlog_sheds = false;
+        let (events_tx, events_rx) = mpsc::channel(config.event_queue);
+        let task = DriverTask {
+            inputs,
+            state,
+            events: events_tx,
+            held_events: VecDeque::new(),
+            overload_room: config.overload_room.min(config.event_queue),
+        };
+        tokio::spawn(task.run());
+        Ok((handle, events_rx))
+    }
+
+    /// Binds the sockets and returns the driver's two halves without spawning anything, for a
+    /// layer above that runs the user agent in its own task (session-core's manager does):
+    ///
+    /// - [`DriverInputs::next_input`] waits for what comes in — a datagram, a message framed
+    ///   by a TCP/TLS connection task, an accepted connection, a [`SipHandle`] job — and is
+    ///   cancel-safe, so it can be one branch of the caller's `select!`;
+    /// - [`DriverState`] holds the user agent and what sends (the UDP socket, the
+    ///   connections' writers), with sync methods only: [`DriverState::handle`] an input,
+    ///   [`DriverState::handle_timeout`] at [`DriverState::poll_timeout`],
+    ///   [`DriverState::user_agent`] to act on it directly, then [`DriverState::flush`] to
+    ///   send, and [`DriverState::poll_event`] for its events.
+    ///
+    /// There is no event queue in this form (the caller takes the events as they come), so
+    /// [`DriverConfig::event_queue`] and [`DriverConfig::overload_room`] do not apply; new
+    /// INVITEs are shed while [`SipHandle::refuse_new_calls`] says so. The returned handle
+    /// works as [`SipDriver::start`]'s does for other tasks: its jobs are inputs.
+    pub async fn embed(
+        config: DriverConfig,
+    ) -> Result<(DriverInputs, DriverState, SipHandle), DriverError> {
         if !config.udp && !config.tcp {
             return Err(DriverError::Config("neither UDP nor TCP enabled"));
         }
@@ -470,6 +534,7 @@ impl SipDriver {
             return Err(DriverError::Config("a TCP connection cap is zero"));
         }
         let (udp, listener, local_addr) = bind_sockets(&config).await?;
+        let udp = udp.map(Arc::new);
         let host = match local_addr.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             std::net::IpAddr::V4(ip) => ip.to_string(),
@@ -521,25 +586,37 @@ impl SipDriver {
         }
         tracing::debug!(%local_addr, rng_seed = ua.rng_seed(), "SIP driver started");
         let (jobs_tx, jobs_rx) = mpsc::channel(config.job_queue);
-        let (events_tx, events_rx) = mpsc::channel(config.event_queue);
         // Each connection holds at most `tcp_in_flight` of these; the bound is for them all.
         let (tcp_tx, tcp_rx) = mpsc::channel(config.job_queue);
         let refusing_calls = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicBool::new(false));
         let load = Arc::new(AtomicU64::new(NO_LOAD));
         let shed_invites = Arc::new(AtomicU64::new(0));
+        let udp_blocked = Arc::new(AtomicBool::new(false));
         let tls_names = TlsNames::default();
-        let task = DriverTask {
-            ua,
-            udp,
+        let inputs = DriverInputs {
+            udp: udp.clone(),
+            buf: vec![0u8; 65_535],
+            read_ahead: VecDeque::new(),
+            read_ahead_max: config.event_queue,
+            udp_error_pending: false,
             listener,
             tls_listener: tls_listener.map(|(listener, _)| listener),
+            jobs: jobs_rx,
+            jobs_open: true,
+            tcp_inbound: tcp_rx,
+            accept_backoff: AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX),
+            accept_resume: None,
+            reading: true,
+            udp_blocked: udp_blocked.clone(),
+        };
+        let state = DriverState {
+            ua,
+            udp,
+            udp_backlog: VecDeque::new(),
+            udp_blocked,
             tls: config.tls.clone(),
             tls_names: tls_names.clone(),
-            jobs: jobs_rx,
-            events: events_tx,
-            held_events: VecDeque::new(),
-            tcp_inbound: tcp_rx,
             tcp_inbound_tx: tcp_tx,
             connections: HashMap::new(),
             refusing_calls: refusing_calls.clone(),
@@ -560,37 +637,29 @@ impl SipDriver {
                 config.tcp_max_connections,
                 config.tcp_max_connections_per_ip,
             ),
-            accept_backoff: AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX),
-            accept_resume: None,
-            overload_room: config.overload_room.min(config.event_queue),
+            overloaded: false,
+            backlogged: false,
+            backlog_sheds: true,
+            // As the standalone driver's event queue: short of room, new INVITEs are shed.
+            backlog_limit: config
+                .event_queue
+                .saturating_sub(config.overload_room.min(config.event_queue))
+                .max(1),
             overload_retry_after: config.overload_retry_after,
             shedding: false,
         };
-        tokio::spawn(task.run());
-        Ok((
-            SipHandle {
-                jobs: jobs_tx,
-                local_addr,
-                tls_addr,
-                tls_names,
-                contact,
-                refusing_calls,
-                draining,
-                load,
-                shed_invites,
-            },
-            events_rx,
-        ))
-    }
-}
-
-/// Sends `transmit` over the shared UDP socket, with its own mark when it has one.
-async fn send_udp(udp: &UdpSocket, transmit: &Transmit) -> io::Result<usize> {
-    match transmit.dscp {
-        None => udp.send_to(&transmit.bytes, transmit.destination).await,
-        Some(dscp) => {
-            crate::dscp::send_marked(udp, &transmit.bytes, transmit.destination, dscp).await
-        }
+        let handle = SipHandle {
+            jobs: jobs_tx,
+            local_addr,
+            tls_addr,
+            tls_names,
+            contact,
+            refusing_calls,
+            draining,
+            load,
+            shed_invites,
+        };
+        Ok((inputs, state, handle))
     }
 }
 
@@ -837,20 +906,183 @@ struct TcpSettings {
     dscp: u8,
 }
 
-struct DriverTask {
-    ua: UserAgent,
-    udp: Option<UdpSocket>,
+/// Datagrams the UDP socket would not take at once (its send buffer was full), sent again
+/// when it is writable. Bounded: beyond it a datagram is dropped, as the network could drop
+/// it (the transaction layer retransmits what matters).
+const UDP_BACKLOG: usize = 1024;
+
+/// What the driver waits for, apart from its timer: the UDP socket (with its receive buffer),
+/// the TCP and TLS listeners, the messages the connection tasks framed, and the jobs of
+/// [`SipHandle`]s. [`DriverInputs::next_input`] yields one at a time for the [`DriverState`]
+/// to handle. See [`SipDriver::embed`].
+pub struct DriverInputs {
+    udp: Option<Arc<UdpSocket>>,
+    buf: Vec<u8>,
+    /// Datagrams read from the socket, not yet handed out: when one arrives, what else is
+    /// waiting in the socket's buffer is read too (up to `read_ahead_max`), so a burst
+    /// longer than the kernel's buffer is not dropped while the owner works. Its length is
+    /// the owner's backlog ([`DriverConfig::overload_room`]).
+    read_ahead: VecDeque<(SocketAddr, Bytes)>,
+    read_ahead_max: usize,
+    /// A read ahead met a UDP error (an ICMP error for one of our datagrams): the next input
+    /// says so.
+    udp_error_pending: bool,
     listener: Option<TcpListener>,
     /// Where TLS connections are accepted, when we have an identity.
     tls_listener: Option<TcpListener>,
+    jobs: mpsc::Receiver<Job>,
+    /// Until every handle is gone.
+    jobs_open: bool,
+    tcp_inbound: mpsc::Receiver<TcpInbound>,
+    /// When to accept again after `accept` failed.
+    accept_backoff: AcceptBackoff,
+    /// While set, nothing is accepted before this instant (see [`AcceptBackoff`]).
+    accept_resume: Option<Instant>,
+    /// Whether sockets are read (the standalone driver stops while it holds events).
+    reading: bool,
+    /// Set by the state while datagrams wait for the UDP socket to be writable.
+    udp_blocked: Arc<AtomicBool>,
+}
+
+/// One input for [`DriverState::handle`], from [`DriverInputs::next_input`].
+pub struct DriverInput(Input);
+
+enum Input {
+    /// A datagram, and how many more were read and wait behind it.
+    Datagram(SocketAddr, Bytes, usize),
+    Stream(TcpInbound),
+    Accepted(TcpStream, Link),
+    Job(Job),
+    /// The UDP socket can take the datagrams held back.
+    Writable,
+    /// Receiving from the UDP socket failed: an ICMP error for a datagram we sent (a closed
+    /// port, an unreachable host) is pending.
+    UdpError,
+    /// Every [`SipHandle`] is gone (said once).
+    HandlesGone,
+}
+
+impl DriverInput {
+    /// Whether this says that every [`SipHandle`] has been dropped. The standalone driver
+    /// stops then; an embedded one may go on (its owner decides).
+    pub fn handles_gone(&self) -> bool {
+        matches!(self.0, Input::HandlesGone)
+    }
+}
+
+impl std::fmt::Debug for DriverInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Input::Datagram(..) => "datagram",
+            Input::Stream(_) => "stream",
+            Input::Accepted(..) => "accepted",
+            Input::Job(_) => "job",
+            Input::Writable => "writable",
+            Input::UdpError => "UDP error",
+            Input::HandlesGone => "handles gone",
+        };
+        f.debug_tuple("DriverInput").field(&kind).finish()
+    }
+}
+
+impl DriverInputs {
+    /// Waits for the next input. Cancel-safe: dropped before it returns, it loses nothing
+    /// (a datagram is taken from the socket only when it returns it).
+    pub async fn next_input(&mut self) -> DriverInput {
+        if std::mem::take(&mut self.udp_error_pending) {
+            return DriverInput(Input::UdpError);
+        }
+        loop {
+            let reading = self.reading;
+            let blocked = self.udp_blocked.load(Ordering::Relaxed);
+            tokio::select! {
+                job = self.jobs.recv(), if self.jobs_open => {
+                    return DriverInput(match job {
+                        Some(job) => Input::Job(job),
+                        None => {
+                            self.jobs_open = false;
+                            Input::HandlesGone
+                        }
+                    });
+                }
+                received = next_datagram(self.udp.as_deref(), &mut self.buf, &mut self.read_ahead, self.read_ahead_max, &mut self.udp_error_pending), if reading => match received {
+                    Ok((source, bytes)) => {
+                        return DriverInput(Input::Datagram(source, bytes, self.read_ahead.len()));
+                    }
+                    // An ICMP error for a datagram we sent (a closed port, an unreachable
+                    // host) surfaces here; the socket stays usable.
+                    Err(error) => {
+                        tracing::debug!(%error, "UDP receive error");
+                        return DriverInput(Input::UdpError);
+                    }
+                },
+                // The state holds a sender as long as it lives.
+                Some(inbound) = self.tcp_inbound.recv(), if reading => {
+                    return DriverInput(Input::Stream(inbound));
+                }
+                accepted = accept_tcp(self.listener.as_ref(), self.accept_resume), if reading => {
+                    if let Some(input) = self.accepted(accepted, Protocol::Tcp) {
+                        return input;
+                    }
+                }
+                accepted = accept_tcp(self.tls_listener.as_ref(), self.accept_resume), if reading => {
+                    if let Some(input) = self.accepted(accepted, Protocol::Tls) {
+                        return input;
+                    }
+                }
+                // An error is found again by the send itself.
+                _ = writable_udp(self.udp.as_deref()), if blocked => {
+                    return DriverInput(Input::Writable);
+                }
+                else => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Takes what `accept` returned: a connection to hand over, or an error to back off from.
+    fn accepted(
+        &mut self,
+        accepted: io::Result<(TcpStream, SocketAddr)>,
+        protocol: Protocol,
+    ) -> Option<DriverInput> {
+        match accepted {
+            Ok((stream, peer)) => {
+                self.accept_resume = None;
+                if let Some(failures) = self.accept_backoff.succeeded(now()) {
+                    tracing::info!(failures, "TCP accept works again");
+                }
+                Some(DriverInput(Input::Accepted(
+                    stream,
+                    Link { protocol, peer },
+                )))
+            }
+            Err(error) => {
+                let retry = self.accept_backoff.failed(error.kind(), now());
+                let pause = retry.at.saturating_duration_since(now());
+                if retry.warn {
+                    tracing::warn!(%error, ?pause, "TCP accept failing: pausing accepts (warned once until it works again)");
+                } else {
+                    tracing::debug!(%error, ?pause, "TCP accept error");
+                }
+                self.accept_resume = Some(retry.at);
+                None
+            }
+        }
+    }
+}
+
+/// The driver's state: the user agent and what sends for it (the UDP socket, the writers of
+/// the TCP and TLS connections). Every method is sync and quick; nothing here waits. See
+/// [`SipDriver::embed`].
+pub struct DriverState {
+    ua: UserAgent,
+    udp: Option<Arc<UdpSocket>>,
+    /// Datagrams waiting for the UDP socket to be writable, in order (at most [`UDP_BACKLOG`]).
+    udp_backlog: VecDeque<Transmit>,
+    /// Whether `udp_backlog` has any: the inputs then wait for writability too.
+    udp_blocked: Arc<AtomicBool>,
     tls: Option<TlsConfig>,
     tls_names: TlsNames,
-    jobs: mpsc::Receiver<Job>,
-    events: mpsc::Sender<UaEvent>,
-    /// Events the full queue could not take yet, in order. While any are held the driver
-    /// reads no socket, so this only grows by what timers and jobs produce meanwhile.
-    held_events: VecDeque<UaEvent>,
-    tcp_inbound: mpsc::Receiver<TcpInbound>,
     tcp_inbound_tx: mpsc::Sender<TcpInbound>,
     /// Writers of open TCP and TLS connections, by transport and peer address (RFC 3261 §18:
     /// reuse connections).
@@ -866,139 +1098,123 @@ struct DriverTask {
     /// The user agent's count of shed INVITEs, for [`SipHandle::shed_invites`].
     shed_invites: Arc<AtomicU64>,
     tcp: TcpSettings,
-    overload_room: usize,
+    /// Accepted TCP connections open, against their caps.
+    caps: ConnectionCaps,
+    /// The standalone driver's event queue is short of room (or full).
+    overloaded: bool,
+    /// The inputs hold `backlog_limit` datagrams or more read ahead (the owner is behind).
+    backlogged: bool,
+    /// Whether that sheds new INVITEs: for an embedded driver, which has no event queue to
+    /// measure by (the standalone one sheds on its event queue's room).
+    backlog_sheds: bool,
+    backlog_limit: usize,
     overload_retry_after: Duration,
     /// Whether the user agent is shedding new INVITEs now.
     shedding: bool,
-    /// Accepted TCP connections open, against their caps.
-    caps: ConnectionCaps,
-    /// When to accept again after `accept` failed.
-    accept_backoff: AcceptBackoff,
-    /// While set, nothing is accepted before this instant (see [`AcceptBackoff`]).
-    accept_resume: Option<Instant>,
 }
 
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-async fn recv_udp(socket: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match socket {
-        Some(socket) => socket.recv_from(buf).await,
-        None => std::future::pending().await,
+impl DriverState {
+    /// The user agent, to act on directly (call [`DriverState::flush`] after).
+    pub fn user_agent(&mut self) -> &mut UserAgent {
+        &mut self.ua
     }
-}
 
-/// Waits for room in the event queue when given its sender (the driver holds events),
-/// else forever.
-async fn room_for(
-    events: Option<mpsc::Sender<UaEvent>>,
-) -> Result<mpsc::OwnedPermit<UaEvent>, mpsc::error::SendError<()>> {
-    match events {
-        Some(events) => events.reserve_owned().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Accepts a TCP connection, not before `resume` when set (accepting is paused after it
-/// failed), or waits forever without a listener.
-async fn accept_tcp(
-    listener: Option<&TcpListener>,
-    resume: Option<Instant>,
-) -> io::Result<(TcpStream, SocketAddr)> {
-    let Some(listener) = listener else {
-        return std::future::pending().await;
-    };
-    if let Some(at) = resume {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-    }
-    listener.accept().await
-}
-
-impl DriverTask {
-    async fn run(mut self) {
-        let mut buf = vec![0u8; 65_535];
-        loop {
-            self.update_shedding();
-            // The queue above is full: hand over what is held before reading anything more.
-            let holding = !self.held_events.is_empty();
-            let deadline = self.ua.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                permit = room_for(holding.then(|| self.events.clone())) => match permit {
-                    Ok(permit) => {
-                        if let Some(event) = self.held_events.pop_front() {
-                            permit.send(event);
-                        }
-                        self.hand_over_held();
-                    }
-                    // Nobody listens any more; the calls still run to their end.
-                    Err(_) => self.held_events.clear(),
-                },
-                job = self.jobs.recv() => match job {
-                    Some(job) => job(&mut self.ua, now()),
-                    None => break, // every handle is gone
-                },
-                received = recv_udp(self.udp.as_ref(), &mut buf), if !holding => match received {
-                    Ok((len, source)) => {
-                        let bytes = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
-                        trace_wire("in", Protocol::Udp, source, &bytes);
-                        // The layer above may have changed its mind while we waited.
-                        self.update_shedding();
-                        self.ua.handle_datagram(now(), Protocol::Udp, source, &bytes);
-                    }
-                    // An ICMP error for a datagram we sent (a closed port, an unreachable
-                    // host) surfaces here; the socket stays usable.
-                    Err(error) => {
-                        tracing::debug!(%error, "UDP receive error");
-                        self.fail_unreachable();
-                    }
-                },
-                inbound = self.tcp_inbound.recv(), if !holding => match inbound {
-                    Some(TcpInbound::Message(link, message, permit)) => {
-                        if tracing::enabled!(target: WIRE_TRACE_TARGET, tracing::Level::TRACE) {
-                            trace_wire("in", link.protocol, link.peer, &message.to_bytes());
-                        }
-                        self.update_shedding();
-                        self.ua.handle_message(now(), link.protocol, link.peer, message);
-                        // The connection may frame one more.
-                        drop(permit);
-                    }
-                    Some(TcpInbound::Rejected(link, bytes, permit)) => {
-                        trace_wire("in", link.protocol, link.peer, &bytes);
-                        self.update_shedding();
-                        // The same verdict, and answer, as for these bytes in a datagram.
-                        self.ua.handle_datagram(now(), link.protocol, link.peer, &bytes);
-                        drop(permit);
-                    }
-                    Some(TcpInbound::Closed(link)) => self.forget_connection(link),
-                    Some(TcpInbound::Failed(link)) => {
-                        self.forget_connection(link);
-                        self.ua.handle_transport_error(now(), link.peer, link.protocol);
-                    }
-                    None => {}
-                },
-                accepted = accept_tcp(self.listener.as_ref(), self.accept_resume), if !holding => {
-                    self.accepted(accepted, Protocol::Tcp);
-                }
-                accepted = accept_tcp(self.tls_listener.as_ref(), self.accept_resume), if !holding => {
-                    self.accepted(accepted, Protocol::Tls);
-                }
-                () = sleep => self.ua.handle_timeout(now()),
+    /// Handles one input at `now`; call [`DriverState::flush`] after.
+    pub fn handle(&mut self, input: DriverInput, now: Instant) {
+        match input.0 {
+            Input::Datagram(source, bytes, waiting) => {
+                trace_wire("in", Protocol::Udp, source, &bytes);
+                self.backlogged = self.backlog_sheds && waiting >= self.backlog_limit;
+                // The layer above may have changed its mind while we waited.
+                self.update_shedding();
+                self.ua.handle_datagram(now, Protocol::Udp, source, &bytes);
             }
-            self.flush().await;
+            Input::Stream(TcpInbound::Message(link, message, permit)) => {
+                if tracing::enabled!(target: WIRE_TRACE_TARGET, tracing::Level::TRACE) {
+                    trace_wire("in", link.protocol, link.peer, &message.to_bytes());
+                }
+                self.update_shedding();
+                self.ua
+                    .handle_message(now, link.protocol, link.peer, message);
+                // The connection may frame one more.
+                drop(permit);
+            }
+            Input::Stream(TcpInbound::Rejected(link, bytes, permit)) => {
+                trace_wire("in", link.protocol, link.peer, &bytes);
+                self.update_shedding();
+                // The same verdict, and answer, as for these bytes in a datagram.
+                self.ua
+                    .handle_datagram(now, link.protocol, link.peer, &bytes);
+                drop(permit);
+            }
+            Input::Stream(TcpInbound::Closed(link)) => self.forget_connection(link),
+            Input::Stream(TcpInbound::Failed(link)) => {
+                self.forget_connection(link);
+                self.ua
+                    .handle_transport_error(now, link.peer, link.protocol);
+            }
+            Input::Accepted(stream, link) => self.adopt(stream, link),
+            Input::Job(job) => job(&mut self.ua, now),
+            Input::Writable => self.send_backlog(now),
+            Input::UdpError => {
+                self.fail_unreachable(now);
+            }
+            Input::HandlesGone => {}
         }
-        tracing::debug!("SIP driver stopped");
+    }
+
+    /// The next instant [`DriverState::handle_timeout`] is due.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.ua.poll_timeout()
+    }
+
+    /// Fires the timers due at `now`; call [`DriverState::flush`] after.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ua.handle_timeout(now);
+    }
+
+    /// The user agent's next event.
+    pub fn poll_event(&mut self) -> Option<UaEvent> {
+        self.ua.poll_event()
+    }
+
+    /// Sends what the user agent queued, without waiting: a datagram the socket cannot take
+    /// now waits (bounded) for it to be writable; a TCP or TLS message goes to its
+    /// connection's bounded queue, opening the connection when there is none.
+    pub fn flush(&mut self) {
+        while let Some(transmit) = self.ua.poll_transmit() {
+            trace_wire(
+                "out",
+                transmit.protocol,
+                transmit.destination,
+                &transmit.bytes,
+            );
+            match transmit.protocol {
+                Protocol::Udp => self.send_udp(transmit),
+                Protocol::Tcp | Protocol::Tls => {
+                    let link = Link {
+                        protocol: transmit.protocol,
+                        peer: transmit.destination,
+                    };
+                    self.send_stream(link, transmit.bytes);
+                }
+            }
+        }
+        self.update_shedding();
+        self.shed_invites
+            .store(self.ua.shed_invites(), Ordering::Relaxed);
+    }
+
+    /// For the standalone driver: whether its event queue is short of room (new INVITEs are
+    /// shed meanwhile).
+    fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
+        self.update_shedding();
     }
 
     /// Turns the user agent's shedding of new INVITEs on or off: on while the layer above
-    /// refuses new calls or drains, or while the event queue has less room than the calls
-    /// already admitted may need. Hands it the load to report as well.
+    /// refuses new calls, or while the event queue has less room than the calls already
+    /// admitted may need.
     fn update_shedding(&mut self) {
         let load = self.load.load(Ordering::Relaxed);
         if load != self.load_seen {
@@ -1007,8 +1223,8 @@ impl DriverTask {
         }
         let shed = self.refusing_calls.load(Ordering::Relaxed)
             || self.draining.load(Ordering::Relaxed)
-            || !self.held_events.is_empty()
-            || self.events.capacity() < self.overload_room;
+            || self.overloaded
+            || self.backlogged;
         if shed != self.shedding {
             self.shedding = shed;
             tracing::debug!(shedding = shed, "overload shedding of new INVITEs");
@@ -1017,34 +1233,93 @@ impl DriverTask {
         }
     }
 
+    fn send_udp(&mut self, transmit: Transmit) {
+        let Some(udp) = &self.udp else {
+            return;
+        };
+        if !self.udp_backlog.is_empty() {
+            // Behind those already waiting, to keep the order.
+            self.hold_datagram(transmit);
+            return;
+        }
+        let mut sent = crate::dscp::try_send(udp, &transmit);
+        if sent
+            .as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+            && self.fail_unreachable(now())
+            && let Some(udp) = &self.udp
+        {
+            // The error was an earlier datagram's ICMP error, pending on the socket, not this
+            // send's: it is reported now, so send again.
+            sent = crate::dscp::try_send(udp, &transmit);
+        }
+        match sent {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                self.hold_datagram(transmit);
+            }
+            Err(error) => self.udp_send_failed(&error, transmit.destination, now()),
+        }
+    }
+
     /// Fails the transactions towards each destination the network refused our datagrams to
     /// (ICMP port or host unreachable: a transport error, RFC 3261 §18.4) rather than letting
     /// them wait for Timer B or F. Whether any was found.
-    fn fail_unreachable(&mut self) -> bool {
+    fn fail_unreachable(&mut self, now: Instant) -> bool {
         let Some(udp) = &self.udp else { return false };
         let refused = crate::icmp::take_unreachable(udp);
         for (destination, error) in &refused {
             tracing::debug!(%destination, %error, "ICMP: datagram refused");
             self.ua
-                .handle_transport_error(now(), *destination, Protocol::Udp);
+                .handle_transport_error(now, *destination, Protocol::Udp);
         }
         !refused.is_empty()
     }
 
-    /// Hands held events to the queue while it has room.
-    fn hand_over_held(&mut self) {
-        while let Some(event) = self.held_events.pop_front() {
-            match self.events.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(event)) => {
-                    self.held_events.push_front(event);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.held_events.clear();
-                    return;
-                }
+    fn hold_datagram(&mut self, transmit: Transmit) {
+        if self.udp_backlog.len() >= UDP_BACKLOG {
+            let destination = transmit.destination;
+            tracing::debug!(%destination, "UDP send buffer full and backlog full: datagram dropped");
+            return;
+        }
+        self.udp_backlog.push_back(transmit);
+        self.udp_blocked.store(true, Ordering::Relaxed);
+    }
+
+    /// Sends the datagrams held back, while the socket takes them.
+    fn send_backlog(&mut self, now: Instant) {
+        let Some(udp) = self.udp.clone() else {
+            self.udp_backlog.clear();
+            self.udp_blocked.store(false, Ordering::Relaxed);
+            return;
+        };
+        while let Some(transmit) = self.udp_backlog.pop_front() {
+            let mut sent = crate::dscp::try_send(&udp, &transmit);
+            if sent
+                .as_ref()
+                .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
+                && self.fail_unreachable(now)
+            {
+                // As in `send_udp`: another datagram's pending ICMP error.
+                sent = crate::dscp::try_send(&udp, &transmit);
             }
+            match sent {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.udp_backlog.push_front(transmit);
+                    return;
+                }
+                Err(error) => self.udp_send_failed(&error, transmit.destination, now),
+            }
+        }
+        self.udp_blocked.store(false, Ordering::Relaxed);
+    }
+
+    fn udp_send_failed(&mut self, error: &io::Error, destination: SocketAddr, now: Instant) {
+        tracing::debug!(%error, %destination, "UDP send failed");
+        if is_hard_send_error(error) {
+            self.ua
+                .handle_transport_error(now, destination, Protocol::Udp);
         }
     }
 
@@ -1058,56 +1333,6 @@ impl DriverTask {
         {
             self.connections.remove(&link);
         }
-    }
-
-    /// Sends what the user agent queued and forwards its events.
-    async fn flush(&mut self) {
-        while let Some(transmit) = self.ua.poll_transmit() {
-            trace_wire(
-                "out",
-                transmit.protocol,
-                transmit.destination,
-                &transmit.bytes,
-            );
-            match transmit.protocol {
-                Protocol::Udp => {
-                    let Some(udp) = &self.udp else { continue };
-                    let mut sent = send_udp(udp, &transmit).await;
-                    if sent.is_err() && self.fail_unreachable() {
-                        // The error was an earlier datagram's ICMP error, pending on the
-                        // socket, not this send's: it is reported now, so send again.
-                        if let Some(udp) = &self.udp {
-                            sent = send_udp(udp, &transmit).await;
-                        }
-                    }
-                    if let Err(error) = sent {
-                        tracing::debug!(%error, destination = %transmit.destination, "UDP send failed");
-                        if is_hard_send_error(&error) {
-                            self.ua.handle_transport_error(
-                                now(),
-                                transmit.destination,
-                                Protocol::Udp,
-                            );
-                        }
-                    }
-                }
-                Protocol::Tcp | Protocol::Tls => {
-                    let link = Link {
-                        protocol: transmit.protocol,
-                        peer: transmit.destination,
-                    };
-                    self.send_stream(link, transmit.bytes);
-                }
-            }
-        }
-        while let Some(event) = self.ua.poll_event() {
-            // Behind events already held, to keep the order.
-            self.held_events.push_back(event);
-        }
-        self.hand_over_held();
-        self.update_shedding();
-        self.shed_invites
-            .store(self.ua.shed_invites(), Ordering::Relaxed);
     }
 
     /// Sends over the TCP or TLS connection to `link`'s peer, opening one when there is none.
@@ -1191,29 +1416,6 @@ impl DriverTask {
         });
     }
 
-    /// Takes what `accept` returned: a connection to adopt, or an error to back off from.
-    fn accepted(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>, protocol: Protocol) {
-        match accepted {
-            Ok((stream, peer)) => {
-                self.accept_resume = None;
-                if let Some(failures) = self.accept_backoff.succeeded(now()) {
-                    tracing::info!(failures, "TCP accept works again");
-                }
-                self.adopt(stream, Link { protocol, peer });
-            }
-            Err(error) => {
-                let retry = self.accept_backoff.failed(error.kind(), now());
-                let pause = retry.at.saturating_duration_since(now());
-                if retry.warn {
-                    tracing::warn!(%error, ?pause, "TCP accept failing: pausing accepts (warned once until it works again)");
-                } else {
-                    tracing::debug!(%error, ?pause, "TCP accept error");
-                }
-                self.accept_resume = Some(retry.at);
-            }
-        }
-    }
-
     fn adopt(&mut self, stream: TcpStream, link: Link) {
         let slot = match self.caps.admit(link.peer.ip()) {
             Ok(slot) => slot,
@@ -1259,6 +1461,164 @@ impl DriverTask {
                 }
             }
         });
+    }
+}
+
+/// The standalone driver's task ([`SipDriver::start`]): the two halves in one loop, the
+/// events to a bounded queue.
+struct DriverTask {
+    inputs: DriverInputs,
+    state: DriverState,
+    events: mpsc::Sender<UaEvent>,
+    /// Events the full queue could not take yet, in order. While any are held the driver
+    /// reads no socket, so this only grows by what timers and jobs produce meanwhile.
+    held_events: VecDeque<UaEvent>,
+    overload_room: usize,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The next datagram: the oldest read ahead, else one from the socket (waiting for it), with
+/// whatever else the socket holds already read ahead behind it, up to `max`. Forever without
+/// a socket. Cancel-safe: everything after the first wait is sync.
+async fn next_datagram(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+    ahead: &mut VecDeque<(SocketAddr, Bytes)>,
+    max: usize,
+    error_pending: &mut bool,
+) -> io::Result<(SocketAddr, Bytes)> {
+    if let Some(datagram) = ahead.pop_front() {
+        return Ok(datagram);
+    }
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    let (len, source) = socket.recv_from(buf).await?;
+    let first = (
+        source,
+        Bytes::copy_from_slice(buf.get(..len).unwrap_or_default()),
+    );
+    // Until the socket is empty (which a read would find out anyway before waiting again).
+    while ahead.len() < max {
+        match socket.try_recv_from(buf) {
+            Ok((len, source)) => ahead.push_back((
+                source,
+                Bytes::copy_from_slice(buf.get(..len).unwrap_or_default()),
+            )),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            // An ICMP error (consumed by this read): reported as the next input.
+            Err(_) => {
+                *error_pending = true;
+                break;
+            }
+        }
+    }
+    Ok(first)
+}
+
+/// Waits until the UDP socket can take a datagram (forever without one).
+async fn writable_udp(socket: Option<&UdpSocket>) -> io::Result<()> {
+    match socket {
+        Some(socket) => socket.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for room in the event queue when given its sender (the driver holds events),
+/// else forever.
+async fn room_for(
+    events: Option<mpsc::Sender<UaEvent>>,
+) -> Result<mpsc::OwnedPermit<UaEvent>, mpsc::error::SendError<()>> {
+    match events {
+        Some(events) => events.reserve_owned().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepts a TCP connection, not before `resume` when set (accepting is paused after it
+/// failed), or waits forever without a listener.
+async fn accept_tcp(
+    listener: Option<&TcpListener>,
+    resume: Option<Instant>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    if let Some(at) = resume {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+    }
+    listener.accept().await
+}
+
+impl DriverTask {
+    async fn run(mut self) {
+        loop {
+            self.update_overload();
+            // The queue above is full: hand over what is held before reading anything more.
+            let holding = !self.held_events.is_empty();
+            self.inputs.reading = !holding;
+            let deadline = self.state.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                permit = room_for(holding.then(|| self.events.clone())) => match permit {
+                    Ok(permit) => {
+                        if let Some(event) = self.held_events.pop_front() {
+                            permit.send(event);
+                        }
+                        self.hand_over_held();
+                    }
+                    // Nobody listens any more; the calls still run to their end.
+                    Err(_) => self.held_events.clear(),
+                },
+                input = self.inputs.next_input() => {
+                    if input.handles_gone() {
+                        break; // every handle is gone
+                    }
+                    self.state.handle(input, now());
+                }
+                () = sleep => self.state.handle_timeout(now()),
+            }
+            self.state.flush();
+            while let Some(event) = self.state.poll_event() {
+                // Behind events already held, to keep the order.
+                self.held_events.push_back(event);
+            }
+            self.hand_over_held();
+        }
+        tracing::debug!("SIP driver stopped");
+    }
+
+    /// Tells the state whether the event queue is short of room: new INVITEs are shed while
+    /// events are held or the queue has less room than the calls already admitted may need.
+    fn update_overload(&mut self) {
+        let overloaded =
+            !self.held_events.is_empty() || self.events.capacity() < self.overload_room;
+        self.state.set_overloaded(overloaded);
+    }
+
+    /// Hands held events to the queue while it has room.
+    fn hand_over_held(&mut self) {
+        while let Some(event) = self.held_events.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    self.held_events.push_front(event);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.held_events.clear();
+                    return;
+                }
+            }
+        }
     }
 }
 

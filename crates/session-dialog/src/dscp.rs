@@ -6,18 +6,17 @@
 //! class without touching the socket (Linux `ip(7)`, `ipv6(7)`). Elsewhere the mark is not
 //! applied and the datagram goes with the socket's.
 
+use crate::endpoint::Transmit;
 use std::io;
-use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 
-/// Sends `bytes` to `destination` with traffic class `dscp` (0–63; the two ECN bits stay 0).
-pub(crate) async fn send_marked(
-    socket: &UdpSocket,
-    bytes: &[u8],
-    destination: SocketAddr,
-    dscp: u8,
-) -> io::Result<usize> {
-    imp::send_marked(socket, bytes, destination, dscp).await
+/// Sends `transmit` over `socket` without waiting, with its own mark when it has one (0–63;
+/// the two ECN bits stay 0). `WouldBlock` when the socket's send buffer is full.
+pub(crate) fn try_send(socket: &UdpSocket, transmit: &Transmit) -> io::Result<usize> {
+    match transmit.dscp {
+        None => socket.try_send_to(&transmit.bytes, transmit.destination),
+        Some(dscp) => imp::try_send_marked(socket, &transmit.bytes, transmit.destination, dscp),
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -29,7 +28,7 @@ mod imp {
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
-    pub(super) async fn send_marked(
+    pub(super) fn try_send_marked(
         socket: &UdpSocket,
         bytes: &[u8],
         destination: SocketAddr,
@@ -37,29 +36,27 @@ mod imp {
     ) -> io::Result<usize> {
         let class = (dscp & 0x3f) << 2;
         let address = SockaddrStorage::from(destination);
-        socket
-            .async_io(Interest::WRITABLE, || {
-                let iov = [IoSlice::new(bytes)];
-                let sent = match destination {
-                    SocketAddr::V4(_) => sendmsg(
-                        socket.as_raw_fd(),
-                        &iov,
-                        &[ControlMessage::Ipv4Tos(&class)],
-                        MsgFlags::empty(),
-                        Some(&address),
-                    ),
-                    SocketAddr::V6(_) => sendmsg(
-                        socket.as_raw_fd(),
-                        &iov,
-                        &[ControlMessage::Ipv6TClass(&i32::from(class))],
-                        MsgFlags::empty(),
-                        Some(&address),
-                    ),
-                };
-                // EAGAIN becomes `WouldBlock`, which `async_io` waits out.
-                sent.map_err(io::Error::from)
-            })
-            .await
+        // `try_io` clears the socket's write readiness on `WouldBlock`, as `try_send_to` does.
+        socket.try_io(Interest::WRITABLE, || {
+            let iov = [IoSlice::new(bytes)];
+            let sent = match destination {
+                SocketAddr::V4(_) => sendmsg(
+                    socket.as_raw_fd(),
+                    &iov,
+                    &[ControlMessage::Ipv4Tos(&class)],
+                    MsgFlags::empty(),
+                    Some(&address),
+                ),
+                SocketAddr::V6(_) => sendmsg(
+                    socket.as_raw_fd(),
+                    &iov,
+                    &[ControlMessage::Ipv6TClass(&i32::from(class))],
+                    MsgFlags::empty(),
+                    Some(&address),
+                ),
+            };
+            sent.map_err(io::Error::from)
+        })
     }
 }
 
@@ -69,20 +66,21 @@ mod imp {
     use std::net::SocketAddr;
     use tokio::net::UdpSocket;
 
-    pub(super) async fn send_marked(
+    pub(super) fn try_send_marked(
         socket: &UdpSocket,
         bytes: &[u8],
         destination: SocketAddr,
         _dscp: u8,
     ) -> io::Result<usize> {
-        socket.send_to(bytes, destination).await
+        socket.try_send_to(bytes, destination)
     }
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::send_marked;
+    use super::try_send;
+    use crate::endpoint::{Protocol, Transmit};
     use nix::sys::socket::{
         ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
     };
@@ -122,9 +120,17 @@ mod tests {
         socket2::SockRef::from(&sender).set_tos_v4(24 << 2).unwrap();
         let to = receiver.local_addr().unwrap();
 
-        send_marked(&sender, b"urgent", to, 46).await.unwrap();
+        let transmit = |dscp| Transmit {
+            protocol: Protocol::Udp,
+            destination: to,
+            bytes: bytes::Bytes::from_static(b"a message"),
+            dscp,
+        };
+        sender.writable().await.unwrap();
+        try_send(&sender, &transmit(Some(46))).unwrap();
         assert_eq!(received_tos(&receiver).await >> 2, 46);
-        sender.send_to(b"routine", to).await.unwrap();
+        sender.writable().await.unwrap();
+        try_send(&sender, &transmit(None)).unwrap();
         assert_eq!(received_tos(&receiver).await >> 2, 24);
     }
 }

@@ -560,10 +560,7 @@ impl Core {
         let dialog = self.established_dialog(consultation, "transfer to this call's peer")?;
         let lookup = dialog.clone();
         let target = self
-            .sip
-            .with(move |ua, _| ua.dialog(&lookup).map(|d| d.remote_target.clone()))
-            .await
-            .map_err(|_| SessionError::Shutdown)?
+            .ua_now(move |ua, _| ua.dialog(&lookup).map(|d| d.remote_target.clone()))
             .ok_or(SessionError::NoSuchSession)?;
         let replaces = format!(
             "{};to-tag={};from-tag={}",

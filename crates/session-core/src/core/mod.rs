@@ -1,10 +1,15 @@
 //! The manager's task: the one place that owns every call's state.
 //!
-//! It reads three inputs — events of the SIP user agent (session-dialog's driver), commands
-//! from [`crate::SessionManager`] and [`crate::CallSession`] handles, and events of the media
-//! tasks — plus one timer heap for all session timers, and acts on the user agent through the
-//! driver's handle. Everything a call holds (admission permit, RTP ports, dialog, timers) is
-//! released in one function, [`Core::end_call`], which every ending path goes through.
+//! It owns the SIP user agent too: session-dialog's driver is embedded here
+//! ([`SipDriver::embed`](session_dialog::driver::SipDriver::embed)), so a datagram is read,
+//! handed to the user agent, and its events handled by this task, and what the task answers
+//! is sent from it, with no hand-off to another task in between. Its inputs are the driver's
+//! ([`DriverInputs::next_input`]: the SIP sockets, the TCP/TLS connection tasks, jobs of
+//! [`SipHandle`]s held elsewhere), commands from [`crate::SessionManager`] and
+//! [`crate::CallSession`] handles, and events of the media tasks and bridges — plus one
+//! deadline: the earliest of the user agent's timers and the manager's timer heap.
+//! Everything a call holds (admission permit, RTP ports, dialog, timers) is released in one
+//! function, [`Core::end_call`], which every ending path goes through.
 //!
 //! The submodules split the work by direction: `inbound` (INVITEs we answer), `outbound`
 //! (INVITEs we send), `in_dialog` (requests and operations inside an established call).
@@ -23,7 +28,7 @@ use crate::handler::{AcceptOptions, CallHandler, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource, MediaEvent, MediaHandle};
 use crate::session_timer::SessionTimer;
 use bytes::Bytes;
-use session_dialog::driver::SipHandle;
+use session_dialog::driver::{DriverInputs, DriverState, SipHandle};
 use session_dialog::endpoint::{EndpointError, Protocol};
 use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaEvent, UserAgent};
@@ -310,7 +315,9 @@ pub(crate) struct Drain {
 pub(crate) struct CoreParts {
     pub(crate) config: ManagerConfig,
     pub(crate) sip: SipHandle,
-    pub(crate) ua_events: mpsc::Receiver<UaEvent>,
+    /// The driver's inputs and state, run by the manager's task.
+    pub(crate) inputs: DriverInputs,
+    pub(crate) driver: DriverState,
     pub(crate) handler: Arc<dyn CallHandler>,
     pub(crate) bus: EventBus,
     pub(crate) admission: AdmissionController,
@@ -335,7 +342,12 @@ pub(crate) struct CoreParts {
 /// The manager's task state.
 pub(crate) struct Core {
     pub(crate) config: ManagerConfig,
+    /// For [`SipHandle::refuse_new_calls`]. Never `with` from this task: its jobs are this
+    /// task's inputs, so it would wait for itself (use [`Core::ua`]).
     pub(crate) sip: SipHandle,
+    /// The user agent and what sends for it. Only this task locks it, never across an
+    /// `.await`: the lock is uncontended, and it keeps `Core` `Sync` for `&self` methods.
+    pub(crate) driver: parking_lot::Mutex<DriverState>,
     pub(crate) handler: Arc<dyn CallHandler>,
     pub(crate) bus: EventBus,
     pub(crate) admission: AdmissionController,
@@ -393,7 +405,8 @@ impl Core {
         let CoreParts {
             config,
             sip,
-            mut ua_events,
+            mut inputs,
+            driver,
             handler,
             bus,
             admission,
@@ -421,6 +434,7 @@ impl Core {
             dscp,
             config,
             sip,
+            driver: parking_lot::Mutex::new(driver),
             handler,
             bus,
             admission,
@@ -457,6 +471,19 @@ impl Core {
             ),
         };
         loop {
+            // What the user agent produced (for an input, a timer, or our own requests and
+            // answers) is handled first, one event per round like any other input.
+            let event = core.driver.lock().poll_event();
+            if let Some(event) = event {
+                core.on_ua_event(event).await;
+                core.after_input().await;
+                if core.drained() {
+                    core.stop(&mut inputs).await;
+                    break;
+                }
+                continue;
+            }
+            let ua_deadline = core.driver.lock().poll_timeout();
             let deadline = core.timers.peek().map(|Reverse((at, ..))| *at);
             // The registrar's next sweep of expired bindings, if sooner.
             let deadline = deadline.into_iter().chain(core.next_sweep()).min();
@@ -470,17 +497,14 @@ impl Core {
                 .into_iter()
                 .chain(core.drain.as_ref().and_then(|drain| drain.deadline))
                 .min();
+            let wake = deadline.into_iter().chain(ua_deadline).min();
             tokio::select! {
                 biased;
-                event = ua_events.recv() => match event {
-                    Some(event) => core.on_ua_event(event).await,
-                    // The driver stopped (it cannot without our handle): nothing more to do.
-                    None => break,
-                },
+                input = inputs.next_input() => core.on_sip_input(input),
                 command = inbox.recv() => match command {
                     Some(Command::Shutdown { reply }) => {
                         // A shutdown cuts a drain short: it reports what was left.
-                        core.stop(&mut ua_events).await;
+                        core.stop(&mut inputs).await;
                         let _ = reply.send(());
                         break;
                     }
@@ -489,23 +513,62 @@ impl Core {
                     None => break,
                 },
                 () = stop.cancelled() => {
-                    core.stop(&mut ua_events).await;
+                    core.stop(&mut inputs).await;
                     break;
                 }
                 Some((session, event)) = media_inbox.recv() => core.on_media_event(session, event),
                 Some(event) = bridge_events.recv() => core.on_bridge_event(event),
-                () = sleep_until_or_forever(deadline) => core.on_timers().await,
+                () = sleep_until_or_forever(wake) => {
+                    let now = now();
+                    if ua_deadline.is_some_and(|at| at <= now) {
+                        core.on_sip_timeout(now);
+                    }
+                    if deadline.is_some_and(|at| at <= now) {
+                        core.on_timers().await;
+                    }
+                }
             }
-            core.flush_notifies().await;
-            core.flush_replacements().await;
-            core.flush_cascades().await;
-            core.finish_endings().await;
-            core.report_health();
+            core.after_input().await;
             if core.drained() {
-                core.stop(&mut ua_events).await;
+                core.stop(&mut inputs).await;
                 break;
             }
         }
+        // Closed and emptied, not just dropped: a command whose sender took its place in the
+        // queue before the queue closed but had not put it there yet (a thread preempted
+        // between the two, as on a loaded machine) would be put there after a drop had
+        // emptied it, and stay until the last `SessionManager` handle goes (tokio#7714) —
+        // with its reply inside, so the caller waited forever: `SessionManager::drain`'s
+        // `shutdown`, sent as the drain's end stopped this task, did (tests/drain.rs). `recv`
+        // after `close` waits for such a command; dropping it answers its caller (an error,
+        // or for a `Shutdown` or `Drain` the end it waits for).
+        inbox.close();
+        while inbox.recv().await.is_some() {}
+    }
+
+    /// What follows every input: the transfer progress, replacements and cascades it queued,
+    /// the endings it made, and the admission state for the SIP layer.
+    async fn after_input(&mut self) {
+        self.flush_notifies().await;
+        self.flush_replacements().await;
+        self.flush_cascades().await;
+        self.finish_endings().await;
+        self.report_health();
+    }
+
+    /// Hands an input of the SIP driver to the user agent and sends what it answered; its
+    /// events are taken by the loop.
+    fn on_sip_input(&self, input: session_dialog::driver::DriverInput) {
+        let mut driver = self.driver.lock();
+        driver.handle(input, now());
+        driver.flush();
+    }
+
+    /// Fires the user agent's timers due at `now` and sends what they produced.
+    fn on_sip_timeout(&self, now: Instant) {
+        let mut driver = self.driver.lock();
+        driver.handle_timeout(now);
+        driver.flush();
     }
 
     /// Tells the SIP layer what it needs to answer for us without asking: whether we are at
@@ -576,7 +639,7 @@ impl Core {
     }
 
     /// Ends every call, releases everything and stops the bridges: the manager's last act.
-    async fn stop(&mut self, ua_events: &mut mpsc::Receiver<UaEvent>) {
+    async fn stop(&mut self, inputs: &mut DriverInputs) {
         // A drain ending here (done, out of grace, or cut short by a shutdown): the calls
         // still up are the ones it ends. Taken first, so that their endings below do not
         // count as finished.
@@ -587,7 +650,7 @@ impl Core {
             };
             (report, drain.replies)
         });
-        self.shutdown(ua_events).await;
+        self.shutdown(inputs).await;
         self.finish_endings().await;
         // Every call has left its bridge by now; the driver's tasks stop.
         drop(self.bridges.shutdown().await);
@@ -635,12 +698,19 @@ impl Core {
 
     // ---- the user agent ----
 
-    /// Runs `f` on the user agent; `None` when the driver is gone.
-    pub(crate) async fn ua<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut UserAgent, Instant) -> R + Send + 'static,
-    ) -> Option<R> {
-        self.sip.with(f).await.ok()
+    /// Runs `f` on the user agent, here in this task, and sends what it queued at once. Its
+    /// events wait for the loop. (`Option` and `async` from when the user agent ran in
+    /// another task; it is always there now.)
+    pub(crate) async fn ua<R>(&self, f: impl FnOnce(&mut UserAgent, Instant) -> R) -> Option<R> {
+        Some(self.ua_now(f))
+    }
+
+    /// [`Core::ua`] without the `async`.
+    pub(crate) fn ua_now<R>(&self, f: impl FnOnce(&mut UserAgent, Instant) -> R) -> R {
+        let mut driver = self.driver.lock();
+        let result = f(driver.user_agent(), now());
+        driver.flush();
+        result
     }
 
     /// Answers server transaction `tx`; the response is traced under `session`. Errors are
@@ -1665,7 +1735,7 @@ impl Core {
         self.ending_requests.insert(tx);
     }
 
-    async fn shutdown(&mut self, ua_events: &mut mpsc::Receiver<UaEvent>) {
+    async fn shutdown(&mut self, inputs: &mut DriverInputs) {
         // Bindings go first (Expires: 0), their answers waited for with the BYEs below.
         self.unregister_all().await;
         let sessions: Vec<SessionId> = self.calls.keys().copied().collect();
@@ -1691,14 +1761,16 @@ impl Core {
         // retransmissions (Timer J/K) are not waited for.
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
         while !(self.calls.is_empty() && self.ending_requests.is_empty()) {
+            let event = self.driver.lock().poll_event();
+            if let Some(event) = event {
+                self.on_ua_event(event).await;
+                self.finish_endings().await;
+                continue;
+            }
+            let ua_deadline = self.driver.lock().poll_timeout();
             tokio::select! {
-                event = ua_events.recv() => match event {
-                    Some(event) => {
-                        self.on_ua_event(event).await;
-                        self.finish_endings().await;
-                    }
-                    None => break,
-                },
+                input = inputs.next_input() => self.on_sip_input(input),
+                () = sleep_until_or_forever(ua_deadline) => self.on_sip_timeout(now()),
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
