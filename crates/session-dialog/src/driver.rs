@@ -986,6 +986,17 @@ impl std::fmt::Debug for DriverInput {
 }
 
 impl DriverInputs {
+    /// Closes the queue of [`SipHandle::with`] jobs and drops every job in it or on its way,
+    /// so that each caller waiting on one gets [`DriverError::Stopped`]. For an owner that
+    /// stops while handles may still exist: merely dropping the inputs would strand a job
+    /// whose sender took its place in the queue just before (tokio#7714), and its caller
+    /// would wait until the last handle went.
+    pub async fn close(&mut self) {
+        self.jobs.close();
+        while self.jobs.recv().await.is_some() {}
+        self.jobs_open = false;
+    }
+
     /// Waits for the next input. Cancel-safe: dropped before it returns, it loses nothing
     /// (a datagram is taken from the socket only when it returns it).
     pub async fn next_input(&mut self) -> DriverInput {

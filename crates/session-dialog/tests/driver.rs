@@ -5,7 +5,7 @@
 // Test helpers outside #[test] functions may unwrap and panic: a failure is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use session_dialog::driver::{DriverConfig, SipDriver, SipHandle};
+use session_dialog::driver::{DriverConfig, DriverError, SipDriver, SipHandle};
 use session_dialog::endpoint::Protocol;
 use session_dialog::ua::{DialogEnd, UaEvent};
 use session_types::StatusCode;
@@ -230,4 +230,31 @@ async fn a_request_to_a_closed_udp_port_fails_at_once_and_no_other_destination_i
     }
     // Timer B would have taken 32 s; the ICMP error is reported at once (RFC 3261 §18.4).
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// An embedded driver's owner that stops while handles still exist closes the job queue: a
+/// `with` sent before or after the close ends with `Stopped` instead of waiting for ever.
+#[tokio::test]
+async fn closing_an_embedded_drivers_inputs_answers_every_waiting_job() {
+    let (mut inputs, _state, handle) = SipDriver::embed(DriverConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..DriverConfig::default()
+    })
+    .await
+    .unwrap();
+    let queued = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.with(|ua, _| ua.dialog_count()).await })
+    };
+    // Let the job reach the queue; nobody runs it.
+    tokio::task::yield_now().await;
+    tokio::time::timeout(WAIT, inputs.close())
+        .await
+        .expect("close does not wait for the handles");
+    let queued = tokio::time::timeout(WAIT, queued).await.unwrap().unwrap();
+    assert!(matches!(queued, Err(DriverError::Stopped)), "{queued:?}");
+    let late = tokio::time::timeout(WAIT, handle.with(|ua, _| ua.dialog_count()))
+        .await
+        .expect("a job after the close is refused at once");
+    assert!(matches!(late, Err(DriverError::Stopped)), "{late:?}");
 }

@@ -544,6 +544,8 @@ impl Core {
         // or for a `Shutdown` or `Drain` the end it waits for).
         inbox.close();
         while inbox.recv().await.is_some() {}
+        // The same for the SIP layer's job queue (`SipHandle::with`).
+        inputs.close().await;
     }
 
     /// What follows every input: the transfer progress, replacements and cascades it queued,
