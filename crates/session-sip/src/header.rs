@@ -5,8 +5,7 @@
 //! — in arrival order. Typed views ([`crate::headers`]) parse the raw values on demand.
 
 use std::fmt;
-
-use bytes::Bytes;
+use std::sync::Arc;
 
 use crate::headers::Hot;
 use crate::text::split_top_level;
@@ -236,15 +235,20 @@ impl fmt::Display for HeaderName {
 /// One header field: its name as written and its unfolded value.
 ///
 /// Values are UTF-8 (RFC 3261 §7.3.1 TEXT-UTF8); the parser rejects anything else and the
-/// constructors take `&str`. A parsed header is one slice of the received buffer (the line
-/// from the name to the end of the value) plus offsets, so it costs one reference count.
+/// constructors take `&str`. The headers of a parsed message share one copy of its header
+/// section (checked as UTF-8 once), each keeping the offsets of its name and value, so a
+/// header costs one reference count and its value is read without checking it again.
 #[derive(Clone)]
 pub struct Header {
-    kind: HeaderName,
-    /// `name`, then anything (the colon and LWS), then the value from `value_start`.
-    line: Bytes,
-    name_len: u32,
+    /// The text holding the name and the value: the header section of a parsed message, or
+    /// `name: value` for a built header. `None` only while the parser fills it in.
+    text: Option<Arc<str>>,
+    /// `text[start..name_end]` is the name as written, `text[value_start..end]` the value.
+    start: u32,
+    name_end: u32,
     value_start: u32,
+    end: u32,
+    kind: HeaderName,
     /// What the parser already parsed out of the value (never out of date: the value only
     /// changes through `set_value`, which clears it).
     hot: Hot,
@@ -268,6 +272,12 @@ impl std::hash::Hash for Header {
     }
 }
 
+/// An offset within a header's text; texts over 4 GiB are not kept whole (see
+/// [`Header::from_line`]).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 impl Header {
     /// A header with a known name, written in its canonical long form. For other names use
     /// [`Header::other`] (a `HeaderName::Other` header made here has no name and is not
@@ -287,35 +297,55 @@ impl Header {
     }
 
     fn build(kind: HeaderName, name: &str, value: &str) -> Self {
+        Self::from_line(kind, name, value, Hot::None)
+    }
+
+    /// A header with a text of its own, `name: value`.
+    pub(crate) fn from_line(kind: HeaderName, name: &str, value: &str, hot: Hot) -> Self {
         let mut line = String::with_capacity(name.len() + 2 + value.len());
         line.push_str(name);
         line.push_str(": ");
         line.push_str(value);
-        let n = u32::try_from(name.len()).unwrap_or(u32::MAX);
+        let n = offset(name.len());
         Self {
-            kind,
-            line: Bytes::from(line),
-            name_len: n,
+            text: Some(Arc::from(line)),
+            start: 0,
+            name_end: n,
             value_start: n.saturating_add(2),
-            hot: Hot::None,
+            end: offset(name.len() + 2 + value.len()),
+            kind,
+            hot,
         }
     }
 
-    /// Built by the parser from already-checked offsets within `line`.
+    /// Built by the parser: the name and the value are at these offsets of the header
+    /// section, all below 4 GiB; the text is set by [`Header::set_text`] once the section is
+    /// known.
     #[inline(always)]
-    pub(crate) fn from_parts(
+    pub(crate) fn pending(
         kind: HeaderName,
-        line: Bytes,
-        name_len: usize,
-        value_start: usize,
+        start: u32,
+        name_end: u32,
+        value_start: u32,
+        end: u32,
         hot: Hot,
     ) -> Self {
         Self {
+            text: None,
+            start,
+            name_end,
+            value_start,
+            end,
             kind,
-            line,
-            name_len: u32::try_from(name_len).unwrap_or(u32::MAX),
-            value_start: u32::try_from(value_start).unwrap_or(u32::MAX),
             hot,
+        }
+    }
+
+    /// Sets the text of a header made by [`Header::pending`].
+    #[inline]
+    pub(crate) fn set_text(&mut self, text: &Arc<str>) {
+        if self.text.is_none() {
+            self.text = Some(Arc::clone(text));
         }
     }
 
@@ -328,20 +358,28 @@ impl Header {
         self.kind
     }
 
+    #[inline]
+    fn slice(&self, from: u32, to: u32) -> &str {
+        self.text
+            .as_deref()
+            .and_then(|t| t.get(from as usize..to as usize))
+            .unwrap_or_default()
+    }
+
     /// The name as written, as bytes.
     pub(crate) fn name_bytes(&self) -> &[u8] {
-        self.line.get(..self.name_len as usize).unwrap_or_default()
+        self.name_str().as_bytes()
     }
 
     /// The name as written (e.g. `v`, `VIA`, `X-Custom`).
     pub fn name_str(&self) -> &str {
-        std::str::from_utf8(self.name_bytes()).unwrap_or_default()
+        self.slice(self.start, self.name_end)
     }
 
     /// The value (unfolded, trimmed).
+    #[inline]
     pub fn value(&self) -> &str {
-        // The invariant (UTF-8) is checked by the parser and the constructors.
-        std::str::from_utf8(self.value_bytes()).unwrap_or_default()
+        self.slice(self.value_start, self.end)
     }
 
     /// Replaces the value, keeping the name as written.
@@ -350,11 +388,9 @@ impl Header {
         *self = Self::build(self.kind, &name, &sanitize(value.into()));
     }
 
-    /// The value as bytes (a part of the received buffer for a parsed header).
+    /// The value as bytes.
     pub fn value_bytes(&self) -> &[u8] {
-        self.line
-            .get(self.value_start as usize..)
-            .unwrap_or_default()
+        self.value().as_bytes()
     }
 }
 
@@ -460,6 +496,13 @@ impl Headers {
             };
             whole.into_iter().chain(split.into_iter().flatten())
         })
+    }
+
+    /// Gives the headers the parser made with [`Header::pending`] their text.
+    pub(crate) fn set_pending_text(&mut self, text: &Arc<str>) {
+        for h in &mut self.list {
+            h.set_text(text);
+        }
     }
 
     /// Appends a header line.
@@ -627,5 +670,19 @@ mod differential {
         ) {
             prop_assert_eq!(HeaderName::from_token(n.as_bytes()), HeaderName::from_bytes(n.as_bytes()));
         }
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// A header stays within 64 bytes, so that the 16 a parse reserves fit the allocator's
+    /// per-thread cache (1 KiB).
+    #[test]
+    fn a_header_is_at_most_64_bytes() {
+        assert!(
+            std::mem::size_of::<super::Header>() <= 64,
+            "{}",
+            std::mem::size_of::<super::Header>()
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
-    Params, Span, check_header_params, is_token, is_token_byte, is_ws, parse_u64, quoted_end,
+    Params, Span16, check_header_params, is_token, is_token_byte, is_ws, parse_u64, quoted_end,
     skip_class, skip_ws, split_top_level, trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
@@ -49,7 +49,9 @@ fn params_checked<'a>(name: &'static str, p: &'a str) -> Result<Params<'a>> {
 // ---------------------------------------------------------------------------------------------
 
 /// A typed view the parser computed, kept in the header (as offsets into its value) so the
-/// accessors of [`crate::Request`] and [`crate::Response`] do not parse it again.
+/// accessors of [`crate::Request`] and [`crate::Response`] do not parse it again. Small (the
+/// offsets are 16 bits; a value longer than that keeps no view) so that a header fits in 64
+/// bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) enum Hot {
     /// Nothing cached.
@@ -59,29 +61,29 @@ pub(crate) enum Hot {
     Via(ViaSpans),
     /// From or To.
     Addr(AddrSpans),
-    /// The CSeq number.
-    CSeq(u32),
+    /// The CSeq number, and the place of its method in [`Method::KNOWN`] (`u8::MAX` for an
+    /// extension method).
+    CSeq(u32, u8),
     /// The Content-Length value.
-    Length(usize),
+    Length(u32),
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ViaSpans {
-    protocol: Span,
-    version: Span,
-    transport: Span,
-    host: Span,
+    protocol: Span16,
+    version: Span16,
+    transport: Span16,
+    host: Span16,
     port: Option<u16>,
-    params: Span,
+    params: Span16,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AddrSpans {
-    display: Option<Span>,
-    uri: Span,
-    parts: Parts,
+    display: Option<Span16>,
+    uri: Span16,
     angle: bool,
-    params: Span,
+    params: Span16,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,15 +187,16 @@ impl<'a> Via<'a> {
         })
     }
 
-    pub(crate) fn spans(&self, base: &str) -> ViaSpans {
-        ViaSpans {
-            protocol: Span::of(base, self.protocol),
-            version: Span::of(base, self.version),
-            transport: Span::of(base, self.transport),
-            host: Span::of(base, self.host),
+    /// The offsets of the parts within `base` (which holds them), if they fit in 16 bits.
+    pub(crate) fn spans(&self, base: &str) -> Option<ViaSpans> {
+        Some(ViaSpans {
+            protocol: Span16::of(base, self.protocol)?,
+            version: Span16::of(base, self.version)?,
+            transport: Span16::of(base, self.transport)?,
+            host: Span16::of(base, self.host)?,
             port: self.port,
-            params: Span::of(base, self.params.as_str()),
-        }
+            params: Span16::of(base, self.params.as_str())?,
+        })
     }
 
     pub(crate) fn from_spans(base: &'a str, s: &ViaSpans) -> Self {
@@ -288,14 +291,38 @@ fn uri_in(name: &'static str, e: Error) -> Error {
 
 /// A name-addr or addr-spec with header parameters (RFC 3261 §20.10, §25.1): the shape of
 /// From, To, Contact, Route, Record-Route, Refer-To, Referred-By and Reply-To values.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy)]
 pub struct NameAddr<'a> {
     display: Option<&'a str>,
     uri: &'a str,
-    parts: Parts,
+    /// The URI's offsets, when the view was parsed here rather than rebuilt from a header's
+    /// cache (a function of `uri`, so left out of equality).
+    parts: Option<Parts>,
     angle: bool,
     /// The header parameters (after the URI; `tag`, `expires`, `q`, ...).
     pub params: Params<'a>,
+}
+
+impl PartialEq for NameAddr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.display == other.display
+            && self.uri == other.uri
+            && self.angle == other.angle
+            && self.params == other.params
+    }
+}
+
+impl Eq for NameAddr<'_> {}
+
+impl fmt::Debug for NameAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameAddr")
+            .field("display", &self.display)
+            .field("uri", &self.uri)
+            .field("angle", &self.angle)
+            .field("params", &self.params)
+            .finish()
+    }
 }
 
 impl<'a> NameAddr<'a> {
@@ -342,7 +369,7 @@ impl<'a> NameAddr<'a> {
             return Ok(Self {
                 display,
                 uri: uri_text,
-                parts,
+                parts: Some(parts),
                 angle: true,
                 params,
             });
@@ -363,27 +390,31 @@ impl<'a> NameAddr<'a> {
         Ok(Self {
             display: None,
             uri: uri_text,
-            parts,
+            parts: Some(parts),
             angle: false,
             params: params_checked(name, params)?,
         })
     }
 
-    pub(crate) fn spans(&self, base: &str) -> AddrSpans {
-        AddrSpans {
-            display: self.display.map(|d| Span::of(base, d)),
-            uri: Span::of(base, self.uri),
-            parts: self.parts,
+    /// The offsets of the parts within `base` (which holds them), if they fit in 16 bits. The
+    /// URI's own offsets are not kept: [`NameAddr::uri`] scans it again.
+    pub(crate) fn spans(&self, base: &str) -> Option<AddrSpans> {
+        Some(AddrSpans {
+            display: match self.display {
+                Some(d) => Some(Span16::of(base, d)?),
+                None => None,
+            },
+            uri: Span16::of(base, self.uri)?,
             angle: self.angle,
-            params: Span::of(base, self.params.as_str()),
-        }
+            params: Span16::of(base, self.params.as_str())?,
+        })
     }
 
     pub(crate) fn from_spans(base: &'a str, s: &AddrSpans) -> Self {
         Self {
             display: s.display.map(|d| d.get(base)),
             uri: s.uri.get(base),
-            parts: s.parts,
+            parts: None,
             angle: s.angle,
             params: Params::new(s.params.get(base)),
         }
@@ -406,7 +437,14 @@ impl<'a> NameAddr<'a> {
 
     /// The URI (an owned copy).
     pub fn uri(&self) -> Uri {
-        Uri::from_scanned(self.uri, self.parts)
+        match self.parts {
+            Some(parts) => Uri::from_scanned(self.uri, parts),
+            // A view the parser kept: the URI was checked then, so the scan cannot fail.
+            None => match uri::scan(self.uri) {
+                Ok(parts) => Uri::from_scanned(self.uri, parts),
+                Err(_) => Uri::from_scanned(self.uri, Parts::default()),
+            },
+        }
     }
 
     /// Whether the value was written in name-addr form (`<...>`).
@@ -845,7 +883,7 @@ pub(crate) mod reference {
             return Ok(NameAddr {
                 display,
                 uri: uri_text,
-                parts,
+                parts: Some(parts),
                 angle: true,
                 params,
             });
@@ -866,7 +904,7 @@ pub(crate) mod reference {
         Ok(NameAddr {
             display: None,
             uri: uri_text,
-            parts,
+            parts: Some(parts),
             angle: false,
             params: params_checked(name, params)?,
         })

@@ -56,12 +56,6 @@ impl Span {
         }
     }
 
-    /// The span of `part`, a slice of `base`.
-    pub(crate) fn of(base: &str, part: &str) -> Self {
-        let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
-        Self::new(start, start + part.len())
-    }
-
     /// The text of this span within `base` (empty if it does not fit).
     pub(crate) fn get(self, base: &str) -> &str {
         base.get(self.start as usize..self.end as usize)
@@ -70,6 +64,33 @@ impl Span {
 
     pub(crate) fn end(self) -> usize {
         self.end as usize
+    }
+}
+
+/// A byte range within a header value, small enough to keep typed views cached in a
+/// [`crate::Header`] of 64 bytes. Values longer than `u16::MAX` bytes get no cached view.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub(crate) struct Span16 {
+    start: u16,
+    end: u16,
+}
+
+impl Span16 {
+    /// The span of `part`, a slice of `base`, when it fits in 16 bits.
+    #[inline]
+    pub(crate) fn of(base: &str, part: &str) -> Option<Self> {
+        let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+        Some(Self {
+            start: u16::try_from(start).ok()?,
+            end: u16::try_from(start + part.len()).ok()?,
+        })
+    }
+
+    /// The text of this span within `base` (empty if it does not fit).
+    #[inline]
+    pub(crate) fn get(self, base: &str) -> &str {
+        base.get(usize::from(self.start)..usize::from(self.end))
+            .unwrap_or_default()
     }
 }
 
