@@ -8,8 +8,8 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
-    Params, Span16, check_header_params, is_token, is_token_byte, is_ws, parse_u64, quoted_end,
-    skip_class, skip_ws, split_top_level, trim, unquote,
+    Params, Span16, check_header_params, find_byte, find_byte2, is_token, is_token_byte, is_ws,
+    parse_u64, quoted_end, skip_class, skip_ws, split_top_level, trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
 
@@ -345,7 +345,7 @@ impl<'a> NameAddr<'a> {
             }
             (s.get(..end), lt)
         } else {
-            match memchr::memchr(b'<', b) {
+            match find_byte(b'<', b) {
                 Some(lt) => {
                     let before = b.get(..lt).unwrap_or_default();
                     // display-name = *(token LWS): tokens separated by whitespace
@@ -361,7 +361,7 @@ impl<'a> NameAddr<'a> {
         };
         if lt != usize::MAX {
             let inner = s.get(lt + 1..).unwrap_or_default();
-            let gt = memchr::memchr(b'>', inner.as_bytes()).ok_or(bad("missing >"))?;
+            let gt = find_byte(b'>', inner.as_bytes()).ok_or(bad("missing >"))?;
             let uri_text = inner.get(..gt).unwrap_or_default();
             // No LWS inside the brackets (RFC 4475 §3.1.2.14); the URI scan rejects it.
             let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;
@@ -376,14 +376,14 @@ impl<'a> NameAddr<'a> {
         }
         // addr-spec: the URI cannot hold `;`, `,` or `?` here (RFC 3261 §20.10), so the first
         // `;` starts the header parameters.
-        let (uri_text, params) = match memchr::memchr(b';', b) {
+        let (uri_text, params) = match find_byte(b';', b) {
             Some(i) => (
                 trim(s.get(..i).unwrap_or_default()),
                 s.get(i..).unwrap_or_default(),
             ),
             None => (s, ""),
         };
-        if memchr::memchr2(b'?', b',', uri_text.as_bytes()).is_some() {
+        if find_byte2(b'?', b',', uri_text.as_bytes()).is_some() {
             return Err(bad("a URI with ? or , must be enclosed in <>"));
         }
         let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;

@@ -15,7 +15,7 @@ use crate::header::{Header, HeaderName, Headers};
 use crate::headers::{CSeq, Hot, NameAddr, Via, check_call_id};
 use crate::message::{Message, Request, Response, Version};
 use crate::method::Method;
-use crate::text::{is_token_byte, is_ws, parse_u64, skip_class, split_top_level};
+use crate::text::{find_byte, is_token_byte, is_ws, parse_u64, skip_class, split_top_level};
 use crate::uri::Uri;
 
 /// Hard limits applied while parsing. The defaults suit UDP and TCP signalling.
@@ -106,11 +106,17 @@ pub(crate) struct Head<'a> {
     content_length: Option<usize>,
 }
 
+/// The first CR or LF.
+#[inline]
+fn find_cr_or_lf(b: &[u8]) -> Option<usize> {
+    crate::text::find_byte2(b'\r', b'\n', b)
+}
+
 /// Finds the end of the line starting at `pos`: (end of content, start of next line).
 #[inline]
 fn line_end(b: &[u8], pos: usize, limits: &ParseLimits) -> Result<(usize, usize)> {
     let rest = b.get(pos..).unwrap_or_default();
-    match memchr::memchr2(b'\r', b'\n', rest) {
+    match find_cr_or_lf(rest) {
         Some(i) if i > limits.max_line_length => Err(Error::LineTooLong {
             limit: limits.max_line_length,
         }),
@@ -305,7 +311,7 @@ fn finish(
     }
     // The usual header: its value lies in the checked text (and below 4 GiB).
     if let (Some(value), Ok(end32)) = (text.get(p.value.0..end), u32::try_from(end)) {
-        let hot = if lenient {
+        let hot = if lenient || !has_typed_check(p.kind) {
             Hot::None
         } else {
             check_hot(p.kind, value, &mut acc.content_length, limits)?
@@ -407,6 +413,20 @@ fn unfold(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether [`check_hot`] does anything with a header of this name.
+#[inline]
+fn has_typed_check(kind: HeaderName) -> bool {
+    matches!(
+        kind,
+        HeaderName::Via
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+            | HeaderName::ContentLength
+    )
+}
+
 /// The typed parse of the headers every layer reads, done once: the result is kept in the
 /// header so the accessors need not parse again.
 fn check_hot(
@@ -504,8 +524,8 @@ fn build(buf: &Bytes, head: Head<'_>, body: Bytes) -> Result<Message> {
 /// (RFC 4475 §3.1.2.9, §3.1.2.10), no LWS or brackets in the URI (§3.1.2.7, §3.1.2.8).
 fn parse_request_line(line: &str) -> Result<(Method, Uri, Version)> {
     let b = line.as_bytes();
-    let sp1 = memchr::memchr(b' ', b);
-    let sp2 = sp1.and_then(|a| Some(a + 1 + memchr::memchr(b' ', b.get(a + 1..)?)?));
+    let sp1 = find_byte(b' ', b);
+    let sp2 = sp1.and_then(|a| Some(a + 1 + find_byte(b' ', b.get(a + 1..)?)?));
     let (Some(sp1), Some(sp2)) = (sp1, sp2) else {
         return Err(Error::StartLine(
             "not exactly Method SP Request-URI SP SIP-Version",
@@ -518,7 +538,7 @@ fn parse_request_line(line: &str) -> Result<(Method, Uri, Version)> {
             "not exactly Method SP Request-URI SP SIP-Version",
         ));
     };
-    if memchr::memchr(b' ', v.as_bytes()).is_some() {
+    if find_byte(b' ', v.as_bytes()).is_some() {
         return Err(Error::StartLine(
             "not exactly Method SP Request-URI SP SIP-Version",
         ));

@@ -31,6 +31,40 @@ pub(crate) fn is_token_byte(b: u8) -> bool {
     TOKEN[usize::from(b)]
 }
 
+// The byte searches of the parser run over short texts (a header line, a value, a URI), where
+// `memchr` first picking its routine at run time costs as much as the search: on x86-64 they
+// call the SSE2 routines (always there) directly.
+
+/// The first `n` in `b` ([`memchr::memchr`]).
+#[inline]
+pub(crate) fn find_byte(n: u8, b: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(one) = memchr::arch::x86_64::sse2::memchr::One::new(n) {
+        return one.find(b);
+    }
+    memchr::memchr(n, b)
+}
+
+/// The first `n1` or `n2` in `b` ([`memchr::memchr2`]).
+#[inline]
+pub(crate) fn find_byte2(n1: u8, n2: u8, b: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(two) = memchr::arch::x86_64::sse2::memchr::Two::new(n1, n2) {
+        return two.find(b);
+    }
+    memchr::memchr2(n1, n2, b)
+}
+
+/// The first `n1`, `n2` or `n3` in `b` ([`memchr::memchr3`]).
+#[inline]
+pub(crate) fn find_byte3(n1: u8, n2: u8, n3: u8, b: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(three) = memchr::arch::x86_64::sse2::memchr::Three::new(n1, n2, n3) {
+        return three.find(b);
+    }
+    memchr::memchr3(n1, n2, n3, b)
+}
+
 /// Where the first empty line (`CRLF CRLF`) starts in `b`; the searcher is built once.
 pub(crate) fn find_blank_line(b: &[u8]) -> Option<usize> {
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -169,7 +203,7 @@ impl<'a> Iterator for SplitTop<'a> {
         // Jump between the only bytes that matter: the separator, `"` and `<`.
         while let Some(off) = bytes
             .get(i..)
-            .and_then(|rest| memchr::memchr3(self.sep, b'"', b'<', rest))
+            .and_then(|rest| find_byte3(self.sep, b'"', b'<', rest))
         {
             let at = i + off;
             match bytes.get(at) {
@@ -177,7 +211,7 @@ impl<'a> Iterator for SplitTop<'a> {
                     Some(end) => i = end,
                     None => break,
                 },
-                Some(b'<') => match bytes.get(at..).and_then(|r| memchr::memchr(b'>', r)) {
+                Some(b'<') => match bytes.get(at..).and_then(|r| find_byte(b'>', r)) {
                     Some(gt) => i = at + gt + 1,
                     None => break,
                 },
@@ -367,7 +401,7 @@ impl<'a> Params<'a> {
                     quoted_end(b, start).unwrap_or(b.len())
                 } else {
                     b.get(start..)
-                        .and_then(|r| memchr::memchr(b';', r))
+                        .and_then(|r| find_byte(b';', r))
                         .map_or(b.len(), |k| start + k)
                 };
                 if matched {
@@ -379,7 +413,7 @@ impl<'a> Params<'a> {
                 return Some(value);
             }
             // On to the next `;` (a malformed name or value is skipped).
-            i = match b.get(j..).and_then(|r| memchr::memchr(b';', r)) {
+            i = match b.get(j..).and_then(|r| find_byte(b';', r)) {
                 Some(k) if j + k > i => j + k,
                 Some(k) => j + k + 1,
                 None => b.len(),
