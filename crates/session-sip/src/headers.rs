@@ -148,7 +148,7 @@ impl<'a> Via<'a> {
             }
             close + 1
         } else {
-            let end = skip_class(b, start, is_via_host_byte);
+            let end = skip_class(b, start, |c| VIA_HOST[usize::from(c)]);
             if end == start {
                 return Err(bad("bad sent-by"));
             }
@@ -241,10 +241,17 @@ impl<'a> Via<'a> {
     }
 }
 
-/// A byte of a sent-by hostname or IPv4 address.
-fn is_via_host_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'-' || c == b'.'
-}
+/// The bytes of a sent-by hostname or IPv4 address.
+static VIA_HOST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || c == b'-' || c == b'.';
+        i += 1;
+    }
+    t
+};
 
 /// host [ SWS ":" SWS port ] with a hostname, IPv4 or `[IPv6]` host.
 #[cfg(test)]

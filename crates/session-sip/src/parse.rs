@@ -309,11 +309,14 @@ fn finish(
     while end > p.value.0 && b.get(end - 1).copied().is_some_and(is_ws) {
         end -= 1;
     }
-    // The usual header: its value lies in the checked text (and below 4 GiB).
-    if let (Some(value), Ok(end32)) = (text.get(p.value.0..end), u32::try_from(end)) {
+    // The usual header: its value lies in the checked text (and below 4 GiB). Both ends of
+    // the value are next to ASCII bytes (`:` or whitespace before it, whitespace or CR after
+    // it), so they are char boundaries of the text: only the typed check needs the slice.
+    if let (true, Ok(end32)) = (end <= text.len(), u32::try_from(end)) {
         let hot = if lenient || !has_typed_check(p.kind) {
             Hot::None
         } else {
+            let value = text.get(p.value.0..end).unwrap_or_default();
             check_hot(p.kind, value, &mut acc.content_length, limits)?
         };
         // All three are below `end`.

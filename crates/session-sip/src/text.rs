@@ -25,6 +25,19 @@ static TOKEN: [bool; 256] = {
     t
 };
 
+/// The bytes of a generic-param value that is not quoted: a token or a host (RFC 3261 §25.1
+/// `gen-value`; `[`, `]` and `:` for IPv6 references).
+static PARAM_VALUE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = token_class(c) || c == b'[' || c == b']' || c == b':';
+        i += 1;
+    }
+    t
+};
+
 /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
 #[inline]
 pub(crate) fn is_token_byte(b: u8) -> bool {
@@ -476,9 +489,7 @@ pub(crate) fn check_header_params(s: &str) -> bool {
                     None => return false,
                 }
             } else {
-                let end = skip_class(b, i, |c| {
-                    is_token_byte(c) || c == b'[' || c == b']' || c == b':'
-                });
+                let end = skip_class(b, i, |c| PARAM_VALUE[usize::from(c)]);
                 if end == i {
                     return false;
                 }
@@ -552,6 +563,42 @@ mod differential {
     use super::*;
     use proptest::prelude::*;
 
+    /// `check_header_params` as it was before its value bytes came from a table.
+    fn check_header_params_reference(s: &str) -> bool {
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b.get(i) != Some(&b';') {
+                return false;
+            }
+            i = skip_ws(b, i + 1);
+            let name_end = skip_class(b, i, is_token_byte);
+            if name_end == i {
+                return false;
+            }
+            i = skip_ws(b, name_end);
+            if b.get(i) == Some(&b'=') {
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(&b'"') {
+                    match quoted_end(b, i) {
+                        Some(end) => i = end,
+                        None => return false,
+                    }
+                } else {
+                    let end = skip_class(b, i, |c| {
+                        is_token_byte(c) || c == b'[' || c == b']' || c == b':'
+                    });
+                    if end == i {
+                        return false;
+                    }
+                    i = end;
+                }
+                i = skip_ws(b, i);
+            }
+        }
+        true
+    }
+
     /// `Params::get` as it was before it skipped the values of other names.
     fn get_reference<'a>(raw: &'a str, name: &str) -> Option<Option<&'a str>> {
         let b = raw.as_bytes();
@@ -602,6 +649,15 @@ mod differential {
         ) {
             let raw = String::from_utf8_lossy(&body).into_owned();
             prop_assert_eq!(Params::new(&raw).get(name), get_reference(&raw, name));
+        }
+
+        #[test]
+        fn header_params_check_as_before(
+            body in proptest::collection::vec(prop::sample::select(
+                b";;;==  \t\"\\[]:,x1.-_tagTAG\xc3\xa9\x00\x7f".to_vec()), 0..40),
+        ) {
+            let raw = String::from_utf8_lossy(&body).into_owned();
+            prop_assert_eq!(check_header_params(&raw), check_header_params_reference(&raw));
         }
     }
 }
