@@ -501,7 +501,7 @@ fn build(buf: &Bytes, head: Head<'_>, body: Bytes) -> Result<Message> {
     if line.len() >= 4
         && line
             .get(..4)
-            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+            .is_some_and(|p| crate::text::eq_ignore_case(p.as_bytes(), b"SIP/"))
     {
         let (version, status, reason) = parse_status_line(line)?;
         Ok(Message::Response(Response {

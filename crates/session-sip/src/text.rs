@@ -405,7 +405,7 @@ impl<'a> Params<'a> {
             let name_end = skip_class(b, name_start, is_token_byte);
             let matched = name_end - name_start == wanted.len()
                 && b.get(name_start..name_end)
-                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted));
+                    .is_some_and(|n| eq_ignore_case(n, wanted));
             let mut j = skip_ws(b, name_end);
             let mut value = None;
             if b.get(j) == Some(&b'=') {
@@ -445,6 +445,17 @@ impl<'a> Params<'a> {
                 None => (p, None),
             })
     }
+}
+
+/// `a.eq_ignore_ascii_case(b)` for slices of the same length, cheaper when they are equal
+/// byte for byte (a parameter name is usually written as it is looked up).
+#[inline]
+pub(crate) fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            // Equal, or the same letter in the other case.
+            x == y || (x | 0x20 == y | 0x20 && (y | 0x20).is_ascii_lowercase())
+        })
 }
 
 /// Index of the first byte at or after `i` that is not SP or HTAB.
@@ -649,6 +660,13 @@ mod differential {
         ) {
             let raw = String::from_utf8_lossy(&body).into_owned();
             prop_assert_eq!(Params::new(&raw).get(name), get_reference(&raw, name));
+        }
+
+        #[test]
+        fn case_folding_matches_std(a in any::<[u8; 3]>(), b in any::<[u8; 3]>(), same in any::<bool>()) {
+            let b = if same { a.map(|c| if c.is_ascii_alphabetic() { c ^ 0x20 } else { c }) } else { b };
+            prop_assert_eq!(eq_ignore_case(&a, &b), a.eq_ignore_ascii_case(&b));
+            prop_assert_eq!(eq_ignore_case(&a, &a), true);
         }
 
         #[test]

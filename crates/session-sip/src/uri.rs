@@ -190,10 +190,14 @@ pub(crate) fn scan(s: &str) -> Result<Parts> {
     let b = s.as_bytes();
     // The schemes of nearly every URI, recognized without the generic scheme scan (both are
     // valid schemes, and their colon is the first one).
-    if b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"sip:")) {
+    if b.get(..4)
+        .is_some_and(|p| crate::text::eq_ignore_case(p, b"sip:"))
+    {
         return scan_sip_uri(b, Scheme::Sip, 3);
     }
-    if b.get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"sips:")) {
+    if b.get(..5)
+        .is_some_and(|p| crate::text::eq_ignore_case(p, b"sips:"))
+    {
         return scan_sip_uri(b, Scheme::Sips, 4);
     }
     let colon = find_byte(b':', b).ok_or(Error::Uri("no scheme"))?;
