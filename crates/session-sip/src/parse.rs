@@ -440,6 +440,11 @@ fn check_hot(
 ) -> Result<Hot> {
     Ok(match kind {
         HeaderName::Via => {
+            // One value (nothing to split on, no quoted string or bracket): parsed whole, as
+            // the split would give it.
+            if crate::text::find_byte3(b',', b'"', b'<', v.as_bytes()).is_none() {
+                return Ok(Via::parse(v)?.spans(v).map_or(Hot::None, Hot::Via));
+            }
             let mut hot = Hot::None;
             for (i, one) in split_top_level(v, b',').enumerate() {
                 let via = Via::parse(one)?;
