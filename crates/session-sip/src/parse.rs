@@ -115,21 +115,54 @@ fn find_cr_or_lf(b: &[u8]) -> Option<usize> {
 /// Finds the end of the line starting at `pos`: (end of content, start of next line).
 #[inline]
 fn line_end(b: &[u8], pos: usize, limits: &ParseLimits) -> Result<(usize, usize)> {
-    let rest = b.get(pos..).unwrap_or_default();
-    match find_cr_or_lf(rest) {
+    line_end_from(b, pos, pos, limits)
+}
+
+/// [`line_end`] when the line has no CR or LF before `from`: the search starts there.
+#[inline]
+fn line_end_from(
+    b: &[u8],
+    pos: usize,
+    from: usize,
+    limits: &ParseLimits,
+) -> Result<(usize, usize)> {
+    let found = b
+        .get(from..)
+        .and_then(find_cr_or_lf)
+        .map(|k| from - pos + k);
+    match found {
         Some(i) if i > limits.max_line_length => Err(Error::LineTooLong {
             limit: limits.max_line_length,
         }),
-        Some(i) => match (rest.get(i), rest.get(i + 1)) {
+        Some(i) => match (b.get(pos + i), b.get(pos + i + 1)) {
             (Some(b'\r'), Some(b'\n')) => Ok((pos + i, pos + i + 2)),
             (Some(b'\r'), None) => Err(Error::Incomplete),
             _ => Err(Error::NotText),
         },
-        None if rest.len() > limits.max_line_length => Err(Error::LineTooLong {
+        None if b.len().saturating_sub(pos) > limits.max_line_length => Err(Error::LineTooLong {
             limit: limits.max_line_length,
         }),
         None => Err(Error::Incomplete),
     }
+}
+
+/// The usual header line at `pos`, `token SWS ":" SWS value`, split before its end is known:
+/// the name, where it ends and where the value starts. CR and LF are neither token
+/// characters nor whitespace, so this stays within the line, and gives what
+/// [`split_line`] gives once the end is known; `None` where [`split_line`] fails.
+#[inline]
+fn split_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize, usize)> {
+    let name_end = skip_class(b, pos, is_token_byte);
+    let colon = crate::text::skip_ws(b, name_end);
+    if name_end == pos || b.get(colon) != Some(&b':') {
+        return None;
+    }
+    let name = b.get(pos..name_end)?;
+    Some((
+        HeaderName::from_token(name),
+        name_end,
+        crate::text::skip_ws(b, colon + 1),
+    ))
 }
 
 /// Splits the header line `b[pos..end]` into its name and the start of its value.
@@ -229,7 +262,15 @@ pub(crate) fn parse_head<'a>(
     };
     let mut pending: Option<Pending> = None;
     let body_start = loop {
-        let (end, next) = match line_end(b, pos, limits) {
+        // A header line is split first, so that its end is searched for from its value on
+        // (what that finds, and the errors, are those of the line from its start).
+        let first = b.get(pos).copied().unwrap_or_default();
+        let header = match first {
+            b'\r' | b'\n' | b' ' | b'\t' => None,
+            _ => split_name(b, pos),
+        };
+        let from = header.map_or(pos, |h| h.2);
+        let (end, next) = match line_end_from(b, pos, from, limits) {
             Ok(x) => x,
             Err(Error::Incomplete) if lenient => (b.len(), b.len()),
             Err(e) => return Err(e),
@@ -240,7 +281,6 @@ pub(crate) fn parse_head<'a>(
             }
             break next;
         }
-        let first = b.get(pos).copied().unwrap_or_default();
         if is_ws(first) {
             // Folded continuation (RFC 3261 §7.3.1).
             match pending.as_mut() {
@@ -256,7 +296,17 @@ pub(crate) fn parse_head<'a>(
             if let Some(p) = pending.take() {
                 finish(b, text, p, &mut acc, limits, lenient)?;
             }
-            match split_line(b, pos, end) {
+            let split = match header {
+                Some((kind, name_end, value)) => Ok(Pending {
+                    kind,
+                    name: (pos, name_end),
+                    value: (value, end),
+                    folded: false,
+                }),
+                // The error of the line (or what `split_name` does not handle).
+                None => split_line(b, pos, end),
+            };
+            match split {
                 Ok(p) => pending = Some(p),
                 // Skipped: the answer to a malformed request needs only the headers it copies.
                 Err(_) if lenient => {}
