@@ -226,6 +226,73 @@ impl HeaderName {
     }
 }
 
+/// Eight bytes of `s` from `at` (zeros past its end), little endian.
+const fn word(s: &[u8], at: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        if at + i < s.len() {
+            w |= (s[at + i] as u64) << (8 * i);
+        }
+        i += 1;
+    }
+    w
+}
+
+/// `| 0x20` on each of eight bytes: the case folding of [`HeaderName::from_token`].
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
+impl HeaderName {
+    /// [`HeaderName::from_token`] for the token `b[pos..pos + len]`, comparing eight bytes at a
+    /// time with the common names (read from `b`, which holds at least the `:` after the
+    /// name; a name too near the end is compared as [`HeaderName::from_token`] does).
+    #[inline]
+    pub(crate) fn from_token_in(b: &[u8], pos: usize, len: usize) -> Self {
+        /// Eight bytes of `b` from `at`, folded.
+        #[inline(always)]
+        fn load(b: &[u8], at: usize) -> Option<u64> {
+            let w = b.get(at..at.saturating_add(8))?;
+            Some(u64::from_le_bytes(<[u8; 8]>::try_from(w).ok()?) | FOLD)
+        }
+        /// A name of at most eight bytes: its bytes of `head`.
+        #[inline(always)]
+        fn short(head: u64, name: &[u8]) -> bool {
+            head & (u64::MAX >> (8 * (8 - name.len()))) == word(name, 0)
+        }
+        /// Nine to sixteen bytes: `head`, and the last eight (at `last`).
+        #[inline(always)]
+        fn long(head: u64, last: Option<u64>, name: &[u8]) -> bool {
+            head == word(name, 0) && last == Some(word(name, name.len() - 8))
+        }
+        let (Some(first), Some(head)) = (b.get(pos), load(b, pos)) else {
+            return Self::from_token(b.get(pos..pos + len).unwrap_or_default());
+        };
+        let last = if len > 8 {
+            load(b, pos + len - 8)
+        } else {
+            None
+        };
+        match (len, first | 0x20) {
+            (3, b'v') if short(head, b"via") => Self::Via,
+            (4, b'f') if short(head, b"from") => Self::From,
+            (2, b't') if short(head, b"to") => Self::To,
+            (7, b'c') if short(head, b"call-id") => Self::CallId,
+            (7, b'c') if short(head, b"contact") => Self::Contact,
+            (4, b'c') if short(head, b"cseq") => Self::CSeq,
+            (14, b'c') if long(head, last, b"content-length") => Self::ContentLength,
+            (12, b'c') if long(head, last, b"content-type") => Self::ContentType,
+            (12, b'm') if long(head, last, b"max-forwards") => Self::MaxForwards,
+            (5, b'r') if short(head, b"route") => Self::Route,
+            (12, b'r') if long(head, last, b"record-route") => Self::RecordRoute,
+            (5, b'a') if short(head, b"allow") => Self::Allow,
+            (9, b's') if long(head, last, b"supported") => Self::Supported,
+            (10, b'u') if long(head, last, b"user-agent") => Self::UserAgent,
+            (7, b's') if short(head, b"subject") => Self::Subject,
+            _ => Self::from_bytes_cold(b.get(pos..pos + len).unwrap_or_default()),
+        }
+    }
+}
+
 impl fmt::Display for HeaderName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -663,6 +730,25 @@ mod differential {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn names_in_a_line_are_recognized_as_by_from_token(
+            n in prop::sample::select(vec![
+                "Via", "VIA", "via", "v", "From", "fRoM", "To", "tO", "Call-ID", "Contact", "CSeq",
+                "Content-Length", "content-LENGTH", "Content-Type", "Max-Forwards", "Route",
+                "Record-Route", "Allow", "Supported", "User-Agent", "Subject", "Content_Length",
+                "Via_", "X-Custom", "i", "l", "Supported_", "user-agenT", "Record_Route",
+            ]),
+            before in "[a-z:]{0,3}",
+            after in prop::sample::select(vec!["", ":", ": x\r\n", ":                 "]),
+        ) {
+            let line = format!("{before}{n}{after}");
+            let b = line.as_bytes();
+            prop_assert_eq!(
+                HeaderName::from_token_in(b, before.len(), n.len()),
+                HeaderName::from_token(n.as_bytes())
+            );
+        }
 
         #[test]
         fn any_token_is_recognized_as_by_from_bytes(

@@ -157,9 +157,8 @@ fn split_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize, usize)> {
     if name_end == pos || b.get(colon) != Some(&b':') {
         return None;
     }
-    let name = b.get(pos..name_end)?;
     Some((
-        HeaderName::from_token(name),
+        HeaderName::from_token_in(b, pos, name_end - pos),
         name_end,
         crate::text::skip_ws(b, colon + 1),
     ))

@@ -161,6 +161,19 @@ pub(crate) fn trim(s: &str) -> &str {
     s.get(start..end.max(start)).unwrap_or_default()
 }
 
+/// The bytes [`quoted_end`] steps over one by one: all but `"`, `\\` and the control
+/// characters other than HTAB.
+static QDTEXT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = !(c == b'"' || c == b'\\' || (c < 0x20 && c != b'\t') || c == 0x7F);
+        i += 1;
+    }
+    t
+};
+
 /// Index just past the quoted-string starting at `start` (which must be `"`), or `None` when it
 /// is unterminated, holds a control character other than HTAB (`qdtext` is LWS, %x21, %x23-5B,
 /// %x5D-7E or UTF8-NONASCII: no NUL, RFC 3261 §25.1) or an illegal quoted-pair (`"\"` then
@@ -168,6 +181,8 @@ pub(crate) fn trim(s: &str) -> &str {
 pub(crate) fn quoted_end(s: &[u8], start: usize) -> Option<usize> {
     let mut i = start.checked_add(1)?;
     loop {
+        // The plain qdtext first, by table.
+        i = skip_class(s, i, |c| QDTEXT_PLAIN[usize::from(c)]);
         match *s.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => {
@@ -574,6 +589,25 @@ mod differential {
     use super::*;
     use proptest::prelude::*;
 
+    /// `quoted_end` as it was before it stepped over plain bytes by table.
+    fn quoted_end_reference(s: &[u8], start: usize) -> Option<usize> {
+        let mut i = start.checked_add(1)?;
+        loop {
+            match *s.get(i)? {
+                b'"' => return Some(i + 1),
+                b'\\' => {
+                    let next = *s.get(i + 1)?;
+                    if next > 0x7F || next == b'\r' || next == b'\n' {
+                        return None;
+                    }
+                    i += 2;
+                }
+                0x00..=0x08 | 0x0A..=0x1F | 0x7F => return None,
+                _ => i += 1,
+            }
+        }
+    }
+
     /// `check_header_params` as it was before its value bytes came from a table.
     fn check_header_params_reference(s: &str) -> bool {
         let b = s.as_bytes();
@@ -667,6 +701,15 @@ mod differential {
             let b = if same { a.map(|c| if c.is_ascii_alphabetic() { c ^ 0x20 } else { c }) } else { b };
             prop_assert_eq!(eq_ignore_case(&a, &b), a.eq_ignore_ascii_case(&b));
             prop_assert_eq!(eq_ignore_case(&a, &a), true);
+        }
+
+        #[test]
+        fn quoted_strings_end_as_before(
+            body in proptest::collection::vec(prop::sample::select(
+                b"\"\"\\\\ \ta\x00\x01\x7f\r\n\xc3\xa9\x80x;".to_vec()), 0..24),
+            start in 0usize..3,
+        ) {
+            prop_assert_eq!(quoted_end(&body, start), quoted_end_reference(&body, start));
         }
 
         #[test]
