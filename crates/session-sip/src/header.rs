@@ -239,10 +239,72 @@ const fn word(s: &[u8], at: usize) -> u64 {
     w
 }
 
+/// `0x20` where `s` has a lowercase letter, among its eight bytes from `at`: the bits that may
+/// differ between `s` and a byte-for-byte case-insensitive match of it.
+const fn fold_mask(s: &[u8], at: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        if at + i < s.len() && s[at + i].is_ascii_lowercase() {
+            w |= 0x20 << (8 * i);
+        }
+        i += 1;
+    }
+    w
+}
+
 /// `| 0x20` on each of eight bytes: the case folding of [`HeaderName::from_token`].
 const FOLD: u64 = 0x2020_2020_2020_2020;
 
 impl HeaderName {
+    /// The common name `b` starts with at `pos`, in any case, and its length, compared eight
+    /// bytes at a time: only letters are matched in either case, so a match is a token (the
+    /// caller checks the byte after it ends the token). `None` for any other start, and
+    /// when fewer than eight bytes are left.
+    #[inline]
+    pub(crate) fn known_at(b: &[u8], pos: usize) -> Option<(Self, usize)> {
+        /// Eight bytes of `b` from `at`.
+        #[inline(always)]
+        fn load(b: &[u8], at: usize) -> Option<u64> {
+            let w = b.get(at..at.saturating_add(8))?;
+            Some(u64::from_le_bytes(<[u8; 8]>::try_from(w).ok()?))
+        }
+        /// `name` (lowercase) at the start of `head`, the eight bytes at `pos`; for a name
+        /// longer than eight bytes, `b` holds the rest.
+        #[inline(always)]
+        fn is(b: &[u8], pos: usize, head: u64, name: &[u8]) -> bool {
+            let n = name.len();
+            if n <= 8 {
+                let keep = u64::MAX >> (8 * (8 - n));
+                (head | fold_mask(name, 0)) & keep == word(name, 0)
+            } else {
+                head | fold_mask(name, 0) == word(name, 0)
+                    && load(b, pos + n - 8)
+                        .is_some_and(|w| w | fold_mask(name, n - 8) == word(name, n - 8))
+            }
+        }
+        let head = load(b, pos)?;
+        let first = b.get(pos)? | 0x20;
+        let hit =
+            |name: &'static [u8], kind: Self| is(b, pos, head, name).then_some((kind, name.len()));
+        match first {
+            b'v' => hit(b"via", Self::Via),
+            b'f' => hit(b"from", Self::From),
+            b't' => hit(b"to", Self::To),
+            b'c' => hit(b"call-id", Self::CallId)
+                .or_else(|| hit(b"cseq", Self::CSeq))
+                .or_else(|| hit(b"contact", Self::Contact))
+                .or_else(|| hit(b"content-length", Self::ContentLength))
+                .or_else(|| hit(b"content-type", Self::ContentType)),
+            b'm' => hit(b"max-forwards", Self::MaxForwards),
+            b'r' => hit(b"route", Self::Route).or_else(|| hit(b"record-route", Self::RecordRoute)),
+            b'a' => hit(b"allow", Self::Allow),
+            b's' => hit(b"supported", Self::Supported).or_else(|| hit(b"subject", Self::Subject)),
+            b'u' => hit(b"user-agent", Self::UserAgent),
+            _ => None,
+        }
+    }
+
     /// [`HeaderName::from_token`] for the token `b[pos..pos + len]`, comparing eight bytes at a
     /// time with the common names (read from `b`, which holds at least the `:` after the
     /// name; a name too near the end is compared as [`HeaderName::from_token`] does).
@@ -730,6 +792,28 @@ mod differential {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn known_names_are_found_as_by_the_token_scan(
+            n in prop::sample::select(vec![
+                "Via", "VIA", "via", "v", "From", "fRoM", "To", "tO", "Call-ID", "Contact", "CSeq",
+                "Content-Length", "content-LENGTH", "Content-Type", "Max-Forwards", "Route",
+                "Record-Route", "Allow", "Supported", "User-Agent", "Subject", "Content_Length",
+                "Via_", "X-Custom", "i", "l", "Supported_", "user-agenT", "Record_Route", "Call\rID",
+                "Call\x0dID", "Max\rForwards", "Toe", "Fromage", "Routes", "CallXID", "Call-I",
+            ]),
+            after in prop::sample::select(vec!["", ":", ": x\r\n", ":                 ", "x: 1", "\r\n", "-x:"]),
+        ) {
+            let line = format!("{n}{after}");
+            let b = line.as_bytes();
+            let end = crate::text::skip_class(b, 0, crate::text::is_token_byte);
+            let fast = HeaderName::known_at(b, 0)
+                .filter(|&(_, len)| !b.get(len).is_some_and(|&c| crate::text::is_token_byte(c)));
+            if let Some((kind, len)) = fast {
+                prop_assert_eq!(len, end);
+                prop_assert_eq!(kind, HeaderName::from_token(&b[..end]));
+            }
+        }
 
         #[test]
         fn names_in_a_line_are_recognized_as_by_from_token(

@@ -152,13 +152,19 @@ fn line_end_from(
 /// [`split_line`] gives once the end is known; `None` where [`split_line`] fails.
 #[inline]
 fn split_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize, usize)> {
-    let name_end = skip_class(b, pos, is_token_byte);
+    // A common name is matched whole, when the token ends after it; any other is scanned.
+    let (kind, name_end) = match HeaderName::known_at(b, pos) {
+        Some((kind, len)) if !b.get(pos + len).copied().is_some_and(is_token_byte) => {
+            (Some(kind), pos + len)
+        }
+        _ => (None, skip_class(b, pos, is_token_byte)),
+    };
     let colon = crate::text::skip_ws(b, name_end);
     if name_end == pos || b.get(colon) != Some(&b':') {
         return None;
     }
     Some((
-        HeaderName::from_token_in(b, pos, name_end - pos),
+        kind.unwrap_or_else(|| HeaderName::from_token_in(b, pos, name_end - pos)),
         name_end,
         crate::text::skip_ws(b, colon + 1),
     ))
