@@ -442,7 +442,8 @@ impl<'a> NameAddr<'a> {
         self.uri
     }
 
-    /// The URI (an owned copy).
+    /// The URI (an owned copy). For the From or To view of a parsed message, which keeps no
+    /// URI offsets, the URI is scanned again (it was checked when the message was parsed).
     pub fn uri(&self) -> Uri {
         match self.parts {
             Some(parts) => Uri::from_scanned(self.uri, parts),

@@ -2,8 +2,11 @@
 //! limits, and the cheap typed check of the headers every message needs (Via, From, To,
 //! Call-ID, CSeq, Content-Length).
 //!
-//! Header values are slices of the received buffer ([`bytes::Bytes`]), copied only when a
-//! value was folded over several lines.
+//! The header section is checked as UTF-8 once and copied once; the headers share that copy
+//! (one reference count each) and keep the offsets of their names and values, so a value is
+//! read without checking it again. A folded value gets a text of its own (unfolded), and so
+//! does a value outside the checked text. The body is a slice of the received buffer
+//! ([`bytes::Bytes`]).
 
 use std::sync::Arc;
 
@@ -164,7 +167,7 @@ fn split_name(b: &[u8], pos: usize) -> Option<(HeaderName, usize, usize)> {
         return None;
     }
     Some((
-        kind.unwrap_or_else(|| HeaderName::from_token_in(b, pos, name_end - pos)),
+        kind.unwrap_or_else(|| HeaderName::from_token(b.get(pos..name_end).unwrap_or_default())),
         name_end,
         crate::text::skip_ws(b, colon + 1),
     ))
