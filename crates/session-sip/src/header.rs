@@ -367,8 +367,10 @@ impl fmt::Display for HeaderName {
 /// header costs one reference count and its value is read without checking it again.
 #[derive(Clone)]
 pub struct Header {
-    /// The text holding the name and the value: the header section of a parsed message, or
-    /// `name: value` for a built header. `None` only while the parser fills it in.
+    /// The text holding the name and the value: the header section of a parsed message,
+    /// `name: value` for a header built with its name, or the value alone for one built with
+    /// [`Header::new`] (an empty name range: the name is the canonical one). `None` only while
+    /// the parser fills it in.
     text: Option<Arc<str>>,
     /// `text[start..name_end]` is the name as written, `text[value_start..end]` the value.
     start: u32,
@@ -410,7 +412,22 @@ impl Header {
     /// [`Header::other`] (a `HeaderName::Other` header made here has no name and is not
     /// serialized).
     pub fn new(name: HeaderName, value: impl Into<String>) -> Self {
-        Self::build(name, name.as_str(), &sanitize(value.into()))
+        Self::canonical(name, sanitize(value.into()))
+    }
+
+    /// A header written with the canonical name of `kind`: its text is the value alone (one
+    /// copy of it), and the name comes from `kind`.
+    fn canonical(kind: HeaderName, value: String) -> Self {
+        let end = offset(value.len());
+        Self {
+            text: Some(Arc::from(value)),
+            start: 0,
+            name_end: 0,
+            value_start: 0,
+            end,
+            kind,
+            hot: Hot::None,
+        }
     }
 
     /// A header with any name (`name` must be a token; a known name is recognized).
@@ -500,6 +517,10 @@ impl Header {
 
     /// The name as written (e.g. `v`, `VIA`, `X-Custom`).
     pub fn name_str(&self) -> &str {
+        if self.name_end == self.start {
+            // Made by `Header::new`: the canonical name (none for `HeaderName::Other`).
+            return self.kind.as_str();
+        }
         self.slice(self.start, self.name_end)
     }
 
@@ -511,8 +532,13 @@ impl Header {
 
     /// Replaces the value, keeping the name as written.
     pub fn set_value(&mut self, value: impl Into<String>) {
-        let name = self.name_str().to_owned();
-        *self = Self::build(self.kind, &name, &sanitize(value.into()));
+        let value = sanitize(value.into());
+        *self = if self.name_end == self.start {
+            Self::canonical(self.kind, value)
+        } else {
+            let name = self.name_str().to_owned();
+            Self::build(self.kind, &name, &value)
+        };
     }
 
     /// The value as bytes.
@@ -734,6 +760,21 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(Header::other("bad name", "x").is_none());
         assert_eq!(Header::new(HeaderName::Subject, " a\r\nb ").value(), "a  b");
+        let mut h = Header::new(HeaderName::CallId, "x");
+        assert_eq!((h.name_str(), h.value()), ("Call-ID", "x"));
+        h.set_value("y");
+        assert_eq!((h.name_str(), h.value()), ("Call-ID", "y"));
+        let mut h = Header::other("i", "x").unwrap();
+        h.set_value("z");
+        assert_eq!(
+            (h.name(), h.name_str(), h.value()),
+            (HeaderName::CallId, "i", "z")
+        );
+        assert_eq!(Header::new(HeaderName::Other, "x").name_str(), "");
+        assert_eq!(
+            Header::new(HeaderName::CallId, "x"),
+            Header::other("Call-ID", "x").unwrap()
+        );
     }
 }
 
