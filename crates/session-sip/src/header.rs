@@ -510,9 +510,34 @@ impl Header {
             .unwrap_or_default()
     }
 
+    /// `text[from..to]` as bytes (no char boundary to check: serializing and comparing).
+    #[inline]
+    fn bytes(&self, from: u32, to: u32) -> &[u8] {
+        self.text
+            .as_deref()
+            .map(str::as_bytes)
+            .and_then(|t| t.get(from as usize..to as usize))
+            .unwrap_or_default()
+    }
+
+    /// The length of the name and the value (for a buffer's capacity), from the offsets.
+    #[inline]
+    pub(crate) fn wire_len(&self) -> usize {
+        let name = if self.name_end == self.start {
+            self.kind.as_str().len()
+        } else {
+            self.name_end.saturating_sub(self.start) as usize
+        };
+        name + self.end.saturating_sub(self.value_start) as usize
+    }
+
     /// The name as written, as bytes.
+    #[inline]
     pub(crate) fn name_bytes(&self) -> &[u8] {
-        self.name_str().as_bytes()
+        if self.name_end == self.start {
+            return self.kind.as_str().as_bytes();
+        }
+        self.bytes(self.start, self.name_end)
     }
 
     /// The name as written (e.g. `v`, `VIA`, `X-Custom`).
@@ -542,8 +567,9 @@ impl Header {
     }
 
     /// The value as bytes.
+    #[inline]
     pub fn value_bytes(&self) -> &[u8] {
-        self.value().as_bytes()
+        self.bytes(self.value_start, self.end)
     }
 }
 

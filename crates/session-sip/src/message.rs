@@ -346,11 +346,7 @@ macro_rules! common_accessors {
         }
 
         fn size_hint(&self) -> usize {
-            let headers: usize = self
-                .headers
-                .iter()
-                .map(|h| h.name_bytes().len() + h.value_bytes().len() + 4)
-                .sum();
+            let headers: usize = self.headers.iter().map(|h| h.wire_len() + 4).sum();
             64 + headers + self.body.len()
         }
     };
