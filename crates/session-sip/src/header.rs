@@ -5,8 +5,7 @@
 //! — in arrival order. Typed views ([`crate::headers`]) parse the raw values on demand.
 
 use std::fmt;
-
-use bytes::Bytes;
+use std::sync::Arc;
 
 use crate::headers::Hot;
 use crate::text::split_top_level;
@@ -227,6 +226,133 @@ impl HeaderName {
     }
 }
 
+/// Eight bytes of `s` from `at` (zeros past its end), little endian.
+const fn word(s: &[u8], at: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        if at + i < s.len() {
+            w |= (s[at + i] as u64) << (8 * i);
+        }
+        i += 1;
+    }
+    w
+}
+
+/// `0x20` where `s` has a lowercase letter, among its eight bytes from `at`: the bits that may
+/// differ between `s` and a byte-for-byte case-insensitive match of it.
+const fn fold_mask(s: &[u8], at: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        if at + i < s.len() && s[at + i].is_ascii_lowercase() {
+            w |= 0x20 << (8 * i);
+        }
+        i += 1;
+    }
+    w
+}
+
+/// A common header name (lowercase, at most 16 bytes) as [`HeaderName::known_at`] compares
+/// it: its first eight bytes and (when longer) its last eight, with the bits its letters may
+/// differ in.
+struct Known {
+    kind: HeaderName,
+    len: usize,
+    word0: u64,
+    fold0: u64,
+    /// The bytes of the first word that belong to the name.
+    keep: u64,
+    word1: u64,
+    fold1: u64,
+}
+
+impl Known {
+    const fn new(name: &[u8], kind: HeaderName) -> Self {
+        let len = name.len();
+        let last = len.saturating_sub(8);
+        Self {
+            kind,
+            len,
+            word0: word(name, 0),
+            fold0: fold_mask(name, 0),
+            keep: if len >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * len)) - 1
+            },
+            word1: word(name, last),
+            fold1: fold_mask(name, last),
+        }
+    }
+}
+
+const KNOWN_VIA: Known = Known::new(b"via", HeaderName::Via);
+const KNOWN_FROM: Known = Known::new(b"from", HeaderName::From);
+const KNOWN_TO: Known = Known::new(b"to", HeaderName::To);
+const KNOWN_CALL_ID: Known = Known::new(b"call-id", HeaderName::CallId);
+const KNOWN_CSEQ: Known = Known::new(b"cseq", HeaderName::CSeq);
+const KNOWN_CONTACT: Known = Known::new(b"contact", HeaderName::Contact);
+const KNOWN_CONTENT_LENGTH: Known = Known::new(b"content-length", HeaderName::ContentLength);
+const KNOWN_CONTENT_TYPE: Known = Known::new(b"content-type", HeaderName::ContentType);
+const KNOWN_MAX_FORWARDS: Known = Known::new(b"max-forwards", HeaderName::MaxForwards);
+const KNOWN_ROUTE: Known = Known::new(b"route", HeaderName::Route);
+const KNOWN_RECORD_ROUTE: Known = Known::new(b"record-route", HeaderName::RecordRoute);
+const KNOWN_ALLOW: Known = Known::new(b"allow", HeaderName::Allow);
+const KNOWN_SUPPORTED: Known = Known::new(b"supported", HeaderName::Supported);
+const KNOWN_SUBJECT: Known = Known::new(b"subject", HeaderName::Subject);
+const KNOWN_USER_AGENT: Known = Known::new(b"user-agent", HeaderName::UserAgent);
+
+impl HeaderName {
+    /// The common name `b` starts with at `pos`, in any case, and its length, compared eight
+    /// bytes at a time: only letters are matched in either case, so a match is a token (the
+    /// caller checks the byte after it ends the token). `None` for any other start, and
+    /// when fewer than eight bytes are left.
+    #[inline]
+    pub(crate) fn known_at(b: &[u8], pos: usize) -> Option<(Self, usize)> {
+        /// Eight bytes of `b` from `at`.
+        #[inline(always)]
+        fn load(b: &[u8], at: usize) -> Option<u64> {
+            let w = b.get(at..at.saturating_add(8))?;
+            Some(u64::from_le_bytes(<[u8; 8]>::try_from(w).ok()?))
+        }
+        /// `k` at the start of `head`, the eight bytes at `pos`; for a name longer than eight
+        /// bytes, `b` holds the rest.
+        #[inline(always)]
+        fn is(b: &[u8], pos: usize, head: u64, k: &Known) -> Option<(HeaderName, usize)> {
+            let hit = if k.len <= 8 {
+                (head | k.fold0) & k.keep == k.word0
+            } else {
+                head | k.fold0 == k.word0
+                    && match load(b, pos + k.len - 8) {
+                        Some(w) => w | k.fold1 == k.word1,
+                        None => false,
+                    }
+            };
+            hit.then_some((k.kind, k.len))
+        }
+        let head = load(b, pos)?;
+        match b.get(pos)? | 0x20 {
+            b'v' => is(b, pos, head, &KNOWN_VIA),
+            b'f' => is(b, pos, head, &KNOWN_FROM),
+            b't' => is(b, pos, head, &KNOWN_TO),
+            b'c' => is(b, pos, head, &KNOWN_CALL_ID)
+                .or_else(|| is(b, pos, head, &KNOWN_CSEQ))
+                .or_else(|| is(b, pos, head, &KNOWN_CONTACT))
+                .or_else(|| is(b, pos, head, &KNOWN_CONTENT_LENGTH))
+                .or_else(|| is(b, pos, head, &KNOWN_CONTENT_TYPE)),
+            b'm' => is(b, pos, head, &KNOWN_MAX_FORWARDS),
+            b'r' => {
+                is(b, pos, head, &KNOWN_ROUTE).or_else(|| is(b, pos, head, &KNOWN_RECORD_ROUTE))
+            }
+            b'a' => is(b, pos, head, &KNOWN_ALLOW),
+            b's' => is(b, pos, head, &KNOWN_SUPPORTED).or_else(|| is(b, pos, head, &KNOWN_SUBJECT)),
+            b'u' => is(b, pos, head, &KNOWN_USER_AGENT),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for HeaderName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -236,15 +362,22 @@ impl fmt::Display for HeaderName {
 /// One header field: its name as written and its unfolded value.
 ///
 /// Values are UTF-8 (RFC 3261 §7.3.1 TEXT-UTF8); the parser rejects anything else and the
-/// constructors take `&str`. A parsed header is one slice of the received buffer (the line
-/// from the name to the end of the value) plus offsets, so it costs one reference count.
+/// constructors take `&str`. The headers of a parsed message share one copy of its header
+/// section (checked as UTF-8 once), each keeping the offsets of its name and value, so a
+/// header costs one reference count and its value is read without checking it again.
 #[derive(Clone)]
 pub struct Header {
-    kind: HeaderName,
-    /// `name`, then anything (the colon and LWS), then the value from `value_start`.
-    line: Bytes,
-    name_len: u32,
+    /// The text holding the name and the value: the header section of a parsed message,
+    /// `name: value` for a header built with its name, or the value alone for one built with
+    /// [`Header::new`] (an empty name range: the name is the canonical one). `None` only while
+    /// the parser fills it in.
+    text: Option<Arc<str>>,
+    /// `text[start..name_end]` is the name as written, `text[value_start..end]` the value.
+    start: u32,
+    name_end: u32,
     value_start: u32,
+    end: u32,
+    kind: HeaderName,
     /// What the parser already parsed out of the value (never out of date: the value only
     /// changes through `set_value`, which clears it).
     hot: Hot,
@@ -268,12 +401,33 @@ impl std::hash::Hash for Header {
     }
 }
 
+/// An offset within a header's text; texts over 4 GiB are not kept whole (see
+/// [`Header::from_line`]).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 impl Header {
     /// A header with a known name, written in its canonical long form. For other names use
     /// [`Header::other`] (a `HeaderName::Other` header made here has no name and is not
     /// serialized).
     pub fn new(name: HeaderName, value: impl Into<String>) -> Self {
-        Self::build(name, name.as_str(), &sanitize(value.into()))
+        Self::canonical(name, sanitize(value.into()))
+    }
+
+    /// A header written with the canonical name of `kind`: its text is the value alone (one
+    /// copy of it), and the name comes from `kind`.
+    fn canonical(kind: HeaderName, value: String) -> Self {
+        let end = offset(value.len());
+        Self {
+            text: Some(Arc::from(value)),
+            start: 0,
+            name_end: 0,
+            value_start: 0,
+            end,
+            kind,
+            hot: Hot::None,
+        }
     }
 
     /// A header with any name (`name` must be a token; a known name is recognized).
@@ -287,35 +441,55 @@ impl Header {
     }
 
     fn build(kind: HeaderName, name: &str, value: &str) -> Self {
+        Self::from_line(kind, name, value, Hot::None)
+    }
+
+    /// A header with a text of its own, `name: value`.
+    pub(crate) fn from_line(kind: HeaderName, name: &str, value: &str, hot: Hot) -> Self {
         let mut line = String::with_capacity(name.len() + 2 + value.len());
         line.push_str(name);
         line.push_str(": ");
         line.push_str(value);
-        let n = u32::try_from(name.len()).unwrap_or(u32::MAX);
+        let n = offset(name.len());
         Self {
-            kind,
-            line: Bytes::from(line),
-            name_len: n,
+            text: Some(Arc::from(line)),
+            start: 0,
+            name_end: n,
             value_start: n.saturating_add(2),
-            hot: Hot::None,
+            end: offset(name.len() + 2 + value.len()),
+            kind,
+            hot,
         }
     }
 
-    /// Built by the parser from already-checked offsets within `line`.
+    /// Built by the parser: the name and the value are at these offsets of the header
+    /// section, all below 4 GiB; the text is set by [`Header::set_text`] once the section is
+    /// known.
     #[inline(always)]
-    pub(crate) fn from_parts(
+    pub(crate) fn pending(
         kind: HeaderName,
-        line: Bytes,
-        name_len: usize,
-        value_start: usize,
+        start: u32,
+        name_end: u32,
+        value_start: u32,
+        end: u32,
         hot: Hot,
     ) -> Self {
         Self {
+            text: None,
+            start,
+            name_end,
+            value_start,
+            end,
             kind,
-            line,
-            name_len: u32::try_from(name_len).unwrap_or(u32::MAX),
-            value_start: u32::try_from(value_start).unwrap_or(u32::MAX),
             hot,
+        }
+    }
+
+    /// Sets the text of a header made by [`Header::pending`].
+    #[inline]
+    pub(crate) fn set_text(&mut self, text: &Arc<str>) {
+        if self.text.is_none() {
+            self.text = Some(Arc::clone(text));
         }
     }
 
@@ -328,33 +502,74 @@ impl Header {
         self.kind
     }
 
+    #[inline]
+    fn slice(&self, from: u32, to: u32) -> &str {
+        self.text
+            .as_deref()
+            .and_then(|t| t.get(from as usize..to as usize))
+            .unwrap_or_default()
+    }
+
+    /// `text[from..to]` as bytes (no char boundary to check: serializing and comparing).
+    #[inline]
+    fn bytes(&self, from: u32, to: u32) -> &[u8] {
+        self.text
+            .as_deref()
+            .map(str::as_bytes)
+            .and_then(|t| t.get(from as usize..to as usize))
+            .unwrap_or_default()
+    }
+
+    /// The length of the name and the value (for a buffer's capacity), from the offsets.
+    #[inline]
+    pub(crate) fn wire_len(&self) -> usize {
+        let name = if self.name_end == self.start {
+            self.kind.as_str().len()
+        } else {
+            self.name_end.saturating_sub(self.start) as usize
+        };
+        name + self.end.saturating_sub(self.value_start) as usize
+    }
+
     /// The name as written, as bytes.
+    #[inline]
     pub(crate) fn name_bytes(&self) -> &[u8] {
-        self.line.get(..self.name_len as usize).unwrap_or_default()
+        if self.name_end == self.start {
+            return self.kind.as_str().as_bytes();
+        }
+        self.bytes(self.start, self.name_end)
     }
 
     /// The name as written (e.g. `v`, `VIA`, `X-Custom`).
     pub fn name_str(&self) -> &str {
-        std::str::from_utf8(self.name_bytes()).unwrap_or_default()
+        if self.name_end == self.start {
+            // Made by `Header::new`: the canonical name (none for `HeaderName::Other`).
+            return self.kind.as_str();
+        }
+        self.slice(self.start, self.name_end)
     }
 
     /// The value (unfolded, trimmed).
+    #[inline]
     pub fn value(&self) -> &str {
-        // The invariant (UTF-8) is checked by the parser and the constructors.
-        std::str::from_utf8(self.value_bytes()).unwrap_or_default()
+        self.slice(self.value_start, self.end)
     }
 
     /// Replaces the value, keeping the name as written.
     pub fn set_value(&mut self, value: impl Into<String>) {
-        let name = self.name_str().to_owned();
-        *self = Self::build(self.kind, &name, &sanitize(value.into()));
+        let value = sanitize(value.into());
+        *self = if self.name_end == self.start {
+            Self::canonical(self.kind, value)
+        } else {
+            let name = self.name_str().to_owned();
+            Self::build(self.kind, &name, &value)
+        };
     }
 
-    /// The value as bytes (a part of the received buffer for a parsed header).
+    /// The value as bytes.
+    #[inline]
     pub fn value_bytes(&self) -> &[u8] {
-        self.line
-            .get(self.value_start as usize..)
-            .unwrap_or_default()
+        self.bytes(self.value_start, self.end)
     }
 }
 
@@ -462,6 +677,13 @@ impl Headers {
         })
     }
 
+    /// Gives the headers the parser made with [`Header::pending`] their text.
+    pub(crate) fn set_pending_text(&mut self, text: &Arc<str>) {
+        for h in &mut self.list {
+            h.set_text(text);
+        }
+    }
+
     /// Appends a header line.
     #[inline]
     pub fn push(&mut self, header: Header) {
@@ -564,6 +786,21 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert!(Header::other("bad name", "x").is_none());
         assert_eq!(Header::new(HeaderName::Subject, " a\r\nb ").value(), "a  b");
+        let mut h = Header::new(HeaderName::CallId, "x");
+        assert_eq!((h.name_str(), h.value()), ("Call-ID", "x"));
+        h.set_value("y");
+        assert_eq!((h.name_str(), h.value()), ("Call-ID", "y"));
+        let mut h = Header::other("i", "x").unwrap();
+        h.set_value("z");
+        assert_eq!(
+            (h.name(), h.name_str(), h.value()),
+            (HeaderName::CallId, "i", "z")
+        );
+        assert_eq!(Header::new(HeaderName::Other, "x").name_str(), "");
+        assert_eq!(
+            Header::new(HeaderName::CallId, "x"),
+            Header::other("Call-ID", "x").unwrap()
+        );
     }
 }
 
@@ -622,10 +859,46 @@ mod differential {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
 
         #[test]
+        fn known_names_are_found_as_by_the_token_scan(
+            n in prop::sample::select(vec![
+                "Via", "VIA", "via", "v", "From", "fRoM", "To", "tO", "Call-ID", "Contact", "CSeq",
+                "Content-Length", "content-LENGTH", "Content-Type", "Max-Forwards", "Route",
+                "Record-Route", "Allow", "Supported", "User-Agent", "Subject", "Content_Length",
+                "Via_", "X-Custom", "i", "l", "Supported_", "user-agenT", "Record_Route", "Call\rID",
+                "Call\x0dID", "Max\rForwards", "Toe", "Fromage", "Routes", "CallXID", "Call-I",
+            ]),
+            after in prop::sample::select(vec!["", ":", ": x\r\n", ":                 ", "x: 1", "\r\n", "-x:"]),
+        ) {
+            let line = format!("{n}{after}");
+            let b = line.as_bytes();
+            let end = crate::text::skip_class(b, 0, crate::text::is_token_byte);
+            let fast = HeaderName::known_at(b, 0)
+                .filter(|&(_, len)| !b.get(len).is_some_and(|&c| crate::text::is_token_byte(c)));
+            if let Some((kind, len)) = fast {
+                prop_assert_eq!(len, end);
+                prop_assert_eq!(kind, HeaderName::from_token(&b[..end]));
+            }
+        }
+
+        #[test]
         fn any_token_is_recognized_as_by_from_bytes(
             n in "[a-zA-Z_.!%*+`'~-]{1,16}",
         ) {
             prop_assert_eq!(HeaderName::from_token(n.as_bytes()), HeaderName::from_bytes(n.as_bytes()));
         }
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// A header stays within 64 bytes, so that the 16 a parse reserves fit the allocator's
+    /// per-thread cache (1 KiB).
+    #[test]
+    fn a_header_is_at_most_64_bytes() {
+        assert!(
+            std::mem::size_of::<super::Header>() <= 64,
+            "{}",
+            std::mem::size_of::<super::Header>()
+        );
     }
 }

@@ -8,8 +8,8 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
-    Params, Span, check_header_params, is_token, is_token_byte, is_ws, parse_u64, quoted_end,
-    skip_class, skip_ws, split_top_level, trim, unquote,
+    Params, Span16, check_header_params, find_byte, find_byte2, is_token, is_token_byte, is_ws,
+    parse_u64, quoted_end, skip_class, skip_ws, split_top_level, trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
 
@@ -49,7 +49,9 @@ fn params_checked<'a>(name: &'static str, p: &'a str) -> Result<Params<'a>> {
 // ---------------------------------------------------------------------------------------------
 
 /// A typed view the parser computed, kept in the header (as offsets into its value) so the
-/// accessors of [`crate::Request`] and [`crate::Response`] do not parse it again.
+/// accessors of [`crate::Request`] and [`crate::Response`] do not parse it again. Small (the
+/// offsets are 16 bits; a value longer than that keeps no view) so that a header fits in 64
+/// bytes.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) enum Hot {
     /// Nothing cached.
@@ -59,29 +61,29 @@ pub(crate) enum Hot {
     Via(ViaSpans),
     /// From or To.
     Addr(AddrSpans),
-    /// The CSeq number.
-    CSeq(u32),
+    /// The CSeq number, and the place of its method in [`Method::KNOWN`] (`u8::MAX` for an
+    /// extension method).
+    CSeq(u32, u8),
     /// The Content-Length value.
-    Length(usize),
+    Length(u32),
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ViaSpans {
-    protocol: Span,
-    version: Span,
-    transport: Span,
-    host: Span,
+    protocol: Span16,
+    version: Span16,
+    transport: Span16,
+    host: Span16,
     port: Option<u16>,
-    params: Span,
+    params: Span16,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AddrSpans {
-    display: Option<Span>,
-    uri: Span,
-    parts: Parts,
+    display: Option<Span16>,
+    uri: Span16,
     angle: bool,
-    params: Span,
+    params: Span16,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ impl<'a> Via<'a> {
             }
             close + 1
         } else {
-            let end = skip_class(b, start, is_via_host_byte);
+            let end = skip_class(b, start, |c| VIA_HOST[usize::from(c)]);
             if end == start {
                 return Err(bad("bad sent-by"));
             }
@@ -185,15 +187,16 @@ impl<'a> Via<'a> {
         })
     }
 
-    pub(crate) fn spans(&self, base: &str) -> ViaSpans {
-        ViaSpans {
-            protocol: Span::of(base, self.protocol),
-            version: Span::of(base, self.version),
-            transport: Span::of(base, self.transport),
-            host: Span::of(base, self.host),
+    /// The offsets of the parts within `base` (which holds them), if they fit in 16 bits.
+    pub(crate) fn spans(&self, base: &str) -> Option<ViaSpans> {
+        Some(ViaSpans {
+            protocol: Span16::of(base, self.protocol)?,
+            version: Span16::of(base, self.version)?,
+            transport: Span16::of(base, self.transport)?,
+            host: Span16::of(base, self.host)?,
             port: self.port,
-            params: Span::of(base, self.params.as_str()),
-        }
+            params: Span16::of(base, self.params.as_str())?,
+        })
     }
 
     pub(crate) fn from_spans(base: &'a str, s: &ViaSpans) -> Self {
@@ -238,10 +241,17 @@ impl<'a> Via<'a> {
     }
 }
 
-/// A byte of a sent-by hostname or IPv4 address.
-fn is_via_host_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'-' || c == b'.'
-}
+/// The bytes of a sent-by hostname or IPv4 address.
+static VIA_HOST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || c == b'-' || c == b'.';
+        i += 1;
+    }
+    t
+};
 
 /// host [ SWS ":" SWS port ] with a hostname, IPv4 or `[IPv6]` host.
 #[cfg(test)]
@@ -288,14 +298,38 @@ fn uri_in(name: &'static str, e: Error) -> Error {
 
 /// A name-addr or addr-spec with header parameters (RFC 3261 §20.10, §25.1): the shape of
 /// From, To, Contact, Route, Record-Route, Refer-To, Referred-By and Reply-To values.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy)]
 pub struct NameAddr<'a> {
     display: Option<&'a str>,
     uri: &'a str,
-    parts: Parts,
+    /// The URI's offsets, when the view was parsed here rather than rebuilt from a header's
+    /// cache (a function of `uri`, so left out of equality).
+    parts: Option<Parts>,
     angle: bool,
     /// The header parameters (after the URI; `tag`, `expires`, `q`, ...).
     pub params: Params<'a>,
+}
+
+impl PartialEq for NameAddr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.display == other.display
+            && self.uri == other.uri
+            && self.angle == other.angle
+            && self.params == other.params
+    }
+}
+
+impl Eq for NameAddr<'_> {}
+
+impl fmt::Debug for NameAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameAddr")
+            .field("display", &self.display)
+            .field("uri", &self.uri)
+            .field("angle", &self.angle)
+            .field("params", &self.params)
+            .finish()
+    }
 }
 
 impl<'a> NameAddr<'a> {
@@ -318,7 +352,7 @@ impl<'a> NameAddr<'a> {
             }
             (s.get(..end), lt)
         } else {
-            match memchr::memchr(b'<', b) {
+            match find_byte(b'<', b) {
                 Some(lt) => {
                     let before = b.get(..lt).unwrap_or_default();
                     // display-name = *(token LWS): tokens separated by whitespace
@@ -334,7 +368,7 @@ impl<'a> NameAddr<'a> {
         };
         if lt != usize::MAX {
             let inner = s.get(lt + 1..).unwrap_or_default();
-            let gt = memchr::memchr(b'>', inner.as_bytes()).ok_or(bad("missing >"))?;
+            let gt = find_byte(b'>', inner.as_bytes()).ok_or(bad("missing >"))?;
             let uri_text = inner.get(..gt).unwrap_or_default();
             // No LWS inside the brackets (RFC 4475 §3.1.2.14); the URI scan rejects it.
             let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;
@@ -342,48 +376,52 @@ impl<'a> NameAddr<'a> {
             return Ok(Self {
                 display,
                 uri: uri_text,
-                parts,
+                parts: Some(parts),
                 angle: true,
                 params,
             });
         }
         // addr-spec: the URI cannot hold `;`, `,` or `?` here (RFC 3261 §20.10), so the first
         // `;` starts the header parameters.
-        let (uri_text, params) = match memchr::memchr(b';', b) {
+        let (uri_text, params) = match find_byte(b';', b) {
             Some(i) => (
                 trim(s.get(..i).unwrap_or_default()),
                 s.get(i..).unwrap_or_default(),
             ),
             None => (s, ""),
         };
-        if memchr::memchr2(b'?', b',', uri_text.as_bytes()).is_some() {
+        if find_byte2(b'?', b',', uri_text.as_bytes()).is_some() {
             return Err(bad("a URI with ? or , must be enclosed in <>"));
         }
         let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;
         Ok(Self {
             display: None,
             uri: uri_text,
-            parts,
+            parts: Some(parts),
             angle: false,
             params: params_checked(name, params)?,
         })
     }
 
-    pub(crate) fn spans(&self, base: &str) -> AddrSpans {
-        AddrSpans {
-            display: self.display.map(|d| Span::of(base, d)),
-            uri: Span::of(base, self.uri),
-            parts: self.parts,
+    /// The offsets of the parts within `base` (which holds them), if they fit in 16 bits. The
+    /// URI's own offsets are not kept: [`NameAddr::uri`] scans it again.
+    pub(crate) fn spans(&self, base: &str) -> Option<AddrSpans> {
+        Some(AddrSpans {
+            display: match self.display {
+                Some(d) => Some(Span16::of(base, d)?),
+                None => None,
+            },
+            uri: Span16::of(base, self.uri)?,
             angle: self.angle,
-            params: Span::of(base, self.params.as_str()),
-        }
+            params: Span16::of(base, self.params.as_str())?,
+        })
     }
 
     pub(crate) fn from_spans(base: &'a str, s: &AddrSpans) -> Self {
         Self {
             display: s.display.map(|d| d.get(base)),
             uri: s.uri.get(base),
-            parts: s.parts,
+            parts: None,
             angle: s.angle,
             params: Params::new(s.params.get(base)),
         }
@@ -404,9 +442,17 @@ impl<'a> NameAddr<'a> {
         self.uri
     }
 
-    /// The URI (an owned copy).
+    /// The URI (an owned copy). For the From or To view of a parsed message, which keeps no
+    /// URI offsets, the URI is scanned again (it was checked when the message was parsed).
     pub fn uri(&self) -> Uri {
-        Uri::from_scanned(self.uri, self.parts)
+        match self.parts {
+            Some(parts) => Uri::from_scanned(self.uri, parts),
+            // A view the parser kept: the URI was checked then, so the scan cannot fail.
+            None => match uri::scan(self.uri) {
+                Ok(parts) => Uri::from_scanned(self.uri, parts),
+                Err(_) => Uri::from_scanned(self.uri, Parts::default()),
+            },
+        }
     }
 
     /// Whether the value was written in name-addr form (`<...>`).
@@ -845,7 +891,7 @@ pub(crate) mod reference {
             return Ok(NameAddr {
                 display,
                 uri: uri_text,
-                parts,
+                parts: Some(parts),
                 angle: true,
                 params,
             });
@@ -866,7 +912,7 @@ pub(crate) mod reference {
         Ok(NameAddr {
             display: None,
             uri: uri_text,
-            parts,
+            parts: Some(parts),
             angle: false,
             params: params_checked(name, params)?,
         })

@@ -5,9 +5,9 @@
 //! # Parsing
 //!
 //! [`parse_datagram`] (or [`Message::parse`] with default [`ParseLimits`]) takes one UDP
-//! datagram; [`StreamDecoder`] frames messages out of a TCP/TLS byte stream. Header values are
-//! slices of the received buffer; the headers every layer reads (Via, From, To, Call-ID, CSeq,
-//! Content-Length) are checked once while parsing, and typed views such as [`Via`] and
+//! datagram; [`StreamDecoder`] frames messages out of a TCP/TLS byte stream. The headers share
+//! one copy of the header section; the headers every layer reads (Via, From, To, Call-ID,
+//! CSeq, Content-Length) are checked once while parsing, and typed views such as [`Via`] and
 //! [`NameAddr`] borrow from the raw values.
 //!
 //! ```
@@ -92,9 +92,12 @@
 //!
 //! # Design notes
 //!
-//! - **Zero-copy.** A parsed message keeps [`bytes::Bytes`] slices of the received buffer:
-//!   header names and values, and the body. Only folded header values are copied (unfolded
-//!   into one line, RFC 3261 §7.3.1).
+//! - **One copy of the header section.** The parser checks the header section as UTF-8 once
+//!   and copies it once into a shared `Arc<str>`; each [`Header`] keeps a reference to it and
+//!   the offsets of its name and value (64 bytes in all), so reading a value checks nothing
+//!   again and the crate needs no `unsafe`. Folded values get a copy of their own (unfolded
+//!   into one line, RFC 3261 §7.3.1). The body is a [`bytes::Bytes`] slice of the received
+//!   buffer.
 //! - **Parse once.** While splitting the headers the parser also does the typed parse of Via,
 //!   From, To, Call-ID, CSeq and Content-Length, rejects malformed ones, and keeps the offsets
 //!   it found inside each [`Header`]; [`Request::top_via`], [`Request::from`], [`Request::cseq`]

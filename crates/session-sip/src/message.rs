@@ -149,14 +149,8 @@ macro_rules! common_accessors {
                 .headers
                 .get(HeaderName::CSeq)
                 .ok_or(Error::MissingHeader("CSeq"))?;
-            if let Hot::CSeq(seq) = h.hot() {
-                let v = h.value();
-                let method = v
-                    .bytes()
-                    .rposition(crate::text::is_ws)
-                    .and_then(|i| v.get(i + 1..))
-                    .unwrap_or(v);
-                if let Ok(method) = Method::parse(method) {
+            if let Hot::CSeq(seq, known) = h.hot() {
+                if let Some(method) = Method::from_known_index(known) {
                     return Ok(CSeq { seq, method });
                 }
             }
@@ -167,7 +161,7 @@ macro_rules! common_accessors {
         pub fn content_length(&self) -> Option<Result<usize>> {
             self.headers.get(HeaderName::ContentLength).map(|h| {
                 if let Hot::Length(n) = h.hot() {
-                    return Ok(n);
+                    return Ok(n as usize);
                 }
                 crate::text::parse_u64(crate::text::trim(h.value()))
                     .and_then(|n| usize::try_from(n).ok())
@@ -352,11 +346,7 @@ macro_rules! common_accessors {
         }
 
         fn size_hint(&self) -> usize {
-            let headers: usize = self
-                .headers
-                .iter()
-                .map(|h| h.name_bytes().len() + h.value_bytes().len() + 4)
-                .sum();
+            let headers: usize = self.headers.iter().map(|h| h.wire_len() + 4).sum();
             64 + headers + self.body.len()
         }
     };

@@ -91,6 +91,48 @@ impl Method {
         !matches!(self, Self::Extension(_))
     }
 
+    /// The place of a named method in [`Method::KNOWN`] (kept in a parsed CSeq header).
+    pub(crate) fn known_index(&self) -> Option<u8> {
+        Some(match self {
+            Self::Invite => 0,
+            Self::Ack => 1,
+            Self::Bye => 2,
+            Self::Cancel => 3,
+            Self::Options => 4,
+            Self::Register => 5,
+            Self::Info => 6,
+            Self::Update => 7,
+            Self::Refer => 8,
+            Self::Notify => 9,
+            Self::Subscribe => 10,
+            Self::Message => 11,
+            Self::Prack => 12,
+            Self::Publish => 13,
+            Self::Extension(_) => return None,
+        })
+    }
+
+    /// The method at `i` in [`Method::KNOWN`].
+    pub(crate) fn from_known_index(i: u8) -> Option<Self> {
+        Some(match i {
+            0 => Self::Invite,
+            1 => Self::Ack,
+            2 => Self::Bye,
+            3 => Self::Cancel,
+            4 => Self::Options,
+            5 => Self::Register,
+            6 => Self::Info,
+            7 => Self::Update,
+            8 => Self::Refer,
+            9 => Self::Notify,
+            10 => Self::Subscribe,
+            11 => Self::Message,
+            12 => Self::Prack,
+            13 => Self::Publish,
+            _ => return None,
+        })
+    }
+
     /// The methods this crate names, in a stable order (used for `Allow`).
     pub const KNOWN: [Method; 14] = [
         Self::Invite,
@@ -130,7 +172,9 @@ mod tests {
 
     #[test]
     fn known_and_extension_methods() {
-        for m in Method::KNOWN {
+        for (i, m) in Method::KNOWN.into_iter().enumerate() {
+            assert_eq!(m.known_index(), Some(i as u8));
+            assert_eq!(Method::from_known_index(i as u8), Some(m.clone()));
             assert_eq!(Method::parse(m.as_str()).unwrap(), m);
         }
         let odd = "!interesting-Method0123456789_*+`.%indeed'~";
@@ -141,5 +185,7 @@ mod tests {
         assert!(!Method::parse("invite").unwrap().is_known());
         assert!(Method::parse("IN VITE").is_err());
         assert!(Method::parse("").is_err());
+        assert_eq!(Method::from_known_index(14), None);
+        assert_eq!(m.known_index(), None);
     }
 }

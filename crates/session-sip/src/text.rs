@@ -25,10 +25,57 @@ static TOKEN: [bool; 256] = {
     t
 };
 
+/// The bytes of a generic-param value that is not quoted: a token or a host (RFC 3261 §25.1
+/// `gen-value`; `[`, `]` and `:` for IPv6 references).
+static PARAM_VALUE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = token_class(c) || c == b'[' || c == b']' || c == b':';
+        i += 1;
+    }
+    t
+};
+
 /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
 #[inline]
 pub(crate) fn is_token_byte(b: u8) -> bool {
     TOKEN[usize::from(b)]
+}
+
+// The byte searches of the parser run over short texts (a header line, a value, a URI), where
+// `memchr` first picking its routine at run time costs as much as the search: on x86-64 they
+// call the SSE2 routines (always there) directly.
+
+/// The first `n` in `b` ([`memchr::memchr`]).
+#[inline]
+pub(crate) fn find_byte(n: u8, b: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(one) = memchr::arch::x86_64::sse2::memchr::One::new(n) {
+        return one.find(b);
+    }
+    memchr::memchr(n, b)
+}
+
+/// The first `n1` or `n2` in `b` ([`memchr::memchr2`]).
+#[inline]
+pub(crate) fn find_byte2(n1: u8, n2: u8, b: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(two) = memchr::arch::x86_64::sse2::memchr::Two::new(n1, n2) {
+        return two.find(b);
+    }
+    memchr::memchr2(n1, n2, b)
+}
+
+/// The first `n1`, `n2` or `n3` in `b` ([`memchr::memchr3`]).
+#[inline]
+pub(crate) fn find_byte3(n1: u8, n2: u8, n3: u8, b: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(three) = memchr::arch::x86_64::sse2::memchr::Three::new(n1, n2, n3) {
+        return three.find(b);
+    }
+    memchr::memchr3(n1, n2, n3, b)
 }
 
 /// Where the first empty line (`CRLF CRLF`) starts in `b`; the searcher is built once.
@@ -56,12 +103,6 @@ impl Span {
         }
     }
 
-    /// The span of `part`, a slice of `base`.
-    pub(crate) fn of(base: &str, part: &str) -> Self {
-        let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
-        Self::new(start, start + part.len())
-    }
-
     /// The text of this span within `base` (empty if it does not fit).
     pub(crate) fn get(self, base: &str) -> &str {
         base.get(self.start as usize..self.end as usize)
@@ -70,6 +111,33 @@ impl Span {
 
     pub(crate) fn end(self) -> usize {
         self.end as usize
+    }
+}
+
+/// A byte range within a header value, small enough to keep typed views cached in a
+/// [`crate::Header`] of 64 bytes. Values longer than `u16::MAX` bytes get no cached view.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub(crate) struct Span16 {
+    start: u16,
+    end: u16,
+}
+
+impl Span16 {
+    /// The span of `part`, a slice of `base`, when it fits in 16 bits.
+    #[inline]
+    pub(crate) fn of(base: &str, part: &str) -> Option<Self> {
+        let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+        Some(Self {
+            start: u16::try_from(start).ok()?,
+            end: u16::try_from(start + part.len()).ok()?,
+        })
+    }
+
+    /// The text of this span within `base` (empty if it does not fit).
+    #[inline]
+    pub(crate) fn get(self, base: &str) -> &str {
+        base.get(usize::from(self.start)..usize::from(self.end))
+            .unwrap_or_default()
     }
 }
 
@@ -93,6 +161,19 @@ pub(crate) fn trim(s: &str) -> &str {
     s.get(start..end.max(start)).unwrap_or_default()
 }
 
+/// The bytes [`quoted_end`] steps over one by one: all but `"`, `\\` and the control
+/// characters other than HTAB.
+static QDTEXT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = !(c == b'"' || c == b'\\' || (c < 0x20 && c != b'\t') || c == 0x7F);
+        i += 1;
+    }
+    t
+};
+
 /// Index just past the quoted-string starting at `start` (which must be `"`), or `None` when it
 /// is unterminated, holds a control character other than HTAB (`qdtext` is LWS, %x21, %x23-5B,
 /// %x5D-7E or UTF8-NONASCII: no NUL, RFC 3261 §25.1) or an illegal quoted-pair (`"\"` then
@@ -100,6 +181,8 @@ pub(crate) fn trim(s: &str) -> &str {
 pub(crate) fn quoted_end(s: &[u8], start: usize) -> Option<usize> {
     let mut i = start.checked_add(1)?;
     loop {
+        // The plain qdtext first, by table.
+        i = skip_class(s, i, |c| QDTEXT_PLAIN[usize::from(c)]);
         match *s.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => {
@@ -148,7 +231,7 @@ impl<'a> Iterator for SplitTop<'a> {
         // Jump between the only bytes that matter: the separator, `"` and `<`.
         while let Some(off) = bytes
             .get(i..)
-            .and_then(|rest| memchr::memchr3(self.sep, b'"', b'<', rest))
+            .and_then(|rest| find_byte3(self.sep, b'"', b'<', rest))
         {
             let at = i + off;
             match bytes.get(at) {
@@ -156,7 +239,7 @@ impl<'a> Iterator for SplitTop<'a> {
                     Some(end) => i = end,
                     None => break,
                 },
-                Some(b'<') => match bytes.get(at..).and_then(|r| memchr::memchr(b'>', r)) {
+                Some(b'<') => match bytes.get(at..).and_then(|r| find_byte(b'>', r)) {
                     Some(gt) => i = at + gt + 1,
                     None => break,
                 },
@@ -337,7 +420,7 @@ impl<'a> Params<'a> {
             let name_end = skip_class(b, name_start, is_token_byte);
             let matched = name_end - name_start == wanted.len()
                 && b.get(name_start..name_end)
-                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted));
+                    .is_some_and(|n| eq_ignore_case(n, wanted));
             let mut j = skip_ws(b, name_end);
             let mut value = None;
             if b.get(j) == Some(&b'=') {
@@ -346,7 +429,7 @@ impl<'a> Params<'a> {
                     quoted_end(b, start).unwrap_or(b.len())
                 } else {
                     b.get(start..)
-                        .and_then(|r| memchr::memchr(b';', r))
+                        .and_then(|r| find_byte(b';', r))
                         .map_or(b.len(), |k| start + k)
                 };
                 if matched {
@@ -358,7 +441,7 @@ impl<'a> Params<'a> {
                 return Some(value);
             }
             // On to the next `;` (a malformed name or value is skipped).
-            i = match b.get(j..).and_then(|r| memchr::memchr(b';', r)) {
+            i = match b.get(j..).and_then(|r| find_byte(b';', r)) {
                 Some(k) if j + k > i => j + k,
                 Some(k) => j + k + 1,
                 None => b.len(),
@@ -377,6 +460,17 @@ impl<'a> Params<'a> {
                 None => (p, None),
             })
     }
+}
+
+/// `a.eq_ignore_ascii_case(b)` for slices of the same length, cheaper when they are equal
+/// byte for byte (a parameter name is usually written as it is looked up).
+#[inline]
+pub(crate) fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            // Equal, or the same letter in the other case.
+            x == y || (x | 0x20 == y | 0x20 && (y | 0x20).is_ascii_lowercase())
+        })
 }
 
 /// Index of the first byte at or after `i` that is not SP or HTAB.
@@ -421,9 +515,7 @@ pub(crate) fn check_header_params(s: &str) -> bool {
                     None => return false,
                 }
             } else {
-                let end = skip_class(b, i, |c| {
-                    is_token_byte(c) || c == b'[' || c == b']' || c == b':'
-                });
+                let end = skip_class(b, i, |c| PARAM_VALUE[usize::from(c)]);
                 if end == i {
                     return false;
                 }
@@ -497,6 +589,61 @@ mod differential {
     use super::*;
     use proptest::prelude::*;
 
+    /// `quoted_end` as it was before it stepped over plain bytes by table.
+    fn quoted_end_reference(s: &[u8], start: usize) -> Option<usize> {
+        let mut i = start.checked_add(1)?;
+        loop {
+            match *s.get(i)? {
+                b'"' => return Some(i + 1),
+                b'\\' => {
+                    let next = *s.get(i + 1)?;
+                    if next > 0x7F || next == b'\r' || next == b'\n' {
+                        return None;
+                    }
+                    i += 2;
+                }
+                0x00..=0x08 | 0x0A..=0x1F | 0x7F => return None,
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// `check_header_params` as it was before its value bytes came from a table.
+    fn check_header_params_reference(s: &str) -> bool {
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b.get(i) != Some(&b';') {
+                return false;
+            }
+            i = skip_ws(b, i + 1);
+            let name_end = skip_class(b, i, is_token_byte);
+            if name_end == i {
+                return false;
+            }
+            i = skip_ws(b, name_end);
+            if b.get(i) == Some(&b'=') {
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(&b'"') {
+                    match quoted_end(b, i) {
+                        Some(end) => i = end,
+                        None => return false,
+                    }
+                } else {
+                    let end = skip_class(b, i, |c| {
+                        is_token_byte(c) || c == b'[' || c == b']' || c == b':'
+                    });
+                    if end == i {
+                        return false;
+                    }
+                    i = end;
+                }
+                i = skip_ws(b, i);
+            }
+        }
+        true
+    }
+
     /// `Params::get` as it was before it skipped the values of other names.
     fn get_reference<'a>(raw: &'a str, name: &str) -> Option<Option<&'a str>> {
         let b = raw.as_bytes();
@@ -547,6 +694,31 @@ mod differential {
         ) {
             let raw = String::from_utf8_lossy(&body).into_owned();
             prop_assert_eq!(Params::new(&raw).get(name), get_reference(&raw, name));
+        }
+
+        #[test]
+        fn case_folding_matches_std(a in any::<[u8; 3]>(), b in any::<[u8; 3]>(), same in any::<bool>()) {
+            let b = if same { a.map(|c| if c.is_ascii_alphabetic() { c ^ 0x20 } else { c }) } else { b };
+            prop_assert_eq!(eq_ignore_case(&a, &b), a.eq_ignore_ascii_case(&b));
+            prop_assert_eq!(eq_ignore_case(&a, &a), true);
+        }
+
+        #[test]
+        fn quoted_strings_end_as_before(
+            body in proptest::collection::vec(prop::sample::select(
+                b"\"\"\\\\ \ta\x00\x01\x7f\r\n\xc3\xa9\x80x;".to_vec()), 0..24),
+            start in 0usize..3,
+        ) {
+            prop_assert_eq!(quoted_end(&body, start), quoted_end_reference(&body, start));
+        }
+
+        #[test]
+        fn header_params_check_as_before(
+            body in proptest::collection::vec(prop::sample::select(
+                b";;;==  \t\"\\[]:,x1.-_tagTAG\xc3\xa9\x00\x7f".to_vec()), 0..40),
+        ) {
+            let raw = String::from_utf8_lossy(&body).into_owned();
+            prop_assert_eq!(check_header_params(&raw), check_header_params_reference(&raw));
         }
     }
 }

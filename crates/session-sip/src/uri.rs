@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::text::{Params, Span, percent_decode, percent_encode};
+use crate::text::{Params, Span, find_byte, percent_decode, percent_encode};
 
 /// The scheme of a [`Uri`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -190,13 +190,17 @@ pub(crate) fn scan(s: &str) -> Result<Parts> {
     let b = s.as_bytes();
     // The schemes of nearly every URI, recognized without the generic scheme scan (both are
     // valid schemes, and their colon is the first one).
-    if b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"sip:")) {
+    if b.get(..4)
+        .is_some_and(|p| crate::text::eq_ignore_case(p, b"sip:"))
+    {
         return scan_sip_uri(b, Scheme::Sip, 3);
     }
-    if b.get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"sips:")) {
+    if b.get(..5)
+        .is_some_and(|p| crate::text::eq_ignore_case(p, b"sips:"))
+    {
         return scan_sip_uri(b, Scheme::Sips, 4);
     }
-    let colon = memchr::memchr(b':', b).ok_or(Error::Uri("no scheme"))?;
+    let colon = find_byte(b':', b).ok_or(Error::Uri("no scheme"))?;
     let scheme = b.get(..colon).unwrap_or_default();
     let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
     if !first_ok
@@ -260,7 +264,7 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
     let start = colon + 1;
     let rest = b.get(start..).unwrap_or_default();
     // '@' is legal nowhere but as the userinfo delimiter, so the first one ends the userinfo.
-    let host_start = match memchr::memchr(b'@', rest) {
+    let host_start = match find_byte(b'@', rest) {
         Some(at) => {
             let userinfo = rest.get(..at).unwrap_or_default();
             // The user part runs to the first ':' (which is no user character).
