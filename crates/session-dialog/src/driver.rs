@@ -509,9 +509,10 @@ impl SipDriver {
     ///   [`DriverState::user_agent`] to act on it directly, then [`DriverState::flush`] to
     ///   send, and [`DriverState::poll_event`] for its events.
     ///
-    /// There is no event queue in this form (the caller takes the events as they come), so
-    /// [`DriverConfig::event_queue`] and [`DriverConfig::overload_room`] do not apply; new
-    /// INVITEs are shed while [`SipHandle::refuse_new_calls`] says so. The returned handle
+    /// There is no event queue in this form (the caller takes the events as they come):
+    /// [`DriverConfig::event_queue`] bounds the datagrams read ahead instead, and new INVITEs
+    /// are shed while less than [`DriverConfig::overload_room`] of that is free, or while
+    /// [`SipHandle::refuse_new_calls`] or [`SipHandle::set_draining`] says so. The returned handle
     /// works as [`SipDriver::start`]'s does for other tasks: its jobs are inputs.
     pub async fn embed(
         config: DriverConfig,

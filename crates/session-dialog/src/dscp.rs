@@ -1,6 +1,7 @@
 //! Per-message DiffServ marks on the driver's shared UDP socket.
 //!
-//! The socket carries the manager's signalling mark (`DriverConfig::dscp`, CS3 by default);
+//! The socket carries the signalling mark of the layer above (`DriverConfig::dscp`; session-core
+//! sets CS3 by default);
 //! a session whose priority asks for another mark has its messages sent with an `IP_TOS`
 //! (IPv4) or `IPV6_TCLASS` (IPv6) control message, which sets that one datagram's traffic
 //! class without touching the socket (Linux `ip(7)`, `ipv6(7)`). Elsewhere the mark is not
