@@ -30,7 +30,7 @@ async fn call_leg(
     barriers: Arc<(Barrier, Barrier)>,
     park: bool,
 ) {
-    let user = if id.as_u128() % 2 == 0 {
+    let user = if id.as_u128().is_multiple_of(2) {
         "alice"
     } else {
         "bob"

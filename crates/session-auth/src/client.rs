@@ -490,16 +490,15 @@ impl DigestClient {
         state.last_used = self.clock;
         self.realms
             .retain(|r| !(r.proxy == state.proxy && r.realm == state.realm));
-        if self.realms.len() >= self.max_realms {
-            if let Some(i) = self
+        if self.realms.len() >= self.max_realms
+            && let Some(i) = self
                 .realms
                 .iter()
                 .enumerate()
                 .min_by_key(|(_, r)| r.last_used)
                 .map(|(i, _)| i)
-            {
-                self.realms.remove(i);
-            }
+        {
+            self.realms.remove(i);
         }
         self.realms.push(state);
     }

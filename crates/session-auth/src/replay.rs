@@ -112,12 +112,12 @@ impl ReplayCache {
         if self.evicted_live.is_some_and(|t| issued <= t) {
             return Seen::Forgotten;
         }
-        if self.highest.len() >= self.capacity {
-            if let Some((old, at)) = self.order.pop_front() {
-                self.highest.remove(&old);
-                if now.saturating_sub(at) <= lifetime {
-                    self.evicted_live = Some(self.evicted_live.map_or(at, |t| t.max(at)));
-                }
+        if self.highest.len() >= self.capacity
+            && let Some((old, at)) = self.order.pop_front()
+        {
+            self.highest.remove(&old);
+            if now.saturating_sub(at) <= lifetime {
+                self.evicted_live = Some(self.evicted_live.map_or(at, |t| t.max(at)));
             }
         }
         self.highest.insert(key, nc);

@@ -435,10 +435,10 @@ impl DigestServer {
                 what: "not the Request-URI",
             }));
         }
-        if let Some(opaque) = &self.opaque {
-            if auth.opaque.as_deref() != Some(opaque.as_str()) {
-                return Err(Refusal::Challenge(ChallengeReason::UnknownNonce));
-            }
+        if let Some(opaque) = &self.opaque
+            && auth.opaque.as_deref() != Some(opaque.as_str())
+        {
+            return Err(Refusal::Challenge(ChallengeReason::UnknownNonce));
         }
         let (issued, key) = self
             .open_nonce(&auth.nonce)

@@ -131,11 +131,11 @@ impl MixBus {
         for (a, &s) in acc.iter_mut().zip(&self.sum) {
             *a = s;
         }
-        if self.contributed.get(listener).copied().unwrap_or(false) {
-            if let Some(own) = self.inputs.get(listener) {
-                for (a, &s) in acc.iter_mut().zip(own.samples()) {
-                    *a -= i64::from(s);
-                }
+        if self.contributed.get(listener).copied().unwrap_or(false)
+            && let Some(own) = self.inputs.get(listener)
+        {
+            for (a, &s) in acc.iter_mut().zip(own.samples()) {
+                *a -= i64::from(s);
             }
         }
         for (talker, gain) in gains {

@@ -2824,10 +2824,10 @@ impl UserAgent {
                 Ok(bytes) => self.start_2xx(now, invite_tx, &id, bytes),
                 Err(error) => tracing::warn!(%error, "could not send the held 2xx"),
             }
-        } else if let Some(next) = next {
-            if let Err(error) = self.send_reliable(now, invite_tx, next, invite_seq, id) {
-                tracing::warn!(%error, "could not send a queued provisional response");
-            }
+        } else if let Some(next) = next
+            && let Err(error) = self.send_reliable(now, invite_tx, next, invite_seq, id)
+        {
+            tracing::warn!(%error, "could not send a queued provisional response");
         }
         if done {
             // Final response out and nothing unacknowledged: nothing more to answer.

@@ -200,10 +200,10 @@ impl Endpoint<Bytes> for Peer {
             if matches!(method, b"CANCEL" | b"ACK" | b"BYE") {
                 let method = String::from_utf8_lossy(method).into_owned();
                 // Only the first of each (UDP retransmissions would clutter the story).
-                if !self.log.iter().any(|(_, w)| *w == format!("sent {method}")) {
-                    if let Some(now) = self.now {
-                        self.note(now, format!("sent {method}"));
-                    }
+                if !self.log.iter().any(|(_, w)| *w == format!("sent {method}"))
+                    && let Some(now) = self.now
+                {
+                    self.note(now, format!("sent {method}"));
                 }
             }
         }

@@ -552,10 +552,10 @@ impl RtpEndpoint {
         self.audio_pt = media.codec.payload_type;
         self.event_pt = media.telephone_event;
         self.receive_event_pt = media.local_telephone_event;
-        if let (Some(rtp), Some(rtcp)) = (media.remote_rtp(), media.remote_rtcp()) {
-            if self.latched.is_none() {
-                self.set_remote(rtp, rtcp);
-            }
+        if let (Some(rtp), Some(rtcp)) = (media.remote_rtp(), media.remote_rtcp())
+            && self.latched.is_none()
+        {
+            self.set_remote(rtp, rtcp);
         }
         Ok(())
     }

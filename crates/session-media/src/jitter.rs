@@ -231,16 +231,16 @@ impl JitterBuffer {
         }
         let index = (ext - self.base_ts).div_euclid(FRAME_TS);
         let reference = self.next.or(self.highest);
-        if let Some(r) = reference {
-            if index >= r + CAPACITY as i64 || index <= r - 4 * CAPACITY as i64 {
-                // A jump far away (the peer restarted its stream): start over from here, and
-                // do not let the jump count as jitter.
-                self.reset_to(ext);
-                self.last_transit = None;
-                self.update_jitter(now, ext);
-                self.insert(0, frame);
-                return;
-            }
+        if let Some(r) = reference
+            && (index >= r + CAPACITY as i64 || index <= r - 4 * CAPACITY as i64)
+        {
+            // A jump far away (the peer restarted its stream): start over from here, and
+            // do not let the jump count as jitter.
+            self.reset_to(ext);
+            self.last_transit = None;
+            self.update_jitter(now, ext);
+            self.insert(0, frame);
+            return;
         }
         self.update_jitter(now, ext);
         let too_old = match (self.next, self.highest) {

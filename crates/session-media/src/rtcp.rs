@@ -176,7 +176,7 @@ fn begin(buf: &mut Vec<u8>, count: u8, pt: u8) -> usize {
 
 /// Pads to 32 bits and fills in the length (in 32-bit words minus one).
 fn finish(buf: &mut Vec<u8>, at: usize) {
-    while (buf.len() - at) % 4 != 0 {
+    while !(buf.len() - at).is_multiple_of(4) {
         buf.push(0);
     }
     let words = ((buf.len() - at) / 4 - 1) as u16;

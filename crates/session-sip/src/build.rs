@@ -169,10 +169,10 @@ impl Response {
             b.resp.headers.push(h.clone());
         }
         // §8.2.6.1: a 100 Trying copies Timestamp.
-        if status == StatusCode::TRYING {
-            if let Some(t) = req.headers.get(HeaderName::Timestamp) {
-                b.resp.headers.push(t.clone());
-            }
+        if status == StatusCode::TRYING
+            && let Some(t) = req.headers.get(HeaderName::Timestamp)
+        {
+            b.resp.headers.push(t.clone());
         }
         add_to_tag(&mut b.resp, tag);
         b.build()

@@ -139,15 +139,15 @@ fn stream_decoder_agrees_with_the_datagram_parser() {
                     Message::Request(r) => r.content_length(),
                     Message::Response(r) => r.content_length(),
                 }),
-            ) {
-                if bytes.ends_with(&m.body()[..]) && m.body().len() == cl {
-                    assert_eq!(
-                        got.first(),
-                        Some(m),
-                        "{} in chunks of {chunk}",
-                        path.display()
-                    );
-                }
+            ) && bytes.ends_with(&m.body()[..])
+                && m.body().len() == cl
+            {
+                assert_eq!(
+                    got.first(),
+                    Some(m),
+                    "{} in chunks of {chunk}",
+                    path.display()
+                );
             }
         }
     }

@@ -388,25 +388,25 @@ impl HealthWatch {
                 });
             }
         }
-        if let (Some(media), None) = (self.media, self.held_since) {
-            if media.counters.is_some() {
-                let sent_still = now.saturating_duration_since(media.sent_moved);
-                let received_still = now.saturating_duration_since(media.received_moved);
-                let limit = limits.no_audio_after;
-                match (sent_still >= limit, received_still >= limit) {
-                    (true, true) => out.push(HealthKind::NoAudio {
-                        silent_for: sent_still.min(received_still),
-                    }),
-                    (true, false) => out.push(HealthKind::OneWayAudio {
-                        silent: Flow::Sent,
-                        silent_for: sent_still,
-                    }),
-                    (false, true) => out.push(HealthKind::OneWayAudio {
-                        silent: Flow::Received,
-                        silent_for: received_still,
-                    }),
-                    (false, false) => {}
-                }
+        if let (Some(media), None) = (self.media, self.held_since)
+            && media.counters.is_some()
+        {
+            let sent_still = now.saturating_duration_since(media.sent_moved);
+            let received_still = now.saturating_duration_since(media.received_moved);
+            let limit = limits.no_audio_after;
+            match (sent_still >= limit, received_still >= limit) {
+                (true, true) => out.push(HealthKind::NoAudio {
+                    silent_for: sent_still.min(received_still),
+                }),
+                (true, false) => out.push(HealthKind::OneWayAudio {
+                    silent: Flow::Sent,
+                    silent_for: sent_still,
+                }),
+                (false, true) => out.push(HealthKind::OneWayAudio {
+                    silent: Flow::Received,
+                    silent_for: received_still,
+                }),
+                (false, false) => {}
             }
         }
         if let Some(since) = self.held_since {

@@ -207,13 +207,12 @@ impl BoundedEntries {
 
     /// Keeps `timed`; returns whether an entry had to be dropped for it.
     fn push(&mut self, timed: Timed, max: usize) -> bool {
-        if matches!(timed.entry, TraceEntry::RtpCounters { .. }) {
-            if let Some(last) = self.last_mut() {
-                if matches!(last.entry, TraceEntry::RtpCounters { .. }) {
-                    *last = timed;
-                    return false;
-                }
-            }
+        if matches!(timed.entry, TraceEntry::RtpCounters { .. })
+            && let Some(last) = self.last_mut()
+            && matches!(last.entry, TraceEntry::RtpCounters { .. })
+        {
+            *last = timed;
+            return false;
         }
         if self.head.len() < Self::head_capacity(max) {
             self.head.push(timed);

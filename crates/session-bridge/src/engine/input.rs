@@ -85,19 +85,19 @@ impl BridgeEngine {
             bridge.dropped += 1;
             return RtpAction::Dropped(DropReason::UnknownPayloadType(view.payload_type));
         };
-        if content == Content::Event {
-            if let Some(digit) = talker.dtmf.on_packet(view.timestamp, payload) {
-                talker.counters.dtmf += 1;
-                if events.len() >= config.max_queued_events {
-                    tracing::debug!(session_id = %session, "event queue full: DTMF digit not queued");
-                } else {
-                    events.push_back(BridgeEvent::DtmfReceived {
-                        bridge: talker.bridge,
-                        session,
-                        digit: digit.digit,
-                        duration: duration_of(u32::from(digit.duration)),
-                    });
-                }
+        if content == Content::Event
+            && let Some(digit) = talker.dtmf.on_packet(view.timestamp, payload)
+        {
+            talker.counters.dtmf += 1;
+            if events.len() >= config.max_queued_events {
+                tracing::debug!(session_id = %session, "event queue full: DTMF digit not queued");
+            } else {
+                events.push_back(BridgeEvent::DtmfReceived {
+                    bridge: talker.bridge,
+                    session,
+                    digit: digit.digit,
+                    duration: duration_of(u32::from(digit.duration)),
+                });
             }
         }
 

@@ -229,7 +229,7 @@ impl Harness {
         while self.now < end {
             self.now += STEP;
             let since = self.now.duration_since(self.t0).as_millis();
-            if since % 20 == 0 {
+            if since.is_multiple_of(20) {
                 self.send_all();
             }
             self.drain();

@@ -428,13 +428,12 @@ impl Core {
     pub(super) async fn session_expired(&mut self, session: SessionId) {
         tracing::debug!(session_id = %session, "session timer expired");
         let dialog = self.calls.get(&session).and_then(|c| c.dialog.clone());
-        if let Some(dialog) = dialog {
-            if let Some(Ok(bye)) = self
+        if let Some(dialog) = dialog
+            && let Some(Ok(bye)) = self
                 .send_in_dialog(session, dialog, Method::Bye, Vec::new(), None)
                 .await
-            {
-                self.note_ending_request(bye);
-            }
+        {
+            self.note_ending_request(bye);
         }
         self.end_call(session, TerminationReason::Failed(FailureReason::Timeout));
     }

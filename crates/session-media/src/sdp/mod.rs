@@ -588,10 +588,10 @@ fn token(text: &str) -> impl fmt::Display + '_ {
 
 fn write_attribute(f: &mut fmt::Formatter<'_>, a: &Attribute) -> fmt::Result {
     // rtpmap is re-serialised from its parsed form so it is always valid on the wire.
-    if a.name == "rtpmap" {
-        if let Some(map) = a.value.as_deref().and_then(RtpMap::parse) {
-            return write!(f, "a=rtpmap:{map}\r\n");
-        }
+    if a.name == "rtpmap"
+        && let Some(map) = a.value.as_deref().and_then(RtpMap::parse)
+    {
+        return write!(f, "a=rtpmap:{map}\r\n");
     }
     match &a.value {
         Some(v) => write!(f, "a={}:{}\r\n", token(&a.name), clean(v)),

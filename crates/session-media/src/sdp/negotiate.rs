@@ -354,11 +354,11 @@ impl OfferAnswer {
     /// changed, one more otherwise (RFC 3264 §8).
     fn stamp(&mut self, mut sdp: SessionDescription) -> SessionDescription {
         sdp.origin.session_version = self.version;
-        if let Some(last) = &self.last_sent {
-            if *last != sdp {
-                self.version = self.version.wrapping_add(1);
-                sdp.origin.session_version = self.version;
-            }
+        if let Some(last) = &self.last_sent
+            && *last != sdp
+        {
+            self.version = self.version.wrapping_add(1);
+            sdp.origin.session_version = self.version;
         }
         self.last_sent = Some(sdp.clone());
         sdp
