@@ -36,6 +36,8 @@
 //!                                several instances on one host keep apart
 //! --drain-grace-ms N             how long calls in progress may go on after SIGTERM (default
 //!                                30000; 0 ends them at once)
+//! --metrics ADDR                 serve the manager's metrics for Prometheus at
+//!                                http://ADDR/metrics (a line `metrics on ADDR` says where)
 //! ```
 //!
 //! It prints `listening on ADDR` once bound (`listening on ADDR tls ADDR` with TLS) and runs
@@ -121,8 +123,9 @@ const USAGE: &str = "usage:
                         [--ring-ms N]
                         [--hangup-after-ms N] [--rtp-echo] [--max-sessions N]
                         [--reserve-calls N] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]
-                        [--rtp-ports LOW-HIGH] [--drain-grace-ms N]
-                                              UAS until Ctrl-C/SIGTERM, then a drain of up
+                        [--rtp-ports LOW-HIGH] [--drain-grace-ms N] [--metrics ADDR]
+                                              UAS (metrics for Prometheus at
+                                              http://ADDR/metrics) until Ctrl-C/SIGTERM, then a drain of up
                                               to N ms (default 30000); a second signal ends
                                               the calls left at once
   20_sipp_compatibility --call URI [--bind ADDR] [--calls N] [--rate R] [--duration-ms D]
@@ -192,6 +195,8 @@ struct UasConfig {
     rtp_ports: Option<RangeInclusive<u16>>,
     /// How long calls in progress may go on after the first stop request.
     drain_grace: Duration,
+    /// Where `GET /metrics` is served (Prometheus text format), if anywhere.
+    metrics: Option<SocketAddr>,
 }
 
 impl UasConfig {
@@ -208,6 +213,7 @@ impl UasConfig {
             tls: TlsFiles::default(),
             rtp_ports: None,
             drain_grace: DRAIN_GRACE,
+            metrics: None,
         }
     }
 }
@@ -326,6 +332,13 @@ fn parse_args(args: &[String]) -> Result<Run, String> {
             }
             "--drain-grace-ms" => {
                 uas.drain_grace = millis("--drain-grace-ms", &value("--drain-grace-ms")?)?;
+            }
+            "--metrics" => {
+                let text = value("--metrics")?;
+                uas.metrics = Some(
+                    text.parse()
+                        .map_err(|_| format!("--metrics: not an address: {text}"))?,
+                );
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -681,6 +694,9 @@ async fn start_uas(config: UasConfig) -> Result<(SessionManager, Arc<Tally>), Bo
     if config.reserve_calls > 0 {
         builder = builder.reserve_calls(config.reserve_calls);
     }
+    if let Some(address) = config.metrics {
+        builder = builder.metrics_address(address);
+    }
     if let Some(tls) = config.tls.config()? {
         builder = builder.tls(tls, None);
     }
@@ -744,6 +760,9 @@ async fn run_uas(config: UasConfig) -> Result<ExitCode, BoxError> {
         .map(|tls| format!(" tls {tls}"))
         .unwrap_or_default();
     println!("listening on {}{tls} (mode {mode:?})", manager.local_addr());
+    if let Some(metrics) = manager.metrics_addr() {
+        println!("metrics on {metrics}");
+    }
     stops.next().await?;
     // Out of service: new calls refused (and OPTIONS 503, so a balancer stops sending), the
     // calls in progress given the grace to finish.
