@@ -30,6 +30,15 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 /// Builds a [`SessionManager`]. Every setting has a default suitable for loopback.
+///
+/// Its `Debug` shows the settings (credentials and keys redacted), e.g. to log them at start:
+///
+/// ```
+/// use session_core::SessionManager;
+///
+/// let builder = SessionManager::builder().bind(([127, 0, 0, 1], 5070).into());
+/// assert!(format!("{builder:?}").contains("127.0.0.1:5070"));
+/// ```
 pub struct SessionManagerBuilder {
     config: ManagerConfig,
     handler: Arc<dyn CallHandler>,
@@ -42,6 +51,24 @@ pub struct SessionManagerBuilder {
     /// Server-side digest and the registrar (`registrar.rs`, `server_auth.rs`).
     server_auth: Option<crate::ServerAuth>,
     registrar: Option<crate::RegistrarConfig>,
+}
+
+/// The settings, and which parts were given rather than made by `start` (the handler, a bus,
+/// limits …); credentials and keys show redacted.
+impl std::fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("config", &self.config)
+            .field("bus_given", &self.bus.is_some())
+            .field("admission_given", &self.admission.is_some())
+            .field("ports_given", &self.ports.is_some())
+            .field("tracer", &self.tracer.is_some())
+            .field("metrics_given", &self.metrics.is_some())
+            .field("metrics_address", &self.metrics_address)
+            .field("server_auth", &self.server_auth.is_some())
+            .field("registrar", &self.registrar.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionManagerBuilder {
