@@ -114,7 +114,8 @@ pub enum SessionEvent {
         call_id: CallId,
         /// The `From` URI (the caller).
         from: Arc<str>,
-        /// The `To` URI (the callee).
+        /// The callee: an outgoing call's `To` URI; an incoming call's Request-URI (where the
+        /// INVITE was sent, which a proxy may have retargeted away from its `To`).
         to: Arc<str>,
     },
     /// The session's call state changed (see `session_types::CallState` for the legal changes).
