@@ -90,12 +90,12 @@ mod tests {
     use tokio::io::Interest;
     use tokio::net::UdpSocket;
 
-    /// The TOS byte of the next datagram `socket` receives.
+    /// The TOS byte (IPv4) or traffic class (IPv6) of the next datagram `socket` receives.
     async fn received_tos(socket: &UdpSocket) -> u8 {
         let tos = socket.async_io(Interest::READABLE, || {
             let mut data = [0u8; 64];
             let mut iov = [IoSliceMut::new(&mut data)];
-            let mut control = nix::cmsg_space!(u8);
+            let mut control = nix::cmsg_space!(i32);
             let message = recvmsg::<SockaddrStorage>(
                 socket.as_raw_fd(),
                 &mut iov,
@@ -106,11 +106,33 @@ mod tests {
             Ok(message.cmsgs().ok().and_then(|mut cmsgs| {
                 cmsgs.find_map(|cmsg| match cmsg {
                     ControlMessageOwned::Ipv4Tos(tos) => Some(tos),
+                    ControlMessageOwned::Ipv6TClass(class) => u8::try_from(class).ok(),
                     _ => None,
                 })
             }))
         });
-        tos.await.unwrap().expect("an IP_TOS control message")
+        tos.await
+            .unwrap()
+            .expect("an IP_TOS or IPV6_TCLASS control message")
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_datagram_is_marked_by_its_traffic_class() {
+        let Ok(receiver) = UdpSocket::bind("[::1]:0").await else {
+            eprintln!("skipped: no IPv6 loopback on this host");
+            return;
+        };
+        setsockopt(&receiver, sockopt::Ipv6RecvTClass, &true).unwrap();
+        let sender = UdpSocket::bind("[::1]:0").await.unwrap();
+        let transmit = Transmit {
+            protocol: Protocol::Udp,
+            destination: receiver.local_addr().unwrap(),
+            bytes: bytes::Bytes::from_static(b"a message"),
+            dscp: Some(40),
+        };
+        sender.writable().await.unwrap();
+        try_send(&sender, &transmit).unwrap();
+        assert_eq!(received_tos(&receiver).await >> 2, 40);
     }
 
     #[tokio::test]
