@@ -46,10 +46,9 @@
 //! Every process started here is stopped on every path (guards: SIGTERM, SIGKILL after a
 //! bound; Kamailio's workers too); every wait is bounded.
 
-use crate::util::{self, Outcome};
+use crate::util::{self, Outcome, children_of, free_port, load_average, tail};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, IsTerminal, Write as _};
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -1990,22 +1989,6 @@ const UAC_SCENARIO: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A loopback port free for UDP right now (Kamailio listens on UDP only; the instances also
-/// on TCP, hence the check).
-fn free_port() -> Result<u16, String> {
-    for _ in 0..20 {
-        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-        let port = socket
-            .local_addr()
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no port free for both UDP and TCP".to_owned())
-}
-
 /// Whether something listens on loopback UDP `port`, from `/proc/net/udp`.
 fn port_bound(port: u16) -> bool {
     let local = format!(":{port:04X}");
@@ -2018,40 +2001,6 @@ fn port_bound(port: u16) -> bool {
                 .nth(1)
                 .is_some_and(|addr| addr.ends_with(&local))
         })
-}
-
-/// The process ids whose parent is `pid` (from `/proc/PID/stat`).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&candidate| {
-            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect()
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
-        .unwrap_or_default()
-}
-
-/// The last `lines` lines of the file at `path`.
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let last: Vec<&str> = text.lines().rev().take(lines).collect();
-    last.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// On a terminal: one line, rewritten, with SIPp's counts so far.

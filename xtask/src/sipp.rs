@@ -49,10 +49,10 @@ mod prack;
 mod proxy;
 mod tls_load;
 
-use crate::util::{self, Outcome};
+use crate::util::{self, Outcome, free_port};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -908,21 +908,6 @@ impl SippServer {
             }
         }
     }
-}
-
-/// A loopback port free for UDP and TCP right now.
-fn free_port() -> Result<u16, String> {
-    for _ in 0..20 {
-        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-        let port = socket
-            .local_addr()
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no port free for both UDP and TCP".to_owned())
 }
 
 /// Whether something listens on loopback `port` (UDP, or TCP in LISTEN state), from

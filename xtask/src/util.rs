@@ -1,5 +1,6 @@
 //! Small helpers shared by the xtask commands: locating the workspace, running cargo,
-//! running a child process with a timeout, and reading a process's CPU time.
+//! running a child process with a timeout, reading a process's CPU time and children, a free
+//! loopback port, the load average and a log's last lines.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -100,4 +101,56 @@ pub(crate) fn clock_ticks() -> f64 {
         .ok()
         .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// A loopback port free for both UDP and TCP right now (our servers listen on both; Kamailio
+/// and SIPp on UDP).
+pub(crate) fn free_port() -> Result<u16, String> {
+    for _ in 0..20 {
+        let socket =
+            std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+        let port = socket
+            .local_addr()
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no port free for both UDP and TCP".to_owned())
+}
+
+/// The process ids whose parent is `pid` (from `/proc/PID/stat`).
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&candidate| {
+            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// The machine's load averages over 1, 5 and 15 minutes, as `a / b / c`.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
+        .unwrap_or_default()
+}
+
+/// The last `lines` lines of the file at `path`.
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let last: Vec<&str> = text.lines().rev().take(lines).collect();
+    last.into_iter().rev().collect::<Vec<_>>().join("\n")
 }

@@ -32,7 +32,7 @@
 //! bounded.
 
 use super::{Ctx, Example, START_LIMIT, free_port, port_bound};
-pub(super) use crate::util::{clock_ticks, cpu_ticks};
+pub(super) use crate::util::{clock_ticks, cpu_ticks, load_average};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{IsTerminal, Write as _};
@@ -871,12 +871,6 @@ pub(super) fn rcvbuf_errors() -> u64 {
         .find(|(name, _)| *name == "RcvbufErrors")
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0)
-}
-
-pub(super) fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
-        .unwrap_or_default()
 }
 
 /// 12345 → "12,345".

@@ -36,7 +36,7 @@ use super::{
     Ctx, Example, NotPassed, OK_TO_LAST, START_LIMIT, SippServer, Verdict, answered_invite, ensure,
     free_port, in_dialog_to, port_bound, scenario, sipp_uac, uac,
 };
-use crate::util::{self, Outcome};
+use crate::util::{self, Outcome, children_of, tail};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -256,34 +256,6 @@ fn module_dir(ctx: &Ctx, binary: &Path) -> Result<PathBuf, String> {
         .into_iter()
         .find(|dir| has_tm(dir))
         .ok_or_else(|| format!("cannot find Kamailio's modules (tm.so) in {searched}"))
-}
-
-/// The process ids whose parent is `pid` (from `/proc/PID/stat`).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&candidate| {
-            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // `PID (COMM) STATE PPID …`; COMM may hold spaces and parentheses.
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect()
-}
-
-/// The last `lines` lines of the file at `path`.
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let last: Vec<&str> = text.lines().rev().take(lines).collect();
-    last.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// The configuration of a proxy on `127.0.0.1:port`, loading modules from `modules`, relaying

@@ -17,6 +17,7 @@ use session_types::{
     SessionId, StatusCode,
 };
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The SDP content type.
 pub(crate) const SDP: &str = "application/sdp";
@@ -35,20 +36,8 @@ impl Core {
             .draining
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            let retry = self
-                .admission
-                .limits()
-                .suggested_retry_after()
-                .as_secs()
-                .max(1);
-            self.respond(
-                None,
-                tx,
-                StatusCode::SERVICE_UNAVAILABLE,
-                vec![Header::new(HeaderName::RetryAfter, retry.to_string())],
-                None,
-            )
-            .await;
+            let retry = self.admission.limits().suggested_retry_after();
+            self.refuse_unavailable(tx, retry).await;
             return;
         }
         // Digest first (RFC 3261 §22): a challenge is stateless and costs no admission slot.
@@ -69,17 +58,9 @@ impl Core {
         let permit = match self.admission.try_admit(&admission) {
             Ok(permit) => permit,
             Err(error) => {
-                // 503 with Retry-After (RFC 3261 §21.5.4): the caller may try again later.
-                let retry = error.retry_after().map_or(5, |d| d.as_secs().max(1));
                 tracing::debug!(%error, "INVITE refused by admission");
-                self.respond(
-                    None,
-                    tx,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    vec![Header::new(HeaderName::RetryAfter, retry.to_string())],
-                    None,
-                )
-                .await;
+                let retry = error.retry_after().unwrap_or(Duration::from_secs(5));
+                self.refuse_unavailable(tx, retry).await;
                 return;
             }
         };
@@ -277,6 +258,20 @@ impl Core {
             .await;
         self.end_call(session, TerminationReason::Failed(reason));
         error
+    }
+
+    /// Refuses INVITE `tx` with 503 and `Retry-After` (RFC 3261 §21.5.4: the caller may try
+    /// again after `retry`, at least a second), before anything is made for it.
+    async fn refuse_unavailable(&self, tx: TransactionId, retry: Duration) {
+        let seconds = retry.as_secs().max(1).to_string();
+        self.respond(
+            None,
+            tx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            vec![Header::new(HeaderName::RetryAfter, seconds)],
+            None,
+        )
+        .await;
     }
 
     /// Sends 180 Ringing.
