@@ -184,6 +184,9 @@ impl<T: Copy> SmallList<T> {
 /// A map keyed by our own ids, hashed with [`IdHasher`].
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
+/// A set of our own ids, hashed with [`IdHasher`].
+pub(crate) type IdSet<K> = std::collections::HashSet<K, BuildHasherDefault<IdHasher>>;
+
 /// A hasher for maps keyed by session and group ids (here and in `dependencies.rs`). Session
 /// ids are random (or an application's own), group ids count up; none is chosen by the
 /// network, so SipHash's protection against chosen keys is not needed, nor its cost (a third

@@ -138,7 +138,7 @@ impl Core {
                 let port = call.media_port;
                 call.offer_answer.as_mut().map(|oa| oa.create_offer(port))
             });
-            let body = offer.map(|sdp| (SDP, Bytes::from(sdp.to_string())));
+            let body = offer.map(|sdp| (SDP, Bytes::from(sdp.to_text())));
             self.respond(Some(session), tx, StatusCode::OK, headers, body)
                 .await;
             return;
@@ -166,7 +166,7 @@ impl Core {
             }
         };
         let held = answered.media.is_held_by_remote();
-        let body = Bytes::from(answered.answer.to_string());
+        let body = Bytes::from(answered.answer.to_text());
         self.respond(
             Some(session),
             tx,
@@ -250,7 +250,7 @@ impl Core {
                 MediaDirection::SendRecv
             });
         }
-        let offer = Bytes::from(offer_answer.create_offer(port).to_string());
+        let offer = Bytes::from(offer_answer.create_offer(port).to_text());
         let mut headers = Vec::new();
         if let Some(timer) = call.session_timer {
             headers.push(timer.header());

@@ -392,7 +392,7 @@ impl Core {
             Some(offer) => offer_answer.answer_offer(&offer, port)?.answer,
             None => offer_answer.create_offer(port),
         };
-        Ok(Bytes::from(sdp.to_string()))
+        Ok(Bytes::from(sdp.to_text()))
     }
 
     /// Refuses an inbound call not answered yet.

@@ -24,6 +24,7 @@ pub(crate) use inbound::SUPPORTED_TAGS;
 use crate::call::{CallSession, CallShared, CallStats, CallStatus};
 use crate::config::{ManagerConfig, MediaMode};
 use crate::error::{Result, SessionError};
+use crate::groups::{IdMap, IdSet};
 use crate::handler::{AcceptOptions, CallHandler, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource, MediaEvent, MediaHandle};
 use crate::session_timer::SessionTimer;
@@ -342,6 +343,8 @@ pub(crate) struct CoreParts {
 /// The manager's task state.
 pub(crate) struct Core {
     pub(crate) config: ManagerConfig,
+    /// `config.media`, shared by every call's offer/answer state rather than copied per call.
+    pub(crate) media_config: Arc<session_media::sdp::negotiate::MediaConfig>,
     /// For [`SipHandle::refuse_new_calls`]. Never `with` from this task: its jobs are this
     /// task's inputs, so it would wait for itself (use [`Core::ua`]).
     pub(crate) sip: SipHandle,
@@ -359,8 +362,10 @@ pub(crate) struct Core {
     pub(crate) local_ip: IpAddr,
     pub(crate) our_uri: Uri,
     /// Boxed: a call is a few hundred bytes, and a map's spare capacity should not be.
-    pub(crate) calls: HashMap<SessionId, Box<Call>>,
-    pub(crate) by_tx: HashMap<TransactionId, TxOwner>,
+    // Keyed by our own ids (session ids we draw, transaction ids the user agent counts out),
+    // never by network text, so the cheap id hasher serves (see `IdHasher`).
+    pub(crate) calls: IdMap<SessionId, Box<Call>>,
+    pub(crate) by_tx: IdMap<TransactionId, TxOwner>,
     pub(crate) by_dialog: HashMap<DialogId, SessionId>,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SessionId, TimerKind, u32)>>,
     pub(crate) media_events: mpsc::Sender<(SessionId, MediaEvent)>,
@@ -372,7 +377,7 @@ pub(crate) struct Core {
     pub(crate) endings: Vec<(Box<Call>, TerminationReason)>,
     pub(crate) tracer: Option<SessionTracer>,
     /// BYE and CANCEL requests sent, until their final response (or timeout).
-    pub(crate) ending_requests: std::collections::HashSet<TransactionId>,
+    pub(crate) ending_requests: IdSet<TransactionId>,
     /// Every bridge of this manager, and the legs of the calls in them.
     pub(crate) bridges: session_bridge::BridgeDriver,
     /// The manager's own random draws (Call-IDs, session ids), seeded next to the SIP layer's.
@@ -430,8 +435,10 @@ impl Core {
         // Not the SIP layer's own sequence (that one is seeded with the seed itself).
         let rng = fastrand::Rng::with_seed(config.rng_seed.unwrap_or_default().wrapping_add(1));
         let dscp = Arc::new(config.dscp.clone());
+        let media_config = Arc::new(config.media.clone());
         let mut core = Core {
             dscp,
+            media_config,
             config,
             sip,
             driver: parking_lot::Mutex::new(driver),
@@ -444,8 +451,8 @@ impl Core {
             metrics,
             local_ip,
             our_uri,
-            calls: HashMap::with_capacity(reserve),
-            by_tx: HashMap::with_capacity(reserve),
+            calls: IdMap::with_capacity_and_hasher(reserve, Default::default()),
+            by_tx: IdMap::with_capacity_and_hasher(reserve, Default::default()),
             by_dialog: HashMap::with_capacity(reserve),
             timers: BinaryHeap::new(),
             media_events,
@@ -453,7 +460,7 @@ impl Core {
             pending_replacements: Vec::new(),
             endings: Vec::new(),
             tracer,
-            ending_requests: std::collections::HashSet::new(),
+            ending_requests: IdSet::default(),
             rng,
             bridges,
             groups,
@@ -1539,7 +1546,10 @@ impl Core {
     /// halves the capacity at least, so the cost is amortised over the calls that ended.
     fn give_back_room(&mut self) {
         let floor = self.config.reserve_calls;
-        fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, floor: usize) {
+        fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+            map: &mut HashMap<K, V, S>,
+            floor: usize,
+        ) {
             if map.capacity() > 64 && map.len() < map.capacity() / 4 {
                 map.shrink_to((map.len() * 2).max(floor));
             }
@@ -1554,8 +1564,14 @@ impl Core {
     /// Opens the call's media: an RTP endpoint from the pool (or none when signaling only)
     /// and a fresh offer/answer state.
     pub(crate) async fn open_media(&mut self, session: SessionId) -> Result<()> {
-        let mut offer_answer = OfferAnswer::new(self.config.media.clone(), self.local_ip);
-        offer_answer.set_local_ip(self.local_ip);
+        // The o= session id comes from the manager's seeded generator (RFC 8866 §5.2: any
+        // number unique enough; NTP-style values are conventional).
+        let sdp_session_id = self.rng.u64(1..u64::from(u32::MAX));
+        let offer_answer = OfferAnswer::with_shared_config(
+            Arc::clone(&self.media_config),
+            self.local_ip,
+            sdp_session_id,
+        );
         let mut marking = None;
         let (media, port) = match self.config.media_mode {
             MediaMode::Rtp { echo } => {

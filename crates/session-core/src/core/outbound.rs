@@ -91,7 +91,7 @@ impl Core {
                     .as_mut()
                     .ok_or(SessionError::NoSuchSession)?
                     .create_offer(port);
-                Bytes::from(offer.to_string())
+                Bytes::from(offer.to_text())
             }
         };
         let mut headers = call.headers.clone();

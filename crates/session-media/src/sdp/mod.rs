@@ -23,7 +23,7 @@
 
 pub mod negotiate;
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -60,7 +60,7 @@ impl AddrType {
 }
 
 /// The `o=` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// User name (`-` when there is none).
     pub username: String,
@@ -75,7 +75,7 @@ pub struct Origin {
 }
 
 /// A `c=` line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Connection {
     /// Address type.
     pub addr_type: AddrType,
@@ -105,7 +105,7 @@ impl Connection {
 }
 
 /// An `a=` line: name and optional value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Attribute {
     /// Attribute name (before `:`).
     pub name: String,
@@ -219,6 +219,27 @@ impl RtpMap {
     /// Parses `"<pt> <name>/<rate>[/<channels>]"`; tolerates `"<name>/<rate> <channels>"`
     /// (the broken form some libraries write).
     pub fn parse(value: &str) -> Option<Self> {
+        RtpMapRef::parse(value).map(|map| Self {
+            payload_type: map.payload_type,
+            encoding_name: map.encoding_name.to_owned(),
+            clock_rate: map.clock_rate,
+            channels: map.channels,
+        })
+    }
+}
+
+/// An `rtpmap` value parsed in place: [`RtpMap`] without the owned name, for reading and
+/// re-writing without an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RtpMapRef<'a> {
+    payload_type: u8,
+    encoding_name: &'a str,
+    clock_rate: u32,
+    channels: u8,
+}
+
+impl<'a> RtpMapRef<'a> {
+    fn parse(value: &'a str) -> Option<Self> {
         let (pt, rest) = value.trim().split_once(' ')?;
         let payload_type = pt.parse().ok()?;
         let rest = rest.trim();
@@ -227,7 +248,7 @@ impl RtpMap {
             None => (rest, None),
         };
         let mut parts = encoding.split('/');
-        let encoding_name = parts.next().filter(|n| !n.is_empty())?.to_owned();
+        let encoding_name = parts.next().filter(|n| !n.is_empty())?;
         let clock_rate = parts.next()?.parse().ok()?;
         let channels = match (parts.next(), broken_channels) {
             (Some(c), _) | (None, Some(c)) => c.parse().ok()?,
@@ -257,7 +278,7 @@ impl fmt::Display for RtpMap {
 }
 
 /// One `m=` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MediaDescription {
     /// Media type: `audio`, `video`, `application`, …
     pub media: String,
@@ -302,8 +323,14 @@ impl MediaDescription {
     /// The `rtpmap` of a payload type, if present.
     pub fn rtpmap(&self, payload_type: u8) -> Option<RtpMap> {
         self.attribute_values("rtpmap")
-            .filter_map(RtpMap::parse)
+            .filter_map(RtpMapRef::parse)
             .find(|m| m.payload_type == payload_type)
+            .map(|m| RtpMap {
+                payload_type: m.payload_type,
+                encoding_name: m.encoding_name.to_owned(),
+                clock_rate: m.clock_rate,
+                channels: m.channels,
+            })
     }
 
     /// The `fmtp` parameters of a payload type, if present.
@@ -347,7 +374,7 @@ impl MediaDescription {
 }
 
 /// A whole SDP body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionDescription {
     /// `o=`.
     pub origin: Origin,
@@ -555,103 +582,186 @@ impl FromStr for SessionDescription {
     }
 }
 
-/// Replaces anything that could break a line (CR, LF, other controls) with a space.
-fn clean(text: &str) -> impl fmt::Display + '_ {
-    struct Clean<'a>(&'a str);
-    impl fmt::Display for Clean<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            for c in self.0.chars() {
-                f.write_char(if c.is_control() { ' ' } else { c })?;
-            }
-            Ok(())
-        }
+/// Appends `text` with anything that could break a line (CR, LF, other controls) replaced by
+/// a space.
+fn push_clean(out: &mut String, text: &str) {
+    if !has_control(text.as_bytes()) {
+        out.push_str(text);
+        return;
     }
-    Clean(text)
+    out.extend(text.chars().map(|c| if c.is_control() { ' ' } else { c }));
 }
 
-/// A token field (no spaces allowed): controls and spaces become `-`, empty becomes `-`.
-fn token(text: &str) -> impl fmt::Display + '_ {
-    struct Token<'a>(&'a str);
-    impl fmt::Display for Token<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            if self.0.is_empty() {
-                return f.write_char('-');
-            }
-            for c in self.0.chars() {
-                f.write_char(if c.is_control() || c == ' ' { '-' } else { c })?;
-            }
-            Ok(())
-        }
+/// Appends a token field (no spaces allowed): controls and spaces become `-`, empty becomes
+/// `-`.
+fn push_token(out: &mut String, text: &str) {
+    if text.is_empty() {
+        out.push('-');
+    } else if !has_control(text.as_bytes()) && !text.as_bytes().contains(&b' ') {
+        out.push_str(text);
+    } else {
+        out.extend(
+            text.chars()
+                .map(|c| if c.is_control() || c == ' ' { '-' } else { c }),
+        );
     }
-    Token(text)
 }
 
-fn write_attribute(f: &mut fmt::Formatter<'_>, a: &Attribute) -> fmt::Result {
+/// Whether UTF-8 text may hold a control character (`char::is_control`: U+0000–U+001F and
+/// U+007F–U+009F; the C1 range is encoded as `C2 80`–`C2 9F`). A `C2` byte sends the text to
+/// the exact, char-by-char path.
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2)
+}
+
+/// Appends a number in decimal without the formatting machinery.
+pub(crate) fn push_number(out: &mut String, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        // `rest % 10` is below 10, so the digit is ASCII.
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
+/// Appends `<pt> <name>/<rate>[/<channels>]`, the one form of `rtpmap` we write.
+fn push_rtpmap(out: &mut String, payload_type: u8, name: &str, rate: u32, channels: u8) {
+    push_number(out, payload_type.into());
+    out.push(' ');
+    push_token(out, name);
+    out.push('/');
+    push_number(out, rate.into());
+    if channels > 1 {
+        out.push('/');
+        push_number(out, channels.into());
+    }
+}
+
+fn push_attribute(out: &mut String, a: &Attribute) {
     // rtpmap is re-serialised from its parsed form so it is always valid on the wire.
     if a.name == "rtpmap"
-        && let Some(map) = a.value.as_deref().and_then(RtpMap::parse)
+        && let Some(map) = a.value.as_deref().and_then(RtpMapRef::parse)
     {
-        return write!(f, "a=rtpmap:{map}\r\n");
+        out.push_str("a=rtpmap:");
+        push_rtpmap(
+            out,
+            map.payload_type,
+            map.encoding_name,
+            map.clock_rate,
+            map.channels,
+        );
+        out.push_str("\r\n");
+        return;
     }
-    match &a.value {
-        Some(v) => write!(f, "a={}:{}\r\n", token(&a.name), clean(v)),
-        None => write!(f, "a={}\r\n", token(&a.name)),
+    out.push_str("a=");
+    push_token(out, &a.name);
+    if let Some(v) = &a.value {
+        out.push(':');
+        push_clean(out, v);
     }
+    out.push_str("\r\n");
 }
 
-impl fmt::Display for SessionDescription {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+fn push_connection(out: &mut String, c: &Connection) {
+    out.push_str("c=IN ");
+    out.push_str(c.addr_type.as_str());
+    out.push(' ');
+    push_token(out, &c.address);
+    out.push_str("\r\n");
+}
+
+impl SessionDescription {
+    /// The body as we send it: CRLF line ends, every field cleaned so no value can break a line
+    /// (what `Display` writes, built straight into one `String`).
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(256);
+        self.write_into(&mut out);
+        out
+    }
+
+    fn write_into(&self, out: &mut String) {
         let o = &self.origin;
-        write!(
-            f,
-            "v=0\r\no={} {} {} IN {} {}\r\n",
-            token(&o.username),
-            token(&o.session_id),
-            o.session_version,
-            o.addr_type.as_str(),
-            token(&o.address)
-        )?;
+        out.push_str("v=0\r\no=");
+        push_token(out, &o.username);
+        out.push(' ');
+        push_token(out, &o.session_id);
+        out.push(' ');
+        push_number(out, o.session_version);
+        out.push_str(" IN ");
+        out.push_str(o.addr_type.as_str());
+        out.push(' ');
+        push_token(out, &o.address);
+        out.push_str("\r\ns=");
         let name = if self.session_name.trim().is_empty() {
             "-"
         } else {
             &self.session_name
         };
-        write!(f, "s={}\r\n", clean(name))?;
+        push_clean(out, name);
+        out.push_str("\r\n");
         if let Some(c) = &self.connection {
-            write!(f, "c=IN {} {}\r\n", c.addr_type.as_str(), token(&c.address))?;
+            push_connection(out, c);
         }
         for b in &self.bandwidths {
-            write!(f, "b={}\r\n", token(b))?;
+            out.push_str("b=");
+            push_token(out, b);
+            out.push_str("\r\n");
         }
-        write!(f, "t={} {}\r\n", self.timing.0, self.timing.1)?;
+        out.push_str("t=");
+        push_number(out, self.timing.0);
+        out.push(' ');
+        push_number(out, self.timing.1);
+        out.push_str("\r\n");
         for a in &self.attributes {
-            write_attribute(f, a)?;
+            push_attribute(out, a);
         }
         for m in &self.media {
-            write!(f, "m={} {}", token(&m.media), m.port)?;
+            out.push_str("m=");
+            push_token(out, &m.media);
+            out.push(' ');
+            push_number(out, m.port.into());
             if let Some(n) = m.port_count {
-                write!(f, "/{n}")?;
+                out.push('/');
+                push_number(out, n.into());
             }
-            write!(f, " {}", token(&m.protocol))?;
+            out.push(' ');
+            push_token(out, &m.protocol);
             if m.formats.is_empty() {
                 // A format list is mandatory; 0 is the conventional filler for a rejected line.
-                f.write_str(" 0")?;
+                out.push_str(" 0");
             }
-            for fmt_ in &m.formats {
-                write!(f, " {}", token(fmt_))?;
+            for format in &m.formats {
+                out.push(' ');
+                push_token(out, format);
             }
-            f.write_str("\r\n")?;
+            out.push_str("\r\n");
             if let Some(c) = &m.connection {
-                write!(f, "c=IN {} {}\r\n", c.addr_type.as_str(), token(&c.address))?;
+                push_connection(out, c);
             }
             for b in &m.bandwidths {
-                write!(f, "b={}\r\n", token(b))?;
+                out.push_str("b=");
+                push_token(out, b);
+                out.push_str("\r\n");
             }
             for a in &m.attributes {
-                write_attribute(f, a)?;
+                push_attribute(out, a);
             }
         }
-        Ok(())
+    }
+}
+
+impl fmt::Display for SessionDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
     }
 }
 

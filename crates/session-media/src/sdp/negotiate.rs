@@ -20,6 +20,7 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::sdp::{
@@ -302,11 +303,12 @@ pub struct Answered {
 /// The SDP offer/answer state of one session.
 #[derive(Debug, Clone)]
 pub struct OfferAnswer {
-    config: MediaConfig,
+    config: Arc<MediaConfig>,
     local_ip: IpAddr,
     session_id: u64,
     version: u64,
-    last_sent: Option<SessionDescription>,
+    /// A fingerprint of the last description we sent, its version left out (see `stamp`).
+    last_sent: Option<u64>,
     local_direction: MediaDirection,
     pending_offer: Option<SessionDescription>,
     current: Option<NegotiatedMedia>,
@@ -314,9 +316,19 @@ pub struct OfferAnswer {
 
 impl OfferAnswer {
     /// New state for a session whose media is at `local_ip`.
+    ///
+    /// The `o=` session id is drawn from `fastrand`'s thread-local generator; an application
+    /// that replays runs from a seed gives it with [`OfferAnswer::with_shared_config`].
     pub fn new(config: MediaConfig, local_ip: IpAddr) -> Self {
         // NTP-style session ids are conventional; any unique number is allowed (RFC 8866 §5.2).
         let session_id = fastrand::u64(1..u64::from(u32::MAX));
+        Self::with_shared_config(Arc::new(config), local_ip, session_id)
+    }
+
+    /// New state sharing one configuration with other sessions (no copy of it per call), with
+    /// the `o=` line's session id (also its first version) given by the caller, e.g. from a
+    /// seeded generator.
+    pub fn with_shared_config(config: Arc<MediaConfig>, local_ip: IpAddr, session_id: u64) -> Self {
         Self {
             config,
             local_ip,
@@ -352,29 +364,35 @@ impl OfferAnswer {
 
     /// Gives a description the next `o=` version: the same as last time when nothing else
     /// changed, one more otherwise (RFC 3264 §8).
+    ///
+    /// What is compared is a 64-bit fingerprint of the description with its version left out,
+    /// not a kept copy: a copy cost more than the rest of an answer. Two different
+    /// descriptions share a fingerprint with a chance of about 2⁻⁶⁴ per change; the cost of
+    /// such a collision would be a peer not noticing one re-offer's change.
     fn stamp(&mut self, mut sdp: SessionDescription) -> SessionDescription {
-        sdp.origin.session_version = self.version;
-        if let Some(last) = &self.last_sent
-            && *last != sdp
-        {
+        sdp.origin.session_version = 0;
+        let fingerprint = fingerprint(&sdp);
+        if self.last_sent.is_some_and(|last| last != fingerprint) {
             self.version = self.version.wrapping_add(1);
-            sdp.origin.session_version = self.version;
         }
-        self.last_sent = Some(sdp.clone());
+        self.last_sent = Some(fingerprint);
+        sdp.origin.session_version = self.version;
         sdp
     }
 
     fn skeleton(&self) -> SessionDescription {
+        let address = self.local_ip.to_string();
+        let addr_type = super::AddrType::of(self.local_ip);
         SessionDescription {
             origin: Origin {
                 username: self.config.username.clone(),
-                session_id: self.session_id.to_string(),
+                session_id: number_text(self.session_id),
                 session_version: self.version,
-                addr_type: super::AddrType::of(self.local_ip),
-                address: self.local_ip.to_string(),
+                addr_type,
+                address: address.clone(),
             },
             session_name: "-".to_owned(),
-            connection: Some(Connection::ip(self.local_ip)),
+            connection: Some(Connection { addr_type, address }),
             bandwidths: Vec::new(),
             timing: (0, 0),
             attributes: Vec::new(),
@@ -395,7 +413,7 @@ impl OfferAnswer {
             attributes: Vec::new(),
         };
         for c in &self.config.codecs {
-            m.formats.push(c.payload_type.to_string());
+            m.formats.push(number_text(c.payload_type.into()));
             m.attributes.push(rtpmap_attr(
                 c.payload_type,
                 &c.name,
@@ -405,7 +423,7 @@ impl OfferAnswer {
         }
         if self.config.telephone_event {
             let pt = self.config.telephone_event_pt;
-            m.formats.push(pt.to_string());
+            m.formats.push(number_text(pt.into()));
             m.attributes
                 .push(rtpmap_attr(pt, TELEPHONE_EVENT, 8_000, 1));
             m.attributes
@@ -522,7 +540,7 @@ impl OfferAnswer {
             m.attributes.push(Attribute::value("mid", mid));
         }
         for c in &codecs {
-            m.formats.push(c.payload_type.to_string());
+            m.formats.push(number_text(c.payload_type.into()));
             m.attributes.push(rtpmap_attr(
                 c.payload_type,
                 &c.encoding_name,
@@ -531,15 +549,17 @@ impl OfferAnswer {
             ));
         }
         if let Some(pt) = telephone_event {
-            m.formats.push(pt.to_string());
+            m.formats.push(number_text(pt.into()));
             m.attributes
                 .push(rtpmap_attr(pt, TELEPHONE_EVENT, first.clock_rate, 1));
             let events = om.fmtp(pt).unwrap_or("0-15");
-            m.attributes
-                .push(Attribute::value("fmtp", format!("{pt} {events}")));
+            let mut fmtp = number_text(pt.into());
+            fmtp.push(' ');
+            fmtp.push_str(events);
+            m.attributes.push(Attribute::value("fmtp", fmtp));
         }
         m.attributes
-            .push(Attribute::value("ptime", ptime.to_string()));
+            .push(Attribute::value("ptime", number_text(ptime.into())));
         if rtcp_mux {
             m.attributes.push(Attribute::flag("rtcp-mux"));
         }
@@ -695,13 +715,81 @@ fn rtcp_port_of(m: &MediaDescription, rtcp_mux: bool) -> u16 {
 }
 
 fn rtpmap_attr(pt: u8, name: &str, rate: u32, channels: u8) -> Attribute {
-    let map = RtpMap {
-        payload_type: pt,
-        encoding_name: name.to_owned(),
-        clock_rate: rate,
-        channels,
-    };
-    Attribute::value("rtpmap", map.to_string())
+    let mut value = String::with_capacity(name.len() + 12);
+    super::push_rtpmap(&mut value, pt, name, rate, channels);
+    Attribute::value("rtpmap", value)
+}
+
+/// A number as decimal text, without the formatting machinery.
+fn number_text(value: u64) -> String {
+    let mut text = String::with_capacity(20);
+    super::push_number(&mut text, value);
+    text
+}
+
+/// A fingerprint of a description for `OfferAnswer::stamp`: a fixed, unkeyed hasher, so equal
+/// descriptions give equal fingerprints.
+fn fingerprint(sdp: &SessionDescription) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = Fingerprint(0);
+    sdp.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Folds eight bytes at a time: `state = (rotl(state, 5) ^ word) × K`. For a fixed word that
+/// step is a bijection of the state (K is odd), so descriptions that differ in one word always
+/// differ in fingerprint. Only our own answer's text goes in, and a collision could only make
+/// a peer miss one change, so a keyed hash would buy nothing here.
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            // The length goes in too, so trailing zero bytes are not lost.
+            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
 }
 
 /// A rejected stream: same media and protocol, port 0, the offered formats (RFC 3264 §6).
