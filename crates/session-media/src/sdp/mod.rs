@@ -442,8 +442,30 @@ fn parse_connection(value: &str, line: usize) -> Result<Connection> {
     })
 }
 
+/// The pieces between `\n`s, as `str::split('\n')` gives them (a byte scan: shorter than a
+/// line's worth of searcher set-up).
+fn lines(body: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(body);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.bytes().position(|b| b == b'\n') {
+            Some(at) => {
+                // `\n` is one byte, so both sides of it are character boundaries.
+                rest = text.get(at + 1..);
+                text.get(..at)
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
+}
+
 fn parse_attribute(value: &str) -> Attribute {
-    match value.split_once(':') {
+    let colon = value.bytes().position(|b| b == b':');
+    // `:` is one byte, so both sides of it are character boundaries.
+    match colon.and_then(|at| Some((value.get(..at)?, value.get(at + 1..)?))) {
         Some((name, v)) => Attribute {
             name: name.trim().to_owned(),
             value: Some(v.trim().to_owned()),
@@ -471,7 +493,7 @@ impl FromStr for SessionDescription {
         let mut media: Vec<MediaDescription> = Vec::new();
         let mut saw_version = false;
 
-        for (index, raw) in body.split('\n').enumerate() {
+        for (index, raw) in lines(body).enumerate() {
             let number = index + 1;
             let line = raw.strip_suffix('\r').unwrap_or(raw).trim_end();
             if line.is_empty() {

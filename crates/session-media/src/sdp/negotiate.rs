@@ -381,7 +381,7 @@ impl OfferAnswer {
     }
 
     fn skeleton(&self) -> SessionDescription {
-        let address = self.local_ip.to_string();
+        let address = ip_text(self.local_ip);
         let addr_type = super::AddrType::of(self.local_ip);
         SessionDescription {
             origin: Origin {
@@ -450,6 +450,7 @@ impl OfferAnswer {
     /// [`Error::NoCommonCodec`], which the session layer answers with 488.
     pub fn answer_offer(&mut self, offer: &SessionDescription, rtp_port: u16) -> Result<Answered> {
         let mut answer = self.skeleton();
+        answer.media.reserve_exact(offer.media.len());
         let mut chosen: Option<NegotiatedMedia> = None;
         for (index, om) in offer.media.iter().enumerate() {
             let accepted = if chosen.is_none() {
@@ -504,7 +505,7 @@ impl OfferAnswer {
                 codecs.push(map);
             }
         }
-        let first = codecs.first()?.clone();
+        let first = codecs.first()?;
         let telephone_event = if self.config.telephone_event {
             om.payload_types().find(|&pt| {
                 om.rtpmap(pt).is_some_and(|m| {
@@ -531,10 +532,12 @@ impl OfferAnswer {
             port: rtp_port,
             port_count: None,
             protocol: om.protocol.clone(),
-            formats: Vec::new(),
+            // A format per codec and telephone-event; their rtpmaps, fmtp, ptime, rtcp-mux,
+            // direction and mid.
+            formats: Vec::with_capacity(codecs.len() + 1),
             connection: None,
             bandwidths: Vec::new(),
-            attributes: Vec::new(),
+            attributes: Vec::with_capacity(codecs.len() + 6),
         };
         if let Some(mid) = om.mid() {
             m.attributes.push(Attribute::value("mid", mid));
@@ -575,7 +578,7 @@ impl OfferAnswer {
             remote_host: connection.address.clone(),
             remote_port: om.port,
             remote_rtcp_port: rtcp_port_of(om, rtcp_mux),
-            codec: to_negotiated(&first),
+            codec: to_negotiated(first),
             codecs: codecs.iter().map(to_negotiated).collect(),
             telephone_event,
             local_telephone_event: telephone_event,
@@ -718,6 +721,23 @@ fn rtpmap_attr(pt: u8, name: &str, rate: u32, channels: u8) -> Attribute {
     let mut value = String::with_capacity(name.len() + 12);
     super::push_rtpmap(&mut value, pt, name, rate, channels);
     Attribute::value("rtpmap", value)
+}
+
+/// An address as text: IPv4 without the formatting machinery (most of what an answer cost).
+pub(super) fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    text.push('.');
+                }
+                super::push_number(&mut text, octet.into());
+            }
+            text
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
 }
 
 /// A number as decimal text, without the formatting machinery.

@@ -722,3 +722,31 @@ fn the_version_grows_only_when_the_answer_changes() {
         held.origin.session_version
     );
 }
+
+proptest::proptest! {
+    /// The line scan cuts a body exactly where `split('\n')` does.
+    #[test]
+    fn lines_match_split(body in "([a-z=:\r\n ]|é|\u{85}){0,60}") {
+        let ours: Vec<&str> = lines(&body).collect();
+        let std: Vec<&str> = body.split('\n').collect();
+        proptest::prop_assert_eq!(ours, std);
+    }
+
+    /// An attribute splits at its first `:` as `split_once(':')` does.
+    #[test]
+    fn attributes_split_at_the_first_colon(value in "([a-z: ]|é){0,20}") {
+        let attribute = parse_attribute(&value);
+        let expected = match value.split_once(':') {
+            Some((name, v)) => (name.trim().to_owned(), Some(v.trim().to_owned())),
+            None => (value.trim().to_owned(), None),
+        };
+        proptest::prop_assert_eq!((attribute.name, attribute.value), expected);
+    }
+
+    /// IPv4 text as `Display` writes it.
+    #[test]
+    fn ipv4_text_matches_display(octets in proptest::array::uniform4(proptest::num::u8::ANY)) {
+        let ip = std::net::IpAddr::from(octets);
+        proptest::prop_assert_eq!(super::negotiate::ip_text(ip), ip.to_string());
+    }
+}
