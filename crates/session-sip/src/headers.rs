@@ -8,8 +8,9 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
-    Params, Span16, check_header_params, find_byte, find_byte2, is_token, is_token_byte, is_ws,
-    parse_u64, quoted_end, skip_class, skip_ws, split_top_level, trim, unquote,
+    Found, Lookup, Params, Span16, Spot, check_header_params_finding, find_byte, find_byte2,
+    is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_ws, split_top_level,
+    trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
 
@@ -38,11 +39,16 @@ fn split_params(s: &str) -> (&str, &str) {
 }
 
 fn params_checked<'a>(name: &'static str, p: &'a str) -> Result<Params<'a>> {
+    params_finding(name, p, Lookup::None)
+}
+
+/// [`params_checked`] noting where the parameter `key` is (see [`Params::get`]).
+#[inline]
+fn params_finding<'a>(name: &'static str, p: &'a str, key: Lookup) -> Result<Params<'a>> {
     let p = trim(p);
-    if check_header_params(p) {
-        Ok(Params::new(p))
-    } else {
-        Err(Error::header(name, "bad parameters"))
+    match check_header_params_finding(p, key) {
+        Some(found) => Ok(Params::with_found(p, found)),
+        None => Err(Error::header(name, "bad parameters")),
     }
 }
 
@@ -76,6 +82,8 @@ pub(crate) struct ViaSpans {
     host: Span16,
     port: Option<u16>,
     params: Span16,
+    /// Where the branch parameter is within the parameters.
+    branch: Spot,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +92,8 @@ pub(crate) struct AddrSpans {
     uri: Span16,
     angle: bool,
     params: Span16,
+    /// Where the tag parameter is within the parameters.
+    tag: Spot,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,17 +183,18 @@ impl<'a> Via<'a> {
             Some(b';') => s.get(i..).unwrap_or_default(),
             Some(_) => return Err(bad("bad sent-by")),
         };
-        // `s` is trimmed, so `params` is too.
-        if !check_header_params(params) {
+        // `s` is trimmed, so `params` is too. The check notes where the branch is, so that
+        // `branch()` does not scan the parameters again.
+        let Some(found) = check_header_params_finding(params, Lookup::Branch) else {
             return Err(bad("bad parameters"));
-        }
+        };
         Ok(Self {
             protocol,
             version,
             transport,
             host,
             port,
-            params: Params::new(params),
+            params: Params::with_found(params, found),
         })
     }
 
@@ -196,6 +207,7 @@ impl<'a> Via<'a> {
             host: Span16::of(base, self.host)?,
             port: self.port,
             params: Span16::of(base, self.params.as_str())?,
+            branch: self.params.found(Lookup::Branch)?,
         })
     }
 
@@ -206,7 +218,10 @@ impl<'a> Via<'a> {
             transport: s.transport.get(base),
             host: s.host.get(base),
             port: s.port,
-            params: Params::new(s.params.get(base)),
+            params: Params::with_found(
+                s.params.get(base),
+                Found::of(Lookup::Branch, Some(s.branch)),
+            ),
         }
     }
 
@@ -372,7 +387,8 @@ impl<'a> NameAddr<'a> {
             let uri_text = inner.get(..gt).unwrap_or_default();
             // No LWS inside the brackets (RFC 4475 §3.1.2.14); the URI scan rejects it.
             let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;
-            let params = params_checked(name, inner.get(gt + 1..).unwrap_or_default())?;
+            let params =
+                params_finding(name, inner.get(gt + 1..).unwrap_or_default(), Lookup::Tag)?;
             return Ok(Self {
                 display,
                 uri: uri_text,
@@ -399,7 +415,7 @@ impl<'a> NameAddr<'a> {
             uri: uri_text,
             parts: Some(parts),
             angle: false,
-            params: params_checked(name, params)?,
+            params: params_finding(name, params, Lookup::Tag)?,
         })
     }
 
@@ -414,6 +430,7 @@ impl<'a> NameAddr<'a> {
             uri: Span16::of(base, self.uri)?,
             angle: self.angle,
             params: Span16::of(base, self.params.as_str())?,
+            tag: self.params.found(Lookup::Tag)?,
         })
     }
 
@@ -423,7 +440,7 @@ impl<'a> NameAddr<'a> {
             uri: s.uri.get(base),
             parts: None,
             angle: s.angle,
-            params: Params::new(s.params.get(base)),
+            params: Params::with_found(s.params.get(base), Found::of(Lookup::Tag, Some(s.tag))),
         }
     }
 
