@@ -8,9 +8,9 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
-    Found, Lookup, Params, Span16, Spot, check_header_params_finding, find_byte, find_byte2,
-    is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_ws, split_top_level,
-    trim, unquote,
+    Found, Lookup, Params, Span16, Spot, check_header_params_finding, eq_ignore_case, find_byte,
+    find_byte2, is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_ws,
+    split_top_level, trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
 
@@ -659,6 +659,21 @@ pub struct MediaType<'a> {
 impl<'a> MediaType<'a> {
     /// Parses `type "/" subtype *(;param)` with optional LWS around `/`.
     pub fn parse(s: &'a str) -> Result<Self> {
+        // The usual form, `type/subtype` written without LWS, up to the end or a `;`: the
+        // split below would give the same parts (the first `;` is outside any quote, and
+        // nothing is trimmed).
+        let b = s.as_bytes();
+        let slash = skip_class(b, 0, is_token_byte);
+        if slash > 0 && b.get(slash) == Some(&b'/') {
+            let end = skip_class(b, slash + 1, is_token_byte);
+            if end > slash + 1 && matches!(b.get(end), None | Some(b';')) {
+                return Ok(Self {
+                    kind: s.get(..slash).unwrap_or_default(),
+                    subtype: s.get(slash + 1..end).unwrap_or_default(),
+                    params: params_checked("Content-Type", s.get(end..).unwrap_or_default())?,
+                });
+            }
+        }
         let bad = |what| Error::header("Content-Type", what);
         let (essence, params) = split_params(trim(s));
         let (kind, subtype) = essence.split_once('/').ok_or(bad("no /"))?;
@@ -675,13 +690,15 @@ impl<'a> MediaType<'a> {
 
     /// Whether this is `kind/subtype` (case-insensitive).
     pub fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind.eq_ignore_ascii_case(kind) && self.subtype.eq_ignore_ascii_case(subtype)
+        // `eq_ignore_case` is `eq_ignore_ascii_case`, cheaper when the bytes are equal.
+        eq_ignore_case(self.kind.as_bytes(), kind.as_bytes())
+            && eq_ignore_case(self.subtype.as_bytes(), subtype.as_bytes())
     }
 
     /// Whether this (as an Accept media-range, wildcards allowed) covers `kind/subtype`.
     pub fn covers(&self, kind: &str, subtype: &str) -> bool {
-        (self.kind == "*" || self.kind.eq_ignore_ascii_case(kind))
-            && (self.subtype == "*" || self.subtype.eq_ignore_ascii_case(subtype))
+        (self.kind == "*" || eq_ignore_case(self.kind.as_bytes(), kind.as_bytes()))
+            && (self.subtype == "*" || eq_ignore_case(self.subtype.as_bytes(), subtype.as_bytes()))
     }
 }
 
@@ -819,6 +836,22 @@ pub fn check_date(s: &str) -> Result<()> {
 pub(crate) mod reference {
     #![allow(clippy::all)]
     use super::*;
+
+    /// `MediaType::parse` before its fast path for `type/subtype` without LWS.
+    pub(crate) fn media_type<'a>(s: &'a str) -> Result<MediaType<'a>> {
+        let bad = |what| Error::header("Content-Type", what);
+        let (essence, params) = split_params(trim(s));
+        let (kind, subtype) = essence.split_once('/').ok_or(bad("no /"))?;
+        let (kind, subtype) = (trim(kind), trim(subtype));
+        if !is_token(kind) || !is_token(subtype) {
+            return Err(bad("type or subtype is not a token"));
+        }
+        Ok(MediaType {
+            kind,
+            subtype,
+            params: params_checked("Content-Type", params)?,
+        })
+    }
 
     /// Parses one Via value (not a comma-separated list).
     pub(crate) fn via<'a>(s: &'a str) -> Result<Via<'a>> {
@@ -1156,6 +1189,30 @@ mod differential {
         );
         assert_eq!(check_call_id(s), reference::call_id(s), "Call-ID {s:?}");
         assert_eq!(CSeq::parse(s), reference::cseq(s), "CSeq {s:?}");
+        let (new, old) = (MediaType::parse(s), reference::media_type(s));
+        assert_eq!(new, old, "MediaType {s:?}");
+        if let (Ok(n), Ok(o)) = (new, old) {
+            // The parts themselves, not only equal text (same slices of `s`).
+            assert_eq!(n.kind.as_ptr(), o.kind.as_ptr());
+            if !o.params.is_empty() {
+                assert_eq!(n.params.as_str().as_ptr(), o.params.as_str().as_ptr());
+            }
+            for (k, t) in [
+                ("application", "sdp"),
+                ("APPLICATION", "SDP"),
+                ("text", "plain"),
+            ] {
+                assert_eq!(
+                    n.is(k, t),
+                    o.kind.eq_ignore_ascii_case(k) && o.subtype.eq_ignore_ascii_case(t)
+                );
+                assert_eq!(
+                    n.covers(k, t),
+                    (o.kind == "*" || o.kind.eq_ignore_ascii_case(k))
+                        && (o.subtype == "*" || o.subtype.eq_ignore_ascii_case(t))
+                );
+            }
+        }
     }
 
     #[test]
@@ -1191,6 +1248,7 @@ mod differential {
         fn parsers_match_the_reference(
             prefix in prop::sample::select(vec![
                 "SIP/2.0/UDP ", "SIP / 2.0/TCP", "\"A\" ", "A b ", "<sip:", "sip:", "12 ", "",
+                "application/sdp", "text/", "a/b;", "Application/SDP ;x=\"", "*/*;q=0.5",
             ]),
             body in proptest::collection::vec(prop::sample::select(
                 b"ab1209.-_:;=?&@%[]<> \t\"\\,/+$!~*'(){}A.FE".to_vec()), 0..28),
