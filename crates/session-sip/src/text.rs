@@ -615,22 +615,27 @@ pub(crate) fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> 
     i
 }
 
-/// Checks header parameters (`*( SEMI generic-param )`, RFC 3261 §25.1) in one pass: each is
-/// a token, optionally `=` and a token, host or quoted-string, with LWS allowed around `;`
-/// and `=`. `s` must start with `;` or be empty.
+/// Whether header parameters are well formed ([`check_header_params_finding`] noting
+/// nothing).
+#[cfg(test)]
 pub(crate) fn check_header_params(s: &str) -> bool {
     check_header_params_finding(s, Lookup::None).is_some()
 }
 
-/// [`check_header_params`], noting on the way where the first parameter named as `key` is
-/// (what [`Params::get`] would find): `None` when the parameters are malformed. For
+/// Checks header parameters (`*( SEMI generic-param )`, RFC 3261 §25.1) in one pass: each is
+/// a token, optionally `=` and a token, host or quoted-string, with LWS allowed around `;`
+/// and `=`. `s` must start with `;` or be empty. On the way it notes where the first parameter
+/// named as `key` is (what [`Params::get`] would find); `None` when the parameters are
+/// malformed. For
 /// well-formed parameters the scan of `get` visits the same parameters with the same bounds:
 /// a value runs to its closing quote, or over value bytes up to the LWS before the next `;`.
-#[inline]
+#[inline(always)]
 pub(crate) fn check_header_params_finding(s: &str, key: Lookup) -> Option<Found> {
     let b = s.as_bytes();
     let wanted = key.name();
     let mut at = Spot::ABSENT;
+    // Whether `at` can be kept (its offsets fit below `u16::MAX`).
+    let mut keep = true;
     let mut looking = !wanted.is_empty();
     let mut i = 0;
     while i < b.len() {
@@ -664,7 +669,7 @@ pub(crate) fn check_header_params_finding(s: &str, key: Lookup) -> Option<Found>
                 // Offsets that do not fit below `u16::MAX` are not kept (`get` scans then).
                 match (u16::try_from(start), u16::try_from(i)) {
                     (Ok(start), Ok(end)) if end < u16::MAX => at = Spot { start, end },
-                    _ => return check_header_params(s).then(Found::default),
+                    _ => keep = false,
                 }
             }
             i = skip_ws(b, i);
@@ -673,7 +678,7 @@ pub(crate) fn check_header_params_finding(s: &str, key: Lookup) -> Option<Found>
         }
         looking &= !matched;
     }
-    Some(Found::of(key, Some(at)))
+    Some(Found::of(key, keep.then_some(at)))
 }
 
 #[cfg(test)]
@@ -868,6 +873,20 @@ mod differential {
         ) {
             let raw = String::from_utf8_lossy(&body).into_owned();
             prop_assert_eq!(check_header_params(&raw), check_header_params_reference(&raw));
+        }
+
+        /// A tag past 64 KiB is not kept, and read by scanning.
+        #[test]
+        fn far_parameters_are_scanned(at in 65_500usize..65_600) {
+            let raw = format!(";x={};tag=1;branch", "a".repeat(at));
+            let found = check_header_params_finding(&raw, Lookup::Tag).unwrap();
+            // The value `1` starts at `at + 8`.
+            if at + 9 >= usize::from(u16::MAX) {
+                prop_assert_eq!(found.spot(), None);
+            }
+            prop_assert_eq!(Params::with_found(&raw, found).get("tag"), Some(Some("1")));
+            let found = check_header_params_finding(&raw, Lookup::Branch).unwrap();
+            prop_assert_eq!(Params::with_found(&raw, found).get("branch"), Some(None));
         }
 
         /// What the check notes about `tag` or `branch` is what scanning would find.
