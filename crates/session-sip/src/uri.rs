@@ -354,6 +354,13 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
 
 /// A port: 1–40 digits whose value fits 16 bits.
 fn port_of(digits: &[u8]) -> Result<u16> {
+    // Up to five digits (the usual port) fit a `u32` whatever they are.
+    if (1..=5).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+        let value = digits
+            .iter()
+            .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
+        return u16::try_from(value).map_err(|_| Error::Uri("bad port"));
+    }
     parse_u64_bytes(digits)
         .and_then(|p| u16::try_from(p).ok())
         .ok_or(Error::Uri("bad port"))
@@ -418,8 +425,48 @@ fn scan_hostname(b: &[u8], start: usize) -> Result<usize> {
 
 /// The IPv4 check of [`scan_hostname`], for a host whose labels are already known to be well
 /// formed: four dotted decimal octets of at most three digits and at most 255, checked in
-/// order (a trailing dot makes an empty fifth octet).
+/// order (a trailing dot makes an empty fifth octet). One pass: each octet is judged where its
+/// digits end (its length and the byte after it first, then its value), as the octet-by-octet
+/// check it replaced did (kept as `check_ipv4_reference` for the tests).
 fn check_ipv4(host: &[u8]) -> Result<()> {
+    let bad = Err(Error::Uri("bad host"));
+    let mut octets = 0;
+    let mut len = 0usize;
+    let mut value = 0u32;
+    let mut i = 0;
+    loop {
+        match host.get(i) {
+            Some(&c) if c.is_ascii_digit() => {
+                // A run of more than three digits is refused at its end, whatever its value.
+                if len < 3 {
+                    value = value * 10 + u32::from(c - b'0');
+                }
+                len += 1;
+            }
+            next => {
+                octets += 1;
+                if len == 0 || len > 3 || next.is_some_and(|&c| c != b'.') {
+                    return bad;
+                }
+                if value > 255 {
+                    return Err(Error::Uri("IPv4 address with an octet over 255"));
+                }
+                if next.is_none() {
+                    break;
+                }
+                len = 0;
+                value = 0;
+            }
+        }
+        i += 1;
+    }
+    if octets == 4 { Ok(()) } else { bad }
+}
+
+/// [`check_ipv4`] as it was, octet by octet (the oracle of its tests): four dotted decimal octets of at most three digits and at most 255, checked in
+/// order (a trailing dot makes an empty fifth octet).
+#[cfg(test)]
+fn check_ipv4_reference(host: &[u8]) -> Result<()> {
     let bad = Err(Error::Uri("bad host"));
     let mut octets = 0;
     let mut i = 0;
@@ -1076,6 +1123,31 @@ mod differential {
         ) {
             let s = format!("{scheme}{}", String::from_utf8(body).unwrap());
             check(&s);
+        }
+
+        #[test]
+        fn ipv4_hosts_check_as_before(
+            host in proptest::collection::vec(prop::sample::select(b"0123456789.a-".to_vec()), 0..20),
+        ) {
+            prop_assert_eq!(check_ipv4(&host), check_ipv4_reference(&host));
+        }
+
+        #[test]
+        fn hosts_and_ports_scan_as_before(
+            octets in proptest::collection::vec(
+                prop::sample::select(vec!["0", "1", "12", "127", "255", "256", "999", "0255", "1a", "a1", "b", "9-9", "", "00"]),
+                1..7),
+            trailing_dot in any::<bool>(),
+            port in prop::sample::select(vec!["", ":", ":5060", ":65535", ":65536", ":99999", ":0000005060", ":5x", ":123456"]),
+            rest in prop::sample::select(vec!["", ";lr", "?h=v", "x", ";"]),
+        ) {
+            let mut host = octets.join(".");
+            if trailing_dot {
+                host.push('.');
+            }
+            check(&format!("sip:u@{host}{port}{rest}"));
+            check(&format!("sip:{host}{port}{rest}"));
+            check(&format!("sip:[::1]{port}{rest}"));
         }
 
         #[test]
