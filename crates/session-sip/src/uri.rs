@@ -386,10 +386,10 @@ fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> usize {
 fn scan_hostname(b: &[u8], start: usize) -> Result<usize> {
     // A well-formed IPv4 address (the usual numeric host) is recognized at once: the scan
     // below would accept its labels and then its octets.
-    if b.get(start).is_some_and(u8::is_ascii_digit) {
-        if let Some(end) = ipv4_at(b, start) {
-            return Ok(end);
-        }
+    if b.get(start).is_some_and(u8::is_ascii_digit)
+        && let Some(end) = ipv4_at(b, start)
+    {
+        return Ok(end);
     }
     let bad = Err(Error::Uri("bad host"));
     let mut i = start;
