@@ -8,8 +8,11 @@
 //! time target/release/examples/parse_profile 200000 rsip invite
 //! ```
 //!
-//! Arguments: the number of parses (1,000,000), whose parser (`ours` or `rsip`) and which
-//! message (`invite`, `200ok`, `ack`, `bye`). The instruction count of one parse is the
+//! Arguments: the number of parses (1,000,000), what to run and which message (`invite`,
+//! `200ok`, `ack`, `bye`). What to run: `ours` or `rsip` (the parse + typed reads of the
+//! bench), `triage` (session-sip's parse, then `validate_request` or `validate_response`, as a
+//! user agent does with each message it receives; no typed reads) or `validate` (the message
+//! parsed once, then only validated N times). The instruction count of one parse is the
 //! difference of two callgrind runs (e.g. 20,000 and 10,000 parses) divided by their
 //! difference; the user CPU time (`time`) divided by the count is steadier than wall-clock time
 //! when other work shares the cores.
@@ -24,7 +27,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::Bytes;
-use session_sip::ParseLimits;
+use session_sip::{Message, ParseLimits, UasPolicy, validate_request, validate_response};
 
 #[path = "../benches/support/inputs.rs"]
 mod inputs;
@@ -37,7 +40,8 @@ fn main() {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000_000);
-    let rsip = args.next().is_some_and(|w| w == "rsip");
+    let who = args.next().unwrap_or_default();
+    let rsip = who == "rsip";
     let text = match args.next().as_deref() {
         Some("200ok") => OK,
         Some("ack") => ACK,
@@ -47,14 +51,36 @@ fn main() {
     let bytes = Bytes::from_static(text.as_bytes());
     let limits = ParseLimits::default();
     assert_eq!(parse_ours(&bytes, &limits), parse_rsip(text.as_bytes()));
+    let policy = UasPolicy::default();
+    let validate = |m: &Message| match m {
+        Message::Request(r) => usize::from(validate_request(r, &policy).is_ok()),
+        Message::Response(r) => usize::from(validate_response(r).is_ok()),
+    };
     let started = Instant::now();
     let mut sum = 0usize;
-    for _ in 0..n {
-        sum = sum.wrapping_add(if rsip {
-            parse_rsip(black_box(text.as_bytes()))
-        } else {
-            parse_ours(black_box(&bytes), &limits)
-        });
+    match who.as_str() {
+        "validate" => {
+            let m = session_sip::parse_datagram(&bytes, &limits).unwrap();
+            assert_eq!(validate(&m), 1);
+            for _ in 0..n {
+                sum = sum.wrapping_add(validate(black_box(&m)));
+            }
+        }
+        "triage" => {
+            for _ in 0..n {
+                let m = session_sip::parse_datagram(black_box(&bytes), &limits).unwrap();
+                sum = sum.wrapping_add(validate(&m));
+            }
+        }
+        _ => {
+            for _ in 0..n {
+                sum = sum.wrapping_add(if rsip {
+                    parse_rsip(black_box(text.as_bytes()))
+                } else {
+                    parse_ours(black_box(&bytes), &limits)
+                });
+            }
+        }
     }
     let per = started.elapsed() / n.max(1);
     println!("{n} parses, {per:?} per parse (checksum {sum})");

@@ -8,8 +8,9 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
-    Params, Span16, check_header_params, find_byte, find_byte2, is_token, is_token_byte, is_ws,
-    parse_u64, quoted_end, skip_class, skip_ws, split_top_level, trim, unquote,
+    Found, Lookup, Params, Span16, Spot, check_header_params_finding, eq_ignore_case, find_byte,
+    find_byte2, is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_ws,
+    split_top_level, trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
 
@@ -38,11 +39,16 @@ fn split_params(s: &str) -> (&str, &str) {
 }
 
 fn params_checked<'a>(name: &'static str, p: &'a str) -> Result<Params<'a>> {
+    params_finding(name, p, Lookup::None)
+}
+
+/// [`params_checked`] noting where the parameter `key` is (see [`Params::get`]).
+#[inline]
+fn params_finding<'a>(name: &'static str, p: &'a str, key: Lookup) -> Result<Params<'a>> {
     let p = trim(p);
-    if check_header_params(p) {
-        Ok(Params::new(p))
-    } else {
-        Err(Error::header(name, "bad parameters"))
+    match check_header_params_finding(p, key) {
+        Some(found) => Ok(Params::with_found(p, found)),
+        None => Err(Error::header(name, "bad parameters")),
     }
 }
 
@@ -76,6 +82,8 @@ pub(crate) struct ViaSpans {
     host: Span16,
     port: Option<u16>,
     params: Span16,
+    /// Where the branch parameter is within the parameters.
+    branch: Spot,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +92,8 @@ pub(crate) struct AddrSpans {
     uri: Span16,
     angle: bool,
     params: Span16,
+    /// Where the tag parameter is within the parameters.
+    tag: Spot,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,17 +183,18 @@ impl<'a> Via<'a> {
             Some(b';') => s.get(i..).unwrap_or_default(),
             Some(_) => return Err(bad("bad sent-by")),
         };
-        // `s` is trimmed, so `params` is too.
-        if !check_header_params(params) {
+        // `s` is trimmed, so `params` is too. The check notes where the branch is, so that
+        // `branch()` does not scan the parameters again.
+        let Some(found) = check_header_params_finding(params, Lookup::Branch) else {
             return Err(bad("bad parameters"));
-        }
+        };
         Ok(Self {
             protocol,
             version,
             transport,
             host,
             port,
-            params: Params::new(params),
+            params: Params::with_found(params, found),
         })
     }
 
@@ -196,6 +207,7 @@ impl<'a> Via<'a> {
             host: Span16::of(base, self.host)?,
             port: self.port,
             params: Span16::of(base, self.params.as_str())?,
+            branch: self.params.found(Lookup::Branch)?,
         })
     }
 
@@ -206,7 +218,10 @@ impl<'a> Via<'a> {
             transport: s.transport.get(base),
             host: s.host.get(base),
             port: s.port,
-            params: Params::new(s.params.get(base)),
+            params: Params::with_found(
+                s.params.get(base),
+                Found::of(Lookup::Branch, Some(s.branch)),
+            ),
         }
     }
 
@@ -372,7 +387,8 @@ impl<'a> NameAddr<'a> {
             let uri_text = inner.get(..gt).unwrap_or_default();
             // No LWS inside the brackets (RFC 4475 §3.1.2.14); the URI scan rejects it.
             let parts = uri::scan(uri_text).map_err(|e| uri_in(name, e))?;
-            let params = params_checked(name, inner.get(gt + 1..).unwrap_or_default())?;
+            let params =
+                params_finding(name, inner.get(gt + 1..).unwrap_or_default(), Lookup::Tag)?;
             return Ok(Self {
                 display,
                 uri: uri_text,
@@ -399,7 +415,7 @@ impl<'a> NameAddr<'a> {
             uri: uri_text,
             parts: Some(parts),
             angle: false,
-            params: params_checked(name, params)?,
+            params: params_finding(name, params, Lookup::Tag)?,
         })
     }
 
@@ -414,6 +430,7 @@ impl<'a> NameAddr<'a> {
             uri: Span16::of(base, self.uri)?,
             angle: self.angle,
             params: Span16::of(base, self.params.as_str())?,
+            tag: self.params.found(Lookup::Tag)?,
         })
     }
 
@@ -423,7 +440,7 @@ impl<'a> NameAddr<'a> {
             uri: s.uri.get(base),
             parts: None,
             angle: s.angle,
-            params: Params::new(s.params.get(base)),
+            params: Params::with_found(s.params.get(base), Found::of(Lookup::Tag, Some(s.tag))),
         }
     }
 
@@ -539,6 +556,24 @@ pub struct CSeq {
 impl CSeq {
     /// Parses a CSeq value.
     pub fn parse(s: &str) -> Result<Self> {
+        // The usual form in one scan: 1–9 digits (below 2^31 then), LWS, a token to the end.
+        // What the general parse below gives for it, with nothing to trim.
+        let b = s.as_bytes();
+        let digits = skip_class(b, 0, |c| c.is_ascii_digit());
+        if (1..=9).contains(&digits) {
+            let m = skip_ws(b, digits);
+            let end = skip_class(b, m, is_token_byte);
+            if m > digits && end > m && end == b.len() {
+                let seq = b
+                    .get(..digits)
+                    .unwrap_or_default()
+                    .iter()
+                    .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+                if let Ok(method) = Method::parse(s.get(m..).unwrap_or_default()) {
+                    return Ok(Self { seq, method });
+                }
+            }
+        }
         let bad = |what| Error::header("CSeq", what);
         let s = trim(s);
         let split = s.bytes().position(is_ws).ok_or(bad("no method"))?;
@@ -642,6 +677,21 @@ pub struct MediaType<'a> {
 impl<'a> MediaType<'a> {
     /// Parses `type "/" subtype *(;param)` with optional LWS around `/`.
     pub fn parse(s: &'a str) -> Result<Self> {
+        // The usual form, `type/subtype` written without LWS, up to the end or a `;`: the
+        // split below would give the same parts (the first `;` is outside any quote, and
+        // nothing is trimmed).
+        let b = s.as_bytes();
+        let slash = skip_class(b, 0, is_token_byte);
+        if slash > 0 && b.get(slash) == Some(&b'/') {
+            let end = skip_class(b, slash + 1, is_token_byte);
+            if end > slash + 1 && matches!(b.get(end), None | Some(b';')) {
+                return Ok(Self {
+                    kind: s.get(..slash).unwrap_or_default(),
+                    subtype: s.get(slash + 1..end).unwrap_or_default(),
+                    params: params_checked("Content-Type", s.get(end..).unwrap_or_default())?,
+                });
+            }
+        }
         let bad = |what| Error::header("Content-Type", what);
         let (essence, params) = split_params(trim(s));
         let (kind, subtype) = essence.split_once('/').ok_or(bad("no /"))?;
@@ -658,13 +708,15 @@ impl<'a> MediaType<'a> {
 
     /// Whether this is `kind/subtype` (case-insensitive).
     pub fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind.eq_ignore_ascii_case(kind) && self.subtype.eq_ignore_ascii_case(subtype)
+        // `eq_ignore_case` is `eq_ignore_ascii_case`, cheaper when the bytes are equal.
+        eq_ignore_case(self.kind.as_bytes(), kind.as_bytes())
+            && eq_ignore_case(self.subtype.as_bytes(), subtype.as_bytes())
     }
 
     /// Whether this (as an Accept media-range, wildcards allowed) covers `kind/subtype`.
     pub fn covers(&self, kind: &str, subtype: &str) -> bool {
-        (self.kind == "*" || self.kind.eq_ignore_ascii_case(kind))
-            && (self.subtype == "*" || self.subtype.eq_ignore_ascii_case(subtype))
+        (self.kind == "*" || eq_ignore_case(self.kind.as_bytes(), kind.as_bytes()))
+            && (self.subtype == "*" || eq_ignore_case(self.subtype.as_bytes(), subtype.as_bytes()))
     }
 }
 
@@ -802,6 +854,22 @@ pub fn check_date(s: &str) -> Result<()> {
 pub(crate) mod reference {
     #![allow(clippy::all)]
     use super::*;
+
+    /// `MediaType::parse` before its fast path for `type/subtype` without LWS.
+    pub(crate) fn media_type<'a>(s: &'a str) -> Result<MediaType<'a>> {
+        let bad = |what| Error::header("Content-Type", what);
+        let (essence, params) = split_params(trim(s));
+        let (kind, subtype) = essence.split_once('/').ok_or(bad("no /"))?;
+        let (kind, subtype) = (trim(kind), trim(subtype));
+        if !is_token(kind) || !is_token(subtype) {
+            return Err(bad("type or subtype is not a token"));
+        }
+        Ok(MediaType {
+            kind,
+            subtype,
+            params: params_checked("Content-Type", params)?,
+        })
+    }
 
     /// Parses one Via value (not a comma-separated list).
     pub(crate) fn via<'a>(s: &'a str) -> Result<Via<'a>> {
@@ -1139,6 +1207,30 @@ mod differential {
         );
         assert_eq!(check_call_id(s), reference::call_id(s), "Call-ID {s:?}");
         assert_eq!(CSeq::parse(s), reference::cseq(s), "CSeq {s:?}");
+        let (new, old) = (MediaType::parse(s), reference::media_type(s));
+        assert_eq!(new, old, "MediaType {s:?}");
+        if let (Ok(n), Ok(o)) = (new, old) {
+            // The parts themselves, not only equal text (same slices of `s`).
+            assert_eq!(n.kind.as_ptr(), o.kind.as_ptr());
+            if !o.params.is_empty() {
+                assert_eq!(n.params.as_str().as_ptr(), o.params.as_str().as_ptr());
+            }
+            for (k, t) in [
+                ("application", "sdp"),
+                ("APPLICATION", "SDP"),
+                ("text", "plain"),
+            ] {
+                assert_eq!(
+                    n.is(k, t),
+                    o.kind.eq_ignore_ascii_case(k) && o.subtype.eq_ignore_ascii_case(t)
+                );
+                assert_eq!(
+                    n.covers(k, t),
+                    (o.kind == "*" || o.kind.eq_ignore_ascii_case(k))
+                        && (o.subtype == "*" || o.subtype.eq_ignore_ascii_case(t))
+                );
+            }
+        }
     }
 
     #[test]
@@ -1174,6 +1266,8 @@ mod differential {
         fn parsers_match_the_reference(
             prefix in prop::sample::select(vec![
                 "SIP/2.0/UDP ", "SIP / 2.0/TCP", "\"A\" ", "A b ", "<sip:", "sip:", "12 ", "",
+                "application/sdp", "text/", "a/b;", "Application/SDP ;x=\"", "*/*;q=0.5",
+                "999999999 ", "2147483647\t", "0 ", "1 INVITE", "12\t\t", "000000001 ",
             ]),
             body in proptest::collection::vec(prop::sample::select(
                 b"ab1209.-_:;=?&@%[]<> \t\"\\,/+$!~*'(){}A.FE".to_vec()), 0..28),

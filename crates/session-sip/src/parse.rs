@@ -1214,6 +1214,13 @@ Content-Length: 0\r\n\
             macro_rules! reads {
                 ($a:expr, $b:expr) => {{
                     same_reads($a.top_via(), $b.top_via());
+                    // The tag and branch are read from what the check noted.
+                    same_reads(
+                        $a.top_via().map(|v| (v.branch(), v.received(), v.rport())),
+                        $b.top_via().map(|v| (v.branch(), v.received(), v.rport())),
+                    );
+                    same_reads($a.from().map(|f| f.tag()), $b.from().map(|f| f.tag()));
+                    same_reads($a.to().map(|f| f.tag()), $b.to().map(|f| f.tag()));
                     same_reads($a.from(), $b.from());
                     same_reads($a.to(), $b.to());
                     same_reads($a.from().map(|f| f.uri()), $b.from().map(|f| f.uri()));

@@ -1,6 +1,7 @@
 //! Character classes and small scanners shared by the grammar code (RFC 3261 §25.1).
 
 use std::borrow::Cow;
+use std::fmt;
 
 const fn token_class(b: u8) -> bool {
     b.is_ascii_alphanumeric()
@@ -383,14 +384,117 @@ pub(crate) fn parse_u64(s: &str) -> Option<u64> {
 ///
 /// The text is kept as written; iteration yields `(name, value)` with the LWS around `;` and
 /// `=` removed and quoted values left quoted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+///
+/// Parameters the parser checked may also know where their `tag` (From, To) or `branch`
+/// (Via) is, so that reading it does not scan them again; equality and `Debug` look at the
+/// text only.
+#[derive(Clone, Copy, Default)]
 pub struct Params<'a> {
     raw: &'a str,
+    found: Found,
+}
+
+impl PartialEq for Params<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Params<'_> {}
+
+impl fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Params").field("raw", &self.raw).finish()
+    }
+}
+
+/// A parameter whose place [`check_header_params_finding`] notes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum Lookup {
+    /// None.
+    #[default]
+    None,
+    /// `tag` (From, To).
+    Tag,
+    /// `branch` (Via).
+    Branch,
+}
+
+impl Lookup {
+    #[inline]
+    const fn name(self) -> &'static [u8] {
+        match self {
+            Self::None => b"",
+            Self::Tag => b"tag",
+            Self::Branch => b"branch",
+        }
+    }
+}
+
+/// What [`Params::get`] gives for the name of `key`, found while the parameters were checked:
+/// `at` is [`Spot::ABSENT`], [`Spot::NO_VALUE`] or the offsets of the value in the text.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Found {
+    key: Lookup,
+    at: Spot,
+}
+
+/// Where a looked-up parameter is, in four bytes (kept in a header's cached view): absent,
+/// present without a value, or the value's offsets within the parameters' text (below
+/// `u16::MAX`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Spot {
+    start: u16,
+    end: u16,
+}
+
+impl Spot {
+    const ABSENT: Self = Self {
+        start: u16::MAX,
+        end: u16::MAX,
+    };
+    const NO_VALUE: Self = Self {
+        start: u16::MAX,
+        end: 0,
+    };
+}
+
+impl Found {
+    /// What `key` was found to be, to keep.
+    pub(crate) fn spot(self) -> Option<Spot> {
+        (self.key != Lookup::None).then_some(self.at)
+    }
+
+    /// A kept spot for `key`.
+    pub(crate) fn of(key: Lookup, at: Option<Spot>) -> Self {
+        match at {
+            Some(at) => Self { key, at },
+            None => Self::default(),
+        }
+    }
 }
 
 impl<'a> Params<'a> {
     pub(crate) fn new(raw: &'a str) -> Self {
-        Self { raw }
+        Self {
+            raw,
+            found: Found::default(),
+        }
+    }
+
+    /// Where the parameter `key` is, when these parameters know it.
+    pub(crate) fn found(&self, key: Lookup) -> Option<Spot> {
+        if self.found.key == key {
+            self.found.spot()
+        } else {
+            None
+        }
+    }
+
+    /// Parameters that know where one of theirs is (from [`check_header_params_finding`] on
+    /// this very text).
+    pub(crate) fn with_found(raw: &'a str, found: Found) -> Self {
+        Self { raw, found }
     }
 
     /// The parameters as written, starting with `;` (empty when there are none).
@@ -406,6 +510,26 @@ impl<'a> Params<'a> {
     /// The parameter `name` (compared case-insensitively): `None` when absent, `Some(None)`
     /// when present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        // Known from the check: the first parameter with this name (case folding is an
+        // equivalence, so the parameters matching `name` are those matching the key).
+        let key = self.found.key.name();
+        if !key.is_empty() && eq_ignore_case(name.as_bytes(), key) {
+            let Spot { start, end } = self.found.at;
+            if self.found.at == Spot::ABSENT {
+                return None;
+            }
+            if self.found.at == Spot::NO_VALUE {
+                return Some(None);
+            }
+            if let Some(v) = self.raw.get(usize::from(start)..usize::from(end)) {
+                return Some(Some(v));
+            }
+        }
+        self.get_by_scan(name)
+    }
+
+    /// [`Params::get`] by scanning the text.
+    fn get_by_scan(&self, name: &str) -> Option<Option<&'a str>> {
         // One pass over the bytes; the hot path of the dialog layer (tag, branch). A value is
         // looked at only when its name matches.
         let raw = self.raw;
@@ -491,40 +615,70 @@ pub(crate) fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> 
     i
 }
 
+/// Whether header parameters are well formed ([`check_header_params_finding`] noting
+/// nothing).
+#[cfg(test)]
+pub(crate) fn check_header_params(s: &str) -> bool {
+    check_header_params_finding(s, Lookup::None).is_some()
+}
+
 /// Checks header parameters (`*( SEMI generic-param )`, RFC 3261 §25.1) in one pass: each is
 /// a token, optionally `=` and a token, host or quoted-string, with LWS allowed around `;`
-/// and `=`. `s` must start with `;` or be empty.
-pub(crate) fn check_header_params(s: &str) -> bool {
+/// and `=`. `s` must start with `;` or be empty. On the way it notes where the first parameter
+/// named as `key` is (what [`Params::get`] would find); `None` when the parameters are
+/// malformed. For
+/// well-formed parameters the scan of `get` visits the same parameters with the same bounds:
+/// a value runs to its closing quote, or over value bytes up to the LWS before the next `;`.
+#[inline(always)]
+pub(crate) fn check_header_params_finding(s: &str, key: Lookup) -> Option<Found> {
     let b = s.as_bytes();
+    let wanted = key.name();
+    let mut at = Spot::ABSENT;
+    // Whether `at` can be kept (its offsets fit below `u16::MAX`).
+    let mut keep = true;
+    let mut looking = !wanted.is_empty();
     let mut i = 0;
     while i < b.len() {
         if b.get(i) != Some(&b';') {
-            return false;
+            return None;
         }
         i = skip_ws(b, i + 1);
+        let name_start = i;
         let name_end = skip_class(b, i, is_token_byte);
         if name_end == i {
-            return false;
+            return None;
         }
+        let matched = looking
+            && name_end - name_start == wanted.len()
+            && b.get(name_start..name_end)
+                .is_some_and(|n| eq_ignore_case(n, wanted));
         i = skip_ws(b, name_end);
         if b.get(i) == Some(&b'=') {
             i = skip_ws(b, i + 1);
+            let start = i;
             if b.get(i) == Some(&b'"') {
-                match quoted_end(b, i) {
-                    Some(end) => i = end,
-                    None => return false,
-                }
+                i = quoted_end(b, i)?;
             } else {
                 let end = skip_class(b, i, |c| PARAM_VALUE[usize::from(c)]);
                 if end == i {
-                    return false;
+                    return None;
                 }
                 i = end;
             }
+            if matched {
+                // Offsets that do not fit below `u16::MAX` are not kept (`get` scans then).
+                match (u16::try_from(start), u16::try_from(i)) {
+                    (Ok(start), Ok(end)) if end < u16::MAX => at = Spot { start, end },
+                    _ => keep = false,
+                }
+            }
             i = skip_ws(b, i);
+        } else if matched {
+            at = Spot::NO_VALUE;
         }
+        looking &= !matched;
     }
-    true
+    Some(Found::of(key, keep.then_some(at)))
 }
 
 #[cfg(test)]
@@ -719,6 +873,48 @@ mod differential {
         ) {
             let raw = String::from_utf8_lossy(&body).into_owned();
             prop_assert_eq!(check_header_params(&raw), check_header_params_reference(&raw));
+        }
+
+        /// A tag past 64 KiB is not kept, and read by scanning.
+        #[test]
+        fn far_parameters_are_scanned(at in 65_500usize..65_600) {
+            let raw = format!(";x={};tag=1;branch", "a".repeat(at));
+            let found = check_header_params_finding(&raw, Lookup::Tag).unwrap();
+            // The value `1` starts at `at + 8`.
+            if at + 9 >= usize::from(u16::MAX) {
+                prop_assert_eq!(found.spot(), None);
+            }
+            prop_assert_eq!(Params::with_found(&raw, found).get("tag"), Some(Some("1")));
+            let found = check_header_params_finding(&raw, Lookup::Branch).unwrap();
+            prop_assert_eq!(Params::with_found(&raw, found).get("branch"), Some(None));
+        }
+
+        /// What the check notes about `tag` or `branch` is what scanning would find.
+        #[test]
+        fn found_parameters_read_as_scanned(
+            parts in proptest::collection::vec((
+                prop::sample::select(vec!["tag", "TAG", "Tag", "branch", "BRANCH", "rport", "ta", "tags", "x"]),
+                prop::sample::select(vec!["", "=1", "=a;", " = z9hG4bK1 ", "=\"q;uo\\\"te\"", "=[::1]", "= ", "==", "=\""]),
+                prop::sample::select(vec![";", " ;", "; ", ";\t"]),
+            ), 0..5),
+        ) {
+            let mut raw = String::new();
+            for (name, value, semi) in parts {
+                raw.push_str(semi);
+                raw.push_str(name);
+                raw.push_str(value);
+            }
+            for key in [Lookup::Tag, Lookup::Branch, Lookup::None] {
+                let found = check_header_params_finding(&raw, key);
+                prop_assert_eq!(found.is_some(), check_header_params_reference(&raw));
+                let Some(found) = found else { continue };
+                let with = Params::with_found(&raw, found);
+                let plain = Params::new(&raw);
+                for name in ["tag", "TAG", "tAg", "branch", "Branch", "rport", "x", ""] {
+                    prop_assert_eq!(with.get(name), plain.get(name), "{} in {:?}", name, raw);
+                    prop_assert_eq!(with.get(name), get_reference(&raw, name));
+                }
+            }
         }
     }
 }

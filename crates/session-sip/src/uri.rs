@@ -354,6 +354,13 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
 
 /// A port: 1–40 digits whose value fits 16 bits.
 fn port_of(digits: &[u8]) -> Result<u16> {
+    // Up to five digits (the usual port) fit a `u32` whatever they are.
+    if (1..=5).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+        let value = digits
+            .iter()
+            .fold(0u32, |v, &c| v * 10 + u32::from(c - b'0'));
+        return u16::try_from(value).map_err(|_| Error::Uri("bad port"));
+    }
     parse_u64_bytes(digits)
         .and_then(|p| u16::try_from(p).ok())
         .ok_or(Error::Uri("bad port"))
@@ -377,6 +384,13 @@ fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> usize {
 /// dotted decimal octets of at most 255 (RFC 3261 writes `1*3DIGIT`; RFC 3986 §3.2.2
 /// `dec-octet` bounds it), so `256.256.256.256` and `1.2.3` are neither.
 fn scan_hostname(b: &[u8], start: usize) -> Result<usize> {
+    // A well-formed IPv4 address (the usual numeric host) is recognized at once: the scan
+    // below would accept its labels and then its octets.
+    if b.get(start).is_some_and(u8::is_ascii_digit)
+        && let Some(end) = ipv4_at(b, start)
+    {
+        return Ok(end);
+    }
     let bad = Err(Error::Uri("bad host"));
     let mut i = start;
     let mut label_first;
@@ -416,10 +430,74 @@ fn scan_hostname(b: &[u8], start: usize) -> Result<usize> {
     Ok(end)
 }
 
+/// The end of the IPv4 address at `start` — four dotted octets of 1–3 digits, each at most
+/// 255, then the end, `:`, `;` or `?` — or `None` for anything else (which
+/// [`scan_hostname`] then scans in full, errors included).
+fn ipv4_at(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    for octet in 0..4 {
+        let mut value = 0u32;
+        let digits = i;
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit() && i - digits < 3) {
+            value = value * 10 + u32::from(c - b'0');
+            i += 1;
+        }
+        if i == digits || value > 255 {
+            return None;
+        }
+        match b.get(i) {
+            Some(b'.') if octet < 3 => i += 1,
+            None | Some(b':' | b';' | b'?') if octet == 3 => return Some(i),
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// The IPv4 check of [`scan_hostname`], for a host whose labels are already known to be well
 /// formed: four dotted decimal octets of at most three digits and at most 255, checked in
-/// order (a trailing dot makes an empty fifth octet).
+/// order (a trailing dot makes an empty fifth octet). One pass: each octet is judged where its
+/// digits end (its length and the byte after it first, then its value), as the octet-by-octet
+/// check it replaced did (kept as `check_ipv4_reference` for the tests).
 fn check_ipv4(host: &[u8]) -> Result<()> {
+    let bad = Err(Error::Uri("bad host"));
+    let mut octets = 0;
+    let mut len = 0usize;
+    let mut value = 0u32;
+    let mut i = 0;
+    loop {
+        match host.get(i) {
+            Some(&c) if c.is_ascii_digit() => {
+                // A run of more than three digits is refused at its end, whatever its value.
+                if len < 3 {
+                    value = value * 10 + u32::from(c - b'0');
+                }
+                len += 1;
+            }
+            next => {
+                octets += 1;
+                if len == 0 || len > 3 || next.is_some_and(|&c| c != b'.') {
+                    return bad;
+                }
+                if value > 255 {
+                    return Err(Error::Uri("IPv4 address with an octet over 255"));
+                }
+                if next.is_none() {
+                    break;
+                }
+                len = 0;
+                value = 0;
+            }
+        }
+        i += 1;
+    }
+    if octets == 4 { Ok(()) } else { bad }
+}
+
+/// [`check_ipv4`] as it was, octet by octet (the oracle of its tests): four dotted decimal octets of at most three digits and at most 255, checked in
+/// order (a trailing dot makes an empty fifth octet).
+#[cfg(test)]
+fn check_ipv4_reference(host: &[u8]) -> Result<()> {
     let bad = Err(Error::Uri("bad host"));
     let mut octets = 0;
     let mut i = 0;
@@ -1036,6 +1114,44 @@ mod differential {
         assert_eq!(scan(s), reference::scan(s), "{s:?}");
     }
 
+    /// `scan_hostname` without its IPv4 shortcut: the labels, then `check_ipv4` when the top
+    /// label starts with a digit.
+    fn scan_hostname_labels(b: &[u8], start: usize) -> Result<usize> {
+        let bad = Err(Error::Uri("bad host"));
+        let mut i = start;
+        let mut label_first;
+        let end = loop {
+            match b.get(i) {
+                Some(&c) if c.is_ascii_alphanumeric() => label_first = c,
+                _ => return bad,
+            }
+            i += 1;
+            while b.get(i).is_some_and(|&c| LABEL[usize::from(c)]) {
+                i += 1;
+            }
+            if b.get(i - 1) == Some(&b'-') {
+                return bad;
+            }
+            match b.get(i) {
+                Some(b'.') => {
+                    i += 1;
+                    match b.get(i) {
+                        Some(c) if c.is_ascii_alphanumeric() => {}
+                        None | Some(b':' | b';' | b'?') => break i,
+                        Some(_) => return bad,
+                    }
+                }
+                None | Some(b':' | b';' | b'?') => break i,
+                Some(_) => return bad,
+            }
+        };
+        if label_first.is_ascii_alphabetic() {
+            return Ok(end);
+        }
+        check_ipv4(b.get(start..end).unwrap_or_default())?;
+        Ok(end)
+    }
+
     #[test]
     fn known_cases_match_the_reference() {
         for s in [
@@ -1076,6 +1192,47 @@ mod differential {
         ) {
             let s = format!("{scheme}{}", String::from_utf8(body).unwrap());
             check(&s);
+        }
+
+        #[test]
+        fn ipv4_at_agrees_with_the_full_scan(
+            octets in proptest::collection::vec(
+                prop::sample::select(vec!["0", "7", "09", "127", "255", "256", "1000", "a", ""]), 1..6),
+            tail in proptest::collection::vec(prop::sample::select(b"0123456789.a-:;?x".to_vec()), 0..4),
+        ) {
+            let mut b = format!("sip:{}", octets.join(".")).into_bytes();
+            b.extend_from_slice(&tail);
+            let full = scan_hostname_labels(&b, 4);
+            match ipv4_at(&b, 4) {
+                Some(end) => prop_assert_eq!(full, Ok(end)),
+                // Not taken: `scan_hostname` is the full scan.
+                None => prop_assert_eq!(scan_hostname(&b, 4), full),
+            }
+        }
+
+        #[test]
+        fn ipv4_hosts_check_as_before(
+            host in proptest::collection::vec(prop::sample::select(b"0123456789.a-".to_vec()), 0..20),
+        ) {
+            prop_assert_eq!(check_ipv4(&host), check_ipv4_reference(&host));
+        }
+
+        #[test]
+        fn hosts_and_ports_scan_as_before(
+            octets in proptest::collection::vec(
+                prop::sample::select(vec!["0", "1", "12", "127", "255", "256", "999", "0255", "1a", "a1", "b", "9-9", "", "00"]),
+                1..7),
+            trailing_dot in any::<bool>(),
+            port in prop::sample::select(vec!["", ":", ":5060", ":65535", ":65536", ":99999", ":0000005060", ":5x", ":123456"]),
+            rest in prop::sample::select(vec!["", ";lr", "?h=v", "x", ";"]),
+        ) {
+            let mut host = octets.join(".");
+            if trailing_dot {
+                host.push('.');
+            }
+            check(&format!("sip:u@{host}{port}{rest}"));
+            check(&format!("sip:{host}{port}{rest}"));
+            check(&format!("sip:[::1]{port}{rest}"));
         }
 
         #[test]
