@@ -9,8 +9,9 @@
 //!   UAC against SIPp (needs `sipp`; prints the install command when it is missing), and the
 //!   `proxy-*` ones through Kamailio (needs `kamailio`; skipped without it, failed under CI).
 //! - `sipp --load [--start-rate R] [--max-rate R] [--step-seconds S] [--hold-calls N]
-//!   [--reserve-calls N] [--keep]`: the highest clean call rate of example 20 next to SIPp's
-//!   own UAS, with setup latency, CPU per call and RSS per held call (not run by CI).
+//!   [--reserve-calls N] [--floor] [--keep]`: the highest clean call rate of example 20 next to
+//!   SIPp's own UAS, with setup latency, CPU per call and RSS per held call; with `--floor`,
+//!   session-dialog's `udp_floor` too, whose CPU per call is the I/O's share (not run by CI).
 //! - `sipp --load --alloc [--alloc-rate R] [--alloc-seconds S] [--alloc-idle S]
 //!   [--alloc-rounds N]`: example 20 with glibc's malloc next to example 20 with mimalloc
 //!   under the same soak: RSS peak and after idle, CPU per call (not run by CI).
@@ -52,11 +53,13 @@ commands:
                       and its UAC against SIPp's UAS; PASS/FAIL per scenario (needs sipp;
                       the proxy-* scenarios put Kamailio in the path and need kamailio)
   sipp --load [--start-rate 1000] [--max-rate 12000] [--step-seconds 5]
-              [--hold-calls 10000] [--reserve-calls 100000] [--keep]
+              [--hold-calls 10000] [--reserve-calls 100000] [--floor] [--keep]
                       load search: the highest rate with 0 failed calls for example 20
                       (release, signaling only) and for `sipp -sn uas`, side by side, with
                       calls/s, setup p50/p99, server CPU per call, RSS per held call and the
-                      verdict against 0.9 x SIPp's rate; exits 1 if not met (about 4-5 min)
+                      verdict against 0.9 x SIPp's rate; exits 1 if not met (about 4-5 min);
+                      --floor runs session-dialog's udp_floor too (our I/O, no SIP work): the
+                      CPU per call no UAS on that I/O goes below
   sipp --load --alloc [--alloc-rate 2000] [--alloc-seconds 60] [--alloc-idle 40]
               [--alloc-rounds 2]
                       example 20 built with glibc malloc and with mimalloc (examples2's

@@ -89,6 +89,8 @@ struct Options {
     keep: bool,
     /// `--load` and its settings.
     load: Option<load::LoadOptions>,
+    /// `--load --floor`: the `udp_floor` example runs beside the two servers.
+    floor: bool,
     /// `--load --overload` and its settings.
     overload: Option<overload::OverloadOptions>,
     /// `--load --b2bua` and its settings.
@@ -107,6 +109,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         verbose: false,
         keep: false,
         load: None,
+        floor: false,
         overload: None,
         b2bua: None,
         alloc: None,
@@ -123,6 +126,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut b2bua_flag = false;
     let mut load = load::LoadOptions::default();
     let mut load_flag = false;
+    let mut floor_flag = false;
     let mut overload = overload::OverloadOptions::default();
     let mut overload_flag = false;
     let mut args = args.iter();
@@ -141,6 +145,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--step-seconds" => load.step_seconds = number(arg)?.max(1),
             "--hold-calls" => load.hold_calls = number(arg)?,
             "--reserve-calls" => load.reserve_calls = number(arg)?,
+            "--floor" => floor_flag = true,
             "--overload" => overload_flag = true,
             "--b2bua" => b2bua_flag = true,
             "--b2bua-seconds" => b2bua.seconds = number(arg)?.max(1),
@@ -195,10 +200,12 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             options.tls = Some(tls);
         } else {
             options.load = Some(load);
+            options.floor = floor_flag;
         }
-    } else if overload_flag || b2bua_flag || alloc_flag || tls_flag {
+    } else if overload_flag || b2bua_flag || alloc_flag || tls_flag || floor_flag {
         return Err(
-            "--overload, --b2bua, --alloc and --tls are kinds of --load run: add --load".to_owned(),
+            "--overload, --b2bua, --alloc, --tls and --floor are kinds of --load run: add --load"
+                .to_owned(),
         );
     }
     Ok(options)
@@ -523,6 +530,29 @@ fn build_release(extra: &[&str]) -> Result<PathBuf, String> {
     }
 }
 
+/// Builds session-dialog's `udp_floor` example (release) for `--load --floor`.
+fn build_floor() -> Result<PathBuf, String> {
+    eprintln!("building udp_floor (release) ...");
+    let built = util::cargo()
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "session-dialog",
+            "--example",
+            "udp_floor",
+        ])
+        .status();
+    match built {
+        Ok(status) if status.success() => Ok(util::target_dir()
+            .join("release")
+            .join("examples")
+            .join("udp_floor")),
+        Ok(status) => Err(format!("building udp_floor failed ({status})")),
+        Err(error) => Err(format!("cannot run cargo: {error}")),
+    }
+}
+
 /// `--load` (and `--abuse`): builds example 20 in release mode and runs the load search (or
 /// the kind of load run asked for).
 fn run_load(options: &Options) -> i32 {
@@ -561,7 +591,20 @@ fn run_load(options: &Options) -> i32 {
                 .map_err(|e| format!("cannot write the scenarios: {e}"))
                 .and_then(|()| overload::run(overload, &example, &dir)),
             (_, None, Some(b2bua), None, None) => b2bua_load::run(b2bua, &example, &dir),
-            (Some(load), None, None, None, None) => load::run(load, example, &dir),
+            (Some(load), None, None, None, None) => {
+                let floor = if options.floor {
+                    build_floor().map(Some)
+                } else {
+                    Ok(None)
+                };
+                floor.and_then(|floor| {
+                    let load = load::LoadOptions {
+                        floor,
+                        ..load.clone()
+                    };
+                    load::run(&load, example, &dir)
+                })
+            }
             (None, None, None, None, None) => Ok(true),
         }
     };

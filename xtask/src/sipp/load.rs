@@ -28,6 +28,11 @@
 //! first call, when all are up, and 35 s later, once ours has dropped the INVITE transactions
 //! RFC 6026 keeps for 32 s after a 2xx; per call = (VmRSS then − VmRSS before) / calls.
 //!
+//! **Floor** (`--floor`): a third server in the same turns, session-dialog's `udp_floor`
+//! example: our driver's I/O (one-thread tokio runtime, the same reads and sends) answering
+//! with canned 200s and no SIP work. Its CPU per call is the kernel's and the runtime's share,
+//! the least any UAS on that I/O can use; it takes no part in the verdict.
+//!
 //! Every process is a child of this one and is killed on every path (guards); every wait is
 //! bounded.
 
@@ -49,12 +54,15 @@ const HOLD_RATE: u32 = 1_000;
 const TARGET_SHARE: f64 = 0.9;
 
 /// The `--load` settings.
+#[derive(Clone)]
 pub(super) struct LoadOptions {
     pub(super) start_rate: u32,
     pub(super) max_rate: u32,
     pub(super) step_seconds: u32,
     pub(super) hold_calls: u32,
     pub(super) reserve_calls: u32,
+    /// `--floor`: run the `udp_floor` example too (its path, once built).
+    pub(super) floor: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +73,7 @@ impl Default for LoadOptions {
             step_seconds: 5,
             hold_calls: 10_000,
             reserve_calls: 100_000,
+            floor: None,
         }
     }
 }
@@ -73,6 +82,8 @@ impl Default for LoadOptions {
 enum Server {
     Ours,
     Sipp,
+    /// The `udp_floor` example (`--floor`).
+    Floor,
 }
 
 impl Server {
@@ -80,6 +91,7 @@ impl Server {
         match self {
             Self::Ours => "ours",
             Self::Sipp => "sipp-uas",
+            Self::Floor => "floor",
         }
     }
 }
@@ -237,13 +249,18 @@ pub(super) fn run(options: &LoadOptions, example: PathBuf, dir: &Path) -> Result
         load_average()
     );
     let started = Instant::now();
-    let mut searches = [
+    let mut searches = vec![
         Search::new(Server::Ours, options),
         Search::new(Server::Sipp, options),
     ];
+    if options.floor.is_some() {
+        searches.push(Search::new(Server::Floor, options));
+    }
+    let count = searches.len();
     let mut round = 0;
     loop {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        // Each round starts with the next server, so that the machine's noise hits all alike.
+        let order: Vec<usize> = (0..count).map(|i| (i + round) % count).collect();
         round += 1;
         let mut any = false;
         for index in order {
@@ -262,7 +279,8 @@ pub(super) fn run(options: &LoadOptions, example: PathBuf, dir: &Path) -> Result
         }
     }
     if options.hold_calls > 0 {
-        for search in &mut searches {
+        // The floor keeps no call, so it has nothing to hold.
+        for search in searches.iter_mut().filter(|s| s.server != Server::Floor) {
             let ctx = step_ctx(&example, &load_dir, search.server, "hold")?;
             let hold = run_hold(&ctx, search.server, options)?;
             println!(
@@ -280,8 +298,10 @@ pub(super) fn run(options: &LoadOptions, example: PathBuf, dir: &Path) -> Result
             search.hold = Some(hold);
         }
     }
-    let [ours, sipp] = &searches;
-    let met = print_table(ours, sipp, options);
+    let met = print_table(&searches[0], &searches[1], options);
+    if let Some(floor) = searches.get(2) {
+        print_floor(&searches[0], &searches[1], floor);
+    }
     println!(
         "({:.0} s; load average now {})",
         started.elapsed().as_secs_f64(),
@@ -308,10 +328,16 @@ fn step_ctx(example: &Path, load_dir: &Path, server: Server, what: &str) -> Resu
 enum Running {
     Ours(Option<Example>),
     Sipp(Guard),
+    Floor(Guard),
 }
 
 impl Running {
-    fn start(ctx: &Ctx, server: Server, reserve_calls: u32) -> Result<(Self, u16), String> {
+    fn start(
+        ctx: &Ctx,
+        server: Server,
+        reserve_calls: u32,
+        floor: Option<&Path>,
+    ) -> Result<(Self, u16), String> {
         match server {
             Server::Ours => {
                 let reserve = reserve_calls.to_string();
@@ -323,13 +349,17 @@ impl Running {
                 let (guard, port) = start_sipp_uas(ctx)?;
                 Ok((Self::Sipp(guard), port))
             }
+            Server::Floor => {
+                let (guard, port) = start_floor(ctx, floor)?;
+                Ok((Self::Floor(guard), port))
+            }
         }
     }
 
     fn pid(&self) -> u32 {
         match self {
             Self::Ours(uas) => uas.as_ref().map_or(0, |uas| uas.child.id()),
-            Self::Sipp(guard) => guard.child.id(),
+            Self::Sipp(guard) | Self::Floor(guard) => guard.child.id(),
         }
     }
 
@@ -341,7 +371,7 @@ impl Running {
                 Some(uas) => uas.stop().map(drop),
                 None => Ok(()),
             },
-            Self::Sipp(guard) => {
+            Self::Sipp(guard) | Self::Floor(guard) => {
                 guard.terminate();
                 Ok(())
             }
@@ -366,6 +396,28 @@ pub(super) fn start_sipp_uas(ctx: &Ctx) -> Result<(Guard, u16), String> {
         }
         if Instant::now() >= deadline {
             return Err(format!("SIPp's UAS did not bind within {START_LIMIT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok((guard, port))
+}
+
+/// Starts the `udp_floor` example on a free loopback port.
+fn start_floor(ctx: &Ctx, floor: Option<&Path>) -> Result<(Guard, u16), String> {
+    let floor = floor.ok_or("the floor was not built")?;
+    let port = free_port()?;
+    let mut command = Command::new(floor);
+    command
+        .current_dir(&ctx.work)
+        .arg(format!("127.0.0.1:{port}"));
+    let mut guard = Guard::spawn(command, &ctx.work.join("floor.log"))?;
+    let deadline = Instant::now() + START_LIMIT;
+    while !port_bound(port, false) {
+        if guard.exited() {
+            return Err("udp_floor exited before binding".to_owned());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("udp_floor did not bind within {START_LIMIT:?}"));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -484,7 +536,8 @@ fn run_step(
     hz: f64,
 ) -> Result<Step, String> {
     let calls = rate.saturating_mul(options.step_seconds);
-    let (running, port) = Running::start(ctx, server, options.reserve_calls)?;
+    let (running, port) =
+        Running::start(ctx, server, options.reserve_calls, options.floor.as_deref())?;
     let pid = running.pid();
     let timeout = u64::from(options.step_seconds) + 40;
     let command = uac_command(ctx, port, rate, calls, 0, timeout)?;
@@ -554,7 +607,7 @@ fn run_hold(ctx: &Ctx, server: Server, options: &LoadOptions) -> Result<Hold, St
     let calls = options.hold_calls;
     // Sized for the calls it holds: a table reserved for many more would spread these calls
     // over pages that a smaller server never touches (see docs/BENCHMARKS.md).
-    let (running, port) = Running::start(ctx, server, calls)?;
+    let (running, port) = Running::start(ctx, server, calls, None)?;
     let pid = running.pid();
     let ramp = Duration::from_secs(u64::from(calls / HOLD_RATE) + 1);
     // Every call lasts past the ramp, the settling time and a margin: none ends before the
@@ -619,6 +672,33 @@ fn run_hold(ctx: &Ctx, server: Server, options: &LoadOptions) -> Result<Hold, St
 // ---------------------------------------------------------------------------------------------
 // The table
 // ---------------------------------------------------------------------------------------------
+
+/// Prints the floor's CPU per call next to ours and SIPp's at each rate all three ran.
+fn print_floor(ours: &Search, sipp: &Search, floor: &Search) {
+    println!(
+        "floor (udp_floor: our driver's I/O, canned answers, no SIP work): CPU per call, the \
+         kernel's and the runtime's share"
+    );
+    for step in &floor.steps {
+        let cpu_of = |search: &Search| {
+            search
+                .step_at(step.rate)
+                .map_or_else(|| "-".to_owned(), |s| format!("{:.0}", s.cpu_us_per_call))
+        };
+        println!(
+            "  {:>6}/s  floor {:>4.0} µs  ours {:>4} µs  sipp-uas {:>4} µs{}",
+            step.rate,
+            step.cpu_us_per_call,
+            cpu_of(ours),
+            cpu_of(sipp),
+            if step.clean() {
+                ""
+            } else {
+                "  (floor NOT CLEAN)"
+            },
+        );
+    }
+}
 
 /// Prints the side-by-side table and the verdict; returns whether the target is met.
 fn print_table(ours: &Search, sipp: &Search, options: &LoadOptions) -> bool {
