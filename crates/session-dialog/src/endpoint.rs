@@ -7,6 +7,7 @@
 //! Dialogs and call logic live above it and talk to it through [`EndpointEvent`]s and
 //! [`TransactionId`]s.
 
+use crate::transaction::table::{KEEP, shrink_queue};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
     TimerConfig, Transaction, TransactionId, TransactionTable, Transport, Verdict,
@@ -271,6 +272,8 @@ struct Context {
 /// The sans-IO transaction endpoint. See the module docs.
 pub struct Endpoint {
     config: EndpointConfig,
+    /// `Server: <config.user_agent>`, built once (a clone is a reference count).
+    server_header: Option<Header>,
     /// Where the To tags the endpoint makes itself come from (the 200 to OPTIONS, the answers
     /// to CANCEL, stateless rejections): seeded, so a run can be replayed.
     rng: fastrand::Rng,
@@ -477,8 +480,13 @@ impl Endpoint {
     }
 
     fn with_rng(config: EndpointConfig, rng: fastrand::Rng) -> Self {
+        let server_header = config
+            .user_agent
+            .as_deref()
+            .map(|agent| Header::new(HeaderName::Server, agent));
         Self {
             config,
+            server_header,
             rng,
             table: TransactionTable::new(),
             transmits: VecDeque::new(),
@@ -803,10 +811,8 @@ impl Endpoint {
         {
             response.headers.push(load);
         }
-        if let Some(agent) = &self.config.user_agent {
-            response
-                .headers
-                .push(Header::new(HeaderName::Server, agent.clone()));
+        if let Some(server) = &self.server_header {
+            response.headers.push(server.clone());
         }
         response
     }
@@ -1082,12 +1088,8 @@ impl Endpoint {
     /// Gives back room a past peak left (see [`TransactionTable::shrink_sparse`]).
     pub fn shrink_sparse(&mut self, floor: usize) {
         self.table.shrink_sparse(floor);
-        if self.transmits.len() * 4 < self.transmits.capacity() {
-            self.transmits.shrink_to(self.transmits.len() * 2);
-        }
-        if self.events.len() * 4 < self.events.capacity() {
-            self.events.shrink_to(self.events.len() * 2);
-        }
+        shrink_queue(&mut self.transmits, KEEP);
+        shrink_queue(&mut self.events, KEEP);
     }
 
     /// Room for transactions in the endpoint's table (for tests and metrics).
@@ -1183,12 +1185,10 @@ impl Endpoint {
         mut response: Response,
         tag: Option<String>,
     ) -> Result<Bytes, EndpointError> {
-        if let Some(agent) = &self.config.user_agent
+        if let Some(server) = &self.server_header
             && response.headers.get(HeaderName::Server).is_none()
         {
-            response
-                .headers
-                .push(Header::new(HeaderName::Server, agent.as_str()));
+            response.headers.push(server.clone());
         }
         let status = response.status.as_u16();
         let bytes = response.to_bytes();

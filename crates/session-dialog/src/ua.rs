@@ -65,7 +65,7 @@ use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::transaction::TransactionId;
-use crate::transaction::table::IdMap;
+use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
 use session_sip::{
     Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
@@ -296,15 +296,74 @@ fn response_to(
 }
 
 /// Ends the headers of a message from [`response_to`]: Content-Type and Content-Length for
-/// `body`, or Content-Length 0.
-fn finish_body(response: &mut Response, body: Option<(&str, Bytes)>) {
+/// `body`, or Content-Length 0, taken from `cache`.
+fn finish_body(cache: &mut BodyHeaders, response: &mut Response, body: Option<(&str, Bytes)>) {
     response.headers.remove_all(HeaderName::ContentLength);
     match body {
-        Some(body) => response.body = set_body(&mut response.headers, body),
-        None => response
-            .headers
-            .push(Header::new(HeaderName::ContentLength, "0")),
+        Some((content_type, bytes)) => {
+            response.headers.push(cache.content_type(content_type));
+            response.headers.push(cache.length(bytes.len()));
+            response.body = bytes;
+        }
+        None => response.headers.push(cache.length(0)),
     }
+}
+
+/// The Content-Type and Content-Length lines of the last responses, reused while they stay
+/// the same: a header's clone is a reference count, a new one two allocations.
+struct BodyHeaders {
+    content_type: Option<Header>,
+    length: Header,
+    zero: Header,
+}
+
+impl BodyHeaders {
+    fn new() -> Self {
+        let zero = Header::new(HeaderName::ContentLength, "0");
+        Self {
+            content_type: None,
+            length: zero.clone(),
+            zero,
+        }
+    }
+
+    fn content_type(&mut self, value: &str) -> Header {
+        match &self.content_type {
+            Some(cached) if cached.value() == value => cached.clone(),
+            _ => {
+                let header = Header::new(HeaderName::ContentType, value);
+                self.content_type = Some(header.clone());
+                header
+            }
+        }
+    }
+
+    fn length(&mut self, n: usize) -> Header {
+        if n == 0 {
+            return self.zero.clone();
+        }
+        let mut buf = [0u8; 20];
+        let text = decimal(n, &mut buf);
+        if self.length.value() != text {
+            self.length = Header::new(HeaderName::ContentLength, text);
+        }
+        self.length.clone()
+    }
+}
+
+/// `n` in decimal, written at the end of `buf` (20 digits hold any `u64`).
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // `n % 10` is a digit: the cast cannot truncate.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// Our Via for a new request over `protocol`, with a fresh branch drawn from `rng`: the TLS
@@ -609,8 +668,11 @@ pub struct UserAgent {
     /// Every random value the user agent makes comes from here; the endpoint has a generator
     /// of its own, seeded from this one.
     rng: fastrand::Rng,
-    /// `<contact>`, as written in our responses.
-    contact_value: String,
+    /// `Contact: <contact>`, as written in our responses (built once: a clone is a reference
+    /// count).
+    contact_header: Header,
+    /// Content-Length and Content-Type lines our responses reuse.
+    body_headers: BodyHeaders,
     endpoint: Endpoint,
     dialogs: HashMap<DialogId, DialogEntry>,
     /// Boxed, like the dialogs: the maps keep room for their peak, so slots stay small.
@@ -649,12 +711,12 @@ pub struct UserAgent {
 struct TlsListener {
     port: u16,
     contact: Uri,
-    /// `<contact>`, as written in our responses.
-    contact_value: String,
+    /// `Contact: <contact>`, as written in our responses.
+    contact_header: Header,
     /// The same address as a `sips:` URI: our Contact when the request is for a `sips:` URI
-    /// (RFC 3261 §8.1.1.8, §12.1.1), and its `<…>` form.
+    /// (RFC 3261 §8.1.1.8, §12.1.1), and its `Contact: <…>` line.
     sips_contact: Uri,
-    sips_contact_value: String,
+    sips_contact_header: Header,
 }
 
 impl TlsListener {
@@ -682,7 +744,8 @@ impl UserAgent {
         let mut rng = fastrand::Rng::with_seed(seed);
         let endpoint = Endpoint::with_seed(config.endpoint.clone(), rng.u64(..));
         Self {
-            contact_value: format!("<{}>", config.contact),
+            contact_header: Header::new(HeaderName::Contact, format!("<{}>", config.contact)),
+            body_headers: BodyHeaders::new(),
             config,
             seed,
             rng,
@@ -734,24 +797,19 @@ impl UserAgent {
         }
         self.shrink_pending = false;
         self.last_shrink = Some(now);
-        let floor = self.reserved;
-        crate::transaction::table::shrink_map(&mut self.dialogs, floor);
-        crate::transaction::table::shrink_map(&mut self.client_invites, floor);
-        crate::transaction::table::shrink_map(&mut self.server_invites, floor);
-        if self.timers.len() * 4 < self.timers.capacity() {
-            self.timers.shrink_to((self.timers.len() * 2).max(floor));
-        }
-        if self.prack_timers.len() * 4 < self.prack_timers.capacity() {
-            self.prack_timers.shrink_to(self.prack_timers.len() * 2);
-        }
-        crate::transaction::table::shrink_map(&mut self.expected_pracks, 0);
-        crate::transaction::table::shrink_map(&mut self.pracks, 0);
-        crate::transaction::table::shrink_map(&mut self.challengeable, 0);
-        crate::transaction::table::shrink_map(&mut self.aliases, 0);
-        crate::transaction::table::shrink_map(&mut self.current, 0);
-        if self.events.len() * 4 < self.events.capacity() {
-            self.events.shrink_to(self.events.len() * 2);
-        }
+        // The maps every call uses keep a little room; the rarer ones give all of it back.
+        let floor = self.reserved.max(KEEP);
+        shrink_map(&mut self.dialogs, floor);
+        shrink_map(&mut self.client_invites, floor);
+        shrink_map(&mut self.server_invites, floor);
+        shrink_heap(&mut self.timers, floor);
+        shrink_heap(&mut self.prack_timers, 0);
+        shrink_map(&mut self.expected_pracks, 0);
+        shrink_map(&mut self.pracks, 0);
+        shrink_map(&mut self.challengeable, 0);
+        shrink_map(&mut self.aliases, 0);
+        shrink_map(&mut self.current, 0);
+        shrink_queue(&mut self.events, KEEP);
         self.endpoint.shrink_sparse(floor.saturating_mul(2));
     }
 
@@ -912,7 +970,7 @@ impl UserAgent {
     /// in their Via and `contact` (a `;transport=tls` URI) as Contact, so that the peer's
     /// requests in the dialog come back over TLS (RFC 3261 §26.2.1).
     pub fn set_tls_listener(&mut self, port: u16, contact: Uri) {
-        let contact_value = format!("<{contact}>");
+        let contact_header = Header::new(HeaderName::Contact, format!("<{contact}>"));
         // `sips:user@host:port`, without the transport parameter (sips implies TLS).
         let sips_text = format!(
             "sips:{}{}:{port}",
@@ -920,13 +978,13 @@ impl UserAgent {
             contact.host()
         );
         let sips_contact = Uri::parse(&sips_text).unwrap_or_else(|_| contact.clone());
-        let sips_contact_value = format!("<{sips_contact}>");
+        let sips_contact_header = Header::new(HeaderName::Contact, format!("<{sips_contact}>"));
         self.tls = Some(TlsListener {
             port,
             contact,
-            contact_value,
+            contact_header,
             sips_contact,
-            sips_contact_value,
+            sips_contact_header,
         });
     }
 
@@ -1243,7 +1301,7 @@ impl UserAgent {
         match request.method {
             Method::Bye => {
                 let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
-                finish_body(&mut ok, None);
+                finish_body(&mut self.body_headers, &mut ok, None);
                 if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
@@ -2360,14 +2418,12 @@ impl UserAgent {
                 (Some(tls), Some(Protocol::Tls))
                     if request.uri.scheme() == session_sip::Scheme::Sips =>
                 {
-                    tls.sips_contact_value.as_str()
+                    &tls.sips_contact_header
                 }
-                (Some(tls), Some(Protocol::Tls)) => tls.contact_value.as_str(),
-                _ => self.contact_value.as_str(),
+                (Some(tls), Some(Protocol::Tls)) => &tls.contact_header,
+                _ => &self.contact_header,
             };
-            response
-                .headers
-                .push(Header::new(HeaderName::Contact, contact));
+            response.headers.push(contact.clone());
         }
         for header in headers {
             response.headers.push(header);
@@ -2396,7 +2452,7 @@ impl UserAgent {
             self.pump(now);
             return Ok(None);
         }
-        finish_body(&mut response, body);
+        finish_body(&mut self.body_headers, &mut response, body);
         // The dialog (if this 2xx makes one) is read off the request before the response goes
         // to the transaction, so neither is copied.
         let mut new_dialog = match (invite, &to_tag) {
@@ -2607,6 +2663,7 @@ impl UserAgent {
             .push(Header::new(HeaderName::RSeq, rseq.to_string()));
         let with_body = body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty());
         finish_body(
+            &mut self.body_headers,
             &mut response,
             body.as_ref().map(|(t, bytes)| (&**t, bytes.clone())),
         );
@@ -2684,7 +2741,7 @@ impl UserAgent {
             return;
         };
         let (mut response, tag) = response_to(request, status, Some(&tag), &mut self.rng);
-        finish_body(&mut response, None);
+        finish_body(&mut self.body_headers, &mut response, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, response, tag) {
             tracing::warn!(%error, status = status.as_u16(), "could not answer the INVITE");
         }
@@ -2807,7 +2864,7 @@ impl UserAgent {
         };
         let invite_seq = reliable.invite_seq;
         let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
-        finish_body(&mut ok, None);
+        finish_body(&mut self.body_headers, &mut ok, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
             tracing::warn!(%error, "could not answer PRACK");
         }

@@ -40,14 +40,39 @@ impl Hasher for IdHasher {
 /// A map keyed by [`TransactionId`] with [`IdHasher`].
 pub(crate) type IdMap<V> = HashMap<TransactionId, V, BuildHasherDefault<IdHasher>>;
 
-/// Shrinks `map` to twice its length (at least `floor`) when it holds less than a quarter of
-/// its capacity: hash maps keep the room of their peak otherwise.
+/// Room the per-call maps and queues keep when idle: giving it back after every call only to
+/// allocate it again for the next one costs more than it saves.
+pub(crate) const KEEP: usize = 16;
+
+/// What to shrink a collection of `len` entries and room for `capacity` to: twice its length
+/// (at least `floor`) when it holds less than a quarter of its capacity and the room is more
+/// than twice that, else `None` (shrinking it would give back little, or nothing).
+pub(crate) fn shrink_target(len: usize, capacity: usize, floor: usize) -> Option<usize> {
+    let target = len.saturating_mul(2).max(floor);
+    (len.saturating_mul(4) < capacity && capacity > target.saturating_mul(2)).then_some(target)
+}
+
+/// Shrinks `map` as [`shrink_target`] says: hash maps keep the room of their peak otherwise.
 pub(crate) fn shrink_map<K: Hash + Eq, V, S: std::hash::BuildHasher>(
     map: &mut HashMap<K, V, S>,
     floor: usize,
 ) {
-    if map.len() * 4 < map.capacity() && map.capacity() > floor {
-        map.shrink_to((map.len() * 2).max(floor));
+    if let Some(target) = shrink_target(map.len(), map.capacity(), floor) {
+        map.shrink_to(target);
+    }
+}
+
+/// [`shrink_map`] for a heap.
+pub(crate) fn shrink_heap<T: Ord>(heap: &mut BinaryHeap<T>, floor: usize) {
+    if let Some(target) = shrink_target(heap.len(), heap.capacity(), floor) {
+        heap.shrink_to(target);
+    }
+}
+
+/// [`shrink_map`] for a queue.
+pub(crate) fn shrink_queue<T>(queue: &mut VecDeque<T>, floor: usize) {
+    if let Some(target) = shrink_target(queue.len(), queue.capacity(), floor) {
+        queue.shrink_to(target);
     }
 }
 
@@ -164,12 +189,8 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     pub fn shrink_sparse(&mut self, floor: usize) {
         shrink_map(&mut self.slots, floor);
         shrink_map(&mut self.index, floor);
-        if self.timers.len() * 4 < self.timers.capacity() {
-            self.timers.shrink_to((self.timers.len() * 2).max(floor));
-        }
-        if self.actions.len() * 4 < self.actions.capacity() {
-            self.actions.shrink_to(self.actions.len() * 2);
-        }
+        shrink_heap(&mut self.timers, floor);
+        shrink_queue(&mut self.actions, KEEP);
     }
 
     /// Room for entries in the maps and heaps (for tests and metrics).
