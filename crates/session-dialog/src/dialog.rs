@@ -2,6 +2,7 @@
 //! how in-dialog requests are built from them (§12.2.1.1, loose and strict routing).
 
 use crate::endpoint::Protocol;
+use crate::map::DialogRef;
 use session_sip::{Header, HeaderName, Method, NameAddr, Request, Response, Uri};
 use session_types::{CallId, DialogId};
 use std::net::{IpAddr, SocketAddr};
@@ -203,13 +204,19 @@ impl Dialog {
 
     /// The dialog id a request received in this dialog carries (To tag is ours).
     pub fn id_of_request(request: &Request) -> Option<DialogId> {
-        let to = request.to().ok()?;
-        let from = request.from().ok()?;
-        Some(DialogId::new(
-            CallId::new(request.call_id().ok()?),
-            to.tag()?,
-            from.tag().unwrap_or_default(),
-        ))
+        Self::key_of_request(request).map(DialogRef::to_id)
+    }
+
+    /// [`Dialog::id_of_request`] borrowed from the request: finding the dialog allocates
+    /// nothing (§12.2.2: Call-ID, To tag, From tag; an RFC 2543 peer may send no From tag).
+    pub(crate) fn key_of_request(request: &Request) -> Option<DialogRef<'_>> {
+        let local_tag = request.to().ok()?.tag()?;
+        let remote_tag = request.from().ok()?.tag().unwrap_or_default();
+        Some(DialogRef {
+            call_id: request.call_id().ok()?,
+            local_tag,
+            remote_tag,
+        })
     }
 
     /// The dialog id a response to our request carries (From tag is ours).

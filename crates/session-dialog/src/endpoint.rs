@@ -7,6 +7,7 @@
 //! Dialogs and call logic live above it and talk to it through [`EndpointEvent`]s and
 //! [`TransactionId`]s.
 
+use crate::map::SeededState;
 use crate::transaction::table::{KEEP, shrink_queue};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
@@ -484,11 +485,14 @@ impl Endpoint {
             .user_agent
             .as_deref()
             .map(|agent| Header::new(HeaderName::Server, agent));
+        // The matching keys are the peer's (branches, hosts): hashed with keys of our own,
+        // derived from the seeded generator so that a replay behaves alike.
+        let table = TransactionTable::with_hasher(SeededState::derived_from(&rng));
         Self {
             config,
             server_header,
             rng,
-            table: TransactionTable::new(),
+            table,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             transport_failed: Vec::new(),

@@ -64,6 +64,7 @@
 use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
+use crate::map::{DialogMap, SeededState};
 use crate::transaction::TransactionId;
 use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
@@ -674,7 +675,8 @@ pub struct UserAgent {
     /// Content-Length and Content-Type lines our responses reuse.
     body_headers: BodyHeaders,
     endpoint: Endpoint,
-    dialogs: HashMap<DialogId, DialogEntry>,
+    /// Looked up by ids borrowed from the messages; hashed with keys from `rng`.
+    dialogs: DialogMap<DialogEntry>,
     /// Boxed, like the dialogs: the maps keep room for their peak, so slots stay small.
     client_invites: IdMap<Box<ClientInvite>>,
     server_invites: IdMap<Box<ServerInvite>>,
@@ -743,6 +745,7 @@ impl UserAgent {
         let seed = config.rng_seed.unwrap_or_else(|| fastrand::u64(..));
         let mut rng = fastrand::Rng::with_seed(seed);
         let endpoint = Endpoint::with_seed(config.endpoint.clone(), rng.u64(..));
+        let dialogs = DialogMap::new(SeededState::derived_from(&rng));
         Self {
             contact_header: Header::new(HeaderName::Contact, format!("<{}>", config.contact)),
             body_headers: BodyHeaders::new(),
@@ -750,7 +753,7 @@ impl UserAgent {
             seed,
             rng,
             endpoint,
-            dialogs: HashMap::new(),
+            dialogs,
             client_invites: IdMap::default(),
             server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
@@ -799,7 +802,7 @@ impl UserAgent {
         self.last_shrink = Some(now);
         // The maps every call uses keep a little room; the rarer ones give all of it back.
         let floor = self.reserved.max(KEEP);
-        shrink_map(&mut self.dialogs, floor);
+        self.dialogs.shrink(floor);
         shrink_map(&mut self.client_invites, floor);
         shrink_map(&mut self.server_invites, floor);
         shrink_heap(&mut self.timers, floor);
@@ -1276,7 +1279,8 @@ impl UserAgent {
             Method::Invite => self.reliability_of(&request),
             _ => Reliability::Never,
         };
-        let found = Dialog::id_of_request(&request)
+        let found = Dialog::key_of_request(&request)
+            .and_then(|key| self.dialogs.id_of(&key))
             .and_then(|id| self.dialogs.get_mut(&id).map(|entry| (id, entry)));
         let Some((id, entry)) = found else {
             // §12.2.2: a request for a dialog we do not have.
@@ -1368,7 +1372,8 @@ impl UserAgent {
     }
 
     fn on_ack(&mut self, request: Request) {
-        let Some(id) = Dialog::id_of_request(&request) else {
+        let Some(id) = Dialog::key_of_request(&request).and_then(|key| self.dialogs.id_of(&key))
+        else {
             return;
         };
         let acked = self

@@ -3,6 +3,7 @@
 //! deadline, stale entries are skipped when they surface).
 
 use super::{Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite};
+use crate::map::SeededState;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -152,7 +153,8 @@ pub struct TransactionTable<K, C> {
     /// Boxed: the map keeps room for the peak number of transactions, and a small slot keeps
     /// that room small once they are gone.
     slots: IdMap<Box<Slot<K, C>>>,
-    index: HashMap<K, TransactionId>,
+    /// Keys come from the network: hashed with secret keys ([`SeededState`]).
+    index: HashMap<K, TransactionId, SeededState>,
     timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
     actions: VecDeque<(TransactionId, Action)>,
     next_id: u64,
@@ -165,11 +167,16 @@ impl<K: Hash + Eq + Clone, C> Default for TransactionTable<K, C> {
 }
 
 impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
-    /// An empty table.
+    /// An empty table, its keys hashed with secret keys drawn from entropy.
     pub fn new() -> Self {
+        Self::with_hasher(SeededState::random())
+    }
+
+    /// An empty table whose keys are hashed with `hasher`.
+    pub(crate) fn with_hasher(hasher: SeededState) -> Self {
         Self {
             slots: IdMap::default(),
-            index: HashMap::new(),
+            index: HashMap::with_hasher(hasher),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             next_id: 0,
