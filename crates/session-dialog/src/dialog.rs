@@ -166,7 +166,10 @@ impl Dialog {
         protocol: Protocol,
     ) -> Option<Self> {
         let to = invite.headers.get_str(HeaderName::To)?;
-        let local_party = format!("{to};tag={local_tag}");
+        let mut local_party = String::with_capacity(to.len() + 5 + local_tag.len());
+        local_party.push_str(to);
+        local_party.push_str(";tag=");
+        local_party.push_str(local_tag);
         Self::from_uas_with(invite, local_party, local_tag, peer, protocol)
     }
 

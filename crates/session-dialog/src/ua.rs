@@ -254,46 +254,70 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
 /// `rng`) unless it has one or the status is 100. Returns
 /// it with the To tag it carries. It has no Content-Length yet: [`finish_body`] adds it after
 /// whatever else the UA adds, so the header list is built once, in order.
+///
+/// `blank` is a response without headers to start from ([`blank_response`]); the headers are
+/// the request's, less those a response does not copy, so they keep the request's order and
+/// the list has room for what the UA adds.
 fn response_to(
+    blank: &Response,
     request: &Request,
     status: StatusCode,
     tag: Option<&str>,
     rng: &mut fastrand::Rng,
 ) -> (Response, Option<String>) {
-    let mut response = Response::builder(status).build();
-    response.headers.remove_all(HeaderName::ContentLength);
+    let mut response = blank.clone();
+    response.status = status;
+    response.reason = status.reason_phrase().to_owned();
     let has_tag = request.to().ok().and_then(|to| to.tag().map(str::to_owned));
     let record_route = session_sip::copies_record_route(&request.method, status);
-    let mut to_tag = None;
+    let trying = status == StatusCode::TRYING;
+    let copied = |name: HeaderName| match name {
+        HeaderName::Via
+        | HeaderName::From
+        | HeaderName::To
+        | HeaderName::CallId
+        | HeaderName::CSeq => true,
+        // Whole lines in their order: several values in one line, URI parameters and header
+        // parameters all reach the peer as the proxies wrote them.
+        HeaderName::RecordRoute => record_route,
+        // §8.2.6.1: a 100 Trying copies Timestamp.
+        HeaderName::Timestamp => trying,
+        _ => false,
+    };
+    response.headers = request.headers.clone();
     for header in request.headers.iter() {
-        match header.name() {
-            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                response.headers.push(header.clone());
+        let name = header.name();
+        if !copied(name) && response.headers.get(name).is_some() {
+            response.headers.remove_all(name);
+        }
+    }
+    let mut to_tag = None;
+    match (has_tag, trying) {
+        (Some(existing), _) => to_tag = Some(existing),
+        (None, true) => {}
+        (None, false) => {
+            // Validation let the request in with exactly one To (RFC 3261 §20.39).
+            if let Some(to) = response.headers.get_mut(HeaderName::To) {
+                let tag = tag.map_or_else(|| new_tag_with(rng), str::to_owned);
+                let mut value = String::with_capacity(to.value().len() + 5 + tag.len());
+                value.push_str(to.value());
+                value.push_str(";tag=");
+                value.push_str(&tag);
+                *to = Header::new(HeaderName::To, value);
+                to_tag = Some(tag);
             }
-            // Whole lines in their order: several values in one line, URI parameters and
-            // header parameters all reach the peer as the proxies wrote them.
-            HeaderName::RecordRoute if record_route => response.headers.push(header.clone()),
-            HeaderName::To => match (&has_tag, status == StatusCode::TRYING) {
-                (Some(existing), _) => {
-                    to_tag = Some(existing.clone());
-                    response.headers.push(header.clone());
-                }
-                (None, true) => response.headers.push(header.clone()),
-                (None, false) => {
-                    let tag = tag.map_or_else(|| new_tag_with(rng), str::to_owned);
-                    let value = format!("{};tag={tag}", header.value());
-                    response.headers.push(Header::new(HeaderName::To, value));
-                    to_tag = Some(tag);
-                }
-            },
-            // §8.2.6.1: a 100 Trying copies Timestamp.
-            HeaderName::Timestamp if status == StatusCode::TRYING => {
-                response.headers.push(header.clone());
-            }
-            _ => {}
         }
     }
     (response, to_tag)
+}
+
+/// A response with no headers and no body, for [`response_to`] to clone (which allocates
+/// nothing).
+fn blank_response() -> Response {
+    let mut blank = Response::builder(StatusCode::OK).build();
+    blank.reason = String::new();
+    blank.headers = session_sip::Headers::new();
+    blank
 }
 
 /// Ends the headers of a message from [`response_to`]: Content-Type and Content-Length for
@@ -674,6 +698,8 @@ pub struct UserAgent {
     contact_header: Header,
     /// Content-Length and Content-Type lines our responses reuse.
     body_headers: BodyHeaders,
+    /// What our responses start from ([`blank_response`]).
+    blank: Response,
     endpoint: Endpoint,
     /// Looked up by ids borrowed from the messages; hashed with keys from `rng`.
     dialogs: DialogMap<DialogEntry>,
@@ -749,6 +775,7 @@ impl UserAgent {
         Self {
             contact_header: Header::new(HeaderName::Contact, format!("<{}>", config.contact)),
             body_headers: BodyHeaders::new(),
+            blank: blank_response(),
             config,
             seed,
             rng,
@@ -1304,7 +1331,8 @@ impl UserAgent {
         }
         match request.method {
             Method::Bye => {
-                let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
+                let (mut ok, tag) =
+                    response_to(&self.blank, &request, StatusCode::OK, None, &mut self.rng);
                 finish_body(&mut self.body_headers, &mut ok, None);
                 if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
                     tracing::warn!(%error, "could not answer BYE");
@@ -2412,6 +2440,7 @@ impl UserAgent {
             });
         };
         let (mut response, to_tag) = response_to(
+            &self.blank,
             request,
             status,
             invite.map(|i| i.to_tag.as_str()),
@@ -2745,7 +2774,8 @@ impl UserAgent {
         let Some(request) = self.endpoint.request_of(tx) else {
             return;
         };
-        let (mut response, tag) = response_to(request, status, Some(&tag), &mut self.rng);
+        let (mut response, tag) =
+            response_to(&self.blank, request, status, Some(&tag), &mut self.rng);
         finish_body(&mut self.body_headers, &mut response, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, response, tag) {
             tracing::warn!(%error, status = status.as_u16(), "could not answer the INVITE");
@@ -2868,7 +2898,7 @@ impl UserAgent {
             reliable.queued.pop_front()
         };
         let invite_seq = reliable.invite_seq;
-        let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
+        let (mut ok, tag) = response_to(&self.blank, &request, StatusCode::OK, None, &mut self.rng);
         finish_body(&mut self.body_headers, &mut ok, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
             tracing::warn!(%error, "could not answer PRACK");
