@@ -16,6 +16,7 @@ use crate::transaction::{
 use bytes::Bytes;
 use session_sip::{Header, HeaderName, Message, Method, ParseLimits, Request, Response, UasPolicy};
 use session_types::StatusCode;
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -198,16 +199,19 @@ impl Default for EndpointConfig {
     }
 }
 
-/// How a message is matched to a transaction. The strings are shared: the table keeps the
-/// key twice (in its index and with the transaction), and a clone is a reference count.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How a message is matched to a transaction, as kept in the table. The strings are shared:
+/// the table keeps the key twice (in its index and with the transaction), and a clone is a
+/// reference count. Messages are matched with a [`KeyRef`] borrowed from them, so a lookup
+/// allocates nothing.
+#[derive(Clone, Debug)]
 enum Key {
     /// §17.1.3: the branch we put in the top Via, and the CSeq method.
     Client { branch: Arc<str>, method: Method },
-    /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE).
+    /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE). `text` is
+    /// the branch followed by the host (one allocation), `split` where the host starts.
     Server {
-        branch: Arc<str>,
-        host: Arc<str>,
+        text: Arc<str>,
+        split: usize,
         port: Option<u16>,
         method: Method,
     },
@@ -217,7 +221,7 @@ enum Key {
 }
 
 /// The RFC 2543 matching key of §17.2.3.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Key2543 {
     uri: Arc<str>,
     from_tag: Arc<str>,
@@ -227,10 +231,77 @@ struct Key2543 {
     method: Method,
 }
 
-/// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
-/// still compares everything, so this is only faster, not looser.
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
+/// A [`Key`] borrowed from a message (or from a key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyRef<'a> {
+    Client {
+        branch: &'a str,
+        method: &'a Method,
+    },
+    Server {
+        branch: &'a str,
+        host: &'a str,
+        port: Option<u16>,
+        method: &'a Method,
+    },
+    Server2543 {
+        uri: &'a str,
+        from_tag: &'a str,
+        call_id: &'a str,
+        cseq: u32,
+        top_via: &'a str,
+        method: &'a Method,
+    },
+}
+
+/// What an ACK matches as (§17.2.3), for keys borrowed from an ACK.
+static INVITE: Method = Method::Invite;
+
+impl KeyRef<'_> {
+    /// The owned key, to insert.
+    fn to_key(self) -> Key {
+        match self {
+            Self::Client { branch, method } => Key::Client {
+                branch: branch.into(),
+                method: method.clone(),
+            },
+            Self::Server {
+                branch,
+                host,
+                port,
+                method,
+            } => {
+                let mut text = String::with_capacity(branch.len() + host.len());
+                text.push_str(branch);
+                text.push_str(host);
+                Key::Server {
+                    text: text.into(),
+                    split: branch.len(),
+                    port,
+                    method: method.clone(),
+                }
+            }
+            Self::Server2543 {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                method,
+            } => Key::Server2543(Box::new(Key2543 {
+                uri: uri.into(),
+                from_tag: from_tag.into(),
+                call_id: call_id.into(),
+                cseq,
+                top_via: top_via.into(),
+                method: method.clone(),
+            })),
+        }
+    }
+
+    /// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
+    /// still compares everything, so this is only faster, not looser.
+    fn hash_into<H: Hasher>(self, state: &mut H) {
         match self {
             Self::Client { branch, method } => {
                 state.write_u8(0);
@@ -242,13 +313,93 @@ impl Hash for Key {
                 branch.hash(state);
                 method.hash(state);
             }
-            Self::Server2543(key) => {
+            Self::Server2543 {
+                call_id,
+                cseq,
+                method,
+                ..
+            } => {
                 state.write_u8(2);
-                key.call_id.hash(state);
-                key.cseq.hash(state);
-                key.method.hash(state);
+                call_id.hash(state);
+                cseq.hash(state);
+                method.hash(state);
             }
         }
+    }
+}
+
+/// Anything a [`Key`] can be looked up with.
+trait KeyView {
+    fn view(&self) -> KeyRef<'_>;
+}
+
+impl KeyView for KeyRef<'_> {
+    fn view(&self) -> KeyRef<'_> {
+        *self
+    }
+}
+
+impl KeyView for Key {
+    fn view(&self) -> KeyRef<'_> {
+        match self {
+            Self::Client { branch, method } => KeyRef::Client { branch, method },
+            Self::Server {
+                text,
+                split,
+                port,
+                method,
+            } => {
+                let (branch, host) = text.split_at_checked(*split).unwrap_or((text, ""));
+                KeyRef::Server {
+                    branch,
+                    host,
+                    port: *port,
+                    method,
+                }
+            }
+            Self::Server2543(key) => KeyRef::Server2543 {
+                uri: &key.uri,
+                from_tag: &key.from_tag,
+                call_id: &key.call_id,
+                cseq: key.cseq,
+                top_via: &key.top_via,
+                method: &key.method,
+            },
+        }
+    }
+}
+
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.view().hash_into(state);
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.view().hash_into(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for Key {}
+
+impl<'a> Borrow<dyn KeyView + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
     }
 }
 
@@ -322,39 +473,31 @@ impl std::fmt::Display for Load {
     }
 }
 
-fn server_key(request: &Request) -> Option<Key> {
+fn server_key(request: &Request) -> Option<KeyRef<'_>> {
     let via = request.top_via().ok()?;
     let method = match request.method {
-        Method::Ack => Method::Invite,
-        ref other => other.clone(),
+        Method::Ack => &INVITE,
+        ref other => other,
     };
     match via.branch() {
-        Some(branch) if via.is_rfc3261_branch() => Some(Key::Server {
-            branch: branch.into(),
-            host: via.host.into(),
+        Some(branch) if via.is_rfc3261_branch() => Some(KeyRef::Server {
+            branch,
+            host: via.host,
             port: via.port,
             method,
         }),
         _ => {
             let top_via = request.headers.values(HeaderName::Via).next()?;
-            Some(Key::Server2543(Box::new(Key2543 {
-                uri: request.uri.as_str().into(),
-                from_tag: request.from().ok()?.tag().unwrap_or_default().into(),
-                call_id: request.call_id().ok()?.into(),
+            Some(KeyRef::Server2543 {
+                uri: request.uri.as_str(),
+                from_tag: request.from().ok()?.tag().unwrap_or_default(),
+                call_id: request.call_id().ok()?,
                 cseq: request.cseq().ok()?.seq,
-                top_via: top_via.into(),
+                top_via,
                 method,
-            })))
+            })
         }
     }
-}
-
-fn client_key_of_response(response: &Response) -> Option<Key> {
-    let branch = response.top_via().ok()?.branch()?.into();
-    Some(Key::Client {
-        branch,
-        method: response.cseq().ok()?.method,
-    })
 }
 
 /// Where responses to `request`, received from `source`, go (RFC 3261 §18.2.2, RFC 3581 §4),
@@ -695,10 +838,17 @@ impl Endpoint {
         source: SocketAddr,
         mut request: Request,
     ) {
-        let Some(key) = server_key(&request) else {
-            return;
+        // Matched on a key borrowed from the request; the owned key is made only for a new
+        // transaction (not for an ACK, which starts none).
+        let (found, key) = {
+            let Some(view) = server_key(&request) else {
+                return;
+            };
+            let found = self.table.find::<dyn KeyView>(&view);
+            let owned = (found.is_none() && request.method != Method::Ack).then(|| view.to_key());
+            (found, owned)
         };
-        if let Some(id) = self.table.find(&key) {
+        if let Some(id) = found {
             let is_ack = request.method == Method::Ack;
             let verdict = self.table.with(id, |tx, _| match tx {
                 Transaction::ServerInvite(tx) if is_ack => tx.handle_ack(now),
@@ -718,7 +868,11 @@ impl Endpoint {
             Method::Ack => self
                 .events
                 .push_back(EndpointEvent::Ack { request, source }),
-            Method::Cancel => self.handle_cancel(now, protocol, source, request, key),
+            Method::Cancel => {
+                if let Some(key) = key {
+                    self.handle_cancel(now, protocol, source, request, key);
+                }
+            }
             Method::Options
                 if self.config.answer_options
                     && request.to().is_ok_and(|to| to.tag().is_none()) =>
@@ -763,6 +917,9 @@ impl Endpoint {
                     protocol,
                     to_tag: None,
                     dscp: None,
+                };
+                let Some(key) = key else {
+                    return;
                 };
                 if let Some(id) = self.table.insert(key, transaction, context) {
                     self.events.push_back(EndpointEvent::Request {
@@ -830,23 +987,35 @@ impl Endpoint {
         mut cancel: Request,
         key: Key,
     ) {
-        let invite_key = match &key {
-            Key::Server {
+        // The INVITE the CANCEL is for: the same key with method INVITE (§9.2).
+        let invite_key = match key.view() {
+            KeyRef::Server {
                 branch, host, port, ..
-            } => Key::Server {
-                branch: branch.clone(),
-                host: host.clone(),
-                port: *port,
-                method: Method::Invite,
+            } => KeyRef::Server {
+                branch,
+                host,
+                port,
+                method: &INVITE,
             },
-            Key::Server2543(key) => Key::Server2543(Box::new(Key2543 {
-                method: Method::Invite,
-                ..(**key).clone()
-            })),
-            Key::Client { .. } => return,
+            KeyRef::Server2543 {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                ..
+            } => KeyRef::Server2543 {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                method: &INVITE,
+            },
+            KeyRef::Client { .. } => return,
         };
+        let invite_id = self.table.find::<dyn KeyView>(&invite_key);
         let peer = response_route(&mut cancel, source, protocol);
-        let invite_id = self.table.find(&invite_key);
         let pending = invite_id.and_then(|id| match self.table.with(id, |tx, _| matches!(tx, Transaction::ServerInvite(tx) if tx.state() == ServerInviteState::Proceeding)) {
             Some(true) => Some(id),
             _ => None,
@@ -911,11 +1080,19 @@ impl Endpoint {
             tracing::debug!(%source, "dropping response with several Vias");
             return;
         }
-        let Some(key) = client_key_of_response(&response) else {
+        // §17.1.3: the branch of the top Via and the CSeq method, borrowed from the response.
+        let Ok(cseq) = response.cseq() else {
             return;
         };
+        let found = match response.top_via().ok().and_then(|via| via.branch()) {
+            Some(branch) => self.table.find::<dyn KeyView>(&KeyRef::Client {
+                branch,
+                method: &cseq.method,
+            }),
+            None => return,
+        };
         let status = response.status.as_u16();
-        let Some(id) = self.table.find(&key) else {
+        let Some(id) = found else {
             if response.status.is_success()
                 && response.cseq().is_ok_and(|c| c.method == Method::Invite)
             {

@@ -4,6 +4,7 @@
 
 use super::{Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite};
 use crate::map::SeededState;
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -263,7 +264,11 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     }
 
     /// The transaction matching `key`, if live.
-    pub fn find(&self, key: &K) -> Option<TransactionId> {
+    pub fn find<Q>(&self, key: &Q) -> Option<TransactionId>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.index.get(key).copied()
     }
 
