@@ -213,7 +213,14 @@ impl Dialog {
     /// [`Dialog::id_of_request`] borrowed from the request: finding the dialog allocates
     /// nothing (§12.2.2: Call-ID, To tag, From tag; an RFC 2543 peer may send no From tag).
     pub(crate) fn key_of_request(request: &Request) -> Option<DialogRef<'_>> {
-        let local_tag = request.to().ok()?.tag()?;
+        Self::key_of_request_to(request, request.to().ok()?.tag()?)
+    }
+
+    /// [`Dialog::key_of_request`] for a request whose To tag the caller has read already.
+    pub(crate) fn key_of_request_to<'a>(
+        request: &'a Request,
+        local_tag: &'a str,
+    ) -> Option<DialogRef<'a>> {
         let remote_tag = request.from().ok()?.tag().unwrap_or_default();
         Some(DialogRef {
             call_id: request.call_id().ok()?,

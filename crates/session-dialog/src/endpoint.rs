@@ -254,6 +254,9 @@ enum KeyRef<'a> {
     },
 }
 
+/// The RFC 3261 branch prefix (§8.1.1.7).
+const MAGIC_COOKIE: &str = "z9hG4bK";
+
 /// What an ACK matches as (§17.2.3), for keys borrowed from an ACK.
 static INVITE: Method = Method::Invite;
 
@@ -473,14 +476,15 @@ impl std::fmt::Display for Load {
     }
 }
 
-fn server_key(request: &Request) -> Option<KeyRef<'_>> {
-    let via = request.top_via().ok()?;
+/// The §17.2.3 key of `request`, whose top Via is `via`.
+fn server_key<'a>(request: &'a Request, via: &session_sip::Via<'a>) -> Option<KeyRef<'a>> {
     let method = match request.method {
         Method::Ack => &INVITE,
         ref other => other,
     };
+    // The branch is read once (`Via::is_rfc3261_branch` would read it again).
     match via.branch() {
-        Some(branch) if via.is_rfc3261_branch() => Some(KeyRef::Server {
+        Some(branch) if branch.starts_with(MAGIC_COOKIE) => Some(KeyRef::Server {
             branch,
             host: via.host,
             port: via.port,
@@ -840,13 +844,18 @@ impl Endpoint {
     ) {
         // Matched on a key borrowed from the request; the owned key is made only for a new
         // transaction (not for an ACK, which starts none).
-        let (found, key) = {
-            let Some(view) = server_key(&request) else {
+        // The top Via is read once, for the key and for where the responses go.
+        let (found, fresh) = {
+            let Ok(via) = request.top_via() else {
+                return;
+            };
+            let Some(view) = server_key(&request, &via) else {
                 return;
             };
             let found = self.table.find::<dyn KeyView>(&view);
-            let owned = (found.is_none() && request.method != Method::Ack).then(|| view.to_key());
-            (found, owned)
+            let fresh = (found.is_none() && request.method != Method::Ack)
+                .then(|| (view.to_key(), ViaFacts::of(&via, source)));
+            (found, fresh)
         };
         if let Some(id) = found {
             let is_ack = request.method == Method::Ack;
@@ -863,21 +872,21 @@ impl Endpoint {
             }
             return;
         }
-        match request.method {
-            // An ACK for a 2xx has a branch of its own (§17.1.1.3): it goes to the dialog.
-            Method::Ack => self
-                .events
-                .push_back(EndpointEvent::Ack { request, source }),
-            Method::Cancel => {
-                if let Some(key) = key {
-                    self.handle_cancel(now, protocol, source, request, key);
-                }
+        // An ACK for a 2xx has a branch of its own (§17.1.1.3): it goes to the dialog.
+        let Some((key, via)) = fresh else {
+            if request.method == Method::Ack {
+                self.events
+                    .push_back(EndpointEvent::Ack { request, source });
             }
+            return;
+        };
+        match request.method {
+            Method::Cancel => self.handle_cancel(now, (protocol, source, via), request, key),
             Method::Options
                 if self.config.answer_options
                     && request.to().is_ok_and(|to| to.tag().is_none()) =>
             {
-                let destination = response_route(&mut request, source, protocol);
+                let destination = stamp_top_via(&mut request.headers, via, source, protocol);
                 let response = self.options_answer(&request);
                 self.transmit(protocol, destination, response.to_bytes());
             }
@@ -885,7 +894,7 @@ impl Endpoint {
                 if self.shedding.is_some() && request.to().is_ok_and(|to| to.tag().is_none()) =>
             {
                 let retry_after = self.shedding.unwrap_or_default().as_secs().max(1);
-                let destination = response_route(&mut request, source, protocol);
+                let destination = stamp_top_via(&mut request.headers, via, source, protocol);
                 let mut response = Response::from_request_with_rng(
                     &request,
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -898,7 +907,7 @@ impl Endpoint {
                 self.transmit(protocol, destination, response.to_bytes());
             }
             _ => {
-                let peer = response_route(&mut request, source, protocol);
+                let peer = stamp_top_via(&mut request.headers, via, source, protocol);
                 let reliability = protocol.reliability();
                 let transaction = match request.method {
                     Method::Invite => Transaction::ServerInvite(ServerInvite::new(
@@ -917,9 +926,6 @@ impl Endpoint {
                     protocol,
                     to_tag: None,
                     dscp: None,
-                };
-                let Some(key) = key else {
-                    return;
                 };
                 if let Some(id) = self.table.insert(key, transaction, context) {
                     self.events.push_back(EndpointEvent::Request {
@@ -982,8 +988,7 @@ impl Endpoint {
     fn handle_cancel(
         &mut self,
         now: Instant,
-        protocol: Protocol,
-        source: SocketAddr,
+        (protocol, source, via): (Protocol, SocketAddr, ViaFacts),
         mut cancel: Request,
         key: Key,
     ) {
@@ -1015,7 +1020,7 @@ impl Endpoint {
             KeyRef::Client { .. } => return,
         };
         let invite_id = self.table.find::<dyn KeyView>(&invite_key);
-        let peer = response_route(&mut cancel, source, protocol);
+        let peer = stamp_top_via(&mut cancel.headers, via, source, protocol);
         let pending = invite_id.and_then(|id| match self.table.with(id, |tx, _| matches!(tx, Transaction::ServerInvite(tx) if tx.state() == ServerInviteState::Proceeding)) {
             Some(true) => Some(id),
             _ => None,
@@ -1169,7 +1174,7 @@ impl Endpoint {
             .map_err(|_| EndpointError::BadRequest("no Via"))?;
         let branch: Arc<str> = via
             .branch()
-            .filter(|_| via.is_rfc3261_branch())
+            .filter(|branch| branch.starts_with(MAGIC_COOKIE))
             .ok_or(EndpointError::BadRequest("no RFC 3261 branch"))?
             .into();
         let method = request

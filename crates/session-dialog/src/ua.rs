@@ -1265,8 +1265,8 @@ impl UserAgent {
         source: SocketAddr,
         protocol: Protocol,
     ) {
-        let has_to_tag = request.to().is_ok_and(|to| to.tag().is_some());
-        if !has_to_tag {
+        // The To tag is read once: it says whether the request is in a dialog, and which.
+        let Some(to_tag) = request.to().ok().and_then(|to| to.tag()) else {
             if request.method == Method::Invite {
                 let to_tag = new_tag_with(&mut self.rng);
                 let reliability = self.reliability_of(&request);
@@ -1295,7 +1295,7 @@ impl UserAgent {
                 });
             }
             return;
-        }
+        };
         if request.method == Method::Prack {
             // RFC 3262 §3: matched against our unacknowledged reliable 1xx, in an early dialog
             // as in a confirmed one.
@@ -1306,7 +1306,7 @@ impl UserAgent {
             Method::Invite => self.reliability_of(&request),
             _ => Reliability::Never,
         };
-        let found = Dialog::key_of_request(&request)
+        let found = Dialog::key_of_request_to(&request, to_tag)
             .and_then(|key| self.dialogs.id_of(&key))
             .and_then(|id| self.dialogs.get_mut(&id).map(|entry| (id, entry)));
         let Some((id, entry)) = found else {
