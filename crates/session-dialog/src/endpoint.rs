@@ -429,6 +429,9 @@ pub struct Endpoint {
     config: EndpointConfig,
     /// `Server: <config.user_agent>`, built once (a clone is a reference count).
     server_header: Option<Header>,
+    /// Whether a new server transaction keeps a copy of its request (see
+    /// [`Endpoint::hand_over_requests`]).
+    keep_requests: bool,
     /// Where the To tags the endpoint makes itself come from (the 200 to OPTIONS, the answers
     /// to CANCEL, stateless rejections): seeded, so a run can be replayed.
     rng: fastrand::Rng,
@@ -638,6 +641,7 @@ impl Endpoint {
         Self {
             config,
             server_header,
+            keep_requests: true,
             rng,
             table,
             transmits: VecDeque::new(),
@@ -921,7 +925,7 @@ impl Endpoint {
                     )),
                 };
                 let context = Context {
-                    request: Some(Box::new(request.clone())),
+                    request: self.keep_requests.then(|| Box::new(request.clone())),
                     peer,
                     protocol,
                     to_tag: None,
@@ -1402,6 +1406,24 @@ impl Endpoint {
             Ok(sent)
         } else {
             Err(EndpointError::ResponseRefused)
+        }
+    }
+
+    /// A new server transaction no longer keeps a copy of its request by itself: the layer
+    /// above gives back, with [`Endpoint::keep_request`], every request it does not answer
+    /// while handling its [`EndpointEvent::Request`] (what [`Endpoint::request_of`], the
+    /// 100 Trying and a CANCEL's 487 are built from). A request answered at once (a BYE, a
+    /// rejection) is then never copied.
+    pub(crate) fn hand_over_requests(&mut self) {
+        self.keep_requests = false;
+    }
+
+    /// Server transaction `id` keeps (a copy of) its request until its final response.
+    pub(crate) fn keep_request(&mut self, id: TransactionId, request: &Request) {
+        if let Some(ctx) = self.table.context_mut(id)
+            && ctx.request.is_none()
+        {
+            ctx.request = Some(Box::new(request.clone()));
         }
     }
 

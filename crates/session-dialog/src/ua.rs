@@ -770,7 +770,9 @@ impl UserAgent {
         // thread-local generator); everything else is drawn from `rng`.
         let seed = config.rng_seed.unwrap_or_else(|| fastrand::u64(..));
         let mut rng = fastrand::Rng::with_seed(seed);
-        let endpoint = Endpoint::with_seed(config.endpoint.clone(), rng.u64(..));
+        let mut endpoint = Endpoint::with_seed(config.endpoint.clone(), rng.u64(..));
+        // Requests the user agent answers at once (BYE, rejections) are not copied.
+        endpoint.hand_over_requests();
         let dialogs = DialogMap::new(SeededState::derived_from(&rng));
         Self {
             contact_header: Header::new(HeaderName::Contact, format!("<{}>", config.contact)),
@@ -1281,12 +1283,16 @@ impl UserAgent {
                         reliable: None,
                     }),
                 );
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingInvite {
                     tx,
                     request,
                     source,
                 });
             } else {
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
                     request,
@@ -1376,6 +1382,8 @@ impl UserAgent {
                         reliable: None,
                     }),
                 );
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
                     request,
@@ -1389,6 +1397,8 @@ impl UserAgent {
                         .dialog
                         .refresh_target(request.headers.values(HeaderName::Contact).next());
                 }
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
                     request,
