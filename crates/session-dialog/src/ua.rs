@@ -285,10 +285,18 @@ fn response_to(
         _ => false,
     };
     response.headers = request.headers.clone();
+    // Each name not copied is removed once (a pass over the list each).
+    let mut removed = [HeaderName::Via; 8];
+    let mut count = 0;
     for header in request.headers.iter() {
         let name = header.name();
-        if !copied(name) && response.headers.get(name).is_some() {
-            response.headers.remove_all(name);
+        if copied(name) || removed.get(..count).is_some_and(|r| r.contains(&name)) {
+            continue;
+        }
+        response.headers.remove_all(name);
+        if let Some(slot) = removed.get_mut(count) {
+            *slot = name;
+            count += 1;
         }
     }
     let mut to_tag = None;
