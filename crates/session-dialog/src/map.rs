@@ -54,6 +54,26 @@ fn fold(a: u64, b: u64) -> u64 {
     lo ^ hi
 }
 
+/// The first 8 bytes of `bytes` (little-endian), zero-padded.
+#[inline]
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    if let Some(head) = bytes.get(..8) {
+        buf.copy_from_slice(head);
+    }
+    u64::from_le_bytes(buf)
+}
+
+/// The first 4 bytes of `bytes` (little-endian), zero-padded.
+#[inline]
+fn read_u32(bytes: &[u8]) -> u32 {
+    let mut buf = [0u8; 4];
+    if let Some(head) = bytes.get(..4) {
+        buf.copy_from_slice(head);
+    }
+    u32::from_le_bytes(buf)
+}
+
 /// A keyed multiply-and-fold hash, one multiplication per 8 bytes. Not cryptographic: the
 /// secret keys make collisions hard to choose from outside (HashDoS), which is all a map of
 /// network keys needs.
@@ -73,19 +93,29 @@ impl FoldHasher {
 impl Hasher for FoldHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
         let mut words = bytes.chunks_exact(8);
         for word in &mut words {
-            let mut buf = [0u8; 8];
-            buf.copy_from_slice(word);
-            self.mix(u64::from_le_bytes(buf));
+            self.mix(read_u64(word));
         }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            // The length in the top bits: "a" and "a\0" differ.
-            self.mix(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 56));
+        let rest = words.remainder().len();
+        if rest == 0 {
+            return;
         }
+        // The last bytes, read without a copy: the last 8 (overlapping the words before) when
+        // there are that many, else two overlapping halves or single bytes. The length goes in
+        // the top bits: "a" and "a\0" differ.
+        let tail = if n >= 8 {
+            read_u64(bytes.get(n - 8..).unwrap_or_default())
+        } else if n >= 4 {
+            let lo = read_u32(bytes.get(..4).unwrap_or_default());
+            let hi = read_u32(bytes.get(n - 4..).unwrap_or_default());
+            u64::from(lo) | (u64::from(hi) << 32)
+        } else {
+            let at = |i: usize| u64::from(bytes.get(i).copied().unwrap_or_default());
+            at(0) | (at(n / 2) << 8) | (at(n - 1) << 16)
+        };
+        self.mix(tail ^ ((rest as u64) << 61));
     }
 
     #[inline]
@@ -308,5 +338,18 @@ mod tests {
         let long = "0123456789abcdefghij";
         assert_ne!(a.hash_one(long), a.hash_one("0123456789abcdefghiJ"));
         assert_ne!(a.hash_one(b"a".as_slice()), a.hash_one(b"a\0".as_slice()));
+        // Every length's last byte counts, whatever path its tail takes.
+        for n in 1..=24 {
+            let s = "x".repeat(n);
+            let mut t = s.clone();
+            t.replace_range(n - 1.., "y");
+            assert_ne!(a.hash_one(&s), a.hash_one(&t), "length {n}");
+            let zeros = vec![0u8; n];
+            let mut h0 = a.build_hasher();
+            h0.write(&zeros);
+            let mut h1 = a.build_hasher();
+            h1.write(&zeros[..n - 1]);
+            assert_ne!(h0.finish(), h1.finish(), "zeros, length {n}");
+        }
     }
 }
