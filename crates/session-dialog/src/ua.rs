@@ -260,7 +260,7 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
 /// the list has room for what the UA adds.
 fn response_to(
     blank: &Response,
-    request: &Request,
+    (request, request_tag): (&Request, RequestTag<'_>),
     status: StatusCode,
     tag: Option<&str>,
     rng: &mut fastrand::Rng,
@@ -268,7 +268,10 @@ fn response_to(
     let mut response = blank.clone();
     response.status = status;
     response.reason = status.reason_phrase().to_owned();
-    let has_tag = request.to().ok().and_then(|to| to.tag().map(str::to_owned));
+    let has_tag = match request_tag {
+        RequestTag::Known(tag) => tag.map(str::to_owned),
+        RequestTag::Unknown => request.to().ok().and_then(|to| to.tag().map(str::to_owned)),
+    };
     let record_route = session_sip::copies_record_route(&request.method, status);
     let trying = status == StatusCode::TRYING;
     let copied = |name: HeaderName| match name {
@@ -317,6 +320,15 @@ fn response_to(
         }
     }
     (response, to_tag)
+}
+
+/// What the caller of [`response_to`] knows of the request's To tag.
+#[derive(Clone, Copy, Debug)]
+enum RequestTag<'a> {
+    /// Nothing: [`response_to`] reads it.
+    Unknown,
+    /// The request's To carries this tag, or none.
+    Known(Option<&'a str>),
 }
 
 /// A response with no headers and no body, for [`response_to`] to clone (which allocates
@@ -1345,8 +1357,13 @@ impl UserAgent {
         }
         match request.method {
             Method::Bye => {
-                let (mut ok, tag) =
-                    response_to(&self.blank, &request, StatusCode::OK, None, &mut self.rng);
+                let (mut ok, tag) = response_to(
+                    &self.blank,
+                    (&request, RequestTag::Known(Some(to_tag))),
+                    StatusCode::OK,
+                    None,
+                    &mut self.rng,
+                );
                 finish_body(&mut self.body_headers, &mut ok, None);
                 if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
                     tracing::warn!(%error, "could not answer BYE");
@@ -2457,9 +2474,16 @@ impl UserAgent {
                 EndpointError::NoSuchTransaction
             });
         };
+        // An INVITE's record says what its To carries: no tag for a new dialog (`within` is
+        // none), the dialog's tag (ours, `to_tag`) for a re-INVITE (see `on_request`).
+        let request_tag = match invite {
+            Some(i) if i.within.is_some() => RequestTag::Known(Some(i.to_tag.as_str())),
+            Some(_) => RequestTag::Known(None),
+            None => RequestTag::Unknown,
+        };
         let (mut response, to_tag) = response_to(
             &self.blank,
-            request,
+            (request, request_tag),
             status,
             invite.map(|i| i.to_tag.as_str()),
             &mut self.rng,
@@ -2578,8 +2602,8 @@ impl UserAgent {
         within: Option<DialogId>,
         new_dialog: Option<Dialog>,
     ) -> Option<DialogId> {
-        let id = match (within, new_dialog) {
-            (Some(id), _) => id,
+        match (within, new_dialog) {
+            (Some(id), _) => self.dialogs.contains_key(&id).then_some(id),
             (None, Some(mut dialog)) => {
                 let prack_seq = self.reliable_mut(tx).and_then(|r| r.prack_seq);
                 if let Some(seq) = prack_seq {
@@ -2587,11 +2611,10 @@ impl UserAgent {
                 }
                 let id = dialog.id.clone();
                 self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
-                id
+                Some(id)
             }
-            (None, None) => return None,
-        };
-        self.dialogs.contains_key(&id).then_some(id)
+            (None, None) => None,
+        }
     }
 
     /// Our 2xx to INVITE `tx` (`bytes`) went out in dialog `id`: it is retransmitted until its
@@ -2792,8 +2815,13 @@ impl UserAgent {
         let Some(request) = self.endpoint.request_of(tx) else {
             return;
         };
-        let (mut response, tag) =
-            response_to(&self.blank, request, status, Some(&tag), &mut self.rng);
+        let (mut response, tag) = response_to(
+            &self.blank,
+            (request, RequestTag::Unknown),
+            status,
+            Some(&tag),
+            &mut self.rng,
+        );
         finish_body(&mut self.body_headers, &mut response, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, response, tag) {
             tracing::warn!(%error, status = status.as_u16(), "could not answer the INVITE");
@@ -2916,7 +2944,13 @@ impl UserAgent {
             reliable.queued.pop_front()
         };
         let invite_seq = reliable.invite_seq;
-        let (mut ok, tag) = response_to(&self.blank, &request, StatusCode::OK, None, &mut self.rng);
+        let (mut ok, tag) = response_to(
+            &self.blank,
+            (&request, RequestTag::Unknown),
+            StatusCode::OK,
+            None,
+            &mut self.rng,
+        );
         finish_body(&mut self.body_headers, &mut ok, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
             tracing::warn!(%error, "could not answer PRACK");
