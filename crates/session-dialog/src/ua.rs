@@ -2542,7 +2542,7 @@ impl UserAgent {
             dialog.dscp = self.endpoint.dscp_of(tx);
         }
         if hold {
-            let id = self.insert_answered_dialog(tx, within, new_dialog);
+            let id = self.insert_answered_dialog(tx, within, new_dialog, None);
             if let Some(reliable) = self.reliable_mut(tx) {
                 // Provisional responses not sent yet say nothing the 2xx does not.
                 reliable.queued.clear();
@@ -2564,11 +2564,10 @@ impl UserAgent {
         }
         let mut dialog_id = None;
         if self.server_invites.contains_key(&tx) && status.is_success() {
-            let id = self.insert_answered_dialog(tx, within, new_dialog);
-            if let Some(id) = id {
-                self.start_2xx(now, tx, &id, bytes);
-                dialog_id = Some(id);
-            }
+            // The 2xx is retransmitted until its ACK (§13.3.1.4), from the dialog it makes or
+            // refreshes.
+            let pending = self.pending_2xx(now, tx, bytes);
+            dialog_id = self.insert_answered_dialog(tx, within, new_dialog, pending);
         }
         if status.as_u16() >= 200 {
             // The final response is out: nothing more is sent for this INVITE, and another
@@ -2601,16 +2600,27 @@ impl UserAgent {
         tx: TransactionId,
         within: Option<DialogId>,
         new_dialog: Option<Dialog>,
+        pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
         match (within, new_dialog) {
-            (Some(id), _) => self.dialogs.contains_key(&id).then_some(id),
+            (Some(id), _) => {
+                let entry = self.dialogs.get_mut(&id)?;
+                if let Some(pending) = pending {
+                    Self::arm_2xx(&mut self.timers, entry, &id, pending);
+                }
+                Some(id)
+            }
             (None, Some(mut dialog)) => {
                 let prack_seq = self.reliable_mut(tx).and_then(|r| r.prack_seq);
                 if let Some(seq) = prack_seq {
                     dialog.accept_remote_seq(seq);
                 }
                 let id = dialog.id.clone();
-                self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
+                let mut entry = DialogEntry::new(dialog);
+                if let Some(pending) = pending {
+                    Self::arm_2xx(&mut self.timers, &mut entry, &id, pending);
+                }
+                self.dialogs.insert(id.clone(), entry);
                 Some(id)
             }
             (None, None) => None,
@@ -2620,9 +2630,17 @@ impl UserAgent {
     /// Our 2xx to INVITE `tx` (`bytes`) went out in dialog `id`: it is retransmitted until its
     /// ACK (§13.3.1.4).
     fn start_2xx(&mut self, now: Instant, tx: TransactionId, id: &DialogId, bytes: Bytes) {
-        let Some(invite) = self.server_invites.get(&tx) else {
+        let Some(pending) = self.pending_2xx(now, tx, bytes) else {
             return;
         };
+        if let Some(entry) = self.dialogs.get_mut(id) {
+            Self::arm_2xx(&mut self.timers, entry, id, pending);
+        }
+    }
+
+    /// What retransmits our 2xx to INVITE `tx` (`bytes`, sent at `now`) until its ACK.
+    fn pending_2xx(&self, now: Instant, tx: TransactionId, bytes: Bytes) -> Option<Pending2xx> {
+        let invite = self.server_invites.get(&tx)?;
         let (destination, protocol) = self
             .endpoint
             .peer_of(tx)
@@ -2635,7 +2653,7 @@ impl UserAgent {
         } else {
             now + t1
         };
-        let pending = Pending2xx {
+        Some(Pending2xx {
             bytes,
             destination,
             protocol,
@@ -2643,12 +2661,19 @@ impl UserAgent {
             interval: t1,
             next,
             give_up,
-        };
-        if let Some(entry) = self.dialogs.get_mut(id) {
-            self.timers.push(Reverse((next.min(give_up), id.clone())));
-            entry.pending_2xx = Some(Box::new(pending));
-            entry.remote_reinvite = None;
-        }
+        })
+    }
+
+    /// Dialog `id` (`entry`) waits for the ACK of `pending` (§13.3.1.4).
+    fn arm_2xx(
+        timers: &mut BinaryHeap<Reverse<(Instant, DialogId)>>,
+        entry: &mut DialogEntry,
+        id: &DialogId,
+        pending: Pending2xx,
+    ) {
+        timers.push(Reverse((pending.next.min(pending.give_up), id.clone())));
+        entry.pending_2xx = Some(Box::new(pending));
+        entry.remote_reinvite = None;
     }
 }
 
