@@ -248,11 +248,6 @@ impl<V> DialogMap<V> {
         self.map.get(id)
     }
 
-    /// The id `id` is stored under (a clone: reference counts, no allocation).
-    pub(crate) fn id_of(&self, id: &dyn DialogParts) -> Option<DialogId> {
-        self.map.get_key_value(id).map(|(key, _)| key.0.clone())
-    }
-
     pub(crate) fn get_mut(&mut self, id: &dyn DialogParts) -> Option<&mut V> {
         self.map.get_mut(id)
     }

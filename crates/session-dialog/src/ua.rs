@@ -64,7 +64,7 @@
 use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
-use crate::map::{DialogMap, SeededState};
+use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
 use crate::transaction::TransactionId;
 use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
@@ -320,6 +320,18 @@ fn response_to(
         }
     }
     (response, to_tag)
+}
+
+/// The id dialog `entry` is stored under, found by `key` (so equal to it): the dialog's own
+/// id shared (reference counts), or, when the two differ (a UAC dialog whose 2xx named
+/// another Call-ID or From tag than our INVITE: it is stored under the response's), built from
+/// `key`.
+fn stored_id(entry: &DialogEntry, key: DialogRef<'_>) -> DialogId {
+    if entry.dialog.id.parts() == key.parts() {
+        entry.dialog.id.clone()
+    } else {
+        key.to_id()
+    }
 }
 
 /// What the caller of [`response_to`] knows of the request's To tag.
@@ -1332,9 +1344,10 @@ impl UserAgent {
             Method::Invite => self.reliability_of(&request),
             _ => Reliability::Never,
         };
-        let found = Dialog::key_of_request_to(&request, to_tag)
-            .and_then(|key| self.dialogs.id_of(&key))
-            .and_then(|id| self.dialogs.get_mut(&id).map(|entry| (id, entry)));
+        let found = Dialog::key_of_request_to(&request, to_tag).and_then(|key| {
+            let entry = self.dialogs.get_mut(&key)?;
+            Some((stored_id(entry, key), entry))
+        });
         let Some((id, entry)) = found else {
             // §12.2.2: a request for a dialog we do not have.
             self.reject(
@@ -1435,16 +1448,14 @@ impl UserAgent {
     }
 
     fn on_ack(&mut self, request: Request) {
-        let Some(id) = Dialog::key_of_request(&request).and_then(|key| self.dialogs.id_of(&key))
-        else {
+        let Some(key) = Dialog::key_of_request(&request) else {
             return;
         };
         let acked = self
             .dialogs
-            .get_mut(&id)
-            .and_then(|e| e.pending_2xx.take())
-            .is_some();
-        if acked {
+            .get_mut(&key)
+            .and_then(|e| e.pending_2xx.take().map(|_| stored_id(e, key)));
+        if let Some(id) = acked {
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
