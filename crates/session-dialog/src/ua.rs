@@ -355,7 +355,10 @@ fn blank_response() -> Response {
 /// Ends the headers of a message from [`response_to`]: Content-Type and Content-Length for
 /// `body`, or Content-Length 0, taken from `cache`.
 fn finish_body(cache: &mut BodyHeaders, response: &mut Response, body: Option<(&str, Bytes)>) {
-    response.headers.remove_all(HeaderName::ContentLength);
+    // `response_to` copies none; only headers the caller added may bring one.
+    if response.headers.get(HeaderName::ContentLength).is_some() {
+        response.headers.remove_all(HeaderName::ContentLength);
+    }
     match body {
         Some((content_type, bytes)) => {
             response.headers.push(cache.content_type(content_type));
