@@ -208,9 +208,10 @@ enum Key {
     /// §17.1.3: the branch we put in the top Via, and the CSeq method.
     Client { branch: Arc<str>, method: Method },
     /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE). `text` is
-    /// the branch followed by the host (one allocation), `split` where the host starts.
+    /// the branch followed by the host, as bytes (one allocation, made straight from the two
+    /// parts), `split` where the host starts.
     Server {
-        text: Arc<str>,
+        text: Arc<[u8]>,
         split: usize,
         port: Option<u16>,
         method: Method,
@@ -238,9 +239,10 @@ enum KeyRef<'a> {
         branch: &'a str,
         method: &'a Method,
     },
+    /// The branch and the host as bytes (they are only hashed and compared).
     Server {
-        branch: &'a str,
-        host: &'a str,
+        branch: &'a [u8],
+        host: &'a [u8],
         port: Option<u16>,
         method: &'a Method,
     },
@@ -274,11 +276,10 @@ impl KeyRef<'_> {
                 port,
                 method,
             } => {
-                let mut text = String::with_capacity(branch.len() + host.len());
-                text.push_str(branch);
-                text.push_str(host);
+                // An exact-size iterator: collected into the `Arc` in one allocation.
+                let text: Arc<[u8]> = branch.iter().chain(host).copied().collect();
                 Key::Server {
-                    text: text.into(),
+                    text,
                     split: branch.len(),
                     port,
                     method: method.clone(),
@@ -352,7 +353,7 @@ impl KeyView for Key {
                 port,
                 method,
             } => {
-                let (branch, host) = text.split_at_checked(*split).unwrap_or((text, ""));
+                let (branch, host) = text.split_at_checked(*split).unwrap_or((text, &[]));
                 KeyRef::Server {
                     branch,
                     host,
@@ -488,8 +489,8 @@ fn server_key<'a>(request: &'a Request, via: &session_sip::Via<'a>) -> Option<Ke
     // The branch is read once (`Via::is_rfc3261_branch` would read it again).
     match via.branch() {
         Some(branch) if branch.starts_with(MAGIC_COOKIE) => Some(KeyRef::Server {
-            branch,
-            host: via.host,
+            branch: branch.as_bytes(),
+            host: via.host.as_bytes(),
             port: via.port,
             method,
         }),
