@@ -373,7 +373,8 @@ fn finish_body(cache: &mut BodyHeaders, response: &mut Response, body: Option<(&
 /// the same: a header's clone is a reference count, a new one two allocations.
 struct BodyHeaders {
     content_type: Option<Header>,
-    length: Header,
+    /// The last non-zero length, and its line.
+    length: (usize, Header),
     zero: Header,
 }
 
@@ -382,7 +383,7 @@ impl BodyHeaders {
         let zero = Header::new(HeaderName::ContentLength, "0");
         Self {
             content_type: None,
-            length: zero.clone(),
+            length: (0, zero.clone()),
             zero,
         }
     }
@@ -402,28 +403,11 @@ impl BodyHeaders {
         if n == 0 {
             return self.zero.clone();
         }
-        let mut buf = [0u8; 20];
-        let text = decimal(n, &mut buf);
-        if self.length.value() != text {
-            self.length = Header::new(HeaderName::ContentLength, text);
+        if self.length.0 != n {
+            self.length = (n, Header::new(HeaderName::ContentLength, n.to_string()));
         }
-        self.length.clone()
+        self.length.1.clone()
     }
-}
-
-/// `n` in decimal, written at the end of `buf` (20 digits hold any `u64`).
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        // `n % 10` is a digit: the cast cannot truncate.
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || at == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// Our Via for a new request over `protocol`, with a fresh branch drawn from `rng`: the TLS
