@@ -2,6 +2,7 @@
 //! how in-dialog requests are built from them (§12.2.1.1, loose and strict routing).
 
 use crate::endpoint::Protocol;
+use crate::map::DialogRef;
 use session_sip::{Header, HeaderName, Method, NameAddr, Request, Response, Uri};
 use session_types::{CallId, DialogId};
 use std::net::{IpAddr, SocketAddr};
@@ -165,7 +166,10 @@ impl Dialog {
         protocol: Protocol,
     ) -> Option<Self> {
         let to = invite.headers.get_str(HeaderName::To)?;
-        let local_party = format!("{to};tag={local_tag}");
+        let mut local_party = String::with_capacity(to.len() + 5 + local_tag.len());
+        local_party.push_str(to);
+        local_party.push_str(";tag=");
+        local_party.push_str(local_tag);
         Self::from_uas_with(invite, local_party, local_tag, peer, protocol)
     }
 
@@ -203,13 +207,26 @@ impl Dialog {
 
     /// The dialog id a request received in this dialog carries (To tag is ours).
     pub fn id_of_request(request: &Request) -> Option<DialogId> {
-        let to = request.to().ok()?;
-        let from = request.from().ok()?;
-        Some(DialogId::new(
-            CallId::new(request.call_id().ok()?),
-            to.tag()?,
-            from.tag().unwrap_or_default(),
-        ))
+        Self::key_of_request(request).map(DialogRef::to_id)
+    }
+
+    /// [`Dialog::id_of_request`] borrowed from the request: finding the dialog allocates
+    /// nothing (§12.2.2: Call-ID, To tag, From tag; an RFC 2543 peer may send no From tag).
+    pub(crate) fn key_of_request(request: &Request) -> Option<DialogRef<'_>> {
+        Self::key_of_request_to(request, request.to().ok()?.tag()?)
+    }
+
+    /// [`Dialog::key_of_request`] for a request whose To tag the caller has read already.
+    pub(crate) fn key_of_request_to<'a>(
+        request: &'a Request,
+        local_tag: &'a str,
+    ) -> Option<DialogRef<'a>> {
+        let remote_tag = request.from().ok()?.tag().unwrap_or_default();
+        Some(DialogRef {
+            call_id: request.call_id().ok()?,
+            local_tag,
+            remote_tag,
+        })
     }
 
     /// The dialog id a response to our request carries (From tag is ours).

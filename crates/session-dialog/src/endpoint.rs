@@ -7,6 +7,8 @@
 //! Dialogs and call logic live above it and talk to it through [`EndpointEvent`]s and
 //! [`TransactionId`]s.
 
+use crate::map::SeededState;
+use crate::transaction::table::{KEEP, shrink_queue};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
     TimerConfig, Transaction, TransactionId, TransactionTable, Transport, Verdict,
@@ -14,6 +16,7 @@ use crate::transaction::{
 use bytes::Bytes;
 use session_sip::{Header, HeaderName, Message, Method, ParseLimits, Request, Response, UasPolicy};
 use session_types::StatusCode;
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -196,16 +199,20 @@ impl Default for EndpointConfig {
     }
 }
 
-/// How a message is matched to a transaction. The strings are shared: the table keeps the
-/// key twice (in its index and with the transaction), and a clone is a reference count.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How a message is matched to a transaction, as kept in the table. The strings are shared:
+/// the table keeps the key twice (in its index and with the transaction), and a clone is a
+/// reference count. Messages are matched with a [`KeyRef`] borrowed from them, so a lookup
+/// allocates nothing.
+#[derive(Clone, Debug)]
 enum Key {
     /// §17.1.3: the branch we put in the top Via, and the CSeq method.
     Client { branch: Arc<str>, method: Method },
-    /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE).
+    /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE). `text` is
+    /// the branch followed by the host, as bytes (one allocation, made straight from the two
+    /// parts), `split` where the host starts.
     Server {
-        branch: Arc<str>,
-        host: Arc<str>,
+        text: Arc<[u8]>,
+        split: usize,
         port: Option<u16>,
         method: Method,
     },
@@ -215,7 +222,7 @@ enum Key {
 }
 
 /// The RFC 2543 matching key of §17.2.3.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Key2543 {
     uri: Arc<str>,
     from_tag: Arc<str>,
@@ -225,10 +232,80 @@ struct Key2543 {
     method: Method,
 }
 
-/// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
-/// still compares everything, so this is only faster, not looser.
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
+/// A [`Key`] borrowed from a message (or from a key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyRef<'a> {
+    Client {
+        branch: &'a str,
+        method: &'a Method,
+    },
+    /// The branch and the host as bytes (they are only hashed and compared).
+    Server {
+        branch: &'a [u8],
+        host: &'a [u8],
+        port: Option<u16>,
+        method: &'a Method,
+    },
+    Server2543 {
+        uri: &'a str,
+        from_tag: &'a str,
+        call_id: &'a str,
+        cseq: u32,
+        top_via: &'a str,
+        method: &'a Method,
+    },
+}
+
+/// The RFC 3261 branch prefix (§8.1.1.7).
+const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// What an ACK matches as (§17.2.3), for keys borrowed from an ACK.
+static INVITE: Method = Method::Invite;
+
+impl KeyRef<'_> {
+    /// The owned key, to insert.
+    fn to_key(self) -> Key {
+        match self {
+            Self::Client { branch, method } => Key::Client {
+                branch: branch.into(),
+                method: method.clone(),
+            },
+            Self::Server {
+                branch,
+                host,
+                port,
+                method,
+            } => {
+                // An exact-size iterator: collected into the `Arc` in one allocation.
+                let text: Arc<[u8]> = branch.iter().chain(host).copied().collect();
+                Key::Server {
+                    text,
+                    split: branch.len(),
+                    port,
+                    method: method.clone(),
+                }
+            }
+            Self::Server2543 {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                method,
+            } => Key::Server2543(Box::new(Key2543 {
+                uri: uri.into(),
+                from_tag: from_tag.into(),
+                call_id: call_id.into(),
+                cseq,
+                top_via: top_via.into(),
+                method: method.clone(),
+            })),
+        }
+    }
+
+    /// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
+    /// still compares everything, so this is only faster, not looser.
+    fn hash_into<H: Hasher>(self, state: &mut H) {
         match self {
             Self::Client { branch, method } => {
                 state.write_u8(0);
@@ -240,13 +317,93 @@ impl Hash for Key {
                 branch.hash(state);
                 method.hash(state);
             }
-            Self::Server2543(key) => {
+            Self::Server2543 {
+                call_id,
+                cseq,
+                method,
+                ..
+            } => {
                 state.write_u8(2);
-                key.call_id.hash(state);
-                key.cseq.hash(state);
-                key.method.hash(state);
+                call_id.hash(state);
+                cseq.hash(state);
+                method.hash(state);
             }
         }
+    }
+}
+
+/// Anything a [`Key`] can be looked up with.
+trait KeyView {
+    fn view(&self) -> KeyRef<'_>;
+}
+
+impl KeyView for KeyRef<'_> {
+    fn view(&self) -> KeyRef<'_> {
+        *self
+    }
+}
+
+impl KeyView for Key {
+    fn view(&self) -> KeyRef<'_> {
+        match self {
+            Self::Client { branch, method } => KeyRef::Client { branch, method },
+            Self::Server {
+                text,
+                split,
+                port,
+                method,
+            } => {
+                let (branch, host) = text.split_at_checked(*split).unwrap_or((text, &[]));
+                KeyRef::Server {
+                    branch,
+                    host,
+                    port: *port,
+                    method,
+                }
+            }
+            Self::Server2543(key) => KeyRef::Server2543 {
+                uri: &key.uri,
+                from_tag: &key.from_tag,
+                call_id: &key.call_id,
+                cseq: key.cseq,
+                top_via: &key.top_via,
+                method: &key.method,
+            },
+        }
+    }
+}
+
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.view().hash_into(state);
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.view().hash_into(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+
+impl Eq for Key {}
+
+impl<'a> Borrow<dyn KeyView + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
     }
 }
 
@@ -271,6 +428,11 @@ struct Context {
 /// The sans-IO transaction endpoint. See the module docs.
 pub struct Endpoint {
     config: EndpointConfig,
+    /// `Server: <config.user_agent>`, built once (a clone is a reference count).
+    server_header: Option<Header>,
+    /// Whether a new server transaction keeps a copy of its request (see
+    /// [`Endpoint::hand_over_requests`]).
+    keep_requests: bool,
     /// Where the To tags the endpoint makes itself come from (the 200 to OPTIONS, the answers
     /// to CANCEL, stateless rejections): seeded, so a run can be replayed.
     rng: fastrand::Rng,
@@ -318,39 +480,32 @@ impl std::fmt::Display for Load {
     }
 }
 
-fn server_key(request: &Request) -> Option<Key> {
-    let via = request.top_via().ok()?;
+/// The §17.2.3 key of `request`, whose top Via is `via`.
+fn server_key<'a>(request: &'a Request, via: &session_sip::Via<'a>) -> Option<KeyRef<'a>> {
     let method = match request.method {
-        Method::Ack => Method::Invite,
-        ref other => other.clone(),
+        Method::Ack => &INVITE,
+        ref other => other,
     };
+    // The branch is read once (`Via::is_rfc3261_branch` would read it again).
     match via.branch() {
-        Some(branch) if via.is_rfc3261_branch() => Some(Key::Server {
-            branch: branch.into(),
-            host: via.host.into(),
+        Some(branch) if branch.starts_with(MAGIC_COOKIE) => Some(KeyRef::Server {
+            branch: branch.as_bytes(),
+            host: via.host.as_bytes(),
             port: via.port,
             method,
         }),
         _ => {
             let top_via = request.headers.values(HeaderName::Via).next()?;
-            Some(Key::Server2543(Box::new(Key2543 {
-                uri: request.uri.as_str().into(),
-                from_tag: request.from().ok()?.tag().unwrap_or_default().into(),
-                call_id: request.call_id().ok()?.into(),
+            Some(KeyRef::Server2543 {
+                uri: request.uri.as_str(),
+                from_tag: request.from().ok()?.tag().unwrap_or_default(),
+                call_id: request.call_id().ok()?,
                 cseq: request.cseq().ok()?.seq,
-                top_via: top_via.into(),
+                top_via,
                 method,
-            })))
+            })
         }
     }
-}
-
-fn client_key_of_response(response: &Response) -> Option<Key> {
-    let branch = response.top_via().ok()?.branch()?.into();
-    Some(Key::Client {
-        branch,
-        method: response.cseq().ok()?.method,
-    })
 }
 
 /// Where responses to `request`, received from `source`, go (RFC 3261 §18.2.2, RFC 3581 §4),
@@ -477,10 +632,19 @@ impl Endpoint {
     }
 
     fn with_rng(config: EndpointConfig, rng: fastrand::Rng) -> Self {
+        let server_header = config
+            .user_agent
+            .as_deref()
+            .map(|agent| Header::new(HeaderName::Server, agent));
+        // The matching keys are the peer's (branches, hosts): hashed with keys of our own,
+        // derived from the seeded generator so that a replay behaves alike.
+        let table = TransactionTable::with_hasher(SeededState::derived_from(&rng));
         Self {
             config,
+            server_header,
+            keep_requests: true,
             rng,
-            table: TransactionTable::new(),
+            table,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             transport_failed: Vec::new(),
@@ -683,10 +847,22 @@ impl Endpoint {
         source: SocketAddr,
         mut request: Request,
     ) {
-        let Some(key) = server_key(&request) else {
-            return;
+        // Matched on a key borrowed from the request; the owned key is made only for a new
+        // transaction (not for an ACK, which starts none).
+        // The top Via is read once, for the key and for where the responses go.
+        let (found, fresh) = {
+            let Ok(via) = request.top_via() else {
+                return;
+            };
+            let Some(view) = server_key(&request, &via) else {
+                return;
+            };
+            let found = self.table.find::<dyn KeyView>(&view);
+            let fresh = (found.is_none() && request.method != Method::Ack)
+                .then(|| (view.to_key(), ViaFacts::of(&via, source)));
+            (found, fresh)
         };
-        if let Some(id) = self.table.find(&key) {
+        if let Some(id) = found {
             let is_ack = request.method == Method::Ack;
             let verdict = self.table.with(id, |tx, _| match tx {
                 Transaction::ServerInvite(tx) if is_ack => tx.handle_ack(now),
@@ -701,17 +877,21 @@ impl Endpoint {
             }
             return;
         }
+        // An ACK for a 2xx has a branch of its own (§17.1.1.3): it goes to the dialog.
+        let Some((key, via)) = fresh else {
+            if request.method == Method::Ack {
+                self.events
+                    .push_back(EndpointEvent::Ack { request, source });
+            }
+            return;
+        };
         match request.method {
-            // An ACK for a 2xx has a branch of its own (§17.1.1.3): it goes to the dialog.
-            Method::Ack => self
-                .events
-                .push_back(EndpointEvent::Ack { request, source }),
-            Method::Cancel => self.handle_cancel(now, protocol, source, request, key),
+            Method::Cancel => self.handle_cancel(now, (protocol, source, via), request, key),
             Method::Options
                 if self.config.answer_options
                     && request.to().is_ok_and(|to| to.tag().is_none()) =>
             {
-                let destination = response_route(&mut request, source, protocol);
+                let destination = stamp_top_via(&mut request.headers, via, source, protocol);
                 let response = self.options_answer(&request);
                 self.transmit(protocol, destination, response.to_bytes());
             }
@@ -719,7 +899,7 @@ impl Endpoint {
                 if self.shedding.is_some() && request.to().is_ok_and(|to| to.tag().is_none()) =>
             {
                 let retry_after = self.shedding.unwrap_or_default().as_secs().max(1);
-                let destination = response_route(&mut request, source, protocol);
+                let destination = stamp_top_via(&mut request.headers, via, source, protocol);
                 let mut response = Response::from_request_with_rng(
                     &request,
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -732,7 +912,7 @@ impl Endpoint {
                 self.transmit(protocol, destination, response.to_bytes());
             }
             _ => {
-                let peer = response_route(&mut request, source, protocol);
+                let peer = stamp_top_via(&mut request.headers, via, source, protocol);
                 let reliability = protocol.reliability();
                 let transaction = match request.method {
                     Method::Invite => Transaction::ServerInvite(ServerInvite::new(
@@ -746,7 +926,7 @@ impl Endpoint {
                     )),
                 };
                 let context = Context {
-                    request: Some(Box::new(request.clone())),
+                    request: self.keep_requests.then(|| Box::new(request.clone())),
                     peer,
                     protocol,
                     to_tag: None,
@@ -803,10 +983,8 @@ impl Endpoint {
         {
             response.headers.push(load);
         }
-        if let Some(agent) = &self.config.user_agent {
-            response
-                .headers
-                .push(Header::new(HeaderName::Server, agent.clone()));
+        if let Some(server) = &self.server_header {
+            response.headers.push(server.clone());
         }
         response
     }
@@ -815,28 +993,39 @@ impl Endpoint {
     fn handle_cancel(
         &mut self,
         now: Instant,
-        protocol: Protocol,
-        source: SocketAddr,
+        (protocol, source, via): (Protocol, SocketAddr, ViaFacts),
         mut cancel: Request,
         key: Key,
     ) {
-        let invite_key = match &key {
-            Key::Server {
+        // The INVITE the CANCEL is for: the same key with method INVITE (§9.2).
+        let invite_key = match key.view() {
+            KeyRef::Server {
                 branch, host, port, ..
-            } => Key::Server {
-                branch: branch.clone(),
-                host: host.clone(),
-                port: *port,
-                method: Method::Invite,
+            } => KeyRef::Server {
+                branch,
+                host,
+                port,
+                method: &INVITE,
             },
-            Key::Server2543(key) => Key::Server2543(Box::new(Key2543 {
-                method: Method::Invite,
-                ..(**key).clone()
-            })),
-            Key::Client { .. } => return,
+            KeyRef::Server2543 {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                ..
+            } => KeyRef::Server2543 {
+                uri,
+                from_tag,
+                call_id,
+                cseq,
+                top_via,
+                method: &INVITE,
+            },
+            KeyRef::Client { .. } => return,
         };
-        let peer = response_route(&mut cancel, source, protocol);
-        let invite_id = self.table.find(&invite_key);
+        let invite_id = self.table.find::<dyn KeyView>(&invite_key);
+        let peer = stamp_top_via(&mut cancel.headers, via, source, protocol);
         let pending = invite_id.and_then(|id| match self.table.with(id, |tx, _| matches!(tx, Transaction::ServerInvite(tx) if tx.state() == ServerInviteState::Proceeding)) {
             Some(true) => Some(id),
             _ => None,
@@ -901,11 +1090,19 @@ impl Endpoint {
             tracing::debug!(%source, "dropping response with several Vias");
             return;
         }
-        let Some(key) = client_key_of_response(&response) else {
+        // §17.1.3: the branch of the top Via and the CSeq method, borrowed from the response.
+        let Ok(cseq) = response.cseq() else {
             return;
         };
+        let found = match response.top_via().ok().and_then(|via| via.branch()) {
+            Some(branch) => self.table.find::<dyn KeyView>(&KeyRef::Client {
+                branch,
+                method: &cseq.method,
+            }),
+            None => return,
+        };
         let status = response.status.as_u16();
-        let Some(id) = self.table.find(&key) else {
+        let Some(id) = found else {
             if response.status.is_success()
                 && response.cseq().is_ok_and(|c| c.method == Method::Invite)
             {
@@ -982,7 +1179,7 @@ impl Endpoint {
             .map_err(|_| EndpointError::BadRequest("no Via"))?;
         let branch: Arc<str> = via
             .branch()
-            .filter(|_| via.is_rfc3261_branch())
+            .filter(|branch| branch.starts_with(MAGIC_COOKIE))
             .ok_or(EndpointError::BadRequest("no RFC 3261 branch"))?
             .into();
         let method = request
@@ -1082,12 +1279,8 @@ impl Endpoint {
     /// Gives back room a past peak left (see [`TransactionTable::shrink_sparse`]).
     pub fn shrink_sparse(&mut self, floor: usize) {
         self.table.shrink_sparse(floor);
-        if self.transmits.len() * 4 < self.transmits.capacity() {
-            self.transmits.shrink_to(self.transmits.len() * 2);
-        }
-        if self.events.len() * 4 < self.events.capacity() {
-            self.events.shrink_to(self.events.len() * 2);
-        }
+        shrink_queue(&mut self.transmits, KEEP);
+        shrink_queue(&mut self.events, KEEP);
     }
 
     /// Room for transactions in the endpoint's table (for tests and metrics).
@@ -1183,12 +1376,10 @@ impl Endpoint {
         mut response: Response,
         tag: Option<String>,
     ) -> Result<Bytes, EndpointError> {
-        if let Some(agent) = &self.config.user_agent
+        if let Some(server) = &self.server_header
             && response.headers.get(HeaderName::Server).is_none()
         {
-            response
-                .headers
-                .push(Header::new(HeaderName::Server, agent.as_str()));
+            response.headers.push(server.clone());
         }
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
@@ -1216,6 +1407,24 @@ impl Endpoint {
             Ok(sent)
         } else {
             Err(EndpointError::ResponseRefused)
+        }
+    }
+
+    /// A new server transaction no longer keeps a copy of its request by itself: the layer
+    /// above gives back, with [`Endpoint::keep_request`], every request it does not answer
+    /// while handling its [`EndpointEvent::Request`] (what [`Endpoint::request_of`], the
+    /// 100 Trying and a CANCEL's 487 are built from). A request answered at once (a BYE, a
+    /// rejection) is then never copied.
+    pub(crate) fn hand_over_requests(&mut self) {
+        self.keep_requests = false;
+    }
+
+    /// Server transaction `id` keeps (a copy of) its request until its final response.
+    pub(crate) fn keep_request(&mut self, id: TransactionId, request: &Request) {
+        if let Some(ctx) = self.table.context_mut(id)
+            && ctx.request.is_none()
+        {
+            ctx.request = Some(Box::new(request.clone()));
         }
     }
 

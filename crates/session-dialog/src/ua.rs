@@ -64,8 +64,9 @@
 use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
+use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
 use crate::transaction::TransactionId;
-use crate::transaction::table::IdMap;
+use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
 use session_sip::{
     Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
@@ -253,57 +254,159 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
 /// `rng`) unless it has one or the status is 100. Returns
 /// it with the To tag it carries. It has no Content-Length yet: [`finish_body`] adds it after
 /// whatever else the UA adds, so the header list is built once, in order.
+///
+/// `blank` is a response without headers to start from ([`blank_response`]); the headers are
+/// the request's, less those a response does not copy, so they keep the request's order and
+/// the list has room for what the UA adds.
 fn response_to(
-    request: &Request,
+    blank: &Response,
+    (request, request_tag): (&Request, RequestTag<'_>),
     status: StatusCode,
     tag: Option<&str>,
     rng: &mut fastrand::Rng,
 ) -> (Response, Option<String>) {
-    let mut response = Response::builder(status).build();
-    response.headers.remove_all(HeaderName::ContentLength);
-    let has_tag = request.to().ok().and_then(|to| to.tag().map(str::to_owned));
+    let mut response = blank.clone();
+    response.status = status;
+    response.reason = status.reason_phrase().to_owned();
+    let has_tag = match request_tag {
+        RequestTag::Known(tag) => tag.map(str::to_owned),
+        RequestTag::Unknown => request.to().ok().and_then(|to| to.tag().map(str::to_owned)),
+    };
     let record_route = session_sip::copies_record_route(&request.method, status);
-    let mut to_tag = None;
+    let trying = status == StatusCode::TRYING;
+    let copied = |name: HeaderName| match name {
+        HeaderName::Via
+        | HeaderName::From
+        | HeaderName::To
+        | HeaderName::CallId
+        | HeaderName::CSeq => true,
+        // Whole lines in their order: several values in one line, URI parameters and header
+        // parameters all reach the peer as the proxies wrote them.
+        HeaderName::RecordRoute => record_route,
+        // §8.2.6.1: a 100 Trying copies Timestamp.
+        HeaderName::Timestamp => trying,
+        _ => false,
+    };
+    response.headers = request.headers.clone();
+    // Each name not copied is removed once (a pass over the list each).
+    let mut removed = [HeaderName::Via; 8];
+    let mut count = 0;
     for header in request.headers.iter() {
-        match header.name() {
-            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                response.headers.push(header.clone());
+        let name = header.name();
+        if copied(name) || removed.get(..count).is_some_and(|r| r.contains(&name)) {
+            continue;
+        }
+        response.headers.remove_all(name);
+        if let Some(slot) = removed.get_mut(count) {
+            *slot = name;
+            count += 1;
+        }
+    }
+    let mut to_tag = None;
+    match (has_tag, trying) {
+        (Some(existing), _) => to_tag = Some(existing),
+        (None, true) => {}
+        (None, false) => {
+            // Validation let the request in with exactly one To (RFC 3261 §20.39).
+            if let Some(to) = response.headers.get_mut(HeaderName::To) {
+                let tag = tag.map_or_else(|| new_tag_with(rng), str::to_owned);
+                let mut value = String::with_capacity(to.value().len() + 5 + tag.len());
+                value.push_str(to.value());
+                value.push_str(";tag=");
+                value.push_str(&tag);
+                *to = Header::new(HeaderName::To, value);
+                to_tag = Some(tag);
             }
-            // Whole lines in their order: several values in one line, URI parameters and
-            // header parameters all reach the peer as the proxies wrote them.
-            HeaderName::RecordRoute if record_route => response.headers.push(header.clone()),
-            HeaderName::To => match (&has_tag, status == StatusCode::TRYING) {
-                (Some(existing), _) => {
-                    to_tag = Some(existing.clone());
-                    response.headers.push(header.clone());
-                }
-                (None, true) => response.headers.push(header.clone()),
-                (None, false) => {
-                    let tag = tag.map_or_else(|| new_tag_with(rng), str::to_owned);
-                    let value = format!("{};tag={tag}", header.value());
-                    response.headers.push(Header::new(HeaderName::To, value));
-                    to_tag = Some(tag);
-                }
-            },
-            // §8.2.6.1: a 100 Trying copies Timestamp.
-            HeaderName::Timestamp if status == StatusCode::TRYING => {
-                response.headers.push(header.clone());
-            }
-            _ => {}
         }
     }
     (response, to_tag)
 }
 
+/// The id dialog `entry` is stored under, found by `key` (so equal to it): the dialog's own
+/// id shared (reference counts), or, when the two differ (a UAC dialog whose 2xx named
+/// another Call-ID or From tag than our INVITE: it is stored under the response's), built from
+/// `key`.
+fn stored_id(entry: &DialogEntry, key: DialogRef<'_>) -> DialogId {
+    if entry.dialog.id.parts() == key.parts() {
+        entry.dialog.id.clone()
+    } else {
+        key.to_id()
+    }
+}
+
+/// What the caller of [`response_to`] knows of the request's To tag.
+#[derive(Clone, Copy, Debug)]
+enum RequestTag<'a> {
+    /// Nothing: [`response_to`] reads it.
+    Unknown,
+    /// The request's To carries this tag, or none.
+    Known(Option<&'a str>),
+}
+
+/// A response with no headers and no body, for [`response_to`] to clone (which allocates
+/// nothing).
+fn blank_response() -> Response {
+    let mut blank = Response::builder(StatusCode::OK).build();
+    blank.reason = String::new();
+    blank.headers = session_sip::Headers::new();
+    blank
+}
+
 /// Ends the headers of a message from [`response_to`]: Content-Type and Content-Length for
-/// `body`, or Content-Length 0.
-fn finish_body(response: &mut Response, body: Option<(&str, Bytes)>) {
-    response.headers.remove_all(HeaderName::ContentLength);
+/// `body`, or Content-Length 0, taken from `cache`.
+fn finish_body(cache: &mut BodyHeaders, response: &mut Response, body: Option<(&str, Bytes)>) {
+    // `response_to` copies none; only headers the caller added may bring one.
+    if response.headers.get(HeaderName::ContentLength).is_some() {
+        response.headers.remove_all(HeaderName::ContentLength);
+    }
     match body {
-        Some(body) => response.body = set_body(&mut response.headers, body),
-        None => response
-            .headers
-            .push(Header::new(HeaderName::ContentLength, "0")),
+        Some((content_type, bytes)) => {
+            response.headers.push(cache.content_type(content_type));
+            response.headers.push(cache.length(bytes.len()));
+            response.body = bytes;
+        }
+        None => response.headers.push(cache.length(0)),
+    }
+}
+
+/// The Content-Type and Content-Length lines of the last responses, reused while they stay
+/// the same: a header's clone is a reference count, a new one two allocations.
+struct BodyHeaders {
+    content_type: Option<Header>,
+    /// The last non-zero length, and its line.
+    length: (usize, Header),
+    zero: Header,
+}
+
+impl BodyHeaders {
+    fn new() -> Self {
+        let zero = Header::new(HeaderName::ContentLength, "0");
+        Self {
+            content_type: None,
+            length: (0, zero.clone()),
+            zero,
+        }
+    }
+
+    fn content_type(&mut self, value: &str) -> Header {
+        match &self.content_type {
+            Some(cached) if cached.value() == value => cached.clone(),
+            _ => {
+                let header = Header::new(HeaderName::ContentType, value);
+                self.content_type = Some(header.clone());
+                header
+            }
+        }
+    }
+
+    fn length(&mut self, n: usize) -> Header {
+        if n == 0 {
+            return self.zero.clone();
+        }
+        if self.length.0 != n {
+            self.length = (n, Header::new(HeaderName::ContentLength, n.to_string()));
+        }
+        self.length.1.clone()
     }
 }
 
@@ -609,10 +712,16 @@ pub struct UserAgent {
     /// Every random value the user agent makes comes from here; the endpoint has a generator
     /// of its own, seeded from this one.
     rng: fastrand::Rng,
-    /// `<contact>`, as written in our responses.
-    contact_value: String,
+    /// `Contact: <contact>`, as written in our responses (built once: a clone is a reference
+    /// count).
+    contact_header: Header,
+    /// Content-Length and Content-Type lines our responses reuse.
+    body_headers: BodyHeaders,
+    /// What our responses start from ([`blank_response`]).
+    blank: Response,
     endpoint: Endpoint,
-    dialogs: HashMap<DialogId, DialogEntry>,
+    /// Looked up by ids borrowed from the messages; hashed with keys from `rng`.
+    dialogs: DialogMap<DialogEntry>,
     /// Boxed, like the dialogs: the maps keep room for their peak, so slots stay small.
     client_invites: IdMap<Box<ClientInvite>>,
     server_invites: IdMap<Box<ServerInvite>>,
@@ -649,12 +758,12 @@ pub struct UserAgent {
 struct TlsListener {
     port: u16,
     contact: Uri,
-    /// `<contact>`, as written in our responses.
-    contact_value: String,
+    /// `Contact: <contact>`, as written in our responses.
+    contact_header: Header,
     /// The same address as a `sips:` URI: our Contact when the request is for a `sips:` URI
-    /// (RFC 3261 §8.1.1.8, §12.1.1), and its `<…>` form.
+    /// (RFC 3261 §8.1.1.8, §12.1.1), and its `Contact: <…>` line.
     sips_contact: Uri,
-    sips_contact_value: String,
+    sips_contact_header: Header,
 }
 
 impl TlsListener {
@@ -680,14 +789,19 @@ impl UserAgent {
         // thread-local generator); everything else is drawn from `rng`.
         let seed = config.rng_seed.unwrap_or_else(|| fastrand::u64(..));
         let mut rng = fastrand::Rng::with_seed(seed);
-        let endpoint = Endpoint::with_seed(config.endpoint.clone(), rng.u64(..));
+        let mut endpoint = Endpoint::with_seed(config.endpoint.clone(), rng.u64(..));
+        // Requests the user agent answers at once (BYE, rejections) are not copied.
+        endpoint.hand_over_requests();
+        let dialogs = DialogMap::new(SeededState::derived_from(&rng));
         Self {
-            contact_value: format!("<{}>", config.contact),
+            contact_header: Header::new(HeaderName::Contact, format!("<{}>", config.contact)),
+            body_headers: BodyHeaders::new(),
+            blank: blank_response(),
             config,
             seed,
             rng,
             endpoint,
-            dialogs: HashMap::new(),
+            dialogs,
             client_invites: IdMap::default(),
             server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
@@ -734,24 +848,19 @@ impl UserAgent {
         }
         self.shrink_pending = false;
         self.last_shrink = Some(now);
-        let floor = self.reserved;
-        crate::transaction::table::shrink_map(&mut self.dialogs, floor);
-        crate::transaction::table::shrink_map(&mut self.client_invites, floor);
-        crate::transaction::table::shrink_map(&mut self.server_invites, floor);
-        if self.timers.len() * 4 < self.timers.capacity() {
-            self.timers.shrink_to((self.timers.len() * 2).max(floor));
-        }
-        if self.prack_timers.len() * 4 < self.prack_timers.capacity() {
-            self.prack_timers.shrink_to(self.prack_timers.len() * 2);
-        }
-        crate::transaction::table::shrink_map(&mut self.expected_pracks, 0);
-        crate::transaction::table::shrink_map(&mut self.pracks, 0);
-        crate::transaction::table::shrink_map(&mut self.challengeable, 0);
-        crate::transaction::table::shrink_map(&mut self.aliases, 0);
-        crate::transaction::table::shrink_map(&mut self.current, 0);
-        if self.events.len() * 4 < self.events.capacity() {
-            self.events.shrink_to(self.events.len() * 2);
-        }
+        // The maps every call uses keep a little room; the rarer ones give all of it back.
+        let floor = self.reserved.max(KEEP);
+        self.dialogs.shrink(floor);
+        shrink_map(&mut self.client_invites, floor);
+        shrink_map(&mut self.server_invites, floor);
+        shrink_heap(&mut self.timers, floor);
+        shrink_heap(&mut self.prack_timers, 0);
+        shrink_map(&mut self.expected_pracks, 0);
+        shrink_map(&mut self.pracks, 0);
+        shrink_map(&mut self.challengeable, 0);
+        shrink_map(&mut self.aliases, 0);
+        shrink_map(&mut self.current, 0);
+        shrink_queue(&mut self.events, KEEP);
         self.endpoint.shrink_sparse(floor.saturating_mul(2));
     }
 
@@ -912,7 +1021,7 @@ impl UserAgent {
     /// in their Via and `contact` (a `;transport=tls` URI) as Contact, so that the peer's
     /// requests in the dialog come back over TLS (RFC 3261 §26.2.1).
     pub fn set_tls_listener(&mut self, port: u16, contact: Uri) {
-        let contact_value = format!("<{contact}>");
+        let contact_header = Header::new(HeaderName::Contact, format!("<{contact}>"));
         // `sips:user@host:port`, without the transport parameter (sips implies TLS).
         let sips_text = format!(
             "sips:{}{}:{port}",
@@ -920,13 +1029,13 @@ impl UserAgent {
             contact.host()
         );
         let sips_contact = Uri::parse(&sips_text).unwrap_or_else(|_| contact.clone());
-        let sips_contact_value = format!("<{sips_contact}>");
+        let sips_contact_header = Header::new(HeaderName::Contact, format!("<{sips_contact}>"));
         self.tls = Some(TlsListener {
             port,
             contact,
-            contact_value,
+            contact_header,
             sips_contact,
-            sips_contact_value,
+            sips_contact_header,
         });
     }
 
@@ -1177,8 +1286,8 @@ impl UserAgent {
         source: SocketAddr,
         protocol: Protocol,
     ) {
-        let has_to_tag = request.to().is_ok_and(|to| to.tag().is_some());
-        if !has_to_tag {
+        // The To tag is read once: it says whether the request is in a dialog, and which.
+        let Some(to_tag) = request.to().ok().and_then(|to| to.tag()) else {
             if request.method == Method::Invite {
                 let to_tag = new_tag_with(&mut self.rng);
                 let reliability = self.reliability_of(&request);
@@ -1193,12 +1302,16 @@ impl UserAgent {
                         reliable: None,
                     }),
                 );
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingInvite {
                     tx,
                     request,
                     source,
                 });
             } else {
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
                     request,
@@ -1207,7 +1320,7 @@ impl UserAgent {
                 });
             }
             return;
-        }
+        };
         if request.method == Method::Prack {
             // RFC 3262 §3: matched against our unacknowledged reliable 1xx, in an early dialog
             // as in a confirmed one.
@@ -1218,8 +1331,10 @@ impl UserAgent {
             Method::Invite => self.reliability_of(&request),
             _ => Reliability::Never,
         };
-        let found = Dialog::id_of_request(&request)
-            .and_then(|id| self.dialogs.get_mut(&id).map(|entry| (id, entry)));
+        let found = Dialog::key_of_request_to(&request, to_tag).and_then(|key| {
+            let entry = self.dialogs.get_mut(&key)?;
+            Some((stored_id(entry, key), entry))
+        });
         let Some((id, entry)) = found else {
             // §12.2.2: a request for a dialog we do not have.
             self.reject(
@@ -1242,8 +1357,14 @@ impl UserAgent {
         }
         match request.method {
             Method::Bye => {
-                let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
-                finish_body(&mut ok, None);
+                let (mut ok, tag) = response_to(
+                    &self.blank,
+                    (&request, RequestTag::Known(Some(to_tag))),
+                    StatusCode::OK,
+                    None,
+                    &mut self.rng,
+                );
+                finish_body(&mut self.body_headers, &mut ok, None);
                 if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
@@ -1286,6 +1407,8 @@ impl UserAgent {
                         reliable: None,
                     }),
                 );
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
                     request,
@@ -1299,6 +1422,8 @@ impl UserAgent {
                         .dialog
                         .refresh_target(request.headers.values(HeaderName::Contact).next());
                 }
+                // Not answered here: the endpoint keeps the request for the answer.
+                self.endpoint.keep_request(tx, &request);
                 self.events.push_back(UaEvent::IncomingRequest {
                     tx,
                     request,
@@ -1310,15 +1435,14 @@ impl UserAgent {
     }
 
     fn on_ack(&mut self, request: Request) {
-        let Some(id) = Dialog::id_of_request(&request) else {
+        let Some(key) = Dialog::key_of_request(&request) else {
             return;
         };
         let acked = self
             .dialogs
-            .get_mut(&id)
-            .and_then(|e| e.pending_2xx.take())
-            .is_some();
-        if acked {
+            .get_mut(&key)
+            .and_then(|e| e.pending_2xx.take().map(|_| stored_id(e, key)));
+        if let Some(id) = acked {
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -2348,8 +2472,16 @@ impl UserAgent {
                 EndpointError::NoSuchTransaction
             });
         };
+        // An INVITE's record says what its To carries: no tag for a new dialog (`within` is
+        // none), the dialog's tag (ours, `to_tag`) for a re-INVITE (see `on_request`).
+        let request_tag = match invite {
+            Some(i) if i.within.is_some() => RequestTag::Known(Some(i.to_tag.as_str())),
+            Some(_) => RequestTag::Known(None),
+            None => RequestTag::Unknown,
+        };
         let (mut response, to_tag) = response_to(
-            request,
+            &self.blank,
+            (request, request_tag),
             status,
             invite.map(|i| i.to_tag.as_str()),
             &mut self.rng,
@@ -2360,14 +2492,12 @@ impl UserAgent {
                 (Some(tls), Some(Protocol::Tls))
                     if request.uri.scheme() == session_sip::Scheme::Sips =>
                 {
-                    tls.sips_contact_value.as_str()
+                    &tls.sips_contact_header
                 }
-                (Some(tls), Some(Protocol::Tls)) => tls.contact_value.as_str(),
-                _ => self.contact_value.as_str(),
+                (Some(tls), Some(Protocol::Tls)) => &tls.contact_header,
+                _ => &self.contact_header,
             };
-            response
-                .headers
-                .push(Header::new(HeaderName::Contact, contact));
+            response.headers.push(contact.clone());
         }
         for header in headers {
             response.headers.push(header);
@@ -2396,7 +2526,7 @@ impl UserAgent {
             self.pump(now);
             return Ok(None);
         }
-        finish_body(&mut response, body);
+        finish_body(&mut self.body_headers, &mut response, body);
         // The dialog (if this 2xx makes one) is read off the request before the response goes
         // to the transaction, so neither is copied.
         let mut new_dialog = match (invite, &to_tag) {
@@ -2410,7 +2540,7 @@ impl UserAgent {
             dialog.dscp = self.endpoint.dscp_of(tx);
         }
         if hold {
-            let id = self.insert_answered_dialog(tx, within, new_dialog);
+            let id = self.insert_answered_dialog(tx, within, new_dialog, None);
             if let Some(reliable) = self.reliable_mut(tx) {
                 // Provisional responses not sent yet say nothing the 2xx does not.
                 reliable.queued.clear();
@@ -2432,11 +2562,10 @@ impl UserAgent {
         }
         let mut dialog_id = None;
         if self.server_invites.contains_key(&tx) && status.is_success() {
-            let id = self.insert_answered_dialog(tx, within, new_dialog);
-            if let Some(id) = id {
-                self.start_2xx(now, tx, &id, bytes);
-                dialog_id = Some(id);
-            }
+            // The 2xx is retransmitted until its ACK (§13.3.1.4), from the dialog it makes or
+            // refreshes.
+            let pending = self.pending_2xx(now, tx, bytes);
+            dialog_id = self.insert_answered_dialog(tx, within, new_dialog, pending);
         }
         if status.as_u16() >= 200 {
             // The final response is out: nothing more is sent for this INVITE, and another
@@ -2469,29 +2598,47 @@ impl UserAgent {
         tx: TransactionId,
         within: Option<DialogId>,
         new_dialog: Option<Dialog>,
+        pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
-        let id = match (within, new_dialog) {
-            (Some(id), _) => id,
+        match (within, new_dialog) {
+            (Some(id), _) => {
+                let entry = self.dialogs.get_mut(&id)?;
+                if let Some(pending) = pending {
+                    Self::arm_2xx(&mut self.timers, entry, &id, pending);
+                }
+                Some(id)
+            }
             (None, Some(mut dialog)) => {
                 let prack_seq = self.reliable_mut(tx).and_then(|r| r.prack_seq);
                 if let Some(seq) = prack_seq {
                     dialog.accept_remote_seq(seq);
                 }
                 let id = dialog.id.clone();
-                self.dialogs.insert(id.clone(), DialogEntry::new(dialog));
-                id
+                let mut entry = DialogEntry::new(dialog);
+                if let Some(pending) = pending {
+                    Self::arm_2xx(&mut self.timers, &mut entry, &id, pending);
+                }
+                self.dialogs.insert(id.clone(), entry);
+                Some(id)
             }
-            (None, None) => return None,
-        };
-        self.dialogs.contains_key(&id).then_some(id)
+            (None, None) => None,
+        }
     }
 
     /// Our 2xx to INVITE `tx` (`bytes`) went out in dialog `id`: it is retransmitted until its
     /// ACK (§13.3.1.4).
     fn start_2xx(&mut self, now: Instant, tx: TransactionId, id: &DialogId, bytes: Bytes) {
-        let Some(invite) = self.server_invites.get(&tx) else {
+        let Some(pending) = self.pending_2xx(now, tx, bytes) else {
             return;
         };
+        if let Some(entry) = self.dialogs.get_mut(id) {
+            Self::arm_2xx(&mut self.timers, entry, id, pending);
+        }
+    }
+
+    /// What retransmits our 2xx to INVITE `tx` (`bytes`, sent at `now`) until its ACK.
+    fn pending_2xx(&self, now: Instant, tx: TransactionId, bytes: Bytes) -> Option<Pending2xx> {
+        let invite = self.server_invites.get(&tx)?;
         let (destination, protocol) = self
             .endpoint
             .peer_of(tx)
@@ -2504,7 +2651,7 @@ impl UserAgent {
         } else {
             now + t1
         };
-        let pending = Pending2xx {
+        Some(Pending2xx {
             bytes,
             destination,
             protocol,
@@ -2512,12 +2659,19 @@ impl UserAgent {
             interval: t1,
             next,
             give_up,
-        };
-        if let Some(entry) = self.dialogs.get_mut(id) {
-            self.timers.push(Reverse((next.min(give_up), id.clone())));
-            entry.pending_2xx = Some(Box::new(pending));
-            entry.remote_reinvite = None;
-        }
+        })
+    }
+
+    /// Dialog `id` (`entry`) waits for the ACK of `pending` (§13.3.1.4).
+    fn arm_2xx(
+        timers: &mut BinaryHeap<Reverse<(Instant, DialogId)>>,
+        entry: &mut DialogEntry,
+        id: &DialogId,
+        pending: Pending2xx,
+    ) {
+        timers.push(Reverse((pending.next.min(pending.give_up), id.clone())));
+        entry.pending_2xx = Some(Box::new(pending));
+        entry.remote_reinvite = None;
     }
 }
 
@@ -2607,6 +2761,7 @@ impl UserAgent {
             .push(Header::new(HeaderName::RSeq, rseq.to_string()));
         let with_body = body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty());
         finish_body(
+            &mut self.body_headers,
             &mut response,
             body.as_ref().map(|(t, bytes)| (&**t, bytes.clone())),
         );
@@ -2683,8 +2838,14 @@ impl UserAgent {
         let Some(request) = self.endpoint.request_of(tx) else {
             return;
         };
-        let (mut response, tag) = response_to(request, status, Some(&tag), &mut self.rng);
-        finish_body(&mut response, None);
+        let (mut response, tag) = response_to(
+            &self.blank,
+            (request, RequestTag::Unknown),
+            status,
+            Some(&tag),
+            &mut self.rng,
+        );
+        finish_body(&mut self.body_headers, &mut response, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, response, tag) {
             tracing::warn!(%error, status = status.as_u16(), "could not answer the INVITE");
         }
@@ -2806,8 +2967,14 @@ impl UserAgent {
             reliable.queued.pop_front()
         };
         let invite_seq = reliable.invite_seq;
-        let (mut ok, tag) = response_to(&request, StatusCode::OK, None, &mut self.rng);
-        finish_body(&mut ok, None);
+        let (mut ok, tag) = response_to(
+            &self.blank,
+            (&request, RequestTag::Unknown),
+            StatusCode::OK,
+            None,
+            &mut self.rng,
+        );
+        finish_body(&mut self.body_headers, &mut ok, None);
         if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
             tracing::warn!(%error, "could not answer PRACK");
         }

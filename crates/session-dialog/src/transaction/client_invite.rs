@@ -8,9 +8,8 @@
 //!      └──Timer B──► Terminated (timed out)
 //! ```
 
-use super::{Action, TimerConfig, Transport, Verdict};
+use super::{Action, ActionQueue, TimerConfig, Transport, Verdict};
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The states of [`ClientInvite`].
@@ -41,14 +40,14 @@ pub struct ClientInvite {
     retransmit: Option<(Instant, Duration)>,
     /// Timer B (Calling), D (Completed) or M (Accepted): when the current state ends.
     state_timer: Option<Instant>,
-    actions: VecDeque<Action>,
+    actions: ActionQueue,
 }
 
 impl ClientInvite {
     /// Starts the transaction at `now`: the INVITE is queued for sending at once.
     pub fn new(now: Instant, request: Bytes, transport: Transport, config: TimerConfig) -> Self {
         let retransmit = (!transport.is_reliable()).then(|| (now + config.t1, config.t1));
-        let mut actions = VecDeque::with_capacity(2);
+        let mut actions = ActionQueue::default();
         actions.push_back(Action::Transmit(request.clone()));
         Self {
             state: ClientInviteState::Calling,
@@ -80,9 +79,7 @@ impl ClientInvite {
     /// Frees the action queue's buffer once it is drained: most of a transaction's life is
     /// spent waiting for a timer with nothing queued.
     pub(crate) fn release_buffers(&mut self) {
-        if self.actions.is_empty() {
-            self.actions = VecDeque::new();
-        }
+        self.actions.release();
     }
 
     /// A response with `status` matched this transaction. For a 300–699 response `make_ack`

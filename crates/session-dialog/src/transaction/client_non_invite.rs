@@ -7,9 +7,8 @@
 //!   Trying/Proceeding ──Timer F──► Terminated (timed out)
 //! ```
 
-use super::{Action, TimerConfig, Transport, Verdict};
+use super::{Action, ActionQueue, TimerConfig, Transport, Verdict};
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The states of [`ClientNonInvite`].
@@ -36,14 +35,14 @@ pub struct ClientNonInvite {
     retransmit: Option<(Instant, Duration)>,
     /// Timer F (Trying, Proceeding) or K (Completed).
     state_timer: Option<Instant>,
-    actions: VecDeque<Action>,
+    actions: ActionQueue,
 }
 
 impl ClientNonInvite {
     /// Starts the transaction at `now`: the request is queued for sending at once.
     pub fn new(now: Instant, request: Bytes, transport: Transport, config: TimerConfig) -> Self {
         let retransmit = (!transport.is_reliable()).then(|| (now + config.t1, config.t1));
-        let mut actions = VecDeque::with_capacity(2);
+        let mut actions = ActionQueue::default();
         actions.push_back(Action::Transmit(request.clone()));
         Self {
             state: ClientNonInviteState::Trying,
@@ -74,9 +73,7 @@ impl ClientNonInvite {
     /// Frees the action queue's buffer once it is drained: most of a transaction's life is
     /// spent waiting for a timer with nothing queued.
     pub(crate) fn release_buffers(&mut self) {
-        if self.actions.is_empty() {
-            self.actions = VecDeque::new();
-        }
+        self.actions.release();
     }
 
     /// A response with `status` matched this transaction.

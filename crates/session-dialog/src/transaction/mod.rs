@@ -46,6 +46,51 @@ pub enum Action {
     Terminated,
 }
 
+/// A machine's queued actions. Most inputs queue one action at a time (a transmission, a
+/// timeout, the end), which is kept inline; a queue is allocated only when a second one comes
+/// before the first is polled.
+#[derive(Debug, Default)]
+enum ActionQueue {
+    #[default]
+    Empty,
+    One(Action),
+    Many(std::collections::VecDeque<Action>),
+}
+
+impl ActionQueue {
+    fn push_back(&mut self, action: Action) {
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One(action),
+            Self::One(first) => Self::Many([first, action].into()),
+            Self::Many(mut queue) => {
+                queue.push_back(action);
+                Self::Many(queue)
+            }
+        };
+    }
+
+    fn pop_front(&mut self) -> Option<Action> {
+        match self {
+            Self::Empty => None,
+            Self::One(_) => match std::mem::take(self) {
+                Self::One(action) => Some(action),
+                _ => None,
+            },
+            Self::Many(queue) => queue.pop_front(),
+        }
+    }
+
+    /// Frees a drained queue's buffer: most of a transaction's life is spent waiting for a
+    /// timer with nothing queued.
+    fn release(&mut self) {
+        if let Self::Many(queue) = self
+            && queue.is_empty()
+        {
+            *self = Self::Empty;
+        }
+    }
+}
+
 /// The earliest of a machine's armed timers.
 fn earliest<const N: usize>(timers: [Option<std::time::Instant>; N]) -> Option<std::time::Instant> {
     timers.into_iter().flatten().min()

@@ -8,9 +8,8 @@
 //! In `Accepted` the transaction only absorbs INVITE retransmissions and passes ACKs up: the
 //! dialog layer (the TU) retransmits the 2xx until its ACK arrives (§13.3.1.4).
 
-use super::{Action, TimerConfig, Transport, Verdict};
+use super::{Action, ActionQueue, TimerConfig, Transport, Verdict};
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The states of [`ServerInvite`].
@@ -41,7 +40,7 @@ pub struct ServerInvite {
     retransmit: Option<(Instant, Duration)>,
     /// Timer H (Completed), I (Confirmed) or L (Accepted).
     state_timer: Option<Instant>,
-    actions: VecDeque<Action>,
+    actions: ActionQueue,
 }
 
 impl ServerInvite {
@@ -55,7 +54,7 @@ impl ServerInvite {
             trying_at: Some(now + config.trying_delay),
             retransmit: None,
             state_timer: None,
-            actions: VecDeque::new(),
+            actions: ActionQueue::default(),
         }
     }
 
@@ -81,9 +80,7 @@ impl ServerInvite {
     /// Frees the action queue's buffer once it is drained: most of a transaction's life is
     /// spent waiting for a timer with nothing queued.
     pub(crate) fn release_buffers(&mut self) {
-        if self.actions.is_empty() {
-            self.actions = VecDeque::new();
-        }
+        self.actions.release();
     }
 
     /// The INVITE arrived again: re-send the last provisional or final response.

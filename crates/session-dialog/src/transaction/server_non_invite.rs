@@ -6,9 +6,8 @@
 //! ```
 //! Request retransmissions are absorbed in Trying and answered with the last response later.
 
-use super::{Action, TimerConfig, Transport, Verdict};
+use super::{Action, ActionQueue, TimerConfig, Transport, Verdict};
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::time::Instant;
 
 /// The states of [`ServerNonInvite`].
@@ -33,7 +32,7 @@ pub struct ServerNonInvite {
     last_response: Option<Bytes>,
     /// Timer J.
     timer_j: Option<Instant>,
-    actions: VecDeque<Action>,
+    actions: ActionQueue,
 }
 
 impl ServerNonInvite {
@@ -45,7 +44,7 @@ impl ServerNonInvite {
             transport,
             last_response: None,
             timer_j: None,
-            actions: VecDeque::new(),
+            actions: ActionQueue::default(),
         }
     }
 
@@ -67,9 +66,7 @@ impl ServerNonInvite {
     /// Frees the action queue's buffer once it is drained: most of a transaction's life is
     /// spent waiting for a timer with nothing queued.
     pub(crate) fn release_buffers(&mut self) {
-        if self.actions.is_empty() {
-            self.actions = VecDeque::new();
-        }
+        self.actions.release();
     }
 
     /// The request arrived again (a retransmission).

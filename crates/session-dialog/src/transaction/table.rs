@@ -3,6 +3,8 @@
 //! deadline, stale entries are skipped when they surface).
 
 use super::{Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite};
+use crate::map::SeededState;
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -40,14 +42,39 @@ impl Hasher for IdHasher {
 /// A map keyed by [`TransactionId`] with [`IdHasher`].
 pub(crate) type IdMap<V> = HashMap<TransactionId, V, BuildHasherDefault<IdHasher>>;
 
-/// Shrinks `map` to twice its length (at least `floor`) when it holds less than a quarter of
-/// its capacity: hash maps keep the room of their peak otherwise.
+/// Room the per-call maps and queues keep when idle: giving it back after every call only to
+/// allocate it again for the next one costs more than it saves.
+pub(crate) const KEEP: usize = 16;
+
+/// What to shrink a collection of `len` entries and room for `capacity` to: twice its length
+/// (at least `floor`) when it holds less than a quarter of its capacity and the room is more
+/// than twice that, else `None` (shrinking it would give back little, or nothing).
+pub(crate) fn shrink_target(len: usize, capacity: usize, floor: usize) -> Option<usize> {
+    let target = len.saturating_mul(2).max(floor);
+    (len.saturating_mul(4) < capacity && capacity > target.saturating_mul(2)).then_some(target)
+}
+
+/// Shrinks `map` as [`shrink_target`] says: hash maps keep the room of their peak otherwise.
 pub(crate) fn shrink_map<K: Hash + Eq, V, S: std::hash::BuildHasher>(
     map: &mut HashMap<K, V, S>,
     floor: usize,
 ) {
-    if map.len() * 4 < map.capacity() && map.capacity() > floor {
-        map.shrink_to((map.len() * 2).max(floor));
+    if let Some(target) = shrink_target(map.len(), map.capacity(), floor) {
+        map.shrink_to(target);
+    }
+}
+
+/// [`shrink_map`] for a heap.
+pub(crate) fn shrink_heap<T: Ord>(heap: &mut BinaryHeap<T>, floor: usize) {
+    if let Some(target) = shrink_target(heap.len(), heap.capacity(), floor) {
+        heap.shrink_to(target);
+    }
+}
+
+/// [`shrink_map`] for a queue.
+pub(crate) fn shrink_queue<T>(queue: &mut VecDeque<T>, floor: usize) {
+    if let Some(target) = shrink_target(queue.len(), queue.capacity(), floor) {
+        queue.shrink_to(target);
     }
 }
 
@@ -127,7 +154,8 @@ pub struct TransactionTable<K, C> {
     /// Boxed: the map keeps room for the peak number of transactions, and a small slot keeps
     /// that room small once they are gone.
     slots: IdMap<Box<Slot<K, C>>>,
-    index: HashMap<K, TransactionId>,
+    /// Keys come from the network: hashed with secret keys ([`SeededState`]).
+    index: HashMap<K, TransactionId, SeededState>,
     timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
     actions: VecDeque<(TransactionId, Action)>,
     next_id: u64,
@@ -140,11 +168,16 @@ impl<K: Hash + Eq + Clone, C> Default for TransactionTable<K, C> {
 }
 
 impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
-    /// An empty table.
+    /// An empty table, its keys hashed with secret keys drawn from entropy.
     pub fn new() -> Self {
+        Self::with_hasher(SeededState::random())
+    }
+
+    /// An empty table whose keys are hashed with `hasher`.
+    pub(crate) fn with_hasher(hasher: SeededState) -> Self {
         Self {
             slots: IdMap::default(),
-            index: HashMap::new(),
+            index: HashMap::with_hasher(hasher),
             timers: BinaryHeap::new(),
             actions: VecDeque::new(),
             next_id: 0,
@@ -164,12 +197,8 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     pub fn shrink_sparse(&mut self, floor: usize) {
         shrink_map(&mut self.slots, floor);
         shrink_map(&mut self.index, floor);
-        if self.timers.len() * 4 < self.timers.capacity() {
-            self.timers.shrink_to((self.timers.len() * 2).max(floor));
-        }
-        if self.actions.len() * 4 < self.actions.capacity() {
-            self.actions.shrink_to(self.actions.len() * 2);
-        }
+        shrink_heap(&mut self.timers, floor);
+        shrink_queue(&mut self.actions, KEEP);
     }
 
     /// Room for entries in the maps and heaps (for tests and metrics).
@@ -235,7 +264,11 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     }
 
     /// The transaction matching `key`, if live.
-    pub fn find(&self, key: &K) -> Option<TransactionId> {
+    pub fn find<Q>(&self, key: &Q) -> Option<TransactionId>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.index.get(key).copied()
     }
 
