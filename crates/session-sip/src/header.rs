@@ -521,7 +521,7 @@ impl Header {
     }
 
     /// The length of the name and the value (for a buffer's capacity), from the offsets.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn wire_len(&self) -> usize {
         let name = if self.name_end == self.start {
             self.kind.as_str().len()
@@ -529,6 +529,43 @@ impl Header {
             self.name_end.saturating_sub(self.start) as usize
         };
         name + self.end.saturating_sub(self.value_start) as usize
+    }
+
+    /// The length of the line `name: value\r\n` as serialized, from the offsets (0 for a
+    /// header without a name, which is not serialized).
+    #[inline]
+    pub(crate) fn line_len(&self) -> usize {
+        let name = if self.name_end == self.start {
+            self.kind.as_str().len()
+        } else {
+            self.name_end.saturating_sub(self.start) as usize
+        };
+        if name == 0 {
+            return 0;
+        }
+        name + self.end.saturating_sub(self.value_start) as usize + 4
+    }
+
+    /// The line `name: value\r\n` as serialized, when the header's text holds it whole (a
+    /// parsed header written `name: value` and ended by CRLF, as most are): one copy instead
+    /// of four. `None` otherwise (the parts are written one by one).
+    #[inline]
+    pub(crate) fn whole_line(&self) -> Option<&[u8]> {
+        // The name is not empty, `: ` is right after it and the value right after that:
+        // then `text[start..end + 2]` is the name, `: `, the value and what follows it.
+        if self.name_end <= self.start
+            || self.value_start != self.name_end.checked_add(2)?
+            || self.end < self.value_start
+        {
+            return None;
+        }
+        let text = self.text.as_deref()?.as_bytes();
+        let (name_end, end) = (self.name_end as usize, self.end as usize);
+        let line_end = end.checked_add(2)?;
+        if text.get(name_end..name_end + 2)? != b": " || text.get(end..line_end)? != b"\r\n" {
+            return None;
+        }
+        text.get(self.start as usize..line_end)
     }
 
     /// The name as written, as bytes.

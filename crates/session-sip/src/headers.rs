@@ -227,7 +227,7 @@ impl<'a> Via<'a> {
 
     /// The `branch` parameter (transaction id, RFC 3261 §8.1.1.7).
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten()
+        self.params.get_key(Lookup::Branch).flatten()
     }
 
     /// The `received` parameter (RFC 3261 §18.2.1).
@@ -479,7 +479,7 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter (From/To, RFC 3261 §19.3).
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten()
+        self.params.get_key(Lookup::Tag).flatten()
     }
 
     /// The `expires` parameter of a Contact; `Err` when it is not a number of seconds that

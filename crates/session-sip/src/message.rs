@@ -340,14 +340,28 @@ macro_rules! common_accessors {
 
         /// Serializes into a new buffer.
         pub fn to_bytes(&self) -> Bytes {
-            let mut out = BytesMut::with_capacity(self.size_hint());
-            self.write_to(&mut out);
-            out.freeze()
+            // Sized exactly, so that the buffer becomes the `Bytes` without a second
+            // allocation (a `Vec` whose length is its capacity is taken over as is).
+            let mut out = Vec::with_capacity(self.wire_len());
+            self.write_start_line(&mut out);
+            write_headers_and_body(&self.headers, &self.body, &mut out);
+            Bytes::from(out)
         }
 
-        fn size_hint(&self) -> usize {
+        /// The number of bytes [`Self::write_to`] writes.
+        fn wire_len(&self) -> usize {
+            self.start_line_len() + headers_and_body_len(&self.headers, &self.body)
+        }
+
+        /// [`Self::to_bytes`] as it was: a buffer sized by an estimate, then frozen (the
+        /// oracle of the differential tests).
+        #[cfg(test)]
+        pub(crate) fn to_bytes_reference(&self) -> Bytes {
             let headers: usize = self.headers.iter().map(|h| h.wire_len() + 4).sum();
-            64 + headers + self.body.len()
+            let mut out = BytesMut::with_capacity(64 + headers + self.body.len());
+            self.write_start_line(&mut out);
+            write_headers_and_body_reference(&self.headers, &self.body, &mut out);
+            out.freeze()
         }
     };
 }
@@ -370,7 +384,11 @@ impl Request {
             .map(crate::headers::parse_max_forwards)
     }
 
-    fn write_start_line(&self, out: &mut BytesMut) {
+    fn start_line_len(&self) -> usize {
+        self.method.as_str().len() + self.uri.as_str().len() + version_len(self.version) + 4
+    }
+
+    fn write_start_line(&self, out: &mut impl BufMut) {
         out.put_slice(self.method.as_str().as_bytes());
         out.put_u8(b' ');
         out.put_slice(self.uri.as_str().as_bytes());
@@ -391,7 +409,12 @@ impl Response {
 
     common_accessors!();
 
-    fn write_start_line(&self, out: &mut BytesMut) {
+    fn start_line_len(&self) -> usize {
+        // `SIP/2.0 200 OK\r\n`: a CR or LF of the reason is written as one space.
+        version_len(self.version) + 5 + self.reason.len() + 2
+    }
+
+    fn write_start_line(&self, out: &mut impl BufMut) {
         put_version(self.version, out);
         out.put_u8(b' ');
         let code = self.status.as_u16();
@@ -410,7 +433,15 @@ impl Response {
     }
 }
 
-fn put_version(v: Version, out: &mut BytesMut) {
+fn version_len(v: Version) -> usize {
+    if v == Version::SIP_2_0 {
+        "SIP/2.0".len()
+    } else {
+        v.to_string().len()
+    }
+}
+
+fn put_version(v: Version, out: &mut impl BufMut) {
     if v == Version::SIP_2_0 {
         out.put_slice(b"SIP/2.0");
     } else {
@@ -418,9 +449,38 @@ fn put_version(v: Version, out: &mut BytesMut) {
     }
 }
 
-fn write_headers_and_body(headers: &Headers, body: &Bytes, out: &mut BytesMut) {
-    // A header made with `HeaderName::Other` through `Header::new` has no name: skip it.
+/// The number of bytes [`write_headers_and_body`] writes.
+/// (From the headers' offsets, which are always within their text: were one not, the bytes
+/// written would still be right, in a buffer of another size.)
+fn headers_and_body_len(headers: &Headers, body: &Bytes) -> usize {
+    let lines: usize = headers.iter().map(crate::header::Header::line_len).sum();
+    lines + 2 + body.len()
+}
+
+/// [`write_headers_and_body`] as it was, each line in four parts (the oracle of the
+/// differential tests).
+#[cfg(test)]
+fn write_headers_and_body_reference(headers: &Headers, body: &Bytes, out: &mut BytesMut) {
     for h in headers.iter().filter(|h| !h.name_bytes().is_empty()) {
+        out.put_slice(h.name_bytes());
+        out.put_slice(b": ");
+        out.put_slice(h.value_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(body);
+}
+
+fn write_headers_and_body(headers: &Headers, body: &Bytes, out: &mut impl BufMut) {
+    // A header made with `HeaderName::Other` through `Header::new` has no name: skip it.
+    for h in headers.iter() {
+        if let Some(line) = h.whole_line() {
+            out.put_slice(line);
+            continue;
+        }
+        if h.name_bytes().is_empty() {
+            continue;
+        }
         out.put_slice(h.name_bytes());
         out.put_slice(b": ");
         out.put_slice(h.value_bytes());
@@ -493,5 +553,75 @@ impl From<Response> for Message {
 impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod to_bytes_differential {
+    use super::*;
+    use crate::header::Header;
+    use proptest::prelude::*;
+
+    fn request(version: Version, extra: &[Header], body: &'static [u8]) -> Request {
+        let uri = Uri::parse("sip:bob@biloxi.example.com").unwrap();
+        let mut r = Request::builder(Method::Invite, uri)
+            .via("UDP", "h.example.com", Some(5060), "z9hG4bK1")
+            .call_id("c")
+            .build();
+        r.version = version;
+        for h in extra {
+            r.headers.push(h.clone());
+        }
+        r.body = Bytes::from_static(body);
+        r
+    }
+
+    proptest! {
+        /// Exactly the bytes of the old serialization, in a buffer of exactly that size,
+        /// whatever the reason phrase (CR and LF in it), the version, and headers without a
+        /// name (not written).
+        #[test]
+        fn serialized_as_before(
+            reason in "[ a-zA-Z\r\n\u{e9}]{0,12}",
+            major in prop::sample::select(vec![2u16, 1, 10]),
+            minor in prop::sample::select(vec![0u16, 3, 65535]),
+            values in proptest::collection::vec("[ a-z:;\r\n\u{e9}]{0,10}", 0..4),
+            nameless in any::<bool>(),
+            body in prop::sample::select(vec![&b""[..], b"v=0\r\n", b"\xff\x00"]),
+        ) {
+            let version = Version { major, minor };
+            let mut extra: Vec<Header> = values
+                .iter()
+                .map(|v| Header::new(HeaderName::Subject, v.as_str()))
+                .collect();
+            if nameless {
+                extra.push(Header::new(HeaderName::Other, "dropped"));
+            }
+            if let Some(h) = values.first().and_then(|v| Header::other("X-Odd", v.as_str())) {
+                extra.push(h);
+            }
+            let req = request(version, &extra, body);
+            let bytes = req.to_bytes();
+            prop_assert_eq!(&bytes, &req.to_bytes_reference());
+            let mut into = BytesMut::new();
+            req.write_to(&mut into);
+            prop_assert_eq!(&into[..], &bytes[..]);
+            prop_assert_eq!(bytes.len(), req.wire_len());
+            let mut resp = Response::from_request_with_rng(
+                &req,
+                StatusCode::OK,
+                &mut fastrand::Rng::with_seed(1),
+            );
+            resp.version = version;
+            resp.reason = reason;
+            for h in &extra {
+                resp.headers.push(h.clone());
+            }
+            resp.body = Bytes::from_static(body);
+            let bytes = resp.to_bytes();
+            prop_assert_eq!(&bytes, &resp.to_bytes_reference());
+            prop_assert_eq!(bytes.len(), resp.wire_len());
+            prop_assert_eq!(Message::Response(resp).to_bytes(), bytes);
+        }
     }
 }

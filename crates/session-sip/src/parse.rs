@@ -1231,6 +1231,18 @@ Content-Length: 0\r\n\
                     same_reads($a.vias().collect::<Vec<_>>(), $b.vias().collect::<Vec<_>>());
                 }};
             }
+            // Serialized as by the old `to_bytes` (estimated buffer, then frozen).
+            let old_bytes = match n {
+                Message::Request(r) => r.to_bytes_reference(),
+                Message::Response(r) => r.to_bytes_reference(),
+            };
+            assert_eq!(n.to_bytes(), old_bytes);
+            let mut into = bytes::BytesMut::new();
+            match n {
+                Message::Request(r) => r.write_to(&mut into),
+                Message::Response(r) => r.write_to(&mut into),
+            }
+            assert_eq!(&into[..], &old_bytes[..]);
             match (n, o) {
                 (Message::Request(a), Message::Request(b)) => reads!(a, b),
                 (Message::Response(a), Message::Response(b)) => reads!(a, b),

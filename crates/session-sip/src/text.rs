@@ -423,10 +423,15 @@ pub(crate) enum Lookup {
 impl Lookup {
     #[inline]
     const fn name(self) -> &'static [u8] {
+        self.name_str().as_bytes()
+    }
+
+    #[inline]
+    const fn name_str(self) -> &'static str {
         match self {
-            Self::None => b"",
-            Self::Tag => b"tag",
-            Self::Branch => b"branch",
+            Self::None => "",
+            Self::Tag => "tag",
+            Self::Branch => "branch",
         }
     }
 }
@@ -513,19 +518,41 @@ impl<'a> Params<'a> {
         // Known from the check: the first parameter with this name (case folding is an
         // equivalence, so the parameters matching `name` are those matching the key).
         let key = self.found.key.name();
-        if !key.is_empty() && eq_ignore_case(name.as_bytes(), key) {
-            let Spot { start, end } = self.found.at;
-            if self.found.at == Spot::ABSENT {
-                return None;
-            }
-            if self.found.at == Spot::NO_VALUE {
-                return Some(None);
-            }
-            if let Some(v) = self.raw.get(usize::from(start)..usize::from(end)) {
-                return Some(Some(v));
-            }
+        if !key.is_empty()
+            && eq_ignore_case(name.as_bytes(), key)
+            && let Some(found) = self.noted()
+        {
+            return found;
         }
         self.get_by_scan(name)
+    }
+
+    /// [`Params::get`] of the name of `key` (`tag` or `branch`): what the check noted when it
+    /// noted this key, without comparing names.
+    #[inline]
+    pub(crate) fn get_key(&self, key: Lookup) -> Option<Option<&'a str>> {
+        if key != Lookup::None
+            && self.found.key == key
+            && let Some(found) = self.noted()
+        {
+            return found;
+        }
+        self.get_by_scan(key.name_str())
+    }
+
+    /// The noted parameter, when its spot is readable (`None`: scan instead).
+    #[inline]
+    fn noted(&self) -> Option<Option<Option<&'a str>>> {
+        let Spot { start, end } = self.found.at;
+        if self.found.at == Spot::ABSENT {
+            return Some(None);
+        }
+        if self.found.at == Spot::NO_VALUE {
+            return Some(Some(None));
+        }
+        self.raw
+            .get(usize::from(start)..usize::from(end))
+            .map(|v| Some(Some(v)))
     }
 
     /// [`Params::get`] by scanning the text.
@@ -885,6 +912,7 @@ mod differential {
                 prop_assert_eq!(found.spot(), None);
             }
             prop_assert_eq!(Params::with_found(&raw, found).get("tag"), Some(Some("1")));
+            prop_assert_eq!(Params::with_found(&raw, found).get_key(Lookup::Tag), Some(Some("1")));
             let found = check_header_params_finding(&raw, Lookup::Branch).unwrap();
             prop_assert_eq!(Params::with_found(&raw, found).get("branch"), Some(None));
         }
@@ -913,6 +941,12 @@ mod differential {
                 for name in ["tag", "TAG", "tAg", "branch", "Branch", "rport", "x", ""] {
                     prop_assert_eq!(with.get(name), plain.get(name), "{} in {:?}", name, raw);
                     prop_assert_eq!(with.get(name), get_reference(&raw, name));
+                }
+                // By key, with or without what the check noted.
+                for k in [Lookup::Tag, Lookup::Branch] {
+                    let name = k.name_str();
+                    prop_assert_eq!(with.get_key(k), get_reference(&raw, name));
+                    prop_assert_eq!(plain.get_key(k), get_reference(&raw, name));
                 }
             }
         }

@@ -4,6 +4,8 @@
 //! [`validate_request`] returns a [`Rejection`] (status, reason, extra headers) as a value;
 //! [`Rejection::to_response`] builds the message. Malformed responses are never answered.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use session_types::StatusCode;
 
@@ -594,8 +596,8 @@ pub struct Verdict {
     pub well_formed: bool,
     /// What to do with it.
     pub action: Action,
-    /// Why, in words.
-    pub reason: String,
+    /// Why, in words (borrowed from a constant for an accepted message: no allocation).
+    pub reason: Cow<'static, str>,
 }
 
 /// Parses a datagram and decides what to do with it: the parser, then [`validate_request`]
@@ -637,28 +639,32 @@ fn triage(
                 message: None,
                 well_formed: false,
                 action,
-                reason: e.to_string(),
+                reason: Cow::Owned(e.to_string()),
             };
         }
     };
     let (well_formed, action, reason) = match &message {
         Message::Request(req) => match validate_request(req, policy) {
-            Ok(()) => (true, Action::Accept, "well-formed request".to_owned()),
+            Ok(()) => (true, Action::Accept, Cow::Borrowed("well-formed request")),
             // An ACK is never answered (RFC 3261 §17.2.1): drop it instead.
-            Err(r) if req.method == Method::Ack => (!r.malformed, Action::Drop, r.reason),
+            Err(r) if req.method == Method::Ack => (!r.malformed, Action::Drop, r.reason.into()),
             // Without a Via the answer has nowhere to go (§18.2.2), and a client would discard
             // a response without one (§18.1.2). (A Via that is there was read by the parser.)
             Err(r) if req.headers.get(HeaderName::Via).is_none() => {
-                (!r.malformed, Action::Drop, r.reason)
+                (!r.malformed, Action::Drop, r.reason.into())
             }
             Err(r) => {
                 let resp = r.response_tagged(req, tag);
-                (!r.malformed, Action::Answer(Box::new(resp)), r.reason)
+                (
+                    !r.malformed,
+                    Action::Answer(Box::new(resp)),
+                    r.reason.into(),
+                )
             }
         },
         Message::Response(resp) => match validate_response(resp) {
-            Ok(()) => (true, Action::Accept, "well-formed response".to_owned()),
-            Err(d) => (!d.malformed, Action::Drop, d.reason),
+            Ok(()) => (true, Action::Accept, Cow::Borrowed("well-formed response")),
+            Err(d) => (!d.malformed, Action::Drop, d.reason.into()),
         },
     };
     Verdict {
