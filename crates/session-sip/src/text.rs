@@ -518,11 +518,14 @@ impl<'a> Params<'a> {
         // Known from the check: the first parameter with this name (case folding is an
         // equivalence, so the parameters matching `name` are those matching the key).
         let key = self.found.key.name();
-        if !key.is_empty()
-            && eq_ignore_case(name.as_bytes(), key)
-            && let Some(found) = self.noted()
-        {
-            return found;
+        if !key.is_empty() {
+            if eq_ignore_case(name.as_bytes(), key) {
+                if let Some(found) = self.noted() {
+                    return found;
+                }
+            } else if self.sole() {
+                return None;
+            }
         }
         self.get_by_scan(name)
     }
@@ -538,6 +541,15 @@ impl<'a> Params<'a> {
             return found;
         }
         self.get_by_scan(key.name_str())
+    }
+
+    /// Whether the noted parameter is the only one, written `;key=value` (its value starts
+    /// right after `;key=` and ends the text: the check found nothing before it or after it),
+    /// so that every other name is absent without a scan.
+    #[inline]
+    fn sole(&self) -> bool {
+        let Spot { start, end } = self.found.at;
+        usize::from(start) == self.found.key.name().len() + 2 && usize::from(end) == self.raw.len()
     }
 
     /// The noted parameter, when its spot is readable (`None`: scan instead).
