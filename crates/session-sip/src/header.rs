@@ -641,7 +641,8 @@ impl Headers {
         Self::default()
     }
 
-    pub(crate) fn with_capacity(n: usize) -> Self {
+    /// An empty collection with room for `n` lines.
+    pub fn with_capacity(n: usize) -> Self {
         Self {
             list: Vec::with_capacity(n),
         }
@@ -731,6 +732,11 @@ impl Headers {
     /// Inserts a header line at the front (e.g. a new top Via).
     pub fn push_front(&mut self, header: Header) {
         self.list.insert(0, header);
+    }
+
+    /// Keeps the lines for which `keep` is true, in order (one pass, however many names go).
+    pub fn retain(&mut self, keep: impl FnMut(&Header) -> bool) {
+        self.list.retain(keep);
     }
 
     /// Removes every line with this name; returns how many were removed.
@@ -835,6 +841,18 @@ mod tests {
             (HeaderName::CallId, "i", "z")
         );
         assert_eq!(Header::new(HeaderName::Other, "x").name_str(), "");
+        let mut h = Headers::with_capacity(4);
+        for (name, v) in [
+            (HeaderName::Via, "a"),
+            (HeaderName::Subject, "b"),
+            (HeaderName::Via, "c"),
+            (HeaderName::CallId, "d"),
+        ] {
+            h.push(Header::new(name, v));
+        }
+        h.retain(|h| h.name() != HeaderName::Subject && h.value() != "d");
+        let kept: Vec<_> = h.iter().map(Header::value).collect();
+        assert_eq!(kept, ["a", "c"]);
         assert_eq!(
             Header::new(HeaderName::CallId, "x"),
             Header::other("Call-ID", "x").unwrap()
