@@ -248,10 +248,10 @@ fn set_body(headers: &mut session_sip::Headers, (content_type, bytes): (&str, By
     bytes
 }
 
-/// The response to `request` (RFC 3261 §8.2.6.1): its Via lines, From, To, Call-ID and CSeq,
-/// its Record-Route values in order when the response establishes a dialog (§12.1.1, see
-/// [`session_sip::copies_record_route`]), the To tagged with `tag` (or a fresh tag drawn from
-/// `rng`) unless it has one or the status is 100. Returns
+/// The response to `request` (RFC 3261 §8.2.6): the lines [`session_sip::response_copies`]
+/// names (Via, From, To, Call-ID, CSeq; Timestamp in a 100; Record-Route when the response
+/// establishes a dialog), the To tagged with `tag` (or a fresh tag drawn from `rng`) unless it
+/// has one or the status is 100. Returns
 /// it with the To tag it carries. It has no Content-Length yet: [`finish_body`] adds it after
 /// whatever else the UA adds, so the header list is built once, in order.
 ///
@@ -272,36 +272,11 @@ fn response_to(
         RequestTag::Known(tag) => tag.map(str::to_owned),
         RequestTag::Unknown => request.to().ok().and_then(|to| to.tag().map(str::to_owned)),
     };
-    let record_route = session_sip::copies_record_route(&request.method, status);
     let trying = status == StatusCode::TRYING;
-    let copied = |name: HeaderName| match name {
-        HeaderName::Via
-        | HeaderName::From
-        | HeaderName::To
-        | HeaderName::CallId
-        | HeaderName::CSeq => true,
-        // Whole lines in their order: several values in one line, URI parameters and header
-        // parameters all reach the peer as the proxies wrote them.
-        HeaderName::RecordRoute => record_route,
-        // §8.2.6.1: a 100 Trying copies Timestamp.
-        HeaderName::Timestamp => trying,
-        _ => false,
-    };
     response.headers = request.headers.clone();
-    // Each name not copied is removed once (a pass over the list each).
-    let mut removed = [HeaderName::Via; 8];
-    let mut count = 0;
-    for header in request.headers.iter() {
-        let name = header.name();
-        if copied(name) || removed.get(..count).is_some_and(|r| r.contains(&name)) {
-            continue;
-        }
-        response.headers.remove_all(name);
-        if let Some(slot) = removed.get_mut(count) {
-            *slot = name;
-            count += 1;
-        }
-    }
+    response
+        .headers
+        .retain(|header| session_sip::response_copies(header.name(), &request.method, status));
     let mut to_tag = None;
     match (has_tag, trying) {
         (Some(existing), _) => to_tag = Some(existing),

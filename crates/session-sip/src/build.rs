@@ -156,26 +156,33 @@ impl Response {
         tag: impl FnOnce() -> String,
     ) -> Response {
         let mut b = Response::builder(status);
-        let record_route = copies_record_route(&req.method, status);
-        for h in req.headers.iter().filter(|h| match h.name() {
-            HeaderName::Via
-            | HeaderName::From
-            | HeaderName::To
-            | HeaderName::CallId
-            | HeaderName::CSeq => true,
-            HeaderName::RecordRoute => record_route,
-            _ => false,
-        }) {
-            b.resp.headers.push(h.clone());
-        }
-        // §8.2.6.1: a 100 Trying copies Timestamp.
-        if status == StatusCode::TRYING
-            && let Some(t) = req.headers.get(HeaderName::Timestamp)
+        for h in req
+            .headers
+            .iter()
+            .filter(|h| response_copies(h.name(), &req.method, status))
         {
-            b.resp.headers.push(t.clone());
+            b.resp.headers.push(h.clone());
         }
         add_to_tag(&mut b.resp, tag);
         b.build()
+    }
+}
+
+/// Whether a response with `status` to a `method` request copies the request's `name` lines,
+/// whole and in the request's order: Via, From, To, Call-ID and CSeq always (RFC 3261
+/// §8.2.6.2), Timestamp into a 100 Trying (§8.2.6.1), Record-Route when
+/// [`copies_record_route`] says so (several values in one line, URI and header parameters all
+/// reach the peer as the proxies wrote them).
+pub fn response_copies(name: HeaderName, method: &Method, status: StatusCode) -> bool {
+    match name {
+        HeaderName::Via
+        | HeaderName::From
+        | HeaderName::To
+        | HeaderName::CallId
+        | HeaderName::CSeq => true,
+        HeaderName::Timestamp => status == StatusCode::TRYING,
+        HeaderName::RecordRoute => copies_record_route(method, status),
+        _ => false,
     }
 }
 
