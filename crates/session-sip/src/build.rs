@@ -338,6 +338,59 @@ mod tests {
     }
 
     #[test]
+    fn a_response_copies_what_8_2_6_names_in_request_order() {
+        let mut req = invite();
+        req.headers
+            .push(Header::new(HeaderName::Timestamp, "54".to_owned()));
+        req.headers.push(Header::new(
+            HeaderName::RecordRoute,
+            "<sip:p1.example.com;lr>".to_owned(),
+        ));
+        let names = |resp: &Response| -> Vec<HeaderName> {
+            resp.headers
+                .iter()
+                .map(Header::name)
+                .filter(|n| *n != HeaderName::ContentLength)
+                .collect()
+        };
+        let copied = [
+            HeaderName::Via,
+            HeaderName::To,
+            HeaderName::From,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ];
+        // A 100 Trying copies Timestamp (§8.2.6.1) but no Record-Route (it makes no dialog).
+        let trying = Response::from_request(&req, StatusCode::TRYING);
+        let mut expected = copied.to_vec();
+        expected.push(HeaderName::Timestamp);
+        assert_eq!(names(&trying), expected);
+        // A 180 makes an early dialog: Record-Route, no Timestamp (§12.1.1).
+        let ringing = Response::from_request(&req, StatusCode::RINGING);
+        let mut expected = copied.to_vec();
+        expected.push(HeaderName::RecordRoute);
+        assert_eq!(names(&ringing), expected);
+        // A 486 neither.
+        let busy = Response::from_request(&req, StatusCode::BUSY_HERE);
+        assert_eq!(names(&busy), copied.to_vec());
+        assert!(!response_copies(
+            HeaderName::Contact,
+            &Method::Invite,
+            StatusCode::OK
+        ));
+        assert!(!response_copies(
+            HeaderName::MaxForwards,
+            &Method::Bye,
+            StatusCode::OK
+        ));
+        assert!(!response_copies(
+            HeaderName::RecordRoute,
+            &Method::Bye,
+            StatusCode::OK
+        ));
+    }
+
+    #[test]
     fn built_request_round_trips() {
         let req = invite();
         let bytes = req.to_bytes();
