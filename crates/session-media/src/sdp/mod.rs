@@ -638,6 +638,7 @@ fn has_control(bytes: &[u8]) -> bool {
 
 /// Appends a number in decimal without the formatting machinery.
 pub(crate) fn push_number(out: &mut String, value: u64) {
+    // u64::MAX has 20 digits, so `at` never goes below 0.
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = value;
