@@ -90,7 +90,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -612,6 +612,8 @@ impl SipDriver {
             accept_backoff: AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX),
             accept_pause: None,
             turn: 0,
+            gates: std::array::from_fn(|_| Gate::new()),
+            task: None,
             reading: true,
             udp_blocked: udp_blocked.clone(),
         };
@@ -919,6 +921,82 @@ const UDP_BACKLOG: usize = 1024;
 /// How many sources [`DriverInputs::poll_input`] takes in turn.
 const SOURCES: usize = 6;
 
+/// How many of them (the first ones but the UDP socket: the jobs, the connections' messages,
+/// the TCP and TLS listeners) are polled only once they woke the task, through a [`Gate`].
+const GATED: usize = 4;
+
+/// The gate of a source, if it has one: the jobs (0), the connections' messages (2), the TCP
+/// (3) and TLS (4) listeners.
+fn gate_of(source: usize) -> Option<usize> {
+    match source {
+        0 => Some(0),
+        2..=4 => Some(source - 1),
+        _ => None,
+    }
+}
+
+/// What a gated source wakes: it notes that the source has something (or may have), then
+/// wakes the task. So that a source that has not woken the task is not polled again, which
+/// would cost as much as finding it empty each time (a listener's poll takes a lock).
+struct Gate {
+    shared: Arc<GateShared>,
+    /// `shared` as a waker, made once.
+    waker: Waker,
+}
+
+struct GateShared {
+    /// Whether the source is to be polled: it woke the task, or gave something the last time
+    /// (it may have more), or it has not been polled with this gate's waker yet.
+    open: AtomicBool,
+    /// The task's waker.
+    task: Mutex<Option<Waker>>,
+}
+
+impl std::task::Wake for GateShared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.open.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = &*task {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl Gate {
+    fn new() -> Self {
+        let shared = Arc::new(GateShared {
+            open: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        let waker = Waker::from(shared.clone());
+        Self { shared, waker }
+    }
+
+    /// The task to wake from now on; the source is polled again (its waker registered anew).
+    fn set_task(&self, task: &Waker) {
+        *self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
+        self.shared.open.store(true, Ordering::Release);
+    }
+
+    /// Whether to poll the source now (it is closed until it wakes the task again).
+    fn take(&self) -> bool {
+        self.shared.open.swap(false, Ordering::AcqRel)
+    }
+
+    /// The source gave something: poll it again next time.
+    fn reopen(&self) {
+        self.shared.open.store(true, Ordering::Release);
+    }
+}
+
 /// What the driver waits for, apart from its timer: the UDP socket (with its receive buffer),
 /// the TCP and TLS listeners, the messages the connection tasks framed, and the jobs of
 /// [`SipHandle`]s. [`DriverInputs::next_input`] yields one at a time for the [`DriverState`]
@@ -948,6 +1026,11 @@ pub struct DriverInputs {
     accept_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The source [`DriverInputs::poll_input`] polls first next time (they take turns).
     turn: usize,
+    /// The wakers of the sources that are mostly idle (the jobs, the connections' messages,
+    /// the listeners), by source: each is polled only once it woke the task.
+    gates: [Gate; GATED],
+    /// The task's waker the gates wake, as last given to [`DriverInputs::poll_input`].
+    task: Option<Waker>,
     /// Whether sockets are read (the standalone driver stops while it holds events).
     reading: bool,
     /// Set by the state while datagrams wait for the UDP socket to be writable.
@@ -1021,15 +1104,54 @@ impl DriverInputs {
         if std::mem::take(&mut self.udp_error_pending) {
             return Poll::Ready(DriverInput(Input::UdpError));
         }
+        // A new task (or the first poll): the gated sources wake that one from now on.
+        if !self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            for gate in &self.gates {
+                gate.set_task(cx.waker());
+            }
+            self.task = Some(cx.waker().clone());
+        }
         let first = self.turn;
         self.turn = if first + 1 >= SOURCES { 0 } else { first + 1 };
         for offset in 0..SOURCES {
             let source = (first + offset) % SOURCES;
-            if let Poll::Ready(input) = self.poll_source(source, cx) {
+            if let Poll::Ready(input) = self.poll_gated(source, cx) {
                 return Poll::Ready(input);
             }
         }
         Poll::Pending
+    }
+
+    /// Polls a source, through its gate if it has one: only when it woke the task (or gave
+    /// something last time), with the gate's waker. An off source (not reading) is left
+    /// alone, its gate as it was.
+    fn poll_gated(&mut self, source: usize, cx: &mut Context<'_>) -> Poll<DriverInput> {
+        let on = match source {
+            0 => self.jobs_open,
+            2..=4 => self.reading,
+            _ => true,
+        };
+        let Some(index) = gate_of(source).filter(|_| on) else {
+            return self.poll_source(source, cx);
+        };
+        let Some(gate) = self.gates.get(index) else {
+            return self.poll_source(source, cx);
+        };
+        if !gate.take() {
+            return Poll::Pending;
+        }
+        let waker = gate.waker.clone();
+        let polled = self.poll_source(source, &mut Context::from_waker(&waker));
+        if polled.is_ready()
+            && let Some(gate) = self.gates.get(index)
+        {
+            gate.reopen();
+        }
+        polled
     }
 
     /// Polls one source: the jobs (0), the UDP socket (1), the connections' messages (2), the
