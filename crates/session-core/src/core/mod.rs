@@ -1402,7 +1402,7 @@ impl Core {
         if new == CallState::Ringing {
             call.shared.status.lock().rang = true;
         }
-        call.shared.state.send_replace(new);
+        set_watched(&call.shared.state, new);
         if new == CallState::OnHold {
             self.trace(session, TraceEntry::Hold);
         } else if old == CallState::OnHold && new.is_established() {
@@ -1553,7 +1553,7 @@ impl Core {
                 reason,
                 summary: stats.summary(),
             });
-            call.shared.released.send_replace(true);
+            set_watched(&call.shared.released, true);
             let handle = self.handle(&call);
             self.guarded("on_call_ended", |h| {
                 h.on_call_ended(&handle, reason, &stats)
@@ -1828,6 +1828,18 @@ pub(crate) fn report_health(sip: &SipHandle, admission: &AdmissionController) {
     let limit = admission.max_sessions();
     sip.refuse_new_calls(limit.is_some_and(|max| active >= max));
     sip.report_load(active, limit);
+}
+
+/// Sets a watched value (a call's state, its release), waking its receivers — and only
+/// when there are some: a send notifies through several locks even when nobody listens,
+/// which is most of the time. The value is set either way; a receiver subscribing meanwhile
+/// reads it (every wait here checks the value after subscribing), as if it had subscribed
+/// just after.
+fn set_watched<T>(sender: &tokio::sync::watch::Sender<T>, value: T) {
+    sender.send_if_modified(|current| {
+        *current = value;
+        sender.receiver_count() > 0
+    });
 }
 
 /// The manager's clock: tokio's, read as a `std::time::Instant`. Every time the manager acts on
