@@ -966,6 +966,69 @@ impl std::task::Wake for GateShared {
     }
 }
 
+/// A [`Gate`] for an owner's own sources: wraps the polls of one source (a queue, a socket)
+/// so that it is polled only once it woke the task (or gave something the last time), not
+/// on every wake-up of a task that waits on many sources. For the branches of a `select!` in
+/// a loop, where most sources are empty most of the time (the manager's commands and events
+/// next to [`DriverInputs::next_input`]).
+pub struct WakeGate {
+    gate: Gate,
+    /// The task the gate wakes, as last seen.
+    task: Option<Waker>,
+}
+
+impl Default for WakeGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for WakeGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeGate")
+            .field("open", &self.gate.shared.open.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl WakeGate {
+    /// A gate that is open: the source's first poll registers the gate's waker.
+    pub fn new() -> Self {
+        Self {
+            gate: Gate::new(),
+            task: None,
+        }
+    }
+
+    /// Polls the source with `poll` if it woke the task since it was last found empty (or
+    /// gave something then, or the task is another one), with the gate's waker; else
+    /// `Pending` without polling it. `poll` must be the source's only poll, every time. (A
+    /// task whose waker does not compare equal from one poll to the next — `will_wake` is
+    /// best-effort — has every source polled each time: slower, never stuck.)
+    pub fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if !self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            self.gate.set_task(cx.waker());
+            self.task = Some(cx.waker().clone());
+        }
+        if !self.gate.take() {
+            return Poll::Pending;
+        }
+        let polled = poll(&mut Context::from_waker(&self.gate.waker));
+        if polled.is_ready() {
+            self.gate.reopen();
+        }
+        polled
+    }
+}
+
 impl Gate {
     fn new() -> Self {
         let shared = Arc::new(GateShared {
@@ -2272,5 +2335,40 @@ mod tests {
                 Err(_) => panic!("connection {n} not queued: the backlog is too short"),
             }
         }
+    }
+
+    /// A gated source is polled again only once it woke the task, and then gives what it has.
+    #[tokio::test]
+    async fn a_wake_gate_polls_its_source_only_once_it_woke_the_task() {
+        let (tx, mut rx) = mpsc::channel::<u32>(4);
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: Arc<Self>) {}
+        }
+        let task = Waker::from(Arc::new(Task));
+        let mut gate = WakeGate::new();
+        let mut polls = 0;
+        let poll = |gate: &mut WakeGate, rx: &mut mpsc::Receiver<u32>, polls: &mut u32| {
+            let mut cx = Context::from_waker(&task);
+            gate.poll(&mut cx, |cx| {
+                *polls += 1;
+                rx.poll_recv(cx)
+            })
+        };
+        // Open at first: polled, empty.
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 1);
+        // Nothing woke it: not polled.
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 1);
+        // A send wakes it: polled, and again after it gave something.
+        tx.try_send(7).unwrap();
+        tx.try_send(8).unwrap();
+        assert_eq!(poll(&mut gate, &mut rx, &mut polls), Poll::Ready(Some(7)));
+        assert_eq!(poll(&mut gate, &mut rx, &mut polls), Poll::Ready(Some(8)));
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 4);
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 4);
     }
 }

@@ -29,7 +29,7 @@ use crate::handler::{AcceptOptions, CallHandler, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource, MediaEvent, MediaHandle};
 use crate::session_timer::SessionTimer;
 use bytes::Bytes;
-use session_dialog::driver::{DriverInputs, DriverState, SipHandle};
+use session_dialog::driver::{DriverInputs, DriverState, SipHandle, WakeGate};
 use session_dialog::endpoint::{EndpointError, Protocol};
 use session_dialog::map::SeededState;
 use session_dialog::transaction::TransactionId;
@@ -484,6 +484,11 @@ impl Core {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
+        // The queues next to the SIP inputs are polled only once they woke the task (most
+        // wake-ups are for the SIP inputs, polled first).
+        let mut inbox_gate = WakeGate::new();
+        let mut media_gate = WakeGate::new();
+        let mut bridge_gate = WakeGate::new();
         loop {
             // What the user agent produced (for an input, a timer, or our own requests and
             // answers) is handled first, one event per round like any other input.
@@ -523,7 +528,7 @@ impl Core {
             tokio::select! {
                 biased;
                 input = inputs.next_input() => core.on_sip_input(input),
-                command = inbox.recv() => match command {
+                command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => match command {
                     Some(Command::Shutdown { reply }) => {
                         // A shutdown cuts a drain short: it reports what was left.
                         core.stop(&mut inputs).await;
@@ -538,8 +543,8 @@ impl Core {
                     core.stop(&mut inputs).await;
                     break;
                 }
-                Some((session, event)) = media_inbox.recv() => core.on_media_event(session, event),
-                Some(event) = bridge_events.recv() => core.on_bridge_event(event),
+                Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => core.on_media_event(session, event),
+                Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => core.on_bridge_event(event),
                 () = &mut sleep, if wake.is_some() => {
                     let now = now();
                     if ua_deadline.is_some_and(|at| at <= now) {
