@@ -84,10 +84,13 @@ use crate::ua::{UaConfig, UaEvent, UserAgent};
 use bytes::Bytes;
 use session_sip::{ParseLimits, StreamDecoder, Uri};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -607,7 +610,10 @@ impl SipDriver {
             jobs_open: true,
             tcp_inbound: tcp_rx,
             accept_backoff: AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX),
-            accept_resume: None,
+            accept_pause: None,
+            turn: 0,
+            gates: std::array::from_fn(|_| Gate::new()),
+            task: None,
             reading: true,
             udp_blocked: udp_blocked.clone(),
         };
@@ -912,6 +918,148 @@ struct TcpSettings {
 /// it (the transaction layer retransmits what matters).
 const UDP_BACKLOG: usize = 1024;
 
+/// How many sources [`DriverInputs::poll_input`] takes in turn.
+const SOURCES: usize = 6;
+
+/// How many of them (the first ones but the UDP socket: the jobs, the connections' messages,
+/// the TCP and TLS listeners) are polled only once they woke the task, through a [`Gate`].
+const GATED: usize = 4;
+
+/// The gate of a source, if it has one: the jobs (0), the connections' messages (2), the TCP
+/// (3) and TLS (4) listeners.
+fn gate_of(source: usize) -> Option<usize> {
+    match source {
+        0 => Some(0),
+        2..=4 => Some(source - 1),
+        _ => None,
+    }
+}
+
+/// What a gated source wakes: it notes that the source has something (or may have), then
+/// wakes the task. So that a source that has not woken the task is not polled again, which
+/// would cost as much as finding it empty each time (a listener's poll takes a lock).
+struct Gate {
+    shared: Arc<GateShared>,
+    /// `shared` as a waker, made once.
+    waker: Waker,
+}
+
+struct GateShared {
+    /// Whether the source is to be polled: it woke the task, or gave something the last time
+    /// (it may have more), or it has not been polled with this gate's waker yet.
+    open: AtomicBool,
+    /// The task's waker.
+    task: Mutex<Option<Waker>>,
+}
+
+impl std::task::Wake for GateShared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.open.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = &*task {
+            task.wake_by_ref();
+        }
+    }
+}
+
+/// A [`Gate`] for an owner's own sources: wraps the polls of one source (a queue, a socket)
+/// so that it is polled only once it woke the task (or gave something the last time), not
+/// on every wake-up of a task that waits on many sources. For the branches of a `select!` in
+/// a loop, where most sources are empty most of the time (the manager's commands and events
+/// next to [`DriverInputs::next_input`]).
+pub struct WakeGate {
+    gate: Gate,
+    /// The task the gate wakes, as last seen.
+    task: Option<Waker>,
+}
+
+impl Default for WakeGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for WakeGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeGate")
+            .field("open", &self.gate.shared.open.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl WakeGate {
+    /// A gate that is open: the source's first poll registers the gate's waker.
+    pub fn new() -> Self {
+        Self {
+            gate: Gate::new(),
+            task: None,
+        }
+    }
+
+    /// Polls the source with `poll` if it woke the task since it was last found empty (or
+    /// gave something then, or the task is another one), with the gate's waker; else
+    /// `Pending` without polling it. `poll` must be the source's only poll, every time. (A
+    /// task whose waker does not compare equal from one poll to the next — `will_wake` is
+    /// best-effort — has every source polled each time: slower, never stuck.)
+    pub fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        if !self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            self.gate.set_task(cx.waker());
+            self.task = Some(cx.waker().clone());
+        }
+        if !self.gate.take() {
+            return Poll::Pending;
+        }
+        let polled = poll(&mut Context::from_waker(&self.gate.waker));
+        if polled.is_ready() {
+            self.gate.reopen();
+        }
+        polled
+    }
+}
+
+impl Gate {
+    fn new() -> Self {
+        let shared = Arc::new(GateShared {
+            open: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        let waker = Waker::from(shared.clone());
+        Self { shared, waker }
+    }
+
+    /// The task to wake from now on; the source is polled again (its waker registered anew).
+    fn set_task(&self, task: &Waker) {
+        *self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
+        self.shared.open.store(true, Ordering::Release);
+    }
+
+    /// Whether to poll the source now (it is closed until it wakes the task again).
+    fn take(&self) -> bool {
+        self.shared.open.swap(false, Ordering::AcqRel)
+    }
+
+    /// The source gave something: poll it again next time.
+    fn reopen(&self) {
+        self.shared.open.store(true, Ordering::Release);
+    }
+}
+
 /// What the driver waits for, apart from its timer: the UDP socket (with its receive buffer),
 /// the TCP and TLS listeners, the messages the connection tasks framed, and the jobs of
 /// [`SipHandle`]s. [`DriverInputs::next_input`] yields one at a time for the [`DriverState`]
@@ -937,8 +1085,15 @@ pub struct DriverInputs {
     tcp_inbound: mpsc::Receiver<TcpInbound>,
     /// When to accept again after `accept` failed.
     accept_backoff: AcceptBackoff,
-    /// While set, nothing is accepted before this instant (see [`AcceptBackoff`]).
-    accept_resume: Option<Instant>,
+    /// While set, nothing is accepted before it ends (see [`AcceptBackoff`]).
+    accept_pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The source [`DriverInputs::poll_input`] polls first next time (they take turns).
+    turn: usize,
+    /// The wakers of the sources that are mostly idle (the jobs, the connections' messages,
+    /// the listeners), by source: each is polled only once it woke the task.
+    gates: [Gate; GATED],
+    /// The task's waker the gates wake, as last given to [`DriverInputs::poll_input`].
+    task: Option<Waker>,
     /// Whether sockets are read (the standalone driver stops while it holds events).
     reading: bool,
     /// Set by the state while datagrams wait for the UDP socket to be writable.
@@ -1001,52 +1156,180 @@ impl DriverInputs {
     /// Waits for the next input. Cancel-safe: dropped before it returns, it loses nothing
     /// (a datagram is taken from the socket only when it returns it).
     pub async fn next_input(&mut self) -> DriverInput {
+        std::future::poll_fn(|cx| self.poll_input(cx)).await
+    }
+
+    /// [`DriverInputs::next_input`] as a poll: each source is polled in place (no future is
+    /// made per call), the first one polled taking turns, so that each source that has
+    /// something is served within [`SOURCES`] inputs whatever the others hold (a UDP flood
+    /// does not starve the jobs, the TCP and TLS connections or the listeners).
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<DriverInput> {
         if std::mem::take(&mut self.udp_error_pending) {
-            return DriverInput(Input::UdpError);
+            return Poll::Ready(DriverInput(Input::UdpError));
         }
+        // A new task (or the first poll): the gated sources wake that one from now on.
+        if !self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            for gate in &self.gates {
+                gate.set_task(cx.waker());
+            }
+            self.task = Some(cx.waker().clone());
+        }
+        let first = self.turn;
+        self.turn = if first + 1 >= SOURCES { 0 } else { first + 1 };
+        for offset in 0..SOURCES {
+            let source = (first + offset) % SOURCES;
+            if let Poll::Ready(input) = self.poll_gated(source, cx) {
+                return Poll::Ready(input);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Polls a source, through its gate if it has one: only when it woke the task (or gave
+    /// something last time), with the gate's waker. An off source (not reading) is left
+    /// alone, its gate as it was.
+    fn poll_gated(&mut self, source: usize, cx: &mut Context<'_>) -> Poll<DriverInput> {
+        let on = match source {
+            0 => self.jobs_open,
+            2..=4 => self.reading,
+            _ => true,
+        };
+        let Some(index) = gate_of(source).filter(|_| on) else {
+            return self.poll_source(source, cx);
+        };
+        let Some(gate) = self.gates.get(index) else {
+            return self.poll_source(source, cx);
+        };
+        if !gate.take() {
+            return Poll::Pending;
+        }
+        let waker = gate.waker.clone();
+        let polled = self.poll_source(source, &mut Context::from_waker(&waker));
+        if polled.is_ready()
+            && let Some(gate) = self.gates.get(index)
+        {
+            gate.reopen();
+        }
+        polled
+    }
+
+    /// Polls one source: the jobs (0), the UDP socket (1), the connections' messages (2), the
+    /// TCP (3) and TLS (4) listeners, the UDP socket's writability while datagrams wait (5).
+    /// A source that is off (not reading, no socket, no listener) is pending without a waker:
+    /// it is polled again when something else wakes the task.
+    fn poll_source(&mut self, source: usize, cx: &mut Context<'_>) -> Poll<DriverInput> {
+        match source {
+            0 if self.jobs_open => match self.jobs.poll_recv(cx) {
+                Poll::Ready(Some(job)) => Poll::Ready(DriverInput(Input::Job(job))),
+                Poll::Ready(None) => {
+                    self.jobs_open = false;
+                    Poll::Ready(DriverInput(Input::HandlesGone))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            1 if self.reading => match self.poll_datagram(cx) {
+                Poll::Ready(Ok((source, bytes))) => Poll::Ready(DriverInput(Input::Datagram(
+                    source,
+                    bytes,
+                    self.read_ahead.len(),
+                ))),
+                // An ICMP error for a datagram we sent (a closed port, an unreachable host)
+                // surfaces here; the socket stays usable.
+                Poll::Ready(Err(error)) => {
+                    tracing::debug!(%error, "UDP receive error");
+                    Poll::Ready(DriverInput(Input::UdpError))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            // The state holds a sender as long as it lives.
+            2 if self.reading => match self.tcp_inbound.poll_recv(cx) {
+                Poll::Ready(Some(inbound)) => Poll::Ready(DriverInput(Input::Stream(inbound))),
+                _ => Poll::Pending,
+            },
+            3 if self.reading => self.poll_accept(Protocol::Tcp, cx),
+            4 if self.reading => self.poll_accept(Protocol::Tls, cx),
+            // An error is found again by the send itself.
+            5 if self.udp_blocked.load(Ordering::Relaxed) => match self.udp.as_deref() {
+                Some(socket) => socket
+                    .poll_send_ready(cx)
+                    .map(|_| DriverInput(Input::Writable)),
+                None => Poll::Pending,
+            },
+            _ => Poll::Pending,
+        }
+    }
+
+    /// The next datagram: one read ahead, else one from the socket — and what else waits in
+    /// the socket's buffer then is read ahead too (up to `read_ahead_max`), so a burst longer
+    /// than the kernel's buffer is not dropped while the owner works.
+    fn poll_datagram(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(SocketAddr, Bytes)>> {
+        let Self {
+            udp,
+            buf,
+            read_ahead,
+            read_ahead_max,
+            udp_error_pending,
+            ..
+        } = self;
+        if let Some(datagram) = read_ahead.pop_front() {
+            return Poll::Ready(Ok(datagram));
+        }
+        let Some(socket) = udp.as_deref() else {
+            return Poll::Pending;
+        };
+        let mut read = tokio::io::ReadBuf::new(buf);
+        let source = match socket.poll_recv_from(cx, &mut read) {
+            Poll::Ready(Ok(source)) => source,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        };
+        let first = (source, Bytes::copy_from_slice(read.filled()));
+        // Until the socket is empty (which a read would find out anyway before waiting again).
+        while read_ahead.len() < *read_ahead_max {
+            match socket.try_recv_from(buf) {
+                Ok((len, source)) => read_ahead.push_back((
+                    source,
+                    Bytes::copy_from_slice(buf.get(..len).unwrap_or_default()),
+                )),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                // An ICMP error (consumed by this read): reported as the next input.
+                Err(_) => {
+                    *udp_error_pending = true;
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(first))
+    }
+
+    /// Accepts a connection on the TCP or TLS listener, not while accepting is paused after
+    /// it failed (both listeners share the pause), never without that listener.
+    fn poll_accept(&mut self, protocol: Protocol, cx: &mut Context<'_>) -> Poll<DriverInput> {
         loop {
-            let reading = self.reading;
-            let blocked = self.udp_blocked.load(Ordering::Relaxed);
-            tokio::select! {
-                job = self.jobs.recv(), if self.jobs_open => {
-                    return DriverInput(match job {
-                        Some(job) => Input::Job(job),
-                        None => {
-                            self.jobs_open = false;
-                            Input::HandlesGone
-                        }
-                    });
+            if let Some(pause) = &mut self.accept_pause {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                received = next_datagram(self.udp.as_deref(), &mut self.buf, &mut self.read_ahead, self.read_ahead_max, &mut self.udp_error_pending), if reading => match received {
-                    Ok((source, bytes)) => {
-                        return DriverInput(Input::Datagram(source, bytes, self.read_ahead.len()));
-                    }
-                    // An ICMP error for a datagram we sent (a closed port, an unreachable
-                    // host) surfaces here; the socket stays usable.
-                    Err(error) => {
-                        tracing::debug!(%error, "UDP receive error");
-                        return DriverInput(Input::UdpError);
-                    }
-                },
-                // The state holds a sender as long as it lives.
-                Some(inbound) = self.tcp_inbound.recv(), if reading => {
-                    return DriverInput(Input::Stream(inbound));
-                }
-                accepted = accept_tcp(self.listener.as_ref(), self.accept_resume), if reading => {
-                    if let Some(input) = self.accepted(accepted, Protocol::Tcp) {
-                        return input;
-                    }
-                }
-                accepted = accept_tcp(self.tls_listener.as_ref(), self.accept_resume), if reading => {
-                    if let Some(input) = self.accepted(accepted, Protocol::Tls) {
-                        return input;
-                    }
-                }
-                // An error is found again by the send itself.
-                _ = writable_udp(self.udp.as_deref()), if blocked => {
-                    return DriverInput(Input::Writable);
-                }
-                else => std::future::pending::<()>().await,
+                self.accept_pause = None;
+            }
+            let listener = match protocol {
+                Protocol::Tls => self.tls_listener.as_ref(),
+                _ => self.listener.as_ref(),
+            };
+            let Some(listener) = listener else {
+                return Poll::Pending;
+            };
+            let accepted = match listener.poll_accept(cx) {
+                Poll::Ready(accepted) => accepted,
+                Poll::Pending => return Poll::Pending,
+            };
+            // A failure pauses accepting: the loop waits for the pause's end.
+            if let Some(input) = self.accepted(accepted, protocol) {
+                return Poll::Ready(input);
             }
         }
     }
@@ -1059,7 +1342,7 @@ impl DriverInputs {
     ) -> Option<DriverInput> {
         match accepted {
             Ok((stream, peer)) => {
-                self.accept_resume = None;
+                self.accept_pause = None;
                 if let Some(failures) = self.accept_backoff.succeeded(now()) {
                     tracing::info!(failures, "TCP accept works again");
                 }
@@ -1076,7 +1359,9 @@ impl DriverInputs {
                 } else {
                     tracing::debug!(%error, ?pause, "TCP accept error");
                 }
-                self.accept_resume = Some(retry.at);
+                self.accept_pause = Some(Box::pin(tokio::time::sleep_until(
+                    tokio::time::Instant::from_std(retry.at),
+                )));
                 None
             }
         }
@@ -1492,53 +1777,6 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// The next datagram: the oldest read ahead, else one from the socket (waiting for it), with
-/// whatever else the socket holds already read ahead behind it, up to `max`. Forever without
-/// a socket. Cancel-safe: everything after the first wait is sync.
-async fn next_datagram(
-    socket: Option<&UdpSocket>,
-    buf: &mut [u8],
-    ahead: &mut VecDeque<(SocketAddr, Bytes)>,
-    max: usize,
-    error_pending: &mut bool,
-) -> io::Result<(SocketAddr, Bytes)> {
-    if let Some(datagram) = ahead.pop_front() {
-        return Ok(datagram);
-    }
-    let Some(socket) = socket else {
-        return std::future::pending().await;
-    };
-    let (len, source) = socket.recv_from(buf).await?;
-    let first = (
-        source,
-        Bytes::copy_from_slice(buf.get(..len).unwrap_or_default()),
-    );
-    // Until the socket is empty (which a read would find out anyway before waiting again).
-    while ahead.len() < max {
-        match socket.try_recv_from(buf) {
-            Ok((len, source)) => ahead.push_back((
-                source,
-                Bytes::copy_from_slice(buf.get(..len).unwrap_or_default()),
-            )),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-            // An ICMP error (consumed by this read): reported as the next input.
-            Err(_) => {
-                *error_pending = true;
-                break;
-            }
-        }
-    }
-    Ok(first)
-}
-
-/// Waits until the UDP socket can take a datagram (forever without one).
-async fn writable_udp(socket: Option<&UdpSocket>) -> io::Result<()> {
-    match socket {
-        Some(socket) => socket.writable().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Waits for room in the event queue when given its sender (the driver holds events),
 /// else forever.
 async fn room_for(
@@ -1548,21 +1786,6 @@ async fn room_for(
         Some(events) => events.reserve_owned().await,
         None => std::future::pending().await,
     }
-}
-
-/// Accepts a TCP connection, not before `resume` when set (accepting is paused after it
-/// failed), or waits forever without a listener.
-async fn accept_tcp(
-    listener: Option<&TcpListener>,
-    resume: Option<Instant>,
-) -> io::Result<(TcpStream, SocketAddr)> {
-    let Some(listener) = listener else {
-        return std::future::pending().await;
-    };
-    if let Some(at) = resume {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-    }
-    listener.accept().await
 }
 
 impl DriverTask {
@@ -2112,5 +2335,40 @@ mod tests {
                 Err(_) => panic!("connection {n} not queued: the backlog is too short"),
             }
         }
+    }
+
+    /// A gated source is polled again only once it woke the task, and then gives what it has.
+    #[tokio::test]
+    async fn a_wake_gate_polls_its_source_only_once_it_woke_the_task() {
+        let (tx, mut rx) = mpsc::channel::<u32>(4);
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: Arc<Self>) {}
+        }
+        let task = Waker::from(Arc::new(Task));
+        let mut gate = WakeGate::new();
+        let mut polls = 0;
+        let poll = |gate: &mut WakeGate, rx: &mut mpsc::Receiver<u32>, polls: &mut u32| {
+            let mut cx = Context::from_waker(&task);
+            gate.poll(&mut cx, |cx| {
+                *polls += 1;
+                rx.poll_recv(cx)
+            })
+        };
+        // Open at first: polled, empty.
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 1);
+        // Nothing woke it: not polled.
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 1);
+        // A send wakes it: polled, and again after it gave something.
+        tx.try_send(7).unwrap();
+        tx.try_send(8).unwrap();
+        assert_eq!(poll(&mut gate, &mut rx, &mut polls), Poll::Ready(Some(7)));
+        assert_eq!(poll(&mut gate, &mut rx, &mut polls), Poll::Ready(Some(8)));
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 4);
+        assert!(poll(&mut gate, &mut rx, &mut polls).is_pending());
+        assert_eq!(polls, 4);
     }
 }

@@ -14,7 +14,7 @@ pub mod driver;
 mod dscp;
 pub mod endpoint;
 mod icmp;
-mod map;
+pub mod map;
 pub mod tls;
 pub mod transaction;
 pub mod ua;

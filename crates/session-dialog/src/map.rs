@@ -11,14 +11,14 @@ use std::hash::{BuildHasher, Hash, Hasher};
 /// generator (so a replay hashes alike) without drawing from it: the keys are not among the
 /// values the generator puts on the wire (tags, branches).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct SeededState {
+pub struct SeededState {
     k0: u64,
     k1: u64,
 }
 
 impl SeededState {
     /// Keys derived from `rng`'s state, leaving `rng` as it was.
-    pub(crate) fn derived_from(rng: &fastrand::Rng) -> Self {
+    pub fn derived_from(rng: &fastrand::Rng) -> Self {
         let mut keys = fastrand::Rng::with_seed(rng.get_seed() ^ 0x243f_6a88_85a3_08d3);
         Self {
             k0: keys.u64(..),
@@ -28,7 +28,7 @@ impl SeededState {
     }
 
     /// Keys from `fastrand`'s thread-local generator (seeded from entropy).
-    pub(crate) fn random() -> Self {
+    pub fn random() -> Self {
         Self::derived_from(&fastrand::Rng::with_seed(fastrand::u64(..)))
     }
 }
@@ -78,7 +78,7 @@ fn read_u32(bytes: &[u8]) -> u32 {
 /// secret keys make collisions hard to choose from outside (HashDoS), which is all a map of
 /// network keys needs.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct FoldHasher {
+pub struct FoldHasher {
     acc: u64,
     key: u64,
 }

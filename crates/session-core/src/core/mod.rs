@@ -29,8 +29,9 @@ use crate::handler::{AcceptOptions, CallHandler, DtmfMethod};
 use crate::media::{BoxedSink, BoxedSource, MediaEvent, MediaHandle};
 use crate::session_timer::SessionTimer;
 use bytes::Bytes;
-use session_dialog::driver::{DriverInputs, DriverState, SipHandle};
+use session_dialog::driver::{DriverInputs, DriverState, SipHandle, WakeGate};
 use session_dialog::endpoint::{EndpointError, Protocol};
+use session_dialog::map::SeededState;
 use session_dialog::transaction::TransactionId;
 use session_dialog::ua::{DialogEnd, UaEvent, UserAgent};
 use session_events::{EventBus, SessionEvent, TerminationReason};
@@ -366,7 +367,9 @@ pub(crate) struct Core {
     // never by network text, so the cheap id hasher serves (see `IdHasher`).
     pub(crate) calls: IdMap<SessionId, Box<Call>>,
     pub(crate) by_tx: IdMap<TransactionId, TxOwner>,
-    pub(crate) by_dialog: HashMap<DialogId, SessionId>,
+    /// Keyed by what the network sent (Call-ID and tags): a keyed hasher, cheaper than SipHash,
+    /// its keys derived from the manager's seeded generator (`rng`).
+    pub(crate) by_dialog: HashMap<DialogId, SessionId, SeededState>,
     pub(crate) timers: BinaryHeap<Reverse<(Instant, SessionId, TimerKind, u32)>>,
     pub(crate) media_events: mpsc::Sender<(SessionId, MediaEvent)>,
     /// Transfer progress to report by NOTIFY (transferee), sent after the current event.
@@ -453,7 +456,7 @@ impl Core {
             our_uri,
             calls: IdMap::with_capacity_and_hasher(reserve, Default::default()),
             by_tx: IdMap::with_capacity_and_hasher(reserve, Default::default()),
-            by_dialog: HashMap::with_capacity(reserve),
+            by_dialog: HashMap::with_capacity_and_hasher(reserve, SeededState::derived_from(&rng)),
             timers: BinaryHeap::new(),
             media_events,
             pending_notifies: Vec::new(),
@@ -477,6 +480,15 @@ impl Core {
                 now(),
             ),
         };
+        // Armed (`reset`) before it is first polled.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        // The queues next to the SIP inputs are polled only once they woke the task (most
+        // wake-ups are for the SIP inputs, polled first).
+        let mut inbox_gate = WakeGate::new();
+        let mut media_gate = WakeGate::new();
+        let mut bridge_gate = WakeGate::new();
         loop {
             // What the user agent produced (for an input, a timer, or our own requests and
             // answers) is handled first, one event per round like any other input.
@@ -505,10 +517,18 @@ impl Core {
                 .chain(core.drain.as_ref().and_then(|drain| drain.deadline))
                 .min();
             let wake = deadline.into_iter().chain(ua_deadline).min();
+            // One sleep for the task's life, moved only when the deadline does (a new one per
+            // round would be a timer-wheel insert and removal each time).
+            if wake != armed {
+                if let Some(at) = wake {
+                    sleep.as_mut().reset(at.into());
+                }
+                armed = wake;
+            }
             tokio::select! {
                 biased;
                 input = inputs.next_input() => core.on_sip_input(input),
-                command = inbox.recv() => match command {
+                command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => match command {
                     Some(Command::Shutdown { reply }) => {
                         // A shutdown cuts a drain short: it reports what was left.
                         core.stop(&mut inputs).await;
@@ -523,9 +543,9 @@ impl Core {
                     core.stop(&mut inputs).await;
                     break;
                 }
-                Some((session, event)) = media_inbox.recv() => core.on_media_event(session, event),
-                Some(event) = bridge_events.recv() => core.on_bridge_event(event),
-                () = sleep_until_or_forever(wake) => {
+                Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => core.on_media_event(session, event),
+                Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => core.on_bridge_event(event),
+                () = &mut sleep, if wake.is_some() => {
                     let now = now();
                     if ua_deadline.is_some_and(|at| at <= now) {
                         core.on_sip_timeout(now);
@@ -558,10 +578,17 @@ impl Core {
     /// What follows every input: the transfer progress, replacements and cascades it queued,
     /// the endings it made, and the admission state for the SIP layer.
     async fn after_input(&mut self) {
-        self.flush_notifies().await;
-        self.flush_replacements().await;
-        self.flush_cascades().await;
-        self.finish_endings().await;
+        // Most inputs queue none of these: then there is nothing to flush.
+        if !(self.pending_notifies.is_empty()
+            && self.pending_replacements.is_empty()
+            && self.pending_ends.is_empty()
+            && self.endings.is_empty())
+        {
+            self.flush_notifies().await;
+            self.flush_replacements().await;
+            self.flush_cascades().await;
+            self.finish_endings().await;
+        }
         self.report_health();
     }
 
@@ -1380,7 +1407,7 @@ impl Core {
         if new == CallState::Ringing {
             call.shared.status.lock().rang = true;
         }
-        call.shared.state.send_replace(new);
+        set_watched(&call.shared.state, new);
         if new == CallState::OnHold {
             self.trace(session, TraceEntry::Hold);
         } else if old == CallState::OnHold && new.is_established() {
@@ -1531,7 +1558,7 @@ impl Core {
                 reason,
                 summary: stats.summary(),
             });
-            call.shared.released.send_replace(true);
+            set_watched(&call.shared.released, true);
             let handle = self.handle(&call);
             self.guarded("on_call_ended", |h| {
                 h.on_call_ended(&handle, reason, &stats)
@@ -1806,6 +1833,18 @@ pub(crate) fn report_health(sip: &SipHandle, admission: &AdmissionController) {
     let limit = admission.max_sessions();
     sip.refuse_new_calls(limit.is_some_and(|max| active >= max));
     sip.report_load(active, limit);
+}
+
+/// Sets a watched value (a call's state, its release), waking its receivers — and only
+/// when there are some: a send notifies through several locks even when nobody listens,
+/// which is most of the time. The value is set either way; a receiver subscribing meanwhile
+/// reads it (every wait here checks the value after subscribing), as if it had subscribed
+/// just after.
+fn set_watched<T>(sender: &tokio::sync::watch::Sender<T>, value: T) {
+    sender.send_if_modified(|current| {
+        *current = value;
+        sender.receiver_count() > 0
+    });
 }
 
 /// The manager's clock: tokio's, read as a `std::time::Instant`. Every time the manager acts on
