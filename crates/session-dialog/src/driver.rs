@@ -612,8 +612,7 @@ impl SipDriver {
             accept_backoff: AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX),
             accept_pause: None,
             turn: 0,
-            gates: std::array::from_fn(|_| Gate::new()),
-            task: None,
+            gates: std::array::from_fn(|_| WakeGate::new()),
             reading: true,
             udp_blocked: udp_blocked.clone(),
         };
@@ -922,7 +921,7 @@ const UDP_BACKLOG: usize = 1024;
 const SOURCES: usize = 6;
 
 /// How many of them (the first ones but the UDP socket: the jobs, the connections' messages,
-/// the TCP and TLS listeners) are polled only once they woke the task, through a [`Gate`].
+/// the TCP and TLS listeners) are polled only once they woke the task, through a [`WakeGate`].
 const GATED: usize = 4;
 
 /// The gate of a source, if it has one: the jobs (0), the connections' messages (2), the TCP
@@ -970,7 +969,7 @@ impl std::task::Wake for GateShared {
 /// so that it is polled only once it woke the task (or gave something the last time), not
 /// on every wake-up of a task that waits on many sources. For the branches of a `select!` in
 /// a loop, where most sources are empty most of the time (the manager's commands and events
-/// next to [`DriverInputs::next_input`]).
+/// next to [`DriverInputs::next_input`], and the mostly idle sources inside it).
 pub struct WakeGate {
     gate: Gate,
     /// The task the gate wakes, as last seen.
@@ -1010,6 +1009,20 @@ impl WakeGate {
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
+        if !self.open_for(cx) {
+            return Poll::Pending;
+        }
+        let polled = poll(&mut Context::from_waker(&self.gate.waker));
+        if polled.is_ready() {
+            self.gate.reopen();
+        }
+        polled
+    }
+
+    /// Whether to poll the source now (closing the gate until the source wakes the task
+    /// again); a task other than the last one seen opens it, the source's waker to be
+    /// registered anew.
+    fn open_for(&mut self, cx: &Context<'_>) -> bool {
         if !self
             .task
             .as_ref()
@@ -1018,14 +1031,7 @@ impl WakeGate {
             self.gate.set_task(cx.waker());
             self.task = Some(cx.waker().clone());
         }
-        if !self.gate.take() {
-            return Poll::Pending;
-        }
-        let polled = poll(&mut Context::from_waker(&self.gate.waker));
-        if polled.is_ready() {
-            self.gate.reopen();
-        }
-        polled
+        self.gate.take()
     }
 }
 
@@ -1091,9 +1097,7 @@ pub struct DriverInputs {
     turn: usize,
     /// The wakers of the sources that are mostly idle (the jobs, the connections' messages,
     /// the listeners), by source: each is polled only once it woke the task.
-    gates: [Gate; GATED],
-    /// The task's waker the gates wake, as last given to [`DriverInputs::poll_input`].
-    task: Option<Waker>,
+    gates: [WakeGate; GATED],
     /// Whether sockets are read (the standalone driver stops while it holds events).
     reading: bool,
     /// Set by the state while datagrams wait for the UDP socket to be writable.
@@ -1167,17 +1171,6 @@ impl DriverInputs {
         if std::mem::take(&mut self.udp_error_pending) {
             return Poll::Ready(DriverInput(Input::UdpError));
         }
-        // A new task (or the first poll): the gated sources wake that one from now on.
-        if !self
-            .task
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()))
-        {
-            for gate in &self.gates {
-                gate.set_task(cx.waker());
-            }
-            self.task = Some(cx.waker().clone());
-        }
         let first = self.turn;
         self.turn = if first + 1 >= SOURCES { 0 } else { first + 1 };
         for offset in 0..SOURCES {
@@ -1201,18 +1194,19 @@ impl DriverInputs {
         let Some(index) = gate_of(source).filter(|_| on) else {
             return self.poll_source(source, cx);
         };
-        let Some(gate) = self.gates.get(index) else {
+        let Some(gate) = self.gates.get_mut(index) else {
             return self.poll_source(source, cx);
         };
-        if !gate.take() {
+        if !gate.open_for(cx) {
             return Poll::Pending;
         }
-        let waker = gate.waker.clone();
+        // The source's poll needs `self`: the gate's waker is taken out first.
+        let waker = gate.gate.waker.clone();
         let polled = self.poll_source(source, &mut Context::from_waker(&waker));
         if polled.is_ready()
             && let Some(gate) = self.gates.get(index)
         {
-            gate.reopen();
+            gate.gate.reopen();
         }
         polled
     }
