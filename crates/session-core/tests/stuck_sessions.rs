@@ -1,7 +1,8 @@
 //! The stuck-session limits (`SessionManagerBuilder::stuck_limits`) on real calls: an incoming
 //! call the application never answers is refused 480, an outgoing call that rings too long is
 //! cancelled, and a 2xx never ACKed ends with BYE well before the SIP layer's 32 s — each with
-//! `FailureReason::Stuck` recorded, and every resource given back.
+//! `FailureReason::Stuck` recorded, and every resource given back. In virtual time, so each
+//! ending is asserted at the limit's exact instant.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -14,6 +15,17 @@ use support::{Seen, builder, peer, within};
 
 const LIMIT: Duration = Duration::from_millis(300);
 
+/// Asserts that `what` came when the limit passed. The tests run in virtual time (the
+/// runtime's clock is paused and jumps to the next timer when every task waits, and the
+/// manager reads that clock), so the instant is exact but for the timer wheel's rounding up
+/// to the millisecond.
+fn assert_at_the_limit(after: Duration, what: &str) {
+    assert!(
+        after >= LIMIT && after <= LIMIT + Duration::from_millis(2),
+        "{what} after {after:?}, the limit being {LIMIT:?}"
+    );
+}
+
 /// The reason the next call `peer` sees end ended with.
 async fn ended_reason(peer: &mut support::Peer) -> TerminationReason {
     peer.expect(|seen| match seen {
@@ -23,7 +35,7 @@ async fn ended_reason(peer: &mut support::Peer) -> TerminationReason {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn unanswered_calls_are_ended_in_both_directions() {
     // The forgetful application defers every call and never answers.
     let mut forgetful = peer(
@@ -36,8 +48,11 @@ async fn unanswered_calls_are_ended_in_both_directions() {
     // Incoming: refused 480 once the limit passes; the reason says why.
     let call = caller.manager.call(&forgetful.uri("desk")).await.unwrap();
     within(call.wait_for(|s| s == CallState::Ringing)).await;
+    let ringing_since = tokio::time::Instant::now();
+    let ended = within(call.ended()).await;
+    assert_at_the_limit(ringing_since.elapsed(), "the 480");
     assert_eq!(
-        within(call.ended()).await,
+        ended,
         CallState::Failed(FailureReason::Rejected(StatusCode::TEMPORARILY_UNAVAILABLE))
     );
     assert_eq!(
@@ -50,8 +65,11 @@ async fn unanswered_calls_are_ended_in_both_directions() {
     let mut ringing = peer(builder(38_400..=38_449), |_| CallDecision::Defer).await;
     let out = forgetful.manager.call(&ringing.uri("far")).await.unwrap();
     within(out.wait_for(|s| s == CallState::Ringing)).await;
+    let ringing_since = tokio::time::Instant::now();
+    let ended = within(out.ended()).await;
+    assert_at_the_limit(ringing_since.elapsed(), "the CANCEL");
     assert_eq!(
-        within(out.ended()).await,
+        ended,
         CallState::Failed(FailureReason::Stuck(StuckOn::FinalResponse))
     );
     assert_eq!(
@@ -65,7 +83,7 @@ async fn unanswered_calls_are_ended_in_both_directions() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_2xx_never_acked_ends_with_bye_at_the_limit() {
     let mut pbx = peer(
         builder(38_450..=38_499).stuck_limits(StuckLimits::default().ack(LIMIT)),
@@ -97,10 +115,7 @@ async fn a_2xx_never_acked_ends_with_bye_at_the_limit() {
         }
     })
     .await;
-    assert!(
-        bye_after >= LIMIT && bye_after < Duration::from_secs(5),
-        "BYE after {bye_after:?}, the limit being {LIMIT:?}"
-    );
+    assert_at_the_limit(bye_after, "the BYE");
     assert_eq!(
         ended_reason(&mut pbx).await,
         TerminationReason::Failed(FailureReason::Stuck(StuckOn::Ack))
@@ -109,7 +124,7 @@ async fn a_2xx_never_acked_ends_with_bye_at_the_limit() {
     pbx.manager.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_tracers_health_findings_are_metrics() {
     use session_core::{HealthThresholds, SessionTracer, TracerConfig};
     let tracer = SessionTracer::new(

@@ -604,6 +604,7 @@ impl SipDriver {
             read_ahead: VecDeque::new(),
             read_ahead_max: config.event_queue,
             udp_error_pending: false,
+            udp_errors: udp.clone().map(UdpErrorWatch::new),
             listener,
             tls_listener: tls_listener.map(|(listener, _)| listener),
             jobs: jobs_rx,
@@ -1066,6 +1067,71 @@ impl Gate {
     }
 }
 
+/// Waits for the UDP socket's error readiness. An ICMP error for a datagram we sent (with
+/// `IP_RECVERR` on, see the `icmp` module) makes the socket report an error, not readable,
+/// and a read waits only for readability: without this watch the error would be seen with
+/// the next datagram or timer (a retransmission 500 ms later), not at once as RFC 3261 §18.4
+/// wants. Mostly idle, so it is polled only once it woke the task ([`WakeGate`]).
+struct UdpErrorWatch {
+    socket: Arc<UdpSocket>,
+    /// The wait in progress (a future of tokio's, boxed once per error seen).
+    wait: Option<Pin<Box<dyn Future<Output = io::Result<tokio::io::Ready>> + Send>>>,
+    gate: WakeGate,
+    /// Off once the wait failed (the runtime is going away): a read still finds errors.
+    on: bool,
+}
+
+impl UdpErrorWatch {
+    fn new(socket: Arc<UdpSocket>) -> Self {
+        Self {
+            socket,
+            wait: None,
+            gate: WakeGate::new(),
+            on: true,
+        }
+    }
+
+    /// Whether an error is queued on the socket now; if so, its readiness is cleared, so the
+    /// next wait is for a new error (the owner drains the queue, `icmp::take_unreachable`).
+    fn poll_queued(&mut self, cx: &mut Context<'_>) -> bool {
+        let Self {
+            socket,
+            wait,
+            gate,
+            on,
+        } = self;
+        if !*on {
+            return false;
+        }
+        let polled = gate.poll(cx, |cx| {
+            wait.get_or_insert_with(|| {
+                let socket = socket.clone();
+                Box::pin(async move { socket.ready(tokio::io::Interest::ERROR).await })
+            })
+            .as_mut()
+            .poll(cx)
+        });
+        let Poll::Ready(result) = polled else {
+            return false;
+        };
+        *wait = None;
+        match result {
+            Ok(_) => {
+                // `WouldBlock` from the closure clears the error readiness just seen.
+                let _ = socket.try_io(tokio::io::Interest::ERROR, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+                true
+            }
+            Err(error) => {
+                tracing::debug!(%error, "UDP error readiness not watched any more");
+                *on = false;
+                false
+            }
+        }
+    }
+}
+
 /// What the driver waits for, apart from its timer: the UDP socket (with its receive buffer),
 /// the TCP and TLS listeners, the messages the connection tasks framed, and the jobs of
 /// [`SipHandle`]s. [`DriverInputs::next_input`] yields one at a time for the [`DriverState`]
@@ -1082,6 +1148,8 @@ pub struct DriverInputs {
     /// A read ahead met a UDP error (an ICMP error for one of our datagrams): the next input
     /// says so.
     udp_error_pending: bool,
+    /// Wakes the task for an ICMP error queued on the UDP socket.
+    udp_errors: Option<UdpErrorWatch>,
     listener: Option<TcpListener>,
     /// Where TLS connections are accepted, when we have an identity.
     tls_listener: Option<TcpListener>,
@@ -1267,6 +1335,7 @@ impl DriverInputs {
             read_ahead,
             read_ahead_max,
             udp_error_pending,
+            udp_errors,
             ..
         } = self;
         if let Some(datagram) = read_ahead.pop_front() {
@@ -1279,7 +1348,15 @@ impl DriverInputs {
         let source = match socket.poll_recv_from(cx, &mut read) {
             Poll::Ready(Ok(source)) => source,
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-            Poll::Pending => return Poll::Pending,
+            // Nothing to read: wait for an ICMP error too (a read does not wait for one).
+            Poll::Pending => {
+                return match udp_errors.as_mut().map(|watch| watch.poll_queued(cx)) {
+                    Some(true) => Poll::Ready(Err(io::Error::other(
+                        "an ICMP error is queued on the UDP socket",
+                    ))),
+                    _ => Poll::Pending,
+                };
+            }
         };
         let first = (source, Bytes::copy_from_slice(read.filled()));
         // Until the socket is empty (which a read would find out anyway before waiting again).
