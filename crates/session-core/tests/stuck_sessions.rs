@@ -165,3 +165,109 @@ async fn the_tracers_health_findings_are_metrics() {
         peer.manager.shutdown().await;
     }
 }
+
+/// Threads sending datagrams to `to` as fast as they can, until dropped: more than a manager
+/// can read, so its SIP input is always ready.
+struct Flood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Flood {
+    fn start(to: std::net::SocketAddr, threads: usize) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // A request the manager parses and answers 400 (no Call-ID), keeping no state; its
+        // Via names the discard port, closed here, so each 400 draws an ICMP port unreachable
+        // (as a flood with forged or dead `Via` addresses does), reported by the manager's
+        // socket on its next send or receive, whatever their destination.
+        let junk = b"OPTIONS sip:desk@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-flood\r\n\
+Max-Forwards: 70\r\nFrom: <sip:flood@127.0.0.1>;tag=f\r\nTo: <sip:desk@127.0.0.1>\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n";
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                std::thread::spawn(move || {
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if socket.send_to(junk, to).is_ok() {
+                            sent += 1;
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops the threads; the datagrams they sent.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .drain(..)
+            .map(|thread| thread.join().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Under a flood of datagrams the manager's SIP input never runs dry; the application's
+/// commands and the timers must still get their turns while it lasts (a deferred call is
+/// accepted, an unanswered one is refused at its stuck limit), the manager's task must leave
+/// its thread to the others now and then (timers fire only then), and the ICMP errors the
+/// flood draws must not be blamed on the callers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_timers_keep_their_turns_under_a_datagram_flood() {
+    let limit = Duration::from_secs(1);
+    let mut pbx = peer(
+        support::signaling_only()
+            .stuck_limits(StuckLimits::default().final_response(limit))
+            // Room for more datagrams than the driver reads at a time (4,096), so that a read
+            // never empties the socket (capped by net.core.rmem_max: 4 MiB here).
+            .socket_buffer(16 << 20),
+        |_| CallDecision::Defer,
+    )
+    .await;
+    let caller = peer(support::signaling_only(), |_| CallDecision::accept()).await;
+    let first = caller.manager.call(&pbx.uri("desk")).await.unwrap();
+    let second = caller.manager.call(&pbx.uri("desk")).await.unwrap();
+    let to_accept = pbx.incoming().await;
+    let _left_ringing = pbx.incoming().await;
+    within(first.wait_for(|s| s == CallState::Ringing)).await;
+    within(second.wait_for(|s| s == CallState::Ringing)).await;
+
+    let flood = Flood::start(pbx.manager.local_addr(), 2);
+    let started = tokio::time::Instant::now();
+    // A command (the accept's), then the stuck timer of the other call, while it floods.
+    within(to_accept.accept()).await.unwrap();
+    let (first_result, second_result) =
+        tokio::join!(within(first.answered()), within(second.answered()));
+    let took = started.elapsed();
+    let sent = flood.stop();
+    let (answered, refused) = match (first_result, second_result) {
+        (Ok(()), Err(_)) => (&first, &second),
+        (Err(_), Ok(())) => (&second, &first),
+        other => panic!("one call answered and one refused expected: {other:?}"),
+    };
+    assert_eq!(
+        refused.state(),
+        CallState::Failed(FailureReason::Rejected(StatusCode::TEMPORARILY_UNAVAILABLE))
+    );
+    // Both within a few seconds of flood (the limit being 1 s), not once it stopped.
+    assert!(
+        took < Duration::from_secs(5),
+        "{took:?} under a flood of {sent} datagrams"
+    );
+    answered.hangup().await.unwrap();
+    for peer in [&pbx, &caller] {
+        support::assert_released(peer).await;
+        peer.manager.shutdown().await;
+    }
+}

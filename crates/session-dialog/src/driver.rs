@@ -411,6 +411,27 @@ enum TcpInbound {
     Failed(Link),
 }
 
+/// How many times a datagram is sent past other datagrams' pending ICMP errors.
+const UDP_SEND_TRIES: usize = 4;
+
+/// Whether a UDP send error can be an ICMP error pending on the socket for an earlier datagram
+/// (RFC 1122 §4.1.3.3: a UDP layer passes ICMP errors up; with `IP_RECVERR` Linux reports
+/// them by the next call on the socket), worth sending again once it is consumed. A host or
+/// network unreachable can also be the send's own (no route), which every try meets again.
+fn may_be_pending_icmp_error(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionRefused | HostUnreachable | NetworkUnreachable
+    )
+}
+
+/// Whether a UDP send error is never the send's own: "connection refused" comes only from an
+/// ICMP port unreachable, which is never reported by the send it answers.
+fn is_other_datagrams_error(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::ConnectionRefused
+}
+
 /// Whether a UDP send error says the destination cannot be reached (worth failing the
 /// transactions towards it), rather than a passing local shortage such as a full buffer.
 fn is_hard_send_error(error: &io::Error) -> bool {
@@ -1338,8 +1359,16 @@ impl DriverInputs {
             udp_errors,
             ..
         } = self;
-        if let Some(datagram) = read_ahead.pop_front() {
-            return Poll::Ready(Ok(datagram));
+        if !read_ahead.is_empty() {
+            // Each datagram handed out spends some of the task's budget (tokio's cooperative
+            // scheduling), as a read from the socket would: under a flood the read-ahead never
+            // runs dry, and its owner would otherwise keep its thread for as long as it lasts
+            // (its timers not fired, the other tasks there not run).
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            if let Some(datagram) = read_ahead.pop_front() {
+                coop.made_progress();
+                return Poll::Ready(Ok(datagram));
+            }
         }
         let Some(socket) = udp.as_deref() else {
             return Poll::Pending;
@@ -1610,23 +1639,42 @@ impl DriverState {
             self.hold_datagram(transmit);
             return;
         }
-        let mut sent = crate::dscp::try_send(udp, &transmit);
-        if sent
-            .as_ref()
-            .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
-            && self.fail_unreachable(now())
-            && let Some(udp) = &self.udp
-        {
-            // The error was an earlier datagram's ICMP error, pending on the socket, not this
-            // send's: it is reported now, so send again.
-            sent = crate::dscp::try_send(udp, &transmit);
-        }
-        match sent {
-            Ok(_) => {}
+        let udp = udp.clone();
+        match self.send_datagram(&udp, &transmit, now()) {
+            Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 self.hold_datagram(transmit);
             }
             Err(error) => self.udp_send_failed(&error, transmit.destination, now()),
+        }
+    }
+
+    /// Sends one datagram. With `IP_RECVERR` an ICMP error is reported by the socket's next
+    /// send or receive, whatever its destination (the failed send consuming it): an error
+    /// such as "connection refused" is an earlier datagram's, so the error queue is drained
+    /// (failing the destinations it names) and the send tried again — a few times, as under
+    /// a stream of ICMP errors another may come in between. The queue may not name the
+    /// culprit at all: its entries are dropped while the receive buffer is full, the error
+    /// still reported, which is how a flood of requests with dead `Via` addresses made a
+    /// live peer's transactions fail. A send that still fails returns its error, which
+    /// [`DriverState::udp_send_failed`] does not blame on this destination when an ICMP
+    /// error for another datagram could have made it.
+    fn send_datagram(
+        &mut self,
+        udp: &UdpSocket,
+        transmit: &Transmit,
+        now: Instant,
+    ) -> io::Result<()> {
+        let mut tries = 0;
+        loop {
+            match crate::dscp::try_send(udp, transmit) {
+                Ok(_) => return Ok(()),
+                Err(error) if may_be_pending_icmp_error(&error) && tries < UDP_SEND_TRIES => {
+                    tries += 1;
+                    self.fail_unreachable(now);
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 
@@ -1662,17 +1710,8 @@ impl DriverState {
             return;
         };
         while let Some(transmit) = self.udp_backlog.pop_front() {
-            let mut sent = crate::dscp::try_send(&udp, &transmit);
-            if sent
-                .as_ref()
-                .is_err_and(|e| e.kind() != io::ErrorKind::WouldBlock)
-                && self.fail_unreachable(now)
-            {
-                // As in `send_udp`: another datagram's pending ICMP error.
-                sent = crate::dscp::try_send(&udp, &transmit);
-            }
-            match sent {
-                Ok(_) => {}
+            match self.send_datagram(&udp, &transmit, now) {
+                Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     self.udp_backlog.push_front(transmit);
                     return;
@@ -1683,9 +1722,13 @@ impl DriverState {
         self.udp_blocked.store(false, Ordering::Relaxed);
     }
 
+    /// A datagram was not sent: its transactions to `destination` fail when the error says
+    /// the destination cannot be reached; an error that only an ICMP error for another
+    /// datagram makes is not taken as this destination's (see [`DriverState::send_datagram`]),
+    /// and the datagram counts as lost, for the retransmissions to try again.
     fn udp_send_failed(&mut self, error: &io::Error, destination: SocketAddr, now: Instant) {
         tracing::debug!(%error, %destination, "UDP send failed");
-        if is_hard_send_error(error) {
+        if is_hard_send_error(error) && !is_other_datagrams_error(error) {
             self.ua
                 .handle_transport_error(now, destination, Protocol::Udp);
         }

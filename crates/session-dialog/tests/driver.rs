@@ -10,6 +10,8 @@ use session_dialog::endpoint::Protocol;
 use session_dialog::ua::{DialogEnd, UaEvent};
 use session_types::StatusCode;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::Receiver;
@@ -261,6 +263,104 @@ async fn a_lone_request_to_a_closed_udp_port_fails_before_any_retransmission() {
     assert_eq!(started.elapsed(), Duration::ZERO);
     let left = alice.with(|ua, _| ua.state_count()).await.unwrap();
     assert_eq!(left, 0);
+}
+
+/// An ICMP error is reported by the socket's next send whatever that send's destination, and
+/// while the receive buffer is full the kernel drops its entry in the error queue (the error
+/// still reported): the send that meets it must be tried again, not failed as its own
+/// destination's (a flood with dead `Via` addresses made live peers' transactions fail so).
+#[tokio::test]
+async fn an_icmp_error_with_no_queue_entry_is_not_blamed_on_the_next_destination() {
+    let (_inputs, mut state, handle) = SipDriver::embed(DriverConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..DriverConfig::default()
+    })
+    .await
+    .unwrap();
+    // Once the runtime has looked at the new socket, tokio knows it is writable.
+    tokio::task::yield_now().await;
+    // Fill its receive buffer (the system's default size); nobody reads (the inputs are never
+    // polled).
+    let filler = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..2_000 {
+        filler.send_to(&[0u8; 1200], handle.local_addr()).unwrap();
+    }
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let bob = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bob_addr = bob.local_addr().unwrap();
+    let from = handle.contact().clone();
+    let now = tokio::time::Instant::now().into_std();
+    let nobody = session_sip::Uri::parse(&format!("sip:nobody@{closed}")).unwrap();
+    state
+        .user_agent()
+        .invite(now, &from, &nobody, closed, Protocol::Udp, None)
+        .unwrap();
+    state.flush();
+    // The port unreachable for that INVITE is pending on the socket now (loopback answers
+    // within the send), its queue entry dropped for want of room.
+    let to_bob = session_sip::Uri::parse(&format!("sip:bob@{bob_addr}")).unwrap();
+    let to_live = state
+        .user_agent()
+        .invite(now, &from, &to_bob, bob_addr, Protocol::Udp, None)
+        .unwrap();
+    state.flush();
+    let mut buffer = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(WAIT, bob.recv_from(&mut buffer))
+        .await
+        .expect("the INVITE reached Bob")
+        .unwrap();
+    assert!(buffer[..n].starts_with(b"INVITE sip:bob@"));
+    while let Some(event) = state.poll_event() {
+        if let UaEvent::TransportError { tx } = event {
+            assert_ne!(tx, to_live, "Bob blamed for another datagram's ICMP error");
+        }
+    }
+}
+
+/// A datagram handed out from the read-ahead spends the task's budget (tokio's cooperative
+/// scheduling) as a read from the socket does: an owner working through a backlog longer than
+/// its budget still lets the other tasks of its thread run (and its runtime fire timers), as
+/// under a flood, where the read-ahead never runs dry.
+#[tokio::test]
+async fn a_backlog_of_datagrams_does_not_keep_the_thread() {
+    let (mut inputs, _state, handle) = SipDriver::embed(DriverConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        // Room for the whole backlog below.
+        socket_buffer: Some(4 << 20),
+        ..DriverConfig::default()
+    })
+    .await
+    .unwrap();
+    const BACKLOG: usize = 400;
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..BACKLOG {
+        sender.send_to(b"not SIP", handle.local_addr()).unwrap();
+    }
+    // The first input reads the socket's whole backlog ahead.
+    let _ = inputs.next_input().await;
+    let other_ran = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let other_ran = other_ran.clone();
+        async move { other_ran.store(true, Ordering::Relaxed) }
+    });
+    // The rest of the backlog, one input at a time, until the other task has run; before
+    // the last one (whose read would find the socket empty and wait).
+    let mut handed = 0;
+    while !other_ran.load(Ordering::Relaxed) {
+        assert!(
+            handed < BACKLOG - 2,
+            "the other task waited for the whole backlog"
+        );
+        let _ = tokio::time::timeout(WAIT, inputs.next_input())
+            .await
+            .expect("the backlog is there");
+        handed += 1;
+    }
+    // Tokio's budget is 128 polls of its resources per turn.
+    assert!(handed <= 200, "the other task ran after {handed} datagrams");
 }
 
 /// An embedded driver's owner that stops while handles still exist closes the job queue: a

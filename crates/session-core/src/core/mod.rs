@@ -59,6 +59,21 @@ pub(crate) const COMMAND_QUEUE: usize = 1024;
 /// task that finds it full holds its events (see `media.rs`).
 pub(crate) const MEDIA_EVENT_QUEUE: usize = 1024;
 
+/// How many SIP inputs in a row the manager's task handles before its other sources (commands,
+/// media and bridge events, timers) are polled first once: a flood of datagrams, always
+/// ready, would otherwise hold them off for as long as it lasts.
+const SIP_STREAK: u32 = 64;
+
+/// What the manager's task handles next (what its `select!` picked).
+enum Next {
+    Sip(session_dialog::driver::DriverInput),
+    Command(Option<Command>),
+    Stop,
+    Media(SessionId, MediaEvent),
+    Bridge(session_bridge::BridgeEvent),
+    Timer,
+}
+
 /// A reply to an operation.
 pub(crate) type Reply = oneshot::Sender<Result<()>>;
 
@@ -489,6 +504,8 @@ impl Core {
         let mut inbox_gate = WakeGate::new();
         let mut media_gate = WakeGate::new();
         let mut bridge_gate = WakeGate::new();
+        // SIP inputs handled in a row since another source had its turn.
+        let mut sip_streak = 0;
         loop {
             // What the user agent produced (for an input, a timer, or our own requests and
             // answers) is handled first, one event per round like any other input.
@@ -525,27 +542,65 @@ impl Core {
                 }
                 armed = wake;
             }
-            tokio::select! {
-                biased;
-                input = inputs.next_input() => core.on_sip_input(input),
-                command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => match command {
-                    Some(Command::Shutdown { reply }) => {
-                        // A shutdown cuts a drain short: it reports what was left.
-                        core.stop(&mut inputs).await;
-                        let _ = reply.send(());
-                        break;
+            // The SIP inputs first: most wake-ups are theirs, and under overload reading them
+            // is what sheds new calls early. But a flood keeps them ready without end, so
+            // after a streak of them the others go first once (commands, media, timers: the
+            // retransmissions and expiries of the calls already admitted).
+            let next = if sip_streak >= SIP_STREAK {
+                sip_streak = 0;
+                tokio::select! {
+                    biased;
+                    command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => Next::Command(command),
+                    () = stop.cancelled() => Next::Stop,
+                    Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => Next::Media(session, event),
+                    Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => Next::Bridge(event),
+                    () = &mut sleep, if wake.is_some() => Next::Timer,
+                    input = inputs.next_input() => Next::Sip(input),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    input = inputs.next_input() => Next::Sip(input),
+                    command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => Next::Command(command),
+                    () = stop.cancelled() => Next::Stop,
+                    Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => Next::Media(session, event),
+                    Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => Next::Bridge(event),
+                    () = &mut sleep, if wake.is_some() => Next::Timer,
+                }
+            };
+            match next {
+                Next::Sip(input) => {
+                    sip_streak += 1;
+                    core.on_sip_input(input);
+                }
+                Next::Command(command) => {
+                    sip_streak = 0;
+                    match command {
+                        Some(Command::Shutdown { reply }) => {
+                            // A shutdown cuts a drain short: it reports what was left.
+                            core.stop(&mut inputs).await;
+                            let _ = reply.send(());
+                            break;
+                        }
+                        Some(Command::Drain { grace, reply }) => core.start_drain(grace, reply),
+                        Some(command) => core.on_command(command).await,
+                        None => break,
                     }
-                    Some(Command::Drain { grace, reply }) => core.start_drain(grace, reply),
-                    Some(command) => core.on_command(command).await,
-                    None => break,
-                },
-                () = stop.cancelled() => {
+                }
+                Next::Stop => {
                     core.stop(&mut inputs).await;
                     break;
                 }
-                Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => core.on_media_event(session, event),
-                Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => core.on_bridge_event(event),
-                () = &mut sleep, if wake.is_some() => {
+                Next::Media(session, event) => {
+                    sip_streak = 0;
+                    core.on_media_event(session, event);
+                }
+                Next::Bridge(event) => {
+                    sip_streak = 0;
+                    core.on_bridge_event(event);
+                }
+                Next::Timer => {
+                    sip_streak = 0;
                     let now = now();
                     if ua_deadline.is_some_and(|at| at <= now) {
                         core.on_sip_timeout(now);
