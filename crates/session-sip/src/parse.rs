@@ -498,6 +498,10 @@ fn check_hot(
 ) -> Result<Hot> {
     Ok(match kind {
         HeaderName::Via => {
+            // The usual value, in one pass (anything else: the general parse below).
+            if let Some(spans) = crate::headers::via_hot(v) {
+                return Ok(Hot::Via(spans));
+            }
             // One value (nothing to split on, no quoted string or bracket): parsed whole, as
             // the split would give it.
             if crate::text::find_byte3(b',', b'"', b'<', v.as_bytes()).is_none() {
@@ -511,6 +515,9 @@ fn check_hot(
                 }
             }
             hot
+        }
+        HeaderName::From | HeaderName::To if let Some(spans) = crate::headers::addr_hot(v) => {
+            Hot::Addr(spans)
         }
         HeaderName::From => NameAddr::parse_for("From", v)?
             .spans(v)
@@ -536,6 +543,42 @@ fn check_hot(
             u32::try_from(n).map_or(Hot::None, Hot::Length)
         }
         _ => Hot::None,
+    })
+}
+
+/// [`check_hot`] as it was before the fast paths for Via, From and To ([`via_hot`],
+/// [`addr_hot`]): the general parses only, kept to check the fast paths against.
+///
+/// [`via_hot`]: crate::headers::via_hot
+/// [`addr_hot`]: crate::headers::addr_hot
+#[cfg(test)]
+fn check_hot_general(
+    kind: HeaderName,
+    v: &str,
+    content_length: &mut Option<usize>,
+    limits: &ParseLimits,
+) -> Result<Hot> {
+    Ok(match kind {
+        HeaderName::Via => {
+            if crate::text::find_byte3(b',', b'"', b'<', v.as_bytes()).is_none() {
+                return Ok(Via::parse(v)?.spans(v).map_or(Hot::None, Hot::Via));
+            }
+            let mut hot = Hot::None;
+            for (i, one) in split_top_level(v, b',').enumerate() {
+                let via = Via::parse(one)?;
+                if i == 0 {
+                    hot = via.spans(v).map_or(Hot::None, Hot::Via);
+                }
+            }
+            hot
+        }
+        HeaderName::From => NameAddr::parse_for("From", v)?
+            .spans(v)
+            .map_or(Hot::None, Hot::Addr),
+        HeaderName::To => NameAddr::parse_for("To", v)?
+            .spans(v)
+            .map_or(Hot::None, Hot::Addr),
+        _ => check_hot(kind, v, content_length, limits)?,
     })
 }
 
@@ -1304,5 +1347,82 @@ Content-Length: 0\r\n\
         fn arbitrary_bytes_parse_as_before(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             check(&bytes, &ParseLimits::default());
         }
+
+        #[test]
+        fn hot_values_check_as_before(
+            seed in 0..HOT_SEEDS.len(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
+                b" \t;,:<>\"\\@=/[]0159aZ.-\x00\xc3".to_vec())), 0..4),
+            inserts in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
+                vec![" ", ";tag=x", ";branch=z9hG4bK1", ":5060", "\"a b\" ", "<sip:a@b>", ",SIP/2.0/UDP h", "sips:", "[::1]", "%41", "\u{e9}"])), 0..3),
+            cut in any::<prop::sample::Index>(),
+            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To]),
+        ) {
+            let mut bytes = HOT_SEEDS[seed].as_bytes().to_vec();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            for (at, s) in inserts {
+                let i = at.index(bytes.len() + 1);
+                bytes.splice(i..i, s.bytes());
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            same_hot(kind, &text);
+            let cut = cut.index(text.len() + 1);
+            if let Some(short) = text.get(..cut) {
+                same_hot(kind, short);
+            }
+        }
+
+        #[test]
+        fn hot_values_of_any_text_check_as_before(
+            v in "[ \tA-Za-z0-9:;,<>\"\\@=/\\[\\].%-]{0,40}",
+            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To]),
+        ) {
+            same_hot(kind, &v);
+            // Starting as the usual values do.
+            same_hot(kind, &format!("SIP/2.0/{v}"));
+            same_hot(kind, &format!("<sip:{v}"));
+            same_hot(kind, &format!("\"{v}"));
+        }
+    }
+
+    /// Values of Via, From and To: the usual shapes and the unusual ones the fast paths leave
+    /// to the general parse.
+    const HOT_SEEDS: [&str; 10] = [
+        "SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport",
+        "SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKnashds10;received=192.0.2.101;rport=5060",
+        "SIP/2.0/TCP p1.example.com;received=192.0.2.1;x=\"a,b\", SIP/2.0/UDP [2001:db8::9]:5070",
+        "SIP / 2.0 / UDP host : 5060 ; branch = z9hG4bK1 ; maddr=[::1]",
+        "Bob <sip:bob@biloxi.example.com>",
+        "\"Alice Liddell\" <sip:alice@atlanta.example.com>;tag=1928301774",
+        "sip:alice@atlanta.example.com;tag=1928301774",
+        "  Bob  Smith <sips:bob@[2001:db8::1]:5061;transport=tls?x=y> ; tag = a6c85cf ;x=\"q\\\"\"",
+        "<tel:+1-201-555-0123>;tag=1",
+        "\"\\\"q\" <sip:%61@h>;tag=\"quoted\";tag=second",
+    ];
+
+    /// The fast path and the general parse give the same view (offsets included) or the same
+    /// error.
+    fn same_hot(kind: HeaderName, v: &str) {
+        let l = ParseLimits::default();
+        let new = check_hot(kind, v, &mut None, &l);
+        let old = check_hot_general(kind, v, &mut None, &l);
+        assert_eq!(format!("{new:?}"), format!("{old:?}"), "{kind:?} {v:?}");
+    }
+
+    #[test]
+    fn hot_seeds_check_as_before() {
+        for v in HOT_SEEDS {
+            for kind in [HeaderName::Via, HeaderName::From, HeaderName::To] {
+                same_hot(kind, v);
+            }
+        }
+        // The fast paths take the usual values.
+        assert!(crate::headers::via_hot(HOT_SEEDS[0]).is_some());
+        assert!(crate::headers::via_hot(HOT_SEEDS[1]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[4]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[5]).is_some());
     }
 }

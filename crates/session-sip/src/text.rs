@@ -124,6 +124,12 @@ pub(crate) struct Span16 {
 }
 
 impl Span16 {
+    /// The span `start..end`.
+    #[inline]
+    pub(crate) fn new(start: u16, end: u16) -> Self {
+        Self { start, end }
+    }
+
     /// The span of `part`, a slice of `base`, when it fits in 16 bits.
     #[inline]
     pub(crate) fn of(base: &str, part: &str) -> Option<Self> {
