@@ -348,7 +348,11 @@ static DISPLAY_TOKEN: [bool; 256] = {
 #[inline]
 pub(crate) fn addr_hot(v: &str) -> Option<AddrSpans> {
     let b = v.as_bytes();
-    if b.len() > HOT_MAX || b.first().copied().is_some_and(is_ws) {
+    // Values come trimmed from the parser; others take the general parse (which trims them).
+    if b.len() > HOT_MAX
+        || b.first().copied().is_some_and(is_ws)
+        || b.last().copied().is_some_and(is_ws)
+    {
         return None;
     }
     let (display, lt) = if b.first() == Some(&b'"') {

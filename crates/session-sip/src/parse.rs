@@ -305,6 +305,25 @@ pub(crate) fn parse_head<'a>(
                 finish(b, text, p, &mut acc, limits, lenient)?;
             }
             let split = match header {
+                // The usual line: the next one does not continue it (RFC 3261 §7.3.1), so it
+                // is a whole header, finished now rather than when the next line is split.
+                // Its errors still come after those of the next line's end, as before.
+                Some((kind, name_end, value)) if !b.get(next).copied().is_some_and(is_ws) => {
+                    let p = Pending {
+                        kind,
+                        name: (pos, name_end),
+                        value: (value, end),
+                        folded: false,
+                    };
+                    if let Err(e) = finish_hot(b, text, p, &mut acc, limits, lenient) {
+                        return Err(after_next_line(b, next, limits, lenient, e));
+                    }
+                    if next >= b.len() && lenient {
+                        break b.len();
+                    }
+                    pos = next;
+                    continue;
+                }
                 Some((kind, name_end, value)) => Ok(Pending {
                     kind,
                     name: (pos, name_end),
@@ -343,9 +362,35 @@ pub(crate) fn parse_head<'a>(
     })
 }
 
-/// Adds the header `p` once its last line is known.
-#[inline]
+/// The error to give when finishing the header that ends at `next` failed with `e`: the error
+/// of the next line's end comes first (the header used to be finished only once that line was
+/// found whole), then `e`.
+#[cold]
+#[inline(never)]
+fn after_next_line(b: &[u8], next: usize, limits: &ParseLimits, lenient: bool, e: Error) -> Error {
+    match line_end(b, next, limits) {
+        Err(Error::Incomplete) if lenient => e,
+        Err(first) => first,
+        Ok(_) => e,
+    }
+}
+
+/// Adds the header `p` once its last line is known (out of line: folded headers, the last one).
+#[inline(never)]
 fn finish(
+    b: &[u8],
+    text: &str,
+    p: Pending,
+    acc: &mut Collected,
+    limits: &ParseLimits,
+    lenient: bool,
+) -> Result<()> {
+    finish_hot(b, text, p, acc, limits, lenient)
+}
+
+/// [`finish`] inlined into the loop, for the usual header line.
+#[inline(always)]
+fn finish_hot(
     b: &[u8],
     text: &str,
     p: Pending,
@@ -775,6 +820,104 @@ pub(crate) fn bad_request_tagged(
     resp.headers
         .push(Header::new(HeaderName::ContentLength, "0"));
     Some(resp)
+}
+
+/// [`parse_head`] as it was before a header line was finished as soon as the next line
+/// shows it is not folded (it was finished when the next line was split), kept to check the
+/// new loop against.
+#[cfg(test)]
+fn parse_head_before<'a>(buf: &'a Bytes, limits: &ParseLimits, lenient: bool) -> Result<Head<'a>> {
+    let b: &[u8] = buf;
+    let mut pos = 0;
+    // RFC 3261 §7.5: ignore CRLFs before the start line.
+    while b.get(pos..pos + 2) == Some(b"\r\n") {
+        pos += 2;
+    }
+    let text = checked_text(b, pos);
+    let (end, next) = line_end(b, pos, limits)?;
+    let start = (pos, end);
+    if start.0 == start.1 {
+        return Err(Error::Incomplete);
+    }
+    pos = next;
+    let mut acc = Collected {
+        headers: Headers::with_capacity(16),
+        content_length: None,
+        shared_end: 0,
+    };
+    let mut pending: Option<Pending> = None;
+    let body_start = loop {
+        // A header line is split first, so that its end is searched for from its value on
+        // (what that finds, and the errors, are those of the line from its start).
+        let first = b.get(pos).copied().unwrap_or_default();
+        let header = match first {
+            b'\r' | b'\n' | b' ' | b'\t' => None,
+            _ => split_name(b, pos),
+        };
+        let from = header.map_or(pos, |h| h.2);
+        let (end, next) = match line_end_from(b, pos, from, limits) {
+            Ok(x) => x,
+            Err(Error::Incomplete) if lenient => (b.len(), b.len()),
+            Err(e) => return Err(e),
+        };
+        if end == pos {
+            if let Some(p) = pending.take() {
+                finish(b, text, p, &mut acc, limits, lenient)?;
+            }
+            break next;
+        }
+        if is_ws(first) {
+            // Folded continuation (RFC 3261 §7.3.1).
+            match pending.as_mut() {
+                Some(p) => {
+                    p.value.1 = end;
+                    p.folded = true;
+                }
+                // The continuation of a line that was skipped, or of nothing.
+                None if lenient => {}
+                None => return Err(Error::header("(first)", "starts with whitespace")),
+            }
+        } else {
+            if let Some(p) = pending.take() {
+                finish(b, text, p, &mut acc, limits, lenient)?;
+            }
+            let split = match header {
+                Some((kind, name_end, value)) => Ok(Pending {
+                    kind,
+                    name: (pos, name_end),
+                    value: (value, end),
+                    folded: false,
+                }),
+                // The error of the line (or what `split_name` does not handle).
+                None => split_line(b, pos, end),
+            };
+            match split {
+                Ok(p) => pending = Some(p),
+                // Skipped: the answer to a malformed request needs only the headers it copies.
+                Err(_) if lenient => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if next >= b.len() && lenient {
+            if let Some(p) = pending.take() {
+                finish(b, text, p, &mut acc, limits, lenient)?;
+            }
+            break b.len();
+        }
+        pos = next;
+    };
+    let mut headers = acc.headers;
+    if acc.shared_end > 0 {
+        let shared: Arc<str> = Arc::from(text.get(..acc.shared_end).unwrap_or_default());
+        headers.set_pending_text(&shared);
+    }
+    Ok(Head {
+        start,
+        start_text: text.get(start.0..start.1),
+        headers,
+        body_start,
+        content_length: acc.content_length,
+    })
 }
 
 /// The header section parse as it was before the headers shared one checked copy of it (each
@@ -1291,6 +1434,28 @@ Content-Length: 0\r\n\
                 (Message::Response(a), Message::Response(b)) => reads!(a, b),
                 _ => panic!("kinds differ"),
             }
+        }
+        // The header loop against its previous version: same split, views and errors.
+        for lenient in [false, true] {
+            let view = |h: Head<'_>| {
+                let hot: Vec<String> = h.headers.iter().map(|x| format!("{:?}", x.hot())).collect();
+                (
+                    h.start,
+                    h.start_text.map(str::to_owned),
+                    h.headers,
+                    hot,
+                    h.body_start,
+                    h.content_length,
+                )
+            };
+            let now = parse_head(&buf, l, lenient).map(view);
+            let before = parse_head_before(&buf, l, lenient).map(view);
+            assert_eq!(
+                now,
+                before,
+                "lenient {lenient}: {:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
         let lenient_new =
             parse_head(&buf, l, true).map(|h| (h.start, h.headers, h.body_start, h.content_length));
