@@ -422,8 +422,8 @@ fn finish_hot(
             let value = text.get(p.value.0..end).unwrap_or_default();
             check_hot(p.kind, value, &mut acc.content_length, limits)?
         };
-        // All three are below `end`.
-        let at = |x: usize| u32::try_from(x).unwrap_or_default();
+        // All three are at most `end`, which fits 32 bits: the casts are exact.
+        let at = |x: usize| x as u32;
         acc.headers.push(Header::pending(
             p.kind,
             at(p.name.0),
@@ -573,10 +573,13 @@ fn check_hot(
         HeaderName::CallId if !check_call_id(v) => {
             return Err(Error::header("Call-ID", "not a word[@word]"));
         }
-        HeaderName::CSeq => {
-            let c = CSeq::parse(v)?;
-            Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
-        }
+        HeaderName::CSeq => match cseq_hot(v) {
+            Some(hot) => hot,
+            None => {
+                let c = CSeq::parse(v)?;
+                Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
+            }
+        },
         HeaderName::ContentLength => {
             let n = content_length_value(v, limits)?;
             match *content_length {
@@ -591,8 +594,33 @@ fn check_hot(
     })
 }
 
-/// [`check_hot`] as it was before the fast paths for Via, From and To ([`via_hot`],
-/// [`addr_hot`]): the general parses only, kept to check the fast paths against.
+/// The cached CSeq of the usual value, `1*9DIGIT LWS Method` (below 2^31 then, RFC 3261
+/// §8.1.1.5), read in one pass: what [`CSeq::parse`] gives for it. `None` for anything else
+/// (the general parse then gives the same, or the error).
+#[inline]
+fn cseq_hot(v: &str) -> Option<Hot> {
+    let b = v.as_bytes();
+    let mut seq = 0u32;
+    let mut digits = 0;
+    while let Some(&c) = b.get(digits).filter(|c| c.is_ascii_digit()) {
+        if digits == 9 {
+            return None;
+        }
+        seq = seq * 10 + u32::from(c - b'0');
+        digits += 1;
+    }
+    let m = crate::text::skip_ws(b, digits);
+    let end = skip_class(b, m, is_token_byte);
+    if digits == 0 || m == digits || end == m || end != b.len() {
+        return None;
+    }
+    let method = Method::parse(v.get(m..)?).ok()?;
+    Some(Hot::CSeq(seq, method.known_index().unwrap_or(u8::MAX)))
+}
+
+/// [`check_hot`] as it was before the fast paths for Via, From, To ([`via_hot`],
+/// [`addr_hot`]) and CSeq ([`cseq_hot`]): the general parses only, kept to check the fast
+/// paths against.
 ///
 /// [`via_hot`]: crate::headers::via_hot
 /// [`addr_hot`]: crate::headers::addr_hot
@@ -623,6 +651,10 @@ fn check_hot_general(
         HeaderName::To => NameAddr::parse_for("To", v)?
             .spans(v)
             .map_or(Hot::None, Hot::Addr),
+        HeaderName::CSeq => {
+            let c = CSeq::parse(v)?;
+            Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
+        }
         _ => check_hot(kind, v, content_length, limits)?,
     })
 }
@@ -1521,7 +1553,7 @@ Content-Length: 0\r\n\
             inserts in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
                 vec![" ", ";tag=x", ";branch=z9hG4bK1", ":5060", "\"a b\" ", "<sip:a@b>", ",SIP/2.0/UDP h", "sips:", "[::1]", "%41", "\u{e9}"])), 0..3),
             cut in any::<prop::sample::Index>(),
-            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To]),
+            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CSeq]),
         ) {
             let mut bytes = HOT_SEEDS[seed].as_bytes().to_vec();
             for (at, b) in edits {
@@ -1543,9 +1575,11 @@ Content-Length: 0\r\n\
         #[test]
         fn hot_values_of_any_text_check_as_before(
             v in "[ \tA-Za-z0-9:;,<>\"\\@=/\\[\\].%-]{0,40}",
-            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To]),
+            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CSeq]),
         ) {
             same_hot(kind, &v);
+            same_hot(kind, &format!("314159 {v}"));
+            same_hot(kind, &format!("{v} INVITE"));
             // Starting as the usual values do.
             same_hot(kind, &format!("SIP/2.0/{v}"));
             same_hot(kind, &format!("<sip:{v}"));
@@ -1555,7 +1589,12 @@ Content-Length: 0\r\n\
 
     /// Values of Via, From and To: the usual shapes and the unusual ones the fast paths leave
     /// to the general parse.
-    const HOT_SEEDS: [&str; 10] = [
+    const HOT_SEEDS: [&str; 15] = [
+        "314159 INVITE",
+        "1 ACK",
+        "999999999 BYE",
+        "2147483648 X-ext",
+        "  0012\t\tFOO ",
         "SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport",
         "SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKnashds10;received=192.0.2.101;rport=5060",
         "SIP/2.0/TCP p1.example.com;received=192.0.2.1;x=\"a,b\", SIP/2.0/UDP [2001:db8::9]:5070",
@@ -1580,14 +1619,20 @@ Content-Length: 0\r\n\
     #[test]
     fn hot_seeds_check_as_before() {
         for v in HOT_SEEDS {
-            for kind in [HeaderName::Via, HeaderName::From, HeaderName::To] {
+            for kind in [
+                HeaderName::Via,
+                HeaderName::From,
+                HeaderName::To,
+                HeaderName::CSeq,
+            ] {
                 same_hot(kind, v);
             }
         }
         // The fast paths take the usual values.
-        assert!(crate::headers::via_hot(HOT_SEEDS[0]).is_some());
-        assert!(crate::headers::via_hot(HOT_SEEDS[1]).is_some());
-        assert!(crate::headers::addr_hot(HOT_SEEDS[4]).is_some());
-        assert!(crate::headers::addr_hot(HOT_SEEDS[5]).is_some());
+        assert!(cseq_hot(HOT_SEEDS[0]).is_some());
+        assert!(crate::headers::via_hot(HOT_SEEDS[5]).is_some());
+        assert!(crate::headers::via_hot(HOT_SEEDS[6]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[9]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[10]).is_some());
     }
 }
