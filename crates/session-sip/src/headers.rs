@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
     Found, Lookup, Params, Span16, Spot, check_header_params_finding, eq_ignore_case, find_byte,
-    find_byte2, is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_ws,
-    split_top_level, trim, unquote,
+    find_byte2, is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_table,
+    skip_ws, split_top_level, trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
 
@@ -285,7 +285,7 @@ pub(crate) fn via_hot(v: &str) -> Option<ViaSpans> {
     if transport_end == 8 || host == transport_end {
         return None;
     }
-    let host_end = skip_class(b, host, |c| VIA_HOST[usize::from(c)]);
+    let host_end = skip_table(b, host, &VIA_HOST);
     if host_end == host {
         return None;
     }
@@ -330,7 +330,7 @@ pub(crate) fn via_hot(v: &str) -> Option<ViaSpans> {
 
 /// The bytes of a display name written without quotes (`*(token LWS)`) and the LWS before
 /// `<`.
-static DISPLAY_TOKEN: [bool; 256] = {
+pub(crate) static DISPLAY_TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
@@ -397,7 +397,7 @@ pub(crate) fn addr_hot(v: &str) -> Option<AddrSpans> {
 }
 
 /// The bytes of a sent-by hostname or IPv4 address.
-static VIA_HOST: [bool; 256] = {
+pub(crate) static VIA_HOST: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
@@ -760,7 +760,7 @@ const fn is_call_id_word_class(c: u8) -> bool {
         )
 }
 
-static CALL_ID_WORD: [bool; 256] = {
+pub(crate) static CALL_ID_WORD: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
@@ -773,7 +773,7 @@ static CALL_ID_WORD: [bool; 256] = {
 /// Checks a Call-ID: `word [ "@" word ]` (RFC 3261 §25.1), in one pass.
 pub(crate) fn check_call_id(s: &str) -> bool {
     let b = s.as_bytes();
-    let word = |i: usize| skip_class(b, i, |c| CALL_ID_WORD[usize::from(c)]);
+    let word = |i: usize| skip_table(b, i, &CALL_ID_WORD);
     let first = word(0);
     if first == 0 {
         return false;
