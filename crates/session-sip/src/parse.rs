@@ -534,19 +534,44 @@ fn has_typed_check(kind: HeaderName) -> bool {
 }
 
 /// The typed parse of the headers every layer reads, done once: the result is kept in the
-/// header so the accessors need not parse again.
+/// header so the accessors need not parse again. The usual values are read by the one-pass
+/// checks; anything else (and every error) by the general parses of [`check_hot_slow`].
 fn check_hot(
     kind: HeaderName,
     v: &str,
     content_length: &mut Option<usize>,
     limits: &ParseLimits,
 ) -> Result<Hot> {
+    let fast = match kind {
+        HeaderName::Via => crate::headers::via_hot(v).map(Hot::Via),
+        HeaderName::From | HeaderName::To => crate::headers::addr_hot(v).map(Hot::Addr),
+        HeaderName::CSeq => cseq_hot(v),
+        HeaderName::CallId => check_call_id(v).then_some(Hot::None),
+        HeaderName::ContentLength => {
+            let n = content_length_value(v, limits)?;
+            match *content_length {
+                Some(old) if old != n => {
+                    return Err(Error::ContentLength("given twice with different values"));
+                }
+                _ => *content_length = Some(n),
+            }
+            Some(u32::try_from(n).map_or(Hot::None, Hot::Length))
+        }
+        _ => Some(Hot::None),
+    };
+    match fast {
+        Some(hot) => Ok(hot),
+        None => check_hot_slow(kind, v),
+    }
+}
+
+/// [`check_hot`] for the values its one-pass checks leave: Via lists and unusual spellings,
+/// From and To without `<>`, unusual CSeq values, and the errors.
+#[cold]
+#[inline(never)]
+fn check_hot_slow(kind: HeaderName, v: &str) -> Result<Hot> {
     Ok(match kind {
         HeaderName::Via => {
-            // The usual value, in one pass (anything else: the general parse below).
-            if let Some(spans) = crate::headers::via_hot(v) {
-                return Ok(Hot::Via(spans));
-            }
             // One value (nothing to split on, no quoted string or bracket): parsed whole, as
             // the split would give it.
             if crate::text::find_byte3(b',', b'"', b'<', v.as_bytes()).is_none() {
@@ -561,34 +586,18 @@ fn check_hot(
             }
             hot
         }
-        HeaderName::From | HeaderName::To if let Some(spans) = crate::headers::addr_hot(v) => {
-            Hot::Addr(spans)
-        }
         HeaderName::From => NameAddr::parse_for("From", v)?
             .spans(v)
             .map_or(Hot::None, Hot::Addr),
         HeaderName::To => NameAddr::parse_for("To", v)?
             .spans(v)
             .map_or(Hot::None, Hot::Addr),
+        HeaderName::CSeq => {
+            let c = CSeq::parse(v)?;
+            Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
+        }
         HeaderName::CallId if !check_call_id(v) => {
             return Err(Error::header("Call-ID", "not a word[@word]"));
-        }
-        HeaderName::CSeq => match cseq_hot(v) {
-            Some(hot) => hot,
-            None => {
-                let c = CSeq::parse(v)?;
-                Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
-            }
-        },
-        HeaderName::ContentLength => {
-            let n = content_length_value(v, limits)?;
-            match *content_length {
-                Some(old) if old != n => {
-                    return Err(Error::ContentLength("given twice with different values"));
-                }
-                _ => *content_length = Some(n),
-            }
-            u32::try_from(n).map_or(Hot::None, Hot::Length)
         }
         _ => Hot::None,
     })
@@ -619,8 +628,8 @@ fn cseq_hot(v: &str) -> Option<Hot> {
 }
 
 /// [`check_hot`] as it was before the fast paths for Via, From, To ([`via_hot`],
-/// [`addr_hot`]) and CSeq ([`cseq_hot`]): the general parses only, kept to check the fast
-/// paths against.
+/// [`addr_hot`]) and CSeq ([`cseq_hot`]) and the split into fast and slow paths: the general
+/// parses only, kept to check the new one against.
 ///
 /// [`via_hot`]: crate::headers::via_hot
 /// [`addr_hot`]: crate::headers::addr_hot
@@ -655,7 +664,20 @@ fn check_hot_general(
             let c = CSeq::parse(v)?;
             Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
         }
-        _ => check_hot(kind, v, content_length, limits)?,
+        HeaderName::CallId if !check_call_id(v) => {
+            return Err(Error::header("Call-ID", "not a word[@word]"));
+        }
+        HeaderName::ContentLength => {
+            let n = content_length_value(v, limits)?;
+            match *content_length {
+                Some(old) if old != n => {
+                    return Err(Error::ContentLength("given twice with different values"));
+                }
+                _ => *content_length = Some(n),
+            }
+            u32::try_from(n).map_or(Hot::None, Hot::Length)
+        }
+        _ => Hot::None,
     })
 }
 
@@ -1553,7 +1575,7 @@ Content-Length: 0\r\n\
             inserts in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
                 vec![" ", ";tag=x", ";branch=z9hG4bK1", ":5060", "\"a b\" ", "<sip:a@b>", ",SIP/2.0/UDP h", "sips:", "[::1]", "%41", "\u{e9}"])), 0..3),
             cut in any::<prop::sample::Index>(),
-            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CSeq]),
+            kind in prop::sample::select(HOT_KINDS.to_vec()),
         ) {
             let mut bytes = HOT_SEEDS[seed].as_bytes().to_vec();
             for (at, b) in edits {
@@ -1575,7 +1597,7 @@ Content-Length: 0\r\n\
         #[test]
         fn hot_values_of_any_text_check_as_before(
             v in "[ \tA-Za-z0-9:;,<>\"\\@=/\\[\\].%-]{0,40}",
-            kind in prop::sample::select(vec![HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CSeq]),
+            kind in prop::sample::select(HOT_KINDS.to_vec()),
         ) {
             same_hot(kind, &v);
             same_hot(kind, &format!("314159 {v}"));
@@ -1587,9 +1609,23 @@ Content-Length: 0\r\n\
         }
     }
 
+    /// The headers with a typed check (and one without).
+    const HOT_KINDS: [HeaderName; 7] = [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CSeq,
+        HeaderName::CallId,
+        HeaderName::ContentLength,
+        HeaderName::Subject,
+    ];
+
     /// Values of Via, From and To: the usual shapes and the unusual ones the fast paths leave
     /// to the general parse.
-    const HOT_SEEDS: [&str; 15] = [
+    const HOT_SEEDS: [&str; 18] = [
+        "a84b4c76e66710@pc33.atlanta.example.com",
+        " 327 ",
+        "-1",
         "314159 INVITE",
         "1 ACK",
         "999999999 BYE",
@@ -1611,9 +1647,14 @@ Content-Length: 0\r\n\
     /// error.
     fn same_hot(kind: HeaderName, v: &str) {
         let l = ParseLimits::default();
-        let new = check_hot(kind, v, &mut None, &l);
-        let old = check_hot_general(kind, v, &mut None, &l);
-        assert_eq!(format!("{new:?}"), format!("{old:?}"), "{kind:?} {v:?}");
+        // Without and with a Content-Length seen before.
+        for seen in [None, Some(327)] {
+            let (mut a, mut b) = (seen, seen);
+            let new = check_hot(kind, v, &mut a, &l);
+            let old = check_hot_general(kind, v, &mut b, &l);
+            assert_eq!(format!("{new:?}"), format!("{old:?}"), "{kind:?} {v:?}");
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
@@ -1629,10 +1670,10 @@ Content-Length: 0\r\n\
             }
         }
         // The fast paths take the usual values.
-        assert!(cseq_hot(HOT_SEEDS[0]).is_some());
-        assert!(crate::headers::via_hot(HOT_SEEDS[5]).is_some());
-        assert!(crate::headers::via_hot(HOT_SEEDS[6]).is_some());
-        assert!(crate::headers::addr_hot(HOT_SEEDS[9]).is_some());
-        assert!(crate::headers::addr_hot(HOT_SEEDS[10]).is_some());
+        assert!(cseq_hot(HOT_SEEDS[3]).is_some());
+        assert!(crate::headers::via_hot(HOT_SEEDS[8]).is_some());
+        assert!(crate::headers::via_hot(HOT_SEEDS[9]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[12]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[13]).is_some());
     }
 }
