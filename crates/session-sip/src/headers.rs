@@ -771,6 +771,7 @@ pub(crate) static CALL_ID_WORD: [bool; 256] = {
 };
 
 /// Checks a Call-ID: `word [ "@" word ]` (RFC 3261 §25.1), in one pass.
+#[inline]
 pub(crate) fn check_call_id(s: &str) -> bool {
     let b = s.as_bytes();
     let word = |i: usize| skip_table(b, i, &CALL_ID_WORD);

@@ -548,7 +548,11 @@ fn check_hot(
         HeaderName::CSeq => cseq_hot(v),
         HeaderName::CallId => check_call_id(v).then_some(Hot::None),
         HeaderName::ContentLength => {
-            let n = content_length_value(v, limits)?;
+            // The usual value, 1–9 digits and nothing else, is read at once.
+            let n = match short_number(v) {
+                Some(n) if n <= limits.max_message_size => n,
+                _ => content_length_value(v, limits)?,
+            };
             match *content_length {
                 Some(old) if old != n => {
                     return Err(Error::ContentLength("given twice with different values"));
@@ -600,6 +604,19 @@ fn check_hot_slow(kind: HeaderName, v: &str) -> Result<Hot> {
             return Err(Error::header("Call-ID", "not a word[@word]"));
         }
         _ => Hot::None,
+    })
+}
+
+/// `v` when it is 1–9 ASCII digits and nothing else (what [`content_length_value`] reads
+/// it as, when within the limit).
+#[inline]
+fn short_number(v: &str) -> Option<usize> {
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    b.iter().try_fold(0usize, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + usize::from(c - b'0'))
     })
 }
 
@@ -1622,10 +1639,12 @@ Content-Length: 0\r\n\
 
     /// Values of Via, From and To: the usual shapes and the unusual ones the fast paths leave
     /// to the general parse.
-    const HOT_SEEDS: [&str; 18] = [
+    const HOT_SEEDS: [&str; 20] = [
         "a84b4c76e66710@pc33.atlanta.example.com",
         " 327 ",
         "-1",
+        "65536",
+        "000000327",
         "314159 INVITE",
         "1 ACK",
         "999999999 BYE",
@@ -1670,10 +1689,11 @@ Content-Length: 0\r\n\
             }
         }
         // The fast paths take the usual values.
-        assert!(cseq_hot(HOT_SEEDS[3]).is_some());
-        assert!(crate::headers::via_hot(HOT_SEEDS[8]).is_some());
-        assert!(crate::headers::via_hot(HOT_SEEDS[9]).is_some());
-        assert!(crate::headers::addr_hot(HOT_SEEDS[12]).is_some());
-        assert!(crate::headers::addr_hot(HOT_SEEDS[13]).is_some());
+        assert!(cseq_hot(HOT_SEEDS[5]).is_some());
+        assert_eq!(short_number(HOT_SEEDS[4]), Some(327));
+        assert!(crate::headers::via_hot(HOT_SEEDS[10]).is_some());
+        assert!(crate::headers::via_hot(HOT_SEEDS[11]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[14]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[15]).is_some());
     }
 }
