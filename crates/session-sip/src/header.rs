@@ -313,8 +313,7 @@ impl HeaderName {
         /// Eight bytes of `b` from `at`.
         #[inline(always)]
         fn load(b: &[u8], at: usize) -> Option<u64> {
-            let w = b.get(at..at.saturating_add(8))?;
-            Some(u64::from_le_bytes(<[u8; 8]>::try_from(w).ok()?))
+            Some(u64::from_le_bytes(*b.get(at..)?.first_chunk::<8>()?))
         }
         /// `k` at the start of `head`, the eight bytes at `pos`; for a name longer than eight
         /// bytes, `b` holds the rest.

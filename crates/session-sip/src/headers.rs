@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::method::Method;
 use crate::text::{
     Found, Lookup, Params, Span16, Spot, check_header_params_finding, eq_ignore_case, find_byte,
-    find_byte2, is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_ws,
-    split_top_level, trim, unquote,
+    find_byte2, is_token, is_token_byte, is_ws, parse_u64, quoted_end, skip_class, skip_table,
+    skip_ws, split_top_level, trim, unquote,
 };
 use crate::uri::{self, Parts, Uri};
 
@@ -179,7 +179,8 @@ impl<'a> Via<'a> {
             i = skip_ws(b, digits_end);
         }
         let params = match b.get(i) {
-            None => "",
+            // The empty text at the end (not a literal `""`), so that its span is known.
+            None => s.get(i..).unwrap_or_default(),
             Some(b';') => s.get(i..).unwrap_or_default(),
             Some(_) => return Err(bad("bad sent-by")),
         };
@@ -256,8 +257,147 @@ impl<'a> Via<'a> {
     }
 }
 
+/// The longest value the fast paths ([`via_hot`], [`addr_hot`]) take: every offset in it then
+/// fits the 16-bit spans of the cached view (longer values take the general parse).
+const HOT_MAX: usize = 60_000;
+
+/// The cached view of a usual Via value, `SIP/2.0/transport SP host[:port][;params]` (one
+/// value, no IPv6 reference), checked in one pass without building a [`Via`]: what
+/// `Via::parse(v)?.spans(v)` gives for it. `None` for anything else (a list, LWS around the
+/// slashes, an IPv6 host, an error, ...): the caller then takes the general parse, which gives
+/// the same view or the error (RFC 3261 §20.42, §25.1).
+///
+/// A value accepted here has no `,` or `<` outside quoted strings (neither is a byte the pass
+/// steps over), so splitting it as a list would give it whole.
+#[inline]
+pub(crate) fn via_hot(v: &str) -> Option<ViaSpans> {
+    let b = v.as_bytes();
+    if b.len() > HOT_MAX || b.last().copied().is_some_and(is_ws) {
+        return None;
+    }
+    // sent-protocol written `SIP/2.0/` (any other spelling takes the general parse).
+    if b.get(..8)? != b"SIP/2.0/" {
+        return None;
+    }
+    let transport_end = skip_class(b, 8, is_token_byte);
+    // LWS, then the host: a hostname or an IPv4 address.
+    let host = skip_ws(b, transport_end);
+    if transport_end == 8 || host == transport_end {
+        return None;
+    }
+    let host_end = skip_table(b, host, &VIA_HOST);
+    if host_end == host {
+        return None;
+    }
+    let mut i = skip_ws(b, host_end);
+    let mut port = None;
+    if b.get(i) == Some(&b':') {
+        // Up to five digits (longer ones take the general parse).
+        let digits = skip_ws(b, i + 1);
+        let end = skip_class(b, digits, |c| c.is_ascii_digit());
+        if end == digits || end - digits > 5 {
+            return None;
+        }
+        let n = b
+            .get(digits..end)?
+            .iter()
+            .fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+        port = Some(u16::try_from(n).ok()?);
+        i = skip_ws(b, end);
+    }
+    let params = match b.get(i) {
+        None => "",
+        Some(b';') => v.get(i..)?,
+        Some(_) => return None,
+    };
+    let found = check_header_params_finding(params, Lookup::Branch)?;
+    let span = |from: usize, to: usize| {
+        Some(Span16::new(
+            u16::try_from(from).ok()?,
+            u16::try_from(to).ok()?,
+        ))
+    };
+    Some(ViaSpans {
+        protocol: span(0, 3)?,
+        version: span(4, 7)?,
+        transport: span(8, transport_end)?,
+        host: span(host, host_end)?,
+        port,
+        params: span(i.min(b.len()), b.len())?,
+        branch: found.spot()?,
+    })
+}
+
+/// The bytes of a display name written without quotes (`*(token LWS)`) and the LWS before
+/// `<`.
+pub(crate) static DISPLAY_TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = crate::text::is_token_byte_const(c) || c == b' ' || c == b'\t';
+        i += 1;
+    }
+    t
+};
+
+/// The cached view of a From or To value in name-addr form, `[display-name] <URI>[params]`,
+/// checked in one pass: what `NameAddr::parse_for(name, v)?.spans(v)` gives for it (the URI
+/// is scanned, and so checked, the same way). `None` for anything else (an addr-spec without
+/// `<>`, an error, ...): the caller then takes the general parse (RFC 3261 §20.10, §25.1).
+#[inline]
+pub(crate) fn addr_hot(v: &str) -> Option<AddrSpans> {
+    let b = v.as_bytes();
+    // Values come trimmed from the parser; others take the general parse (which trims them).
+    if b.len() > HOT_MAX
+        || b.first().copied().is_some_and(is_ws)
+        || b.last().copied().is_some_and(is_ws)
+    {
+        return None;
+    }
+    let (display, lt) = if b.first() == Some(&b'"') {
+        let end = quoted_end(b, 0)?;
+        (Some((0, end)), skip_ws(b, end))
+    } else {
+        // Tokens and LWS up to the first `<` (anything else takes the general parse).
+        let lt = skip_class(b, 0, |c| DISPLAY_TOKEN[usize::from(c)]);
+        let mut end = lt;
+        while end > 0 && b.get(end - 1).copied().is_some_and(is_ws) {
+            end -= 1;
+        }
+        ((end > 0).then_some((0, end)), lt)
+    };
+    if b.get(lt) != Some(&b'<') {
+        return None;
+    }
+    let uri_start = lt + 1;
+    let gt = uri_start + find_byte(b'>', b.get(uri_start..)?)?;
+    uri::scan(v.get(uri_start..gt)?).ok()?;
+    // The header parameters, LWS around them trimmed (as `params_finding` does).
+    let rest = v.get(gt + 1..)?;
+    let params = trim(rest);
+    let found = check_header_params_finding(params, Lookup::Tag)?;
+    let p_start = gt + 1 + (params.as_ptr() as usize).checked_sub(rest.as_ptr() as usize)?;
+    let span = |from: usize, to: usize| {
+        Some(Span16::new(
+            u16::try_from(from).ok()?,
+            u16::try_from(to).ok()?,
+        ))
+    };
+    Some(AddrSpans {
+        display: match display {
+            Some((from, to)) => Some(span(from, to)?),
+            None => None,
+        },
+        uri: span(uri_start, gt)?,
+        angle: true,
+        params: span(p_start, p_start + params.len())?,
+        tag: found.spot()?,
+    })
+}
+
 /// The bytes of a sent-by hostname or IPv4 address.
-static VIA_HOST: [bool; 256] = {
+pub(crate) static VIA_HOST: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
@@ -620,7 +760,7 @@ const fn is_call_id_word_class(c: u8) -> bool {
         )
 }
 
-static CALL_ID_WORD: [bool; 256] = {
+pub(crate) static CALL_ID_WORD: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
@@ -631,9 +771,10 @@ static CALL_ID_WORD: [bool; 256] = {
 };
 
 /// Checks a Call-ID: `word [ "@" word ]` (RFC 3261 §25.1), in one pass.
+#[inline]
 pub(crate) fn check_call_id(s: &str) -> bool {
     let b = s.as_bytes();
-    let word = |i: usize| skip_class(b, i, |c| CALL_ID_WORD[usize::from(c)]);
+    let word = |i: usize| skip_table(b, i, &CALL_ID_WORD);
     let first = word(0);
     if first == 0 {
         return false;

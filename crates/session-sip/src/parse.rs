@@ -305,6 +305,25 @@ pub(crate) fn parse_head<'a>(
                 finish(b, text, p, &mut acc, limits, lenient)?;
             }
             let split = match header {
+                // The usual line: the next one does not continue it (RFC 3261 §7.3.1), so it
+                // is a whole header, finished now rather than when the next line is split.
+                // Its errors still come after those of the next line's end, as before.
+                Some((kind, name_end, value)) if !b.get(next).copied().is_some_and(is_ws) => {
+                    let p = Pending {
+                        kind,
+                        name: (pos, name_end),
+                        value: (value, end),
+                        folded: false,
+                    };
+                    if let Err(e) = finish_hot(b, text, p, &mut acc, limits, lenient) {
+                        return Err(after_next_line(b, next, limits, lenient, e));
+                    }
+                    if next >= b.len() && lenient {
+                        break b.len();
+                    }
+                    pos = next;
+                    continue;
+                }
                 Some((kind, name_end, value)) => Ok(Pending {
                     kind,
                     name: (pos, name_end),
@@ -343,9 +362,35 @@ pub(crate) fn parse_head<'a>(
     })
 }
 
-/// Adds the header `p` once its last line is known.
-#[inline]
+/// The error to give when finishing the header that ends at `next` failed with `e`: the error
+/// of the next line's end comes first (the header used to be finished only once that line was
+/// found whole), then `e`.
+#[cold]
+#[inline(never)]
+fn after_next_line(b: &[u8], next: usize, limits: &ParseLimits, lenient: bool, e: Error) -> Error {
+    match line_end(b, next, limits) {
+        Err(Error::Incomplete) if lenient => e,
+        Err(first) => first,
+        Ok(_) => e,
+    }
+}
+
+/// Adds the header `p` once its last line is known (out of line: folded headers, the last one).
+#[inline(never)]
 fn finish(
+    b: &[u8],
+    text: &str,
+    p: Pending,
+    acc: &mut Collected,
+    limits: &ParseLimits,
+    lenient: bool,
+) -> Result<()> {
+    finish_hot(b, text, p, acc, limits, lenient)
+}
+
+/// [`finish`] inlined into the loop, for the usual header line.
+#[inline(always)]
+fn finish_hot(
     b: &[u8],
     text: &str,
     p: Pending,
@@ -377,8 +422,8 @@ fn finish(
             let value = text.get(p.value.0..end).unwrap_or_default();
             check_hot(p.kind, value, &mut acc.content_length, limits)?
         };
-        // All three are below `end`.
-        let at = |x: usize| u32::try_from(x).unwrap_or_default();
+        // All three are at most `end`, which fits 32 bits: the casts are exact.
+        let at = |x: usize| x as u32;
         acc.headers.push(Header::pending(
             p.kind,
             at(p.name.0),
@@ -489,13 +534,46 @@ fn has_typed_check(kind: HeaderName) -> bool {
 }
 
 /// The typed parse of the headers every layer reads, done once: the result is kept in the
-/// header so the accessors need not parse again.
+/// header so the accessors need not parse again. The usual values are read by the one-pass
+/// checks; anything else (and every error) by the general parses of [`check_hot_slow`].
 fn check_hot(
     kind: HeaderName,
     v: &str,
     content_length: &mut Option<usize>,
     limits: &ParseLimits,
 ) -> Result<Hot> {
+    let fast = match kind {
+        HeaderName::Via => crate::headers::via_hot(v).map(Hot::Via),
+        HeaderName::From | HeaderName::To => crate::headers::addr_hot(v).map(Hot::Addr),
+        HeaderName::CSeq => cseq_hot(v),
+        HeaderName::CallId => check_call_id(v).then_some(Hot::None),
+        HeaderName::ContentLength => {
+            // The usual value, 1–9 digits and nothing else, is read at once.
+            let n = match short_number(v) {
+                Some(n) if n <= limits.max_message_size => n,
+                _ => content_length_value(v, limits)?,
+            };
+            match *content_length {
+                Some(old) if old != n => {
+                    return Err(Error::ContentLength("given twice with different values"));
+                }
+                _ => *content_length = Some(n),
+            }
+            Some(u32::try_from(n).map_or(Hot::None, Hot::Length))
+        }
+        _ => Some(Hot::None),
+    };
+    match fast {
+        Some(hot) => Ok(hot),
+        None => check_hot_slow(kind, v),
+    }
+}
+
+/// [`check_hot`] for the values its one-pass checks leave: Via lists and unusual spellings,
+/// From and To without `<>`, unusual CSeq values, and the errors.
+#[cold]
+#[inline(never)]
+fn check_hot_slow(kind: HeaderName, v: &str) -> Result<Hot> {
     Ok(match kind {
         HeaderName::Via => {
             // One value (nothing to split on, no quoted string or bracket): parsed whole, as
@@ -518,12 +596,93 @@ fn check_hot(
         HeaderName::To => NameAddr::parse_for("To", v)?
             .spans(v)
             .map_or(Hot::None, Hot::Addr),
-        HeaderName::CallId if !check_call_id(v) => {
-            return Err(Error::header("Call-ID", "not a word[@word]"));
-        }
         HeaderName::CSeq => {
             let c = CSeq::parse(v)?;
             Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
+        }
+        HeaderName::CallId if !check_call_id(v) => {
+            return Err(Error::header("Call-ID", "not a word[@word]"));
+        }
+        _ => Hot::None,
+    })
+}
+
+/// `v` when it is 1–9 ASCII digits and nothing else (what [`content_length_value`] reads
+/// it as, when within the limit).
+#[inline]
+fn short_number(v: &str) -> Option<usize> {
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    b.iter().try_fold(0usize, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + usize::from(c - b'0'))
+    })
+}
+
+/// The cached CSeq of the usual value, `1*9DIGIT LWS Method` (below 2^31 then, RFC 3261
+/// §8.1.1.5), read in one pass: what [`CSeq::parse`] gives for it. `None` for anything else
+/// (the general parse then gives the same, or the error).
+#[inline]
+fn cseq_hot(v: &str) -> Option<Hot> {
+    let b = v.as_bytes();
+    let mut seq = 0u32;
+    let mut digits = 0;
+    while let Some(&c) = b.get(digits).filter(|c| c.is_ascii_digit()) {
+        if digits == 9 {
+            return None;
+        }
+        seq = seq * 10 + u32::from(c - b'0');
+        digits += 1;
+    }
+    let m = crate::text::skip_ws(b, digits);
+    let end = skip_class(b, m, is_token_byte);
+    if digits == 0 || m == digits || end == m || end != b.len() {
+        return None;
+    }
+    let method = Method::parse(v.get(m..)?).ok()?;
+    Some(Hot::CSeq(seq, method.known_index().unwrap_or(u8::MAX)))
+}
+
+/// [`check_hot`] as it was before the fast paths for Via, From, To ([`via_hot`],
+/// [`addr_hot`]) and CSeq ([`cseq_hot`]) and the split into fast and slow paths: the general
+/// parses only, kept to check the new one against.
+///
+/// [`via_hot`]: crate::headers::via_hot
+/// [`addr_hot`]: crate::headers::addr_hot
+#[cfg(test)]
+fn check_hot_general(
+    kind: HeaderName,
+    v: &str,
+    content_length: &mut Option<usize>,
+    limits: &ParseLimits,
+) -> Result<Hot> {
+    Ok(match kind {
+        HeaderName::Via => {
+            if crate::text::find_byte3(b',', b'"', b'<', v.as_bytes()).is_none() {
+                return Ok(Via::parse(v)?.spans(v).map_or(Hot::None, Hot::Via));
+            }
+            let mut hot = Hot::None;
+            for (i, one) in split_top_level(v, b',').enumerate() {
+                let via = Via::parse(one)?;
+                if i == 0 {
+                    hot = via.spans(v).map_or(Hot::None, Hot::Via);
+                }
+            }
+            hot
+        }
+        HeaderName::From => NameAddr::parse_for("From", v)?
+            .spans(v)
+            .map_or(Hot::None, Hot::Addr),
+        HeaderName::To => NameAddr::parse_for("To", v)?
+            .spans(v)
+            .map_or(Hot::None, Hot::Addr),
+        HeaderName::CSeq => {
+            let c = CSeq::parse(v)?;
+            Hot::CSeq(c.seq, c.method.known_index().unwrap_or(u8::MAX))
+        }
+        HeaderName::CallId if !check_call_id(v) => {
+            return Err(Error::header("Call-ID", "not a word[@word]"));
         }
         HeaderName::ContentLength => {
             let n = content_length_value(v, limits)?;
@@ -732,6 +891,104 @@ pub(crate) fn bad_request_tagged(
     resp.headers
         .push(Header::new(HeaderName::ContentLength, "0"));
     Some(resp)
+}
+
+/// [`parse_head`] as it was before a header line was finished as soon as the next line
+/// shows it is not folded (it was finished when the next line was split), kept to check the
+/// new loop against.
+#[cfg(test)]
+fn parse_head_before<'a>(buf: &'a Bytes, limits: &ParseLimits, lenient: bool) -> Result<Head<'a>> {
+    let b: &[u8] = buf;
+    let mut pos = 0;
+    // RFC 3261 §7.5: ignore CRLFs before the start line.
+    while b.get(pos..pos + 2) == Some(b"\r\n") {
+        pos += 2;
+    }
+    let text = checked_text(b, pos);
+    let (end, next) = line_end(b, pos, limits)?;
+    let start = (pos, end);
+    if start.0 == start.1 {
+        return Err(Error::Incomplete);
+    }
+    pos = next;
+    let mut acc = Collected {
+        headers: Headers::with_capacity(16),
+        content_length: None,
+        shared_end: 0,
+    };
+    let mut pending: Option<Pending> = None;
+    let body_start = loop {
+        // A header line is split first, so that its end is searched for from its value on
+        // (what that finds, and the errors, are those of the line from its start).
+        let first = b.get(pos).copied().unwrap_or_default();
+        let header = match first {
+            b'\r' | b'\n' | b' ' | b'\t' => None,
+            _ => split_name(b, pos),
+        };
+        let from = header.map_or(pos, |h| h.2);
+        let (end, next) = match line_end_from(b, pos, from, limits) {
+            Ok(x) => x,
+            Err(Error::Incomplete) if lenient => (b.len(), b.len()),
+            Err(e) => return Err(e),
+        };
+        if end == pos {
+            if let Some(p) = pending.take() {
+                finish(b, text, p, &mut acc, limits, lenient)?;
+            }
+            break next;
+        }
+        if is_ws(first) {
+            // Folded continuation (RFC 3261 §7.3.1).
+            match pending.as_mut() {
+                Some(p) => {
+                    p.value.1 = end;
+                    p.folded = true;
+                }
+                // The continuation of a line that was skipped, or of nothing.
+                None if lenient => {}
+                None => return Err(Error::header("(first)", "starts with whitespace")),
+            }
+        } else {
+            if let Some(p) = pending.take() {
+                finish(b, text, p, &mut acc, limits, lenient)?;
+            }
+            let split = match header {
+                Some((kind, name_end, value)) => Ok(Pending {
+                    kind,
+                    name: (pos, name_end),
+                    value: (value, end),
+                    folded: false,
+                }),
+                // The error of the line (or what `split_name` does not handle).
+                None => split_line(b, pos, end),
+            };
+            match split {
+                Ok(p) => pending = Some(p),
+                // Skipped: the answer to a malformed request needs only the headers it copies.
+                Err(_) if lenient => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if next >= b.len() && lenient {
+            if let Some(p) = pending.take() {
+                finish(b, text, p, &mut acc, limits, lenient)?;
+            }
+            break b.len();
+        }
+        pos = next;
+    };
+    let mut headers = acc.headers;
+    if acc.shared_end > 0 {
+        let shared: Arc<str> = Arc::from(text.get(..acc.shared_end).unwrap_or_default());
+        headers.set_pending_text(&shared);
+    }
+    Ok(Head {
+        start,
+        start_text: text.get(start.0..start.1),
+        headers,
+        body_start,
+        content_length: acc.content_length,
+    })
 }
 
 /// The header section parse as it was before the headers shared one checked copy of it (each
@@ -1249,6 +1506,28 @@ Content-Length: 0\r\n\
                 _ => panic!("kinds differ"),
             }
         }
+        // The header loop against its previous version: same split, views and errors.
+        for lenient in [false, true] {
+            let view = |h: Head<'_>| {
+                let hot: Vec<String> = h.headers.iter().map(|x| format!("{:?}", x.hot())).collect();
+                (
+                    h.start,
+                    h.start_text.map(str::to_owned),
+                    h.headers,
+                    hot,
+                    h.body_start,
+                    h.content_length,
+                )
+            };
+            let now = parse_head(&buf, l, lenient).map(view);
+            let before = parse_head_before(&buf, l, lenient).map(view);
+            assert_eq!(
+                now,
+                before,
+                "lenient {lenient}: {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
         let lenient_new =
             parse_head(&buf, l, true).map(|h| (h.start, h.headers, h.body_start, h.content_length));
         let lenient_old = reference::parse_head(&buf, l, true)
@@ -1304,5 +1583,117 @@ Content-Length: 0\r\n\
         fn arbitrary_bytes_parse_as_before(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             check(&bytes, &ParseLimits::default());
         }
+
+        #[test]
+        fn hot_values_check_as_before(
+            seed in 0..HOT_SEEDS.len(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
+                b" \t;,:<>\"\\@=/[]0159aZ.-\x00\xc3".to_vec())), 0..4),
+            inserts in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
+                vec![" ", ";tag=x", ";branch=z9hG4bK1", ":5060", "\"a b\" ", "<sip:a@b>", ",SIP/2.0/UDP h", "sips:", "[::1]", "%41", "\u{e9}"])), 0..3),
+            cut in any::<prop::sample::Index>(),
+            kind in prop::sample::select(HOT_KINDS.to_vec()),
+        ) {
+            let mut bytes = HOT_SEEDS[seed].as_bytes().to_vec();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            for (at, s) in inserts {
+                let i = at.index(bytes.len() + 1);
+                bytes.splice(i..i, s.bytes());
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            same_hot(kind, &text);
+            let cut = cut.index(text.len() + 1);
+            if let Some(short) = text.get(..cut) {
+                same_hot(kind, short);
+            }
+        }
+
+        #[test]
+        fn hot_values_of_any_text_check_as_before(
+            v in "[ \tA-Za-z0-9:;,<>\"\\@=/\\[\\].%-]{0,40}",
+            kind in prop::sample::select(HOT_KINDS.to_vec()),
+        ) {
+            same_hot(kind, &v);
+            same_hot(kind, &format!("314159 {v}"));
+            same_hot(kind, &format!("{v} INVITE"));
+            // Starting as the usual values do.
+            same_hot(kind, &format!("SIP/2.0/{v}"));
+            same_hot(kind, &format!("<sip:{v}"));
+            same_hot(kind, &format!("\"{v}"));
+        }
+    }
+
+    /// The headers with a typed check (and one without).
+    const HOT_KINDS: [HeaderName; 7] = [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CSeq,
+        HeaderName::CallId,
+        HeaderName::ContentLength,
+        HeaderName::Subject,
+    ];
+
+    /// Values of Via, From and To: the usual shapes and the unusual ones the fast paths leave
+    /// to the general parse.
+    const HOT_SEEDS: [&str; 20] = [
+        "a84b4c76e66710@pc33.atlanta.example.com",
+        " 327 ",
+        "-1",
+        "65536",
+        "000000327",
+        "314159 INVITE",
+        "1 ACK",
+        "999999999 BYE",
+        "2147483648 X-ext",
+        "  0012\t\tFOO ",
+        "SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport",
+        "SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKnashds10;received=192.0.2.101;rport=5060",
+        "SIP/2.0/TCP p1.example.com;received=192.0.2.1;x=\"a,b\", SIP/2.0/UDP [2001:db8::9]:5070",
+        "SIP / 2.0 / UDP host : 5060 ; branch = z9hG4bK1 ; maddr=[::1]",
+        "Bob <sip:bob@biloxi.example.com>",
+        "\"Alice Liddell\" <sip:alice@atlanta.example.com>;tag=1928301774",
+        "sip:alice@atlanta.example.com;tag=1928301774",
+        "  Bob  Smith <sips:bob@[2001:db8::1]:5061;transport=tls?x=y> ; tag = a6c85cf ;x=\"q\\\"\"",
+        "<tel:+1-201-555-0123>;tag=1",
+        "\"\\\"q\" <sip:%61@h>;tag=\"quoted\";tag=second",
+    ];
+
+    /// The fast path and the general parse give the same view (offsets included) or the same
+    /// error.
+    fn same_hot(kind: HeaderName, v: &str) {
+        let l = ParseLimits::default();
+        // Without and with a Content-Length seen before.
+        for seen in [None, Some(327)] {
+            let (mut a, mut b) = (seen, seen);
+            let new = check_hot(kind, v, &mut a, &l);
+            let old = check_hot_general(kind, v, &mut b, &l);
+            assert_eq!(format!("{new:?}"), format!("{old:?}"), "{kind:?} {v:?}");
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn hot_seeds_check_as_before() {
+        for v in HOT_SEEDS {
+            for kind in [
+                HeaderName::Via,
+                HeaderName::From,
+                HeaderName::To,
+                HeaderName::CSeq,
+            ] {
+                same_hot(kind, v);
+            }
+        }
+        // The fast paths take the usual values.
+        assert!(cseq_hot(HOT_SEEDS[5]).is_some());
+        assert_eq!(short_number(HOT_SEEDS[4]), Some(327));
+        assert!(crate::headers::via_hot(HOT_SEEDS[10]).is_some());
+        assert!(crate::headers::via_hot(HOT_SEEDS[11]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[14]).is_some());
+        assert!(crate::headers::addr_hot(HOT_SEEDS[15]).is_some());
     }
 }

@@ -124,6 +124,12 @@ pub(crate) struct Span16 {
 }
 
 impl Span16 {
+    /// The span `start..end`.
+    #[inline]
+    pub(crate) fn new(start: u16, end: u16) -> Self {
+        Self { start, end }
+    }
+
     /// The span of `part`, a slice of `base`, when it fits in 16 bits.
     #[inline]
     pub(crate) fn of(base: &str, part: &str) -> Option<Self> {
@@ -183,7 +189,7 @@ pub(crate) fn quoted_end(s: &[u8], start: usize) -> Option<usize> {
     let mut i = start.checked_add(1)?;
     loop {
         // The plain qdtext first, by table.
-        i = skip_class(s, i, |c| QDTEXT_PLAIN[usize::from(c)]);
+        i = skip_table(s, i, &QDTEXT_PLAIN);
         match *s.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => {
@@ -654,6 +660,24 @@ pub(crate) fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> 
     i
 }
 
+/// Index of the first byte at or after `i` that `table` rejects: [`skip_class`] with a byte
+/// table, four bytes a step while all four are allowed (fewer instructions a byte on the long
+/// runs: hosts, Call-IDs, parameter values, quoted strings), then byte by byte.
+#[inline]
+pub(crate) fn skip_table(b: &[u8], mut i: usize, table: &[bool; 256]) -> usize {
+    while let Some(&[c0, c1, c2, c3]) = b.get(i..i.wrapping_add(4)) {
+        let allowed = |c: u8| table[usize::from(c)];
+        if !(allowed(c0) & allowed(c1) & allowed(c2) & allowed(c3)) {
+            break;
+        }
+        i += 4;
+    }
+    while b.get(i).is_some_and(|&c| table[usize::from(c)]) {
+        i += 1;
+    }
+    i
+}
+
 /// Whether header parameters are well formed ([`check_header_params_finding`] noting
 /// nothing).
 #[cfg(test)]
@@ -698,7 +722,7 @@ pub(crate) fn check_header_params_finding(s: &str, key: Lookup) -> Option<Found>
             if b.get(i) == Some(&b'"') {
                 i = quoted_end(b, i)?;
             } else {
-                let end = skip_class(b, i, |c| PARAM_VALUE[usize::from(c)]);
+                let end = skip_table(b, i, &PARAM_VALUE);
                 if end == i {
                     return None;
                 }
@@ -874,6 +898,31 @@ mod differential {
             };
         }
         None
+    }
+
+    proptest! {
+        /// `skip_table` stops where the byte-by-byte `skip_class` over the same table stops.
+        #[test]
+        fn table_runs_end_as_byte_by_byte(
+            bytes in proptest::collection::vec(prop::sample::select(
+                b"aZ09-.!%*_+`'~;:=\"\\ \t\r\n<>,@[]/?{}()\x00\x7f\xc3\xa9".to_vec()), 0..40),
+            start in 0usize..44,
+            which in 0usize..6,
+        ) {
+            let tables: [&[bool; 256]; 6] = [
+                &TOKEN,
+                &PARAM_VALUE,
+                &QDTEXT_PLAIN,
+                &crate::headers::CALL_ID_WORD,
+                &crate::headers::VIA_HOST,
+                &crate::headers::DISPLAY_TOKEN,
+            ];
+            let table = tables[which];
+            prop_assert_eq!(
+                skip_table(&bytes, start, table),
+                skip_class(&bytes, start, |c| table[usize::from(c)])
+            );
+        }
     }
 
     proptest! {
