@@ -22,6 +22,9 @@
 //! ```
 
 pub mod negotiate;
+mod view;
+
+pub use view::{MediaDescriptionRef, SessionDescriptionRef, body_text};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -219,12 +222,7 @@ impl RtpMap {
     /// Parses `"<pt> <name>/<rate>[/<channels>]"`; tolerates `"<name>/<rate> <channels>"`
     /// (the broken form some libraries write).
     pub fn parse(value: &str) -> Option<Self> {
-        RtpMapRef::parse(value).map(|map| Self {
-            payload_type: map.payload_type,
-            encoding_name: map.encoding_name.to_owned(),
-            clock_rate: map.clock_rate,
-            channels: map.channels,
-        })
+        RtpMapRef::parse(value).map(Self::from)
     }
 }
 
@@ -260,6 +258,17 @@ impl<'a> RtpMapRef<'a> {
             clock_rate,
             channels,
         })
+    }
+}
+
+impl From<RtpMapRef<'_>> for RtpMap {
+    fn from(map: RtpMapRef<'_>) -> Self {
+        Self {
+            payload_type: map.payload_type,
+            encoding_name: map.encoding_name.to_owned(),
+            clock_rate: map.clock_rate,
+            channels: map.channels,
+        }
     }
 }
 
@@ -299,15 +308,16 @@ pub struct MediaDescription {
 }
 
 impl MediaDescription {
+    /// The attributes as the queries shared with the borrowed model read them.
+    fn pairs(&self) -> impl Iterator<Item = Pair<'_>> + '_ {
+        self.attributes
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_deref()))
+    }
+
     /// The values of all attributes named `name`.
     pub fn attribute_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.attributes.iter().filter_map(move |a| {
-            if a.name == name {
-                a.value.as_deref()
-            } else {
-                None
-            }
-        })
+        values_named(self.pairs(), name)
     }
 
     /// Whether a property attribute is present.
@@ -322,38 +332,22 @@ impl MediaDescription {
 
     /// The `rtpmap` of a payload type, if present.
     pub fn rtpmap(&self, payload_type: u8) -> Option<RtpMap> {
-        self.attribute_values("rtpmap")
-            .filter_map(RtpMapRef::parse)
-            .find(|m| m.payload_type == payload_type)
-            .map(|m| RtpMap {
-                payload_type: m.payload_type,
-                encoding_name: m.encoding_name.to_owned(),
-                clock_rate: m.clock_rate,
-                channels: m.channels,
-            })
+        rtpmap_in(self.pairs(), payload_type).map(RtpMap::from)
     }
 
     /// The `fmtp` parameters of a payload type, if present.
     pub fn fmtp(&self, payload_type: u8) -> Option<&str> {
-        self.attribute_values("fmtp").find_map(|v| {
-            let (pt, params) = v.split_once(' ')?;
-            (pt.trim().parse::<u8>().ok()? == payload_type).then_some(params.trim())
-        })
+        fmtp_in(self.pairs(), payload_type)
     }
 
     /// The `ptime` in milliseconds, if present.
     pub fn ptime(&self) -> Option<u32> {
-        self.attribute_values("ptime")
-            .find_map(|v| v.trim().parse::<f32>().ok())
-            .filter(|p| p.is_finite() && *p > 0.0 && *p < 10_000.0)
-            .map(|p| p as u32)
+        ptime_in(self.pairs())
     }
 
     /// The media-level direction attribute, if present.
     pub fn direction_attr(&self) -> Option<MediaDirection> {
-        self.attributes
-            .iter()
-            .find_map(|a| MediaDirection::from_attr(&a.name))
+        direction_attr(self.pairs())
     }
 
     /// Whether `a=rtcp-mux` (RFC 5761) is present.
@@ -368,9 +362,55 @@ impl MediaDescription {
 
     /// The `a=rtcp` port (RFC 3605), if present.
     pub fn rtcp_port(&self) -> Option<u16> {
-        self.attribute_values("rtcp")
-            .find_map(|v| v.split_whitespace().next()?.parse().ok())
+        rtcp_port_in(self.pairs())
     }
+}
+
+/// An attribute as the queries below read it, from either model: name and optional value.
+type Pair<'a> = (&'a str, Option<&'a str>);
+
+/// The values of the attributes named `name` (a property attribute has none).
+fn values_named<'a>(
+    attributes: impl Iterator<Item = Pair<'a>>,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    attributes.filter_map(move |(n, v)| if n == name { v } else { None })
+}
+
+/// The first `rtpmap` that parses and names `payload_type`.
+fn rtpmap_in<'a>(
+    attributes: impl Iterator<Item = Pair<'a>>,
+    payload_type: u8,
+) -> Option<RtpMapRef<'a>> {
+    values_named(attributes, "rtpmap")
+        .filter_map(RtpMapRef::parse)
+        .find(|m| m.payload_type == payload_type)
+}
+
+/// The parameters of the first `fmtp` naming `payload_type`.
+fn fmtp_in<'a>(attributes: impl Iterator<Item = Pair<'a>>, payload_type: u8) -> Option<&'a str> {
+    values_named(attributes, "fmtp").find_map(|v| {
+        let (pt, params) = v.split_once(' ')?;
+        (pt.trim().parse::<u8>().ok()? == payload_type).then_some(params.trim())
+    })
+}
+
+/// The first `ptime` that is a number, if it is a sane one, in whole milliseconds.
+fn ptime_in<'a>(attributes: impl Iterator<Item = Pair<'a>>) -> Option<u32> {
+    values_named(attributes, "ptime")
+        .find_map(|v| v.trim().parse::<f32>().ok())
+        .filter(|p| p.is_finite() && *p > 0.0 && *p < 10_000.0)
+        .map(|p| p as u32)
+}
+
+/// The first direction attribute.
+fn direction_attr<'a>(mut attributes: impl Iterator<Item = Pair<'a>>) -> Option<MediaDirection> {
+    attributes.find_map(|(name, _)| MediaDirection::from_attr(name))
+}
+
+/// The port of the first `rtcp` attribute that starts with one.
+fn rtcp_port_in<'a>(attributes: impl Iterator<Item = Pair<'a>>) -> Option<u16> {
+    values_named(attributes, "rtcp").find_map(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// A whole SDP body.
@@ -404,9 +444,11 @@ impl SessionDescription {
         media
             .direction_attr()
             .or_else(|| {
-                self.attributes
-                    .iter()
-                    .find_map(|a| MediaDirection::from_attr(&a.name))
+                direction_attr(
+                    self.attributes
+                        .iter()
+                        .map(|a| (a.name.as_str(), a.value.as_deref())),
+                )
             })
             .unwrap_or_default()
     }
@@ -414,7 +456,7 @@ impl SessionDescription {
     /// Parses a body (same as `str::parse`); accepts bytes that are not UTF-8 only where the
     /// grammar allows free text, which we then replace lossily.
     pub fn parse_bytes(body: &[u8]) -> Result<Self> {
-        String::from_utf8_lossy(body).parse()
+        body_text(body).parse()
     }
 }
 
@@ -428,18 +470,6 @@ fn parse_addr_type(s: &str, line: usize) -> Result<AddrType> {
         "IP6" => Ok(AddrType::Ip6),
         _ => Err(malformed(line, "unknown address type")),
     }
-}
-
-fn parse_connection(value: &str, line: usize) -> Result<Connection> {
-    let mut it = value.split_whitespace();
-    let (Some("IN"), Some(at), Some(address), None) = (it.next(), it.next(), it.next(), it.next())
-    else {
-        return Err(malformed(line, "c= must be `IN <addrtype> <address>`"));
-    };
-    Ok(Connection {
-        addr_type: parse_addr_type(at, line)?,
-        address: address.to_owned(),
-    })
 }
 
 /// The pieces between `\n`s, as `str::split('\n')` gives them (a byte scan: shorter than a
@@ -462,145 +492,33 @@ fn lines(body: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-fn parse_attribute(value: &str) -> Attribute {
+/// Splits an attribute's value at its first `:` into trimmed name and value (RFC 8866 §5.13:
+/// `a=<name>` or `a=<name>:<value>`).
+fn split_attribute(value: &str) -> (&str, Option<&str>) {
     let colon = value.bytes().position(|b| b == b':');
     // `:` is one byte, so both sides of it are character boundaries.
     match colon.and_then(|at| Some((value.get(..at)?, value.get(at + 1..)?))) {
-        Some((name, v)) => Attribute {
-            name: name.trim().to_owned(),
-            value: Some(v.trim().to_owned()),
-        },
-        None => Attribute {
-            name: value.trim().to_owned(),
-            value: None,
-        },
+        Some((name, v)) => (name.trim(), Some(v.trim())),
+        None => (value.trim(), None),
+    }
+}
+
+/// An owned attribute from an `a=` line's value.
+#[cfg(test)]
+fn parse_attribute(value: &str) -> Attribute {
+    let (name, value) = split_attribute(value);
+    Attribute {
+        name: name.to_owned(),
+        value: value.map(str::to_owned),
     }
 }
 
 impl FromStr for SessionDescription {
     type Err = Error;
 
+    /// Parses with [`SessionDescriptionRef::parse`] and copies the pieces out.
     fn from_str(body: &str) -> Result<Self> {
-        if body.len() > MAX_SDP_LEN {
-            return Err(malformed(0, "body too large"));
-        }
-        let mut origin = None;
-        let mut session_name = None;
-        let mut connection = None;
-        let mut bandwidths = Vec::new();
-        let mut timing = None;
-        let mut attributes = Vec::new();
-        let mut media: Vec<MediaDescription> = Vec::new();
-        let mut saw_version = false;
-
-        for (index, raw) in lines(body).enumerate() {
-            let number = index + 1;
-            let line = raw.strip_suffix('\r').unwrap_or(raw).trim_end();
-            if line.is_empty() {
-                continue;
-            }
-            let (kind, value) = match line.split_at_checked(2) {
-                Some((k, v)) if k.len() == 2 && k.as_bytes().get(1) == Some(&b'=') => (k, v),
-                _ => return Err(malformed(number, "line is not `<type>=<value>`")),
-            };
-            if !saw_version {
-                if kind != "v=" || value.trim() != "0" {
-                    return Err(malformed(number, "the first line must be v=0"));
-                }
-                saw_version = true;
-                continue;
-            }
-            match (kind, media.last_mut()) {
-                ("m=", _) => {
-                    let mut it = value.split_whitespace();
-                    let (Some(kind), Some(port), Some(proto)) = (it.next(), it.next(), it.next())
-                    else {
-                        return Err(malformed(number, "m= needs media, port, proto and formats"));
-                    };
-                    let (port, port_count) = match port.split_once('/') {
-                        Some((p, n)) => (p, Some(n)),
-                        None => (port, None),
-                    };
-                    let port = port.parse().map_err(|_| malformed(number, "bad m= port"))?;
-                    let port_count = port_count
-                        .map(|n| {
-                            n.parse()
-                                .map_err(|_| malformed(number, "bad m= port count"))
-                        })
-                        .transpose()?;
-                    let formats: Vec<String> = it.map(str::to_owned).collect();
-                    if formats.is_empty() {
-                        return Err(malformed(number, "m= without formats"));
-                    }
-                    media.push(MediaDescription {
-                        media: kind.to_owned(),
-                        port,
-                        port_count,
-                        protocol: proto.to_owned(),
-                        formats,
-                        connection: None,
-                        bandwidths: Vec::new(),
-                        attributes: Vec::new(),
-                    });
-                }
-                ("o=", None) => {
-                    let mut it = value.split_whitespace();
-                    let (Some(user), Some(id), Some(version), Some("IN"), Some(at), Some(addr)) = (
-                        it.next(),
-                        it.next(),
-                        it.next(),
-                        it.next(),
-                        it.next(),
-                        it.next(),
-                    ) else {
-                        return Err(malformed(number, "o= needs six fields"));
-                    };
-                    origin = Some(Origin {
-                        username: user.to_owned(),
-                        session_id: id.to_owned(),
-                        session_version: version
-                            .parse()
-                            .map_err(|_| malformed(number, "bad o= session version"))?,
-                        addr_type: parse_addr_type(at, number)?,
-                        address: addr.to_owned(),
-                    });
-                }
-                ("s=", None) => session_name = Some(value.to_owned()),
-                ("c=", None) => connection = Some(parse_connection(value, number)?),
-                ("c=", Some(m)) => m.connection = Some(parse_connection(value, number)?),
-                ("b=", None) => bandwidths.push(value.to_owned()),
-                ("b=", Some(m)) => m.bandwidths.push(value.to_owned()),
-                ("t=", None) => {
-                    let mut it = value.split_whitespace().map(str::parse::<u64>);
-                    let (Some(Ok(start)), Some(Ok(stop))) = (it.next(), it.next()) else {
-                        return Err(malformed(number, "t= needs two numbers"));
-                    };
-                    // Only the first t= matters to us; repeated ones are legal.
-                    timing.get_or_insert((start, stop));
-                }
-                ("a=", None) => attributes.push(parse_attribute(value)),
-                ("a=", Some(m)) => m.attributes.push(parse_attribute(value)),
-                // i=, u=, e=, p=, r=, z=, k= and unknown types: ignored (RFC 8866 §5 tells
-                // parsers to ignore unknown types).
-                _ => {}
-            }
-        }
-        if !saw_version {
-            return Err(malformed(0, "empty body"));
-        }
-        let origin = origin.ok_or(malformed(0, "missing o="))?;
-        // Some peers omit s= or t=; they are mandatory, but harmless to default.
-        let session_name = session_name.unwrap_or_else(|| "-".to_owned());
-        let timing = timing.unwrap_or((0, 0));
-        Ok(Self {
-            origin,
-            session_name,
-            connection,
-            bandwidths,
-            timing,
-            attributes,
-            media,
-        })
+        SessionDescriptionRef::parse(body).map(|sdp| sdp.to_description())
     }
 }
 
@@ -788,5 +706,9 @@ impl fmt::Display for SessionDescription {
     }
 }
 
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod oracle;
 #[cfg(test)]
 mod tests;
