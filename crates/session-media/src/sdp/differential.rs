@@ -588,3 +588,79 @@ proptest::proptest! {
         same_session(config, ip, &offers, &steps)?;
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// `Words` cuts where `split_whitespace` does, and `rest` is what follows each word.
+    #[test]
+    fn words_match_split_whitespace(text in "([a-z0-9]| |\t|\r|\n|\u{b}|\u{c}|\u{85}|\u{a0}|\u{2028}|\u{3000}|é){0,24}") {
+        let ours: Vec<&str> = Words::new(&text).collect();
+        let std: Vec<&str> = text.split_whitespace().collect();
+        prop_assert_eq!(&ours, &std);
+        let mut words = Words::new(&text);
+        while let Some(word) = words.next() {
+            let rest = words.rest();
+            prop_assert!(text.ends_with(rest));
+            let before = &text[..text.len() - rest.len()];
+            prop_assert!(before.ends_with(word));
+            prop_assert_eq!(Words::new(rest).collect::<Vec<_>>(), words.clone().collect::<Vec<_>>());
+        }
+    }
+
+    /// The trims agree with `str`'s.
+    #[test]
+    fn trims_match_std(text in "([a-z]| |\t|\r|\u{b}|\u{85}|\u{a0}|é){0,8}") {
+        prop_assert_eq!(trim(&text), text.trim());
+        prop_assert_eq!(trim_end(&text), text.trim_end());
+    }
+
+    /// The word-at-a-time search finds the first byte as `position` does.
+    #[test]
+    fn find_byte_matches_position(bytes in vec(prop_oneof![Just(b'\n'), Just(0x8a), Just(0x0b), any::<u8>()], 0..40), byte in prop_oneof![Just(b'\n'), any::<u8>()]) {
+        prop_assert_eq!(find_byte(&bytes, byte), bytes.iter().position(|&b| b == byte));
+    }
+
+    /// Numbers in decimal, as `Display` writes them.
+    #[test]
+    fn numbers_match_display(value in prop_oneof![any::<u64>(), 0..2000u64, Just(u64::MAX)]) {
+        let mut text = String::from("x");
+        push_number(&mut text, value);
+        prop_assert_eq!(text, format!("x{value}"));
+        let digits = Digits::of(value);
+        prop_assert_eq!(digits.as_str(), value.to_string());
+    }
+
+    /// `rtpmap` values parse as they did.
+    #[test]
+    fn rtpmaps_parse_as_they_did(value in "( |\t|\u{a0})?(0|96|\\+1|300|x)( |  |/)([a-zA-Z\\-\u{85}]{0,4})(/|/ | )(8000|90000|x|)(/|/ | |)(1|2|0|x|)(/3)?( 2)?( |\u{a0})?") {
+        prop_assert_eq!(RtpMap::parse(&value), oracle::rtpmap_parse(&value));
+    }
+
+    /// The hold address is recognised as `Connection::is_unspecified` does.
+    #[test]
+    fn unspecified_matches_the_owned_model(address in "(0|00|1|:|\\.|/|f|a){0,12}") {
+        let owned = Connection { addr_type: AddrType::Ip4, address: address.clone() };
+        let view = view::ConnectionRef { addr_type: AddrType::Ip4, address: &address };
+        prop_assert_eq!(view.is_unspecified(), owned.is_unspecified());
+    }
+}
+
+#[test]
+fn many_rtpmaps_are_found_as_the_first_one() {
+    // More than the 16 kept in place: later ones are still found, the first of a number wins.
+    let mut body = String::from("v=0\r\no=- 1 1 IN IP4 h\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n");
+    body.push_str("m=audio 5004 RTP/AVP 119 120 121 122\r\n");
+    for pt in 100..121 {
+        body.push_str(&format!("a=rtpmap:{pt} x{pt}/8000\r\n"));
+    }
+    body.push_str("a=rtpmap:120 PCMU/8000\r\na=rtpmap:121 PCMA/8000\r\na=rtpmap:122 PCMA/8000\r\n");
+    let sdp = same_parse(&body).unwrap().unwrap();
+    same_session(
+        MediaConfig::default(),
+        IpAddr::from([127, 0, 0, 1]),
+        &[(body, sdp)],
+        &[Step::Answer(0, 9, true), Step::Answer(0, 9, false)],
+    )
+    .unwrap();
+}

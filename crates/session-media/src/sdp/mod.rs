@@ -24,7 +24,7 @@
 pub mod negotiate;
 mod view;
 
-pub use view::{MediaDescriptionRef, SessionDescriptionRef, body_text};
+pub use view::{SessionDescriptionRef, body_text};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -228,7 +228,7 @@ impl RtpMap {
 
 /// An `rtpmap` value parsed in place: [`RtpMap`] without the owned name, for reading and
 /// re-writing without an allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct RtpMapRef<'a> {
     payload_type: u8,
     encoding_name: &'a str,
@@ -238,19 +238,32 @@ struct RtpMapRef<'a> {
 
 impl<'a> RtpMapRef<'a> {
     fn parse(value: &'a str) -> Option<Self> {
-        let (pt, rest) = value.trim().split_once(' ')?;
+        let (pt, rest) = split_at_byte(trim(value), b' ')?;
         let payload_type = pt.parse().ok()?;
-        let rest = rest.trim();
-        let (encoding, broken_channels) = match rest.split_once(' ') {
-            Some((e, c)) => (e, Some(c.trim())),
+        let rest = trim(rest);
+        let (encoding, broken_channels) = match split_at_byte(rest, b' ') {
+            Some((e, c)) => (e, Some(trim(c))),
             None => (rest, None),
         };
-        let mut parts = encoding.split('/');
-        let encoding_name = parts.next().filter(|n| !n.is_empty())?;
-        let clock_rate = parts.next()?.parse().ok()?;
-        let channels = match (parts.next(), broken_channels) {
-            (Some(c), _) | (None, Some(c)) => c.parse().ok()?,
-            (None, None) => 1,
+        let (encoding_name, rate) = split_at_byte(encoding, b'/')?;
+        if encoding_name.is_empty() {
+            return None;
+        }
+        // `<rate>[/<channels>[/anything]]`: what follows a second `/` is not read.
+        let (clock_rate, channels) = match split_at_byte(rate, b'/') {
+            Some((rate, channels)) => {
+                let channels = match split_at_byte(channels, b'/') {
+                    Some((channels, _)) => channels,
+                    None => channels,
+                };
+                (rate, Some(channels))
+            }
+            None => (rate, broken_channels),
+        };
+        let clock_rate = clock_rate.parse().ok()?;
+        let channels = match channels {
+            Some(c) => c.parse().ok()?,
+            None => 1,
         };
         Some(Self {
             payload_type,
@@ -259,6 +272,12 @@ impl<'a> RtpMapRef<'a> {
             channels,
         })
     }
+}
+
+/// Splits at the first `byte` (ASCII, so both sides are character boundaries).
+fn split_at_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
+    let at = text.bytes().position(|b| b == byte)?;
+    Some((text.get(..at)?, text.get(at + 1..)?))
 }
 
 impl From<RtpMapRef<'_>> for RtpMap {
@@ -391,14 +410,14 @@ fn rtpmap_in<'a>(
 fn fmtp_in<'a>(attributes: impl Iterator<Item = Pair<'a>>, payload_type: u8) -> Option<&'a str> {
     values_named(attributes, "fmtp").find_map(|v| {
         let (pt, params) = v.split_once(' ')?;
-        (pt.trim().parse::<u8>().ok()? == payload_type).then_some(params.trim())
+        (trim(pt).parse::<u8>().ok()? == payload_type).then_some(trim(params))
     })
 }
 
 /// The first `ptime` that is a number, if it is a sane one, in whole milliseconds.
 fn ptime_in<'a>(attributes: impl Iterator<Item = Pair<'a>>) -> Option<u32> {
     values_named(attributes, "ptime")
-        .find_map(|v| v.trim().parse::<f32>().ok())
+        .find_map(|v| trim(v).parse::<f32>().ok())
         .filter(|p| p.is_finite() && *p > 0.0 && *p < 10_000.0)
         .map(|p| p as u32)
 }
@@ -410,7 +429,7 @@ fn direction_attr<'a>(mut attributes: impl Iterator<Item = Pair<'a>>) -> Option<
 
 /// The port of the first `rtcp` attribute that starts with one.
 fn rtcp_port_in<'a>(attributes: impl Iterator<Item = Pair<'a>>) -> Option<u16> {
-    values_named(attributes, "rtcp").find_map(|v| v.split_whitespace().next()?.parse().ok())
+    values_named(attributes, "rtcp").find_map(|v| Words::new(v).next()?.parse().ok())
 }
 
 /// A whole SDP body.
@@ -472,13 +491,67 @@ fn parse_addr_type(s: &str, line: usize) -> Result<AddrType> {
     }
 }
 
-/// The pieces between `\n`s, as `str::split('\n')` gives them (a byte scan: shorter than a
-/// line's worth of searcher set-up).
+/// A list that keeps up to `N` items in place and moves them all to the heap beyond that, so
+/// the usual offer is parsed without an allocation and every list is still one slice.
+#[derive(Debug, Clone)]
+pub(crate) struct Few<T, const N: usize> {
+    inline: [T; N],
+    len: usize,
+    /// Every item once there are more than `N`, else empty.
+    heap: Vec<T>,
+}
+
+impl<T: Copy + Default, const N: usize> Few<T, N> {
+    pub(crate) fn new() -> Self {
+        Self {
+            inline: [T::default(); N],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, item: T) {
+        if self.heap.is_empty() {
+            if let Some(slot) = self.inline.get_mut(self.len) {
+                *slot = item;
+                self.len += 1;
+                return;
+            }
+            self.heap.reserve(2 * N + 1);
+            self.heap.extend_from_slice(&self.inline);
+        }
+        self.heap.push(item);
+        self.len = self.heap.len();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn as_slice(&self) -> &[T] {
+        if self.heap.is_empty() {
+            self.inline.get(..self.len).unwrap_or_default()
+        } else {
+            &self.heap
+        }
+    }
+
+    pub(crate) fn last_mut(&mut self) -> Option<&mut T> {
+        if self.heap.is_empty() {
+            self.inline.get_mut(..self.len)?.last_mut()
+        } else {
+            self.heap.last_mut()
+        }
+    }
+}
+
+/// The pieces between `\n`s, as `str::split('\n')` gives them (a scan eight bytes at a time:
+/// shorter than a line's worth of searcher set-up).
 fn lines(body: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(body);
     std::iter::from_fn(move || {
         let text = rest?;
-        match text.bytes().position(|b| b == b'\n') {
+        match find_byte(text.as_bytes(), b'\n') {
             Some(at) => {
                 // `\n` is one byte, so both sides of it are character boundaries.
                 rest = text.get(at + 1..);
@@ -492,14 +565,41 @@ fn lines(body: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The index of the first `byte` in `bytes`: a word at a time (a word holds the byte when
+/// `(w ^ b…b) - 0x01…01 & !(w ^ b…b) & 0x80…80` is not zero; the lowest set bit marks the
+/// first one), then byte by byte for the tail.
+fn find_byte(bytes: &[u8], byte: u8) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let pattern = LOW * u64::from(byte);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        let found = x.wrapping_sub(LOW) & !x & HIGH;
+        if found != 0 {
+            // Borrows only run upwards, so the lowest flagged byte is a true match.
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| at + i)
+}
+
 /// Splits an attribute's value at its first `:` into trimmed name and value (RFC 8866 §5.13:
 /// `a=<name>` or `a=<name>:<value>`).
 fn split_attribute(value: &str) -> (&str, Option<&str>) {
     let colon = value.bytes().position(|b| b == b':');
     // `:` is one byte, so both sides of it are character boundaries.
     match colon.and_then(|at| Some((value.get(..at)?, value.get(at + 1..)?))) {
-        Some((name, v)) => (name.trim(), Some(v.trim())),
-        None => (value.trim(), None),
+        Some((name, v)) => (trim(name), Some(trim(v))),
+        None => (trim(value), None),
     }
 }
 
@@ -554,23 +654,161 @@ fn has_control(bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2)
 }
 
+/// `000` to `999`, three digits each: a number is written in groups of three from it.
+const THOUSAND: &str = {
+    const BYTES: [u8; 3000] = {
+        let mut bytes = [0u8; 3000];
+        let mut n = 0;
+        while n < 1000 {
+            bytes[3 * n] = b'0' + (n / 100) as u8;
+            bytes[3 * n + 1] = b'0' + (n / 10 % 10) as u8;
+            bytes[3 * n + 2] = b'0' + (n % 10) as u8;
+            n += 1;
+        }
+        bytes
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(text) => text,
+        // Only ASCII digits are written above.
+        Err(_) => "",
+    }
+};
+
 /// Appends a number in decimal without the formatting machinery.
 pub(crate) fn push_number(out: &mut String, value: u64) {
-    // u64::MAX has 20 digits, so `at` never goes below 0.
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        // `rest % 10` is below 10, so the digit is ASCII.
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
+    if value >= 1000 {
+        push_number(out, value / 1000);
+        push_group(out, (value % 1000) as usize, 0);
+    } else {
+        let skip = match value {
+            0..10 => 2,
+            10..100 => 1,
+            _ => 0,
+        };
+        push_group(out, value as usize, skip);
+    }
+}
+
+/// Appends the three digits of `group` (below 1000) but the first `skip`.
+fn push_group(out: &mut String, group: usize, skip: usize) {
+    out.push_str(
+        THOUSAND
+            .get(3 * group + skip..3 * group + 3)
+            .unwrap_or_default(),
+    );
+}
+
+/// A number's decimal digits, on the stack.
+pub(crate) struct Digits {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    pub(crate) fn of(value: u64) -> Self {
+        // u64::MAX has 20 digits, so `start` never goes below 0.
+        let mut bytes = [b'0'; 20];
+        let mut start = bytes.len();
+        let mut rest = value;
+        loop {
+            start -= 1;
+            // `rest % 10` is below 10, so the digit is ASCII.
+            bytes[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        Self { bytes, start }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII digits are written, from `start` on.
+        self.bytes
+            .get(self.start..)
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether an ASCII byte is whitespace as `char::is_whitespace` sees it (TAB, LF, VT, FF, CR,
+/// space; `u8::is_ascii_whitespace` leaves VT out).
+fn is_ascii_space(byte: u8) -> bool {
+    matches!(byte, b'\t'..=b'\r' | b' ')
+}
+
+/// `str::trim`, without its two character searches when the ends are plain ASCII (as in
+/// nearly every SDP value).
+fn trim(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(&first), Some(&last))
+            if first < 0x80 && last < 0x80 && !is_ascii_space(first) && !is_ascii_space(last) =>
+        {
+            text
+        }
+        (None, _) | (_, None) => text,
+        _ => text.trim(),
+    }
+}
+
+/// `str::trim_end`, as [`trim`].
+fn trim_end(text: &str) -> &str {
+    match text.as_bytes().last() {
+        Some(&last) if last < 0x80 && !is_ascii_space(last) => text,
+        None => text,
+        _ => text.trim_end(),
+    }
+}
+
+/// The whitespace-separated words of a text, as `str::split_whitespace` gives them, and the
+/// text after the words taken so far ([`Words::rest`]). An ASCII text (nearly every SDP line)
+/// is cut byte by byte; any other as `char::is_whitespace` says.
+#[derive(Debug, Clone)]
+pub(crate) struct Words<'a> {
+    rest: &'a str,
+    ascii: bool,
+}
+
+impl<'a> Words<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Self {
+            rest: text,
+            ascii: text.is_ascii(),
         }
     }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
+
+    /// What follows the last word taken.
+    pub(crate) fn rest(&self) -> &'a str {
+        self.rest
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let text = self.rest;
+        let (start, end) = if self.ascii {
+            let bytes = text.as_bytes();
+            let mut start = 0;
+            while start < bytes.len() && is_ascii_space(bytes[start]) {
+                start += 1;
+            }
+            let mut end = start;
+            while end < bytes.len() && !is_ascii_space(bytes[end]) {
+                end += 1;
+            }
+            (start, end)
+        } else {
+            let start = text.len() - text.trim_start().len();
+            let word = text.get(start..).unwrap_or_default();
+            let len = word.find(char::is_whitespace);
+            (start, len.map_or(text.len(), |len| start + len))
+        };
+        // Both ends are character boundaries: ASCII text, or where whitespace starts or ends.
+        let (head, rest) = text.split_at_checked(end)?;
+        self.rest = rest;
+        head.get(start..).filter(|word| !word.is_empty())
     }
 }
 

@@ -25,9 +25,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::sdp::view::{AttributeRef, MediaDescriptionRef, SessionDescriptionRef};
 use crate::sdp::{
-    AddrType, Attribute, Connection, MediaDescription, MediaDirection, Origin, RtpMap, RtpMapRef,
-    SessionDescription, fmtp_in, ptime_in, push_clean, push_number, push_rtpmap, push_token,
-    rtcp_port_in, rtpmap_in, values_named,
+    AddrType, Attribute, Connection, Digits, Few, MediaDescription, MediaDirection, Origin, RtpMap,
+    RtpMapRef, SessionDescription, fmtp_in, ptime_in, push_clean, push_number, push_rtpmap,
+    push_token, rtcp_port_in, rtpmap_in, values_named,
 };
 
 /// Encoding name of RFC 4733 events.
@@ -553,10 +553,11 @@ impl OfferAnswer {
         let connection = offer.connection_for(om)?;
         let attributes = offer.attributes_of(om);
         let pairs = || attributes.iter().map(AttributeRef::pair);
+        let rtpmaps = RtpMaps::of(attributes);
         // Intersection in the offerer's order, with the offerer's payload type numbers.
-        let mut codecs: Vec<RtpMapRef<'a>> = Vec::new();
+        let mut codecs: Few<RtpMapRef<'a>, 4> = Few::new();
         for pt in om.payload_types() {
-            let Some(map) = rtpmap_in(pairs(), pt).or_else(|| static_rtpmap(pt)) else {
+            let Some(map) = rtpmaps.find(pt).or_else(|| static_rtpmap(pt)) else {
                 continue;
             };
             if self
@@ -564,15 +565,15 @@ impl OfferAnswer {
                 .codecs
                 .iter()
                 .any(|c| c.matches(map.encoding_name, map.clock_rate, map.channels))
-                && !codecs.iter().any(|c| c.payload_type == pt)
+                && !codecs.as_slice().iter().any(|c| c.payload_type == pt)
             {
                 codecs.push(map);
             }
         }
-        let first = *codecs.first()?;
+        let first = *codecs.as_slice().first()?;
         let telephone_event = if self.config.telephone_event {
             om.payload_types().find(|&pt| {
-                rtpmap_in(pairs(), pt).is_some_and(|m| {
+                rtpmaps.find(pt).is_some_and(|m| {
                     m.encoding_name.eq_ignore_ascii_case(TELEPHONE_EVENT)
                         && m.clock_rate == first.clock_rate
                 })
@@ -836,39 +837,6 @@ fn number_text(value: u64) -> String {
 /// What an answer's text usually needs: SIPp's is 150 bytes, baresip's 270.
 const ANSWER_CAPACITY: usize = 320;
 
-/// A number's decimal digits, on the stack.
-struct Digits {
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn of(value: u64) -> Self {
-        // u64::MAX has 20 digits, so `start` never goes below 0.
-        let mut bytes = [b'0'; 20];
-        let mut start = bytes.len();
-        let mut rest = value;
-        loop {
-            start -= 1;
-            // `rest % 10` is below 10, so the digit is ASCII.
-            bytes[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        Self { bytes, start }
-    }
-
-    fn as_str(&self) -> &str {
-        // Only ASCII digits are written, from `start` on.
-        self.bytes
-            .get(self.start..)
-            .and_then(|digits| std::str::from_utf8(digits).ok())
-            .unwrap_or_default()
-    }
-}
-
 /// The fingerprint `OfferAnswer::stamp` compares: every field of the description but the
 /// `o=` version, in the order of the struct, lists with their lengths, options with a tag.
 /// `OfferAnswer::write_answer` feeds the same for the description it writes as text.
@@ -1029,6 +997,50 @@ impl Fingerprint {
     }
 }
 
+/// The `rtpmap`s of a media section parsed once, in order: the first 16 kept, the rest
+/// looked up in the attributes when needed. [`RtpMaps::find`] answers as [`rtpmap_in`].
+struct RtpMaps<'s, 'a> {
+    attributes: &'s [AttributeRef<'a>],
+    maps: Few<RtpMapRef<'a>, 16>,
+    /// Whether every `rtpmap` of `attributes` is in `maps`.
+    complete: bool,
+}
+
+impl<'s, 'a> RtpMaps<'s, 'a> {
+    fn of(attributes: &'s [AttributeRef<'a>]) -> Self {
+        let mut maps = Few::new();
+        let mut complete = true;
+        let parsed = values_named(attributes.iter().map(AttributeRef::pair), "rtpmap")
+            .filter_map(RtpMapRef::parse);
+        for map in parsed {
+            if maps.len() == 16 {
+                complete = false;
+                break;
+            }
+            maps.push(map);
+        }
+        Self {
+            attributes,
+            maps,
+            complete,
+        }
+    }
+
+    /// The first `rtpmap` of `payload_type`.
+    fn find(&self, payload_type: u8) -> Option<RtpMapRef<'a>> {
+        let kept = self
+            .maps
+            .as_slice()
+            .iter()
+            .find(|m| m.payload_type == payload_type);
+        match kept {
+            Some(map) => Some(*map),
+            None if self.complete => None,
+            None => rtpmap_in(self.attributes.iter().map(AttributeRef::pair), payload_type),
+        }
+    }
+}
+
 /// A rejected stream: same media and protocol, port 0, the offered formats (RFC 3264 §6).
 fn rejected(om: &MediaDescriptionRef<'_>) -> MediaDescription {
     MediaDescription {
@@ -1083,7 +1095,7 @@ struct Accepted<'a> {
     /// The first of `codecs`, the one we send with.
     first: RtpMapRef<'a>,
     /// The common codecs in the offerer's order, with its payload types.
-    codecs: Vec<RtpMapRef<'a>>,
+    codecs: Few<RtpMapRef<'a>, 4>,
     /// The offer's payload type for events at `first`'s clock rate, and its events.
     telephone_event: Option<(u8, &'a str)>,
     ptime: u32,
@@ -1105,15 +1117,15 @@ impl Accepted<'_> {
             protocol: self.protocol.to_owned(),
             // A format per codec and telephone-event; their rtpmaps, fmtp, ptime, rtcp-mux,
             // direction and mid.
-            formats: Vec::with_capacity(self.codecs.len() + 1),
+            formats: Vec::with_capacity(self.codecs.as_slice().len() + 1),
             connection: None,
             bandwidths: Vec::new(),
-            attributes: Vec::with_capacity(self.codecs.len() + 6),
+            attributes: Vec::with_capacity(self.codecs.as_slice().len() + 6),
         };
         if let Some(mid) = self.mid {
             m.attributes.push(Attribute::value("mid", mid));
         }
-        for c in &self.codecs {
+        for c in self.codecs.as_slice() {
             m.formats.push(number_text(c.payload_type.into()));
             m.attributes.push(rtpmap_attr(
                 c.payload_type,
@@ -1152,8 +1164,14 @@ impl Accepted<'_> {
         fp.flag(false);
         fp.text(self.protocol);
         let events = self.telephone_event.map(|(pt, _)| pt);
-        fp.length(self.codecs.len() + usize::from(events.is_some()));
-        for pt in self.codecs.iter().map(|c| c.payload_type).chain(events) {
+        fp.length(self.codecs.as_slice().len() + usize::from(events.is_some()));
+        for pt in self
+            .codecs
+            .as_slice()
+            .iter()
+            .map(|c| c.payload_type)
+            .chain(events)
+        {
             out.push(' ');
             let at = out.len();
             push_number(out, pt.into());
@@ -1164,7 +1182,7 @@ impl Accepted<'_> {
         fp.flag(false);
         fp.number(0);
         let count = usize::from(self.mid.is_some())
-            + self.codecs.len()
+            + self.codecs.as_slice().len()
             + 2 * usize::from(events.is_some())
             + 1
             + usize::from(self.rtcp_mux)
@@ -1185,7 +1203,7 @@ impl Accepted<'_> {
             fp.attribute("rtpmap", Some(out.get(at..).unwrap_or_default()));
             out.push_str("\r\n");
         };
-        for c in &self.codecs {
+        for c in self.codecs.as_slice() {
             rtpmap(
                 out,
                 c.payload_type,
@@ -1240,7 +1258,7 @@ impl Accepted<'_> {
             remote_port: self.remote_port,
             remote_rtcp_port: self.remote_rtcp_port,
             codec: to_negotiated(&self.first),
-            codecs: self.codecs.iter().map(to_negotiated).collect(),
+            codecs: self.codecs.as_slice().iter().map(to_negotiated).collect(),
             telephone_event,
             local_telephone_event: telephone_event,
             ptime: self.ptime,

@@ -12,7 +12,7 @@ use super::negotiate::{
 };
 use super::{
     Attribute, Connection, MAX_SDP_LEN, MediaDescription, MediaDirection, Origin, RtpMap,
-    SessionDescription, lines, malformed, parse_addr_type,
+    SessionDescription, malformed, parse_addr_type,
 };
 use crate::error::{Error, Result};
 
@@ -25,6 +25,24 @@ fn parse_connection(value: &str, line: usize) -> Result<Connection> {
     Ok(Connection {
         addr_type: parse_addr_type(at, line)?,
         address: address.to_owned(),
+    })
+}
+
+/// The pieces between `\n`s, as `str::split('\n')` gives them.
+fn lines(body: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(body);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match text.bytes().position(|b| b == b'\n') {
+            Some(at) => {
+                rest = text.get(at + 1..);
+                text.get(..at)
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
     })
 }
 
@@ -169,6 +187,110 @@ pub(super) fn parse(body: &str) -> Result<SessionDescription> {
     }
 }
 
+// The media queries as they were (methods of `MediaDescription` then).
+
+pub(super) fn rtpmap_parse(value: &str) -> Option<RtpMap> {
+    let (pt, rest) = value.trim().split_once(' ')?;
+    let payload_type = pt.parse().ok()?;
+    let rest = rest.trim();
+    let (encoding, broken_channels) = match rest.split_once(' ') {
+        Some((e, c)) => (e, Some(c.trim())),
+        None => (rest, None),
+    };
+    let mut parts = encoding.split('/');
+    let encoding_name = parts.next().filter(|n| !n.is_empty())?;
+    let clock_rate = parts.next()?.parse().ok()?;
+    let channels = match (parts.next(), broken_channels) {
+        (Some(c), _) | (None, Some(c)) => c.parse().ok()?,
+        (None, None) => 1,
+    };
+    Some(RtpMap {
+        payload_type,
+        encoding_name: encoding_name.to_owned(),
+        clock_rate,
+        channels,
+    })
+}
+
+fn attribute_values<'a>(
+    m: &'a MediaDescription,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    m.attributes.iter().filter_map(move |a| {
+        if a.name == name {
+            a.value.as_deref()
+        } else {
+            None
+        }
+    })
+}
+
+fn has_attribute(m: &MediaDescription, name: &str) -> bool {
+    m.attributes.iter().any(|a| a.name == name)
+}
+
+fn payload_types(m: &MediaDescription) -> impl Iterator<Item = u8> + '_ {
+    m.formats.iter().filter_map(|f| f.parse().ok())
+}
+
+fn rtpmap(m: &MediaDescription, payload_type: u8) -> Option<RtpMap> {
+    attribute_values(m, "rtpmap")
+        .filter_map(rtpmap_parse)
+        .find(|m| m.payload_type == payload_type)
+}
+
+fn fmtp(m: &MediaDescription, payload_type: u8) -> Option<&str> {
+    attribute_values(m, "fmtp").find_map(|v| {
+        let (pt, params) = v.split_once(' ')?;
+        (pt.trim().parse::<u8>().ok()? == payload_type).then_some(params.trim())
+    })
+}
+
+fn ptime(m: &MediaDescription) -> Option<u32> {
+    attribute_values(m, "ptime")
+        .find_map(|v| v.trim().parse::<f32>().ok())
+        .filter(|p| p.is_finite() && *p > 0.0 && *p < 10_000.0)
+        .map(|p| p as u32)
+}
+
+fn direction_attr(m: &MediaDescription) -> Option<MediaDirection> {
+    m.attributes
+        .iter()
+        .find_map(|a| direction_from_attr(&a.name))
+}
+
+fn direction_from_attr(name: &str) -> Option<MediaDirection> {
+    match name {
+        "sendrecv" => Some(MediaDirection::SendRecv),
+        "sendonly" => Some(MediaDirection::SendOnly),
+        "recvonly" => Some(MediaDirection::RecvOnly),
+        "inactive" => Some(MediaDirection::Inactive),
+        _ => None,
+    }
+}
+
+fn direction_for(sdp: &SessionDescription, m: &MediaDescription) -> MediaDirection {
+    direction_attr(m)
+        .or_else(|| {
+            sdp.attributes
+                .iter()
+                .find_map(|a| direction_from_attr(&a.name))
+        })
+        .unwrap_or_default()
+}
+
+fn rtcp_mux(m: &MediaDescription) -> bool {
+    has_attribute(m, "rtcp-mux")
+}
+
+fn mid(m: &MediaDescription) -> Option<&str> {
+    attribute_values(m, "mid").next()
+}
+
+fn rtcp_port(m: &MediaDescription) -> Option<u16> {
+    attribute_values(m, "rtcp").find_map(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 fn codec_matches(c: &Codec, map: &RtpMap) -> bool {
     c.name.eq_ignore_ascii_case(&map.encoding_name)
         && c.clock_rate == map.clock_rate
@@ -195,8 +317,7 @@ fn static_rtpmap(payload_type: u8) -> Option<RtpMap> {
 }
 
 fn effective_rtpmap(m: &MediaDescription, payload_type: u8) -> Option<RtpMap> {
-    m.rtpmap(payload_type)
-        .or_else(|| static_rtpmap(payload_type))
+    rtpmap(m, payload_type).or_else(|| static_rtpmap(payload_type))
 }
 
 /// `OfferAnswer` as it was, for what the tests drive: offers, answers, direction and address.
@@ -376,7 +497,7 @@ impl OldOfferAnswer {
         let connection = offer.connection_for(om)?;
         // Intersection in the offerer's order, with the offerer's payload type numbers.
         let mut codecs = Vec::new();
-        for pt in om.payload_types() {
+        for pt in payload_types(om) {
             let Some(map) = effective_rtpmap(om, pt) else {
                 continue;
             };
@@ -388,8 +509,8 @@ impl OldOfferAnswer {
         }
         let first = codecs.first()?;
         let telephone_event = if self.config.telephone_event {
-            om.payload_types().find(|&pt| {
-                om.rtpmap(pt).is_some_and(|m| {
+            payload_types(om).find(|&pt| {
+                rtpmap(om, pt).is_some_and(|m| {
                     m.encoding_name.eq_ignore_ascii_case(TELEPHONE_EVENT)
                         && m.clock_rate == first.clock_rate
                 })
@@ -397,7 +518,7 @@ impl OldOfferAnswer {
         } else {
             None
         };
-        let remote_direction = offer.direction_for(om);
+        let remote_direction = direction_for(offer, om);
         // RFC 2543-style hold (c=0.0.0.0): the offerer cannot receive, whatever it wrote.
         let receivable = if connection.is_unspecified() {
             MediaDirection::from_flags(remote_direction.sends(), false)
@@ -405,8 +526,8 @@ impl OldOfferAnswer {
             remote_direction
         };
         let direction = receivable.answer(self.local_direction);
-        let ptime = om.ptime().unwrap_or(self.config.ptime);
-        let rtcp_mux = self.config.rtcp_mux && om.rtcp_mux();
+        let ptime = ptime(om).unwrap_or(self.config.ptime);
+        let rtcp_mux = self.config.rtcp_mux && rtcp_mux(om);
 
         let mut m = MediaDescription {
             media: "audio".to_owned(),
@@ -420,7 +541,7 @@ impl OldOfferAnswer {
             bandwidths: Vec::new(),
             attributes: Vec::with_capacity(codecs.len() + 6),
         };
-        if let Some(mid) = om.mid() {
+        if let Some(mid) = mid(om) {
             m.attributes.push(Attribute::value("mid", mid));
         }
         for c in &codecs {
@@ -436,7 +557,7 @@ impl OldOfferAnswer {
             m.formats.push(number_text(pt.into()));
             m.attributes
                 .push(rtpmap_attr(pt, TELEPHONE_EVENT, first.clock_rate, 1));
-            let events = om.fmtp(pt).unwrap_or("0-15");
+            let events = fmtp(om, pt).unwrap_or("0-15");
             let mut fmtp = number_text(pt.into());
             fmtp.push(' ');
             fmtp.push_str(events);
@@ -593,6 +714,6 @@ fn rtcp_port_of(m: &MediaDescription, rtcp_mux: bool) -> u16 {
     if rtcp_mux {
         m.port
     } else {
-        m.rtcp_port().unwrap_or_else(|| m.port.saturating_add(1))
+        rtcp_port(m).unwrap_or_else(|| m.port.saturating_add(1))
     }
 }

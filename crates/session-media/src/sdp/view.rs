@@ -11,11 +11,10 @@
 //! offer/answer code reads one model whichever the caller holds.
 
 use std::borrow::Cow;
-use std::ops::Range;
 
 use super::{
-    AddrType, Attribute, Connection, MAX_SDP_LEN, MediaDescription, MediaDirection, Origin,
-    SessionDescription, lines, malformed, parse_addr_type, split_attribute,
+    AddrType, Attribute, Connection, Few, MAX_SDP_LEN, MediaDescription, MediaDirection, Origin,
+    SessionDescription, Words, lines, malformed, parse_addr_type, split_attribute, trim, trim_end,
 };
 use crate::error::Result;
 
@@ -29,7 +28,7 @@ pub fn body_text(body: &[u8]) -> Cow<'_, str> {
 }
 
 /// An `a=` line as name and optional value, both trimmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct AttributeRef<'a> {
     pub(crate) name: &'a str,
     pub(crate) value: Option<&'a str>,
@@ -53,6 +52,10 @@ impl ConnectionRef<'_> {
     /// True for the RFC 2543 hold address, as [`Connection::is_unspecified`].
     pub(crate) fn is_unspecified(&self) -> bool {
         let host = self.address.split('/').next().unwrap_or_default();
+        // `0.0.0.0` and `::` are written with nothing but `0`, `.` and `:`, whatever the form.
+        if host.bytes().any(|b| !matches!(b, b'0' | b'.' | b':')) {
+            return false;
+        }
         host.parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_unspecified())
     }
@@ -73,9 +76,15 @@ enum Formats<'a> {
     List(&'a [String]),
 }
 
+impl Default for Formats<'_> {
+    fn default() -> Self {
+        Self::Text("")
+    }
+}
+
 /// The formats one at a time.
 pub(crate) enum FormatIter<'a> {
-    Text(std::str::SplitWhitespace<'a>),
+    Text(Words<'a>),
     List(std::slice::Iter<'a, String>),
 }
 
@@ -91,23 +100,25 @@ impl<'a> Iterator for FormatIter<'a> {
 }
 
 /// One `m=` section; its attributes and `b=` lines are ranges of the description's lists.
-#[derive(Debug, Clone)]
-pub struct MediaDescriptionRef<'a> {
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MediaDescriptionRef<'a> {
     pub(crate) media: &'a str,
     pub(crate) port: u16,
     port_count: Option<u16>,
     pub(crate) protocol: &'a str,
     formats: Formats<'a>,
     pub(crate) connection: Option<ConnectionRef<'a>>,
-    bandwidths: Range<usize>,
-    attributes: Range<usize>,
+    /// Start and end in the description's `bandwidths`.
+    bandwidths: (usize, usize),
+    /// Start and end in the description's `attributes`.
+    attributes: (usize, usize),
 }
 
 impl<'a> MediaDescriptionRef<'a> {
     /// The format list, in the sender's order.
     pub(crate) fn formats(&self) -> FormatIter<'a> {
         match self.formats {
-            Formats::Text(text) => FormatIter::Text(text.split_whitespace()),
+            Formats::Text(text) => FormatIter::Text(Words::new(text)),
             Formats::List(list) => FormatIter::List(list.iter()),
         }
     }
@@ -143,20 +154,10 @@ pub struct SessionDescriptionRef<'a> {
     /// How many of `bandwidths` are the session's.
     session_bandwidths: usize,
     /// Every attribute: the session's first, then each media section's.
-    attributes: Vec<AttributeRef<'a>>,
+    attributes: Few<AttributeRef<'a>, 16>,
     /// How many of `attributes` are the session's.
     session_attributes: usize,
-    media: Vec<MediaDescriptionRef<'a>>,
-}
-
-/// The first whitespace-separated token of `text` and what follows it: the pieces
-/// `split_whitespace` gives, with the rest kept as text.
-fn next_token(text: &str) -> Option<(&str, &str)> {
-    let text = text.trim_start();
-    let end = text.find(char::is_whitespace).unwrap_or(text.len());
-    // `find` gives a character boundary; an empty token means the text was all whitespace.
-    text.split_at_checked(end)
-        .filter(|(token, _)| !token.is_empty())
+    media: Few<MediaDescriptionRef<'a>, 2>,
 }
 
 impl<'a> SessionDescriptionRef<'a> {
@@ -170,13 +171,13 @@ impl<'a> SessionDescriptionRef<'a> {
         let mut connection = None;
         let mut timing = None;
         let mut bandwidths = Vec::new();
-        let mut attributes = Vec::new();
-        let mut media: Vec<MediaDescriptionRef<'a>> = Vec::new();
+        let mut attributes = Few::new();
+        let mut media: Few<MediaDescriptionRef<'a>, 2> = Few::new();
         let mut saw_version = false;
 
         for (index, raw) in lines(body).enumerate() {
             let number = index + 1;
-            let line = raw.strip_suffix('\r').unwrap_or(raw).trim_end();
+            let line = trim_end(raw.strip_suffix('\r').unwrap_or(raw));
             if line.is_empty() {
                 continue;
             }
@@ -185,7 +186,7 @@ impl<'a> SessionDescriptionRef<'a> {
                 _ => return Err(malformed(number, "line is not `<type>=<value>`")),
             };
             if !saw_version {
-                if kind != "v=" || value.trim() != "0" {
+                if kind != "v=" || trim(value) != "0" {
                     return Err(malformed(number, "the first line must be v=0"));
                 }
                 saw_version = true;
@@ -193,12 +194,10 @@ impl<'a> SessionDescriptionRef<'a> {
             }
             match (kind, media.last_mut()) {
                 ("m=", _) => {
-                    let parts = next_token(value).and_then(|(kind, rest)| {
-                        let (port, rest) = next_token(rest)?;
-                        let (proto, rest) = next_token(rest)?;
-                        Some((kind, port, proto, rest))
-                    });
-                    let Some((kind, port, proto, formats)) = parts else {
+                    let mut words = Words::new(value);
+                    let (Some(kind), Some(port), Some(proto)) =
+                        (words.next(), words.next(), words.next())
+                    else {
                         return Err(malformed(number, "m= needs media, port, proto and formats"));
                     };
                     let (port, port_count) = match port.split_once('/') {
@@ -212,7 +211,8 @@ impl<'a> SessionDescriptionRef<'a> {
                                 .map_err(|_| malformed(number, "bad m= port count"))
                         })
                         .transpose()?;
-                    if formats.split_whitespace().next().is_none() {
+                    let formats = words.rest();
+                    if Words::new(formats).next().is_none() {
                         return Err(malformed(number, "m= without formats"));
                     }
                     media.push(MediaDescriptionRef {
@@ -222,12 +222,12 @@ impl<'a> SessionDescriptionRef<'a> {
                         protocol: proto,
                         formats: Formats::Text(formats),
                         connection: None,
-                        bandwidths: bandwidths.len()..bandwidths.len(),
-                        attributes: attributes.len()..attributes.len(),
+                        bandwidths: (bandwidths.len(), bandwidths.len()),
+                        attributes: (attributes.len(), attributes.len()),
                     });
                 }
                 ("o=", None) => {
-                    let mut it = value.split_whitespace();
+                    let mut it = Words::new(value);
                     let (Some(user), Some(id), Some(version), Some("IN"), Some(at), Some(addr)) = (
                         it.next(),
                         it.next(),
@@ -249,10 +249,10 @@ impl<'a> SessionDescriptionRef<'a> {
                 ("b=", None) => bandwidths.push(value),
                 ("b=", Some(m)) => {
                     bandwidths.push(value);
-                    m.bandwidths.end = bandwidths.len();
+                    m.bandwidths.1 = bandwidths.len();
                 }
                 ("t=", None) => {
-                    let mut it = value.split_whitespace().map(str::parse::<u64>);
+                    let mut it = Words::new(value).map(str::parse::<u64>);
                     let (Some(Ok(start)), Some(Ok(stop))) = (it.next(), it.next()) else {
                         return Err(malformed(number, "t= needs two numbers"));
                     };
@@ -262,7 +262,7 @@ impl<'a> SessionDescriptionRef<'a> {
                 ("a=", None) => attributes.push(parse_attribute(value)),
                 ("a=", Some(m)) => {
                     attributes.push(parse_attribute(value));
-                    m.attributes.end = attributes.len();
+                    m.attributes.1 = attributes.len();
                 }
                 // i=, u=, e=, p=, r=, z=, k= and unknown types: ignored (RFC 8866 §5 tells
                 // parsers to ignore unknown types).
@@ -274,12 +274,9 @@ impl<'a> SessionDescriptionRef<'a> {
         }
         let (username, session_id, session_version, addr_type, address) =
             origin.ok_or(malformed(0, "missing o="))?;
-        let session_bandwidths = media
-            .first()
-            .map_or(bandwidths.len(), |m| m.bandwidths.start);
-        let session_attributes = media
-            .first()
-            .map_or(attributes.len(), |m| m.attributes.start);
+        let first = media.as_slice().first();
+        let session_bandwidths = first.map_or(bandwidths.len(), |m| m.bandwidths.0);
+        let session_attributes = first.map_or(attributes.len(), |m| m.attributes.0);
         Ok(Self {
             username,
             session_id,
@@ -309,27 +306,29 @@ impl<'a> SessionDescriptionRef<'a> {
             value: a.value.as_deref(),
         };
         let mut bandwidths: Vec<&'a str> = sdp.bandwidths.iter().map(String::as_str).collect();
-        let mut attributes: Vec<AttributeRef<'a>> = sdp.attributes.iter().map(attribute).collect();
-        let media = sdp
-            .media
-            .iter()
-            .map(|m| {
-                let b = bandwidths.len();
-                bandwidths.extend(m.bandwidths.iter().map(String::as_str));
-                let a = attributes.len();
-                attributes.extend(m.attributes.iter().map(attribute));
-                MediaDescriptionRef {
-                    media: &m.media,
-                    port: m.port,
-                    port_count: m.port_count,
-                    protocol: &m.protocol,
-                    formats: Formats::List(&m.formats),
-                    connection: m.connection.as_ref().map(connection),
-                    bandwidths: b..bandwidths.len(),
-                    attributes: a..attributes.len(),
-                }
-            })
-            .collect();
+        let mut attributes = Few::new();
+        for a in &sdp.attributes {
+            attributes.push(attribute(a));
+        }
+        let mut media = Few::new();
+        for m in &sdp.media {
+            let b = bandwidths.len();
+            bandwidths.extend(m.bandwidths.iter().map(String::as_str));
+            let a = attributes.len();
+            for attr in &m.attributes {
+                attributes.push(attribute(attr));
+            }
+            media.push(MediaDescriptionRef {
+                media: &m.media,
+                port: m.port,
+                port_count: m.port_count,
+                protocol: &m.protocol,
+                formats: Formats::List(&m.formats),
+                connection: m.connection.as_ref().map(connection),
+                bandwidths: (b, bandwidths.len()),
+                attributes: (a, attributes.len()),
+            });
+        }
         let o = &sdp.origin;
         Self {
             username: &o.username,
@@ -350,9 +349,10 @@ impl<'a> SessionDescriptionRef<'a> {
 
     /// The owned description (what `str::parse` gives).
     pub fn to_description(&self) -> SessionDescription {
-        let attributes = |range: Range<usize>| -> Vec<Attribute> {
+        let attributes = |(start, end): (usize, usize)| -> Vec<Attribute> {
             self.attributes
-                .get(range)
+                .as_slice()
+                .get(start..end)
                 .unwrap_or_default()
                 .iter()
                 .map(|a| Attribute {
@@ -361,9 +361,9 @@ impl<'a> SessionDescriptionRef<'a> {
                 })
                 .collect()
         };
-        let bandwidths = |range: Range<usize>| -> Vec<String> {
+        let bandwidths = |(start, end): (usize, usize)| -> Vec<String> {
             self.bandwidths
-                .get(range)
+                .get(start..end)
                 .unwrap_or_default()
                 .iter()
                 .map(|b| (*b).to_owned())
@@ -379,11 +379,12 @@ impl<'a> SessionDescriptionRef<'a> {
             },
             session_name: self.session_name.to_owned(),
             connection: self.connection.map(ConnectionRef::to_owned),
-            bandwidths: bandwidths(0..self.session_bandwidths),
+            bandwidths: bandwidths((0, self.session_bandwidths)),
             timing: self.timing,
-            attributes: attributes(0..self.session_attributes),
+            attributes: attributes((0, self.session_attributes)),
             media: self
                 .media
+                .as_slice()
                 .iter()
                 .map(|m| MediaDescription {
                     media: m.media.to_owned(),
@@ -392,8 +393,8 @@ impl<'a> SessionDescriptionRef<'a> {
                     protocol: m.protocol.to_owned(),
                     formats: m.formats().map(str::to_owned).collect(),
                     connection: m.connection.map(ConnectionRef::to_owned),
-                    bandwidths: bandwidths(m.bandwidths.clone()),
-                    attributes: attributes(m.attributes.clone()),
+                    bandwidths: bandwidths(m.bandwidths),
+                    attributes: attributes(m.attributes),
                 })
                 .collect(),
         }
@@ -401,7 +402,7 @@ impl<'a> SessionDescriptionRef<'a> {
 
     /// The media sections in order.
     pub(crate) fn media(&self) -> &[MediaDescriptionRef<'a>] {
-        &self.media
+        self.media.as_slice()
     }
 
     /// Number of media sections.
@@ -411,14 +412,17 @@ impl<'a> SessionDescriptionRef<'a> {
 
     /// The attributes of a media section of this description.
     pub(crate) fn attributes_of(&self, m: &MediaDescriptionRef<'a>) -> &[AttributeRef<'a>] {
+        let (start, end) = m.attributes;
         self.attributes
-            .get(m.attributes.clone())
+            .as_slice()
+            .get(start..end)
             .unwrap_or_default()
     }
 
     /// The session-level attributes.
     fn session_attributes(&self) -> &[AttributeRef<'a>] {
         self.attributes
+            .as_slice()
             .get(..self.session_attributes)
             .unwrap_or_default()
     }
@@ -439,7 +443,7 @@ impl<'a> SessionDescriptionRef<'a> {
 }
 
 fn parse_connection(value: &str, line: usize) -> Result<ConnectionRef<'_>> {
-    let mut it = value.split_whitespace();
+    let mut it = Words::new(value);
     let (Some("IN"), Some(at), Some(address), None) = (it.next(), it.next(), it.next(), it.next())
     else {
         return Err(malformed(line, "c= must be `IN <addrtype> <address>`"));
