@@ -512,6 +512,8 @@ impl OfferAnswer {
         let mut fingerprint = Fingerprint::default();
         let version_at = self.write_answer(offer, &accepted, rtp_port, &mut text, &mut fingerprint);
         let version = Digits::of(self.next_version(fingerprint.finish()));
+        // `version_at` follows the space written after the session id: a character boundary
+        // (`insert_str` would panic on any other, so it is checked all the same).
         if text.is_char_boundary(version_at) {
             text.insert_str(version_at, version.as_str());
         }

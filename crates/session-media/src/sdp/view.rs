@@ -2,8 +2,9 @@
 //!
 //! Answering an offer reads a handful of fields and then drops the offer, so building the
 //! owned model ([`SessionDescription`], a `String` per field and attribute) is most of what
-//! parsing would cost. This view keeps `&str` pieces of the body instead: two vectors (the
-//! attributes and the media sections) whatever the body's size. It is also the one parser:
+//! parsing would cost. This view keeps `&str` pieces of the body instead, in two lists (the
+//! attributes and the media sections) that hold up to 16 attributes and 2 media sections in
+//! place: the usual offer is parsed without an allocation. It is also the one parser:
 //! `SessionDescription::from_str` is this parse followed by [`SessionDescriptionRef::to_description`],
 //! so both accept and reject the same bodies with the same errors.
 //!
