@@ -8,7 +8,7 @@ use crate::session_timer::{self, UasDecision};
 use bytes::Bytes;
 use session_dialog::transaction::TransactionId;
 use session_events::TerminationReason;
-use session_media::sdp::SessionDescription;
+use session_media::sdp::{SessionDescription, SessionDescriptionRef, body_text};
 use session_resources::AdmissionRequest;
 use session_sip::{Header, HeaderName, Request};
 use session_tracer::{SipSummary, TraceEntry};
@@ -375,8 +375,11 @@ impl Core {
     /// Our SDP for the 200: the answer to the INVITE's offer, or our offer when it had none
     /// (the answer then comes in the ACK).
     async fn answer_sdp(&mut self, session: SessionId, offer: Option<&Bytes>) -> Result<Bytes> {
-        let offer = offer
-            .map(|body| SessionDescription::parse_bytes(body))
+        // The offer is read in place (a borrowed view) and answered straight to text.
+        let text = offer.map(|body| body_text(body));
+        let offer = text
+            .as_deref()
+            .map(SessionDescriptionRef::parse)
             .transpose()?;
         self.open_media(session).await?;
         let call = self
@@ -389,10 +392,10 @@ impl Core {
             .as_mut()
             .ok_or(SessionError::NoSuchSession)?;
         let sdp = match offer {
-            Some(offer) => offer_answer.answer_offer(&offer, port)?.answer,
-            None => offer_answer.create_offer(port),
+            Some(offer) => offer_answer.answer_offer_text(&offer, port)?.text,
+            None => offer_answer.create_offer(port).to_text(),
         };
-        Ok(Bytes::from(sdp.to_text()))
+        Ok(Bytes::from(sdp))
     }
 
     /// Refuses an inbound call not answered yet.
