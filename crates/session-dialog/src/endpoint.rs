@@ -1383,15 +1383,41 @@ impl Endpoint {
         }
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
+        drop(response);
+        self.respond_bytes(now, id, status, bytes, tag.as_deref())
+    }
+
+    /// The `Server` line the endpoint adds to the responses it sends, when it has one
+    /// ([`EndpointConfig::user_agent`]).
+    pub(crate) fn server_header(&self) -> Option<&Header> {
+        self.server_header.as_ref()
+    }
+
+    /// Sends `bytes`, a response with `status` to the request of server transaction `id`
+    /// already serialized (its `Server` line included), through the transaction. `tag` is the
+    /// To tag it carries: an INVITE transaction keeps it for the 487 after a CANCEL.
+    pub(crate) fn respond_bytes(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        status: u16,
+        bytes: Bytes,
+        tag: Option<&str>,
+    ) -> Result<Bytes, EndpointError> {
         let sent = bytes.clone();
         let accepted = self
             .table
             .with(id, |tx, ctx| {
-                if tag.is_some() {
-                    ctx.to_tag = tag;
-                }
                 let accepted = match tx {
-                    Transaction::ServerInvite(tx) => tx.send_response(now, status, bytes),
+                    Transaction::ServerInvite(tx) => {
+                        // Only an INVITE's tag is read again (`handle_cancel`).
+                        if let Some(tag) = tag
+                            && ctx.to_tag.as_deref() != Some(tag)
+                        {
+                            ctx.to_tag = Some(tag.to_owned());
+                        }
+                        tx.send_response(now, status, bytes)
+                    }
                     Transaction::ServerNonInvite(tx) => tx.send_response(now, status, bytes),
                     _ => false,
                 };

@@ -65,6 +65,7 @@ use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
+use crate::reply::Reply;
 use crate::transaction::TransactionId;
 use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
@@ -72,6 +73,7 @@ use session_sip::{
     Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
 };
 use session_types::{CallId, DialogId, StatusCode};
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -268,33 +270,64 @@ fn response_to(
     let mut response = blank.clone();
     response.status = status;
     response.reason = status.reason_phrase().to_owned();
-    let has_tag = match request_tag {
-        RequestTag::Known(tag) => tag.map(str::to_owned),
-        RequestTag::Unknown => request.to().ok().and_then(|to| to.tag().map(str::to_owned)),
-    };
-    let trying = status == StatusCode::TRYING;
+    let to_tag = response_tag((request, request_tag), status, tag, rng);
     response.headers = request.headers.clone();
     response
         .headers
         .retain(|header| session_sip::response_copies(header.name(), &request.method, status));
-    let mut to_tag = None;
-    match (has_tag, trying) {
-        (Some(existing), _) => to_tag = Some(existing),
-        (None, true) => {}
-        (None, false) => {
-            // Validation let the request in with exactly one To (RFC 3261 §20.39).
-            if let Some(to) = response.headers.get_mut(HeaderName::To) {
-                let tag = tag.map_or_else(|| new_tag_with(rng), str::to_owned);
-                let mut value = String::with_capacity(to.value().len() + 5 + tag.len());
-                value.push_str(to.value());
-                value.push_str(";tag=");
-                value.push_str(&tag);
-                *to = Header::new(HeaderName::To, value);
-                to_tag = Some(tag);
-            }
+    if to_tag.added {
+        // Validation let the request in with exactly one To (RFC 3261 §20.39).
+        if let (Some(to), Some(tag)) = (response.headers.get_mut(HeaderName::To), &to_tag.tag) {
+            let mut value = String::with_capacity(to.value().len() + 5 + tag.len());
+            value.push_str(to.value());
+            value.push_str(";tag=");
+            value.push_str(tag);
+            *to = Header::new(HeaderName::To, value);
         }
     }
-    (response, to_tag)
+    (response, to_tag.tag.map(Cow::into_owned))
+}
+
+/// The To tag of a response to `request` (RFC 3261 §8.2.6.2), as [`response_to`] chooses it.
+struct ResponseTag<'a> {
+    /// The tag the response's To carries: the request's, or (`added`) `tag` or a fresh one
+    /// drawn; none in a 100 to a request without one.
+    tag: Option<Cow<'a, str>>,
+    /// The request's To has no tag and the response adds `tag` to it.
+    added: bool,
+}
+
+/// See [`ResponseTag`]: the request's To tag if it has one; else none for a 100, else `tag`,
+/// or a fresh one drawn from `rng`.
+fn response_tag<'a>(
+    (request, request_tag): (&'a Request, RequestTag<'a>),
+    status: StatusCode,
+    tag: Option<&'a str>,
+    rng: &mut fastrand::Rng,
+) -> ResponseTag<'a> {
+    let existing = match request_tag {
+        RequestTag::Known(tag) => tag,
+        RequestTag::Unknown => request.to().ok().and_then(|to| to.tag()),
+    };
+    match existing {
+        Some(existing) => ResponseTag {
+            tag: Some(Cow::Borrowed(existing)),
+            added: false,
+        },
+        None if status == StatusCode::TRYING => ResponseTag {
+            tag: None,
+            added: false,
+        },
+        // Validation let the request in with exactly one To (RFC 3261 §20.39).
+        None if request.headers.get(HeaderName::To).is_some() => ResponseTag {
+            tag: Some(tag.map_or_else(|| Cow::Owned(new_tag_with(rng)), Cow::Borrowed)),
+            added: true,
+        },
+        None => ResponseTag {
+            tag: None,
+            added: false,
+        },
+    }
 }
 
 /// The id dialog `entry` is stored under, found by `key` (so equal to it): the dialog's own
@@ -1332,15 +1365,16 @@ impl UserAgent {
         }
         match request.method {
             Method::Bye => {
-                let (mut ok, tag) = response_to(
-                    &self.blank,
-                    (&request, RequestTag::Known(Some(to_tag))),
+                // The BYE's To carries the dialog's tag: copied as it is.
+                let ok = Reply::plain(
+                    &request,
                     StatusCode::OK,
                     None,
-                    &mut self.rng,
-                );
-                finish_body(&mut self.body_headers, &mut ok, None);
-                if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
+                    &self.body_headers.zero,
+                    self.endpoint.server_header(),
+                )
+                .to_bytes();
+                if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
                 self.end_dialog(&id);
@@ -2454,29 +2488,19 @@ impl UserAgent {
             Some(_) => RequestTag::Known(None),
             None => RequestTag::Unknown,
         };
-        let (mut response, to_tag) = response_to(
-            &self.blank,
-            (request, request_tag),
-            status,
-            invite.map(|i| i.to_tag.as_str()),
-            &mut self.rng,
-        );
         let is_invite = request.method == Method::Invite;
-        if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
-            let contact = match (&self.tls, invite.map(|i| i.protocol)) {
-                (Some(tls), Some(Protocol::Tls))
-                    if request.uri.scheme() == session_sip::Scheme::Sips =>
-                {
-                    &tls.sips_contact_header
+        let contact =
+            (is_invite && status != StatusCode::TRYING && status.as_u16() < 300).then(|| {
+                match (&self.tls, invite.map(|i| i.protocol)) {
+                    (Some(tls), Some(Protocol::Tls))
+                        if request.uri.scheme() == session_sip::Scheme::Sips =>
+                    {
+                        &tls.sips_contact_header
+                    }
+                    (Some(tls), Some(Protocol::Tls)) => &tls.contact_header,
+                    _ => &self.contact_header,
                 }
-                (Some(tls), Some(Protocol::Tls)) => &tls.contact_header,
-                _ => &self.contact_header,
-            };
-            response.headers.push(contact.clone());
-        }
-        for header in headers {
-            response.headers.push(header);
-        }
+            });
         let has_body = body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty());
         let reliable_1xx = status.is_provisional()
             && status != StatusCode::TRYING
@@ -2485,6 +2509,58 @@ impl UserAgent {
                 Reliability::WithBody => has_body,
                 Reliability::Never => false,
             };
+        if !reliable_1xx && !hold {
+            // The usual answer: serialized straight from the request, sent at once.
+            let to_tag = response_tag(
+                (request, request_tag),
+                status,
+                invite.map(|i| i.to_tag.as_str()),
+                &mut self.rng,
+            );
+            let body_headers = &mut self.body_headers;
+            let body = body.map(|(content_type, bytes)| {
+                let length = body_headers.length(bytes.len());
+                (body_headers.content_type(content_type), bytes, length)
+            });
+            let zero = &body_headers.zero;
+            let bytes = Reply {
+                request,
+                status,
+                tag: to_tag.tag.as_deref().filter(|_| to_tag.added),
+                contact,
+                headers: &headers,
+                body: body
+                    .as_ref()
+                    .map(|(content_type, bytes, _)| (content_type, bytes)),
+                length: body.as_ref().map_or(zero, |(_, _, length)| length),
+                server: self.endpoint.server_header(),
+            }
+            .to_bytes();
+            // The dialog (if this 2xx makes one) is read off the request before the response
+            // goes to the transaction, which then lets the request go.
+            let new_dialog = match (invite, &to_tag.tag) {
+                (Some(invite), Some(local_tag)) if status.is_success() && within.is_none() => {
+                    Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
+                }
+                _ => None,
+            };
+            // An INVITE's tag is its record's (see `response_tag`); only an INVITE's is kept.
+            let tagged = to_tag.tag.is_some();
+            return self.send_answer(now, tx, status, bytes, tagged, within, new_dialog);
+        }
+        let (mut response, to_tag) = response_to(
+            &self.blank,
+            (request, request_tag),
+            status,
+            invite.map(|i| i.to_tag.as_str()),
+            &mut self.rng,
+        );
+        if let Some(contact) = contact {
+            response.headers.push(contact.clone());
+        }
+        for header in headers {
+            response.headers.push(header);
+        }
         if reliable_1xx {
             let early = to_tag
                 .as_deref()
@@ -2501,11 +2577,10 @@ impl UserAgent {
             self.pump(now);
             return Ok(None);
         }
+        // A 2xx held until the PRACK of a 1xx that carried a session description.
         finish_body(&mut self.body_headers, &mut response, body);
-        // The dialog (if this 2xx makes one) is read off the request before the response goes
-        // to the transaction, so neither is copied.
         let mut new_dialog = match (invite, &to_tag) {
-            (Some(invite), Some(local_tag)) if status.is_success() && within.is_none() => {
+            (Some(invite), Some(local_tag)) if within.is_none() => {
                 Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
             }
             _ => None,
@@ -2514,16 +2589,42 @@ impl UserAgent {
             // The dialog goes on marked as its INVITE's answers were.
             dialog.dscp = self.endpoint.dscp_of(tx);
         }
-        if hold {
-            let id = self.insert_answered_dialog(tx, within, new_dialog, None);
-            if let Some(reliable) = self.reliable_mut(tx) {
-                // Provisional responses not sent yet say nothing the 2xx does not.
-                reliable.queued.clear();
-                reliable.held = Some(response);
-            }
-            return Ok(id);
+        let id = self.insert_answered_dialog(tx, within, new_dialog, None);
+        if let Some(reliable) = self.reliable_mut(tx) {
+            // Provisional responses not sent yet say nothing the 2xx does not.
+            reliable.queued.clear();
+            reliable.held = Some(response);
         }
-        let bytes = self.endpoint.respond_tagged(now, tx, response, to_tag)?;
+        Ok(id)
+    }
+
+    /// Sends `bytes`, the answer with `status` to server transaction `tx` (with the To tag of
+    /// its INVITE record when `tagged`), and does what it ends: the dialog it makes
+    /// (`new_dialog`) or refreshes (`within`) retransmits a 2xx until its ACK, a final
+    /// response ends the INVITE's record.
+    #[allow(clippy::too_many_arguments)]
+    fn send_answer(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        status: StatusCode,
+        bytes: Bytes,
+        tagged: bool,
+        within: Option<DialogId>,
+        mut new_dialog: Option<Dialog>,
+    ) -> Result<Option<DialogId>, EndpointError> {
+        if let Some(dialog) = new_dialog.as_mut() {
+            // The dialog goes on marked as its INVITE's answers were.
+            dialog.dscp = self.endpoint.dscp_of(tx);
+        }
+        let tag = self
+            .server_invites
+            .get(&tx)
+            .filter(|_| tagged)
+            .map(|i| i.to_tag.as_str());
+        let bytes = self
+            .endpoint
+            .respond_bytes(now, tx, status.as_u16(), bytes, tag)?;
         if status.as_u16() >= 200
             && let Some(reliable) = self.reliable_mut(tx)
         {
@@ -2807,21 +2908,32 @@ impl UserAgent {
 
     /// Sends a final response without a body to INVITE `tx`, outside [`UserAgent::answer`].
     fn respond_to_invite(&mut self, now: Instant, tx: TransactionId, status: StatusCode) {
-        let Some(tag) = self.server_invites.get(&tx).map(|i| i.to_tag.clone()) else {
+        let Some(invite) = self.server_invites.get(&tx) else {
             return;
         };
         let Some(request) = self.endpoint.request_of(tx) else {
             return;
         };
-        let (mut response, tag) = response_to(
-            &self.blank,
+        let to_tag = response_tag(
             (request, RequestTag::Unknown),
             status,
-            Some(&tag),
+            Some(&invite.to_tag),
             &mut self.rng,
         );
-        finish_body(&mut self.body_headers, &mut response, None);
-        if let Err(error) = self.endpoint.respond_tagged(now, tx, response, tag) {
+        let bytes = Reply::plain(
+            request,
+            status,
+            to_tag.tag.as_deref().filter(|_| to_tag.added),
+            &self.body_headers.zero,
+            self.endpoint.server_header(),
+        )
+        .to_bytes();
+        // The tag is the INVITE record's: the request's To has it, or it was added.
+        let tag = to_tag.tag.is_some().then_some(invite.to_tag.as_str());
+        if let Err(error) = self
+            .endpoint
+            .respond_bytes(now, tx, status.as_u16(), bytes, tag)
+        {
             tracing::warn!(%error, status = status.as_u16(), "could not answer the INVITE");
         }
     }
@@ -2942,15 +3054,16 @@ impl UserAgent {
             reliable.queued.pop_front()
         };
         let invite_seq = reliable.invite_seq;
-        let (mut ok, tag) = response_to(
-            &self.blank,
-            (&request, RequestTag::Unknown),
+        // The PRACK's To carries the dialog's tag (`on_request`): copied as it is.
+        let ok = Reply::plain(
+            &request,
             StatusCode::OK,
             None,
-            &mut self.rng,
-        );
-        finish_body(&mut self.body_headers, &mut ok, None);
-        if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
+            &self.body_headers.zero,
+            self.endpoint.server_header(),
+        )
+        .to_bytes();
+        if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
             tracing::warn!(%error, "could not answer PRACK");
         }
         self.events.push_back(UaEvent::Prack {
@@ -2975,5 +3088,168 @@ impl UserAgent {
             // Final response out and nothing unacknowledged: nothing more to answer.
             self.remove_server_invite(invite_tx);
         }
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    //! [`Reply`] (the bytes written straight from the request) against the [`Response`] built
+    //! the long way ([`response_to`], the user agent's lines, [`finish_body`], the endpoint's
+    //! Server line), byte for byte.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn requests() -> Vec<Request> {
+        [
+            // Compact names, Vias on several lines and in one, Record-Route, Timestamp.
+            "INVITE sip:bob@b.example SIP/2.0\r\n\
+             v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK-b\r\n\
+             Via: SIP/2.0/TCP 10.0.0.3;branch=z9hG4bK-c;received=1.2.3.4\r\n\
+             Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\n\
+             f: \"Alice\" <sip:alice@a.example>;tag=a1\r\n\
+             t: <sip:bob@b.example>\r\n\
+             i: call-1@a.example\r\n\
+             CSeq: 7 INVITE\r\n\
+             Timestamp: 54.2\r\n\
+             Record-Route: <sip:p3.example;lr>\r\n\
+             m: <sip:alice@10.0.0.1>\r\n\
+             Max-Forwards: 70\r\n\
+             c: application/sdp\r\n\
+             l: 4\r\n\r\nv=0\n",
+            // In a dialog: the To has our tag.
+            "BYE sip:alice@10.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1:5061;branch=z9hG4bK-d;rport\r\n\
+             From: <sip:alice@a.example>;tag=a1\r\n\
+             To: \"Bob\" <sip:bob@b.example>;tag=b2;x=1\r\n\
+             Call-ID: call-1@a.example\r\n\
+             CSeq: 8 BYE\r\n\
+             Content-Length: 0\r\n\r\n",
+            // A dialog-making request other than INVITE.
+            "SUBSCRIBE sip:bob@b.example SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-e\r\n\
+             Record-Route: <sip:p1.example;lr>\r\n\
+             From: <sip:alice@a.example>;tag=a3\r\n\
+             To: sip:bob@b.example\r\n\
+             Call-ID: call-2\r\n\
+             CSeq: 1 SUBSCRIBE\r\n\
+             Event: presence\r\n\
+             Timestamp: 1\r\n\
+             Content-Length: 0\r\n\r\n",
+            // No To at all (the response adds no tag and draws none).
+            "OPTIONS sip:b.example SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-f\r\n\
+             From: <sip:alice@a.example>;tag=a4\r\n\
+             Call-ID: call-3\r\n\
+             CSeq: 1 OPTIONS\r\n\r\n",
+        ]
+        .iter()
+        .map(|text| Request::parse(Bytes::from_static(text.as_bytes())).unwrap())
+        .collect()
+    }
+
+    fn header_sets() -> Vec<Vec<Header>> {
+        vec![
+            Vec::new(),
+            vec![
+                Header::new(HeaderName::Supported, "timer"),
+                Header::new(HeaderName::ContentLength, "99"),
+                // No name: not serialized either way.
+                Header::new(HeaderName::Other, "ignored"),
+                Header::new(HeaderName::ContentType, "text/plain"),
+            ],
+            vec![
+                Header::other("X-Foo", "bar").unwrap(),
+                Header::new(HeaderName::Server, "custom"),
+                Header::new(HeaderName::RetryAfter, "5"),
+            ],
+        ]
+    }
+
+    #[test]
+    fn reply_bytes_equal_the_response_built_the_long_way() {
+        let statuses = [100, 180, 183, 200, 202, 400, 481, 487, 500, 603];
+        let contact = Header::new(HeaderName::Contact, "<sip:ua@192.0.2.1:5060>");
+        let server = Header::new(HeaderName::Server, "session-core/test");
+        let sdp = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n");
+        let bodies = [
+            None,
+            Some(("application/sdp", sdp)),
+            Some(("text/plain", Bytes::new())),
+        ];
+        let mut compared = 0;
+        for request in requests() {
+            for code in statuses {
+                let status = StatusCode::new(code).unwrap();
+                for tag in [None, Some("chosen")] {
+                    for contact in [None, Some(&contact)] {
+                        for headers in header_sets() {
+                            for body in &bodies {
+                                for server in [None, Some(&server)] {
+                                    let seed = compared;
+                                    let mut long_rng = fastrand::Rng::with_seed(seed);
+                                    let mut cache = BodyHeaders::new();
+                                    let (mut response, long_tag) = response_to(
+                                        &blank_response(),
+                                        (&request, RequestTag::Unknown),
+                                        status,
+                                        tag,
+                                        &mut long_rng,
+                                    );
+                                    if let Some(contact) = contact {
+                                        response.headers.push(contact.clone());
+                                    }
+                                    for header in &headers {
+                                        response.headers.push(header.clone());
+                                    }
+                                    finish_body(&mut cache, &mut response, body.clone());
+                                    if let Some(server) = server
+                                        && response.headers.get(HeaderName::Server).is_none()
+                                    {
+                                        response.headers.push(server.clone());
+                                    }
+                                    let long = response.to_bytes();
+
+                                    let mut rng = fastrand::Rng::with_seed(seed);
+                                    let mut cache = BodyHeaders::new();
+                                    let to_tag = response_tag(
+                                        (&request, RequestTag::Unknown),
+                                        status,
+                                        tag,
+                                        &mut rng,
+                                    );
+                                    let body = body.as_ref().map(|(content_type, bytes)| {
+                                        (cache.content_type(content_type), bytes.clone())
+                                    });
+                                    let length = cache
+                                        .length(body.as_ref().map_or(0, |(_, bytes)| bytes.len()));
+                                    let short = Reply {
+                                        request: &request,
+                                        status,
+                                        tag: to_tag.tag.as_deref().filter(|_| to_tag.added),
+                                        contact,
+                                        headers: &headers,
+                                        body: body.as_ref().map(|(t, b)| (t, b)),
+                                        length: &length,
+                                        server,
+                                    }
+                                    .to_bytes();
+                                    assert_eq!(
+                                        String::from_utf8_lossy(&short),
+                                        String::from_utf8_lossy(&long),
+                                        "{} answered {code}",
+                                        request.method
+                                    );
+                                    assert_eq!(long_tag.as_deref(), to_tag.tag.as_deref());
+                                    assert_eq!(long_rng.u64(..), rng.u64(..), "same draws");
+                                    compared += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 4 * 10 * 2 * 2 * 3 * 3 * 2);
     }
 }

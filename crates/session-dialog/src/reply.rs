@@ -1,0 +1,155 @@
+//! The user agent's responses, serialized straight from the request they answer.
+//!
+//! A response a UAS sends copies lines of its request (RFC 3261 §8.2.6: Via, From, To,
+//! Call-ID, CSeq; Timestamp in a 100; Record-Route when it establishes a dialog, as
+//! [`session_sip::response_copies`] says), tags the To when the request's has no tag
+//! (§8.2.6.2), and adds the user agent's own lines. [`Reply`] writes those lines into one
+//! buffer of the exact size, without building a [`session_sip::Response`] first (its header
+//! list, its To line and its reason phrase are allocations the wire never needed).
+//!
+//! The bytes are the ones the `Response` built the long way would serialize to, in the same
+//! order; the tests below check both ways against each other.
+
+use bytes::Bytes;
+use session_sip::{Header, HeaderName, Request};
+use session_types::StatusCode;
+
+/// One response to a received request, as the user agent sends it (see the module docs).
+pub(crate) struct Reply<'a> {
+    /// The request answered.
+    pub(crate) request: &'a Request,
+    /// The status; the reason phrase is its standard one.
+    pub(crate) status: StatusCode,
+    /// A tag for the request's To, which has none (§8.2.6.2); `None` copies the To as it is.
+    /// Only the first To line gets it (validation lets exactly one in).
+    pub(crate) tag: Option<&'a str>,
+    /// Our Contact, after the copied lines.
+    pub(crate) contact: Option<&'a Header>,
+    /// The caller's lines, after the Contact, in order; a Content-Length among them is left
+    /// out (the body's own follows).
+    pub(crate) headers: &'a [Header],
+    /// The body and its Content-Type line.
+    pub(crate) body: Option<(&'a Header, &'a Bytes)>,
+    /// The Content-Length line (the body's length, or 0).
+    pub(crate) length: &'a Header,
+    /// The Server line, added last unless the caller's lines have one.
+    pub(crate) server: Option<&'a Header>,
+}
+
+/// `SIP/2.0 `.
+const VERSION: &[u8] = b"SIP/2.0 ";
+
+impl<'a> Reply<'a> {
+    /// A response with the copied lines, `tag` (see [`Reply::tag`]), no body
+    /// (`Content-Length: 0`, the line `zero`) and the Server line.
+    pub(crate) fn plain(
+        request: &'a Request,
+        status: StatusCode,
+        tag: Option<&'a str>,
+        zero: &'a Header,
+        server: Option<&'a Header>,
+    ) -> Self {
+        Self {
+            request,
+            status,
+            tag,
+            contact: None,
+            headers: &[],
+            body: None,
+            length: zero,
+            server,
+        }
+    }
+
+    /// Whether request line `header` is copied into the response.
+    fn copies(&self, header: &Header) -> bool {
+        session_sip::response_copies(header.name(), &self.request.method, self.status)
+    }
+
+    /// The lines after the copied ones, in order.
+    fn added(&self) -> impl Iterator<Item = &Header> {
+        let has_server = self.headers.iter().any(|h| h.name() == HeaderName::Server);
+        let content_type = self.body.map(|(content_type, _)| content_type);
+        self.contact
+            .into_iter()
+            .chain(
+                self.headers
+                    .iter()
+                    .filter(|h| h.name() != HeaderName::ContentLength),
+            )
+            .chain(content_type)
+            .chain(std::iter::once(self.length))
+            .chain(self.server.filter(|_| !has_server))
+    }
+
+    /// The serialized response.
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        let reason = self.status.reason_phrase().as_bytes();
+        let body: &[u8] = self.body.map_or(&[], |(_, bytes)| bytes);
+        // The first To line is rewritten with the tag (as `Header::new` would write it: the
+        // canonical name, `value;tag=…`).
+        let mut tag = self.tag;
+        let mut len = VERSION.len() + 4 + reason.len() + 2 + 2 + body.len();
+        for header in self.request.headers.iter().filter(|h| self.copies(h)) {
+            len += match tag {
+                Some(t) if header.name() == HeaderName::To => {
+                    tag = None;
+                    "To".len() + 2 + header.value_bytes().len() + ";tag=".len() + t.len() + 2
+                }
+                _ => line_len(header),
+            };
+        }
+        len += self.added().map(line_len).sum::<usize>();
+
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(VERSION);
+        let code = self.status.as_u16();
+        // A StatusCode is always 100-699: three digits.
+        for digit in [code / 100, code / 10 % 10, code % 10] {
+            out.push(b'0' + (digit % 10) as u8);
+        }
+        out.push(b' ');
+        out.extend_from_slice(reason);
+        out.extend_from_slice(b"\r\n");
+        let mut tag = self.tag;
+        for header in self.request.headers.iter().filter(|h| self.copies(h)) {
+            match tag {
+                Some(t) if header.name() == HeaderName::To => {
+                    tag = None;
+                    out.extend_from_slice(b"To: ");
+                    out.extend_from_slice(header.value_bytes());
+                    out.extend_from_slice(b";tag=");
+                    out.extend_from_slice(t.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => put_line(&mut out, header),
+            }
+        }
+        for header in self.added() {
+            put_line(&mut out, header);
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        Bytes::from(out)
+    }
+}
+
+/// The length of `name: value\r\n` (0 for a header without a name, which is not written).
+fn line_len(header: &Header) -> usize {
+    match header.name_str().len() {
+        0 => 0,
+        name => name + 2 + header.value_bytes().len() + 2,
+    }
+}
+
+/// Writes `name: value\r\n` (nothing for a header without a name).
+fn put_line(out: &mut Vec<u8>, header: &Header) {
+    let name = header.name_str().as_bytes();
+    if name.is_empty() {
+        return;
+    }
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(header.value_bytes());
+    out.extend_from_slice(b"\r\n");
+}
