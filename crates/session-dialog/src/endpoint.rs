@@ -8,6 +8,7 @@
 //! [`TransactionId`]s.
 
 use crate::map::SeededState;
+use crate::reply::OwnLine;
 use crate::transaction::table::{KEEP, shrink_queue};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
@@ -429,7 +430,7 @@ struct Context {
 pub struct Endpoint {
     config: EndpointConfig,
     /// `Server: <config.user_agent>`, built once (a clone is a reference count).
-    server_header: Option<Header>,
+    server_header: Option<OwnLine>,
     /// Whether a new server transaction keeps a copy of its request (see
     /// [`Endpoint::hand_over_requests`]).
     keep_requests: bool,
@@ -545,16 +546,57 @@ impl ViaFacts {
     fn of(via: &session_sip::Via<'_>, source: SocketAddr) -> Self {
         Self {
             wants_rport: via.rport().is_some(),
-            host_is_source: via
-                .host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-                == Some(source.ip()),
+            host_is_source: host_is(via.host, source.ip()),
             port: via.port,
         }
     }
+}
+
+/// Whether Via host `host` (an IPv6 reference in brackets or not) is the address `ip`.
+fn host_is(host: &str, ip: IpAddr) -> bool {
+    // Most hosts are the dotted quad the peer sends from: read without the general parser.
+    if let IpAddr::V4(ip) = ip
+        && let Some(quad) = dotted_quad(host.as_bytes())
+    {
+        return quad == ip;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        == Some(ip)
+}
+
+/// `host` as an IPv4 address when it is written the one way `Ipv4Addr`'s parser accepts
+/// (four decimal numbers up to 255, no leading zeros); `None` for anything else, which the
+/// caller leaves to that parser.
+fn dotted_quad(host: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut index = 0;
+    let (mut value, mut digits) = (0u16, 0u8);
+    for &byte in host {
+        match byte {
+            b'0'..=b'9' => {
+                // At most three digits, and no leading zero.
+                if digits == 3 || (digits == 1 && value == 0) {
+                    return None;
+                }
+                value = value * 10 + u16::from(byte - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 => {
+                *octets.get_mut(index)? = u8::try_from(value).ok()?;
+                index += 1;
+                (value, digits) = (0, 0);
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || index != 3 {
+        return None;
+    }
+    *octets.get_mut(index)? = u8::try_from(value).ok()?;
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// Rewrites the first Via value of `headers` with `received` and `rport` as §18.2.1 and
@@ -635,7 +677,7 @@ impl Endpoint {
         let server_header = config
             .user_agent
             .as_deref()
-            .map(|agent| Header::new(HeaderName::Server, agent));
+            .map(|agent| OwnLine::new(Header::new(HeaderName::Server, agent)));
         // The matching keys are the peer's (branches, hosts): hashed with keys of our own,
         // derived from the seeded generator so that a replay behaves alike.
         let table = TransactionTable::with_hasher(SeededState::derived_from(&rng));
@@ -984,7 +1026,7 @@ impl Endpoint {
             response.headers.push(load);
         }
         if let Some(server) = &self.server_header {
-            response.headers.push(server.clone());
+            response.headers.push(server.header().clone());
         }
         response
     }
@@ -1379,7 +1421,7 @@ impl Endpoint {
         if let Some(server) = &self.server_header
             && response.headers.get(HeaderName::Server).is_none()
         {
-            response.headers.push(server.clone());
+            response.headers.push(server.header().clone());
         }
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
@@ -1389,7 +1431,7 @@ impl Endpoint {
 
     /// The `Server` line the endpoint adds to the responses it sends, when it has one
     /// ([`EndpointConfig::user_agent`]).
-    pub(crate) fn server_header(&self) -> Option<&Header> {
+    pub(crate) fn server_header(&self) -> Option<&OwnLine> {
         self.server_header.as_ref()
     }
 
@@ -1525,4 +1567,55 @@ fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
     to.and_then(|to| mirror_invite(invite, Method::Ack, to))
         .map(|ack| ack.to_bytes())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    #[test]
+    fn dotted_quads_read_as_the_standard_parser_reads_them() {
+        let hosts = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "0.0.0.00",
+            "1..2.3",
+            "1.2.3.",
+            ".1.2.3",
+            "a.b.c.d",
+            "1.2.3.4a",
+            "+1.2.3.4",
+            "1.2.3.-4",
+            "1000.1.1.1",
+            "192.168.001.1",
+            "10.0.0.255",
+            "",
+            "example.com",
+            "::1",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+        ];
+        for host in hosts {
+            let standard = host.parse::<std::net::Ipv4Addr>().ok();
+            match dotted_quad(host.as_bytes()) {
+                Some(quad) => assert_eq!(Some(quad), standard, "{host}"),
+                None => assert!(
+                    standard.is_none() || host.contains(' '),
+                    "{host} left to the parser"
+                ),
+            }
+        }
+        let source: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(host_is("10.0.0.1", source));
+        assert!(!host_is("10.0.0.10", source));
+        assert!(!host_is("010.0.0.1", source));
+        assert!(host_is("[::1]", "::1".parse().unwrap_or(source)));
+        assert!(!host_is("10.0.0.1", "::1".parse().unwrap_or(source)));
+    }
 }

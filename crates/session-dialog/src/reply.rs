@@ -13,6 +13,7 @@
 use bytes::Bytes;
 use session_sip::{Header, HeaderName, Request};
 use session_types::StatusCode;
+use std::sync::Arc;
 
 /// One response to a received request, as the user agent sends it (see the module docs).
 pub(crate) struct Reply<'a> {
@@ -24,16 +25,40 @@ pub(crate) struct Reply<'a> {
     /// Only the first To line gets it (validation lets exactly one in).
     pub(crate) tag: Option<&'a str>,
     /// Our Contact, after the copied lines.
-    pub(crate) contact: Option<&'a Header>,
+    pub(crate) contact: Option<&'a OwnLine>,
     /// The caller's lines, after the Contact, in order; a Content-Length among them is left
     /// out (the body's own follows).
     pub(crate) headers: &'a [Header],
     /// The body and its Content-Type line.
-    pub(crate) body: Option<(&'a Header, &'a Bytes)>,
+    pub(crate) body: Option<(&'a OwnLine, &'a Bytes)>,
     /// The Content-Length line (the body's length, or 0).
-    pub(crate) length: &'a Header,
+    pub(crate) length: &'a OwnLine,
     /// The Server line, added last unless the caller's lines have one.
-    pub(crate) server: Option<&'a Header>,
+    pub(crate) server: Option<&'a OwnLine>,
+}
+
+/// A header line of our own (Contact, Server, Content-Type, Content-Length), kept with its
+/// serialized form `name: value\r\n`, which a [`Reply`] writes with one copy.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnLine {
+    header: Header,
+    wire: Arc<[u8]>,
+}
+
+impl OwnLine {
+    pub(crate) fn new(header: Header) -> Self {
+        let mut wire = Vec::with_capacity(line_len(&header));
+        put_line(&mut wire, &header);
+        Self {
+            header,
+            wire: wire.into(),
+        }
+    }
+
+    /// The line as a header (for a [`session_sip::Response`] built the long way).
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
 }
 
 /// `SIP/2.0 `.
@@ -46,8 +71,8 @@ impl<'a> Reply<'a> {
         request: &'a Request,
         status: StatusCode,
         tag: Option<&'a str>,
-        zero: &'a Header,
-        server: Option<&'a Header>,
+        zero: &'a OwnLine,
+        server: Option<&'a OwnLine>,
     ) -> Self {
         Self {
             request,
@@ -66,20 +91,26 @@ impl<'a> Reply<'a> {
         session_sip::response_copies(header.name(), &self.request.method, self.status)
     }
 
-    /// The lines after the copied ones, in order.
-    fn added(&self) -> impl Iterator<Item = &Header> {
-        let has_server = self.headers.iter().any(|h| h.name() == HeaderName::Server);
+    /// Whether the Server line goes (the caller's lines have none).
+    fn server(&self) -> Option<&OwnLine> {
+        self.server
+            .filter(|_| !self.headers.iter().any(|h| h.name() == HeaderName::Server))
+    }
+
+    /// The caller's lines that are written.
+    fn callers(&self) -> impl Iterator<Item = &Header> {
+        self.headers
+            .iter()
+            .filter(|h| h.name() != HeaderName::ContentLength)
+    }
+
+    /// Our own lines after the caller's: Content-Type, Content-Length, Server.
+    fn trailer(&self) -> impl Iterator<Item = &OwnLine> {
         let content_type = self.body.map(|(content_type, _)| content_type);
-        self.contact
+        content_type
             .into_iter()
-            .chain(
-                self.headers
-                    .iter()
-                    .filter(|h| h.name() != HeaderName::ContentLength),
-            )
-            .chain(content_type)
             .chain(std::iter::once(self.length))
-            .chain(self.server.filter(|_| !has_server))
+            .chain(self.server())
     }
 
     /// The serialized response.
@@ -99,7 +130,9 @@ impl<'a> Reply<'a> {
                 _ => line_len(header),
             };
         }
-        len += self.added().map(line_len).sum::<usize>();
+        len += self.contact.map_or(0, |line| line.wire.len());
+        len += self.callers().map(line_len).sum::<usize>();
+        len += self.trailer().map(|line| line.wire.len()).sum::<usize>();
 
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(VERSION);
@@ -125,8 +158,14 @@ impl<'a> Reply<'a> {
                 _ => put_line(&mut out, header),
             }
         }
-        for header in self.added() {
+        if let Some(contact) = self.contact {
+            out.extend_from_slice(&contact.wire);
+        }
+        for header in self.callers() {
             put_line(&mut out, header);
+        }
+        for line in self.trailer() {
+            out.extend_from_slice(&line.wire);
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);

@@ -65,7 +65,7 @@ use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
-use crate::reply::Reply;
+use crate::reply::{OwnLine, Reply};
 use crate::transaction::TransactionId;
 use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
@@ -369,26 +369,30 @@ fn finish_body(cache: &mut BodyHeaders, response: &mut Response, body: Option<(&
     }
     match body {
         Some((content_type, bytes)) => {
-            response.headers.push(cache.content_type(content_type));
-            response.headers.push(cache.length(bytes.len()));
+            response
+                .headers
+                .push(cache.content_type(content_type).header().clone());
+            response
+                .headers
+                .push(cache.length(bytes.len()).header().clone());
             response.body = bytes;
         }
-        None => response.headers.push(cache.length(0)),
+        None => response.headers.push(cache.zero.header().clone()),
     }
 }
 
 /// The Content-Type and Content-Length lines of the last responses, reused while they stay
-/// the same: a header's clone is a reference count, a new one two allocations.
+/// the same: a clone is two reference counts, a new one four allocations.
 struct BodyHeaders {
-    content_type: Option<Header>,
+    content_type: Option<OwnLine>,
     /// The last non-zero length, and its line.
-    length: (usize, Header),
-    zero: Header,
+    length: (usize, OwnLine),
+    zero: OwnLine,
 }
 
 impl BodyHeaders {
     fn new() -> Self {
-        let zero = Header::new(HeaderName::ContentLength, "0");
+        let zero = OwnLine::new(Header::new(HeaderName::ContentLength, "0"));
         Self {
             content_type: None,
             length: (0, zero.clone()),
@@ -396,23 +400,26 @@ impl BodyHeaders {
         }
     }
 
-    fn content_type(&mut self, value: &str) -> Header {
+    fn content_type(&mut self, value: &str) -> OwnLine {
         match &self.content_type {
-            Some(cached) if cached.value() == value => cached.clone(),
+            Some(cached) if cached.header().value() == value => cached.clone(),
             _ => {
-                let header = Header::new(HeaderName::ContentType, value);
-                self.content_type = Some(header.clone());
-                header
+                let line = OwnLine::new(Header::new(HeaderName::ContentType, value));
+                self.content_type = Some(line.clone());
+                line
             }
         }
     }
 
-    fn length(&mut self, n: usize) -> Header {
+    fn length(&mut self, n: usize) -> OwnLine {
         if n == 0 {
             return self.zero.clone();
         }
         if self.length.0 != n {
-            self.length = (n, Header::new(HeaderName::ContentLength, n.to_string()));
+            self.length = (
+                n,
+                OwnLine::new(Header::new(HeaderName::ContentLength, n.to_string())),
+            );
         }
         self.length.1.clone()
     }
@@ -722,7 +729,7 @@ pub struct UserAgent {
     rng: fastrand::Rng,
     /// `Contact: <contact>`, as written in our responses (built once: a clone is a reference
     /// count).
-    contact_header: Header,
+    contact_header: OwnLine,
     /// Content-Length and Content-Type lines our responses reuse.
     body_headers: BodyHeaders,
     /// What our responses start from ([`blank_response`]).
@@ -767,11 +774,11 @@ struct TlsListener {
     port: u16,
     contact: Uri,
     /// `Contact: <contact>`, as written in our responses.
-    contact_header: Header,
+    contact_header: OwnLine,
     /// The same address as a `sips:` URI: our Contact when the request is for a `sips:` URI
     /// (RFC 3261 §8.1.1.8, §12.1.1), and its `Contact: <…>` line.
     sips_contact: Uri,
-    sips_contact_header: Header,
+    sips_contact_header: OwnLine,
 }
 
 impl TlsListener {
@@ -802,7 +809,10 @@ impl UserAgent {
         endpoint.hand_over_requests();
         let dialogs = DialogMap::new(SeededState::derived_from(&rng));
         Self {
-            contact_header: Header::new(HeaderName::Contact, format!("<{}>", config.contact)),
+            contact_header: OwnLine::new(Header::new(
+                HeaderName::Contact,
+                format!("<{}>", config.contact),
+            )),
             body_headers: BodyHeaders::new(),
             blank: blank_response(),
             config,
@@ -1029,7 +1039,7 @@ impl UserAgent {
     /// in their Via and `contact` (a `;transport=tls` URI) as Contact, so that the peer's
     /// requests in the dialog come back over TLS (RFC 3261 §26.2.1).
     pub fn set_tls_listener(&mut self, port: u16, contact: Uri) {
-        let contact_header = Header::new(HeaderName::Contact, format!("<{contact}>"));
+        let contact_header = OwnLine::new(Header::new(HeaderName::Contact, format!("<{contact}>")));
         // `sips:user@host:port`, without the transport parameter (sips implies TLS).
         let sips_text = format!(
             "sips:{}{}:{port}",
@@ -1037,7 +1047,10 @@ impl UserAgent {
             contact.host()
         );
         let sips_contact = Uri::parse(&sips_text).unwrap_or_else(|_| contact.clone());
-        let sips_contact_header = Header::new(HeaderName::Contact, format!("<{sips_contact}>"));
+        let sips_contact_header = OwnLine::new(Header::new(
+            HeaderName::Contact,
+            format!("<{sips_contact}>"),
+        ));
         self.tls = Some(TlsListener {
             port,
             contact,
@@ -2556,7 +2569,7 @@ impl UserAgent {
             &mut self.rng,
         );
         if let Some(contact) = contact {
-            response.headers.push(contact.clone());
+            response.headers.push(contact.header().clone());
         }
         for header in headers {
             response.headers.push(header);
@@ -3169,8 +3182,8 @@ mod reply_tests {
     #[test]
     fn reply_bytes_equal_the_response_built_the_long_way() {
         let statuses = [100, 180, 183, 200, 202, 400, 481, 487, 500, 603];
-        let contact = Header::new(HeaderName::Contact, "<sip:ua@192.0.2.1:5060>");
-        let server = Header::new(HeaderName::Server, "session-core/test");
+        let contact = OwnLine::new(Header::new(HeaderName::Contact, "<sip:ua@192.0.2.1:5060>"));
+        let server = OwnLine::new(Header::new(HeaderName::Server, "session-core/test"));
         let sdp = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n");
         let bodies = [
             None,
@@ -3197,7 +3210,7 @@ mod reply_tests {
                                         &mut long_rng,
                                     );
                                     if let Some(contact) = contact {
-                                        response.headers.push(contact.clone());
+                                        response.headers.push(contact.header().clone());
                                     }
                                     for header in &headers {
                                         response.headers.push(header.clone());
@@ -3206,7 +3219,7 @@ mod reply_tests {
                                     if let Some(server) = server
                                         && response.headers.get(HeaderName::Server).is_none()
                                     {
-                                        response.headers.push(server.clone());
+                                        response.headers.push(server.header().clone());
                                     }
                                     let long = response.to_bytes();
 
