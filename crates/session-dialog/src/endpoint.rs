@@ -421,7 +421,7 @@ struct Context {
     peer: SocketAddr,
     protocol: Protocol,
     /// Server: the To tag of the responses sent, reused for the 487 after a CANCEL.
-    to_tag: Option<String>,
+    to_tag: Option<Arc<str>>,
     /// The mark every message of the transaction carries ([`Transmit::dscp`]).
     dscp: Option<u8>,
 }
@@ -1080,7 +1080,7 @@ impl Endpoint {
         let to_tag = invite_id
             .and_then(|id| self.table.context(id))
             .and_then(|ctx| ctx.to_tag.clone())
-            .unwrap_or_else(|| session_sip::new_tag_with(&mut self.rng));
+            .unwrap_or_else(|| session_sip::new_tag_with(&mut self.rng).into());
         let answer = Response::from_request_with_tag(&cancel, status, Some(&to_tag)).to_bytes();
         let mut tx = ServerNonInvite::new(protocol.reliability(), self.config.timers);
         tx.send_response(now, status.as_u16(), answer);
@@ -1402,10 +1402,7 @@ impl Endpoint {
         id: TransactionId,
         response: Response,
     ) -> Result<Bytes, EndpointError> {
-        let tag = response
-            .to()
-            .ok()
-            .and_then(|to| to.tag().map(str::to_owned));
+        let tag = response.to().ok().and_then(|to| to.tag().map(Arc::from));
         self.respond_tagged(now, id, response, tag)
     }
 
@@ -1416,7 +1413,7 @@ impl Endpoint {
         now: Instant,
         id: TransactionId,
         mut response: Response,
-        tag: Option<String>,
+        tag: Option<Arc<str>>,
     ) -> Result<Bytes, EndpointError> {
         if let Some(server) = &self.server_header
             && response.headers.get(HeaderName::Server).is_none()
@@ -1426,7 +1423,7 @@ impl Endpoint {
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
         drop(response);
-        self.respond_bytes(now, id, status, bytes, tag.as_deref())
+        self.respond_bytes(now, id, status, bytes, tag.as_ref())
     }
 
     /// The `Server` line the endpoint adds to the responses it sends, when it has one
@@ -1444,7 +1441,7 @@ impl Endpoint {
         id: TransactionId,
         status: u16,
         bytes: Bytes,
-        tag: Option<&str>,
+        tag: Option<&Arc<str>>,
     ) -> Result<Bytes, EndpointError> {
         let sent = bytes.clone();
         let accepted = self
@@ -1453,10 +1450,8 @@ impl Endpoint {
                 let accepted = match tx {
                     Transaction::ServerInvite(tx) => {
                         // Only an INVITE's tag is read again (`handle_cancel`).
-                        if let Some(tag) = tag
-                            && ctx.to_tag.as_deref() != Some(tag)
-                        {
-                            ctx.to_tag = Some(tag.to_owned());
+                        if let Some(tag) = tag {
+                            ctx.to_tag = Some(Arc::clone(tag));
                         }
                         tx.send_response(now, status, bytes)
                     }

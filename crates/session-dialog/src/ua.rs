@@ -77,6 +77,7 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Settings of a [`UserAgent`].
@@ -682,7 +683,8 @@ struct ServerInvite {
     source: SocketAddr,
     protocol: Protocol,
     /// The To tag of every response we send for it (§8.2.6.2); for a re-INVITE, the dialog's.
-    to_tag: String,
+    /// Shared with the dialog's id and the transaction's record (reference counts).
+    to_tag: Arc<str>,
     within: Option<DialogId>,
     /// Which provisional responses go reliably (RFC 3262).
     reliability: Reliability,
@@ -1227,11 +1229,19 @@ impl UserAgent {
                     self.events.push_back(UaEvent::TransportError { tx: id });
                 }
                 EndpointEvent::Terminated { id } => {
-                    self.end_local_reinvite(id);
-                    self.client_invites.remove(&id);
-                    self.pracks.remove(&id);
-                    self.challengeable.remove(&id);
-                    if self.aliases.contains_key(&id) {
+                    // Most of these maps are empty in a UAS (client transactions): no lookup
+                    // then.
+                    if !self.client_invites.is_empty() {
+                        self.end_local_reinvite(id);
+                        self.client_invites.remove(&id);
+                    }
+                    if !self.pracks.is_empty() {
+                        self.pracks.remove(&id);
+                    }
+                    if !self.challengeable.is_empty() {
+                        self.challengeable.remove(&id);
+                    }
+                    if !self.aliases.is_empty() && self.aliases.contains_key(&id) {
                         self.retired.push(id);
                     }
                     // A 2xx still held ends here only when the transport failed (§17.2.4).
@@ -1310,7 +1320,7 @@ impl UserAgent {
         // The To tag is read once: it says whether the request is in a dialog, and which.
         let Some(to_tag) = request.to().ok().and_then(|to| to.tag()) else {
             if request.method == Method::Invite {
-                let to_tag = new_tag_with(&mut self.rng);
+                let to_tag: Arc<str> = new_tag_with(&mut self.rng).into();
                 let reliability = self.reliability_of(&request);
                 self.server_invites.insert(
                     tx,
@@ -1417,7 +1427,7 @@ impl UserAgent {
                     .dialog
                     .refresh_target(request.headers.values(HeaderName::Contact).next());
                 entry.remote_reinvite = Some(tx);
-                let to_tag = id.local_tag.to_string();
+                let to_tag = id.local_tag.clone();
                 self.server_invites.insert(
                     tx,
                     Box::new(ServerInvite {
@@ -2497,7 +2507,7 @@ impl UserAgent {
         // An INVITE's record says what its To carries: no tag for a new dialog (`within` is
         // none), the dialog's tag (ours, `to_tag`) for a re-INVITE (see `on_request`).
         let request_tag = match invite {
-            Some(i) if i.within.is_some() => RequestTag::Known(Some(i.to_tag.as_str())),
+            Some(i) if i.within.is_some() => RequestTag::Known(Some(&*i.to_tag)),
             Some(_) => RequestTag::Known(None),
             None => RequestTag::Unknown,
         };
@@ -2527,7 +2537,7 @@ impl UserAgent {
             let to_tag = response_tag(
                 (request, request_tag),
                 status,
-                invite.map(|i| i.to_tag.as_str()),
+                invite.map(|i| &*i.to_tag),
                 &mut self.rng,
             );
             let body_headers = &mut self.body_headers;
@@ -2551,9 +2561,10 @@ impl UserAgent {
             .to_bytes();
             // The dialog (if this 2xx makes one) is read off the request before the response
             // goes to the transaction, which then lets the request go.
+            // An INVITE's To tag, when its response has one, is its record's (`response_tag`).
             let new_dialog = match (invite, &to_tag.tag) {
-                (Some(invite), Some(local_tag)) if status.is_success() && within.is_none() => {
-                    Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
+                (Some(invite), Some(_)) if status.is_success() && within.is_none() => {
+                    Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
                 }
                 _ => None,
             };
@@ -2565,7 +2576,7 @@ impl UserAgent {
             &self.blank,
             (request, request_tag),
             status,
-            invite.map(|i| i.to_tag.as_str()),
+            invite.map(|i| &*i.to_tag),
             &mut self.rng,
         );
         if let Some(contact) = contact {
@@ -2593,8 +2604,8 @@ impl UserAgent {
         // A 2xx held until the PRACK of a 1xx that carried a session description.
         finish_body(&mut self.body_headers, &mut response, body);
         let mut new_dialog = match (invite, &to_tag) {
-            (Some(invite), Some(local_tag)) if within.is_none() => {
-                Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
+            (Some(invite), Some(_)) if within.is_none() => {
+                Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
             }
             _ => None,
         };
@@ -2634,7 +2645,7 @@ impl UserAgent {
             .server_invites
             .get(&tx)
             .filter(|_| tagged)
-            .map(|i| i.to_tag.as_str());
+            .map(|i| &i.to_tag);
         let bytes = self
             .endpoint
             .respond_bytes(now, tx, status.as_u16(), bytes, tag)?;
@@ -2930,7 +2941,7 @@ impl UserAgent {
         let to_tag = response_tag(
             (request, RequestTag::Unknown),
             status,
-            Some(&invite.to_tag),
+            Some(&*invite.to_tag),
             &mut self.rng,
         );
         let bytes = Reply::plain(
@@ -2942,7 +2953,7 @@ impl UserAgent {
         )
         .to_bytes();
         // The tag is the INVITE record's: the request's To has it, or it was added.
-        let tag = to_tag.tag.is_some().then_some(invite.to_tag.as_str());
+        let tag = to_tag.tag.is_some().then_some(&invite.to_tag);
         if let Err(error) = self
             .endpoint
             .respond_bytes(now, tx, status.as_u16(), bytes, tag)
