@@ -117,18 +117,30 @@ impl<'a> Reply<'a> {
     pub(crate) fn to_bytes(&self) -> Bytes {
         let reason = self.status.reason_phrase().as_bytes();
         let body: &[u8] = self.body.map_or(&[], |(_, bytes)| bytes);
-        // The first To line is rewritten with the tag (as `Header::new` would write it: the
-        // canonical name, `value;tag=…`).
+        // The copied lines, read once: (name as written, value). The first To is rewritten
+        // with the tag as `Header::new` would write it (the canonical name, `value;tag=…`).
+        let mut copied = Copied::default();
         let mut tag = self.tag;
+        let mut to_at = usize::MAX;
         let mut len = VERSION.len() + 4 + reason.len() + 2 + 2 + body.len();
-        for header in self.request.headers.iter().filter(|h| self.copies(h)) {
-            len += match tag {
+        for header in self.request.headers.iter() {
+            if !self.copies(header) {
+                continue;
+            }
+            let value = header.value_bytes();
+            let name: &[u8] = match tag {
                 Some(t) if header.name() == HeaderName::To => {
                     tag = None;
-                    "To".len() + 2 + header.value_bytes().len() + ";tag=".len() + t.len() + 2
+                    to_at = copied.len;
+                    len += ";tag=".len() + t.len();
+                    b"To"
                 }
-                _ => line_len(header),
+                _ => header.name_str().as_bytes(),
             };
+            if !name.is_empty() {
+                len += name.len() + 2 + value.len() + 2;
+            }
+            copied.push((name, value));
         }
         len += self.contact.map_or(0, |line| line.wire.len());
         len += self.callers().map(line_len).sum::<usize>();
@@ -144,19 +156,20 @@ impl<'a> Reply<'a> {
         out.push(b' ');
         out.extend_from_slice(reason);
         out.extend_from_slice(b"\r\n");
-        let mut tag = self.tag;
-        for header in self.request.headers.iter().filter(|h| self.copies(h)) {
-            match tag {
-                Some(t) if header.name() == HeaderName::To => {
-                    tag = None;
-                    out.extend_from_slice(b"To: ");
-                    out.extend_from_slice(header.value_bytes());
-                    out.extend_from_slice(b";tag=");
-                    out.extend_from_slice(t.as_bytes());
-                    out.extend_from_slice(b"\r\n");
-                }
-                _ => put_line(&mut out, header),
+        for (at, (name, value)) in copied.iter().enumerate() {
+            if name.is_empty() {
+                continue;
             }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            if at == to_at
+                && let Some(t) = self.tag
+            {
+                out.extend_from_slice(b";tag=");
+                out.extend_from_slice(t.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
         }
         if let Some(contact) = self.contact {
             out.extend_from_slice(&contact.wire);
@@ -170,6 +183,32 @@ impl<'a> Reply<'a> {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);
         Bytes::from(out)
+    }
+}
+
+/// The lines a response copies, as (name, value): the first [`Copied::INLINE`] in place (a
+/// response copies five or six), the rest (many Via or Record-Route lines) in a vector.
+#[derive(Default)]
+struct Copied<'a> {
+    inline: [(&'a [u8], &'a [u8]); Copied::INLINE],
+    more: Vec<(&'a [u8], &'a [u8])>,
+    len: usize,
+}
+
+impl<'a> Copied<'a> {
+    const INLINE: usize = 12;
+
+    fn push(&mut self, line: (&'a [u8], &'a [u8])) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = line,
+            None => self.more.push(line),
+        }
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(&'a [u8], &'a [u8])> {
+        let inline = self.inline.get(..self.len).unwrap_or(&self.inline);
+        inline.iter().chain(&self.more)
     }
 }
 
