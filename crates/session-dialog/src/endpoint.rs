@@ -277,8 +277,7 @@ impl KeyRef<'_> {
                 port,
                 method,
             } => {
-                // An exact-size iterator: collected into the `Arc` in one allocation.
-                let text: Arc<[u8]> = branch.iter().chain(host).copied().collect();
+                let text = joined(branch, host);
                 Key::Server {
                     text,
                     split: branch.len(),
@@ -331,6 +330,22 @@ impl KeyRef<'_> {
             }
         }
     }
+}
+
+/// `a` followed by `b`, in one allocation: put together on the stack when short (as branches
+/// and hosts are), so that the `Arc` is made with one copy rather than byte by byte.
+fn joined(a: &[u8], b: &[u8]) -> Arc<[u8]> {
+    let mut buf = [0u8; 128];
+    let n = a.len() + b.len();
+    if let Some(whole) = buf.get_mut(..n)
+        && let Some((head, tail)) = whole.split_at_mut_checked(a.len())
+    {
+        head.copy_from_slice(a);
+        tail.copy_from_slice(b);
+        return Arc::from(&*whole);
+    }
+    // An exact-size iterator: collected into the `Arc` in one allocation.
+    a.iter().chain(b).copied().collect()
 }
 
 /// Anything a [`Key`] can be looked up with.
@@ -1567,6 +1582,20 @@ fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
 #[cfg(test)]
 mod host_tests {
     use super::*;
+
+    #[test]
+    fn joined_keys_are_the_two_parts() {
+        let long = [b'x'; 200];
+        for (a, b) in [
+            (&b"z9hG4bK-1"[..], &b"10.0.0.1"[..]),
+            (&[], &[]),
+            (&long, b"h"),
+            (b"z9", &long),
+        ] {
+            let expected: Vec<u8> = a.iter().chain(b).copied().collect();
+            assert_eq!(&*joined(a, b), &expected[..]);
+        }
+    }
 
     #[test]
     fn dotted_quads_read_as_the_standard_parser_reads_them() {
