@@ -1267,6 +1267,9 @@ impl UserAgent {
     /// dialog's pending re-INVITE. Returns the dialog its held 2xx made, which the caller ends
     /// (a re-INVITE's held 2xx leaves its dialog as it was).
     fn remove_server_invite(&mut self, tx: TransactionId) -> Option<DialogId> {
+        if self.server_invites.is_empty() {
+            return None; // No lookup (every transaction's end comes here).
+        }
         let invite = self.server_invites.remove(&tx)?;
         if let Some(dialog) = &invite.within
             && let Some(entry) = self.dialogs.get_mut(dialog)
