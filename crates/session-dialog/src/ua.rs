@@ -744,6 +744,10 @@ pub struct UserAgent {
     server_invites: IdMap<Box<ServerInvite>>,
     /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
     timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
+    /// The earliest of `timers` was checked against its dialog by [`UserAgent::poll_timeout`],
+    /// and no pending 2xx, dialog or deadline changed since: the next poll needs no lookup.
+    /// Cleared by everything that changes them.
+    timers_checked: bool,
     /// Reliable 1xx retransmission and PRACK deadlines, by INVITE server transaction (lazy
     /// deletion: checked against its unacknowledged 1xx).
     prack_timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
@@ -754,6 +758,8 @@ pub struct UserAgent {
     events: VecDeque<UaEvent>,
     /// Calls room was reserved for ([`UserAgent::reserve`]): maps never shrink below it.
     reserved: usize,
+    /// Our policy lists `100rel` (RFC 3262): provisional responses may go reliably.
+    offers_100rel: bool,
     /// When the maps were last checked for room a past peak left.
     last_shrink: Option<Instant>,
     /// A check was due later than a timeout that came: one more wake-up is owed for it.
@@ -810,6 +816,12 @@ impl UserAgent {
         // Requests the user agent answers at once (BYE, rejections) are not copied.
         endpoint.hand_over_requests();
         let dialogs = DialogMap::new(SeededState::derived_from(&rng));
+        let offers_100rel = config
+            .endpoint
+            .policy
+            .supported
+            .iter()
+            .any(|tag| tag.eq_ignore_ascii_case(TAG_100REL));
         Self {
             contact_header: OwnLine::new(Header::new(
                 HeaderName::Contact,
@@ -825,11 +837,13 @@ impl UserAgent {
             client_invites: IdMap::default(),
             server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
+            timers_checked: false,
             prack_timers: BinaryHeap::new(),
             expected_pracks: HashMap::new(),
             pracks: IdMap::default(),
             events: VecDeque::new(),
             reserved: 0,
+            offers_100rel,
             last_shrink: None,
             shrink_pending: false,
             tls: None,
@@ -1008,11 +1022,14 @@ impl UserAgent {
 
     /// When [`UserAgent::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((at, ref id))) = self.timers.peek() {
-            if self.pending_2xx_due(id) == Some(at) {
-                break;
+        if !self.timers_checked {
+            while let Some(&Reverse((at, ref id))) = self.timers.peek() {
+                if self.pending_2xx_due(id) == Some(at) {
+                    break;
+                }
+                self.timers.pop();
             }
-            self.timers.pop();
+            self.timers_checked = true;
         }
         while let Some(&Reverse((at, tx))) = self.prack_timers.peek() {
             if self.unacked_due(tx) == Some(at) {
@@ -1064,6 +1081,7 @@ impl UserAgent {
 
     /// Time has reached `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.timers_checked = false;
         while let Some(&Reverse((at, _))) = self.timers.peek() {
             if at > now {
                 break;
@@ -1478,6 +1496,7 @@ impl UserAgent {
             .get_mut(&key)
             .and_then(|e| e.pending_2xx.take().map(|_| stored_id(e, key)));
         if let Some(id) = acked {
+            self.timers_checked = false;
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -1826,6 +1845,7 @@ impl UserAgent {
         };
         let mut entry = DialogEntry::new(dialog);
         entry.account = account;
+        self.timers_checked = false;
         self.dialogs.insert(id.clone(), entry);
         if cancelled && !forked {
             // §15: we wanted out but the 2xx won the race with the CANCEL: the call exists
@@ -1859,6 +1879,7 @@ impl UserAgent {
     }
 
     fn end_dialog(&mut self, id: &DialogId) -> Option<Dialog> {
+        self.timers_checked = false;
         self.dialogs.remove(id).map(|e| *e.dialog)
     }
 
@@ -2703,6 +2724,7 @@ impl UserAgent {
         new_dialog: Option<Dialog>,
         pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
+        self.timers_checked = false;
         match (within, new_dialog) {
             (Some(id), _) => {
                 let entry = self.dialogs.get_mut(&id)?;
@@ -2734,6 +2756,7 @@ impl UserAgent {
         let Some(pending) = self.pending_2xx(now, tx, bytes) else {
             return;
         };
+        self.timers_checked = false;
         if let Some(entry) = self.dialogs.get_mut(id) {
             Self::arm_2xx(&mut self.timers, entry, id, pending);
         }
@@ -2793,18 +2816,21 @@ fn early_dialog_id(invite: &Request, tag: &str) -> Option<DialogId> {
 impl UserAgent {
     /// How INVITE `request` wants its provisional responses, given our policy.
     fn reliability_of(&self, request: &Request) -> Reliability {
-        let ours = self
-            .config
-            .endpoint
-            .policy
-            .supported
-            .iter()
-            .any(|tag| tag.eq_ignore_ascii_case(TAG_100REL));
-        if !ours {
-            Reliability::Never
-        } else if names_100rel(&request.headers, HeaderName::Require) {
+        if !self.offers_100rel {
+            return Reliability::Never;
+        }
+        // One pass to see which of the two lists the INVITE has (most have neither).
+        let (mut require, mut supported) = (false, false);
+        for header in request.headers.iter() {
+            match header.name() {
+                HeaderName::Require => require = true,
+                HeaderName::Supported => supported = true,
+                _ => {}
+            }
+        }
+        if require && names_100rel(&request.headers, HeaderName::Require) {
             Reliability::Always
-        } else if names_100rel(&request.headers, HeaderName::Supported) {
+        } else if supported && names_100rel(&request.headers, HeaderName::Supported) {
             Reliability::WithBody
         } else {
             Reliability::Never
@@ -3290,5 +3316,68 @@ mod reply_tests {
             }
         }
         assert_eq!(compared, 5 * 10 * 2 * 2 * 3 * 3 * 2);
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    //! [`UserAgent::poll_timeout`] checks its earliest 2xx deadline once, until something
+    //! changes it.
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn datagram(text: String) -> Bytes {
+        Bytes::from(text)
+    }
+
+    fn request(method: &str, branch: &str, to_tag: &str) -> Bytes {
+        datagram(format!(
+            "{method} sip:ua@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\n\
+             From: <sip:peer@127.0.0.1:5061>;tag=p1\r\n\
+             To: <sip:ua@127.0.0.1:5060>{to_tag}\r\n\
+             Call-ID: timer-1@127.0.0.1\r\n\
+             CSeq: 1 {method}\r\n\
+             Contact: <sip:peer@127.0.0.1:5061>\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+    }
+
+    #[test]
+    fn the_2xx_deadline_goes_with_its_ack() {
+        let mut ua = UserAgent::new(UaConfig {
+            endpoint: EndpointConfig::default(),
+            via_host: "127.0.0.1".into(),
+            via_port: 5060,
+            contact: Uri::parse("sip:ua@127.0.0.1:5060").unwrap(),
+            large_requests_over_tcp: false,
+            rng_seed: Some(7),
+        });
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5061));
+        let now = Instant::now();
+        ua.handle_datagram(
+            now,
+            Protocol::Udp,
+            peer,
+            &request("INVITE", "z9hG4bK-i", ""),
+        );
+        let Some(UaEvent::IncomingInvite { tx, .. }) = ua.poll_event() else {
+            panic!("no INVITE");
+        };
+        let dialog = ua
+            .answer(now, tx, StatusCode::OK, Vec::new(), None)
+            .unwrap()
+            .unwrap();
+        let t1 = ua.config.endpoint.timers.t1;
+        // The 2xx is retransmitted at T1 (§13.3.1.4); asked again, the same answer.
+        assert_eq!(ua.poll_timeout(), Some(now + t1));
+        assert_eq!(ua.poll_timeout(), Some(now + t1));
+        let ack = request("ACK", "z9hG4bK-a", &format!(";tag={}", dialog.local_tag));
+        ua.handle_datagram(now, Protocol::Udp, peer, &ack);
+        // Acknowledged: what is left is the INVITE transaction's Timer L (64·T1).
+        assert_eq!(ua.poll_timeout(), Some(now + t1 * 64));
+        assert_eq!(ua.poll_timeout(), Some(now + t1 * 64));
     }
 }
