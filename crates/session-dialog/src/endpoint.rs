@@ -1437,7 +1437,6 @@ impl Endpoint {
         }
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
-        drop(response);
         self.respond_bytes(now, id, status, bytes, tag.as_ref())
     }
 
@@ -1580,7 +1579,7 @@ fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
 }
 
 #[cfg(test)]
-mod host_tests {
+mod tests {
     use super::*;
 
     #[test]
