@@ -8,7 +8,8 @@
 //! list, its To line and its reason phrase are allocations the wire never needed).
 //!
 //! The bytes are the ones the `Response` built the long way would serialize to, in the same
-//! order; the tests below check both ways against each other.
+//! order: `ua.rs`'s `reply_tests` compare both ways, and `tests/uas_wire_golden.rs` the whole
+//! wire of a scripted UAS against a recording made before `Reply` existed.
 
 use bytes::Bytes;
 use session_sip::{Header, HeaderName, Request};
