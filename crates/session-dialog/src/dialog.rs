@@ -6,6 +6,7 @@ use crate::map::DialogRef;
 use session_sip::{Header, HeaderName, Method, NameAddr, Request, Response, Uri};
 use session_types::{CallId, DialogId};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Early (after a 1xx with a To tag) or confirmed (after a 2xx).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +53,36 @@ fn contact_uri(headers_contact: Option<&str>) -> Option<Uri> {
     match session_sip::Contact::parse(value).ok()? {
         session_sip::Contact::Addr(addr) => Some(addr.uri()),
         session_sip::Contact::Star => None,
+    }
+}
+
+/// [`contact_uri`] for a Contact value that validation parsed already (every request the
+/// endpoint passes up was validated, and with it each of its Contact values): the two usual
+/// forms, `<URI>` with or without parameters and a bare `URI` ended by its parameters, have
+/// only their URI read again; any other (a display name, `*`) goes through [`contact_uri`].
+fn validated_contact_uri(value: Option<&str>) -> Option<Uri> {
+    let value = value?.trim_matches([' ', '\t']);
+    let bytes = value.as_bytes();
+    let uri = match bytes.first() {
+        // `<URI>…`: the URI ends at the first `>` (RFC 3261 §20.10).
+        Some(b'<') => {
+            let inner = value.get(1..)?;
+            inner.get(..inner.find('>')?)
+        }
+        // A bare URI cannot hold `;`, `,` or `?` (§20.10): the first `;` starts the parameters.
+        Some(_)
+            if !bytes
+                .iter()
+                .any(|b| matches!(b, b'<' | b'"' | b',' | b'?' | b'*')) =>
+        {
+            let end = value.find(';').unwrap_or(value.len());
+            value.get(..end).map(|uri| uri.trim_matches([' ', '\t']))
+        }
+        _ => None,
+    };
+    match uri {
+        Some(uri) => Uri::parse(uri).ok(),
+        None => contact_uri(Some(value)),
     }
 }
 
@@ -150,7 +181,13 @@ impl Dialog {
     ) -> Option<Self> {
         let local_party = response.headers.get_str(HeaderName::To)?.to_owned();
         let local_tag = tag_of(&local_party)?;
-        let mut dialog = Self::from_uas_with(invite, local_party, &local_tag, peer, protocol)?;
+        let remote_target = contact_uri(invite.headers.values(HeaderName::Contact).next())?;
+        let mut dialog = Self::from_uas_with(
+            invite,
+            (local_party, local_tag.into()),
+            remote_target,
+            (peer, protocol),
+        )?;
         if !response.status.is_success() {
             dialog.state = DialogState::Early;
         }
@@ -161,7 +198,7 @@ impl Dialog {
     /// (the INVITE's To had none): nothing is read back from the response.
     pub(crate) fn from_uas_tagged(
         invite: &Request,
-        local_tag: &str,
+        local_tag: &Arc<str>,
         peer: SocketAddr,
         protocol: Protocol,
     ) -> Option<Self> {
@@ -170,20 +207,27 @@ impl Dialog {
         local_party.push_str(to);
         local_party.push_str(";tag=");
         local_party.push_str(local_tag);
-        Self::from_uas_with(invite, local_party, local_tag, peer, protocol)
+        let remote_target =
+            validated_contact_uri(invite.headers.values(HeaderName::Contact).next())?;
+        Self::from_uas_with(
+            invite,
+            (local_party, Arc::clone(local_tag)),
+            remote_target,
+            (peer, protocol),
+        )
     }
 
+    /// The dialog a UAS gets from `invite`, with our To (`local_party`, our tag) and the peer's
+    /// Contact URI.
     fn from_uas_with(
         invite: &Request,
-        local_party: String,
-        local_tag: &str,
-        peer: SocketAddr,
-        protocol: Protocol,
+        (local_party, local_tag): (String, Arc<str>),
+        remote_target: Uri,
+        (peer, protocol): (SocketAddr, Protocol),
     ) -> Option<Self> {
         let remote_party = invite.headers.get_str(HeaderName::From)?.to_owned();
         let remote_tag = invite.from().ok()?.tag()?;
         let id = DialogId::new(CallId::new(invite.call_id().ok()?), local_tag, remote_tag);
-        let remote_target = contact_uri(invite.headers.values(HeaderName::Contact).next())?;
         let route_set = invite
             .headers
             .values(HeaderName::RecordRoute)
@@ -381,6 +425,41 @@ mod tests {
 
     fn peer() -> SocketAddr {
         "192.0.2.1:5060".parse().unwrap()
+    }
+
+    #[test]
+    fn validated_contacts_give_the_uri_the_full_parse_gives() {
+        let values = [
+            "<sip:alice@192.0.2.1:5062>",
+            "<sip:alice@192.0.2.1:5062;transport=tcp>;expires=60;q=0.5",
+            "<sips:alice@example.com>",
+            "sip:sipp@127.0.0.1:5061",
+            "sip:sipp@127.0.0.1:5061;expires=3600",
+            "sip:sipp@127.0.0.1 ;expires=3600",
+            "  <sip:a@b>  ",
+            "Alice <sip:alice@192.0.2.1>",
+            "\"Alice <x>\" <sip:alice@192.0.2.1>;expires=1",
+            "<tel:+15551234567>",
+            "*",
+            "",
+            "sip:a*b@example.com",
+            "<sip:a@b",
+        ];
+        for value in values {
+            let full = contact_uri(Some(value));
+            assert_eq!(validated_contact_uri(Some(value)), full, "{value:?}");
+        }
+        let uri = |value| validated_contact_uri(Some(value)).map(|uri| uri.to_string());
+        assert_eq!(
+            uri("<sip:alice@192.0.2.1:5062;transport=tcp>;expires=60").as_deref(),
+            Some("sip:alice@192.0.2.1:5062;transport=tcp")
+        );
+        assert_eq!(
+            uri("sip:sipp@127.0.0.1:5061;expires=3600").as_deref(),
+            Some("sip:sipp@127.0.0.1:5061")
+        );
+        assert_eq!(uri("*"), None);
+        assert_eq!(validated_contact_uri(None), None);
     }
 
     #[test]

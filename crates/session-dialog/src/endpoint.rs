@@ -8,6 +8,7 @@
 //! [`TransactionId`]s.
 
 use crate::map::SeededState;
+use crate::reply::OwnLine;
 use crate::transaction::table::{KEEP, shrink_queue};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
@@ -276,8 +277,7 @@ impl KeyRef<'_> {
                 port,
                 method,
             } => {
-                // An exact-size iterator: collected into the `Arc` in one allocation.
-                let text: Arc<[u8]> = branch.iter().chain(host).copied().collect();
+                let text = joined(branch, host);
                 Key::Server {
                     text,
                     split: branch.len(),
@@ -330,6 +330,22 @@ impl KeyRef<'_> {
             }
         }
     }
+}
+
+/// `a` followed by `b`, in one allocation: put together on the stack when short (as branches
+/// and hosts are), so that the `Arc` is made with one copy rather than byte by byte.
+fn joined(a: &[u8], b: &[u8]) -> Arc<[u8]> {
+    let mut buf = [0u8; 128];
+    let n = a.len() + b.len();
+    if let Some(whole) = buf.get_mut(..n)
+        && let Some((head, tail)) = whole.split_at_mut_checked(a.len())
+    {
+        head.copy_from_slice(a);
+        tail.copy_from_slice(b);
+        return Arc::from(&*whole);
+    }
+    // An exact-size iterator: collected into the `Arc` in one allocation.
+    a.iter().chain(b).copied().collect()
 }
 
 /// Anything a [`Key`] can be looked up with.
@@ -420,7 +436,7 @@ struct Context {
     peer: SocketAddr,
     protocol: Protocol,
     /// Server: the To tag of the responses sent, reused for the 487 after a CANCEL.
-    to_tag: Option<String>,
+    to_tag: Option<Arc<str>>,
     /// The mark every message of the transaction carries ([`Transmit::dscp`]).
     dscp: Option<u8>,
 }
@@ -429,7 +445,7 @@ struct Context {
 pub struct Endpoint {
     config: EndpointConfig,
     /// `Server: <config.user_agent>`, built once (a clone is a reference count).
-    server_header: Option<Header>,
+    server_header: Option<OwnLine>,
     /// Whether a new server transaction keeps a copy of its request (see
     /// [`Endpoint::hand_over_requests`]).
     keep_requests: bool,
@@ -545,16 +561,57 @@ impl ViaFacts {
     fn of(via: &session_sip::Via<'_>, source: SocketAddr) -> Self {
         Self {
             wants_rport: via.rport().is_some(),
-            host_is_source: via
-                .host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .ok()
-                == Some(source.ip()),
+            host_is_source: host_is(via.host, source.ip()),
             port: via.port,
         }
     }
+}
+
+/// Whether Via host `host` (an IPv6 reference in brackets or not) is the address `ip`.
+fn host_is(host: &str, ip: IpAddr) -> bool {
+    // Most hosts are the dotted quad the peer sends from: read without the general parser.
+    if let IpAddr::V4(ip) = ip
+        && let Some(quad) = dotted_quad(host.as_bytes())
+    {
+        return quad == ip;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        == Some(ip)
+}
+
+/// `host` as an IPv4 address when it is written the one way `Ipv4Addr`'s parser accepts
+/// (four decimal numbers up to 255, no leading zeros); `None` for anything else, which the
+/// caller leaves to that parser.
+fn dotted_quad(host: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut index = 0;
+    let (mut value, mut digits) = (0u16, 0u8);
+    for &byte in host {
+        match byte {
+            b'0'..=b'9' => {
+                // At most three digits, and no leading zero.
+                if digits == 3 || (digits == 1 && value == 0) {
+                    return None;
+                }
+                value = value * 10 + u16::from(byte - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 => {
+                *octets.get_mut(index)? = u8::try_from(value).ok()?;
+                index += 1;
+                (value, digits) = (0, 0);
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || index != 3 {
+        return None;
+    }
+    *octets.get_mut(index)? = u8::try_from(value).ok()?;
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// Rewrites the first Via value of `headers` with `received` and `rport` as §18.2.1 and
@@ -635,7 +692,7 @@ impl Endpoint {
         let server_header = config
             .user_agent
             .as_deref()
-            .map(|agent| Header::new(HeaderName::Server, agent));
+            .map(|agent| OwnLine::new(Header::new(HeaderName::Server, agent)));
         // The matching keys are the peer's (branches, hosts): hashed with keys of our own,
         // derived from the seeded generator so that a replay behaves alike.
         let table = TransactionTable::with_hasher(SeededState::derived_from(&rng));
@@ -984,7 +1041,7 @@ impl Endpoint {
             response.headers.push(load);
         }
         if let Some(server) = &self.server_header {
-            response.headers.push(server.clone());
+            response.headers.push(server.header().clone());
         }
         response
     }
@@ -1038,7 +1095,7 @@ impl Endpoint {
         let to_tag = invite_id
             .and_then(|id| self.table.context(id))
             .and_then(|ctx| ctx.to_tag.clone())
-            .unwrap_or_else(|| session_sip::new_tag_with(&mut self.rng));
+            .unwrap_or_else(|| session_sip::new_tag_with(&mut self.rng).into());
         let answer = Response::from_request_with_tag(&cancel, status, Some(&to_tag)).to_bytes();
         let mut tx = ServerNonInvite::new(protocol.reliability(), self.config.timers);
         tx.send_response(now, status.as_u16(), answer);
@@ -1360,10 +1417,7 @@ impl Endpoint {
         id: TransactionId,
         response: Response,
     ) -> Result<Bytes, EndpointError> {
-        let tag = response
-            .to()
-            .ok()
-            .and_then(|to| to.tag().map(str::to_owned));
+        let tag = response.to().ok().and_then(|to| to.tag().map(Arc::from));
         self.respond_tagged(now, id, response, tag)
     }
 
@@ -1374,24 +1428,47 @@ impl Endpoint {
         now: Instant,
         id: TransactionId,
         mut response: Response,
-        tag: Option<String>,
+        tag: Option<Arc<str>>,
     ) -> Result<Bytes, EndpointError> {
         if let Some(server) = &self.server_header
             && response.headers.get(HeaderName::Server).is_none()
         {
-            response.headers.push(server.clone());
+            response.headers.push(server.header().clone());
         }
         let status = response.status.as_u16();
         let bytes = response.to_bytes();
+        self.respond_bytes(now, id, status, bytes, tag.as_ref())
+    }
+
+    /// The `Server` line the endpoint adds to the responses it sends, when it has one
+    /// ([`EndpointConfig::user_agent`]).
+    pub(crate) fn server_header(&self) -> Option<&OwnLine> {
+        self.server_header.as_ref()
+    }
+
+    /// Sends `bytes`, a response with `status` to the request of server transaction `id`
+    /// already serialized (its `Server` line included), through the transaction. `tag` is the
+    /// To tag it carries: an INVITE transaction keeps it for the 487 after a CANCEL.
+    pub(crate) fn respond_bytes(
+        &mut self,
+        now: Instant,
+        id: TransactionId,
+        status: u16,
+        bytes: Bytes,
+        tag: Option<&Arc<str>>,
+    ) -> Result<Bytes, EndpointError> {
         let sent = bytes.clone();
         let accepted = self
             .table
             .with(id, |tx, ctx| {
-                if tag.is_some() {
-                    ctx.to_tag = tag;
-                }
                 let accepted = match tx {
-                    Transaction::ServerInvite(tx) => tx.send_response(now, status, bytes),
+                    Transaction::ServerInvite(tx) => {
+                        // Only an INVITE's tag is read again (`handle_cancel`).
+                        if let Some(tag) = tag {
+                            ctx.to_tag = Some(Arc::clone(tag));
+                        }
+                        tx.send_response(now, status, bytes)
+                    }
                     Transaction::ServerNonInvite(tx) => tx.send_response(now, status, bytes),
                     _ => false,
                 };
@@ -1499,4 +1576,69 @@ fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
     to.and_then(|to| mirror_invite(invite, Method::Ack, to))
         .map(|ack| ack.to_bytes())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joined_keys_are_the_two_parts() {
+        let long = [b'x'; 200];
+        for (a, b) in [
+            (&b"z9hG4bK-1"[..], &b"10.0.0.1"[..]),
+            (&[], &[]),
+            (&long, b"h"),
+            (b"z9", &long),
+        ] {
+            let expected: Vec<u8> = a.iter().chain(b).copied().collect();
+            assert_eq!(&*joined(a, b), &expected[..]);
+        }
+    }
+
+    #[test]
+    fn dotted_quads_read_as_the_standard_parser_reads_them() {
+        let hosts = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "0.0.0.00",
+            "1..2.3",
+            "1.2.3.",
+            ".1.2.3",
+            "a.b.c.d",
+            "1.2.3.4a",
+            "+1.2.3.4",
+            "1.2.3.-4",
+            "1000.1.1.1",
+            "192.168.001.1",
+            "10.0.0.255",
+            "",
+            "example.com",
+            "::1",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+        ];
+        for host in hosts {
+            let standard = host.parse::<std::net::Ipv4Addr>().ok();
+            match dotted_quad(host.as_bytes()) {
+                Some(quad) => assert_eq!(Some(quad), standard, "{host}"),
+                None => assert!(
+                    standard.is_none() || host.contains(' '),
+                    "{host} left to the parser"
+                ),
+            }
+        }
+        let source: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(host_is("10.0.0.1", source));
+        assert!(!host_is("10.0.0.10", source));
+        assert!(!host_is("010.0.0.1", source));
+        assert!(host_is("[::1]", "::1".parse().unwrap_or(source)));
+        assert!(!host_is("10.0.0.1", "::1".parse().unwrap_or(source)));
+    }
 }

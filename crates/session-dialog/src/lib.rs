@@ -15,6 +15,7 @@ mod dscp;
 pub mod endpoint;
 mod icmp;
 pub mod map;
+mod reply;
 pub mod tls;
 pub mod transaction;
 pub mod ua;

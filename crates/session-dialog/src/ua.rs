@@ -65,6 +65,7 @@ use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
+use crate::reply::{OwnLine, Reply};
 use crate::transaction::TransactionId;
 use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
@@ -72,9 +73,11 @@ use session_sip::{
     Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
 };
 use session_types::{CallId, DialogId, StatusCode};
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Settings of a [`UserAgent`].
@@ -268,33 +271,64 @@ fn response_to(
     let mut response = blank.clone();
     response.status = status;
     response.reason = status.reason_phrase().to_owned();
-    let has_tag = match request_tag {
-        RequestTag::Known(tag) => tag.map(str::to_owned),
-        RequestTag::Unknown => request.to().ok().and_then(|to| to.tag().map(str::to_owned)),
-    };
-    let trying = status == StatusCode::TRYING;
+    let to_tag = response_tag((request, request_tag), status, tag, rng);
     response.headers = request.headers.clone();
     response
         .headers
         .retain(|header| session_sip::response_copies(header.name(), &request.method, status));
-    let mut to_tag = None;
-    match (has_tag, trying) {
-        (Some(existing), _) => to_tag = Some(existing),
-        (None, true) => {}
-        (None, false) => {
-            // Validation let the request in with exactly one To (RFC 3261 §20.39).
-            if let Some(to) = response.headers.get_mut(HeaderName::To) {
-                let tag = tag.map_or_else(|| new_tag_with(rng), str::to_owned);
-                let mut value = String::with_capacity(to.value().len() + 5 + tag.len());
-                value.push_str(to.value());
-                value.push_str(";tag=");
-                value.push_str(&tag);
-                *to = Header::new(HeaderName::To, value);
-                to_tag = Some(tag);
-            }
+    if to_tag.added {
+        // Validation let the request in with exactly one To (RFC 3261 §20.39).
+        if let (Some(to), Some(tag)) = (response.headers.get_mut(HeaderName::To), &to_tag.tag) {
+            let mut value = String::with_capacity(to.value().len() + 5 + tag.len());
+            value.push_str(to.value());
+            value.push_str(";tag=");
+            value.push_str(tag);
+            *to = Header::new(HeaderName::To, value);
         }
     }
-    (response, to_tag)
+    (response, to_tag.tag.map(Cow::into_owned))
+}
+
+/// The To tag of a response to `request` (RFC 3261 §8.2.6.2), as [`response_to`] chooses it.
+struct ResponseTag<'a> {
+    /// The tag the response's To carries: the request's, or (`added`) `tag` or a fresh one
+    /// drawn; none in a 100 to a request without one.
+    tag: Option<Cow<'a, str>>,
+    /// The request's To has no tag and the response adds `tag` to it.
+    added: bool,
+}
+
+/// See [`ResponseTag`]: the request's To tag if it has one; else none for a 100, else `tag`,
+/// or a fresh one drawn from `rng`.
+fn response_tag<'a>(
+    (request, request_tag): (&'a Request, RequestTag<'a>),
+    status: StatusCode,
+    tag: Option<&'a str>,
+    rng: &mut fastrand::Rng,
+) -> ResponseTag<'a> {
+    let existing = match request_tag {
+        RequestTag::Known(tag) => tag,
+        RequestTag::Unknown => request.to().ok().and_then(|to| to.tag()),
+    };
+    match existing {
+        Some(existing) => ResponseTag {
+            tag: Some(Cow::Borrowed(existing)),
+            added: false,
+        },
+        None if status == StatusCode::TRYING => ResponseTag {
+            tag: None,
+            added: false,
+        },
+        // Validation let the request in with exactly one To (RFC 3261 §20.39).
+        None if request.headers.get(HeaderName::To).is_some() => ResponseTag {
+            tag: Some(tag.map_or_else(|| Cow::Owned(new_tag_with(rng)), Cow::Borrowed)),
+            added: true,
+        },
+        None => ResponseTag {
+            tag: None,
+            added: false,
+        },
+    }
 }
 
 /// The id dialog `entry` is stored under, found by `key` (so equal to it): the dialog's own
@@ -336,26 +370,30 @@ fn finish_body(cache: &mut BodyHeaders, response: &mut Response, body: Option<(&
     }
     match body {
         Some((content_type, bytes)) => {
-            response.headers.push(cache.content_type(content_type));
-            response.headers.push(cache.length(bytes.len()));
+            response
+                .headers
+                .push(cache.content_type(content_type).header().clone());
+            response
+                .headers
+                .push(cache.length(bytes.len()).header().clone());
             response.body = bytes;
         }
-        None => response.headers.push(cache.length(0)),
+        None => response.headers.push(cache.zero.header().clone()),
     }
 }
 
 /// The Content-Type and Content-Length lines of the last responses, reused while they stay
-/// the same: a header's clone is a reference count, a new one two allocations.
+/// the same: a clone is two reference counts, a new one four allocations.
 struct BodyHeaders {
-    content_type: Option<Header>,
+    content_type: Option<OwnLine>,
     /// The last non-zero length, and its line.
-    length: (usize, Header),
-    zero: Header,
+    length: (usize, OwnLine),
+    zero: OwnLine,
 }
 
 impl BodyHeaders {
     fn new() -> Self {
-        let zero = Header::new(HeaderName::ContentLength, "0");
+        let zero = OwnLine::new(Header::new(HeaderName::ContentLength, "0"));
         Self {
             content_type: None,
             length: (0, zero.clone()),
@@ -363,23 +401,26 @@ impl BodyHeaders {
         }
     }
 
-    fn content_type(&mut self, value: &str) -> Header {
+    fn content_type(&mut self, value: &str) -> OwnLine {
         match &self.content_type {
-            Some(cached) if cached.value() == value => cached.clone(),
+            Some(cached) if cached.header().value() == value => cached.clone(),
             _ => {
-                let header = Header::new(HeaderName::ContentType, value);
-                self.content_type = Some(header.clone());
-                header
+                let line = OwnLine::new(Header::new(HeaderName::ContentType, value));
+                self.content_type = Some(line.clone());
+                line
             }
         }
     }
 
-    fn length(&mut self, n: usize) -> Header {
+    fn length(&mut self, n: usize) -> OwnLine {
         if n == 0 {
             return self.zero.clone();
         }
         if self.length.0 != n {
-            self.length = (n, Header::new(HeaderName::ContentLength, n.to_string()));
+            self.length = (
+                n,
+                OwnLine::new(Header::new(HeaderName::ContentLength, n.to_string())),
+            );
         }
         self.length.1.clone()
     }
@@ -642,7 +683,8 @@ struct ServerInvite {
     source: SocketAddr,
     protocol: Protocol,
     /// The To tag of every response we send for it (§8.2.6.2); for a re-INVITE, the dialog's.
-    to_tag: String,
+    /// Shared with the dialog's id and the transaction's record (reference counts).
+    to_tag: Arc<str>,
     within: Option<DialogId>,
     /// Which provisional responses go reliably (RFC 3262).
     reliability: Reliability,
@@ -689,7 +731,7 @@ pub struct UserAgent {
     rng: fastrand::Rng,
     /// `Contact: <contact>`, as written in our responses (built once: a clone is a reference
     /// count).
-    contact_header: Header,
+    contact_header: OwnLine,
     /// Content-Length and Content-Type lines our responses reuse.
     body_headers: BodyHeaders,
     /// What our responses start from ([`blank_response`]).
@@ -702,6 +744,10 @@ pub struct UserAgent {
     server_invites: IdMap<Box<ServerInvite>>,
     /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
     timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
+    /// The earliest of `timers` was checked against its dialog by [`UserAgent::poll_timeout`],
+    /// and no pending 2xx, dialog or deadline changed since: the next poll needs no lookup.
+    /// Cleared by everything that changes them.
+    timers_checked: bool,
     /// Reliable 1xx retransmission and PRACK deadlines, by INVITE server transaction (lazy
     /// deletion: checked against its unacknowledged 1xx).
     prack_timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
@@ -712,6 +758,8 @@ pub struct UserAgent {
     events: VecDeque<UaEvent>,
     /// Calls room was reserved for ([`UserAgent::reserve`]): maps never shrink below it.
     reserved: usize,
+    /// Our policy lists `100rel` (RFC 3262): provisional responses may go reliably.
+    offers_100rel: bool,
     /// When the maps were last checked for room a past peak left.
     last_shrink: Option<Instant>,
     /// A check was due later than a timeout that came: one more wake-up is owed for it.
@@ -734,11 +782,11 @@ struct TlsListener {
     port: u16,
     contact: Uri,
     /// `Contact: <contact>`, as written in our responses.
-    contact_header: Header,
+    contact_header: OwnLine,
     /// The same address as a `sips:` URI: our Contact when the request is for a `sips:` URI
     /// (RFC 3261 §8.1.1.8, §12.1.1), and its `Contact: <…>` line.
     sips_contact: Uri,
-    sips_contact_header: Header,
+    sips_contact_header: OwnLine,
 }
 
 impl TlsListener {
@@ -768,8 +816,17 @@ impl UserAgent {
         // Requests the user agent answers at once (BYE, rejections) are not copied.
         endpoint.hand_over_requests();
         let dialogs = DialogMap::new(SeededState::derived_from(&rng));
+        let offers_100rel = config
+            .endpoint
+            .policy
+            .supported
+            .iter()
+            .any(|tag| tag.eq_ignore_ascii_case(TAG_100REL));
         Self {
-            contact_header: Header::new(HeaderName::Contact, format!("<{}>", config.contact)),
+            contact_header: OwnLine::new(Header::new(
+                HeaderName::Contact,
+                format!("<{}>", config.contact),
+            )),
             body_headers: BodyHeaders::new(),
             blank: blank_response(),
             config,
@@ -780,11 +837,13 @@ impl UserAgent {
             client_invites: IdMap::default(),
             server_invites: IdMap::default(),
             timers: BinaryHeap::new(),
+            timers_checked: false,
             prack_timers: BinaryHeap::new(),
             expected_pracks: HashMap::new(),
             pracks: IdMap::default(),
             events: VecDeque::new(),
             reserved: 0,
+            offers_100rel,
             last_shrink: None,
             shrink_pending: false,
             tls: None,
@@ -963,11 +1022,14 @@ impl UserAgent {
 
     /// When [`UserAgent::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((at, ref id))) = self.timers.peek() {
-            if self.pending_2xx_due(id) == Some(at) {
-                break;
+        if !self.timers_checked {
+            while let Some(&Reverse((at, ref id))) = self.timers.peek() {
+                if self.pending_2xx_due(id) == Some(at) {
+                    break;
+                }
+                self.timers.pop();
             }
-            self.timers.pop();
+            self.timers_checked = true;
         }
         while let Some(&Reverse((at, tx))) = self.prack_timers.peek() {
             if self.unacked_due(tx) == Some(at) {
@@ -996,7 +1058,7 @@ impl UserAgent {
     /// in their Via and `contact` (a `;transport=tls` URI) as Contact, so that the peer's
     /// requests in the dialog come back over TLS (RFC 3261 §26.2.1).
     pub fn set_tls_listener(&mut self, port: u16, contact: Uri) {
-        let contact_header = Header::new(HeaderName::Contact, format!("<{contact}>"));
+        let contact_header = OwnLine::new(Header::new(HeaderName::Contact, format!("<{contact}>")));
         // `sips:user@host:port`, without the transport parameter (sips implies TLS).
         let sips_text = format!(
             "sips:{}{}:{port}",
@@ -1004,7 +1066,10 @@ impl UserAgent {
             contact.host()
         );
         let sips_contact = Uri::parse(&sips_text).unwrap_or_else(|_| contact.clone());
-        let sips_contact_header = Header::new(HeaderName::Contact, format!("<{sips_contact}>"));
+        let sips_contact_header = OwnLine::new(Header::new(
+            HeaderName::Contact,
+            format!("<{sips_contact}>"),
+        ));
         self.tls = Some(TlsListener {
             port,
             contact,
@@ -1016,6 +1081,7 @@ impl UserAgent {
 
     /// Time has reached `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.timers_checked = false;
         while let Some(&Reverse((at, _))) = self.timers.peek() {
             if at > now {
                 break;
@@ -1181,11 +1247,19 @@ impl UserAgent {
                     self.events.push_back(UaEvent::TransportError { tx: id });
                 }
                 EndpointEvent::Terminated { id } => {
-                    self.end_local_reinvite(id);
-                    self.client_invites.remove(&id);
-                    self.pracks.remove(&id);
-                    self.challengeable.remove(&id);
-                    if self.aliases.contains_key(&id) {
+                    // Most of these maps are empty in a UAS (client transactions): no lookup
+                    // then.
+                    if !self.client_invites.is_empty() {
+                        self.end_local_reinvite(id);
+                        self.client_invites.remove(&id);
+                    }
+                    if !self.pracks.is_empty() {
+                        self.pracks.remove(&id);
+                    }
+                    if !self.challengeable.is_empty() {
+                        self.challengeable.remove(&id);
+                    }
+                    if !self.aliases.is_empty() && self.aliases.contains_key(&id) {
                         self.retired.push(id);
                     }
                     // A 2xx still held ends here only when the transport failed (§17.2.4).
@@ -1211,6 +1285,9 @@ impl UserAgent {
     /// dialog's pending re-INVITE. Returns the dialog its held 2xx made, which the caller ends
     /// (a re-INVITE's held 2xx leaves its dialog as it was).
     fn remove_server_invite(&mut self, tx: TransactionId) -> Option<DialogId> {
+        if self.server_invites.is_empty() {
+            return None; // No lookup (every transaction's end comes here).
+        }
         let invite = self.server_invites.remove(&tx)?;
         if let Some(dialog) = &invite.within
             && let Some(entry) = self.dialogs.get_mut(dialog)
@@ -1264,7 +1341,7 @@ impl UserAgent {
         // The To tag is read once: it says whether the request is in a dialog, and which.
         let Some(to_tag) = request.to().ok().and_then(|to| to.tag()) else {
             if request.method == Method::Invite {
-                let to_tag = new_tag_with(&mut self.rng);
+                let to_tag: Arc<str> = new_tag_with(&mut self.rng).into();
                 let reliability = self.reliability_of(&request);
                 self.server_invites.insert(
                     tx,
@@ -1332,15 +1409,16 @@ impl UserAgent {
         }
         match request.method {
             Method::Bye => {
-                let (mut ok, tag) = response_to(
-                    &self.blank,
-                    (&request, RequestTag::Known(Some(to_tag))),
+                // The BYE's To carries the dialog's tag: copied as it is.
+                let ok = Reply::plain(
+                    &request,
                     StatusCode::OK,
                     None,
-                    &mut self.rng,
-                );
-                finish_body(&mut self.body_headers, &mut ok, None);
-                if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
+                    &self.body_headers.zero,
+                    self.endpoint.server_header(),
+                )
+                .to_bytes();
+                if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
                 self.end_dialog(&id);
@@ -1370,7 +1448,7 @@ impl UserAgent {
                     .dialog
                     .refresh_target(request.headers.values(HeaderName::Contact).next());
                 entry.remote_reinvite = Some(tx);
-                let to_tag = id.local_tag.to_string();
+                let to_tag = id.local_tag.clone();
                 self.server_invites.insert(
                     tx,
                     Box::new(ServerInvite {
@@ -1418,6 +1496,7 @@ impl UserAgent {
             .get_mut(&key)
             .and_then(|e| e.pending_2xx.take().map(|_| stored_id(e, key)));
         if let Some(id) = acked {
+            self.timers_checked = false;
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -1766,6 +1845,7 @@ impl UserAgent {
         };
         let mut entry = DialogEntry::new(dialog);
         entry.account = account;
+        self.timers_checked = false;
         self.dialogs.insert(id.clone(), entry);
         if cancelled && !forked {
             // §15: we wanted out but the 2xx won the race with the CANCEL: the call exists
@@ -1799,6 +1879,7 @@ impl UserAgent {
     }
 
     fn end_dialog(&mut self, id: &DialogId) -> Option<Dialog> {
+        self.timers_checked = false;
         self.dialogs.remove(id).map(|e| *e.dialog)
     }
 
@@ -2450,33 +2531,23 @@ impl UserAgent {
         // An INVITE's record says what its To carries: no tag for a new dialog (`within` is
         // none), the dialog's tag (ours, `to_tag`) for a re-INVITE (see `on_request`).
         let request_tag = match invite {
-            Some(i) if i.within.is_some() => RequestTag::Known(Some(i.to_tag.as_str())),
+            Some(i) if i.within.is_some() => RequestTag::Known(Some(&*i.to_tag)),
             Some(_) => RequestTag::Known(None),
             None => RequestTag::Unknown,
         };
-        let (mut response, to_tag) = response_to(
-            &self.blank,
-            (request, request_tag),
-            status,
-            invite.map(|i| i.to_tag.as_str()),
-            &mut self.rng,
-        );
         let is_invite = request.method == Method::Invite;
-        if is_invite && status != StatusCode::TRYING && status.as_u16() < 300 {
-            let contact = match (&self.tls, invite.map(|i| i.protocol)) {
-                (Some(tls), Some(Protocol::Tls))
-                    if request.uri.scheme() == session_sip::Scheme::Sips =>
-                {
-                    &tls.sips_contact_header
+        let contact =
+            (is_invite && status != StatusCode::TRYING && status.as_u16() < 300).then(|| {
+                match (&self.tls, invite.map(|i| i.protocol)) {
+                    (Some(tls), Some(Protocol::Tls))
+                        if request.uri.scheme() == session_sip::Scheme::Sips =>
+                    {
+                        &tls.sips_contact_header
+                    }
+                    (Some(tls), Some(Protocol::Tls)) => &tls.contact_header,
+                    _ => &self.contact_header,
                 }
-                (Some(tls), Some(Protocol::Tls)) => &tls.contact_header,
-                _ => &self.contact_header,
-            };
-            response.headers.push(contact.clone());
-        }
-        for header in headers {
-            response.headers.push(header);
-        }
+            });
         let has_body = body.as_ref().is_some_and(|(_, bytes)| !bytes.is_empty());
         let reliable_1xx = status.is_provisional()
             && status != StatusCode::TRYING
@@ -2485,6 +2556,59 @@ impl UserAgent {
                 Reliability::WithBody => has_body,
                 Reliability::Never => false,
             };
+        if !reliable_1xx && !hold {
+            // The usual answer: serialized straight from the request, sent at once.
+            let to_tag = response_tag(
+                (request, request_tag),
+                status,
+                invite.map(|i| &*i.to_tag),
+                &mut self.rng,
+            );
+            let body_headers = &mut self.body_headers;
+            let body = body.map(|(content_type, bytes)| {
+                let length = body_headers.length(bytes.len());
+                (body_headers.content_type(content_type), bytes, length)
+            });
+            let zero = &body_headers.zero;
+            let bytes = Reply {
+                request,
+                status,
+                tag: to_tag.tag.as_deref().filter(|_| to_tag.added),
+                contact,
+                headers: &headers,
+                body: body
+                    .as_ref()
+                    .map(|(content_type, bytes, _)| (content_type, bytes)),
+                length: body.as_ref().map_or(zero, |(_, _, length)| length),
+                server: self.endpoint.server_header(),
+            }
+            .to_bytes();
+            // The dialog (if this 2xx makes one) is read off the request before the response
+            // goes to the transaction, which then lets the request go.
+            // An INVITE's To tag, when its response has one, is its record's (`response_tag`).
+            let new_dialog = match (invite, &to_tag.tag) {
+                (Some(invite), Some(_)) if status.is_success() && within.is_none() => {
+                    Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
+                }
+                _ => None,
+            };
+            // An INVITE's tag is its record's (see `response_tag`); only an INVITE's is kept.
+            let tagged = to_tag.tag.is_some();
+            return self.send_answer(now, tx, status, bytes, tagged, within, new_dialog);
+        }
+        let (mut response, to_tag) = response_to(
+            &self.blank,
+            (request, request_tag),
+            status,
+            invite.map(|i| &*i.to_tag),
+            &mut self.rng,
+        );
+        if let Some(contact) = contact {
+            response.headers.push(contact.header().clone());
+        }
+        for header in headers {
+            response.headers.push(header);
+        }
         if reliable_1xx {
             let early = to_tag
                 .as_deref()
@@ -2501,12 +2625,11 @@ impl UserAgent {
             self.pump(now);
             return Ok(None);
         }
+        // A 2xx held until the PRACK of a 1xx that carried a session description.
         finish_body(&mut self.body_headers, &mut response, body);
-        // The dialog (if this 2xx makes one) is read off the request before the response goes
-        // to the transaction, so neither is copied.
         let mut new_dialog = match (invite, &to_tag) {
-            (Some(invite), Some(local_tag)) if status.is_success() && within.is_none() => {
-                Dialog::from_uas_tagged(request, local_tag, invite.source, invite.protocol)
+            (Some(invite), Some(_)) if within.is_none() => {
+                Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
             }
             _ => None,
         };
@@ -2514,16 +2637,42 @@ impl UserAgent {
             // The dialog goes on marked as its INVITE's answers were.
             dialog.dscp = self.endpoint.dscp_of(tx);
         }
-        if hold {
-            let id = self.insert_answered_dialog(tx, within, new_dialog, None);
-            if let Some(reliable) = self.reliable_mut(tx) {
-                // Provisional responses not sent yet say nothing the 2xx does not.
-                reliable.queued.clear();
-                reliable.held = Some(response);
-            }
-            return Ok(id);
+        let id = self.insert_answered_dialog(tx, within, new_dialog, None);
+        if let Some(reliable) = self.reliable_mut(tx) {
+            // Provisional responses not sent yet say nothing the 2xx does not.
+            reliable.queued.clear();
+            reliable.held = Some(response);
         }
-        let bytes = self.endpoint.respond_tagged(now, tx, response, to_tag)?;
+        Ok(id)
+    }
+
+    /// Sends `bytes`, the answer with `status` to server transaction `tx` (with the To tag of
+    /// its INVITE record when `tagged`), and does what it ends: the dialog it makes
+    /// (`new_dialog`) or refreshes (`within`) retransmits a 2xx until its ACK, a final
+    /// response ends the INVITE's record.
+    #[allow(clippy::too_many_arguments)]
+    fn send_answer(
+        &mut self,
+        now: Instant,
+        tx: TransactionId,
+        status: StatusCode,
+        bytes: Bytes,
+        tagged: bool,
+        within: Option<DialogId>,
+        mut new_dialog: Option<Dialog>,
+    ) -> Result<Option<DialogId>, EndpointError> {
+        if let Some(dialog) = new_dialog.as_mut() {
+            // The dialog goes on marked as its INVITE's answers were.
+            dialog.dscp = self.endpoint.dscp_of(tx);
+        }
+        let tag = self
+            .server_invites
+            .get(&tx)
+            .filter(|_| tagged)
+            .map(|i| &i.to_tag);
+        let bytes = self
+            .endpoint
+            .respond_bytes(now, tx, status.as_u16(), bytes, tag)?;
         if status.as_u16() >= 200
             && let Some(reliable) = self.reliable_mut(tx)
         {
@@ -2575,6 +2724,7 @@ impl UserAgent {
         new_dialog: Option<Dialog>,
         pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
+        self.timers_checked = false;
         match (within, new_dialog) {
             (Some(id), _) => {
                 let entry = self.dialogs.get_mut(&id)?;
@@ -2606,6 +2756,7 @@ impl UserAgent {
         let Some(pending) = self.pending_2xx(now, tx, bytes) else {
             return;
         };
+        self.timers_checked = false;
         if let Some(entry) = self.dialogs.get_mut(id) {
             Self::arm_2xx(&mut self.timers, entry, id, pending);
         }
@@ -2665,18 +2816,21 @@ fn early_dialog_id(invite: &Request, tag: &str) -> Option<DialogId> {
 impl UserAgent {
     /// How INVITE `request` wants its provisional responses, given our policy.
     fn reliability_of(&self, request: &Request) -> Reliability {
-        let ours = self
-            .config
-            .endpoint
-            .policy
-            .supported
-            .iter()
-            .any(|tag| tag.eq_ignore_ascii_case(TAG_100REL));
-        if !ours {
-            Reliability::Never
-        } else if names_100rel(&request.headers, HeaderName::Require) {
+        if !self.offers_100rel {
+            return Reliability::Never;
+        }
+        // One pass to see which of the two lists the INVITE has (most have neither).
+        let (mut require, mut supported) = (false, false);
+        for header in request.headers.iter() {
+            match header.name() {
+                HeaderName::Require => require = true,
+                HeaderName::Supported => supported = true,
+                _ => {}
+            }
+        }
+        if require && names_100rel(&request.headers, HeaderName::Require) {
             Reliability::Always
-        } else if names_100rel(&request.headers, HeaderName::Supported) {
+        } else if supported && names_100rel(&request.headers, HeaderName::Supported) {
             Reliability::WithBody
         } else {
             Reliability::Never
@@ -2807,21 +2961,32 @@ impl UserAgent {
 
     /// Sends a final response without a body to INVITE `tx`, outside [`UserAgent::answer`].
     fn respond_to_invite(&mut self, now: Instant, tx: TransactionId, status: StatusCode) {
-        let Some(tag) = self.server_invites.get(&tx).map(|i| i.to_tag.clone()) else {
+        let Some(invite) = self.server_invites.get(&tx) else {
             return;
         };
         let Some(request) = self.endpoint.request_of(tx) else {
             return;
         };
-        let (mut response, tag) = response_to(
-            &self.blank,
+        let to_tag = response_tag(
             (request, RequestTag::Unknown),
             status,
-            Some(&tag),
+            Some(&*invite.to_tag),
             &mut self.rng,
         );
-        finish_body(&mut self.body_headers, &mut response, None);
-        if let Err(error) = self.endpoint.respond_tagged(now, tx, response, tag) {
+        let bytes = Reply::plain(
+            request,
+            status,
+            to_tag.tag.as_deref().filter(|_| to_tag.added),
+            &self.body_headers.zero,
+            self.endpoint.server_header(),
+        )
+        .to_bytes();
+        // The tag is the INVITE record's: the request's To has it, or it was added.
+        let tag = to_tag.tag.is_some().then_some(&invite.to_tag);
+        if let Err(error) = self
+            .endpoint
+            .respond_bytes(now, tx, status.as_u16(), bytes, tag)
+        {
             tracing::warn!(%error, status = status.as_u16(), "could not answer the INVITE");
         }
     }
@@ -2942,15 +3107,16 @@ impl UserAgent {
             reliable.queued.pop_front()
         };
         let invite_seq = reliable.invite_seq;
-        let (mut ok, tag) = response_to(
-            &self.blank,
-            (&request, RequestTag::Unknown),
+        // The PRACK's To carries the dialog's tag (`on_request`): copied as it is.
+        let ok = Reply::plain(
+            &request,
             StatusCode::OK,
             None,
-            &mut self.rng,
-        );
-        finish_body(&mut self.body_headers, &mut ok, None);
-        if let Err(error) = self.endpoint.respond_tagged(now, tx, ok, tag) {
+            &self.body_headers.zero,
+            self.endpoint.server_header(),
+        )
+        .to_bytes();
+        if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
             tracing::warn!(%error, "could not answer PRACK");
         }
         self.events.push_back(UaEvent::Prack {
@@ -2975,5 +3141,243 @@ impl UserAgent {
             // Final response out and nothing unacknowledged: nothing more to answer.
             self.remove_server_invite(invite_tx);
         }
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    //! [`Reply`] (the bytes written straight from the request) against the [`Response`] built
+    //! the long way ([`response_to`], the user agent's lines, [`finish_body`], the endpoint's
+    //! Server line), byte for byte.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn requests() -> Vec<Request> {
+        [
+            // Compact names, Vias on several lines and in one, Record-Route, Timestamp.
+            "INVITE sip:bob@b.example SIP/2.0\r\n\
+             v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-a, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK-b\r\n\
+             Via: SIP/2.0/TCP 10.0.0.3;branch=z9hG4bK-c;received=1.2.3.4\r\n\
+             Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\n\
+             f: \"Alice\" <sip:alice@a.example>;tag=a1\r\n\
+             t: <sip:bob@b.example>\r\n\
+             i: call-1@a.example\r\n\
+             CSeq: 7 INVITE\r\n\
+             Timestamp: 54.2\r\n\
+             Record-Route: <sip:p3.example;lr>\r\n\
+             m: <sip:alice@10.0.0.1>\r\n\
+             Max-Forwards: 70\r\n\
+             c: application/sdp\r\n\
+             l: 4\r\n\r\nv=0\n",
+            // In a dialog: the To has our tag.
+            "BYE sip:alice@10.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1:5061;branch=z9hG4bK-d;rport\r\n\
+             From: <sip:alice@a.example>;tag=a1\r\n\
+             To: \"Bob\" <sip:bob@b.example>;tag=b2;x=1\r\n\
+             Call-ID: call-1@a.example\r\n\
+             CSeq: 8 BYE\r\n\
+             Content-Length: 0\r\n\r\n",
+            // A dialog-making request other than INVITE.
+            "SUBSCRIBE sip:bob@b.example SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-e\r\n\
+             Record-Route: <sip:p1.example;lr>\r\n\
+             From: <sip:alice@a.example>;tag=a3\r\n\
+             To: sip:bob@b.example\r\n\
+             Call-ID: call-2\r\n\
+             CSeq: 1 SUBSCRIBE\r\n\
+             Event: presence\r\n\
+             Timestamp: 1\r\n\
+             Content-Length: 0\r\n\r\n",
+            // No To at all (the response adds no tag and draws none).
+            "OPTIONS sip:b.example SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-f\r\n\
+             From: <sip:alice@a.example>;tag=a4\r\n\
+             Call-ID: call-3\r\n\
+             CSeq: 1 OPTIONS\r\n\r\n",
+        ]
+        .iter()
+        .map(|text| Request::parse(Bytes::from_static(text.as_bytes())).unwrap())
+        .chain(std::iter::once({
+            // More copied lines than `Reply` keeps in place.
+            let vias: String = (0..14)
+                .map(|i| format!("Via: SIP/2.0/UDP 10.0.1.{i};branch=z9hG4bK-{i}\r\n"))
+                .collect();
+            let text = format!(
+                "INVITE sip:bob@b.example SIP/2.0\r\n{vias}\
+                 From: <sip:alice@a.example>;tag=a5\r\nTo: <sip:bob@b.example>\r\n\
+                 Call-ID: call-4\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n"
+            );
+            Request::parse(Bytes::from(text)).unwrap()
+        }))
+        .collect()
+    }
+
+    fn header_sets() -> Vec<Vec<Header>> {
+        vec![
+            Vec::new(),
+            vec![
+                Header::new(HeaderName::Supported, "timer"),
+                Header::new(HeaderName::ContentLength, "99"),
+                // No name: not serialized either way.
+                Header::new(HeaderName::Other, "ignored"),
+                Header::new(HeaderName::ContentType, "text/plain"),
+            ],
+            vec![
+                Header::other("X-Foo", "bar").unwrap(),
+                Header::new(HeaderName::Server, "custom"),
+                Header::new(HeaderName::RetryAfter, "5"),
+            ],
+        ]
+    }
+
+    #[test]
+    fn reply_bytes_equal_the_response_built_the_long_way() {
+        let statuses = [100, 180, 183, 200, 202, 400, 481, 487, 500, 603];
+        let contact = OwnLine::new(Header::new(HeaderName::Contact, "<sip:ua@192.0.2.1:5060>"));
+        let server = OwnLine::new(Header::new(HeaderName::Server, "session-core/test"));
+        let sdp = Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n");
+        let bodies = [
+            None,
+            Some(("application/sdp", sdp)),
+            Some(("text/plain", Bytes::new())),
+        ];
+        let mut compared = 0;
+        for request in requests() {
+            for code in statuses {
+                let status = StatusCode::new(code).unwrap();
+                for tag in [None, Some("chosen")] {
+                    for contact in [None, Some(&contact)] {
+                        for headers in header_sets() {
+                            for body in &bodies {
+                                for server in [None, Some(&server)] {
+                                    let seed = compared;
+                                    let mut long_rng = fastrand::Rng::with_seed(seed);
+                                    let mut cache = BodyHeaders::new();
+                                    let (mut response, long_tag) = response_to(
+                                        &blank_response(),
+                                        (&request, RequestTag::Unknown),
+                                        status,
+                                        tag,
+                                        &mut long_rng,
+                                    );
+                                    if let Some(contact) = contact {
+                                        response.headers.push(contact.header().clone());
+                                    }
+                                    for header in &headers {
+                                        response.headers.push(header.clone());
+                                    }
+                                    finish_body(&mut cache, &mut response, body.clone());
+                                    if let Some(server) = server
+                                        && response.headers.get(HeaderName::Server).is_none()
+                                    {
+                                        response.headers.push(server.header().clone());
+                                    }
+                                    let long = response.to_bytes();
+
+                                    let mut rng = fastrand::Rng::with_seed(seed);
+                                    let mut cache = BodyHeaders::new();
+                                    let to_tag = response_tag(
+                                        (&request, RequestTag::Unknown),
+                                        status,
+                                        tag,
+                                        &mut rng,
+                                    );
+                                    let body = body.as_ref().map(|(content_type, bytes)| {
+                                        (cache.content_type(content_type), bytes.clone())
+                                    });
+                                    let length = cache
+                                        .length(body.as_ref().map_or(0, |(_, bytes)| bytes.len()));
+                                    let short = Reply {
+                                        request: &request,
+                                        status,
+                                        tag: to_tag.tag.as_deref().filter(|_| to_tag.added),
+                                        contact,
+                                        headers: &headers,
+                                        body: body.as_ref().map(|(t, b)| (t, b)),
+                                        length: &length,
+                                        server,
+                                    }
+                                    .to_bytes();
+                                    assert_eq!(
+                                        String::from_utf8_lossy(&short),
+                                        String::from_utf8_lossy(&long),
+                                        "{} answered {code}",
+                                        request.method
+                                    );
+                                    assert_eq!(long_tag.as_deref(), to_tag.tag.as_deref());
+                                    assert_eq!(long_rng.u64(..), rng.u64(..), "same draws");
+                                    compared += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 5 * 10 * 2 * 2 * 3 * 3 * 2);
+    }
+}
+
+#[cfg(test)]
+mod timer_tests {
+    //! [`UserAgent::poll_timeout`] checks its earliest 2xx deadline once, until something
+    //! changes it.
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn datagram(text: String) -> Bytes {
+        Bytes::from(text)
+    }
+
+    fn request(method: &str, branch: &str, to_tag: &str) -> Bytes {
+        datagram(format!(
+            "{method} sip:ua@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\n\
+             From: <sip:peer@127.0.0.1:5061>;tag=p1\r\n\
+             To: <sip:ua@127.0.0.1:5060>{to_tag}\r\n\
+             Call-ID: timer-1@127.0.0.1\r\n\
+             CSeq: 1 {method}\r\n\
+             Contact: <sip:peer@127.0.0.1:5061>\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        ))
+    }
+
+    #[test]
+    fn the_2xx_deadline_goes_with_its_ack() {
+        let mut ua = UserAgent::new(UaConfig {
+            endpoint: EndpointConfig::default(),
+            via_host: "127.0.0.1".into(),
+            via_port: 5060,
+            contact: Uri::parse("sip:ua@127.0.0.1:5060").unwrap(),
+            large_requests_over_tcp: false,
+            rng_seed: Some(7),
+        });
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5061));
+        let now = Instant::now();
+        ua.handle_datagram(
+            now,
+            Protocol::Udp,
+            peer,
+            &request("INVITE", "z9hG4bK-i", ""),
+        );
+        let Some(UaEvent::IncomingInvite { tx, .. }) = ua.poll_event() else {
+            panic!("no INVITE");
+        };
+        let dialog = ua
+            .answer(now, tx, StatusCode::OK, Vec::new(), None)
+            .unwrap()
+            .unwrap();
+        let t1 = ua.config.endpoint.timers.t1;
+        // The 2xx is retransmitted at T1 (§13.3.1.4); asked again, the same answer.
+        assert_eq!(ua.poll_timeout(), Some(now + t1));
+        assert_eq!(ua.poll_timeout(), Some(now + t1));
+        let ack = request("ACK", "z9hG4bK-a", &format!(";tag={}", dialog.local_tag));
+        ua.handle_datagram(now, Protocol::Udp, peer, &ack);
+        // Acknowledged: what is left is the INVITE transaction's Timer L (64·T1).
+        assert_eq!(ua.poll_timeout(), Some(now + t1 * 64));
+        assert_eq!(ua.poll_timeout(), Some(now + t1 * 64));
     }
 }
