@@ -128,6 +128,88 @@ impl<'a> Reply<'a> {
             if !self.copies(header) {
                 continue;
             }
+            let line = match tag {
+                Some(t) if header.name() == HeaderName::To => {
+                    tag = None;
+                    to_at = copied.len;
+                    len += ";tag=".len() + t.len();
+                    Line::Parts(b"To", header.value_bytes())
+                }
+                // A parsed line written `name: value` CRLF is copied whole (one copy).
+                _ => match header.whole_line() {
+                    Some(whole) => Line::Whole(whole),
+                    None => Line::Parts(header.name_str().as_bytes(), header.value_bytes()),
+                },
+            };
+            len += line.len();
+            copied.push(line);
+        }
+        len += self.contact.map_or(0, |line| line.wire.len());
+        len += self.callers().map(line_len).sum::<usize>();
+        len += self.trailer().map(|line| line.wire.len()).sum::<usize>();
+
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(VERSION);
+        let code = self.status.as_u16();
+        // A StatusCode is always 100-699: three digits.
+        for digit in [code / 100, code / 10 % 10, code % 10] {
+            out.push(b'0' + (digit % 10) as u8);
+        }
+        out.push(b' ');
+        out.extend_from_slice(reason);
+        out.extend_from_slice(b"\r\n");
+        for (at, line) in copied.iter().enumerate() {
+            let (name, value) = match *line {
+                Line::Whole(whole) => {
+                    out.extend_from_slice(whole);
+                    continue;
+                }
+                Line::Parts(name, value) => (name, value),
+            };
+            if name.is_empty() {
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            if at == to_at
+                && let Some(t) = self.tag
+            {
+                out.extend_from_slice(b";tag=");
+                out.extend_from_slice(t.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(contact) = self.contact {
+            out.extend_from_slice(&contact.wire);
+        }
+        for header in self.callers() {
+            put_line(&mut out, header);
+        }
+        for line in self.trailer() {
+            out.extend_from_slice(&line.wire);
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        Bytes::from(out)
+    }
+
+    /// [`Reply::to_bytes`] as it was, each copied line in four parts (the oracle of
+    /// `ua.rs`'s `reply_tests`).
+    #[cfg(test)]
+    pub(crate) fn to_bytes_reference(&self) -> Bytes {
+        let reason = self.status.reason_phrase().as_bytes();
+        let body: &[u8] = self.body.map_or(&[], |(_, bytes)| bytes);
+        // The copied lines, read once: (name as written, value). The first To is rewritten
+        // with the tag as `Header::new` would write it (the canonical name, `value;tag=…`).
+        let mut copied = CopiedReference::default();
+        let mut tag = self.tag;
+        let mut to_at = usize::MAX;
+        let mut len = VERSION.len() + 4 + reason.len() + 2 + 2 + body.len();
+        for header in self.request.headers.iter() {
+            if !self.copies(header) {
+                continue;
+            }
             let value = header.value_bytes();
             let name: &[u8] = match tag {
                 Some(t) if header.name() == HeaderName::To => {
@@ -187,16 +269,73 @@ impl<'a> Reply<'a> {
     }
 }
 
-/// The lines a response copies, as (name, value): the first [`Copied::INLINE`] in place (a
-/// response copies five or six), the rest (many Via or Record-Route lines) in a vector.
-#[derive(Default)]
+/// A copied line: whole as the request holds it (`name: value` CRLF, see
+/// [`Header::whole_line`]), or as its name and value (written with `: ` and CRLF between and
+/// after them; nothing for an empty name).
+#[derive(Clone, Copy)]
+enum Line<'a> {
+    Whole(&'a [u8]),
+    Parts(&'a [u8], &'a [u8]),
+}
+
+impl Line<'_> {
+    /// The bytes the line takes in the response (without a To tag).
+    fn len(&self) -> usize {
+        match *self {
+            Line::Whole(whole) => whole.len(),
+            Line::Parts([], _) => 0,
+            Line::Parts(name, value) => name.len() + 2 + value.len() + 2,
+        }
+    }
+}
+
+/// The lines a response copies: the first [`Copied::INLINE`] in place (a response copies five
+/// or six), the rest (many Via or Record-Route lines) in a vector.
 struct Copied<'a> {
-    inline: [(&'a [u8], &'a [u8]); Copied::INLINE],
+    inline: [Line<'a>; Copied::INLINE],
+    more: Vec<Line<'a>>,
+    len: usize,
+}
+
+impl Default for Copied<'_> {
+    fn default() -> Self {
+        Self {
+            inline: [Line::Whole(&[]); Copied::INLINE],
+            more: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<'a> Copied<'a> {
+    const INLINE: usize = 12;
+
+    fn push(&mut self, line: Line<'a>) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = line,
+            None => self.more.push(line),
+        }
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Line<'a>> {
+        let inline = self.inline.get(..self.len).unwrap_or(&self.inline);
+        inline.iter().chain(&self.more)
+    }
+}
+
+/// [`Copied`] as it was (for [`Reply::to_bytes_reference`]): the lines a response copies,
+/// as (name, value), the first [`CopiedReference::INLINE`] in place.
+#[cfg(test)]
+#[derive(Default)]
+struct CopiedReference<'a> {
+    inline: [(&'a [u8], &'a [u8]); CopiedReference::INLINE],
     more: Vec<(&'a [u8], &'a [u8])>,
     len: usize,
 }
 
-impl<'a> Copied<'a> {
+#[cfg(test)]
+impl<'a> CopiedReference<'a> {
     const INLINE: usize = 12;
 
     fn push(&mut self, line: (&'a [u8], &'a [u8])) {

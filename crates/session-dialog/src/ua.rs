@@ -3297,8 +3297,9 @@ mod reply_tests {
                                         body: body.as_ref().map(|(t, b)| (t, b)),
                                         length: &length,
                                         server,
-                                    }
-                                    .to_bytes();
+                                    };
+                                    assert_eq!(short.to_bytes(), short.to_bytes_reference());
+                                    let short = short.to_bytes();
                                     assert_eq!(
                                         String::from_utf8_lossy(&short),
                                         String::from_utf8_lossy(&long),

@@ -547,9 +547,14 @@ impl Header {
 
     /// The line `name: value\r\n` as serialized, when the header's text holds it whole (a
     /// parsed header written `name: value` and ended by CRLF, as most are): one copy instead
-    /// of four. `None` otherwise (the parts are written one by one).
+    /// of four. `None` otherwise: write [`Header::name_str`], `: `, [`Header::value_bytes`]
+    /// and CRLF (a header without a name is not serialized).
+    ///
+    /// The bytes are those [`crate::Message::to_bytes`] writes for the line; a layer that
+    /// writes chosen lines of a request into a response of its own uses this to copy each
+    /// line at once.
     #[inline]
-    pub(crate) fn whole_line(&self) -> Option<&[u8]> {
+    pub fn whole_line(&self) -> Option<&[u8]> {
         // The name is not empty, `: ` is right after it and the value right after that:
         // then `text[start..end + 2]` is the name, `: `, the value and what follows it.
         if self.name_end <= self.start

@@ -43,9 +43,13 @@ pub(crate) struct Parts {
 ///
 /// Equality is textual (exact bytes); RFC 3261 §19.1.4 equivalence, which ignores case in
 /// some parts and unescapes others, is [`Uri::equivalent`].
+///
+/// The text is shared by reference count: a clone (a request kept by a transaction, a
+/// dialog's remote target) takes no allocation and copies no bytes. A `Uri` is never changed
+/// in place ([`Uri::with_param`] makes a new one), so sharing is invisible.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Uri {
-    raw: Box<str>,
+    raw: std::sync::Arc<str>,
     parts: Parts,
 }
 
