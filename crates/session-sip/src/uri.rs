@@ -267,6 +267,15 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
     };
     let start = colon + 1;
     let rest = b.get(start..).unwrap_or_default();
+    // The usual userinfo, a user part of plain user bytes then '@', is read in one run: no
+    // user byte is '@', so that '@' is the first one, and the general reading below (the
+    // first '@', then the user part up to it) would give the same user part. Anything else
+    // (no user part, escapes, a password, an empty user) is read the general way.
+    let plain_user = skip_plain(rest, &USER);
+    if plain_user > 0 && rest.get(plain_user) == Some(&b'@') {
+        parts.user = Some(Span::new(start, start + plain_user));
+        return scan_sip_hostport(b, parts, start + plain_user + 1);
+    }
     // '@' is legal nowhere but as the userinfo delimiter, so the first one ends the userinfo.
     let host_start = match find_byte(b'@', rest) {
         Some(at) => {
@@ -293,6 +302,21 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
         }
         None => start,
     };
+    scan_sip_hostport(b, parts, host_start)
+}
+
+/// The run of bytes `table` allows at the start of `s` (no escapes): its length.
+#[inline]
+fn skip_plain(s: &[u8], table: &[bool; 256]) -> usize {
+    s.iter()
+        .position(|&c| !table[usize::from(c)])
+        .unwrap_or(s.len())
+}
+
+/// The rest of a `sip:` or `sips:` URI from `host_start`, its userinfo (if any) already in
+/// `parts`: hostport, parameters, headers.
+#[inline]
+fn scan_sip_hostport(b: &[u8], mut parts: Parts, host_start: usize) -> Result<Parts> {
     // hostport ends at the first ';' or '?'.
     let hp_end = if b.get(host_start) == Some(&b'[') {
         let hp = b.get(host_start..).unwrap_or_default();
