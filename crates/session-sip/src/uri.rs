@@ -345,14 +345,25 @@ fn scan_sip_hostport(b: &[u8], mut parts: Parts, host_start: usize) -> Result<Pa
         let host_end = scan_hostname(b, host_start)?;
         parts.host = Span::new(host_start, host_end);
         if b.get(host_end) == Some(&b':') {
-            let digits_end = skip_class(b, host_end + 1, |c| c.is_ascii_digit());
+            // The digits are read as they are scanned; up to five (the usual port) fit a
+            // `u32` whatever they are, and give what `port_of` would.
+            let mut value = 0u32;
+            let mut digits_end = host_end + 1;
+            while let Some(&c) = b.get(digits_end).filter(|c| c.is_ascii_digit()) {
+                if digits_end - host_end <= 5 {
+                    value = value * 10 + u32::from(c - b'0');
+                }
+                digits_end += 1;
+            }
             match b.get(digits_end) {
                 None | Some(b';' | b'?') => {}
                 Some(_) => return Err(Error::Uri("bad port")),
             }
-            parts.port = Some(port_of(
-                b.get(host_end + 1..digits_end).unwrap_or_default(),
-            )?);
+            parts.port = Some(if (2..=6).contains(&(digits_end - host_end)) {
+                u16::try_from(value).map_err(|_| Error::Uri("bad port"))?
+            } else {
+                port_of(b.get(host_end + 1..digits_end).unwrap_or_default())?
+            });
             digits_end
         } else {
             host_end
@@ -395,7 +406,7 @@ fn port_of(digits: &[u8]) -> Result<u16> {
 }
 
 /// Index of the first byte at or after `i` that `class` rejects.
-#[inline]
+#[cfg(test)]
 fn skip_class(b: &[u8], mut i: usize, class: impl Fn(u8) -> bool) -> usize {
     while b.get(i).copied().is_some_and(&class) {
         i += 1;
