@@ -473,15 +473,24 @@ fn scan_hostname(b: &[u8], start: usize) -> Result<usize> {
 /// 255, then the end, `:`, `;` or `?` — or `None` for anything else (which
 /// [`scan_hostname`] then scans in full, errors included).
 fn ipv4_at(b: &[u8], start: usize) -> Option<usize> {
+    let digit = |i: usize| {
+        b.get(i)
+            .filter(|c| c.is_ascii_digit())
+            .map(|&c| u32::from(c - b'0'))
+    };
     let mut i = start;
     for octet in 0..4 {
-        let mut value = 0u32;
-        let digits = i;
-        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit() && i - digits < 3) {
-            value = value * 10 + u32::from(c - b'0');
-            i += 1;
-        }
-        if i == digits || value > 255 {
+        // One to three digits, read one by one (no loop: an octet is short).
+        let first = digit(i)?;
+        let (value, len) = match digit(i + 1) {
+            None => (first, 1),
+            Some(second) => match digit(i + 2) {
+                None => (first * 10 + second, 2),
+                Some(third) => (first * 100 + second * 10 + third, 3),
+            },
+        };
+        i += len;
+        if value > 255 {
             return None;
         }
         match b.get(i) {
