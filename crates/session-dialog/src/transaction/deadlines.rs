@@ -36,11 +36,13 @@ impl<K: Ord> Default for Deadlines<K> {
 
 impl<K: Ord> Deadlines<K> {
     /// Adds a live entry.
+    #[inline]
     pub(crate) fn push(&mut self, at: Instant, key: K) {
         self.heap.push(Reverse((at, key)));
     }
 
     /// Entry `(at, key)` is stale now (its owner no longer wants it).
+    #[inline]
     pub(crate) fn forget(&mut self, at: Instant, key: &K) {
         if self
             .heap
@@ -71,6 +73,7 @@ impl<K: Ord> Deadlines<K> {
     }
 
     /// Takes the earliest entry if it is due at `now`, live or not.
+    #[inline]
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
         if self.heap.peek().is_none_or(|Reverse((at, _))| *at > now) {
             return None;

@@ -369,6 +369,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
 
     /// The next action of any transaction, with the transaction it came from. Polling a
     /// transaction's [`Action::Terminated`] removes it from the table for good.
+    #[inline]
     pub fn poll_action(&mut self) -> Option<(TransactionId, Action)> {
         let (id, action) = self.actions.pop_front()?;
         if action == Action::Terminated {
