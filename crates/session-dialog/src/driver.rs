@@ -88,7 +88,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -634,7 +634,7 @@ impl SipDriver {
             accept_backoff: AcceptBackoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX),
             accept_pause: None,
             turn: 0,
-            gates: std::array::from_fn(|_| WakeGate::new()),
+            gates: GateSet::new(),
             reading: true,
             udp_blocked: udp_blocked.clone(),
         };
@@ -939,63 +939,163 @@ struct TcpSettings {
 /// it (the transaction layer retransmits what matters).
 const UDP_BACKLOG: usize = 1024;
 
-/// How many sources [`DriverInputs::poll_input`] takes in turn.
+/// How many sources [`DriverInputs::poll_input`] takes in turn: the jobs ([`JOBS`]), the UDP
+/// socket ([`UDP`]), the connections' messages ([`STREAMS`]), the TCP ([`TCP_ACCEPT`]) and
+/// TLS ([`TLS_ACCEPT`]) listeners, the UDP socket's writability ([`WRITABLE`]). A set of them
+/// is a [`GateBits`], bit `i` for source `i`.
 const SOURCES: usize = 6;
+const JOBS: usize = 0;
+const UDP: usize = 1;
+const STREAMS: usize = 2;
+const TCP_ACCEPT: usize = 3;
+const TLS_ACCEPT: usize = 4;
+const WRITABLE: usize = 5;
+/// Not a source taking turns: the UDP socket's error readiness, watched when the socket has
+/// nothing to read ([`UdpErrorWatch`]), through a gate of its own in the same set.
+const UDP_ERRORS: usize = SOURCES;
 
-/// How many of them (the first ones but the UDP socket: the jobs, the connections' messages,
-/// the TCP and TLS listeners) are polled only once they woke the task, through a [`WakeGate`].
-const GATED: usize = 4;
+/// The gates of [`DriverInputs`], by source (with [`UDP_ERRORS`] after them); the UDP socket
+/// and its writability have none, so their bits go unused.
+const GATES: usize = SOURCES + 1;
 
-/// The gate of a source, if it has one: the jobs (0), the connections' messages (2), the TCP
-/// (3) and TLS (4) listeners.
-fn gate_of(source: usize) -> Option<usize> {
-    match source {
-        0 => Some(0),
-        2..=4 => Some(source - 1),
-        _ => None,
-    }
-}
+/// The sources polled only once they woke the task (mostly idle), through a gate of
+/// [`DriverInputs::gates`]: the jobs, the connections' messages, the TCP and TLS listeners.
+const GATED: GateBits = 1 << JOBS | 1 << STREAMS | 1 << TCP_ACCEPT | 1 << TLS_ACCEPT;
 
-/// What a gated source wakes: it notes that the source has something (or may have), then
-/// wakes the task. So that a source that has not woken the task is not polled again, which
-/// would cost as much as finding it empty each time (a listener's poll takes a lock).
-struct Gate {
+/// Every source.
+const ALL_SOURCES: GateBits = (1 << SOURCES) - 1;
+
+/// A set of gates (or of sources), bit `i` for gate `i`.
+type GateBits = u8;
+
+/// Gates for sources of one task that share one word: the waker of gate `i` sets bit `i`,
+/// then wakes the task. So a source that has not woken the task since it was last found empty
+/// is not polled again (which would cost as much as finding it empty each time: a listener's
+/// poll takes a lock), and one load tells which of the set's sources are to be polled.
+/// [`WakeGate`] is a set of one; [`DriverInputs`] keeps one for its mostly idle sources.
+struct GateSet<const N: usize> {
     shared: Arc<GateShared>,
-    /// `shared` as a waker, made once.
-    waker: Waker,
+    /// Gate `i`'s waker, made once.
+    wakers: [Waker; N],
+    /// The task the gates wake, as last seen.
+    task: Option<Waker>,
 }
 
 struct GateShared {
-    /// Whether the source is to be polled: it woke the task, or gave something the last time
-    /// (it may have more), or it has not been polled with this gate's waker yet.
-    open: AtomicBool,
+    /// Bit `i`: source `i` is to be polled (it woke the task, or gave something the last
+    /// time, or it has not been polled with its gate's waker yet).
+    open: AtomicU8,
     /// The task's waker.
     task: Mutex<Option<Waker>>,
 }
 
-impl std::task::Wake for GateShared {
+/// The waker of one gate: opens the gate, then wakes the task.
+struct GateWaker {
+    shared: Arc<GateShared>,
+    bit: GateBits,
+}
+
+impl std::task::Wake for GateWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.open.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        self.shared.open.fetch_or(self.bit, Ordering::Release);
+        let task = self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(task) = &*task {
             task.wake_by_ref();
         }
     }
 }
 
-/// A [`Gate`] for an owner's own sources: wraps the polls of one source (a queue, a socket)
+impl<const N: usize> GateSet<N> {
+    /// Every gate of the set.
+    const ALL: GateBits = {
+        assert!(N >= 1 && N <= GateBits::BITS as usize, "one bit per gate");
+        GateBits::MAX >> (GateBits::BITS as usize - N)
+    };
+
+    /// Every gate open: each source's first poll registers its gate's waker.
+    fn new() -> Self {
+        let shared = Arc::new(GateShared {
+            open: AtomicU8::new(Self::ALL),
+            task: Mutex::new(None),
+        });
+        let wakers = std::array::from_fn(|gate| {
+            Waker::from(Arc::new(GateWaker {
+                shared: shared.clone(),
+                bit: 1 << gate,
+            }))
+        });
+        Self {
+            shared,
+            wakers,
+            task: None,
+        }
+    }
+
+    /// Notes the task that polls: a task other than the last one seen (or whose waker does
+    /// not compare equal: `will_wake` is best-effort) opens every gate, the sources' wakers to
+    /// be registered anew, and is the one the gates wake from now on.
+    #[inline]
+    fn register(&mut self, cx: &Context<'_>) {
+        if !self
+            .task
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            self.new_task(cx.waker());
+        }
+    }
+
+    #[cold]
+    fn new_task(&mut self, task: &Waker) {
+        *self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
+        self.shared.open.fetch_or(Self::ALL, Ordering::Release);
+        self.task = Some(task.clone());
+    }
+
+    /// The open gates.
+    #[inline]
+    fn open(&self) -> GateBits {
+        self.shared.open.load(Ordering::Acquire)
+    }
+
+    /// Closes gate `gate` (until its source wakes the task again), before its source is
+    /// polled; whether it was open.
+    #[inline]
+    fn take(&self, gate: usize) -> bool {
+        let bit = 1 << gate;
+        self.shared.open.fetch_and(!bit, Ordering::AcqRel) & bit != 0
+    }
+
+    /// The source of gate `gate` gave something: poll it again next time.
+    fn reopen(&self, gate: usize) {
+        self.shared.open.fetch_or(1 << gate, Ordering::Release);
+    }
+
+    /// Gate `gate`'s waker, to poll its source with.
+    fn waker(&self, gate: usize) -> Option<&Waker> {
+        self.wakers.get(gate)
+    }
+}
+
+/// A gate for an owner's own sources: wraps the polls of one source (a queue, a socket)
 /// so that it is polled only once it woke the task (or gave something the last time), not
 /// on every wake-up of a task that waits on many sources. For the branches of a `select!` in
 /// a loop, where most sources are empty most of the time (the manager's commands and events
 /// next to [`DriverInputs::next_input`], and the mostly idle sources inside it).
 pub struct WakeGate {
-    gate: Gate,
-    /// The task the gate wakes, as last seen.
-    task: Option<Waker>,
+    gates: GateSet<1>,
 }
 
 impl Default for WakeGate {
@@ -1007,7 +1107,7 @@ impl Default for WakeGate {
 impl std::fmt::Debug for WakeGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WakeGate")
-            .field("open", &self.gate.shared.open.load(Ordering::Relaxed))
+            .field("open", &(self.gates.open() != 0))
             .finish()
     }
 }
@@ -1016,8 +1116,7 @@ impl WakeGate {
     /// A gate that is open: the source's first poll registers the gate's waker.
     pub fn new() -> Self {
         Self {
-            gate: Gate::new(),
-            task: None,
+            gates: GateSet::new(),
         }
     }
 
@@ -1031,60 +1130,18 @@ impl WakeGate {
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        if !self.open_for(cx) {
+        self.gates.register(cx);
+        if !self.gates.take(0) {
             return Poll::Pending;
         }
-        let polled = poll(&mut Context::from_waker(&self.gate.waker));
+        let polled = match self.gates.waker(0) {
+            Some(waker) => poll(&mut Context::from_waker(waker)),
+            None => poll(cx),
+        };
         if polled.is_ready() {
-            self.gate.reopen();
+            self.gates.reopen(0);
         }
         polled
-    }
-
-    /// Whether to poll the source now (closing the gate until the source wakes the task
-    /// again); a task other than the last one seen opens it, the source's waker to be
-    /// registered anew.
-    fn open_for(&mut self, cx: &Context<'_>) -> bool {
-        if !self
-            .task
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()))
-        {
-            self.gate.set_task(cx.waker());
-            self.task = Some(cx.waker().clone());
-        }
-        self.gate.take()
-    }
-}
-
-impl Gate {
-    fn new() -> Self {
-        let shared = Arc::new(GateShared {
-            open: AtomicBool::new(true),
-            task: Mutex::new(None),
-        });
-        let waker = Waker::from(shared.clone());
-        Self { shared, waker }
-    }
-
-    /// The task to wake from now on; the source is polled again (its waker registered anew).
-    fn set_task(&self, task: &Waker) {
-        *self
-            .shared
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
-        self.shared.open.store(true, Ordering::Release);
-    }
-
-    /// Whether to poll the source now (it is closed until it wakes the task again).
-    fn take(&self) -> bool {
-        self.shared.open.swap(false, Ordering::AcqRel)
-    }
-
-    /// The source gave something: poll it again next time.
-    fn reopen(&self) {
-        self.shared.open.store(true, Ordering::Release);
     }
 }
 
@@ -1092,12 +1149,12 @@ impl Gate {
 /// `IP_RECVERR` on, see the `icmp` module) makes the socket report an error, not readable,
 /// and a read waits only for readability: without this watch the error would be seen with
 /// the next datagram or timer (a retransmission 500 ms later), not at once as RFC 3261 §18.4
-/// wants. Mostly idle, so it is polled only once it woke the task ([`WakeGate`]).
+/// wants. Mostly idle, so it is polled only once it woke the task (through the
+/// [`UDP_ERRORS`] gate of [`DriverInputs::gates`]).
 struct UdpErrorWatch {
     socket: Arc<UdpSocket>,
     /// The wait in progress (a future of tokio's, boxed once per error seen).
     wait: Option<Pin<Box<dyn Future<Output = io::Result<tokio::io::Ready>> + Send>>>,
-    gate: WakeGate,
     /// Off once the wait failed (the runtime is going away): a read still finds errors.
     on: bool,
 }
@@ -1107,34 +1164,33 @@ impl UdpErrorWatch {
         Self {
             socket,
             wait: None,
-            gate: WakeGate::new(),
             on: true,
         }
     }
 
     /// Whether an error is queued on the socket now; if so, its readiness is cleared, so the
     /// next wait is for a new error (the owner drains the queue, `icmp::take_unreachable`).
-    fn poll_queued(&mut self, cx: &mut Context<'_>) -> bool {
-        let Self {
-            socket,
-            wait,
-            gate,
-            on,
-        } = self;
-        if !*on {
+    /// Waits only if the [`UDP_ERRORS`] gate of `gates` (registered with the polling task) is
+    /// open, with that gate's waker.
+    fn poll_queued(&mut self, gates: &GateSet<GATES>) -> bool {
+        let Self { socket, wait, on } = self;
+        if !*on || !gates.take(UDP_ERRORS) {
             return false;
         }
-        let polled = gate.poll(cx, |cx| {
-            wait.get_or_insert_with(|| {
+        let Some(waker) = gates.waker(UDP_ERRORS) else {
+            return false;
+        };
+        let polled = wait
+            .get_or_insert_with(|| {
                 let socket = socket.clone();
                 Box::pin(async move { socket.ready(tokio::io::Interest::ERROR).await })
             })
             .as_mut()
-            .poll(cx)
-        });
+            .poll(&mut Context::from_waker(waker));
         let Poll::Ready(result) = polled else {
             return false;
         };
+        gates.reopen(UDP_ERRORS);
         *wait = None;
         match result {
             Ok(_) => {
@@ -1184,9 +1240,10 @@ pub struct DriverInputs {
     accept_pause: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The source [`DriverInputs::poll_input`] polls first next time (they take turns).
     turn: usize,
-    /// The wakers of the sources that are mostly idle (the jobs, the connections' messages,
-    /// the listeners), by source: each is polled only once it woke the task.
-    gates: [WakeGate; GATED],
+    /// The gates of the sources that are mostly idle ([`GATED`]: the jobs, the connections'
+    /// messages, the listeners) and of the UDP socket's error readiness ([`UDP_ERRORS`]), by
+    /// source: each is polled only once it woke the task.
+    gates: GateSet<GATES>,
     /// Whether sockets are read (the standalone driver stops while it holds events).
     reading: bool,
     /// Set by the state while datagrams wait for the UDP socket to be writable.
@@ -1255,47 +1312,68 @@ impl DriverInputs {
     /// [`DriverInputs::next_input`] as a poll: each source is polled in place (no future is
     /// made per call), the first one polled taking turns, so that each source that has
     /// something is served within [`SOURCES`] inputs whatever the others hold (a UDP flood
-    /// does not starve the jobs, the TCP and TLS connections or the listeners).
+    /// does not starve the jobs, the TCP and TLS connections or the listeners). Only the
+    /// sources that may give something are polled, found at once: a gated source whose gate
+    /// is closed, or a source that is off, would be `Pending` without being polled anyway.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<DriverInput> {
         if std::mem::take(&mut self.udp_error_pending) {
             return Poll::Ready(DriverInput(Input::UdpError));
         }
         let first = self.turn;
         self.turn = if first + 1 >= SOURCES { 0 } else { first + 1 };
-        for offset in 0..SOURCES {
-            let source = (first + offset) % SOURCES;
-            if let Poll::Ready(input) = self.poll_gated(source, cx) {
+        self.gates.register(cx);
+        let mut due = self.gates.open() & self.gated_on();
+        if self.reading {
+            due |= 1 << UDP;
+        }
+        if self.udp_blocked.load(Ordering::Relaxed) {
+            due |= 1 << WRITABLE;
+        }
+        // In turn from `first`: rotated so that bit 0 is source `first`.
+        let mut turns = (due >> first | due << (SOURCES - first)) & ALL_SOURCES;
+        while turns != 0 {
+            let offset = turns.trailing_zeros() as usize;
+            turns &= turns - 1;
+            let source = first + offset;
+            let source = if source >= SOURCES {
+                source - SOURCES
+            } else {
+                source
+            };
+            if let Poll::Ready(input) = self.poll_due(source, cx) {
                 return Poll::Ready(input);
             }
         }
         Poll::Pending
     }
 
-    /// Polls a source, through its gate if it has one: only when it woke the task (or gave
-    /// something last time), with the gate's waker. An off source (not reading) is left
-    /// alone, its gate as it was.
-    fn poll_gated(&mut self, source: usize, cx: &mut Context<'_>) -> Poll<DriverInput> {
-        let on = match source {
-            0 => self.jobs_open,
-            2..=4 => self.reading,
-            _ => true,
-        };
-        let Some(index) = gate_of(source).filter(|_| on) else {
-            return self.poll_source(source, cx);
-        };
-        let Some(gate) = self.gates.get_mut(index) else {
-            return self.poll_source(source, cx);
-        };
-        if !gate.open_for(cx) {
-            return Poll::Pending;
+    /// The gated sources that are on (an off source is left alone, its gate as it was): the
+    /// jobs until every handle is gone, the others while reading.
+    fn gated_on(&self) -> GateBits {
+        let mut on = 0;
+        if self.jobs_open {
+            on |= 1 << JOBS;
         }
+        if self.reading {
+            on |= 1 << STREAMS | 1 << TCP_ACCEPT | 1 << TLS_ACCEPT;
+        }
+        on
+    }
+
+    /// Polls a source that may give something, through its gate if it has one (closing it
+    /// until the source wakes the task again, or gives something), with the gate's waker.
+    fn poll_due(&mut self, source: usize, cx: &mut Context<'_>) -> Poll<DriverInput> {
+        if GATED & 1 << source == 0 {
+            return self.poll_source(source, cx);
+        }
+        self.gates.take(source);
         // The source's poll needs `self`: the gate's waker is taken out first.
-        let waker = gate.gate.waker.clone();
+        let Some(waker) = self.gates.waker(source).cloned() else {
+            return self.poll_source(source, cx);
+        };
         let polled = self.poll_source(source, &mut Context::from_waker(&waker));
-        if polled.is_ready()
-            && let Some(gate) = self.gates.get(index)
-        {
-            gate.gate.reopen();
+        if polled.is_ready() {
+            self.gates.reopen(source);
         }
         polled
     }
@@ -1306,7 +1384,7 @@ impl DriverInputs {
     /// it is polled again when something else wakes the task.
     fn poll_source(&mut self, source: usize, cx: &mut Context<'_>) -> Poll<DriverInput> {
         match source {
-            0 if self.jobs_open => match self.jobs.poll_recv(cx) {
+            JOBS if self.jobs_open => match self.jobs.poll_recv(cx) {
                 Poll::Ready(Some(job)) => Poll::Ready(DriverInput(Input::Job(job))),
                 Poll::Ready(None) => {
                     self.jobs_open = false;
@@ -1314,7 +1392,7 @@ impl DriverInputs {
                 }
                 Poll::Pending => Poll::Pending,
             },
-            1 if self.reading => match self.poll_datagram(cx) {
+            UDP if self.reading => match self.poll_datagram(cx) {
                 Poll::Ready(Ok((source, bytes))) => Poll::Ready(DriverInput(Input::Datagram(
                     source,
                     bytes,
@@ -1329,14 +1407,14 @@ impl DriverInputs {
                 Poll::Pending => Poll::Pending,
             },
             // The state holds a sender as long as it lives.
-            2 if self.reading => match self.tcp_inbound.poll_recv(cx) {
+            STREAMS if self.reading => match self.tcp_inbound.poll_recv(cx) {
                 Poll::Ready(Some(inbound)) => Poll::Ready(DriverInput(Input::Stream(inbound))),
                 _ => Poll::Pending,
             },
-            3 if self.reading => self.poll_accept(Protocol::Tcp, cx),
-            4 if self.reading => self.poll_accept(Protocol::Tls, cx),
+            TCP_ACCEPT if self.reading => self.poll_accept(Protocol::Tcp, cx),
+            TLS_ACCEPT if self.reading => self.poll_accept(Protocol::Tls, cx),
             // An error is found again by the send itself.
-            5 if self.udp_blocked.load(Ordering::Relaxed) => match self.udp.as_deref() {
+            WRITABLE if self.udp_blocked.load(Ordering::Relaxed) => match self.udp.as_deref() {
                 Some(socket) => socket
                     .poll_send_ready(cx)
                     .map(|_| DriverInput(Input::Writable)),
@@ -1357,6 +1435,7 @@ impl DriverInputs {
             read_ahead_max,
             udp_error_pending,
             udp_errors,
+            gates,
             ..
         } = self;
         if !read_ahead.is_empty() {
@@ -1379,7 +1458,7 @@ impl DriverInputs {
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             // Nothing to read: wait for an ICMP error too (a read does not wait for one).
             Poll::Pending => {
-                return match udp_errors.as_mut().map(|watch| watch.poll_queued(cx)) {
+                return match udp_errors.as_mut().map(|watch| watch.poll_queued(gates)) {
                     Some(true) => Poll::Ready(Err(io::Error::other(
                         "an ICMP error is queued on the UDP socket",
                     ))),

@@ -760,6 +760,12 @@ impl Endpoint {
         self.table.next_deadline()
     }
 
+    /// [`Endpoint::poll_timeout`] as if nothing were remembered (for tests).
+    #[cfg(test)]
+    pub(crate) fn poll_timeout_unchecked(&mut self) -> Option<Instant> {
+        self.table.next_deadline_unchecked()
+    }
+
     /// Time has reached `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.table.handle_timeout(now);

@@ -67,6 +67,7 @@ use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Pr
 use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
 use crate::reply::{OwnLine, Reply};
 use crate::transaction::TransactionId;
+use crate::transaction::deadlines::Deadlines;
 use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
 use session_sip::{
@@ -458,6 +459,13 @@ struct Pending2xx {
     give_up: Instant,
 }
 
+impl Pending2xx {
+    /// When its deadline is: the next retransmission, or giving up.
+    fn due(&self) -> Instant {
+        self.next.min(self.give_up)
+    }
+}
+
 /// The most reliable provisional responses one INVITE queues behind its unacknowledged one
 /// (RFC 3262 §3 allows one in flight); [`UserAgent::answer`] refuses more.
 pub const MAX_QUEUED_PROVISIONALS: usize = 4;
@@ -743,11 +751,10 @@ pub struct UserAgent {
     client_invites: IdMap<Box<ClientInvite>>,
     server_invites: IdMap<Box<ServerInvite>>,
     /// 2xx retransmission deadlines (lazy deletion: checked against the dialog's pending 2xx).
-    timers: BinaryHeap<Reverse<(Instant, DialogId)>>,
-    /// The earliest of `timers` was checked against its dialog by [`UserAgent::poll_timeout`],
-    /// and no pending 2xx, dialog or deadline changed since: the next poll needs no lookup.
-    /// Cleared by everything that changes them.
-    timers_checked: bool,
+    /// A pending 2xx that goes away (ACKed, replaced, its dialog ended) is forgotten there
+    /// ([`UserAgent::forget_2xx`]), so [`UserAgent::poll_timeout`] looks the earliest up only
+    /// when it may be stale.
+    timers: Deadlines<DialogId>,
     /// Reliable 1xx retransmission and PRACK deadlines, by INVITE server transaction (lazy
     /// deletion: checked against its unacknowledged 1xx).
     prack_timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
@@ -836,8 +843,7 @@ impl UserAgent {
             dialogs,
             client_invites: IdMap::default(),
             server_invites: IdMap::default(),
-            timers: BinaryHeap::new(),
-            timers_checked: false,
+            timers: Deadlines::default(),
             prack_timers: BinaryHeap::new(),
             expected_pracks: HashMap::new(),
             pracks: IdMap::default(),
@@ -887,7 +893,7 @@ impl UserAgent {
         self.dialogs.shrink(floor);
         shrink_map(&mut self.client_invites, floor);
         shrink_map(&mut self.server_invites, floor);
-        shrink_heap(&mut self.timers, floor);
+        self.timers.shrink(floor);
         shrink_heap(&mut self.prack_timers, 0);
         shrink_map(&mut self.expected_pracks, 0);
         shrink_map(&mut self.pracks, 0);
@@ -986,9 +992,14 @@ impl UserAgent {
         reliable.unacked.as_ref().map(Unacked::due)
     }
 
-    fn pending_2xx_due(&self, id: &DialogId) -> Option<Instant> {
-        let pending = self.dialogs.get(id)?.pending_2xx.as_ref()?;
-        Some(pending.next.min(pending.give_up))
+    fn pending_2xx_due_in(dialogs: &DialogMap<DialogEntry>, id: &DialogId) -> Option<Instant> {
+        dialogs.get(id)?.pending_2xx.as_deref().map(Pending2xx::due)
+    }
+
+    /// Dialog `id`'s pending 2xx went away (ACKed, replaced, or its dialog ended): its
+    /// deadline is stale.
+    fn forget_2xx(timers: &mut Deadlines<DialogId>, id: &DialogId, pending: &Pending2xx) {
+        timers.forget(pending.due(), id);
     }
 
     /// The next datagram to send.
@@ -1022,32 +1033,30 @@ impl UserAgent {
 
     /// When [`UserAgent::handle_timeout`] must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        if !self.timers_checked {
-            while let Some(&Reverse((at, ref id))) = self.timers.peek() {
-                if self.pending_2xx_due(id) == Some(at) {
-                    break;
-                }
-                self.timers.pop();
-            }
-            self.timers_checked = true;
-        }
+        let dialogs = &self.dialogs;
+        let ours = self
+            .timers
+            .earliest(|at, id| Self::pending_2xx_due_in(dialogs, id) == Some(at));
         while let Some(&Reverse((at, tx))) = self.prack_timers.peek() {
             if self.unacked_due(tx) == Some(at) {
                 break;
             }
             self.prack_timers.pop();
         }
-        let ours = self.timers.peek().map(|Reverse((at, _))| *at);
         let pracks = self.prack_timers.peek().map(|Reverse((at, _))| *at);
         // A skipped room check comes back once, so an idle user agent gives room back too.
         let shrink = self
             .shrink_pending
             .then(|| self.last_shrink.map(|last| last + SHRINK_EVERY))
             .flatten();
-        [ours, pracks, self.endpoint.poll_timeout(), shrink]
-            .into_iter()
-            .flatten()
-            .min()
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        earliest(
+            earliest(ours, pracks),
+            earliest(self.endpoint.poll_timeout(), shrink),
+        )
     }
 
     fn via(&mut self, protocol: Protocol) -> String {
@@ -1081,21 +1090,14 @@ impl UserAgent {
 
     /// Time has reached `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.timers_checked = false;
-        while let Some(&Reverse((at, _))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            let Some(Reverse((at, id))) = self.timers.pop() else {
-                break;
-            };
+        while let Some((at, id)) = self.timers.pop_due(now) {
             let Some(entry) = self.dialogs.get_mut(&id) else {
                 continue;
             };
             let Some(pending) = entry.pending_2xx.as_mut() else {
                 continue;
             };
-            if pending.next.min(pending.give_up) != at {
+            if pending.due() != at {
                 continue;
             }
             if pending.give_up <= now {
@@ -1116,8 +1118,7 @@ impl UserAgent {
             );
             pending.interval = (pending.interval * 2).min(self.config.endpoint.timers.t2);
             pending.next = now + pending.interval;
-            let due = pending.next.min(pending.give_up);
-            self.timers.push(Reverse((due, id)));
+            self.timers.push(pending.due(), id);
         }
         self.handle_prack_timers(now);
         self.endpoint.handle_timeout(now);
@@ -1491,12 +1492,12 @@ impl UserAgent {
         let Some(key) = Dialog::key_of_request(&request) else {
             return;
         };
-        let acked = self
-            .dialogs
-            .get_mut(&key)
-            .and_then(|e| e.pending_2xx.take().map(|_| stored_id(e, key)));
-        if let Some(id) = acked {
-            self.timers_checked = false;
+        let acked = self.dialogs.get_mut(&key).and_then(|e| {
+            let pending = e.pending_2xx.take()?;
+            Some((stored_id(e, key), pending))
+        });
+        if let Some((id, pending)) = acked {
+            Self::forget_2xx(&mut self.timers, &id, &pending);
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -1845,8 +1846,13 @@ impl UserAgent {
         };
         let mut entry = DialogEntry::new(dialog);
         entry.account = account;
-        self.timers_checked = false;
-        self.dialogs.insert(id.clone(), entry);
+        if let Some(pending) = self
+            .dialogs
+            .insert(id.clone(), entry)
+            .and_then(|old| old.pending_2xx)
+        {
+            Self::forget_2xx(&mut self.timers, &id, &pending);
+        }
         if cancelled && !forked {
             // §15: we wanted out but the 2xx won the race with the CANCEL: the call exists
             // now, so it is ACKed (above) and ended with BYE.
@@ -1879,8 +1885,11 @@ impl UserAgent {
     }
 
     fn end_dialog(&mut self, id: &DialogId) -> Option<Dialog> {
-        self.timers_checked = false;
-        self.dialogs.remove(id).map(|e| *e.dialog)
+        let entry = self.dialogs.remove(id)?;
+        if let Some(pending) = &entry.pending_2xx {
+            Self::forget_2xx(&mut self.timers, id, pending);
+        }
+        Some(*entry.dialog)
     }
 
     fn send_bye(&mut self, now: Instant, id: &DialogId) {
@@ -2724,7 +2733,6 @@ impl UserAgent {
         new_dialog: Option<Dialog>,
         pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
-        self.timers_checked = false;
         match (within, new_dialog) {
             (Some(id), _) => {
                 let entry = self.dialogs.get_mut(&id)?;
@@ -2743,7 +2751,13 @@ impl UserAgent {
                 if let Some(pending) = pending {
                     Self::arm_2xx(&mut self.timers, &mut entry, &id, pending);
                 }
-                self.dialogs.insert(id.clone(), entry);
+                if let Some(pending) = self
+                    .dialogs
+                    .insert(id.clone(), entry)
+                    .and_then(|old| old.pending_2xx)
+                {
+                    Self::forget_2xx(&mut self.timers, &id, &pending);
+                }
                 Some(id)
             }
             (None, None) => None,
@@ -2756,7 +2770,6 @@ impl UserAgent {
         let Some(pending) = self.pending_2xx(now, tx, bytes) else {
             return;
         };
-        self.timers_checked = false;
         if let Some(entry) = self.dialogs.get_mut(id) {
             Self::arm_2xx(&mut self.timers, entry, id, pending);
         }
@@ -2790,12 +2803,15 @@ impl UserAgent {
 
     /// Dialog `id` (`entry`) waits for the ACK of `pending` (§13.3.1.4).
     fn arm_2xx(
-        timers: &mut BinaryHeap<Reverse<(Instant, DialogId)>>,
+        timers: &mut Deadlines<DialogId>,
         entry: &mut DialogEntry,
         id: &DialogId,
         pending: Pending2xx,
     ) {
-        timers.push(Reverse((pending.next.min(pending.give_up), id.clone())));
+        if let Some(old) = entry.pending_2xx.take() {
+            Self::forget_2xx(timers, id, &old);
+        }
+        timers.push(pending.due(), id.clone());
         entry.pending_2xx = Some(Box::new(pending));
         entry.remote_reinvite = None;
     }
@@ -3380,5 +3396,105 @@ mod timer_tests {
         // Acknowledged: what is left is the INVITE transaction's Timer L (64·T1).
         assert_eq!(ua.poll_timeout(), Some(now + t1 * 64));
         assert_eq!(ua.poll_timeout(), Some(now + t1 * 64));
+    }
+
+    fn user_agent() -> UserAgent {
+        UserAgent::new(UaConfig {
+            endpoint: EndpointConfig::default(),
+            via_host: "127.0.0.1".into(),
+            via_port: 5060,
+            contact: Uri::parse("sip:ua@127.0.0.1:5060").unwrap(),
+            large_requests_over_tcp: false,
+            rng_seed: Some(7),
+        })
+    }
+
+    /// What `poll_timeout` remembers is what it finds when it remembers nothing: every
+    /// deadline looked up again, from the dialogs' pending 2xx and the transactions.
+    fn exact(ua: &mut UserAgent) -> Option<Instant> {
+        let remembered = ua.poll_timeout();
+        let pending = ua
+            .dialogs
+            .values()
+            .filter_map(|e| e.pending_2xx.as_deref().map(Pending2xx::due))
+            .min();
+        let transactions = ua.endpoint.poll_timeout_unchecked();
+        let pracks = ua.prack_timers.peek().map(|Reverse((at, _))| *at);
+        let shrink = ua
+            .shrink_pending
+            .then(|| ua.last_shrink.map(|last| last + SHRINK_EVERY))
+            .flatten();
+        let expected = [pending, transactions, pracks, shrink]
+            .into_iter()
+            .flatten()
+            .min();
+        assert_eq!(remembered, expected);
+        ua.timers.forget_checks();
+        assert_eq!(ua.poll_timeout(), expected);
+        remembered
+    }
+
+    /// An answered INVITE; the dialog's local tag.
+    fn answered(ua: &mut UserAgent, now: Instant, branch: &str) -> Arc<str> {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5061));
+        ua.handle_datagram(now, Protocol::Udp, peer, &request("INVITE", branch, ""));
+        let Some(UaEvent::IncomingInvite { tx, .. }) = ua.poll_event() else {
+            panic!("no INVITE");
+        };
+        exact(ua);
+        let dialog = ua
+            .answer(now, tx, StatusCode::OK, Vec::new(), None)
+            .unwrap()
+            .unwrap();
+        while ua.poll_event().is_some() {}
+        dialog.local_tag
+    }
+
+    /// Each kind of change to the 2xx deadlines is seen by the next `poll_timeout`: a 2xx
+    /// armed, retransmitted (re-armed), ACKed, its dialog ended by a BYE before the ACK or by a
+    /// transport error, given up on after 64·T1.
+    #[test]
+    fn the_next_deadline_follows_every_change_of_the_2xx_deadlines() {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5061));
+        let t0 = Instant::now();
+        let mut ua = user_agent();
+        let t1 = ua.config.endpoint.timers.t1;
+        // Armed, then retransmitted at T1 (next at 3·T1), then ACKed.
+        let tag = answered(&mut ua, t0, "z9hG4bK-1");
+        assert_eq!(exact(&mut ua), Some(t0 + t1));
+        ua.handle_timeout(t0 + t1);
+        assert_eq!(exact(&mut ua), Some(t0 + t1 * 3));
+        let ack = request("ACK", "z9hG4bK-1a", &format!(";tag={tag}"));
+        ua.handle_datagram(t0 + t1, Protocol::Udp, peer, &ack);
+        assert_eq!(exact(&mut ua), Some(t0 + t1 * 64));
+        // A BYE before the ACK ends the dialog and its 2xx deadline.
+        let mut ua = user_agent();
+        let tag = answered(&mut ua, t0, "z9hG4bK-2");
+        let bye = request("BYE", "z9hG4bK-2b", &format!(";tag={tag}")).to_vec();
+        let bye = String::from_utf8(bye)
+            .unwrap()
+            .replace("CSeq: 1 BYE", "CSeq: 2 BYE");
+        ua.handle_datagram(t0, Protocol::Udp, peer, &datagram(bye));
+        while ua.poll_event().is_some() {}
+        assert_eq!(ua.dialog_count(), 0);
+        exact(&mut ua);
+        // A transport error towards the peer ends it too.
+        let mut ua = user_agent();
+        answered(&mut ua, t0, "z9hG4bK-3");
+        ua.handle_transport_error(t0, peer, Protocol::Udp);
+        assert_eq!(ua.dialog_count(), 0);
+        exact(&mut ua);
+        // Never ACKed: retransmitted until 64·T1, then given up on.
+        let mut ua = user_agent();
+        answered(&mut ua, t0, "z9hG4bK-4");
+        while let Some(at) = exact(&mut ua) {
+            ua.handle_timeout(at);
+            while ua.poll_event().is_some() {}
+            if ua.dialog_count() == 0 {
+                break;
+            }
+        }
+        assert_eq!(ua.dialog_count(), 0);
+        exact(&mut ua);
     }
 }

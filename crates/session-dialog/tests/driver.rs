@@ -389,3 +389,55 @@ async fn closing_an_embedded_drivers_inputs_answers_every_waiting_job() {
         .expect("a job after the close is refused at once");
     assert!(matches!(late, Err(DriverError::Stopped)), "{late:?}");
 }
+
+/// The sources take turns: under a backlog of datagrams (the read-ahead never empty) a job
+/// and a TCP connection waiting to be accepted are each handed out within six inputs (one
+/// turn of every source) of their arrival, whatever the datagrams.
+#[tokio::test]
+async fn a_job_and_a_connection_are_served_within_six_inputs_of_a_datagram_backlog() {
+    let (mut inputs, _state, handle) = SipDriver::embed(DriverConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        socket_buffer: Some(4 << 20),
+        ..DriverConfig::default()
+    })
+    .await
+    .unwrap();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..200 {
+        sender.send_to(b"not SIP", handle.local_addr()).unwrap();
+    }
+    // The first input reads the socket's backlog ahead.
+    let first = tokio::time::timeout(WAIT, inputs.next_input())
+        .await
+        .unwrap();
+    assert_eq!(format!("{first:?}"), r#"DriverInput("datagram")"#);
+    for round in 0..3 {
+        let job = {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.with(|ua, _| ua.dialog_count()).await })
+        };
+        let _connection = tokio::net::TcpStream::connect(handle.local_addr())
+            .await
+            .unwrap();
+        // Let the job reach the queue (its sender task runs on this thread).
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let mut waiting = ["job", "accepted"].to_vec();
+        let mut handed = 0;
+        while !waiting.is_empty() {
+            let input = tokio::time::timeout(WAIT, inputs.next_input())
+                .await
+                .unwrap();
+            handed += 1;
+            let kind = format!("{input:?}");
+            waiting.retain(|kind_waited| kind != format!("DriverInput({kind_waited:?})"));
+            assert!(
+                handed <= 6,
+                "round {round}: still waiting for {waiting:?} after {handed} inputs"
+            );
+        }
+        // The job's caller waits for the state to run it; nobody does here.
+        job.abort();
+    }
+}

@@ -16,6 +16,7 @@
 
 mod client_invite;
 mod client_non_invite;
+pub(crate) mod deadlines;
 mod server_invite;
 mod server_non_invite;
 pub(crate) mod table;

@@ -1,11 +1,12 @@
 //! All live transactions of an endpoint, indexed by the key a message is matched on, with one
-//! timer structure for all of them (a min-heap with lazy deletion: re-arming pushes the new
-//! deadline, stale entries are skipped when they surface).
+//! timer structure for all of them (a min-heap with lazy deletion, [`Deadlines`]: re-arming
+//! pushes the new deadline, stale entries are skipped when they surface; the earliest is looked
+//! up only when something could have made it stale).
 
+use super::deadlines::Deadlines;
 use super::{Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite};
 use crate::map::SeededState;
 use std::borrow::Borrow;
-use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -156,7 +157,8 @@ pub struct TransactionTable<K, C> {
     slots: IdMap<Box<Slot<K, C>>>,
     /// Keys come from the network: hashed with secret keys ([`SeededState`]).
     index: HashMap<K, TransactionId, SeededState>,
-    timers: BinaryHeap<Reverse<(Instant, TransactionId)>>,
+    /// Each live transaction's `armed` deadline (and stale ones, skipped).
+    timers: Deadlines<TransactionId>,
     actions: VecDeque<(TransactionId, Action)>,
     next_id: u64,
 }
@@ -178,7 +180,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         Self {
             slots: IdMap::default(),
             index: HashMap::with_hasher(hasher),
-            timers: BinaryHeap::new(),
+            timers: Deadlines::default(),
             actions: VecDeque::new(),
             next_id: 0,
         }
@@ -197,7 +199,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     pub fn shrink_sparse(&mut self, floor: usize) {
         shrink_map(&mut self.slots, floor);
         shrink_map(&mut self.index, floor);
-        shrink_heap(&mut self.timers, floor);
+        self.timers.shrink(floor);
         shrink_queue(&mut self.actions, KEEP);
     }
 
@@ -315,43 +317,44 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         }
         if terminated {
             slot.dead = true;
-            slot.armed = None;
+            if let Some(old) = slot.armed.take() {
+                self.timers.forget(old, &id);
+            }
             self.index.remove(&slot.key);
             return;
         }
         slot.transaction.release_buffers();
         let deadline = slot.transaction.deadline();
         if deadline != slot.armed {
+            if let Some(old) = slot.armed {
+                self.timers.forget(old, &id);
+            }
             slot.armed = deadline;
             if let Some(at) = deadline {
-                self.timers.push(Reverse((at, id)));
+                self.timers.push(at, id);
             }
         }
     }
 
     /// When [`TransactionTable::handle_timeout`] must next be called.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        // Drop stale heap entries so the answer is exact.
-        while let Some(&Reverse((at, id))) = self.timers.peek() {
-            if self
-                .slots
-                .get(&id)
-                .is_some_and(|slot| slot.armed == Some(at))
-            {
-                return Some(at);
-            }
-            self.timers.pop();
-        }
-        None
+        // Stale heap entries are dropped, so the answer is exact.
+        let slots = &self.slots;
+        self.timers
+            .earliest(|at, id| slots.get(id).is_some_and(|slot| slot.armed == Some(at)))
+    }
+
+    /// [`TransactionTable::next_deadline`] as if nothing were remembered (for tests: the
+    /// earliest deadline looked up again).
+    #[cfg(test)]
+    pub(crate) fn next_deadline_unchecked(&mut self) -> Option<Instant> {
+        self.timers.forget_checks();
+        self.next_deadline()
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((at, id))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, id)) = self.timers.pop_due(now) {
             let Some(slot) = self.slots.get_mut(&id) else {
                 continue;
             };
@@ -366,6 +369,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
 
     /// The next action of any transaction, with the transaction it came from. Polling a
     /// transaction's [`Action::Terminated`] removes it from the table for good.
+    #[inline]
     pub fn poll_action(&mut self) -> Option<(TransactionId, Action)> {
         let (id, action) = self.actions.pop_front()?;
         if action == Action::Terminated {
@@ -473,6 +477,57 @@ mod tests {
         assert!(table.is_empty());
         assert_eq!(table.timer_entries(), 0);
         assert!(now <= t0 + Duration::from_millis(99) + Duration::from_secs(32));
+    }
+
+    /// The earliest armed deadline of the live transactions, from the slots themselves.
+    fn earliest_armed<K, C>(table: &TransactionTable<K, C>) -> Option<Instant> {
+        table
+            .slots
+            .values()
+            .filter(|slot| !slot.dead)
+            .filter_map(|slot| slot.armed)
+            .min()
+    }
+
+    /// The deadline the table remembers is the one its transactions have, after each kind of
+    /// change: a transaction added, re-armed (a retransmission, a final response), ended at
+    /// once (a reliable final response), timed out and removed.
+    #[test]
+    fn the_next_deadline_follows_every_change() {
+        let t0 = Instant::now();
+        let mut table: TransactionTable<u32, ()> = TransactionTable::new();
+        fn check(table: &mut TransactionTable<u32, ()>) {
+            let remembered = table.next_deadline();
+            assert_eq!(remembered, earliest_armed(table));
+            assert_eq!(remembered, table.next_deadline_unchecked());
+            while table.poll_action().is_some() {}
+        }
+        check(&mut table);
+        for key in 0..20 {
+            let transport = if key % 3 == 0 {
+                Transport::Reliable
+            } else {
+                Transport::Unreliable
+            };
+            let at = t0 + Duration::from_millis(u64::from(20 - key));
+            table.insert(key, client(at, transport), ());
+            check(&mut table);
+        }
+        // Answered, the latest first: the earliest is re-armed (or ended) last.
+        for key in 0..20 {
+            let id = table.find(&key).unwrap();
+            table.with(id, |tx, _| {
+                if let Transaction::ClientNonInvite(tx) = tx {
+                    tx.handle_response(t0, if key % 2 == 0 { 200 } else { 100 });
+                }
+            });
+            check(&mut table);
+        }
+        while let Some(at) = table.next_deadline() {
+            table.handle_timeout(at);
+            check(&mut table);
+        }
+        assert!(table.is_empty());
     }
 
     #[test]
