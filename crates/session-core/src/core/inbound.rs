@@ -64,9 +64,9 @@ impl Core {
                 return;
             }
         };
-        if let UasDecision::TooSmall(min_se) =
-            session_timer::uas_decide(&request, self.config.session_timer.as_ref())
-        {
+        // Decided once: neither the INVITE nor our configuration changes until the answer.
+        let uas_timer = session_timer::uas_decide(&request, self.config.session_timer.as_ref());
+        if let UasDecision::TooSmall(min_se) = uas_timer {
             // RFC 4028 §9: the interval asked for is below our minimum.
             self.respond(
                 None,
@@ -108,6 +108,7 @@ impl Core {
         call.peer_allows_update = allows_update(&request);
         call.shared.set_priority(priority);
         call.replaces = replaces;
+        call.uas_timer = uas_timer;
         if let Some(Some(dscp)) = self.sip_mark_of(session) {
             // An urgent call's answers are marked from the first (a 100 Trying included).
             self.ua(move |ua, _| ua.set_transaction_dscp(tx, Some(dscp)))
@@ -329,11 +330,8 @@ impl Core {
                 Err(error) => return Err(self.refuse_unanswerable(session, tx, error).await),
             },
         };
-        let mut headers = Vec::new();
-        let invite = self.calls.get(&session).and_then(|c| c.invite.as_ref());
-        let timer = match invite
-            .map(|invite| session_timer::uas_decide(invite, self.config.session_timer.as_ref()))
-        {
+        let mut headers = Vec::with_capacity(4);
+        let timer = match self.calls.get(&session).map(|call| call.uas_timer) {
             Some(UasDecision::Timer { timer, require }) => {
                 headers.push(timer.header());
                 if require {
@@ -343,8 +341,7 @@ impl Core {
             }
             _ => None,
         };
-        headers.push(Header::new(HeaderName::Allow, ALLOW));
-        headers.push(Header::new(HeaderName::Supported, SUPPORTED));
+        headers.extend(self.answer_headers.iter().cloned());
         let dialog = self
             .respond(
                 Some(session),
