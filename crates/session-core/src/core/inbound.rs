@@ -89,13 +89,13 @@ impl Core {
         let call_id = CallId::new(request.call_id().unwrap_or_default());
         let caller = request
             .from()
-            .map(|from| from.uri_str().to_owned())
+            .map(|from| from.uri_str())
             .unwrap_or_default();
         let session = self.new_session(
             call_id,
             Direction::Inbound,
             request.uri.as_str(),
-            &caller,
+            caller,
             Some(permit),
         );
         self.trace_with(session, || {

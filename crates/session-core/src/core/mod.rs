@@ -64,6 +64,10 @@ pub(crate) const MEDIA_EVENT_QUEUE: usize = 1024;
 /// ready, would otherwise hold them off for as long as it lasts.
 const SIP_STREAK: u32 = 64;
 
+/// How many codec names the manager keeps to share between calls (`Core::codec_name`): more
+/// than the codecs it can negotiate.
+const CODEC_NAMES_KEPT: usize = 16;
+
 /// What the manager's task handles next (what its `select!` picked).
 enum Next {
     Sip(session_dialog::driver::DriverInput),
@@ -427,6 +431,8 @@ pub(crate) struct Core {
     pub(crate) answer_headers: [session_sip::Header; 2],
     /// What the SIP layer was last told of the admission state (`report_health`).
     pub(crate) reported_health: Option<Health>,
+    /// The codec names calls have negotiated, each made once (`codec_name`).
+    pub(crate) codec_names: parking_lot::Mutex<Vec<Arc<str>>>,
     /// Calls that ended by themselves since `SessionManager::drain` was called (its flag).
     pub(crate) finished_while_draining: usize,
 }
@@ -502,6 +508,7 @@ impl Core {
             ],
             finished_while_draining: 0,
             reported_health: None,
+            codec_names: parking_lot::Mutex::new(Vec::new()),
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -518,6 +525,11 @@ impl Core {
         let mut inbox_gate = WakeGate::new();
         let mut media_gate = WakeGate::new();
         let mut bridge_gate = WakeGate::new();
+        // The stop signal too, and its future made once: made anew each round, it would be
+        // registered with the token and taken off it again every time.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        let mut stop_gate = WakeGate::new();
         // SIP inputs handled in a row since another source had its turn.
         let mut sip_streak = 0;
         loop {
@@ -565,7 +577,7 @@ impl Core {
                 tokio::select! {
                     biased;
                     command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => Next::Command(command),
-                    () = stop.cancelled() => Next::Stop,
+                    () = std::future::poll_fn(|cx| stop_gate.poll(cx, |cx| stopped.as_mut().poll(cx))) => Next::Stop,
                     Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => Next::Media(session, event),
                     Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => Next::Bridge(event),
                     () = &mut sleep, if wake.is_some() => Next::Timer,
@@ -576,7 +588,7 @@ impl Core {
                     biased;
                     input = inputs.next_input() => Next::Sip(input),
                     command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => Next::Command(command),
-                    () = stop.cancelled() => Next::Stop,
+                    () = std::future::poll_fn(|cx| stop_gate.poll(cx, |cx| stopped.as_mut().poll(cx))) => Next::Stop,
                     Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => Next::Media(session, event),
                     Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => Next::Bridge(event),
                     () = &mut sleep, if wake.is_some() => Next::Timer,
@@ -1156,9 +1168,20 @@ impl Core {
     }
 
     fn on_dialog_end(&mut self, dialog: DialogId, reason: DialogEnd) {
-        let Some(session) = self.by_dialog.get(&dialog).copied() else {
+        // A second dialog of a forked call: the call itself goes on in the first one.
+        if matches!(reason, DialogEnd::ForkRejected) {
+            return;
+        }
+        // The dialog is over whatever its call does: out of the map at once (one lookup), and
+        // when it is the call's own, `end_call` need not look for it again.
+        let Some(session) = self.by_dialog.remove(&dialog) else {
             return;
         };
+        if let Some(call) = self.calls.get_mut(&session)
+            && call.dialog.as_ref() == Some(&dialog)
+        {
+            call.dialog = None;
+        }
         let note = match reason {
             DialogEnd::PeerBye => "← BYE (answered 200 by the dialog layer)",
             DialogEnd::AckTimeout => "no ACK for our 2xx: BYE sent (§13.3.1.4)",
@@ -1173,7 +1196,6 @@ impl Core {
             DialogEnd::AckTimeout => {
                 TerminationReason::Failed(session_types::FailureReason::Timeout)
             }
-            // A second dialog of a forked call: the call itself goes on in the first one.
             DialogEnd::ForkRejected => return,
             // Our CANCEL lost the race with the answer; the user agent ACKed and sent BYE.
             DialogEnd::CancelledAfterAnswer => TerminationReason::Cancelled,
@@ -1531,7 +1553,7 @@ impl Core {
         {
             self.publish_with(|| SessionEvent::MediaStarted {
                 session_id: session,
-                codec: Arc::from(negotiated.codec.name.as_str()),
+                codec: self.codec_name(&negotiated.codec.name),
                 local: media.local_addr(),
                 remote,
             });
@@ -1622,7 +1644,10 @@ impl Core {
                 self.finished_while_draining += self.endings.len();
             }
         }
-        for (mut call, reason) in std::mem::take(&mut self.endings) {
+        // Taken out to be worked through, then put back empty with its room: a queue left
+        // without any would allocate again for the next call's end.
+        let mut endings = std::mem::take(&mut self.endings);
+        for (mut call, reason) in endings.drain(..) {
             let session = call.shared.id;
             let mut stats = CallStats::timings(&call.shared.status.lock(), now());
             if call.bridged.take().is_some() {
@@ -1652,6 +1677,10 @@ impl Core {
                 h.on_call_ended(&handle, reason, &stats)
             });
             self.bus.forget_session(session);
+        }
+        // (Unless endings were queued meanwhile: they wait for the next round.)
+        if self.endings.is_empty() {
+            self.endings = endings;
         }
     }
 
@@ -1738,7 +1767,7 @@ impl Core {
         let Some(current) = call.offer_answer.as_deref().and_then(OfferAnswer::current) else {
             return;
         };
-        call.shared.status.lock().codec = Some(Arc::from(current.codec.name.as_str()));
+        call.shared.status.lock().codec = Some(self.codec_name(&current.codec.name));
         if let Some(media) = &call.media {
             media.send(crate::media::MediaCommand::Configure(Box::new(
                 current.clone(),
@@ -1749,6 +1778,20 @@ impl Core {
             // The bridge keeps the old terms; the peer may hear nothing until they match.
             tracing::warn!(session_id = %session, %error, "bridged leg not reconfigured");
         }
+    }
+
+    /// A codec's name as calls keep it: the few names there are are made once and shared
+    /// (the first [`CODEC_NAMES_KEPT`]; any beyond are made for each call).
+    pub(crate) fn codec_name(&self, name: &str) -> Arc<str> {
+        let mut names = self.codec_names.lock();
+        if let Some(known) = names.iter().find(|known| ***known == *name) {
+            return Arc::clone(known);
+        }
+        let made: Arc<str> = Arc::from(name);
+        if names.len() < CODEC_NAMES_KEPT {
+            names.push(Arc::clone(&made));
+        }
+        made
     }
 
     // ---- timers ----
