@@ -46,7 +46,7 @@ impl Core {
         else {
             return;
         };
-        let callee = request.uri.user().unwrap_or_default().to_owned();
+        let callee = request.uri.user().unwrap_or_default();
         let priority = match requested_priority(&request) {
             Ok(priority) => priority,
             Err((status, headers)) => {
@@ -54,7 +54,7 @@ impl Core {
                 return;
             }
         };
-        let admission = AdmissionRequest::for_user(&callee).at_priority(priority);
+        let admission = AdmissionRequest::for_user(callee).at_priority(priority);
         let permit = match self.admission.try_admit(&admission) {
             Ok(permit) => permit,
             Err(error) => {
@@ -549,6 +549,16 @@ pub(crate) fn allows_update(message_headers: &Request) -> bool {
 fn requested_priority(
     request: &Request,
 ) -> std::result::Result<Priority, (StatusCode, Vec<Header>)> {
+    // Most INVITEs have neither header: one pass over the headers tells, instead of two.
+    let asks = request.headers.iter().any(|header| {
+        matches!(
+            header.name(),
+            HeaderName::ResourcePriority | HeaderName::Require
+        )
+    });
+    if !asks {
+        return Ok(Priority::ROUTINE);
+    }
     let mut priority = None;
     for value in request.resource_priorities() {
         let value = value.map_err(|_| (StatusCode::BAD_REQUEST, Vec::new()))?;
