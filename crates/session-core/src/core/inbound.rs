@@ -132,7 +132,7 @@ impl Core {
             .guarded("on_incoming_call", |h| h.on_incoming_call(&incoming))
             .unwrap_or(CallDecision::Reject(StatusCode::SERVER_INTERNAL_ERROR));
         if let Some(call) = self.calls.get_mut(&session) {
-            call.invite = Some(Box::new(incoming.request));
+            call.offer = Some(incoming.request.body).filter(|body| !body.is_empty());
         }
         let result = match decision {
             CallDecision::Accept(options) => self.accept(session, options).await,
@@ -204,12 +204,7 @@ impl Core {
             // Already flowing; a second 183 would say nothing new.
             return Ok(());
         }
-        let offer = call
-            .invite
-            .as_ref()
-            .map(|invite| invite.body.clone())
-            .filter(|body| !body.is_empty());
-        let Some(offer) = offer else {
+        let Some(offer) = call.offer.clone() else {
             return self.ring(session).await;
         };
         let answer = match self.answer_sdp(session, Some(&offer)).await {
@@ -311,12 +306,7 @@ impl Core {
         options: AcceptOptions,
     ) -> Result<()> {
         let tx = self.pending_invite(session, "accept")?;
-        let offer = self
-            .calls
-            .get(&session)
-            .and_then(|call| call.invite.as_ref())
-            .map(|invite| invite.body.clone())
-            .filter(|body| !body.is_empty());
+        let offer = self.calls.get(&session).and_then(|call| call.offer.clone());
         let early = self
             .calls
             .get_mut(&session)
@@ -357,7 +347,7 @@ impl Core {
         self.by_dialog.insert(dialog.clone(), session);
         if let Some(call) = self.calls.get_mut(&session) {
             call.dialog = Some(dialog);
-            call.invite = None;
+            call.offer = None;
         }
         if let Some(limit) = self.config.stuck.ack {
             self.schedule(session, super::now() + limit, super::TimerKind::AckDeadline);

@@ -240,8 +240,10 @@ pub(crate) struct Call {
     /// Inbound: the INVITE's server transaction until answered. Outbound: the INVITE's client
     /// transaction until its final response.
     pub(crate) invite_tx: Option<TransactionId>,
-    /// Inbound: the INVITE, kept until it is answered (its offer, its session timer).
-    pub(crate) invite: Option<Box<session_sip::Request>>,
+    /// Inbound: the INVITE's offer (its body, when it has one), kept until it is answered.
+    /// (Nothing else of the INVITE is needed after the handler saw it: what it asks of the
+    /// session timer is in `uas_timer`.)
+    pub(crate) offer: Option<Bytes>,
     /// Outbound: what the INVITE was, for a retry after 422.
     pub(crate) outgoing: Option<Box<OutgoingCall>>,
     pub(crate) cseq: u32,
@@ -295,7 +297,7 @@ impl Call {
             shared,
             dialog: None,
             invite_tx: None,
-            invite: None,
+            offer: None,
             outgoing: None,
             cseq: 1,
             permit,
@@ -856,9 +858,13 @@ impl Core {
                 if let Some(dscp) = mark {
                     ua.set_transaction_dscp(tx, dscp);
                 }
-                let answered = ua.request_of(tx).filter(|_| traced).and_then(|request| {
-                    Some((request.cseq().ok()?, request.call_id().ok()?.to_owned()))
-                });
+                // Looked up only to be traced.
+                let answered = traced
+                    .then(|| ua.request_of(tx))
+                    .flatten()
+                    .and_then(|request| {
+                        Some((request.cseq().ok()?, request.call_id().ok()?.to_owned()))
+                    });
                 let result = ua.answer(now, tx, status, headers, body);
                 if let (Ok(Some(dialog)), Some(account)) = (&result, account) {
                     ua.set_dialog_account(dialog, Some(account));
