@@ -705,3 +705,62 @@ impl CallSession {
         self.shared.status.lock().final_stats.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Watched;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_watched_value_changes_without_a_channel_until_someone_subscribes() {
+        let value = Watched::new(1u32);
+        value.set(2);
+        assert!(!value.update(|_| false), "a change that changes nothing");
+        assert_eq!(value.get(), 2);
+        assert!(value.inner.lock().sender.is_none(), "no channel made yet");
+        // A subscriber starts from the value now, seen.
+        let mut receiver = value.subscribe();
+        assert_eq!(*receiver.borrow_and_update(), 2);
+        assert!(!receiver.has_changed().unwrap());
+        value.set(3);
+        assert!(receiver.has_changed().unwrap());
+        assert_eq!(*receiver.borrow_and_update(), 3);
+        // Setting the same value again wakes nobody.
+        value.set(3);
+        assert!(!receiver.has_changed().unwrap());
+        // A later subscriber shares the channel and reads the value now.
+        assert_eq!(*value.subscribe().borrow(), 3);
+    }
+
+    #[test]
+    fn a_watcher_holding_the_value_may_read_it_from_the_cell() {
+        let value = Watched::new(Some(1u64));
+        let receiver = value.subscribe();
+        let seen = receiver.borrow();
+        // The cell's lock is never held while the channel's is awaited: no deadlock here.
+        assert_eq!(value.get(), Some(1));
+        drop(seen);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_leave_the_channel_on_the_last_value() {
+        let value = Arc::new(Watched::new(0u64));
+        let mut receiver = value.subscribe();
+        let writers: Vec<_> = (0..4u64)
+            .map(|writer| {
+                let value = Arc::clone(&value);
+                std::thread::spawn(move || {
+                    for n in 0..500 {
+                        value.set(writer * 1000 + n);
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        value.set(u64::MAX);
+        receiver.wait_for(|seen| *seen == u64::MAX).await.unwrap();
+        assert_eq!(*receiver.borrow(), value.get());
+    }
+}

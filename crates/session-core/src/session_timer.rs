@@ -255,6 +255,37 @@ mod tests {
     }
 
     #[test]
+    fn without_a_policy_of_ours_a_timer_asked_for_is_honoured() {
+        let request = invite("Supported: timer\r\nSession-Expires: 1800\r\n");
+        assert_eq!(
+            uas_decide(&request, None),
+            UasDecision::Timer {
+                timer: SessionTimer {
+                    interval: 1800,
+                    refresher: Refresher::Uac,
+                    we_are_uac: false,
+                },
+                require: true,
+            }
+        );
+        let request = invite("Session-Expires: 1800;refresher=uas\r\n");
+        assert_eq!(
+            uas_decide(&request, None),
+            UasDecision::Timer {
+                timer: SessionTimer {
+                    interval: 1800,
+                    refresher: Refresher::Uas,
+                    we_are_uac: false,
+                },
+                require: false,
+            }
+        );
+        // Supported: timer alone asks for nothing.
+        let request = invite("Supported: timer\r\n");
+        assert_eq!(uas_decide(&request, None), UasDecision::None);
+    }
+
+    #[test]
     fn uac_reads_the_refresher_from_the_2xx() {
         let response = Response::parse(
             &b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\n\
