@@ -46,8 +46,9 @@ impl Core {
         else {
             return;
         };
+        let present = Present::of(&request);
         let callee = request.uri.user().unwrap_or_default();
-        let priority = match requested_priority(&request) {
+        let priority = match requested_priority(&request, present) {
             Ok(priority) => priority,
             Err((status, headers)) => {
                 self.respond(None, tx, status, headers, None).await;
@@ -65,7 +66,11 @@ impl Core {
             }
         };
         // Decided once: neither the INVITE nor our configuration changes until the answer.
-        let uas_timer = session_timer::uas_decide(&request, self.config.session_timer.as_ref());
+        let uas_timer = match self.config.session_timer.as_ref() {
+            // No policy of ours and nothing asked: no timer (what `uas_decide` says then).
+            None if !present.session_expires => UasDecision::None,
+            config => session_timer::uas_decide(&request, config),
+        };
         if let UasDecision::TooSmall(min_se) = uas_timer {
             // RFC 4028 §9: the interval asked for is below our minimum.
             self.respond(
@@ -79,7 +84,7 @@ impl Core {
             return;
         }
         // RFC 3891 §3: an INVITE that asks to replace a dialog must match one we can replace.
-        let replaces = match self.match_replaces(&request) {
+        let replaces = match self.match_replaces(&request, present) {
             Ok(replaces) => replaces,
             Err(status) => {
                 self.respond(None, tx, status, Vec::new(), None).await;
@@ -105,7 +110,7 @@ impl Core {
             return;
         };
         call.invite_tx = Some(tx);
-        call.peer_allows_update = allows_update(&request);
+        call.peer_allows_update = present.allow && allows_update(&request);
         call.shared.set_priority(priority);
         call.replaces = replaces;
         call.uas_timer = uas_timer;
@@ -153,7 +158,11 @@ impl Core {
     fn match_replaces(
         &self,
         request: &Request,
+        present: Present,
     ) -> std::result::Result<Option<SessionId>, StatusCode> {
+        if !present.replaces {
+            return Ok(None);
+        }
         match request.replaces() {
             None => Ok(None),
             Some(Err(_)) => Err(StatusCode::BAD_REQUEST),
@@ -523,6 +532,35 @@ pub(crate) const ALLOW: &str =
 pub(crate) const ALLOW_OUTSIDE_DIALOG: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, PRACK";
 
+/// Which of the headers that shape an incoming call an INVITE has, from one pass over its
+/// headers: the checks of those it lacks — most INVITEs lack them all — are skipped rather
+/// than each looking through every header for its own.
+#[derive(Debug, Clone, Copy, Default)]
+struct Present {
+    resource_priority: bool,
+    require: bool,
+    session_expires: bool,
+    replaces: bool,
+    allow: bool,
+}
+
+impl Present {
+    fn of(request: &Request) -> Self {
+        let mut present = Self::default();
+        for header in request.headers.iter() {
+            match header.name() {
+                HeaderName::ResourcePriority => present.resource_priority = true,
+                HeaderName::Require => present.require = true,
+                HeaderName::SessionExpires => present.session_expires = true,
+                HeaderName::Replaces => present.replaces = true,
+                HeaderName::Allow => present.allow = true,
+                _ => {}
+            }
+        }
+        present
+    }
+}
+
 /// Whether the peer's Allow lists UPDATE.
 pub(crate) fn allows_update(message_headers: &Request) -> bool {
     message_headers
@@ -538,15 +576,9 @@ pub(crate) fn allows_update(message_headers: &Request) -> bool {
 /// (§4.6.2); without `Require` values we do not know are ignored (§4.6.1).
 fn requested_priority(
     request: &Request,
+    present: Present,
 ) -> std::result::Result<Priority, (StatusCode, Vec<Header>)> {
-    // Most INVITEs have neither header: one pass over the headers tells, instead of two.
-    let asks = request.headers.iter().any(|header| {
-        matches!(
-            header.name(),
-            HeaderName::ResourcePriority | HeaderName::Require
-        )
-    });
-    if !asks {
+    if !(present.resource_priority || present.require) {
         return Ok(Priority::ROUTINE);
     }
     let mut priority = None;

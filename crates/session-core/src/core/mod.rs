@@ -1451,8 +1451,9 @@ impl Core {
         // A UUID v7 from the manager's clock and seeded generator (time and randomness are
         // inputs here too).
         let (epoch_ms, epoch) = self.wall_epoch;
-        let elapsed =
-            u64::try_from(now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
+        let created_at = now();
+        let elapsed = u64::try_from(created_at.saturating_duration_since(epoch).as_millis())
+            .unwrap_or(u64::MAX);
         let id = SessionId::v7(epoch_ms.saturating_add(elapsed), self.rng.u128(..));
         let shared = Arc::new(CallShared {
             id,
@@ -1462,7 +1463,7 @@ impl Core {
             remote_uri: Arc::from(remote_uri),
             state: Watched::new(CallState::Initiating),
             status: parking_lot::Mutex::new(CallStatus {
-                created: Some(now()),
+                created: Some(created_at),
                 ..CallStatus::default()
             }),
             digits: parking_lot::Mutex::new(std::collections::VecDeque::new()),
