@@ -32,14 +32,15 @@ pub(crate) struct CallShared {
     pub(crate) direction: Direction,
     pub(crate) local_uri: Arc<str>,
     pub(crate) remote_uri: Arc<str>,
-    pub(crate) state: watch::Sender<CallState>,
+    /// The call's state (the manager changes it; handles read and watch it).
+    pub(crate) state: Watched<CallState>,
     pub(crate) status: Mutex<CallStatus>,
     /// Digits received and not yet taken by [`CallSession::next_dtmf`] (the oldest dropped
     /// beyond [`DIGITS_KEPT`]).
     pub(crate) digits: Mutex<VecDeque<char>>,
     pub(crate) digit_arrived: Notify,
     /// The number of the playback under way (a source attached and not yet finished).
-    pub(crate) playback: watch::Sender<Option<u64>>,
+    pub(crate) playback: Watched<Option<u64>>,
     /// Playbacks numbered so far.
     pub(crate) playbacks: AtomicU64,
     /// Set as the call starts to end (before its state turns final): it joins no group
@@ -48,7 +49,7 @@ pub(crate) struct CallShared {
     /// The manager's bus, for [`CallSession::events`].
     pub(crate) bus: EventBus,
     /// Turns `true` once the call has ended and released everything.
-    pub(crate) released: watch::Sender<bool>,
+    pub(crate) released: Watched<bool>,
     /// The call's [`Priority`] level.
     pub(crate) priority: std::sync::atomic::AtomicU8,
     /// How the manager marks packets (for the call's RTP, by its priority).
@@ -82,7 +83,7 @@ pub(crate) const DIGITS_KEPT: usize = 64;
 impl CallShared {
     /// Playback number `playback` stopped: if it is the one under way, nothing plays now.
     pub(crate) fn playback_finished(&self, playback: u64) {
-        self.playback.send_if_modified(|current| {
+        self.playback.update(|current| {
             let was = *current == Some(playback);
             if was {
                 *current = None;
@@ -100,6 +101,89 @@ impl CallShared {
         digits.push_back(digit);
         drop(digits);
         self.digit_arrived.notify_one();
+    }
+}
+
+/// A value of a call that handles read and may watch (its state, the playback under way, its
+/// release), the `watch` channel made only once someone subscribes.
+///
+/// Most calls are never watched, and a channel costs: an allocation as it is made and, as it
+/// drops, the waking of every notifier its receivers could wait on, whether or not anyone
+/// does. Without a watcher a change is a store under an uncontended lock.
+///
+/// The value here is the truth; the channel's follows it. A change is made under the lock, and
+/// then — outside it — the channel is brought to the value *now*, so that concurrent changes
+/// (a handle's `attach_source` and the manager's end of that playback) leave the channel on
+/// the last value whatever order their sends take. Locks are taken in one order only, the
+/// channel's before this one (a watcher holding a [`watch::Ref`] may read the value here),
+/// never this one's before the channel's.
+pub(crate) struct Watched<T> {
+    inner: Mutex<WatchedInner<T>>,
+}
+
+struct WatchedInner<T> {
+    value: T,
+    /// The channel of the watchers, once there has been one.
+    sender: Option<watch::Sender<T>>,
+}
+
+impl<T: Clone + PartialEq> Watched<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            inner: Mutex::new(WatchedInner {
+                value,
+                sender: None,
+            }),
+        }
+    }
+
+    /// The value now.
+    pub(crate) fn get(&self) -> T {
+        self.inner.lock().value.clone()
+    }
+
+    /// A receiver of the value and its changes (the value now counts as seen).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<T> {
+        let mut inner = self.inner.lock();
+        let WatchedInner { value, sender } = &mut *inner;
+        sender
+            .get_or_insert_with(|| watch::channel(value.clone()).0)
+            .subscribe()
+    }
+
+    /// Sets the value, waking the watchers if it changed.
+    pub(crate) fn set(&self, value: T) {
+        self.update(|current| {
+            let changed = *current != value;
+            *current = value;
+            changed
+        });
+    }
+
+    /// Changes the value with `change`, which says whether it changed it; the watchers are
+    /// woken if it did (and if there are any). Returns what `change` said.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut T) -> bool) -> bool {
+        let sender = {
+            let mut inner = self.inner.lock();
+            if !change(&mut inner.value) {
+                return false;
+            }
+            match &inner.sender {
+                Some(sender) => sender.clone(),
+                None => return true,
+            }
+        };
+        sender.send_if_modified(|seen| {
+            let now = self.get();
+            if *seen == now {
+                return false;
+            }
+            *seen = now;
+            // A send wakes through several locks even when nobody listens: only when someone
+            // does (a receiver made later reads the value anyway).
+            sender.receiver_count() > 0
+        });
+        true
     }
 }
 
@@ -143,7 +227,7 @@ impl fmt::Debug for CallSession {
             .field("id", &self.shared.id)
             .field("call_id", &self.shared.call_id)
             .field("direction", &self.shared.direction)
-            .field("state", &*self.shared.state.borrow())
+            .field("state", &self.shared.state.get())
             .finish()
     }
 }
@@ -236,7 +320,7 @@ impl CallSession {
 
     /// The current state.
     pub fn state(&self) -> CallState {
-        *self.shared.state.borrow()
+        self.shared.state.get()
     }
 
     /// The last response to our INVITE: 100/180/183 while it rings, the final one after.
@@ -520,7 +604,7 @@ impl CallSession {
     pub async fn attach_source(&self, source: BoxedSource) -> Result<()> {
         let playback = self.shared.playbacks.fetch_add(1, Ordering::Relaxed) + 1;
         // Marked before the media task can finish it, however short the source.
-        self.shared.playback.send_replace(Some(playback));
+        self.shared.playback.set(Some(playback));
         let result = self.run(Operation::AttachSource(playback, source)).await;
         if result.is_err() {
             self.shared.playback_finished(playback);
@@ -619,5 +703,64 @@ impl CallSession {
     /// after [`SessionEvent::SessionTerminated`](crate::SessionEvent::SessionTerminated)).
     pub fn final_stats(&self) -> Option<CallStats> {
         self.shared.status.lock().final_stats.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Watched;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_watched_value_changes_without_a_channel_until_someone_subscribes() {
+        let value = Watched::new(1u32);
+        value.set(2);
+        assert!(!value.update(|_| false), "a change that changes nothing");
+        assert_eq!(value.get(), 2);
+        assert!(value.inner.lock().sender.is_none(), "no channel made yet");
+        // A subscriber starts from the value now, seen.
+        let mut receiver = value.subscribe();
+        assert_eq!(*receiver.borrow_and_update(), 2);
+        assert!(!receiver.has_changed().unwrap());
+        value.set(3);
+        assert!(receiver.has_changed().unwrap());
+        assert_eq!(*receiver.borrow_and_update(), 3);
+        // Setting the same value again wakes nobody.
+        value.set(3);
+        assert!(!receiver.has_changed().unwrap());
+        // A later subscriber shares the channel and reads the value now.
+        assert_eq!(*value.subscribe().borrow(), 3);
+    }
+
+    #[test]
+    fn a_watcher_holding_the_value_may_read_it_from_the_cell() {
+        let value = Watched::new(Some(1u64));
+        let receiver = value.subscribe();
+        let seen = receiver.borrow();
+        // The cell's lock is never held while the channel's is awaited: no deadlock here.
+        assert_eq!(value.get(), Some(1));
+        drop(seen);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_leave_the_channel_on_the_last_value() {
+        let value = Arc::new(Watched::new(0u64));
+        let mut receiver = value.subscribe();
+        let writers: Vec<_> = (0..4u64)
+            .map(|writer| {
+                let value = Arc::clone(&value);
+                std::thread::spawn(move || {
+                    for n in 0..500 {
+                        value.set(writer * 1000 + n);
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        value.set(u64::MAX);
+        receiver.wait_for(|seen| *seen == u64::MAX).await.unwrap();
+        assert_eq!(*receiver.borrow(), value.get());
     }
 }

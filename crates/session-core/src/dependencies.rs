@@ -152,6 +152,10 @@ impl Dependencies {
     pub fn ended(&self, bus: &EventBus, session: SessionId) -> Vec<SessionId> {
         let dependents = {
             let mut graph = self.inner.lock();
+            // Most managers link no session at all: then there is nothing to look up.
+            if graph.on.is_empty() && graph.dependents.is_empty() {
+                return Vec::new();
+            }
             let dependents = graph.dependents.remove(&session).unwrap_or_default();
             for (dependent, _) in dependents.iter() {
                 graph.unlink(dependent, session);

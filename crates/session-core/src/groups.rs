@@ -276,6 +276,10 @@ impl Groups {
         let mut left = SmallList::default();
         {
             let mut inner = self.inner.lock();
+            // Most calls are in no group (nor, often, is any call): nothing to look up then.
+            if inner.of.is_empty() {
+                return;
+            }
             let Some(groups) = inner.of.remove(&session) else {
                 return;
             };

@@ -99,7 +99,7 @@ pub(crate) fn uac_headers(config: &SessionTimerConfig) -> Vec<Header> {
 }
 
 /// What a UAS does with an INVITE (or a refresh) under `config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UasDecision {
     /// No session timer for this session.
     None,
@@ -111,8 +111,11 @@ pub(crate) enum UasDecision {
 }
 
 /// §9: the UAS side of negotiation.
+///
+/// Without a configuration of ours and without a `Session-Expires` in the request — most
+/// INVITEs to most servers — the answer is known after one header lookup: the request's option
+/// tags are read only when a timer is to be had.
 pub(crate) fn uas_decide(request: &Request, config: Option<&SessionTimerConfig>) -> UasDecision {
-    let uac_supports = supports_timer(&request.headers);
     let asked = session_expires(request.session_expires());
     let Some(config) = config else {
         // We do not run timers ourselves, but a UAC that asked for one gets it honoured: it
@@ -124,12 +127,13 @@ pub(crate) fn uas_decide(request: &Request, config: Option<&SessionTimerConfig>)
                     refresher: refresher.unwrap_or(Refresher::Uac),
                     we_are_uac: false,
                 },
-                require: uac_supports,
+                require: supports_timer(&request.headers),
             },
             Some(_) => UasDecision::TooSmall(MIN_SE_FLOOR),
             None => UasDecision::None,
         };
     };
+    let uac_supports = supports_timer(&request.headers);
     let our_min = (config.min_se.as_secs() as u32).max(MIN_SE_FLOOR);
     let their_min = request
         .min_se()
@@ -247,6 +251,37 @@ mod tests {
         assert_eq!(timer.interval, 600);
         assert!(timer.we_refresh());
         assert_eq!(timer.refresh_after(), Duration::from_secs(300));
+        assert_eq!(uas_decide(&request, None), UasDecision::None);
+    }
+
+    #[test]
+    fn without_a_policy_of_ours_a_timer_asked_for_is_honoured() {
+        let request = invite("Supported: timer\r\nSession-Expires: 1800\r\n");
+        assert_eq!(
+            uas_decide(&request, None),
+            UasDecision::Timer {
+                timer: SessionTimer {
+                    interval: 1800,
+                    refresher: Refresher::Uac,
+                    we_are_uac: false,
+                },
+                require: true,
+            }
+        );
+        let request = invite("Session-Expires: 1800;refresher=uas\r\n");
+        assert_eq!(
+            uas_decide(&request, None),
+            UasDecision::Timer {
+                timer: SessionTimer {
+                    interval: 1800,
+                    refresher: Refresher::Uas,
+                    we_are_uac: false,
+                },
+                require: false,
+            }
+        );
+        // Supported: timer alone asks for nothing.
+        let request = invite("Supported: timer\r\n");
         assert_eq!(uas_decide(&request, None), UasDecision::None);
     }
 

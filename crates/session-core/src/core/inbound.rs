@@ -46,15 +46,16 @@ impl Core {
         else {
             return;
         };
-        let callee = request.uri.user().unwrap_or_default().to_owned();
-        let priority = match requested_priority(&request) {
+        let present = Present::of(&request);
+        let callee = request.uri.user().unwrap_or_default();
+        let priority = match requested_priority(&request, present) {
             Ok(priority) => priority,
             Err((status, headers)) => {
                 self.respond(None, tx, status, headers, None).await;
                 return;
             }
         };
-        let admission = AdmissionRequest::for_user(&callee).at_priority(priority);
+        let admission = AdmissionRequest::for_user(callee).at_priority(priority);
         let permit = match self.admission.try_admit(&admission) {
             Ok(permit) => permit,
             Err(error) => {
@@ -64,9 +65,13 @@ impl Core {
                 return;
             }
         };
-        if let UasDecision::TooSmall(min_se) =
-            session_timer::uas_decide(&request, self.config.session_timer.as_ref())
-        {
+        // Decided once: neither the INVITE nor our configuration changes until the answer.
+        let uas_timer = match self.config.session_timer.as_ref() {
+            // No policy of ours and nothing asked: no timer (what `uas_decide` says then).
+            None if !present.session_expires => UasDecision::None,
+            config => session_timer::uas_decide(&request, config),
+        };
+        if let UasDecision::TooSmall(min_se) = uas_timer {
             // RFC 4028 §9: the interval asked for is below our minimum.
             self.respond(
                 None,
@@ -79,7 +84,7 @@ impl Core {
             return;
         }
         // RFC 3891 §3: an INVITE that asks to replace a dialog must match one we can replace.
-        let replaces = match self.match_replaces(&request) {
+        let replaces = match self.match_replaces(&request, present) {
             Ok(replaces) => replaces,
             Err(status) => {
                 self.respond(None, tx, status, Vec::new(), None).await;
@@ -89,13 +94,13 @@ impl Core {
         let call_id = CallId::new(request.call_id().unwrap_or_default());
         let caller = request
             .from()
-            .map(|from| from.uri_str().to_owned())
+            .map(|from| from.uri_str())
             .unwrap_or_default();
         let session = self.new_session(
             call_id,
             Direction::Inbound,
             request.uri.as_str(),
-            &caller,
+            caller,
             Some(permit),
         );
         self.trace_with(session, || {
@@ -105,9 +110,10 @@ impl Core {
             return;
         };
         call.invite_tx = Some(tx);
-        call.peer_allows_update = allows_update(&request);
+        call.peer_allows_update = present.allow && allows_update(&request);
         call.shared.set_priority(priority);
         call.replaces = replaces;
+        call.uas_timer = uas_timer;
         if let Some(Some(dscp)) = self.sip_mark_of(session) {
             // An urgent call's answers are marked from the first (a 100 Trying included).
             self.ua(move |ua, _| ua.set_transaction_dscp(tx, Some(dscp)))
@@ -131,7 +137,7 @@ impl Core {
             .guarded("on_incoming_call", |h| h.on_incoming_call(&incoming))
             .unwrap_or(CallDecision::Reject(StatusCode::SERVER_INTERNAL_ERROR));
         if let Some(call) = self.calls.get_mut(&session) {
-            call.invite = Some(Box::new(incoming.request));
+            call.offer = Some(incoming.request.body).filter(|body| !body.is_empty());
         }
         let result = match decision {
             CallDecision::Accept(options) => self.accept(session, options).await,
@@ -152,7 +158,11 @@ impl Core {
     fn match_replaces(
         &self,
         request: &Request,
+        present: Present,
     ) -> std::result::Result<Option<SessionId>, StatusCode> {
+        if !present.replaces {
+            return Ok(None);
+        }
         match request.replaces() {
             None => Ok(None),
             Some(Err(_)) => Err(StatusCode::BAD_REQUEST),
@@ -203,12 +213,7 @@ impl Core {
             // Already flowing; a second 183 would say nothing new.
             return Ok(());
         }
-        let offer = call
-            .invite
-            .as_ref()
-            .map(|invite| invite.body.clone())
-            .filter(|body| !body.is_empty());
-        let Some(offer) = offer else {
+        let Some(offer) = call.offer.clone() else {
             return self.ring(session).await;
         };
         let answer = match self.answer_sdp(session, Some(&offer)).await {
@@ -310,12 +315,7 @@ impl Core {
         options: AcceptOptions,
     ) -> Result<()> {
         let tx = self.pending_invite(session, "accept")?;
-        let offer = self
-            .calls
-            .get(&session)
-            .and_then(|call| call.invite.as_ref())
-            .map(|invite| invite.body.clone())
-            .filter(|body| !body.is_empty());
+        let offer = self.calls.get(&session).and_then(|call| call.offer.clone());
         let early = self
             .calls
             .get_mut(&session)
@@ -329,11 +329,8 @@ impl Core {
                 Err(error) => return Err(self.refuse_unanswerable(session, tx, error).await),
             },
         };
-        let mut headers = Vec::new();
-        let invite = self.calls.get(&session).and_then(|c| c.invite.as_ref());
-        let timer = match invite
-            .map(|invite| session_timer::uas_decide(invite, self.config.session_timer.as_ref()))
-        {
+        let mut headers = Vec::with_capacity(4);
+        let timer = match self.calls.get(&session).map(|call| call.uas_timer) {
             Some(UasDecision::Timer { timer, require }) => {
                 headers.push(timer.header());
                 if require {
@@ -343,8 +340,7 @@ impl Core {
             }
             _ => None,
         };
-        headers.push(Header::new(HeaderName::Allow, ALLOW));
-        headers.push(Header::new(HeaderName::Supported, SUPPORTED));
+        headers.extend(self.answer_headers.iter().cloned());
         let dialog = self
             .respond(
                 Some(session),
@@ -360,7 +356,7 @@ impl Core {
         self.by_dialog.insert(dialog.clone(), session);
         if let Some(call) = self.calls.get_mut(&session) {
             call.dialog = Some(dialog);
-            call.invite = None;
+            call.offer = None;
         }
         if let Some(limit) = self.config.stuck.ack {
             self.schedule(session, super::now() + limit, super::TimerKind::AckDeadline);
@@ -536,6 +532,35 @@ pub(crate) const ALLOW: &str =
 pub(crate) const ALLOW_OUTSIDE_DIALOG: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, PRACK";
 
+/// Which of the headers that shape an incoming call an INVITE has, from one pass over its
+/// headers: the checks of those it lacks — most INVITEs lack them all — are skipped rather
+/// than each looking through every header for its own.
+#[derive(Debug, Clone, Copy, Default)]
+struct Present {
+    resource_priority: bool,
+    require: bool,
+    session_expires: bool,
+    replaces: bool,
+    allow: bool,
+}
+
+impl Present {
+    fn of(request: &Request) -> Self {
+        let mut present = Self::default();
+        for header in request.headers.iter() {
+            match header.name() {
+                HeaderName::ResourcePriority => present.resource_priority = true,
+                HeaderName::Require => present.require = true,
+                HeaderName::SessionExpires => present.session_expires = true,
+                HeaderName::Replaces => present.replaces = true,
+                HeaderName::Allow => present.allow = true,
+                _ => {}
+            }
+        }
+        present
+    }
+}
+
 /// Whether the peer's Allow lists UPDATE.
 pub(crate) fn allows_update(message_headers: &Request) -> bool {
     message_headers
@@ -551,7 +576,11 @@ pub(crate) fn allows_update(message_headers: &Request) -> bool {
 /// (§4.6.2); without `Require` values we do not know are ignored (§4.6.1).
 fn requested_priority(
     request: &Request,
+    present: Present,
 ) -> std::result::Result<Priority, (StatusCode, Vec<Header>)> {
+    if !(present.resource_priority || present.require) {
+        return Ok(Priority::ROUTINE);
+    }
     let mut priority = None;
     for value in request.resource_priorities() {
         let value = value.map_err(|_| (StatusCode::BAD_REQUEST, Vec::new()))?;

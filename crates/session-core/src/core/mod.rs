@@ -21,7 +21,7 @@ mod outbound;
 
 pub(crate) use inbound::SUPPORTED_TAGS;
 
-use crate::call::{CallSession, CallShared, CallStats, CallStatus};
+use crate::call::{CallSession, CallShared, CallStats, CallStatus, Watched};
 use crate::config::{ManagerConfig, MediaMode};
 use crate::error::{Result, SessionError};
 use crate::groups::{IdMap, IdSet};
@@ -63,6 +63,10 @@ pub(crate) const MEDIA_EVENT_QUEUE: usize = 1024;
 /// media and bridge events, timers) are polled first once: a flood of datagrams, always
 /// ready, would otherwise hold them off for as long as it lasts.
 const SIP_STREAK: u32 = 64;
+
+/// How many codec names the manager keeps to share between calls (`Core::codec_name`): more
+/// than the codecs it can negotiate.
+const CODEC_NAMES_KEPT: usize = 16;
 
 /// What the manager's task handles next (what its `select!` picked).
 enum Next {
@@ -236,8 +240,10 @@ pub(crate) struct Call {
     /// Inbound: the INVITE's server transaction until answered. Outbound: the INVITE's client
     /// transaction until its final response.
     pub(crate) invite_tx: Option<TransactionId>,
-    /// Inbound: the INVITE, kept until it is answered (its offer, its session timer).
-    pub(crate) invite: Option<Box<session_sip::Request>>,
+    /// Inbound: the INVITE's offer (its body, when it has one), kept until it is answered.
+    /// (Nothing else of the INVITE is needed after the handler saw it: what it asks of the
+    /// session timer is in `uas_timer`.)
+    pub(crate) offer: Option<Bytes>,
     /// Outbound: what the INVITE was, for a retry after 422.
     pub(crate) outgoing: Option<Box<OutgoingCall>>,
     pub(crate) cseq: u32,
@@ -279,6 +285,9 @@ pub(crate) struct Call {
     /// [`TransferDecision::Defer`]: crate::TransferDecision::Defer
     /// [`CallSession::finish_transfer`]: crate::CallSession::finish_transfer
     pub(crate) deferred_transfer: bool,
+    /// Inbound: the session timer the INVITE's answer is to carry (RFC 4028 §9), decided as
+    /// the INVITE arrived.
+    pub(crate) uas_timer: crate::session_timer::UasDecision,
 }
 
 impl Call {
@@ -288,7 +297,7 @@ impl Call {
             shared,
             dialog: None,
             invite_tx: None,
-            invite: None,
+            offer: None,
             outgoing: None,
             cseq: 1,
             permit,
@@ -308,6 +317,7 @@ impl Call {
             replaces: None,
             deferred_transfer: false,
             end_reason: None,
+            uas_timer: crate::session_timer::UasDecision::None,
         }
     }
 }
@@ -418,6 +428,13 @@ pub(crate) struct Core {
     pub(crate) registrations: crate::registration::Registrations,
     /// The drain in progress, if any.
     pub(crate) drain: Option<Drain>,
+    /// The `Allow` and `Supported` headers of our 2xx to an INVITE, made once: each answer
+    /// shares their text.
+    pub(crate) answer_headers: [session_sip::Header; 2],
+    /// What the SIP layer was last told of the admission state (`report_health`).
+    pub(crate) reported_health: Option<Health>,
+    /// The codec names calls have negotiated, each made once (`codec_name`).
+    pub(crate) codec_names: parking_lot::Mutex<Vec<Arc<str>>>,
     /// Calls that ended by themselves since `SessionManager::drain` was called (its flag).
     pub(crate) finished_while_draining: usize,
 }
@@ -487,7 +504,13 @@ impl Core {
             server_side,
             registrations: crate::registration::Registrations::default(),
             drain: None,
+            answer_headers: [
+                session_sip::Header::new(session_sip::HeaderName::Allow, inbound::ALLOW),
+                session_sip::Header::new(session_sip::HeaderName::Supported, inbound::SUPPORTED),
+            ],
             finished_while_draining: 0,
+            reported_health: None,
+            codec_names: parking_lot::Mutex::new(Vec::new()),
             wall_epoch: (
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -504,6 +527,11 @@ impl Core {
         let mut inbox_gate = WakeGate::new();
         let mut media_gate = WakeGate::new();
         let mut bridge_gate = WakeGate::new();
+        // The stop signal too, and its future made once: made anew each round, it would be
+        // registered with the token and taken off it again every time.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
+        let mut stop_gate = WakeGate::new();
         // SIP inputs handled in a row since another source had its turn.
         let mut sip_streak = 0;
         loop {
@@ -551,7 +579,7 @@ impl Core {
                 tokio::select! {
                     biased;
                     command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => Next::Command(command),
-                    () = stop.cancelled() => Next::Stop,
+                    () = std::future::poll_fn(|cx| stop_gate.poll(cx, |cx| stopped.as_mut().poll(cx))) => Next::Stop,
                     Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => Next::Media(session, event),
                     Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => Next::Bridge(event),
                     () = &mut sleep, if wake.is_some() => Next::Timer,
@@ -562,7 +590,7 @@ impl Core {
                     biased;
                     input = inputs.next_input() => Next::Sip(input),
                     command = std::future::poll_fn(|cx| inbox_gate.poll(cx, |cx| inbox.poll_recv(cx))) => Next::Command(command),
-                    () = stop.cancelled() => Next::Stop,
+                    () = std::future::poll_fn(|cx| stop_gate.poll(cx, |cx| stopped.as_mut().poll(cx))) => Next::Stop,
                     Some((session, event)) = std::future::poll_fn(|cx| media_gate.poll(cx, |cx| media_inbox.poll_recv(cx))) => Next::Media(session, event),
                     Some(event) = std::future::poll_fn(|cx| bridge_gate.poll(cx, |cx| bridge_events.poll_recv(cx))) => Next::Bridge(event),
                     () = &mut sleep, if wake.is_some() => Next::Timer,
@@ -666,9 +694,14 @@ impl Core {
     /// the admission limit — then new INVITEs are refused before any state is made for them
     /// (a stateless 503), not after a round trip through here, and out-of-dialog OPTIONS get
     /// 503 — and the load its answers to OPTIONS report. (A drain refuses through its own
-    /// flag, set by `SessionManager::drain`.) Two atomic stores.
-    fn report_health(&self) {
-        report_health(&self.sip, &self.admission);
+    /// flag, set by `SessionManager::drain`.) Two atomic stores, made only when what they
+    /// say changed since the last report (most inputs change neither the count nor the limit).
+    fn report_health(&mut self) {
+        let health = Health::of(&self.admission);
+        if self.reported_health != Some(health) {
+            self.reported_health = Some(health);
+            health.report(&self.sip);
+        }
     }
 
     // ---- drain ----
@@ -825,9 +858,13 @@ impl Core {
                 if let Some(dscp) = mark {
                     ua.set_transaction_dscp(tx, dscp);
                 }
-                let answered = ua.request_of(tx).filter(|_| traced).and_then(|request| {
-                    Some((request.cseq().ok()?, request.call_id().ok()?.to_owned()))
-                });
+                // Looked up only to be traced.
+                let answered = traced
+                    .then(|| ua.request_of(tx))
+                    .flatten()
+                    .and_then(|request| {
+                        Some((request.cseq().ok()?, request.call_id().ok()?.to_owned()))
+                    });
                 let result = ua.answer(now, tx, status, headers, body);
                 if let (Ok(Some(dialog)), Some(account)) = (&result, account) {
                     ua.set_dialog_account(dialog, Some(account));
@@ -921,10 +958,23 @@ impl Core {
 
     /// Publishes `event` on the bus and records it in the tracer.
     pub(crate) fn publish(&self, event: SessionEvent) {
-        if let Some(tracer) = &self.tracer {
-            tracer.record_event(now(), &event);
+        self.publish_with(|| event);
+    }
+
+    /// Publishes the event `build` makes on the bus and records it in the tracer, building it
+    /// only when one of them takes it: a bus without subscribers and no tracer (a plain
+    /// server's usual case) only count it, and the clones an event is made of are saved.
+    pub(crate) fn publish_with(&self, build: impl FnOnce() -> SessionEvent) {
+        match &self.tracer {
+            Some(tracer) => {
+                let event = build();
+                tracer.record_event(now(), &event);
+                self.bus.publish(event);
+            }
+            None => {
+                self.bus.publish_with(build);
+            }
         }
-        self.bus.publish(event);
     }
 
     /// Records `entry` for `session` when a tracer is configured.
@@ -1124,9 +1174,20 @@ impl Core {
     }
 
     fn on_dialog_end(&mut self, dialog: DialogId, reason: DialogEnd) {
-        let Some(session) = self.by_dialog.get(&dialog).copied() else {
+        // A second dialog of a forked call: the call itself goes on in the first one.
+        if matches!(reason, DialogEnd::ForkRejected) {
+            return;
+        }
+        // The dialog is over whatever its call does: out of the map at once (one lookup), and
+        // when it is the call's own, `end_call` need not look for it again.
+        let Some(session) = self.by_dialog.remove(&dialog) else {
             return;
         };
+        if let Some(call) = self.calls.get_mut(&session)
+            && call.dialog.as_ref() == Some(&dialog)
+        {
+            call.dialog = None;
+        }
         let note = match reason {
             DialogEnd::PeerBye => "← BYE (answered 200 by the dialog layer)",
             DialogEnd::AckTimeout => "no ACK for our 2xx: BYE sent (§13.3.1.4)",
@@ -1141,7 +1202,6 @@ impl Core {
             DialogEnd::AckTimeout => {
                 TerminationReason::Failed(session_types::FailureReason::Timeout)
             }
-            // A second dialog of a forked call: the call itself goes on in the first one.
             DialogEnd::ForkRejected => return,
             // Our CANCEL lost the race with the answer; the user agent ACKed and sent BYE.
             DialogEnd::CancelledAfterAnswer => TerminationReason::Cancelled,
@@ -1391,48 +1451,51 @@ impl Core {
         // A UUID v7 from the manager's clock and seeded generator (time and randomness are
         // inputs here too).
         let (epoch_ms, epoch) = self.wall_epoch;
-        let elapsed =
-            u64::try_from(now().saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX);
+        let created_at = now();
+        let elapsed = u64::try_from(created_at.saturating_duration_since(epoch).as_millis())
+            .unwrap_or(u64::MAX);
         let id = SessionId::v7(epoch_ms.saturating_add(elapsed), self.rng.u128(..));
-        let (state, _) = tokio::sync::watch::channel(CallState::Initiating);
         let shared = Arc::new(CallShared {
             id,
-            call_id: call_id.clone(),
+            call_id,
             direction,
             local_uri: Arc::from(local_uri),
             remote_uri: Arc::from(remote_uri),
-            state,
+            state: Watched::new(CallState::Initiating),
             status: parking_lot::Mutex::new(CallStatus {
-                created: Some(now()),
+                created: Some(created_at),
                 ..CallStatus::default()
             }),
             digits: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             digit_arrived: tokio::sync::Notify::new(),
-            playback: tokio::sync::watch::channel(None).0,
+            playback: Watched::new(None),
             ending: std::sync::atomic::AtomicBool::new(false),
             playbacks: std::sync::atomic::AtomicU64::new(0),
             bus: self.bus.clone(),
-            released: tokio::sync::watch::channel(false).0,
+            released: Watched::new(false),
             priority: std::sync::atomic::AtomicU8::new(0),
             dscp: Arc::clone(&self.dscp),
         });
-        let (from, to) = match direction {
-            Direction::Outbound => (shared.local_uri.clone(), shared.remote_uri.clone()),
-            Direction::Inbound => (shared.remote_uri.clone(), shared.local_uri.clone()),
-        };
+        let created = Arc::clone(&shared);
         self.calls.insert(id, Box::new(Call::new(shared, permit)));
         if let Some(limit) = self.config.stuck.final_response {
             self.schedule(id, now() + limit, TimerKind::AnswerDeadline);
         }
         self.gauges.calls.store(self.calls.len(), Ordering::Relaxed);
         self.metrics.created(direction, self.calls.len());
-        tracing::debug!(session_id = %id, call_id = %call_id, ?direction, "session created");
-        self.publish(SessionEvent::SessionCreated {
-            session_id: id,
-            direction,
-            call_id,
-            from,
-            to,
+        tracing::debug!(session_id = %id, call_id = %created.call_id, ?direction, "session created");
+        self.publish_with(|| {
+            let (from, to) = match direction {
+                Direction::Outbound => (created.local_uri.clone(), created.remote_uri.clone()),
+                Direction::Inbound => (created.remote_uri.clone(), created.local_uri.clone()),
+            };
+            SessionEvent::SessionCreated {
+                session_id: id,
+                direction,
+                call_id: created.call_id.clone(),
+                from,
+                to,
+            }
         });
         id
     }
@@ -1462,7 +1525,7 @@ impl Core {
         if new == CallState::Ringing {
             call.shared.status.lock().rang = true;
         }
-        set_watched(&call.shared.state, new);
+        call.shared.state.set(new);
         if new == CallState::OnHold {
             self.trace(session, TraceEntry::Hold);
         } else if old == CallState::OnHold && new.is_established() {
@@ -1472,10 +1535,9 @@ impl Core {
             return false;
         };
         tracing::debug!(session_id = %session, call_id = %call.shared.call_id, %old, %new, "state");
-        let call_id = call.shared.call_id.clone();
-        self.publish(SessionEvent::StateChanged {
+        self.publish_with(|| SessionEvent::StateChanged {
             session_id: session,
-            call_id,
+            call_id: call.shared.call_id.clone(),
             old,
             new,
         });
@@ -1496,9 +1558,9 @@ impl Core {
             call.offer_answer.as_deref().and_then(OfferAnswer::current),
         ) && let Some(remote) = negotiated.remote_rtp()
         {
-            self.publish(SessionEvent::MediaStarted {
+            self.publish_with(|| SessionEvent::MediaStarted {
                 session_id: session,
-                codec: Arc::from(negotiated.codec.name.as_str()),
+                codec: self.codec_name(&negotiated.codec.name),
                 local: media.local_addr(),
                 remote,
             });
@@ -1589,7 +1651,10 @@ impl Core {
                 self.finished_while_draining += self.endings.len();
             }
         }
-        for (mut call, reason) in std::mem::take(&mut self.endings) {
+        // Taken out to be worked through, then put back empty with its room: a queue left
+        // without any would allocate again for the next call's end.
+        let mut endings = std::mem::take(&mut self.endings);
+        for (mut call, reason) in endings.drain(..) {
             let session = call.shared.id;
             let mut stats = CallStats::timings(&call.shared.status.lock(), now());
             if call.bridged.take().is_some() {
@@ -1601,24 +1666,28 @@ impl Core {
                     stats.rtp = Some(media.stream);
                     stats.playout = Some(media.playout);
                 }
-                self.publish(SessionEvent::MediaStopped {
+                self.publish_with(|| SessionEvent::MediaStopped {
                     session_id: session,
                 });
             }
             self.metrics.ended(reason, &stats);
             // The final figures, readable from every handle from now on.
             call.shared.status.lock().final_stats = Some(stats.clone());
-            self.publish(SessionEvent::SessionTerminated {
+            self.publish_with(|| SessionEvent::SessionTerminated {
                 session_id: session,
                 reason,
                 summary: stats.summary(),
             });
-            set_watched(&call.shared.released, true);
+            call.shared.released.set(true);
             let handle = self.handle(&call);
             self.guarded("on_call_ended", |h| {
                 h.on_call_ended(&handle, reason, &stats)
             });
             self.bus.forget_session(session);
+        }
+        // (Unless endings were queued meanwhile: they wait for the next round.)
+        if self.endings.is_empty() {
+            self.endings = endings;
         }
     }
 
@@ -1633,7 +1702,13 @@ impl Core {
             floor: usize,
         ) {
             if map.capacity() > 64 && map.len() < map.capacity() / 4 {
-                map.shrink_to((map.len() * 2).max(floor));
+                let target = (map.len() * 2).max(floor);
+                // Tables have a power of two of buckets: one whose capacity is under twice the
+                // target is as small as the target allows already (a map at its floor, most
+                // often), and `shrink_to` would only work that out.
+                if target <= map.capacity() / 2 {
+                    map.shrink_to(target);
+                }
             }
         }
         shrink(&mut self.calls, floor);
@@ -1699,7 +1774,7 @@ impl Core {
         let Some(current) = call.offer_answer.as_deref().and_then(OfferAnswer::current) else {
             return;
         };
-        call.shared.status.lock().codec = Some(Arc::from(current.codec.name.as_str()));
+        call.shared.status.lock().codec = Some(self.codec_name(&current.codec.name));
         if let Some(media) = &call.media {
             media.send(crate::media::MediaCommand::Configure(Box::new(
                 current.clone(),
@@ -1710,6 +1785,20 @@ impl Core {
             // The bridge keeps the old terms; the peer may hear nothing until they match.
             tracing::warn!(session_id = %session, %error, "bridged leg not reconfigured");
         }
+    }
+
+    /// A codec's name as calls keep it: the few names there are are made once and shared
+    /// (the first [`CODEC_NAMES_KEPT`]; any beyond are made for each call).
+    pub(crate) fn codec_name(&self, name: &str) -> Arc<str> {
+        let mut names = self.codec_names.lock();
+        if let Some(known) = names.iter().find(|known| ***known == *name) {
+            return Arc::clone(known);
+        }
+        let made: Arc<str> = Arc::from(name);
+        if names.len() < CODEC_NAMES_KEPT {
+            names.push(Arc::clone(&made));
+        }
+        made
     }
 
     // ---- timers ----
@@ -1884,22 +1973,28 @@ impl Core {
 /// Tells the SIP layer whether new calls are to be refused at the admission limit, and the
 /// load its answers to OPTIONS report (see `Core::report_health`).
 pub(crate) fn report_health(sip: &SipHandle, admission: &AdmissionController) {
-    let active = admission.active();
-    let limit = admission.max_sessions();
-    sip.refuse_new_calls(limit.is_some_and(|max| active >= max));
-    sip.report_load(active, limit);
+    Health::of(admission).report(sip);
 }
 
-/// Sets a watched value (a call's state, its release), waking its receivers — and only
-/// when there are some: a send notifies through several locks even when nobody listens,
-/// which is most of the time. The value is set either way; a receiver subscribing meanwhile
-/// reads it (every wait here checks the value after subscribing), as if it had subscribed
-/// just after.
-fn set_watched<T>(sender: &tokio::sync::watch::Sender<T>, value: T) {
-    sender.send_if_modified(|current| {
-        *current = value;
-        sender.receiver_count() > 0
-    });
+/// What the SIP layer is told of the admission state: the sessions admitted, and the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Health {
+    active: usize,
+    limit: Option<usize>,
+}
+
+impl Health {
+    fn of(admission: &AdmissionController) -> Self {
+        Self {
+            active: admission.active(),
+            limit: admission.max_sessions(),
+        }
+    }
+
+    fn report(self, sip: &SipHandle) {
+        sip.refuse_new_calls(self.limit.is_some_and(|max| self.active >= max));
+        sip.report_load(self.active, self.limit);
+    }
 }
 
 /// The manager's clock: tokio's, read as a `std::time::Instant`. Every time the manager acts on
