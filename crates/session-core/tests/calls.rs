@@ -647,7 +647,9 @@ async fn the_tracer_keeps_each_sides_timeline_and_flags_an_unanswered_call() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// In virtual time, so "at once" is exact: no time passes before the refused connect fails the
+// call, where Timer B would take 32 s.
+#[tokio::test(start_paused = true)]
 async fn a_call_to_a_closed_tcp_port_fails_with_a_transport_error_at_once() {
     let alice = peer(signaling_only(), accept).await;
     // Bind then drop a listener: nothing listens on that port any more.
@@ -655,11 +657,13 @@ async fn a_call_to_a_closed_tcp_port_fails_with_a_transport_error_at_once() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let target = format!("sip:nobody@127.0.0.1:{port};transport=tcp");
+    let started = tokio::time::Instant::now();
     let call = alice.manager.call(&target).await.unwrap();
     let error = within(call.answered()).await.unwrap_err();
     assert!(matches!(error, SessionError::Transport), "{error:?}");
     assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(call.state(), CallState::Failed(FailureReason::Transport));
+    assert_eq!(started.elapsed(), Duration::ZERO);
     assert_released(&alice).await;
     alice.manager.shutdown().await;
 }
