@@ -426,20 +426,16 @@ fn may_be_pending_icmp_error(error: &io::Error) -> bool {
     )
 }
 
-/// Whether a UDP send error is never the send's own: "connection refused" comes only from an
-/// ICMP port unreachable, which is never reported by the send it answers.
-fn is_other_datagrams_error(error: &io::Error) -> bool {
-    error.kind() == io::ErrorKind::ConnectionRefused
-}
-
-/// Whether a UDP send error says the destination cannot be reached (worth failing the
-/// transactions towards it), rather than a passing local shortage such as a full buffer.
+/// Whether a UDP send error says the send's own destination cannot be reached (worth failing
+/// the transactions towards it), rather than a passing local shortage such as a full buffer.
+/// Not "connection refused": that comes only from an ICMP port unreachable, which is never
+/// reported by the send it answers but by a later one, whatever its destination (see
+/// [`DriverState::send_datagram`]).
 fn is_hard_send_error(error: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(
         error.kind(),
-        ConnectionRefused
-            | ConnectionReset
+        ConnectionReset
             | HostUnreachable
             | NetworkUnreachable
             | AddrNotAvailable
@@ -1807,7 +1803,7 @@ impl DriverState {
     /// and the datagram counts as lost, for the retransmissions to try again.
     fn udp_send_failed(&mut self, error: &io::Error, destination: SocketAddr, now: Instant) {
         tracing::debug!(%error, %destination, "UDP send failed");
-        if is_hard_send_error(error) && !is_other_datagrams_error(error) {
+        if is_hard_send_error(error) {
             self.ua
                 .handle_transport_error(now, destination, Protocol::Udp);
         }

@@ -66,11 +66,7 @@ impl Core {
             }
         };
         // Decided once: neither the INVITE nor our configuration changes until the answer.
-        let uas_timer = match self.config.session_timer.as_ref() {
-            // No policy of ours and nothing asked: no timer (what `uas_decide` says then).
-            None if !present.session_expires => UasDecision::None,
-            config => session_timer::uas_decide(&request, config),
-        };
+        let uas_timer = session_timer::uas_decide(&request, self.config.session_timer.as_ref());
         if let UasDecision::TooSmall(min_se) = uas_timer {
             // RFC 4028 §9: the interval asked for is below our minimum.
             self.respond(
@@ -539,7 +535,6 @@ pub(crate) const ALLOW_OUTSIDE_DIALOG: &str =
 struct Present {
     resource_priority: bool,
     require: bool,
-    session_expires: bool,
     replaces: bool,
     allow: bool,
 }
@@ -551,7 +546,6 @@ impl Present {
             match header.name() {
                 HeaderName::ResourcePriority => present.resource_priority = true,
                 HeaderName::Require => present.require = true,
-                HeaderName::SessionExpires => present.session_expires = true,
                 HeaderName::Replaces => present.replaces = true,
                 HeaderName::Allow => present.allow = true,
                 _ => {}
