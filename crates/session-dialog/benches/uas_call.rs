@@ -12,12 +12,11 @@ use std::time::Instant;
 mod support;
 
 fn uas_call(c: &mut Criterion) {
-    let peer = support::peer();
+    let peer = support::Peer::new();
     let mut ua = support::user_agent();
-    let invite = support::invite();
     let mut now = Instant::now();
     c.bench_function("uas_call/complete_call_sans_io", |b| {
-        b.iter(|| support::one_call(&mut ua, &mut now, peer, &invite));
+        b.iter(|| support::one_call(&mut ua, &mut now, &peer));
     });
 }
 

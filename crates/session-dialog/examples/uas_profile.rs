@@ -22,13 +22,12 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
-    let peer = support::peer();
+    let peer = support::Peer::new();
     let mut ua = support::user_agent();
-    let invite = support::invite();
     let mut now = Instant::now();
     let started = Instant::now();
     for _ in 0..calls {
-        support::one_call(&mut ua, &mut now, peer, &invite);
+        support::one_call(&mut ua, &mut now, &peer);
     }
     let per_call = started.elapsed() / calls.max(1);
     println!("{calls} calls, {per_call:?} per call");

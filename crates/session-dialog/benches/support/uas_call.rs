@@ -52,26 +52,71 @@ pub(crate) fn invite() -> Bytes {
     ))
 }
 
-/// The peer's ACK or BYE in the call whose To tag is `to_tag`.
-fn in_dialog(method: &str, branch: &str, seq: u32, to_tag: &str) -> Bytes {
-    Bytes::from(format!(
-        "{method} sip:service@127.0.0.1:5060 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\n\
-         From: sipp <sip:sipp@127.0.0.1:5061>;tag=1SIPpTag001\r\n\
-         To: service <sip:service@127.0.0.1:5060>;tag={to_tag}\r\n\
-         Call-ID: 1-12345@127.0.0.1\r\n\
-         CSeq: {seq} {method}\r\n\
-         Contact: sip:sipp@127.0.0.1:5061\r\n\
-         Max-Forwards: 70\r\n\
-         Content-Length: 0\r\n\r\n"
-    ))
+/// The peer's ACK or BYE in the call whose To tag is `to_tag`, as text around that tag: the
+/// peer's side of the call is the harness, not the user agent, so it is made once and only the
+/// tag is spliced in per call (`format!` per message cost ≈ 1.2 k instructions of the ≈ 54 k a
+/// call measured).
+pub(crate) struct InDialog {
+    before_tag: String,
+    after_tag: String,
+}
+
+impl InDialog {
+    fn new(method: &str, branch: &str, seq: u32) -> Self {
+        Self {
+            before_tag: format!(
+                "{method} sip:service@127.0.0.1:5060 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\n\
+                 From: sipp <sip:sipp@127.0.0.1:5061>;tag=1SIPpTag001\r\n\
+                 To: service <sip:service@127.0.0.1:5060>;tag="
+            ),
+            after_tag: format!(
+                "\r\n\
+                 Call-ID: 1-12345@127.0.0.1\r\n\
+                 CSeq: {seq} {method}\r\n\
+                 Contact: sip:sipp@127.0.0.1:5061\r\n\
+                 Max-Forwards: 70\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ),
+        }
+    }
+
+    fn with_tag(&self, to_tag: &str) -> Bytes {
+        let mut text =
+            Vec::with_capacity(self.before_tag.len() + to_tag.len() + self.after_tag.len());
+        text.extend_from_slice(self.before_tag.as_bytes());
+        text.extend_from_slice(to_tag.as_bytes());
+        text.extend_from_slice(self.after_tag.as_bytes());
+        Bytes::from(text)
+    }
+}
+
+/// The peer's messages of every call: its INVITE, and its ACK and BYE around our To tag.
+pub(crate) struct Peer {
+    /// Where the peer sends from.
+    pub(crate) addr: SocketAddr,
+    /// The INVITE (SIPp's `uac` scenario, with SDP).
+    pub(crate) invite: Bytes,
+    ack: InDialog,
+    bye: InDialog,
+}
+
+impl Peer {
+    pub(crate) fn new() -> Self {
+        Self {
+            addr: peer(),
+            invite: invite(),
+            ack: InDialog::new("ACK", "z9hG4bK-1-2", 1),
+            bye: InDialog::new("BYE", "z9hG4bK-1-3", 2),
+        }
+    }
 }
 
 /// One complete call at `*now`; moves `*now` past every timer of the call, which leaves the
 /// user agent empty.
-pub(crate) fn one_call(ua: &mut UserAgent, now: &mut Instant, peer: SocketAddr, invite: &Bytes) {
+pub(crate) fn one_call(ua: &mut UserAgent, now: &mut Instant, peer: &Peer) {
     let mut at = *now;
-    ua.handle_datagram(at, Protocol::Udp, peer, invite);
+    ua.handle_datagram(at, Protocol::Udp, peer.addr, &peer.invite);
     let Some(UaEvent::IncomingInvite { tx, .. }) = ua.poll_event() else {
         panic!("no INVITE")
     };
@@ -90,18 +135,8 @@ pub(crate) fn one_call(ua: &mut UserAgent, now: &mut Instant, peer: SocketAddr, 
     }
     // The peer's side: its ACK and BYE carry our To tag.
     let tag = dialog.local_tag;
-    ua.handle_datagram(
-        at,
-        Protocol::Udp,
-        peer,
-        &in_dialog("ACK", "z9hG4bK-1-2", 1, &tag),
-    );
-    ua.handle_datagram(
-        at,
-        Protocol::Udp,
-        peer,
-        &in_dialog("BYE", "z9hG4bK-1-3", 2, &tag),
-    );
+    ua.handle_datagram(at, Protocol::Udp, peer.addr, &peer.ack.with_tag(&tag));
+    ua.handle_datagram(at, Protocol::Udp, peer.addr, &peer.bye.with_tag(&tag));
     while let Some(event) = ua.poll_event() {
         black_box(event);
     }
