@@ -47,10 +47,31 @@ pub(crate) struct Parts {
 /// The text is shared by reference count: a clone (a request kept by a transaction, a
 /// dialog's remote target) takes no allocation and copies no bytes. A `Uri` is never changed
 /// in place ([`Uri::with_param`] makes a new one), so sharing is invisible.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Uri {
+    /// The text holding the URI: the URI alone, or (the Request-URI of a parsed request)
+    /// the header section of the message, which the headers share, so that the parser makes
+    /// no copy of its own for the URI.
     raw: std::sync::Arc<str>,
+    /// Where the URI lies in `raw`; the offsets of `parts` are within that slice.
+    at: Span,
     parts: Parts,
+}
+
+/// Equality is that of the text and the parts (where the text is kept does not count).
+impl PartialEq for Uri {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str() && self.parts == other.parts
+    }
+}
+
+impl Eq for Uri {}
+
+impl std::hash::Hash for Uri {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+        self.parts.hash(state);
+    }
 }
 
 const fn is_unreserved_class(b: u8) -> bool {
@@ -638,17 +659,31 @@ impl Uri {
     /// Parses a URI. Whitespace and angle brackets are not part of a URI.
     pub fn parse(s: &str) -> Result<Self> {
         let parts = scan(s)?;
-        Ok(Self {
-            raw: s.into(),
-            parts,
-        })
+        Ok(Self::from_scanned(s, parts))
     }
 
     pub(crate) fn from_scanned(s: &str, parts: Parts) -> Self {
         Self {
             raw: s.into(),
+            at: Span::new(0, s.len()),
             parts,
         }
+    }
+
+    /// [`Uri::parse`] of `text.get(start..end)` (`None` when that is no slice of `text`),
+    /// keeping `text` (a clone of the reference, no copy) rather than a copy of the URI: for
+    /// the parser's Request-URI, which lies in the header section the headers share.
+    pub(crate) fn parse_in(
+        text: &std::sync::Arc<str>,
+        start: usize,
+        end: usize,
+    ) -> Option<Result<Self>> {
+        let s = text.get(start..end)?;
+        Some(scan(s).map(|parts| Self {
+            raw: std::sync::Arc::clone(text),
+            at: Span::new(start, end),
+            parts,
+        }))
     }
 
     /// Builds `sip:[user@]host[:port]`, escaping the user part where the grammar requires.
@@ -673,25 +708,26 @@ impl Uri {
             Scheme::Other => return Err(Error::Uri("absolute URIs have no parameters")),
             _ => self.parts.params.end(),
         };
-        let mut s = String::with_capacity(self.raw.len() + name.len() + 8);
-        s.push_str(self.raw.get(..at).unwrap_or_default());
+        let raw = self.as_str();
+        let mut s = String::with_capacity(raw.len() + name.len() + 8);
+        s.push_str(raw.get(..at).unwrap_or_default());
         s.push(';');
         s.push_str(&percent_encode(name, is_param_byte));
         if let Some(v) = value {
             s.push('=');
             s.push_str(&percent_encode(v, is_param_byte));
         }
-        s.push_str(self.raw.get(at..).unwrap_or_default());
+        s.push_str(raw.get(at..).unwrap_or_default());
         Self::parse(&s)
     }
 
     fn span(&self, span: Span) -> &str {
-        span.get(&self.raw)
+        span.get(self.as_str())
     }
 
     /// The whole URI as written.
     pub fn as_str(&self) -> &str {
-        &self.raw
+        self.at.get(&self.raw)
     }
 
     /// The scheme.
@@ -701,7 +737,7 @@ impl Uri {
 
     /// The scheme as written (e.g. `sip`, `SIP`, `soap.beep`).
     pub fn scheme_str(&self) -> &str {
-        self.raw
+        self.as_str()
             .get(..self.parts.scheme_end as usize)
             .unwrap_or_default()
     }
@@ -756,7 +792,7 @@ impl Uri {
 
     /// Everything after `scheme:`.
     pub fn opaque(&self) -> &str {
-        self.raw
+        self.as_str()
             .get(self.parts.scheme_end as usize + 1..)
             .unwrap_or_default()
     }
@@ -769,7 +805,7 @@ impl Uri {
             return false;
         }
         if !self.is_sip() {
-            return self.raw.eq_ignore_ascii_case(&other.raw);
+            return self.as_str().eq_ignore_ascii_case(other.as_str());
         }
         let dec = |u: Option<&str>| u.map(|u| percent_decode(u).into_owned());
         if dec(self.user()) != dec(other.user()) || dec(self.password()) != dec(other.password()) {
@@ -791,13 +827,13 @@ impl Uri {
 
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Uri({:?})", &*self.raw)
+        write!(f, "Uri({:?})", self.as_str())
     }
 }
 
