@@ -215,35 +215,21 @@ pub(crate) fn scan(s: &str) -> Result<Parts> {
     let b = s.as_bytes();
     // The schemes of nearly every URI, recognized without the generic scheme scan (both are
     // valid schemes, and their colon is the first one).
-    if b.get(..4)
+    let (kind, colon) = if b
+        .get(..4)
         .is_some_and(|p| crate::text::eq_ignore_case(p, b"sip:"))
     {
-        return scan_sip_uri(b, Scheme::Sip, 3);
-    }
-    if b.get(..5)
+        (Scheme::Sip, 3)
+    } else if b
+        .get(..5)
         .is_some_and(|p| crate::text::eq_ignore_case(p, b"sips:"))
     {
-        return scan_sip_uri(b, Scheme::Sips, 4);
-    }
-    let colon = find_byte(b':', b).ok_or(Error::Uri("no scheme"))?;
-    let scheme = b.get(..colon).unwrap_or_default();
-    let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
-    if !first_ok
-        || !scheme
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
-    {
-        return Err(Error::Uri("bad scheme"));
-    }
-    let kind = if scheme.eq_ignore_ascii_case(b"sip") {
-        Scheme::Sip
-    } else if scheme.eq_ignore_ascii_case(b"sips") {
-        Scheme::Sips
-    } else if scheme.eq_ignore_ascii_case(b"tel") {
-        Scheme::Tel
+        (Scheme::Sips, 4)
     } else {
-        Scheme::Other
+        scheme_of(b)?
     };
+    // One call of the `sip:` scan, inlined here (for speed: its result is not copied
+    // through the calls).
     if matches!(kind, Scheme::Sip | Scheme::Sips) {
         return scan_sip_uri(b, kind, colon);
     }
@@ -278,8 +264,33 @@ pub(crate) fn scan(s: &str) -> Result<Parts> {
     Ok(parts)
 }
 
+/// The scheme of a URI not written `sip:` or `sips:` (any case), and the index of its colon.
+fn scheme_of(b: &[u8]) -> Result<(Scheme, usize)> {
+    let colon = find_byte(b':', b).ok_or(Error::Uri("no scheme"))?;
+    let scheme = b.get(..colon).unwrap_or_default();
+    let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
+    if !first_ok
+        || !scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    {
+        return Err(Error::Uri("bad scheme"));
+    }
+    let kind = if scheme.eq_ignore_ascii_case(b"sip") {
+        Scheme::Sip
+    } else if scheme.eq_ignore_ascii_case(b"sips") {
+        Scheme::Sips
+    } else if scheme.eq_ignore_ascii_case(b"tel") {
+        Scheme::Tel
+    } else {
+        Scheme::Other
+    };
+    Ok((kind, colon))
+}
+
 /// A `sip:` or `sips:` URI whose scheme ends at `colon`, in one pass from left to right (the
 /// errors are those of the part that is wrong first).
+#[inline(always)]
 fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
     let mut parts = Parts {
         scheme,
@@ -293,10 +304,19 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
     // first '@', then the user part up to it) would give the same user part. Anything else
     // (no user part, escapes, a password, an empty user) is read the general way.
     let plain_user = skip_plain(rest, &USER);
-    if plain_user > 0 && rest.get(plain_user) == Some(&b'@') {
+    let host_start = if plain_user > 0 && rest.get(plain_user) == Some(&b'@') {
         parts.user = Some(Span::new(start, start + plain_user));
-        return scan_sip_hostport(b, parts, start + plain_user + 1);
-    }
+        start + plain_user + 1
+    } else {
+        userinfo_end(b, &mut parts, start)?
+    };
+    scan_sip_hostport(b, parts, host_start)
+}
+
+/// The general reading of the userinfo of a `sip:` URI whose text after the scheme starts at
+/// `start`: where the host starts, the user part and password put in `parts`.
+fn userinfo_end(b: &[u8], parts: &mut Parts, start: usize) -> Result<usize> {
+    let rest = b.get(start..).unwrap_or_default();
     // '@' is legal nowhere but as the userinfo delimiter, so the first one ends the userinfo.
     let host_start = match find_byte(b'@', rest) {
         Some(at) => {
@@ -323,7 +343,7 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
         }
         None => start,
     };
-    scan_sip_hostport(b, parts, host_start)
+    Ok(host_start)
 }
 
 /// The run of bytes `table` allows at the start of `s` (no escapes): its length.
@@ -336,7 +356,7 @@ fn skip_plain(s: &[u8], table: &[bool; 256]) -> usize {
 
 /// The rest of a `sip:` or `sips:` URI from `host_start`, its userinfo (if any) already in
 /// `parts`: hostport, parameters, headers.
-#[inline]
+#[inline(always)]
 fn scan_sip_hostport(b: &[u8], mut parts: Parts, host_start: usize) -> Result<Parts> {
     // hostport ends at the first ';' or '?'.
     let hp_end = if b.get(host_start) == Some(&b'[') {
