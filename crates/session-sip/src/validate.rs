@@ -420,11 +420,15 @@ fn check_syntax(req: &Request) -> Result<Option<MediaType<'_>>, Error> {
         HeaderName::Allow,
         HeaderName::Accept,
     ];
-    for (i, name) in LISTS.into_iter().enumerate() {
+    // The lists present, by their bits (for speed: not a test of all nine).
+    let mut left = lists;
+    while left != 0 {
+        let i = left.trailing_zeros() as usize;
         let bit = 1u16 << i;
-        if lists & bit == 0 {
-            continue;
-        }
+        left &= !bit;
+        let Some(&name) = LISTS.get(i) else {
+            break;
+        };
         let label = header_label(name);
         // An empty Accept/Allow/Supported is legal (it lists nothing).
         let single_empty = first_empty & bit != 0 && multi & bit == 0;
