@@ -372,7 +372,9 @@ pub(crate) fn addr_hot(v: &str) -> Option<AddrSpans> {
     }
     let uri_start = lt + 1;
     let gt = uri_start + find_byte(b'>', b.get(uri_start..)?)?;
-    uri::scan(v.get(uri_start..gt)?).ok()?;
+    if !uri::is_valid(v.get(uri_start..gt)?) {
+        return None;
+    }
     // The header parameters, LWS around them trimmed (as `params_finding` does).
     let rest = v.get(gt + 1..)?;
     let params = trim(rest);

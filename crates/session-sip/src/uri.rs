@@ -207,8 +207,20 @@ fn parse_u64_bytes(s: &[u8]) -> Option<u64> {
     })
 }
 
+/// Whether [`scan`] accepts `s`: for the checks that keep no offsets (the scan inlined here,
+/// for speed: the offsets it would return are not stored).
+pub(crate) fn is_valid(s: &str) -> bool {
+    scan_inline(s).is_ok()
+}
+
 /// Scans `s` as a URI; no allocation.
 pub(crate) fn scan(s: &str) -> Result<Parts> {
+    scan_inline(s)
+}
+
+/// [`scan`], inlined into its two callers.
+#[inline(always)]
+fn scan_inline(s: &str) -> Result<Parts> {
     if u32::try_from(s.len()).is_err() {
         return Err(Error::Uri("too long"));
     }

@@ -537,7 +537,7 @@ fn usual_contact(v: &str) -> bool {
         Some(b'<') => v.get(1..v.len() - 1),
         _ => Some(v),
     };
-    text.is_some_and(|t| crate::uri::scan(t).is_ok())
+    text.is_some_and(crate::uri::is_valid)
 }
 
 /// Whether every element of a comma-separated line is a token (SP and HTAB around it), as
