@@ -195,16 +195,7 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
     }
     let cseq = req.cseq().map_err(|e| malformed(&e))?;
     if cseq.method != req.method {
-        // §8.1.1.5 / RFC 4475 §3.1.2.17; for an unknown method 501 is preferred (§3.1.2.18).
-        if !req.method.is_known() {
-            let mut r = Rejection::new(StatusCode::NOT_IMPLEMENTED, true);
-            r = r.with(HeaderName::Allow, policy.allow_header());
-            return Err(r);
-        }
-        return Err(Rejection::bad(
-            "CSeq method does not match the request",
-            true,
-        ));
+        return Err(cseq_mismatch(req, policy));
     }
     let content_type = check_syntax(req).map_err(|e| malformed(&e))?;
 
@@ -215,12 +206,7 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
         return Err(Rejection::new(StatusCode::TOO_MANY_HOPS, false));
     }
     if !policy.allowed_methods.contains(&req.method) {
-        let status = if req.method.is_known() {
-            StatusCode::METHOD_NOT_ALLOWED
-        } else {
-            StatusCode::NOT_IMPLEMENTED
-        };
-        return Err(Rejection::new(status, false).with(HeaderName::Allow, policy.allow_header()));
+        return Err(method_not_allowed(req, policy));
     }
     let (require, required) = match policy.role {
         Role::Endpoint => (HeaderName::Require, present.require),
@@ -228,19 +214,54 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
     };
     // §8.2.2.3: not for CANCEL, nor ACK to a non-2xx.
     if required && !matches!(req.method, Method::Ack | Method::Cancel) {
-        let unknown: Vec<&str> = h
-            .values(require)
-            .filter(|t| {
-                !t.is_empty() && !policy.supported.iter().any(|s| s.eq_ignore_ascii_case(t))
-            })
-            .collect();
-        if !unknown.is_empty() {
-            return Err(Rejection::new(StatusCode::BAD_EXTENSION, false)
-                .with(HeaderName::Unsupported, unknown.join(", ")));
-        }
+        check_required(h, require, policy)?;
     }
     if policy.role == Role::Endpoint {
         check_body(req, policy, content_type, &present)?;
+    }
+    Ok(())
+}
+
+// The rejections of [`validate_request`] below are out of line (for speed: the usual
+// request, which none of them concerns, runs through less code).
+
+/// The CSeq method is not the request's (§8.1.1.5 / RFC 4475 §3.1.2.17); for an unknown
+/// method 501 is preferred (§3.1.2.18).
+#[cold]
+fn cseq_mismatch(req: &Request, policy: &UasPolicy) -> Rejection {
+    if !req.method.is_known() {
+        let r = Rejection::new(StatusCode::NOT_IMPLEMENTED, true);
+        return r.with(HeaderName::Allow, policy.allow_header());
+    }
+    Rejection::bad("CSeq method does not match the request", true)
+}
+
+/// The method is not among the policy's.
+#[cold]
+fn method_not_allowed(req: &Request, policy: &UasPolicy) -> Rejection {
+    let status = if req.method.is_known() {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::NOT_IMPLEMENTED
+    };
+    Rejection::new(status, false).with(HeaderName::Allow, policy.allow_header())
+}
+
+/// §8.2.2.3: the option tags of `require` (Require or Proxy-Require) the policy does not
+/// support.
+#[inline(never)]
+fn check_required(
+    h: &crate::header::Headers,
+    require: HeaderName,
+    policy: &UasPolicy,
+) -> Result<(), Rejection> {
+    let unknown: Vec<&str> = h
+        .values(require)
+        .filter(|t| !t.is_empty() && !policy.supported.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Rejection::new(StatusCode::BAD_EXTENSION, false)
+            .with(HeaderName::Unsupported, unknown.join(", ")));
     }
     Ok(())
 }
