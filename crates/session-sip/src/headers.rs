@@ -372,7 +372,9 @@ pub(crate) fn addr_hot(v: &str) -> Option<AddrSpans> {
     }
     let uri_start = lt + 1;
     let gt = uri_start + find_byte(b'>', b.get(uri_start..)?)?;
-    uri::scan(v.get(uri_start..gt)?).ok()?;
+    if !uri::is_valid(v.get(uri_start..gt)?) {
+        return None;
+    }
     // The header parameters, LWS around them trimmed (as `params_finding` does).
     let rest = v.get(gt + 1..)?;
     let params = trim(rest);
@@ -799,6 +801,23 @@ pub fn parse_delta(name: &'static str, s: &str) -> Result<u32> {
 
 /// Max-Forwards (RFC 3261 §20.22): 0–255.
 pub fn parse_max_forwards(s: &str) -> Result<u8> {
+    // The usual value, one to three digits and nothing to trim, read at once (for speed: every
+    // request has one); what the general reading below gives for it.
+    let b = s.as_bytes();
+    if let [first, rest @ ..] = b
+        && rest.len() < 3
+        && b.iter().all(u8::is_ascii_digit)
+    {
+        let n = rest.iter().fold(u32::from(first - b'0'), |n, &c| {
+            n * 10 + u32::from(c - b'0')
+        });
+        return u8::try_from(n).map_err(|_| Error::header("Max-Forwards", "not a number in 0-255"));
+    }
+    parse_max_forwards_general(s)
+}
+
+/// [`parse_max_forwards`] of any text (and the oracle of its fast path).
+fn parse_max_forwards_general(s: &str) -> Result<u8> {
     parse_u64(trim(s))
         .and_then(|n| u8::try_from(n).ok())
         .ok_or(Error::header("Max-Forwards", "not a number in 0-255"))
@@ -1182,6 +1201,30 @@ pub(crate) mod reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_forwards_as_the_general_reading() {
+        let bytes = [b'0', b'1', b'2', b'5', b'6', b'9', b' ', b'a', b'-'];
+        let mut texts = vec![String::new()];
+        for len in 1..=5u32 {
+            for n in 0..bytes.len().pow(len) {
+                let mut k = n;
+                let mut t = String::new();
+                for _ in 0..len {
+                    t.push(char::from(bytes[k % bytes.len()]));
+                    k /= bytes.len();
+                }
+                texts.push(t);
+            }
+        }
+        for t in texts {
+            assert_eq!(
+                parse_max_forwards(&t),
+                parse_max_forwards_general(&t),
+                "{t:?}"
+            );
+        }
+    }
 
     #[test]
     fn via_with_lws_everywhere() {

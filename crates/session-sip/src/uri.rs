@@ -47,10 +47,31 @@ pub(crate) struct Parts {
 /// The text is shared by reference count: a clone (a request kept by a transaction, a
 /// dialog's remote target) takes no allocation and copies no bytes. A `Uri` is never changed
 /// in place ([`Uri::with_param`] makes a new one), so sharing is invisible.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Uri {
+    /// The text holding the URI: the URI alone, or (the Request-URI of a parsed request)
+    /// the header section of the message, which the headers share, so that the parser makes
+    /// no copy of its own for the URI.
     raw: std::sync::Arc<str>,
+    /// Where the URI lies in `raw`; the offsets of `parts` are within that slice.
+    at: Span,
     parts: Parts,
+}
+
+/// Equality is that of the text and the parts (where the text is kept does not count).
+impl PartialEq for Uri {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str() && self.parts == other.parts
+    }
+}
+
+impl Eq for Uri {}
+
+impl std::hash::Hash for Uri {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+        self.parts.hash(state);
+    }
 }
 
 const fn is_unreserved_class(b: u8) -> bool {
@@ -186,43 +207,41 @@ fn parse_u64_bytes(s: &[u8]) -> Option<u64> {
     })
 }
 
+/// Whether [`scan`] accepts `s`: for the checks that keep no offsets (the scan inlined here,
+/// for speed: the offsets it would return are not stored).
+pub(crate) fn is_valid(s: &str) -> bool {
+    scan_inline(s).is_ok()
+}
+
 /// Scans `s` as a URI; no allocation.
 pub(crate) fn scan(s: &str) -> Result<Parts> {
+    scan_inline(s)
+}
+
+/// [`scan`], inlined into its two callers.
+#[inline(always)]
+fn scan_inline(s: &str) -> Result<Parts> {
     if u32::try_from(s.len()).is_err() {
         return Err(Error::Uri("too long"));
     }
     let b = s.as_bytes();
     // The schemes of nearly every URI, recognized without the generic scheme scan (both are
     // valid schemes, and their colon is the first one).
-    if b.get(..4)
+    let (kind, colon) = if b
+        .get(..4)
         .is_some_and(|p| crate::text::eq_ignore_case(p, b"sip:"))
     {
-        return scan_sip_uri(b, Scheme::Sip, 3);
-    }
-    if b.get(..5)
+        (Scheme::Sip, 3)
+    } else if b
+        .get(..5)
         .is_some_and(|p| crate::text::eq_ignore_case(p, b"sips:"))
     {
-        return scan_sip_uri(b, Scheme::Sips, 4);
-    }
-    let colon = find_byte(b':', b).ok_or(Error::Uri("no scheme"))?;
-    let scheme = b.get(..colon).unwrap_or_default();
-    let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
-    if !first_ok
-        || !scheme
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
-    {
-        return Err(Error::Uri("bad scheme"));
-    }
-    let kind = if scheme.eq_ignore_ascii_case(b"sip") {
-        Scheme::Sip
-    } else if scheme.eq_ignore_ascii_case(b"sips") {
-        Scheme::Sips
-    } else if scheme.eq_ignore_ascii_case(b"tel") {
-        Scheme::Tel
+        (Scheme::Sips, 4)
     } else {
-        Scheme::Other
+        scheme_of(b)?
     };
+    // One call of the `sip:` scan, inlined here (for speed: its result is not copied
+    // through the calls).
     if matches!(kind, Scheme::Sip | Scheme::Sips) {
         return scan_sip_uri(b, kind, colon);
     }
@@ -257,8 +276,33 @@ pub(crate) fn scan(s: &str) -> Result<Parts> {
     Ok(parts)
 }
 
+/// The scheme of a URI not written `sip:` or `sips:` (any case), and the index of its colon.
+fn scheme_of(b: &[u8]) -> Result<(Scheme, usize)> {
+    let colon = find_byte(b':', b).ok_or(Error::Uri("no scheme"))?;
+    let scheme = b.get(..colon).unwrap_or_default();
+    let first_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic);
+    if !first_ok
+        || !scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    {
+        return Err(Error::Uri("bad scheme"));
+    }
+    let kind = if scheme.eq_ignore_ascii_case(b"sip") {
+        Scheme::Sip
+    } else if scheme.eq_ignore_ascii_case(b"sips") {
+        Scheme::Sips
+    } else if scheme.eq_ignore_ascii_case(b"tel") {
+        Scheme::Tel
+    } else {
+        Scheme::Other
+    };
+    Ok((kind, colon))
+}
+
 /// A `sip:` or `sips:` URI whose scheme ends at `colon`, in one pass from left to right (the
 /// errors are those of the part that is wrong first).
+#[inline(always)]
 fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
     let mut parts = Parts {
         scheme,
@@ -272,10 +316,19 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
     // first '@', then the user part up to it) would give the same user part. Anything else
     // (no user part, escapes, a password, an empty user) is read the general way.
     let plain_user = skip_plain(rest, &USER);
-    if plain_user > 0 && rest.get(plain_user) == Some(&b'@') {
+    let host_start = if plain_user > 0 && rest.get(plain_user) == Some(&b'@') {
         parts.user = Some(Span::new(start, start + plain_user));
-        return scan_sip_hostport(b, parts, start + plain_user + 1);
-    }
+        start + plain_user + 1
+    } else {
+        userinfo_end(b, &mut parts, start)?
+    };
+    scan_sip_hostport(b, parts, host_start)
+}
+
+/// The general reading of the userinfo of a `sip:` URI whose text after the scheme starts at
+/// `start`: where the host starts, the user part and password put in `parts`.
+fn userinfo_end(b: &[u8], parts: &mut Parts, start: usize) -> Result<usize> {
+    let rest = b.get(start..).unwrap_or_default();
     // '@' is legal nowhere but as the userinfo delimiter, so the first one ends the userinfo.
     let host_start = match find_byte(b'@', rest) {
         Some(at) => {
@@ -302,7 +355,7 @@ fn scan_sip_uri(b: &[u8], scheme: Scheme, colon: usize) -> Result<Parts> {
         }
         None => start,
     };
-    scan_sip_hostport(b, parts, host_start)
+    Ok(host_start)
 }
 
 /// The run of bytes `table` allows at the start of `s` (no escapes): its length.
@@ -315,7 +368,7 @@ fn skip_plain(s: &[u8], table: &[bool; 256]) -> usize {
 
 /// The rest of a `sip:` or `sips:` URI from `host_start`, its userinfo (if any) already in
 /// `parts`: hostport, parameters, headers.
-#[inline]
+#[inline(always)]
 fn scan_sip_hostport(b: &[u8], mut parts: Parts, host_start: usize) -> Result<Parts> {
     // hostport ends at the first ';' or '?'.
     let hp_end = if b.get(host_start) == Some(&b'[') {
@@ -638,17 +691,31 @@ impl Uri {
     /// Parses a URI. Whitespace and angle brackets are not part of a URI.
     pub fn parse(s: &str) -> Result<Self> {
         let parts = scan(s)?;
-        Ok(Self {
-            raw: s.into(),
-            parts,
-        })
+        Ok(Self::from_scanned(s, parts))
     }
 
     pub(crate) fn from_scanned(s: &str, parts: Parts) -> Self {
         Self {
             raw: s.into(),
+            at: Span::new(0, s.len()),
             parts,
         }
+    }
+
+    /// [`Uri::parse`] of `text.get(start..end)` (`None` when that is no slice of `text`),
+    /// keeping `text` (a clone of the reference, no copy) rather than a copy of the URI: for
+    /// the parser's Request-URI, which lies in the header section the headers share.
+    pub(crate) fn parse_in(
+        text: &std::sync::Arc<str>,
+        start: usize,
+        end: usize,
+    ) -> Option<Result<Self>> {
+        let s = text.get(start..end)?;
+        Some(scan(s).map(|parts| Self {
+            raw: std::sync::Arc::clone(text),
+            at: Span::new(start, end),
+            parts,
+        }))
     }
 
     /// Builds `sip:[user@]host[:port]`, escaping the user part where the grammar requires.
@@ -673,25 +740,26 @@ impl Uri {
             Scheme::Other => return Err(Error::Uri("absolute URIs have no parameters")),
             _ => self.parts.params.end(),
         };
-        let mut s = String::with_capacity(self.raw.len() + name.len() + 8);
-        s.push_str(self.raw.get(..at).unwrap_or_default());
+        let raw = self.as_str();
+        let mut s = String::with_capacity(raw.len() + name.len() + 8);
+        s.push_str(raw.get(..at).unwrap_or_default());
         s.push(';');
         s.push_str(&percent_encode(name, is_param_byte));
         if let Some(v) = value {
             s.push('=');
             s.push_str(&percent_encode(v, is_param_byte));
         }
-        s.push_str(self.raw.get(at..).unwrap_or_default());
+        s.push_str(raw.get(at..).unwrap_or_default());
         Self::parse(&s)
     }
 
     fn span(&self, span: Span) -> &str {
-        span.get(&self.raw)
+        span.get(self.as_str())
     }
 
     /// The whole URI as written.
     pub fn as_str(&self) -> &str {
-        &self.raw
+        self.at.get(&self.raw)
     }
 
     /// The scheme.
@@ -701,7 +769,7 @@ impl Uri {
 
     /// The scheme as written (e.g. `sip`, `SIP`, `soap.beep`).
     pub fn scheme_str(&self) -> &str {
-        self.raw
+        self.as_str()
             .get(..self.parts.scheme_end as usize)
             .unwrap_or_default()
     }
@@ -756,7 +824,7 @@ impl Uri {
 
     /// Everything after `scheme:`.
     pub fn opaque(&self) -> &str {
-        self.raw
+        self.as_str()
             .get(self.parts.scheme_end as usize + 1..)
             .unwrap_or_default()
     }
@@ -769,7 +837,7 @@ impl Uri {
             return false;
         }
         if !self.is_sip() {
-            return self.raw.eq_ignore_ascii_case(&other.raw);
+            return self.as_str().eq_ignore_ascii_case(other.as_str());
         }
         let dec = |u: Option<&str>| u.map(|u| percent_decode(u).into_owned());
         if dec(self.user()) != dec(other.user()) || dec(self.password()) != dec(other.password()) {
@@ -791,13 +859,13 @@ impl Uri {
 
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Uri({:?})", &*self.raw)
+        write!(f, "Uri({:?})", self.as_str())
     }
 }
 

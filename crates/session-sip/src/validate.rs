@@ -152,23 +152,9 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
     // §8.1.1: the mandatory header fields; RFC 4475 §3.3.1 / §3.3.8 treat missing or repeated
     // single-value headers as well-formed messages the application rejects. One pass counts
     // them all.
-    const MANDATORY: [(HeaderName, &str); 5] = [
-        (HeaderName::Via, "Via"),
-        (HeaderName::From, "From"),
-        (HeaderName::To, "To"),
-        (HeaderName::CallId, "Call-ID"),
-        (HeaderName::CSeq, "CSeq"),
-    ];
-    const SINGLE: [HeaderName; 7] = [
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-        HeaderName::CSeq,
-        HeaderName::MaxForwards,
-        HeaderName::ContentType,
-        HeaderName::Expires,
-    ];
-    // Counts (saturating at 2) of Via, then of SINGLE in order; and which of the headers read
+    //
+    // Counts (saturating at 2) of Via, then of the single-valued headers in the order of
+    // `check_counts`; and which of the headers read
     // later only when present are there (so that their absence costs no further scan).
     let mut counts = [0u8; 8];
     let mut present = Present::default();
@@ -204,6 +190,112 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
             *c = c.saturating_add(1).min(2);
         }
     }
+    if !counts_usual(counts) {
+        check_counts(&counts)?;
+    }
+    let cseq = req.cseq().map_err(|e| malformed(&e))?;
+    if cseq.method != req.method {
+        return Err(cseq_mismatch(req, policy));
+    }
+    let content_type = check_syntax(req).map_err(|e| malformed(&e))?;
+
+    if !policy.uri_schemes.contains(&req.uri.scheme()) {
+        return Err(Rejection::new(StatusCode::UNSUPPORTED_URI_SCHEME, false));
+    }
+    if policy.role == Role::Proxy && matches!(req.max_forwards(), Some(Ok(0))) {
+        return Err(Rejection::new(StatusCode::TOO_MANY_HOPS, false));
+    }
+    if !policy.allowed_methods.contains(&req.method) {
+        return Err(method_not_allowed(req, policy));
+    }
+    let (require, required) = match policy.role {
+        Role::Endpoint => (HeaderName::Require, present.require),
+        Role::Proxy => (HeaderName::ProxyRequire, present.proxy_require),
+    };
+    // §8.2.2.3: not for CANCEL, nor ACK to a non-2xx.
+    if required && !matches!(req.method, Method::Ack | Method::Cancel) {
+        check_required(h, require, policy)?;
+    }
+    if policy.role == Role::Endpoint {
+        check_body(req, policy, content_type, &present)?;
+    }
+    Ok(())
+}
+
+// The rejections of [`validate_request`] below are out of line (for speed: the usual
+// request, which none of them concerns, runs through less code).
+
+/// The CSeq method is not the request's (§8.1.1.5 / RFC 4475 §3.1.2.17); for an unknown
+/// method 501 is preferred (§3.1.2.18).
+#[cold]
+fn cseq_mismatch(req: &Request, policy: &UasPolicy) -> Rejection {
+    if !req.method.is_known() {
+        let r = Rejection::new(StatusCode::NOT_IMPLEMENTED, true);
+        return r.with(HeaderName::Allow, policy.allow_header());
+    }
+    Rejection::bad("CSeq method does not match the request", true)
+}
+
+/// The method is not among the policy's.
+#[cold]
+fn method_not_allowed(req: &Request, policy: &UasPolicy) -> Rejection {
+    let status = if req.method.is_known() {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::NOT_IMPLEMENTED
+    };
+    Rejection::new(status, false).with(HeaderName::Allow, policy.allow_header())
+}
+
+/// §8.2.2.3: the option tags of `require` (Require or Proxy-Require) the policy does not
+/// support.
+#[inline(never)]
+fn check_required(
+    h: &crate::header::Headers,
+    require: HeaderName,
+    policy: &UasPolicy,
+) -> Result<(), Rejection> {
+    let unknown: Vec<&str> = h
+        .values(require)
+        .filter(|t| !t.is_empty() && !policy.supported.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Rejection::new(StatusCode::BAD_EXTENSION, false)
+            .with(HeaderName::Unsupported, unknown.join(", ")));
+    }
+    Ok(())
+}
+
+/// Whether the counts of [`validate_request`] are those of the usual request, all five
+/// mandatory headers there and no single-valued one twice (what [`check_counts`] accepts),
+/// told by two tests of the counts packed in a word (for speed: no walk of them). A count is
+/// 0, 1 or 2: bit 1 of its byte is set for 2, and one of bits 0–1 for 1 or 2.
+#[inline]
+fn counts_usual(counts: [u8; 8]) -> bool {
+    let packed = u64::from_le_bytes(counts);
+    packed & 0x0202_0202_0202_0200 == 0 && (packed | packed >> 1) & 0x01_0101_0101 == 0x01_0101_0101
+}
+
+/// The missing and repeated headers of [`validate_request`], from their counts (Via, then
+/// the single-valued ones in the order of `SINGLE`).
+#[cold]
+fn check_counts(counts: &[u8; 8]) -> Result<(), Rejection> {
+    const MANDATORY: [(HeaderName, &str); 5] = [
+        (HeaderName::Via, "Via"),
+        (HeaderName::From, "From"),
+        (HeaderName::To, "To"),
+        (HeaderName::CallId, "Call-ID"),
+        (HeaderName::CSeq, "CSeq"),
+    ];
+    const SINGLE: [HeaderName; 7] = [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::MaxForwards,
+        HeaderName::ContentType,
+        HeaderName::Expires,
+    ];
     for (i, (_, label)) in MANDATORY.iter().enumerate() {
         if counts.get(i) == Some(&0) {
             return Err(Rejection::bad(
@@ -219,55 +311,6 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
                 false,
             ));
         }
-    }
-    let cseq = req.cseq().map_err(|e| malformed(&e))?;
-    if cseq.method != req.method {
-        // §8.1.1.5 / RFC 4475 §3.1.2.17; for an unknown method 501 is preferred (§3.1.2.18).
-        if !req.method.is_known() {
-            let mut r = Rejection::new(StatusCode::NOT_IMPLEMENTED, true);
-            r = r.with(HeaderName::Allow, policy.allow_header());
-            return Err(r);
-        }
-        return Err(Rejection::bad(
-            "CSeq method does not match the request",
-            true,
-        ));
-    }
-    let content_type = check_syntax(req).map_err(|e| malformed(&e))?;
-
-    if !policy.uri_schemes.contains(&req.uri.scheme()) {
-        return Err(Rejection::new(StatusCode::UNSUPPORTED_URI_SCHEME, false));
-    }
-    if policy.role == Role::Proxy && matches!(req.max_forwards(), Some(Ok(0))) {
-        return Err(Rejection::new(StatusCode::TOO_MANY_HOPS, false));
-    }
-    if !policy.allowed_methods.contains(&req.method) {
-        let status = if req.method.is_known() {
-            StatusCode::METHOD_NOT_ALLOWED
-        } else {
-            StatusCode::NOT_IMPLEMENTED
-        };
-        return Err(Rejection::new(status, false).with(HeaderName::Allow, policy.allow_header()));
-    }
-    let (require, required) = match policy.role {
-        Role::Endpoint => (HeaderName::Require, present.require),
-        Role::Proxy => (HeaderName::ProxyRequire, present.proxy_require),
-    };
-    // §8.2.2.3: not for CANCEL, nor ACK to a non-2xx.
-    if required && !matches!(req.method, Method::Ack | Method::Cancel) {
-        let unknown: Vec<&str> = h
-            .values(require)
-            .filter(|t| {
-                !t.is_empty() && !policy.supported.iter().any(|s| s.eq_ignore_ascii_case(t))
-            })
-            .collect();
-        if !unknown.is_empty() {
-            return Err(Rejection::new(StatusCode::BAD_EXTENSION, false)
-                .with(HeaderName::Unsupported, unknown.join(", ")));
-        }
-    }
-    if policy.role == Role::Endpoint {
-        check_body(req, policy, content_type, &present)?;
     }
     Ok(())
 }
@@ -420,11 +463,15 @@ fn check_syntax(req: &Request) -> Result<Option<MediaType<'_>>, Error> {
         HeaderName::Allow,
         HeaderName::Accept,
     ];
-    for (i, name) in LISTS.into_iter().enumerate() {
+    // The lists present, by their bits (for speed: not a test of all nine).
+    let mut left = lists;
+    while left != 0 {
+        let i = left.trailing_zeros() as usize;
         let bit = 1u16 << i;
-        if lists & bit == 0 {
-            continue;
-        }
+        left &= !bit;
+        let Some(&name) = LISTS.get(i) else {
+            break;
+        };
         let label = header_label(name);
         // An empty Accept/Allow/Supported is legal (it lists nothing).
         let single_empty = first_empty & bit != 0 && multi & bit == 0;
@@ -454,6 +501,12 @@ fn check_syntax(req: &Request) -> Result<Option<MediaType<'_>>, Error> {
                     Some(false) => return Err(Error::header(label, what)),
                     None => {}
                 }
+            }
+            // The usual Contact line, one address without header parameters, is checked
+            // without the split and the general parse (for speed: every request has one).
+            if name == HeaderName::Contact && usual_contact(v) {
+                total += 1;
+                continue;
             }
             for v in crate::text::split_top_level(v, b',') {
                 total += 1;
@@ -488,6 +541,46 @@ fn check_syntax(req: &Request) -> Result<Option<MediaType<'_>>, Error> {
         }
     }
     Ok(content_type)
+}
+
+/// Whether the Contact line `v` is one address that [`Contact::parse`] accepts, in one of
+/// the usual forms: `addr-spec` or `<addr-spec>` alone (no display name, no header
+/// parameters, no comma). Then splitting the line gives `v` alone, and `Contact::parse` of it
+/// gives an address without parameters, after scanning the same URI text as here. `false`
+/// when it is not (or not such a line): the caller then splits and parses it.
+fn usual_contact(v: &str) -> bool {
+    let b = v.as_bytes();
+    // The bytes that make a line unusual, by a table (one load a byte, for speed): bit 1 in
+    // any form, bit 2 in an addr-spec (they would start parameters or headers of the value).
+    const SPECIAL: [u8; 256] = {
+        let mut t = [0u8; 256];
+        t[b',' as usize] = 1;
+        t[b'"' as usize] = 1;
+        t[b'<' as usize] = 1;
+        t[b'>' as usize] = 1;
+        t[b';' as usize] = 2;
+        t[b'?' as usize] = 2;
+        t
+    };
+    let (uri, mask) = match b {
+        // name-addr: `Contact::parse` scans the text up to the first `>` (the last here).
+        [b'<', inner @ .., b'>'] => (inner, 1),
+        // addr-spec: the URI runs to the end, as no `;` starts parameters.
+        _ => (b, 1 | 2),
+    };
+    let ends_ok = match (uri.first(), uri.last()) {
+        (Some(&first), Some(&last)) => !crate::text::is_ws(first) && !crate::text::is_ws(last),
+        _ => false,
+    };
+    if !ends_ok || uri.iter().any(|&c| SPECIAL[usize::from(c)] & mask != 0) {
+        return false;
+    }
+    // `uri` is `v` or `v` without its first and last bytes (ASCII): a char boundary.
+    let text = match b.first() {
+        Some(b'<') => v.get(1..v.len() - 1),
+        _ => Some(v),
+    };
+    text.is_some_and(crate::uri::is_valid)
 }
 
 /// Whether every element of a comma-separated line is a token (SP and HTAB around it), as
@@ -1057,7 +1150,7 @@ mod differential {
     use super::*;
     use proptest::prelude::*;
 
-    const SEEDS: [&[u8]; 3] = [
+    const SEEDS: [&[u8]; 4] = [
         b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;rport\r\n\
 Max-Forwards: 70\r\n\
@@ -1094,6 +1187,16 @@ Allow: INVITE,BYE , \"x\"\r\nRequire: a, <b>\r\nAccept:\r\nContent-Encoding: gzi
 Content-Type: text/plain\r\n\
 Content-Length: 2\r\n\
 \r\nhi",
+        b"ACK sip:service@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-2\r\n\
+From: sipp <sip:sipp@127.0.0.1:5061>;tag=1SIPpTag001\r\n\
+To: service <sip:service@127.0.0.1:5060>;tag=x\r\n\
+Call-ID: 1-12345@127.0.0.1\r\n\
+CSeq: 1 ACK\r\n\
+Contact: sip:sipp@127.0.0.1:5061\r\n\
+Contact: <sip:a@[::1]:5;transport=tcp?h=v>\r\n\
+Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n",
     ];
 
     fn policies() -> [UasPolicy; 3] {
@@ -1144,7 +1247,8 @@ Content-Length: 2\r\n\
             inserts in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
                 vec![&b"Allow: FOO, bar\r\n"[..], b"Supported:\r\n", b"Require: x,\r\n", b"Contact: *\r\n",
                      b"Accept: */*\r\n", b"Content-Type: a/b\r\n", b"Route: sip:x@y\r\n", b"Allow: \r\n",
-                     b", \"q\"", b", <sip:z@w>", b",,", b" x y"])), 0..3),
+                     b", \"q\"", b", <sip:z@w>", b",,", b" x y",
+                     b"Contact: <sip:q@r:1>\r\n", b"Contact: sip:q@[::1]\r\n"])), 0..3),
         ) {
             let mut bytes = SEEDS[seed].to_vec();
             for (at, b) in edits {
@@ -1157,6 +1261,83 @@ Content-Length: 2\r\n\
             }
             check(&bytes);
         }
+
+        #[test]
+        fn usual_contacts_are_judged_as_by_the_parse(
+            v in "<?(sips?:|SIP:|tel:|mailto:|\\*)?[a-zA-Z0-9@.:;?=&<>\",*%\\[\\] \t-]{0,24}>?"
+        ) {
+            check_usual_contact(&v)?;
+        }
+
+        #[test]
+        fn usual_looking_contacts_are_judged_as_by_the_parse(
+            v in "[ ]?<?(sips?|SIP|tel|mailto|x)[:]([a-z0-9%-]{0,4}(:[a-z]{0,2})?@)?[a-z0-9.\\[\\]:-]{0,12}[;?=&<>\",* \t]{0,2}[a-z0-9=]{0,4}>?[ ;]?"
+        ) {
+            check_usual_contact(&v)?;
+        }
+    }
+
+    fn check_usual_contact(v: &str) -> Result<(), TestCaseError> {
+        {
+            // Accepted by the fast check: the split gives one address that parses.
+            if usual_contact(v) {
+                let all: Vec<&str> = crate::text::split_top_level(v, b',').collect();
+                prop_assert_eq!(all.len(), 1);
+                prop_assert!(matches!(Contact::parse(all[0]), Ok(Contact::Addr(_))));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn usual_counts_are_those_check_counts_accepts() {
+        // Every count of 0, 1 or 2 for each of the eight headers.
+        for n in 0..3u32.pow(8) {
+            let mut counts = [0u8; 8];
+            let mut k = n;
+            for c in &mut counts {
+                *c = (k % 3) as u8;
+                k /= 3;
+            }
+            assert_eq!(
+                counts_usual(counts),
+                check_counts(&counts).is_ok(),
+                "{counts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn usual_contacts() {
+        for v in [
+            "sip:sipp@127.0.0.1:5061",
+            "<sip:a@b;transport=tcp>",
+            "<sip:a@[::1]:5?h=v>",
+            "sips:b.example.com",
+            "tel:+1-555",
+        ] {
+            assert!(usual_contact(v), "{v}");
+            assert!(matches!(Contact::parse(v), Ok(Contact::Addr(_))), "{v}");
+        }
+        for v in [
+            "*",
+            "",
+            "<>",
+            "sip:a@b;expires=1",
+            "<sip:a@b>;q=1",
+            "A <sip:a@b>",
+            "sip:a@b, sip:c@d",
+            " sip:a@b",
+            "<sip:a@b >",
+            "sip:a@b?x=y",
+            "sip:a@b:99999",
+        ] {
+            assert!(!usual_contact(v), "{v}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
 
         #[test]
         fn token_lines_are_judged_as_by_the_split(v in "[a-zA-Z0-9 \t,\"<>.!~@;-]{0,24}") {
