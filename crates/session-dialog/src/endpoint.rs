@@ -9,7 +9,7 @@
 
 use crate::map::SeededState;
 use crate::reply::OwnLine;
-use crate::transaction::table::{KEEP, shrink_queue};
+use crate::transaction::table::{KEEP, Spare, shrink_queue};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
     TimerConfig, Transaction, TransactionId, TransactionTable, Transport, Verdict,
@@ -449,6 +449,8 @@ pub struct Endpoint {
     /// Whether a new server transaction keeps a copy of its request (see
     /// [`Endpoint::hand_over_requests`]).
     keep_requests: bool,
+    /// Boxes of requests answered, for the next ones kept ([`Endpoint::keep_request`]).
+    spare_requests: Spare<Request>,
     /// Where the To tags the endpoint makes itself come from (the 200 to OPTIONS, the answers
     /// to CANCEL, stateless rejections): seeded, so a run can be replayed.
     rng: fastrand::Rng,
@@ -700,6 +702,7 @@ impl Endpoint {
             config,
             server_header,
             keep_requests: true,
+            spare_requests: Spare::default(),
             rng,
             table,
             transmits: VecDeque::new(),
@@ -1464,6 +1467,7 @@ impl Endpoint {
         tag: Option<&Arc<str>>,
     ) -> Result<Bytes, EndpointError> {
         let sent = bytes.clone();
+        let spare_requests = &mut self.spare_requests;
         let accepted = self
             .table
             .with(id, |tx, ctx| {
@@ -1478,9 +1482,15 @@ impl Endpoint {
                     Transaction::ServerNonInvite(tx) => tx.send_response(now, status, bytes),
                     _ => false,
                 };
-                if accepted && status >= 200 {
-                    // Answered: the request is no longer needed (see `Context::request`).
-                    ctx.request = None;
+                if accepted
+                    && status >= 200
+                    && let Some(mut request) = ctx.request.take()
+                {
+                    // Answered: the request is no longer needed (see `Context::request`). Its
+                    // box is kept for the next request, without what is big in it.
+                    request.headers = session_sip::Headers::new();
+                    request.body = Bytes::new();
+                    spare_requests.keep(request);
                 }
                 accepted
             })
@@ -1507,7 +1517,7 @@ impl Endpoint {
         if let Some(ctx) = self.table.context_mut(id)
             && ctx.request.is_none()
         {
-            ctx.request = Some(Box::new(request.clone()));
+            ctx.request = Some(self.spare_requests.boxed(request.clone()));
         }
     }
 

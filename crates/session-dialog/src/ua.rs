@@ -68,7 +68,7 @@ use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
 use crate::reply::{OwnLine, Reply};
 use crate::transaction::TransactionId;
 use crate::transaction::deadlines::Deadlines;
-use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
+use crate::transaction::table::{IdMap, KEEP, Spare, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
 use session_sip::{
     Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
@@ -811,6 +811,9 @@ pub struct UserAgent {
     current: IdMap<TransactionId>,
     /// Re-sent transactions that ended: their aliases go once the events naming them are out.
     retired: Vec<TransactionId>,
+    /// Boxes of INVITE records and of pending 2xx that went, for the next ones.
+    spare_invites: Spare<ServerInvite>,
+    spare_2xx: Spare<Pending2xx>,
 }
 
 /// Where we take TLS: what our Via and Contact say in messages sent over TLS.
@@ -886,6 +889,8 @@ impl UserAgent {
             aliases: IdMap::default(),
             current: IdMap::default(),
             retired: Vec::new(),
+            spare_invites: Spare::default(),
+            spare_2xx: Spare::default(),
         }
     }
 
@@ -1318,18 +1323,20 @@ impl UserAgent {
         if self.server_invites.is_empty() {
             return None; // No lookup (every transaction's end comes here).
         }
-        let invite = self.server_invites.remove(&tx)?;
-        if let Some(dialog) = &invite.within
+        let mut invite = self.server_invites.remove(&tx)?;
+        let (within, reliable) = (invite.within.take(), invite.reliable.take());
+        self.spare_invites.keep(invite);
+        if let Some(dialog) = &within
             && let Some(entry) = self.dialogs.get_mut(dialog)
             && entry.remote_reinvite == Some(tx)
         {
             entry.remote_reinvite = None;
         }
-        let reliable = invite.reliable?;
+        let reliable = reliable?;
         if self.expected_pracks.get(&reliable.dialog) == Some(&tx) {
             self.expected_pracks.remove(&reliable.dialog);
         }
-        (reliable.held.is_some() && invite.within.is_none()).then_some(reliable.dialog)
+        (reliable.held.is_some() && within.is_none()).then_some(reliable.dialog)
     }
 
     /// Ends the dialog a held 2xx made (see [`UserAgent::remove_server_invite`]).
@@ -1375,7 +1382,7 @@ impl UserAgent {
                 let reliability = self.reliability_of(&request);
                 self.server_invites.insert(
                     tx,
-                    Box::new(ServerInvite {
+                    self.spare_invites.boxed(ServerInvite {
                         source,
                         protocol,
                         to_tag,
@@ -1481,7 +1488,7 @@ impl UserAgent {
                 let to_tag = id.local_tag.clone();
                 self.server_invites.insert(
                     tx,
-                    Box::new(ServerInvite {
+                    self.spare_invites.boxed(ServerInvite {
                         source,
                         protocol,
                         to_tag,
@@ -1525,8 +1532,11 @@ impl UserAgent {
             let pending = e.pending_2xx.take()?;
             Some((stored_id(e, key), pending))
         });
-        if let Some((id, pending)) = acked {
+        if let Some((id, mut pending)) = acked {
             Self::forget_2xx(&mut self.timers, &id, &pending);
+            // The box waits for the next 2xx, without this one's bytes.
+            pending.bytes = Bytes::new();
+            self.spare_2xx.keep(pending);
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -2766,7 +2776,7 @@ impl UserAgent {
             (Some(id), _) => {
                 let entry = self.dialogs.get_mut(&id)?;
                 if let Some(pending) = pending {
-                    Self::arm_2xx(&mut self.timers, entry, &id, pending);
+                    Self::arm_2xx((&mut self.timers, &mut self.spare_2xx), entry, &id, pending);
                 }
                 Some(id)
             }
@@ -2778,7 +2788,12 @@ impl UserAgent {
                 let id = dialog.id.clone();
                 let mut entry = DialogEntry::new(dialog);
                 if let Some(pending) = pending {
-                    Self::arm_2xx(&mut self.timers, &mut entry, &id, pending);
+                    Self::arm_2xx(
+                        (&mut self.timers, &mut self.spare_2xx),
+                        &mut entry,
+                        &id,
+                        pending,
+                    );
                 }
                 if let Some(pending) = self
                     .dialogs
@@ -2800,7 +2815,7 @@ impl UserAgent {
             return;
         };
         if let Some(entry) = self.dialogs.get_mut(id) {
-            Self::arm_2xx(&mut self.timers, entry, id, pending);
+            Self::arm_2xx((&mut self.timers, &mut self.spare_2xx), entry, id, pending);
         }
     }
 
@@ -2832,7 +2847,7 @@ impl UserAgent {
 
     /// Dialog `id` (`entry`) waits for the ACK of `pending` (§13.3.1.4).
     fn arm_2xx(
-        timers: &mut Deadlines<DialogId>,
+        (timers, spare): (&mut Deadlines<DialogId>, &mut Spare<Pending2xx>),
         entry: &mut DialogEntry,
         id: &DialogId,
         pending: Pending2xx,
@@ -2841,7 +2856,7 @@ impl UserAgent {
             Self::forget_2xx(timers, id, &old);
         }
         timers.push(pending.due(), id.clone());
-        entry.pending_2xx = Some(Box::new(pending));
+        entry.pending_2xx = Some(spare.boxed(pending));
         entry.remote_reinvite = None;
     }
 }

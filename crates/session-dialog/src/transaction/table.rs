@@ -47,6 +47,38 @@ pub(crate) type IdMap<V> = HashMap<TransactionId, V, BuildHasherDefault<IdHasher
 /// allocate it again for the next one costs more than it saves.
 pub(crate) const KEEP: usize = 16;
 
+/// Boxes kept for the next values of their type (for speed: every call allocates and frees
+/// the same few boxes, and reusing them spares both). At most [`KEEP`]; a box is given back
+/// emptied of what it held that is big (see the callers of [`Spare::keep`]), and what is left
+/// in it is dropped when it is reused.
+pub(crate) struct Spare<T>(Vec<Box<T>>);
+
+impl<T> Default for Spare<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Spare<T> {
+    /// `value` in a box: a kept one if there is one.
+    pub(crate) fn boxed(&mut self, value: T) -> Box<T> {
+        match self.0.pop() {
+            Some(mut boxed) => {
+                *boxed = value;
+                boxed
+            }
+            None => Box::new(value),
+        }
+    }
+
+    /// Keeps `boxed` for [`Spare::boxed`], unless [`KEEP`] are kept already.
+    pub(crate) fn keep(&mut self, boxed: Box<T>) {
+        if self.0.len() < KEEP {
+            self.0.push(boxed);
+        }
+    }
+}
+
 /// What to shrink a collection of `len` entries and room for `capacity` to: twice its length
 /// (at least `floor`) when it holds less than a quarter of its capacity and the room is more
 /// than twice that, else `None` (shrinking it would give back little, or nothing).
