@@ -303,20 +303,14 @@ impl KeyRef<'_> {
         }
     }
 
-    /// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
-    /// still compares everything, so this is only faster, not looser.
+    /// Hashes only the most distinguishing parts (the branch's bytes, or Call-ID and CSeq);
+    /// equality still compares everything, so this is only faster, not looser. The branch
+    /// alone: the transactions that share one (an INVITE and its CANCEL, a client and a server
+    /// transaction whose peer reused our branch) are too few to matter in a bucket.
     fn hash_into<H: Hasher>(self, state: &mut H) {
         match self {
-            Self::Client { branch, method } => {
-                state.write_u8(0);
-                branch.hash(state);
-                method.hash(state);
-            }
-            Self::Server { branch, method, .. } => {
-                state.write_u8(1);
-                branch.hash(state);
-                method.hash(state);
-            }
+            Self::Client { branch, .. } => state.write(branch.as_bytes()),
+            Self::Server { branch, .. } => state.write(branch),
             Self::Server2543 {
                 call_id,
                 cseq,
