@@ -65,7 +65,7 @@ use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
 use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
-use crate::reply::{OwnLine, Reply};
+use crate::reply::{OwnLine, Reply, ReplyArena};
 use crate::transaction::TransactionId;
 use crate::transaction::deadlines::Deadlines;
 use crate::transaction::table::{IdMap, KEEP, Spare, shrink_heap, shrink_map, shrink_queue};
@@ -814,6 +814,8 @@ pub struct UserAgent {
     /// Boxes of INVITE records and of pending 2xx that went, for the next ones.
     spare_invites: Spare<ServerInvite>,
     spare_2xx: Spare<Pending2xx>,
+    /// What our replies are cut from.
+    replies: ReplyArena,
 }
 
 /// Where we take TLS: what our Via and Contact say in messages sent over TLS.
@@ -891,6 +893,7 @@ impl UserAgent {
             retired: Vec::new(),
             spare_invites: Spare::default(),
             spare_2xx: Spare::default(),
+            replies: ReplyArena::default(),
         }
     }
 
@@ -1454,7 +1457,7 @@ impl UserAgent {
                     &self.body_headers.zero,
                     self.endpoint.server_header(),
                 )
-                .to_bytes();
+                .to_bytes_in(&mut self.replies);
                 if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
@@ -2630,7 +2633,7 @@ impl UserAgent {
                 length: body.as_ref().map_or(zero, |(_, _, length)| length),
                 server: self.endpoint.server_header(),
             }
-            .to_bytes();
+            .to_bytes_in(&mut self.replies);
             // The dialog (if this 2xx makes one) is read off the request before the response
             // goes to the transaction, which then lets the request go.
             // An INVITE's To tag, when its response has one, is its record's (`response_tag`).
@@ -3040,7 +3043,7 @@ impl UserAgent {
             &self.body_headers.zero,
             self.endpoint.server_header(),
         )
-        .to_bytes();
+        .to_bytes_in(&mut self.replies);
         // The tag is the INVITE record's: the request's To has it, or it was added.
         let tag = to_tag.tag.is_some().then_some(&invite.to_tag);
         if let Err(error) = self
@@ -3175,7 +3178,7 @@ impl UserAgent {
             &self.body_headers.zero,
             self.endpoint.server_header(),
         )
-        .to_bytes();
+        .to_bytes_in(&mut self.replies);
         if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
             tracing::warn!(%error, "could not answer PRACK");
         }
@@ -3303,6 +3306,10 @@ mod reply_tests {
             Some(("text/plain", Bytes::new())),
         ];
         let mut compared = 0;
+        // Replies cut from one arena, every one kept alive (with a copy of what it said) so
+        // that later ones take new chunks: none may change what an earlier one holds.
+        let mut arena = ReplyArena::default();
+        let mut cut = Vec::new();
         for request in requests() {
             for code in statuses {
                 let status = StatusCode::new(code).unwrap();
@@ -3359,6 +3366,9 @@ mod reply_tests {
                                         server,
                                     };
                                     assert_eq!(short.to_bytes(), short.to_bytes_reference());
+                                    let in_arena = short.to_bytes_in(&mut arena);
+                                    assert_eq!(in_arena, short.to_bytes());
+                                    cut.push((in_arena, short.to_bytes().to_vec()));
                                     let short = short.to_bytes();
                                     assert_eq!(
                                         String::from_utf8_lossy(&short),
@@ -3377,6 +3387,30 @@ mod reply_tests {
             }
         }
         assert_eq!(compared, 5 * 10 * 2 * 2 * 3 * 3 * 2);
+        for (bytes, copy) in &cut {
+            assert_eq!(
+                bytes.as_ref(),
+                copy.as_slice(),
+                "a reply cut from the arena changed"
+            );
+        }
+        // Replies that are gone leave their chunk to be written over again: a new arena cuts
+        // one reply after another (each dropped at once) until it starts its chunk again.
+        cut.clear();
+        let request = &requests()[0];
+        let zero = zero_line();
+        let mut arena = ReplyArena::default();
+        let mut reply =
+            || Reply::plain(request, StatusCode::OK, None, &zero, None).to_bytes_in(&mut arena);
+        let at = reply().as_ptr();
+        assert!(
+            (0..ReplyArena::CHUNK).any(|_| reply().as_ptr() == at),
+            "the chunk is reused"
+        );
+    }
+
+    fn zero_line() -> OwnLine {
+        OwnLine::new(Header::new(HeaderName::ContentLength, "0"))
     }
 }
 
