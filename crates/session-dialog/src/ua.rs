@@ -64,7 +64,7 @@
 use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
-use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
+use crate::map::{DialogMap, DialogRef, SeededState};
 use crate::reply::{OwnLine, Reply, ReplyArena};
 use crate::transaction::TransactionId;
 use crate::transaction::deadlines::Deadlines;
@@ -366,7 +366,7 @@ fn new_tag_arc(rng: &mut fastrand::Rng) -> Arc<str> {
 /// another Call-ID or From tag than our INVITE: it is stored under the response's), built from
 /// `key`.
 fn stored_id(entry: &DialogEntry, key: DialogRef<'_>) -> DialogId {
-    if entry.dialog.id.parts() == key.parts() {
+    if entry.own_id {
         entry.dialog.id.clone()
     } else {
         key.to_id()
@@ -744,12 +744,17 @@ struct DialogEntry {
     remote_reinvite: Option<TransactionId>,
     /// Our requests in the dialog answer challenges with this account.
     account: Option<Account>,
+    /// The entry is stored under the dialog's own id (see [`stored_id`]): known when it is
+    /// stored, so that finding it compares no strings again (for speed).
+    own_id: bool,
 }
 
 impl DialogEntry {
-    fn new(dialog: Dialog) -> Self {
+    /// The entry of `dialog`, stored under its own id when `own_id`.
+    fn new(dialog: Box<Dialog>, own_id: bool) -> Self {
         Self {
-            dialog: Box::new(dialog),
+            dialog,
+            own_id,
             pending_2xx: None,
             local_reinvite: None,
             remote_reinvite: None,
@@ -1886,7 +1891,8 @@ impl UserAgent {
             });
             return;
         };
-        let mut entry = DialogEntry::new(dialog);
+        let own_id = dialog.id == id;
+        let mut entry = DialogEntry::new(Box::new(dialog), own_id);
         entry.account = account;
         if let Some(pending) = self
             .dialogs
@@ -2638,8 +2644,10 @@ impl UserAgent {
             // goes to the transaction, which then lets the request go.
             // An INVITE's To tag, when its response has one, is its record's (`response_tag`).
             let new_dialog = match (invite, &to_tag.tag) {
+                // Boxed at once, as its map entry keeps it: moved on as a pointer (for speed).
                 (Some(invite), Some(_)) if status.is_success() && within.is_none() => {
                     Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
+                        .map(Box::new)
                 }
                 _ => None,
             };
@@ -2681,6 +2689,7 @@ impl UserAgent {
         let mut new_dialog = match (invite, &to_tag) {
             (Some(invite), Some(_)) if within.is_none() => {
                 Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
+                    .map(Box::new)
             }
             _ => None,
         };
@@ -2710,7 +2719,7 @@ impl UserAgent {
         bytes: Bytes,
         tagged: bool,
         within: Option<DialogId>,
-        mut new_dialog: Option<Dialog>,
+        mut new_dialog: Option<Box<Dialog>>,
     ) -> Result<Option<DialogId>, EndpointError> {
         if let Some(dialog) = new_dialog.as_mut() {
             // The dialog goes on marked as its INVITE's answers were.
@@ -2772,7 +2781,7 @@ impl UserAgent {
         &mut self,
         tx: TransactionId,
         within: Option<DialogId>,
-        new_dialog: Option<Dialog>,
+        new_dialog: Option<Box<Dialog>>,
         pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
         match (within, new_dialog) {
@@ -2789,7 +2798,7 @@ impl UserAgent {
                     dialog.accept_remote_seq(seq);
                 }
                 let id = dialog.id.clone();
-                let mut entry = DialogEntry::new(dialog);
+                let mut entry = DialogEntry::new(dialog, true);
                 if let Some(pending) = pending {
                     Self::arm_2xx(
                         (&mut self.timers, &mut self.spare_2xx),
