@@ -1932,12 +1932,13 @@ impl UserAgent {
         });
     }
 
-    fn end_dialog(&mut self, id: &DialogId) -> Option<Dialog> {
+    /// Removes dialog `id`; returns it in its box (not moved out of it: for speed).
+    fn end_dialog(&mut self, id: &DialogId) -> Option<Box<Dialog>> {
         let entry = self.dialogs.remove(id)?;
         if let Some(pending) = &entry.pending_2xx {
             Self::forget_2xx(&mut self.timers, id, pending);
         }
-        Some(*entry.dialog)
+        Some(entry.dialog)
     }
 
     fn send_bye(&mut self, now: Instant, id: &DialogId) {
@@ -2725,15 +2726,19 @@ impl UserAgent {
             // The dialog goes on marked as its INVITE's answers were.
             dialog.dscp = self.endpoint.dscp_of(tx);
         }
-        let tag = self
-            .server_invites
-            .get(&tx)
-            .filter(|_| tagged)
-            .map(|i| &i.to_tag);
+        // The INVITE's record, and whether it has reliable 1xx state, read once (for speed:
+        // most INVITEs have none, and it is not looked up again then).
+        let record = self.server_invites.get(&tx);
+        let (has_record, has_reliable) = (
+            record.is_some(),
+            record.is_some_and(|i| i.reliable.is_some()),
+        );
+        let tag = record.filter(|_| tagged).map(|i| &i.to_tag);
         let bytes = self
             .endpoint
             .respond_bytes(now, tx, status.as_u16(), bytes, tag)?;
         if status.as_u16() >= 200
+            && has_reliable
             && let Some(reliable) = self.reliable_mut(tx)
         {
             // §3: no new reliable 1xx after the final response, and no more retransmissions
@@ -2745,7 +2750,7 @@ impl UserAgent {
             }
         }
         let mut dialog_id = None;
-        if self.server_invites.contains_key(&tx) && status.is_success() {
+        if has_record && status.is_success() {
             // The 2xx is retransmitted until its ACK (§13.3.1.4), from the dialog it makes or
             // refreshes.
             let pending = self.pending_2xx(now, tx, bytes);
@@ -2755,11 +2760,12 @@ impl UserAgent {
             // The final response is out: nothing more is sent for this INVITE, and another
             // re-INVITE may come (§14.2). A reliable 1xx still unacknowledged keeps the record
             // until the transaction ends, to answer its PRACK (RFC 3262 §3).
-            let unacked = self
-                .server_invites
-                .get(&tx)
-                .and_then(|i| i.reliable.as_ref())
-                .is_some_and(|r| r.unacked.is_some());
+            let unacked = has_reliable
+                && self
+                    .server_invites
+                    .get(&tx)
+                    .and_then(|i| i.reliable.as_ref())
+                    .is_some_and(|r| r.unacked.is_some());
             if unacked {
                 let within = self.server_invites.get(&tx).and_then(|i| i.within.clone());
                 if let Some(entry) = within.and_then(|id| self.dialogs.get_mut(&id))
