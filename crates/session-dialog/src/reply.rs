@@ -185,12 +185,19 @@ impl<'a> Reply<'a> {
     fn write(&self, copied: &Copied<'_>, to_at: usize, out: &mut impl Out) {
         let reason = self.status.reason_phrase().as_bytes();
         let body: &[u8] = self.body.map_or(&[], |(_, bytes)| bytes);
-        out.put(VERSION);
+        // `SIP/2.0 NNN ` in one piece (for speed: one copy rather than three).
+        let mut start = *b"SIP/2.0 000 ";
         let code = self.status.as_u16();
         // A StatusCode is always 100-699: three digits.
-        let digits = [code / 100, code / 10 % 10, code % 10].map(|digit| b'0' + (digit % 10) as u8);
-        out.put(&digits);
-        out.put(b" ");
+        for (slot, digit) in
+            start
+                .iter_mut()
+                .skip(VERSION.len())
+                .zip([code / 100, code / 10 % 10, code % 10])
+        {
+            *slot = b'0' + (digit % 10) as u8;
+        }
+        out.put(&start);
         out.put(reason);
         out.put(b"\r\n");
         for (at, line) in copied.iter().enumerate() {
