@@ -9,7 +9,7 @@
 
 use crate::map::SeededState;
 use crate::reply::OwnLine;
-use crate::transaction::table::{KEEP, shrink_queue};
+use crate::transaction::table::{KEEP, Spare, shrink_queue};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerInviteState, ServerNonInvite,
     TimerConfig, Transaction, TransactionId, TransactionTable, Transport, Verdict,
@@ -209,11 +209,9 @@ enum Key {
     /// §17.1.3: the branch we put in the top Via, and the CSeq method.
     Client { branch: Arc<str>, method: Method },
     /// §17.2.3: branch, sent-by (host and port) and method (ACK matches as INVITE). `text` is
-    /// the branch followed by the host, as bytes (one allocation, made straight from the two
-    /// parts), `split` where the host starts.
+    /// the branch followed by the host, as bytes.
     Server {
-        text: Arc<[u8]>,
-        split: usize,
+        text: KeyText,
         port: Option<u16>,
         method: Method,
     },
@@ -231,6 +229,60 @@ struct Key2543 {
     cseq: u32,
     top_via: Arc<str>,
     method: Method,
+}
+
+/// The bytes of a [`Key::Server`]: in place when they fit (a branch of a few tens of
+/// characters and an IP address do), else in one shared allocation. In place, for speed: a
+/// new server transaction then allocates nothing for its key; the key (kept twice, in the
+/// index and with the transaction) grows by about what the allocation took.
+/// `split` is where the second part (the host) starts.
+#[derive(Clone, Debug)]
+enum KeyText {
+    Inline {
+        len: u8,
+        split: u8,
+        bytes: [u8; KeyText::INLINE],
+    },
+    Shared {
+        text: Arc<[u8]>,
+        split: usize,
+    },
+}
+
+impl KeyText {
+    /// The most bytes kept in place: a `Key` is 72 bytes with them (48 with a shared text
+    /// alone), which the allocation and its own header would take anyway.
+    const INLINE: usize = 37;
+
+    /// `a` followed by `b`.
+    fn joined(a: &[u8], b: &[u8]) -> Self {
+        let mut bytes = [0u8; Self::INLINE];
+        let n = a.len() + b.len();
+        if let Some(whole) = bytes.get_mut(..n)
+            && let Some((head, tail)) = whole.split_at_mut_checked(a.len())
+            && let (Ok(len), Ok(split)) = (u8::try_from(n), u8::try_from(a.len()))
+        {
+            head.copy_from_slice(a);
+            tail.copy_from_slice(b);
+            return Self::Inline { len, split, bytes };
+        }
+        Self::Shared {
+            text: joined(a, b),
+            split: a.len(),
+        }
+    }
+
+    /// The two parts.
+    fn parts(&self) -> (&[u8], &[u8]) {
+        let (text, split) = match self {
+            Self::Inline { len, split, bytes } => (
+                bytes.get(..usize::from(*len)).unwrap_or(bytes),
+                usize::from(*split),
+            ),
+            Self::Shared { text, split } => (&**text, *split),
+        };
+        text.split_at_checked(split).unwrap_or((text, &[]))
+    }
 }
 
 /// A [`Key`] borrowed from a message (or from a key).
@@ -276,15 +328,11 @@ impl KeyRef<'_> {
                 host,
                 port,
                 method,
-            } => {
-                let text = joined(branch, host);
-                Key::Server {
-                    text,
-                    split: branch.len(),
-                    port,
-                    method: method.clone(),
-                }
-            }
+            } => Key::Server {
+                text: KeyText::joined(branch, host),
+                port,
+                method: method.clone(),
+            },
             Self::Server2543 {
                 uri,
                 from_tag,
@@ -303,20 +351,14 @@ impl KeyRef<'_> {
         }
     }
 
-    /// Hashes only the most distinguishing parts (the branch, or Call-ID and CSeq); equality
-    /// still compares everything, so this is only faster, not looser.
+    /// Hashes only the most distinguishing parts (the branch's bytes, or Call-ID and CSeq);
+    /// equality still compares everything, so this is only faster, not looser. The branch
+    /// alone: the transactions that share one (an INVITE and its CANCEL, a client and a server
+    /// transaction whose peer reused our branch) are too few to matter in a bucket.
     fn hash_into<H: Hasher>(self, state: &mut H) {
         match self {
-            Self::Client { branch, method } => {
-                state.write_u8(0);
-                branch.hash(state);
-                method.hash(state);
-            }
-            Self::Server { branch, method, .. } => {
-                state.write_u8(1);
-                branch.hash(state);
-                method.hash(state);
-            }
+            Self::Client { branch, .. } => state.write(branch.as_bytes()),
+            Self::Server { branch, .. } => state.write(branch),
             Self::Server2543 {
                 call_id,
                 cseq,
@@ -332,8 +374,9 @@ impl KeyRef<'_> {
     }
 }
 
-/// `a` followed by `b`, in one allocation: put together on the stack when short (as branches
-/// and hosts are), so that the `Arc` is made with one copy rather than byte by byte.
+/// `a` followed by `b`, in one allocation (for a [`KeyText`] too long to be kept in place):
+/// put together on the stack when short enough, so that the `Arc` is made with one copy
+/// rather than byte by byte.
 fn joined(a: &[u8], b: &[u8]) -> Arc<[u8]> {
     let mut buf = [0u8; 128];
     let n = a.len() + b.len();
@@ -363,13 +406,8 @@ impl KeyView for Key {
     fn view(&self) -> KeyRef<'_> {
         match self {
             Self::Client { branch, method } => KeyRef::Client { branch, method },
-            Self::Server {
-                text,
-                split,
-                port,
-                method,
-            } => {
-                let (branch, host) = text.split_at_checked(*split).unwrap_or((text, &[]));
+            Self::Server { text, port, method } => {
+                let (branch, host) = text.parts();
                 KeyRef::Server {
                     branch,
                     host,
@@ -411,6 +449,29 @@ impl Hash for Key {
 
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
+        // The table's index and the transaction's slot hold clones of one key, which the
+        // index compares when the transaction leaves it: the same text then needs no byte
+        // compared (for speed).
+        if let (
+            Self::Server {
+                text: KeyText::Shared { text, split },
+                port,
+                method,
+            },
+            Self::Server {
+                text:
+                    KeyText::Shared {
+                        text: other_text,
+                        split: other_split,
+                    },
+                port: other_port,
+                method: other_method,
+            },
+        ) = (self, other)
+            && Arc::ptr_eq(text, other_text)
+        {
+            return split == other_split && port == other_port && method == other_method;
+        }
         self.view() == other.view()
     }
 }
@@ -449,6 +510,8 @@ pub struct Endpoint {
     /// Whether a new server transaction keeps a copy of its request (see
     /// [`Endpoint::hand_over_requests`]).
     keep_requests: bool,
+    /// Boxes of requests answered, for the next ones kept ([`Endpoint::keep_request`]).
+    spare_requests: Spare<Request>,
     /// Where the To tags the endpoint makes itself come from (the 200 to OPTIONS, the answers
     /// to CANCEL, stateless rejections): seeded, so a run can be replayed.
     rng: fastrand::Rng,
@@ -700,6 +763,7 @@ impl Endpoint {
             config,
             server_header,
             keep_requests: true,
+            spare_requests: Spare::default(),
             rng,
             table,
             transmits: VecDeque::new(),
@@ -1464,6 +1528,7 @@ impl Endpoint {
         tag: Option<&Arc<str>>,
     ) -> Result<Bytes, EndpointError> {
         let sent = bytes.clone();
+        let spare_requests = &mut self.spare_requests;
         let accepted = self
             .table
             .with(id, |tx, ctx| {
@@ -1478,9 +1543,15 @@ impl Endpoint {
                     Transaction::ServerNonInvite(tx) => tx.send_response(now, status, bytes),
                     _ => false,
                 };
-                if accepted && status >= 200 {
-                    // Answered: the request is no longer needed (see `Context::request`).
-                    ctx.request = None;
+                if accepted
+                    && status >= 200
+                    && let Some(mut request) = ctx.request.take()
+                {
+                    // Answered: the request is no longer needed (see `Context::request`). Its
+                    // box is kept for the next request, without what is big in it.
+                    request.headers = session_sip::Headers::new();
+                    request.body = Bytes::new();
+                    spare_requests.keep(request);
                 }
                 accepted
             })
@@ -1507,7 +1578,7 @@ impl Endpoint {
         if let Some(ctx) = self.table.context_mut(id)
             && ctx.request.is_none()
         {
-            ctx.request = Some(Box::new(request.clone()));
+            ctx.request = Some(self.spare_requests.boxed(request.clone()));
         }
     }
 
@@ -1599,7 +1670,19 @@ mod tests {
         ] {
             let expected: Vec<u8> = a.iter().chain(b).copied().collect();
             assert_eq!(&*joined(a, b), &expected[..]);
+            assert_eq!(KeyText::joined(a, b).parts(), (a, b));
         }
+        // Up to `INLINE` bytes in place, more shared.
+        let fits = [b'y'; KeyText::INLINE];
+        assert!(matches!(
+            KeyText::joined(&fits[..30], &fits[30..]),
+            KeyText::Inline { .. }
+        ));
+        assert!(matches!(
+            KeyText::joined(&fits, b"z"),
+            KeyText::Shared { .. }
+        ));
+        assert_eq!(std::mem::size_of::<Key>(), 72, "a key stays small");
     }
 
     #[test]

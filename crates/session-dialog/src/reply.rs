@@ -11,7 +11,7 @@
 //! order: `ua.rs`'s `reply_tests` compare both ways, and `tests/uas_wire_golden.rs` the whole
 //! wire of a scripted UAS against a recording made before `Reply` existed.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use session_sip::{Header, HeaderName, Request};
 use session_types::StatusCode;
 use std::sync::Arc;
@@ -114,17 +114,47 @@ impl<'a> Reply<'a> {
             .chain(self.server())
     }
 
-    /// The serialized response.
+    /// The serialized response, in a buffer of its own.
     pub(crate) fn to_bytes(&self) -> Bytes {
+        let (copied, to_at, len) = self.layout();
+        let mut out = Vec::with_capacity(len);
+        self.write(&copied, to_at, &mut out);
+        Bytes::from(out)
+    }
+
+    /// The serialized response: a final one cut from `arena` (see [`ReplyArena`]); a
+    /// provisional one in a buffer of its own, as [`Reply::to_bytes`] makes it (its
+    /// transaction keeps it for as long as the call rings, which would keep a chunk).
+    pub(crate) fn to_bytes_in(&self, arena: &mut ReplyArena) -> Bytes {
+        if self.status.is_provisional() {
+            return self.to_bytes();
+        }
+        let (copied, to_at, len) = self.layout();
+        let out = &mut arena.0;
+        if out.capacity() < len {
+            // A chunk the next replies are cut from too: the last one's memory again once
+            // every reply cut from it is gone, else a new one.
+            out.reserve(len.max(ReplyArena::CHUNK));
+        }
+        self.write(&copied, to_at, out);
+        out.split().freeze()
+    }
+
+    /// The copied lines (read once: name as written and value, or the whole line), which of
+    /// them is the To that takes the tag, and the length of the response. Inlined, so that
+    /// the lines are not copied out of it on their way back (for speed).
+    #[inline(always)]
+    fn layout(&self) -> (Copied<'a>, usize, usize) {
         let reason = self.status.reason_phrase().as_bytes();
         let body: &[u8] = self.body.map_or(&[], |(_, bytes)| bytes);
-        // The copied lines, read once: (name as written, value). The first To is rewritten
-        // with the tag as `Header::new` would write it (the canonical name, `value;tag=…`).
+        // The first To is rewritten with the tag as `Header::new` would write it (the
+        // canonical name, `value;tag=…`).
         let mut copied = Copied::default();
         let mut tag = self.tag;
         let mut to_at = usize::MAX;
         let mut len = VERSION.len() + 4 + reason.len() + 2 + 2 + body.len();
-        for header in self.request.headers.iter() {
+        let request: &'a Request = self.request;
+        for header in request.headers.iter() {
             if !self.copies(header) {
                 continue;
             }
@@ -147,21 +177,33 @@ impl<'a> Reply<'a> {
         len += self.contact.map_or(0, |line| line.wire.len());
         len += self.callers().map(line_len).sum::<usize>();
         len += self.trailer().map(|line| line.wire.len()).sum::<usize>();
+        (copied, to_at, len)
+    }
 
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(VERSION);
+    /// Writes the response: the status line, the `copied` lines (the one at `to_at` tagged),
+    /// ours, the caller's, and the body.
+    fn write(&self, copied: &Copied<'_>, to_at: usize, out: &mut impl Out) {
+        let reason = self.status.reason_phrase().as_bytes();
+        let body: &[u8] = self.body.map_or(&[], |(_, bytes)| bytes);
+        // `SIP/2.0 NNN ` in one piece (for speed: one copy rather than three).
+        let mut start = *b"SIP/2.0 000 ";
         let code = self.status.as_u16();
         // A StatusCode is always 100-699: three digits.
-        for digit in [code / 100, code / 10 % 10, code % 10] {
-            out.push(b'0' + (digit % 10) as u8);
+        for (slot, digit) in
+            start
+                .iter_mut()
+                .skip(VERSION.len())
+                .zip([code / 100, code / 10 % 10, code % 10])
+        {
+            *slot = b'0' + (digit % 10) as u8;
         }
-        out.push(b' ');
-        out.extend_from_slice(reason);
-        out.extend_from_slice(b"\r\n");
+        out.put(&start);
+        out.put(reason);
+        out.put(b"\r\n");
         for (at, line) in copied.iter().enumerate() {
             let (name, value) = match *line {
                 Line::Whole(whole) => {
-                    out.extend_from_slice(whole);
+                    out.put(whole);
                     continue;
                 }
                 Line::Parts(name, value) => (name, value),
@@ -169,29 +211,28 @@ impl<'a> Reply<'a> {
             if name.is_empty() {
                 continue;
             }
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
+            out.put(name);
+            out.put(b": ");
+            out.put(value);
             if at == to_at
                 && let Some(t) = self.tag
             {
-                out.extend_from_slice(b";tag=");
-                out.extend_from_slice(t.as_bytes());
+                out.put(b";tag=");
+                out.put(t.as_bytes());
             }
-            out.extend_from_slice(b"\r\n");
+            out.put(b"\r\n");
         }
         if let Some(contact) = self.contact {
-            out.extend_from_slice(&contact.wire);
+            out.put(&contact.wire);
         }
         for header in self.callers() {
-            put_line(&mut out, header);
+            put_line(out, header);
         }
         for line in self.trailer() {
-            out.extend_from_slice(&line.wire);
+            out.put(&line.wire);
         }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
-        Bytes::from(out)
+        out.put(b"\r\n");
+        out.put(body);
     }
 
     /// [`Reply::to_bytes`] as it was, each copied line in four parts (the oracle of
@@ -361,13 +402,47 @@ fn line_len(header: &Header) -> usize {
 }
 
 /// Writes `name: value\r\n` (nothing for a header without a name).
-fn put_line(out: &mut Vec<u8>, header: &Header) {
+fn put_line(out: &mut impl Out, header: &Header) {
     let name = header.name_str().as_bytes();
     if name.is_empty() {
         return;
     }
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(header.value_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.put(name);
+    out.put(b": ");
+    out.put(header.value_bytes());
+    out.put(b"\r\n");
+}
+
+/// What a [`Reply`] is written into.
+trait Out {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Out for BytesMut {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// The buffer the user agent's replies are cut from ([`Reply::to_bytes_in`]), for speed: a
+/// reply made as a `Vec` of its own costs two allocations and two frees (the `Vec`, then the
+/// reference count `Bytes` adds when the reply is shared, as every reply is: the transmit
+/// queue and the transaction or the 2xx retransmission each hold it). Cut from a chunk, it
+/// costs a reference count, and a chunk whose replies are all gone is written over again.
+/// Only final responses are cut from it: each lives at most until its transaction ends (the
+/// 32 s a non-INVITE server transaction lingers over UDP, Timer J) or its ACK comes (64·T1),
+/// so a chunk is let go at most that long after its last reply, and the memory the chunks
+/// hold stays near that of the replies themselves.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyArena(BytesMut);
+
+impl ReplyArena {
+    /// The size of a chunk: some tens of replies.
+    pub(crate) const CHUNK: usize = 8 * 1024;
 }

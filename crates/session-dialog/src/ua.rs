@@ -64,11 +64,11 @@
 use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
-use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
-use crate::reply::{OwnLine, Reply};
+use crate::map::{DialogMap, DialogRef, SeededState};
+use crate::reply::{OwnLine, Reply, ReplyArena};
 use crate::transaction::TransactionId;
 use crate::transaction::deadlines::Deadlines;
-use crate::transaction::table::{IdMap, KEEP, shrink_heap, shrink_map, shrink_queue};
+use crate::transaction::table::{IdMap, KEEP, Spare, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
 use session_sip::{
     Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
@@ -332,12 +332,41 @@ fn response_tag<'a>(
     }
 }
 
+/// [`new_tag_with`] made straight into an `Arc<str>`: the tag is written on the stack and
+/// copied into the `Arc` once (for speed: `new_tag_with(..).into()` allocates a `String`
+/// first, then the `Arc`, one INVITE at a time). The same draws give the same characters
+/// (`tag_arc_is_new_tag_with` checks it against session-sip's).
+fn new_tag_arc(rng: &mut fastrand::Rng) -> Arc<str> {
+    /// The characters of a tag (session-sip's `TAG_ALPHABET`).
+    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut tag = [b'0'; 16];
+    for chunk in tag.chunks_exact_mut(4) {
+        let mut bits = rng.u64(..);
+        for c in chunk {
+            let piece = bits & 0xffff;
+            bits >>= 16;
+            // Below 36: `piece` < 2^16.
+            let i = (piece * 36) >> 16;
+            *c = usize::try_from(i)
+                .ok()
+                .and_then(|i| ALPHABET.get(i))
+                .copied()
+                .unwrap_or(b'0');
+        }
+    }
+    // Always ASCII, so always UTF-8; the fallback is never taken.
+    match std::str::from_utf8(&tag) {
+        Ok(tag) => Arc::from(tag),
+        Err(_) => new_tag_with(rng).into(),
+    }
+}
+
 /// The id dialog `entry` is stored under, found by `key` (so equal to it): the dialog's own
 /// id shared (reference counts), or, when the two differ (a UAC dialog whose 2xx named
 /// another Call-ID or From tag than our INVITE: it is stored under the response's), built from
 /// `key`.
 fn stored_id(entry: &DialogEntry, key: DialogRef<'_>) -> DialogId {
-    if entry.dialog.id.parts() == key.parts() {
+    if entry.own_id {
         entry.dialog.id.clone()
     } else {
         key.to_id()
@@ -715,12 +744,17 @@ struct DialogEntry {
     remote_reinvite: Option<TransactionId>,
     /// Our requests in the dialog answer challenges with this account.
     account: Option<Account>,
+    /// The entry is stored under the dialog's own id (see [`stored_id`]): known when it is
+    /// stored, so that finding it compares no strings again (for speed).
+    own_id: bool,
 }
 
 impl DialogEntry {
-    fn new(dialog: Dialog) -> Self {
+    /// The entry of `dialog`, stored under its own id when `own_id`.
+    fn new(dialog: Box<Dialog>, own_id: bool) -> Self {
         Self {
-            dialog: Box::new(dialog),
+            dialog,
+            own_id,
             pending_2xx: None,
             local_reinvite: None,
             remote_reinvite: None,
@@ -782,6 +816,11 @@ pub struct UserAgent {
     current: IdMap<TransactionId>,
     /// Re-sent transactions that ended: their aliases go once the events naming them are out.
     retired: Vec<TransactionId>,
+    /// Boxes of INVITE records and of pending 2xx that went, for the next ones.
+    spare_invites: Spare<ServerInvite>,
+    spare_2xx: Spare<Pending2xx>,
+    /// What our replies are cut from.
+    replies: ReplyArena,
 }
 
 /// Where we take TLS: what our Via and Contact say in messages sent over TLS.
@@ -857,6 +896,9 @@ impl UserAgent {
             aliases: IdMap::default(),
             current: IdMap::default(),
             retired: Vec::new(),
+            spare_invites: Spare::default(),
+            spare_2xx: Spare::default(),
+            replies: ReplyArena::default(),
         }
     }
 
@@ -1289,18 +1331,20 @@ impl UserAgent {
         if self.server_invites.is_empty() {
             return None; // No lookup (every transaction's end comes here).
         }
-        let invite = self.server_invites.remove(&tx)?;
-        if let Some(dialog) = &invite.within
+        let mut invite = self.server_invites.remove(&tx)?;
+        let (within, reliable) = (invite.within.take(), invite.reliable.take());
+        self.spare_invites.keep(invite);
+        if let Some(dialog) = &within
             && let Some(entry) = self.dialogs.get_mut(dialog)
             && entry.remote_reinvite == Some(tx)
         {
             entry.remote_reinvite = None;
         }
-        let reliable = invite.reliable?;
+        let reliable = reliable?;
         if self.expected_pracks.get(&reliable.dialog) == Some(&tx) {
             self.expected_pracks.remove(&reliable.dialog);
         }
-        (reliable.held.is_some() && invite.within.is_none()).then_some(reliable.dialog)
+        (reliable.held.is_some() && within.is_none()).then_some(reliable.dialog)
     }
 
     /// Ends the dialog a held 2xx made (see [`UserAgent::remove_server_invite`]).
@@ -1342,11 +1386,11 @@ impl UserAgent {
         // The To tag is read once: it says whether the request is in a dialog, and which.
         let Some(to_tag) = request.to().ok().and_then(|to| to.tag()) else {
             if request.method == Method::Invite {
-                let to_tag: Arc<str> = new_tag_with(&mut self.rng).into();
+                let to_tag = new_tag_arc(&mut self.rng);
                 let reliability = self.reliability_of(&request);
                 self.server_invites.insert(
                     tx,
-                    Box::new(ServerInvite {
+                    self.spare_invites.boxed(ServerInvite {
                         source,
                         protocol,
                         to_tag,
@@ -1418,7 +1462,7 @@ impl UserAgent {
                     &self.body_headers.zero,
                     self.endpoint.server_header(),
                 )
-                .to_bytes();
+                .to_bytes_in(&mut self.replies);
                 if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
@@ -1452,7 +1496,7 @@ impl UserAgent {
                 let to_tag = id.local_tag.clone();
                 self.server_invites.insert(
                     tx,
-                    Box::new(ServerInvite {
+                    self.spare_invites.boxed(ServerInvite {
                         source,
                         protocol,
                         to_tag,
@@ -1496,8 +1540,11 @@ impl UserAgent {
             let pending = e.pending_2xx.take()?;
             Some((stored_id(e, key), pending))
         });
-        if let Some((id, pending)) = acked {
+        if let Some((id, mut pending)) = acked {
             Self::forget_2xx(&mut self.timers, &id, &pending);
+            // The box waits for the next 2xx, without this one's bytes.
+            pending.bytes = Bytes::new();
+            self.spare_2xx.keep(pending);
             self.events.push_back(UaEvent::Ack {
                 dialog: id,
                 request,
@@ -1844,7 +1891,8 @@ impl UserAgent {
             });
             return;
         };
-        let mut entry = DialogEntry::new(dialog);
+        let own_id = dialog.id == id;
+        let mut entry = DialogEntry::new(Box::new(dialog), own_id);
         entry.account = account;
         if let Some(pending) = self
             .dialogs
@@ -1884,12 +1932,13 @@ impl UserAgent {
         });
     }
 
-    fn end_dialog(&mut self, id: &DialogId) -> Option<Dialog> {
+    /// Removes dialog `id`; returns it in its box (not moved out of it: for speed).
+    fn end_dialog(&mut self, id: &DialogId) -> Option<Box<Dialog>> {
         let entry = self.dialogs.remove(id)?;
         if let Some(pending) = &entry.pending_2xx {
             Self::forget_2xx(&mut self.timers, id, pending);
         }
-        Some(*entry.dialog)
+        Some(entry.dialog)
     }
 
     fn send_bye(&mut self, now: Instant, id: &DialogId) {
@@ -2591,13 +2640,15 @@ impl UserAgent {
                 length: body.as_ref().map_or(zero, |(_, _, length)| length),
                 server: self.endpoint.server_header(),
             }
-            .to_bytes();
+            .to_bytes_in(&mut self.replies);
             // The dialog (if this 2xx makes one) is read off the request before the response
             // goes to the transaction, which then lets the request go.
             // An INVITE's To tag, when its response has one, is its record's (`response_tag`).
             let new_dialog = match (invite, &to_tag.tag) {
+                // Boxed at once, as its map entry keeps it: moved on as a pointer (for speed).
                 (Some(invite), Some(_)) if status.is_success() && within.is_none() => {
                     Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
+                        .map(Box::new)
                 }
                 _ => None,
             };
@@ -2639,6 +2690,7 @@ impl UserAgent {
         let mut new_dialog = match (invite, &to_tag) {
             (Some(invite), Some(_)) if within.is_none() => {
                 Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
+                    .map(Box::new)
             }
             _ => None,
         };
@@ -2668,21 +2720,25 @@ impl UserAgent {
         bytes: Bytes,
         tagged: bool,
         within: Option<DialogId>,
-        mut new_dialog: Option<Dialog>,
+        mut new_dialog: Option<Box<Dialog>>,
     ) -> Result<Option<DialogId>, EndpointError> {
         if let Some(dialog) = new_dialog.as_mut() {
             // The dialog goes on marked as its INVITE's answers were.
             dialog.dscp = self.endpoint.dscp_of(tx);
         }
-        let tag = self
-            .server_invites
-            .get(&tx)
-            .filter(|_| tagged)
-            .map(|i| &i.to_tag);
+        // The INVITE's record, and whether it has reliable 1xx state, read once (for speed:
+        // most INVITEs have none, and it is not looked up again then).
+        let record = self.server_invites.get(&tx);
+        let (has_record, has_reliable) = (
+            record.is_some(),
+            record.is_some_and(|i| i.reliable.is_some()),
+        );
+        let tag = record.filter(|_| tagged).map(|i| &i.to_tag);
         let bytes = self
             .endpoint
             .respond_bytes(now, tx, status.as_u16(), bytes, tag)?;
         if status.as_u16() >= 200
+            && has_reliable
             && let Some(reliable) = self.reliable_mut(tx)
         {
             // §3: no new reliable 1xx after the final response, and no more retransmissions
@@ -2694,7 +2750,7 @@ impl UserAgent {
             }
         }
         let mut dialog_id = None;
-        if self.server_invites.contains_key(&tx) && status.is_success() {
+        if has_record && status.is_success() {
             // The 2xx is retransmitted until its ACK (§13.3.1.4), from the dialog it makes or
             // refreshes.
             let pending = self.pending_2xx(now, tx, bytes);
@@ -2704,11 +2760,12 @@ impl UserAgent {
             // The final response is out: nothing more is sent for this INVITE, and another
             // re-INVITE may come (§14.2). A reliable 1xx still unacknowledged keeps the record
             // until the transaction ends, to answer its PRACK (RFC 3262 §3).
-            let unacked = self
-                .server_invites
-                .get(&tx)
-                .and_then(|i| i.reliable.as_ref())
-                .is_some_and(|r| r.unacked.is_some());
+            let unacked = has_reliable
+                && self
+                    .server_invites
+                    .get(&tx)
+                    .and_then(|i| i.reliable.as_ref())
+                    .is_some_and(|r| r.unacked.is_some());
             if unacked {
                 let within = self.server_invites.get(&tx).and_then(|i| i.within.clone());
                 if let Some(entry) = within.and_then(|id| self.dialogs.get_mut(&id))
@@ -2730,14 +2787,14 @@ impl UserAgent {
         &mut self,
         tx: TransactionId,
         within: Option<DialogId>,
-        new_dialog: Option<Dialog>,
+        new_dialog: Option<Box<Dialog>>,
         pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
         match (within, new_dialog) {
             (Some(id), _) => {
                 let entry = self.dialogs.get_mut(&id)?;
                 if let Some(pending) = pending {
-                    Self::arm_2xx(&mut self.timers, entry, &id, pending);
+                    Self::arm_2xx((&mut self.timers, &mut self.spare_2xx), entry, &id, pending);
                 }
                 Some(id)
             }
@@ -2747,9 +2804,14 @@ impl UserAgent {
                     dialog.accept_remote_seq(seq);
                 }
                 let id = dialog.id.clone();
-                let mut entry = DialogEntry::new(dialog);
+                let mut entry = DialogEntry::new(dialog, true);
                 if let Some(pending) = pending {
-                    Self::arm_2xx(&mut self.timers, &mut entry, &id, pending);
+                    Self::arm_2xx(
+                        (&mut self.timers, &mut self.spare_2xx),
+                        &mut entry,
+                        &id,
+                        pending,
+                    );
                 }
                 if let Some(pending) = self
                     .dialogs
@@ -2771,7 +2833,7 @@ impl UserAgent {
             return;
         };
         if let Some(entry) = self.dialogs.get_mut(id) {
-            Self::arm_2xx(&mut self.timers, entry, id, pending);
+            Self::arm_2xx((&mut self.timers, &mut self.spare_2xx), entry, id, pending);
         }
     }
 
@@ -2803,7 +2865,7 @@ impl UserAgent {
 
     /// Dialog `id` (`entry`) waits for the ACK of `pending` (§13.3.1.4).
     fn arm_2xx(
-        timers: &mut Deadlines<DialogId>,
+        (timers, spare): (&mut Deadlines<DialogId>, &mut Spare<Pending2xx>),
         entry: &mut DialogEntry,
         id: &DialogId,
         pending: Pending2xx,
@@ -2812,7 +2874,7 @@ impl UserAgent {
             Self::forget_2xx(timers, id, &old);
         }
         timers.push(pending.due(), id.clone());
-        entry.pending_2xx = Some(Box::new(pending));
+        entry.pending_2xx = Some(spare.boxed(pending));
         entry.remote_reinvite = None;
     }
 }
@@ -2996,7 +3058,7 @@ impl UserAgent {
             &self.body_headers.zero,
             self.endpoint.server_header(),
         )
-        .to_bytes();
+        .to_bytes_in(&mut self.replies);
         // The tag is the INVITE record's: the request's To has it, or it was added.
         let tag = to_tag.tag.is_some().then_some(&invite.to_tag);
         if let Err(error) = self
@@ -3131,7 +3193,7 @@ impl UserAgent {
             &self.body_headers.zero,
             self.endpoint.server_header(),
         )
-        .to_bytes();
+        .to_bytes_in(&mut self.replies);
         if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
             tracing::warn!(%error, "could not answer PRACK");
         }
@@ -3259,6 +3321,10 @@ mod reply_tests {
             Some(("text/plain", Bytes::new())),
         ];
         let mut compared = 0;
+        // Replies cut from one arena, every one kept alive (with a copy of what it said) so
+        // that later ones take new chunks: none may change what an earlier one holds.
+        let mut arena = ReplyArena::default();
+        let mut cut = Vec::new();
         for request in requests() {
             for code in statuses {
                 let status = StatusCode::new(code).unwrap();
@@ -3315,6 +3381,9 @@ mod reply_tests {
                                         server,
                                     };
                                     assert_eq!(short.to_bytes(), short.to_bytes_reference());
+                                    let in_arena = short.to_bytes_in(&mut arena);
+                                    assert_eq!(in_arena, short.to_bytes());
+                                    cut.push((in_arena, short.to_bytes().to_vec()));
                                     let short = short.to_bytes();
                                     assert_eq!(
                                         String::from_utf8_lossy(&short),
@@ -3333,6 +3402,46 @@ mod reply_tests {
             }
         }
         assert_eq!(compared, 5 * 10 * 2 * 2 * 3 * 3 * 2);
+        for (bytes, copy) in &cut {
+            assert_eq!(
+                bytes.as_ref(),
+                copy.as_slice(),
+                "a reply cut from the arena changed"
+            );
+        }
+        // Replies that are gone leave their chunk to be written over again: a new arena cuts
+        // one reply after another (each dropped at once) until it starts its chunk again.
+        cut.clear();
+        let request = &requests()[0];
+        let zero = zero_line();
+        let mut arena = ReplyArena::default();
+        let mut reply =
+            || Reply::plain(request, StatusCode::OK, None, &zero, None).to_bytes_in(&mut arena);
+        let at = reply().as_ptr();
+        assert!(
+            (0..ReplyArena::CHUNK).any(|_| reply().as_ptr() == at),
+            "the chunk is reused"
+        );
+    }
+
+    fn zero_line() -> OwnLine {
+        OwnLine::new(Header::new(HeaderName::ContentLength, "0"))
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn tag_arc_is_new_tag_with() {
+        for seed in 0..1000 {
+            let mut ours = fastrand::Rng::with_seed(seed);
+            let mut theirs = fastrand::Rng::with_seed(seed);
+            for _ in 0..4 {
+                assert_eq!(&*new_tag_arc(&mut ours), new_tag_with(&mut theirs));
+            }
+        }
     }
 }
 

@@ -47,6 +47,38 @@ pub(crate) type IdMap<V> = HashMap<TransactionId, V, BuildHasherDefault<IdHasher
 /// allocate it again for the next one costs more than it saves.
 pub(crate) const KEEP: usize = 16;
 
+/// Boxes kept for the next values of their type (for speed: every call allocates and frees
+/// the same few boxes, and reusing them spares both). At most [`KEEP`]; a box is given back
+/// emptied of what it held that is big (see the callers of [`Spare::keep`]), and what is left
+/// in it is dropped when it is reused.
+pub(crate) struct Spare<T>(Vec<Box<T>>);
+
+impl<T> Default for Spare<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Spare<T> {
+    /// `value` in a box: a kept one if there is one.
+    pub(crate) fn boxed(&mut self, value: T) -> Box<T> {
+        match self.0.pop() {
+            Some(mut boxed) => {
+                *boxed = value;
+                boxed
+            }
+            None => Box::new(value),
+        }
+    }
+
+    /// Keeps `boxed` for [`Spare::boxed`], unless [`KEEP`] are kept already.
+    pub(crate) fn keep(&mut self, boxed: Box<T>) {
+        if self.0.len() < KEEP {
+            self.0.push(boxed);
+        }
+    }
+}
+
 /// What to shrink a collection of `len` entries and room for `capacity` to: twice its length
 /// (at least `floor`) when it holds less than a quarter of its capacity and the room is more
 /// than twice that, else `None` (shrinking it would give back little, or nothing).
@@ -146,6 +178,59 @@ struct Slot<K, C> {
     dead: bool,
 }
 
+/// A slot in its box. `None` only while the box waits in [`TransactionTable::spare`].
+type SlotBox<K, C> = Box<Option<Slot<K, C>>>;
+
+/// Collects the actions of transaction `id` (in `slot`) into `actions`, re-arms its timer in
+/// `timers`, and takes it out of `index` once it terminated. Given the slot rather than its id,
+/// so that a caller holding it does not look it up again (for speed: every input to a
+/// transaction ends here).
+fn settle<K: Hash + Eq, C>(
+    id: TransactionId,
+    slot: &mut Slot<K, C>,
+    actions: &mut VecDeque<(TransactionId, Action)>,
+    timers: &mut Deadlines<TransactionId>,
+    index: &mut HashMap<K, TransactionId, SeededState>,
+) {
+    if slot.dead {
+        return;
+    }
+    let mut terminated = false;
+    while let Some(action) = slot.transaction.poll_action() {
+        terminated |= action == Action::Terminated;
+        actions.push_back((id, action));
+    }
+    if terminated {
+        slot.dead = true;
+        if let Some(old) = slot.armed.take() {
+            timers.forget(old, &id);
+        }
+        index.remove(&slot.key);
+        return;
+    }
+    slot.transaction.release_buffers();
+    let deadline = slot.transaction.deadline();
+    if deadline != slot.armed {
+        if let Some(old) = slot.armed {
+            timers.forget(old, &id);
+        }
+        slot.armed = deadline;
+        if let Some(at) = deadline {
+            timers.push(at, id);
+        }
+    }
+}
+
+/// Slot `id` of `slots`.
+fn slot<K, C>(slots: &IdMap<SlotBox<K, C>>, id: TransactionId) -> Option<&Slot<K, C>> {
+    Option::as_ref(slots.get(&id)?)
+}
+
+/// Slot `id` of `slots`, mutably.
+fn slot_mut<K, C>(slots: &mut IdMap<SlotBox<K, C>>, id: TransactionId) -> Option<&mut Slot<K, C>> {
+    Option::as_mut(slots.get_mut(&id)?)
+}
+
 /// Live transactions keyed by `K`, each carrying owner context `C`.
 ///
 /// After every change through [`TransactionTable::with`] the table collects the transaction's
@@ -154,7 +239,11 @@ struct Slot<K, C> {
 pub struct TransactionTable<K, C> {
     /// Boxed: the map keeps room for the peak number of transactions, and a small slot keeps
     /// that room small once they are gone.
-    slots: IdMap<Box<Slot<K, C>>>,
+    slots: IdMap<SlotBox<K, C>>,
+    /// Boxes of removed slots (emptied), for the next transactions: for speed, a call makes
+    /// two transactions, and reusing their boxes spares an allocation and a free each. At
+    /// most [`KEEP`].
+    spare: Vec<SlotBox<K, C>>,
     /// Keys come from the network: hashed with secret keys ([`SeededState`]).
     index: HashMap<K, TransactionId, SeededState>,
     /// Each live transaction's `armed` deadline (and stale ones, skipped).
@@ -179,6 +268,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     pub(crate) fn with_hasher(hasher: SeededState) -> Self {
         Self {
             slots: IdMap::default(),
+            spare: Vec::new(),
             index: HashMap::with_hasher(hasher),
             timers: Deadlines::default(),
             actions: VecDeque::new(),
@@ -251,17 +341,28 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
                 vacant.insert(id);
             }
         }
-        self.slots.insert(
+        let mut slot = Slot {
+            key,
+            transaction,
+            armed: None,
+            context,
+            dead: false,
+        };
+        settle(
             id,
-            Box::new(Slot {
-                key,
-                transaction,
-                armed: None,
-                context,
-                dead: false,
-            }),
+            &mut slot,
+            &mut self.actions,
+            &mut self.timers,
+            &mut self.index,
         );
-        self.settle(id);
+        let boxed = match self.spare.pop() {
+            Some(mut boxed) => {
+                *boxed = Some(slot);
+                boxed
+            }
+            None => Box::new(Some(slot)),
+        };
+        self.slots.insert(id, boxed);
         Some(id)
     }
 
@@ -276,20 +377,17 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
 
     /// The owner context of a transaction, live or with actions still queued.
     pub fn context(&self, id: TransactionId) -> Option<&C> {
-        self.slots.get(&id).map(|slot| &slot.context)
+        slot(&self.slots, id).map(|slot| &slot.context)
     }
 
     /// Whether `id` is a server transaction (live, or with actions still queued).
     pub fn is_server(&self, id: TransactionId) -> bool {
-        self.slots
-            .get(&id)
-            .is_some_and(|slot| slot.transaction.is_server())
+        slot(&self.slots, id).is_some_and(|slot| slot.transaction.is_server())
     }
 
     /// The owner context of a live transaction, mutably.
     pub fn context_mut(&mut self, id: TransactionId) -> Option<&mut C> {
-        self.slots
-            .get_mut(&id)
+        slot_mut(&mut self.slots, id)
             .filter(|slot| !slot.dead)
             .map(|slot| &mut slot.context)
     }
@@ -300,40 +398,16 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         id: TransactionId,
         f: impl FnOnce(&mut Transaction, &mut C) -> R,
     ) -> Option<R> {
-        let slot = self.slots.get_mut(&id).filter(|slot| !slot.dead)?;
+        let slot = slot_mut(&mut self.slots, id).filter(|slot| !slot.dead)?;
         let result = f(&mut slot.transaction, &mut slot.context);
-        self.settle(id);
+        settle(
+            id,
+            slot,
+            &mut self.actions,
+            &mut self.timers,
+            &mut self.index,
+        );
         Some(result)
-    }
-
-    fn settle(&mut self, id: TransactionId) {
-        let Some(slot) = self.slots.get_mut(&id).filter(|slot| !slot.dead) else {
-            return;
-        };
-        let mut terminated = false;
-        while let Some(action) = slot.transaction.poll_action() {
-            terminated |= action == Action::Terminated;
-            self.actions.push_back((id, action));
-        }
-        if terminated {
-            slot.dead = true;
-            if let Some(old) = slot.armed.take() {
-                self.timers.forget(old, &id);
-            }
-            self.index.remove(&slot.key);
-            return;
-        }
-        slot.transaction.release_buffers();
-        let deadline = slot.transaction.deadline();
-        if deadline != slot.armed {
-            if let Some(old) = slot.armed {
-                self.timers.forget(old, &id);
-            }
-            slot.armed = deadline;
-            if let Some(at) = deadline {
-                self.timers.push(at, id);
-            }
-        }
     }
 
     /// When [`TransactionTable::handle_timeout`] must next be called.
@@ -341,7 +415,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         // Stale heap entries are dropped, so the answer is exact.
         let slots = &self.slots;
         self.timers
-            .earliest(|at, id| slots.get(id).is_some_and(|slot| slot.armed == Some(at)))
+            .earliest(|at, id| slot(slots, *id).is_some_and(|slot| slot.armed == Some(at)))
     }
 
     /// [`TransactionTable::next_deadline`] as if nothing were remembered (for tests: the
@@ -355,7 +429,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((at, id)) = self.timers.pop_due(now) {
-            let Some(slot) = self.slots.get_mut(&id) else {
+            let Some(slot) = slot_mut(&mut self.slots, id) else {
                 continue;
             };
             if slot.armed != Some(at) {
@@ -363,7 +437,13 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
             }
             slot.armed = None;
             slot.transaction.handle_timeout(now);
-            self.settle(id);
+            settle(
+                id,
+                slot,
+                &mut self.actions,
+                &mut self.timers,
+                &mut self.index,
+            );
         }
     }
 
@@ -372,8 +452,14 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     #[inline]
     pub fn poll_action(&mut self) -> Option<(TransactionId, Action)> {
         let (id, action) = self.actions.pop_front()?;
-        if action == Action::Terminated {
-            self.slots.remove(&id);
+        if action == Action::Terminated
+            && let Some(mut boxed) = self.slots.remove(&id)
+        {
+            // The transaction goes now; its box waits for the next one.
+            *boxed = None;
+            if self.spare.len() < KEEP {
+                self.spare.push(boxed);
+            }
         }
         Some((id, action))
     }
@@ -382,8 +468,9 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     pub fn iter(&self) -> impl Iterator<Item = (TransactionId, &C)> {
         self.slots
             .iter()
+            .filter_map(|(id, slot)| Some((*id, Option::as_ref(slot)?)))
             .filter(|(_, slot)| !slot.dead)
-            .map(|(id, slot)| (*id, &slot.context))
+            .map(|(id, slot)| (id, &slot.context))
     }
 
     /// Transactions held: live ones, and terminated ones whose actions are not yet polled.
@@ -484,6 +571,7 @@ mod tests {
         table
             .slots
             .values()
+            .filter_map(|slot| Option::as_ref(slot))
             .filter(|slot| !slot.dead)
             .filter_map(|slot| slot.armed)
             .min()
