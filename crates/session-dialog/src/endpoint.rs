@@ -351,23 +351,37 @@ impl KeyRef<'_> {
         }
     }
 
-    /// Hashes only the most distinguishing parts (the branch's bytes, or Call-ID and CSeq);
-    /// equality still compares everything, so this is only faster, not looser. The branch
-    /// alone: the transactions that share one (an INVITE and its CANCEL, a client and a server
-    /// transaction whose peer reused our branch) are too few to matter in a bucket.
+    /// Hashes the parts a peer can vary while the keys stay distinct. A client key's branch
+    /// is ours (random), so it alone spreads the keys; the method is left to equality (an
+    /// INVITE and its CANCEL share a bucket). A server key's parts all come from the peer:
+    /// hashing its branch alone would let a hostile peer put any number of transactions in
+    /// one bucket by reusing a branch under different sent-by values (each a transaction of
+    /// its own, §17.2.3), making every lookup a walk; the host and port are hashed too. The
+    /// method again only by equality (a handful of methods share a branch at most).
     fn hash_into<H: Hasher>(self, state: &mut H) {
         match self {
             Self::Client { branch, .. } => state.write(branch.as_bytes()),
-            Self::Server { branch, .. } => state.write(branch),
+            Self::Server {
+                branch, host, port, ..
+            } => {
+                state.write(branch);
+                state.write(host);
+                state.write_u16(port.unwrap_or(0));
+            }
             Self::Server2543 {
+                uri,
+                from_tag,
                 call_id,
                 cseq,
+                top_via,
                 method,
-                ..
             } => {
                 state.write_u8(2);
+                uri.hash(state);
+                from_tag.hash(state);
                 call_id.hash(state);
                 cseq.hash(state);
+                top_via.hash(state);
                 method.hash(state);
             }
         }
@@ -1658,6 +1672,35 @@ fn ack_for_failure(invite: &Request, response: &Response) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer reusing one branch under many sent-by values makes as many server
+    /// transactions (§17.2.3); their keys must not all share a hash, or each lookup walks
+    /// them all (a hash flood needing no knowledge of the hasher's secret).
+    #[test]
+    fn server_keys_sharing_a_branch_spread_over_the_hash() {
+        use std::hash::BuildHasher;
+        let state = SeededState::derived_from(&fastrand::Rng::with_seed(7));
+        let method = Method::Options;
+        let hash = |host: &[u8], port| {
+            let mut hasher = state.build_hasher();
+            KeyRef::Server {
+                branch: b"z9hG4bK-same",
+                host,
+                port,
+                method: &method,
+            }
+            .hash_into(&mut hasher);
+            hasher.finish()
+        };
+        let mut hashes: Vec<u64> = (1..=1000u16)
+            .map(|port| hash(b"10.0.0.1", Some(port)))
+            .collect();
+        hashes.extend((0..=255u8).map(|last| hash(format!("10.0.0.{last}").as_bytes(), None)));
+        let count = hashes.len();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), count, "every sent-by its own hash");
+    }
 
     #[test]
     fn joined_keys_are_the_two_parts() {
