@@ -71,7 +71,8 @@ use crate::transaction::deadlines::Deadlines;
 use crate::transaction::table::{IdMap, KEEP, Spare, shrink_heap, shrink_map, shrink_queue};
 use bytes::Bytes;
 use session_sip::{
-    Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_tag_with,
+    Header, HeaderName, Method, Request, Response, Uri, new_branch_with, new_shared_tag_with,
+    new_tag_with,
 };
 use session_types::{CallId, DialogId, StatusCode};
 use std::borrow::Cow;
@@ -329,35 +330,6 @@ fn response_tag<'a>(
             tag: None,
             added: false,
         },
-    }
-}
-
-/// [`new_tag_with`] made straight into an `Arc<str>`: the tag is written on the stack and
-/// copied into the `Arc` once (for speed: `new_tag_with(..).into()` allocates a `String`
-/// first, then the `Arc`, one INVITE at a time). The same draws give the same characters
-/// (`tag_arc_is_new_tag_with` checks it against session-sip's).
-fn new_tag_arc(rng: &mut fastrand::Rng) -> Arc<str> {
-    /// The characters of a tag (session-sip's `TAG_ALPHABET`).
-    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut tag = [b'0'; 16];
-    for chunk in tag.chunks_exact_mut(4) {
-        let mut bits = rng.u64(..);
-        for c in chunk {
-            let piece = bits & 0xffff;
-            bits >>= 16;
-            // Below 36: `piece` < 2^16.
-            let i = (piece * 36) >> 16;
-            *c = usize::try_from(i)
-                .ok()
-                .and_then(|i| ALPHABET.get(i))
-                .copied()
-                .unwrap_or(b'0');
-        }
-    }
-    // Always ASCII, so always UTF-8; the fallback is never taken.
-    match std::str::from_utf8(&tag) {
-        Ok(tag) => Arc::from(tag),
-        Err(_) => new_tag_with(rng).into(),
     }
 }
 
@@ -1386,7 +1358,7 @@ impl UserAgent {
         // The To tag is read once: it says whether the request is in a dialog, and which.
         let Some(to_tag) = request.to().ok().and_then(|to| to.tag()) else {
             if request.method == Method::Invite {
-                let to_tag = new_tag_arc(&mut self.rng);
+                let to_tag = new_shared_tag_with(&mut self.rng);
                 let reliability = self.reliability_of(&request);
                 self.server_invites.insert(
                     tx,
@@ -3426,22 +3398,6 @@ mod reply_tests {
 
     fn zero_line() -> OwnLine {
         OwnLine::new(Header::new(HeaderName::ContentLength, "0"))
-    }
-}
-
-#[cfg(test)]
-mod tag_tests {
-    use super::*;
-
-    #[test]
-    fn tag_arc_is_new_tag_with() {
-        for seed in 0..1000 {
-            let mut ours = fastrand::Rng::with_seed(seed);
-            let mut theirs = fastrand::Rng::with_seed(seed);
-            for _ in 0..4 {
-                assert_eq!(&*new_tag_arc(&mut ours), new_tag_with(&mut theirs));
-            }
-        }
     }
 }
 

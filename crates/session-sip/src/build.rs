@@ -235,26 +235,42 @@ const TAG_ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 /// The length of a tag.
 const TAG_LEN: usize = 16;
 
-/// Appends a [`new_tag_with`] tag to `out`: four 64-bit draws, each cut into four 16-bit
+/// A [`new_tag_with`] tag as an `Arc<str>`, for a tag that is kept and shared (a dialog's
+/// local tag): written on the stack and copied into the `Arc` once (`new_tag_with(..).into()`
+/// would allocate a `String` first). The same draws as [`new_tag_with`], so the same tag.
+pub fn new_shared_tag_with(rng: &mut fastrand::Rng) -> std::sync::Arc<str> {
+    let tag = tag_bytes(rng);
+    // Tag characters are ASCII, so the bytes are always UTF-8: the empty fallback is never
+    // taken.
+    std::sync::Arc::from(std::str::from_utf8(&tag).unwrap_or_default())
+}
+
+/// Appends a [`new_tag_with`] tag to `out`.
+fn push_tag(rng: &mut fastrand::Rng, out: &mut String) {
+    out.extend(tag_bytes(rng).map(char::from));
+}
+
+/// The characters of a [`new_tag_with`] tag: four 64-bit draws, each cut into four 16-bit
 /// pieces, each piece mapped onto the 36 characters by `piece * 36 >> 16` (each character
 /// gets 1,820 or 1,821 of the 65,536 pieces: log2(36) ≈ 5.17 bits a character, ≈ 82.7 bits a
 /// tag, against ≈ 81.8 for the 16 case-folded alphanumerics drawn one by one before).
-fn push_tag(rng: &mut fastrand::Rng, out: &mut String) {
-    for _ in 0..TAG_LEN / 4 {
+fn tag_bytes(rng: &mut fastrand::Rng) -> [u8; TAG_LEN] {
+    let mut tag = [b'0'; TAG_LEN];
+    for chunk in tag.chunks_exact_mut(4) {
         let mut bits = rng.u64(..);
-        for _ in 0..4 {
+        for c in chunk {
             let piece = bits & 0xffff;
             bits >>= 16;
             // Below 36: `piece` < 2^16.
             let i = (piece * 36) >> 16;
-            let c = usize::try_from(i)
+            *c = usize::try_from(i)
                 .ok()
                 .and_then(|i| TAG_ALPHABET.get(i))
                 .copied()
                 .unwrap_or(b'0');
-            out.push(char::from(c));
         }
     }
+    tag
 }
 
 /// A fresh RFC 3261 branch drawn from `rng`: the magic cookie `z9hG4bK` and a
@@ -593,6 +609,8 @@ mod tag_differential {
             prop_assert_eq!(shape(&tag), shape(&reference(&mut fastrand::Rng::with_seed(seed))));
             prop_assert_eq!(shape(&tag), (16, true));
             prop_assert_eq!(&tag, &new_tag_with(&mut fastrand::Rng::with_seed(seed)));
+            let shared = new_shared_tag_with(&mut fastrand::Rng::with_seed(seed));
+            prop_assert_eq!(&*shared, tag.as_str());
             let branch = new_branch_with(&mut fastrand::Rng::with_seed(seed));
             let old = reference_branch(&mut fastrand::Rng::with_seed(seed));
             prop_assert_eq!(branch.len(), old.len());

@@ -135,8 +135,8 @@ mod uri;
 mod validate;
 
 pub use build::{
-    RequestBuilder, ResponseBuilder, copies_record_route, new_branch, new_branch_with, new_tag,
-    new_tag_with, response_copies,
+    RequestBuilder, ResponseBuilder, copies_record_route, new_branch, new_branch_with,
+    new_shared_tag_with, new_tag, new_tag_with, response_copies,
 };
 pub use error::{Error, Result};
 pub use header::{Header, HeaderName, Headers};
