@@ -11,7 +11,7 @@
 //! order: `ua.rs`'s `reply_tests` compare both ways, and `tests/uas_wire_golden.rs` the whole
 //! wire of a scripted UAS against a recording made before `Reply` existed.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use session_sip::{Header, HeaderName, Request};
 use session_types::StatusCode;
 use std::sync::Arc;
@@ -122,24 +122,6 @@ impl<'a> Reply<'a> {
         Bytes::from(out)
     }
 
-    /// The serialized response: a final one cut from `arena` (see [`ReplyArena`]); a
-    /// provisional one in a buffer of its own, as [`Reply::to_bytes`] makes it (its
-    /// transaction keeps it for as long as the call rings, which would keep a chunk).
-    pub(crate) fn to_bytes_in(&self, arena: &mut ReplyArena) -> Bytes {
-        if self.status.is_provisional() {
-            return self.to_bytes();
-        }
-        let (copied, to_at, len) = self.layout();
-        let out = &mut arena.0;
-        if out.capacity() < len {
-            // A chunk the next replies are cut from too: the last one's memory again once
-            // every reply cut from it is gone, else a new one.
-            out.reserve(len.max(ReplyArena::CHUNK));
-        }
-        self.write(&copied, to_at, out);
-        out.split().freeze()
-    }
-
     /// The copied lines (read once: name as written and value, or the whole line), which of
     /// them is the To that takes the tag, and the length of the response. Inlined, so that
     /// the lines are not copied out of it on their way back (for speed).
@@ -182,7 +164,7 @@ impl<'a> Reply<'a> {
 
     /// Writes the response: the status line, the `copied` lines (the one at `to_at` tagged),
     /// ours, the caller's, and the body.
-    fn write(&self, copied: &Copied<'_>, to_at: usize, out: &mut impl Out) {
+    fn write(&self, copied: &Copied<'_>, to_at: usize, out: &mut Vec<u8>) {
         let reason = self.status.reason_phrase().as_bytes();
         let body: &[u8] = self.body.map_or(&[], |(_, bytes)| bytes);
         // `SIP/2.0 NNN ` in one piece (for speed: one copy rather than three).
@@ -197,13 +179,13 @@ impl<'a> Reply<'a> {
         {
             *slot = b'0' + (digit % 10) as u8;
         }
-        out.put(&start);
-        out.put(reason);
-        out.put(b"\r\n");
+        out.extend_from_slice(&start);
+        out.extend_from_slice(reason);
+        out.extend_from_slice(b"\r\n");
         for (at, line) in copied.iter().enumerate() {
             let (name, value) = match *line {
                 Line::Whole(whole) => {
-                    out.put(whole);
+                    out.extend_from_slice(whole);
                     continue;
                 }
                 Line::Parts(name, value) => (name, value),
@@ -211,28 +193,28 @@ impl<'a> Reply<'a> {
             if name.is_empty() {
                 continue;
             }
-            out.put(name);
-            out.put(b": ");
-            out.put(value);
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
             if at == to_at
                 && let Some(t) = self.tag
             {
-                out.put(b";tag=");
-                out.put(t.as_bytes());
+                out.extend_from_slice(b";tag=");
+                out.extend_from_slice(t.as_bytes());
             }
-            out.put(b"\r\n");
+            out.extend_from_slice(b"\r\n");
         }
         if let Some(contact) = self.contact {
-            out.put(&contact.wire);
+            out.extend_from_slice(&contact.wire);
         }
         for header in self.callers() {
             put_line(out, header);
         }
         for line in self.trailer() {
-            out.put(&line.wire);
+            out.extend_from_slice(&line.wire);
         }
-        out.put(b"\r\n");
-        out.put(body);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
     }
 
     /// [`Reply::to_bytes`] as it was, each copied line in four parts (the oracle of
@@ -402,47 +384,13 @@ fn line_len(header: &Header) -> usize {
 }
 
 /// Writes `name: value\r\n` (nothing for a header without a name).
-fn put_line(out: &mut impl Out, header: &Header) {
+fn put_line(out: &mut Vec<u8>, header: &Header) {
     let name = header.name_str().as_bytes();
     if name.is_empty() {
         return;
     }
-    out.put(name);
-    out.put(b": ");
-    out.put(header.value_bytes());
-    out.put(b"\r\n");
-}
-
-/// What a [`Reply`] is written into.
-trait Out {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Out for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-impl Out for BytesMut {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// The buffer the user agent's replies are cut from ([`Reply::to_bytes_in`]), for speed: a
-/// reply made as a `Vec` of its own costs two allocations and two frees (the `Vec`, then the
-/// reference count `Bytes` adds when the reply is shared, as every reply is: the transmit
-/// queue and the transaction or the 2xx retransmission each hold it). Cut from a chunk, it
-/// costs a reference count, and a chunk whose replies are all gone is written over again.
-/// Only final responses are cut from it: each lives at most until its transaction ends (the
-/// 32 s a non-INVITE server transaction lingers over UDP, Timer J) or its ACK comes (64·T1),
-/// so a chunk is let go at most that long after its last reply, and the memory the chunks
-/// hold stays near that of the replies themselves.
-#[derive(Debug, Default)]
-pub(crate) struct ReplyArena(BytesMut);
-
-impl ReplyArena {
-    /// The size of a chunk: some tens of replies.
-    pub(crate) const CHUNK: usize = 8 * 1024;
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(header.value_bytes());
+    out.extend_from_slice(b"\r\n");
 }

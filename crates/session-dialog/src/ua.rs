@@ -64,8 +64,8 @@
 use crate::auth::{Account, Challengeable};
 use crate::dialog::{Dialog, DialogState, SentInvite};
 use crate::endpoint::{Endpoint, EndpointConfig, EndpointError, EndpointEvent, Protocol, Transmit};
-use crate::map::{DialogMap, DialogRef, SeededState};
-use crate::reply::{OwnLine, Reply, ReplyArena};
+use crate::map::{DialogMap, DialogParts, DialogRef, SeededState};
+use crate::reply::{OwnLine, Reply};
 use crate::transaction::TransactionId;
 use crate::transaction::deadlines::Deadlines;
 use crate::transaction::table::{IdMap, KEEP, Spare, shrink_heap, shrink_map, shrink_queue};
@@ -338,7 +338,7 @@ fn response_tag<'a>(
 /// another Call-ID or From tag than our INVITE: it is stored under the response's), built from
 /// `key`.
 fn stored_id(entry: &DialogEntry, key: DialogRef<'_>) -> DialogId {
-    if entry.own_id {
+    if entry.dialog.id.parts() == key.parts() {
         entry.dialog.id.clone()
     } else {
         key.to_id()
@@ -716,17 +716,12 @@ struct DialogEntry {
     remote_reinvite: Option<TransactionId>,
     /// Our requests in the dialog answer challenges with this account.
     account: Option<Account>,
-    /// The entry is stored under the dialog's own id (see [`stored_id`]): known when it is
-    /// stored, so that finding it compares no strings again (for speed).
-    own_id: bool,
 }
 
 impl DialogEntry {
-    /// The entry of `dialog`, stored under its own id when `own_id`.
-    fn new(dialog: Box<Dialog>, own_id: bool) -> Self {
+    fn new(dialog: Dialog) -> Self {
         Self {
-            dialog,
-            own_id,
+            dialog: Box::new(dialog),
             pending_2xx: None,
             local_reinvite: None,
             remote_reinvite: None,
@@ -791,8 +786,6 @@ pub struct UserAgent {
     /// Boxes of INVITE records and of pending 2xx that went, for the next ones.
     spare_invites: Spare<ServerInvite>,
     spare_2xx: Spare<Pending2xx>,
-    /// What our replies are cut from.
-    replies: ReplyArena,
 }
 
 /// Where we take TLS: what our Via and Contact say in messages sent over TLS.
@@ -870,7 +863,6 @@ impl UserAgent {
             retired: Vec::new(),
             spare_invites: Spare::default(),
             spare_2xx: Spare::default(),
-            replies: ReplyArena::default(),
         }
     }
 
@@ -1434,7 +1426,7 @@ impl UserAgent {
                     &self.body_headers.zero,
                     self.endpoint.server_header(),
                 )
-                .to_bytes_in(&mut self.replies);
+                .to_bytes();
                 if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
                     tracing::warn!(%error, "could not answer BYE");
                 }
@@ -1863,8 +1855,7 @@ impl UserAgent {
             });
             return;
         };
-        let own_id = dialog.id == id;
-        let mut entry = DialogEntry::new(Box::new(dialog), own_id);
+        let mut entry = DialogEntry::new(dialog);
         entry.account = account;
         if let Some(pending) = self
             .dialogs
@@ -2612,15 +2603,13 @@ impl UserAgent {
                 length: body.as_ref().map_or(zero, |(_, _, length)| length),
                 server: self.endpoint.server_header(),
             }
-            .to_bytes_in(&mut self.replies);
+            .to_bytes();
             // The dialog (if this 2xx makes one) is read off the request before the response
             // goes to the transaction, which then lets the request go.
             // An INVITE's To tag, when its response has one, is its record's (`response_tag`).
             let new_dialog = match (invite, &to_tag.tag) {
-                // Boxed at once, as its map entry keeps it: moved on as a pointer (for speed).
                 (Some(invite), Some(_)) if status.is_success() && within.is_none() => {
                     Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
-                        .map(Box::new)
                 }
                 _ => None,
             };
@@ -2662,7 +2651,6 @@ impl UserAgent {
         let mut new_dialog = match (invite, &to_tag) {
             (Some(invite), Some(_)) if within.is_none() => {
                 Dialog::from_uas_tagged(request, &invite.to_tag, invite.source, invite.protocol)
-                    .map(Box::new)
             }
             _ => None,
         };
@@ -2692,7 +2680,7 @@ impl UserAgent {
         bytes: Bytes,
         tagged: bool,
         within: Option<DialogId>,
-        mut new_dialog: Option<Box<Dialog>>,
+        mut new_dialog: Option<Dialog>,
     ) -> Result<Option<DialogId>, EndpointError> {
         if let Some(dialog) = new_dialog.as_mut() {
             // The dialog goes on marked as its INVITE's answers were.
@@ -2759,7 +2747,7 @@ impl UserAgent {
         &mut self,
         tx: TransactionId,
         within: Option<DialogId>,
-        new_dialog: Option<Box<Dialog>>,
+        new_dialog: Option<Dialog>,
         pending: Option<Pending2xx>,
     ) -> Option<DialogId> {
         match (within, new_dialog) {
@@ -2776,7 +2764,7 @@ impl UserAgent {
                     dialog.accept_remote_seq(seq);
                 }
                 let id = dialog.id.clone();
-                let mut entry = DialogEntry::new(dialog, true);
+                let mut entry = DialogEntry::new(dialog);
                 if let Some(pending) = pending {
                     Self::arm_2xx(
                         (&mut self.timers, &mut self.spare_2xx),
@@ -3030,7 +3018,7 @@ impl UserAgent {
             &self.body_headers.zero,
             self.endpoint.server_header(),
         )
-        .to_bytes_in(&mut self.replies);
+        .to_bytes();
         // The tag is the INVITE record's: the request's To has it, or it was added.
         let tag = to_tag.tag.is_some().then_some(&invite.to_tag);
         if let Err(error) = self
@@ -3165,7 +3153,7 @@ impl UserAgent {
             &self.body_headers.zero,
             self.endpoint.server_header(),
         )
-        .to_bytes_in(&mut self.replies);
+        .to_bytes();
         if let Err(error) = self.endpoint.respond_bytes(now, tx, 200, ok, None) {
             tracing::warn!(%error, "could not answer PRACK");
         }
@@ -3293,10 +3281,6 @@ mod reply_tests {
             Some(("text/plain", Bytes::new())),
         ];
         let mut compared = 0;
-        // Replies cut from one arena, every one kept alive (with a copy of what it said) so
-        // that later ones take new chunks: none may change what an earlier one holds.
-        let mut arena = ReplyArena::default();
-        let mut cut = Vec::new();
         for request in requests() {
             for code in statuses {
                 let status = StatusCode::new(code).unwrap();
@@ -3353,9 +3337,6 @@ mod reply_tests {
                                         server,
                                     };
                                     assert_eq!(short.to_bytes(), short.to_bytes_reference());
-                                    let in_arena = short.to_bytes_in(&mut arena);
-                                    assert_eq!(in_arena, short.to_bytes());
-                                    cut.push((in_arena, short.to_bytes().to_vec()));
                                     let short = short.to_bytes();
                                     assert_eq!(
                                         String::from_utf8_lossy(&short),
@@ -3374,30 +3355,6 @@ mod reply_tests {
             }
         }
         assert_eq!(compared, 5 * 10 * 2 * 2 * 3 * 3 * 2);
-        for (bytes, copy) in &cut {
-            assert_eq!(
-                bytes.as_ref(),
-                copy.as_slice(),
-                "a reply cut from the arena changed"
-            );
-        }
-        // Replies that are gone leave their chunk to be written over again: a new arena cuts
-        // one reply after another (each dropped at once) until it starts its chunk again.
-        cut.clear();
-        let request = &requests()[0];
-        let zero = zero_line();
-        let mut arena = ReplyArena::default();
-        let mut reply =
-            || Reply::plain(request, StatusCode::OK, None, &zero, None).to_bytes_in(&mut arena);
-        let at = reply().as_ptr();
-        assert!(
-            (0..ReplyArena::CHUNK).any(|_| reply().as_ptr() == at),
-            "the chunk is reused"
-        );
-    }
-
-    fn zero_line() -> OwnLine {
-        OwnLine::new(Header::new(HeaderName::ContentLength, "0"))
     }
 }
 
