@@ -276,26 +276,30 @@ fn counts_usual(counts: [u8; 8]) -> bool {
     packed & 0x0202_0202_0202_0200 == 0 && (packed | packed >> 1) & 0x01_0101_0101 == 0x01_0101_0101
 }
 
+/// The header fields every request carries (§8.1.1), with their names for a rejection.
+const MANDATORY: [(HeaderName, &str); 5] = [
+    (HeaderName::Via, "Via"),
+    (HeaderName::From, "From"),
+    (HeaderName::To, "To"),
+    (HeaderName::CallId, "Call-ID"),
+    (HeaderName::CSeq, "CSeq"),
+];
+
+/// The single-valued header fields a request may carry once at most (RFC 4475 §3.3.1, §3.3.8).
+const SINGLE: [HeaderName; 7] = [
+    HeaderName::From,
+    HeaderName::To,
+    HeaderName::CallId,
+    HeaderName::CSeq,
+    HeaderName::MaxForwards,
+    HeaderName::ContentType,
+    HeaderName::Expires,
+];
+
 /// The missing and repeated headers of [`validate_request`], from their counts (Via, then
 /// the single-valued ones in the order of `SINGLE`).
 #[cold]
 fn check_counts(counts: &[u8; 8]) -> Result<(), Rejection> {
-    const MANDATORY: [(HeaderName, &str); 5] = [
-        (HeaderName::Via, "Via"),
-        (HeaderName::From, "From"),
-        (HeaderName::To, "To"),
-        (HeaderName::CallId, "Call-ID"),
-        (HeaderName::CSeq, "CSeq"),
-    ];
-    const SINGLE: [HeaderName; 7] = [
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-        HeaderName::CSeq,
-        HeaderName::MaxForwards,
-        HeaderName::ContentType,
-        HeaderName::Expires,
-    ];
     for (i, (_, label)) in MANDATORY.iter().enumerate() {
         if counts.get(i) == Some(&0) {
             return Err(Rejection::bad(
@@ -872,22 +876,6 @@ mod reference {
         // §8.1.1: the mandatory header fields; RFC 4475 §3.3.1 / §3.3.8 treat missing or repeated
         // single-value headers as well-formed messages the application rejects. One pass counts
         // them all.
-        const MANDATORY: [(HeaderName, &str); 5] = [
-            (HeaderName::Via, "Via"),
-            (HeaderName::From, "From"),
-            (HeaderName::To, "To"),
-            (HeaderName::CallId, "Call-ID"),
-            (HeaderName::CSeq, "CSeq"),
-        ];
-        const SINGLE: [HeaderName; 7] = [
-            HeaderName::From,
-            HeaderName::To,
-            HeaderName::CallId,
-            HeaderName::CSeq,
-            HeaderName::MaxForwards,
-            HeaderName::ContentType,
-            HeaderName::Expires,
-        ];
         // Counts (saturating at 2) of Via, then of SINGLE in order.
         let mut counts = [0u8; 8];
         for header in h {
