@@ -151,11 +151,9 @@ pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejecti
     }
     // §8.1.1: the mandatory header fields; RFC 4475 §3.3.1 / §3.3.8 treat missing or repeated
     // single-value headers as well-formed messages the application rejects. One pass counts
-    // them all.
-    //
-    // Counts (saturating at 2) of Via, then of the single-valued headers in the order of
-    // `check_counts`; and which of the headers read
-    // later only when present are there (so that their absence costs no further scan).
+    // them all: counts (saturating at 2) of Via, then of `SINGLE` in order; and which of the
+    // headers read later only when present are there (so that their absence costs no further
+    // scan).
     let mut counts = [0u8; 8];
     let mut present = Present::default();
     for header in h {

@@ -241,9 +241,8 @@ pub struct TransactionTable<K, C> {
     /// that room small once they are gone.
     slots: IdMap<SlotBox<K, C>>,
     /// Boxes of removed slots (emptied), for the next transactions: for speed, a call makes
-    /// two transactions, and reusing their boxes spares an allocation and a free each. At
-    /// most [`KEEP`].
-    spare: Vec<SlotBox<K, C>>,
+    /// two transactions, and reusing their boxes spares an allocation and a free each.
+    spare: Spare<Option<Slot<K, C>>>,
     /// Keys come from the network: hashed with secret keys ([`SeededState`]).
     index: HashMap<K, TransactionId, SeededState>,
     /// Each live transaction's `armed` deadline (and stale ones, skipped).
@@ -268,7 +267,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
     pub(crate) fn with_hasher(hasher: SeededState) -> Self {
         Self {
             slots: IdMap::default(),
-            spare: Vec::new(),
+            spare: Spare::default(),
             index: HashMap::with_hasher(hasher),
             timers: Deadlines::default(),
             actions: VecDeque::new(),
@@ -355,14 +354,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
             &mut self.timers,
             &mut self.index,
         );
-        let boxed = match self.spare.pop() {
-            Some(mut boxed) => {
-                *boxed = Some(slot);
-                boxed
-            }
-            None => Box::new(Some(slot)),
-        };
-        self.slots.insert(id, boxed);
+        self.slots.insert(id, self.spare.boxed(Some(slot)));
         Some(id)
     }
 
@@ -457,9 +449,7 @@ impl<K: Hash + Eq + Clone, C> TransactionTable<K, C> {
         {
             // The transaction goes now; its box waits for the next one.
             *boxed = None;
-            if self.spare.len() < KEEP {
-                self.spare.push(boxed);
-            }
+            self.spare.keep(boxed);
         }
         Some((id, action))
     }
